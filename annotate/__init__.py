@@ -1,0 +1,3 @@
+from annotate.celery import app as celery_app
+
+__all__ = ["celery_app"]

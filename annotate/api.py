@@ -1,0 +1,32 @@
+"""REST plumbing shared by every app: domain errors become clear JSON errors, never a 500."""
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from apps.batches.import_format import ImportFormatError
+from apps.judging.services import AssignmentNotFound, JudgmentConflict, JudgmentError
+from apps.projects.services import ProjectError
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ImportFormatError):
+        errors = [error.as_dict() for error in exc.errors]
+        if exc.total > len(errors):
+            errors.append({"line": None, "error": f"... and {exc.total - len(errors)} more errors"})
+        return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, ProjectError | JudgmentError):
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, JudgmentConflict):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, AssignmentNotFound):
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    return drf_exception_handler(exc, context)

@@ -1,0 +1,38 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from apps.batches.api import BatchCreate, BatchDetail
+from apps.exports.api import Export
+from apps.judging.api import AssignmentNext, JudgmentCreate
+from apps.projects.api import MemberAdd, ProjectListCreate
+
+api_v1 = [
+    path("projects/", ProjectListCreate.as_view(), name="api-projects"),
+    path("projects/<slug:slug>/members/", MemberAdd.as_view(), name="api-members"),
+    path("projects/<slug:slug>/batches/", BatchCreate.as_view(), name="api-batches"),
+    path(
+        "projects/<slug:slug>/assignments/next/",
+        AssignmentNext.as_view(),
+        name="api-assignment-next",
+    ),
+    path("projects/<slug:slug>/export/", Export.as_view(), name="api-export"),
+    path("batches/<int:batch_id>/", BatchDetail.as_view(), name="api-batch"),
+    path(
+        "assignments/<int:assignment_id>/judgment/",
+        JudgmentCreate.as_view(),
+        name="api-judgment",
+    ),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("apps.judging.urls")),
+]

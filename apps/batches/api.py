@@ -1,0 +1,117 @@
+import tempfile
+from typing import IO, Any
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.api import PayloadTooLarge
+from apps.batches.models import Batch, BatchStatus
+from apps.batches.services import batch_import
+from apps.projects.selectors import project_for_lead, projects_led_by
+
+
+class JSONLinesParser(BaseParser):
+    """Hands the raw body to the view as a file, spooled to disk when large."""
+
+    media_type = "application/jsonl"
+
+    def parse(
+        self,
+        stream: IO[bytes] | None,
+        media_type: str | None = None,
+        parser_context: Any = None,
+    ) -> IO[bytes]:
+        spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+        if stream is None:
+            return spool  # an empty body: the importer reports the empty file
+        size = 0
+        while chunk := stream.read(1024 * 1024):
+            size += len(chunk)
+            if size > settings.IMPORT_MAX_BYTES:
+                spool.close()
+                raise PayloadTooLarge(
+                    f"The file is larger than the limit of {settings.IMPORT_MAX_BYTES} bytes."
+                )
+            spool.write(chunk)
+        spool.seek(0)
+        return spool
+
+
+class NDJSONParser(JSONLinesParser):
+    media_type = "application/x-ndjson"
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug")
+    prompts = serializers.IntegerField(source="prompt_count")
+    comparisons = serializers.IntegerField(source="comparison_count")
+
+    class Meta:
+        model = Batch
+        fields = [
+            "id",
+            "project",
+            "name",
+            "status",
+            "priority",
+            "prompts",
+            "comparisons",
+            "errors",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class BatchCreate(APIView):
+    """POST a JSON Lines file: the body itself, or multipart with a field `file`."""
+
+    parser_classes = [JSONLinesParser, NDJSONParser, *APIView.parser_classes]
+
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        name = request.query_params.get("name", "")
+        if hasattr(request.data, "read"):
+            source = request.data
+        else:
+            upload = request.FILES.get("file")
+            if upload is None:
+                raise ParseError(
+                    "Send the file as the body (Content-Type: application/jsonl) or as "
+                    "multipart form data with a field named 'file'."
+                )
+            source = upload
+            name = name or request.data.get("name") or upload.name or ""
+        source.seek(0, 2)
+        size = source.tell()
+        source.seek(0)
+        batch = batch_import(
+            project=project, source=source, size=size, name=str(name)[:200], created_by=request.user
+        )
+        batch.refresh_from_db()
+        code = (
+            status.HTTP_202_ACCEPTED
+            if batch.status == BatchStatus.IMPORTING
+            else status.HTTP_201_CREATED
+        )
+        if batch.status == BatchStatus.FAILED:
+            return Response(
+                {**BatchSerializer(batch).data, "errors": batch.errors},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(BatchSerializer(batch).data, status=code)
+
+
+class BatchDetail(APIView):
+    def get(self, request: Request, batch_id: int) -> Response:
+        batch = get_object_or_404(
+            Batch.objects.select_related("project"),
+            pk=batch_id,
+            project__in=projects_led_by(request.user),
+        )
+        return Response(BatchSerializer(batch).data)

@@ -1,0 +1,272 @@
+"""The JSON Lines import format: one prompt a line, with its candidate responses.
+
+    {"id": "p-17", "prompt": "..." | [{"role": "user", "content": "..."}, ...],
+     "candidates": [{"id": "c1", "text": "...", "model": "m", "params": {}, "metadata": {}}, ...],
+     "metadata": {...}}
+
+`parse_jsonl` reads the whole file and returns every prompt, or raises `ImportFormatError` with
+every error found, each with its line number, so that a bad file can be fixed in one pass.
+"""
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+ROLES = ("system", "user", "assistant", "tool")
+PROMPT_KEYS = {"id", "prompt", "candidates", "metadata"}
+CANDIDATE_KEYS = {"id", "text", "model", "params", "metadata"}
+MAX_ID_LENGTH = 255
+MAX_MODEL_LENGTH = 200
+MAX_CANDIDATES = 16
+# Escapes that JSON allows but a database cannot store: NUL and lone UTF-16 surrogates.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int | None  # None for an error about the whole file
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "error": self.error}
+
+
+class ImportFormatError(Exception):
+    def __init__(self, errors: list[LineError], total: int | None = None) -> None:
+        self.errors = errors
+        self.total = total if total is not None else len(errors)
+        super().__init__(f"{self.total} error(s) in the file")
+
+
+@dataclass
+class ParsedCandidate:
+    external_id: str
+    text: str
+    model: str
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass
+class ParsedPrompt:
+    line: int
+    external_id: str
+    content: str | list[dict[str, str]]
+    metadata: dict[str, Any]
+    candidates: list[ParsedCandidate] = field(default_factory=list)
+
+
+def _type_name(value: object) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _parse_id(value: object, where: str) -> str:
+    # Whole numbers are accepted as ids because many datasets number their rows.
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{where} must be a string, not {_type_name(value)}")
+    text = str(value)
+    if not text.strip():
+        raise ValueError(f"{where} must not be empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"{where} is longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+def _parse_object(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object, not {_type_name(value)}")
+    return value
+
+
+def _unknown_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _parse_prompt_content(value: object) -> str | list[dict[str, str]]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("'prompt' must not be empty")
+        return value
+    if not isinstance(value, list):
+        raise ValueError(
+            f"'prompt' must be a string or a list of messages, not {_type_name(value)}"
+        )
+    if not value:
+        raise ValueError("'prompt' must not be an empty list")
+    messages = []
+    for index, message in enumerate(value):
+        where = f"prompt message {index + 1}"
+        if not isinstance(message, dict):
+            raise ValueError(f"{where} must be an object, not {_type_name(message)}")
+        _unknown_keys(message, {"role", "content"}, where)
+        if "role" not in message:
+            raise ValueError(f"{where} is missing 'role'")
+        if "content" not in message:
+            raise ValueError(f"{where} is missing 'content'")
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise ValueError(f"{where} has role {role!r}; use one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"{where} 'content' must be a string, not {_type_name(content)}")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _parse_candidate(value: object, index: int, seen: set[str]) -> ParsedCandidate:
+    where = f"candidate {index + 1}"
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object, not {_type_name(value)}")
+    _unknown_keys(value, CANDIDATE_KEYS, where)
+    for key in ("id", "text"):
+        if key not in value:
+            raise ValueError(f"{where} is missing '{key}'")
+    external_id = _parse_id(value["id"], f"{where} 'id'")
+    if external_id in seen:
+        raise ValueError(f"duplicate candidate id {external_id!r} in this prompt")
+    seen.add(external_id)
+    text = value["text"]
+    if not isinstance(text, str):
+        raise ValueError(f"{where} 'text' must be a string, not {_type_name(text)}")
+    model = value.get("model") or ""
+    if not isinstance(model, str):
+        raise ValueError(f"{where} 'model' must be a string, not {_type_name(model)}")
+    if len(model) > MAX_MODEL_LENGTH:
+        raise ValueError(f"{where} 'model' is longer than {MAX_MODEL_LENGTH} characters")
+    return ParsedCandidate(
+        external_id=external_id,
+        text=text,
+        model=model,
+        params=_parse_object(value.get("params"), f"{where} 'params'"),
+        metadata=_parse_object(value.get("metadata"), f"{where} 'metadata'"),
+    )
+
+
+def parse_line(number: int, obj: object) -> ParsedPrompt:
+    if not isinstance(obj, dict):
+        raise ValueError(f"each line must be a JSON object, not {_type_name(obj)}")
+    _unknown_keys(obj, PROMPT_KEYS, "the prompt")
+    missing = [key for key in ("id", "prompt", "candidates") if key not in obj]
+    if missing:
+        raise ValueError(f"missing field(s): {', '.join(map(repr, missing))}")
+    external_id = _parse_id(obj["id"], "'id'")
+    content = _parse_prompt_content(obj["prompt"])
+    raw_candidates = obj["candidates"]
+    if not isinstance(raw_candidates, list):
+        raise ValueError(f"'candidates' must be a list, not {_type_name(raw_candidates)}")
+    if len(raw_candidates) < 2:
+        raise ValueError(f"'candidates' needs at least 2 responses, got {len(raw_candidates)}")
+    if len(raw_candidates) > MAX_CANDIDATES:
+        raise ValueError(
+            f"'candidates' has {len(raw_candidates)} responses; at most {MAX_CANDIDATES}"
+        )
+    seen: set[str] = set()
+    candidates = [_parse_candidate(c, i, seen) for i, c in enumerate(raw_candidates)]
+    return ParsedPrompt(
+        line=number,
+        external_id=external_id,
+        content=content,
+        metadata=_parse_object(obj.get("metadata"), "'metadata'"),
+        candidates=candidates,
+    )
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_storable(value: object) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("a string contains a NUL character (\\u0000), which cannot be stored")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string contains a lone UTF-16 surrogate escape") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key)
+            _check_storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item)
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    # Split on \n only: CRLF ends are handled by stripping \r, and a lone \r inside a JSON
+    # string stays where it is.
+    for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        yield number, raw.rstrip(b"\r\n")
+
+
+def parse_jsonl(
+    stream: IO[bytes] | Iterable[bytes], *, max_errors: int = 1000
+) -> list[ParsedPrompt]:
+    """Every prompt of the file, or ImportFormatError with (at most max_errors of) every error."""
+    errors: list[LineError] = []
+    error_count = 0
+    prompts: list[ParsedPrompt] = []
+    first_line_of: dict[str, int] = {}
+
+    def fail(line: int | None, message: str) -> None:
+        nonlocal error_count
+        error_count += 1
+        if len(errors) < max_errors:
+            errors.append(LineError(line, message))
+
+    for number, raw in _lines(stream):  # type: ignore[arg-type]
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            fail(number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+            continue
+        try:
+            obj = json.loads(text, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            fail(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:
+            fail(number, f"invalid JSON: {exc}")
+            continue
+        try:
+            if _SUSPECT_ESCAPE.search(raw):
+                _check_storable(obj)
+            prompt = parse_line(number, obj)
+        except ValueError as exc:
+            fail(number, str(exc))
+            continue
+        if prompt.external_id in first_line_of:
+            fail(
+                number,
+                f"duplicate prompt id {prompt.external_id!r} (first on line "
+                f"{first_line_of[prompt.external_id]})",
+            )
+            continue
+        first_line_of[prompt.external_id] = number
+        prompts.append(prompt)
+
+    if not prompts and not error_count:
+        fail(None, "the file is empty: it has no prompts")
+    if error_count:
+        raise ImportFormatError(errors, total=error_count)
+    return prompts

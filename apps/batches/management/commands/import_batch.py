@@ -1,0 +1,61 @@
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.batches.import_format import ImportFormatError
+from apps.batches.models import BatchStatus
+from apps.batches.services import batch_import
+from apps.projects.models import Project
+
+
+class Command(BaseCommand):
+    help = "Import a JSON Lines file of prompts and candidates as a new batch of a project."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("project", help="the project's slug")
+        parser.add_argument("file", type=Path, help="the JSON Lines file")
+        parser.add_argument("--name", default="", help="the batch's name (default: file name)")
+        parser.add_argument(
+            "--background",
+            action="store_true",
+            help="hand the import to a Celery worker and return at once",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project = Project.objects.filter(slug=options["project"]).first()
+        if project is None:
+            raise CommandError(f"No project with slug {options['project']!r}.")
+        path: Path = options["file"]
+        if not path.is_file():
+            raise CommandError(f"No such file: {path}")
+        with path.open("rb") as source:
+            try:
+                batch = batch_import(
+                    project=project,
+                    source=source,
+                    size=path.stat().st_size,
+                    name=options["name"] or path.name,
+                    background=bool(options["background"]),
+                )
+            except ImportFormatError as exc:
+                for error in exc.errors:
+                    where = f"line {error.line}" if error.line is not None else "file"
+                    self.stderr.write(f"{path}: {where}: {error.error}")
+                if exc.total > len(exc.errors):
+                    self.stderr.write(f"... and {exc.total - len(exc.errors)} more errors")
+                raise CommandError(f"{exc.total} error(s); nothing was imported.") from None
+        batch.refresh_from_db()
+        if batch.status == BatchStatus.FAILED:
+            for error in batch.errors:
+                self.stderr.write(f"{path}: line {error['line']}: {error['error']}")
+            raise CommandError("The file has errors; nothing was imported.")
+        if batch.status == BatchStatus.IMPORTING:
+            self.stdout.write(f"Batch {batch.pk} is importing in the background.")
+            return
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported batch {batch.pk} into {project.slug}: {batch.prompt_count} prompts, "
+                f"{batch.comparison_count} comparisons."
+            )
+        )

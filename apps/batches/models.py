@@ -1,0 +1,138 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from apps.projects.models import Project
+
+
+class BatchStatus(models.TextChoices):
+    IMPORTING = "importing", "Importing"
+    FAILED = "failed", "Failed"
+    DRAFT = "draft", "Draft"
+    ACTIVE = "active", "Active"
+    PAUSED = "paused", "Paused"
+    DONE = "done", "Done"
+
+
+class Batch(models.Model):
+    """One import into a project. Only active batches hand out comparisons."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="batches")
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=16, choices=BatchStatus.choices, default=BatchStatus.IMPORTING
+    )
+    priority = models.IntegerField(default=0)
+    prompt_count = models.PositiveIntegerField(default=0)
+    comparison_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+        indexes = [models.Index(fields=["project", "status"], name="batch_project_status")]
+
+    def __str__(self) -> str:
+        return self.name or f"Batch {self.pk}"
+
+
+class BatchSource(models.Model):
+    """The uploaded file of a batch imported in the background, kept until the import ends.
+
+    It lives in the database so that any worker process on any host can read it.
+    """
+
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="source")
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Source of batch {self.batch_id}"
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="prompts")
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=255)
+    # A non-empty string, or a list of {"role", "content"} messages, exactly as imported.
+    content = models.JSONField()
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="prompt_unique_external_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+    @property
+    def is_conversation(self) -> bool:
+        return isinstance(self.content, list)
+
+
+class Candidate(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
+    external_id = models.CharField(max_length=255)
+    text = models.TextField()
+    model = models.CharField(max_length=200, blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="Generation parameters.")
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "external_id"], name="candidate_unique_external_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Comparison(models.Model):
+    """Two candidates of one prompt, to be judged by `project.overlap` annotators.
+
+    `judgment_count + lease_count` is the number of slots taken; it never exceeds the overlap.
+    Both counts are changed only inside the queue's transactions (apps.judging.services).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="comparisons")
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    candidate_a = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    judgment_count = models.PositiveIntegerField(default=0)
+    lease_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(candidate_a=F("candidate_b")), name="comparison_distinct_candidates"
+            ),
+            models.UniqueConstraint(
+                fields=["candidate_a", "candidate_b"], name="comparison_unique_pair"
+            ),
+        ]
+        indexes = [
+            # The queue's scan: a project's comparisons, fewest slots taken first.
+            models.Index(
+                F("project"),
+                F("judgment_count") + F("lease_count"),
+                F("id"),
+                name="comparison_queue",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Comparison {self.pk}"

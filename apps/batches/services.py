@@ -1,0 +1,189 @@
+"""Importing batches. The command, the admin form and the REST API all call `batch_import`."""
+
+import io
+import logging
+from itertools import combinations
+from typing import IO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, parse_jsonl
+from apps.batches.models import Batch, BatchSource, BatchStatus, Candidate, Comparison, Prompt
+from apps.projects.models import Project
+
+logger = logging.getLogger(__name__)
+BULK_SIZE = 2000
+
+
+def batch_import(
+    *,
+    project: Project,
+    source: IO[bytes],
+    size: int,
+    name: str = "",
+    created_by: AbstractBaseUser | None = None,
+    background: bool | None = None,
+) -> Batch:
+    """Imports a JSON Lines file as a new active batch, whole or not at all.
+
+    Files larger than IMPORT_BACKGROUND_BYTES (or with background=True) are stored and imported by
+    a Celery task: the batch is returned in status `importing` and ends `active` or `failed`.
+    A bad file raises ImportFormatError with every error, and nothing is stored.
+    """
+    if size > settings.IMPORT_MAX_BYTES:
+        raise ImportFormatError(
+            [
+                LineError(
+                    None,
+                    f"the file is {size} bytes; the limit is {settings.IMPORT_MAX_BYTES} bytes",
+                )
+            ]
+        )
+    if background is None:
+        background = size > settings.IMPORT_BACKGROUND_BYTES
+    if background:
+        return _batch_import_enqueue(
+            project=project, source=source, name=name, created_by=created_by
+        )
+    prompts = parse_jsonl(source, max_errors=settings.IMPORT_MAX_REPORTED_ERRORS)
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            project=project, name=name, status=BatchStatus.IMPORTING, created_by=created_by
+        )
+        _batch_store(batch=batch, prompts=prompts)
+    return batch
+
+
+def _batch_import_enqueue(
+    *, project: Project, source: IO[bytes], name: str, created_by: AbstractBaseUser | None
+) -> Batch:
+    from apps.batches.tasks import batch_import_task
+
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            project=project, name=name, status=BatchStatus.IMPORTING, created_by=created_by
+        )
+        BatchSource.objects.create(batch=batch, data=source.read())
+        transaction.on_commit(lambda: batch_import_task.delay(batch.pk))
+    return batch
+
+
+def batch_import_stored(*, batch_id: int) -> Batch:
+    """Imports the stored file of a background batch. Running it twice is harmless."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(pk=batch_id)
+        if batch.status != BatchStatus.IMPORTING:
+            return batch
+        source = BatchSource.objects.filter(batch=batch).first()
+        if source is None:
+            return _batch_fail(batch, [LineError(None, "the uploaded file was not found")])
+        data = bytes(source.data)
+        try:
+            prompts = parse_jsonl(io.BytesIO(data), max_errors=settings.IMPORT_MAX_REPORTED_ERRORS)
+            with transaction.atomic():
+                _batch_store(batch=batch, prompts=prompts)
+        except ImportFormatError as exc:
+            _batch_fail(batch, exc.errors, total=exc.total)
+        source.delete()
+    return batch
+
+
+def _batch_fail(batch: Batch, errors: list[LineError], total: int | None = None) -> Batch:
+    batch.status = BatchStatus.FAILED
+    batch.errors = [error.as_dict() for error in errors]
+    if total is not None and total > len(errors):
+        batch.errors.append({"line": None, "error": f"... and {total - len(errors)} more errors"})
+    batch.finished_at = timezone.now()
+    batch.save(update_fields=["status", "errors", "finished_at"])
+    return batch
+
+
+def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
+    """Stores parsed prompts, their candidates and every pair of candidates, in bulk."""
+    project = batch.project
+    _reject_existing_ids(project, prompts)
+    prompt_rows = [
+        Prompt(
+            project=project,
+            batch=batch,
+            external_id=p.external_id,
+            content=p.content,
+            metadata=p.metadata,
+        )
+        for p in prompts
+    ]
+    try:
+        with transaction.atomic():
+            Prompt.objects.bulk_create(prompt_rows, batch_size=BULK_SIZE)
+    except IntegrityError:
+        # Another import took one of these ids between our check and our insert.
+        _reject_existing_ids(project, prompts)
+        raise ImportFormatError(
+            [LineError(None, "prompt ids collided with a concurrent import; try again")]
+        ) from None
+    candidate_rows = [
+        Candidate(
+            prompt=row,
+            external_id=c.external_id,
+            text=c.text,
+            model=c.model,
+            params=c.params,
+            metadata=c.metadata,
+        )
+        for row, parsed in zip(prompt_rows, prompts, strict=True)
+        for c in parsed.candidates
+    ]
+    Candidate.objects.bulk_create(candidate_rows, batch_size=BULK_SIZE)
+    comparison_rows: list[Comparison] = []
+    position = 0
+    for row, parsed in zip(prompt_rows, prompts, strict=True):
+        own = candidate_rows[position : position + len(parsed.candidates)]
+        position += len(parsed.candidates)
+        comparison_rows.extend(
+            Comparison(project=project, batch=batch, prompt=row, candidate_a=a, candidate_b=b)
+            for a, b in combinations(own, 2)
+        )
+    Comparison.objects.bulk_create(comparison_rows, batch_size=BULK_SIZE)
+    batch.prompt_count = len(prompt_rows)
+    batch.comparison_count = len(comparison_rows)
+    batch.status = BatchStatus.ACTIVE
+    batch.errors = []
+    batch.finished_at = timezone.now()
+    batch.save(
+        update_fields=["prompt_count", "comparison_count", "status", "errors", "finished_at"]
+    )
+    logger.info(
+        "batch %s imported: %s prompts, %s comparisons",
+        batch.pk,
+        batch.prompt_count,
+        batch.comparison_count,
+    )
+
+
+def _reject_existing_ids(project: Project, prompts: list[ParsedPrompt]) -> None:
+    line_of = {p.external_id: p.line for p in prompts}
+    ids = list(line_of)
+    existing: list[tuple[str, int]] = []
+    for start in range(0, len(ids), 5000):
+        existing.extend(
+            Prompt.objects.filter(
+                project=project, external_id__in=ids[start : start + 5000]
+            ).values_list("external_id", "batch_id")
+        )
+    if existing:
+        errors = sorted(
+            (
+                LineError(
+                    line_of[external_id],
+                    f"duplicate prompt id {external_id!r}: already in this project (batch "
+                    f"{batch_id})",
+                )
+                for external_id, batch_id in existing
+            ),
+            key=lambda e: e.line or 0,
+        )
+        limit = settings.IMPORT_MAX_REPORTED_ERRORS
+        raise ImportFormatError(errors[:limit], total=len(errors))

@@ -1,0 +1,169 @@
+"""Exports, streamed row by row in constant memory.
+
+Each function yields plain dicts in a stable order (by comparison, then by judgment id), so the
+same data always gives the same file.
+"""
+
+import hashlib
+import hmac
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Prefetch
+
+from apps.batches.models import Comparison
+from apps.judging.models import Choice, Judgment
+from apps.projects.models import Project
+from apps.projects.selectors import pseudonyms_for
+
+CHUNK = 500
+FORMATS = ("trl", "judgments")
+
+
+class Pseudonyms:
+    """Names annotators in exports by their per-project pseudonym, never by username."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.known = pseudonyms_for(project)
+
+    def __call__(self, user_id: int) -> str:
+        name = self.known.get(user_id)
+        if name is None:
+            # A former member: derive a stable name that does not reveal the account.
+            digest = hmac.new(
+                settings.SECRET_KEY.encode(),
+                f"{self.project.pk}:{user_id}".encode(),
+                hashlib.sha256,
+            ).hexdigest()
+            name = self.known[user_id] = "ann-x" + digest[:9]
+        return name
+
+
+def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
+    """The raw votes: one row per judgment."""
+    pseudonym = Pseudonyms(project)
+    judgments = Judgment.objects.filter(comparison__project=project)
+    if batch_id is not None:
+        judgments = judgments.filter(comparison__batch_id=batch_id)
+    rows = judgments.order_by("id").values_list(
+        "comparison_id",
+        "comparison__prompt__external_id",
+        "annotator_id",
+        "left__external_id",
+        "right__external_id",
+        "choice",
+        "chosen__external_id",
+        "rationale",
+        "duration_ms",
+        "created_at",
+    )
+    for row in rows.iterator(chunk_size=2000):
+        yield {
+            "comparison_id": row[0],
+            "prompt_id": row[1],
+            "annotator": pseudonym(row[2]),
+            "left_id": row[3],
+            "right_id": row[4],
+            "choice": row[5],
+            "chosen_id": row[6],
+            "rationale": row[7],
+            "duration_ms": row[8],
+            "created_at": row[9].isoformat(),
+        }
+
+
+def winner_of(votes: Counter[str]) -> str | None:
+    """The option with strictly more votes than every other option, or None."""
+    if not votes:
+        return None
+    (best, best_count), *rest = votes.most_common()
+    if rest and rest[0][1] == best_count:
+        return None
+    return best
+
+
+def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
+    """One row per comparison whose votes name a winning candidate, in TRL's preference format.
+
+    Votes are counted per candidate (not per screen side): "a", "b", "tie" and "both_bad".
+    A comparison is exported when a candidate has strictly more votes than each other option.
+    """
+    pseudonym = Pseudonyms(project)
+    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
+    if batch_id is not None:
+        comparisons = comparisons.filter(batch_id=batch_id)
+    comparisons = (
+        comparisons.order_by("id")
+        .select_related("prompt", "candidate_a", "candidate_b")
+        .prefetch_related(
+            Prefetch(
+                "judgments",
+                queryset=Judgment.objects.order_by("id").only(
+                    "id", "comparison_id", "annotator_id", "choice", "chosen_id"
+                ),
+            )
+        )
+    )
+    for comparison in comparisons.iterator(chunk_size=CHUNK):
+        votes: Counter[str] = Counter()
+        annotators = []
+        for judgment in comparison.judgments.all():
+            if judgment.choice in (Choice.TIE, Choice.BOTH_BAD):
+                votes[judgment.choice] += 1
+            elif judgment.chosen_id == comparison.candidate_a_id:
+                votes["a"] += 1
+            else:
+                votes["b"] += 1
+            annotators.append(pseudonym(judgment.annotator_id))
+        winner = winner_of(votes)
+        if winner not in ("a", "b"):
+            continue
+        chosen, rejected = (
+            (comparison.candidate_a, comparison.candidate_b)
+            if winner == "a"
+            else (comparison.candidate_b, comparison.candidate_a)
+        )
+        total = sum(votes.values())
+        prompt = comparison.prompt.content
+        if isinstance(prompt, list):
+            row: dict[str, Any] = {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": chosen.text}],
+                "rejected": [{"role": "assistant", "content": rejected.text}],
+            }
+        else:
+            row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
+        row.update(
+            {
+                "comparison_id": comparison.pk,
+                "prompt_id": comparison.prompt.external_id,
+                "chosen_id": chosen.external_id,
+                "rejected_id": rejected.external_id,
+                "chosen_model": chosen.model,
+                "rejected_model": rejected.model,
+                "votes": {
+                    "chosen": votes[winner],
+                    "rejected": votes["b" if winner == "a" else "a"],
+                    "tie": votes[Choice.TIE],
+                    "both_bad": votes[Choice.BOTH_BAD],
+                },
+                "n_annotators": total,
+                "agreement": round(votes[winner] / total, 4),
+                "annotators": annotators,
+                "batch": comparison.batch_id,
+            }
+        )
+        yield row
+
+
+def export_rows(
+    *, project: Project, format: str, batch_id: int | None = None
+) -> Iterator[dict[str, Any]]:
+    if format == "trl":
+        return trl_rows(project=project, batch_id=batch_id)
+    if format == "judgments":
+        return judgments_rows(project=project, batch_id=batch_id)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}")

@@ -1,0 +1,29 @@
+from django.contrib import admin
+
+from annotate.admin_site import ReadOnlyAdmin
+from apps.judging.models import Assignment, Judgment
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(ReadOnlyAdmin):
+    project_field = "comparison__project"
+    list_display = [
+        "id",
+        "comparison",
+        "annotator",
+        "choice",
+        "chosen",
+        "duration_ms",
+        "created_at",
+    ]
+    list_filter = ["choice", "comparison__project", "comparison__batch", "annotator", "created_at"]
+    search_fields = ["rationale", "comparison__prompt__external_id", "annotator__username"]
+    list_select_related = ["comparison", "annotator", "chosen"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "comparison", "annotator", "status", "created_at", "expires_at"]
+    list_filter = ["status", "project"]
+    list_select_related = ["comparison", "annotator"]

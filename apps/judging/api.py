@@ -1,0 +1,78 @@
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.judging.models import Assignment, Judgment
+from apps.judging.services import assignment_next, judgment_submit
+from apps.projects.selectors import project_for_member
+
+
+def assignment_payload(assignment: Assignment) -> dict[str, Any]:
+    return {
+        "id": assignment.pk,
+        "comparison": assignment.comparison_id,
+        "prompt": assignment.comparison.prompt.content,
+        "left": {"id": assignment.left.external_id, "text": assignment.left.text},
+        "right": {"id": assignment.right.external_id, "text": assignment.right.text},
+        "expires_at": assignment.expires_at.isoformat(),
+    }
+
+
+class AssignmentNext(APIView):
+    """POST: your open lease in the project, or a new one. 204 when nothing is left for you."""
+
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_member(user=request.user, slug=slug)
+        assignment = assignment_next(project=project, annotator=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(assignment_payload(assignment))
+
+
+class JudgmentInput(serializers.Serializer):
+    choice = serializers.CharField(max_length=32)
+    rationale = serializers.CharField(
+        allow_blank=True, required=False, default="", max_length=10_000, trim_whitespace=False
+    )
+    idempotency_key = serializers.CharField(
+        allow_blank=True, required=False, default="", max_length=128
+    )
+    duration_ms = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=0, max_value=2**31 - 1
+    )
+
+
+class JudgmentSerializer(serializers.ModelSerializer):
+    chosen_id = serializers.CharField(source="chosen.external_id", default=None)
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "id",
+            "assignment",
+            "comparison",
+            "choice",
+            "chosen_id",
+            "rationale",
+            "duration_ms",
+            "idempotency_key",
+            "created_at",
+        ]
+
+
+class JudgmentCreate(APIView):
+    """POST your judgment of an assignment. A retry with the same idempotency_key returns 200."""
+
+    def post(self, request: Request, assignment_id: int) -> Response:
+        data = JudgmentInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = judgment_submit(
+            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+        )
+        return Response(
+            JudgmentSerializer(result.judgment).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )

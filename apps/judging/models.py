@@ -1,0 +1,108 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from apps.batches.models import Candidate, Comparison
+from apps.projects.models import Project
+
+
+class AssignmentStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    SUBMITTED = "submitted", "Submitted"
+    EXPIRED = "expired", "Expired"
+
+
+class Assignment(models.Model):
+    """A lease of one comparison to one annotator, with the side each candidate was shown on."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+    )
+    left = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    right = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(
+        max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.OPEN
+    )
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"],
+                condition=Q(status="open"),
+                name="assignment_one_open_per_annotator",
+            ),
+            models.CheckConstraint(
+                condition=~Q(left=models.F("right")), name="assignment_distinct_sides"
+            ),
+        ]
+        indexes = [
+            # An annotator's open lease in a project, returned on reload.
+            models.Index(
+                fields=["annotator", "project"],
+                condition=Q(status="open"),
+                name="assignment_open_by_annotator",
+            ),
+            # Expired leases to reclaim, lazily per project and by the beat sweep.
+            models.Index(
+                fields=["project", "expires_at"],
+                condition=Q(status="open"),
+                name="assignment_open_by_expiry",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Assignment {self.pk}"
+
+
+class Choice(models.TextChoices):
+    LEFT = "left", "Left is better"
+    RIGHT = "right", "Right is better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
+
+
+class Judgment(models.Model):
+    """One annotator's answer to one comparison. Never deleted by a cascade."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
+    )
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="judgment")
+    choice = models.CharField(max_length=16, choices=Choice.choices)
+    # Copied from the assignment so that a judgment reads on its own: what was shown where, and
+    # which candidate won (null for tie and both bad).
+    left = models.ForeignKey(Candidate, on_delete=models.PROTECT, related_name="+")
+    right = models.ForeignKey(Candidate, on_delete=models.PROTECT, related_name="+")
+    chosen = models.ForeignKey(
+        Candidate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    rationale = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="judgment_one_per_annotator"
+            ),
+            models.CheckConstraint(
+                condition=(Q(choice__in=["left", "right"]) & Q(chosen__isnull=False))
+                | (Q(choice__in=["tie", "both_bad"]) & Q(chosen__isnull=True)),
+                name="judgment_chosen_matches_choice",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["annotator", "created_at"], name="judgment_by_annotator"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Judgment {self.pk}"

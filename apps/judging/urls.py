@@ -1,0 +1,9 @@
+from django.urls import path
+
+from apps.judging import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("p/<slug:slug>/", views.annotate, name="annotate"),
+    path("p/<slug:slug>/a/<int:assignment_id>/", views.judge, name="judge"),
+]

@@ -1,0 +1,93 @@
+"""The annotator's pages: their projects, and the side-by-side judging page (HTMX + plain forms)."""
+
+import secrets
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.judging.models import Choice
+from apps.judging.selectors import judgment_count_for, progress_for_annotator
+from apps.judging.services import (
+    AssignmentNotFound,
+    JudgmentConflict,
+    JudgmentError,
+    assignment_next,
+    judgment_submit,
+)
+from apps.projects.models import Project
+from apps.projects.selectors import project_for_member
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "judging/home.html",
+        {"progress": progress_for_annotator(annotator=request.user)},  # type: ignore[arg-type]
+    )
+
+
+def _choices(project: Project) -> list[tuple[str, str, str]]:
+    """(value, label, keys) for each choice the project offers, in key order."""
+    choices = [
+        (Choice.LEFT.value, "Left is better", "1 or ←"),
+        (Choice.RIGHT.value, "Right is better", "2 or →"),
+    ]
+    if project.allow_tie:
+        choices.append((Choice.TIE.value, "Tie", "3"))
+    if project.allow_both_bad:
+        choices.append((Choice.BOTH_BAD.value, "Both bad", "4"))
+    return choices
+
+
+def _render_annotate(
+    request: HttpRequest, project: Project, *, notice: str = "", error: str = ""
+) -> HttpResponse:
+    assignment = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
+    context = {
+        "project": project,
+        "assignment": assignment,
+        "choices": _choices(project),
+        "idempotency_key": secrets.token_urlsafe(16),
+        "judged": judgment_count_for(annotator=request.user, project=project),  # type: ignore[arg-type]
+        "notice": notice,
+        "error": error,
+    }
+    template = "judging/annotate.html"
+    if getattr(request, "htmx", False):
+        template += "#comparison-card"
+    return render(request, template, context)
+
+
+@login_required
+@require_http_methods(["GET"])
+def annotate(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for_member(user=request.user, slug=slug)
+    return _render_annotate(request, project)
+
+
+@login_required
+@require_POST
+def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+    project = project_for_member(user=request.user, slug=slug)
+    duration = request.POST.get("duration_ms", "")
+    notice = error = ""
+    try:
+        judgment_submit(
+            assignment_id=assignment_id,
+            annotator=request.user,  # type: ignore[arg-type]
+            choice=request.POST.get("choice", ""),
+            rationale=request.POST.get("rationale", ""),
+            idempotency_key=request.POST.get("idempotency_key", ""),
+            duration_ms=int(duration) if duration.isdigit() and len(duration) < 10 else None,
+        )
+    except JudgmentError as exc:
+        error = str(exc)
+    except (JudgmentConflict, AssignmentNotFound) as exc:
+        # A double click, a retry or a lease that lapsed: the first answer stands, move on.
+        notice = str(exc)
+    if not getattr(request, "htmx", False) and not error:
+        return redirect("annotate", slug=project.slug)
+    return _render_annotate(request, project, notice=notice, error=error)

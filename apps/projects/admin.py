@@ -1,0 +1,52 @@
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
+
+from annotate.admin_site import LeadScopedAdmin
+from apps.projects.models import Membership, Project
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    fields = ["user", "role", "pseudonym"]
+    readonly_fields = ["pseudonym"]
+    autocomplete_fields: list[str] = []
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return True
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return True
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return True
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return True
+
+
+@admin.register(Project)
+class ProjectAdmin(LeadScopedAdmin):
+    lead_can_change = True
+    list_display = ["name", "slug", "overlap", "allow_tie", "allow_both_bad", "created_at"]
+    search_fields = ["name", "slug"]
+    inlines = [MembershipInline]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "guidelines"]}),
+        ("Judging", {"fields": ["overlap", "allow_tie", "allow_both_bad", "lease_seconds"]}),
+    ]
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Any]:
+        return {} if obj is not None else {"slug": ["name"]}
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The slug is in every URL and API client; it is fixed once the project exists.
+        return ["slug"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)

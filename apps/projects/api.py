@@ -1,0 +1,89 @@
+from django.contrib.auth import get_user_model
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.projects.models import Membership, Project, Role
+from apps.projects.selectors import project_for_lead
+from apps.projects.services import membership_add, project_create
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = [
+            "slug",
+            "name",
+            "overlap",
+            "allow_tie",
+            "allow_both_bad",
+            "guidelines",
+            "lease_seconds",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+
+class ProjectCreateInput(serializers.Serializer):
+    slug = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=200)
+    overlap = serializers.IntegerField(min_value=1, max_value=50, default=3)
+    allow_tie = serializers.BooleanField(default=True)
+    allow_both_bad = serializers.BooleanField(default=True)
+    guidelines = serializers.CharField(allow_blank=True, default="", trim_whitespace=False)
+    lease_seconds = serializers.IntegerField(min_value=10, default=600)
+
+    def validate_slug(self, value: str) -> str:
+        if value != value.lower():
+            raise serializers.ValidationError("Use lowercase letters, digits and -.")
+        if Project.objects.filter(slug=value).exists():
+            raise serializers.ValidationError("A project with this slug already exists.")
+        return value
+
+
+class ProjectListCreate(APIView):
+    """GET: the projects you belong to (all, for staff). POST: create one (staff only)."""
+
+    def get(self, request: Request) -> Response:
+        projects = Project.objects.all()
+        if not request.user.is_staff:
+            projects = projects.filter(memberships__user=request.user)
+        return Response(ProjectSerializer(projects, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        if not request.user.is_staff:
+            raise PermissionDenied("Only staff can create projects.")
+        data = ProjectCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = project_create(created_by=request.user, **data.validated_data)
+        return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+
+
+class MembershipInput(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    project = serializers.CharField(source="project.slug")
+
+    class Meta:
+        model = Membership
+        fields = ["project", "username", "role", "pseudonym", "created_at"]
+
+
+class MemberAdd(APIView):
+    """POST: add an existing user to the project as annotator or lead (staff and its leads)."""
+
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        data = MembershipInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = get_user_model().objects.filter(username=data.validated_data["username"]).first()
+        if user is None:
+            raise serializers.ValidationError({"username": ["No user with this username."]})
+        membership = membership_add(project=project, user=user, role=data.validated_data["role"])
+        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)

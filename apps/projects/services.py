@@ -1,0 +1,51 @@
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from apps.projects.models import Membership, Project, Role
+
+
+class ProjectError(Exception):
+    """A request about a project that cannot be carried out; the message is for the user."""
+
+
+def project_create(
+    *,
+    slug: str,
+    name: str,
+    created_by: AbstractBaseUser | None = None,
+    overlap: int = 3,
+    allow_tie: bool = True,
+    allow_both_bad: bool = True,
+    guidelines: str = "",
+    lease_seconds: int = 600,
+) -> Project:
+    project = Project(
+        slug=slug,
+        name=name,
+        overlap=overlap,
+        allow_tie=allow_tie,
+        allow_both_bad=allow_both_bad,
+        guidelines=guidelines,
+        lease_seconds=lease_seconds,
+        created_by=created_by,
+    )
+    project.full_clean()
+    try:
+        with transaction.atomic():
+            project.save()
+    except IntegrityError:
+        raise ProjectError(f"A project with slug {slug!r} already exists.") from None
+    return project
+
+
+def membership_add(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+    """Adds a user to a project, or changes the role of one who is already a member."""
+    if role not in Role.values:
+        raise ProjectError(f"role must be one of {', '.join(Role.values)}.")
+    membership, created = Membership.objects.get_or_create(
+        project=project, user=user, defaults={"role": role}
+    )
+    if not created and membership.role != role:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership

@@ -1,0 +1,139 @@
+"""The fixed cast of the suite, and helpers to build import files.
+
+- alice: staff.
+- bob: lead of `project`.
+- ann, ben, cat: annotators in `project`.
+- charlie: a user with no access to anything.
+"""
+
+import io
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from apps.batches.models import Batch
+from apps.batches.services import batch_import
+from apps.projects.models import Project
+from apps.projects.services import membership_add, project_create
+
+ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+HAS_REDIS = bool(settings.REDIS_URL)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_pg = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres" in item.keywords and not ON_POSTGRES:
+            item.add_marker(skip_pg)
+
+
+def prompt_line(
+    pid: str = "p-1",
+    prompt: Any = "What is 2 + 2?",
+    n: int = 2,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "prompt": prompt,
+        "candidates": [
+            {"id": f"c{i}", "text": f"Answer {i} to {pid}", "model": f"model-{i}"}
+            for i in range(1, n + 1)
+        ],
+        **extra,
+    }
+
+
+def jsonl(*rows: Any) -> bytes:
+    return ("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n").encode()
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., User]:
+    def make(username: str, *, staff: bool = False, password: str = "pw-for-tests") -> User:
+        user = User.objects.create_user(
+            username, email=f"{username}@example.com", password=password, is_staff=staff
+        )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., User]) -> User:
+    return make_user("alice", staff=True)
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., User]) -> User:
+    return make_user("bob")
+
+
+@pytest.fixture
+def charlie(make_user: Callable[..., User]) -> User:
+    return make_user("charlie")
+
+
+@pytest.fixture
+def annotators(make_user: Callable[..., User]) -> list[User]:
+    return [make_user(name) for name in ("ann", "ben", "cat")]
+
+
+@pytest.fixture
+def project(alice: User, bob: User, annotators: list[User]) -> Project:
+    project = project_create(slug="demo", name="Demo", created_by=alice, overlap=3)
+    membership_add(project=project, user=bob, role="lead")
+    for user in annotators:
+        membership_add(project=project, user=user, role="annotator")
+    return project
+
+
+@pytest.fixture
+def import_rows(project: Project) -> Callable[..., Batch]:
+    def load(*rows: Any, target: Project | None = None) -> Batch:
+        data = jsonl(*rows)
+        return batch_import(
+            project=target or project, source=io.BytesIO(data), size=len(data), background=False
+        )
+
+    return load
+
+
+@pytest.fixture
+def batch(import_rows: Callable[..., Batch]) -> Batch:
+    """Five prompts of three candidates: 15 comparisons."""
+    return import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(1, 6)))
+
+
+def api_client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api() -> Callable[[User | None], APIClient]:
+    return api_client_for
+
+
+@pytest.fixture(autouse=True)
+def _eager_by_default(settings: Any) -> None:
+    # Unit tests run tasks in-process; tests of the real worker start one (see test_worker.py).
+    from annotate.celery import app
+
+    app.conf.task_always_eager = True
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def db_vendor() -> str:
+    return connection.vendor
