@@ -2,7 +2,9 @@
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from rest_framework import exceptions, status
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -15,6 +17,14 @@ class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large."
     default_code = "payload_too_large"
+
+
+def request_user(request: Request) -> User:
+    """The authenticated user of an API request (the default permission requires one)."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_authenticated:
+        raise exceptions.NotAuthenticated()
+    return user
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -24,7 +24,7 @@ from apps.batches.services import batch_import
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 
-ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+ON_POSTGRES = str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql")
 HAS_REDIS = bool(settings.REDIS_URL)
 
 
@@ -128,6 +128,8 @@ def api() -> Callable[[User | None], APIClient]:
 
 @pytest.fixture(autouse=True)
 def _eager_by_default(settings: Any) -> None:
+    # Hashing with PBKDF2 costs ~0.25 s a user; tests need no strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Unit tests run tasks in-process; tests of the real worker start one (see test_worker.py).
     from annotate.celery import app
 

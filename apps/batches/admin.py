@@ -30,7 +30,7 @@ class BatchAdmin(LeadScopedAdmin):
         "progress",
         "created_at",
     ]
-    list_filter = ["status", "project"]
+    list_filter = ["status", ("project", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name"]
     fields = [
         "project",
@@ -142,7 +142,7 @@ class BatchAdmin(LeadScopedAdmin):
 @admin.register(Prompt)
 class PromptAdmin(ReadOnlyAdmin):
     list_display = ["external_id", "project", "batch"]
-    list_filter = ["project"]
+    list_filter = [("project", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["external_id"]
     list_select_related = ["project", "batch"]
 
@@ -159,6 +159,6 @@ class CandidateAdmin(ReadOnlyAdmin):
 @admin.register(Comparison)
 class ComparisonAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "project", "batch", "prompt", "judgment_count", "lease_count"]
-    list_filter = ["project", "batch__status"]
+    list_filter = [("project", admin.RelatedOnlyFieldListFilter), "batch__status"]
     search_fields = ["prompt__external_id"]
     list_select_related = ["project", "batch", "prompt"]

@@ -1,3 +1,4 @@
+import io
 import tempfile
 from typing import IO, Any
 
@@ -10,10 +11,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.api import PayloadTooLarge
+from annotate.api import PayloadTooLarge, request_user
 from apps.batches.models import Batch, BatchStatus
 from apps.batches.services import batch_import
 from apps.projects.selectors import project_for_lead, projects_led_by
+
+JSONL_TYPES = ("application/jsonl", "application/x-ndjson")
 
 
 class JSONLinesParser(BaseParser):
@@ -26,7 +29,7 @@ class JSONLinesParser(BaseParser):
         stream: IO[bytes] | None,
         media_type: str | None = None,
         parser_context: Any = None,
-    ) -> IO[bytes]:
+    ) -> Any:
         spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
         if stream is None:
             return spool  # an empty body: the importer reports the empty file
@@ -76,8 +79,12 @@ class BatchCreate(APIView):
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         name = request.query_params.get("name", "")
-        if hasattr(request.data, "read"):
-            source = request.data
+        body: Any = request.data
+        source: IO[bytes]
+        if hasattr(body, "read"):
+            source = body
+        elif request.content_type.split(";")[0].strip() in JSONL_TYPES:
+            source = io.BytesIO(b"")  # an empty body: the importer reports the empty file
         else:
             upload = request.FILES.get("file")
             if upload is None:
@@ -86,12 +93,16 @@ class BatchCreate(APIView):
                     "multipart form data with a field named 'file'."
                 )
             source = upload
-            name = name or request.data.get("name") or upload.name or ""
+            name = name or body.get("name") or upload.name or ""
         source.seek(0, 2)
         size = source.tell()
         source.seek(0)
         batch = batch_import(
-            project=project, source=source, size=size, name=str(name)[:200], created_by=request.user
+            project=project,
+            source=source,
+            size=size,
+            name=str(name)[:200],
+            created_by=request_user(request),
         )
         batch.refresh_from_db()
         code = (

@@ -6,7 +6,7 @@ from itertools import combinations
 from typing import IO
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ def batch_import(
     source: IO[bytes],
     size: int,
     name: str = "",
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     background: bool | None = None,
 ) -> Batch:
     """Imports a JSON Lines file as a new active batch, whole or not at all.
@@ -58,7 +58,7 @@ def batch_import(
 
 
 def _batch_import_enqueue(
-    *, project: Project, source: IO[bytes], name: str, created_by: AbstractBaseUser | None
+    *, project: Project, source: IO[bytes], name: str, created_by: User | None
 ) -> Batch:
     from apps.batches.tasks import batch_import_task
 

@@ -16,7 +16,13 @@ class JudgmentAdmin(ReadOnlyAdmin):
         "duration_ms",
         "created_at",
     ]
-    list_filter = ["choice", "comparison__project", "comparison__batch", "annotator", "created_at"]
+    list_filter = [
+        "choice",
+        ("comparison__project", admin.RelatedOnlyFieldListFilter),
+        ("comparison__batch", admin.RelatedOnlyFieldListFilter),
+        ("annotator", admin.RelatedOnlyFieldListFilter),
+        "created_at",
+    ]
     search_fields = ["rationale", "comparison__prompt__external_id", "annotator__username"]
     list_select_related = ["comparison", "annotator", "chosen"]
     date_hierarchy = "created_at"
@@ -25,5 +31,5 @@ class JudgmentAdmin(ReadOnlyAdmin):
 @admin.register(Assignment)
 class AssignmentAdmin(ReadOnlyAdmin):
     list_display = ["id", "comparison", "annotator", "status", "created_at", "expires_at"]
-    list_filter = ["status", "project"]
+    list_filter = ["status", ("project", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["comparison", "annotator"]

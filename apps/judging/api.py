@@ -5,6 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotate.api import request_user
 from apps.judging.models import Assignment, Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.selectors import project_for_member
@@ -26,7 +27,7 @@ class AssignmentNext(APIView):
 
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_member(user=request.user, slug=slug)
-        assignment = assignment_next(project=project, annotator=request.user)
+        assignment = assignment_next(project=project, annotator=request_user(request))
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(assignment_payload(assignment))
@@ -70,7 +71,7 @@ class JudgmentCreate(APIView):
         data = JudgmentInput(data=request.data)
         data.is_valid(raise_exception=True)
         result = judgment_submit(
-            assignment_id=assignment_id, annotator=request.user, **data.validated_data
+            assignment_id=assignment_id, annotator=request_user(request), **data.validated_data
         )
         return Response(
             JudgmentSerializer(result.judgment).data,

@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, F, Q
 
 from apps.batches.models import BatchStatus, Comparison
@@ -21,7 +21,7 @@ class ProjectProgress:
         return round(100 * self.complete / self.comparisons) if self.comparisons else 0
 
 
-def progress_for_annotator(*, annotator: AbstractBaseUser) -> list[ProjectProgress]:
+def progress_for_annotator(*, annotator: User) -> list[ProjectProgress]:
     """Each project the user belongs to, with overall progress and their own judgment count."""
     projects = list(
         Project.objects.filter(memberships__user=annotator)
@@ -29,8 +29,8 @@ def progress_for_annotator(*, annotator: AbstractBaseUser) -> list[ProjectProgre
         .order_by("name")
     )
     ids = [p.pk for p in projects]
-    totals = {
-        row["project_id"]: row
+    totals: dict[int, dict[str, int]] = {
+        row["project_id"]: {"total": row["total"], "complete": row["complete"]}
         for row in Comparison.objects.filter(
             project_id__in=ids,
             batch__status__in=[BatchStatus.ACTIVE, BatchStatus.PAUSED, BatchStatus.DONE],
@@ -50,7 +50,7 @@ def progress_for_annotator(*, annotator: AbstractBaseUser) -> list[ProjectProgre
     return [
         ProjectProgress(
             project=p,
-            role=p.role,  # type: ignore[attr-defined]
+            role=p.role,
             comparisons=totals.get(p.pk, {}).get("total", 0),
             complete=totals.get(p.pk, {}).get("complete", 0),
             mine=mine.get(p.pk, 0),
@@ -59,5 +59,5 @@ def progress_for_annotator(*, annotator: AbstractBaseUser) -> list[ProjectProgre
     ]
 
 
-def judgment_count_for(*, annotator: AbstractBaseUser, project: Project) -> int:
+def judgment_count_for(*, annotator: User, project: Project) -> int:
     return Judgment.objects.filter(annotator=annotator, comparison__project=project).count()

@@ -11,9 +11,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchStatus, Comparison
@@ -37,17 +37,17 @@ class AssignmentNotFound(Exception):
     """No such assignment for this annotator (HTTP 404)."""
 
 
-def _assignment_queryset():  # type: ignore[no-untyped-def]
+def _assignment_queryset() -> "QuerySet[Assignment]":
     return Assignment.objects.select_related("comparison__prompt", "left", "right", "project")
 
 
 def assignment_next(
-    *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
+    *, project: Project, annotator: User, now: datetime | None = None
 ) -> Assignment | None:
     """The annotator's open lease in this project, or a new one; None when nothing is left.
 
-    Queries: 1 when a lease is open; otherwise 4 (open lease, expired leases, pick, insert,
-    count) plus 3 when expired leases are reclaimed on the way.
+    Queries: 1 when a lease is open; otherwise 5 (open lease, expired leases, pick, insert,
+    count), plus 3 when expired leases are reclaimed on the way.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -64,7 +64,7 @@ def assignment_next(
         )
         if existing is not None:
             return existing
-        leases_reclaim_expired(project_id=project.pk, now=now)
+        _leases_reclaim(project_id=project.pk, now=now, limit=RECLAIM_LIMIT)
         comparison = _comparison_pick(project=project, annotator=annotator)
         if comparison is None:
             return None
@@ -86,7 +86,7 @@ def assignment_next(
         return assignment
 
 
-def _comparison_pick(*, project: Project, annotator: AbstractBaseUser) -> Comparison | None:
+def _comparison_pick(*, project: Project, annotator: User) -> Comparison | None:
     """Locks the open comparison that this annotator should judge next: breadth first."""
     active_batches = Batch.objects.filter(project=project, status=BatchStatus.ACTIVE).values("id")
     judged = Judgment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
@@ -106,35 +106,42 @@ def leases_reclaim_expired(
     *, project_id: int | None = None, now: datetime | None = None, limit: int = RECLAIM_LIMIT
 ) -> int:
     """Returns expired leases' slots to the pool. Safe to run from many processes at once."""
-    now = now or timezone.now()
     with transaction.atomic():
-        expired = Assignment.objects.filter(status=AssignmentStatus.OPEN, expires_at__lte=now)
-        if project_id is not None:
-            expired = expired.filter(project_id=project_id)
-        rows = list(
-            expired.order_by("expires_at")
-            .select_for_update(skip_locked=True)
-            .values_list("id", "comparison_id")[:limit]
-        )
-        if not rows:
-            return 0
-        Assignment.objects.filter(id__in=[row[0] for row in rows]).update(
-            status=AssignmentStatus.EXPIRED, closed_at=now
-        )
-        per_comparison = Counter(comparison_id for _, comparison_id in rows)
-        # Lock the comparisons in id order, so that two sweeps never deadlock.
-        list(
-            Comparison.objects.filter(id__in=per_comparison)
-            .order_by("id")
-            .select_for_update()
-            .values_list("id", flat=True)
-        )
-        by_amount: dict[int, list[int]] = {}
-        for comparison_id, amount in per_comparison.items():
-            by_amount.setdefault(amount, []).append(comparison_id)
-        for amount, ids in by_amount.items():
-            Comparison.objects.filter(id__in=ids).update(lease_count=F("lease_count") - amount)
-        return len(rows)
+        return _leases_reclaim(project_id=project_id, now=now or timezone.now(), limit=limit)
+
+
+def _leases_reclaim(*, project_id: int | None, now: datetime, limit: int) -> int:
+    """Reclaims up to `limit` expired leases; the caller holds the transaction.
+
+    Queries: 1 when nothing has expired; 4 otherwise.
+    """
+    expired = Assignment.objects.filter(status=AssignmentStatus.OPEN, expires_at__lte=now)
+    if project_id is not None:
+        expired = expired.filter(project_id=project_id)
+    rows = list(
+        expired.order_by("expires_at")
+        .select_for_update(skip_locked=True)
+        .values_list("id", "comparison_id")[:limit]
+    )
+    if not rows:
+        return 0
+    Assignment.objects.filter(id__in=[row[0] for row in rows]).update(
+        status=AssignmentStatus.EXPIRED, closed_at=now
+    )
+    per_comparison = Counter(comparison_id for _, comparison_id in rows)
+    # Lock the comparisons in id order, so that two sweeps never deadlock.
+    list(
+        Comparison.objects.filter(id__in=per_comparison)
+        .order_by("id")
+        .select_for_update()
+        .values_list("id", flat=True)
+    )
+    by_amount: dict[int, list[int]] = {}
+    for comparison_id, amount in per_comparison.items():
+        by_amount.setdefault(amount, []).append(comparison_id)
+    for amount, ids in by_amount.items():
+        Comparison.objects.filter(id__in=ids).update(lease_count=F("lease_count") - amount)
+    return len(rows)
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ class SubmitResult:
 def judgment_submit(
     *,
     assignment_id: int,
-    annotator: AbstractBaseUser,
+    annotator: User,
     choice: str,
     rationale: str = "",
     idempotency_key: str = "",

@@ -13,7 +13,6 @@ class MembershipInline(admin.TabularInline):
     extra = 1
     fields = ["user", "role", "pseudonym"]
     readonly_fields = ["pseudonym"]
-    autocomplete_fields: list[str] = []
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return True

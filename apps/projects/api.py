@@ -5,6 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotate.api import request_user
 from apps.projects.models import Membership, Project, Role
 from apps.projects.selectors import project_for_lead
 from apps.projects.services import membership_add, project_create
@@ -49,7 +50,7 @@ class ProjectListCreate(APIView):
     def get(self, request: Request) -> Response:
         projects = Project.objects.all()
         if not request.user.is_staff:
-            projects = projects.filter(memberships__user=request.user)
+            projects = projects.filter(memberships__user=request_user(request))
         return Response(ProjectSerializer(projects, many=True).data)
 
     def post(self, request: Request) -> Response:
@@ -57,7 +58,7 @@ class ProjectListCreate(APIView):
             raise PermissionDenied("Only staff can create projects.")
         data = ProjectCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        project = project_create(created_by=request.user, **data.validated_data)
+        project = project_create(created_by=request_user(request), **data.validated_data)
         return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
 

@@ -1,10 +1,11 @@
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as UserModel
 from django.db.models import QuerySet
 from django.http import Http404
 
 from apps.projects.models import Membership, Project, Role
 
-User = AbstractBaseUser | AnonymousUser
+User = UserModel | AnonymousUser
 
 
 def projects_led_by(user: User) -> QuerySet[Project]:

@@ -1,4 +1,4 @@
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from apps.projects.models import Membership, Project, Role
@@ -12,7 +12,7 @@ def project_create(
     *,
     slug: str,
     name: str,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     overlap: int = 3,
     allow_tie: bool = True,
     allow_both_bad: bool = True,
@@ -38,7 +38,7 @@ def project_create(
     return project
 
 
-def membership_add(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+def membership_add(*, project: Project, user: User, role: str) -> Membership:
     """Adds a user to a project, or changes the role of one who is already a member."""
     if role not in Role.values:
         raise ProjectError(f"role must be one of {', '.join(Role.values)}.")

@@ -35,7 +35,9 @@
     var button = form && form.querySelector('button[data-choice="' + choice + '"]');
     if (!button || button.disabled) return;
     event.preventDefault();
-    form.requestSubmit(button);
+    // A click, not form.requestSubmit(button): htmx 2 learns which button submitted from the
+    // click, and without it would post no `choice` at all.
+    button.click();
   });
 
   document.addEventListener("submit", function (event) {

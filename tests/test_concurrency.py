@@ -1,0 +1,159 @@
+"""Many real threads race next and submit on PostgreSQL; the invariants must hold."""
+
+import random
+import threading
+from collections import Counter
+
+import pytest
+from django.db import connection, connections
+from django.db.models import Count
+
+from apps.batches.models import Comparison
+from apps.judging.models import Assignment, AssignmentStatus, Judgment
+from apps.judging.services import JudgmentConflict, assignment_next, judgment_submit
+from apps.projects.services import membership_add
+from tests.conftest import prompt_line
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+THREADS = 32
+
+
+def run_threads(target, count: int) -> list[BaseException]:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
+
+    def wrapper(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            target(index)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=wrapper, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
+    return errors
+
+
+def check_invariants(overlap: int) -> None:
+    over = Comparison.objects.filter(judgment_count__gt=overlap).count()
+    assert over == 0, f"{over} comparisons over their overlap"
+    doubled = (
+        Judgment.objects.values("comparison", "annotator").annotate(n=Count("id")).filter(n__gt=1)
+    )
+    assert not doubled.exists()
+    real = Counter(Judgment.objects.values_list("comparison_id", flat=True))
+    open_leases = Counter(
+        Assignment.objects.filter(status=AssignmentStatus.OPEN).values_list(
+            "comparison_id", flat=True
+        )
+    )
+    for comparison in Comparison.objects.all():
+        assert comparison.judgment_count == real[comparison.pk], comparison.pk
+        assert comparison.lease_count == open_leases[comparison.pk], comparison.pk
+        assert comparison.judgment_count + comparison.lease_count <= overlap
+
+
+def test_32_threads_fill_every_comparison_exactly_to_its_overlap(project, make_user, import_rows):
+    assert connection.vendor == "postgresql"
+    import_rows(*(prompt_line(f"p{i}", n=3) for i in range(20)))  # 60 comparisons
+    users = [make_user(f"racer{i}") for i in range(THREADS)]
+    for user in users:
+        membership_add(project=project, user=user, role="annotator")
+    acknowledged: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def annotate(index: int) -> None:
+        user = users[index]
+        rng = random.Random(index)
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            result = judgment_submit(
+                assignment_id=lease.pk,
+                annotator=user,
+                choice=rng.choice(["left", "right", "tie", "both_bad"]),
+                idempotency_key=f"{user.pk}-{lease.pk}",
+            )
+            # A client retry of the same request must not store a second judgment.
+            if rng.random() < 0.2:
+                again = judgment_submit(
+                    assignment_id=lease.pk,
+                    annotator=user,
+                    choice=result.judgment.choice,
+                    idempotency_key=f"{user.pk}-{lease.pk}",
+                )
+                assert not again.created and again.judgment.pk == result.judgment.pk
+            with lock:
+                acknowledged.append((result.judgment.pk, lease.comparison_id))
+
+    errors = run_threads(annotate, THREADS)
+    assert errors == []
+    check_invariants(overlap=3)
+    assert set(Comparison.objects.values_list("judgment_count", flat=True)) == {3}
+    assert Judgment.objects.count() == 60 * 3 == len(acknowledged)
+    stored = set(Judgment.objects.values_list("pk", "comparison_id"))
+    assert set(acknowledged) == stored
+
+
+def test_racing_with_abandoned_leases_and_double_submits_loses_nothing(
+    project, make_user, import_rows
+):
+    """Annotators abandon leases (which then expire), double-submit, and retry."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.judging.services import leases_reclaim_expired
+
+    import_rows(*(prompt_line(f"q{i}", n=2) for i in range(30)))  # 30 comparisons
+    users = [make_user(f"flaky{i}") for i in range(THREADS)]
+    for user in users:
+        membership_add(project=project, user=user, role="annotator")
+    acknowledged: set[int] = set()
+    lock = threading.Lock()
+    past = timezone.now() - timedelta(hours=1)
+
+    def annotate(index: int) -> None:
+        user = users[index]
+        rng = random.Random(1000 + index)
+        for _ in range(40):
+            # Some leases are taken "in the past": already expired, as if abandoned.
+            abandoned = rng.random() < 0.15
+            lease = assignment_next(
+                project=project, annotator=user, now=past if abandoned else None
+            )
+            if lease is None:
+                break
+            if abandoned:
+                continue
+            outcomes = []
+            for _attempt in range(2 if rng.random() < 0.3 else 1):
+                try:
+                    outcomes.append(
+                        judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+                    )
+                except JudgmentConflict:
+                    outcomes.append(None)
+            created = [o for o in outcomes if o is not None and o.created]
+            assert len(created) <= 1
+            with lock:
+                acknowledged.update(o.judgment.pk for o in created)
+
+    errors = run_threads(annotate, THREADS)
+    assert errors == []
+    check_invariants(overlap=3)
+    assert acknowledged == set(Judgment.objects.values_list("pk", flat=True))
+    # Afterwards the sweep returns every abandoned lease, and the queue can finish.
+    while leases_reclaim_expired(now=timezone.now() + timedelta(hours=2)):
+        pass
+    assert not Assignment.objects.filter(status=AssignmentStatus.OPEN).exists()
+    for user in users:
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            judgment_submit(assignment_id=lease.pk, annotator=user, choice="right")
+    check_invariants(overlap=3)
+    assert set(Comparison.objects.values_list("judgment_count", flat=True)) == {3}

@@ -1,0 +1,166 @@
+"""Exports: the TRL and raw judgment formats, streamed, with agreement and pseudonyms."""
+
+import json
+
+import pytest
+
+from apps.batches.models import Comparison
+from apps.judging.models import Assignment
+from apps.judging.services import assignment_next, judgment_submit
+from tests.conftest import prompt_line
+
+URL = "/api/v1/projects/demo/export/"
+
+
+def vote(project, user, comparison: Comparison, choice: str) -> None:
+    """Judge `comparison` as `user`, where choice is 'a', 'b', 'tie' or 'both_bad'."""
+    lease = assignment_next(project=project, annotator=user)
+    assert lease.comparison_id == comparison.pk
+    if choice in ("a", "b"):
+        wanted = comparison.candidate_a_id if choice == "a" else comparison.candidate_b_id
+        choice = "left" if lease.left_id == wanted else "right"
+    judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+
+
+def rows(response) -> list[dict]:
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/jsonl"
+    assert response.streaming
+    text = b"".join(response.streaming_content).decode()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.fixture
+def one(project, import_rows) -> Comparison:
+    import_rows(prompt_line("p-1"))
+    return Comparison.objects.get()
+
+
+@pytest.mark.parametrize(
+    ("votes", "winner"),
+    [
+        (["a", "a", "b"], "a"),
+        (["b", "b", "b"], "b"),
+        (["a", "tie", "tie"], None),
+        (["a", "b", "tie"], None),
+        (["a", "b"], None),
+        (["a", "tie"], None),
+        (["a"], "a"),
+        (["both_bad", "both_bad", "a"], None),
+        (["a", "both_bad", "tie"], None),
+    ],
+)
+def test_trl_exports_only_a_strict_winning_side(api, bob, project, annotators, one, votes, winner):
+    for user, choice in zip(annotators, votes, strict=False):
+        vote(project, user, one, choice)
+    exported = rows(api(bob).get(URL, {"format": "trl"}))
+    if winner is None:
+        assert exported == []
+        return
+    (row,) = exported
+    chosen = one.candidate_a if winner == "a" else one.candidate_b
+    rejected = one.candidate_b if winner == "a" else one.candidate_a
+    assert list(row)[:3] == ["prompt", "chosen", "rejected"]
+    assert row["prompt"] == "What is 2 + 2?"
+    assert (row["chosen"], row["rejected"]) == (chosen.text, rejected.text)
+    assert (row["chosen_id"], row["rejected_id"]) == (chosen.external_id, rejected.external_id)
+    assert (row["chosen_model"], row["rejected_model"]) == (chosen.model, rejected.model)
+    n_win = votes.count(winner)
+    n_lose = votes.count("b" if winner == "a" else "a")
+    assert row["votes"] == {
+        "chosen": n_win,
+        "rejected": n_lose,
+        "tie": votes.count("tie"),
+        "both_bad": votes.count("both_bad"),
+    }
+    assert row["n_annotators"] == len(votes)
+    assert row["agreement"] == round(n_win / len(votes), 4)
+    assert row["comparison_id"] == one.pk
+    assert row["prompt_id"] == "p-1"
+    assert row["batch"] == one.batch_id
+    assert len(row["annotators"]) == len(votes)
+
+
+def test_trl_uses_message_lists_for_conversations(api, bob, project, annotators, import_rows):
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+    ]
+    import_rows(prompt_line("conv", prompt=messages))
+    comparison = Comparison.objects.get()
+    vote(project, annotators[0], comparison, "b")
+    (row,) = rows(api(bob).get(URL, {"format": "trl"}))
+    assert row["prompt"] == messages
+    assert row["chosen"] == [{"role": "assistant", "content": comparison.candidate_b.text}]
+    assert row["rejected"] == [{"role": "assistant", "content": comparison.candidate_a.text}]
+
+
+def test_judgments_has_one_row_per_vote_with_every_field(api, bob, project, annotators, one):
+    vote(project, annotators[0], one, "a")
+    vote(project, annotators[1], one, "tie")
+    exported = rows(api(bob).get(URL, {"format": "judgments"}))
+    assert [r["choice"] in ("left", "right") for r in exported] == [True, False]
+    first = exported[0]
+    assert set(first) == {
+        "comparison_id",
+        "prompt_id",
+        "annotator",
+        "left_id",
+        "right_id",
+        "choice",
+        "chosen_id",
+        "rationale",
+        "duration_ms",
+        "created_at",
+    }
+    assert first["chosen_id"] == one.candidate_a.external_id
+    assert exported[1]["chosen_id"] is None
+    lease = Assignment.objects.get(annotator=annotators[0])
+    assert (first["left_id"], first["right_id"]) == (
+        lease.left.external_id,
+        lease.right.external_id,
+    )
+
+
+def test_exports_name_annotators_by_stable_pseudonyms(api, bob, project, annotators, one):
+    for user in annotators:
+        vote(project, user, one, "a")
+    raw = b"".join(api(bob).get(URL, {"format": "judgments"}).streaming_content).decode()
+    for user in annotators:
+        assert f'"{user.username}"' not in raw
+    first = [r["annotator"] for r in rows(api(bob).get(URL, {"format": "judgments"}))]
+    again = rows(api(bob).get(URL, {"format": "trl"}))[0]["annotators"]
+    assert len(set(first)) == 3
+    assert sorted(first) == sorted(again)
+
+
+def test_exports_filter_by_batch(api, bob, project, annotators, import_rows):
+    first = import_rows(prompt_line("a"))
+    import_rows(prompt_line("b"))
+    for comparison in Comparison.objects.order_by("id"):
+        vote(project, annotators[0], comparison, "a")
+    exported = rows(api(bob).get(URL, {"format": "trl", "batch": first.pk}))
+    assert [r["prompt_id"] for r in exported] == ["a"]
+
+
+@pytest.mark.parametrize("params", [{"format": "csv"}, {"format": "trl", "batch": "x"}])
+def test_exports_reject_bad_parameters(api, bob, project, params):
+    response = api(bob).get(URL, params)
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("who", ["ann", "charlie", None])
+def test_exports_are_for_staff_and_leads_only(api, project, annotators, charlie, who):
+    user = {"ann": annotators[0], "charlie": charlie, None: None}[who]
+    assert api(user).get(URL, {"format": "trl"}).status_code in (401, 403, 404)
+
+
+def test_staff_may_export_any_project(api, alice, project, annotators, one):
+    vote(project, annotators[0], one, "a")
+    assert len(rows(api(alice).get(URL, {"format": "trl"}))) == 1
+
+
+def test_the_default_format_is_trl(api, bob, project, annotators, one):
+    vote(project, annotators[0], one, "a")
+    (row,) = rows(api(bob).get(URL))
+    assert "chosen" in row

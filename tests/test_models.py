@@ -1,0 +1,103 @@
+"""What the database itself enforces, and what no click can delete."""
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
+from django.utils import timezone
+
+from apps.batches.models import Batch, Candidate, Comparison, Prompt
+from apps.judging.models import Assignment, Judgment
+from apps.judging.services import assignment_next, judgment_submit
+from tests.conftest import prompt_line
+
+
+@pytest.fixture
+def judged(project, annotators, batch) -> Judgment:
+    lease = assignment_next(project=project, annotator=annotators[0])
+    return judgment_submit(assignment_id=lease.pk, annotator=annotators[0], choice="left").judgment
+
+
+def test_one_judgment_per_comparison_and_annotator(judged):
+    second = Assignment.objects.create(
+        project=judged.comparison.project,
+        comparison=judged.comparison,
+        annotator=judged.annotator,
+        left=judged.left,
+        right=judged.right,
+        created_at=timezone.now(),
+        expires_at=timezone.now(),
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Judgment.objects.create(
+            comparison=judged.comparison,
+            annotator=judged.annotator,
+            assignment=second,
+            choice="tie",
+            left=judged.left,
+            right=judged.right,
+            created_at=timezone.now(),
+        )
+
+
+def test_one_open_assignment_per_comparison_and_annotator(project, annotators, batch):
+    lease = assignment_next(project=project, annotator=annotators[0])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Assignment.objects.create(
+            project=project,
+            comparison=lease.comparison,
+            annotator=annotators[0],
+            left=lease.left,
+            right=lease.right,
+            created_at=timezone.now(),
+            expires_at=timezone.now(),
+        )
+
+
+def test_the_two_candidates_of_a_comparison_differ(batch):
+    comparison = Comparison.objects.first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Comparison.objects.create(
+            project=comparison.project,
+            batch=comparison.batch,
+            prompt=comparison.prompt,
+            candidate_a=comparison.candidate_a,
+            candidate_b=comparison.candidate_a,
+        )
+
+
+def test_prompt_ids_are_unique_within_a_project(batch):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Prompt.objects.create(
+            project=batch.project, batch=batch, external_id="p-1", content="again"
+        )
+
+
+def test_a_judgment_names_a_winner_exactly_when_a_side_was_chosen(judged):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Judgment.objects.filter(pk=judged.pk).update(choice="tie")
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["project", "batch", "prompt", "candidate", "comparison", "assignment", "annotator"],
+)
+def test_judgments_are_never_deleted_by_a_cascade(judged, target):
+    obj = {
+        "project": lambda: judged.comparison.project,
+        "batch": lambda: judged.comparison.batch,
+        "prompt": lambda: judged.comparison.prompt,
+        "candidate": lambda: judged.left,
+        "comparison": lambda: judged.comparison,
+        "assignment": lambda: judged.assignment,
+        "annotator": lambda: judged.annotator,
+    }[target]()
+    with pytest.raises(ProtectedError), transaction.atomic():
+        obj.delete()
+    assert Judgment.objects.filter(pk=judged.pk).exists()
+
+
+def test_a_batch_without_judgments_can_be_deleted(import_rows):
+    batch = import_rows(prompt_line("a"))
+    batch.delete()
+    assert not Batch.objects.exists()
+    assert not Candidate.objects.exists()
