@@ -170,3 +170,49 @@ def test_leads_can_pause_their_batch(client, bob, batch):
     assert response.status_code == 302, response.content.decode()[:2000]
     batch.refresh_from_db()
     assert (batch.status, batch.priority) == ("paused", 5)
+
+
+def test_leads_add_members_by_username_without_seeing_every_account(client, bob, project, alice):
+    client.force_login(bob)
+    page = client.get(f"/admin/projects/project/{project.pk}/change/").content.decode()
+    assert "alice" not in page  # no list of all accounts
+    from django.contrib.auth.models import User
+
+    User.objects.create_user("newbie")
+    memberships = list(project.memberships.select_related("user"))
+    data = {
+        "name": project.name,
+        "guidelines": "",
+        "overlap": "3",
+        "allow_tie": "on",
+        "allow_both_bad": "on",
+        "lease_seconds": "600",
+        "memberships-TOTAL_FORMS": str(len(memberships) + 1),
+        "memberships-INITIAL_FORMS": str(len(memberships)),
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+    }
+    for index, membership in enumerate(memberships):
+        data.update(
+            {
+                f"memberships-{index}-id": str(membership.pk),
+                f"memberships-{index}-project": str(project.pk),
+                f"memberships-{index}-username": membership.user.username,
+                f"memberships-{index}-role": membership.role,
+            }
+        )
+    new = len(memberships)
+    data.update(
+        {
+            f"memberships-{new}-project": str(project.pk),
+            f"memberships-{new}-username": "nobody-here",
+            f"memberships-{new}-role": "annotator",
+        }
+    )
+    response = client.post(f"/admin/projects/project/{project.pk}/change/", data)
+    assert response.status_code == 200
+    assert "No user named" in response.content.decode()
+    data[f"memberships-{new}-username"] = "newbie"
+    response = client.post(f"/admin/projects/project/{project.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert project.memberships.filter(user__username="newbie", role="annotator").exists()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from apps.batches.import_format import parse_jsonl
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
@@ -264,3 +264,13 @@ def test_it_leaves_an_existing_project_and_batch_alone() -> None:
     assert project.overlap == 5
     assert Batch.objects.filter(project=project).count() == 1
     assert not Prompt.objects.filter(external_id="demo-001").exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_seed_public_logins_in_a_real_deployment(settings):
+    settings.SECRET_KEY = "a-real-deployment-key"
+    with pytest.raises(CommandError, match="SECRET_KEY is set"):
+        call_command("demo", "--quiet")
+    assert not Project.objects.exists()
+    call_command("demo", "--quiet", "--force")
+    assert Project.objects.filter(slug="demo").exists()

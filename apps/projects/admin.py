@@ -1,6 +1,8 @@
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.db.models import Model
 from django.http import HttpRequest
 
@@ -8,10 +10,34 @@ from annotate.admin_site import LeadScopedAdmin
 from apps.projects.models import Membership, Project
 
 
+class MembershipForm(forms.ModelForm):
+    """Members are added by username, so that a lead is never shown a list of every account."""
+
+    username = forms.CharField(max_length=150)
+
+    class Meta:
+        model = Membership
+        fields = ["role"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["username"].initial = self.instance.user.get_username()
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"].strip()
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            raise forms.ValidationError(f"No user named {username!r}.")
+        self.instance.user = user
+        return username
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
+    form = MembershipForm
     extra = 1
-    fields = ["user", "role", "pseudonym"]
+    fields = ["username", "role", "pseudonym"]
     readonly_fields = ["pseudonym"]
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:

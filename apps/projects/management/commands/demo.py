@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from annotate.settings import DEFAULT_SECRET_KEY
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Batch
 from apps.batches.services import batch_import
@@ -139,8 +141,19 @@ class Command(BaseCommand):
             default=DEFAULT_BASE_URL,
             help=f"the address printed for the app (default: {DEFAULT_BASE_URL})",
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="seed even where SECRET_KEY is set (the demo passwords are public)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # A configured SECRET_KEY means a real deployment, where public passwords do not belong.
+        if settings.SECRET_KEY != DEFAULT_SECRET_KEY and not options["force"]:
+            raise CommandError(
+                "SECRET_KEY is set: this looks like a real deployment, and the demo logins have "
+                "public passwords. Use --force to seed anyway."
+            )
         if not DEMO_FILE.is_file():
             raise CommandError(f"The demo data is missing: {DEMO_FILE}")
         with _silenced(bool(options["quiet"])), transaction.atomic():
