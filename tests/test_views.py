@@ -185,3 +185,10 @@ def test_markdown_keeps_tables_lists_code_and_links():
     assert "<li>a</li>" in html
     assert '<code class="language-py">print(1)' in html
     assert 'href="https://example.com"' in html and 'rel="noopener noreferrer nofollow"' in html
+
+
+def test_the_admin_link_shows_only_for_those_it_admits(client, annotators, bob, batch):
+    client.force_login(annotators[0])
+    assert 'href="/admin/"' not in client.get("/").content.decode()
+    client.force_login(bob)
+    assert 'href="/admin/"' in client.get("/").content.decode()
