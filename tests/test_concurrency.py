@@ -131,7 +131,7 @@ def test_racing_with_abandoned_leases_and_double_submits_loses_nothing(
                 break
             if abandoned:
                 continue
-            outcomes = []
+            outcomes: list = []
             for _attempt in range(2 if rng.random() < 0.3 else 1):
                 try:
                     outcomes.append(

@@ -15,6 +15,7 @@ URL = "/api/v1/projects/demo/export/"
 def vote(project, user, comparison: Comparison, choice: str) -> None:
     """Judge `comparison` as `user`, where choice is 'a', 'b', 'tie' or 'both_bad'."""
     lease = assignment_next(project=project, annotator=user)
+    assert lease is not None
     assert lease.comparison_id == comparison.pk
     if choice in ("a", "b"):
         wanted = comparison.candidate_a_id if choice == "a" else comparison.candidate_b_id

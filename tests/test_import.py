@@ -215,3 +215,22 @@ def test_the_service_refuses_a_file_over_the_limit(project, settings):
     settings.IMPORT_MAX_BYTES = 5
     with pytest.raises(ImportFormatError, match="error"):
         batch_import(project=project, source=io.BytesIO(b"123456"), size=6)
+
+
+def test_a_server_error_in_the_task_fails_the_batch_instead_of_leaving_it(project, monkeypatch):
+    from apps.batches import tasks
+
+    data = jsonl(prompt_line("a"))
+    batch = Batch.objects.create(project=project, status=BatchStatus.IMPORTING)
+    BatchSource.objects.create(batch=batch, data=data)
+
+    def broken(*, batch_id: int) -> Batch:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(tasks, "batch_import_stored", broken)
+    with pytest.raises(RuntimeError):
+        tasks.batch_import_task(batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.FAILED
+    assert batch.errors == [{"line": None, "error": "the import failed on the server; try again"}]
+    assert not BatchSource.objects.filter(batch=batch).exists()

@@ -14,6 +14,7 @@ from tests.conftest import prompt_line
 @pytest.fixture
 def judged(project, annotators, batch) -> Judgment:
     lease = assignment_next(project=project, annotator=annotators[0])
+    assert lease is not None
     return judgment_submit(assignment_id=lease.pk, annotator=annotators[0], choice="left").judgment
 
 

@@ -192,3 +192,12 @@ def test_the_admin_link_shows_only_for_those_it_admits(client, annotators, bob, 
     assert 'href="/admin/"' not in client.get("/").content.decode()
     client.force_login(bob)
     assert 'href="/admin/"' in client.get("/").content.decode()
+
+
+def test_markdown_shows_images_as_links_and_keeps_table_alignment():
+    html = render_markdown(
+        "![a chart](https://example.com/c.png)\n\n| a | b |\n|:-:|--:|\n| 1 | 2 |"
+    )
+    assert '<a href="https://example.com/c.png"' in html and "[image: a chart]</a>" in html
+    assert "<img" not in html
+    assert '<th align="center">a</th>' in html and '<td align="right">2</td>' in html

@@ -91,6 +91,15 @@ def batch_import_stored(*, batch_id: int) -> Batch:
     return batch
 
 
+def batch_import_abort(*, batch_id: int, reason: str) -> None:
+    """Marks a background import failed for a reason that is not in the file."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is not None and batch.status == BatchStatus.IMPORTING:
+            _batch_fail(batch, [LineError(None, reason)])
+            BatchSource.objects.filter(batch=batch).delete()
+
+
 def _batch_fail(batch: Batch, errors: list[LineError], total: int | None = None) -> Batch:
     batch.status = BatchStatus.FAILED
     batch.errors = [error.as_dict() for error in errors]

@@ -27,8 +27,24 @@
     return target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT" || target.isContentEditable);
   }
 
+  // Left and right scroll a focused pane or code block that is wider than its box; there, the
+  // arrow keys scroll. Everywhere else they judge.
+  function scrollsSideways(target) {
+    for (var el = target; el && el !== document.body; el = el.parentElement) {
+      if (el.matches && el.matches(".candidate, .prompt, pre") && el.scrollWidth > el.clientWidth) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && typing(event.target)) {
+      event.target.blur();  // leave the rationale box, back to the choice keys
+      return;
+    }
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    if (event.key.indexOf("Arrow") === 0 && scrollsSideways(event.target)) return;
     var choice = KEYS[event.key];
     if (!choice) return;
     var form = document.querySelector("form.judge");
@@ -48,5 +64,10 @@
     }
   }, true);
 
-  document.addEventListener("htmx:afterSwap", function () { resetTimer(); });
+  document.addEventListener("htmx:afterSwap", function () {
+    resetTimer();
+    // The old comparison, and the focus with it, is gone: start from the new one's heading.
+    var title = document.getElementById("comparison-title");
+    if (title) title.focus({ preventScroll: true });
+  });
 })();
