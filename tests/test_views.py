@@ -201,3 +201,15 @@ def test_markdown_shows_images_as_links_and_keeps_table_alignment():
     assert '<a href="https://example.com/c.png"' in html and "[image: a chart]</a>" in html
     assert "<img" not in html
     assert '<th align="center">a</th>' in html and '<td align="right">2</td>' in html
+
+
+def test_an_expired_session_sends_htmx_to_the_login_page(client, batch):
+    response = client.post(
+        "/p/demo/a/1/",
+        {"choice": "left"},
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/p/demo/"},
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/accounts/login/?next=/p/demo/"
+    plain = client.post("/p/demo/a/1/", {"choice": "left"})
+    assert plain.status_code == 302 and plain["Location"].startswith("/accounts/login/")

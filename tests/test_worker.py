@@ -143,7 +143,7 @@ def _forget_queue(queue: str) -> None:
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        keys = [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+        keys: list[str | bytes] = [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
         keys.extend(client.scan_iter(match=f"{queue}*"))
         client.delete(*keys)
     finally:

@@ -1,11 +1,17 @@
 """The annotator's pages: their projects, and the side-by-side judging page (HTMX + plain forms)."""
 
 import secrets
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from apps.judging.models import Choice
 from apps.judging.selectors import judgment_count_for, progress_for_annotator
@@ -18,6 +24,22 @@ from apps.judging.services import (
 )
 from apps.projects.models import Project
 from apps.projects.selectors import project_for_member
+
+
+def login_required_htmx(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """login_required that, for an htmx request, sends the whole page to the login form.
+
+    A plain redirect would be followed inside the XHR and swap the login page into the card.
+    """
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated and getattr(request, "htmx", False):
+            page = request.htmx.current_url_abs_path or "/"  # type: ignore[attr-defined]
+            return HttpResponseClientRedirect(redirect_to_login(page, reverse("login")).url)
+        return login_required(view)(request, *args, **kwargs)
+
+    return wrapper
 
 
 @login_required
@@ -68,7 +90,7 @@ def annotate(request: HttpRequest, slug: str) -> HttpResponse:
     return _render_annotate(request, project)
 
 
-@login_required
+@login_required_htmx
 @require_POST
 def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     project = project_for_member(user=request.user, slug=slug)
