@@ -6,10 +6,6 @@ from django.db import models
 from django.db.models import Q
 
 
-class AssignmentPolicy(models.TextChoices):
-    BREADTH_FIRST = "breadth_first", "Breadth first (fewest votes first)"
-
-
 class Project(models.Model):
     slug = models.SlugField(
         max_length=64,
@@ -31,9 +27,6 @@ class Project(models.Model):
         default=600,
         validators=[MinValueValidator(10)],
         help_text="How long an annotator holds a comparison before it returns to the pool.",
-    )
-    policy = models.CharField(
-        max_length=32, choices=AssignmentPolicy.choices, default=AssignmentPolicy.BREADTH_FIRST
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
