@@ -25,7 +25,7 @@ def test_next_and_submit_cost_the_same_after_many_judgments(project, annotators,
     user = annotators[0]
     for round_ in range(3):
         for _ in range(1 if round_ == 0 else 10):
-            with statements(5):
+            with statements(6):
                 lease = assignment_next(project=project, annotator=user)
             with statements(1):
                 assert assignment_next(project=project, annotator=user).pk == lease.pk
@@ -35,17 +35,17 @@ def test_next_and_submit_cost_the_same_after_many_judgments(project, annotators,
 
 def test_reclaiming_on_the_way_adds_three_statements(project, annotators, batch):
     assignment_next(project=project, annotator=annotators[1], now=timezone.now() - timedelta(1))
-    with statements(5 + 3):
+    with statements(6 + 3):
         assignment_next(project=project, annotator=annotators[0])
 
 
 def test_the_api_calls_add_only_authentication_and_lookup(api, annotators, batch):
     client = api(annotators[0])
-    # token + project + the service's 5
-    with statements(7):
+    # token + project + the service's 6
+    with statements(8):
         lease = client.post("/api/v1/projects/demo/assignments/next/").json()
-    # token + the service's 4 + the chosen candidate's id for the response
-    with statements(6):
+    # token + the service's 4: the response needs nothing more
+    with statements(5):
         response = client.post(
             f"/api/v1/assignments/{lease['id']}/judgment/", {"choice": "left"}, format="json"
         )

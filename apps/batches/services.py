@@ -7,7 +7,7 @@ from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, parse_jsonl
@@ -156,6 +156,7 @@ def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
             for a, b in combinations(own, 2)
         )
     Comparison.objects.bulk_create(comparison_rows, batch_size=BULK_SIZE)
+    _analyze_after_bulk_insert()
     batch.prompt_count = len(prompt_rows)
     batch.comparison_count = len(comparison_rows)
     batch.status = BatchStatus.ACTIVE
@@ -170,6 +171,18 @@ def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
         batch.prompt_count,
         batch.comparison_count,
     )
+
+
+def _analyze_after_bulk_insert() -> None:
+    """Refreshes PostgreSQL's statistics after a bulk insert.
+
+    Until then the planner may take the queue's pick for a full scan and sort; autovacuum only
+    catches up a minute or more later, and not at all where it is off.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for model in (Prompt, Candidate, Comparison):
+                cursor.execute(f"ANALYZE {model._meta.db_table}")
 
 
 def _reject_existing_ids(project: Project, prompts: list[ParsedPrompt]) -> None:

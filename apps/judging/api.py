@@ -47,7 +47,7 @@ class JudgmentInput(serializers.Serializer):
 
 
 class JudgmentSerializer(serializers.ModelSerializer):
-    chosen_id = serializers.CharField(source="chosen.external_id", default=None)
+    chosen_id = serializers.SerializerMethodField()
 
     class Meta:
         model = Judgment
@@ -62,6 +62,11 @@ class JudgmentSerializer(serializers.ModelSerializer):
             "idempotency_key",
             "created_at",
         ]
+
+    def get_chosen_id(self, judgment: Judgment) -> str | None:
+        if hasattr(judgment, "chosen_external_id"):
+            return judgment.chosen_external_id
+        return judgment.chosen.external_id if judgment.chosen is not None else None
 
 
 class JudgmentCreate(APIView):
