@@ -9,7 +9,12 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from apps.batches.import_format import ImportFormatError
-from apps.judging.services import AssignmentNotFound, JudgmentConflict, JudgmentError
+from apps.judging.services import (
+    AnnotatorBlocked,
+    AssignmentNotFound,
+    JudgmentConflict,
+    JudgmentError,
+)
 from apps.projects.services import ProjectError
 
 
@@ -37,6 +42,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, JudgmentConflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, AnnotatorBlocked):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, AssignmentNotFound):
         return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
     return drf_exception_handler(exc, context)

@@ -4,8 +4,8 @@ from django.urls import include, path
 
 from apps.batches.api import BatchCreate, BatchDetail
 from apps.exports.api import Export
-from apps.judging.api import AssignmentNext, JudgmentCreate
-from apps.projects.api import MemberAdd, ProjectListCreate
+from apps.judging.api import AssignmentNext, AssignmentSkip, JudgmentCreate
+from apps.projects.api import Me, MemberAdd, ProjectListCreate
 
 api_v1 = [
     path("projects/", ProjectListCreate.as_view(), name="api-projects"),
@@ -23,6 +23,8 @@ api_v1 = [
         JudgmentCreate.as_view(),
         name="api-judgment",
     ),
+    path("assignments/<int:assignment_id>/skip/", AssignmentSkip.as_view(), name="api-skip"),
+    path("me/", Me.as_view(), name="api-me"),
 ]
 
 urlpatterns = [

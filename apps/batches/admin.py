@@ -1,7 +1,7 @@
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -28,6 +28,7 @@ class BatchAdmin(LeadScopedAdmin):
         "prompt_count",
         "comparison_count",
         "progress",
+        "skips",
         "created_at",
     ]
     list_filter = ["status", ("project", admin.RelatedOnlyFieldListFilter)]
@@ -37,6 +38,7 @@ class BatchAdmin(LeadScopedAdmin):
         "name",
         "status",
         "priority",
+        "annotator_cap",
         "prompt_count",
         "comparison_count",
         "errors",
@@ -60,10 +62,8 @@ class BatchAdmin(LeadScopedAdmin):
             .get_queryset(request)
             .select_related("project")
             .annotate(
-                complete=Count(
-                    "comparisons",
-                    filter=Q(comparisons__judgment_count__gte=F("project__overlap")),
-                )
+                complete=Count("comparisons", filter=Q(comparisons__complete=True)),
+                skipped=Sum("comparisons__skip_count"),
             )
         )
 
@@ -79,6 +79,10 @@ class BatchAdmin(LeadScopedAdmin):
             total,
             percent,
         )
+
+    @admin.display(description="skips")
+    def skips(self, batch: Batch) -> int:
+        return getattr(batch, "skipped", None) or 0
 
     def get_urls(self) -> list[URLPattern]:
         upload = path(
@@ -158,7 +162,22 @@ class CandidateAdmin(ReadOnlyAdmin):
 
 @admin.register(Comparison)
 class ComparisonAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "project", "batch", "prompt", "judgment_count", "lease_count"]
-    list_filter = [("project", admin.RelatedOnlyFieldListFilter), "batch__status"]
+    list_display = [
+        "__str__",
+        "project",
+        "batch",
+        "prompt",
+        "judgment_count",
+        "lease_count",
+        "skip_count",
+        "complete",
+        "is_gold",
+    ]
+    list_filter = [
+        ("project", admin.RelatedOnlyFieldListFilter),
+        "batch__status",
+        "complete",
+        "is_gold",
+    ]
     search_fields = ["prompt__external_id"]
     list_select_related = ["project", "batch", "prompt"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 ROLES = ("system", "user", "assistant", "tool")
-PROMPT_KEYS = {"id", "prompt", "candidates", "metadata"}
+PROMPT_KEYS = {"id", "prompt", "candidates", "metadata", "gold"}
 CANDIDATE_KEYS = {"id", "text", "model", "params", "metadata"}
 MAX_ID_LENGTH = 255
 MAX_MODEL_LENGTH = 200
@@ -56,6 +56,9 @@ class ParsedPrompt:
     content: str | list[dict[str, str]]
     metadata: dict[str, Any]
     candidates: list[ParsedCandidate] = field(default_factory=list)
+    # A gold item's answer: a candidate id (preferred), "tie" or "both_bad"; None if not gold.
+    gold_preferred: str | None = None
+    gold_outcome: str | None = None
 
 
 def _type_name(value: object) -> str:
@@ -178,13 +181,28 @@ def parse_line(number: int, obj: object) -> ParsedPrompt:
         )
     seen: set[str] = set()
     candidates = [_parse_candidate(c, i, seen) for i, c in enumerate(raw_candidates)]
+    preferred, outcome = _parse_gold(obj.get("gold"), seen) if "gold" in obj else (None, None)
     return ParsedPrompt(
         line=number,
         external_id=external_id,
         content=content,
         metadata=_parse_object(obj.get("metadata"), "'metadata'"),
         candidates=candidates,
+        gold_preferred=preferred,
+        gold_outcome=outcome,
     )
+
+
+def _parse_gold(value: object, candidate_ids: set[str]) -> tuple[str | None, str | None]:
+    """`{"preferred": "<candidate id>"}`, or "tie", or "both_bad"."""
+    if value in ("tie", "both_bad"):
+        return None, str(value)
+    if isinstance(value, dict) and set(value) == {"preferred"}:
+        preferred = _parse_id(value["preferred"], "'gold' 'preferred'")
+        if preferred not in candidate_ids:
+            raise ValueError(f"'gold' prefers {preferred!r}, which is not one of the candidates")
+        return preferred, None
+    raise ValueError('\'gold\' must be {"preferred": "<candidate id>"}, "tie" or "both_bad"')
 
 
 def _reject_constant(name: str) -> None:

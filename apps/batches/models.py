@@ -1,3 +1,5 @@
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -22,7 +24,10 @@ class Batch(models.Model):
     status = models.CharField(
         max_length=16, choices=BatchStatus.choices, default=BatchStatus.IMPORTING
     )
-    priority = models.IntegerField(default=0)
+    priority = models.IntegerField(default=0, help_text="Higher priority batches are served first.")
+    annotator_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many judgments from one annotator here."
+    )
     prompt_count = models.PositiveIntegerField(default=0)
     comparison_count = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)
@@ -99,6 +104,23 @@ class Candidate(models.Model):
         return self.external_id
 
 
+def random_rank() -> int:
+    return secrets.randbelow(2**31)
+
+
+class GoldAnswer(models.TextChoices):
+    A = "a", "Candidate A"
+    B = "b", "Candidate B"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
+
+
+# The queue's partial indexes cover open, ordinary comparisons only: complete ones and gold
+# items never slow a scan down.
+OPEN_ORDINARY = Q(complete=False, is_gold=False)
+FILLED = F("judgment_count") + F("lease_count")
+
+
 class Comparison(models.Model):
     """Two candidates of one prompt, to be judged by `project.overlap` annotators.
 
@@ -113,6 +135,21 @@ class Comparison(models.Model):
     candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0)
+    # judgment_count >= project.overlap: out of the queue's indexes for good.
+    complete = models.BooleanField(default=False)
+    # A random key: the order within a policy's level, so that no annotator's past work gathers
+    # at the head of a scan.
+    rank = models.IntegerField(default=random_rank)
+    # Votes per option, oriented to the candidates (not to the screen sides).
+    votes_a = models.PositiveIntegerField(default=0)
+    votes_b = models.PositiveIntegerField(default=0)
+    votes_tie = models.PositiveIntegerField(default=0)
+    votes_both_bad = models.PositiveIntegerField(default=0)
+    # |votes_a - votes_b|, and 1 before any vote: what uncertain_first orders by.
+    split = models.PositiveIntegerField(default=1)
+    skip_count = models.PositiveIntegerField(default=0)
+    is_gold = models.BooleanField(default=False)
+    gold_answer = models.CharField(max_length=16, choices=GoldAnswer.choices, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -123,15 +160,29 @@ class Comparison(models.Model):
             models.UniqueConstraint(
                 fields=["candidate_a", "candidate_b"], name="comparison_unique_pair"
             ),
+            models.CheckConstraint(
+                condition=Q(is_gold=False, gold_answer="") | Q(is_gold=True) & ~Q(gold_answer=""),
+                name="comparison_gold_has_answer",
+            ),
         ]
         indexes = [
-            # The queue's scan: a project's comparisons, fewest slots taken first.
+            # One index per assignment policy, each scanned within one batch.
             models.Index(
-                F("project"),
-                F("judgment_count") + F("lease_count"),
-                F("id"),
-                name="comparison_queue",
+                F("batch"), FILLED, F("rank"), name="queue_breadth", condition=OPEN_ORDINARY
             ),
+            models.Index(
+                F("batch"), FILLED.desc(), F("rank"), name="queue_depth", condition=OPEN_ORDINARY
+            ),
+            models.Index(
+                F("batch"),
+                F("split"),
+                FILLED,
+                F("rank"),
+                name="queue_uncertain",
+                condition=OPEN_ORDINARY,
+            ),
+            models.Index(F("batch"), F("rank"), name="queue_random", condition=OPEN_ORDINARY),
+            models.Index(F("batch"), F("rank"), name="queue_gold", condition=Q(is_gold=True)),
         ]
 
     def __str__(self) -> str:

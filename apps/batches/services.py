@@ -11,7 +11,15 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, parse_jsonl
-from apps.batches.models import Batch, BatchSource, BatchStatus, Candidate, Comparison, Prompt
+from apps.batches.models import (
+    Batch,
+    BatchSource,
+    BatchStatus,
+    Candidate,
+    Comparison,
+    GoldAnswer,
+    Prompt,
+)
 from apps.projects.models import Project
 
 logger = logging.getLogger(__name__)
@@ -151,10 +159,19 @@ def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
     for row, parsed in zip(prompt_rows, prompts, strict=True):
         own = candidate_rows[position : position + len(parsed.candidates)]
         position += len(parsed.candidates)
-        comparison_rows.extend(
-            Comparison(project=project, batch=batch, prompt=row, candidate_a=a, candidate_b=b)
-            for a, b in combinations(own, 2)
-        )
+        for a, b in combinations(own, 2):
+            gold_answer = _gold_answer(parsed, a.external_id, b.external_id)
+            comparison_rows.append(
+                Comparison(
+                    project=project,
+                    batch=batch,
+                    prompt=row,
+                    candidate_a=a,
+                    candidate_b=b,
+                    is_gold=bool(gold_answer),
+                    gold_answer=gold_answer,
+                )
+            )
     Comparison.objects.bulk_create(comparison_rows, batch_size=BULK_SIZE)
     _analyze_after_bulk_insert()
     batch.prompt_count = len(prompt_rows)
@@ -171,6 +188,21 @@ def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
         batch.prompt_count,
         batch.comparison_count,
     )
+
+
+def _gold_answer(prompt: ParsedPrompt, a: str, b: str) -> str:
+    """The gold answer of the pair (a, b) of a gold prompt, oriented to a and b; "" if none.
+
+    A preferred candidate makes every pair it is in a gold item; pairs without it are ordinary.
+    "tie" and "both_bad" make every pair of the prompt a gold item with that answer.
+    """
+    if prompt.gold_outcome:
+        return prompt.gold_outcome
+    if prompt.gold_preferred == a:
+        return GoldAnswer.A
+    if prompt.gold_preferred == b:
+        return GoldAnswer.B
+    return ""
 
 
 def _analyze_after_bulk_insert() -> None:

@@ -45,7 +45,8 @@ class Pseudonyms:
 def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
     """The raw votes: one row per judgment."""
     pseudonym = Pseudonyms(project)
-    judgments = Judgment.objects.filter(comparison__project=project)
+    # Gold items test the annotators; they are not data, and exports leave them out.
+    judgments = Judgment.objects.filter(comparison__project=project, comparison__is_gold=False)
     if batch_id is not None:
         judgments = judgments.filter(comparison__batch_id=batch_id)
     rows = judgments.order_by("id").values_list(
@@ -92,7 +93,7 @@ def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[
     A comparison is exported when a candidate has strictly more votes than each other option.
     """
     pseudonym = Pseudonyms(project)
-    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
+    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0, is_gold=False)
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
     comparisons = (

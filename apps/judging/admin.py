@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from annotate.admin_site import ReadOnlyAdmin
-from apps.judging.models import Assignment, Judgment
+from apps.judging.models import Assignment, Judgment, Skip
 
 
 @admin.register(Judgment)
@@ -32,4 +32,16 @@ class JudgmentAdmin(ReadOnlyAdmin):
 class AssignmentAdmin(ReadOnlyAdmin):
     list_display = ["id", "comparison", "annotator", "status", "created_at", "expires_at"]
     list_filter = ["status", ("project", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["comparison", "annotator"]
+
+
+@admin.register(Skip)
+class SkipAdmin(ReadOnlyAdmin):
+    project_field = "comparison__project"
+    list_display = ["id", "comparison", "annotator", "reason", "note", "created_at"]
+    list_filter = [
+        "reason",
+        ("comparison__project", admin.RelatedOnlyFieldListFilter),
+        ("annotator", admin.RelatedOnlyFieldListFilter),
+    ]
     list_select_related = ["comparison", "annotator"]

@@ -6,9 +6,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import request_user
-from apps.judging.models import Assignment, Judgment
-from apps.judging.services import assignment_next, judgment_submit
-from apps.projects.selectors import project_for_member
+from apps.judging.models import Assignment, Judgment, Skip
+from apps.judging.services import assignment_next, assignment_skip, judgment_submit
+from apps.projects.selectors import membership_for
 
 
 def assignment_payload(assignment: Assignment) -> dict[str, Any]:
@@ -26,8 +26,10 @@ class AssignmentNext(APIView):
     """POST: your open lease in the project, or a new one. 204 when nothing is left for you."""
 
     def post(self, request: Request, slug: str) -> Response:
-        project = project_for_member(user=request.user, slug=slug)
-        assignment = assignment_next(project=project, annotator=request_user(request))
+        membership = membership_for(user=request.user, slug=slug)
+        assignment = assignment_next(
+            project=membership.project, annotator=request_user(request), membership=membership
+        )
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(assignment_payload(assignment))
@@ -80,5 +82,33 @@ class JudgmentCreate(APIView):
         )
         return Response(
             JudgmentSerializer(result.judgment).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class SkipInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=200)
+    note = serializers.CharField(
+        allow_blank=True, required=False, default="", max_length=10_000, trim_whitespace=False
+    )
+
+
+class SkipSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Skip
+        fields = ["id", "assignment", "comparison", "reason", "note", "created_at"]
+
+
+class AssignmentSkip(APIView):
+    """POST a skip of your assignment with a reason (one of the project's, or "other" + note)."""
+
+    def post(self, request: Request, assignment_id: int) -> Response:
+        data = SkipInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = assignment_skip(
+            assignment_id=assignment_id, annotator=request_user(request), **data.validated_data
+        )
+        return Response(
+            SkipSerializer(result.skip).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )

@@ -9,6 +9,7 @@ from apps.projects.models import Project
 class AssignmentStatus(models.TextChoices):
     OPEN = "open", "Open"
     SUBMITTED = "submitted", "Submitted"
+    SKIPPED = "skipped", "Skipped"
     EXPIRED = "expired", "Expired"
 
 
@@ -71,6 +72,8 @@ class Judgment(models.Model):
     """One annotator's answer to one comparison. Never deleted by a cascade."""
 
     comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="judgments")
+    # Copied from the comparison: per-batch caps count an annotator's judgments by batch.
+    batch = models.ForeignKey("batches.Batch", on_delete=models.PROTECT, related_name="+")
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
     )
@@ -86,6 +89,8 @@ class Judgment(models.Model):
     rationale = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=128, blank=True)
+    # For a gold item: whether the answer matched the gold answer; null otherwise.
+    gold_correct = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -102,7 +107,32 @@ class Judgment(models.Model):
         ]
         indexes = [
             models.Index(fields=["annotator", "created_at"], name="judgment_by_annotator"),
+            models.Index(fields=["annotator", "batch"], name="judgment_by_annotator_batch"),
         ]
 
     def __str__(self) -> str:
         return f"Judgment {self.pk}"
+
+
+class Skip(models.Model):
+    """An annotator passed on a comparison, with a reason. It is never offered to them again."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="skips")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="skips"
+    )
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="skip")
+    reason = models.CharField(max_length=200)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="skip_one_per_annotator"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Skip {self.pk}: {self.reason}"

@@ -10,15 +10,18 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
+from django.db.models.functions import Abs
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchStatus, Comparison
-from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
-from apps.projects.models import Project
+from apps.judging import queue_sql
+from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
+from apps.projects.models import AssignmentPolicy, Membership, Project
 
 MAX_RATIONALE = 10_000
 MAX_IDEMPOTENCY_KEY = 128
@@ -37,17 +40,27 @@ class AssignmentNotFound(Exception):
     """No such assignment for this annotator (HTTP 404)."""
 
 
+class AnnotatorBlocked(Exception):
+    """The annotator may receive no more work in this project (HTTP 403); says why."""
+
+
 def _assignment_queryset() -> "QuerySet[Assignment]":
     return Assignment.objects.select_related("comparison__prompt", "left", "right", "project")
 
 
 def assignment_next(
-    *, project: Project, annotator: User, now: datetime | None = None
+    *,
+    project: Project,
+    annotator: User,
+    membership: Membership | None = None,
+    now: datetime | None = None,
 ) -> Assignment | None:
     """The annotator's open lease in this project, or a new one; None when nothing is left.
 
+    Raises AnnotatorBlocked when a cap or the gold accuracy rule stops this annotator.
     Queries: 1 when a lease is open; otherwise 6 (open lease, expired leases, pick, load,
-    insert, count), plus 3 when expired leases are reclaimed on the way.
+    insert, count), plus 1 for a gold draw, plus 3 when expired leases are reclaimed, plus 1
+    when `membership` is not given.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -64,8 +77,16 @@ def assignment_next(
         )
         if existing is not None:
             return existing
+        if membership is None:
+            membership = Membership.objects.filter(project=project, user=annotator).first()
+        if membership is not None and (reason := membership.blocked_reason(project)):
+            raise AnnotatorBlocked(f"No more work for you in this project: you {reason}.")
         _leases_reclaim(project_id=project.pk, now=now, limit=RECLAIM_LIMIT)
-        comparison_id = _comparison_pick(project=project, annotator=annotator)
+        gold = project.gold_rate > 0 and _draw() < project.gold_rate
+        comparison_id = _gold_pick(project=project, annotator=annotator) if gold else None
+        is_gold = comparison_id is not None
+        if comparison_id is None:
+            comparison_id = _comparison_pick(project=project, annotator=annotator)
         if comparison_id is None:
             return None
         comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(
@@ -84,29 +105,113 @@ def assignment_next(
             created_at=now,
             expires_at=now + timedelta(seconds=project.lease_seconds),
         )
-        Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") + 1)
-        comparison.lease_count += 1
+        if not is_gold:  # gold items have no overlap: their leases take no slot
+            Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") + 1)
+            comparison.lease_count += 1
         return assignment
 
 
+def _draw() -> float:
+    return secrets.randbelow(1_000_000) / 1_000_000
+
+
 def _comparison_pick(*, project: Project, annotator: User) -> int | None:
-    """Locks the open comparison that this annotator should judge next: breadth first.
+    """Locks the ordinary comparison this annotator should judge next, by the project's policy.
 
     Only the id is selected and locked. Joining the prompt and candidates here made PostgreSQL
     sort whole joined rows whenever its statistics were stale (seconds per pick at 100k).
+    The random policy starts from a random rank and wraps around once.
     """
-    active_batches = Batch.objects.filter(project=project, status=BatchStatus.ACTIVE).values("id")
-    judged = Judgment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
-    return (
-        Comparison.objects.filter(project=project, batch_id__in=active_batches)
-        .annotate(filled=F("judgment_count") + F("lease_count"))
-        .filter(filled__lt=project.overlap)
-        .exclude(Exists(judged))
-        .order_by("filled", "id")
-        .select_for_update(skip_locked=True)
-        .values_list("id", flat=True)
-        .first()
-    )
+    random_policy = project.policy == AssignmentPolicy.RANDOM
+    rank_from = secrets.randbelow(2**31) if random_policy else 0
+    found = _pick_once(project=project, annotator=annotator, rank_from=rank_from)
+    if found is None and rank_from:
+        found = _pick_once(project=project, annotator=annotator, rank_from=0)
+    return found
+
+
+def _pick_once(*, project: Project, annotator: User, rank_from: int) -> int | None:
+    params = {
+        "project": project.pk,
+        "annotator": annotator.pk,
+        "overlap": project.overlap,
+        "rank_from": rank_from,
+    }
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(queue_sql.pick_sql(project.policy), params)
+            row = cursor.fetchone()
+        return row[0] if row else None
+    # Elsewhere (SQLite) writers are serialized, so the same rules in plain ORM suffice.
+    for batch in _active_batches_for(project=project, annotator=annotator):
+        candidates = (
+            Comparison.objects.filter(batch=batch, complete=False, is_gold=False)
+            .annotate(filled=F("judgment_count") + F("lease_count"))
+            .filter(filled__lt=project.overlap, rank__gte=rank_from)
+            .exclude(
+                Exists(Judgment.objects.filter(comparison=OuterRef("pk"), annotator=annotator))
+            )
+            .exclude(Exists(Skip.objects.filter(comparison=OuterRef("pk"), annotator=annotator)))
+            .order_by(*_ORM_ORDER[AssignmentPolicy(project.policy)])
+        )
+        found = candidates.values_list("id", flat=True).first()
+        if found is not None:
+            return found
+    return None
+
+
+_ORM_ORDER = {
+    AssignmentPolicy.BREADTH_FIRST: ["filled", "rank"],
+    AssignmentPolicy.DEPTH_FIRST: ["-filled", "rank"],
+    AssignmentPolicy.UNCERTAIN_FIRST: ["split", "filled", "rank"],
+    AssignmentPolicy.RANDOM: ["rank"],
+}
+
+
+def _active_batches_for(*, project: Project, annotator: User) -> list[Batch]:
+    batches = []
+    for batch in Batch.objects.filter(project=project, status=BatchStatus.ACTIVE).order_by(
+        "-priority", "id"
+    ):
+        if batch.annotator_cap is not None:
+            done = Judgment.objects.filter(annotator=annotator, batch=batch).count()
+            if done >= batch.annotator_cap:
+                continue
+        batches.append(batch)
+    return batches
+
+
+def _gold_pick(*, project: Project, annotator: User) -> int | None:
+    """A gold item this annotator has never been given, or None."""
+    rank_from = secrets.randbelow(2**31)
+    for start in (rank_from, 0):
+        params = {"project": project.pk, "annotator": annotator.pk, "rank_from": start}
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(queue_sql.GOLD_PICK_SQL, params)
+                row = cursor.fetchone()
+            found = row[0] if row else None
+        else:
+            found = None
+            for batch in _active_batches_for(project=project, annotator=annotator):
+                found = (
+                    Comparison.objects.filter(batch=batch, is_gold=True, rank__gte=start)
+                    .exclude(
+                        Exists(
+                            Assignment.objects.filter(
+                                comparison=OuterRef("pk"), annotator=annotator
+                            )
+                        )
+                    )
+                    .order_by("rank")
+                    .values_list("id", flat=True)
+                    .first()
+                )
+                if found is not None:
+                    break
+        if found is not None:
+            return found
+    return None
 
 
 def leases_reclaim_expired(
@@ -127,15 +232,18 @@ def _leases_reclaim(*, project_id: int | None, now: datetime, limit: int) -> int
         expired = expired.filter(project_id=project_id)
     rows = list(
         expired.order_by("expires_at")
-        .select_for_update(skip_locked=True)
-        .values_list("id", "comparison_id")[:limit]
+        .select_for_update(skip_locked=True, of=("self",))
+        .values_list("id", "comparison_id", "comparison__is_gold")[:limit]
     )
     if not rows:
         return 0
     Assignment.objects.filter(id__in=[row[0] for row in rows]).update(
         status=AssignmentStatus.EXPIRED, closed_at=now
     )
-    per_comparison = Counter(comparison_id for _, comparison_id in rows)
+    # Gold leases took no slot, so only ordinary ones give one back.
+    per_comparison = Counter(comparison_id for _, comparison_id, gold in rows if not gold)
+    if not per_comparison:
+        return len(rows)
     # Lock the comparisons in id order, so that two sweeps never deadlock.
     list(
         Comparison.objects.filter(id__in=per_comparison)
@@ -157,6 +265,31 @@ class SubmitResult:
     created: bool  # False when this was a retry of an earlier, identical submission
 
 
+def _validate_text(value: object, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise JudgmentError(f"{name} must be a string.")
+    if len(value) > limit:
+        raise JudgmentError(f"{name} is longer than {limit} characters.")
+    if "\x00" in value:
+        raise JudgmentError(f"{name} contains a NUL character.")
+    return value
+
+
+def _lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("project", "comparison")
+        .annotate(
+            left_external_id=F("left__external_id"), right_external_id=F("right__external_id")
+        )
+        .filter(pk=assignment_id, annotator=annotator)
+        .first()
+    )
+    if assignment is None:
+        raise AssignmentNotFound("No such assignment.")
+    return assignment
+
+
 def judgment_submit(
     *,
     assignment_id: int,
@@ -172,15 +305,10 @@ def judgment_submit(
     A retry with the same idempotency key returns the stored judgment (created=False). A lease
     that expired is still honoured while it holds its slot; once reclaimed, the judgment is
     taken only if the comparison still has a free slot and the annotator has not judged it.
-    Queries: 4 (lock assignment, insert judgment, close assignment, count) on the usual path.
+    Queries: 5 (lock assignment, insert judgment, close assignment, count, member's counts).
     """
     now = now or timezone.now()
-    if not isinstance(rationale, str):
-        raise JudgmentError("rationale must be a string.")
-    if len(rationale) > MAX_RATIONALE:
-        raise JudgmentError(f"rationale is longer than {MAX_RATIONALE} characters.")
-    if "\x00" in rationale:
-        raise JudgmentError("rationale contains a NUL character.")
+    rationale = _validate_text(rationale, "rationale", MAX_RATIONALE)
     if not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise JudgmentError(
             f"idempotency_key must be a string of at most {MAX_IDEMPOTENCY_KEY} characters."
@@ -190,47 +318,47 @@ def judgment_submit(
     ):
         raise JudgmentError("duration_ms must be a whole number of milliseconds, 0 or more.")
     with transaction.atomic():
-        assignment = (
-            Assignment.objects.select_for_update(of=("self",))
-            .select_related("project")
-            .annotate(
-                left_external_id=F("left__external_id"), right_external_id=F("right__external_id")
-            )
-            .filter(pk=assignment_id, annotator=annotator)
-            .first()
-        )
-        if assignment is None:
-            raise AssignmentNotFound("No such assignment.")
+        assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
         _check_choice(assignment.project, choice)
         if assignment.status == AssignmentStatus.SUBMITTED:
             earlier = Judgment.objects.get(assignment=assignment)
             if idempotency_key and earlier.idempotency_key == idempotency_key:
                 return SubmitResult(earlier, created=False)
             raise JudgmentConflict("This assignment has already been judged.")
-        comparison_update: dict[str, object] = {"judgment_count": F("judgment_count") + 1}
-        if assignment.status == AssignmentStatus.OPEN:
-            comparison_update["lease_count"] = F("lease_count") - 1
-        else:
+        if assignment.status == AssignmentStatus.SKIPPED:
+            raise JudgmentConflict("This assignment was skipped.")
+        comparison = assignment.comparison
+        holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
+        if assignment.status != AssignmentStatus.OPEN:
             _check_late_submission(assignment)
+        chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
+            Choice(choice)
+        )
+        option = (
+            choice
+            if chosen_id is None
+            else ("a" if chosen_id == comparison.candidate_a_id else "b")
+        )
+        gold_correct = (option == comparison.gold_answer) if comparison.is_gold else None
         judgment = Judgment(
-            comparison_id=assignment.comparison_id,
+            comparison_id=comparison.pk,
+            batch_id=comparison.batch_id,
             annotator=annotator,
             assignment=assignment,
             choice=choice,
             left_id=assignment.left_id,
             right_id=assignment.right_id,
-            chosen_id={Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
-                Choice(choice)
-            ),
+            chosen_id=chosen_id,
             rationale=rationale.strip(),
             duration_ms=duration_ms,
             idempotency_key=idempotency_key,
+            gold_correct=gold_correct,
             created_at=now,
         )
         # For the response: the winner's imported id, without loading the candidate again.
         judgment.chosen_external_id = {  # type: ignore[attr-defined]
-            Choice.LEFT: assignment.left_external_id,
-            Choice.RIGHT: assignment.right_external_id,
+            Choice.LEFT: assignment.left_external_id,  # type: ignore[attr-defined]
+            Choice.RIGHT: assignment.right_external_id,  # type: ignore[attr-defined]
         }.get(Choice(choice))
         try:
             # No savepoint: on a conflict the whole transaction is rolled back anyway.
@@ -240,9 +368,99 @@ def judgment_submit(
         Assignment.objects.filter(pk=assignment.pk).update(
             status=AssignmentStatus.SUBMITTED, closed_at=now
         )
-        Comparison.objects.filter(pk=assignment.comparison_id).update(**comparison_update)
+        Comparison.objects.filter(pk=comparison.pk).update(
+            **_counts_after_vote(assignment.project, option, holds_slot, comparison.is_gold)
+        )
+        member_counts: dict[str, Any] = {"judgment_count": F("judgment_count") + 1}
+        if gold_correct is not None:
+            member_counts["gold_answered"] = F("gold_answered") + 1
+            member_counts["gold_correct"] = F("gold_correct") + int(gold_correct)
+        Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
+            **member_counts
+        )
         assignment.status = AssignmentStatus.SUBMITTED
         return SubmitResult(judgment, created=True)
+
+
+def _counts_after_vote(
+    project: Project, option: str, holds_slot: bool, is_gold: bool
+) -> dict[str, Any]:
+    """The comparison's column updates for one more vote for `option` (a, b, tie, both_bad)."""
+    votes_a = F("votes_a") + int(option == "a")
+    votes_b = F("votes_b") + int(option == "b")
+    update: dict[str, Any] = {
+        "judgment_count": F("judgment_count") + 1,
+        f"votes_{option}": F(f"votes_{option}") + 1,
+        "split": Abs(votes_a - votes_b),
+    }
+    if holds_slot:
+        update["lease_count"] = F("lease_count") - 1
+    if not is_gold:
+        update["complete"] = Case(
+            When(judgment_count__gte=project.overlap - 1, then=Value(True)),
+            default=Value(False),
+        )
+    return update
+
+
+@dataclass(frozen=True)
+class SkipResult:
+    skip: Skip
+    created: bool
+
+
+def assignment_skip(
+    *,
+    assignment_id: int,
+    annotator: User,
+    reason: str,
+    note: str = "",
+    now: datetime | None = None,
+) -> SkipResult:
+    """Passes on an assignment with a reason; the comparison is never offered to them again.
+
+    `reason` is one of the project's skip reasons, or "other" with a note. Skipping again is
+    harmless (created=False). Queries: 5 (lock, insert, close, count, member's count).
+    """
+    now = now or timezone.now()
+    note = _validate_text(note, "note", MAX_RATIONALE).strip()
+    reason = _validate_text(reason, "reason", 200).strip()
+    with transaction.atomic():
+        assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
+        allowed = [*assignment.project.skip_reasons, "other"]
+        if reason not in allowed:
+            raise JudgmentError(f"reason must be one of: {'; '.join(allowed)}.")
+        if reason == "other" and not note:
+            raise JudgmentError('A skip for reason "other" needs a note saying why.')
+        if assignment.status == AssignmentStatus.SKIPPED:
+            return SkipResult(Skip.objects.get(assignment=assignment), created=False)
+        if assignment.status == AssignmentStatus.SUBMITTED:
+            raise JudgmentConflict("This assignment has already been judged.")
+        comparison = assignment.comparison
+        skip = Skip(
+            comparison=comparison,
+            annotator=annotator,
+            assignment=assignment,
+            reason=reason,
+            note=note,
+            created_at=now,
+        )
+        try:
+            skip.save(force_insert=True)
+        except IntegrityError:
+            raise JudgmentConflict("You have already skipped this comparison.") from None
+        Assignment.objects.filter(pk=assignment.pk).update(
+            status=AssignmentStatus.SKIPPED, closed_at=now
+        )
+        counts: dict[str, Any] = {"skip_count": F("skip_count") + 1}
+        if assignment.status == AssignmentStatus.OPEN and not comparison.is_gold:
+            counts["lease_count"] = F("lease_count") - 1
+        Comparison.objects.filter(pk=comparison.pk).update(**counts)
+        Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
+            skip_count=F("skip_count") + 1
+        )
+        assignment.status = AssignmentStatus.SKIPPED
+        return SkipResult(skip, created=True)
 
 
 def _check_choice(project: Project, choice: object) -> None:
@@ -260,7 +478,10 @@ def _check_late_submission(assignment: Assignment) -> None:
     comparison = Comparison.objects.select_for_update().filter(pk=assignment.comparison_id).first()
     if comparison is None:  # pragma: no cover - comparisons with assignments are not deleted
         raise JudgmentConflict("This comparison no longer exists.")
-    if comparison.judgment_count + comparison.lease_count >= assignment.project.overlap:
+    if (
+        not comparison.is_gold
+        and comparison.judgment_count + comparison.lease_count >= assignment.project.overlap
+    ):
         raise JudgmentConflict(
             "Your lease on this comparison expired and it has since received all the votes it "
             "needs. Your judgment was not stored; please take the next comparison."

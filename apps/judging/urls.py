@@ -6,4 +6,5 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("p/<slug:slug>/", views.annotate, name="annotate"),
     path("p/<slug:slug>/a/<int:assignment_id>/", views.judge, name="judge"),
+    path("p/<slug:slug>/a/<int:assignment_id>/skip/", views.skip, name="skip"),
 ]

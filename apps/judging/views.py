@@ -16,10 +16,12 @@ from django_htmx.http import HttpResponseClientRedirect
 from apps.judging.models import Choice
 from apps.judging.selectors import judgment_count_for, progress_for_annotator
 from apps.judging.services import (
+    AnnotatorBlocked,
     AssignmentNotFound,
     JudgmentConflict,
     JudgmentError,
     assignment_next,
+    assignment_skip,
     judgment_submit,
 )
 from apps.projects.models import Project
@@ -67,8 +69,14 @@ def _choices(project: Project) -> list[tuple[str, str, str]]:
 def _render_annotate(
     request: HttpRequest, project: Project, *, notice: str = "", error: str = ""
 ) -> HttpResponse:
-    assignment = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
+    blocked = ""
+    try:
+        assignment = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
+    except AnnotatorBlocked as exc:
+        assignment, blocked = None, str(exc)
     context = {
+        "blocked": blocked,
+        "skip_reasons": project.skip_reasons,
         "project": project,
         "assignment": assignment,
         "choices": _choices(project),
@@ -109,6 +117,27 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
         error = str(exc)
     except (JudgmentConflict, AssignmentNotFound) as exc:
         # A double click, a retry or a lease that lapsed: the first answer stands, move on.
+        notice = str(exc)
+    if not getattr(request, "htmx", False) and not error:
+        return redirect("annotate", slug=project.slug)
+    return _render_annotate(request, project, notice=notice, error=error)
+
+
+@login_required_htmx
+@require_POST
+def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+    project = project_for_member(user=request.user, slug=slug)
+    notice = error = ""
+    try:
+        assignment_skip(
+            assignment_id=assignment_id,
+            annotator=request.user,  # type: ignore[arg-type]
+            reason=request.POST.get("reason", ""),
+            note=request.POST.get("note", ""),
+        )
+    except JudgmentError as exc:
+        error = str(exc)
+    except (JudgmentConflict, AssignmentNotFound) as exc:
         notice = str(exc)
     if not getattr(request, "htmx", False) and not error:
         return redirect("annotate", slug=project.slug)

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from annotate.admin_site import LeadScopedAdmin
 from apps.projects.models import Membership, Project
+from apps.projects.services import project_overlap_changed
 
 
 class MembershipForm(forms.ModelForm):
@@ -36,9 +37,26 @@ class MembershipForm(forms.ModelForm):
 class MembershipInline(admin.TabularInline):
     model = Membership
     form = MembershipForm
+    ordering = ["user__username"]
     extra = 1
-    fields = ["username", "role", "pseudonym"]
-    readonly_fields = ["pseudonym"]
+    fields = ["username", "role", "pseudonym", "judgment_count", "skip_count", "gold", "status"]
+    readonly_fields = ["pseudonym", "judgment_count", "skip_count", "gold", "status"]
+
+    @admin.display(description="gold accuracy")
+    def gold(self, membership: Membership) -> str:
+        if not membership.pk or membership.gold_accuracy is None:
+            return "—"
+        return (
+            f"{membership.gold_accuracy:.0%} "
+            f"({membership.gold_correct} of {membership.gold_answered})"
+        )
+
+    @admin.display(description="receives work")
+    def status(self, membership: Membership) -> str:
+        if not membership.pk:
+            return ""
+        reason = membership.blocked_reason()
+        return f"No: {reason}" if reason else "Yes"
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return True
@@ -61,7 +79,9 @@ class ProjectAdmin(LeadScopedAdmin):
     inlines = [MembershipInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "guidelines"]}),
-        ("Judging", {"fields": ["overlap", "allow_tie", "allow_both_bad", "lease_seconds"]}),
+        ("Judging", {"fields": ["overlap", "allow_tie", "allow_both_bad", "skip_reasons"]}),
+        ("Queue", {"fields": ["policy", "lease_seconds", "annotator_cap"]}),
+        ("Gold items", {"fields": ["gold_rate", "gold_min_accuracy", "gold_min_answers"]}),
     ]
 
     def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Any]:
@@ -75,3 +95,5 @@ class ProjectAdmin(LeadScopedAdmin):
         if not change:
             obj.created_by = request.user  # type: ignore[assignment]
         super().save_model(request, obj, form, change)
+        if change and "overlap" in form.changed_data:
+            project_overlap_changed(project=obj)

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import request_user
-from apps.projects.models import Membership, Project, Role
+from apps.projects.models import AssignmentPolicy, Membership, Project, Role
 from apps.projects.selectors import project_for_lead
 from apps.projects.services import membership_add, project_create
 
@@ -22,6 +22,12 @@ class ProjectSerializer(serializers.ModelSerializer):
             "allow_both_bad",
             "guidelines",
             "lease_seconds",
+            "policy",
+            "skip_reasons",
+            "annotator_cap",
+            "gold_rate",
+            "gold_min_accuracy",
+            "gold_min_answers",
             "created_at",
         ]
         read_only_fields = ["created_at"]
@@ -35,6 +41,14 @@ class ProjectCreateInput(serializers.Serializer):
     allow_both_bad = serializers.BooleanField(default=True)
     guidelines = serializers.CharField(allow_blank=True, default="", trim_whitespace=False)
     lease_seconds = serializers.IntegerField(min_value=10, default=600)
+    policy = serializers.ChoiceField(choices=AssignmentPolicy.choices, default="breadth_first")
+    skip_reasons = serializers.ListField(
+        child=serializers.CharField(max_length=200), max_length=50, required=False
+    )
+    annotator_cap = serializers.IntegerField(min_value=1, allow_null=True, default=None)
+    gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    gold_min_answers = serializers.IntegerField(min_value=1, default=10)
 
     def validate_slug(self, value: str) -> str:
         if value != value.lower():
@@ -88,3 +102,11 @@ class MemberAdd(APIView):
             raise serializers.ValidationError({"username": ["No user with this username."]})
         membership = membership_add(project=project, user=user, role=data.validated_data["role"])
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class Me(APIView):
+    """GET: who you are. Also the cheapest authenticated request, the floor of the stack."""
+
+    def get(self, request: Request) -> Response:
+        user = request_user(request)
+        return Response({"username": user.get_username(), "is_staff": user.is_staff})

@@ -43,6 +43,18 @@ def project_for_member(*, user: User, slug: str) -> Project:
     return project
 
 
+def membership_for(*, user: User, slug: str) -> Membership:
+    """The user's membership in the project, with the project, in one query; otherwise 404."""
+    if not user.is_authenticated:
+        raise Http404("No such project.")
+    membership = (
+        Membership.objects.select_related("project").filter(project__slug=slug, user=user).first()
+    )
+    if membership is None:
+        raise Http404("No such project.")
+    return membership
+
+
 def pseudonyms_for(project: Project) -> dict[int, str]:
     """user id -> the pseudonym that names them in this project's exports."""
     return dict(Membership.objects.filter(project=project).values_list("user_id", "pseudonym"))

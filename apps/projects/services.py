@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
@@ -18,8 +20,11 @@ def project_create(
     allow_both_bad: bool = True,
     guidelines: str = "",
     lease_seconds: int = 600,
+    **settings: Any,
 ) -> Project:
+    """Creates a project. `settings` are further Project fields (policy, gold_rate, ...)."""
     project = Project(
+        **settings,
         slug=slug,
         name=name,
         overlap=overlap,
@@ -49,3 +54,21 @@ def membership_add(*, project: Project, user: User, role: str) -> Membership:
         membership.role = role
         membership.save(update_fields=["role"])
     return membership
+
+
+def project_overlap_changed(*, project: Project) -> int:
+    """Recomputes which comparisons are complete after the project's overlap changed.
+
+    A lower overlap completes comparisons at once; a higher one reopens them to the queue.
+    Returns how many comparisons changed state.
+    """
+    from apps.batches.models import Comparison
+
+    ordinary = Comparison.objects.filter(project=project, is_gold=False)
+    closed = ordinary.filter(complete=False, judgment_count__gte=project.overlap).update(
+        complete=True
+    )
+    reopened = ordinary.filter(complete=True, judgment_count__lt=project.overlap).update(
+        complete=False
+    )
+    return closed + reopened

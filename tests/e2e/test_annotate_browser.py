@@ -15,7 +15,7 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
-from apps.batches.models import Batch
+from apps.batches.models import Batch, Comparison
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Membership, Project
 from tests.conftest import prompt_line
@@ -479,6 +479,8 @@ def test_it_takes_the_screenshots_for_the_docs(
         },
         *(prompt_line(f"p-{i}", n=3) for i in range(1, 5)),
     )
+    # The queue orders by a random rank: put the pictured comparison first.
+    Comparison.objects.filter(prompt__external_id="py-1").update(rank=0)
     # The pictures in docs/ are refreshed only on request (SCREENSHOTS=1), so that a test run
     # never rewrites tracked files; otherwise they go to a temporary folder.
     target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path

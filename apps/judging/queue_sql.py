@@ -1,0 +1,70 @@
+"""The pick, as one PostgreSQL statement.
+
+The active batches of the project are walked in priority order (a handful of rows), and for each
+one a LATERAL subquery scans that batch's partial index for the policy, skipping comparisons the
+annotator judged or skipped and rows other transactions hold (SKIP LOCKED). The outer LIMIT 1
+stops at the first batch that yields a row, so a batch that is exhausted, paused or capped for
+this annotator costs one index probe, not a scan.
+"""
+
+from apps.projects.models import AssignmentPolicy
+
+FILLED = "(c.judgment_count + c.lease_count)"
+
+POLICY_ORDER = {
+    AssignmentPolicy.BREADTH_FIRST: f"{FILLED}, c.rank",
+    AssignmentPolicy.DEPTH_FIRST: f"{FILLED} DESC, c.rank",
+    AssignmentPolicy.UNCERTAIN_FIRST: f"c.split, {FILLED}, c.rank",
+    AssignmentPolicy.RANDOM: "c.rank",
+}
+
+_ACTIVE_BATCHES = """
+    SELECT b.id, b.priority FROM batches_batch b
+    WHERE b.project_id = %(project)s AND b.status = 'active'
+      AND (b.annotator_cap IS NULL OR (
+            SELECT count(*) FROM judging_judgment j
+            WHERE j.annotator_id = %(annotator)s AND j.batch_id = b.id
+          ) < b.annotator_cap)
+    ORDER BY b.priority DESC, b.id
+"""
+
+
+def pick_sql(policy: str) -> str:
+    """Ordinary comparisons: open, under the overlap, not judged or skipped by the annotator."""
+    order = POLICY_ORDER[AssignmentPolicy(policy)]
+    # Only our own constant fragments are formatted in; every value is a bound parameter.
+    return f"""
+    SELECT picked.id FROM ({_ACTIVE_BATCHES}) b
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM batches_comparison c
+        WHERE c.batch_id = b.id AND NOT c.complete AND NOT c.is_gold
+          AND {FILLED} < %(overlap)s
+          AND c.rank >= %(rank_from)s
+          AND NOT EXISTS (SELECT 1 FROM judging_judgment j
+                          WHERE j.comparison_id = c.id AND j.annotator_id = %(annotator)s)
+          AND NOT EXISTS (SELECT 1 FROM judging_skip s
+                          WHERE s.comparison_id = c.id AND s.annotator_id = %(annotator)s)
+        ORDER BY {order}
+        LIMIT 1
+        FOR UPDATE OF c SKIP LOCKED
+    ) picked
+    ORDER BY b.priority DESC, b.id
+    LIMIT 1
+    """
+
+
+# Gold items: any the annotator has never been given, from a random point of their order. No
+# lock: gold items have no overlap, so any number of annotators may hold one at once.
+GOLD_PICK_SQL = f"""
+    SELECT picked.id FROM ({_ACTIVE_BATCHES}) b
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM batches_comparison c
+        WHERE c.batch_id = b.id AND c.is_gold AND c.rank >= %(rank_from)s
+          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
+                          WHERE a.comparison_id = c.id AND a.annotator_id = %(annotator)s)
+        ORDER BY c.rank
+        LIMIT 1
+    ) picked
+    ORDER BY b.priority DESC, b.id
+    LIMIT 1
+"""

@@ -1,0 +1,367 @@
+"""Issue 3's rules: policies, priorities, pausing, caps, skips and gold items."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.batches.models import Batch, BatchStatus, Comparison
+from apps.judging.models import AssignmentStatus, Judgment, Skip
+from apps.judging.services import (
+    AnnotatorBlocked,
+    JudgmentConflict,
+    assignment_next,
+    assignment_skip,
+    judgment_submit,
+    leases_reclaim_expired,
+)
+from apps.projects.models import Membership
+from apps.projects.services import membership_add, project_overlap_changed
+from tests.conftest import prompt_line
+
+NEXT = "/api/v1/projects/demo/assignments/next/"
+
+
+def judge(project, user, choice="left", option=None):
+    """Leases and judges one comparison; `option` 'a'/'b' votes for that candidate."""
+    lease = assignment_next(project=project, annotator=user)
+    assert lease is not None
+    if option is not None:
+        wanted = (
+            lease.comparison.candidate_a_id if option == "a" else lease.comparison.candidate_b_id
+        )
+        choice = "left" if lease.left_id == wanted else "right"
+    judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+    return lease.comparison_id
+
+
+@pytest.fixture
+def crowd(project, make_user):
+    users = [make_user(f"crowd{i}") for i in range(12)]
+    for user in users:
+        membership_add(project=project, user=user, role="annotator")
+    return users
+
+
+def set_policy(project, policy, overlap=None):
+    project.policy = policy
+    if overlap is not None:
+        project.overlap = overlap
+    project.save()
+
+
+# -- policies ------------------------------------------------------------------------------
+
+
+def test_depth_first_finishes_started_comparisons_first(project, crowd, import_rows):
+    import_rows(*(prompt_line(f"p{i}") for i in range(5)))
+    set_policy(project, "depth_first")
+    first = judge(project, crowd[0])
+    assert judge(project, crowd[1]) == first
+    assert judge(project, crowd[2]) == first
+    # Full now (overlap 3): the next annotator starts another.
+    assert judge(project, crowd[3]) != first
+
+
+def test_breadth_first_spreads_votes(project, crowd, import_rows):
+    import_rows(*(prompt_line(f"p{i}") for i in range(5)))
+    picked = [judge(project, user) for user in crowd[:5]]
+    assert len(set(picked)) == 5
+
+
+def test_uncertain_first_prefers_split_votes(project, crowd, import_rows):
+    import_rows(*(prompt_line(f"p{i}") for i in range(3)))
+    set_policy(project, "depth_first", overlap=5)
+    split = judge(project, crowd[0], option="a")
+    assert judge(project, crowd[1], option="b") == split  # now 1-1
+    set_policy(project, "breadth_first")
+    one_sided = judge(project, crowd[2], option="a")  # a fresh one: 1-0
+    assert one_sided != split
+    set_policy(project, "uncertain_first")
+    # The 1-1 comparison first, then (most split being equal) the fewest votes.
+    assert judge(project, crowd[3]) == split
+
+
+def test_random_policy_does_not_hand_everyone_the_same_first_item(project, crowd, import_rows):
+    import_rows(*(prompt_line(f"p{i}") for i in range(30)))
+    set_policy(project, "random", overlap=12)
+    firsts = {assignment_next(project=project, annotator=user).comparison_id for user in crowd}
+    # 12 annotators each start at a random point of 30 ranks: all the same has odds ~30**-11.
+    assert len(firsts) > 1
+
+
+def test_the_policy_can_change_while_the_project_runs(project, crowd, import_rows):
+    import_rows(*(prompt_line(f"p{i}") for i in range(4)))
+    started = judge(project, crowd[0])
+    assert judge(project, crowd[1]) != started  # breadth first
+    set_policy(project, "depth_first")
+    assert judge(project, crowd[2]) in {started}
+
+
+def test_higher_priority_batches_come_first(project, crowd, import_rows):
+    low = import_rows(prompt_line("low-1"), prompt_line("low-2"))
+    high = import_rows(prompt_line("high-1"))
+    Batch.objects.filter(pk=high.pk).update(priority=10)
+    picked = Comparison.objects.get(pk=judge(project, crowd[0]))
+    assert picked.batch_id == high.pk
+    Batch.objects.filter(pk=low.pk).update(priority=20)
+    picked = Comparison.objects.get(pk=judge(project, crowd[1]))
+    assert picked.batch_id == low.pk
+
+
+def test_a_paused_batch_hands_out_nothing_and_resumes(project, crowd, import_rows):
+    batch = import_rows(prompt_line("only"))
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.PAUSED)
+    assert assignment_next(project=project, annotator=crowd[0]) is None
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.ACTIVE)
+    assert assignment_next(project=project, annotator=crowd[0]) is not None
+
+
+def test_changing_the_overlap_closes_and_reopens_comparisons(project, crowd, import_rows):
+    import_rows(prompt_line("only"))
+    judge(project, crowd[0])
+    set_policy(project, "breadth_first", overlap=1)
+    project_overlap_changed(project=project)
+    assert Comparison.objects.get().complete
+    assert assignment_next(project=project, annotator=crowd[1]) is None
+    set_policy(project, "breadth_first", overlap=2)
+    project_overlap_changed(project=project)
+    assert assignment_next(project=project, annotator=crowd[1]) is not None
+
+
+# -- caps ------------------------------------------------------------------------------------
+
+
+def test_the_project_cap_stops_an_annotator_with_a_reason(api, project, crowd, import_rows):
+    import_rows(*(prompt_line(f"p{i}") for i in range(5)))
+    project.annotator_cap = 2
+    project.save()
+    judge(project, crowd[0])
+    judge(project, crowd[0])
+    with pytest.raises(AnnotatorBlocked, match="cap of 2"):
+        assignment_next(project=project, annotator=crowd[0])
+    response = api(crowd[0]).post(NEXT)
+    assert response.status_code == 403
+    assert "cap of 2" in response.json()["detail"]
+    assert assignment_next(project=project, annotator=crowd[1]) is not None
+
+
+def test_a_batch_cap_sends_the_annotator_to_other_batches(project, crowd, import_rows):
+    capped = import_rows(prompt_line("a1"), prompt_line("a2"), prompt_line("a3"))
+    other = import_rows(prompt_line("b1"))
+    Batch.objects.filter(pk=capped.pk).update(annotator_cap=1, priority=5)
+    first = Comparison.objects.get(pk=judge(project, crowd[0]))
+    assert first.batch_id == capped.pk
+    second = Comparison.objects.get(pk=judge(project, crowd[0]))
+    assert second.batch_id == other.pk
+    assert assignment_next(project=project, annotator=crowd[0]) is None
+
+
+# -- skips -------------------------------------------------------------------------------------
+
+
+def skip_url(assignment_id):
+    return f"/api/v1/assignments/{assignment_id}/skip/"
+
+
+def test_a_skip_releases_the_lease_and_is_never_offered_again(api, project, crowd, import_rows):
+    import_rows(prompt_line("only"))
+    client = api(crowd[0])
+    lease = client.post(NEXT).json()
+    reason = project.skip_reasons[0]
+    response = client.post(skip_url(lease["id"]), {"reason": reason}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["reason"] == reason
+    again = client.post(skip_url(lease["id"]), {"reason": reason}, format="json")
+    assert again.status_code == 200 and again.json() == response.json()
+    comparison = Comparison.objects.get()
+    assert (comparison.lease_count, comparison.skip_count) == (0, 1)
+    assert Membership.objects.get(project=project, user=crowd[0]).skip_count == 1
+    assert client.post(NEXT).status_code == 204
+    # Others still get it.
+    assert api(crowd[1]).post(NEXT).json()["comparison"] == comparison.pk
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"reason": "bored"}, "reason must be one of"),
+        ({"reason": "other"}, "needs a note"),
+        ({"reason": "other", "note": "  "}, "needs a note"),
+        ({}, "reason"),
+        ({"reason": ["x"]}, "reason"),
+    ],
+)
+def test_a_skip_needs_a_known_reason(api, project, crowd, batch, body, message):
+    lease = api(crowd[0]).post(NEXT).json()
+    response = api(crowd[0]).post(skip_url(lease["id"]), body, format="json")
+    assert response.status_code == 400
+    assert message in str(response.json())
+    assert not Skip.objects.exists()
+
+
+def test_other_with_a_note_is_a_valid_skip(project, crowd, batch):
+    lease = assignment_next(project=project, annotator=crowd[0])
+    result = assignment_skip(
+        assignment_id=lease.pk, annotator=crowd[0], reason="other", note="in Klingon"
+    )
+    assert (result.skip.reason, result.skip.note) == ("other", "in Klingon")
+
+
+def test_a_judged_assignment_cannot_be_skipped_nor_a_skipped_one_judged(project, crowd, batch):
+    lease = assignment_next(project=project, annotator=crowd[0])
+    judgment_submit(assignment_id=lease.pk, annotator=crowd[0], choice="left")
+    with pytest.raises(JudgmentConflict):
+        assignment_skip(assignment_id=lease.pk, annotator=crowd[0], reason="other", note="x")
+    other = assignment_next(project=project, annotator=crowd[0])
+    assignment_skip(assignment_id=other.pk, annotator=crowd[0], reason="other", note="x")
+    with pytest.raises(JudgmentConflict, match="skipped"):
+        judgment_submit(assignment_id=other.pk, annotator=crowd[0], choice="left")
+
+
+def test_another_annotators_assignment_cannot_be_skipped(api, project, crowd, batch):
+    lease = api(crowd[0]).post(NEXT).json()
+    response = api(crowd[1]).post(skip_url(lease["id"]), {"reason": "other", "note": "x"})
+    assert response.status_code == 404
+
+
+def test_skipping_a_reclaimed_lease_still_records_it(project, crowd, import_rows):
+    import_rows(prompt_line("only"))
+    past = timezone.now() - timedelta(hours=1)
+    lease = assignment_next(project=project, annotator=crowd[0], now=past)
+    leases_reclaim_expired()
+    assignment_skip(assignment_id=lease.pk, annotator=crowd[0], reason="other", note="late")
+    comparison = Comparison.objects.get()
+    assert (comparison.lease_count, comparison.skip_count) == (0, 1)
+    assert assignment_next(project=project, annotator=crowd[0]) is None
+
+
+# -- gold items --------------------------------------------------------------------------------
+
+
+def gold_line(pid, answer):
+    row = prompt_line(pid)
+    row["gold"] = {"preferred": "c1"} if answer == "c1" else answer
+    return row
+
+
+@pytest.fixture
+def gold_project(project, import_rows):
+    project.gold_rate = 0.2
+    project.save()
+    import_rows(
+        *(gold_line(f"g{i}", ["c1", "tie", "both_bad"][i % 3]) for i in range(120)),
+        *(prompt_line(f"o{i}") for i in range(300)),
+    )
+    return project
+
+
+def test_gold_lines_become_gold_comparisons(project, import_rows):
+    row = prompt_line("g", n=3)
+    row["gold"] = {"preferred": "c2"}
+    import_rows(row, gold_line("t", "tie"))
+    answers = {
+        (c.candidate_a.external_id, c.candidate_b.external_id, c.prompt.external_id): (
+            c.is_gold,
+            c.gold_answer,
+        )
+        for c in Comparison.objects.select_related("candidate_a", "candidate_b", "prompt")
+    }
+    assert answers == {
+        ("c1", "c2", "g"): (True, "b"),
+        ("c1", "c3", "g"): (False, ""),
+        ("c2", "c3", "g"): (True, "a"),
+        ("c1", "c2", "t"): (True, "tie"),
+    }
+
+
+def test_gold_items_come_at_the_gold_rate_never_twice(gold_project, crowd):
+    user = crowd[0]
+    gold = seen_gold = 0
+    seen = set()
+    for _ in range(300):
+        lease = assignment_next(project=gold_project, annotator=user)
+        assert lease.comparison_id not in seen
+        seen.add(lease.comparison_id)
+        gold += lease.comparison.is_gold
+        judgment_submit(assignment_id=lease.pk, annotator=user, choice="tie")
+    # 300 draws at 20%: mean 60, sd 6.9; this band is 4 sd wide each side.
+    assert 32 <= gold <= 88, gold
+    member = Membership.objects.get(project=gold_project, user=user)
+    seen_gold = Judgment.objects.filter(annotator=user, comparison__is_gold=True).count()
+    assert member.gold_answered == seen_gold == gold
+
+
+def test_gold_items_take_no_slot_of_the_overlap(project, crowd, import_rows):
+    project.gold_rate = 1.0
+    project.save()
+    import_rows(gold_line("g", "c1"), prompt_line("o"))
+    for user in crowd[:5]:  # more than the overlap of 3
+        lease = assignment_next(project=project, annotator=user)
+        assert lease.comparison.is_gold
+        judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+    gold = Comparison.objects.get(is_gold=True)
+    assert (gold.judgment_count, gold.lease_count, gold.complete) == (5, 0, False)
+
+
+def test_gold_accuracy_is_kept_and_a_poor_annotator_is_stopped(api, project, crowd, import_rows):
+    project.gold_rate = 1.0
+    project.gold_min_accuracy = 0.8
+    project.gold_min_answers = 3
+    project.save()
+    import_rows(*(gold_line(f"g{i}", "tie") for i in range(5)), prompt_line("o"))
+    user = crowd[0]
+    for choice in ["tie", "left", "left"]:  # 1 of 3 right
+        lease = assignment_next(project=project, annotator=user)
+        judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+    member = Membership.objects.get(project=project, user=user)
+    assert (member.gold_answered, member.gold_correct) == (3, 1)
+    assert "gold accuracy 33%" in member.blocked_reason()
+    response = api(user).post(NEXT)
+    assert response.status_code == 403
+    assert "below the project's minimum of 80%" in response.json()["detail"]
+    good = crowd[1]
+    for _ in range(3):
+        lease = assignment_next(project=project, annotator=good)
+        judgment_submit(assignment_id=lease.pk, annotator=good, choice="tie")
+    assert api(good).post(NEXT).status_code == 200
+
+
+def test_exports_leave_gold_items_out(api, bob, project, crowd, import_rows):
+    project.gold_rate = 1.0
+    project.save()
+    import_rows(gold_line("g", "c1"), prompt_line("o"))
+    for user in crowd[:2]:
+        for _ in range(2):
+            judge(project, user, option="a")
+    for fmt in ("trl", "judgments"):
+        body = b"".join(
+            api(bob).get("/api/v1/projects/demo/export/", {"format": fmt}).streaming_content
+        ).decode()
+        assert '"g"' not in body and '"o"' in body
+
+
+def test_a_gold_lease_that_expires_gives_back_no_slot(project, crowd, import_rows):
+    project.gold_rate = 1.0
+    project.save()
+    import_rows(gold_line("g", "c1"), prompt_line("o"))
+    past = timezone.now() - timedelta(hours=1)
+    lease = assignment_next(project=project, annotator=crowd[0], now=past)
+    assert lease.comparison.is_gold
+    assert leases_reclaim_expired() == 1
+    gold = Comparison.objects.get(is_gold=True)
+    assert gold.lease_count == 0
+    assert lease.status == AssignmentStatus.OPEN  # the object; the row is expired now
+    # The same gold item is not handed to the same annotator again, even after expiry.
+    again = assignment_next(project=project, annotator=crowd[0])
+    assert again is None or again.comparison_id != gold.pk
+
+
+def test_a_malformed_gold_field_is_explained(import_rows):
+    from apps.batches.import_format import ImportFormatError
+
+    row = prompt_line()
+    row["gold"] = {"preferred": "nobody"}
+    with pytest.raises(ImportFormatError) as info:
+        import_rows(row)
+    assert "not one of the candidates" in info.value.errors[0].error
