@@ -157,3 +157,80 @@ def test_racing_with_abandoned_leases_and_double_submits_loses_nothing(
             judgment_submit(assignment_id=lease.pk, annotator=user, choice="right")
     check_invariants(overlap=3)
     assert set(Comparison.objects.values_list("judgment_count", flat=True)) == {3}
+
+
+def test_64_threads_with_abandon_skip_retry_and_late_submission(project, make_user, import_rows):
+    """The issue's hammer: every invariant holds, nothing acknowledged is lost, and afterwards
+    every comparison that can still complete does."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.judging.models import Skip
+    from apps.judging.services import assignment_skip, leases_reclaim_expired
+
+    threads = 64
+    import_rows(*(prompt_line(f"h{i}", n=3) for i in range(25)))  # 75 comparisons
+    users = [make_user(f"hammer{i}") for i in range(threads)]
+    for user in users:
+        membership_add(project=project, user=user, role="annotator")
+    acknowledged: set[int] = set()
+    skipped: set[tuple[int, int]] = set()
+    lock = threading.Lock()
+
+    def annotate(index: int) -> None:
+        user = users[index]
+        rng = random.Random(7000 + index)
+        for _ in range(12):
+            roll = rng.random()
+            past = timezone.now() - timedelta(hours=1)
+            late = roll < 0.2  # a lease that is already expired when it is taken
+            lease = assignment_next(project=project, annotator=user, now=past if late else None)
+            if lease is None:
+                return
+            if roll < 0.1:
+                continue  # abandoned: never submitted, expires
+            if roll < 0.3 and not late:
+                result = assignment_skip(
+                    assignment_id=lease.pk, annotator=user, reason="other", note="hammer"
+                )
+                with lock:
+                    skipped.add((lease.comparison_id, user.pk))
+                continue
+            key = f"{user.pk}-{lease.pk}"
+            attempts = 2 if rng.random() < 0.3 else 1  # a client retry
+            for _attempt in range(attempts):
+                try:
+                    result = judgment_submit(
+                        assignment_id=lease.pk,
+                        annotator=user,
+                        choice=rng.choice(["left", "right", "tie", "both_bad"]),
+                        idempotency_key=key,
+                    )
+                except JudgmentConflict:
+                    continue  # a late judgment refused with a reason: never silently dropped
+                if result.created:
+                    with lock:
+                        acknowledged.add(result.judgment.pk)
+
+    errors = run_threads(annotate, threads)
+    assert errors == []
+    check_invariants(overlap=3)
+    assert acknowledged <= set(Judgment.objects.values_list("pk", flat=True))
+    assert skipped == set(Skip.objects.values_list("comparison_id", "annotator_id"))
+
+    # Let every lease lapse, then drain the queue: no lease dangles, and every comparison that
+    # can still complete (enough annotators did not skip it) completes.
+    while leases_reclaim_expired(now=timezone.now() + timedelta(days=1)):
+        pass
+    assert not Assignment.objects.filter(status=AssignmentStatus.OPEN).exists()
+    for user in users:
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            result = judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+            acknowledged.add(result.judgment.pk)
+    check_invariants(overlap=3)
+    assert acknowledged == set(Judgment.objects.values_list("pk", flat=True))
+    skips = Counter(comparison_id for comparison_id, _ in skipped)
+    for comparison in Comparison.objects.all():
+        assert comparison.judgment_count == min(3, threads - skips[comparison.pk])
+        assert comparison.complete == (comparison.judgment_count >= 3)

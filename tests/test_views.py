@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import pytest
 
 from apps.judging.markdown import ALLOWED_TAGS, render_markdown
-from apps.judging.models import Assignment, Judgment
+from apps.judging.models import Assignment, Judgment, Skip
 from tests.conftest import prompt_line
 
 
@@ -213,3 +213,36 @@ def test_an_expired_session_sends_htmx_to_the_login_page(client, batch):
     assert response["HX-Redirect"] == "/accounts/login/?next=/p/demo/"
     plain = client.post("/p/demo/a/1/", {"choice": "left"})
     assert plain.status_code == 302 and plain["Location"].startswith("/accounts/login/")
+
+
+def test_the_page_skips_with_a_reason(ann_client, project, import_rows):
+    import_rows(prompt_line("a"), prompt_line("b"))
+    html = ann_client.get("/p/demo/").content.decode()
+    first = current_assignment(html)
+    for reason in project.skip_reasons:
+        assert f'<option value="{reason}">' in html
+    response = ann_client.post(
+        f"/p/demo/a/{first}/skip/",
+        {"reason": "other", "note": "not my language"},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    assert current_assignment(response.content.decode()) != first
+    skip = Skip.objects.get()
+    assert (skip.reason, skip.note) == ("other", "not my language")
+
+
+def test_the_page_explains_a_skip_without_a_note(ann_client, batch):
+    first = current_assignment(ann_client.get("/p/demo/").content.decode())
+    response = ann_client.post(f"/p/demo/a/{first}/skip/", {"reason": "other"})
+    assert "needs a note" in response.content.decode()
+    assert not Skip.objects.exists()
+
+
+def test_the_page_says_why_an_annotator_gets_no_more_work(ann_client, project, batch):
+    project.annotator_cap = 1
+    project.save()
+    first = current_assignment(ann_client.get("/p/demo/").content.decode())
+    ann_client.post(f"/p/demo/a/{first}/", {"choice": "left"})
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "No more work for you here" in html and "cap of 1" in html
