@@ -4,6 +4,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from django.utils.html import escape
 
 from apps.judging.markdown import ALLOWED_TAGS, render_markdown
 from apps.judging.models import Assignment, Judgment, Skip
@@ -220,7 +221,7 @@ def test_the_page_skips_with_a_reason(ann_client, project, import_rows):
     html = ann_client.get("/p/demo/").content.decode()
     first = current_assignment(html)
     for reason in project.skip_reasons:
-        assert f'<option value="{reason}">' in html
+        assert f'<option value="{escape(reason)}">' in html
     response = ann_client.post(
         f"/p/demo/a/{first}/skip/",
         {"reason": "other", "note": "not my language"},
