@@ -221,3 +221,18 @@ def test_leads_add_members_by_username_without_seeing_every_account(client, bob,
     response = client.post(f"/admin/projects/project/{project.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:3000]
     assert project.memberships.filter(user__username="newbie", role="annotator").exists()
+
+
+def test_leads_see_why_an_annotator_gets_no_more_work(client, bob, project, annotators):
+    from apps.projects.models import Membership
+
+    project.gold_min_accuracy = 0.9
+    project.gold_min_answers = 4
+    project.save()
+    Membership.objects.filter(project=project, user=annotators[0]).update(
+        gold_answered=5, gold_correct=2, judgment_count=7, skip_count=1
+    )
+    client.force_login(bob)
+    html = client.get(f"/admin/projects/project/{project.pk}/change/").content.decode()
+    assert "40% (2 of 5)" in html
+    assert "No: gold accuracy 40% over 5 gold items is below the project&#x27;s minimum" in html
