@@ -191,7 +191,7 @@ def test_64_threads_with_abandon_skip_retry_and_late_submission(project, make_us
             if roll < 0.1:
                 continue  # abandoned: never submitted, expires
             if roll < 0.3 and not late:
-                result = assignment_skip(
+                assignment_skip(
                     assignment_id=lease.pk, annotator=user, reason="other", note="hammer"
                 )
                 with lock:
