@@ -98,47 +98,57 @@ def annotate(request: HttpRequest, slug: str) -> HttpResponse:
     return _render_annotate(request, project)
 
 
+def _act_then_continue(
+    request: HttpRequest, project: Project, action: Callable[[], object]
+) -> HttpResponse:
+    """Runs a judge or skip action, then shows the next comparison.
+
+    Bad input is shown with the same comparison. A double click, a retry or a lapsed lease is a
+    notice: the first answer stands, and the annotator moves on. Without htmx, a success
+    redirects (post/redirect/get) so that a reload does not post again.
+    """
+    notice = error = ""
+    try:
+        action()
+    except JudgmentError as exc:
+        error = str(exc)
+    except (JudgmentConflict, AssignmentNotFound) as exc:
+        notice = str(exc)
+    if not getattr(request, "htmx", False) and not error:
+        return redirect("annotate", slug=project.slug)
+    return _render_annotate(request, project, notice=notice, error=error)
+
+
 @login_required_htmx
 @require_POST
 def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     project = project_for_member(user=request.user, slug=slug)
     duration = request.POST.get("duration_ms", "")
-    notice = error = ""
-    try:
-        judgment_submit(
+    return _act_then_continue(
+        request,
+        project,
+        lambda: judgment_submit(
             assignment_id=assignment_id,
             annotator=request.user,  # type: ignore[arg-type]
             choice=request.POST.get("choice", ""),
             rationale=request.POST.get("rationale", ""),
             idempotency_key=request.POST.get("idempotency_key", ""),
             duration_ms=int(duration) if duration.isdigit() and len(duration) < 10 else None,
-        )
-    except JudgmentError as exc:
-        error = str(exc)
-    except (JudgmentConflict, AssignmentNotFound) as exc:
-        # A double click, a retry or a lease that lapsed: the first answer stands, move on.
-        notice = str(exc)
-    if not getattr(request, "htmx", False) and not error:
-        return redirect("annotate", slug=project.slug)
-    return _render_annotate(request, project, notice=notice, error=error)
+        ),
+    )
 
 
 @login_required_htmx
 @require_POST
 def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     project = project_for_member(user=request.user, slug=slug)
-    notice = error = ""
-    try:
-        assignment_skip(
+    return _act_then_continue(
+        request,
+        project,
+        lambda: assignment_skip(
             assignment_id=assignment_id,
             annotator=request.user,  # type: ignore[arg-type]
             reason=request.POST.get("reason", ""),
             note=request.POST.get("note", ""),
-        )
-    except JudgmentError as exc:
-        error = str(exc)
-    except (JudgmentConflict, AssignmentNotFound) as exc:
-        notice = str(exc)
-    if not getattr(request, "htmx", False) and not error:
-        return redirect("annotate", slug=project.slug)
-    return _render_annotate(request, project, notice=notice, error=error)
+        ),
+    )
