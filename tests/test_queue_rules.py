@@ -365,3 +365,35 @@ def test_a_malformed_gold_field_is_explained(import_rows):
     with pytest.raises(ImportFormatError) as info:
         import_rows(row)
     assert "not one of the candidates" in info.value.errors[0].error
+
+
+def test_a_vote_redraws_the_rank_so_early_work_does_not_gather_at_the_head(
+    project, crowd, import_rows
+):
+    """Breadth first hands out each level in rank order. If ranks stayed, the comparisons one
+    early annotator judged would be the head of the next level, and they would scan past all of
+    them there. Each vote draws a new rank, so their share of the head is their share overall."""
+    import_rows(*(prompt_line(f"p{i}") for i in range(200)))
+    project.overlap = 2
+    project.save()
+    early = crowd[0]
+    mine = [judge(project, early) for _ in range(100)]  # the 100 lowest ranks of level 0
+    level_one = list(
+        Comparison.objects.filter(judgment_count=1).order_by("rank").values_list("id", flat=True)
+    )
+    head = set(level_one[:50])
+    # Their 100 of 100 at level 1; what matters is that the order is not theirs-first by rank
+    # of level 0: the head of level 1 is a random half of them, not the first 50 they judged.
+    assert head != set(mine[:50])
+    import_rows(*(prompt_line(f"q{i}") for i in range(100)))
+    for user in crowd[1:3]:
+        for _ in range(50):
+            judge(project, user)
+    level_one = list(
+        Comparison.objects.filter(judgment_count=1).order_by("rank").values_list("id", flat=True)
+    )
+    theirs = sum(1 for comparison in level_one[:40] if comparison in set(mine))
+    share = sum(1 for comparison in level_one if comparison in set(mine)) / len(level_one)
+    # Their share of the head is about their share of the level (not all of it).
+    assert theirs < 40
+    assert abs(theirs / 40 - share) < 0.35

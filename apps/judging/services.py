@@ -18,7 +18,7 @@ from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.db.models.functions import Abs
 from django.utils import timezone
 
-from apps.batches.models import Batch, BatchStatus, Comparison
+from apps.batches.models import Batch, BatchStatus, Comparison, random_rank
 from apps.judging import queue_sql
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
 from apps.projects.models import AssignmentPolicy, Membership, Project
@@ -392,6 +392,10 @@ def _counts_after_vote(
         "judgment_count": F("judgment_count") + 1,
         f"votes_{option}": F(f"votes_{option}") + 1,
         "split": Abs(votes_a - votes_b),
+        # A fresh rank at each new level. Levels are handed out in rank order, so without it
+        # whoever worked first would own the head of the next level, and would have to scan
+        # past all of it there: the cost would grow with their history.
+        "rank": random_rank(),
     }
     if holds_slot:
         update["lease_count"] = F("lease_count") - 1
