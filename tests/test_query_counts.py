@@ -32,7 +32,7 @@ def test_next_and_submit_cost_the_same_after_many_judgments(project, annotators,
         for _ in range(1 if round_ == 0 else 10):
             with statements(5 + PICK):
                 lease = assignment_next(project=project, annotator=user, membership=member)
-            with statements(1):
+            with statements(2):  # its id, then the lease with what it shows
                 assert assignment_next(project=project, annotator=user).pk == lease.pk
             with statements(5):
                 judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")

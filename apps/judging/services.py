@@ -58,25 +58,27 @@ def assignment_next(
     """The annotator's open lease in this project, or a new one; None when nothing is left.
 
     Raises AnnotatorBlocked when a cap or the gold accuracy rule stops this annotator.
-    Queries: 1 when a lease is open; otherwise 6 (open lease, expired leases, pick, load,
+    Queries: 2 when a lease is open; otherwise 6 (open lease, expired leases, pick, load,
     insert, count), plus 1 for a gold draw, plus 3 when expired leases are reclaimed, plus 1
     when `membership` is not given.
     """
     now = now or timezone.now()
     with transaction.atomic():
-        existing = (
-            _assignment_queryset()
-            .filter(
+        # The id alone: most requests find no open lease, and a six-table join costs more to
+        # plan than to run.
+        existing_id = (
+            Assignment.objects.filter(
                 annotator=annotator,
                 project=project,
                 status=AssignmentStatus.OPEN,
                 expires_at__gt=now,
             )
             .order_by("id")
+            .values_list("id", flat=True)
             .first()
         )
-        if existing is not None:
-            return existing
+        if existing_id is not None:
+            return _assignment_queryset().get(pk=existing_id)
         if membership is None:
             membership = Membership.objects.filter(project=project, user=annotator).first()
         if membership is not None and (reason := membership.blocked_reason(project)):
@@ -232,25 +234,23 @@ def _leases_reclaim(*, project_id: int | None, now: datetime, limit: int) -> int
         expired = expired.filter(project_id=project_id)
     rows = list(
         expired.order_by("expires_at")
-        .select_for_update(skip_locked=True, of=("self",))
-        .values_list("id", "comparison_id", "comparison__is_gold")[:limit]
+        .select_for_update(skip_locked=True)
+        .values_list("id", "comparison_id")[:limit]
     )
     if not rows:
         return 0
     Assignment.objects.filter(id__in=[row[0] for row in rows]).update(
         status=AssignmentStatus.EXPIRED, closed_at=now
     )
-    # Gold leases took no slot, so only ordinary ones give one back.
-    per_comparison = Counter(comparison_id for _, comparison_id, gold in rows if not gold)
-    if not per_comparison:
-        return len(rows)
-    # Lock the comparisons in id order, so that two sweeps never deadlock.
-    list(
-        Comparison.objects.filter(id__in=per_comparison)
+    # Lock the comparisons in id order, so that two sweeps never deadlock. Gold leases took no
+    # slot, so only ordinary comparisons get one back.
+    gold = dict(
+        Comparison.objects.filter(id__in={comparison_id for _, comparison_id in rows})
         .order_by("id")
         .select_for_update()
-        .values_list("id", flat=True)
+        .values_list("id", "is_gold")
     )
+    per_comparison = Counter(comparison_id for _, comparison_id in rows if not gold[comparison_id])
     by_amount: dict[int, list[int]] = {}
     for comparison_id, amount in per_comparison.items():
         by_amount.setdefault(amount, []).append(comparison_id)

@@ -1,0 +1,1039 @@
+"""The queue benchmark: a large queue seeded with COPY, annotators on gunicorn, one heavy annotator.
+
+    .venv/bin/python bench/queue.py [--n 10000] [--annotators 32] [--duration 30] [--heavy]
+    .venv/bin/python bench/queue.py --n 1000000 --heavy
+    .venv/bin/python bench/queue.py --both --heavy          # N=10k then N=1M, and their ratio
+    .venv/bin/python bench/queue.py --n 1000000 --heavy --fill-others   # the heavy worst case
+
+Creates a throwaway PostgreSQL database, migrates it, creates one project (overlap 3) and the
+annotators with DRF tokens, then seeds N comparisons (one per prompt, 2 candidates each) straight
+into the tables with COPY, in one active batch, and runs ANALYZE. With --heavy one annotator
+already has 100,000 judgments (N/2 when N <= 100,000), on the comparisons with the lowest ranks;
+with --fill-others every other comparison has one judgment too (by a member outside the run), so
+that those 100,000 are the head of the breadth-first order. It serves the app with gunicorn
+(DEBUG=false, REDIS_URL set), measures the floor (GET /api/v1/me/), then lets every annotator
+loop POST assignments/next/ and POST assignments/<id>/judgment/ over keep-alive connections,
+prints latencies, throughput and errors, and checks the queue's invariants in SQL.
+"""
+
+import sys
+from pathlib import Path
+
+# This file is named like the standard library's `queue`, which psycopg and concurrent.futures
+# import. Python puts the script's folder first on sys.path, so `import queue` would load this
+# file again; move the folder to the end, where `import common` still finds it.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+import common  # noqa: E402
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+SLUG = "bench-queue"
+OVERLAP = 3
+HEAVY_JUDGMENTS = 100_000
+POLICIES = ("breadth_first", "depth_first", "uncertain_first", "random")
+CHOICES = ("left", "right", "tie", "both_bad")
+CHOICE_WEIGHTS = (45, 45, 7, 3)
+MODELS = ("model-a-7b", "model-b-13b", "model-c-70b", "model-d-instruct", "model-e-chat")
+
+# Targets (the issue): ratios, so that they hold on any machine.
+TARGET_NEXT_OVER_FLOOR = 3.0
+TARGET_HEAVY_OVER_FRESH = 1.5
+TARGET_LARGE_OVER_SMALL = 1.5
+TARGET_SEED_1M_SECONDS = 60.0
+
+BATCH_COLUMNS = [
+    "id",
+    "project_id",
+    "name",
+    "status",
+    "priority",
+    "annotator_cap",
+    "prompt_count",
+    "comparison_count",
+    "errors",
+    "created_at",
+    "finished_at",
+    "created_by_id",
+]
+PROMPT_COLUMNS = ["id", "project_id", "batch_id", "external_id", "content", "metadata"]
+CANDIDATE_COLUMNS = ["id", "prompt_id", "external_id", "text", "model", "params", "metadata"]
+COMPARISON_COLUMNS = [
+    "id",
+    "project_id",
+    "batch_id",
+    "prompt_id",
+    "candidate_a_id",
+    "candidate_b_id",
+    "judgment_count",
+    "lease_count",
+    "complete",
+    "rank",
+    "votes_a",
+    "votes_b",
+    "votes_tie",
+    "votes_both_bad",
+    "split",
+    "skip_count",
+    "is_gold",
+    "gold_answer",
+]
+
+ASSIGNMENT_COLUMNS = [
+    "id",
+    "project_id",
+    "comparison_id",
+    "annotator_id",
+    "left_id",
+    "right_id",
+    "status",
+    "created_at",
+    "expires_at",
+    "closed_at",
+]
+JUDGMENT_COLUMNS = [
+    "id",
+    "comparison_id",
+    "batch_id",
+    "annotator_id",
+    "assignment_id",
+    "choice",
+    "left_id",
+    "right_id",
+    "chosen_id",
+    "rationale",
+    "duration_ms",
+    "idempotency_key",
+    "gold_correct",
+    "created_at",
+]
+
+
+# --- seeding with COPY -------------------------------------------------------------------------
+
+
+def copy_escape(text: str) -> str:
+    """A value for COPY's text format (tab-separated, \\N for NULL)."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+# Zero values for NOT NULL columns this script does not know about (a field added since): COPY
+# must name a value for each, since Django's field defaults are not database defaults.
+_ZERO_BY_TYPE = {
+    "smallint": "0",
+    "integer": "0",
+    "bigint": "0",
+    "double precision": "0",
+    "real": "0",
+    "numeric": "0",
+    "boolean": "f",
+    "text": "",
+    "character varying": "",
+    "jsonb": "{}",
+    "json": "{}",
+    "timestamp with time zone": "now",
+    "date": "today",
+}
+
+
+def unknown_columns(conn: psycopg.Connection, table: str, known: list[str]) -> list[str]:
+    """NOT NULL columns without a database default that `known` does not list (and a warning)."""
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name = %s AND is_nullable = 'NO' "
+        "AND column_default IS NULL AND is_identity = 'NO' ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    extra = []
+    for name, data_type in rows:
+        if name in known:
+            continue
+        if data_type not in _ZERO_BY_TYPE:
+            raise common.BenchError(
+                f"{table}.{name} ({data_type}) is NOT NULL and bench/queue.py does not know it"
+            )
+        zero = _ZERO_BY_TYPE[data_type]
+        print(f"  note: {table}.{name} is new to this script; seeded as {zero!r}")
+        extra.append((name, _ZERO_BY_TYPE[data_type]))
+    known.extend(name for name, _ in extra)
+    return [value for _, value in extra]
+
+
+def copy_rows(
+    conn: psycopg.Connection, table: str, columns: list[str], chunks: Iterator[list[str]]
+) -> int:
+    """COPYs rows given as lists of already escaped fields; appends unknown NOT NULL columns."""
+    columns = list(columns)
+    tail_values = unknown_columns(conn, table, columns)
+    tail = "".join(f"\t{copy_escape(v)}" for v in tail_values)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    count = 0
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        for chunk in chunks:
+            copy.write("".join(f"{row}{tail}\n" for row in chunk))
+            count += len(chunk)
+    return count
+
+
+@dataclass
+class Seeded:
+    comparisons: int
+    seconds: float  # prompts + candidates + comparisons (+ the batch row), committed
+    heavy_judgments: int = 0
+    past_judgments: int = 0  # the heavy annotator's and the filler's
+    past_seconds: float = 0.0
+    analyze_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    bytes: int = 0
+    tables: dict[str, float] = field(default_factory=dict)  # seconds until each was loaded
+
+
+def _text_pools(seed: int) -> tuple[list[str], list[str]]:
+    """Pre-escaped prompt contents (JSON) and candidate texts, reused across rows."""
+    maker = common._TextMaker(random.Random(seed))
+    prompts = []
+    for i in range(1_000):
+        content: Any
+        if i % 5 == 0:  # a fifth are conversations, as in an import
+            content = [
+                {"role": "system", "content": maker.text(30, 120)},
+                {"role": "user", "content": maker.text(40, 600)},
+            ]
+        else:
+            content = maker.text(40, 600)
+        prompts.append(copy_escape(json.dumps(content, ensure_ascii=False)))
+    candidates = [copy_escape(maker.text(300, 800)) for _ in range(2_003)]
+    return prompts, candidates
+
+
+def _ts(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def parallel_copy(
+    connect: Any, jobs: list[tuple[str, list[str], Iterator[list[str]]]]
+) -> dict[str, float]:
+    """Runs the COPY jobs at once, one connection each; returns when each table was loaded.
+
+    PostgreSQL's side of COPY (parsing, heap, indexes) is the limit, and one backend uses one
+    core: on 2 cores, four streams at once loaded 1M comparisons in 25-29 s, one after another
+    in 39 s.
+    """
+    started = time.perf_counter()
+    took: dict[str, float] = {}
+    failures: list[BaseException] = []
+
+    def load(table: str, columns: list[str], rows: Iterator[list[str]]) -> None:
+        try:
+            with connect() as conn:
+                copy_rows(conn, table, columns, rows)
+            took[table] = time.perf_counter() - started
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=load, args=job, daemon=True) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise common.BenchError(f"seeding failed: {failures[0]!r}")
+    return took
+
+
+def seed_queue(
+    database: str,
+    *,
+    project_id: int,
+    n: int,
+    heavy_user: int | None,
+    heavy_n: int,
+    filler_user: int | None,
+    seed: int,
+    redraw_ranks: bool = True,
+) -> Seeded:
+    """Seeds one active batch of n comparisons, and past judgments, with COPY.
+
+    The heavy annotator (if any) judged the heavy_n comparisons with the lowest ranks; the filler
+    (if any) judged every other one, so that all comparisons are at level 1 of the breadth-first
+    order and the heavy annotator's are its head. Ids are given explicitly (prompt i, candidates
+    2i-1 and 2i, comparison i) and the identity sequences moved past them afterwards. Foreign
+    keys are not checked row by row (session_replication_role = replica, as pg_restore does): the
+    rows are consistent by construction, and the invariants are checked after the run.
+    """
+    rng = random.Random(seed)
+    prompt_pool, text_pool = _text_pools(seed)
+    ranks = [rng.getrandbits(31) for _ in range(n)]
+    # Past work: comparison id -> (annotator, whether candidate a was shown on the left).
+    past: dict[int, tuple[int, bool]] = {}
+    if heavy_user is not None and heavy_n:
+        for index in sorted(range(n), key=ranks.__getitem__)[:heavy_n]:
+            past[index + 1] = (heavy_user, rng.random() < 0.5)
+    heavy_count = len(past)
+    if filler_user is not None:
+        for cid in range(1, n + 1):
+            if cid not in past:
+                past[cid] = (filler_user, rng.random() < 0.5)
+    if redraw_ranks:
+        # As the app does: every vote draws a new rank for its comparison. The heavy annotator
+        # worked first (on the lowest ranks, as breadth first hands them out), and their
+        # comparisons then sit at random places of the next level, as they would after real
+        # submits. --heavy-at-head keeps the old ranks: the layout the redraw prevents.
+        for cid in past:
+            ranks[cid - 1] = rng.getrandbits(31)
+    past_items = list(past.items())  # heavy's first; assignment k and judgment k are item k
+    now = datetime.now(UTC)
+    stamp = _ts(now)
+    chunk = 20_000
+
+    def batch_rows() -> Iterator[list[str]]:
+        yield [f"1\t{project_id}\tbench\tactive\t0\t\\N\t{n}\t{n}\t[]\t{stamp}\t{stamp}\t\\N"]
+
+    def prompt_rows(low: int, high: int) -> Iterator[list[str]]:
+        pool = len(prompt_pool)
+        for start in range(low, high, chunk):
+            yield [
+                f"{i}\t{project_id}\t1\tp-{i:07d}\t{prompt_pool[(i * 7919) % pool]}\t{{}}"
+                for i in range(start, min(high, start + chunk))
+            ]
+
+    def candidate_rows(low: int, high: int) -> Iterator[list[str]]:
+        pool = len(text_pool)
+        models = len(MODELS)
+        for start in range(low, high, chunk // 2):
+            rows = []
+            for i in range(start, min(high, start + chunk // 2)):
+                for cid, name in ((2 * i - 1, "c1"), (2 * i, "c2")):
+                    text, model = text_pool[cid % pool], MODELS[cid % models]
+                    rows.append(f"{cid}\t{i}\t{name}\t{text}\t{model}\t{{}}\t{{}}")
+            yield rows
+
+    def comparison_rows(low: int, high: int) -> Iterator[list[str]]:
+        done = "t" if OVERLAP <= 1 else "f"
+        for start in range(low, high, chunk):
+            rows = []
+            for i in range(start, min(high, start + chunk)):
+                rank = ranks[i - 1]
+                vote = past.get(i)
+                if vote is None:  # judgment/lease count, complete, rank, votes, split, skips, gold
+                    counts = f"\t0\t0\tf\t{rank}\t0\t0\t0\t0\t1\t0\tf\t"
+                else:  # one vote, "left", for whichever candidate was shown on the left
+                    votes = "1\t0" if vote[1] else "0\t1"
+                    counts = f"\t1\t0\t{done}\t{rank}\t{votes}\t0\t0\t1\t0\tf\t"
+                rows.append(f"{i}\t{project_id}\t1\t{i}\t{2 * i - 1}\t{2 * i}{counts}")
+            yield rows
+
+    def sides(cid: int, a_left: bool) -> tuple[int, int]:
+        return (2 * cid - 1, 2 * cid) if a_left else (2 * cid, 2 * cid - 1)
+
+    def when(k: int, offset: int) -> str:  # one judgment every 2 s, the last a minute ago
+        return _ts(now - timedelta(seconds=2 * (len(past_items) - k) + offset))
+
+    def assignment_rows(low: int, high: int) -> Iterator[list[str]]:
+        for start in range(low, high, chunk):
+            rows = []
+            for k in range(start, min(high, start + chunk)):
+                cid, (user, a_left) = past_items[k - 1]
+                left, right = sides(cid, a_left)
+                rows.append(
+                    f"{k}\t{project_id}\t{cid}\t{user}\t{left}\t{right}\tsubmitted\t"
+                    f"{when(k, 90)}\t{when(k, 90 - 600)}\t{when(k, 60)}"
+                )
+            yield rows
+
+    def judgment_rows(low: int, high: int) -> Iterator[list[str]]:
+        for start in range(low, high, chunk):
+            rows = []
+            for k in range(start, min(high, start + chunk)):
+                cid, (user, a_left) = past_items[k - 1]
+                left, right = sides(cid, a_left)
+                rows.append(
+                    f"{k}\t{cid}\t1\t{user}\t{k}\tleft\t{left}\t{right}\t{left}\t\t"
+                    f"{2_000 + (k * 7919) % 88_000}\t\t\\N\t{when(k, 60)}"
+                )
+            yield rows
+
+    def connect() -> psycopg.Connection:
+        conn = psycopg.connect(database)
+        conn.execute("SET session_replication_role = replica")  # no per-row FK triggers
+        conn.execute("SET synchronous_commit = off")
+        return conn
+
+    started = time.perf_counter()
+    with connect() as conn:
+        copy_rows(conn, "batches_batch", BATCH_COLUMNS, batch_rows())
+    half = n // 2 + 1  # the comparisons, with a dozen indexes, are the slowest: two streams
+    took = parallel_copy(
+        connect,
+        [
+            ("batches_prompt", PROMPT_COLUMNS, prompt_rows(1, n + 1)),
+            ("batches_candidate", CANDIDATE_COLUMNS, candidate_rows(1, n + 1)),
+            ("batches_comparison", COMPARISON_COLUMNS, comparison_rows(1, half)),
+            ("batches_comparison", COMPARISON_COLUMNS, comparison_rows(half, n + 1)),
+        ],
+    )
+    seeded = Seeded(comparisons=n, seconds=time.perf_counter() - started, tables=took)
+
+    if past_items:
+        started = time.perf_counter()
+        total = len(past_items) + 1
+        half = total // 2 + 1
+        parallel_copy(
+            connect,
+            [
+                ("judging_assignment", ASSIGNMENT_COLUMNS, assignment_rows(1, total)),
+                ("judging_judgment", JUDGMENT_COLUMNS, judgment_rows(1, half)),
+                ("judging_judgment", JUDGMENT_COLUMNS, judgment_rows(half, total)),
+            ],
+        )
+        with connect() as conn:
+            for user, count in Counter(user for user, _ in past.values()).items():
+                conn.execute(
+                    "UPDATE projects_membership SET judgment_count = %s "
+                    "WHERE project_id = %s AND user_id = %s",
+                    (count, project_id, user),
+                )
+        seeded.heavy_judgments = heavy_count
+        seeded.past_judgments = len(past_items)
+        seeded.past_seconds = time.perf_counter() - started
+
+    with connect() as conn:
+        # The app inserts assignments and judgments: its ids must start after ours.
+        for table in (
+            "batches_batch",
+            "batches_prompt",
+            "batches_candidate",
+            "batches_comparison",
+            "judging_assignment",
+            "judging_judgment",
+        ):
+            conn.execute(
+                sql.SQL(
+                    "SELECT setval(pg_get_serial_sequence({name}, 'id'), "
+                    "(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+                ).format(name=sql.Literal(table), table=sql.Identifier(table))
+            )
+        conn.commit()
+        seeded.bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute("ANALYZE")
+        seeded.analyze_seconds = time.perf_counter() - started
+        # Flush the load's dirty pages now rather than during the measured run: a checkpoint
+        # in progress (GBs at 1M) would otherwise slow the first minutes of the queue.
+        started = time.perf_counter()
+        conn.execute("CHECKPOINT")
+        seeded.checkpoint_seconds = time.perf_counter() - started
+    return seeded
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    next_s: list[float] = field(default_factory=list)
+    submit_s: list[float] = field(default_factory=list)
+    floor_s: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    judged_in_window: int = 0
+    judged_total: int = 0
+    unknown: int = 0  # submits whose outcome was never learnt
+    exhausted: int = 0  # annotators told 204
+
+    def merge(self, other: "Stats") -> None:
+        self.next_s += other.next_s
+        self.submit_s += other.submit_s
+        self.floor_s += other.floor_s
+        self.errors += other.errors
+        self.judged_in_window += other.judged_in_window
+        self.judged_total += other.judged_total
+        self.unknown += other.unknown
+        self.exhausted += other.exhausted
+
+
+class Connection:
+    """One keep-alive HTTP connection; sends a request once more when the server closed it."""
+
+    RETRYABLE = (http.client.RemoteDisconnected, http.client.CannotSendRequest, ConnectionError)
+
+    def __init__(self, port: int, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.headers = {
+            "Authorization": f"Token {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    def request(self, method: str, path: str, payload: object = None) -> tuple[int, bytes]:
+        body = None if payload is None else json.dumps(payload).encode()
+        try:
+            return self._request(method, path, body)
+        except self.RETRYABLE:
+            # Safe to repeat: next returns the open lease, a judgment carries an idempotency key.
+            self.conn.close()
+            return self._request(method, path, body)
+
+    def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        self.conn.request(method, path, body=body, headers=self.headers)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def floor_loop(port: int, token: str, measure_from: float, until: float) -> Stats:
+    stats = Stats()
+    conn = Connection(port, token)
+    try:
+        while (started := time.monotonic()) < until:
+            try:
+                status, _ = conn.request("GET", "/api/v1/me/")
+            except OSError as exc:
+                stats.errors[f"me {exc.__class__.__name__}"] += 1
+                continue
+            if started >= measure_from:
+                stats.floor_s.append(time.monotonic() - started)
+            if not 200 <= status < 300:
+                stats.errors[f"me {status}"] += 1
+    finally:
+        conn.close()
+    return stats
+
+
+def annotator_loop(port: int, token: str, measure_from: float, until: float, seed: int) -> Stats:
+    stats = Stats()
+    rng = random.Random(seed)
+    conn = Connection(port, token)
+    next_path = f"/api/v1/projects/{SLUG}/assignments/next/"
+    try:
+        while (started := time.monotonic()) < until:
+            measuring = started >= measure_from
+            try:
+                status, body = conn.request("POST", next_path, {})
+            except OSError as exc:
+                stats.errors[f"next {exc.__class__.__name__}"] += 1
+                time.sleep(0.05)
+                continue
+            if measuring:
+                stats.next_s.append(time.monotonic() - started)
+            if status == 204:
+                stats.exhausted += 1
+                break
+            if not 200 <= status < 300:
+                stats.errors[f"next {status}"] += 1
+                time.sleep(0.05)
+                continue
+            assignment_id = json.loads(body)["id"]
+            payload = {
+                "choice": rng.choices(CHOICES, CHOICE_WEIGHTS)[0],
+                "idempotency_key": uuid.uuid4().hex,
+                "duration_ms": rng.randint(2_000, 90_000),
+            }
+            sent = time.monotonic()
+            try:
+                status, body = conn.request(
+                    "POST", f"/api/v1/assignments/{assignment_id}/judgment/", payload
+                )
+            except OSError as exc:
+                stats.errors[f"submit {exc.__class__.__name__}"] += 1
+                stats.unknown += 1
+                continue
+            done = time.monotonic()
+            if measuring:
+                stats.submit_s.append(done - sent)
+            if 200 <= status < 300 and status != 204:
+                stats.judged_total += 1
+                if measure_from <= done <= until:
+                    stats.judged_in_window += 1
+            else:
+                stats.errors[f"submit {status}"] += 1
+    finally:
+        conn.close()
+    return stats
+
+
+def run_threads(target: Any, jobs: list[tuple[Any, ...]]) -> list[Stats]:
+    """Runs target(*job) in one thread per job; returns their Stats in the jobs' order."""
+    results: list[Stats] = [Stats() for _ in jobs]
+
+    def work(index: int) -> None:
+        try:
+            results[index] = target(*jobs[index])
+        except Exception as exc:
+            results[index].errors[f"client {exc.__class__.__name__}: {exc}"] += 1
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def merged(stats: list[Stats]) -> Stats:
+    total = Stats()
+    for one in stats:
+        total.merge(one)
+    return total
+
+
+# --- checking the database afterwards ----------------------------------------------------------
+
+CHECKS = {
+    "over-assignments": """
+        SELECT count(*) FROM batches_comparison c
+        JOIN projects_project p ON p.id = c.project_id
+        LEFT JOIN (SELECT comparison_id, count(*) AS n FROM judging_judgment GROUP BY 1) j
+            ON j.comparison_id = c.id
+        WHERE NOT c.is_gold AND (c.judgment_count > p.overlap OR coalesce(j.n, 0) > p.overlap
+              OR c.judgment_count + c.lease_count > p.overlap)""",
+    "doubled (comparison, annotator) pairs": """
+        SELECT count(*) FROM (SELECT 1 FROM judging_judgment
+        GROUP BY comparison_id, annotator_id HAVING count(*) > 1) d""",
+    "comparisons whose judgment_count differs from their judgments": """
+        SELECT count(*) FROM batches_comparison c
+        LEFT JOIN (SELECT comparison_id, count(*) AS n FROM judging_judgment GROUP BY 1) j
+            ON j.comparison_id = c.id
+        WHERE c.judgment_count <> coalesce(j.n, 0)""",
+    "comparisons whose lease_count differs from their open assignments": """
+        SELECT count(*) FROM batches_comparison c
+        LEFT JOIN (SELECT comparison_id, count(*) AS n FROM judging_assignment
+                   WHERE status = 'open' GROUP BY 1) a ON a.comparison_id = c.id
+        WHERE c.lease_count <> coalesce(a.n, 0)""",
+    "comparisons whose complete flag is wrong": """
+        SELECT count(*) FROM batches_comparison c JOIN projects_project p ON p.id = c.project_id
+        WHERE NOT c.is_gold AND c.complete <> (c.judgment_count >= p.overlap)""",
+    "members whose judgment_count differs from their judgments": """
+        SELECT count(*) FROM projects_membership m
+        LEFT JOIN (SELECT annotator_id, count(*) AS n FROM judging_judgment GROUP BY 1) j
+            ON j.annotator_id = m.user_id
+        WHERE m.judgment_count <> coalesce(j.n, 0)""",
+    "annotators holding more than one open lease": """
+        SELECT count(*) FROM (SELECT 1 FROM judging_assignment WHERE status = 'open'
+        GROUP BY annotator_id, project_id HAVING count(*) > 1) d""",
+}
+
+
+def check_invariants(
+    database: str, judged: int, unknown: int, seeded: int
+) -> tuple[dict[str, int], list[str]]:
+    """Prints each check; returns the counts and the violations."""
+    counts: dict[str, int] = {}
+    violations = []
+    with psycopg.connect(database) as conn:
+        for name, query in CHECKS.items():
+            counts[name] = conn.execute(query).fetchone()[0]  # type: ignore[index]
+            print(f"  {name}: {counts[name]}")
+            if counts[name]:
+                violations.append(f"{counts[name]} {name}")
+        stored = conn.execute("SELECT count(*) FROM judging_judgment").fetchone()[0]  # type: ignore[index]
+        new = stored - seeded
+        print(f"  judgments stored during the run: {new:,} (clients saw {judged:,} accepted)")
+        if not judged <= new <= judged + unknown:
+            violations.append(f"{new} judgments stored, clients saw {judged} (+{unknown} unknown)")
+        spread = conn.execute(
+            "SELECT judgment_count, count(*) FROM batches_comparison GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        print("  comparisons by judgment_count: " + ", ".join(f"{k}: {v:,}" for k, v in spread))
+    return counts, violations
+
+
+# --- EXPLAIN of the pick -----------------------------------------------------------------------
+
+_EXPLAIN_CODE = """
+import json
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from apps.judging.services import _comparison_pick
+from apps.projects.models import Project
+
+out = []
+for label, username in USERS:
+    user = User.objects.get(username=username)
+    for policy in POLICIES:
+        project = Project.objects.get(slug=SLUG)
+        project.policy = policy
+        with transaction.atomic():
+            with CaptureQueriesContext(connection) as ctx:
+                _comparison_pick(project=project, annotator=user)
+            picks = [q["sql"] for q in ctx.captured_queries if "SKIP LOCKED" in q["sql"]]
+            pick = picks[0] if picks else ctx.captured_queries[-1]["sql"]
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + pick)
+                plan = [row[0] for row in cursor.fetchall()]
+            transaction.set_rollback(True)
+        out.append({"label": label, "user": username, "policy": policy,
+                    "judged": user.judgments.count(), "sql": pick, "plan": plan})
+print(MARK + json.dumps(out))
+"""
+
+
+def explain_pick(env: dict[str, str], users: list[tuple[str, str]], policies: list[str]) -> None:
+    mark = "BENCH-EXPLAIN "
+    code = (
+        f"SLUG = {SLUG!r}\nMARK = {mark!r}\nUSERS = {users!r}\nPOLICIES = {policies!r}\n"
+        + _EXPLAIN_CODE
+    )
+    out = common.manage(["shell", "-c", code], env, timeout=600).stdout
+    results = next(
+        json.loads(line[len(mark) :]) for line in out.splitlines() if line.startswith(mark)
+    )
+    print(f"\npick query: {' '.join(results[0]['sql'].split())}")
+    for result in results:
+        print(
+            f"\nEXPLAIN (ANALYZE, BUFFERS) of the pick, {result['policy']}, for {result['label']} "
+            f"({result['user']}, {result['judged']:,} judgments):"
+        )
+        for line in result["plan"]:
+            print(f"  {line}")
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    n: int
+    floor_p50: float
+    next_p50: float
+    next_p99: float
+    heavy_next_p99: float
+    errors: int
+    over_assignments: int
+    violations: list[str]
+    seed_seconds: float
+    rate: float
+
+
+def p(values: list[float], q: float) -> float:
+    return common.percentile(sorted(values), q)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def run_one(n: int, args: argparse.Namespace) -> RunResult:
+    print(f"\n=== N = {n:,} comparisons, policy {args.policy}, overlap {OVERLAP} ===")
+    heavy_n = 0
+    if args.heavy:
+        heavy_n = HEAVY_JUDGMENTS if n > HEAVY_JUDGMENTS else n // 2
+        if heavy_n != HEAVY_JUDGMENTS:
+            print(
+                f"note: N <= {HEAVY_JUDGMENTS:,}, so the heavy annotator has {heavy_n:,} past "
+                f"judgments (N/2) instead of {HEAVY_JUDGMENTS:,}"
+            )
+    server: common.Gunicorn | None = None
+    with common.temporary_database(prefix=f"annotate_bench_queue{n}", keep=args.keep_db) as db:
+        env = common.production_env(db)
+        env["CACHE_KEY_PREFIX"] = f"benchq{os.getpid()}n{n}"  # no cache shared between runs
+        migrate_s = common.migrate(env)
+        # The filler, when asked for, is one more member who never takes part in the run.
+        accounts = args.annotators + (1 if args.fill_others else 0)
+        setup = common.setup_project(env, SLUG, overlap=OVERLAP, annotators=accounts)
+        annotators = setup["annotators"][: args.annotators]
+        heavy = annotators[-1] if args.heavy else None
+        filler = setup["annotators"][-1] if args.fill_others else None
+        with psycopg.connect(db) as conn:
+            conn.execute(
+                "UPDATE projects_project SET policy = %s WHERE id = %s",
+                (args.policy, setup["project"]),
+            )
+            ids = dict(
+                conn.execute(
+                    "SELECT username, id FROM auth_user WHERE username LIKE 'bench-annotator-%'"
+                ).fetchall()
+            )
+        print(
+            f"setup: migrate {migrate_s:.1f} s; project {SLUG!r}, overlap {OVERLAP}, policy "
+            f"{args.policy}; {len(annotators)} annotators"
+            + (f" (one of them, {heavy['username']}, heavy)" if heavy else "")
+            + (f"; filler {filler['username']} (not in the run)" if filler else "")
+        )
+        seeded = seed_queue(
+            db,
+            project_id=setup["project"],
+            n=n,
+            heavy_user=ids[heavy["username"]] if heavy else None,
+            heavy_n=heavy_n,
+            redraw_ranks=not args.heavy_at_head,
+            filler_user=ids[filler["username"]] if filler else None,
+            seed=args.seed,
+        )
+        rate = seeded.comparisons / seeded.seconds
+        print(
+            f"seeded {n:,} comparisons ({n:,} prompts, {2 * n:,} candidates of 300-800 chars, "
+            f"1 batch) with COPY in {seeded.seconds:.1f} s: {rate:,.0f} comparisons/s"
+        )
+        print(
+            "  in parallel, loaded after: "
+            + ", ".join(f"{table} {s:.1f} s" for table, s in seeded.tables.items())
+        )
+        if seeded.past_judgments:
+            filled = seeded.past_judgments - seeded.heavy_judgments
+            parts = []
+            if seeded.heavy_judgments:
+                where = (
+                    "kept at the head of the next level (--heavy-at-head)"
+                    if args.heavy_at_head
+                    else "made on the lowest ranks, each comparison then re-ranked as a vote does"
+                )
+                parts.append(f"the heavy annotator's {seeded.heavy_judgments:,}, {where}")
+            if filled:
+                parts.append(f"the filler's {filled:,} on every other comparison")
+            print(
+                f"seeded {seeded.past_judgments:,} past assignments + judgments in "
+                f"{seeded.past_seconds:.1f} s: " + ", ".join(parts)
+            )
+        print(
+            f"ANALYZE {seeded.analyze_seconds:.1f} s, CHECKPOINT "
+            f"{seeded.checkpoint_seconds:.1f} s; database {common.human_bytes(seeded.bytes)}"
+        )
+        sys.stdout.flush()
+        if args.seed_only:
+            nan = float("nan")
+            return RunResult(n, nan, nan, nan, nan, 0, 0, [], seeded.seconds, rate)
+
+        try:
+            server = common.Gunicorn(env, workers=args.workers, extra=["--no-control-socket"])
+            server.start()
+            print(
+                f"server: {server.description} on 127.0.0.1:{server.port}, DEBUG=false, "
+                "REDIS_URL set, PostgreSQL"
+            )
+            tokens = [a["token"] for a in annotators]
+            load_before = common.machine_busy_now(1.0)
+            print(
+                f"machine load before the run: {load_before:.2f} cores busy, loadavg "
+                f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+            )
+
+            # The floor: the cheapest authenticated request, at the same concurrency.
+            start = time.monotonic() + 0.1
+            measure_from = start + 1.0
+            until = measure_from + args.floor_seconds
+            floor = merged(
+                run_threads(floor_loop, [(server.port, t, measure_from, until) for t in tokens])
+            )
+            print(
+                f"floor: {len(tokens)} threads GET /api/v1/me/ for {args.floor_seconds:.0f} s: "
+                f"{len(floor.floor_s) / args.floor_seconds:,.0f} requests/s"
+            )
+            print("  " + common.latency_line("me", floor.floor_s))
+
+            # The queue.
+            meter = common.CpuMeter()
+
+            def groups() -> dict[str, list[int]]:
+                assert server is not None
+                return {
+                    "gunicorn": server.pids(),
+                    "postgres": common.backend_pids(db),
+                    "client": [os.getpid()],
+                }
+
+            print(
+                f"queue: {len(tokens)} annotators loop next -> submit, {args.duration:.0f} s "
+                f"measured after {args.warmup:.0f} s warm-up"
+            )
+            sys.stdout.flush()
+            start = time.monotonic() + 0.1
+            measure_from = start + args.warmup
+            until = measure_from + args.duration
+            meter.begin(groups())
+            port = server.port
+            jobs = [(port, t, measure_from, until, args.seed + i) for i, t in enumerate(tokens)]
+            results = run_threads(annotator_loop, jobs)
+            busy, used = meter.end(groups())
+            elapsed = time.monotonic() - start
+            window = min(args.duration, max(1e-9, time.monotonic() - measure_from))
+            server.stop()
+        finally:
+            if server is not None:
+                server.stop()
+
+        fresh = merged(results[:-1] if heavy else results)
+        heavy_stats = results[-1] if heavy else Stats()
+        everyone = merged(results)
+        print(f"\nresults (N = {n:,}, {len(tokens)} annotators, {args.policy})")
+        print("  " + common.latency_line("next", fresh.next_s) + "   (fresh annotators)")
+        if heavy:
+            print(
+                "  "
+                + common.latency_line("next", heavy_stats.next_s)
+                + f"   (heavy annotator, {heavy_n:,} past judgments)"
+            )
+        print("  " + common.latency_line("submit", everyone.submit_s))
+        per_s = everyone.judged_in_window / window
+        print(
+            f"  judgments/s: {per_s:,.1f} ({everyone.judged_in_window:,} in the {window:.1f} s "
+            f"window; {everyone.judged_total:,} in all, warm-up included)"
+        )
+        errors = everyone.errors + floor.errors
+        print(f"  errors: {', '.join(f'{k}: {v}' for k, v in sorted(errors.items())) or 'none'}")
+        if everyone.exhausted:
+            print(f"  annotators who ran out of work (204): {everyone.exhausted}")
+        cores = {k: v / elapsed for k, v in used.items()}
+        machine = busy * (os.cpu_count() or 1)
+        other = machine - sum(cores.values())
+        print(
+            f"  cpu, cores busy out of {os.cpu_count()}: machine {machine:.2f} = gunicorn "
+            f"{cores['gunicorn']:.2f} + postgres {cores['postgres']:.2f} + client "
+            f"{cores['client']:.2f} + other {other:.2f}"
+        )
+        if other > 0.25:
+            print("  WARNING: other processes used the CPU during the run; figures are noisy")
+
+        print("\ninvariants (SQL, after the run)")
+        counts, violations = check_invariants(
+            db, everyone.judged_total, everyone.unknown, seeded.past_judgments
+        )
+        over = counts["over-assignments"]
+        print("invariants: " + ("OK" if not violations else "VIOLATED: " + "; ".join(violations)))
+
+        if args.explain:
+            users = [("a fresh annotator", annotators[0]["username"])]
+            if heavy:
+                users.append(("the heavy annotator", heavy["username"]))
+            policies = list(POLICIES) if args.explain_all else [args.policy]
+            explain_pick(env, users, policies)
+
+    result = RunResult(
+        n=n,
+        floor_p50=p(floor.floor_s, 50),
+        next_p50=p(fresh.next_s, 50),
+        next_p99=p(fresh.next_s, 99),
+        heavy_next_p99=p(heavy_stats.next_s, 99) if heavy else float("nan"),
+        errors=sum(errors.values()),
+        over_assignments=over,
+        violations=violations,
+        seed_seconds=seeded.seconds,
+        rate=rate,
+    )
+    print_targets(result, args)
+    return result
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def print_targets(r: RunResult, args: argparse.Namespace) -> None:
+    print(f"\ntargets (N = {r.n:,})")
+    ratio = r.next_p50 / r.floor_p50
+    print(
+        f"  next p50 / floor p50: {ms(r.next_p50)} / {ms(r.floor_p50)} = {ratio:.2f}x "
+        f"(target <= {TARGET_NEXT_OVER_FLOOR:g}x): {verdict(ratio <= TARGET_NEXT_OVER_FLOOR)}"
+    )
+    print(
+        f"  next p99 at N = {r.n:,}: {ms(r.next_p99)} (fresh annotators). Compare with the same "
+        f"command at the other size (--n 10000 / --n 1000000) or run --both: "
+        f"p99(1M) / p99(10k) <= {TARGET_LARGE_OVER_SMALL:g}x"
+    )
+    if args.heavy:
+        ratio = r.heavy_next_p99 / r.next_p99
+        print(
+            f"  heavy next p99 / fresh next p99: {ms(r.heavy_next_p99)} / {ms(r.next_p99)} = "
+            f"{ratio:.2f}x (target <= {TARGET_HEAVY_OVER_FRESH:g}x): "
+            f"{verdict(ratio <= TARGET_HEAVY_OVER_FRESH)}"
+        )
+    else:
+        print("  heavy next p99 / fresh next p99: not measured (add --heavy)")
+    print(f"  errors: {r.errors} (target 0): {verdict(r.errors == 0)}")
+    print(
+        f"  over-assignments: {r.over_assignments} (target 0): {verdict(r.over_assignments == 0)}"
+    )
+    projected = 1_000_000 / r.rate
+    how = "measured" if r.n == 1_000_000 else f"projected from {r.rate:,.0f}/s at N = {r.n:,}"
+    print(
+        f"  seeding 1M comparisons: {projected:.1f} s, {how} (target < "
+        f"{TARGET_SEED_1M_SECONDS:g} s): {verdict(projected < TARGET_SEED_1M_SECONDS)}"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="comparisons (default 10,000)")
+    parser.add_argument(
+        "--both", action="store_true", help="run N=10,000 then N=1,000,000 and compare next p99"
+    )
+    parser.add_argument("--annotators", type=int, default=32, help="concurrent, heavy included")
+    parser.add_argument("--duration", type=float, default=30, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds before measuring")
+    parser.add_argument("--floor-seconds", type=float, default=5, help="seconds of GET /me/")
+    parser.add_argument("--workers", type=int, default=4, choices=(2, 3, 4), help="gunicorn sync")
+    parser.add_argument("--policy", default="breadth_first", choices=POLICIES)
+    parser.add_argument(
+        "--heavy", action="store_true", help="one annotator already has 100,000 judgments"
+    )
+    parser.add_argument(
+        "--heavy-at-head",
+        action="store_true",
+        help="keep the heavy annotator's comparisons on the lowest ranks after their votes "
+        "(the app draws a new rank with every vote; this shows the layout that prevents)",
+    )
+    parser.add_argument(
+        "--fill-others",
+        action="store_true",
+        help="give every comparison the heavy annotator did not judge one judgment by a filler "
+        "annotator: all are then at level 1 and the heavy annotator's are the head of the "
+        "breadth-first order (without it, they sit behind every level-0 comparison)",
+    )
+    parser.add_argument("--no-explain", dest="explain", action="store_false")
+    parser.add_argument(
+        "--explain-all", action="store_true", help="EXPLAIN the pick under every policy"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed-only", action="store_true", help="seed, report, drop; no load")
+    parser.add_argument("--timeout", type=float, default=3600, help="stop the whole run after")
+    parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
+    args = parser.parse_args()
+    if args.annotators < (2 if args.heavy else 1):
+        parser.error("--annotators must leave at least one fresh annotator")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    common.bound_runtime(args.timeout)
+    common.print_machine()
+    sizes = [10_000, 1_000_000] if args.both else [args.n]
+    try:
+        results = [run_one(n, args) for n in sizes]
+    except common.BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    if args.both:
+        small, large = results
+        ratio = large.next_p99 / small.next_p99
+        print(
+            f"\nnext p99 (fresh) at 1M / at 10k: {ms(large.next_p99)} / {ms(small.next_p99)} = "
+            f"{ratio:.2f}x (target <= {TARGET_LARGE_OVER_SMALL:g}x): "
+            f"{verdict(ratio <= TARGET_LARGE_OVER_SMALL)}"
+        )
+    return 1 if any(r.violations for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
