@@ -397,3 +397,33 @@ def test_a_vote_redraws_the_rank_so_early_work_does_not_gather_at_the_head(
     # Their share of the head is about their share of the level (not all of it).
     assert theirs < 40
     assert abs(theirs / 40 - share) < 0.35
+
+
+@pytest.mark.postgres
+def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
+    project, crowd, import_rows, monkeypatch
+):
+    """Depth first, and the only started comparisons are this annotator's own: the policy's
+    head is all theirs. The pick must not scan all of it: a bounded probe in breadth-first
+    order finds them a fresh comparison, and the exact (unbounded) probe never runs."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.judging import queue_sql
+
+    monkeypatch.setattr(queue_sql, "WINDOW", 3)
+    import_rows(*(prompt_line(f"p{i}") for i in range(12)))
+    set_policy(project, "depth_first")
+    mine = {judge(project, crowd[0]) for _ in range(1)}
+    set_policy(project, "breadth_first")
+    mine |= {judge(project, crowd[0]) for _ in range(5)}  # six at level 1, all theirs
+    set_policy(project, "depth_first")
+    with CaptureQueriesContext(connection) as captured:
+        lease = assignment_next(project=project, annotator=crowd[0])
+    picks = [q["sql"] for q in captured if "CROSS JOIN LATERAL" in q["sql"]]
+    assert lease is not None and lease.comparison_id not in mine
+    assert lease.comparison.judgment_count == 0
+    assert len(picks) == 2
+    assert all(f"LIMIT {queue_sql.WINDOW})" in sql for sql in picks)
+    # Others still get depth first: the started comparisons.
+    assert judge(project, crowd[1]) in mine

@@ -29,17 +29,36 @@ _ACTIVE_BATCHES = """
 """
 
 
-def pick_sql(policy: str) -> str:
-    """Ordinary comparisons: open, under the overlap, not judged or skipped by the annotator."""
+# How many rows of a batch's head a bounded probe reads before it gives up.
+WINDOW = 256
+
+
+def pick_sql(policy: str, *, bounded: bool = False) -> str:
+    """Ordinary comparisons: open, under the overlap, not judged or skipped by the annotator.
+
+    Unbounded, the probe reads the batch's index in the policy's order until it finds a row the
+    annotator may take: cheap unless the head of that order is the annotator's own past work
+    (a level of depth first that only they have voted on, say). Bounded, it reads at most
+    WINDOW rows of the head, then filters; the caller falls back when that finds nothing.
+    """
     order = POLICY_ORDER[AssignmentPolicy(policy)]
-    # Only our own constant fragments are formatted in; every value is a bound parameter.
+    head = ""
+    if bounded:
+        head_order = order.replace("c.", "h.")
+        head = f"""
+          AND c.id IN (
+            SELECT h.id FROM batches_comparison h
+            WHERE h.batch_id = b.id AND NOT h.complete AND NOT h.is_gold
+              AND (h.judgment_count + h.lease_count) < %(overlap)s AND h.rank >= %(rank_from)s
+            ORDER BY {head_order}
+            LIMIT {WINDOW})"""
     return f"""
     SELECT picked.id FROM ({_ACTIVE_BATCHES}) b
     CROSS JOIN LATERAL (
         SELECT c.id FROM batches_comparison c
         WHERE c.batch_id = b.id AND NOT c.complete AND NOT c.is_gold
           AND {FILLED} < %(overlap)s
-          AND c.rank >= %(rank_from)s
+          AND c.rank >= %(rank_from)s{head}
           AND NOT EXISTS (SELECT 1 FROM judging_judgment j
                           WHERE j.comparison_id = c.id AND j.annotator_id = %(annotator)s)
           AND NOT EXISTS (SELECT 1 FROM judging_skip s

@@ -140,10 +140,7 @@ def _pick_once(*, project: Project, annotator: User, rank_from: int) -> int | No
         "rank_from": rank_from,
     }
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(queue_sql.pick_sql(project.policy), params)
-            row = cursor.fetchone()
-        return row[0] if row else None
+        return _pick_postgresql(project.policy, params)
     # Elsewhere (SQLite) writers are serialized, so the same rules in plain ORM suffice.
     for batch in _active_batches_for(project=project, annotator=annotator):
         candidates = (
@@ -159,6 +156,27 @@ def _pick_once(*, project: Project, annotator: User, rank_from: int) -> int | No
         found = candidates.values_list("id", flat=True).first()
         if found is not None:
             return found
+    return None
+
+
+def _pick_postgresql(policy: str, params: dict[str, Any]) -> int | None:
+    """One statement on the usual path; up to three when the head is the annotator's own work.
+
+    1. A bounded probe of the policy's head. 2. If that head is all the annotator's own past
+    work (or held by others), a bounded probe in breadth-first order, which reaches the levels
+    they have not worked on. 3. Only if both come back empty, the exact, unbounded probe, so
+    that "nothing left" is never said while something is.
+    """
+    attempts = [queue_sql.pick_sql(policy, bounded=True)]
+    if policy != AssignmentPolicy.BREADTH_FIRST:
+        attempts.append(queue_sql.pick_sql(AssignmentPolicy.BREADTH_FIRST, bounded=True))
+    attempts.append(queue_sql.pick_sql(policy))
+    with connection.cursor() as cursor:
+        for sql in attempts:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+            if row:
+                return int(row[0])
     return None
 
 
