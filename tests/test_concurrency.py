@@ -234,3 +234,27 @@ def test_64_threads_with_abandon_skip_retry_and_late_submission(project, make_us
     for comparison in Comparison.objects.all():
         assert comparison.judgment_count == min(3, threads - skips[comparison.pk])
         assert comparison.complete == (comparison.judgment_count >= 3)
+
+
+def test_one_annotator_racing_next_against_themselves_never_fails(project, make_user, import_rows):
+    """Double clicks: many requests of one annotator at once never fail. Each gets a lease of
+    theirs, or (when every open comparison is held by their other requests at that moment)
+    nothing, and no comparison is leased to them twice."""
+    import_rows(*(prompt_line(f"d{i}") for i in range(3)))
+    user = make_user("clicker")
+    membership_add(project=project, user=user, role="annotator")
+    leases: list[int] = []
+    lock = threading.Lock()
+
+    def click(index: int) -> None:
+        lease = assignment_next(project=project, annotator=user)
+        if lease is not None:
+            with lock:
+                leases.append(lease.pk)
+
+    for _round in range(5):
+        errors = run_threads(click, 8)
+        assert errors == []
+        check_invariants(overlap=3)
+    open_leases = Assignment.objects.filter(annotator=user, status=AssignmentStatus.OPEN)
+    assert leases and set(leases) == set(open_leases.values_list("pk", flat=True))

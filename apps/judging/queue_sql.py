@@ -40,6 +40,10 @@ def pick_sql(policy: str, *, bounded: bool = False) -> str:
     annotator may take: cheap unless the head of that order is the annotator's own past work
     (a level of depth first that only they have voted on, say). Bounded, it reads at most
     WINDOW rows of the head, then filters; the caller falls back when that finds nothing.
+    Rows that other transactions hold are skipped, never waited for: a scan that waited would
+    keep the locks of rows it then rejected, and two such scans deadlock (they did, in the
+    64-thread test). So at the very tail of a queue, while the last open comparisons are held by
+    other requests for a moment, a pick may find nothing: "nothing free right now".
     """
     order = POLICY_ORDER[AssignmentPolicy(policy)]
     head = ""

@@ -63,6 +63,21 @@ def assignment_next(
     when `membership` is not given.
     """
     now = now or timezone.now()
+    try:
+        return _assignment_next_once(
+            project=project, annotator=annotator, membership=membership, now=now
+        )
+    except IntegrityError:
+        # Two requests of the same annotator at once (a double click) can both choose the same
+        # comparison; the database keeps one open lease each, and the loser takes the winner's.
+        return _assignment_next_once(
+            project=project, annotator=annotator, membership=membership, now=now
+        )
+
+
+def _assignment_next_once(
+    *, project: Project, annotator: User, membership: Membership | None, now: datetime
+) -> Assignment | None:
     with transaction.atomic():
         # The id alone: most requests find no open lease, and a six-table join costs more to
         # plan than to run.
@@ -165,7 +180,7 @@ def _pick_postgresql(policy: str, params: dict[str, Any]) -> int | None:
     1. A bounded probe of the policy's head. 2. If that head is all the annotator's own past
     work (or held by others), a bounded probe in breadth-first order, which reaches the levels
     they have not worked on. 3. Only if both come back empty, the exact, unbounded probe, so
-    that "nothing left" is never said while something is.
+    that "nothing left" is not said of rows a bounded probe did not reach.
     """
     attempts = [queue_sql.pick_sql(policy, bounded=True)]
     if policy != AssignmentPolicy.BREADTH_FIRST:
