@@ -9,6 +9,7 @@
 import io
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -135,6 +136,16 @@ def _eager_by_default(settings: Any) -> None:
 
     app.conf.task_always_eager = True
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def stop_process(process: "subprocess.Popen[bytes]", timeout: float) -> None:
+    """Stops a server or worker the tests started: politely, then for sure."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def db_vendor() -> str:

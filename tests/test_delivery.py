@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from annotate.settings import DEFAULT_SECRET_KEY
+from tests.conftest import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -312,12 +313,7 @@ def gunicorn(tmp_path: Path, production_env: dict[str, str]) -> Iterator[str]:
                 time.sleep(0.2)
         yield base
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
+        stop_process(server, timeout=15)
         # Shown by pytest only when the test failed.
         print(f"--- gunicorn log ---\n{log_path.read_text(errors='replace')}")
 

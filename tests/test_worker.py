@@ -32,7 +32,7 @@ from apps.judging.services import assignment_next
 from apps.judging.tasks import leases_reclaim_expired_task
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
-from tests.conftest import api_client_for, jsonl, prompt_line
+from tests.conftest import api_client_for, jsonl, prompt_line, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60
@@ -128,12 +128,7 @@ def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> I
         running.wait_for_log(" ready.", timeout=START_TIMEOUT)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        stop_process(process, timeout=30)
         _forget_queue(queue)
 
 
