@@ -34,7 +34,12 @@ WINDOW = 256
 
 
 def pick_sql(policy: str, *, bounded: bool = False) -> str:
-    """Ordinary comparisons: open, under the overlap, not judged or skipped by the annotator.
+    """Ordinary comparisons: open, under the overlap, not judged or skipped by the annotator,
+    and not under an open lease of theirs. The last rule is what keeps the pick free of
+    deadlocks: a reclaim may be expiring that old lease at this moment, holding its row while it
+    waits for the comparison's lock; inserting a second open lease on the same comparison would
+    then wait on the reclaim through the unique index while holding that very lock (it did
+    deadlock, in the abandoned-leases race test).
 
     Unbounded, the probe reads the batch's index in the policy's order until it finds a row the
     annotator may take: cheap unless the head of that order is the annotator's own past work
@@ -67,6 +72,9 @@ def pick_sql(policy: str, *, bounded: bool = False) -> str:
                           WHERE j.comparison_id = c.id AND j.annotator_id = %(annotator)s)
           AND NOT EXISTS (SELECT 1 FROM judging_skip s
                           WHERE s.comparison_id = c.id AND s.annotator_id = %(annotator)s)
+          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
+                          WHERE a.comparison_id = c.id AND a.annotator_id = %(annotator)s
+                            AND a.status = 'open')
         ORDER BY {order}
         LIMIT 1
         FOR UPDATE OF c SKIP LOCKED

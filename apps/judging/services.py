@@ -157,15 +157,19 @@ def _pick_once(*, project: Project, annotator: User, rank_from: int) -> int | No
     if connection.vendor == "postgresql":
         return _pick_postgresql(project.policy, params)
     # Elsewhere (SQLite) writers are serialized, so the same rules in plain ORM suffice.
+    judged = Judgment.objects.filter(annotator=annotator, comparison=OuterRef("pk"))
+    skipped = Skip.objects.filter(annotator=annotator, comparison=OuterRef("pk"))
+    leased = Assignment.objects.filter(
+        annotator=annotator, comparison=OuterRef("pk"), status=AssignmentStatus.OPEN
+    )
     for batch in _active_batches_for(project=project, annotator=annotator):
         candidates = (
             Comparison.objects.filter(batch=batch, complete=False, is_gold=False)
             .annotate(filled=F("judgment_count") + F("lease_count"))
             .filter(filled__lt=project.overlap, rank__gte=rank_from)
-            .exclude(
-                Exists(Judgment.objects.filter(comparison=OuterRef("pk"), annotator=annotator))
-            )
-            .exclude(Exists(Skip.objects.filter(comparison=OuterRef("pk"), annotator=annotator)))
+            .exclude(Exists(judged))
+            .exclude(Exists(skipped))
+            .exclude(Exists(leased))
             .order_by(*_ORM_ORDER[AssignmentPolicy(project.policy)])
         )
         found = candidates.values_list("id", flat=True).first()
