@@ -664,26 +664,28 @@ _EXPLAIN_CODE = """
 import json
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
-from apps.judging.services import _comparison_pick
+from apps.judging import queue_sql
 from apps.projects.models import Project
 
 out = []
+project = Project.objects.get(slug=SLUG)
 for label, username in USERS:
     user = User.objects.get(username=username)
     for policy in POLICIES:
-        project = Project.objects.get(slug=SLUG)
-        project.policy = policy
-        with transaction.atomic():
-            with CaptureQueriesContext(connection) as ctx:
-                _comparison_pick(project=project, annotator=user)
-            picks = [q["sql"] for q in ctx.captured_queries if "SKIP LOCKED" in q["sql"]]
-            pick = picks[0] if picks else ctx.captured_queries[-1]["sql"]
-            with connection.cursor() as cursor:
-                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + pick)
-                plan = [row[0] for row in cursor.fetchall()]
+        params = {"project": project.pk, "annotator": user.pk, "overlap": project.overlap,
+                  "rank_from": 0, "window": queue_sql.WINDOW}
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT o_probe FROM annotate_pick(%(project)s, %(annotator)s, %(policy)s, "
+                "%(overlap)s, 0, %(window)s)", {**params, "policy": policy})
+            probe = cursor.fetchone()[0]
             transaction.set_rollback(True)
-        out.append({"label": label, "user": username, "policy": policy,
+        pick = queue_sql.pick_sql(policy, bounded=True)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + pick, params)
+            plan = [row[0] for row in cursor.fetchall()]
+            transaction.set_rollback(True)
+        out.append({"label": label, "user": username, "policy": policy, "probe": probe,
                     "judged": user.judgments.count(), "sql": pick, "plan": plan})
 print(MARK + json.dumps(out))
 """
@@ -699,11 +701,13 @@ def explain_pick(env: dict[str, str], users: list[tuple[str, str]], policies: li
     results = next(
         json.loads(line[len(mark) :]) for line in out.splitlines() if line.startswith(mark)
     )
-    print(f"\npick query: {' '.join(results[0]['sql'].split())}")
+    print(f"\nfirst probe of annotate_pick: {' '.join(results[0]['sql'].split())}")
+    probes = {1: "the policy's bounded head", 2: "the bounded breadth-first probe", 0: "exact"}
     for result in results:
         print(
-            f"\nEXPLAIN (ANALYZE, BUFFERS) of the pick, {result['policy']}, for {result['label']} "
-            f"({result['user']}, {result['judged']:,} judgments):"
+            f"\nEXPLAIN (ANALYZE, BUFFERS) of the first probe, {result['policy']}, for "
+            f"{result['label']} ({result['user']}, {result['judged']:,} judgments); "
+            f"annotate_pick found their next with {probes.get(result['probe'], 'no probe')}:"
         )
         for line in result["plan"]:
             print(f"  {line}")

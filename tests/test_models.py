@@ -102,3 +102,42 @@ def test_a_batch_without_judgments_can_be_deleted(import_rows):
     batch.delete()
     assert not Batch.objects.exists()
     assert not Candidate.objects.exists()
+
+
+def _fields(instance):
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_rows_of_plain_sql_build_the_instances_the_orm_would(project, annotators, batch):
+    """membership_for and next build their instances from hand-written SQL: every field, JSON
+    and floats included, must equal what the ORM loads."""
+    from django.http import Http404
+
+    from apps.projects.models import Membership
+    from apps.projects.selectors import membership_for
+
+    project.skip_reasons = ["unclear", 'ünïcode "quoted"']
+    project.gold_rate = 0.25
+    project.save()
+    found = membership_for(user=annotators[0], slug=project.slug)
+    orm = Membership.objects.select_related("project").get(project=project, user=annotators[0])
+    assert _fields(found) == _fields(orm)
+    assert _fields(found.project) == _fields(orm.project)
+    with pytest.raises(Http404):
+        membership_for(user=annotators[0], slug="no-such-project")
+
+    lease = assignment_next(project=project, annotator=annotators[0])
+    fresh = Assignment.objects.select_related("comparison__prompt", "left", "right").get(
+        pk=lease.pk
+    )
+    assert _fields(lease) == _fields(fresh)
+    assert lease.comparison.prompt.content == fresh.comparison.prompt.content
+    assert (lease.left.external_id, lease.left.text) == (fresh.left.external_id, fresh.left.text)
+    assert (lease.right.text, lease.comparison.judgment_count) == (fresh.right.text, 0)
+
+
+def test_an_instance_from_a_row_names_unknown_fields():
+    from annotate.rows import loaded
+
+    with pytest.raises(TypeError, match="no_such_field"):
+        loaded(Prompt, id=1, no_such_field=2)

@@ -409,23 +409,65 @@ def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
     head is all theirs. The pick must not scan all of it: a bounded probe in breadth-first
     order finds them a fresh comparison, and the exact (unbounded) probe never runs."""
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     from apps.judging import queue_sql
 
     monkeypatch.setattr(queue_sql, "WINDOW", 3)
+
+    def probe(user):
+        """Which probe of annotate_pick finds the user's next (1 the policy's head, 2
+        breadth first, 0 the exact one), and the comparison."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT o_probe, o_id FROM annotate_pick(%s, %s, %s, %s, 0, %s)",
+                [project.pk, user.pk, project.policy, project.overlap, queue_sql.WINDOW],
+            )
+            return cursor.fetchone()
+
     import_rows(*(prompt_line(f"p{i}") for i in range(12)))
     set_policy(project, "depth_first")
     mine = {judge(project, crowd[0]) for _ in range(1)}
     set_policy(project, "breadth_first")
     mine |= {judge(project, crowd[0]) for _ in range(5)}  # six at level 1, all theirs
     set_policy(project, "depth_first")
-    with CaptureQueriesContext(connection) as captured:
-        lease = assignment_next(project=project, annotator=crowd[0])
-    picks = [q["sql"] for q in captured if "CROSS JOIN LATERAL" in q["sql"]]
+    step, picked = probe(crowd[0])
+    assert step == 2 and picked not in mine
+    others_step, others_pick = probe(crowd[1])
+    assert others_step == 1 and others_pick in mine
+    lease = assignment_next(project=project, annotator=crowd[0])
     assert lease is not None and lease.comparison_id not in mine
     assert lease.comparison.judgment_count == 0
-    assert len(picks) == 2
-    assert all(f"LIMIT {queue_sql.WINDOW})" in sql for sql in picks)
     # Others still get depth first: the started comparisons.
     assert judge(project, crowd[1]) in mine
+
+
+@pytest.mark.postgres
+def test_the_exact_probe_finds_what_the_bounded_ones_cannot_reach(
+    project, crowd, import_rows, monkeypatch
+):
+    """Breadth first, and the head of the order is all comparisons this annotator skipped:
+    the bounded probe finds nothing there, and the exact probe finds the rest ("nothing left"
+    is never said of rows a bounded probe did not reach)."""
+    from django.db import connection
+
+    from apps.judging import queue_sql
+
+    monkeypatch.setattr(queue_sql, "WINDOW", 3)
+    import_rows(*(prompt_line(f"p{i}") for i in range(8)))
+    skipped = set()
+    for _ in range(6):
+        lease = assignment_next(project=project, annotator=crowd[0])
+        assignment_skip(assignment_id=lease.pk, annotator=crowd[0], reason="other", note="no")
+        skipped.add(lease.comparison_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT o_probe, o_id FROM annotate_pick(%s, %s, 'breadth_first', %s, 0, 3)",
+            [project.pk, crowd[0].pk, project.overlap],
+        )
+        step, picked = cursor.fetchone()
+    assert step == 0 and picked not in skipped
+    rest = set()
+    while (lease := assignment_next(project=project, annotator=crowd[0])) is not None:
+        rest.add(lease.comparison_id)
+        assignment_skip(assignment_id=lease.pk, annotator=crowd[0], reason="other", note="no")
+    assert len(rest) == 2 and not rest & skipped

@@ -44,7 +44,8 @@ def pick_sql(policy: str, *, bounded: bool = False) -> str:
     Unbounded, the probe reads the batch's index in the policy's order until it finds a row the
     annotator may take: cheap unless the head of that order is the annotator's own past work
     (a level of depth first that only they have voted on, say). Bounded, it reads at most
-    WINDOW rows of the head, then filters; the caller falls back when that finds nothing.
+    `window` rows of the head (WINDOW in the app), then filters; the caller falls back when
+    that finds nothing.
     Rows that other transactions hold are skipped, never waited for: a scan that waited would
     keep the locks of rows it then rejected, and two such scans deadlock (they did, in the
     64-thread test). So at the very tail of a queue, while the last open comparisons are held by
@@ -60,7 +61,7 @@ def pick_sql(policy: str, *, bounded: bool = False) -> str:
             WHERE h.batch_id = b.id AND NOT h.complete AND NOT h.is_gold
               AND (h.judgment_count + h.lease_count) < %(overlap)s AND h.rank >= %(rank_from)s
             ORDER BY {head_order}
-            LIMIT {WINDOW})"""
+            LIMIT %(window)s)"""
     return f"""
     SELECT picked.id FROM ({_ACTIVE_BATCHES}) b
     CROSS JOIN LATERAL (
@@ -99,3 +100,314 @@ GOLD_PICK_SQL = f"""
     ORDER BY b.priority DESC, b.id
     LIMIT 1
 """
+
+
+# --- PostgreSQL functions: next and submit in one round trip each -----------------------------
+#
+# The hot path, next then submit, is what an annotator waits on. Written with the ORM it was a
+# dozen statements per cycle, each a round trip and each built and parsed by Python; as
+# functions it is one statement per request, in autocommit (a single statement is its own
+# transaction, so no BEGIN and COMMIT either). PL/pgSQL runs each statement on a fresh snapshot
+# under READ COMMITTED, as the statements of a Django transaction did, and takes the same locks
+# in the same order (an assignment row, then its comparison). The SQLite path in services.py
+# keeps the same rules in the ORM.
+#
+# The functions are (re)installed by every `migrate` (apps.judging.apps), from this text: they
+# hold no data, so replacing them is always safe.
+
+FUNCTION_NAMES = ("annotate_pick", "annotate_reclaim", "annotate_next", "annotate_submit")
+
+# How many expired leases one reclaim returns to the pool.
+RECLAIM_LIMIT = 500
+
+_PARAMS = {
+    "%(project)s": "p_project",
+    "%(annotator)s": "p_annotator",
+    "%(overlap)s": "p_overlap",
+    "%(rank_from)s": "v_from",
+    "%(window)s": "p_window",
+}
+
+
+def _plpgsql(sql: str) -> str:
+    """A pick statement of this module as PL/pgSQL that stores its id in v_id."""
+    for placeholder, variable in _PARAMS.items():
+        sql = sql.replace(placeholder, variable)
+    head = "SELECT picked.id FROM"
+    assert sql.lstrip().startswith(head), sql
+    return sql.replace(head, "SELECT picked.id INTO v_id FROM", 1).rstrip() + ";"
+
+
+def _pick_function() -> str:
+    branches: list[str] = []
+    for policy in POLICY_ORDER:
+        attempts = [pick_sql(policy, bounded=True)]
+        if policy != AssignmentPolicy.BREADTH_FIRST:
+            attempts.append(pick_sql(AssignmentPolicy.BREADTH_FIRST, bounded=True))
+        attempts.append(pick_sql(policy))
+        steps = []
+        for number, sql in enumerate(attempts, start=1):
+            probe = number if number < len(attempts) else 0
+            steps.append(
+                f"""{_plpgsql(sql)}
+          IF v_id IS NOT NULL THEN o_id := v_id; o_probe := {probe}; RETURN; END IF;"""
+            )
+        keyword = "IF" if not branches else "ELSIF"
+        body = "\n          ".join(steps)
+        branches.append(f"""
+        {keyword} p_policy = '{policy.value}' THEN
+          {body}""")
+    return f"""
+CREATE FUNCTION annotate_pick(
+    p_project bigint, p_annotator bigint, p_policy text, p_overlap integer, p_rank_from integer,
+    p_window integer, OUT o_id bigint, OUT o_probe integer
+) LANGUAGE plpgsql AS $fn$
+-- Locks the ordinary comparison the annotator should judge next (o_id; NULL when none).
+-- Per policy: a bounded probe of its head (o_probe 1), a bounded breadth-first probe, which
+-- reaches the levels the annotator has not worked on (2), then the exact probe (0); from
+-- p_rank_from, then once from 0.
+DECLARE
+    v_id bigint;
+    v_from integer := p_rank_from;
+BEGIN
+    LOOP
+        {"".join(branches)}
+        ELSE
+          RAISE EXCEPTION 'unknown assignment policy %', p_policy;
+        END IF;
+        EXIT WHEN v_from = 0;
+        v_from := 0;
+    END LOOP;
+END
+$fn$;
+"""
+
+
+_RECLAIM_FUNCTION = """
+CREATE FUNCTION annotate_reclaim(p_project bigint, p_now timestamptz, p_limit integer)
+RETURNS integer LANGUAGE plpgsql AS $fn$
+-- Expires up to p_limit open leases whose time is up (of one project, or all when NULL) and
+-- gives their slots back. Leases another transaction holds are left to it (SKIP LOCKED), and
+-- comparisons are locked in id order, so that concurrent sweeps never deadlock.
+DECLARE
+    v_ids bigint[];
+    v_comparisons bigint[];
+BEGIN
+    SELECT array_agg(e.id), array_agg(e.comparison_id) INTO v_ids, v_comparisons
+    FROM (
+        SELECT a.id, a.comparison_id FROM judging_assignment a
+        WHERE a.status = 'open' AND a.expires_at <= p_now
+          AND (p_project IS NULL OR a.project_id = p_project)
+        ORDER BY a.expires_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ) e;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = ANY (v_ids);
+    PERFORM 1 FROM batches_comparison WHERE id = ANY (v_comparisons) ORDER BY id FOR UPDATE;
+    -- Gold leases took no slot, so only ordinary comparisons get one back.
+    UPDATE batches_comparison c SET lease_count = c.lease_count - e.n
+    FROM (SELECT u.id, count(*) AS n FROM unnest(v_comparisons) AS u(id) GROUP BY u.id) e
+    WHERE c.id = e.id AND NOT c.is_gold;
+    RETURN cardinality(v_ids);
+END
+$fn$;
+"""
+
+
+_NEXT_FUNCTION = f"""
+CREATE FUNCTION annotate_next(
+    p_project bigint, p_annotator bigint, p_policy text, p_overlap integer,
+    p_lease_seconds integer, p_now timestamptz, p_blocked boolean, p_gold boolean,
+    p_rank_from integer, p_gold_rank_from integer, p_swap boolean, p_window integer,
+    OUT outcome text, OUT o_assignment bigint, OUT o_comparison bigint, OUT o_left bigint,
+    OUT o_right bigint, OUT o_created timestamptz, OUT o_expires timestamptz,
+    OUT o_prompt bigint, OUT o_prompt_external text, OUT o_prompt_content jsonb,
+    OUT o_left_external text, OUT o_left_text text, OUT o_right_external text,
+    OUT o_right_text text
+) LANGUAGE plpgsql AS $fn$
+-- outcome: 'open' (the annotator's open lease), 'new' (a new lease), 'blocked' (a cap or the
+-- gold rule stops them; the caller says why) or 'none' (nothing left for them). With a lease,
+-- the other columns are the lease and what it shows, so that the caller need not load them.
+DECLARE
+    v_id bigint;
+    v_from integer;
+    v_gold boolean := false;
+    v_a bigint;
+    v_b bigint;
+BEGIN
+    SELECT a.id INTO o_assignment FROM judging_assignment a
+    WHERE a.annotator_id = p_annotator AND a.project_id = p_project AND a.status = 'open'
+      AND a.expires_at > p_now
+    ORDER BY a.id LIMIT 1;
+    IF o_assignment IS NOT NULL THEN
+        outcome := 'open';
+    ELSIF p_blocked THEN
+        outcome := 'blocked';
+        RETURN;
+    ELSE
+        PERFORM annotate_reclaim(p_project, p_now, {RECLAIM_LIMIT});
+        IF p_gold THEN
+            v_from := p_gold_rank_from;
+            LOOP
+                {_plpgsql(GOLD_PICK_SQL)}
+                EXIT WHEN v_id IS NOT NULL OR v_from = 0;
+                v_from := 0;
+            END LOOP;
+            v_gold := v_id IS NOT NULL;
+        END IF;
+        IF v_id IS NULL THEN
+            SELECT o_id INTO v_id FROM annotate_pick(
+                p_project, p_annotator, p_policy, p_overlap, p_rank_from, p_window);
+        END IF;
+        IF v_id IS NULL THEN
+            outcome := 'none';
+            RETURN;
+        END IF;
+        SELECT c.candidate_a_id, c.candidate_b_id INTO v_a, v_b
+        FROM batches_comparison c WHERE c.id = v_id;
+        IF p_swap THEN
+            SELECT v_b, v_a INTO v_a, v_b;
+        END IF;
+        INSERT INTO judging_assignment
+            (project_id, comparison_id, annotator_id, left_id, right_id, status, created_at,
+             expires_at)
+        VALUES (p_project, v_id, p_annotator, v_a, v_b, 'open', p_now,
+                p_now + make_interval(secs => p_lease_seconds))
+        RETURNING id INTO o_assignment;
+        IF NOT v_gold THEN  -- gold items have no overlap: their leases take no slot
+            UPDATE batches_comparison SET lease_count = lease_count + 1 WHERE id = v_id;
+        END IF;
+        outcome := 'new';
+    END IF;
+    SELECT x.comparison_id, x.left_id, x.right_id, x.created_at, x.expires_at, pr.id,
+           pr.external_id, pr.content, l.external_id, l.text, r.external_id, r.text
+    INTO o_comparison, o_left, o_right, o_created, o_expires, o_prompt, o_prompt_external,
+         o_prompt_content, o_left_external, o_left_text, o_right_external, o_right_text
+    FROM judging_assignment x
+    JOIN batches_comparison c ON c.id = x.comparison_id
+    JOIN batches_prompt pr ON pr.id = c.prompt_id
+    JOIN batches_candidate l ON l.id = x.left_id
+    JOIN batches_candidate r ON r.id = x.right_id
+    WHERE x.id = o_assignment;
+END
+$fn$;
+"""
+
+
+_SUBMIT_FUNCTION = """
+CREATE FUNCTION annotate_submit(
+    p_assignment bigint, p_annotator bigint, p_choice text, p_rationale text, p_key text,
+    p_duration integer, p_now timestamptz,
+    OUT outcome text, OUT o_judgment bigint, OUT o_comparison bigint, OUT o_batch bigint,
+    OUT o_left bigint, OUT o_right bigint, OUT o_chosen bigint, OUT o_chosen_external text,
+    OUT o_gold_correct boolean, OUT o_allowed text
+) LANGUAGE plpgsql AS $fn$
+-- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
+-- earlier judgment); or why nothing was stored: 'not_found', 'bad_choice' (o_allowed lists the
+-- choices), 'judged' (the assignment was judged before), 'skipped', 'late_full' (a reclaimed
+-- lease and no free slot left) or 'already_judged' (this annotator judged the comparison).
+DECLARE
+    a record;
+    c record;
+    v_holds boolean;
+    v_option text;
+    v_key text;
+BEGIN
+    SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id, p.overlap,
+           p.allow_tie, p.allow_both_bad, l.external_id AS left_external,
+           r.external_id AS right_external
+    INTO a
+    FROM judging_assignment x
+    JOIN projects_project p ON p.id = x.project_id
+    JOIN batches_candidate l ON l.id = x.left_id
+    JOIN batches_candidate r ON r.id = x.right_id
+    WHERE x.id = p_assignment AND x.annotator_id = p_annotator
+    FOR UPDATE OF x;
+    IF NOT FOUND THEN
+        outcome := 'not_found';
+        RETURN;
+    END IF;
+    o_allowed := concat_ws(', ', 'left', 'right', CASE WHEN a.allow_tie THEN 'tie' END,
+                           CASE WHEN a.allow_both_bad THEN 'both_bad' END);
+    IF NOT p_choice = ANY (string_to_array(o_allowed, ', ')) THEN
+        outcome := 'bad_choice';
+        RETURN;
+    END IF;
+    IF a.status = 'submitted' THEN
+        SELECT j.id, j.idempotency_key INTO o_judgment, v_key
+        FROM judging_judgment j WHERE j.assignment_id = a.id;
+        outcome := CASE WHEN p_key <> '' AND v_key = p_key THEN 'repeat' ELSE 'judged' END;
+        RETURN;
+    END IF;
+    IF a.status = 'skipped' THEN
+        outcome := 'skipped';
+        RETURN;
+    END IF;
+    SELECT cc.id, cc.batch_id, cc.candidate_a_id, cc.is_gold, cc.gold_answer,
+           cc.judgment_count, cc.lease_count
+    INTO c
+    FROM batches_comparison cc WHERE cc.id = a.comparison_id
+    FOR UPDATE;
+    -- An open lease holds a slot, even past its time, until a reclaim takes it back; gold
+    -- leases never hold one.
+    v_holds := a.status = 'open' AND NOT c.is_gold;
+    IF a.status <> 'open' THEN
+        -- A reclaimed lease: the judgment goes only into a free slot, never past the overlap.
+        IF NOT c.is_gold AND c.judgment_count + c.lease_count >= a.overlap THEN
+            outcome := 'late_full';
+            RETURN;
+        END IF;
+    END IF;
+    o_comparison := c.id;
+    o_batch := c.batch_id;
+    o_left := a.left_id;
+    o_right := a.right_id;
+    o_chosen := CASE p_choice WHEN 'left' THEN a.left_id WHEN 'right' THEN a.right_id END;
+    o_chosen_external := CASE p_choice WHEN 'left' THEN a.left_external
+                                       WHEN 'right' THEN a.right_external END;
+    v_option := CASE WHEN o_chosen IS NULL THEN p_choice
+                     WHEN o_chosen = c.candidate_a_id THEN 'a' ELSE 'b' END;
+    o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
+    INSERT INTO judging_judgment
+        (comparison_id, batch_id, annotator_id, assignment_id, choice, left_id, right_id,
+         chosen_id, rationale, duration_ms, idempotency_key, gold_correct, created_at)
+    VALUES (c.id, c.batch_id, p_annotator, a.id, p_choice, a.left_id, a.right_id, o_chosen,
+            p_rationale, p_duration, p_key, o_gold_correct, p_now)
+    ON CONFLICT (comparison_id, annotator_id) DO NOTHING
+    RETURNING id INTO o_judgment;
+    IF o_judgment IS NULL THEN
+        outcome := 'already_judged';
+        RETURN;
+    END IF;
+    UPDATE judging_assignment SET status = 'submitted', closed_at = p_now WHERE id = a.id;
+    UPDATE batches_comparison SET
+        judgment_count = judgment_count + 1,
+        votes_a = votes_a + (v_option = 'a')::integer,
+        votes_b = votes_b + (v_option = 'b')::integer,
+        votes_tie = votes_tie + (v_option = 'tie')::integer,
+        votes_both_bad = votes_both_bad + (v_option = 'both_bad')::integer,
+        split = abs(votes_a + (v_option = 'a')::integer - votes_b - (v_option = 'b')::integer),
+        -- A fresh rank at each new level: see services._counts_after_vote.
+        rank = floor(random() * 2147483648)::integer,
+        lease_count = lease_count - v_holds::integer,
+        complete = CASE WHEN is_gold THEN complete ELSE judgment_count + 1 >= a.overlap END
+    WHERE id = c.id;
+    UPDATE projects_membership SET
+        judgment_count = judgment_count + 1,
+        gold_answered = gold_answered + (o_gold_correct IS NOT NULL)::integer,
+        gold_correct = gold_correct + coalesce(o_gold_correct, false)::integer
+    WHERE project_id = a.project_id AND user_id = p_annotator;
+    outcome := 'created';
+END
+$fn$;
+"""
+
+
+def functions_sql() -> str:
+    """The DDL that (re)creates the queue's functions: dropped first, so that a signature may
+    change, in one transaction with the creation."""
+    drops = "".join(f"DROP FUNCTION IF EXISTS {name};\n" for name in reversed(FUNCTION_NAMES))
+    return drops + "".join((_pick_function(), _RECLAIM_FUNCTION, _NEXT_FUNCTION, _SUBMIT_FUNCTION))

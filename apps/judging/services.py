@@ -18,14 +18,16 @@ from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.db.models.functions import Abs
 from django.utils import timezone
 
-from apps.batches.models import Batch, BatchStatus, Comparison, random_rank
+from annotate.rows import converted, loaded
+from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt, random_rank
 from apps.judging import queue_sql
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
 from apps.projects.models import AssignmentPolicy, Membership, Project
 
 MAX_RATIONALE = 10_000
 MAX_IDEMPOTENCY_KEY = 128
-RECLAIM_LIMIT = 500
+MAX_DURATION_MS = 2**31 - 1
+RECLAIM_LIMIT = queue_sql.RECLAIM_LIMIT
 
 
 class JudgmentError(Exception):
@@ -78,6 +80,10 @@ def assignment_next(
 def _assignment_next_once(
     *, project: Project, annotator: User, membership: Membership | None, now: datetime
 ) -> Assignment | None:
+    if connection.vendor == "postgresql":
+        return _assignment_next_postgresql(
+            project=project, annotator=annotator, membership=membership, now=now
+        )
     with transaction.atomic():
         # The id alone: most requests find no open lease, and a six-table join costs more to
         # plan than to run.
@@ -94,10 +100,8 @@ def _assignment_next_once(
         )
         if existing_id is not None:
             return _assignment_queryset().get(pk=existing_id)
-        if membership is None:
-            membership = Membership.objects.filter(project=project, user=annotator).first()
-        if membership is not None and (reason := membership.blocked_reason(project)):
-            raise AnnotatorBlocked(f"No more work for you in this project: you {reason}.")
+        if reason := _blocked_reason(project=project, annotator=annotator, membership=membership):
+            raise AnnotatorBlocked(reason)
         _leases_reclaim(project_id=project.pk, now=now, limit=RECLAIM_LIMIT)
         gold = project.gold_rate > 0 and _draw() < project.gold_rate
         comparison_id = _gold_pick(project=project, annotator=annotator) if gold else None
@@ -128,16 +132,119 @@ def _assignment_next_once(
         return assignment
 
 
+def _blocked_reason(*, project: Project, annotator: User, membership: Membership | None) -> str:
+    """Why the annotator may get no new work here ("" when they may): 1 query without
+    `membership`, none with it."""
+    if membership is None:
+        membership = Membership.objects.filter(project=project, user=annotator).first()
+    if membership is None or not (reason := membership.blocked_reason(project)):
+        return ""
+    return f"No more work for you in this project: you {reason}."
+
+
+def _assignment_next_postgresql(
+    *, project: Project, annotator: User, membership: Membership | None, now: datetime
+) -> Assignment | None:
+    """annotate_next (queue_sql) does the whole of it in one statement; then the lease is loaded
+    with what it shows. The blocked rule is decided here, from the membership's counters, and
+    applied there only when no lease is open."""
+    reason = _blocked_reason(project=project, annotator=annotator, membership=membership)
+    random_policy = project.policy == AssignmentPolicy.RANDOM
+    row = _call(
+        "SELECT * FROM annotate_next(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            project.pk,
+            annotator.pk,
+            project.policy,
+            project.overlap,
+            project.lease_seconds,
+            now,
+            bool(reason),
+            project.gold_rate > 0 and _draw() < project.gold_rate,
+            secrets.randbelow(2**31) if random_policy else 0,
+            secrets.randbelow(2**31),
+            bool(secrets.randbelow(2)),
+            queue_sql.WINDOW,
+        ],
+    )
+    (
+        outcome,
+        assignment_id,
+        comparison_id,
+        left_id,
+        right_id,
+        created_at,
+        expires_at,
+        prompt_id,
+        prompt_external_id,
+        prompt_content,
+        left_external_id,
+        left_text,
+        right_external_id,
+        right_text,
+    ) = row
+    if outcome == "blocked":
+        raise AnnotatorBlocked(reason)
+    if outcome == "none":
+        return None
+    # The lease and what it shows, as the function returned them: the fields the page and the
+    # API read are loaded, any other is fetched if asked for (Django's deferred fields).
+    prompt = loaded(
+        Prompt,
+        id=prompt_id,
+        external_id=prompt_external_id,
+        content=converted(Prompt._meta.get_field("content"), prompt_content),
+    )
+    comparison = loaded(Comparison, id=comparison_id, prompt_id=prompt_id)
+    comparison.prompt = prompt
+    assignment = loaded(
+        Assignment,
+        id=assignment_id,
+        project_id=project.pk,
+        comparison_id=comparison_id,
+        annotator_id=annotator.pk,
+        left_id=left_id,
+        right_id=right_id,
+        status=AssignmentStatus.OPEN,
+        created_at=created_at,
+        expires_at=expires_at,
+        closed_at=None,
+    )
+    assignment.project = project
+    assignment.comparison = comparison
+    assignment.annotator = annotator
+    assignment.left = loaded(Candidate, id=left_id, external_id=left_external_id, text=left_text)
+    assignment.right = loaded(
+        Candidate, id=right_id, external_id=right_external_id, text=right_text
+    )
+    return assignment
+
+
+def _call(sql: str, params: list[Any]) -> tuple[Any, ...]:
+    """Runs one statement that calls a queue function and returns its row.
+
+    Outside a transaction the statement is its own (autocommit): one round trip, no BEGIN or
+    COMMIT. Inside one (a test, a caller's atomic block) it runs under a savepoint, so that an
+    error rolls back this call and leaves the caller's transaction usable.
+    """
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def _draw() -> float:
     return secrets.randbelow(1_000_000) / 1_000_000
 
 
 def _comparison_pick(*, project: Project, annotator: User) -> int | None:
-    """Locks the ordinary comparison this annotator should judge next, by the project's policy.
-
-    Only the id is selected and locked. Joining the prompt and candidates here made PostgreSQL
-    sort whole joined rows whenever its statistics were stale (seconds per pick at 100k).
-    The random policy starts from a random rank and wraps around once.
+    """The ordinary comparison this annotator should judge next, by the project's policy: the
+    SQLite path (writers are serialized there, so the rules in plain ORM suffice). PostgreSQL
+    runs annotate_pick (queue_sql) instead. The random policy starts from a random rank and
+    wraps around once.
     """
     random_policy = project.policy == AssignmentPolicy.RANDOM
     rank_from = secrets.randbelow(2**31) if random_policy else 0
@@ -148,15 +255,6 @@ def _comparison_pick(*, project: Project, annotator: User) -> int | None:
 
 
 def _pick_once(*, project: Project, annotator: User, rank_from: int) -> int | None:
-    params = {
-        "project": project.pk,
-        "annotator": annotator.pk,
-        "overlap": project.overlap,
-        "rank_from": rank_from,
-    }
-    if connection.vendor == "postgresql":
-        return _pick_postgresql(project.policy, params)
-    # Elsewhere (SQLite) writers are serialized, so the same rules in plain ORM suffice.
     judged = Judgment.objects.filter(annotator=annotator, comparison=OuterRef("pk"))
     skipped = Skip.objects.filter(annotator=annotator, comparison=OuterRef("pk"))
     leased = Assignment.objects.filter(
@@ -175,27 +273,6 @@ def _pick_once(*, project: Project, annotator: User, rank_from: int) -> int | No
         found = candidates.values_list("id", flat=True).first()
         if found is not None:
             return found
-    return None
-
-
-def _pick_postgresql(policy: str, params: dict[str, Any]) -> int | None:
-    """One statement on the usual path; up to three when the head is the annotator's own work.
-
-    1. A bounded probe of the policy's head. 2. If that head is all the annotator's own past
-    work (or held by others), a bounded probe in breadth-first order, which reaches the levels
-    they have not worked on. 3. Only if both come back empty, the exact, unbounded probe, so
-    that "nothing left" is not said of rows a bounded probe did not reach.
-    """
-    attempts = [queue_sql.pick_sql(policy, bounded=True)]
-    if policy != AssignmentPolicy.BREADTH_FIRST:
-        attempts.append(queue_sql.pick_sql(AssignmentPolicy.BREADTH_FIRST, bounded=True))
-    attempts.append(queue_sql.pick_sql(policy))
-    with connection.cursor() as cursor:
-        for sql in attempts:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-            if row:
-                return int(row[0])
     return None
 
 
@@ -223,31 +300,19 @@ def _active_batches_for(*, project: Project, annotator: User) -> list[Batch]:
 def _gold_pick(*, project: Project, annotator: User) -> int | None:
     """A gold item this annotator has never been given, or None."""
     rank_from = secrets.randbelow(2**31)
+    given = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
     for start in (rank_from, 0):
-        params = {"project": project.pk, "annotator": annotator.pk, "rank_from": start}
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(queue_sql.GOLD_PICK_SQL, params)
-                row = cursor.fetchone()
-            found = row[0] if row else None
-        else:
-            found = None
-            for batch in _active_batches_for(project=project, annotator=annotator):
-                found = (
-                    Comparison.objects.filter(batch=batch, is_gold=True, rank__gte=start)
-                    .exclude(
-                        Exists(
-                            Assignment.objects.filter(
-                                comparison=OuterRef("pk"), annotator=annotator
-                            )
-                        )
-                    )
-                    .order_by("rank")
-                    .values_list("id", flat=True)
-                    .first()
-                )
-                if found is not None:
-                    break
+        found = None
+        for batch in _active_batches_for(project=project, annotator=annotator):
+            found = (
+                Comparison.objects.filter(batch=batch, is_gold=True, rank__gte=start)
+                .exclude(Exists(given))
+                .order_by("rank")
+                .values_list("id", flat=True)
+                .first()
+            )
+            if found is not None:
+                break
         if found is not None:
             return found
     return None
@@ -264,8 +329,13 @@ def leases_reclaim_expired(
 def _leases_reclaim(*, project_id: int | None, now: datetime, limit: int) -> int:
     """Reclaims up to `limit` expired leases; the caller holds the transaction.
 
-    Queries: 1 when nothing has expired; 4 otherwise.
+    Queries: on PostgreSQL 1 (annotate_reclaim, queue_sql); elsewhere 1 when nothing has
+    expired, 4 otherwise.
     """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT annotate_reclaim(%s, %s, %s)", [project_id, now, limit])
+            return int(cursor.fetchone()[0])
     expired = Assignment.objects.filter(status=AssignmentStatus.OPEN, expires_at__lte=now)
     if project_id is not None:
         expired = expired.filter(project_id=project_id)
@@ -323,8 +393,85 @@ def _lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
         .first()
     )
     if assignment is None:
-        raise AssignmentNotFound("No such assignment.")
+        raise _refusal("not_found")
     return assignment
+
+
+_REFUSALS: dict[str, tuple[type[Exception], str]] = {
+    "not_found": (AssignmentNotFound, "No such assignment."),
+    "judged": (JudgmentConflict, "This assignment has already been judged."),
+    "skipped": (JudgmentConflict, "This assignment was skipped."),
+    "late_full": (
+        JudgmentConflict,
+        "Your lease on this comparison expired and it has since received all the votes it "
+        "needs. Your judgment was not stored; please take the next comparison.",
+    ),
+    "already_judged": (JudgmentConflict, "You have already judged this comparison."),
+}
+
+
+def _refusal(outcome: str) -> Exception:
+    """The error for a submission refused with `outcome` (as annotate_submit names them)."""
+    error, message = _REFUSALS[outcome]
+    return error(message)
+
+
+def _judgment_submit_postgresql(
+    *,
+    assignment_id: int,
+    annotator: User,
+    choice: object,
+    rationale: str,
+    idempotency_key: str,
+    duration_ms: int | None,
+    now: datetime,
+) -> SubmitResult:
+    """annotate_submit (queue_sql) takes the judgment in one statement, with the same rules as
+    the ORM path below it; the Judgment returned is built from what it reports, not reloaded."""
+    sent_choice = choice if isinstance(choice, str) and "\x00" not in choice else ""
+    (
+        outcome,
+        judgment_id,
+        comparison_id,
+        batch_id,
+        left_id,
+        right_id,
+        chosen_id,
+        chosen_external_id,
+        gold_correct,
+        allowed,
+    ) = _call(
+        "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s)",
+        [assignment_id, annotator.pk, sent_choice, rationale, idempotency_key, duration_ms, now],
+    )
+    if outcome == "bad_choice":
+        raise JudgmentError(f"choice must be one of {allowed}.")
+    if outcome == "repeat":
+        earlier = Judgment.objects.annotate(chosen_external_id=F("chosen__external_id")).get(
+            pk=judgment_id
+        )
+        return SubmitResult(earlier, created=False)
+    if outcome != "created":
+        raise _refusal(outcome)
+    judgment = Judgment(
+        pk=judgment_id,
+        comparison_id=comparison_id,
+        batch_id=batch_id,
+        annotator=annotator,
+        assignment_id=assignment_id,
+        choice=sent_choice,
+        left_id=left_id,
+        right_id=right_id,
+        chosen_id=chosen_id,
+        rationale=rationale,
+        duration_ms=duration_ms,
+        idempotency_key=idempotency_key,
+        gold_correct=gold_correct,
+        created_at=now,
+    )
+    judgment.chosen_external_id = chosen_external_id  # type: ignore[attr-defined]
+    judgment._state.adding = False
+    return SubmitResult(judgment, created=True)
 
 
 def judgment_submit(
@@ -345,15 +492,30 @@ def judgment_submit(
     Queries: 5 (lock assignment, insert judgment, close assignment, count, member's counts).
     """
     now = now or timezone.now()
-    rationale = _validate_text(rationale, "rationale", MAX_RATIONALE)
+    rationale = _validate_text(rationale, "rationale", MAX_RATIONALE).strip()
     if not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise JudgmentError(
             f"idempotency_key must be a string of at most {MAX_IDEMPOTENCY_KEY} characters."
         )
+    _validate_text(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY)
     if duration_ms is not None and (
-        isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 0
+        isinstance(duration_ms, bool)
+        or not isinstance(duration_ms, int)
+        or not 0 <= duration_ms <= MAX_DURATION_MS
     ):
-        raise JudgmentError("duration_ms must be a whole number of milliseconds, 0 or more.")
+        raise JudgmentError(
+            f"duration_ms must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}."
+        )
+    if connection.vendor == "postgresql":
+        return _judgment_submit_postgresql(
+            assignment_id=assignment_id,
+            annotator=annotator,
+            choice=choice,
+            rationale=rationale,
+            idempotency_key=idempotency_key,
+            duration_ms=duration_ms,
+            now=now,
+        )
     with transaction.atomic():
         assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
         _check_choice(assignment.project, choice)
@@ -361,9 +523,9 @@ def judgment_submit(
             earlier = Judgment.objects.get(assignment=assignment)
             if idempotency_key and earlier.idempotency_key == idempotency_key:
                 return SubmitResult(earlier, created=False)
-            raise JudgmentConflict("This assignment has already been judged.")
+            raise _refusal("judged")
         if assignment.status == AssignmentStatus.SKIPPED:
-            raise JudgmentConflict("This assignment was skipped.")
+            raise _refusal("skipped")
         comparison = assignment.comparison
         holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
         if assignment.status != AssignmentStatus.OPEN:
@@ -386,7 +548,7 @@ def judgment_submit(
             left_id=assignment.left_id,
             right_id=assignment.right_id,
             chosen_id=chosen_id,
-            rationale=rationale.strip(),
+            rationale=rationale,
             duration_ms=duration_ms,
             idempotency_key=idempotency_key,
             gold_correct=gold_correct,
@@ -401,7 +563,7 @@ def judgment_submit(
             # No savepoint: on a conflict the whole transaction is rolled back anyway.
             judgment.save(force_insert=True)
         except IntegrityError:
-            raise JudgmentConflict("You have already judged this comparison.") from None
+            raise _refusal("already_judged") from None
         Assignment.objects.filter(pk=assignment.pk).update(
             status=AssignmentStatus.SUBMITTED, closed_at=now
         )
@@ -523,11 +685,8 @@ def _check_late_submission(assignment: Assignment) -> None:
         not comparison.is_gold
         and comparison.judgment_count + comparison.lease_count >= assignment.project.overlap
     ):
-        raise JudgmentConflict(
-            "Your lease on this comparison expired and it has since received all the votes it "
-            "needs. Your judgment was not stored; please take the next comparison."
-        )
+        raise _refusal("late_full")
     if Judgment.objects.filter(
         comparison_id=assignment.comparison_id, annotator_id=assignment.annotator_id
     ).exists():
-        raise JudgmentConflict("You have already judged this comparison.")
+        raise _refusal("already_judged")
