@@ -32,8 +32,17 @@ def test_it_stores_a_judgment(api, annotators, lease):
     response = api(annotators[0]).post(judge_url(lease["id"]), body, format="json")
     assert response.status_code == 201, response.content
     stored = Judgment.objects.get()
-    assert response.json()["id"] == stored.pk
-    assert response.json()["chosen_id"] == lease["right"]["id"]
+    assert response.json() == {
+        "id": stored.pk,
+        "assignment": lease["id"],
+        "comparison": lease["comparison"],
+        "choice": "right",
+        "chosen_id": lease["right"]["id"],
+        "rationale": "More accurate.",
+        "duration_ms": 4200,
+        "idempotency_key": "",
+        "created_at": stored.created_at.isoformat().replace("+00:00", "Z"),
+    }
     assert stored.chosen.external_id == lease["right"]["id"]
     assert (stored.choice, stored.rationale, stored.duration_ms) == (
         "right",
