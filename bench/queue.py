@@ -662,6 +662,8 @@ def check_invariants(
 
 _EXPLAIN_CODE = """
 import json
+import statistics
+import time
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from apps.judging import queue_sql
@@ -672,21 +674,23 @@ project = Project.objects.get(slug=SLUG)
 for label, username in USERS:
     user = User.objects.get(username=username)
     for policy in POLICIES:
-        params = {"project": project.pk, "annotator": user.pk, "overlap": project.overlap,
-                  "rank_from": 0, "window": queue_sql.WINDOW}
+        args = [project.pk, user.pk, policy, project.overlap, 0, queue_sql.WINDOW]
+        call = "SELECT o_probe FROM annotate_pick(%s, %s, %s, %s, %s, %s)"
+        times, probes = [], set()
+        for _ in range(25):  # each in a transaction rolled back: nothing stays locked or taken
+            with transaction.atomic(), connection.cursor() as cursor:
+                started = time.perf_counter()
+                cursor.execute(call, args)
+                probes.add(cursor.fetchone()[0])
+                times.append((time.perf_counter() - started) * 1000)
+                transaction.set_rollback(True)
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT o_probe FROM annotate_pick(%(project)s, %(annotator)s, %(policy)s, "
-                "%(overlap)s, 0, %(window)s)", {**params, "policy": policy})
-            probe = cursor.fetchone()[0]
-            transaction.set_rollback(True)
-        pick = queue_sql.pick_sql(policy, bounded=True)
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + pick, params)
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + call, args)
             plan = [row[0] for row in cursor.fetchall()]
             transaction.set_rollback(True)
-        out.append({"label": label, "user": username, "policy": policy, "probe": probe,
-                    "judged": user.judgments.count(), "sql": pick, "plan": plan})
+        out.append({"label": label, "user": username, "policy": policy,
+                    "probes": sorted(probes), "median_ms": statistics.median(times[5:]),
+                    "judged": user.judgments.count(), "plan": plan})
 print(MARK + json.dumps(out))
 """
 
@@ -701,16 +705,19 @@ def explain_pick(env: dict[str, str], users: list[tuple[str, str]], policies: li
     results = next(
         json.loads(line[len(mark) :]) for line in out.splitlines() if line.startswith(mark)
     )
-    print(f"\nfirst probe of annotate_pick: {' '.join(results[0]['sql'].split())}")
-    probes = {1: "the policy's bounded head", 2: "the bounded breadth-first probe", 0: "exact"}
+    names = {1: "the policy's bounded head", 2: "the bounded breadth-first head", 0: "exact"}
+    print("\nthe pick alone (annotate_pick, apps/judging/queue_sql.py), from a client in one")
+    print("process, 20 calls after 5 of warm-up, each rolled back:")
     for result in results:
+        found = ", ".join(names.get(probe, "no probe") for probe in result["probes"])
         print(
-            f"\nEXPLAIN (ANALYZE, BUFFERS) of the first probe, {result['policy']}, for "
-            f"{result['label']} ({result['user']}, {result['judged']:,} judgments); "
-            f"annotate_pick found their next with {probes.get(result['probe'], 'no probe')}:"
+            f"  {result['policy']}, {result['label']} ({result['user']}, "
+            f"{result['judged']:,} judgments): median {result['median_ms']:.2f} ms; found by "
+            f"{found}"
         )
         for line in result["plan"]:
-            print(f"  {line}")
+            if "Time" in line:
+                print(f"    EXPLAIN ANALYZE: {line.strip()}")
 
 
 # --- one run -----------------------------------------------------------------------------------

@@ -1,180 +1,177 @@
-"""The pick, as one PostgreSQL statement.
+"""The queue's PostgreSQL functions: the pick, the reclaim, next and submit.
 
-The active batches of the project are walked in priority order (a handful of rows), and for each
-one a LATERAL subquery scans that batch's partial index for the policy, skipping comparisons the
-annotator judged or skipped and rows other transactions hold (SKIP LOCKED). The outer LIMIT 1
-stops at the first batch that yields a row, so a batch that is exhausted, paused or capped for
-this annotator costs one index probe, not a scan.
+Next and submit, what an annotator waits on, were a dozen ORM statements per cycle, each a round
+trip built and parsed by Python, plus BEGIN and COMMIT. As functions, each is one statement in
+autocommit: one round trip and its own transaction. PL/pgSQL runs every statement inside on a
+fresh snapshot under READ COMMITTED, as a Django transaction's statements were, and the locks
+are taken in one order everywhere (an assignment row, then its comparison), so that no two
+transactions wait on each other in a cycle. services.py keeps the same rules in the ORM for
+SQLite.
+
+The functions are (re)installed by every `migrate` (apps.judging.apps) from the text built here:
+they hold no data, so replacing them is always safe.
+
+The pick walks the project's active batches in priority order (a handful of rows; a batch where
+the annotator reached its cap is left out), and in each reads that batch's partial index for the
+policy (batches.models: one per policy, WHERE NOT complete AND NOT is_gold) in the policy's
+order, and takes the first comparison the annotator may judge: open, under the overlap, not
+judged or skipped by them, and not under an open lease of theirs. That last rule is what keeps
+the pick free of deadlocks: a reclaim may be expiring that old lease at this moment, holding its
+row while it waits for the comparison's lock; inserting a second open lease on the same
+comparison would then wait on the reclaim through the unique index while holding that very
+lock (it did deadlock, in the abandoned-leases race test).
+
+Three probes per batch, so that the cost does not grow with the annotator's history:
+1. the policy's head, at most WINDOW rows, one at a time in order: for most requests the first
+   row is taken;
+2. for the other policies, the breadth-first head, also bounded: when the head of depth first is
+   all the annotator's own past work (a level only they have voted on), this reaches the levels
+   they have not worked on;
+3. only if both find nothing, the exact probe, one statement that reads the index until a row
+   fits, so that "nothing left" is never said of rows a bounded probe did not reach.
+
+Rows that other transactions hold are skipped, never waited for (SKIP LOCKED): a scan that
+waited would keep the locks of rows it then rejected, and two such scans deadlock (they did, in
+the 64-thread test). So at the very tail of a queue, while the last open comparisons are held by
+other requests for a moment, a pick may find nothing: "nothing free right now".
 """
 
 from apps.projects.models import AssignmentPolicy
 
-FILLED = "(c.judgment_count + c.lease_count)"
-
-POLICY_ORDER = {
-    AssignmentPolicy.BREADTH_FIRST: f"{FILLED}, c.rank",
-    AssignmentPolicy.DEPTH_FIRST: f"{FILLED} DESC, c.rank",
-    AssignmentPolicy.UNCERTAIN_FIRST: f"c.split, {FILLED}, c.rank",
-    AssignmentPolicy.RANDOM: "c.rank",
-}
-
-_ACTIVE_BATCHES = """
-    SELECT b.id, b.priority FROM batches_batch b
-    WHERE b.project_id = %(project)s AND b.status = 'active'
-      AND (b.annotator_cap IS NULL OR (
-            SELECT count(*) FROM judging_judgment j
-            WHERE j.annotator_id = %(annotator)s AND j.batch_id = b.id
-          ) < b.annotator_cap)
-    ORDER BY b.priority DESC, b.id
-"""
-
-
 # How many rows of a batch's head a bounded probe reads before it gives up.
 WINDOW = 256
-
-
-def pick_sql(policy: str, *, bounded: bool = False) -> str:
-    """Ordinary comparisons: open, under the overlap, not judged or skipped by the annotator,
-    and not under an open lease of theirs. The last rule is what keeps the pick free of
-    deadlocks: a reclaim may be expiring that old lease at this moment, holding its row while it
-    waits for the comparison's lock; inserting a second open lease on the same comparison would
-    then wait on the reclaim through the unique index while holding that very lock (it did
-    deadlock, in the abandoned-leases race test).
-
-    Unbounded, the probe reads the batch's index in the policy's order until it finds a row the
-    annotator may take: cheap unless the head of that order is the annotator's own past work
-    (a level of depth first that only they have voted on, say). Bounded, it reads at most
-    `window` rows of the head (WINDOW in the app), then filters; the caller falls back when
-    that finds nothing.
-    Rows that other transactions hold are skipped, never waited for: a scan that waited would
-    keep the locks of rows it then rejected, and two such scans deadlock (they did, in the
-    64-thread test). So at the very tail of a queue, while the last open comparisons are held by
-    other requests for a moment, a pick may find nothing: "nothing free right now".
-    """
-    order = POLICY_ORDER[AssignmentPolicy(policy)]
-    head = ""
-    if bounded:
-        head_order = order.replace("c.", "h.")
-        head = f"""
-          AND c.id IN (
-            SELECT h.id FROM batches_comparison h
-            WHERE h.batch_id = b.id AND NOT h.complete AND NOT h.is_gold
-              AND (h.judgment_count + h.lease_count) < %(overlap)s AND h.rank >= %(rank_from)s
-            ORDER BY {head_order}
-            LIMIT %(window)s)"""
-    return f"""
-    SELECT picked.id FROM ({_ACTIVE_BATCHES}) b
-    CROSS JOIN LATERAL (
-        SELECT c.id FROM batches_comparison c
-        WHERE c.batch_id = b.id AND NOT c.complete AND NOT c.is_gold
-          AND {FILLED} < %(overlap)s
-          AND c.rank >= %(rank_from)s{head}
-          AND NOT EXISTS (SELECT 1 FROM judging_judgment j
-                          WHERE j.comparison_id = c.id AND j.annotator_id = %(annotator)s)
-          AND NOT EXISTS (SELECT 1 FROM judging_skip s
-                          WHERE s.comparison_id = c.id AND s.annotator_id = %(annotator)s)
-          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
-                          WHERE a.comparison_id = c.id AND a.annotator_id = %(annotator)s
-                            AND a.status = 'open')
-        ORDER BY {order}
-        LIMIT 1
-        FOR UPDATE OF c SKIP LOCKED
-    ) picked
-    ORDER BY b.priority DESC, b.id
-    LIMIT 1
-    """
-
-
-# Gold items: any the annotator has never been given, from a random point of their order. No
-# lock: gold items have no overlap, so any number of annotators may hold one at once.
-GOLD_PICK_SQL = f"""
-    SELECT picked.id FROM ({_ACTIVE_BATCHES}) b
-    CROSS JOIN LATERAL (
-        SELECT c.id FROM batches_comparison c
-        WHERE c.batch_id = b.id AND c.is_gold AND c.rank >= %(rank_from)s
-          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
-                          WHERE a.comparison_id = c.id AND a.annotator_id = %(annotator)s)
-        ORDER BY c.rank
-        LIMIT 1
-    ) picked
-    ORDER BY b.priority DESC, b.id
-    LIMIT 1
-"""
-
-
-# --- PostgreSQL functions: next and submit in one round trip each -----------------------------
-#
-# The hot path, next then submit, is what an annotator waits on. Written with the ORM it was a
-# dozen statements per cycle, each a round trip and each built and parsed by Python; as
-# functions it is one statement per request, in autocommit (a single statement is its own
-# transaction, so no BEGIN and COMMIT either). PL/pgSQL runs each statement on a fresh snapshot
-# under READ COMMITTED, as the statements of a Django transaction did, and takes the same locks
-# in the same order (an assignment row, then its comparison). The SQLite path in services.py
-# keeps the same rules in the ORM.
-#
-# The functions are (re)installed by every `migrate` (apps.judging.apps), from this text: they
-# hold no data, so replacing them is always safe.
-
-FUNCTION_NAMES = ("annotate_pick", "annotate_reclaim", "annotate_next", "annotate_submit")
 
 # How many expired leases one reclaim returns to the pool.
 RECLAIM_LIMIT = 500
 
-_PARAMS = {
-    "%(project)s": "p_project",
-    "%(annotator)s": "p_annotator",
-    "%(overlap)s": "p_overlap",
-    "%(rank_from)s": "v_from",
-    "%(window)s": "p_window",
-}
+FUNCTION_NAMES = ("annotate_pick", "annotate_reclaim", "annotate_next", "annotate_submit")
 
 
-def _plpgsql(sql: str) -> str:
-    """A pick statement of this module as PL/pgSQL that stores its id in v_id."""
-    for placeholder, variable in _PARAMS.items():
-        sql = sql.replace(placeholder, variable)
-    head = "SELECT picked.id FROM"
-    assert sql.lstrip().startswith(head), sql
-    return sql.replace(head, "SELECT picked.id INTO v_id FROM", 1).rstrip() + ";"
+def _order(policy: str, alias: str) -> str:
+    filled = f"({alias}.judgment_count + {alias}.lease_count)"
+    return {
+        AssignmentPolicy.BREADTH_FIRST: f"{filled}, {alias}.rank",
+        AssignmentPolicy.DEPTH_FIRST: f"{filled} DESC, {alias}.rank",
+        AssignmentPolicy.UNCERTAIN_FIRST: f"{alias}.split, {filled}, {alias}.rank",
+        AssignmentPolicy.RANDOM: f"{alias}.rank",
+    }[AssignmentPolicy(policy)]
+
+
+POLICIES = [policy.value for policy in AssignmentPolicy]
+
+# Open and under the overlap; what the policy's partial index holds, and from v_from on.
+_OPEN = """NOT {a}.complete AND NOT {a}.is_gold
+      AND ({a}.judgment_count + {a}.lease_count) < p_overlap AND {a}.rank >= v_from"""
+
+# The annotator has not judged or skipped it and holds no open lease on it.
+_NOT_MINE = """NOT EXISTS (SELECT 1 FROM judging_judgment j
+                      WHERE j.comparison_id = c.id AND j.annotator_id = p_annotator)
+      AND NOT EXISTS (SELECT 1 FROM judging_skip s
+                      WHERE s.comparison_id = c.id AND s.annotator_id = p_annotator)
+      AND NOT EXISTS (SELECT 1 FROM judging_assignment a
+                      WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator
+                        AND a.status = 'open')"""
+
+ACTIVE_BATCHES = """
+    SELECT b.id FROM batches_batch b
+    WHERE b.project_id = p_project AND b.status = 'active'
+      AND (b.annotator_cap IS NULL OR (
+            SELECT count(*) FROM judging_judgment j
+            WHERE j.annotator_id = p_annotator AND j.batch_id = b.id
+          ) < b.annotator_cap)
+    ORDER BY b.priority DESC, b.id"""
+
+
+def head_sql(policy: str) -> str:
+    """The first `p_window` open comparisons of batch `v_batch`, in the policy's order."""
+    return f"""SELECT h.id FROM batches_comparison h
+    WHERE h.batch_id = v_batch AND {_OPEN.format(a="h")}
+    ORDER BY {_order(policy, "h")}
+    LIMIT p_window"""
+
+
+# Takes comparison v_head if the annotator may: its conditions are checked again under the lock.
+TAKE_SQL = f"""SELECT c.id INTO o_id FROM batches_comparison c
+    WHERE c.id = v_head AND {_OPEN.format(a="c")}
+      AND {_NOT_MINE}
+    FOR UPDATE SKIP LOCKED;"""
+
+
+def exact_sql(policy: str) -> str:
+    """The first comparison of batch `v_batch` the annotator may take, however deep it is."""
+    return f"""SELECT c.id INTO o_id FROM batches_comparison c
+    WHERE c.batch_id = v_batch AND {_OPEN.format(a="c")}
+      AND {_NOT_MINE}
+    ORDER BY {_order(policy, "c")}
+    LIMIT 1
+    FOR UPDATE OF c SKIP LOCKED;"""
+
+
+# Gold items: any the annotator has never been given, from a random point of their order. No
+# lock: gold items have no overlap, so any number of annotators may hold one at once.
+GOLD_PICK_SQL = f"""SELECT picked.id INTO v_id FROM ({ACTIVE_BATCHES}) b
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM batches_comparison c
+        WHERE c.batch_id = b.id AND c.is_gold AND c.rank >= v_from
+          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
+                          WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
+        ORDER BY c.rank
+        LIMIT 1
+    ) picked
+    LIMIT 1;"""
+
+
+def _branches(sql_for: "dict[str, str]") -> str:
+    """IF p_policy = ... THEN <sql> ELSIF ... END IF over every policy."""
+    parts = [
+        f"{'IF' if not n else 'ELSIF'} p_policy = '{policy}' THEN\n{sql}"
+        for n, (policy, sql) in enumerate(sql_for.items())
+    ]
+    return "\n".join(parts) + "\nEND IF;"
+
+
+def _head_loop(policy: str, probe: int) -> str:
+    return f"""FOR v_head IN {head_sql(policy)} LOOP
+    {TAKE_SQL}
+    IF o_id IS NOT NULL THEN
+        o_probe := {probe};
+        RETURN;
+    END IF;
+END LOOP;"""
 
 
 def _pick_function() -> str:
-    branches: list[str] = []
-    for policy in POLICY_ORDER:
-        attempts = [pick_sql(policy, bounded=True)]
-        if policy != AssignmentPolicy.BREADTH_FIRST:
-            attempts.append(pick_sql(AssignmentPolicy.BREADTH_FIRST, bounded=True))
-        attempts.append(pick_sql(policy))
-        steps = []
-        for number, sql in enumerate(attempts, start=1):
-            probe = number if number < len(attempts) else 0
-            steps.append(
-                f"""{_plpgsql(sql)}
-          IF v_id IS NOT NULL THEN o_id := v_id; o_probe := {probe}; RETURN; END IF;"""
-            )
-        keyword = "IF" if not branches else "ELSIF"
-        body = "\n          ".join(steps)
-        branches.append(f"""
-        {keyword} p_policy = '{policy.value}' THEN
-          {body}""")
+    heads = _branches({policy: _head_loop(policy, 1) for policy in POLICIES})
+    exact = _branches({policy: exact_sql(policy) for policy in POLICIES})
+    breadth = _head_loop(AssignmentPolicy.BREADTH_FIRST, 2)
     return f"""
 CREATE FUNCTION annotate_pick(
     p_project bigint, p_annotator bigint, p_policy text, p_overlap integer, p_rank_from integer,
     p_window integer, OUT o_id bigint, OUT o_probe integer
 ) LANGUAGE plpgsql AS $fn$
--- Locks the ordinary comparison the annotator should judge next (o_id; NULL when none).
--- Per policy: a bounded probe of its head (o_probe 1), a bounded breadth-first probe, which
--- reaches the levels the annotator has not worked on (2), then the exact probe (0); from
--- p_rank_from, then once from 0.
+-- Locks the ordinary comparison the annotator should judge next (o_id; NULL when none), and
+-- says which probe found it (o_probe): 1 the policy's bounded head, 2 the bounded breadth-first
+-- head, 0 the exact probe. From p_rank_from, then once more from 0 (the random policy).
 DECLARE
-    v_id bigint;
+    v_batch bigint;
+    v_head bigint;
     v_from integer := p_rank_from;
 BEGIN
+    IF NOT p_policy = ANY (ARRAY{POLICIES!r}) THEN
+        RAISE EXCEPTION 'unknown assignment policy %', p_policy;
+    END IF;
     LOOP
-        {"".join(branches)}
-        ELSE
-          RAISE EXCEPTION 'unknown assignment policy %', p_policy;
-        END IF;
+        FOR v_batch IN {ACTIVE_BATCHES} LOOP
+            {heads}
+            IF p_policy <> '{AssignmentPolicy.BREADTH_FIRST.value}' THEN
+                {breadth}
+            END IF;
+            {exact}
+            IF o_id IS NOT NULL THEN
+                o_probe := 0;
+                RETURN;
+            END IF;
+        END LOOP;
         EXIT WHEN v_from = 0;
         v_from := 0;
     END LOOP;
@@ -252,7 +249,7 @@ BEGIN
         IF p_gold THEN
             v_from := p_gold_rank_from;
             LOOP
-                {_plpgsql(GOLD_PICK_SQL)}
+                {GOLD_PICK_SQL}
                 EXIT WHEN v_id IS NOT NULL OR v_from = 0;
                 v_from := 0;
             END LOOP;
