@@ -9,3 +9,34 @@ def test_every_model_change_has_its_migration():
     out = StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
     assert "No changes detected" in out.getvalue()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_migrate_installs_the_queue_functions_and_may_run_again():
+    """The queue's functions come with every migrate, replaced in place: a second run (an
+    upgrade, a redeploy) leaves exactly one of each."""
+    from django.db import connection
+
+    from apps.judging import queue_sql
+
+    call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT proname, count(*) FROM pg_proc WHERE proname = ANY(%s) GROUP BY proname",
+            [list(queue_sql.FUNCTION_NAMES)],
+        )
+        assert dict(cursor.fetchall()) == dict.fromkeys(queue_sql.FUNCTION_NAMES, 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_pick_refuses_an_unknown_policy():
+    from django.db import DatabaseError, connection
+
+    with (
+        pytest.raises(DatabaseError, match="unknown assignment policy"),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SELECT * FROM annotate_pick(1, 1, 'alphabetical', 3, 0, 256)")
