@@ -258,3 +258,50 @@ def test_one_annotator_racing_next_against_themselves_never_fails(project, make_
         check_invariants(overlap=3)
     open_leases = Assignment.objects.filter(annotator=user, status=AssignmentStatus.OPEN)
     assert leases and set(leases) == set(open_leases.values_list("pk", flat=True))
+
+
+@pytest.mark.parametrize("cap_on", ["project", "batch"])
+def test_one_annotator_in_many_tabs_never_passes_a_cap(project, make_user, import_rows, cap_on):
+    """16 requests of one annotator at once, each looping next then submit: they may take more
+    leases than the cap leaves room for, but exactly the cap's worth of judgments is stored,
+    the rest are refused with a conflict, and every refused lease gives its slot back."""
+    from apps.batches.models import Batch
+    from apps.judging.services import AnnotatorBlocked
+    from apps.projects.models import Membership
+
+    batch = import_rows(*(prompt_line(f"t{i}", n=3) for i in range(20)))
+    cap = 5
+    if cap_on == "project":
+        project.annotator_cap = cap
+        project.save()
+    else:
+        Batch.objects.filter(pk=batch.pk).update(annotator_cap=cap)
+    user = make_user("tabs")
+    membership_add(project=project, user=user, role="annotator")
+    stored: list[int] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def tab(index: int) -> None:
+        for _ in range(10):
+            try:
+                lease = assignment_next(project=project, annotator=user)
+            except AnnotatorBlocked:
+                return
+            if lease is None:
+                return
+            try:
+                result = judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+            except JudgmentConflict as exc:
+                with lock:
+                    refused.append(str(exc))
+                continue
+            with lock:
+                stored.append(result.judgment.pk)
+
+    assert run_threads(tab, 16) == []
+    assert len(stored) == cap == Judgment.objects.filter(annotator=user).count()
+    assert Membership.objects.get(project=project, user=user).judgment_count == cap
+    assert all("cap of 5" in message or "already" in message for message in refused)
+    check_invariants(overlap=3)
+    assert not Assignment.objects.filter(annotator=user, status=AssignmentStatus.OPEN).exists()

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchStatus, Comparison
-from apps.judging.models import AssignmentStatus, Judgment, Skip
+from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
 from apps.judging.services import (
     AnnotatorBlocked,
     JudgmentConflict,
@@ -20,6 +20,10 @@ from apps.projects.services import membership_add, project_overlap_changed
 from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"
+
+
+def judge_url(assignment_id):
+    return f"/api/v1/assignments/{assignment_id}/judgment/"
 
 
 def judge(project, user, choice="left", option=None):
@@ -157,6 +161,64 @@ def test_a_batch_cap_sends_the_annotator_to_other_batches(project, crowd, import
     second = Comparison.objects.get(pk=judge(project, crowd[0]))
     assert second.batch_id == other.pk
     assert assignment_next(project=project, annotator=crowd[0]) is None
+
+
+def second_lease(project, user):
+    """A second open lease of the same annotator, as two next requests racing each other leave
+    them (both found no open lease, and took two comparisons)."""
+    taken = Assignment.objects.filter(annotator=user).values_list("comparison_id", flat=True)
+    comparison = Comparison.objects.exclude(pk__in=taken).order_by("pk").first()
+    now = timezone.now()
+    lease = Assignment.objects.create(
+        project=project,
+        comparison=comparison,
+        annotator=user,
+        left=comparison.candidate_a,
+        right=comparison.candidate_b,
+        created_at=now,
+        expires_at=now + timedelta(minutes=10),
+    )
+    Comparison.objects.filter(pk=comparison.pk).update(lease_count=1)
+    return lease
+
+
+@pytest.mark.parametrize("cap_on", ["project", "batch"])
+def test_two_leases_taken_at_once_cannot_both_pass_a_cap(api, project, crowd, import_rows, cap_on):
+    batch = import_rows(*(prompt_line(f"p{i}") for i in range(4)))
+    if cap_on == "project":
+        project.annotator_cap = 1
+        project.save()
+    else:
+        Batch.objects.filter(pk=batch.pk).update(annotator_cap=1)
+    first = assignment_next(project=project, annotator=crowd[0])
+    second = second_lease(project, crowd[0])
+    client = api(crowd[0])
+    assert client.post(judge_url(first.pk), {"choice": "left"}, format="json").status_code == 201
+    response = client.post(judge_url(second.pk), {"choice": "left"}, format="json")
+    assert response.status_code == 409
+    assert f"cap of 1 judgments in this {cap_on}" in response.json()["detail"]
+    assert Judgment.objects.filter(annotator=crowd[0]).count() == 1
+    # The refused lease is closed and its slot is free for others at once.
+    second.refresh_from_db()
+    assert second.status == AssignmentStatus.EXPIRED and second.closed_at is not None
+    assert Comparison.objects.get(pk=second.comparison_id).lease_count == 0
+    member = Membership.objects.get(project=project, user=crowd[0])
+    assert member.judgment_count == 1
+    assert assignment_next(project=project, annotator=crowd[1]) is not None
+
+
+def test_a_late_judgment_past_the_cap_is_refused_too(project, crowd, import_rows):
+    import_rows(*(prompt_line(f"p{i}") for i in range(4)))
+    project.annotator_cap = 1
+    project.save()
+    fresh = assignment_next(project=project, annotator=crowd[0])
+    stale = second_lease(project, crowd[0])
+    Assignment.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(1))
+    assert leases_reclaim_expired() == 1
+    judgment_submit(assignment_id=fresh.pk, annotator=crowd[0], choice="left")
+    with pytest.raises(JudgmentConflict, match="cap of 1 judgments in this project"):
+        judgment_submit(assignment_id=stale.pk, annotator=crowd[0], choice="left")
+    assert Judgment.objects.filter(annotator=crowd[0]).count() == 1
 
 
 # -- skips -------------------------------------------------------------------------------------

@@ -305,13 +305,17 @@ CREATE FUNCTION annotate_submit(
 -- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
 -- earlier judgment); or why nothing was stored: 'not_found', 'bad_choice' (o_allowed lists the
 -- choices), 'judged' (the assignment was judged before), 'skipped', 'late_full' (a reclaimed
--- lease and no free slot left) or 'already_judged' (this annotator judged the comparison).
+-- lease and no free slot left), 'already_judged' (this annotator judged the comparison), or
+-- 'project_cap' / 'batch_cap' (o_allowed: the cap; the lease is closed and its slot freed).
 DECLARE
     a record;
     c record;
     v_holds boolean;
     v_option text;
     v_key text;
+    v_count integer;
+    v_project_cap integer;
+    v_batch_cap integer;
 BEGIN
     SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id, p.overlap,
            p.allow_tie, p.allow_both_bad, l.external_id AS left_external,
@@ -357,6 +361,41 @@ BEGIN
             outcome := 'late_full';
             RETURN;
         END IF;
+        IF EXISTS (SELECT 1 FROM judging_judgment j
+                   WHERE j.comparison_id = c.id AND j.annotator_id = p_annotator) THEN
+            outcome := 'already_judged';
+            RETURN;
+        END IF;
+    END IF;
+    -- Caps: the member's row is locked (after the assignment and the comparison, the order
+    -- everywhere), so that two leases of one annotator, taken at once, cannot both pass a cap.
+    SELECT m.judgment_count, p.annotator_cap, b.annotator_cap
+    INTO v_count, v_project_cap, v_batch_cap
+    FROM projects_membership m
+    JOIN projects_project p ON p.id = m.project_id
+    JOIN batches_batch b ON b.id = c.batch_id
+    WHERE m.project_id = a.project_id AND m.user_id = p_annotator
+    FOR UPDATE OF m;
+    IF v_project_cap IS NOT NULL AND v_count >= v_project_cap THEN
+        outcome := 'project_cap';
+        o_allowed := v_project_cap::text;
+    ELSIF v_batch_cap IS NOT NULL AND (
+        SELECT count(*) FROM (
+            SELECT 1 FROM judging_judgment j
+            WHERE j.annotator_id = p_annotator AND j.batch_id = c.batch_id
+            LIMIT v_batch_cap
+        ) done
+    ) >= v_batch_cap THEN
+        outcome := 'batch_cap';
+        o_allowed := v_batch_cap::text;
+    END IF;
+    IF outcome IS NOT NULL THEN
+        IF a.status = 'open' THEN
+            UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = a.id;
+            UPDATE batches_comparison SET lease_count = lease_count - v_holds::integer
+            WHERE id = c.id;
+        END IF;
+        RETURN;
     END IF;
     o_comparison := c.id;
     o_batch := c.batch_id;

@@ -387,7 +387,9 @@ def _lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
         Assignment.objects.select_for_update(of=("self",))
         .select_related("project", "comparison")
         .annotate(
-            left_external_id=F("left__external_id"), right_external_id=F("right__external_id")
+            left_external_id=F("left__external_id"),
+            right_external_id=F("right__external_id"),
+            batch_cap=F("comparison__batch__annotator_cap"),
         )
         .filter(pk=assignment_id, annotator=annotator)
         .first()
@@ -408,6 +410,45 @@ _REFUSALS: dict[str, tuple[type[Exception], str]] = {
     ),
     "already_judged": (JudgmentConflict, "You have already judged this comparison."),
 }
+
+
+def _cap_refusal(outcome: str, cap: int) -> JudgmentConflict:
+    where = "this project" if outcome == "project_cap" else "this batch"
+    return JudgmentConflict(
+        f"You have reached the cap of {cap} judgments in {where}. This judgment was not stored, "
+        "and the comparison goes back to the pool."
+    )
+
+
+def _cap_check(
+    assignment: Assignment, comparison: Comparison, holds_slot: bool, now: datetime
+) -> JudgmentConflict | None:
+    """The caps, checked again as the judgment arrives (SQLite path; annotate_submit does it on
+    PostgreSQL): an annotator with two leases taken at once must not pass a cap with both. A
+    refused judgment closes its lease and frees its slot, and the refusal is returned for the
+    caller to raise once its transaction has committed that."""
+    project = assignment.project
+    outcome, cap = "", 0
+    if project.annotator_cap is not None:
+        done = Membership.objects.filter(project=project, user_id=assignment.annotator_id)
+        if done.filter(judgment_count__gte=project.annotator_cap).exists():
+            outcome, cap = "project_cap", project.annotator_cap
+    batch_cap = assignment.batch_cap  # type: ignore[attr-defined]
+    if not outcome and batch_cap is not None:
+        judged = Judgment.objects.filter(
+            annotator_id=assignment.annotator_id, batch_id=comparison.batch_id
+        )
+        if judged[:batch_cap].count() >= batch_cap:
+            outcome, cap = "batch_cap", batch_cap
+    if not outcome:
+        return None
+    if assignment.status == AssignmentStatus.OPEN:
+        Assignment.objects.filter(pk=assignment.pk).update(
+            status=AssignmentStatus.EXPIRED, closed_at=now
+        )
+        if holds_slot:
+            Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") - 1)
+    return _cap_refusal(outcome, cap)
 
 
 def _refusal(outcome: str) -> Exception:
@@ -446,6 +487,8 @@ def _judgment_submit_postgresql(
     )
     if outcome == "bad_choice":
         raise JudgmentError(f"choice must be one of {allowed}.")
+    if outcome in ("project_cap", "batch_cap"):
+        raise _cap_refusal(outcome, int(allowed))
     if outcome == "repeat":
         earlier = Judgment.objects.annotate(chosen_external_id=F("chosen__external_id")).get(
             pk=judgment_id
@@ -530,55 +573,82 @@ def judgment_submit(
         holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
         if assignment.status != AssignmentStatus.OPEN:
             _check_late_submission(assignment)
-        chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
-            Choice(choice)
-        )
-        option = (
-            choice
-            if chosen_id is None
-            else ("a" if chosen_id == comparison.candidate_a_id else "b")
-        )
-        gold_correct = (option == comparison.gold_answer) if comparison.is_gold else None
-        judgment = Judgment(
-            comparison_id=comparison.pk,
-            batch_id=comparison.batch_id,
-            annotator=annotator,
-            assignment=assignment,
-            choice=choice,
-            left_id=assignment.left_id,
-            right_id=assignment.right_id,
-            chosen_id=chosen_id,
-            rationale=rationale,
-            duration_ms=duration_ms,
-            idempotency_key=idempotency_key,
-            gold_correct=gold_correct,
-            created_at=now,
-        )
-        # For the response: the winner's imported id, without loading the candidate again.
-        judgment.chosen_external_id = {  # type: ignore[attr-defined]
-            Choice.LEFT: assignment.left_external_id,  # type: ignore[attr-defined]
-            Choice.RIGHT: assignment.right_external_id,  # type: ignore[attr-defined]
-        }.get(Choice(choice))
-        try:
-            # No savepoint: on a conflict the whole transaction is rolled back anyway.
-            judgment.save(force_insert=True)
-        except IntegrityError:
-            raise _refusal("already_judged") from None
-        Assignment.objects.filter(pk=assignment.pk).update(
-            status=AssignmentStatus.SUBMITTED, closed_at=now
-        )
-        Comparison.objects.filter(pk=comparison.pk).update(
-            **_counts_after_vote(assignment.project, option, holds_slot, comparison.is_gold)
-        )
-        member_counts: dict[str, Any] = {"judgment_count": F("judgment_count") + 1}
-        if gold_correct is not None:
-            member_counts["gold_answered"] = F("gold_answered") + 1
-            member_counts["gold_correct"] = F("gold_correct") + int(gold_correct)
-        Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
-            **member_counts
-        )
-        assignment.status = AssignmentStatus.SUBMITTED
-        return SubmitResult(judgment, created=True)
+        refusal = _cap_check(assignment, comparison, holds_slot, now)
+        if refusal is None:
+            return _judgment_store(
+                assignment=assignment,
+                comparison=comparison,
+                annotator=annotator,
+                choice=choice,
+                rationale=rationale,
+                duration_ms=duration_ms,
+                idempotency_key=idempotency_key,
+                holds_slot=holds_slot,
+                now=now,
+            )
+    raise refusal
+
+
+def _judgment_store(
+    *,
+    assignment: Assignment,
+    comparison: Comparison,
+    annotator: User,
+    choice: str,
+    rationale: str,
+    duration_ms: int | None,
+    idempotency_key: str,
+    holds_slot: bool,
+    now: datetime,
+) -> SubmitResult:
+    """Stores the vote and moves the counts (SQLite path); the caller holds the locks."""
+    chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
+        Choice(choice)
+    )
+    option = (
+        choice if chosen_id is None else ("a" if chosen_id == comparison.candidate_a_id else "b")
+    )
+    gold_correct = (option == comparison.gold_answer) if comparison.is_gold else None
+    judgment = Judgment(
+        comparison_id=comparison.pk,
+        batch_id=comparison.batch_id,
+        annotator=annotator,
+        assignment=assignment,
+        choice=choice,
+        left_id=assignment.left_id,
+        right_id=assignment.right_id,
+        chosen_id=chosen_id,
+        rationale=rationale,
+        duration_ms=duration_ms,
+        idempotency_key=idempotency_key,
+        gold_correct=gold_correct,
+        created_at=now,
+    )
+    # For the response: the winner's imported id, without loading the candidate again.
+    judgment.chosen_external_id = {  # type: ignore[attr-defined]
+        Choice.LEFT: assignment.left_external_id,  # type: ignore[attr-defined]
+        Choice.RIGHT: assignment.right_external_id,  # type: ignore[attr-defined]
+    }.get(Choice(choice))
+    try:
+        # No savepoint: on a conflict the whole transaction is rolled back anyway.
+        judgment.save(force_insert=True)
+    except IntegrityError:
+        raise _refusal("already_judged") from None
+    Assignment.objects.filter(pk=assignment.pk).update(
+        status=AssignmentStatus.SUBMITTED, closed_at=now
+    )
+    Comparison.objects.filter(pk=comparison.pk).update(
+        **_counts_after_vote(assignment.project, option, holds_slot, comparison.is_gold)
+    )
+    member_counts: dict[str, Any] = {"judgment_count": F("judgment_count") + 1}
+    if gold_correct is not None:
+        member_counts["gold_answered"] = F("gold_answered") + 1
+        member_counts["gold_correct"] = F("gold_correct") + int(gold_correct)
+    Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
+        **member_counts
+    )
+    assignment.status = AssignmentStatus.SUBMITTED
+    return SubmitResult(judgment, created=True)
 
 
 def _counts_after_vote(
