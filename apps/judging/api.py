@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import request_user
+from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import assignment_next, assignment_skip, judgment_submit
 from apps.projects.selectors import membership_for
@@ -36,7 +37,16 @@ class AssignmentNext(APIView):
 
 
 class JudgmentInput(serializers.Serializer):
-    choice = serializers.CharField(max_length=32)
+    """The shape only; answers.py and the project's rules check the rest."""
+
+    choice = serializers.CharField(max_length=32, required=False, allow_null=True, default=None)
+    strength = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=-3, max_value=3
+    )
+    criteria = serializers.DictField(required=False, default=dict)
+    flags = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list
+    )
     rationale = serializers.CharField(
         allow_blank=True, required=False, default="", max_length=10_000, trim_whitespace=False
     )
@@ -57,12 +67,26 @@ def judgment_payload(judgment: Judgment) -> dict[str, Any]:
     chosen_id = getattr(judgment, "chosen_external_id", None)
     if chosen_id is None and judgment.chosen_id is not None:
         chosen_id = judgment.chosen.external_id  # type: ignore[union-attr]
+    left_is_a = getattr(judgment, "left_is_a", None)
+    if left_is_a is None:
+        left_is_a = judgment.left_id == judgment.comparison.candidate_a_id
+    overall = on_screen({"option": None, "strength": judgment.strength}, left_is_a=left_is_a)[
+        "strength"
+    ]
     return {
         "id": judgment.pk,
         "assignment": judgment.assignment_id,
         "comparison": judgment.comparison_id,
         "choice": judgment.choice,
         "chosen_id": chosen_id,
+        # On the screen's terms of this lease, as sent: strength < 0 favours the left response.
+        "strength": overall,
+        "criteria": {
+            name: on_screen(stored, left_is_a=left_is_a)
+            for name, stored in judgment.criteria.items()
+        },
+        "flags": judgment.flags,
+        "guideline_version": judgment.guideline_version,
         "rationale": judgment.rationale,
         "duration_ms": judgment.duration_ms,
         "idempotency_key": judgment.idempotency_key,

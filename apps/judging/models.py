@@ -29,6 +29,8 @@ class Assignment(models.Model):
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
+    # The project's guideline version when the lease was given.
+    guideline_version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -86,6 +88,14 @@ class Judgment(models.Model):
     chosen = models.ForeignKey(
         Candidate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # Graded projects: how much better, from -3 to +3, oriented to the candidates: positive when
+    # the comparison's candidate A is better, whichever side it was shown on; 0 a tie.
+    strength = models.SmallIntegerField(null=True, blank=True)
+    # Per criterion (by name): {"option": "a" | "b" | "tie" | "both_bad", "strength": -3..3 or
+    # null}, oriented to the candidates like `strength`.
+    criteria = models.JSONField(default=dict, blank=True)
+    flags = models.JSONField(default=list, blank=True)
+    guideline_version = models.PositiveIntegerField(null=True, blank=True)
     rationale = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=128, blank=True)
@@ -103,6 +113,10 @@ class Judgment(models.Model):
                 condition=(Q(choice__in=["left", "right"]) & Q(chosen__isnull=False))
                 | (Q(choice__in=["tie", "both_bad"]) & Q(chosen__isnull=True)),
                 name="judgment_chosen_matches_choice",
+            ),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | (Q(strength__gte=-3) & Q(strength__lte=3)),
+                name="judgment_strength_range",
             ),
         ]
         indexes = [

@@ -44,7 +44,13 @@ WINDOW = 256
 # How many expired leases one reclaim returns to the pool.
 RECLAIM_LIMIT = 500
 
-FUNCTION_NAMES = ("annotate_pick", "annotate_reclaim", "annotate_next", "annotate_submit")
+FUNCTION_NAMES = (
+    "annotate_pick",
+    "annotate_reclaim",
+    "annotate_next",
+    "annotate_fits",
+    "annotate_submit",
+)
 
 
 def _order(policy: str, alias: str) -> str:
@@ -219,6 +225,7 @@ CREATE FUNCTION annotate_next(
     p_project bigint, p_annotator bigint, p_policy text, p_overlap integer,
     p_lease_seconds integer, p_now timestamptz, p_blocked boolean, p_gold boolean,
     p_rank_from integer, p_gold_rank_from integer, p_swap boolean, p_window integer,
+    p_guideline_version integer,
     OUT outcome text, OUT o_assignment bigint, OUT o_comparison bigint, OUT o_left bigint,
     OUT o_right bigint, OUT o_created timestamptz, OUT o_expires timestamptz,
     OUT o_prompt bigint, OUT o_prompt_external text, OUT o_prompt_content jsonb,
@@ -270,9 +277,9 @@ BEGIN
         END IF;
         INSERT INTO judging_assignment
             (project_id, comparison_id, annotator_id, left_id, right_id, status, created_at,
-             expires_at)
+             expires_at, guideline_version)
         VALUES (p_project, v_id, p_annotator, v_a, v_b, 'open', p_now,
-                p_now + make_interval(secs => p_lease_seconds))
+                p_now + make_interval(secs => p_lease_seconds), p_guideline_version)
         RETURNING id INTO o_assignment;
         IF NOT v_gold THEN  -- gold items have no overlap: their leases take no slot
             UPDATE batches_comparison SET lease_count = lease_count + 1 WHERE id = v_id;
@@ -294,19 +301,40 @@ $fn$;
 """
 
 
+_FITS_FUNCTION = """
+CREATE FUNCTION annotate_fits(
+    p_choice text, p_strength integer, p_graded boolean, p_allow_tie boolean,
+    p_allow_both_bad boolean
+) RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
+-- Whether one answer (overall or a criterion's) fits the scheme: answers._pick_fits.
+SELECT coalesce(CASE
+    WHEN p_choice = 'both_bad' THEN p_allow_both_bad AND p_strength IS NULL
+    WHEN p_graded THEN p_strength IS NOT NULL AND p_strength BETWEEN -3 AND 3
+    ELSE p_strength IS NULL
+         AND (p_choice IN ('left', 'right') OR (p_choice = 'tie' AND p_allow_tie))
+END, false)
+$fn$;
+"""
+
+
 _SUBMIT_FUNCTION = """
 CREATE FUNCTION annotate_submit(
-    p_assignment bigint, p_annotator bigint, p_choice text, p_rationale text, p_key text,
-    p_duration integer, p_now timestamptz,
+    p_assignment bigint, p_annotator bigint, p_choice text, p_strength integer,
+    p_criteria jsonb, p_flags jsonb, p_rationale text, p_key text, p_duration integer,
+    p_now timestamptz,
     OUT outcome text, OUT o_judgment bigint, OUT o_comparison bigint, OUT o_batch bigint,
     OUT o_left bigint, OUT o_right bigint, OUT o_chosen bigint, OUT o_chosen_external text,
-    OUT o_gold_correct boolean, OUT o_allowed text
+    OUT o_gold_correct boolean, OUT o_allowed text, OUT o_strength integer,
+    OUT o_criteria jsonb, OUT o_guideline_version integer, OUT o_left_is_a boolean
 ) LANGUAGE plpgsql AS $fn$
+-- The answer comes on the screen's terms (p_choice; p_strength < 0 favours the left response;
+-- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py).
 -- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
--- earlier judgment); or why nothing was stored: 'not_found', 'bad_choice' (o_allowed lists the
--- choices), 'judged' (the assignment was judged before), 'skipped', 'late_full' (a reclaimed
--- lease and no free slot left), 'already_judged' (this annotator judged the comparison), or
--- 'project_cap' / 'batch_cap' (o_allowed: the cap; the lease is closed and its slot freed).
+-- earlier judgment); or why nothing was stored: one of answers.MESSAGES' codes (o_allowed is
+-- its detail), 'not_found', 'judged' (the assignment was judged before), 'skipped',
+-- 'late_full' (a reclaimed lease and no free slot left), 'already_judged' (this annotator
+-- judged the comparison), or 'project_cap' / 'batch_cap' (o_allowed: the cap; the lease is
+-- closed and its slot freed).
 DECLARE
     a record;
     c record;
@@ -316,10 +344,15 @@ DECLARE
     v_count integer;
     v_project_cap integer;
     v_batch_cap integer;
+    v_graded boolean;
+    v_names text[];
+    v_least integer;
+    v_flip integer;
 BEGIN
-    SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id, p.overlap,
-           p.allow_tie, p.allow_both_bad, l.external_id AS left_external,
-           r.external_id AS right_external
+    SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id,
+           x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
+           p.criteria, p.flags, p.rationale, p.rationale_min_length,
+           l.external_id AS left_external, r.external_id AS right_external
     INTO a
     FROM judging_assignment x
     JOIN projects_project p ON p.id = x.project_id
@@ -331,10 +364,64 @@ BEGIN
         outcome := 'not_found';
         RETURN;
     END IF;
-    o_allowed := concat_ws(', ', 'left', 'right', CASE WHEN a.allow_tie THEN 'tie' END,
-                           CASE WHEN a.allow_both_bad THEN 'both_bad' END);
-    IF NOT p_choice = ANY (string_to_array(o_allowed, ', ')) THEN
+    -- The project's rules for the answer, in answers.answer_problem's order.
+    v_graded := a.scheme = 'graded';
+    IF NOT (p_choice = 'both_bad' AND a.allow_both_bad) THEN
+        IF v_graded AND p_strength IS NULL THEN
+            outcome := 'needs_strength';
+            RETURN;
+        ELSIF NOT v_graded AND p_strength IS NOT NULL THEN
+            outcome := 'no_strength';
+            RETURN;
+        END IF;
+    END IF;
+    IF NOT annotate_fits(p_choice, p_strength, v_graded, a.allow_tie, a.allow_both_bad) THEN
         outcome := 'bad_choice';
+        o_allowed := concat_ws(', ', 'left', 'right', CASE WHEN a.allow_tie THEN 'tie' END,
+                               CASE WHEN a.allow_both_bad THEN 'both_bad' END);
+        RETURN;
+    END IF;
+    SELECT coalesce(array_agg(e.value->>'name' ORDER BY e.n), '{}') INTO v_names
+    FROM jsonb_array_elements(a.criteria) WITH ORDINALITY AS e(value, n);
+    IF p_criteria <> '{}'::jsonb AND cardinality(v_names) = 0 THEN
+        outcome := 'no_criteria';
+        RETURN;
+    END IF;
+    IF (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM jsonb_object_keys(p_criteria) k)
+       <> (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM unnest(v_names) k) THEN
+        outcome := 'bad_criteria';
+        o_allowed := array_to_string(v_names, ', ');
+        RETURN;
+    END IF;
+    SELECT u.name INTO o_allowed FROM unnest(v_names) WITH ORDINALITY AS u(name, n)
+    WHERE NOT annotate_fits(p_criteria->u.name->>'choice',
+                            (p_criteria->u.name->>'strength')::integer,
+                            v_graded, a.allow_tie, a.allow_both_bad)
+    ORDER BY u.n LIMIT 1;
+    IF o_allowed IS NOT NULL THEN
+        outcome := 'bad_criterion_answer';
+        RETURN;
+    END IF;
+    IF p_flags <> '[]'::jsonb AND jsonb_array_length(a.flags) = 0 THEN
+        outcome := 'no_flags';
+        RETURN;
+    END IF;
+    IF NOT p_flags <@ a.flags THEN
+        outcome := 'bad_flags';
+        SELECT string_agg(f.name, ', ' ORDER BY f.n) INTO o_allowed
+        FROM jsonb_array_elements_text(a.flags) WITH ORDINALITY AS f(name, n);
+        RETURN;
+    END IF;
+    IF a.rationale = 'off' AND p_rationale <> '' THEN
+        outcome := 'no_rationale';
+        RETURN;
+    END IF;
+    v_least := CASE WHEN a.rationale = 'required' THEN greatest(a.rationale_min_length, 1)
+                    ELSE a.rationale_min_length END;
+    IF (p_rationale <> '' OR a.rationale = 'required') AND char_length(p_rationale) < v_least
+    THEN
+        outcome := 'short_rationale';
+        o_allowed := v_least::text;
         RETURN;
     END IF;
     IF a.status = 'submitted' THEN
@@ -407,11 +494,25 @@ BEGIN
     v_option := CASE WHEN o_chosen IS NULL THEN p_choice
                      WHEN o_chosen = c.candidate_a_id THEN 'a' ELSE 'b' END;
     o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
+    -- Stored oriented to the candidates: a strength > 0 favours candidate A.
+    o_left_is_a := a.left_id = c.candidate_a_id;
+    v_flip := CASE WHEN o_left_is_a THEN -1 ELSE 1 END;
+    o_strength := p_strength * v_flip;
+    SELECT coalesce(jsonb_object_agg(e.key, jsonb_build_object(
+               'option', CASE WHEN e.value->>'choice' IN ('left', 'right') THEN
+                                  CASE WHEN (e.value->>'choice' = 'left') = (v_flip = -1)
+                                       THEN 'a' ELSE 'b' END
+                              ELSE e.value->>'choice' END,
+               'strength', (e.value->>'strength')::integer * v_flip)), '{}'::jsonb)
+    INTO o_criteria FROM jsonb_each(p_criteria) e;
+    o_guideline_version := a.guideline_version;
     INSERT INTO judging_judgment
         (comparison_id, batch_id, annotator_id, assignment_id, choice, left_id, right_id,
-         chosen_id, rationale, duration_ms, idempotency_key, gold_correct, created_at)
+         chosen_id, strength, criteria, flags, guideline_version, rationale, duration_ms,
+         idempotency_key, gold_correct, created_at)
     VALUES (c.id, c.batch_id, p_annotator, a.id, p_choice, a.left_id, a.right_id, o_chosen,
-            p_rationale, p_duration, p_key, o_gold_correct, p_now)
+            o_strength, o_criteria, p_flags, a.guideline_version, p_rationale, p_duration,
+            p_key, o_gold_correct, p_now)
     ON CONFLICT (comparison_id, annotator_id) DO NOTHING
     RETURNING id INTO o_judgment;
     IF o_judgment IS NULL THEN
@@ -446,4 +547,6 @@ def functions_sql() -> str:
     """The DDL that (re)creates the queue's functions: dropped first, so that a signature may
     change, in one transaction with the creation."""
     drops = "".join(f"DROP FUNCTION IF EXISTS {name};\n" for name in reversed(FUNCTION_NAMES))
-    return drops + "".join((_pick_function(), _RECLAIM_FUNCTION, _NEXT_FUNCTION, _SUBMIT_FUNCTION))
+    return drops + "".join(
+        (_pick_function(), _RECLAIM_FUNCTION, _NEXT_FUNCTION, _FITS_FUNCTION, _SUBMIT_FUNCTION)
+    )

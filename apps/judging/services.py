@@ -6,6 +6,7 @@ SKIP LOCKED and so never waits. Comparison.judgment_count + lease_count (the slo
 changed only here, always under the comparison's row lock, and never exceeds project.overlap.
 """
 
+import json
 import secrets
 from collections import Counter
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from django.utils import timezone
 
 from annotate.rows import converted, loaded
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt, random_rank
-from apps.judging import queue_sql
+from apps.judging import answers, queue_sql
+from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
 from apps.projects.models import AssignmentPolicy, Membership, Project
 
-MAX_RATIONALE = 10_000
+MAX_RATIONALE = answers.MAX_RATIONALE
 MAX_IDEMPOTENCY_KEY = 128
 MAX_DURATION_MS = 2**31 - 1
 RECLAIM_LIMIT = queue_sql.RECLAIM_LIMIT
@@ -125,6 +127,7 @@ def _assignment_next_once(
             right=right,
             created_at=now,
             expires_at=now + timedelta(seconds=project.lease_seconds),
+            guideline_version=project.guideline_version,
         )
         if not is_gold:  # gold items have no overlap: their leases take no slot
             Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") + 1)
@@ -151,7 +154,7 @@ def _assignment_next_postgresql(
     reason = _blocked_reason(project=project, annotator=annotator, membership=membership)
     random_policy = project.policy == AssignmentPolicy.RANDOM
     row = _call(
-        "SELECT * FROM annotate_next(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "SELECT * FROM annotate_next(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             project.pk,
             annotator.pk,
@@ -165,6 +168,7 @@ def _assignment_next_postgresql(
             secrets.randbelow(2**31),
             bool(secrets.randbelow(2)),
             queue_sql.WINDOW,
+            project.guideline_version,
         ],
     )
     (
@@ -461,15 +465,14 @@ def _judgment_submit_postgresql(
     *,
     assignment_id: int,
     annotator: User,
-    choice: object,
-    rationale: str,
+    answer: Answer,
     idempotency_key: str,
     duration_ms: int | None,
     now: datetime,
 ) -> SubmitResult:
     """annotate_submit (queue_sql) takes the judgment in one statement, with the same rules as
     the ORM path below it; the Judgment returned is built from what it reports, not reloaded."""
-    sent_choice = choice if isinstance(choice, str) and "\x00" not in choice else ""
+    criteria = {name: pick.as_json() for name, pick in answer.criteria.items()}
     (
         outcome,
         judgment_id,
@@ -480,20 +483,32 @@ def _judgment_submit_postgresql(
         chosen_id,
         chosen_external_id,
         gold_correct,
-        allowed,
+        detail,
+        strength,
+        stored_criteria,
+        guideline_version,
+        left_is_a,
     ) = _call(
-        "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s)",
-        [assignment_id, annotator.pk, sent_choice, rationale, idempotency_key, duration_ms, now],
+        "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            assignment_id,
+            annotator.pk,
+            answer.overall.choice,
+            answer.overall.strength,
+            json.dumps(criteria),
+            json.dumps(answer.flags),
+            answer.rationale,
+            idempotency_key,
+            duration_ms,
+            now,
+        ],
     )
-    if outcome == "bad_choice":
-        raise JudgmentError(f"choice must be one of {allowed}.")
+    if outcome in answers.MESSAGES:
+        raise JudgmentError(answers.message(outcome, detail or ""))
     if outcome in ("project_cap", "batch_cap"):
-        raise _cap_refusal(outcome, int(allowed))
+        raise _cap_refusal(outcome, int(detail))
     if outcome == "repeat":
-        earlier = Judgment.objects.annotate(chosen_external_id=F("chosen__external_id")).get(
-            pk=judgment_id
-        )
-        return SubmitResult(earlier, created=False)
+        return SubmitResult(_judgment_for_response(judgment_id), created=False)
     if outcome != "created":
         raise _refusal(outcome)
     judgment = Judgment(
@@ -502,26 +517,45 @@ def _judgment_submit_postgresql(
         batch_id=batch_id,
         annotator=annotator,
         assignment_id=assignment_id,
-        choice=sent_choice,
+        choice=answer.overall.choice,
         left_id=left_id,
         right_id=right_id,
         chosen_id=chosen_id,
-        rationale=rationale,
+        strength=strength,
+        criteria=converted(Judgment._meta.get_field("criteria"), stored_criteria),
+        flags=answer.flags,
+        guideline_version=guideline_version,
+        rationale=answer.rationale,
         duration_ms=duration_ms,
         idempotency_key=idempotency_key,
         gold_correct=gold_correct,
         created_at=now,
     )
     judgment.chosen_external_id = chosen_external_id  # type: ignore[attr-defined]
+    judgment.left_is_a = left_is_a  # type: ignore[attr-defined]
     judgment._state.adding = False
     return SubmitResult(judgment, created=True)
+
+
+def _judgment_for_response(judgment_id: int) -> Judgment:
+    """A stored judgment with what its response shows (a retry's answer)."""
+    return Judgment.objects.annotate(
+        chosen_external_id=F("chosen__external_id"),
+        left_is_a=Case(
+            When(left_id=F("comparison__candidate_a_id"), then=Value(True)),
+            default=Value(False),
+        ),
+    ).get(pk=judgment_id)
 
 
 def judgment_submit(
     *,
     assignment_id: int,
     annotator: User,
-    choice: str,
+    choice: str | None = None,
+    strength: int | None = None,
+    criteria: dict[str, Any] | None = None,
+    flags: list[str] | None = None,
     rationale: str = "",
     idempotency_key: str = "",
     duration_ms: int | None = None,
@@ -529,13 +563,22 @@ def judgment_submit(
 ) -> SubmitResult:
     """Stores the annotator's judgment of their assignment, exactly once.
 
-    A retry with the same idempotency key returns the stored judgment (created=False). A lease
-    that expired is still honoured while it holds its slot; once reclaimed, the judgment is
-    taken only if the comparison still has a free slot and the annotator has not judged it.
-    Queries: 5 (lock assignment, insert judgment, close assignment, count, member's counts).
+    The answer is on the screen's terms (answers.py): `choice`, or for graded projects
+    `strength` (-3..3, below 0 the left response is better), per-criterion answers of the same
+    kind, flags and a rationale, each checked against the project. A retry with the same
+    idempotency key returns the stored judgment (created=False). A lease that expired is still
+    honoured while it holds its slot; once reclaimed, the judgment is taken only if the
+    comparison still has a free slot and the annotator has not judged it.
+    Queries: on PostgreSQL 1 (annotate_submit); on SQLite 5 (lock assignment, insert judgment,
+    close assignment, count, member's counts), 6 with a project cap.
     """
     now = now or timezone.now()
-    rationale = _validate_text(rationale, "rationale", MAX_RATIONALE).strip()
+    try:
+        answer = answers.answer_parse(
+            choice=choice, strength=strength, criteria=criteria, flags=flags, rationale=rationale
+        )
+    except answers.AnswerError as exc:
+        raise JudgmentError(str(exc)) from None
     if not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise JudgmentError(
             f"idempotency_key must be a string of at most {MAX_IDEMPOTENCY_KEY} characters."
@@ -553,17 +596,17 @@ def judgment_submit(
         return _judgment_submit_postgresql(
             assignment_id=assignment_id,
             annotator=annotator,
-            choice=choice,
-            rationale=rationale,
+            answer=answer,
             idempotency_key=idempotency_key,
             duration_ms=duration_ms,
             now=now,
         )
     with transaction.atomic():
         assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
-        _check_choice(assignment.project, choice)
+        if problem := answers.answer_problem(assignment.project, answer):
+            raise JudgmentError(answers.message(*problem))
         if assignment.status == AssignmentStatus.SUBMITTED:
-            earlier = Judgment.objects.get(assignment=assignment)
+            earlier = _judgment_for_response(Judgment.objects.get(assignment=assignment).pk)
             if idempotency_key and earlier.idempotency_key == idempotency_key:
                 return SubmitResult(earlier, created=False)
             raise _refusal("judged")
@@ -579,8 +622,7 @@ def judgment_submit(
                 assignment=assignment,
                 comparison=comparison,
                 annotator=annotator,
-                choice=choice,
-                rationale=rationale,
+                answer=answer,
                 duration_ms=duration_ms,
                 idempotency_key=idempotency_key,
                 holds_slot=holds_slot,
@@ -594,14 +636,15 @@ def _judgment_store(
     assignment: Assignment,
     comparison: Comparison,
     annotator: User,
-    choice: str,
-    rationale: str,
+    answer: Answer,
     duration_ms: int | None,
     idempotency_key: str,
     holds_slot: bool,
     now: datetime,
 ) -> SubmitResult:
     """Stores the vote and moves the counts (SQLite path); the caller holds the locks."""
+    choice = answer.overall.choice
+    left_is_a = assignment.left_id == comparison.candidate_a_id
     chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
         Choice(choice)
     )
@@ -618,12 +661,20 @@ def _judgment_store(
         left_id=assignment.left_id,
         right_id=assignment.right_id,
         chosen_id=chosen_id,
-        rationale=rationale,
+        strength=answers.oriented(answer.overall, left_is_a=left_is_a)["strength"],
+        criteria={
+            name: answers.oriented(pick, left_is_a=left_is_a)
+            for name, pick in answer.criteria.items()
+        },
+        flags=answer.flags,
+        guideline_version=assignment.guideline_version,
+        rationale=answer.rationale,
         duration_ms=duration_ms,
         idempotency_key=idempotency_key,
         gold_correct=gold_correct,
         created_at=now,
     )
+    judgment.left_is_a = left_is_a  # type: ignore[attr-defined]
     # For the response: the winner's imported id, without loading the candidate again.
     judgment.chosen_external_id = {  # type: ignore[attr-defined]
         Choice.LEFT: assignment.left_external_id,  # type: ignore[attr-defined]
@@ -734,16 +785,6 @@ def assignment_skip(
         )
         assignment.status = AssignmentStatus.SKIPPED
         return SkipResult(skip, created=True)
-
-
-def _check_choice(project: Project, choice: object) -> None:
-    allowed = [Choice.LEFT.value, Choice.RIGHT.value]
-    if project.allow_tie:
-        allowed.append(Choice.TIE.value)
-    if project.allow_both_bad:
-        allowed.append(Choice.BOTH_BAD.value)
-    if choice not in allowed:
-        raise JudgmentError(f"choice must be one of {', '.join(allowed)}.")
 
 
 def _check_late_submission(assignment: Assignment) -> None:

@@ -7,8 +7,8 @@ from django.db.models import Model
 from django.http import HttpRequest
 
 from annotate.admin_site import LeadScopedAdmin
-from apps.projects.models import Membership, Project
-from apps.projects.services import project_overlap_changed
+from apps.projects.models import GuidelineVersion, Membership, Project
+from apps.projects.services import project_guidelines_set, project_overlap_changed
 
 
 class MembershipForm(forms.ModelForm):
@@ -79,7 +79,23 @@ class ProjectAdmin(LeadScopedAdmin):
     inlines = [MembershipInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "guidelines"]}),
-        ("Judging", {"fields": ["overlap", "allow_tie", "allow_both_bad", "skip_reasons"]}),
+        (
+            "Judging",
+            {
+                "fields": [
+                    "scheme",
+                    "allow_tie",
+                    "allow_both_bad",
+                    "criteria",
+                    "rationale",
+                    "rationale_min_length",
+                    "flags",
+                    "skip_reasons",
+                    "show_models",
+                    "overlap",
+                ]
+            },
+        ),
         ("Queue", {"fields": ["policy", "lease_seconds", "annotator_cap"]}),
         ("Gold items", {"fields": ["gold_rate", "gold_min_accuracy", "gold_min_answers"]}),
     ]
@@ -94,6 +110,19 @@ class ProjectAdmin(LeadScopedAdmin):
     def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:
         if not change:
             obj.created_by = request.user  # type: ignore[assignment]
+        new_guidelines = obj.guidelines
+        if change and "guidelines" in form.changed_data:
+            # Saved through the service below, which makes the new version.
+            obj.guidelines = Project.objects.values_list("guidelines", flat=True).get(pk=obj.pk)
         super().save_model(request, obj, form, change)
+        if not change:
+            GuidelineVersion.objects.create(
+                project=obj,
+                version=obj.guideline_version,
+                text=obj.guidelines,
+                created_by=obj.created_by,
+            )
+        elif "guidelines" in form.changed_data:
+            project_guidelines_set(project=obj, text=new_guidelines, by=request.user)  # type: ignore[arg-type]
         if change and "overlap" in form.changed_data:
             project_overlap_changed(project=obj)

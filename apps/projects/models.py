@@ -1,6 +1,8 @@
+import re
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -11,6 +13,33 @@ class AssignmentPolicy(models.TextChoices):
     DEPTH_FIRST = "depth_first", "Depth first: finish started comparisons first"
     UNCERTAIN_FIRST = "uncertain_first", "Uncertain first: most split votes, then fewest votes"
     RANDOM = "random", "Random"
+
+
+class Scheme(models.TextChoices):
+    PAIRWISE = "pairwise", "Pairwise: left or right (and, if allowed, tie or both bad)"
+    GRADED = "graded", "Graded: how much better, from -3 to +3 (0 is a tie)"
+
+
+class RationaleRule(models.TextChoices):
+    OFF = "off", "Off: no rationale"
+    OPTIONAL = "optional", "Optional"
+    REQUIRED = "required", "Required"
+
+
+# The graded scale, from the left's point of view on screen: -3 means the left response is
+# significantly better, +3 the right one (the labels follow Llama 2's).
+GRADES = [
+    (-3, "Left is significantly better"),
+    (-2, "Left is better"),
+    (-1, "Left is slightly better"),
+    (0, "Negligibly better or unsure"),
+    (1, "Right is slightly better"),
+    (2, "Right is better"),
+    (3, "Right is significantly better"),
+]
+MAX_CRITERIA = 12
+MAX_FLAGS = 20
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,62}$"
 
 
 def default_skip_reasons() -> list[str]:
@@ -57,6 +86,40 @@ class Project(models.Model):
     annotator_cap = models.PositiveIntegerField(
         null=True, blank=True, help_text="At most this many judgments from one annotator."
     )
+    scheme = models.CharField(
+        max_length=16,
+        choices=Scheme.choices,
+        default=Scheme.PAIRWISE,
+        help_text="How annotators answer each comparison.",
+    )
+    criteria = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Criteria judged each on its own, beside the overall judgment: a list of "
+        '{"name": ..., "description": ...} (for example helpfulness, harmlessness, honesty).',
+    )
+    rationale = models.CharField(
+        max_length=16,
+        choices=RationaleRule.choices,
+        default=RationaleRule.OPTIONAL,
+        help_text="Whether annotators write why.",
+    )
+    rationale_min_length = models.PositiveIntegerField(
+        default=0,
+        help_text="A rationale, when given (or required), has at least this many characters.",
+    )
+    flags = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Flags an annotator may raise on a comparison (a list of strings), for "
+        "example unsafe content, factual error, prompt unclear.",
+    )
+    show_models = models.BooleanField(
+        default=False,
+        help_text="Show annotators which model wrote each response (off: judging is blind).",
+    )
+    # Raised by every change of the guidelines; each judgment records the one it was given under.
+    guideline_version = models.PositiveIntegerField(default=1, editable=False)
     gold_rate = models.FloatField(
         default=0.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
@@ -89,6 +152,73 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if problem := _names_problem(
+            [c.get("name") if isinstance(c, dict) else c for c in self.criteria]
+            if isinstance(self.criteria, list)
+            else None,
+            MAX_CRITERIA,
+        ):
+            errors["criteria"] = problem
+        elif any(
+            not isinstance(c, dict)
+            or set(c) - {"name", "description"}
+            or not isinstance(c.get("description", ""), str)
+            for c in self.criteria
+        ):
+            errors["criteria"] = 'Each criterion is {"name": ..., "description": ...}.'
+        if problem := _names_problem(
+            self.flags if isinstance(self.flags, list) else None, MAX_FLAGS
+        ):
+            errors["flags"] = problem
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def criterion_names(self) -> list[str]:
+        return [c["name"] for c in self.criteria]
+
+
+def _names_problem(names: list[object] | None, limit: int) -> str:
+    """Why this list of criterion or flag names is not acceptable, or ""."""
+    if names is None:
+        return "Give a list."
+    if len(names) > limit:
+        return f"At most {limit}."
+    for name in names:
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+            return (
+                f"{name!r} is not a name: 1-63 letters, digits, spaces, _ or -, starting with a "
+                "letter or digit."
+            )
+    if len(set(names)) != len(names):
+        return "Each name once."
+    return ""
+
+
+class GuidelineVersion(models.Model):
+    """One version of a project's guidelines. Judgments name the version they were given under."""
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="guideline_versions"
+    )
+    version = models.PositiveIntegerField()
+    text = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="guideline_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} guidelines v{self.version}"
 
 
 class Role(models.TextChoices):

@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
-from apps.projects.models import Membership, Project, Role
+from apps.projects.models import GuidelineVersion, Membership, Project, Role
 
 
 class ProjectError(Exception):
@@ -38,9 +38,34 @@ def project_create(
     try:
         with transaction.atomic():
             project.save()
+            GuidelineVersion.objects.create(
+                project=project,
+                version=project.guideline_version,
+                text=guidelines,
+                created_by=created_by,
+            )
     except IntegrityError:
         raise ProjectError(f"A project with slug {slug!r} already exists.") from None
     return project
+
+
+def project_guidelines_set(*, project: Project, text: str, by: User | None = None) -> bool:
+    """Sets the guidelines; a change makes a new version, which new leases are given under.
+
+    Returns whether anything changed. Judgments keep the version their lease was given under.
+    """
+    with transaction.atomic():
+        current = Project.objects.select_for_update().get(pk=project.pk)
+        if current.guidelines == text:
+            return False
+        current.guidelines = text
+        current.guideline_version += 1
+        current.save(update_fields=["guidelines", "guideline_version"])
+        GuidelineVersion.objects.create(
+            project=current, version=current.guideline_version, text=text, created_by=by
+        )
+    project.guidelines, project.guideline_version = text, current.guideline_version
+    return True
 
 
 def membership_add(*, project: Project, user: User, role: str) -> Membership:

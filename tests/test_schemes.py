@@ -1,0 +1,263 @@
+"""Issue 4's judgment schemes: graded strength, criteria, flags, the rationale rule and the
+guideline version, through the REST API on both databases."""
+
+import pytest
+
+from apps.batches.models import Comparison
+from apps.judging.models import Assignment, AssignmentStatus, Judgment
+from apps.projects.models import GuidelineVersion
+from apps.projects.services import project_guidelines_set
+
+NEXT = "/api/v1/projects/demo/assignments/next/"
+
+
+def judge_url(assignment_id):
+    return f"/api/v1/assignments/{assignment_id}/judgment/"
+
+
+def configure(project, **settings):
+    for name, value in settings.items():
+        setattr(project, name, value)
+    project.full_clean()
+    project.save()
+
+
+@pytest.fixture
+def client(api, annotators, batch):
+    return api(annotators[0])
+
+
+def lease_of(client):
+    return client.post(NEXT).json()
+
+
+def submit(client, lease, **body):
+    return client.post(judge_url(lease["id"]), body, format="json")
+
+
+def left_is_a(lease):
+    comparison = Comparison.objects.select_related("candidate_a").get(pk=lease["comparison"])
+    return comparison.candidate_a.external_id == lease["left"]["id"]
+
+
+def assert_refused(response, fragment, lease):
+    """A 400 that says what is wrong, and nothing stored: the lease is still open."""
+    assert response.status_code == 400, response.content
+    assert fragment in str(response.json()), response.json()
+    assert not Judgment.objects.filter(assignment_id=lease["id"]).exists()
+    assert Assignment.objects.get(pk=lease["id"]).status == AssignmentStatus.OPEN
+
+
+# -- graded ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("screen", [-3, -2, -1, 1, 2, 3])
+def test_a_graded_strength_is_stored_oriented_to_the_candidates(client, project, screen):
+    configure(project, scheme="graded")
+    lease = lease_of(client)
+    response = submit(client, lease, strength=screen)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    winner = lease["left"] if screen < 0 else lease["right"]
+    assert (body["choice"], body["chosen_id"], body["strength"]) == (
+        "left" if screen < 0 else "right",
+        winner["id"],
+        screen,
+    )
+    stored = Judgment.objects.get()
+    # Positive favours candidate A, whichever side it was shown on.
+    assert stored.strength == (-screen if left_is_a(lease) else screen)
+    assert stored.chosen.external_id == winner["id"]
+
+
+def test_a_graded_zero_is_a_tie_even_where_ties_are_not_offered(client, project):
+    configure(project, scheme="graded", allow_tie=False)
+    lease = lease_of(client)
+    response = submit(client, lease, strength=0)
+    assert response.status_code == 201, response.content
+    stored = Judgment.objects.get()
+    assert (stored.choice, stored.chosen_id, stored.strength) == ("tie", None, 0)
+    assert Comparison.objects.get(pk=lease["comparison"]).votes_tie == 1
+
+
+def test_both_bad_needs_no_strength_in_a_graded_project(client, project):
+    configure(project, scheme="graded")
+    lease = lease_of(client)
+    assert submit(client, lease, choice="both_bad").status_code == 201
+    assert Judgment.objects.get().strength is None
+
+
+@pytest.mark.parametrize(
+    ("scheme", "body", "fragment"),
+    [
+        ("graded", {"choice": "left"}, "This project is graded: send strength"),
+        ("graded", {"strength": 4}, "less than or equal to 3"),
+        ("graded", {"strength": "lots"}, "valid integer"),
+        ("graded", {"choice": "right", "strength": -2}, "contradicts strength -2"),
+        ("pairwise", {"strength": 2}, "This project is not graded"),
+        ("pairwise", {"choice": "left", "strength": -1}, "This project is not graded"),
+        ("pairwise", {}, "choice must be one of"),
+    ],
+)
+def test_answers_that_do_not_fit_the_scheme_are_refused(client, project, scheme, body, fragment):
+    configure(project, scheme=scheme)
+    lease = lease_of(client)
+    assert_refused(submit(client, lease, **body), fragment, lease)
+    # Nothing was lost: the same lease takes a good answer.
+    good = {"strength": 1} if scheme == "graded" else {"choice": "left"}
+    assert submit(client, lease, **good).status_code == 201
+
+
+# -- criteria ----------------------------------------------------------------------------------
+
+CRITERIA = [
+    {"name": "helpfulness", "description": "Does it do what was asked?"},
+    {"name": "harmlessness", "description": "Could it hurt anyone?"},
+]
+
+
+def test_each_criterion_is_answered_and_stored_on_its_own(client, project):
+    configure(project, criteria=CRITERIA)
+    lease = lease_of(client)
+    response = submit(
+        client, lease, choice="left", criteria={"helpfulness": "left", "harmlessness": "tie"}
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["criteria"] == {
+        "helpfulness": {"choice": "left", "strength": None},
+        "harmlessness": {"choice": "tie", "strength": None},
+    }
+    left = "a" if left_is_a(lease) else "b"
+    assert Judgment.objects.get().criteria == {
+        "helpfulness": {"option": left, "strength": None},
+        "harmlessness": {"option": "tie", "strength": None},
+    }
+
+
+def test_graded_criteria_take_strengths(client, project):
+    configure(project, scheme="graded", criteria=CRITERIA)
+    lease = lease_of(client)
+    response = submit(
+        client, lease, strength=2, criteria={"helpfulness": 3, "harmlessness": {"strength": -1}}
+    )
+    assert response.status_code == 201, response.content
+    flip = -1 if left_is_a(lease) else 1
+    stored = Judgment.objects.get().criteria
+    assert stored["helpfulness"]["strength"] == 3 * flip
+    assert stored["harmlessness"]["strength"] == -1 * flip
+    assert response.json()["criteria"]["harmlessness"] == {"choice": "left", "strength": -1}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"criteria": {"helpfulness": "left"}}, "each of this project's criteria"),
+        (
+            {"criteria": {"helpfulness": "left", "harmlessness": "left", "honesty": "left"}},
+            "helpfulness, harmlessness",
+        ),
+        ({"criteria": {"helpfulness": "left", "harmlessness": "maybe"}}, "criteria[harmlessness]"),
+        ({"criteria": {"helpfulness": "left", "harmlessness": 2}}, "criteria[harmlessness]"),
+        ({"criteria": ["helpfulness"]}, "Expected a dictionary"),
+    ],
+)
+def test_criteria_answers_are_checked(client, project, body, fragment):
+    configure(project, criteria=CRITERIA, allow_tie=False)
+    lease = lease_of(client)
+    assert_refused(submit(client, lease, choice="left", **body), fragment, lease)
+
+
+def test_a_project_without_criteria_refuses_them(client, project):
+    lease = lease_of(client)
+    response = submit(client, lease, choice="left", criteria={"helpfulness": "left"})
+    assert_refused(response, "This project has no criteria", lease)
+
+
+# -- flags -------------------------------------------------------------------------------------
+
+
+def test_flags_are_stored_once_each(client, project):
+    configure(project, flags=["unsafe content", "factual error", "prompt unclear"])
+    lease = lease_of(client)
+    response = submit(
+        client, lease, choice="right", flags=["factual error", "unsafe content", "factual error"]
+    )
+    assert response.status_code == 201, response.content
+    assert Judgment.objects.get().flags == ["factual error", "unsafe content"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "body", "fragment"),
+    [
+        (["unsafe content"], {"flags": ["spam"]}, "among this project's flags: unsafe content"),
+        ([], {"flags": ["spam"]}, "This project has no flags"),
+        (["unsafe content"], {"flags": "unsafe content"}, "Expected a list"),
+    ],
+)
+def test_flags_are_checked(client, project, flags, body, fragment):
+    configure(project, flags=flags)
+    lease = lease_of(client)
+    assert_refused(submit(client, lease, choice="left", **body), fragment, lease)
+
+
+# -- rationale ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "least", "rationale", "fragment"),
+    [
+        ("off", 0, "Because.", "takes no rationale"),
+        ("required", 0, "", "at least 1 characters"),
+        ("required", 0, "   ", "at least 1 characters"),
+        ("required", 20, "Too short.", "at least 20 characters"),
+        ("optional", 10, "Short.", "at least 10 characters"),
+    ],
+)
+def test_the_rationale_rule_is_enforced(client, project, rule, least, rationale, fragment):
+    configure(project, rationale=rule, rationale_min_length=least)
+    lease = lease_of(client)
+    response = submit(client, lease, choice="left", rationale=rationale)
+    assert_refused(response, fragment, lease)
+
+
+@pytest.mark.parametrize(
+    ("rule", "least", "rationale"),
+    [("off", 0, ""), ("optional", 10, ""), ("required", 5, "Clearer and correct.")],
+)
+def test_rationales_that_follow_the_rule_are_taken(client, project, rule, least, rationale):
+    configure(project, rationale=rule, rationale_min_length=least)
+    lease = lease_of(client)
+    assert submit(client, lease, choice="left", rationale=rationale).status_code == 201
+
+
+# -- guideline versions ------------------------------------------------------------------------
+
+
+def test_a_judgment_records_the_guideline_version_of_its_lease(client, project, bob):
+    first = lease_of(client)
+    assert project_guidelines_set(project=project, text="Prefer the **shorter** answer.", by=bob)
+    assert not project_guidelines_set(project=project, text="Prefer the **shorter** answer.")
+    assert submit(client, first, choice="left").json()["guideline_version"] == 1
+    second = lease_of(client)
+    assert submit(client, second, choice="left").json()["guideline_version"] == 2
+    versions = GuidelineVersion.objects.filter(project=project).order_by("version")
+    assert [(v.version, v.text) for v in versions] == [
+        (1, ""),
+        (2, "Prefer the **shorter** answer."),
+    ]
+    assert versions[1].created_by == bob
+
+
+def test_a_project_refuses_malformed_criteria_and_flags(project):
+    from django.core.exceptions import ValidationError
+
+    for bad in (
+        {"criteria": [{"name": ""}]},
+        {"criteria": [{"name": "a"}, {"name": "a"}]},
+        {"criteria": [{"name": "ok", "weight": 2}]},
+        {"criteria": "helpfulness"},
+        {"flags": ["<script>"]},
+        {"flags": "spam"},
+    ):
+        with pytest.raises(ValidationError):
+            configure(project, **bad)
