@@ -261,3 +261,76 @@ def test_a_project_refuses_malformed_criteria_and_flags(project):
     ):
         with pytest.raises(ValidationError):
             configure(project, **bad)
+
+
+# -- the judging page's forms (no JavaScript) -----------------------------------------------
+
+
+@pytest.fixture
+def page_client(annotators, batch):
+    """A logged-in browser without JavaScript: Django's test client."""
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(annotators[0])
+    return browser
+
+
+def lease_on_page(browser):
+    import re
+
+    html = browser.get("/p/demo/").content.decode()
+    return html, re.search(r'data-assignment="(\d+)"', html).group(1)
+
+
+def test_the_page_offers_the_graded_scale_criteria_and_flags(page_client, project):
+    configure(project, scheme="graded", criteria=CRITERIA, flags=["factual error"])
+    html, _ = lease_on_page(page_client)
+    for value in range(-3, 4):
+        assert f'name="strength" value="{value}"' in html
+    assert 'name="choice" value="left"' not in html
+    assert html.count('name="criterion:helpfulness"') == 7
+    assert "Does it do what was asked?" in html
+    assert 'name="flag" value="factual error"' in html
+
+
+def test_a_plain_form_post_takes_a_graded_answer_with_criteria_and_flags(page_client, project):
+    configure(project, scheme="graded", criteria=CRITERIA, flags=["factual error"])
+    _, lease = lease_on_page(page_client)
+    response = page_client.post(
+        f"/p/demo/a/{lease}/",
+        {
+            "strength": "-1",
+            "criterion:helpfulness": "-3",
+            "criterion:harmlessness": "0",
+            "flag": ["factual error"],
+            "rationale": "Left is a bit clearer.",
+        },
+    )
+    assert response.status_code == 302
+    judgment = Judgment.objects.get()
+    assert judgment.choice == "left" and abs(judgment.strength) == 1
+    assert judgment.criteria["harmlessness"] == {"option": "tie", "strength": 0}
+    assert judgment.flags == ["factual error"]
+
+
+def test_a_form_post_missing_a_criterion_shows_why_on_the_same_comparison(page_client, project):
+    configure(project, criteria=CRITERIA)
+    _, lease = lease_on_page(page_client)
+    response = page_client.post(
+        f"/p/demo/a/{lease}/", {"choice": "left", "criterion:helpfulness": "left"}
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "each of this project&#x27;s criteria" in html
+    assert f'data-assignment="{lease}"' in html
+    assert not Judgment.objects.exists()
+
+
+def test_the_rationale_box_follows_the_rule(page_client, project):
+    configure(project, rationale="off")
+    html, _ = lease_on_page(page_client)
+    assert 'id="rationale"' not in html
+    configure(project, rationale="required", rationale_min_length=12)
+    html, _ = lease_on_page(page_client)
+    assert 'required minlength="12"' in html

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.judging.answers import allowed_choices
 from apps.judging.models import Choice
 from apps.judging.selectors import judgment_count_for, progress_for_annotator
 from apps.judging.services import (
@@ -24,7 +25,7 @@ from apps.judging.services import (
     assignment_skip,
     judgment_submit,
 )
-from apps.projects.models import Project
+from apps.projects.models import GRADES, Project, RationaleRule, Scheme
 from apps.projects.selectors import project_for_member
 
 
@@ -66,6 +67,70 @@ def _choices(project: Project) -> list[tuple[str, str, str]]:
     return choices
 
 
+# Keys of the graded scale, left to right: 1 (the left response is significantly better) to 7.
+GRADE_KEYS = "1234567"
+
+
+def _scheme_context(project: Project) -> dict[str, Any]:
+    """What the judging form offers in this project: its scheme, criteria, flags, rationale."""
+    graded = project.scheme == Scheme.GRADED
+    if graded:
+        options = [(str(value), label, f"{value:+d}" if value else "0") for value, label in GRADES]
+    else:
+        options = [(value, label, short) for value, label, short in _CRITERION_CHOICES]
+        options = [
+            o for o in options if o[0] in allowed_choices(project.allow_tie, project.allow_both_bad)
+        ]
+    return {
+        "grades": [
+            (value, label, key) for (value, label), key in zip(GRADES, GRADE_KEYS, strict=True)
+        ]
+        if graded
+        else [],
+        "criteria": project.criteria,
+        "criterion_options": options,
+        "flags": project.flags,
+        "rationale_min": max(
+            project.rationale_min_length, 1 if project.rationale == RationaleRule.REQUIRED else 0
+        ),
+    }
+
+
+_CRITERION_CHOICES = [
+    ("left", "Left is better", "Left"),
+    ("right", "Right is better", "Right"),
+    ("tie", "Tie", "Tie"),
+    ("both_bad", "Both bad", "Both bad"),
+]
+
+
+def _answer_from_post(request: HttpRequest, project: Project) -> dict[str, Any]:
+    """The judgment's fields from the form, as judgment_submit takes them."""
+    post = request.POST
+    strength: int | None = None
+    raw_strength = post.get("strength", "")
+    if raw_strength:
+        try:
+            strength = int(raw_strength)
+        except ValueError:
+            raise JudgmentError("strength must be a whole number from -3 to 3.") from None
+    criteria: dict[str, Any] = {}
+    for key in post:
+        value = post.get(key, "")
+        if key.startswith("criterion:"):
+            name = key.removeprefix("criterion:")
+            if project.scheme == Scheme.GRADED and value.lstrip("-").isdigit():
+                criteria[name] = int(value)
+            else:
+                criteria[name] = value
+    return {
+        "choice": post.get("choice") or None,
+        "strength": strength,
+        "criteria": criteria,
+        "flags": post.getlist("flag"),
+    }
+
+
 def _render_annotate(
     request: HttpRequest, project: Project, *, notice: str = "", error: str = ""
 ) -> HttpResponse:
@@ -80,6 +145,7 @@ def _render_annotate(
         "project": project,
         "assignment": assignment,
         "choices": _choices(project),
+        **_scheme_context(project),
         "idempotency_key": secrets.token_urlsafe(16),
         "judged": judgment_count_for(annotator=request.user, project=project),  # type: ignore[arg-type]
         "notice": notice,
@@ -130,7 +196,7 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
         lambda: judgment_submit(
             assignment_id=assignment_id,
             annotator=request.user,  # type: ignore[arg-type]
-            choice=request.POST.get("choice", ""),
+            **_answer_from_post(request, project),
             rationale=request.POST.get("rationale", ""),
             idempotency_key=request.POST.get("idempotency_key", ""),
             duration_ms=int(duration) if duration.isdigit() and len(duration) < 10 else None,

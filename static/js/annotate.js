@@ -1,4 +1,6 @@
-// Keyboard flow for the judging page: 1/← left, 2/→ right, 3 tie, 4 both bad.
+// Keyboard flow for the judging page. Pairwise: 1/← left, 2/→ right, 3 tie, 4 both bad.
+// Graded: 1-7 from "left significantly better" to "right significantly better", b both bad.
+// r writes the rationale, c goes to the first unanswered criterion (arrows pick within it).
 // A key press submits the form through the matching button, so htmx (or, without htmx, the
 // browser) sends exactly what a click would. Time on task counts only while the page is visible.
 (function () {
@@ -24,7 +26,13 @@
   });
 
   function typing(target) {
-    return target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT" || target.isContentEditable);
+    if (!target) return false;
+    if (target.tagName === "INPUT") return !/^(radio|checkbox|button|submit)$/.test(target.type);
+    return target.tagName === "TEXTAREA" || target.tagName === "SELECT" || target.isContentEditable;
+  }
+
+  function choosing(target) {
+    return target && target.tagName === "INPUT" && /^(radio|checkbox)$/.test(target.type);
   }
 
   // Left and right scroll a focused pane or code block that is wider than its box; there, the
@@ -44,17 +52,40 @@
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
-    if (event.key.indexOf("Arrow") === 0 && scrollsSideways(event.target)) return;
-    var choice = KEYS[event.key];
-    if (!choice) return;
+    if (event.key.indexOf("Arrow") === 0 && (scrollsSideways(event.target) || choosing(event.target))) return;
     var form = document.querySelector("form.judge");
-    var button = form && form.querySelector('button[data-choice="' + choice + '"]');
+    if (!form) return;
+    if (event.key === "r" || event.key === "c") {
+      var target = event.key === "r" ? form.querySelector("#rationale") : firstUnanswered(form);
+      if (target) {
+        event.preventDefault();
+        target.focus();
+      }
+      return;
+    }
+    var button = form.querySelector('button[data-key="' + cssEscape(event.key) + '"]');
+    if (!button && !form.querySelector(".choices.graded") && KEYS[event.key]) {
+      button = form.querySelector('button[data-choice="' + KEYS[event.key] + '"]');
+    }
     if (!button || button.disabled) return;
     event.preventDefault();
     // A click, not form.requestSubmit(button): htmx 2 learns which button submitted from the
     // click, and without it would post no `choice` at all.
     button.click();
   });
+
+  function cssEscape(key) {
+    return key.length === 1 && /[0-9a-z]/i.test(key) ? key : "";
+  }
+
+  // The first criterion without an answer: its checked radio's group, or its first radio.
+  function firstUnanswered(form) {
+    var groups = form.querySelectorAll("fieldset.criterion");
+    for (var i = 0; i < groups.length; i++) {
+      if (!groups[i].querySelector("input:checked")) return groups[i].querySelector("input");
+    }
+    return groups.length ? groups[0].querySelector("input:checked") : null;
+  }
 
   document.addEventListener("submit", function (event) {
     var form = event.target;

@@ -1,0 +1,162 @@
+"""Each judgment scheme end to end in a real browser, by keyboard alone."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from apps.batches.models import Batch, Comparison
+from apps.judging.models import Assignment, Judgment
+from apps.projects.models import Project
+from tests.conftest import prompt_line
+from tests.e2e.conftest import PageLog
+from tests.e2e.test_annotate_browser import current_assignment, log_in, press_and_wait_for_swap
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CRITERIA = [
+    {"name": "helpfulness", "description": "Does it do what was asked?"},
+    {"name": "honesty", "description": "Is every claim true?"},
+]
+
+
+def configure(project: Project, **settings: Any) -> None:
+    for name, value in settings.items():
+        setattr(project, name, value)
+    project.full_clean()
+    project.save()
+
+
+def open_project(page: Any, base: str) -> None:
+    log_in(page, base, "ann")
+    page.goto(f"{base}/p/demo/")
+    assert current_assignment(page)
+
+
+def assert_not_sent(page: Any, before: str) -> None:
+    """The key did not submit: the same comparison is still there and nothing was stored."""
+    page.wait_for_timeout(300)
+    assert current_assignment(page) == before
+    assert not Judgment.objects.exists()
+
+
+def left_is_a(assignment_id: str) -> bool:
+    assignment = Assignment.objects.get(pk=assignment_id)
+    comparison = Comparison.objects.get(pk=assignment.comparison_id)
+    return assignment.left_id == comparison.candidate_a_id
+
+
+def test_graded_with_criteria_by_keyboard_alone(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    configure(project, scheme="graded", criteria=CRITERIA, flags=["factual error"])
+    import_rows(*(prompt_line(f"g-{i}") for i in range(3)))
+    base = live_server.url
+    open_project(page, base)
+    assert page.locator(".choices.graded button").count() == 8  # 7 grades and both bad
+    first = current_assignment(page)
+    assert first
+
+    # The overall grade cannot go before the criteria are answered.
+    page.keyboard.press("6")
+    assert_not_sent(page, first)
+
+    # c: to the first unanswered criterion; arrows pick within it (natively, as radios do).
+    page.keyboard.press("c")
+    assert page.evaluate("document.activeElement.name") == "criterion:helpfulness"
+    page.keyboard.press("ArrowRight")  # -3 -> -2: left is better
+    page.keyboard.press("c")
+    assert page.evaluate("document.activeElement.name") == "criterion:honesty"
+    page.keyboard.press("Space")  # -3: left is significantly better
+    # The grade key works from there: 6 is "right is better" (+2).
+    after = press_and_wait_for_swap(page, "6")
+    assert after and after != first
+    page_log.assert_clean(base)
+
+    judgment = Judgment.objects.get()
+    flip = -1 if left_is_a(first) else 1
+    assert (judgment.choice, judgment.strength) == ("right", 2 * flip)
+    assert judgment.criteria == {
+        "helpfulness": {"option": "a" if flip == -1 else "b", "strength": -2 * flip},
+        "honesty": {"option": "a" if flip == -1 else "b", "strength": -3 * flip},
+    }
+    assert judgment.guideline_version == 1
+
+
+def test_graded_without_criteria_judges_with_one_key(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    configure(project, scheme="graded")
+    import_rows(*(prompt_line(f"g-{i}") for i in range(5)))
+    base = live_server.url
+    open_project(page, base)
+    leases: list[str] = []
+    for key in ["1", "4", "7", "b"]:
+        lease = current_assignment(page)
+        assert lease
+        leases.append(lease)
+        press_and_wait_for_swap(page, key)
+    page_log.assert_clean(base)
+    stored = {str(j.assignment_id): (j.choice, j.strength) for j in Judgment.objects.order_by("id")}
+    flips = [-1 if left_is_a(lease) else 1 for lease in leases]
+    assert [stored[lease] for lease in leases] == [
+        ("left", -3 * flips[0]),
+        ("tie", 0),
+        ("right", 3 * flips[2]),
+        ("both_bad", None),
+    ]
+
+
+def test_a_required_rationale_is_written_from_the_keyboard(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    bob: User,
+    import_rows: Callable[..., Batch],
+) -> None:
+    configure(project, rationale="required", rationale_min_length=10, flags=["unsafe content"])
+    import_rows(*(prompt_line(f"r-{i}") for i in range(2)))
+    base = live_server.url
+    open_project(page, base)
+    first = current_assignment(page)
+    assert first
+    # Escape leaves the box; r comes back to it without typing an r.
+    page.keyboard.press("r")
+    assert page.evaluate("document.activeElement.id") == "rationale"
+    page.keyboard.press("Escape")
+    page.keyboard.press("r")
+    assert page.evaluate("document.activeElement.id") == "rationale"
+    page.keyboard.press("Escape")
+    # A choice without the rationale is not sent: the browser shows what is missing there.
+    page.keyboard.press("1")
+    assert_not_sent(page, first)
+    assert page.evaluate("document.activeElement.id") == "rationale"
+    page.keyboard.type("Short")
+    page.keyboard.press("Escape")
+    page.keyboard.press("1")
+    assert_not_sent(page, first)  # still under 10 characters
+    assert page.evaluate("document.activeElement.id") == "rationale"
+    page.keyboard.type(" but clear.")
+    # The flag, by Tab order before the choices, is checked with Space.
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.name") == "flag"
+    page.keyboard.press("Space")
+    after = press_and_wait_for_swap(page, "2")
+    assert after != first
+    page_log.assert_clean(base)
+    judgment = Judgment.objects.get()
+    assert (judgment.choice, judgment.rationale, judgment.flags) == (
+        "right",
+        "Short but clear.",
+        ["unsafe content"],
+    )
