@@ -59,5 +59,58 @@ def progress_for_annotator(*, annotator: User) -> list[ProjectProgress]:
     ]
 
 
-def judgment_count_for(*, annotator: User, project: Project) -> int:
-    return Judgment.objects.filter(annotator=annotator, comparison__project=project).count()
+# Counting what is left for an annotator stops here: above it the page says "10,000+".
+LEFT_COUNT_LIMIT = 10_000
+LEFT_CACHE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class AnnotatorProgress:
+    today: int
+    total: int
+    left: int  # open comparisons they may still judge, at most LEFT_COUNT_LIMIT + 1
+    cap_left: int | None  # judgments left under the project's cap, if it has one
+
+    @property
+    def left_label(self) -> str:
+        left = self.left if self.cap_left is None else min(self.left, self.cap_left)
+        return f"{LEFT_COUNT_LIMIT:,}+" if left > LEFT_COUNT_LIMIT else f"{left:,}"
+
+
+def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgress:
+    """The annotator's progress for the judging page: judged today (since local midnight) and
+    in all, and how much is left for them.
+
+    "Left" counts the open comparisons of active batches they have not judged or skipped, up to
+    LEFT_COUNT_LIMIT (so the cost is bounded at any size), and is cached for
+    LEFT_CACHE_SECONDS per annotator: it moves with everyone's work, not only theirs.
+    """
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from apps.judging.models import Skip
+    from apps.projects.models import Membership
+
+    total = (
+        Membership.objects.filter(project=project, user=annotator)
+        .values_list("judgment_count", flat=True)
+        .first()
+    ) or 0
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = Judgment.objects.filter(
+        annotator=annotator, created_at__gte=midnight, batch__project=project
+    ).count()
+    key = f"progress-left:{project.pk}:{annotator.pk}"
+    left = cache.get(key)
+    if left is None:
+        open_for_them = (
+            Comparison.objects.filter(
+                project=project, complete=False, is_gold=False, batch__status=BatchStatus.ACTIVE
+            )
+            .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
+            .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))
+        )
+        left = open_for_them[: LEFT_COUNT_LIMIT + 1].count()
+        cache.set(key, left, LEFT_CACHE_SECONDS)
+    cap_left = None if project.annotator_cap is None else max(project.annotator_cap - total, 0)
+    return AnnotatorProgress(today=today, total=total, left=left, cap_left=cap_left)

@@ -15,7 +15,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from apps.judging.answers import allowed_choices
 from apps.judging.models import Choice
-from apps.judging.selectors import judgment_count_for, progress_for_annotator
+from apps.judging.selectors import progress_for_annotator, progress_in_project
 from apps.judging.services import (
     AnnotatorBlocked,
     AssignmentNotFound,
@@ -147,7 +147,7 @@ def _render_annotate(
         "choices": _choices(project),
         **_scheme_context(project),
         "idempotency_key": secrets.token_urlsafe(16),
-        "judged": judgment_count_for(annotator=request.user, project=project),  # type: ignore[arg-type]
+        "progress": progress_in_project(annotator=request.user, project=project),  # type: ignore[arg-type]
         "notice": notice,
         "error": error,
     }

@@ -53,6 +53,20 @@
     }
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
     if (event.key.indexOf("Arrow") === 0 && (scrollsSideways(event.target) || choosing(event.target))) return;
+    if (event.key === "?" || event.key === "g") {
+      event.preventDefault();
+      toggle(event.key === "?" ? "help" : "guidelines");
+      return;
+    }
+    if (document.querySelector("dialog[open]")) return;  // the help list has the keys now
+    if (event.key === "s") {
+      var reason = document.getElementById("skip-reason");
+      if (reason) {
+        event.preventDefault();
+        reason.focus();
+      }
+      return;
+    }
     var form = document.querySelector("form.judge");
     if (!form) return;
     if (event.key === "r" || event.key === "c") {
@@ -72,6 +86,25 @@
     // A click, not form.requestSubmit(button): htmx 2 learns which button submitted from the
     // click, and without it would post no `choice` at all.
     button.click();
+  });
+
+  // The help list is a modal <dialog>; the guidelines a side panel that leaves the keys working.
+  function toggle(id) {
+    var element = document.getElementById(id);
+    if (!element) return;
+    if (element.tagName === "DIALOG") {
+      if (element.open) element.close(); else element.showModal();
+      return;
+    }
+    element.hidden = !element.hidden;
+    document.body.classList.toggle("with-" + id, !element.hidden);
+    if (!element.hidden) element.focus({ preventScroll: true });
+  }
+
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest && event.target.closest("[data-open], [data-close]");
+    if (!opener) return;
+    toggle(opener.getAttribute("data-open") || opener.getAttribute("data-close"));
   });
 
   function cssEscape(key) {

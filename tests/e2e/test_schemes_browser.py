@@ -160,3 +160,64 @@ def test_a_required_rationale_is_written_from_the_keyboard(
         "Short but clear.",
         ["unsafe content"],
     )
+
+
+def test_help_guidelines_skip_and_progress_from_the_keyboard(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    bob: User,
+    import_rows: Callable[..., Batch],
+) -> None:
+    from apps.projects.services import project_guidelines_set
+
+    project_guidelines_set(
+        project=project, text="## Be fair\n\nPrefer **correct** answers.", by=bob
+    )
+    import_rows(*(prompt_line(f"h-{i}") for i in range(4)))
+    base = live_server.url
+    open_project(page, base)
+    assert page.inner_text("[data-testid=today]") == "0"
+    assert page.inner_text("[data-testid=left]") == "4"
+
+    # ? opens the list of keys as a modal dialog; while it is open, keys do not judge.
+    page.keyboard.press("?")
+    assert page.locator("dialog#help").evaluate("d => d.open")
+    assert "Open or close the guidelines" in page.inner_text("dialog#help")
+    first = current_assignment(page)
+    assert first
+    page.keyboard.press("1")
+    assert_not_sent(page, first)
+    page.keyboard.press("Escape")
+    assert not page.locator("dialog#help").evaluate("d => d.open")
+
+    # g opens the guidelines beside the comparison, rendered, with their version; the keys
+    # still judge while they are open.
+    page.keyboard.press("g")
+    panel = page.locator("aside#guidelines")
+    assert panel.is_visible()
+    assert panel.locator("h2", has_text="Be fair").count() == 1
+    assert "version 2" in panel.inner_text()
+    after = press_and_wait_for_swap(page, "1")
+    assert after != first
+    assert panel.is_visible()
+    page.keyboard.press("g")
+    assert not panel.is_visible()
+    assert page.inner_text("[data-testid=today]") == "1"
+    assert page.inner_text("[data-testid=judged]") == "1"
+
+    # s goes to the skip form's reason; Tab, a note, Enter skips.
+    page.keyboard.press("s")
+    assert page.evaluate("document.activeElement.id") == "skip-reason"
+    page.select_option("#skip-reason", "other")
+    page.keyboard.press("Tab")
+    page.keyboard.type("Not my language.")
+    before = current_assignment(page)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "before => document.querySelector('section#comparison').dataset.assignment !== before",
+        arg=before,
+    )
+    page_log.assert_clean(base)
+    assert Judgment.objects.get().guideline_version == 2
