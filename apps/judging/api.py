@@ -8,7 +8,12 @@ from rest_framework.views import APIView
 from annotate.api import request_user
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
-from apps.judging.services import assignment_next, assignment_skip, judgment_submit
+from apps.judging.services import (
+    assignment_next,
+    assignment_skip,
+    judgment_submit,
+    judgment_undo,
+)
 from apps.projects.selectors import membership_for
 
 
@@ -134,4 +139,18 @@ class AssignmentSkip(APIView):
         return Response(
             SkipSerializer(result.skip).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class JudgmentUndo(APIView):
+    """POST: take back your last judgment in the project. 200 with the comparison's new lease
+    (same sides) and `undone`, what you had answered; 409 when it can no longer be changed."""
+
+    def post(self, request: Request, slug: str) -> Response:
+        membership = membership_for(user=request.user, slug=slug)
+        result = judgment_undo(project=membership.project, annotator=request_user(request))
+        undone = result.undone
+        undone.left_is_a = undone.left_id == undone.comparison.candidate_a_id  # type: ignore[attr-defined]
+        return Response(
+            {**assignment_payload(result.assignment), "undone": judgment_payload(undone)}
         )

@@ -11,6 +11,7 @@ class AssignmentStatus(models.TextChoices):
     SUBMITTED = "submitted", "Submitted"
     SKIPPED = "skipped", "Skipped"
     EXPIRED = "expired", "Expired"
+    UNDONE = "undone", "Judged, then undone"
 
 
 class Assignment(models.Model):

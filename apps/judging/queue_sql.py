@@ -430,8 +430,8 @@ BEGIN
         outcome := CASE WHEN p_key <> '' AND v_key = p_key THEN 'repeat' ELSE 'judged' END;
         RETURN;
     END IF;
-    IF a.status = 'skipped' THEN
-        outcome := 'skipped';
+    IF a.status IN ('skipped', 'undone') THEN
+        outcome := a.status;
         RETURN;
     END IF;
     SELECT cc.id, cc.batch_id, cc.candidate_a_id, cc.is_gold, cc.gold_answer,

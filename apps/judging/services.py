@@ -407,6 +407,10 @@ _REFUSALS: dict[str, tuple[type[Exception], str]] = {
     "not_found": (AssignmentNotFound, "No such assignment."),
     "judged": (JudgmentConflict, "This assignment has already been judged."),
     "skipped": (JudgmentConflict, "This assignment was skipped."),
+    "undone": (
+        JudgmentConflict,
+        "This judgment was undone; its comparison was given back to you to judge again.",
+    ),
     "late_full": (
         JudgmentConflict,
         "Your lease on this comparison expired and it has since received all the votes it "
@@ -610,8 +614,8 @@ def judgment_submit(
             if idempotency_key and earlier.idempotency_key == idempotency_key:
                 return SubmitResult(earlier, created=False)
             raise _refusal("judged")
-        if assignment.status == AssignmentStatus.SKIPPED:
-            raise _refusal("skipped")
+        if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.UNDONE):
+            raise _refusal(str(assignment.status))
         comparison = assignment.comparison
         holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
         if assignment.status != AssignmentStatus.OPEN:
@@ -760,6 +764,8 @@ def assignment_skip(
             return SkipResult(Skip.objects.get(assignment=assignment), created=False)
         if assignment.status == AssignmentStatus.SUBMITTED:
             raise JudgmentConflict("This assignment has already been judged.")
+        if assignment.status == AssignmentStatus.UNDONE:
+            raise _refusal("undone")
         comparison = assignment.comparison
         skip = Skip(
             comparison=comparison,
@@ -801,3 +807,109 @@ def _check_late_submission(assignment: Assignment) -> None:
         comparison_id=assignment.comparison_id, annotator_id=assignment.annotator_id
     ).exists():
         raise _refusal("already_judged")
+
+
+# How long after a judgment its annotator may always take it back, even once its comparison
+# has all its votes. While the comparison is still open, they may take it back at any time.
+UNDO_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    assignment: Assignment  # the annotator's lease on the comparison again, sides as before
+    undone: Judgment  # what they had answered (no longer stored)
+
+
+def judgment_undo(*, project: Project, annotator: User, now: datetime | None = None) -> UndoResult:
+    """Takes back the annotator's last judgment in the project and gives them its comparison
+    again, on the same sides, so that they can answer anew.
+
+    Allowed while the comparison is still open, and always within UNDO_SECONDS. The judgment is
+    removed and every count it moved moves back (the comparison's votes, split and completion,
+    the member's counts, gold accuracy included); the lease the annotator held meanwhile is
+    released and its slot freed. Locks in the queue's order: assignments, then comparisons (in
+    id order), then the member. Raises JudgmentConflict when there is nothing to take back.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        last = (
+            Judgment.objects.filter(annotator=annotator, batch__project=project)
+            .order_by("-created_at", "-id")
+            .values_list("id", "assignment_id")
+            .first()
+        )
+        if last is None:
+            raise JudgmentConflict("There is no judgment of yours to undo in this project.")
+        judgment_id, assignment_id = last
+        held = list(
+            Assignment.objects.select_for_update()
+            .filter(
+                annotator=annotator,
+                project=project,
+                status=AssignmentStatus.OPEN,
+            )
+            .exclude(pk=assignment_id)
+            .order_by("id")
+        )
+        Assignment.objects.select_for_update().filter(pk=assignment_id).first()
+        judgment = Judgment.objects.select_related("comparison").filter(pk=judgment_id).first()
+        if judgment is None:  # taken back by a concurrent request of theirs
+            raise JudgmentConflict("That judgment was already undone.")
+        comparison_ids = sorted({judgment.comparison_id, *(a.comparison_id for a in held)})
+        comparisons = {
+            c.pk: c for c in Comparison.objects.select_for_update().filter(pk__in=comparison_ids)
+        }
+        comparison = comparisons[judgment.comparison_id]
+        if comparison.complete and now - judgment.created_at > timedelta(seconds=UNDO_SECONDS):
+            raise JudgmentConflict(
+                "That judgment can no longer be changed: its comparison has all its votes and "
+                f"it was given more than {UNDO_SECONDS // 60} minutes ago."
+            )
+        for lease in held:
+            Assignment.objects.filter(pk=lease.pk).update(
+                status=AssignmentStatus.EXPIRED, closed_at=now
+            )
+            if not comparisons[lease.comparison_id].is_gold:
+                Comparison.objects.filter(pk=lease.comparison_id).update(
+                    lease_count=F("lease_count") - 1
+                )
+        option = _option_of(judgment, comparison)
+        judgment.delete()
+        votes_a = F("votes_a") - int(option == "a")
+        votes_b = F("votes_b") - int(option == "b")
+        update: dict[str, Any] = {
+            "judgment_count": F("judgment_count") - 1,
+            f"votes_{option}": F(f"votes_{option}") - 1,
+            # With no vote left, the split is a fresh comparison's (batches.models: 1).
+            "split": Case(When(judgment_count=1, then=Value(1)), default=Abs(votes_a - votes_b)),
+        }
+        if not comparison.is_gold:
+            update["lease_count"] = F("lease_count") + 1
+            update["complete"] = Value(False)  # one vote fewer, one lease: never complete
+        Comparison.objects.filter(pk=comparison.pk).update(**update)
+        member: dict[str, Any] = {"judgment_count": F("judgment_count") - 1}
+        if judgment.gold_correct is not None:
+            member["gold_answered"] = F("gold_answered") - 1
+            member["gold_correct"] = F("gold_correct") - int(judgment.gold_correct)
+        Membership.objects.filter(project=project, user=annotator).update(**member)
+        Assignment.objects.filter(pk=assignment_id).update(
+            status=AssignmentStatus.UNDONE, closed_at=now
+        )
+        lease = Assignment.objects.create(
+            project=project,
+            comparison_id=comparison.pk,
+            annotator=annotator,
+            left_id=judgment.left_id,
+            right_id=judgment.right_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=project.lease_seconds),
+            guideline_version=project.guideline_version,
+        )
+    return UndoResult(_assignment_queryset().get(pk=lease.pk), judgment)
+
+
+def _option_of(judgment: Judgment, comparison: Comparison) -> str:
+    """The judgment's vote as the comparison counts it: a, b, tie or both_bad."""
+    if judgment.chosen_id is None:
+        return judgment.choice
+    return "a" if judgment.chosen_id == comparison.candidate_a_id else "b"

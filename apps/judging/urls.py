@@ -7,4 +7,5 @@ urlpatterns = [
     path("p/<slug:slug>/", views.annotate, name="annotate"),
     path("p/<slug:slug>/a/<int:assignment_id>/", views.judge, name="judge"),
     path("p/<slug:slug>/a/<int:assignment_id>/skip/", views.skip, name="skip"),
+    path("p/<slug:slug>/undo/", views.undo, name="undo"),
 ]

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.judging.answers import allowed_choices
-from apps.judging.models import Choice
+from apps.judging.models import Choice, Judgment
 from apps.judging.selectors import progress_for_annotator, progress_in_project
 from apps.judging.services import (
     AnnotatorBlocked,
@@ -24,6 +24,7 @@ from apps.judging.services import (
     assignment_next,
     assignment_skip,
     judgment_submit,
+    judgment_undo,
 )
 from apps.projects.models import GRADES, Project, RationaleRule, Scheme
 from apps.projects.selectors import project_for_member
@@ -218,3 +219,30 @@ def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
             note=request.POST.get("note", ""),
         ),
     )
+
+
+@login_required_htmx
+@require_POST
+def undo(request: HttpRequest, slug: str) -> HttpResponse:
+    """Takes back the last judgment and shows its comparison again, saying what it was."""
+    project = project_for_member(user=request.user, slug=slug)
+    try:
+        result = judgment_undo(project=project, annotator=request.user)  # type: ignore[arg-type]
+    except JudgmentConflict as exc:
+        return _render_annotate(request, project, notice=str(exc))
+    if not getattr(request, "htmx", False):
+        return redirect("annotate", slug=project.slug)
+    return _render_annotate(
+        request,
+        project,
+        notice=f"Undone: you had answered “{answer_label(result.undone)}”. Judge it again.",
+    )
+
+
+def answer_label(judgment: Judgment) -> str:
+    """A judgment's overall answer in words, on the screen's terms of its lease."""
+    if judgment.strength is not None:
+        left_is_a = judgment.left_id == judgment.comparison.candidate_a_id
+        screen = -judgment.strength if left_is_a else judgment.strength
+        return dict(GRADES)[screen]
+    return Choice(judgment.choice).label

@@ -59,6 +59,14 @@
       return;
     }
     if (document.querySelector("dialog[open]")) return;  // the help list has the keys now
+    if (event.key === "u") {
+      var undo = document.querySelector("form.undo button");
+      if (undo && !undo.disabled) {
+        event.preventDefault();
+        undo.click();
+      }
+      return;
+    }
     if (event.key === "s") {
       var reason = document.getElementById("skip-reason");
       if (reason) {

@@ -221,3 +221,29 @@ def test_help_guidelines_skip_and_progress_from_the_keyboard(
     )
     page_log.assert_clean(base)
     assert Judgment.objects.get().guideline_version == 2
+
+
+def test_undo_by_keyboard_brings_the_comparison_back(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    import_rows(*(prompt_line(f"u-{i}") for i in range(3)))
+    base = live_server.url
+    open_project(page, base)
+    assert page.locator("form.undo").count() == 0  # nothing to undo yet
+    texts = page.locator(".candidate .md").all_inner_texts()
+    first = current_assignment(page)
+    press_and_wait_for_swap(page, "1")
+    assert Judgment.objects.count() == 1
+    back = press_and_wait_for_swap(page, "u")
+    assert back != first  # a new lease...
+    assert page.locator(".candidate .md").all_inner_texts() == texts  # ...on the same sides
+    assert "Undone: you had answered “Left is better”" in page.inner_text(".notice")
+    assert not Judgment.objects.exists()
+    press_and_wait_for_swap(page, "2")
+    page_log.assert_clean(base)
+    judgment = Judgment.objects.get()
+    assert (judgment.choice, str(judgment.assignment_id)) == ("right", back)
