@@ -1,6 +1,8 @@
-"""Reading what is judged: highlighted code."""
+"""Reading what is judged: highlighted code and the word diff."""
 
+import random
 import re
+import unicodedata
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from apps.judging.diff import MAX_TOKENS, Segment, word_diff
 from apps.judging.markdown import ALLOWED_TAGS, TOKEN_CLASSES, render_markdown
 
 CODE_CSS = Path(settings.BASE_DIR) / "static" / "css" / "code.css"
@@ -127,3 +130,107 @@ def test_the_code_stylesheet_colours_the_token_classes_without_inline_styles():
         assert re.search(rf"^\.md pre code \.{name} \{{ color: #[0-9A-Fa-f]{{6}}", css, re.M), name
     html = render_markdown("```js\nconst a = 'b'; // c\n```")
     assert "style" not in html
+
+
+# The word diff
+
+
+def joined(segments: list[Segment]) -> str:
+    return "".join(segment.text for segment in segments)
+
+
+def only(segments: list[Segment]) -> list[str]:
+    return [segment.text for segment in segments if segment.only_here]
+
+
+def test_it_marks_the_words_each_side_has_alone():
+    diff = word_diff("The cat sat on the mat.", "The dog sat on the mat!")
+    assert only(diff.left) == ["cat", "."]
+    assert only(diff.right) == ["dog", "!"]
+    assert joined(diff.left) == "The cat sat on the mat."
+    assert joined(diff.right) == "The dog sat on the mat!"
+    assert not diff.too_long
+
+
+def test_a_changed_run_is_one_mark_without_blank_ends():
+    diff = word_diff("keep this\nand that", "keep one more thing\nand that")
+    assert only(diff.left) == ["this"]
+    assert only(diff.right) == ["one more thing"]
+
+
+def test_identical_texts_have_nothing_marked():
+    text = "Same words,\n\nsame   spacing.\n"
+    diff = word_diff(text, text)
+    assert diff.left == diff.right == [Segment(text, False)]
+
+
+def test_spacing_alone_is_not_a_difference():
+    diff = word_diff("one two\nthree", "one  two three ")
+    assert only(diff.left) == only(diff.right) == []
+    assert joined(diff.right) == "one  two three "
+
+
+def test_empty_texts():
+    assert word_diff("", "") == word_diff("", "") and word_diff("", "").left == []
+    diff = word_diff("", "  hello world ")
+    assert diff.left == []
+    assert only(diff.right) == ["hello world"]
+    assert joined(diff.right) == "  hello world "
+    assert only(word_diff("   ", "").left) == []
+
+
+def test_it_handles_unicode_words_and_unspaced_scripts():
+    diff = word_diff("Ein schöner Tag — ça va? 🙂", "Ein schöner Abend — ça va! 🙂")
+    assert only(diff.left) == ["Tag", "?"]
+    assert only(diff.right) == ["Abend", "!"]
+    diff = word_diff("日本語のテキストです", "日本語の文章です")
+    assert only(diff.left) == ["テキスト"]
+    assert only(diff.right) == ["文章"]
+    # The same letter composed or decomposed is the same word.
+    diff = word_diff("café au lait", "cafe\u0301 au lait")
+    assert only(diff.left) == only(diff.right) == []
+
+
+def test_one_changed_word_in_a_long_text_is_marked_alone():
+    words = [f"the word{i % 40} of, and" for i in range(300)]
+    left = " ".join(words)
+    right = " ".join([*words[:150], "the CHANGED of, and", *words[151:]])
+    diff = word_diff(left, right)
+    assert only(diff.left) == ["word30"]
+    assert only(diff.right) == ["CHANGED"]
+
+
+def test_lines_that_only_wrap_differently_are_the_same():
+    diff = word_diff("one two three\nfour five", "one two\nthree four\nfive six")
+    assert only(diff.left) == [] and only(diff.right) == ["six"]
+
+
+def test_a_changed_block_past_the_word_budget_is_marked_whole(monkeypatch):
+    left, right = "same line\nalpha beta gamma\nend", "same line\nalpha BETA gamma\nend"
+    assert only(word_diff(left, right).left) == ["beta"]
+    monkeypatch.setattr("apps.judging.diff.WORD_PAIRS_BUDGET", 8)  # 3 x 3 words is over
+    diff = word_diff(left, right)
+    assert only(diff.left) == ["alpha beta gamma"] and only(diff.right) == ["alpha BETA gamma"]
+
+
+def test_the_segments_give_back_every_character():
+    rng = random.Random(7)
+    alphabet = "ab cé\n\t日本-—,.!?🙂\u0301  _x1"
+    for _ in range(300):
+        left = "".join(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+        right = "".join(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+        diff = word_diff(left, right)
+        assert joined(diff.left) == unicodedata.normalize("NFC", left)
+        assert joined(diff.right) == unicodedata.normalize("NFC", right)
+        for segment in diff.left + diff.right:
+            if segment.only_here:
+                assert segment.text == segment.text.strip(), segment
+
+
+def test_it_does_not_compare_past_the_cap():
+    long = "word " * (MAX_TOKENS // 2 + 1)
+    diff = word_diff(long, long + "more")
+    assert diff.too_long
+    assert diff.left == [Segment(long, False)] and only(diff.right) == []
+    assert word_diff("a b c", "a b d", max_tokens=5).too_long
+    assert not word_diff("a b c", "a b d", max_tokens=6).too_long
