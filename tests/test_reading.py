@@ -1,4 +1,4 @@
-"""Reading what is judged: highlighted code and the word diff."""
+"""Reading what is judged: highlighted code, the word diff and conversations."""
 
 import random
 import re
@@ -12,8 +12,16 @@ from django.conf import settings
 
 from apps.judging.diff import MAX_TOKENS, Segment, word_diff
 from apps.judging.markdown import ALLOWED_TAGS, TOKEN_CLASSES, render_markdown
+from apps.judging.templatetags.comparison import conversation
+from tests.conftest import prompt_line
 
 CODE_CSS = Path(settings.BASE_DIR) / "static" / "css" / "code.css"
+
+
+@pytest.fixture
+def ann_client(client, annotators):
+    client.force_login(annotators[0])
+    return client
 
 
 class TagCollector(HTMLParser):
@@ -234,3 +242,56 @@ def test_it_does_not_compare_past_the_cap():
     assert diff.left == [Segment(long, False)] and only(diff.right) == []
     assert word_diff("a b c", "a b d", max_tokens=5).too_long
     assert not word_diff("a b c", "a b d", max_tokens=6).too_long
+
+
+# Conversations
+
+
+def messages(*roles: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": f"turn {i} ({role})"} for i, role in enumerate(roles)]
+
+
+def test_a_short_conversation_shows_every_turn():
+    convo = conversation(messages("system", "user", "assistant", "user"))
+    assert [m.role for m in convo.system] == ["system"]
+    assert convo.earlier == []
+    assert [m.role for m in convo.recent] == ["user", "assistant", "user"]
+
+
+def test_a_long_conversation_folds_its_earlier_turns():
+    convo = conversation(messages("system", *(["user", "assistant"] * 5), "user"))
+    assert len(convo.system) == 1
+    assert len(convo.earlier) == 7
+    assert [m.content for m in convo.recent] == [
+        "turn 8 (assistant)",
+        "turn 9 (user)",
+        "turn 10 (assistant)",
+        "turn 11 (user)",
+    ]
+    six = conversation(messages(*(["user", "assistant"] * 3)))
+    assert six.earlier == [] and len(six.recent) == 6
+
+
+def test_an_unknown_role_is_shown_but_never_becomes_a_class():
+    convo = conversation([{"role": 'x" onclick="alert(1)', "content": "hi"}, {"content": 3}])
+    assert [m.kind for m in convo.recent] == ["other", "other"]
+    assert convo.recent[0].role == 'x" onclick="alert(1)'
+    assert convo.recent[1].content == "3"
+
+
+# The page
+
+
+def test_the_page_folds_a_long_conversation(ann_client, import_rows):
+    convo = [{"role": "system", "content": "Be brief."}]
+    roles = ["user", "assistant", "tool"] * 3
+    convo += [{"role": role, "content": f"Turn **{i}**"} for i, role in enumerate(roles)]
+    import_rows(prompt_line(prompt=convo))
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "<summary>System prompt</summary>" in html
+    assert "<summary>Show 5 earlier messages</summary>" in html  # 9 turns: the last 4 stay
+    earlier = html.split('<details class="earlier">', 1)[1].split("</details>", 1)[0]
+    assert "<strong>0</strong>" in earlier and "<strong>4</strong>" in earlier
+    assert "<strong>5</strong>" not in earlier
+    for role in ("user", "assistant", "tool"):
+        assert f'<div class="message {role}"><span class="role">{role}</span>' in html
