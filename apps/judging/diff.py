@@ -1,6 +1,6 @@
 """A word-level diff of two candidate responses, to show the annotator where they differ.
 
-The texts are split into words, punctuation runs and the whitespace that follows each; only the
+The texts are split into words, punctuation marks and the whitespace that follows each; only the
 words and punctuation are compared (difflib.SequenceMatcher, line by line and then word by word
 within the lines that differ), so spacing alone is not a difference. Every character of each
 text is kept, in order, in its segments: joined again they give the text back (after NFC
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-# Above this many words and punctuation runs (both texts together) no diff is computed, and the
+# Above this many words and punctuation marks (both texts together) no diff is computed, and the
 # page says so: the page is rendered on every judgment.
 MAX_TOKENS = 20_000
 # How many (left word, right word) pairs the word-by-word pass may weigh in all; a changed block
@@ -21,9 +21,10 @@ MAX_TOKENS = 20_000
 WORD_PAIRS_BUDGET = 12_000_000
 
 # Han, kana and Hangul are written without spaces: each character is a word of its own there,
-# or a changed character would mark a whole sentence.
+# or a changed character would mark a whole sentence. Each punctuation mark is a token too, so
+# that "so</b>." and "mostly." still share their full stop.
 _UNSPACED = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TOKEN = re.compile(rf"([{_UNSPACED}]|(?:(?![{_UNSPACED}])\w)+|[^\w\s]+)(\s*)")
+_TOKEN = re.compile(rf"([{_UNSPACED}]|(?:(?![{_UNSPACED}])\w)+|[^\w\s])(\s*)")
 _LEADING_SPACE = re.compile(r"\s*")
 
 
@@ -136,7 +137,7 @@ def _at(lines: list[tuple[int, int]], line: int) -> tuple[int, int]:
 def word_diff(left: str, right: str, *, max_tokens: int = MAX_TOKENS) -> WordDiff:
     """The words only in `left` and the words only in `right`, each marked in its own text.
 
-    Past `max_tokens` words and punctuation runs in all, nothing is compared: the texts come back
+    Past `max_tokens` words and punctuation marks in all, nothing is compared: the texts come back
     whole and unmarked, with `too_long` set.
     """
     left, right = unicodedata.normalize("NFC", left), unicodedata.normalize("NFC", right)
