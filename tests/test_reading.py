@@ -1,4 +1,4 @@
-"""Reading what is judged: highlighted code, the word diff and conversations."""
+"""Reading what is judged: highlighted code, conversations and the word diff."""
 
 import random
 import re
@@ -12,7 +12,8 @@ from django.conf import settings
 
 from apps.judging.diff import MAX_TOKENS, Segment, word_diff
 from apps.judging.markdown import ALLOWED_TAGS, TOKEN_CLASSES, render_markdown
-from apps.judging.templatetags.comparison import conversation
+from apps.judging.models import Assignment
+from apps.judging.templatetags.comparison import conversation, marked
 from tests.conftest import prompt_line
 
 CODE_CSS = Path(settings.BASE_DIR) / "static" / "css" / "code.css"
@@ -244,6 +245,15 @@ def test_it_does_not_compare_past_the_cap():
     assert not word_diff("a b c", "a b d", max_tokens=6).too_long
 
 
+def test_the_diff_is_rendered_escaped():
+    diff = word_diff("<b>same</b> <script>alert(1)</script>", "<b>same</b> plain")
+    left, right = marked(diff.left, "left"), marked(diff.right, "right")
+    assert "<script" not in left and "<b>" not in left
+    assert '<mark class="only-left">' in left and '<mark class="only-right">plain</mark>' in right
+    assert {tag for tag, _ in tags_of(left + right)} == {"mark"}
+    assert text_of(left) == "<b>same</b> <script>alert(1)</script>"
+
+
 # Conversations
 
 
@@ -295,3 +305,44 @@ def test_the_page_folds_a_long_conversation(ann_client, import_rows):
     assert "<strong>5</strong>" not in earlier
     for role in ("user", "assistant", "tool"):
         assert f'<div class="message {role}"><span class="role">{role}</span>' in html
+
+
+def test_the_page_carries_both_views_and_the_reading_tools(ann_client, import_rows):
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": "Say hi",
+            "candidates": [
+                {"id": "a", "text": "Hello **there**, friend", "model": "m1"},
+                {"id": "b", "text": "Hello **there**, stranger <i>", "model": "m2"},
+            ],
+        }
+    )
+    html = ann_client.get("/p/demo/").content.decode()
+    assert 'id="scroll-together"' in html and "Scroll together" in html
+    assert 'id="show-diff"' in html and "Show differences" in html
+    assert html.count('class="diff-view"') == 2
+    # Each pane marks its own words, whichever side the coin put each response on.
+    friend, stranger = "friend", "stranger &lt;i&gt;"
+    if Assignment.objects.get().left.external_id == "b":
+        friend, stranger = stranger, friend
+    assert f'<mark class="only-left">{friend}</mark>' in html
+    assert f'<mark class="only-right">{stranger}</mark>' in html
+    assert "<strong>there</strong>" in html  # the rendered view is there too
+    # The htmx card carries the same.
+    card = ann_client.get("/p/demo/", HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in card and card.count('class="diff-view"') == 2
+
+
+def test_the_page_says_when_responses_are_too_long_to_diff(ann_client, import_rows):
+    long = "word " * (MAX_TOKENS // 2 + 10)
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": "Write a lot",
+            "candidates": [{"id": "a", "text": long}, {"id": "b", "text": long + "end"}],
+        }
+    )
+    html = ann_client.get("/p/demo/").content.decode()
+    assert html.count("Too long to diff") == 2
+    assert '<mark class="only-' not in html

@@ -1,9 +1,13 @@
-"""What the comparison card shows besides Markdown: a conversation's parts."""
+"""What the comparison card shows besides Markdown: a conversation's parts and the word diff."""
 
 from dataclasses import dataclass
 from typing import Any
 
 from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from apps.judging.diff import Segment, WordDiff, word_diff
 
 register = template.Library()
 
@@ -49,3 +53,23 @@ def conversation(messages: list[Any]) -> Conversation:
     turns = parsed[start:]
     fold = len(turns) - RECENT_TURNS if len(turns) > FOLD_AFTER_TURNS else 0
     return Conversation(system=parsed[:start], earlier=turns[:fold], recent=turns[fold:])
+
+
+@register.simple_tag
+def candidates_diff(left: str, right: str) -> WordDiff:
+    return word_diff(left or "", right or "")
+
+
+@register.filter
+def marked(segments: list[Segment], side: str) -> SafeString:
+    """A side of the diff as escaped text, its own words in `<mark class="only-<side>">`."""
+    css_class = "only-left" if side == "left" else "only-right"
+    # Every piece of the untrusted text goes through escape(); the only markup is our <mark>.
+    return mark_safe(
+        "".join(
+            f'<mark class="{css_class}">{escape(segment.text)}</mark>'
+            if segment.only_here
+            else escape(segment.text)
+            for segment in segments
+        )
+    )
