@@ -1,4 +1,5 @@
-"""Reading what is judged: highlighted code, conversations and the word diff."""
+"""Reading what is judged: highlighted code, conversations, the word diff, and a page that names
+no model."""
 
 import random
 import re
@@ -346,3 +347,47 @@ def test_the_page_says_when_responses_are_too_long_to_diff(ann_client, import_ro
     html = ann_client.get("/p/demo/").content.decode()
     assert html.count("Too long to diff") == 2
     assert '<mark class="only-' not in html
+
+
+SECRETS = {
+    "models": ["zebra-secret-model-7b", "Owl Internal 3000"],
+    "ids": ["cand-ext-ID-5d1e9", "cand-ext-ID-8a2f0"],
+    "params": ["0.123456789", "987654321", "nucleus-secret-param"],
+    "metadata": ["meta-secret-provenance"],
+}
+
+
+def test_the_page_names_no_model_id_or_parameter(ann_client, annotators, import_rows):
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": [{"role": "user", "content": "Which model are you?"}],
+            "candidates": [
+                {
+                    "id": SECRETS["ids"][i],
+                    "text": f"I am a helpful assistant. Answer {i}.",
+                    "model": SECRETS["models"][i],
+                    "params": {
+                        "temperature": 0.123456789,
+                        "seed": 987654321,
+                        "sampler": "nucleus-secret-param",
+                    },
+                    "metadata": {"source": "meta-secret-provenance"},
+                }
+                for i in range(2)
+            ],
+        }
+    )
+    full = ann_client.get("/p/demo/").content.decode()
+    card = ann_client.get("/p/demo/", HTTP_HX_REQUEST="true").content.decode()
+    assignment = Assignment.objects.get(annotator=annotators[0])
+    assert "Answer 0." in full and "Answer 1." in full
+    for html in (full, card):
+        lowered = html.lower()
+        for kind, values in SECRETS.items():
+            for value in values:
+                assert value.lower() not in lowered, f"the page shows a candidate's {kind}: {value}"
+        # The only data attributes are the lease's id and the choice buttons' values.
+        data = {name for _, attrs in tags_of(html) for name in attrs if name.startswith("data-")}
+        assert data == {"data-assignment", "data-choice", "data-testid"}, data
+        assert f'data-assignment="{assignment.pk}"' in html
