@@ -184,7 +184,7 @@ def test_markdown_keeps_tables_lists_code_and_links():
     )
     assert "<table>" in html and "<td>1</td>" in html
     assert "<li>a</li>" in html
-    assert '<code class="language-py">print(1)' in html
+    assert '<code class="language-py"><span class="nb">print</span>' in html  # highlighted
     assert 'href="https://example.com"' in html and 'rel="noopener noreferrer nofollow"' in html
 
 

@@ -1,0 +1,75 @@
+"""What the comparison card shows besides Markdown: a conversation's parts and the word diff."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from apps.judging.diff import Segment, WordDiff, word_diff
+
+register = template.Library()
+
+# A conversation longer than this shows only its last RECENT_TURNS turns; the rest fold away.
+FOLD_AFTER_TURNS = 6
+RECENT_TURNS = 4
+# Roles with a style of their own; the import admits only these, older rows may hold others.
+KNOWN_ROLES = {"system", "user", "assistant", "tool"}
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # as written, shown as text
+    kind: str  # one of KNOWN_ROLES or "other": the only value that reaches a class attribute
+    content: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    system: list[Message]  # the leading system prompts, shown folded
+    earlier: list[Message]  # folded behind "Show N earlier messages"
+    recent: list[Message]
+
+
+def _message(raw: Any) -> Message:
+    data = raw if isinstance(raw, dict) else {"content": raw}
+    role = str(data.get("role") or "unknown")
+    content = data.get("content")
+    return Message(
+        role=role,
+        kind=role if role in KNOWN_ROLES else "other",
+        content=content if isinstance(content, str) else str(content or ""),
+    )
+
+
+@register.simple_tag
+def conversation(messages: list[Any]) -> Conversation:
+    """Splits a prompt's messages into leading system prompts, folded turns and recent turns."""
+    parsed = [_message(raw) for raw in messages]
+    start = 0
+    while start < len(parsed) and parsed[start].kind == "system":
+        start += 1
+    turns = parsed[start:]
+    fold = len(turns) - RECENT_TURNS if len(turns) > FOLD_AFTER_TURNS else 0
+    return Conversation(system=parsed[:start], earlier=turns[:fold], recent=turns[fold:])
+
+
+@register.simple_tag
+def candidates_diff(left: str, right: str) -> WordDiff:
+    return word_diff(left or "", right or "")
+
+
+@register.filter
+def marked(segments: list[Segment], side: str) -> SafeString:
+    """A side of the diff as escaped text, its own words in `<mark class="only-<side>">`."""
+    css_class = "only-left" if side == "left" else "only-right"
+    # Every piece of the untrusted text goes through escape(); the only markup is our <mark>.
+    return mark_safe(
+        "".join(
+            f'<mark class="{css_class}">{escape(segment.text)}</mark>'
+            if segment.only_here
+            else escape(segment.text)
+            for segment in segments
+        )
+    )
