@@ -334,3 +334,22 @@ def test_the_rationale_box_follows_the_rule(page_client, project):
     configure(project, rationale="required", rationale_min_length=12)
     html, _ = lease_on_page(page_client)
     assert 'required minlength="12"' in html
+
+
+def test_model_names_show_only_where_the_project_says(page_client, project, import_rows):
+    import_rows(
+        {
+            "id": "m-1",
+            "prompt": "Hi",
+            "candidates": [
+                {"id": "x1", "text": "Hello there", "model": "zephyr-secret-7b"},
+                {"id": "x2", "text": "Hi!", "model": "orca-hidden-13b"},
+            ],
+        }
+    )
+    Comparison.objects.exclude(prompt__external_id="m-1").update(complete=True)
+    html, _ = lease_on_page(page_client)
+    assert "zephyr-secret-7b" not in html and "orca-hidden-13b" not in html
+    configure(project, show_models=True)
+    html, _ = lease_on_page(page_client)
+    assert "zephyr-secret-7b" in html and "orca-hidden-13b" in html
