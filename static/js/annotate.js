@@ -136,7 +136,48 @@
     }
   }, true);
 
+  // A judgment sent when the session has expired comes back as a redirect to the login form.
+  // It is kept in sessionStorage as it was sent (its idempotency key included) and sent again,
+  // to its own assignment, once the annotator is back on this project's page.
+  var PENDING = "annotate:pending-judgment";
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form || !form.classList || !form.classList.contains("judge")) return;
+    var fields = {};
+    new FormData(form).forEach(function (value, name) {
+      if (name === "csrfmiddlewaretoken") return;
+      if (name in fields) fields[name] = [].concat(fields[name], value); else fields[name] = value;
+    });
+    var submitter = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent &&
+      event.detail.requestConfig.triggeringEvent.submitter;
+    if (submitter && submitter.name) fields[submitter.name] = submitter.value;
+    try {
+      sessionStorage.setItem(PENDING, JSON.stringify({
+        page: location.pathname, action: form.getAttribute("action"), fields: fields
+      }));
+    } catch (e) { /* storage full or off: nothing is kept, as before */ }
+  });
+
+  function resendPending() {
+    var raw = null;
+    try { raw = sessionStorage.getItem(PENDING); } catch (e) { return; }
+    if (!raw) return;
+    sessionStorage.removeItem(PENDING);
+    var pending;
+    try { pending = JSON.parse(raw); } catch (e) { return; }
+    if (!pending || pending.page !== location.pathname || !window.htmx) return;
+    window.htmx.ajax("POST", pending.action, {
+      source: document.body, target: "#comparison", swap: "outerHTML", values: pending.fields
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("section#comparison")) resendPending();
+  });
+
   document.addEventListener("htmx:afterSwap", function () {
+    try { sessionStorage.removeItem(PENDING); } catch (e) { /* nothing kept */ }
     resetTimer();
     // The old comparison, and the focus with it, is gone: start from the new one's heading.
     var title = document.getElementById("comparison-title");

@@ -247,3 +247,48 @@ def test_undo_by_keyboard_brings_the_comparison_back(
     page_log.assert_clean(base)
     judgment = Judgment.objects.get()
     assert (judgment.choice, str(judgment.assignment_id)) == ("right", back)
+
+
+def test_a_choice_made_as_the_session_expires_is_sent_after_login(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    from tests.e2e.test_annotate_browser import PASSWORD
+
+    import_rows(*(prompt_line(f"s-{i}") for i in range(3)))
+    base = live_server.url
+    open_project(page, base)
+    first = current_assignment(page)
+    assert first
+    page.keyboard.press("r")
+    page.keyboard.type("Kept across the login.")
+    page.keyboard.press("Escape")
+    # The session expires while the annotator reads (the CSRF cookie, a year long, stays).
+    kept = [c for c in page.context.cookies() if c["name"] != "sessionid"]
+    page.context.clear_cookies()
+    page.context.add_cookies(kept)
+    with page.expect_navigation():
+        page.keyboard.press("2")
+    assert "/accounts/login/" in page.url
+    assert not Judgment.objects.exists()
+    page.fill("#id_username", "ann")
+    page.fill("#id_password", PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == f"{base}/p/demo/"
+    page.wait_for_function(
+        "first => document.querySelector('section#comparison').dataset.assignment !== first",
+        arg=first,
+    )
+    judgment = Judgment.objects.get()
+    assert (str(judgment.assignment_id), judgment.choice) == (first, "right")
+    assert judgment.rationale == "Kept across the login."
+    assert page.inner_text("[data-testid=judged]") == "1"
+    # Sent once: a reload sends nothing again.
+    page.reload()
+    page.wait_for_timeout(300)
+    assert Judgment.objects.count() == 1
+    page_log.assert_clean(base)
