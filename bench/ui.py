@@ -487,7 +487,7 @@ def measure(
     warm = [e for e in net.exchanges.values() if e.phase.startswith("warmup")]
     print(
         f"warm-up: {args.warmup} judgments (not counted), {len(warm)} requests, "
-        f"{common.human_bytes(sum(e.total for e in warm))}"
+        f"{sum(e.total for e in warm):,} B"
     )
     sys.stdout.flush()
 
@@ -538,6 +538,7 @@ def measure(
     )
     print("  " + ms_line("key -> after that frame's paint", [s.painted_ms for s in samples]))
     print("  where the time goes:")
+    print("    " + ms_line("key -> new card in the DOM", [s.seen_ms for s in samples]))
     print("    " + ms_line("key -> XHR start (htmx)", [s.to_request_ms for s in samples]))
     print("    " + ms_line("request -> first byte (server)", [s.server_ms for s in samples]))
     print("    " + ms_line("first -> last byte", [s.download_ms for s in samples]))
