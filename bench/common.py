@@ -268,6 +268,16 @@ def migrate(env: dict[str, str], timeout: float = 300) -> float:
     return time.perf_counter() - started
 
 
+def collectstatic(env: dict[str, str], timeout: float = 300) -> float:
+    """`manage.py collectstatic` into env["STATIC_ROOT"], which DEBUG=false needs: whitenoise
+    serves the hashed, compressed files from there. Returns the seconds it took."""
+    if not env.get("STATIC_ROOT"):
+        raise BenchError("collectstatic needs STATIC_ROOT in the environment (a temporary folder)")
+    started = time.perf_counter()
+    manage(["collectstatic", "--noinput", "-v", "0"], env, timeout=timeout)
+    return time.perf_counter() - started
+
+
 _MARK = "BENCH-JSON "
 
 _SETUP_CODE = """
@@ -282,9 +292,12 @@ with transaction.atomic():
     project = project_create(slug=spec["slug"], name=spec["slug"], overlap=spec["overlap"])
     out = []
     for name in spec["annotators"]:
-        # No password: hashing one costs ~0.3 s and tokens are all the bench needs.
         user = User(username=name)
-        user.set_unusable_password()
+        if spec["password"]:
+            user.set_password(spec["password"])  # for a browser's login form
+        else:
+            # No password: hashing one costs ~0.3 s and tokens are all the bench needs.
+            user.set_unusable_password()
         user.save()
         membership_add(project=project, user=user, role="annotator")
         out.append({"username": name, "token": Token.objects.create(user=user).key})
@@ -293,13 +306,23 @@ print(MARK + json.dumps({"project": project.pk, "annotators": out}))
 
 
 def setup_project(
-    env: dict[str, str], slug: str, overlap: int = 3, annotators: int = 0, timeout: float = 120
+    env: dict[str, str],
+    slug: str,
+    overlap: int = 3,
+    annotators: int = 0,
+    timeout: float = 120,
+    *,
+    password: str = "",
 ) -> dict[str, Any]:
-    """Creates a project and `annotators` member accounts with DRF tokens (manage.py shell)."""
+    """Creates a project and `annotators` member accounts with DRF tokens (manage.py shell).
+
+    The accounts have no usable password unless `password` is given (each hash costs ~0.3 s).
+    """
     spec = {
         "slug": slug,
         "overlap": overlap,
         "annotators": [f"bench-annotator-{i:03d}" for i in range(1, annotators + 1)],
+        "password": password,
     }
     code = f"SPEC = {json.dumps(spec)!r}\nMARK = {_MARK!r}\n{_SETUP_CODE}"
     out = manage(["shell", "-c", code], env, timeout=timeout).stdout

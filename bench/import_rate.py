@@ -7,15 +7,21 @@ creates a project, and times the import command in a subprocess. Prints the mach
 figures; drops the database at the end (also on error or --timeout).
 """
 
-import argparse
 import sys
-import tempfile
-import time
-from math import comb
 from pathlib import Path
 
-import common
-import psycopg
+# bench/queue.py is named like the standard library's `queue`, which psycopg imports, and Python
+# puts this script's folder first on sys.path: move the folder to the end (as queue.py does).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from math import comb  # noqa: E402
+
+import common  # noqa: E402
+import psycopg  # noqa: E402
 
 
 def count_rows(database: str) -> dict[str, int]:
