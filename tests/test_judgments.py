@@ -41,6 +41,7 @@ def test_it_stores_a_judgment(api, annotators, lease):
         "strength": None,
         "criteria": {},
         "flags": [],
+        "ranking": None,
         "guideline_version": 1,
         "rationale": "More accurate.",
         "duration_ms": 4200,

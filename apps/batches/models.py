@@ -149,6 +149,9 @@ class Comparison(models.Model):
     split = models.PositiveIntegerField(default=1)
     skip_count = models.PositiveIntegerField(default=0)
     is_gold = models.BooleanField(default=False)
+    # Listwise projects: every candidate of the prompt (their ids, 3-8, in import order), ranked
+    # as a whole; candidate_a and candidate_b are the first two. Null for a pair.
+    candidate_ids = models.JSONField(null=True, blank=True)
     gold_answer = models.CharField(max_length=16, choices=GoldAnswer.choices, blank=True)
 
     class Meta:

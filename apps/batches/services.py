@@ -20,7 +20,7 @@ from apps.batches.models import (
     GoldAnswer,
     Prompt,
 )
-from apps.projects.models import Project
+from apps.projects.models import Project, Scheme
 
 logger = logging.getLogger(__name__)
 BULK_SIZE = 2000
@@ -119,8 +119,12 @@ def _batch_fail(batch: Batch, errors: list[LineError], total: int | None = None)
 
 
 def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
-    """Stores parsed prompts, their candidates and every pair of candidates, in bulk."""
+    """Stores parsed prompts, their candidates and every pair of candidates, in bulk; in a
+    listwise project, one comparison per prompt that ranks all of its candidates."""
     project = batch.project
+    listwise = project.scheme == Scheme.LISTWISE
+    if listwise:
+        _check_listwise(prompts)
     _reject_existing_ids(project, prompts)
     prompt_rows = [
         Prompt(
@@ -159,6 +163,18 @@ def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
     for row, parsed in zip(prompt_rows, prompts, strict=True):
         own = candidate_rows[position : position + len(parsed.candidates)]
         position += len(parsed.candidates)
+        if listwise:
+            comparison_rows.append(
+                Comparison(
+                    project=project,
+                    batch=batch,
+                    prompt=row,
+                    candidate_a=own[0],
+                    candidate_b=own[1],
+                    candidate_ids=[candidate.pk for candidate in own],
+                )
+            )
+            continue
         for a, b in combinations(own, 2):
             gold_answer = _gold_answer(parsed, a.external_id, b.external_id)
             comparison_rows.append(
@@ -188,6 +204,28 @@ def _batch_store(*, batch: Batch, prompts: list[ParsedPrompt]) -> None:
         batch.prompt_count,
         batch.comparison_count,
     )
+
+
+LISTWISE_MIN, LISTWISE_MAX = 3, 8
+
+
+def _check_listwise(prompts: list[ParsedPrompt]) -> None:
+    """A listwise project ranks 3-8 responses per prompt, and has no gold items (yet)."""
+    errors = []
+    for prompt in prompts:
+        count = len(prompt.candidates)
+        if not LISTWISE_MIN <= count <= LISTWISE_MAX:
+            errors.append(
+                LineError(
+                    prompt.line,
+                    f"this project ranks {LISTWISE_MIN} to {LISTWISE_MAX} responses per prompt; "
+                    f"this prompt has {count}",
+                )
+            )
+        elif prompt.gold_preferred or prompt.gold_outcome:
+            errors.append(LineError(prompt.line, "a listwise project takes no gold items"))
+    if errors:
+        raise ImportFormatError(errors)
 
 
 def _gold_answer(prompt: ParsedPrompt, a: str, b: str) -> str:

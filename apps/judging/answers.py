@@ -37,6 +37,13 @@ MESSAGES = {
     "no_flags": "This project has no flags: send no flags.",
     "no_rationale": "This project takes no rationale: send none.",
     "short_rationale": "The rationale must be at least {detail} characters long.",
+    "needs_ranking": (
+        "This project ranks all the responses: send ranking, a list of the responses' ids "
+        "(or of lists of ids that tie), best first."
+    ),
+    "no_ranking": "This project compares pairs: send choice, not ranking.",
+    "bad_ranking": "ranking must list each response shown exactly once: {detail}.",
+    "no_ties": "This project takes no ties: each group of the ranking holds one response.",
 }
 
 
@@ -61,6 +68,8 @@ class Answer:
     criteria: dict[str, Pick] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     rationale: str = ""
+    # Listwise: groups of the responses' ids as shown to the annotator, best first.
+    ranking: list[list[str]] | None = None
 
 
 class AnswerError(ValueError):
@@ -93,8 +102,14 @@ def answer_parse(
     criteria: object = None,
     flags: object = None,
     rationale: object = "",
+    ranking: object = None,
 ) -> Answer:
     """The answer's shape, checked without the project. Raises AnswerError."""
+    groups = None if ranking is None else ranking_parse(ranking)
+    if groups is not None:
+        if choice not in (None, "", Choice.RANKING) or strength is not None:
+            raise AnswerError("Send a ranking, or a choice: not both.")
+        choice = Choice.RANKING.value
     overall = pick_parse(choice, strength, "")
     picks: dict[str, Pick] = {}
     if criteria not in (None, {}):
@@ -121,7 +136,26 @@ def answer_parse(
         raise AnswerError(f"rationale is longer than {MAX_RATIONALE} characters.")
     if "\x00" in rationale or any("\x00" in name for name in [*picks, *flag_list]):
         raise AnswerError("The answer contains a NUL character.")
-    return Answer(overall, picks, flag_list, rationale.strip())
+    return Answer(overall, picks, flag_list, rationale.strip(), groups)
+
+
+MAX_RANKED = 8
+
+
+def ranking_parse(ranking: object) -> list[list[str]]:
+    """Groups of ids, best first: ["c2", ["c1", "c3"], "c4"] (a list is a tie)."""
+    if not isinstance(ranking, list) or not ranking or len(ranking) > MAX_RANKED:
+        raise AnswerError(
+            f"ranking must be a list of 1 to {MAX_RANKED} response ids (or lists of ids that "
+            "tie), best first."
+        )
+    groups = []
+    for item in ranking:
+        group = item if isinstance(item, list) else [item]
+        if not group or not all(isinstance(i, str) and i and "\x00" not in i for i in group):
+            raise AnswerError("Each place of the ranking is a response id, or a list of them.")
+        groups.append(group)
+    return groups
 
 
 def allowed_choices(allow_tie: bool, allow_both_bad: bool) -> list[str]:
@@ -149,6 +183,12 @@ def answer_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
     annotate_submit (queue_sql) checks the same rules in the same order on PostgreSQL.
     """
     overall = answer.overall
+    if project.scheme == Scheme.LISTWISE:
+        if answer.ranking is None:
+            return ("needs_ranking", "")
+        return _rest_problem(project, answer)
+    if answer.ranking is not None:
+        return ("no_ranking", "")
     graded = project.scheme == Scheme.GRADED
     if overall.choice != Choice.BOTH_BAD or not project.allow_both_bad:
         if graded and overall.strength is None:
@@ -157,6 +197,11 @@ def answer_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
             return ("no_strength", "")
     if not _pick_fits(project, overall):
         return ("bad_choice", ", ".join(allowed_choices(project.allow_tie, project.allow_both_bad)))
+    return _rest_problem(project, answer)
+
+
+def _rest_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
+    """Criteria, flags and the rationale: the rules every scheme shares."""
     names = [c["name"] for c in project.criteria]
     if answer.criteria and not names:
         return ("no_criteria", "")

@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import request_user
+from apps.batches.models import Candidate
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import (
@@ -18,7 +19,7 @@ from apps.projects.selectors import membership_for
 
 
 def assignment_payload(assignment: Assignment) -> dict[str, Any]:
-    return {
+    payload = {
         "id": assignment.pk,
         "comparison": assignment.comparison_id,
         "prompt": assignment.comparison.prompt.content,
@@ -26,6 +27,10 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
         "right": {"id": assignment.right.external_id, "text": assignment.right.text},
         "expires_at": assignment.expires_at.isoformat(),
     }
+    shown = getattr(assignment, "shown", None)
+    if shown is not None:  # listwise: every response, in the order shown
+        payload["candidates"] = [{"id": c.external_id, "text": c.text} for c in shown]
+    return payload
 
 
 class AssignmentNext(APIView):
@@ -52,6 +57,9 @@ class JudgmentInput(serializers.Serializer):
     flags = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, default=list
     )
+    ranking = serializers.ListField(
+        child=serializers.JSONField(), required=False, allow_null=True, default=None
+    )
     rationale = serializers.CharField(
         allow_blank=True, required=False, default="", max_length=10_000, trim_whitespace=False
     )
@@ -64,6 +72,15 @@ class JudgmentInput(serializers.Serializer):
 
 
 _DATETIME = serializers.DateTimeField()
+
+
+def _ranking_external(ranking: list[list[int]] | None) -> list[list[str]] | None:
+    """A stored ranking (candidate ids) with the responses' imported ids instead."""
+    if ranking is None:
+        return None
+    ids = [pk for group in ranking for pk in group]
+    external = dict(Candidate.objects.filter(pk__in=ids).values_list("id", "external_id"))
+    return [[external[pk] for pk in group] for group in ranking]
 
 
 def judgment_payload(judgment: Judgment) -> dict[str, Any]:
@@ -91,6 +108,7 @@ def judgment_payload(judgment: Judgment) -> dict[str, Any]:
             for name, stored in judgment.criteria.items()
         },
         "flags": judgment.flags,
+        "ranking": _ranking_external(judgment.ranking),
         "guideline_version": judgment.guideline_version,
         "rationale": judgment.rationale,
         "duration_ms": judgment.duration_ms,

@@ -32,6 +32,8 @@ class Assignment(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     # The project's guideline version when the lease was given.
     guideline_version = models.PositiveIntegerField(null=True, blank=True)
+    # Listwise: the candidates' ids in the order shown (left and right are the first two).
+    shown_order = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -69,6 +71,7 @@ class Choice(models.TextChoices):
     RIGHT = "right", "Right is better"
     TIE = "tie", "Tie"
     BOTH_BAD = "both_bad", "Both bad"
+    RANKING = "ranking", "A ranking of all the responses"
 
 
 class Judgment(models.Model):
@@ -96,6 +99,9 @@ class Judgment(models.Model):
     # null}, oriented to the candidates like `strength`.
     criteria = models.JSONField(default=dict, blank=True)
     flags = models.JSONField(default=list, blank=True)
+    # Listwise: the ranking, best first: a list of groups of candidate ids (a group of more than
+    # one is a tie). Null for a pair.
+    ranking = models.JSONField(null=True, blank=True)
     guideline_version = models.PositiveIntegerField(null=True, blank=True)
     rationale = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -112,7 +118,7 @@ class Judgment(models.Model):
             ),
             models.CheckConstraint(
                 condition=(Q(choice__in=["left", "right"]) & Q(chosen__isnull=False))
-                | (Q(choice__in=["tie", "both_bad"]) & Q(chosen__isnull=True)),
+                | (Q(choice__in=["tie", "both_bad", "ranking"]) & Q(chosen__isnull=True)),
                 name="judgment_chosen_matches_choice",
             ),
             models.CheckConstraint(

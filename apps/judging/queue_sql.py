@@ -364,7 +364,12 @@ BEGIN
         outcome := 'not_found';
         RETURN;
     END IF;
-    -- The project's rules for the answer, in answers.answer_problem's order.
+    -- The project's rules for the answer, in answers.answer_problem's order. A ranking never
+    -- comes here (services.judgment_submit takes it through the ORM).
+    IF a.scheme = 'listwise' THEN
+        outcome := 'needs_ranking';
+        RETURN;
+    END IF;
     v_graded := a.scheme = 'graded';
     IF NOT (p_choice = 'both_bad' AND a.allow_both_bad) THEN
         IF v_graded AND p_strength IS NULL THEN

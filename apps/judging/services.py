@@ -24,7 +24,7 @@ from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Promp
 from apps.judging import answers, queue_sql
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
-from apps.projects.models import AssignmentPolicy, Membership, Project
+from apps.projects.models import AssignmentPolicy, Membership, Project, Scheme
 
 MAX_RATIONALE = answers.MAX_RATIONALE
 MAX_IDEMPOTENCY_KEY = 128
@@ -68,15 +68,37 @@ def assignment_next(
     """
     now = now or timezone.now()
     try:
-        return _assignment_next_once(
+        lease = _assignment_next_once(
             project=project, annotator=annotator, membership=membership, now=now
         )
     except IntegrityError:
         # Two requests of the same annotator at once (a double click) can both choose the same
         # comparison; the database keeps one open lease each, and the loser takes the winner's.
-        return _assignment_next_once(
+        lease = _assignment_next_once(
             project=project, annotator=annotator, membership=membership, now=now
         )
+    if lease is not None and project.scheme == Scheme.LISTWISE:
+        _listwise_shown(lease)
+    return lease
+
+
+def _listwise_shown(lease: Assignment) -> None:
+    """Gives a new listwise lease its order (every candidate, shuffled, recorded as shown) and
+    attaches the candidates in that order as `lease.shown`. 1 query, 2 for a new lease."""
+    order = lease.shown_order
+    if order is None:
+        ids = list(
+            Comparison.objects.values_list("candidate_ids", flat=True).get(pk=lease.comparison_id)
+            or [lease.left_id, lease.right_id]
+        )
+        order = [ids.pop(secrets.randbelow(len(ids))) for _ in range(len(ids))]
+        Assignment.objects.filter(pk=lease.pk).update(
+            shown_order=order, left_id=order[0], right_id=order[1]
+        )
+        lease.shown_order, lease.left_id, lease.right_id = order, order[0], order[1]
+    by_id = Candidate.objects.only("id", "external_id", "text", "model").in_bulk(order)
+    lease.shown = [by_id[pk] for pk in order]  # type: ignore[attr-defined]
+    lease.left, lease.right = lease.shown[0], lease.shown[1]  # type: ignore[attr-defined]
 
 
 def _assignment_next_once(
@@ -420,6 +442,19 @@ _REFUSALS: dict[str, tuple[type[Exception], str]] = {
 }
 
 
+def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[int]]:
+    """The ranking's response ids as candidate ids, checked: each response shown, once; ties
+    only where the project allows them."""
+    shown = assignment.shown_order or [assignment.left_id, assignment.right_id]
+    by_external = dict(Candidate.objects.filter(pk__in=shown).values_list("external_id", "id"))
+    given = [external for group in groups for external in group]
+    if sorted(given) != sorted(by_external):
+        raise JudgmentError(answers.message("bad_ranking", ", ".join(sorted(by_external))))
+    if not assignment.project.allow_tie and any(len(group) > 1 for group in groups):
+        raise JudgmentError(answers.message("no_ties"))
+    return [[by_external[external] for external in group] for group in groups]
+
+
 def _cap_refusal(outcome: str, cap: int) -> JudgmentConflict:
     where = "this project" if outcome == "project_cap" else "this batch"
     return JudgmentConflict(
@@ -438,8 +473,13 @@ def _cap_check(
     project = assignment.project
     outcome, cap = "", 0
     if project.annotator_cap is not None:
-        done = Membership.objects.filter(project=project, user_id=assignment.annotator_id)
-        if done.filter(judgment_count__gte=project.annotator_cap).exists():
+        count = (
+            Membership.objects.select_for_update()
+            .filter(project=project, user_id=assignment.annotator_id)
+            .values_list("judgment_count", flat=True)
+            .first()
+        )
+        if count is not None and count >= project.annotator_cap:
             outcome, cap = "project_cap", project.annotator_cap
     batch_cap = assignment.batch_cap  # type: ignore[attr-defined]
     if not outcome and batch_cap is not None:
@@ -561,6 +601,7 @@ def judgment_submit(
     criteria: dict[str, Any] | None = None,
     flags: list[str] | None = None,
     rationale: str = "",
+    ranking: list[Any] | None = None,
     idempotency_key: str = "",
     duration_ms: int | None = None,
     now: datetime | None = None,
@@ -579,7 +620,12 @@ def judgment_submit(
     now = now or timezone.now()
     try:
         answer = answers.answer_parse(
-            choice=choice, strength=strength, criteria=criteria, flags=flags, rationale=rationale
+            choice=choice,
+            strength=strength,
+            criteria=criteria,
+            flags=flags,
+            rationale=rationale,
+            ranking=ranking,
         )
     except answers.AnswerError as exc:
         raise JudgmentError(str(exc)) from None
@@ -596,7 +642,9 @@ def judgment_submit(
         raise JudgmentError(
             f"duration_ms must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}."
         )
-    if connection.vendor == "postgresql":
+    # A ranking (listwise projects) takes the ORM path on PostgreSQL too: its rules need the
+    # candidates' ids, and it is not the pairwise hot path annotate_submit is for.
+    if connection.vendor == "postgresql" and answer.ranking is None:
         return _judgment_submit_postgresql(
             assignment_id=assignment_id,
             annotator=annotator,
@@ -609,6 +657,7 @@ def judgment_submit(
         assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
         if problem := answers.answer_problem(assignment.project, answer):
             raise JudgmentError(answers.message(*problem))
+        ranking_ids = None if answer.ranking is None else _ranking_ids(assignment, answer.ranking)
         if assignment.status == AssignmentStatus.SUBMITTED:
             earlier = _judgment_for_response(Judgment.objects.get(assignment=assignment).pk)
             if idempotency_key and earlier.idempotency_key == idempotency_key:
@@ -627,6 +676,7 @@ def judgment_submit(
                 comparison=comparison,
                 annotator=annotator,
                 answer=answer,
+                ranking_ids=ranking_ids,
                 duration_ms=duration_ms,
                 idempotency_key=idempotency_key,
                 holds_slot=holds_slot,
@@ -641,6 +691,7 @@ def _judgment_store(
     comparison: Comparison,
     annotator: User,
     answer: Answer,
+    ranking_ids: list[list[int]] | None,
     duration_ms: int | None,
     idempotency_key: str,
     holds_slot: bool,
@@ -652,9 +703,11 @@ def _judgment_store(
     chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
         Choice(choice)
     )
-    option = (
+    option: str | None = (
         choice if chosen_id is None else ("a" if chosen_id == comparison.candidate_a_id else "b")
     )
+    if choice == Choice.RANKING:
+        option = None
     gold_correct = (option == comparison.gold_answer) if comparison.is_gold else None
     judgment = Judgment(
         comparison_id=comparison.pk,
@@ -671,6 +724,7 @@ def _judgment_store(
             for name, pick in answer.criteria.items()
         },
         flags=answer.flags,
+        ranking=ranking_ids,
         guideline_version=assignment.guideline_version,
         rationale=answer.rationale,
         duration_ms=duration_ms,
@@ -707,20 +761,22 @@ def _judgment_store(
 
 
 def _counts_after_vote(
-    project: Project, option: str, holds_slot: bool, is_gold: bool
+    project: Project, option: str | None, holds_slot: bool, is_gold: bool
 ) -> dict[str, Any]:
-    """The comparison's column updates for one more vote for `option` (a, b, tie, both_bad)."""
+    """The comparison's column updates for one more vote for `option` (a, b, tie, both_bad;
+    None for a ranking, which moves no pairwise vote)."""
     votes_a = F("votes_a") + int(option == "a")
     votes_b = F("votes_b") + int(option == "b")
     update: dict[str, Any] = {
         "judgment_count": F("judgment_count") + 1,
-        f"votes_{option}": F(f"votes_{option}") + 1,
-        "split": Abs(votes_a - votes_b),
         # A fresh rank at each new level. Levels are handed out in rank order, so without it
         # whoever worked first would own the head of the next level, and would have to scan
         # past all of it there: the cost would grow with their history.
         "rank": random_rank(),
     }
+    if option is not None:
+        update[f"votes_{option}"] = F(f"votes_{option}") + 1
+        update["split"] = Abs(votes_a - votes_b)
     if holds_slot:
         update["lease_count"] = F("lease_count") - 1
     if not is_gold:
@@ -851,7 +907,7 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
             .exclude(pk=assignment_id)
             .order_by("id")
         )
-        Assignment.objects.select_for_update().filter(pk=assignment_id).first()
+        judged_lease = Assignment.objects.select_for_update().filter(pk=assignment_id).first()
         judgment = Judgment.objects.select_related("comparison").filter(pk=judgment_id).first()
         if judgment is None:  # taken back by a concurrent request of theirs
             raise JudgmentConflict("That judgment was already undone.")
@@ -877,12 +933,13 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
         judgment.delete()
         votes_a = F("votes_a") - int(option == "a")
         votes_b = F("votes_b") - int(option == "b")
-        update: dict[str, Any] = {
-            "judgment_count": F("judgment_count") - 1,
-            f"votes_{option}": F(f"votes_{option}") - 1,
+        update: dict[str, Any] = {"judgment_count": F("judgment_count") - 1}
+        if option is not None:
+            update[f"votes_{option}"] = F(f"votes_{option}") - 1
             # With no vote left, the split is a fresh comparison's (batches.models: 1).
-            "split": Case(When(judgment_count=1, then=Value(1)), default=Abs(votes_a - votes_b)),
-        }
+            update["split"] = Case(
+                When(judgment_count=1, then=Value(1)), default=Abs(votes_a - votes_b)
+            )
         if not comparison.is_gold:
             update["lease_count"] = F("lease_count") + 1
             update["complete"] = Value(False)  # one vote fewer, one lease: never complete
@@ -904,12 +961,19 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
             created_at=now,
             expires_at=now + timedelta(seconds=project.lease_seconds),
             guideline_version=project.guideline_version,
+            shown_order=judged_lease.shown_order if judged_lease else None,
         )
-    return UndoResult(_assignment_queryset().get(pk=lease.pk), judgment)
+    again = _assignment_queryset().get(pk=lease.pk)
+    if project.scheme == Scheme.LISTWISE:
+        _listwise_shown(again)
+    return UndoResult(again, judgment)
 
 
-def _option_of(judgment: Judgment, comparison: Comparison) -> str:
-    """The judgment's vote as the comparison counts it: a, b, tie or both_bad."""
+def _option_of(judgment: Judgment, comparison: Comparison) -> str | None:
+    """The judgment's vote as the comparison counts it: a, b, tie or both_bad (None: a
+    ranking, which moves no pairwise vote)."""
+    if judgment.choice == Choice.RANKING:
+        return None
     if judgment.chosen_id is None:
         return judgment.choice
     return "a" if judgment.chosen_id == comparison.candidate_a_id else "b"

@@ -13,8 +13,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.batches.models import Candidate
 from apps.judging.answers import allowed_choices
-from apps.judging.models import Choice, Judgment
+from apps.judging.models import Assignment, Choice, Judgment
 from apps.judging.selectors import progress_for_annotator, progress_in_project
 from apps.judging.services import (
     AnnotatorBlocked,
@@ -91,6 +92,7 @@ def _scheme_context(project: Project) -> dict[str, Any]:
         "criteria": project.criteria,
         "criterion_options": options,
         "flags": project.flags,
+        "listwise": project.scheme == Scheme.LISTWISE,
         "rationale_min": max(
             project.rationale_min_length, 1 if project.rationale == RationaleRule.REQUIRED else 0
         ),
@@ -105,7 +107,7 @@ _CRITERION_CHOICES = [
 ]
 
 
-def _answer_from_post(request: HttpRequest, project: Project) -> dict[str, Any]:
+def _answer_from_post(request: HttpRequest, project: Project, assignment_id: int) -> dict[str, Any]:
     """The judgment's fields from the form, as judgment_submit takes them."""
     post = request.POST
     strength: int | None = None
@@ -124,12 +126,37 @@ def _answer_from_post(request: HttpRequest, project: Project) -> dict[str, Any]:
                 criteria[name] = int(value)
             else:
                 criteria[name] = value
-    return {
+    answer: dict[str, Any] = {
         "choice": post.get("choice") or None,
         "strength": strength,
         "criteria": criteria,
         "flags": post.getlist("flag"),
     }
+    if project.scheme == Scheme.LISTWISE:
+        answer["ranking"] = _ranking_from_post(post, request.user, assignment_id)
+        answer["choice"] = None
+    return answer
+
+
+def _ranking_from_post(post: Any, annotator: Any, assignment_id: int) -> list[list[str]] | None:
+    """`rank:<position shown>` = a place, 1..n, for each response: groups of equal places, best
+    first, named by the responses' ids (the page names them by position only: it shows nothing
+    that could hint at a model)."""
+    order = (
+        Assignment.objects.filter(pk=assignment_id, annotator=annotator)
+        .values_list("shown_order", flat=True)
+        .first()
+    ) or []
+    external = dict(Candidate.objects.filter(pk__in=order).values_list("id", "external_id"))
+    places: dict[int, list[str]] = {}
+    for key in post:
+        if not key.startswith("rank:"):
+            continue
+        position, value = key.removeprefix("rank:"), post.get(key, "")
+        if not value.isdigit() or not position.isdigit() or not 1 <= int(position) <= len(order):
+            raise JudgmentError("Give every response a place in the ranking.")
+        places.setdefault(int(value), []).append(external[order[int(position) - 1]])
+    return [places[place] for place in sorted(places)] or None
 
 
 def _render_annotate(
@@ -197,7 +224,7 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
         lambda: judgment_submit(
             assignment_id=assignment_id,
             annotator=request.user,  # type: ignore[arg-type]
-            **_answer_from_post(request, project),
+            **_answer_from_post(request, project, assignment_id),
             rationale=request.POST.get("rationale", ""),
             idempotency_key=request.POST.get("idempotency_key", ""),
             duration_ms=int(duration) if duration.isdigit() and len(duration) < 10 else None,

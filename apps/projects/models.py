@@ -18,6 +18,7 @@ class AssignmentPolicy(models.TextChoices):
 class Scheme(models.TextChoices):
     PAIRWISE = "pairwise", "Pairwise: left or right (and, if allowed, tie or both bad)"
     GRADED = "graded", "Graded: how much better, from -3 to +3 (0 is a tie)"
+    LISTWISE = "listwise", "Listwise: rank all 3-8 responses of a prompt (ties if allowed)"
 
 
 class RationaleRule(models.TextChoices):
@@ -169,6 +170,8 @@ class Project(models.Model):
             for c in self.criteria
         ):
             errors["criteria"] = 'Each criterion is {"name": ..., "description": ...}.'
+        if self.scheme == Scheme.LISTWISE and self.criteria and "criteria" not in errors:
+            errors["criteria"] = "Criteria are judged on pairs: a listwise project has none."
         if problem := _names_problem(
             self.flags if isinstance(self.flags, list) else None, MAX_FLAGS
         ):

@@ -292,3 +292,79 @@ def test_a_choice_made_as_the_session_expires_is_sent_after_login(
     page.wait_for_timeout(300)
     assert Judgment.objects.count() == 1
     page_log.assert_clean(base)
+
+
+def shown_externals(assignment_id: str) -> list[str]:
+    from apps.batches.models import Candidate
+
+    order = Assignment.objects.get(pk=assignment_id).shown_order
+    assert order
+    external = dict(Candidate.objects.filter(pk__in=order).values_list("id", "external_id"))
+    return [external[pk] for pk in order]
+
+
+def test_listwise_by_keyboard_alone(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    configure(project, scheme="listwise")
+    import_rows(prompt_line("l-1", n=4), prompt_line("l-2", n=4))
+    base = live_server.url
+    open_project(page, base)
+    first = current_assignment(page)
+    assert first
+    assert page.locator(".candidates.listwise .candidate").count() == 4
+    # Tab into the first place and type the places: 2, 1, 4, 2 (a tie for second).
+    page.focus("#rank-1")
+    for place in ["2", "1", "4", "2"]:
+        page.keyboard.type(place)
+        page.keyboard.press("Tab")
+    page.focus("#rank-4")
+    after = press_and_wait_for_swap(page, "Enter")
+    assert after != first
+    page_log.assert_clean(base)
+    shown = shown_externals(first)
+    from apps.batches.models import Candidate
+
+    external = dict(Candidate.objects.values_list("id", "external_id"))
+    ranking = [[external[pk] for pk in group] for group in Judgment.objects.get().ranking or []]
+    assert ranking == [[shown[1]], [shown[0], shown[3]], [shown[2]]]
+
+
+def test_listwise_by_drag(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    configure(project, scheme="listwise", allow_tie=False)
+    import_rows(prompt_line("d-1", n=3), prompt_line("d-2", n=3))
+    base = live_server.url
+    open_project(page, base)
+    first = current_assignment(page)
+    assert first
+    # Drag response 3 to the top, then response 1 below response 2.
+    page.drag_and_drop(".rank-item[data-position='3']", ".rank-item[data-position='1']")
+    page.drag_and_drop(
+        ".rank-item[data-position='1']",
+        ".rank-item[data-position='2']",
+        target_position={"x": 10, "y": 20},
+    )
+    order = page.eval_on_selector_all(
+        ".rank-item",
+        "items => items.map(i => i.dataset.position + ':' + i.querySelector('select').value)",
+    )
+    assert order == ["3:1", "2:2", "1:3"], order
+    page.focus("#rank-1")
+    press_and_wait_for_swap(page, "Enter")
+    page_log.assert_clean(base)
+    shown = shown_externals(first)
+    from apps.batches.models import Candidate
+
+    external = dict(Candidate.objects.values_list("id", "external_id"))
+    ranking = [[external[pk] for pk in group] for group in Judgment.objects.get().ranking or []]
+    assert ranking == [[shown[2]], [shown[1]], [shown[0]]]

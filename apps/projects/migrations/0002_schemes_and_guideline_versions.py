@@ -51,7 +51,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='project',
             name='scheme',
-            field=models.CharField(choices=[('pairwise', 'Pairwise: left or right (and, if allowed, tie or both bad)'), ('graded', 'Graded: how much better, from -3 to +3 (0 is a tie)')], default='pairwise', help_text='How annotators answer each comparison.', max_length=16),
+            field=models.CharField(choices=[('pairwise', 'Pairwise: left or right (and, if allowed, tie or both bad)'), ('graded', 'Graded: how much better, from -3 to +3 (0 is a tie)'), ('listwise', 'Listwise: rank all 3-8 responses of a prompt (ties if allowed)')], default='pairwise', help_text='How annotators answer each comparison.', max_length=16),
         ),
         migrations.AddField(
             model_name='project',
