@@ -286,6 +286,7 @@ def lease_on_page(browser):
 def test_the_page_offers_the_graded_scale_criteria_and_flags(page_client, project):
     configure(project, scheme="graded", criteria=CRITERIA, flags=["factual error"])
     html, _ = lease_on_page(page_client)
+    html = html.split("<template")[0]  # the card, without the prefetched next one
     for value in range(-3, 4):
         assert f'name="strength" value="{value}"' in html
     assert 'name="choice" value="left"' not in html

@@ -225,7 +225,7 @@ CREATE FUNCTION annotate_next(
     p_project bigint, p_annotator bigint, p_policy text, p_overlap integer,
     p_lease_seconds integer, p_now timestamptz, p_blocked boolean, p_gold boolean,
     p_rank_from integer, p_gold_rank_from integer, p_swap boolean, p_window integer,
-    p_guideline_version integer,
+    p_guideline_version integer, p_prefer bigint,
     OUT outcome text, OUT o_assignment bigint, OUT o_comparison bigint, OUT o_left bigint,
     OUT o_right bigint, OUT o_created timestamptz, OUT o_expires timestamptz,
     OUT o_prompt bigint, OUT o_prompt_external text, OUT o_prompt_content jsonb,
@@ -261,6 +261,17 @@ BEGIN
                 v_from := 0;
             END LOOP;
             v_gold := v_id IS NOT NULL;
+        END IF;
+        IF v_id IS NULL AND p_prefer IS NOT NULL THEN
+            -- The comparison the page prefetched, if the annotator may still take it.
+            SELECT c.id INTO v_id FROM batches_comparison c
+            WHERE c.id = p_prefer AND c.project_id = p_project
+              AND NOT c.complete AND NOT c.is_gold AND c.candidate_ids IS NULL
+              AND (c.judgment_count + c.lease_count) < p_overlap
+              AND EXISTS (SELECT 1 FROM batches_batch b
+                          WHERE b.id = c.batch_id AND b.status = 'active')
+              AND {_NOT_MINE}
+            FOR UPDATE SKIP LOCKED;
         END IF;
         IF v_id IS NULL THEN
             SELECT o_id INTO v_id FROM annotate_pick(

@@ -58,8 +58,13 @@ def assignment_next(
     annotator: User,
     membership: Membership | None = None,
     now: datetime | None = None,
+    prefer: "Preference | None" = None,
 ) -> Assignment | None:
     """The annotator's open lease in this project, or a new one; None when nothing is left.
+
+    `prefer` names the comparison the page prefetched (comparison_peek) and the sides it showed
+    it on: it is leased, on those sides, if the annotator may still take it; otherwise the
+    queue picks as usual (others may have filled it meanwhile).
 
     Raises AnnotatorBlocked when a cap or the gold accuracy rule stops this annotator.
     Queries: 2 when a lease is open; otherwise 6 (open lease, expired leases, pick, load,
@@ -69,13 +74,13 @@ def assignment_next(
     now = now or timezone.now()
     try:
         lease = _assignment_next_once(
-            project=project, annotator=annotator, membership=membership, now=now
+            project=project, annotator=annotator, membership=membership, now=now, prefer=prefer
         )
     except IntegrityError:
         # Two requests of the same annotator at once (a double click) can both choose the same
         # comparison; the database keeps one open lease each, and the loser takes the winner's.
         lease = _assignment_next_once(
-            project=project, annotator=annotator, membership=membership, now=now
+            project=project, annotator=annotator, membership=membership, now=now, prefer=prefer
         )
     if lease is not None and project.scheme == Scheme.LISTWISE:
         _listwise_shown(lease)
@@ -101,12 +106,36 @@ def _listwise_shown(lease: Assignment) -> None:
     lease.left, lease.right = lease.shown[0], lease.shown[1]  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Preference:
+    """A prefetched comparison, and whether it was shown with candidate B on the left."""
+
+    comparison_id: int
+    swap: bool
+
+    def __str__(self) -> str:
+        return f"{self.comparison_id}:{int(self.swap)}"
+
+    @classmethod
+    def parse(cls, value: str) -> "Preference | None":
+        """From the page's `prefer` field; None for anything else (it is only a hint)."""
+        comparison, _, swap = value.partition(":")
+        if not comparison.isdigit() or swap not in ("0", "1") or len(comparison) > 18:
+            return None
+        return cls(int(comparison), swap == "1")
+
+
 def _assignment_next_once(
-    *, project: Project, annotator: User, membership: Membership | None, now: datetime
+    *,
+    project: Project,
+    annotator: User,
+    membership: Membership | None,
+    now: datetime,
+    prefer: Preference | None = None,
 ) -> Assignment | None:
     if connection.vendor == "postgresql":
         return _assignment_next_postgresql(
-            project=project, annotator=annotator, membership=membership, now=now
+            project=project, annotator=annotator, membership=membership, now=now, prefer=prefer
         )
     with transaction.atomic():
         # The id alone: most requests find no open lease, and a six-table join costs more to
@@ -130,6 +159,8 @@ def _assignment_next_once(
         gold = project.gold_rate > 0 and _draw() < project.gold_rate
         comparison_id = _gold_pick(project=project, annotator=annotator) if gold else None
         is_gold = comparison_id is not None
+        if comparison_id is None and prefer is not None:
+            comparison_id = _preferred(project=project, annotator=annotator, prefer=prefer)
         if comparison_id is None:
             comparison_id = _comparison_pick(project=project, annotator=annotator)
         if comparison_id is None:
@@ -137,7 +168,12 @@ def _assignment_next_once(
         comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(
             pk=comparison_id
         )
-        if secrets.randbelow(2):
+        swap = (
+            prefer.swap
+            if prefer and prefer.comparison_id == comparison.pk
+            else secrets.randbelow(2)
+        )
+        if swap:
             left, right = comparison.candidate_b, comparison.candidate_a
         else:
             left, right = comparison.candidate_a, comparison.candidate_b
@@ -168,7 +204,12 @@ def _blocked_reason(*, project: Project, annotator: User, membership: Membership
 
 
 def _assignment_next_postgresql(
-    *, project: Project, annotator: User, membership: Membership | None, now: datetime
+    *,
+    project: Project,
+    annotator: User,
+    membership: Membership | None,
+    now: datetime,
+    prefer: Preference | None = None,
 ) -> Assignment | None:
     """annotate_next (queue_sql) does the whole of it in one statement; then the lease is loaded
     with what it shows. The blocked rule is decided here, from the membership's counters, and
@@ -176,7 +217,7 @@ def _assignment_next_postgresql(
     reason = _blocked_reason(project=project, annotator=annotator, membership=membership)
     random_policy = project.policy == AssignmentPolicy.RANDOM
     row = _call(
-        "SELECT * FROM annotate_next(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "SELECT * FROM annotate_next(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             project.pk,
             annotator.pk,
@@ -188,9 +229,10 @@ def _assignment_next_postgresql(
             project.gold_rate > 0 and _draw() < project.gold_rate,
             secrets.randbelow(2**31) if random_policy else 0,
             secrets.randbelow(2**31),
-            bool(secrets.randbelow(2)),
+            prefer.swap if prefer else bool(secrets.randbelow(2)),
             queue_sql.WINDOW,
             project.guideline_version,
+            prefer.comparison_id if prefer else None,
         ],
     )
     (
@@ -260,6 +302,65 @@ def _call(sql: str, params: list[Any]) -> tuple[Any, ...]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def _preferred(*, project: Project, annotator: User, prefer: Preference) -> int | None:
+    """The prefetched comparison, if the annotator may still take it (SQLite path)."""
+    mine = (
+        Exists(Judgment.objects.filter(annotator=annotator, comparison=OuterRef("pk")))
+        | Exists(Skip.objects.filter(annotator=annotator, comparison=OuterRef("pk")))
+        | Exists(
+            Assignment.objects.filter(
+                annotator=annotator, comparison=OuterRef("pk"), status=AssignmentStatus.OPEN
+            )
+        )
+    )
+    return (
+        Comparison.objects.filter(
+            pk=prefer.comparison_id,
+            project=project,
+            complete=False,
+            is_gold=False,
+            candidate_ids__isnull=True,
+            batch__status=BatchStatus.ACTIVE,
+        )
+        .annotate(filled=F("judgment_count") + F("lease_count"))
+        .filter(filled__lt=project.overlap)
+        .exclude(mine)
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def comparison_peek(*, project: Project, annotator: User) -> Assignment | None:
+    """What the annotator would most likely be given next, to prefetch: an unsaved lease (no
+    id) of the comparison the queue's pick chooses now, on random sides. Nothing is taken or
+    kept locked (the pick runs in a transaction rolled back). None when the pick finds nothing,
+    and for listwise projects."""
+    if project.scheme == Scheme.LISTWISE:
+        return None
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            row = _call(
+                "SELECT o_id FROM annotate_pick(%s, %s, %s, %s, %s, %s)",
+                [project.pk, annotator.pk, project.policy, project.overlap, 0, queue_sql.WINDOW],
+            )
+            comparison_id = row[0] if row else None
+        else:
+            comparison_id = _comparison_pick(project=project, annotator=annotator)
+        transaction.set_rollback(True)
+    if comparison_id is None:
+        return None
+    comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(
+        pk=comparison_id
+    )
+    swap = bool(secrets.randbelow(2))
+    left, right = comparison.candidate_a, comparison.candidate_b
+    if swap:
+        left, right = right, left
+    peek = Assignment(project=project, comparison=comparison, left=left, right=right)
+    peek.preference = Preference(comparison.pk, swap)  # type: ignore[attr-defined]
+    return peek
 
 
 def _draw() -> float:

@@ -22,8 +22,10 @@ from apps.judging.services import (
     AssignmentNotFound,
     JudgmentConflict,
     JudgmentError,
+    Preference,
     assignment_next,
     assignment_skip,
+    comparison_peek,
     judgment_submit,
     judgment_undo,
 )
@@ -160,13 +162,26 @@ def _ranking_from_post(post: Any, annotator: Any, assignment_id: int) -> list[li
 
 
 def _render_annotate(
-    request: HttpRequest, project: Project, *, notice: str = "", error: str = ""
+    request: HttpRequest,
+    project: Project,
+    *,
+    notice: str = "",
+    error: str = "",
+    prefer: Preference | None = None,
 ) -> HttpResponse:
     blocked = ""
+    annotator: Any = request.user
     try:
-        assignment = assignment_next(project=project, annotator=request.user)  # type: ignore[arg-type]
+        assignment = assignment_next(project=project, annotator=annotator, prefer=prefer)
     except AnnotatorBlocked as exc:
         assignment, blocked = None, str(exc)
+    if prefer and assignment and assignment.comparison_id != prefer.comparison_id and not error:
+        notice = notice or (
+            "The comparison shown next was taken by others in the meantime; here is another."
+        )
+    # The comparison after this one, rendered into the card to be shown the moment this one is
+    # judged (static/js/annotate.js); the judgment names it, and gets it if it is still free.
+    peek = comparison_peek(project=project, annotator=annotator) if assignment else None
     context = {
         "blocked": blocked,
         "skip_reasons": project.skip_reasons,
@@ -175,7 +190,8 @@ def _render_annotate(
         "choices": _choices(project),
         **_scheme_context(project),
         "idempotency_key": secrets.token_urlsafe(16),
-        "progress": progress_in_project(annotator=request.user, project=project),  # type: ignore[arg-type]
+        "progress": progress_in_project(annotator=annotator, project=project),
+        "peek": peek,
         "notice": notice,
         "error": error,
     }
@@ -193,7 +209,10 @@ def annotate(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _act_then_continue(
-    request: HttpRequest, project: Project, action: Callable[[], object]
+    request: HttpRequest,
+    project: Project,
+    action: Callable[[], object],
+    prefer: Preference | None = None,
 ) -> HttpResponse:
     """Runs a judge or skip action, then shows the next comparison.
 
@@ -210,7 +229,9 @@ def _act_then_continue(
         notice = str(exc)
     if not getattr(request, "htmx", False) and not error:
         return redirect("annotate", slug=project.slug)
-    return _render_annotate(request, project, notice=notice, error=error)
+    return _render_annotate(
+        request, project, notice=notice, error=error, prefer=None if error else prefer
+    )
 
 
 @login_required_htmx
@@ -229,6 +250,7 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
             idempotency_key=request.POST.get("idempotency_key", ""),
             duration_ms=int(duration) if duration.isdigit() and len(duration) < 10 else None,
         ),
+        prefer=Preference.parse(request.POST.get("prefer", "")),
     )
 
 

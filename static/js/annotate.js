@@ -157,7 +157,24 @@
         page: location.pathname, action: form.getAttribute("action"), fields: fields
       }));
     } catch (e) { /* storage full or off: nothing is kept, as before */ }
+    showPrefetched(form.closest("section#comparison"));
   });
+
+  // The card carries the next comparison, prefetched (a <template>): it is shown the moment
+  // the judgment leaves, read-only until the server's answer, which leases it (or, if others
+  // took it meanwhile, another one) and replaces it. htmx swaps that answer into the same
+  // <section>, so only its children are replaced here.
+  function showPrefetched(section) {
+    var template = section && section.querySelector("template#prefetched");
+    if (!template) return;
+    section.replaceChildren(template.content.cloneNode(true));
+    section.setAttribute("data-assignment", "prefetched");
+    section.setAttribute("aria-busy", "true");
+    section.querySelectorAll("button, input, select, textarea").forEach(function (control) {
+      control.disabled = true;
+    });
+    resetTimer();
+  }
 
   function resendPending() {
     var raw = null;

@@ -61,6 +61,7 @@ def press_and_wait_for_swap(page: Any, key: str) -> str | None:
         """before => {
             const section = document.querySelector("section#comparison");
             return section !== null && section.dataset.assignment !== before
+                && section.getAttribute("aria-busy") !== "true"
                 && document.querySelector(".htmx-request, .htmx-swapping") === null;
         }""",
         arg=before,
@@ -321,7 +322,11 @@ def test_it_takes_one_judgment_while_a_post_is_in_flight(
     page.goto(f"{base}/p/demo/")
     before = current_assignment(page)
     page.keyboard.press("1")
-    page.wait_for_function("() => document.querySelector('.htmx-request') !== null")
+    # In flight: the form is busy, or (with a prefetched next comparison) that one is shown,
+    # read-only, until the answer comes.
+    page.wait_for_function(
+        "() => document.querySelector('.htmx-request, section[aria-busy=true]') !== null"
+    )
     assert len(held) == 1
     disabled = page.eval_on_selector_all(
         ".choices button", "buttons => buttons.map(b => b.disabled)"
@@ -332,7 +337,11 @@ def test_it_takes_one_judgment_while_a_post_is_in_flight(
     assert len(held) == 1
     held[0].continue_()
     page.wait_for_function(
-        "before => document.querySelector('section#comparison').dataset.assignment !== before",
+        """before => {
+            const section = document.querySelector('section#comparison');
+            return section.dataset.assignment !== before
+                && section.getAttribute('aria-busy') !== 'true';
+        }""",
         arg=before,
         timeout=WAIT_MS,
     )

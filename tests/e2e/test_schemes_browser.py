@@ -368,3 +368,74 @@ def test_listwise_by_drag(
     external = dict(Candidate.objects.values_list("id", "external_id"))
     ranking = [[external[pk] for pk in group] for group in Judgment.objects.get().ranking or []]
     assert ranking == [[shown[2]], [shown[1]], [shown[0]]]
+
+
+def prompt_text(page: Any) -> str:
+    return str(page.inner_text("section#comparison .prompt")).strip()
+
+
+def test_the_next_comparison_is_prefetched_and_shown_at_once(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    import_rows(*(prompt_line(f"pf-{i}", prompt=f"Question number {i}?") for i in range(4)))
+    base = live_server.url
+    open_project(page, base)
+    prefer = page.get_attribute("form.judge input[name=prefer]", "value")
+    assert prefer
+    upcoming = page.eval_on_selector(
+        "template#prefetched", "t => t.content.querySelector('.prompt').textContent.trim()"
+    )
+    held: list[Any] = []
+    page.route("**/p/demo/a/*/", lambda route: held.append(route))  # hold the judgment
+    page.keyboard.press("1")
+    # Before any answer: the prefetched comparison is on screen, read-only.
+    page.wait_for_function("() => document.querySelector('section[aria-busy=true]') !== null")
+    assert len(held) == 1
+    assert prompt_text(page) == upcoming
+    assert page.eval_on_selector_all(".choices button", "bs => bs.every(b => b.disabled)")
+    held[0].continue_()
+    page.wait_for_function(
+        "() => !['prefetched', null].includes(document.querySelector('section#comparison')"
+        ".getAttribute('data-assignment'))"
+    )
+    page.unroute("**/p/demo/a/*/")
+    # The answer leased that very comparison: same text, now with a real lease, no notice.
+    assert prompt_text(page) == upcoming
+    leased = current_assignment(page)
+    assert leased
+    lease = Assignment.objects.get(pk=leased)
+    assert str(lease.comparison_id) == prefer.split(":")[0]
+    assert page.locator(".notice").count() == 0
+    page_log.assert_clean(base)
+
+
+def test_a_prefetched_comparison_taken_meanwhile_is_replaced(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    annotators: list[User],
+    import_rows: Callable[..., Batch],
+) -> None:
+    from apps.judging.services import Preference, assignment_next, judgment_submit
+
+    configure(project, overlap=1)
+    import_rows(*(prompt_line(f"tk-{i}", prompt=f"Topic {i}?") for i in range(4)))
+    base = live_server.url
+    open_project(page, base)
+    prefer = Preference.parse(page.get_attribute("form.judge input[name=prefer]", "value") or "")
+    assert prefer
+    # Someone else takes and fills the prefetched comparison while ann reads.
+    other = assignment_next(project=project, annotator=annotators[1], prefer=prefer)
+    assert other is not None and other.comparison_id == prefer.comparison_id
+    judgment_submit(assignment_id=other.pk, annotator=annotators[1], choice="left")
+    after = press_and_wait_for_swap(page, "1")
+    assert after
+    lease = Assignment.objects.get(pk=after)
+    assert lease.comparison_id != prefer.comparison_id
+    assert "taken by others in the meantime" in page.inner_text(".notice")
+    page_log.assert_clean(base)
