@@ -178,3 +178,30 @@ def test_one_judgment_per_annotator_even_across_two_leases(project, annotators, 
     with pytest.raises(JudgmentConflict):
         judgment_submit(assignment_id=old.pk, annotator=annotators[0], choice="right")
     assert Judgment.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ([{"choice": "left"}], "The body must be a JSON object"),
+        ({"choice": "left", "duration_ms": "soon"}, "duration_ms must be a whole number"),
+        ({"choice": "left", "idempotency_key": 7}, "idempotency_key must be a string"),
+        ({"choice": "left", "rationale": ["a"]}, "rationale must be a string"),
+        ({"choice": "left", "rationale": "x" * 10_001}, "longer than 10000"),
+        ({"choice": "left", "idempotency_key": "k" * 129}, "at most 128 characters"),
+        ({"choice": None}, "choice must be one of"),
+    ],
+)
+def test_malformed_bodies_get_a_clear_400(api, annotators, lease, body, fragment):
+    response = api(annotators[0]).post(judge_url(lease["id"]), body, format="json")
+    assert response.status_code == 400, response.content
+    assert fragment in response.json()["detail"]
+    assert not Judgment.objects.exists()
+
+
+def test_a_form_encoded_judgment_is_taken_too(api, annotators, lease):
+    response = api(annotators[0]).post(
+        judge_url(lease["id"]), {"choice": "right", "duration_ms": "900"}, format="multipart"
+    )
+    assert response.status_code == 201, response.content
+    assert Judgment.objects.get().duration_ms == 900

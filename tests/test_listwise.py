@@ -110,7 +110,7 @@ def shown_of(client):
         (lambda s: [*s, s[0]], "each response shown exactly once"),
         (lambda s: [*s[:-1], "no-such-id"], "each response shown exactly once"),
         (lambda s: [s[0], [], *s[1:]], "Each place of the ranking"),
-        (lambda s: "c1", "Expected a list"),
+        (lambda s: "c1", "ranking must be a list"),
         (lambda s: [s[0], s[1:]], "takes no ties"),
     ],
 )

@@ -91,8 +91,8 @@ def test_both_bad_needs_no_strength_in_a_graded_project(client, project):
     ("scheme", "body", "fragment"),
     [
         ("graded", {"choice": "left"}, "This project is graded: send strength"),
-        ("graded", {"strength": 4}, "less than or equal to 3"),
-        ("graded", {"strength": "lots"}, "valid integer"),
+        ("graded", {"strength": 4}, "strength must be from -3 to 3"),
+        ("graded", {"strength": "lots"}, "strength must be a whole number"),
         ("graded", {"choice": "right", "strength": -2}, "contradicts strength -2"),
         ("pairwise", {"strength": 2}, "This project is not graded"),
         ("pairwise", {"choice": "left", "strength": -1}, "This project is not graded"),
@@ -158,7 +158,7 @@ def test_graded_criteria_take_strengths(client, project):
         ),
         ({"criteria": {"helpfulness": "left", "harmlessness": "maybe"}}, "criteria[harmlessness]"),
         ({"criteria": {"helpfulness": "left", "harmlessness": 2}}, "criteria[harmlessness]"),
-        ({"criteria": ["helpfulness"]}, "Expected a dictionary"),
+        ({"criteria": ["helpfulness"]}, "criteria must be an object"),
     ],
 )
 def test_criteria_answers_are_checked(client, project, body, fragment):
@@ -191,7 +191,7 @@ def test_flags_are_stored_once_each(client, project):
     [
         (["unsafe content"], {"flags": ["spam"]}, "among this project's flags: unsafe content"),
         ([], {"flags": ["spam"]}, "This project has no flags"),
-        (["unsafe content"], {"flags": "unsafe content"}, "Expected a list"),
+        (["unsafe content"], {"flags": "unsafe content"}, "flags must be a list"),
     ],
 )
 def test_flags_are_checked(client, project, flags, body, fragment):

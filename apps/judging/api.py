@@ -10,6 +10,7 @@ from apps.batches.models import Candidate
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import (
+    JudgmentError,
     assignment_next,
     assignment_skip,
     judgment_submit,
@@ -46,29 +47,37 @@ class AssignmentNext(APIView):
         return Response(assignment_payload(assignment))
 
 
-class JudgmentInput(serializers.Serializer):
-    """The shape only; answers.py and the project's rules check the rest."""
+JUDGMENT_FIELDS = (
+    "choice",
+    "strength",
+    "criteria",
+    "flags",
+    "ranking",
+    "rationale",
+    "idempotency_key",
+    "duration_ms",
+)
 
-    choice = serializers.CharField(max_length=32, required=False, allow_null=True, default=None)
-    strength = serializers.IntegerField(
-        required=False, allow_null=True, default=None, min_value=-3, max_value=3
-    )
-    criteria = serializers.DictField(required=False, default=dict)
-    flags = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, default=list
-    )
-    ranking = serializers.ListField(
-        child=serializers.JSONField(), required=False, allow_null=True, default=None
-    )
-    rationale = serializers.CharField(
-        allow_blank=True, required=False, default="", max_length=10_000, trim_whitespace=False
-    )
-    idempotency_key = serializers.CharField(
-        allow_blank=True, required=False, default="", max_length=128
-    )
-    duration_ms = serializers.IntegerField(
-        required=False, allow_null=True, default=None, min_value=0, max_value=2**31 - 1
-    )
+
+def judgment_fields(data: Any) -> dict[str, Any]:
+    """The judgment's fields from the request body (JSON, or a form), as judgment_submit takes
+    them; it checks every one (answers.py), so there is no serializer here: on the hot path one
+    cost as much as the rest of the request's Python. Other keys are ignored."""
+    if not hasattr(data, "get"):
+        raise JudgmentError("The body must be a JSON object.")
+    fields = {name: data.get(name) for name in JUDGMENT_FIELDS if name in data}
+    if hasattr(data, "getlist") and "flags" in data:  # a form: flags may repeat
+        fields["flags"] = data.getlist("flags")
+    for name in ("rationale", "idempotency_key"):
+        if fields.get(name) is None:
+            fields.pop(name, None)
+    duration = fields.get("duration_ms")
+    if isinstance(duration, str) and duration.isdigit() and len(duration) < 11:
+        fields["duration_ms"] = int(duration)
+    strength = fields.get("strength")
+    if isinstance(strength, str) and strength.lstrip("-").isdigit() and len(strength) < 4:
+        fields["strength"] = int(strength)
+    return fields
 
 
 _DATETIME = serializers.DateTimeField()
@@ -121,10 +130,10 @@ class JudgmentCreate(APIView):
     """POST your judgment of an assignment. A retry with the same idempotency_key returns 200."""
 
     def post(self, request: Request, assignment_id: int) -> Response:
-        data = JudgmentInput(data=request.data)
-        data.is_valid(raise_exception=True)
         result = judgment_submit(
-            assignment_id=assignment_id, annotator=request_user(request), **data.validated_data
+            assignment_id=assignment_id,
+            annotator=request_user(request),
+            **judgment_fields(request.data),
         )
         return Response(
             judgment_payload(result.judgment),

@@ -397,36 +397,41 @@ BEGIN
                                CASE WHEN a.allow_both_bad THEN 'both_bad' END);
         RETURN;
     END IF;
-    SELECT coalesce(array_agg(e.value->>'name' ORDER BY e.n), '{}') INTO v_names
-    FROM jsonb_array_elements(a.criteria) WITH ORDINALITY AS e(value, n);
-    IF p_criteria <> '{}'::jsonb AND cardinality(v_names) = 0 THEN
-        outcome := 'no_criteria';
-        RETURN;
+    -- Criteria and flags, skipped at no cost when neither the project nor the answer has any.
+    IF p_criteria <> '{}'::jsonb OR a.criteria <> '[]'::jsonb THEN
+        SELECT coalesce(array_agg(e.value->>'name' ORDER BY e.n), '{}') INTO v_names
+        FROM jsonb_array_elements(a.criteria) WITH ORDINALITY AS e(value, n);
+        IF p_criteria <> '{}'::jsonb AND cardinality(v_names) = 0 THEN
+            outcome := 'no_criteria';
+            RETURN;
+        END IF;
+        IF (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM jsonb_object_keys(p_criteria) k)
+           <> (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM unnest(v_names) k) THEN
+            outcome := 'bad_criteria';
+            o_allowed := array_to_string(v_names, ', ');
+            RETURN;
+        END IF;
+        SELECT u.name INTO o_allowed FROM unnest(v_names) WITH ORDINALITY AS u(name, n)
+        WHERE NOT annotate_fits(p_criteria->u.name->>'choice',
+                                (p_criteria->u.name->>'strength')::integer,
+                                v_graded, a.allow_tie, a.allow_both_bad)
+        ORDER BY u.n LIMIT 1;
+        IF o_allowed IS NOT NULL THEN
+            outcome := 'bad_criterion_answer';
+            RETURN;
+        END IF;
     END IF;
-    IF (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM jsonb_object_keys(p_criteria) k)
-       <> (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM unnest(v_names) k) THEN
-        outcome := 'bad_criteria';
-        o_allowed := array_to_string(v_names, ', ');
-        RETURN;
-    END IF;
-    SELECT u.name INTO o_allowed FROM unnest(v_names) WITH ORDINALITY AS u(name, n)
-    WHERE NOT annotate_fits(p_criteria->u.name->>'choice',
-                            (p_criteria->u.name->>'strength')::integer,
-                            v_graded, a.allow_tie, a.allow_both_bad)
-    ORDER BY u.n LIMIT 1;
-    IF o_allowed IS NOT NULL THEN
-        outcome := 'bad_criterion_answer';
-        RETURN;
-    END IF;
-    IF p_flags <> '[]'::jsonb AND jsonb_array_length(a.flags) = 0 THEN
-        outcome := 'no_flags';
-        RETURN;
-    END IF;
-    IF NOT p_flags <@ a.flags THEN
-        outcome := 'bad_flags';
-        SELECT string_agg(f.name, ', ' ORDER BY f.n) INTO o_allowed
-        FROM jsonb_array_elements_text(a.flags) WITH ORDINALITY AS f(name, n);
-        RETURN;
+    IF p_flags <> '[]'::jsonb THEN
+        IF jsonb_array_length(a.flags) = 0 THEN
+            outcome := 'no_flags';
+            RETURN;
+        END IF;
+        IF NOT p_flags <@ a.flags THEN
+            outcome := 'bad_flags';
+            SELECT string_agg(f.name, ', ' ORDER BY f.n) INTO o_allowed
+            FROM jsonb_array_elements_text(a.flags) WITH ORDINALITY AS f(name, n);
+            RETURN;
+        END IF;
     END IF;
     IF a.rationale = 'off' AND p_rationale <> '' THEN
         outcome := 'no_rationale';
@@ -514,6 +519,8 @@ BEGIN
     o_left_is_a := a.left_id = c.candidate_a_id;
     v_flip := CASE WHEN o_left_is_a THEN -1 ELSE 1 END;
     o_strength := p_strength * v_flip;
+    o_criteria := '{}'::jsonb;
+    IF p_criteria <> '{}'::jsonb THEN
     SELECT coalesce(jsonb_object_agg(e.key, jsonb_build_object(
                'option', CASE WHEN e.value->>'choice' IN ('left', 'right') THEN
                                   CASE WHEN (e.value->>'choice' = 'left') = (v_flip = -1)
@@ -521,6 +528,7 @@ BEGIN
                               ELSE e.value->>'choice' END,
                'strength', (e.value->>'strength')::integer * v_flip)), '{}'::jsonb)
     INTO o_criteria FROM jsonb_each(p_criteria) e;
+    END IF;
     o_guideline_version := a.guideline_version;
     INSERT INTO judging_judgment
         (comparison_id, batch_id, annotator_id, assignment_id, choice, left_id, right_id,

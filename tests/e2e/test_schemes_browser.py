@@ -439,3 +439,86 @@ def test_a_prefetched_comparison_taken_meanwhile_is_replaced(
     assert lease.comparison_id != prefer.comparison_id
     assert "taken by others in the meantime" in page.inner_text(".notice")
     page_log.assert_clean(base)
+
+
+GRADED_PROMPT = "How do I reverse a list in Python without changing the original?"
+GRADED_LEFT = (
+    "Use slicing, which makes a reversed copy:\n\n```python\nitems = [1, 2, 3]\n"
+    "backwards = items[::-1]\n```\n\n`items` is left as it was."
+)
+GRADED_RIGHT = (
+    "Call `reverse()`:\n\n```python\nitems.reverse()\n```\n\nThis reverses the list in place "
+    "(so the original *does* change)."
+)
+
+
+def test_it_takes_the_scheme_screenshots_for_the_docs(
+    tmp_path: Any,
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    """docs/annotate-graded.png and docs/annotate-listwise.png, refreshed with SCREENSHOTS=1
+    (otherwise written to a temporary folder, so that a run never rewrites tracked files)."""
+    import os
+    from pathlib import Path
+
+    from apps.projects.services import project_guidelines_set
+
+    target = Path(__file__).resolve().parents[2] / "docs"
+    if os.environ.get("SCREENSHOTS") != "1":
+        target = tmp_path
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    configure(
+        project,
+        name="Python answers, graded",
+        scheme="graded",
+        criteria=[
+            {"name": "correctness", "description": "Does the code do what was asked?"},
+            {"name": "clarity", "description": "Is it easy to follow?"},
+        ],
+        flags=["factual error", "unsafe content"],
+    )
+    project_guidelines_set(project=project, text="Prefer answers that are **correct** first.")
+    import_rows(
+        {
+            "id": "g-1",
+            "prompt": GRADED_PROMPT,
+            "candidates": [
+                {"id": "a", "text": GRADED_LEFT, "model": "m-a"},
+                {"id": "b", "text": GRADED_RIGHT, "model": "m-b"},
+            ],
+        }
+    )
+    base = live_server.url
+    open_project(page, base)
+    page.keyboard.press("c")
+    page.keyboard.press("ArrowRight")
+    page.screenshot(path=str(target / "annotate-graded.png"), full_page=True)
+    assert (target / "annotate-graded.png").stat().st_size > 10_000
+
+    configure(project, name="Summaries, ranked", scheme="listwise", criteria=[])
+    from apps.batches.models import Comparison
+
+    Comparison.objects.update(complete=True)
+    Assignment.objects.filter(status="open").update(status="expired")
+    import_rows(
+        {
+            "id": "l-1",
+            "prompt": "Summarize: the meeting moved to Thursday because the room was booked.",
+            "candidates": [
+                {"id": "s1", "text": "The meeting is now on Thursday: the room was taken."},
+                {"id": "s2", "text": "Meeting moved."},
+                {"id": "s3", "text": "Thursday, because of the room booking."},
+                {"id": "s4", "text": "The room was booked, so the meeting moved to Thursday."},
+            ],
+        }
+    )
+    page.goto(f"{base}/p/demo/")
+    for position, place in enumerate(["1", "4", "3", "2"], start=1):
+        page.select_option(f"#rank-{position}", place)
+    page.screenshot(path=str(target / "annotate-listwise.png"), full_page=True)
+    assert (target / "annotate-listwise.png").stat().st_size > 10_000
+    page_log.assert_clean(base)
