@@ -1,6 +1,7 @@
 """Each judgment scheme end to end in a real browser, by keyboard alone."""
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -522,3 +523,157 @@ def test_it_takes_the_scheme_screenshots_for_the_docs(
     page.screenshot(path=str(target / "annotate-listwise.png"), full_page=True)
     assert (target / "annotate-listwise.png").stat().st_size > 10_000
     page_log.assert_clean(base)
+
+
+# Hostile text a lead or an annotator can type: guidelines (Markdown), skip reasons, flags'
+# neighbours, and rationales (shown back in the admin). With the prompts and candidates of
+# test_annotate_browser's hostile test, well over twenty payloads.
+PAYLOADS = [
+    "<script>window.__xss=1;alert(1)</script>",
+    '<img src=x onerror="window.__xss=1;alert(1)">',
+    '<svg onload="window.__xss=1">',
+    '<iframe src="javascript:window.__xss=1"></iframe>',
+    "<style>body{display:none}</style>",
+    '<a href="javascript:window.__xss=1">a</a>',
+    "[md link](javascript:window.__xss=1)",
+    "[data link](data:text/html,<script>window.__xss=1</script>)",
+    "![pixel](http://example.invalid/p.png)",
+    '<details open ontoggle="window.__xss=1">x</details>',
+    '<body onload="window.__xss=1">',
+    '<math><mtext><table><mglyph><style><img src=x onerror="window.__xss=1">',
+    '"><script>window.__xss=1</script>',
+    "javascript:window.__xss=1//",
+    '<input autofocus onfocus="window.__xss=1">',
+    '<object data="javascript:window.__xss=1"></object>',
+    '<meta http-equiv="refresh" content="0;url=javascript:window.__xss=1">',
+    "```html\n<script>window.__xss=1</script>\n```",
+    '<base href="http://example.invalid/">',
+    '<form action="javascript:window.__xss=1"><button>go</button></form>',
+    '<div style="background:url(javascript:window.__xss=1)">s</div>',
+    "{{ request }} {% debug %}",
+]
+
+PAGE_PROBE = """() => {
+    const handlers = [];
+    for (const element of document.querySelectorAll("body *")) {
+        for (const attribute of element.attributes) {
+            if (attribute.name.toLowerCase().startsWith("on")) handlers.push(element.tagName);
+        }
+    }
+    return {
+        xss: window.__xss === undefined ? null : String(window.__xss),
+        handlers,
+        scripts: [...document.scripts].filter(s => !s.src).length,
+        frames: document.querySelectorAll("iframe, object, embed, base, meta[http-equiv]").length,
+        display: getComputedStyle(document.body).display,
+    };
+}"""
+
+
+def assert_page_safe(page: Any, page_log: PageLog, base: str) -> None:
+    probe = page.evaluate(PAGE_PROBE)
+    assert probe == {"xss": None, "handlers": [], "scripts": 0, "frames": 0, "display": "block"}
+    page_log.assert_clean(base)
+
+
+def test_hostile_guidelines_skip_reasons_and_rationales_stay_text(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    alice: User,
+    import_rows: Callable[..., Batch],
+) -> None:
+    from apps.projects.services import project_guidelines_set
+
+    project_guidelines_set(project=project, text="\n\n".join(PAYLOADS))
+    configure(project, skip_reasons=PAYLOADS[:6])
+    import_rows(*(prompt_line(f"x-{i}") for i in range(3)))
+    base = live_server.url
+    open_project(page, base)
+    page.keyboard.press("g")
+    assert page.locator("aside#guidelines").is_visible()
+    guidelines = page.inner_text("aside#guidelines")
+    assert "<script>window.__xss=1;alert(1)</script>" in guidelines  # shown, as text
+    assert "{{ request }} {% debug %}" in guidelines
+    assert_page_safe(page, page_log, base)
+    page.keyboard.press("g")
+    # Skip reasons are options, as text.
+    assert PAYLOADS[1] in page.inner_text("#skip-reason")
+    # A hostile rationale is stored as typed...
+    page.keyboard.press("r")
+    page.keyboard.type(PAYLOADS[11] + " " + PAYLOADS[0])
+    page.keyboard.press("Escape")
+    press_and_wait_for_swap(page, "1")
+    assert_page_safe(page, page_log, base)
+    judgment = Judgment.objects.get()
+    assert judgment.rationale == PAYLOADS[11] + " " + PAYLOADS[0]
+    # ...and shown as text where a lead reads it, in the admin.
+    page.context.clear_cookies()
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", alice.username)
+    page.fill("#id_password", "pw-for-tests")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.goto(f"{base}/admin/judging/judgment/{judgment.pk}/change/")
+    assert "<script>window.__xss=1;alert(1)</script>" in page.inner_text("#content")
+    assert page.evaluate("window.__xss === undefined")
+    assert page_log.dialogs == []
+    assert page_log.foreign_requests(base) == []
+
+
+# WCAG AA contrast of every element's own text, a name for every control, sideways overflow,
+# positive tabindex values: computed in the page.
+A11Y_PROBE = (Path(__file__).parent / "a11y_probe.js").read_text()
+
+
+@pytest.mark.parametrize("scheme", ["pairwise", "graded", "listwise"])
+@pytest.mark.parametrize("viewport", [(1366, 768), (768, 1024)], ids=["laptop", "tablet"])
+def test_the_page_is_accessible_on_a_laptop_and_a_tablet(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+    scheme: str,
+    viewport: tuple[int, int],
+) -> None:
+    """Real labels on every control, enough contrast (WCAG AA), no sideways scrolling, a
+    logical tab order (no positive tabindex) and a visible focus."""
+    settings: dict[str, Any] = {"scheme": scheme, "flags": ["factual error"]}
+    if scheme != "listwise":
+        settings["criteria"] = [{"name": "helpfulness", "description": "Does it help?"}]
+    configure(project, **settings)
+    long = "A long response line " * 40
+    import_rows(*(prompt_line(f"a-{i}", n=4 if scheme == "listwise" else 2) for i in range(2)))
+    from apps.batches.models import Candidate
+
+    Candidate.objects.update(text=long + "\n\n```python\nprint('x' * 200)\n```")
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    base = live_server.url
+    open_project(page, base)
+    probe = page.evaluate(A11Y_PROBE)
+    assert probe["overflow"] <= 1, f"the page scrolls sideways by {probe['overflow']} px"
+    assert probe["unnamed"] == [], probe["unnamed"]
+    assert probe["lowContrast"] == [], probe["lowContrast"]
+    assert probe["positiveTabindex"] == 0
+    # Tab reaches a control whose focus is visible.
+    page.keyboard.press("Tab")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), outline
+    # The submit controls fit on screen once scrolled to.
+    submit = page.locator("form.judge .choices button").first
+    submit.scroll_into_view_if_needed()
+    assert submit.is_visible()
+    page_log.assert_clean(base)
+    # The probe does catch what it looks for: pale text, an unnamed control.
+    page.evaluate(
+        """() => {
+            const p = document.createElement("p");
+            p.textContent = "pale";
+            p.style.color = "#cccccc";
+            document.querySelector("#main").append(p, document.createElement("select"));
+        }"""
+    )
+    caught = page.evaluate(A11Y_PROBE)
+    assert caught["lowContrast"] and caught["unnamed"]
