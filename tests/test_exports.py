@@ -113,6 +113,12 @@ def test_judgments_has_one_row_per_vote_with_every_field(api, bob, project, anno
         "rationale",
         "duration_ms",
         "created_at",
+        "candidate_a_id",
+        "strength",
+        "criteria",
+        "flags",
+        "ranking",
+        "guideline_version",
     }
     assert first["chosen_id"] == one.candidate_a.external_id
     assert exported[1]["chosen_id"] is None
@@ -165,3 +171,51 @@ def test_the_default_format_is_trl(api, bob, project, annotators, one):
     vote(project, annotators[0], one, "a")
     (row,) = rows(api(bob).get(URL))
     assert "chosen" in row
+
+
+def test_the_judgments_export_carries_every_answer_and_rankings_stay_out_of_trl(
+    api, bob, project, annotators, import_rows
+):
+    """Graded strength and criteria oriented to candidate A, flags and the guideline version;
+    a listwise project's rankings as response ids, and no TRL pair made from them."""
+    from apps.judging.services import assignment_next, judgment_submit
+
+    project.scheme = "graded"
+    project.criteria = [{"name": "honesty", "description": ""}]
+    project.flags = ["factual error"]
+    project.save()
+    import_rows(prompt_line("g-1"))
+    user = annotators[0]
+    lease = assignment_next(project=project, annotator=user)
+    judgment_submit(
+        assignment_id=lease.pk,
+        annotator=user,
+        strength=-2,
+        criteria={"honesty": 1},
+        flags=["factual error"],
+    )
+    left_is_a = lease.left_id == lease.comparison.candidate_a_id
+    flip = -1 if left_is_a else 1
+    (row,) = rows(api(bob).get(URL, {"format": "judgments"}))
+    assert row["strength"] == -2 * flip
+    assert row["criteria"] == {
+        "honesty": {"option": "a" if flip == 1 else "b", "strength": 1 * flip}
+    }
+    assert (row["flags"], row["guideline_version"], row["ranking"]) == (["factual error"], 1, None)
+    assert row["candidate_a_id"] == "c1"
+
+    project.scheme = "listwise"
+    project.criteria = []
+    project.save()
+    from apps.batches.models import Comparison
+
+    Comparison.objects.update(complete=True)
+    import_rows(prompt_line("l-1", n=3))
+    lease = assignment_next(project=project, annotator=user)
+    shown = [c.external_id for c in lease.shown]
+    judgment_submit(assignment_id=lease.pk, annotator=user, ranking=[shown[1], shown[::2]])
+    ranked = [r for r in rows(api(bob).get(URL, {"format": "judgments"})) if r["ranking"]]
+    assert ranked[0]["ranking"] == [[shown[1]], shown[::2]]
+    assert ranked[0]["choice"] == "ranking"
+    trl = rows(api(bob).get(URL, {"format": "trl"}))
+    assert all(r["prompt_id"] != "l-1" for r in trl)

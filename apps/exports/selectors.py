@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Prefetch
 
-from apps.batches.models import Comparison
+from apps.batches.models import Candidate, Comparison
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 from apps.projects.selectors import pseudonyms_for
@@ -43,7 +43,12 @@ class Pseudonyms:
 
 
 def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
-    """The raw votes: one row per judgment."""
+    """The raw votes: one row per judgment, with every answer stored.
+
+    `strength` and each criterion's answer are oriented to the candidates (above 0: candidate A,
+    `candidate_a_id`, is better), whichever side each was shown on (`left_id`, `right_id`);
+    `ranking` lists groups of response ids, best first (a group of two or more is a tie).
+    """
     pseudonym = Pseudonyms(project)
     # Gold items test the annotators; they are not data, and exports leave them out.
     judgments = Judgment.objects.filter(comparison__project=project, comparison__is_gold=False)
@@ -60,20 +65,52 @@ def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator
         "rationale",
         "duration_ms",
         "created_at",
+        "comparison__candidate_a__external_id",
+        "strength",
+        "criteria",
+        "flags",
+        "ranking",
+        "guideline_version",
     )
-    for row in rows.iterator(chunk_size=2000):
-        yield {
-            "comparison_id": row[0],
-            "prompt_id": row[1],
-            "annotator": pseudonym(row[2]),
-            "left_id": row[3],
-            "right_id": row[4],
-            "choice": row[5],
-            "chosen_id": row[6],
-            "rationale": row[7],
-            "duration_ms": row[8],
-            "created_at": row[9].isoformat(),
-        }
+    for chunk in _chunks(rows.iterator(chunk_size=CHUNK), CHUNK):
+        ranked = {pk for row in chunk if row[14] for group in row[14] for pk in group}
+        external = (
+            dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
+            if ranked
+            else {}
+        )
+        for row in chunk:
+            yield {
+                "comparison_id": row[0],
+                "prompt_id": row[1],
+                "annotator": pseudonym(row[2]),
+                "left_id": row[3],
+                "right_id": row[4],
+                "choice": row[5],
+                "chosen_id": row[6],
+                "rationale": row[7],
+                "duration_ms": row[8],
+                "created_at": row[9].isoformat(),
+                "candidate_a_id": row[10],
+                "strength": row[11],
+                "criteria": row[12],
+                "flags": row[13],
+                "ranking": (
+                    None if row[14] is None else [[external[pk] for pk in g] for g in row[14]]
+                ),
+                "guideline_version": row[15],
+            }
+
+
+def _chunks(rows: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def winner_of(votes: Counter[str]) -> str | None:
@@ -93,7 +130,10 @@ def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[
     A comparison is exported when a candidate has strictly more votes than each other option.
     """
     pseudonym = Pseudonyms(project)
-    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0, is_gold=False)
+    # Listwise comparisons (rankings) are not pairs; the export issue turns them into pairs.
+    comparisons = Comparison.objects.filter(
+        project=project, judgment_count__gt=0, is_gold=False, candidate_ids__isnull=True
+    )
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
     comparisons = (
