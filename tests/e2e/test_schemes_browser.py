@@ -677,3 +677,37 @@ def test_the_page_is_accessible_on_a_laptop_and_a_tablet(
     )
     caught = page.evaluate(A11Y_PROBE)
     assert caught["lowContrast"] and caught["unnamed"]
+
+
+def test_time_on_task_counts_only_while_the_page_is_visible(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    import_rows(*(prompt_line(f"v-{i}") for i in range(2)))
+    base = live_server.url
+    open_project(page, base)
+
+    def visibility(state: str) -> None:
+        page.evaluate(
+            """state => {
+                Object.defineProperty(document, "visibilityState", {
+                    configurable: true, get: () => state,
+                });
+                document.dispatchEvent(new Event("visibilitychange"));
+            }""",
+            state,
+        )
+
+    page.wait_for_timeout(300)  # looking at it
+    visibility("hidden")  # another tab, for a while
+    page.wait_for_timeout(1500)
+    visibility("visible")
+    page.wait_for_timeout(300)
+    press_and_wait_for_swap(page, "1")
+    duration = Judgment.objects.get().duration_ms
+    assert duration is not None
+    assert 500 <= duration < 1400, duration  # about 0.6 s visible, not the 2.1 s that passed
+    page_log.assert_clean(base)
