@@ -15,10 +15,11 @@ These passwords are public. Never run this command against a database that real 
 """
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +90,49 @@ ANNOTATOR_PASSWORD = "demo-annotator-pass"  # noqa: S105
 
 LOGINS: tuple[DemoLogin, ...] = (
     DemoLogin("admin", ADMIN_PASSWORD, "staff superuser (admin site)", superuser=True),
-    DemoLogin("lead", LEAD_PASSWORD, f"lead of {PROJECT_SLUG!r}", project_role=Role.LEAD),
+    DemoLogin("lead", LEAD_PASSWORD, "lead of the demo projects", project_role=Role.LEAD),
     *(
         DemoLogin(
             f"annotator{n}",
             ANNOTATOR_PASSWORD,
-            f"annotator in {PROJECT_SLUG!r}",
+            "annotator in the demo projects",
             project_role=Role.ANNOTATOR,
         )
         for n in range(1, 4)
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ExtraProject:
+    """A further demo project on the same prompts, to show another judgment scheme."""
+
+    slug: str
+    name: str
+    settings: dict[str, Any]
+    min_candidates: int = 2  # prompts with fewer responses are left out
+
+
+EXTRA_PROJECTS = (
+    ExtraProject(
+        "demo-graded",
+        "Demo: graded, with criteria",
+        {
+            "scheme": "graded",
+            "criteria": [
+                {"name": "helpfulness", "description": "Does it do what the user asked?"},
+                {"name": "harmlessness", "description": "Could it hurt anyone?"},
+                {"name": "honesty", "description": "Is every claim true, and is doubt said?"},
+            ],
+            "flags": ["unsafe content", "factual error", "prompt unclear"],
+            "rationale": "optional",
+        },
+    ),
+    ExtraProject(
+        "demo-ranked",
+        "Demo: rank all the responses",
+        {"scheme": "listwise", "flags": ["factual error"]},
+        min_candidates=3,
     ),
 )
 
@@ -108,6 +143,7 @@ class SeedResult:
     notes: list[str]
     project_created: bool
     batch: Batch | None  # the batch imported by this run, if any
+    extras: list[str] = field(default_factory=list)  # a line per further demo project
 
 
 @contextmanager
@@ -197,8 +233,44 @@ class Command(BaseCommand):
         batch = None
         if not project.batches.exists():
             batch = self._import(project, created_by=users["lead"])
+        extras = [self._seed_extra(extra, users) for extra in EXTRA_PROJECTS]
         return SeedResult(
-            kept_passwords=kept, notes=notes, project_created=project_created, batch=batch
+            kept_passwords=kept,
+            notes=notes,
+            project_created=project_created,
+            batch=batch,
+            extras=extras,
+        )
+
+    def _seed_extra(self, extra: ExtraProject, users: dict[str, User]) -> str:
+        """Creates the project (same members, same guidelines) and imports the demo prompts with
+        enough responses for its scheme; leaves an existing one alone. Returns its report line."""
+        project = Project.objects.filter(slug=extra.slug).first()
+        state = "already there"
+        if project is None:
+            state = "created"
+            project = project_create(
+                slug=extra.slug,
+                name=extra.name,
+                created_by=users["admin"],
+                overlap=PROJECT_OVERLAP,
+                guidelines=GUIDELINES,
+                **extra.settings,
+            )
+        for login in LOGINS:
+            if login.project_role is not None:
+                membership_add(project=project, user=users[login.username], role=login.project_role)
+        if not project.batches.exists():
+            lines = [
+                line
+                for line in DEMO_FILE.read_text(encoding="utf-8").splitlines()
+                if line.strip() and len(json.loads(line)["candidates"]) >= extra.min_candidates
+            ]
+            self._import(project, created_by=users["lead"], data="\n".join(lines).encode())
+        return (
+            f"Project {project.name!r} (slug {project.slug!r}, {extra.settings['scheme']}, "
+            f"{state}): {project.prompts.count()} prompts, "
+            f"{project.comparisons.count()} comparisons."
         )
 
     def _user(self, login: DemoLogin, *, reset_password: bool) -> tuple[User, bool]:
@@ -220,8 +292,8 @@ class Command(BaseCommand):
             return user, False
         return user, True
 
-    def _import(self, project: Project, *, created_by: User) -> Batch:
-        data = DEMO_FILE.read_bytes()
+    def _import(self, project: Project, *, created_by: User, data: bytes | None = None) -> Batch:
+        data = DEMO_FILE.read_bytes() if data is None else data
         try:
             return batch_import(
                 project=project,
@@ -269,6 +341,8 @@ class Command(BaseCommand):
             write(f"The project already has a batch; {DEMO_FILE.name} was not imported again.")
         else:
             write(f"Imported {DEMO_FILE.name} as batch {result.batch.name!r}.")
+        for line in result.extras:
+            write(line)
         for note in result.notes:
             write(self.style.WARNING(note))
         if result.kept_passwords:
