@@ -241,3 +241,65 @@ def test_leads_see_why_an_annotator_gets_no_more_work(client, bob, project, anno
     html = client.get(f"/admin/projects/project/{project.pk}/change/").content.decode()
     assert "40% (2 of 5)" in html
     assert "No: gold accuracy 40% over 5 gold items is below the project&#x27;s minimum" in html
+
+
+def _project_form(project, **changes):
+    data = {
+        "name": project.name,
+        "guidelines": project.guidelines,
+        "overlap": "3",
+        "allow_tie": "on",
+        "allow_both_bad": "on",
+        "lease_seconds": "600",
+        "policy": "breadth_first",
+        "skip_reasons": '["Unclear"]',
+        "scheme": "pairwise",
+        "criteria": "[]",
+        "rationale": "optional",
+        "rationale_min_length": "0",
+        "flags": "[]",
+        "gold_rate": "0",
+        "gold_min_accuracy": "0",
+        "gold_min_answers": "10",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+    }
+    data.update(changes)
+    return data
+
+
+def test_editing_the_guidelines_in_the_admin_makes_a_new_version(client, bob, project):
+    from apps.projects.models import GuidelineVersion
+
+    project.memberships.exclude(user=bob).delete()
+    client.force_login(bob)
+    url = f"/admin/projects/project/{project.pk}/change/"
+    response = client.post(url, _project_form(project, guidelines="Be **fair**."))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    response = client.post(url, _project_form(project, guidelines="Be **fair**.", overlap="4"))
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert (project.guidelines, project.guideline_version, project.overlap) == (
+        "Be **fair**.",
+        2,
+        4,
+    )
+    versions = list(GuidelineVersion.objects.filter(project=project).order_by("version"))
+    assert [(v.version, v.text, v.created_by) for v in versions] == [
+        (1, "", project.created_by),
+        (2, "Be **fair**.", bob),
+    ]
+
+
+def test_the_admin_refuses_malformed_criteria(client, bob, project):
+    project.memberships.exclude(user=bob).delete()
+    client.force_login(bob)
+    url = f"/admin/projects/project/{project.pk}/change/"
+    bad = _project_form(project, scheme="graded", criteria='[{"name": "<b>x</b>"}]')
+    response = client.post(url, bad)
+    assert response.status_code == 200
+    assert "is not a name" in response.content.decode()
+    project.refresh_from_db()
+    assert project.scheme == "pairwise"
