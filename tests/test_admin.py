@@ -180,28 +180,13 @@ def test_leads_add_members_by_username_without_seeing_every_account(client, bob,
 
     User.objects.create_user("newbie")
     memberships = list(project.memberships.select_related("user"))
-    data = {
-        "name": project.name,
-        "guidelines": "",
-        "overlap": "3",
-        "allow_tie": "on",
-        "allow_both_bad": "on",
-        "lease_seconds": "600",
-        "policy": "breadth_first",
-        "skip_reasons": '["Unclear"]',
-        "scheme": "pairwise",
-        "criteria": "[]",
-        "rationale": "optional",
-        "rationale_min_length": "0",
-        "flags": "[]",
-        "gold_rate": "0",
-        "gold_min_accuracy": "0",
-        "gold_min_answers": "10",
-        "memberships-TOTAL_FORMS": str(len(memberships) + 1),
-        "memberships-INITIAL_FORMS": str(len(memberships)),
-        "memberships-MIN_NUM_FORMS": "0",
-        "memberships-MAX_NUM_FORMS": "1000",
-    }
+    data = _project_form(
+        project,
+        **{
+            "memberships-TOTAL_FORMS": str(len(memberships) + 1),
+            "memberships-INITIAL_FORMS": str(len(memberships)),
+        },
+    )
     for index, membership in enumerate(memberships):
         data.update(
             {
