@@ -7,6 +7,7 @@ from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment
 from apps.projects.models import GuidelineVersion
 from apps.projects.services import project_guidelines_set
+from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"
 
@@ -354,3 +355,34 @@ def test_model_names_show_only_where_the_project_says(page_client, project, impo
     configure(project, show_models=True)
     html, _ = lease_on_page(page_client)
     assert "zephyr-secret-7b" in html and "orca-hidden-13b" in html
+
+
+def test_a_prefetched_gold_item_is_served_as_prefetched(page_client, project, import_rows):
+    """The prefetch draws gold (at the project's rate), and the judgment that names a gold item
+    gets it: the page never swaps one comparison for another because a gold item was drawn."""
+    import re
+
+    from apps.judging.models import Assignment
+
+    import_rows(*(prompt_line(f"gold-{i}", gold={"preferred": "c1"}) for i in range(3)))
+    import_rows(*(prompt_line(f"plain-{i}") for i in range(3)))
+    configure(project, gold_rate=1.0)
+    html, lease = lease_on_page(page_client)
+    prefer = re.search(r'name="prefer" value="(\d+):([01])"', html)
+    assert prefer is not None
+    assert Comparison.objects.get(pk=prefer.group(1)).is_gold
+    response = page_client.post(
+        f"/p/demo/a/{lease}/",
+        {"choice": "left", "prefer": f"{prefer.group(1)}:{prefer.group(2)}"},
+        headers={"HX-Request": "true"},
+    )
+    html = response.content.decode()
+    assert "taken by others" not in html
+    new = re.search(r'data-assignment="(\d+)"', html).group(1)
+    assignment = Assignment.objects.get(pk=new)
+    assert str(assignment.comparison_id) == prefer.group(1)
+    swapped = prefer.group(2) == "1"
+    assert assignment.left_id == (
+        assignment.comparison.candidate_b_id if swapped else assignment.comparison.candidate_a_id
+    )
+    assert Comparison.objects.get(pk=prefer.group(1)).lease_count == 0  # gold takes no slot

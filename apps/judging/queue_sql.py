@@ -263,15 +263,22 @@ BEGIN
             v_gold := v_id IS NOT NULL;
         END IF;
         IF v_id IS NULL AND p_prefer IS NOT NULL THEN
-            -- The comparison the page prefetched, if the annotator may still take it.
-            SELECT c.id INTO v_id FROM batches_comparison c
-            WHERE c.id = p_prefer AND c.project_id = p_project
-              AND NOT c.complete AND NOT c.is_gold AND c.candidate_ids IS NULL
-              AND (c.judgment_count + c.lease_count) < p_overlap
+            -- The comparison the page prefetched (the caller drew no gold then: the prefetch
+            -- drew it), if the annotator may still take it: an ordinary one under its overlap,
+            -- or a gold item never given to them.
+            SELECT c.id, c.is_gold INTO v_id, v_gold FROM batches_comparison c
+            WHERE c.id = p_prefer AND c.project_id = p_project AND c.candidate_ids IS NULL
               AND EXISTS (SELECT 1 FROM batches_batch b
                           WHERE b.id = c.batch_id AND b.status = 'active')
-              AND {_NOT_MINE}
-            FOR UPDATE SKIP LOCKED;
+              AND CASE WHEN c.is_gold THEN
+                    NOT EXISTS (SELECT 1 FROM judging_assignment a
+                                WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
+                  ELSE
+                    NOT c.complete AND (c.judgment_count + c.lease_count) < p_overlap
+                    AND {_NOT_MINE}
+                  END
+            FOR UPDATE OF c SKIP LOCKED;
+            v_gold := coalesce(v_gold, false);
         END IF;
         IF v_id IS NULL THEN
             SELECT o_id INTO v_id FROM annotate_pick(

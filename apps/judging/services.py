@@ -156,11 +156,14 @@ def _assignment_next_once(
         if reason := _blocked_reason(project=project, annotator=annotator, membership=membership):
             raise AnnotatorBlocked(reason)
         _leases_reclaim(project_id=project.pk, now=now, limit=RECLAIM_LIMIT)
-        gold = project.gold_rate > 0 and _draw() < project.gold_rate
+        gold = prefer is None and project.gold_rate > 0 and _draw() < project.gold_rate
         comparison_id = _gold_pick(project=project, annotator=annotator) if gold else None
         is_gold = comparison_id is not None
         if comparison_id is None and prefer is not None:
             comparison_id = _preferred(project=project, annotator=annotator, prefer=prefer)
+            is_gold = comparison_id is not None and (
+                Comparison.objects.filter(pk=comparison_id, is_gold=True).exists()
+            )
         if comparison_id is None:
             comparison_id = _comparison_pick(project=project, annotator=annotator)
         if comparison_id is None:
@@ -226,7 +229,8 @@ def _assignment_next_postgresql(
             project.lease_seconds,
             now,
             bool(reason),
-            project.gold_rate > 0 and _draw() < project.gold_rate,
+            # With a prefetched comparison, the prefetch drew gold or not (comparison_peek).
+            prefer is None and project.gold_rate > 0 and _draw() < project.gold_rate,
             secrets.randbelow(2**31) if random_policy else 0,
             secrets.randbelow(2**31),
             prefer.swap if prefer else bool(secrets.randbelow(2)),
@@ -305,7 +309,21 @@ def _call(sql: str, params: list[Any]) -> tuple[Any, ...]:
 
 
 def _preferred(*, project: Project, annotator: User, prefer: Preference) -> int | None:
-    """The prefetched comparison, if the annotator may still take it (SQLite path)."""
+    """The prefetched comparison, if the annotator may still take it (SQLite path): a gold item
+    never given to them, or an ordinary comparison under its overlap."""
+    gold = (
+        Comparison.objects.filter(
+            pk=prefer.comparison_id,
+            project=project,
+            is_gold=True,
+            batch__status=BatchStatus.ACTIVE,
+        )
+        .exclude(Exists(Assignment.objects.filter(annotator=annotator, comparison=OuterRef("pk"))))
+        .values_list("id", flat=True)
+        .first()
+    )
+    if gold is not None:
+        return gold
     mine = (
         Exists(Judgment.objects.filter(annotator=annotator, comparison=OuterRef("pk")))
         | Exists(Skip.objects.filter(annotator=annotator, comparison=OuterRef("pk")))
@@ -339,6 +357,13 @@ def comparison_peek(*, project: Project, annotator: User) -> Assignment | None:
     and for listwise projects."""
     if project.scheme == Scheme.LISTWISE:
         return None
+    # The gold draw happens here, for the comparison after this one: the judgment that names
+    # it draws nothing again, so the gold rate holds and the page never swaps a gold item in
+    # after the prefetched one (which would give gold items away).
+    if project.gold_rate > 0 and _draw() < project.gold_rate:
+        gold_id = _gold_pick(project=project, annotator=annotator)
+        if gold_id is not None:
+            return _peek_of(project, gold_id)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             row = _call(
@@ -351,6 +376,10 @@ def comparison_peek(*, project: Project, annotator: User) -> Assignment | None:
         transaction.set_rollback(True)
     if comparison_id is None:
         return None
+    return _peek_of(project, comparison_id)
+
+
+def _peek_of(project: Project, comparison_id: int) -> Assignment:
     comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(
         pk=comparison_id
     )
