@@ -2,15 +2,23 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from apps.batches.api import BatchCreate, BatchDetail
+from apps.batches.api import BatchCreate, BatchDetail, ComparisonList
 from apps.exports.api import Export
-from apps.judging.api import AssignmentNext, AssignmentSkip, JudgmentCreate, JudgmentUndo
+from apps.judging.api import (
+    AssignmentNext,
+    AssignmentSkip,
+    JudgmentCreate,
+    JudgmentList,
+    JudgmentUndo,
+)
 from apps.projects.api import Me, MemberAdd, ProjectListCreate
 
 api_v1 = [
     path("projects/", ProjectListCreate.as_view(), name="api-projects"),
     path("projects/<slug:slug>/members/", MemberAdd.as_view(), name="api-members"),
     path("projects/<slug:slug>/batches/", BatchCreate.as_view(), name="api-batches"),
+    path("projects/<slug:slug>/comparisons/", ComparisonList.as_view(), name="api-comparisons"),
+    path("projects/<slug:slug>/judgments/", JudgmentList.as_view(), name="api-judgments"),
     path(
         "projects/<slug:slug>/assignments/next/",
         AssignmentNext.as_view(),

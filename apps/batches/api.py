@@ -5,14 +5,14 @@ from typing import IO, Any
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers, status
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.api import PayloadTooLarge, request_user
-from apps.batches.models import Batch, BatchStatus
+from annotate.api import PayloadTooLarge, int_param, list_page, request_user
+from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.batches.services import batch_import
 from apps.projects.selectors import project_for_lead, projects_led_by
 
@@ -72,9 +72,15 @@ class BatchSerializer(serializers.ModelSerializer):
 
 
 class BatchCreate(APIView):
-    """POST a JSON Lines file: the body itself, or multipart with a field `file`."""
+    """GET the project's batches (cursor-paginated, oldest first); POST a JSON Lines file: the
+    body itself, or multipart with a field `file`."""
 
     parser_classes = [JSONLinesParser, NDJSONParser, *APIView.parser_classes]
+
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        batches = Batch.objects.filter(project=project).select_related("project")
+        return list_page(request, self, batches, lambda b: BatchSerializer(b).data)
 
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
@@ -126,3 +132,46 @@ class BatchDetail(APIView):
             project__in=projects_led_by(request.user),
         )
         return Response(BatchSerializer(batch).data)
+
+
+def comparison_row(comparison: Comparison) -> dict[str, Any]:
+    return {
+        "id": comparison.pk,
+        "batch": comparison.batch_id,
+        "prompt_id": comparison.prompt.external_id,
+        "candidate_a_id": comparison.candidate_a.external_id,
+        "candidate_b_id": comparison.candidate_b.external_id,
+        "judgment_count": comparison.judgment_count,
+        "lease_count": comparison.lease_count,
+        "votes": {
+            "a": comparison.votes_a,
+            "b": comparison.votes_b,
+            "tie": comparison.votes_tie,
+            "both_bad": comparison.votes_both_bad,
+        },
+        "skip_count": comparison.skip_count,
+        "complete": comparison.complete,
+        "is_gold": comparison.is_gold,
+        "listwise": comparison.candidate_ids is not None,
+    }
+
+
+class ComparisonList(APIView):
+    """GET the project's comparisons with their counts, cursor-paginated in id order.
+    Filters: `batch=<id>`, `complete=true|false`, `gold=true|false`."""
+
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        comparisons = Comparison.objects.filter(project=project).select_related(
+            "prompt", "candidate_a", "candidate_b"
+        )
+        if (batch := int_param(request, "batch")) is not None:
+            comparisons = comparisons.filter(batch_id=batch)
+        for name, field in (("complete", "complete"), ("gold", "is_gold")):
+            value = request.query_params.get(name)
+            if value is None:
+                continue
+            if value not in ("true", "false"):
+                raise ValidationError({name: ["Use true or false."]})
+            comparisons = comparisons.filter(**{field: value == "true"})
+        return list_page(request, self, comparisons, comparison_row)

@@ -1,12 +1,16 @@
 from typing import Any
 
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.api import request_user
+from annotate.api import int_param, list_page, request_user
 from apps.batches.models import Candidate
+from apps.exports.selectors import Pseudonyms
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import (
@@ -16,7 +20,7 @@ from apps.judging.services import (
     judgment_submit,
     judgment_undo,
 )
-from apps.projects.selectors import membership_for
+from apps.projects.selectors import membership_for, project_for_lead
 
 
 def assignment_payload(assignment: Assignment) -> dict[str, Any]:
@@ -181,3 +185,54 @@ class JudgmentUndo(APIView):
         return Response(
             {**assignment_payload(result.assignment), "undone": judgment_payload(undone)}
         )
+
+
+class JudgmentList(APIView):
+    """GET the project's judgments, cursor-paginated in id order, annotators by pseudonym: the
+    rows of the `judgments` export. Filters: `batch=<id>`, `since=<ISO time>` (judged at or
+    after it), `gold=true` to include gold items (left out by default, as in exports)."""
+
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        judgments = Judgment.objects.filter(comparison__project=project).select_related(
+            "comparison__prompt", "comparison__candidate_a", "left", "right", "chosen"
+        )
+        if (batch := int_param(request, "batch")) is not None:
+            judgments = judgments.filter(batch_id=batch)
+        if (since := request.query_params.get("since")) not in (None, ""):
+            moment = parse_datetime(str(since))
+            if moment is None:
+                raise ValidationError({"since": ["Use an ISO 8601 time, with its offset."]})
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment, timezone.get_current_timezone())
+            judgments = judgments.filter(created_at__gte=moment)
+        gold = request.query_params.get("gold", "false")
+        if gold not in ("true", "false"):
+            raise ValidationError({"gold": ["Use true or false."]})
+        if gold == "false":
+            judgments = judgments.filter(comparison__is_gold=False)
+        pseudonym = Pseudonyms(project)
+
+        def row(judgment: Judgment) -> dict[str, Any]:
+            return {
+                "id": judgment.pk,
+                "comparison_id": judgment.comparison_id,
+                "prompt_id": judgment.comparison.prompt.external_id,
+                "annotator": pseudonym(judgment.annotator_id),
+                "left_id": judgment.left.external_id,
+                "right_id": judgment.right.external_id,
+                "choice": judgment.choice,
+                "chosen_id": judgment.chosen.external_id if judgment.chosen else None,
+                "candidate_a_id": judgment.comparison.candidate_a.external_id,
+                "strength": judgment.strength,
+                "criteria": judgment.criteria,
+                "flags": judgment.flags,
+                "ranking": _ranking_external(judgment.ranking),
+                "guideline_version": judgment.guideline_version,
+                "rationale": judgment.rationale,
+                "duration_ms": judgment.duration_ms,
+                "gold_correct": judgment.gold_correct,
+                "created_at": _DATETIME.to_representation(judgment.created_at),
+            }
+
+        return list_page(request, self, judgments, row)
