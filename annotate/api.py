@@ -2,11 +2,14 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from rest_framework import exceptions, status
+from rest_framework.authtoken.models import Token
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from apps.batches.import_format import ImportFormatError
@@ -76,3 +79,19 @@ def int_param(request: Request, name: str) -> int | None:
     if not str(value).isdigit() or len(str(value)) > 18:
         raise exceptions.ValidationError({name: ["Must be a whole number."]})
     return int(str(value))
+
+
+class TokenRateThrottle(UserRateThrottle):
+    """Limits what one API token may ask per period (API_TOKEN_RATE, e.g. "3000/min"), counted
+    in the shared cache (Redis in production), so that one script cannot crowd out the others.
+    The browser's session requests are not counted: an annotator at work is not a script."""
+
+    scope = "token"
+
+    def get_rate(self) -> str | None:
+        return str(settings.API_TOKEN_RATE) or None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if not isinstance(request.auth, Token):
+            return True
+        return super().allow_request(request, view)

@@ -5,6 +5,7 @@ Production sets DEBUG=false and then must set SECRET_KEY (and ALLOWED_HOSTS), or
 """
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -36,6 +37,16 @@ def envint(name: str, default: int, minimum: int = 0) -> int:
     if number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
     return number
+
+
+def envrate(name: str, default: str) -> str:
+    """A request rate as DRF's throttles read it, "<n>/<period>", or "" for no limit."""
+    value = os.environ.get(name, default).strip()
+    if value and not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(
+            f"{name} must be a rate like 3000/min (per s, min, hour or day), not {value!r}"
+        )
+    return value
 
 
 def envlist(name: str, default: list[str]) -> list[str]:
@@ -212,7 +223,10 @@ REST_FRAMEWORK = {
     # `format` is our export parameter (format=trl), not DRF's renderer switch.
     "URL_FORMAT_OVERRIDE": None,
     "EXCEPTION_HANDLER": "annotate.api.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["annotate.api.TokenRateThrottle"],
 }
+# Requests one API token may make per period ("<n>/<sec|min|hour|day>"; empty: no limit).
+API_TOKEN_RATE = envrate("API_TOKEN_RATE", "3000/min")
 
 # Uploads: files above IMPORT_BACKGROUND_BYTES are imported by a Celery task (202 + status).
 IMPORT_MAX_BYTES = envint("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1)

@@ -132,3 +132,34 @@ def test_only_staff_and_the_projects_leads_list(api, alice, annotators, charlie,
     assert api(annotators[0]).get(f"{BASE}/{path}").status_code == 404
     assert api(charlie).get(f"{BASE}/{path}").status_code == 404
     assert api(None).get(f"{BASE}/{path}").status_code in (401, 403)
+
+
+def test_an_api_token_is_throttled_and_told_when_to_come_back(api, bob, judged, settings):
+    from django.core.cache import cache
+    from django.test import Client
+
+    key = f"throttle_token_{bob.pk}"  # DRF's key for this user's token requests
+    cache.delete(key)
+    settings.API_TOKEN_RATE = "3/min"
+    client = api(bob)
+    assert [client.get(f"{BASE}/batches/").status_code for _ in range(3)] == [200] * 3
+    response = client.get(f"{BASE}/batches/")
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 0
+    # The browser's session is not a script: not counted.
+    browser = Client()
+    browser.force_login(bob)
+    assert all(browser.get(f"{BASE}/batches/").status_code == 200 for _ in range(5))
+    cache.delete(key)
+
+
+def test_a_malformed_rate_stops_start_up(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from annotate.settings import envrate
+
+    monkeypatch.setenv("API_TOKEN_RATE", "lots")
+    with pytest.raises(ImproperlyConfigured, match="API_TOKEN_RATE"):
+        envrate("API_TOKEN_RATE", "3000/min")
+    monkeypatch.setenv("API_TOKEN_RATE", "")
+    assert envrate("API_TOKEN_RATE", "3000/min") == ""
