@@ -108,6 +108,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "apps.projects",
@@ -224,6 +226,28 @@ REST_FRAMEWORK = {
     "URL_FORMAT_OVERRIDE": None,
     "EXCEPTION_HANDLER": "annotate.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["annotate.api.TokenRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema (/api/schema/) and its docs page (/api/docs/), served from our own origin.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "annotate API",
+    "DESCRIPTION": (
+        "Human preferences between model responses: projects, batches, the annotators' queue, "
+        "judgments and exports. Authenticate with `Authorization: Token <key>` (or the "
+        'browser\'s session). Errors are `{"detail": ...}`, or per-field lists for bad '
+        'parameters, or `{"errors": [{"line", "error"}]}` for a bad import file.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "annotate.schema.describe_path_parameters",
+    ],
 }
 # Requests one API token may make per period ("<n>/<sec|min|hour|day>"; empty: no limit).
 API_TOKEN_RATE = envrate("API_TOKEN_RATE", "3000/min")

@@ -4,6 +4,8 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import BaseParser
@@ -12,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import PayloadTooLarge, int_param, list_page, request_user
+from annotate.schema import BATCH, CURSOR, PAGE_SIZE, ComparisonRow, ErrorOut, page_of
 from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.batches.services import batch_import
 from apps.projects.selectors import project_for_lead, projects_led_by
@@ -77,11 +80,39 @@ class BatchCreate(APIView):
 
     parser_classes = [JSONLinesParser, NDJSONParser, *APIView.parser_classes]
 
+    @extend_schema(
+        summary="List the project's batches",
+        description="Staff and the project's leads; oldest first.",
+        parameters=[CURSOR, PAGE_SIZE],
+        responses={200: page_of("BatchPage", BatchSerializer(many=True))},
+    )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         batches = Batch.objects.filter(project=project).select_related("project")
         return list_page(request, self, batches, lambda b: BatchSerializer(b).data)
 
+    @extend_schema(
+        summary="Import a batch",
+        description=(
+            "Staff and the project's leads. The JSON Lines file as the body "
+            "(`Content-Type: application/jsonl` or `application/x-ndjson`), or multipart with "
+            "a field `file`. Imported whole or not at all: 400 lists every bad line. Files "
+            "above IMPORT_BACKGROUND_BYTES are imported in the background (202; poll the "
+            "batch); 413 above IMPORT_MAX_BYTES."
+        ),
+        parameters=[
+            OpenApiParameter("name", str, description="A name for the batch.", required=False)
+        ],
+        request={
+            "application/jsonl": OpenApiTypes.BINARY,
+            "application/x-ndjson": OpenApiTypes.BINARY,
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            },
+        },
+        responses={201: BatchSerializer, 202: BatchSerializer, 400: BatchSerializer},
+    )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         name = request.query_params.get("name", "")
@@ -125,6 +156,11 @@ class BatchCreate(APIView):
 
 
 class BatchDetail(APIView):
+    @extend_schema(
+        summary="A batch",
+        description="Staff and the project's leads: its status, counts and import errors.",
+        responses={200: BatchSerializer, 404: ErrorOut},
+    )
     def get(self, request: Request, batch_id: int) -> Response:
         batch = get_object_or_404(
             Batch.objects.select_related("project"),
@@ -160,6 +196,22 @@ class ComparisonList(APIView):
     """GET the project's comparisons with their counts, cursor-paginated in id order.
     Filters: `batch=<id>`, `complete=true|false`, `gold=true|false`."""
 
+    @extend_schema(
+        summary="List the project's comparisons",
+        description="Staff and the project's leads: each with its counts and votes.",
+        parameters=[
+            BATCH,
+            OpenApiParameter(
+                "complete", bool, description="Only complete (or open) ones.", required=False
+            ),
+            OpenApiParameter(
+                "gold", bool, description="Only gold items (or ordinary ones).", required=False
+            ),
+            CURSOR,
+            PAGE_SIZE,
+        ],
+        responses={200: page_of("ComparisonPage", ComparisonRow(many=True)), 400: ErrorOut},
+    )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         comparisons = Comparison.objects.filter(project=project).select_related(

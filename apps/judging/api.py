@@ -2,6 +2,8 @@ from typing import Any
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -9,6 +11,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import int_param, list_page, request_user
+from annotate.schema import (
+    BATCH,
+    CURSOR,
+    PAGE_SIZE,
+    AssignmentOut,
+    ErrorOut,
+    JudgmentIn,
+    JudgmentOut,
+    JudgmentRow,
+    UndoOut,
+    page_of,
+)
 from apps.batches.models import Candidate
 from apps.exports.selectors import Pseudonyms
 from apps.judging.answers import on_screen
@@ -41,6 +55,16 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
 class AssignmentNext(APIView):
     """POST: your open lease in the project, or a new one. 204 when nothing is left for you."""
 
+    @extend_schema(
+        summary="Your next comparison",
+        description=(
+            "Your open lease in the project if you hold one (a reload gets the same comparison "
+            "back), or a new one chosen by the project's policy. 204: nothing left for you; "
+            "403: a cap or the gold rule stops you, and says why."
+        ),
+        request=None,
+        responses={200: AssignmentOut, 204: None, 403: ErrorOut, 404: ErrorOut},
+    )
     def post(self, request: Request, slug: str) -> Response:
         membership = membership_for(user=request.user, slug=slug)
         assignment = assignment_next(
@@ -133,6 +157,18 @@ def judgment_payload(judgment: Judgment) -> dict[str, Any]:
 class JudgmentCreate(APIView):
     """POST your judgment of an assignment. A retry with the same idempotency_key returns 200."""
 
+    @extend_schema(
+        summary="Judge your assignment",
+        description=(
+            "The answer on the screen's terms, as the project's scheme asks: `choice` "
+            "(pairwise), `strength` (graded) or `ranking` (listwise), with `criteria`, `flags` "
+            "and a `rationale` per the project. 201 stored; 200 a retry with the same "
+            "idempotency key; 400 names what breaks the scheme; 409 when it cannot be taken "
+            "(judged, undone, a lapsed lease on a full comparison, a cap reached)."
+        ),
+        request=JudgmentIn,
+        responses={200: JudgmentOut, 201: JudgmentOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         result = judgment_submit(
             assignment_id=assignment_id,
@@ -161,6 +197,15 @@ class SkipSerializer(serializers.ModelSerializer):
 class AssignmentSkip(APIView):
     """POST a skip of your assignment with a reason (one of the project's, or "other" + note)."""
 
+    @extend_schema(
+        summary="Skip your assignment",
+        description=(
+            "With one of the project's skip reasons, or `other` and a note. The comparison is "
+            "never offered to you again. 201 skipped; 200 the same skip again; 409 if judged."
+        ),
+        request=SkipInput,
+        responses={200: SkipSerializer, 201: SkipSerializer, 400: ErrorOut, 409: ErrorOut},
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         data = SkipInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -177,6 +222,16 @@ class JudgmentUndo(APIView):
     """POST: take back your last judgment in the project. 200 with the comparison's new lease
     (same sides) and `undone`, what you had answered; 409 when it can no longer be changed."""
 
+    @extend_schema(
+        summary="Undo your last judgment",
+        description=(
+            "Your last judgment in the project comes back to be answered anew, on the same "
+            "sides: while its comparison is open, and always within 5 minutes. 409 when there "
+            "is nothing to undo, or it is too late."
+        ),
+        request=None,
+        responses={200: UndoOut, 404: ErrorOut, 409: ErrorOut},
+    )
     def post(self, request: Request, slug: str) -> Response:
         membership = membership_for(user=request.user, slug=slug)
         result = judgment_undo(project=membership.project, annotator=request_user(request))
@@ -192,6 +247,28 @@ class JudgmentList(APIView):
     rows of the `judgments` export. Filters: `batch=<id>`, `since=<ISO time>` (judged at or
     after it), `gold=true` to include gold items (left out by default, as in exports)."""
 
+    @extend_schema(
+        summary="List the project's judgments",
+        description="Staff and the project's leads. Annotators appear by pseudonym only.",
+        parameters=[
+            BATCH,
+            OpenApiParameter(
+                "since",
+                OpenApiTypes.DATETIME,
+                description="Only judgments made at or after this ISO 8601 time.",
+                required=False,
+            ),
+            OpenApiParameter(
+                "gold",
+                bool,
+                description="true: include gold items (left out by default, as in exports).",
+                required=False,
+            ),
+            CURSOR,
+            PAGE_SIZE,
+        ],
+        responses={200: page_of("JudgmentPage", JudgmentRow(many=True)), 400: ErrorOut},
+    )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         judgments = Judgment.objects.filter(comparison__project=project).select_related(

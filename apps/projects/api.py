@@ -1,4 +1,5 @@
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -6,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import request_user
+from annotate.schema import ErrorOut, MeOut
 from apps.projects.models import AssignmentPolicy, Membership, Project, Role
 from apps.projects.selectors import project_for_lead
 from apps.projects.services import membership_add, project_create
@@ -61,12 +63,23 @@ class ProjectCreateInput(serializers.Serializer):
 class ProjectListCreate(APIView):
     """GET: the projects you belong to (all, for staff). POST: create one (staff only)."""
 
+    @extend_schema(
+        summary="Your projects",
+        description="The projects you belong to, as annotator or lead; every project for staff.",
+        responses={200: ProjectSerializer(many=True)},
+    )
     def get(self, request: Request) -> Response:
         projects = Project.objects.all()
         if not request.user.is_staff:
             projects = projects.filter(memberships__user=request_user(request))
         return Response(ProjectSerializer(projects, many=True).data)
 
+    @extend_schema(
+        summary="Create a project",
+        description="Staff only. Further settings (scheme, criteria, ...) are set in the admin.",
+        request=ProjectCreateInput,
+        responses={201: ProjectSerializer, 400: ErrorOut, 403: ErrorOut},
+    )
     def post(self, request: Request) -> Response:
         if not request.user.is_staff:
             raise PermissionDenied("Only staff can create projects.")
@@ -93,6 +106,15 @@ class MembershipSerializer(serializers.ModelSerializer):
 class MemberAdd(APIView):
     """POST: add an existing user to the project as annotator or lead (staff and its leads)."""
 
+    @extend_schema(
+        summary="Add a member",
+        description=(
+            "Staff and the project's leads: an existing user joins as annotator or lead (or "
+            "changes role). The answer carries their pseudonym."
+        ),
+        request=MembershipInput,
+        responses={201: MembershipSerializer, 400: ErrorOut, 404: ErrorOut},
+    )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         data = MembershipInput(data=request.data)
@@ -107,6 +129,11 @@ class MemberAdd(APIView):
 class Me(APIView):
     """GET: who you are. Also the cheapest authenticated request, the floor of the stack."""
 
+    @extend_schema(
+        summary="Who you are",
+        description="Also the cheapest authenticated request: the benchmarks' floor.",
+        responses={200: MeOut},
+    )
     def get(self, request: Request) -> Response:
         user = request_user(request)
         return Response({"username": user.get_username(), "is_staff": user.is_staff})
