@@ -8,6 +8,7 @@ import hashlib
 import hmac
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -123,12 +124,33 @@ def winner_of(votes: Counter[str]) -> str | None:
     return best
 
 
-def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
-    """One row per comparison whose votes name a winning candidate, in TRL's preference format.
+@dataclass
+class Tally:
+    """One pairwise comparison with its votes counted per candidate.
 
-    Votes are counted per candidate (not per screen side): "a", "b", "tie" and "both_bad".
-    A comparison is exported when a candidate has strictly more votes than each other option.
+    `votes` counts "a", "b", "tie" and "both_bad"; `winner` is the option with strictly more votes
+    than each other one (None for a split); `annotators` are pseudonyms, in judgment order.
     """
+
+    comparison: Comparison
+    votes: Counter[str]
+    winner: str | None
+    annotators: list[str]
+
+    @property
+    def total(self) -> int:
+        return sum(self.votes.values())
+
+    def ranked(self) -> tuple[Candidate, Candidate]:
+        """(chosen, rejected) when a candidate won."""
+        c = self.comparison
+        return (
+            (c.candidate_a, c.candidate_b) if self.winner == "a" else (c.candidate_b, c.candidate_a)
+        )
+
+
+def pairwise_tallies(*, project: Project, batch_id: int | None = None) -> Iterator[Tally]:
+    """Every judged pairwise comparison, by id, in chunks: gold and listwise ones left out."""
     pseudonym = Pseudonyms(project)
     # Listwise comparisons (rankings) are not pairs; the export issue turns them into pairs.
     comparisons = Comparison.objects.filter(
@@ -159,16 +181,44 @@ def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[
             else:
                 votes["b"] += 1
             annotators.append(pseudonym(judgment.annotator_id))
-        winner = winner_of(votes)
-        if winner not in ("a", "b"):
+        yield Tally(comparison, votes, winner_of(votes), annotators)
+
+
+def preference_metadata(tally: Tally) -> dict[str, Any]:
+    """The evidence every chosen/rejected row carries, after its training fields."""
+    chosen, rejected = tally.ranked()
+    winner, votes = tally.winner, tally.votes
+    return {
+        "comparison_id": tally.comparison.pk,
+        "prompt_id": tally.comparison.prompt.external_id,
+        "chosen_id": chosen.external_id,
+        "rejected_id": rejected.external_id,
+        "chosen_model": chosen.model,
+        "rejected_model": rejected.model,
+        "votes": {
+            "chosen": votes[winner or ""],
+            "rejected": votes["b" if winner == "a" else "a"],
+            "tie": votes[Choice.TIE],
+            "both_bad": votes[Choice.BOTH_BAD],
+        },
+        "n_annotators": tally.total,
+        "agreement": round(votes[winner or ""] / tally.total, 4),
+        "annotators": tally.annotators,
+        "batch": tally.comparison.batch_id,
+    }
+
+
+def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
+    """One row per comparison whose votes name a winning candidate, in TRL's preference format.
+
+    Votes are counted per candidate (not per screen side): "a", "b", "tie" and "both_bad".
+    A comparison is exported when a candidate has strictly more votes than each other option.
+    """
+    for tally in pairwise_tallies(project=project, batch_id=batch_id):
+        if tally.winner not in ("a", "b"):
             continue
-        chosen, rejected = (
-            (comparison.candidate_a, comparison.candidate_b)
-            if winner == "a"
-            else (comparison.candidate_b, comparison.candidate_a)
-        )
-        total = sum(votes.values())
-        prompt = comparison.prompt.content
+        chosen, rejected = tally.ranked()
+        prompt = tally.comparison.prompt.content
         if isinstance(prompt, list):
             row: dict[str, Any] = {
                 "prompt": prompt,
@@ -177,26 +227,7 @@ def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[
             }
         else:
             row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
-        row.update(
-            {
-                "comparison_id": comparison.pk,
-                "prompt_id": comparison.prompt.external_id,
-                "chosen_id": chosen.external_id,
-                "rejected_id": rejected.external_id,
-                "chosen_model": chosen.model,
-                "rejected_model": rejected.model,
-                "votes": {
-                    "chosen": votes[winner],
-                    "rejected": votes["b" if winner == "a" else "a"],
-                    "tie": votes[Choice.TIE],
-                    "both_bad": votes[Choice.BOTH_BAD],
-                },
-                "n_annotators": total,
-                "agreement": round(votes[winner] / total, 4),
-                "annotators": annotators,
-                "batch": comparison.batch_id,
-            }
-        )
+        row.update(preference_metadata(tally))
         yield row
 
 
