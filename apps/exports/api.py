@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from annotate.schema import BATCH, ErrorOut
-from apps.exports.selectors import FORMATS, export_rows
+from apps.exports.formats import FORMATS, Options, export_rows
 from apps.projects.selectors import project_for_lead
 
 LINES_PER_CHUNK = 200
@@ -27,8 +27,42 @@ def jsonl_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield ("\n".join(buffer) + "\n").encode()
 
 
+def _choice(params: Any, name: str, values: dict[str, bool], default: bool) -> bool:
+    value = params.get(name)
+    if value is None:
+        return default
+    if value not in values:
+        raise ValidationError({name: [f"Use one of {', '.join(values)}."]})
+    return values[value]
+
+
+def export_options(params: Any, format: str) -> Options:
+    """The export's options from the query string: a 400 names each unknown or bad parameter."""
+    taken = ("format", "batch", *FORMATS[format].parameters)
+    unknown = [name for name in params if name not in taken]
+    if unknown:
+        raise ValidationError(
+            {
+                name: [f"Not a parameter of format={format}; it takes {', '.join(taken)}."]
+                for name in unknown
+            }
+        )
+    batch = params.get("batch")
+    batch_id = None
+    if batch not in (None, ""):
+        if not str(batch).isdigit():
+            raise ValidationError({"batch": ["Must be a batch id (a whole number)."]})
+        batch_id = int(str(batch))
+    return Options(
+        batch_id=batch_id,
+        both_bad=_choice(params, "both_bad", {"exclude": False, "include": True}, False),
+        include_ties=_choice(params, "include_ties", {"true": True, "false": False}, True),
+    )
+
+
 class Export(APIView):
-    """GET a streamed JSON Lines export: ?format=trl|judgments[&batch=<id>]."""
+    """GET a streamed JSON Lines export: ?format=<one of FORMATS>[&batch=<id>], and for kto
+    `both_bad=include|exclude`, for arena `include_ties=true|false`."""
 
     @extend_schema(
         summary="Export the project",
@@ -42,10 +76,33 @@ class Export(APIView):
                 "format",
                 str,
                 enum=list(FORMATS),
-                description="trl: chosen/rejected pairs by majority; judgments: the raw votes.",
+                description=(
+                    "trl: prompt/chosen/rejected pairs by majority; trl-implicit: chosen and "
+                    "rejected as whole conversations; kto: unpaired rows with a true or false "
+                    "label; hh-rlhf: Human/Assistant transcripts; openai: OpenAI preference "
+                    "fine-tuning rows; arena: Chatbot Arena battles, one row per vote; "
+                    "judgments: the raw votes."
+                ),
                 required=False,
             ),
             BATCH,
+            OpenApiParameter(
+                "both_bad",
+                str,
+                enum=["exclude", "include"],
+                description=(
+                    "kto only: `include` makes both candidates of a both-bad majority false "
+                    "rows. Default `exclude`."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "include_ties",
+                str,
+                enum=["true", "false"],
+                description="arena only: `false` leaves out tie and both-bad votes (default true).",
+                required=False,
+            ),
         ],
         responses={(200, "application/jsonl"): OpenApiTypes.BINARY, 400: ErrorOut},
     )
@@ -54,13 +111,8 @@ class Export(APIView):
         format = request.query_params.get("format", "trl")
         if format not in FORMATS:
             raise ValidationError({"format": [f"Use one of {', '.join(FORMATS)}."]})
-        batch = request.query_params.get("batch")
-        batch_id = None
-        if batch not in (None, ""):
-            if not str(batch).isdigit():
-                raise ValidationError({"batch": ["Must be a batch id (a whole number)."]})
-            batch_id = int(str(batch))
-        rows = export_rows(project=project, format=format, batch_id=batch_id)
+        options = export_options(request.query_params, format)
+        rows = export_rows(project=project, format=format, options=options)
         response = StreamingHttpResponse(jsonl_chunks(rows), content_type="application/jsonl")
         response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.jsonl"'
         response["Cache-Control"] = "no-store"

@@ -20,7 +20,6 @@ from apps.projects.models import Project
 from apps.projects.selectors import pseudonyms_for
 
 CHUNK = 500
-FORMATS = ("trl", "judgments")
 
 
 class Pseudonyms:
@@ -229,13 +228,3 @@ def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[
             row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
         row.update(preference_metadata(tally))
         yield row
-
-
-def export_rows(
-    *, project: Project, format: str, batch_id: int | None = None
-) -> Iterator[dict[str, Any]]:
-    if format == "trl":
-        return trl_rows(project=project, batch_id=batch_id)
-    if format == "judgments":
-        return judgments_rows(project=project, batch_id=batch_id)
-    raise ValueError(f"format must be one of {', '.join(FORMATS)}")

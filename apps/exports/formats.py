@@ -1,0 +1,251 @@
+"""The export formats: each a generator of plain dicts, in the field names of its reference format.
+
+Pairwise formats read the same per-comparison tallies as `trl` (see `selectors.pairwise_tallies`),
+so they agree on which comparisons have a winner; `arena` and `judgments` have one row per vote.
+All of them stream in chunks and name annotators by pseudonym.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from apps.batches.models import Candidate
+from apps.exports.selectors import (
+    CHUNK,
+    Pseudonyms,
+    Tally,
+    judgments_rows,
+    pairwise_tallies,
+    preference_metadata,
+    trl_rows,
+)
+from apps.judging.models import Choice, Judgment
+from apps.projects.models import Project
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What an export may be asked for besides its format."""
+
+    batch_id: int | None = None
+    # kto: both candidates of a both-bad majority become false rows.
+    both_bad: bool = False
+    # arena: keep the votes for a tie and for both bad.
+    include_ties: bool = True
+
+
+def messages_of(prompt: str | Messages) -> Messages:
+    """A prompt as a conversation: its own messages, or one user message for a string."""
+    if isinstance(prompt, list):
+        return list(prompt)
+    return [{"role": "user", "content": prompt}]
+
+
+def assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def _winners(project: Project, options: Options) -> Iterator[Tally]:
+    for tally in pairwise_tallies(project=project, batch_id=options.batch_id):
+        if tally.winner in ("a", "b"):
+            yield tally
+
+
+def trl_implicit_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    """TRL's implicit-prompt preference format: whole conversations, the prompt inside each."""
+    for tally in _winners(project, options):
+        chosen, rejected = tally.ranked()
+        messages = messages_of(tally.comparison.prompt.content)
+        yield {
+            "chosen": [*messages, assistant(chosen.text)],
+            "rejected": [*messages, assistant(rejected.text)],
+            **preference_metadata(tally),
+        }
+
+
+def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    """TRL's unpaired (KTO) format: the winner's row true, then the loser's false.
+
+    With `both_bad`, a comparison whose majority is both bad gives a false row for candidate A,
+    then for candidate B. `votes` counts from the row's candidate: its own votes, the other
+    candidate's, ties and both-bad; `agreement` is the majority's share of all votes.
+    """
+    for tally in pairwise_tallies(project=project, batch_id=options.batch_id):
+        comparison = tally.comparison
+        labelled: list[tuple[Candidate, bool]]
+        if tally.winner in ("a", "b"):
+            chosen, rejected = tally.ranked()
+            labelled = [(chosen, True), (rejected, False)]
+        elif tally.winner == Choice.BOTH_BAD and options.both_bad:
+            labelled = [(comparison.candidate_a, False), (comparison.candidate_b, False)]
+        else:
+            continue
+        prompt = comparison.prompt.content
+        for candidate, label in labelled:
+            own = "a" if candidate.pk == comparison.candidate_a_id else "b"
+            yield {
+                "prompt": prompt,
+                "completion": (
+                    [assistant(candidate.text)] if isinstance(prompt, list) else candidate.text
+                ),
+                "label": label,
+                "comparison_id": comparison.pk,
+                "prompt_id": comparison.prompt.external_id,
+                "candidate_id": candidate.external_id,
+                "model": candidate.model,
+                "votes": {
+                    "candidate": tally.votes[own],
+                    "other": tally.votes["b" if own == "a" else "a"],
+                    "tie": tally.votes[Choice.TIE],
+                    "both_bad": tally.votes[Choice.BOTH_BAD],
+                },
+                "n_annotators": tally.total,
+                "agreement": round(tally.votes[tally.winner or ""] / tally.total, 4),
+                "annotators": tally.annotators,
+                "batch": comparison.batch_id,
+            }
+
+
+# HH-RLHF has two speakers. System and tool messages are input the assistant reads, so they are
+# the Human's; turns of one speaker in a row merge, so that the transcript alternates as HH's does.
+HH_SPEAKERS = {"system": "Human", "user": "Human", "tool": "Human", "assistant": "Assistant"}
+
+
+def hh_transcript(prompt: str | Messages, response: str) -> str:
+    """`\\n\\nHuman: ...\\n\\nAssistant: ...`, ending with `response` as its own Assistant turn."""
+    turns: list[list[str]] = []
+    for message in messages_of(prompt):
+        speaker = HH_SPEAKERS[message["role"]]
+        if turns and turns[-1][0] == speaker:
+            turns[-1][1] += "\n\n" + message["content"]
+        else:
+            turns.append([speaker, message["content"]])
+    turns.append(["Assistant", response])
+    return "".join(f"\n\n{speaker}: {text}" for speaker, text in turns)
+
+
+def hh_rlhf_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    """Anthropic HH-RLHF's format: `chosen` and `rejected` as whole transcripts."""
+    for tally in _winners(project, options):
+        chosen, rejected = tally.ranked()
+        prompt = tally.comparison.prompt.content
+        yield {
+            "chosen": hh_transcript(prompt, chosen.text),
+            "rejected": hh_transcript(prompt, rejected.text),
+            **preference_metadata(tally),
+        }
+
+
+def openai_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    """OpenAI's preference (DPO) fine-tuning rows, and nothing else: the file uploads as it is.
+
+    The evidence is in `trl`: its rows are the same comparisons, in the same order.
+    """
+    for tally in _winners(project, options):
+        chosen, rejected = tally.ranked()
+        yield {
+            "input": {"messages": messages_of(tally.comparison.prompt.content)},
+            "preferred_output": [assistant(chosen.text)],
+            "non_preferred_output": [assistant(rejected.text)],
+        }
+
+
+ARENA_WINNER: dict[str, str] = {Choice.TIE: "tie", Choice.BOTH_BAD: "tie (bothbad)"}
+
+
+def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    """Chatbot Arena's battles: one row per vote, candidate A as model_a, whichever side it was on.
+
+    `tstamp` is the vote's time in Unix seconds, as Arena's.
+    """
+    pseudonym = Pseudonyms(project)
+    judgments = Judgment.objects.filter(
+        comparison__project=project,
+        comparison__is_gold=False,
+        comparison__candidate_ids__isnull=True,
+    ).exclude(choice=Choice.RANKING)
+    if options.batch_id is not None:
+        judgments = judgments.filter(comparison__batch_id=options.batch_id)
+    if not options.include_ties:
+        judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
+    rows = judgments.order_by("comparison_id", "id").values_list(
+        "comparison_id",
+        "comparison__prompt__external_id",
+        "comparison__prompt__content",
+        "comparison__candidate_a_id",
+        "comparison__candidate_a__model",
+        "comparison__candidate_a__text",
+        "comparison__candidate_b__model",
+        "comparison__candidate_b__text",
+        "annotator_id",
+        "choice",
+        "chosen_id",
+        "created_at",
+    )
+    for (
+        comparison_id,
+        prompt_id,
+        prompt,
+        candidate_a_id,
+        model_a,
+        text_a,
+        model_b,
+        text_b,
+        annotator_id,
+        choice,
+        chosen_id,
+        created_at,
+    ) in rows.iterator(chunk_size=CHUNK):
+        messages = messages_of(prompt)
+        side = "model_a" if chosen_id == candidate_a_id else "model_b"
+        winner = ARENA_WINNER.get(choice, side)
+        yield {
+            "question_id": prompt_id,
+            "comparison_id": comparison_id,
+            "model_a": model_a,
+            "model_b": model_b,
+            "winner": winner,
+            "judge": pseudonym(annotator_id),
+            "conversation_a": [*messages, assistant(text_a)],
+            "conversation_b": [*messages, assistant(text_b)],
+            "tstamp": created_at.timestamp(),
+        }
+
+
+def _trl(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    return trl_rows(project=project, batch_id=options.batch_id)
+
+
+def _judgments(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    return judgments_rows(project=project, batch_id=options.batch_id)
+
+
+@dataclass(frozen=True)
+class Format:
+    rows: Callable[..., Iterator[dict[str, Any]]]
+    # The query parameters it takes besides `format` and `batch`.
+    parameters: tuple[str, ...] = ()
+
+
+FORMATS: dict[str, Format] = {
+    "trl": Format(_trl),
+    "trl-implicit": Format(trl_implicit_rows),
+    "kto": Format(kto_rows, ("both_bad",)),
+    "hh-rlhf": Format(hh_rlhf_rows),
+    "openai": Format(openai_rows),
+    "arena": Format(arena_rows, ("include_ties",)),
+    "judgments": Format(_judgments),
+}
+
+
+def export_rows(
+    *, project: Project, format: str, options: Options | None = None
+) -> Iterator[dict[str, Any]]:
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+    rows: Iterator[dict[str, Any]] = FORMATS[format].rows(
+        project=project, options=options or Options()
+    )
+    return rows
