@@ -8,10 +8,14 @@ Four comparisons of two candidates each (A is the prompt's first candidate), thr
 and a gold item (A, A, A) that no format exports.
 """
 
+from collections.abc import Callable
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from apps.batches.models import Comparison
-from apps.exports.formats import FORMATS, hh_transcript
+from apps.exports.formats import FORMATS, Options, export_rows, hh_transcript
 from apps.judging.models import Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from tests.conftest import prompt_line
@@ -32,6 +36,18 @@ VOTES = {
 }
 
 
+def vote_all(project, annotators, pick: Callable[[int, Comparison], str]) -> None:
+    """Each annotator in turn judges all they are served (the queue picks the order), voting
+    `pick(annotator's index, comparison)`: 'a', 'b', 'tie' or 'both_bad'."""
+    for index, user in enumerate(annotators):
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            choice = pick(index, lease.comparison)
+            if choice in ("a", "b"):
+                wanted = getattr(lease.comparison, f"candidate_{choice}_id")
+                choice = "left" if lease.left_id == wanted else "right"
+            judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+
+
 @pytest.fixture
 def tiny(project, annotators, import_rows) -> dict[str, Comparison]:
     import_rows(
@@ -45,14 +61,7 @@ def tiny(project, annotators, import_rows) -> dict[str, Comparison]:
         c.prompt.external_id: c
         for c in Comparison.objects.select_related("prompt", "candidate_a", "candidate_b")
     }
-    for index, user in enumerate(annotators):
-        # The queue picks the order; each comparison gets this annotator's vote from VOTES.
-        while (lease := assignment_next(project=project, annotator=user)) is not None:
-            choice = VOTES[lease.comparison.prompt.external_id][index]
-            if choice in ("a", "b"):
-                wanted = getattr(lease.comparison, f"candidate_{choice}_id")
-                choice = "left" if lease.left_id == wanted else "right"
-            judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+    vote_all(project, annotators, lambda index, c: VOTES[c.prompt.external_id][index])
     Comparison.objects.filter(prompt__external_id="gold").update(is_gold=True, gold_answer="a")
     return by_prompt
 
@@ -277,3 +286,25 @@ def test_bad_parameters_get_a_400_naming_them(api, bob, project, params, named):
     response = api(bob).get(URL, params)
     assert response.status_code == 400
     assert list(response.json()) == [named]
+
+
+@pytest.mark.parametrize("format", list(FORMATS))
+def test_an_export_runs_the_same_queries_for_few_rows_and_many(
+    project, annotators, import_rows, format
+):
+    """No query per row: what a format reads comes in chunks, so a bigger project costs no more
+    statements (until it passes a chunk)."""
+
+    def statements() -> int:
+        options = Options(both_bad=True)
+        with CaptureQueriesContext(connection) as captured:
+            exported = list(export_rows(project=project, format=format, options=options))
+        assert exported
+        return len(captured)
+
+    import_rows(prompt_line("first", n=3))
+    vote_all(project, annotators, lambda index, _: ["a", "a", "both_bad"][index])
+    few = statements()
+    import_rows(*(prompt_line(f"more-{i}", n=3, prompt=CONV) for i in range(3)))
+    vote_all(project, annotators, lambda index, _: ["a", "a", "both_bad"][index])
+    assert statements() == few
