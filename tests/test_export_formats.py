@@ -188,9 +188,11 @@ def test_openai_rows_have_exactly_the_preference_fine_tuning_fields(api, bob, ti
         "preferred_output": [assistant(conv.candidate_b.text)],
         "non_preferred_output": [assistant(conv.candidate_a.text)],
     }
-    # Its evidence is the trl export's, in the same order.
+    # Its evidence is the trl export's, row for row.
     trl = export(api, bob, "trl")
     assert [r["chosen_id"] for r in trl] == ["c1", "c2"]
+    assert trl[0]["chosen"] == first["preferred_output"][0]["content"]
+    assert trl[1]["chosen"] == second["preferred_output"]
 
 
 def test_arena_has_one_row_per_vote(api, bob, annotators, tiny):
