@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from apps.batches.api import BatchCreate, BatchDetail
-from apps.exports.api import Export
+from apps.exports.api import Export, Stats
 from apps.judging.api import AssignmentNext, AssignmentSkip, JudgmentCreate, JudgmentUndo
 from apps.projects.api import Me, MemberAdd, ProjectListCreate
 
@@ -17,6 +17,7 @@ api_v1 = [
         name="api-assignment-next",
     ),
     path("projects/<slug:slug>/export/", Export.as_view(), name="api-export"),
+    path("projects/<slug:slug>/stats/", Stats.as_view(), name="api-stats"),
     path("projects/<slug:slug>/judgments/undo/", JudgmentUndo.as_view(), name="api-judgment-undo"),
     path("batches/<int:batch_id>/", BatchDetail.as_view(), name="api-batch"),
     path(
