@@ -293,11 +293,12 @@ def test_graded_strength_gives_ordinal_alpha(api, bob, project, annotators, impo
     matrix = np.array(
         [
             [Judgment.objects.get(annotator=user, comparison=c).strength for c in comparisons]
-            for user in sorted(annotators, key=lambda u: pseudonyms_for(project)[u.pk])
+            for user in annotators
         ],
         dtype=float,
     )
-    assert matrix[0, 0] == 3  # shown on the left, so oriented to candidate A as it stands
+    # ann's -3 on screen (left much better) with candidate A on the left: +3 for candidate A.
+    assert Judgment.objects.get(annotator=annotators[0], comparison=comparisons[0]).strength == 3
     expected = krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal")
     assert stats(api, bob)["agreement"]["krippendorff_alpha_ordinal"] == round(expected, 4)
 
