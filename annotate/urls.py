@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.batches.api import BatchCreate, BatchDetail, ComparisonList
-from apps.exports.api import Export
+from apps.exports.api import Export, Stats
 from apps.judging.api import (
     AssignmentNext,
     AssignmentSkip,
@@ -26,6 +26,7 @@ api_v1 = [
         name="api-assignment-next",
     ),
     path("projects/<slug:slug>/export/", Export.as_view(), name="api-export"),
+    path("projects/<slug:slug>/stats/", Stats.as_view(), name="api-stats"),
     path("projects/<slug:slug>/judgments/undo/", JudgmentUndo.as_view(), name="api-judgment-undo"),
     path("batches/<int:batch_id>/", BatchDetail.as_view(), name="api-batch"),
     path(

@@ -7,10 +7,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.schema import BATCH, ErrorOut
+from apps.batches.models import Batch
 from apps.exports.formats import FORMATS, Options, export_rows
+from apps.exports.stats import project_stats, stats_votes
+from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
 
 LINES_PER_CHUNK = 200
@@ -117,3 +121,38 @@ class Export(APIView):
         response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.jsonl"'
         response["Cache-Control"] = "no-store"
         return response
+
+
+def batch_of(request: Request, project: Project) -> int | None:
+    """The `batch` query parameter: None, or the id of one of the project's batches (else 400)."""
+    batch = request.query_params.get("batch")
+    if batch in (None, ""):
+        return None
+    if not str(batch).isdigit():
+        raise ValidationError({"batch": ["Must be a batch id (a whole number)."]})
+    if not Batch.objects.filter(pk=int(str(batch)), project=project).exists():
+        raise ValidationError({"batch": ["No such batch in this project."]})
+    return int(str(batch))
+
+
+class Stats(APIView):
+    """GET agreement, annotator and model statistics of a project, or of one batch (?batch=<id>)."""
+
+    @extend_schema(
+        summary="The project's statistics",
+        description=(
+            "Staff and the project's leads. Agreement (raw pairwise with and without ties, "
+            "Krippendorff's alpha nominal and ordinal, Fleiss' kappa where every comparison "
+            "has as many votes, beside the published reference points), per annotator "
+            "(leave-one-out agreement, gold accuracy, position bias with its interval, tie and "
+            "both-bad rates, median time) and per model (win rates, Bradley-Terry scores with "
+            "bootstrap intervals). Deterministic. Gold items feed gold accuracy only."
+        ),
+        parameters=[BATCH],
+        responses={200: OpenApiTypes.OBJECT, 400: ErrorOut, 404: ErrorOut},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        batch_id = batch_of(request, project)
+        report = project_stats(stats_votes(project=project, batch_id=batch_id), batch_id=batch_id)
+        return Response(report, headers={"Cache-Control": "no-store"})
