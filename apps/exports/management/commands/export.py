@@ -1,0 +1,59 @@
+"""manage.py export <project> --format <format>: the export endpoint's file, from the shell.
+
+Streams JSON Lines to stdout or --output, row by row (constant memory at any size), with the
+same formats, parameters and bytes as GET /api/v1/projects/<slug>/export/.
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rest_framework.exceptions import ValidationError
+
+from apps.exports.api import export_options, jsonl_chunks
+from apps.exports.formats import FORMATS, export_rows
+from apps.projects.models import Project
+
+
+class Command(BaseCommand):
+    help = "Writes a project's export as JSON Lines (the export endpoint's formats)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("project", help="the project's slug")
+        parser.add_argument("--format", default="trl", choices=list(FORMATS))
+        parser.add_argument("--batch", help="only this batch (its id)")
+        parser.add_argument("--both-bad", choices=["exclude", "include"], help="kto only")
+        parser.add_argument("--include-ties", choices=["true", "false"], help="arena only")
+        parser.add_argument("--output", "-o", help="a file to write (default: stdout)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        project = Project.objects.filter(slug=options["project"]).first()
+        if project is None:
+            raise CommandError(f"No project with slug {options['project']!r}.")
+        params = {
+            name: options[key]
+            for name, key in (
+                ("batch", "batch"),
+                ("both_bad", "both_bad"),
+                ("include_ties", "include_ties"),
+            )
+            if options[key] is not None
+        }
+        try:
+            export = export_options(params, options["format"])
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{name}: {' '.join(str(m) for m in messages)}"
+                for name, messages in dict(exc.detail).items()  # type: ignore[arg-type]
+            )
+            raise CommandError(problems) from None
+        rows = export_rows(project=project, format=options["format"], options=export)
+        if options["output"]:
+            with Path(options["output"]).open("wb") as out:
+                for chunk in jsonl_chunks(rows):
+                    out.write(chunk)
+        else:
+            for chunk in jsonl_chunks(rows):
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
