@@ -87,6 +87,8 @@ EVIDENCE = {
     "agreement",
     "annotators",
     "batch",
+    "strength_mean",
+    "margin",
 }
 
 

@@ -219,3 +219,25 @@ def test_the_judgments_export_carries_every_answer_and_rankings_stay_out_of_trl(
     assert ranked[0]["choice"] == "ranking"
     trl = rows(api(bob).get(URL, {"format": "trl"}))
     assert all(r["prompt_id"] != "l-1" for r in trl)
+
+
+def test_graded_votes_give_each_pair_its_mean_strength_and_llama2_margin(
+    api, bob, project, annotators, import_rows
+):
+    """Strengths +3, +2 and -1 for candidate A: A wins 2-1; strength toward it (3+2-1)/3, and
+    the margin the mean of Llama 2's 1, 2/3 and -1/3."""
+    project.scheme = "graded"
+    project.save()
+    import_rows(prompt_line("g"))
+    for user, toward_a in zip(annotators, [3, 2, -1], strict=True):
+        lease = assignment_next(project=project, annotator=user)
+        left_is_a = lease.left_id == lease.comparison.candidate_a_id
+        judgment_submit(
+            assignment_id=lease.pk, annotator=user, strength=-toward_a if left_is_a else toward_a
+        )
+    (row,) = rows(api(bob).get(URL, {"format": "trl"}))
+    assert row["chosen_id"] == "c1"
+    assert row["strength_mean"] == round(4 / 3, 4)
+    assert row["margin"] == round((1 + 2 / 3 - 1 / 3) / 3, 4)
+    (pairwise,) = [r for r in rows(api(bob).get(URL, {"format": "hh-rlhf"}))]
+    assert pairwise["margin"] == row["margin"]

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -135,6 +135,8 @@ class Tally:
     votes: Counter[str]
     winner: str | None
     annotators: list[str]
+    # Graded votes' strengths, oriented to the candidates (above 0: candidate A is better).
+    strengths: list[int] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -164,7 +166,7 @@ def pairwise_tallies(*, project: Project, batch_id: int | None = None) -> Iterat
             Prefetch(
                 "judgments",
                 queryset=Judgment.objects.order_by("id").only(
-                    "id", "comparison_id", "annotator_id", "choice", "chosen_id"
+                    "id", "comparison_id", "annotator_id", "choice", "chosen_id", "strength"
                 ),
             )
         )
@@ -172,7 +174,10 @@ def pairwise_tallies(*, project: Project, batch_id: int | None = None) -> Iterat
     for comparison in comparisons.iterator(chunk_size=CHUNK):
         votes: Counter[str] = Counter()
         annotators = []
+        strengths = []
         for judgment in comparison.judgments.all():
+            if judgment.strength is not None:
+                strengths.append(judgment.strength)
             if judgment.choice in (Choice.TIE, Choice.BOTH_BAD):
                 votes[judgment.choice] += 1
             elif judgment.chosen_id == comparison.candidate_a_id:
@@ -180,7 +185,7 @@ def pairwise_tallies(*, project: Project, batch_id: int | None = None) -> Iterat
             else:
                 votes["b"] += 1
             annotators.append(pseudonym(judgment.annotator_id))
-        yield Tally(comparison, votes, winner_of(votes), annotators)
+        yield Tally(comparison, votes, winner_of(votes), annotators, strengths)
 
 
 def preference_metadata(tally: Tally) -> dict[str, Any]:
@@ -204,6 +209,26 @@ def preference_metadata(tally: Tally) -> dict[str, Any]:
         "agreement": round(votes[winner or ""] / tally.total, 4),
         "annotators": tally.annotators,
         "batch": tally.comparison.batch_id,
+        **strength_fields(tally.strengths, chosen_is_a=winner == "a"),
+    }
+
+
+# Llama 2's margin for each grade of "how much better": significantly 1, better 2/3, slightly
+# 1/3, negligibly better or unsure 0.
+MARGINS = {3: 1.0, 2: 2 / 3, 1: 1 / 3, 0: 0.0}
+
+
+def strength_fields(strengths: list[int], *, chosen_is_a: bool) -> dict[str, Any]:
+    """`strength_mean` (the graded votes' mean strength toward the chosen response, -3..3) and
+    `margin` (the mean of Llama 2's margins, signed toward the chosen response); both null
+    without graded votes."""
+    if not strengths:
+        return {"strength_mean": None, "margin": None}
+    toward = [s if chosen_is_a else -s for s in strengths]
+    signed = [MARGINS[abs(s)] * (1 if s > 0 else -1) for s in toward]
+    return {
+        "strength_mean": round(sum(toward) / len(toward), 4),
+        "margin": round(sum(signed) / len(signed), 4),
     }
 
 
