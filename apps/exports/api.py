@@ -2,7 +2,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import ValidationError
@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from annotate.schema import BATCH, ErrorOut
 from apps.batches.models import Batch
+from apps.exports.card import dataset_card
 from apps.exports.formats import FORMATS, Options, export_rows
 from apps.exports.stats import project_stats, stats_votes
 from apps.projects.models import Project
@@ -79,13 +80,15 @@ class Export(APIView):
             OpenApiParameter(
                 "format",
                 str,
-                enum=list(FORMATS),
+                enum=[*FORMATS, "card"],
                 description=(
                     "trl: prompt/chosen/rejected pairs by majority; trl-implicit: chosen and "
                     "rejected as whole conversations; kto: unpaired rows with a true or false "
                     "label; hh-rlhf: Human/Assistant transcripts; openai: OpenAI preference "
                     "fine-tuning rows; arena: Chatbot Arena battles, one row per vote; "
-                    "judgments: the raw votes."
+                    "judgments: the raw votes; card: the dataset card, in Markdown "
+                    "(text/markdown): counts, agreement, aggregation, filters, models and "
+                    "annotators."
                 ),
                 required=False,
             ),
@@ -108,13 +111,19 @@ class Export(APIView):
                 required=False,
             ),
         ],
-        responses={(200, "application/jsonl"): OpenApiTypes.BINARY, 400: ErrorOut},
+        responses={
+            (200, "application/jsonl"): OpenApiTypes.BINARY,
+            (200, "text/markdown"): OpenApiTypes.STR,
+            400: ErrorOut,
+        },
     )
-    def get(self, request: Request, slug: str) -> StreamingHttpResponse:
+    def get(self, request: Request, slug: str) -> HttpResponse | StreamingHttpResponse:
         project = project_for_lead(user=request.user, slug=slug)
         format = request.query_params.get("format", "trl")
+        if format == "card":
+            return card_response(project, request.query_params)
         if format not in FORMATS:
-            raise ValidationError({"format": [f"Use one of {', '.join(FORMATS)}."]})
+            raise ValidationError({"format": [f"Use one of {', '.join([*FORMATS, 'card'])}."]})
         options = export_options(request.query_params, format)
         rows = export_rows(project=project, format=format, options=options)
         response = StreamingHttpResponse(jsonl_chunks(rows), content_type="application/jsonl")
@@ -123,9 +132,30 @@ class Export(APIView):
         return response
 
 
+def card_response(project: Project, params: Any) -> HttpResponse:
+    """The dataset card, for the whole project or one batch (`batch`, its only parameter)."""
+    unknown = [name for name in params if name not in ("format", "batch")]
+    if unknown:
+        raise ValidationError(
+            {name: ["Not a parameter of format=card; it takes format, batch."] for name in unknown}
+        )
+    batch_id = batch_id_of(params, project)
+    response = HttpResponse(
+        dataset_card(project=project, batch_id=batch_id),
+        content_type="text/markdown; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="{project.slug}-card.md"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def batch_of(request: Request, project: Project) -> int | None:
+    return batch_id_of(request.query_params, project)
+
+
+def batch_id_of(params: Any, project: Project) -> int | None:
     """The `batch` query parameter: None, or the id of one of the project's batches (else 400)."""
-    batch = request.query_params.get("batch")
+    batch = params.get("batch")
     if batch in (None, ""):
         return None
     if not str(batch).isdigit():

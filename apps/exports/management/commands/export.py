@@ -11,7 +11,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError
 
-from apps.exports.api import export_options, jsonl_chunks
+from apps.exports.api import batch_id_of, export_options, jsonl_chunks
+from apps.exports.card import dataset_card
 from apps.exports.formats import FORMATS, export_rows
 from apps.projects.models import Project
 
@@ -21,11 +22,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="the project's slug")
-        parser.add_argument("--format", default="trl", choices=list(FORMATS))
+        parser.add_argument("--format", default="trl", choices=[*FORMATS, "card"])
         parser.add_argument("--batch", help="only this batch (its id)")
         parser.add_argument("--both-bad", choices=["exclude", "include"], help="kto only")
         parser.add_argument("--include-ties", choices=["true", "false"], help="arena only")
         parser.add_argument("--output", "-o", help="a file to write (default: stdout)")
+
+    def _write(self, data: bytes, options: dict[str, Any]) -> None:
+        if options["output"]:
+            Path(options["output"]).write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(slug=options["project"]).first()
@@ -40,6 +48,15 @@ class Command(BaseCommand):
             )
             if options[key] is not None
         }
+        if options["format"] == "card":
+            if set(params) - {"batch"}:
+                raise CommandError("format card takes only --batch.")
+            try:
+                batch_id = batch_id_of(params, project)
+            except ValidationError as exc:
+                raise CommandError(f"batch: {exc.detail}") from None
+            self._write(dataset_card(project=project, batch_id=batch_id).encode(), options)
+            return
         try:
             export = export_options(params, options["format"])
         except ValidationError as exc:

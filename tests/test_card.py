@@ -1,0 +1,75 @@
+"""The dataset card (format=card): Markdown that says what the data holds and how far to trust
+it, with the statistics endpoint's figures."""
+
+import pytest
+from django.core.management import call_command
+
+from apps.batches.models import Candidate
+from apps.judging.services import assignment_next, judgment_submit
+from apps.projects.models import Membership
+from tests.conftest import prompt_line
+
+URL = "/api/v1/projects/demo/export/"
+
+
+@pytest.fixture
+def judged(project, annotators, import_rows):
+    import_rows(*(prompt_line(f"p{i}", n=3) for i in range(3)))
+    choices = {0: "left", 1: "left", 2: "tie"}
+    for index, user in enumerate(annotators):
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            judgment_submit(assignment_id=lease.pk, annotator=user, choice=choices[index])
+    return project
+
+
+def card(api, user, **params):
+    response = api(user).get(URL, {"format": "card", **params})
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "text/markdown; charset=utf-8"
+    return response.content.decode()
+
+
+def test_the_card_carries_the_counts_agreement_models_and_annotators(api, bob, judged):
+    text = card(api, bob)
+    stats = api(bob).get("/api/v1/projects/demo/stats/").json()
+    assert text.startswith("# Demo: preference data") or text.startswith("# ")
+    assert f"| judgments | {stats['counts']['judgments']} |" in text
+    with_ties = stats["agreement"]["pairwise"]["with_ties"]["agreement"]
+    assert f"{with_ties:.1%}" in text
+    assert "InstructGPT 72.6%" in text and "HH-RLHF about 63%" in text
+    assert "Aggregation: **majority**" in text
+    for model in stats["models"]["bradley_terry"]["models"]:
+        assert f"| {model['model']} | {model['score']:.1f} |" in text
+    for pseudonym in Membership.objects.filter(role="annotator").values_list(
+        "pseudonym", flat=True
+    ):
+        assert f"| {pseudonym} |" in text
+    assert "ann |" not in text and "ben |" not in text  # never a username
+
+
+def test_the_card_is_deterministic_and_follows_the_batch_filter(api, bob, judged, import_rows):
+    assert card(api, bob) == card(api, bob)
+    other = import_rows(prompt_line("later"))
+    text = card(api, bob, batch=other.pk)
+    assert f"batch {other.pk}" in text
+    assert "| judgments | 0 |" in text
+
+
+def test_lead_chosen_names_cannot_break_the_tables(api, bob, judged):
+    Candidate.objects.filter(external_id="c1").update(model="evil|model\nnext")
+    text = card(api, bob)
+    assert "evil\\|model next" in text
+
+
+def test_the_card_refuses_other_parameters_and_strangers(api, bob, annotators, charlie, judged):
+    response = api(bob).get(URL, {"format": "card", "both_bad": "include"})
+    assert response.status_code == 400 and "both_bad" in response.json()
+    assert api(bob).get(URL, {"format": "card", "batch": "x"}).status_code == 400
+    assert api(annotators[0]).get(URL, {"format": "card"}).status_code == 404
+    assert api(charlie).get(URL, {"format": "card"}).status_code == 404
+
+
+def test_the_command_writes_the_same_card(api, bob, judged, tmp_path):
+    target = tmp_path / "card.md"
+    call_command("export", "demo", "--format", "card", "-o", str(target))
+    assert target.read_text() == card(api, bob)
