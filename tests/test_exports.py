@@ -241,3 +241,49 @@ def test_graded_votes_give_each_pair_its_mean_strength_and_llama2_margin(
     assert row["margin"] == round((1 + 2 / 3 - 1 / 3) / 3, 4)
     (pairwise,) = [r for r in rows(api(bob).get(URL, {"format": "hh-rlhf"}))]
     assert pairwise["margin"] == row["margin"]
+
+
+def test_pairwise_exports_filter_by_votes_and_agreement(api, bob, project, annotators, import_rows):
+    """Three comparisons: 3 votes 3-0, 3 votes 2-1, 2 votes 2-0 (overlap 3)."""
+    import_rows(prompt_line("full"), prompt_line("split"), prompt_line("two"))
+    plan = {"full": ["a", "a", "a"], "split": ["a", "a", "b"], "two": ["a", "a"]}
+    for index, user in enumerate(annotators):
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            pid = lease.comparison.prompt.external_id
+            if index >= len(plan[pid]):
+                from apps.judging.services import assignment_skip
+
+                assignment_skip(assignment_id=lease.pk, annotator=user, reason="other", note="-")
+                continue
+            wants_a = plan[pid][index] == "a"
+            left_is_a = lease.left_id == lease.comparison.candidate_a_id
+            choice = "left" if wants_a == left_is_a else "right"
+            judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+
+    def ids(**params):
+        return sorted(r["prompt_id"] for r in rows(api(bob).get(URL, {"format": "trl", **params})))
+
+    assert ids() == ["full", "split", "two"]
+    assert ids(min_votes="3") == ["full", "split"]
+    assert ids(min_agreement="0.9") == ["full", "two"]
+    assert ids(min_votes="3", min_agreement="0.9") == ["full"]
+    for format in ("trl-implicit", "hh-rlhf", "openai", "kto"):
+        response = api(bob).get(URL, {"format": format, "min_votes": "3", "min_agreement": "1"})
+        assert response.status_code == 200
+        assert len(rows(response)) == (2 if format == "kto" else 1)
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"min_votes": "0"}, "min_votes"),
+        ({"min_votes": "many"}, "min_votes"),
+        ({"min_agreement": "1.5"}, "min_agreement"),
+        ({"min_agreement": "nan"}, "min_agreement"),
+        ({"format": "judgments", "min_votes": "2"}, "min_votes"),
+    ],
+)
+def test_bad_filters_get_a_400_naming_them(api, bob, batch, params, name):
+    response = api(bob).get(URL, {"format": "trl", **params})
+    assert response.status_code == 400
+    assert name in response.json()

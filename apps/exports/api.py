@@ -62,7 +62,23 @@ def export_options(params: Any, format: str) -> Options:
         batch_id=batch_id,
         both_bad=_choice(params, "both_bad", {"exclude": False, "include": True}, False),
         include_ties=_choice(params, "include_ties", {"true": True, "false": False}, True),
+        min_votes=_number(params, "min_votes", int, 1, 1, 1000),
+        min_agreement=_number(params, "min_agreement", float, 0.0, 0.0, 1.0),
     )
+
+
+def _number(params: Any, name: str, kind: type, default: Any, low: Any, high: Any) -> Any:
+    """A numeric parameter within [low, high]; a 400 naming it otherwise."""
+    value = params.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = kind(str(value))
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ValidationError({name: [f"Must be a number from {low} to {high}."]})
+    return number
 
 
 class Export(APIView):
@@ -100,6 +116,21 @@ class Export(APIView):
                 description=(
                     "kto only: `include` makes both candidates of a both-bad majority false "
                     "rows. Default `exclude`."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "min_votes",
+                int,
+                description="Pairwise formats: only comparisons with at least this many votes.",
+                required=False,
+            ),
+            OpenApiParameter(
+                "min_agreement",
+                float,
+                description=(
+                    "Pairwise formats: only comparisons whose majority option holds at least "
+                    "this share of the votes (0 to 1)."
                 ),
                 required=False,
             ),

@@ -34,6 +34,18 @@ class Options:
     both_bad: bool = False
     # arena: keep the votes for a tie and for both bad.
     include_ties: bool = True
+    # The pairwise formats: only comparisons with at least this many votes, and whose majority
+    # option holds at least this share of them.
+    min_votes: int = 1
+    min_agreement: float = 0.0
+
+    def tallies(self, project: Project) -> Iterator[Tally]:
+        return pairwise_tallies(
+            project=project,
+            batch_id=self.batch_id,
+            min_votes=self.min_votes,
+            min_agreement=self.min_agreement,
+        )
 
 
 def messages_of(prompt: str | Messages) -> Messages:
@@ -48,7 +60,7 @@ def assistant(text: str) -> dict[str, str]:
 
 
 def _winners(project: Project, options: Options) -> Iterator[Tally]:
-    for tally in pairwise_tallies(project=project, batch_id=options.batch_id):
+    for tally in options.tallies(project):
         if tally.winner in ("a", "b"):
             yield tally
 
@@ -72,7 +84,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     then for candidate B. `votes` counts from the row's candidate: its own votes, the other
     candidate's, ties and both-bad; `agreement` is the majority's share of all votes.
     """
-    for tally in pairwise_tallies(project=project, batch_id=options.batch_id):
+    for tally in options.tallies(project):
         comparison = tally.comparison
         labelled: list[tuple[Candidate, bool]]
         if tally.winner in ("a", "b"):
@@ -215,7 +227,12 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
 
 
 def _trl(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
-    return trl_rows(project=project, batch_id=options.batch_id)
+    return trl_rows(
+        project=project,
+        batch_id=options.batch_id,
+        min_votes=options.min_votes,
+        min_agreement=options.min_agreement,
+    )
 
 
 def _judgments(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
@@ -229,12 +246,15 @@ class Format:
     parameters: tuple[str, ...] = ()
 
 
+# The filters every pairwise format takes.
+PAIRWISE = ("min_votes", "min_agreement")
+
 FORMATS: dict[str, Format] = {
-    "trl": Format(_trl),
-    "trl-implicit": Format(trl_implicit_rows),
-    "kto": Format(kto_rows, ("both_bad",)),
-    "hh-rlhf": Format(hh_rlhf_rows),
-    "openai": Format(openai_rows),
+    "trl": Format(_trl, PAIRWISE),
+    "trl-implicit": Format(trl_implicit_rows, PAIRWISE),
+    "kto": Format(kto_rows, ("both_bad", *PAIRWISE)),
+    "hh-rlhf": Format(hh_rlhf_rows, PAIRWISE),
+    "openai": Format(openai_rows, PAIRWISE),
     "arena": Format(arena_rows, ("include_ties",)),
     "judgments": Format(_judgments),
 }

@@ -150,8 +150,16 @@ class Tally:
         )
 
 
-def pairwise_tallies(*, project: Project, batch_id: int | None = None) -> Iterator[Tally]:
-    """Every judged pairwise comparison, by id, in chunks: gold and listwise ones left out."""
+def pairwise_tallies(
+    *,
+    project: Project,
+    batch_id: int | None = None,
+    min_votes: int = 1,
+    min_agreement: float = 0.0,
+) -> Iterator[Tally]:
+    """Every judged pairwise comparison, by id, in chunks: gold and listwise ones left out, and
+    those with fewer than `min_votes` votes or whose majority option holds less than
+    `min_agreement` of them."""
     pseudonym = Pseudonyms(project)
     # Listwise comparisons (rankings) are not pairs; the export issue turns them into pairs.
     comparisons = Comparison.objects.filter(
@@ -185,6 +193,9 @@ def pairwise_tallies(*, project: Project, batch_id: int | None = None) -> Iterat
             else:
                 votes["b"] += 1
             annotators.append(pseudonym(judgment.annotator_id))
+        total = sum(votes.values())
+        if total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
+            continue
         yield Tally(comparison, votes, winner_of(votes), annotators, strengths)
 
 
@@ -232,13 +243,22 @@ def strength_fields(strengths: list[int], *, chosen_is_a: bool) -> dict[str, Any
     }
 
 
-def trl_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
+def trl_rows(
+    *,
+    project: Project,
+    batch_id: int | None = None,
+    min_votes: int = 1,
+    min_agreement: float = 0.0,
+) -> Iterator[dict[str, Any]]:
     """One row per comparison whose votes name a winning candidate, in TRL's preference format.
 
     Votes are counted per candidate (not per screen side): "a", "b", "tie" and "both_bad".
     A comparison is exported when a candidate has strictly more votes than each other option.
     """
-    for tally in pairwise_tallies(project=project, batch_id=batch_id):
+    tallies = pairwise_tallies(
+        project=project, batch_id=batch_id, min_votes=min_votes, min_agreement=min_agreement
+    )
+    for tally in tallies:
         if tally.winner not in ("a", "b"):
             continue
         chosen, rejected = tally.ranked()

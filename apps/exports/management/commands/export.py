@@ -26,6 +26,10 @@ class Command(BaseCommand):
         parser.add_argument("--batch", help="only this batch (its id)")
         parser.add_argument("--both-bad", choices=["exclude", "include"], help="kto only")
         parser.add_argument("--include-ties", choices=["true", "false"], help="arena only")
+        parser.add_argument("--min-votes", help="pairwise formats: at least this many votes")
+        parser.add_argument(
+            "--min-agreement", help="pairwise formats: the majority's least share (0-1)"
+        )
         parser.add_argument("--output", "-o", help="a file to write (default: stdout)")
 
     def _write(self, data: bytes, options: dict[str, Any]) -> None:
@@ -45,6 +49,8 @@ class Command(BaseCommand):
                 ("batch", "batch"),
                 ("both_bad", "both_bad"),
                 ("include_ties", "include_ties"),
+                ("min_votes", "min_votes"),
+                ("min_agreement", "min_agreement"),
             )
             if options[key] is not None
         }
