@@ -287,3 +287,34 @@ def test_bad_filters_get_a_400_naming_them(api, bob, batch, params, name):
     response = api(bob).get(URL, {"format": "trl", **params})
     assert response.status_code == 400
     assert name in response.json()
+
+
+def test_split_puts_each_prompt_in_one_half_the_same_way_every_time(
+    api, bob, project, annotators, import_rows
+):
+    from apps.exports.selectors import split_of
+
+    import_rows(*(prompt_line(f"s{i}", n=3) for i in range(40)))  # 3 comparisons each
+    project.overlap = 1
+    project.save()
+    user = annotators[0]
+    while (lease := assignment_next(project=project, annotator=user)) is not None:
+        judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+
+    def prompts(**params):
+        response = api(bob).get(URL, {"format": "trl", **params})
+        assert response.status_code == 200
+        return [r["prompt_id"] for r in rows(response)]
+
+    everything = prompts()
+    train, test = (
+        prompts(split="train", test_fraction="0.3"),
+        prompts(split="test", test_fraction="0.3"),
+    )
+    assert sorted(train + test) == sorted(everything)
+    assert not set(train) & set(test)  # no prompt in both halves
+    assert 0 < len(set(test)) < len(set(everything))
+    assert all(split_of(project.slug, p, 0.3) == "test" for p in test)
+    assert prompts(split="test", test_fraction="0.3") == test  # the same every time
+    assert prompts(split="test", test_fraction="0") == []
+    assert api(bob).get(URL, {"format": "trl", "split": "dev"}).status_code == 400

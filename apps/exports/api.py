@@ -64,7 +64,18 @@ def export_options(params: Any, format: str) -> Options:
         include_ties=_choice(params, "include_ties", {"true": True, "false": False}, True),
         min_votes=_number(params, "min_votes", int, 1, 1, 1000),
         min_agreement=_number(params, "min_agreement", float, 0.0, 0.0, 1.0),
+        split=_split(params),
+        test_fraction=_number(params, "test_fraction", float, 0.1, 0.0, 1.0),
     )
+
+
+def _split(params: Any) -> str | None:
+    value = params.get("split")
+    if value in (None, ""):
+        return None
+    if value not in ("train", "test"):
+        raise ValidationError({"split": ["Use train or test."]})
+    return str(value)
 
 
 def _number(params: Any, name: str, kind: type, default: Any, low: Any, high: Any) -> Any:
@@ -132,6 +143,22 @@ class Export(APIView):
                     "Pairwise formats: only comparisons whose majority option holds at least "
                     "this share of the votes (0 to 1)."
                 ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "split",
+                str,
+                enum=["train", "test"],
+                description=(
+                    "Pairwise formats: only one half, split by prompt (a hash of its id), so "
+                    "no prompt is in both; the same on every export."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "test_fraction",
+                float,
+                description="With split: the share of prompts in the test half (default 0.1).",
                 required=False,
             ),
             OpenApiParameter(

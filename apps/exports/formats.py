@@ -38,6 +38,9 @@ class Options:
     # option holds at least this share of them.
     min_votes: int = 1
     min_agreement: float = 0.0
+    # The pairwise formats: only the prompts of one half, "train" or "test" (by prompt).
+    split: str | None = None
+    test_fraction: float = 0.1
 
     def tallies(self, project: Project) -> Iterator[Tally]:
         return pairwise_tallies(
@@ -45,6 +48,8 @@ class Options:
             batch_id=self.batch_id,
             min_votes=self.min_votes,
             min_agreement=self.min_agreement,
+            split=self.split,
+            test_fraction=self.test_fraction,
         )
 
 
@@ -232,6 +237,8 @@ def _trl(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
         batch_id=options.batch_id,
         min_votes=options.min_votes,
         min_agreement=options.min_agreement,
+        split=options.split,
+        test_fraction=options.test_fraction,
     )
 
 
@@ -247,7 +254,7 @@ class Format:
 
 
 # The filters every pairwise format takes.
-PAIRWISE = ("min_votes", "min_agreement")
+PAIRWISE = ("min_votes", "min_agreement", "split", "test_fraction")
 
 FORMATS: dict[str, Format] = {
     "trl": Format(_trl, PAIRWISE),

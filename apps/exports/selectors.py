@@ -150,16 +150,25 @@ class Tally:
         )
 
 
+def split_of(project_slug: str, prompt_id: str, test_fraction: float) -> str:
+    """ "train" or "test" for a prompt: by a hash of its id, so every comparison of a prompt
+    lands in the same half, the same way on every export and on every machine."""
+    digest = hashlib.sha256(f"{project_slug}\x00{prompt_id}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
+
+
 def pairwise_tallies(
     *,
     project: Project,
     batch_id: int | None = None,
     min_votes: int = 1,
     min_agreement: float = 0.0,
+    split: str | None = None,
+    test_fraction: float = 0.1,
 ) -> Iterator[Tally]:
     """Every judged pairwise comparison, by id, in chunks: gold and listwise ones left out, and
     those with fewer than `min_votes` votes or whose majority option holds less than
-    `min_agreement` of them."""
+    `min_agreement` of them; with `split`, only the prompts of that half (split_of)."""
     pseudonym = Pseudonyms(project)
     # Listwise comparisons (rankings) are not pairs; the export issue turns them into pairs.
     comparisons = Comparison.objects.filter(
@@ -193,6 +202,11 @@ def pairwise_tallies(
             else:
                 votes["b"] += 1
             annotators.append(pseudonym(judgment.annotator_id))
+        if (
+            split is not None
+            and split_of(project.slug, comparison.prompt.external_id, test_fraction) != split
+        ):
+            continue
         total = sum(votes.values())
         if total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
             continue
@@ -249,6 +263,8 @@ def trl_rows(
     batch_id: int | None = None,
     min_votes: int = 1,
     min_agreement: float = 0.0,
+    split: str | None = None,
+    test_fraction: float = 0.1,
 ) -> Iterator[dict[str, Any]]:
     """One row per comparison whose votes name a winning candidate, in TRL's preference format.
 
@@ -256,7 +272,12 @@ def trl_rows(
     A comparison is exported when a candidate has strictly more votes than each other option.
     """
     tallies = pairwise_tallies(
-        project=project, batch_id=batch_id, min_votes=min_votes, min_agreement=min_agreement
+        project=project,
+        batch_id=batch_id,
+        min_votes=min_votes,
+        min_agreement=min_agreement,
+        split=split,
+        test_fraction=test_fraction,
     )
     for tally in tallies:
         if tally.winner not in ("a", "b"):

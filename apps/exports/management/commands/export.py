@@ -30,6 +30,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--min-agreement", help="pairwise formats: the majority's least share (0-1)"
         )
+        parser.add_argument("--split", choices=["train", "test"], help="pairwise formats")
+        parser.add_argument("--test-fraction", help="with --split (default 0.1)")
         parser.add_argument("--output", "-o", help="a file to write (default: stdout)")
 
     def _write(self, data: bytes, options: dict[str, Any]) -> None:
@@ -51,6 +53,8 @@ class Command(BaseCommand):
                 ("include_ties", "include_ties"),
                 ("min_votes", "min_votes"),
                 ("min_agreement", "min_agreement"),
+                ("split", "split"),
+                ("test_fraction", "test_fraction"),
             )
             if options[key] is not None
         }
