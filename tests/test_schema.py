@@ -23,8 +23,6 @@ def operations(schema):
 
 
 def test_every_api_endpoint_is_in_the_schema(schema):
-    from django.urls import get_resolver
-
     from annotate import urls
 
     api = {str(p.pattern) for p in urls.api_v1}
@@ -36,7 +34,6 @@ def test_every_api_endpoint_is_in_the_schema(schema):
         for pattern in api
     }
     assert expected == documented
-    assert get_resolver()  # the URLconf loads
 
 
 def test_every_operation_and_parameter_is_described(schema):

@@ -366,11 +366,19 @@ def comparison_peek(*, project: Project, annotator: User) -> Assignment | None:
             return _peek_of(project, gold_id)
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            row = _call(
-                "SELECT o_id FROM annotate_pick(%s, %s, %s, %s, %s, %s)",
-                [project.pk, annotator.pk, project.policy, project.overlap, 0, queue_sql.WINDOW],
-            )
-            comparison_id = row[0] if row else None
+            with connection.cursor() as cursor:  # already in the transaction rolled back below
+                cursor.execute(
+                    "SELECT o_id FROM annotate_pick(%s, %s, %s, %s, %s, %s)",
+                    [
+                        project.pk,
+                        annotator.pk,
+                        project.policy,
+                        project.overlap,
+                        0,
+                        queue_sql.WINDOW,
+                    ],
+                )
+                comparison_id = cursor.fetchone()[0]
         else:
             comparison_id = _comparison_pick(project=project, annotator=annotator)
         transaction.set_rollback(True)
