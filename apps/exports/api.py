@@ -113,7 +113,10 @@ class Export(APIView):
                     "rejected as whole conversations; kto: unpaired rows with a true or false "
                     "label; hh-rlhf: Human/Assistant transcripts; openai: OpenAI preference "
                     "fine-tuning rows; arena: Chatbot Arena battles, one row per vote; "
-                    "judgments: the raw votes; card: the dataset card, in Markdown "
+                    "judgments: the raw votes; listwise: one row per ranked prompt, its "
+                    "merged ranking and every annotator's (listwise projects; their rankings "
+                    "also become pairs in the pairwise formats); card: the dataset card, in "
+                    "Markdown "
                     "(text/markdown): counts, agreement, aggregation, filters, models and "
                     "annotators."
                 ),
@@ -133,7 +136,10 @@ class Export(APIView):
             OpenApiParameter(
                 "min_votes",
                 int,
-                description="Pairwise formats: only comparisons with at least this many votes.",
+                description=(
+                    "Pairwise formats and listwise: only comparisons with at least this many "
+                    "votes (rankings)."
+                ),
                 required=False,
             ),
             OpenApiParameter(
@@ -150,7 +156,8 @@ class Export(APIView):
                 str,
                 enum=["train", "test"],
                 description=(
-                    "Pairwise formats: only one half, split by prompt (a hash of its id), so "
+                    "Pairwise formats and listwise: only one half, split by prompt (a hash of "
+                    "its id), so "
                     "no prompt is in both; the same on every export."
                 ),
                 required=False,

@@ -5,11 +5,13 @@ so they agree on which comparisons have a winner; `arena` and `judgments` have o
 All of them stream in chunks and name annotators by pseudonym.
 """
 
+import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from apps.batches.models import Candidate
+from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
     CHUNK,
     Pseudonyms,
@@ -17,7 +19,7 @@ from apps.exports.selectors import (
     judgments_rows,
     pairwise_tallies,
     preference_metadata,
-    trl_rows,
+    trl_row,
 )
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
@@ -43,13 +45,20 @@ class Options:
     test_fraction: float = 0.1
 
     def tallies(self, project: Project) -> Iterator[Tally]:
-        return pairwise_tallies(
-            project=project,
-            batch_id=self.batch_id,
-            min_votes=self.min_votes,
-            min_agreement=self.min_agreement,
-            split=self.split,
-            test_fraction=self.test_fraction,
+        """The pairwise comparisons' tallies and the pairs of the listwise ones' rankings,
+        merged by comparison id (the two never share one)."""
+        filters: dict[str, Any] = {
+            "project": project,
+            "batch_id": self.batch_id,
+            "min_votes": self.min_votes,
+            "min_agreement": self.min_agreement,
+            "split": self.split,
+            "test_fraction": self.test_fraction,
+        }
+        return heapq.merge(
+            pairwise_tallies(**filters),
+            ranking_tallies(**filters),
+            key=lambda tally: tally.comparison.pk,
         )
 
 
@@ -232,11 +241,14 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
 
 
 def _trl(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
-    return trl_rows(
+    return (trl_row(tally) for tally in _winners(project, options))
+
+
+def _listwise(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    return listwise_rows(
         project=project,
         batch_id=options.batch_id,
         min_votes=options.min_votes,
-        min_agreement=options.min_agreement,
         split=options.split,
         test_fraction=options.test_fraction,
     )
@@ -263,6 +275,7 @@ FORMATS: dict[str, Format] = {
     "hh-rlhf": Format(hh_rlhf_rows, PAIRWISE),
     "openai": Format(openai_rows, PAIRWISE),
     "arena": Format(arena_rows, ("include_ties",)),
+    "listwise": Format(_listwise, ("min_votes", "split", "test_fraction")),
     "judgments": Format(_judgments),
 }
 

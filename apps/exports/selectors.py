@@ -280,17 +280,21 @@ def trl_rows(
         test_fraction=test_fraction,
     )
     for tally in tallies:
-        if tally.winner not in ("a", "b"):
-            continue
-        chosen, rejected = tally.ranked()
-        prompt = tally.comparison.prompt.content
-        if isinstance(prompt, list):
-            row: dict[str, Any] = {
-                "prompt": prompt,
-                "chosen": [{"role": "assistant", "content": chosen.text}],
-                "rejected": [{"role": "assistant", "content": rejected.text}],
-            }
-        else:
-            row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
-        row.update(preference_metadata(tally))
-        yield row
+        if tally.winner in ("a", "b"):
+            yield trl_row(tally)
+
+
+def trl_row(tally: Tally) -> dict[str, Any]:
+    """A tally with a winning candidate as a TRL preference row, its evidence after."""
+    chosen, rejected = tally.ranked()
+    prompt = tally.comparison.prompt.content
+    if isinstance(prompt, list):
+        row: dict[str, Any] = {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": chosen.text}],
+            "rejected": [{"role": "assistant", "content": rejected.text}],
+        }
+    else:
+        row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
+    row.update(preference_metadata(tally))
+    return row
