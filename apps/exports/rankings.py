@@ -123,7 +123,11 @@ def _ranked_chunk(
     candidates = Candidate.objects.in_bulk([pk for row in chunk for pk in row[3]])
     votes: dict[int, list[tuple[int, Ranking, int | None]]] = {}
     judgments = (
-        Judgment.objects.filter(comparison_id__in=[row[0] for row in chunk], choice=Choice.RANKING)
+        Judgment.objects.filter(
+            comparison_id__in=[row[0] for row in chunk],
+            choice=Choice.RANKING,
+            invalidated_at__isnull=True,
+        )
         .order_by("id")
         .values_list("comparison_id", "annotator_id", "ranking", "guideline_version")
     )
