@@ -296,7 +296,7 @@ def pairwise_tallies(
         answer = KeyTransform(criterion, "criteria")
         judgments = judgments.annotate(
             criterion_option=KeyTextTransform("option", answer),
-            criterion_strength=KeyTextTransform("strength", answer),
+            criterion_strength=KeyTransform("strength", answer),
         )
     comparisons = (
         comparisons.order_by("id")
