@@ -86,6 +86,17 @@ def evidence(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
 
 
+def left_share(comparison: Comparison, chosen_id: int) -> float:
+    """The share of the votes for `chosen_id` given with it shown on the left."""
+    sides = [
+        left == chosen_id
+        for left in Judgment.objects.filter(comparison=comparison, chosen_id=chosen_id)
+        .order_by("id")
+        .values_list("left_id", flat=True)
+    ]
+    return round(sum(sides) / len(sides), 4)
+
+
 def test_trl_implicit_puts_the_prompt_inside_whole_conversations(api, bob, tiny):
     win, conv = tiny["s-win"], tiny["conv"]
     exported = export(api, bob, "trl-implicit")
@@ -127,6 +138,9 @@ def test_kto_gives_the_winner_true_and_the_loser_false(api, bob, tiny):
         "agreement": 0.6667,
         "annotators": winner["annotators"],
         "batch": win.batch_id,
+        "label_confidence": None,
+        "chosen_position": left_share(win, win.candidate_a_id),
+        "guideline_versions": [1],
     }
     assert len(set(winner["annotators"])) == 3
     assert (loser["completion"], loser["model"]) == (win.candidate_b.text, "model-2")

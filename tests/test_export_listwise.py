@@ -162,7 +162,8 @@ def test_listwise_exports_are_byte_identical_and_filter_by_batch(api, bob, ranke
     batch = json.loads(first.splitlines()[0])["batch" if format != "judgments" else "comparison_id"]
     if format != "judgments":
         assert raw(batch=str(batch)) == first
-        assert raw(batch=str(batch + 1000)) == b""
+        missing = api(bob).get(URL, {"format": format, "batch": str(batch + 1000)})
+        assert missing.status_code == 400 and list(missing.json()) == ["batch"]
 
 
 def test_listwise_exports_cost_the_same_statements_for_few_rows_and_many(
@@ -191,3 +192,37 @@ def test_listwise_exports_cost_the_same_statements_for_few_rows_and_many(
     import_rows(*(prompt_line(f"more-{i}", n=5) for i in range(4)))
     rank_all()
     assert {format: statements(format) for format in ("listwise", "trl")} == few
+
+
+def test_ranking_pairs_take_the_aggregations_and_filters(api, bob, ranked):
+    def pairs(**params: str) -> list[tuple[str, str, str]]:
+        return [
+            (r["prompt_id"], r["chosen_id"], r["rejected_id"])
+            for r in export(api, bob, "trl", **params)
+        ]
+
+    # Unanimous: the five pairs every ranking orders alike.
+    assert pairs(aggregate="unanimous") == [
+        ("r-1", "c1", "c3"),
+        ("r-1", "c1", "c4"),
+        ("r-1", "c2", "c4"),
+        ("r-2", "c1", "c3"),
+        ("r-2", "c2", "c3"),
+    ]
+    # Rankings have no graded strength and no criteria.
+    assert pairs(aggregate="mean_strength") == []
+    # Reliability: Dawid-Skene over the rankings' pair votes. Every majority pair keeps its
+    # winner here; the annotators' estimated reliability also settles a split (r-2's c1-c2).
+    reliable = export(api, bob, "trl", aggregate="reliability")
+    decided = [(r["prompt_id"], r["chosen_id"], r["rejected_id"]) for r in reliable]
+    assert set(pairs()) <= set(decided)
+    assert {(p, min(a, b), max(a, b)) for p, a, b in set(decided) - set(pairs())} <= {
+        ("r-1", "c3", "c4"),
+        ("r-2", "c1", "c2"),
+    }
+    assert all(0.5 < r["label_confidence"] <= 1 for r in reliable)
+    assert all(r["chosen_position"] is None for r in reliable)
+    assert pairs(models="model-1,model-3") == [("r-1", "c1", "c3"), ("r-2", "c1", "c3")]
+    assert pairs(since="2999-01-01T00:00:00+00:00") == []
+    assert len(pairs(since="2000-01-01T00:00:00+00:00")) == 7
+    assert len(export(api, bob, "listwise", since="2999-01-01T00:00:00+00:00")) == 0

@@ -10,15 +10,21 @@ rankings (tied responses share the mean of the places they span, 1-based); equal
 the merged ranks are competition ranks ("1, 2, 2, 4"). Exact fractions keep it deterministic.
 """
 
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from fractions import Fraction
 from itertools import combinations
 from typing import Any
 
+import numpy as np
+from django.db.models import Exists, OuterRef
+
 from apps.batches.models import Candidate, Comparison, Prompt
-from apps.exports.selectors import CHUNK, Pseudonyms, Tally, split_of, winner_of
+from apps.exports.reliability import OPTIONS, ReliabilityModel, fit_model
+from apps.exports.selectors import AGGREGATES, CHUNK, Pseudonyms, Tally, decide, split_of
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 
@@ -85,22 +91,33 @@ class Ranked:
     rankings: list[Ranking]
     annotators: list[str]
     guideline_versions: list[int]
+    annotator_ids: list[int]
 
 
 def ranked_comparisons(
     *,
     project: Project,
     batch_id: int | None = None,
+    since: datetime | None = None,
     split: str | None = None,
     test_fraction: float = 0.1,
 ) -> Iterator[Ranked]:
-    """Every ranked listwise comparison, by id, in chunks: three statements a chunk."""
+    """Every ranked listwise comparison, by id, in chunks: three statements a chunk. With
+    `since`, only those ranked at or after it (all their rankings count)."""
     pseudonym = Pseudonyms(project)
     comparisons = Comparison.objects.filter(
         project=project, judgment_count__gt=0, candidate_ids__isnull=False
     )
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
+    if since is not None:
+        comparisons = comparisons.filter(
+            Exists(
+                Judgment.objects.filter(
+                    comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
+                )
+            )
+        )
     rows = comparisons.order_by("id").values_list("id", "batch_id", "prompt_id", "candidate_ids")
     chunk: list[tuple[int, int, int, list[int]]] = []
     for pk, batch, prompt, candidate_ids in rows.iterator(chunk_size=CHUNK):
@@ -156,6 +173,7 @@ def _ranked_chunk(
             rankings=[ranking for _, ranking, _ in given],
             annotators=[pseudonym(annotator_id) for annotator_id, _, _ in given],
             guideline_versions=sorted({v for _, _, v in given if v is not None}),
+            annotator_ids=[annotator_id for annotator_id, _, _ in given],
         )
 
 
@@ -164,13 +182,14 @@ def listwise_rows(
     project: Project,
     batch_id: int | None = None,
     min_votes: int = 1,
+    since: datetime | None = None,
     split: str | None = None,
     test_fraction: float = 0.1,
 ) -> Iterator[dict[str, Any]]:
     """One row per ranked prompt: its responses best first, each with its merged rank and mean
     place, and every annotator's ranking (by response id, best first, ties as groups)."""
     for item in ranked_comparisons(
-        project=project, batch_id=batch_id, split=split, test_fraction=test_fraction
+        project=project, batch_id=batch_id, since=since, split=split, test_fraction=test_fraction
     ):
         if len(item.rankings) < min_votes:
             continue
@@ -203,18 +222,45 @@ def listwise_rows(
         }
 
 
+def pair_option(a: int, b: int, ranking: Ranking) -> str:
+    """What one ranking says of the pair (a, b): "a", "b" or a tie (the same group)."""
+    places = places_of(ranking)
+    if places[a] < places[b]:
+        return "a"
+    if places[b] < places[a]:
+        return "b"
+    return str(Choice.TIE)
+
+
 def pair_votes(a: int, b: int, rankings: Sequence[Ranking]) -> Counter[str]:
-    """The votes the rankings give the pair (a, b): "a", "b" or a tie (same group)."""
-    votes: Counter[str] = Counter()
-    for ranking in rankings:
-        places = places_of(ranking)
-        if places[a] < places[b]:
-            votes["a"] += 1
-        elif places[b] < places[a]:
-            votes["b"] += 1
-        else:
-            votes[Choice.TIE] += 1
-    return votes
+    """The votes the rankings give the pair (a, b)."""
+    return Counter(pair_option(a, b, ranking) for ranking in rankings)
+
+
+# A pair's item id in the reliability fit: its comparison's id and its index among the
+# comparison's at most 28 pairs (8 responses).
+PAIR_SLOTS = 64
+
+
+def ranking_reliability_model(*, project: Project) -> ReliabilityModel | None:
+    """Dawid-Skene fitted to the votes the project's rankings give their pairs (each pair an
+    item): the reliability aggregation of a listwise project. None without rankings."""
+    items, annotators, labels = array("q"), array("q"), array("b")
+    code = {option: index for index, option in enumerate(OPTIONS)}
+    for item in ranked_comparisons(project=project):
+        ids = [c.pk for c in item.candidates]
+        for slot, (first, second) in enumerate(combinations(ids, 2)):
+            for annotator_id, ranking in zip(item.annotator_ids, item.rankings, strict=True):
+                items.append(item.comparison.pk * PAIR_SLOTS + slot)
+                annotators.append(annotator_id)
+                labels.append(code[pair_option(first, second, ranking)])
+    if not labels:
+        return None
+    return fit_model(
+        np.frombuffer(items, dtype=np.int64),
+        np.frombuffer(annotators, dtype=np.int64),
+        np.frombuffer(labels, dtype=np.int8),
+    )
 
 
 def ranking_tallies(
@@ -225,18 +271,39 @@ def ranking_tallies(
     min_agreement: float = 0.0,
     split: str | None = None,
     test_fraction: float = 0.1,
+    aggregate: str = "majority",
+    models: Sequence[str] | None = None,
+    include_gold: bool = False,
+    since: datetime | None = None,
+    criterion: str | None = None,
 ) -> Iterator[Tally]:
     """Each ranked listwise comparison's pairs as tallies, by comparison id, then by pair in the
-    comparison's candidate order (the earlier-imported response as candidate A). Every pair of
-    a comparison keeps its `comparison_id`; its candidate ids tell the pairs apart."""
+    comparison's candidate order (the earlier-imported response as candidate A), under the
+    filters and aggregations of `selectors.pairwise_tallies`. Every pair of a comparison keeps
+    its `comparison_id`; its candidate ids tell the pairs apart. Rankings have no criteria and
+    no graded strength: with `criterion` there are no pairs, and `mean_strength` picks none.
+    Listwise projects have no gold items (`include_gold` changes nothing)."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
+    if criterion is not None:
+        return
+    model = None
+    if aggregate == "reliability":
+        model = ranking_reliability_model(project=project)
+    allowed = None if models is None else set(models)
     for item in ranked_comparisons(
-        project=project, batch_id=batch_id, split=split, test_fraction=test_fraction
+        project=project, batch_id=batch_id, since=since, split=split, test_fraction=test_fraction
     ):
         for first, second in combinations(item.candidates, 2):
-            votes = pair_votes(first.pk, second.pk, item.rankings)
-            total = sum(votes.values())
+            if allowed is not None and not {first.model, second.model} <= allowed:
+                continue
+            options = [pair_option(first.pk, second.pk, r) for r in item.rankings]
+            votes = Counter(options)
+            total = len(options)
             if total < min_votes or votes.most_common(1)[0][1] / total < min_agreement:
                 continue
+            ballots = list(zip(item.annotator_ids, options, strict=True))
+            winner, confidence = decide(aggregate, votes, [], ballots, model)
             pair = Comparison(
                 pk=item.comparison.pk,
                 project=project,
@@ -246,4 +313,12 @@ def ranking_tallies(
                 candidate_b=second,
                 candidate_ids=item.comparison.candidate_ids,
             )
-            yield Tally(pair, votes, winner_of(votes), list(item.annotators))
+            yield Tally(
+                pair,
+                votes,
+                winner,
+                list(item.annotators),
+                options=options,
+                guideline_versions=item.guideline_versions,
+                label_confidence=confidence,
+            )

@@ -7,14 +7,17 @@ same data always gives the same file.
 import hashlib
 import hmac
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch
+from django.db.models import Exists, OuterRef, Prefetch
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 
 from apps.batches.models import Candidate, Comparison
+from apps.exports.reliability import ReliabilityModel, reliability_model
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 from apps.projects.selectors import pseudonyms_for
@@ -42,18 +45,35 @@ class Pseudonyms:
         return name
 
 
-def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
+def judgments_rows(
+    *,
+    project: Project,
+    batch_id: int | None = None,
+    include_gold: bool = False,
+    since: datetime | None = None,
+    include_ties: bool = True,
+    split: str | None = None,
+    test_fraction: float = 0.1,
+) -> Iterator[dict[str, Any]]:
     """The raw votes: one row per judgment, with every answer stored.
 
     `strength` and each criterion's answer are oriented to the candidates (above 0: candidate A,
     `candidate_a_id`, is better), whichever side each was shown on (`left_id`, `right_id`);
     `ranking` lists groups of response ids, best first (a group of two or more is a tie).
+    Filters: votes made at or after `since`; `include_ties=False` drops tie and both-bad votes;
+    `split` keeps one half by prompt (split_of).
     """
     pseudonym = Pseudonyms(project)
-    # Gold items test the annotators; they are not data, and exports leave them out.
-    judgments = Judgment.objects.filter(comparison__project=project, comparison__is_gold=False)
+    # Gold items test the annotators; they are not data, and exports leave them out by default.
+    judgments = Judgment.objects.filter(comparison__project=project)
+    if not include_gold:
+        judgments = judgments.filter(comparison__is_gold=False)
     if batch_id is not None:
         judgments = judgments.filter(comparison__batch_id=batch_id)
+    if since is not None:
+        judgments = judgments.filter(created_at__gte=since)
+    if not include_ties:
+        judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
     rows = judgments.order_by("id").values_list(
         "comparison_id",
         "comparison__prompt__external_id",
@@ -80,6 +100,8 @@ def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator
             else {}
         )
         for row in chunk:
+            if split is not None and split_of(project.slug, row[1], test_fraction) != split:
+                continue
             yield {
                 "comparison_id": row[0],
                 "prompt_id": row[1],
@@ -127,8 +149,9 @@ def winner_of(votes: Counter[str]) -> str | None:
 class Tally:
     """One pairwise comparison with its votes counted per candidate.
 
-    `votes` counts "a", "b", "tie" and "both_bad"; `winner` is the option with strictly more votes
-    than each other one (None for a split); `annotators` are pseudonyms, in judgment order.
+    `votes` counts "a", "b", "tie" and "both_bad"; `winner` is the option the aggregation picked
+    (by default the one with strictly more votes than each other one; None for a split);
+    `annotators` are pseudonyms, in judgment order.
     """
 
     comparison: Comparison
@@ -137,6 +160,13 @@ class Tally:
     annotators: list[str]
     # Graded votes' strengths, oriented to the candidates (above 0: candidate A is better).
     strengths: list[int] = field(default_factory=list)
+    # Each vote's option ("a", "b", "tie", "both_bad") and whether candidate A was on the left,
+    # in judgment order (empty when unknown: chosen_position is then null).
+    options: list[str] = field(default_factory=list)
+    left_a: list[bool] = field(default_factory=list)
+    guideline_versions: list[int] = field(default_factory=list)
+    # aggregate=reliability: the winning option's posterior.
+    label_confidence: float | None = None
 
     @property
     def total(self) -> int:
@@ -149,12 +179,62 @@ class Tally:
             (c.candidate_a, c.candidate_b) if self.winner == "a" else (c.candidate_b, c.candidate_a)
         )
 
+    def chosen_position(self) -> float | None:
+        """The share of the votes for the winner given with the winner shown on the left."""
+        if self.winner not in ("a", "b") or not self.left_a:
+            return None
+        for_winner = [
+            left_a == (self.winner == "a")
+            for option, left_a in zip(self.options, self.left_a, strict=True)
+            if option == self.winner
+        ]
+        if not for_winner:
+            return None
+        return round(sum(for_winner) / len(for_winner), 4)
+
 
 def split_of(project_slug: str, prompt_id: str, test_fraction: float) -> str:
     """ "train" or "test" for a prompt: by a hash of its id, so every comparison of a prompt
     lands in the same half, the same way on every export and on every machine."""
     digest = hashlib.sha256(f"{project_slug}\x00{prompt_id}".encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
+
+
+AGGREGATES = ("majority", "unanimous", "mean_strength", "reliability")
+
+
+def decide(
+    aggregate: str,
+    votes: Counter[str],
+    strengths: list[int],
+    ballots: list[tuple[int, str]],
+    model: ReliabilityModel | None,
+) -> tuple[str | None, float | None]:
+    """(winning option or None, label confidence or None) under an aggregation.
+
+    - majority: the option with strictly more votes than every other one;
+    - unanimous: the one option every vote gave;
+    - mean_strength: the sign of the graded votes' mean strength ("a" above 0, "b" below, "tie"
+      at 0); None without graded votes;
+    - reliability: the Dawid-Skene posterior's best option (see reliability.py), with its
+      posterior as the confidence; None on a tie in posterior.
+    """
+    if aggregate == "majority":
+        return winner_of(votes), None
+    if aggregate == "unanimous":
+        options = [option for option, count in votes.items() if count]
+        return (options[0] if len(options) == 1 else None), None
+    if aggregate == "mean_strength":
+        if not strengths:
+            return None, None
+        total = sum(strengths)
+        return ("a" if total > 0 else "b" if total < 0 else Choice.TIE.value), None
+    if aggregate == "reliability":
+        if model is None:
+            return None, None
+        winner, confidence = model.decide(ballots)
+        return winner, None if confidence is None else round(confidence, 4)
+    raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
 
 
 def pairwise_tallies(
@@ -165,52 +245,117 @@ def pairwise_tallies(
     min_agreement: float = 0.0,
     split: str | None = None,
     test_fraction: float = 0.1,
+    aggregate: str = "majority",
+    models: Sequence[str] | None = None,
+    include_gold: bool = False,
+    since: datetime | None = None,
+    criterion: str | None = None,
 ) -> Iterator[Tally]:
-    """Every judged pairwise comparison, by id, in chunks: gold and listwise ones left out, and
-    those with fewer than `min_votes` votes or whose majority option holds less than
-    `min_agreement` of them; with `split`, only the prompts of that half (split_of)."""
+    """Every judged pairwise comparison, by id, in chunks: gold (unless `include_gold`) and
+    listwise ones left out, and those with fewer than `min_votes` votes or whose majority option
+    holds less than `min_agreement` of them; with `split`, only the prompts of that half
+    (split_of); with `models`, only comparisons whose two candidates' models are among them;
+    with `since`, only comparisons with a vote at or after it (all their votes count); with
+    `criterion`, the votes are that criterion's answers (votes without one are left out).
+    The winner is picked by `aggregate` (see `decide`)."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
     pseudonym = Pseudonyms(project)
+    model = (
+        reliability_model(project=project, include_gold=include_gold, criterion=criterion)
+        if aggregate == "reliability"
+        else None
+    )
     # Listwise comparisons (rankings) are not pairs; the export issue turns them into pairs.
     comparisons = Comparison.objects.filter(
-        project=project, judgment_count__gt=0, is_gold=False, candidate_ids__isnull=True
+        project=project, judgment_count__gt=0, candidate_ids__isnull=True
     )
+    if not include_gold:
+        comparisons = comparisons.filter(is_gold=False)
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
+    if models is not None:
+        comparisons = comparisons.filter(
+            candidate_a__model__in=list(models), candidate_b__model__in=list(models)
+        )
+    if since is not None:
+        comparisons = comparisons.filter(
+            Exists(Judgment.objects.filter(comparison=OuterRef("pk"), created_at__gte=since))
+        )
+    judgments = Judgment.objects.order_by("id").only(
+        "id",
+        "comparison_id",
+        "annotator_id",
+        "choice",
+        "chosen_id",
+        "strength",
+        "left_id",
+        "guideline_version",
+    )
+    if criterion is not None:
+        answer = KeyTransform(criterion, "criteria")
+        judgments = judgments.annotate(
+            criterion_option=KeyTextTransform("option", answer),
+            criterion_strength=KeyTransform("strength", answer),
+        )
     comparisons = (
         comparisons.order_by("id")
         .select_related("prompt", "candidate_a", "candidate_b")
-        .prefetch_related(
-            Prefetch(
-                "judgments",
-                queryset=Judgment.objects.order_by("id").only(
-                    "id", "comparison_id", "annotator_id", "choice", "chosen_id", "strength"
-                ),
-            )
-        )
+        .prefetch_related(Prefetch("judgments", queryset=judgments))
     )
     for comparison in comparisons.iterator(chunk_size=CHUNK):
-        votes: Counter[str] = Counter()
-        annotators = []
-        strengths = []
-        for judgment in comparison.judgments.all():
-            if judgment.strength is not None:
-                strengths.append(judgment.strength)
-            if judgment.choice in (Choice.TIE, Choice.BOTH_BAD):
-                votes[judgment.choice] += 1
-            elif judgment.chosen_id == comparison.candidate_a_id:
-                votes["a"] += 1
-            else:
-                votes["b"] += 1
-            annotators.append(pseudonym(judgment.annotator_id))
         if (
             split is not None
             and split_of(project.slug, comparison.prompt.external_id, test_fraction) != split
         ):
             continue
+        votes: Counter[str] = Counter()
+        annotators = []
+        strengths = []
+        options = []
+        left_a = []
+        versions = set()
+        ballots = []
+        for judgment in comparison.judgments.all():
+            strength: int | None
+            if criterion is not None:
+                option = getattr(judgment, "criterion_option", None)
+                if option is None:
+                    continue  # judged before the criterion was added
+                raw = getattr(judgment, "criterion_strength", None)
+                strength = None if raw is None else int(raw)
+            else:
+                if judgment.choice in (Choice.TIE, Choice.BOTH_BAD):
+                    option = str(judgment.choice)
+                elif judgment.chosen_id == comparison.candidate_a_id:
+                    option = "a"
+                else:
+                    option = "b"
+                strength = judgment.strength
+            if strength is not None:
+                strengths.append(strength)
+            votes[option] += 1
+            options.append(option)
+            left_a.append(judgment.left_id == comparison.candidate_a_id)
+            if judgment.guideline_version is not None:
+                versions.add(judgment.guideline_version)
+            ballots.append((judgment.annotator_id, option))
+            annotators.append(pseudonym(judgment.annotator_id))
         total = sum(votes.values())
-        if total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
+        if not total or total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
             continue
-        yield Tally(comparison, votes, winner_of(votes), annotators, strengths)
+        winner, confidence = decide(aggregate, votes, strengths, ballots, model)
+        yield Tally(
+            comparison,
+            votes,
+            winner,
+            annotators,
+            strengths,
+            options=options,
+            left_a=left_a,
+            guideline_versions=sorted(versions),
+            label_confidence=confidence,
+        )
 
 
 def preference_metadata(tally: Tally) -> dict[str, Any]:
@@ -235,6 +380,9 @@ def preference_metadata(tally: Tally) -> dict[str, Any]:
         "annotators": tally.annotators,
         "batch": tally.comparison.batch_id,
         **strength_fields(tally.strengths, chosen_is_a=winner == "a"),
+        "label_confidence": tally.label_confidence,
+        "chosen_position": tally.chosen_position(),
+        "guideline_versions": tally.guideline_versions,
     }
 
 
@@ -257,28 +405,15 @@ def strength_fields(strengths: list[int], *, chosen_is_a: bool) -> dict[str, Any
     }
 
 
-def trl_rows(
-    *,
-    project: Project,
-    batch_id: int | None = None,
-    min_votes: int = 1,
-    min_agreement: float = 0.0,
-    split: str | None = None,
-    test_fraction: float = 0.1,
-) -> Iterator[dict[str, Any]]:
+def trl_rows(*, project: Project, **filters: Any) -> Iterator[dict[str, Any]]:
     """One row per comparison whose votes name a winning candidate, in TRL's preference format.
 
     Votes are counted per candidate (not per screen side): "a", "b", "tie" and "both_bad".
-    A comparison is exported when a candidate has strictly more votes than each other option.
+    A comparison is exported when the aggregation (majority by default: a candidate with
+    strictly more votes than each other option) names a candidate. `filters` are those of
+    `pairwise_tallies`.
     """
-    tallies = pairwise_tallies(
-        project=project,
-        batch_id=batch_id,
-        min_votes=min_votes,
-        min_agreement=min_agreement,
-        split=split,
-        test_fraction=test_fraction,
-    )
+    tallies = pairwise_tallies(project=project, **filters)
     for tally in tallies:
         if tally.winner in ("a", "b"):
             yield trl_row(tally)
