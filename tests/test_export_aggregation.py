@@ -207,38 +207,38 @@ for i in range(1, 21):
 
 
 def dawid_skene_by_hand(votes: dict[str, list[str]]) -> dict[str, tuple[str, float]]:
-    """The same model, written plainly with loops: majority start, 0.1 pseudo-votes per cell,
-    stop when no parameter moves by 1e-6 (at most 100 iterations)."""
-    labels = ["a", "b"]
+    """The same model, written plainly with loops: truths a and b, answers a, b, tie and both
+    bad; majority start, 0.1 pseudo-votes per cell, stop when no parameter moves by 1e-6."""
+    truths, answers = ["a", "b"], ["a", "b", "tie", "both_bad"]
     items = sorted(votes)
     t: dict[str, list[float]] = {}
     for item in items:
-        counts = [votes[item].count(k) for k in labels]
+        counts = [votes[item].count(k) for k in truths]
         most = [float(c == max(counts)) for c in counts]
         t[item] = [x / sum(most) for x in most]
     prior = [0.5, 0.5]
-    conf = {j: [[0.5, 0.5], [0.5, 0.5]] for j in range(3)}
-    for _ in range(100):
+    conf = {j: [[0.25] * 4, [0.25] * 4] for j in range(3)}
+    for _ in range(500):
         new_prior = [(sum(t[i][k] for i in items) + 0.1) / (len(items) + 0.2) for k in (0, 1)]
         new_conf: dict[int, list[list[float]]] = {}
         for j in range(3):
             new_conf[j] = []
             for k in (0, 1):
-                said = [sum(t[i][k] for i in items if votes[i][j] == labels[l_]) for l_ in (0, 1)]
-                new_conf[j].append([(s + 0.1) / (sum(said) + 0.2) for s in said])
+                said = [sum(t[i][k] for i in items if votes[i][j] == answer) for answer in answers]
+                new_conf[j].append([(s + 0.1) / (sum(said) + 0.4) for s in said])
         moved = max(
             [abs(a - b) for a, b in zip(new_prior, prior, strict=True)]
             + [
                 abs(new_conf[j][k][l_] - conf[j][k][l_])
                 for j in range(3)
                 for k in (0, 1)
-                for l_ in (0, 1)
+                for l_ in range(4)
             ]
         )
         prior, conf = new_prior, new_conf
         for i in items:
             logs = [
-                log(prior[k]) + sum(log(conf[j][k][labels.index(votes[i][j])]) for j in range(3))
+                log(prior[k]) + sum(log(conf[j][k][answers.index(votes[i][j])]) for j in range(3))
                 for k in (0, 1)
             ]
             top = max(logs)
@@ -246,7 +246,7 @@ def dawid_skene_by_hand(votes: dict[str, list[str]]) -> dict[str, tuple[str, flo
             t[i] = [w / sum(weights) for w in weights]
         if moved < 1e-6:
             break
-    return {i: (labels[0] if t[i][0] > t[i][1] else labels[1], max(t[i])) for i in items}
+    return {i: (truths[0] if t[i][0] > t[i][1] else truths[1], max(t[i])) for i in items}
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ def test_reliability_lets_a_reliable_annotator_outweigh_two_unreliable_ones(
     assert majority["r13"] == "c2"
     assert by_prompt["r13"]["chosen_id"] == "c1"
     assert by_prompt["r13"]["votes"] == {"chosen": 1, "rejected": 2, "tie": 0, "both_bad": 0}
-    assert by_prompt["r13"]["label_confidence"] == 0.8009
+    assert by_prompt["r13"]["label_confidence"] == 0.796
     # Everywhere else ann is in the majority, and both agree.
     assert all(by_prompt[p]["chosen_id"] == majority[p] for p in majority if p != "r13")
     hand = dawid_skene_by_hand(RELIABILITY)
@@ -275,20 +275,25 @@ def test_reliability_lets_a_reliable_annotator_outweigh_two_unreliable_ones(
         assert row["chosen_id"] == ("c1" if winner == "a" else "c2"), pid
         assert row["label_confidence"] == round(confidence, 4), pid
     # Unanimous items are the surest, those where ann had one ally less so.
-    assert by_prompt["r15"]["label_confidence"] == 0.9798
-    assert by_prompt["r01"]["label_confidence"] == 0.9332
+    assert by_prompt["r15"]["label_confidence"] == 0.9793
+    assert by_prompt["r01"]["label_confidence"] == 0.9314
     # Deterministic: the same bytes every time, and from the command.
     first = raw(api, bob, format="trl", aggregate="reliability")
     assert raw(api, bob, format="trl", aggregate="reliability") == first
 
 
-def test_reliability_leaves_a_tie_in_posterior_out(api, bob, project, annotators, import_rows):
-    """Two annotators who always disagree are indistinguishable: every posterior is a tie."""
+def test_reliability_leaves_ties_in_posterior_and_votes_for_neither_out(
+    api, bob, project, annotators, import_rows
+):
+    """Two annotators who always disagree are indistinguishable: every posterior is a tie. And
+    a comparison with no vote for either candidate has nothing pointing to one."""
     plan = {f"t{i}": (["a", "b"] if i % 2 else ["b", "a"]) for i in range(4)}
+    plan["neither"] = ["tie", "both_bad", "tie"]
     import_rows(*(prompt_line(pid) for pid in plan))
     judge(project, annotators, plan)
     assert export(api, bob, aggregate="majority") == []
     assert export(api, bob, aggregate="reliability") == []
+    assert export(api, bob, "kto", aggregate="reliability", both_bad="include") == []
 
 
 # --- filters ------------------------------------------------------------------------------------
@@ -497,7 +502,7 @@ def test_datasets_reads_the_new_columns(api, bob, reliability_project, tmp_path,
     row = dataset[12]
     assert (row["prompt_id"], row["label_confidence"], row["guideline_versions"]) == (
         "r13",
-        0.8009,
+        0.796,
         [1],
     )
     assert 0.0 <= row["chosen_position"] <= 1.0
