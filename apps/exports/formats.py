@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from apps.batches.models import Candidate
 from apps.exports.selectors import (
     CHUNK,
+    CandidateRef,
     Pseudonyms,
     Tally,
     judgments_rows,
@@ -91,7 +91,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     """
     for tally in options.tallies(project):
         comparison = tally.comparison
-        labelled: list[tuple[Candidate, bool]]
+        labelled: list[tuple[CandidateRef, bool]]
         if tally.winner in ("a", "b"):
             chosen, rejected = tally.ranked()
             labelled = [(chosen, True), (rejected, False)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch
+from django.db.models import QuerySet
 
 from apps.batches.models import Candidate, Comparison
 from apps.judging.models import Choice, Judgment
@@ -20,6 +20,8 @@ from apps.projects.models import Project
 from apps.projects.selectors import pseudonyms_for
 
 CHUNK = 500
+# Comparisons per page of the pairwise exports (their texts included).
+PAGE = 2000
 
 
 class Pseudonyms:
@@ -113,6 +115,20 @@ def _chunks(rows: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _pages(rows: QuerySet[Any, Any], size: int) -> Iterator[list[Any]]:
+    """A values_list queryset ordered by its first field, the id, a page of `size` rows at a
+    time: each page is its own query (`id > the last page's last id`), so nothing is held open
+    between pages and memory stays that of one page."""
+    last = None
+    while True:
+        page = list((rows if last is None else rows.filter(id__gt=last))[:size])
+        if page:
+            yield page
+        if len(page) < size:
+            return
+        last = page[-1][0]
+
+
 def winner_of(votes: Counter[str]) -> str | None:
     """The option with strictly more votes than every other option, or None."""
     if not votes:
@@ -123,6 +139,50 @@ def winner_of(votes: Counter[str]) -> str | None:
     return best
 
 
+@dataclass(frozen=True, slots=True)
+class PromptRef:
+    """What an export reads of a prompt: a plain object, not a model instance (exports build
+    hundreds of thousands of them)."""
+
+    pk: int
+    external_id: str
+    content: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRef:
+    """What an export reads of a candidate."""
+
+    pk: int
+    external_id: str
+    text: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRef:
+    """What an export reads of a pairwise comparison, with its prompt and both candidates, under
+    the model's attribute names."""
+
+    pk: int
+    batch_id: int
+    prompt: PromptRef
+    candidate_a: CandidateRef
+    candidate_b: CandidateRef
+
+    @property
+    def prompt_id(self) -> int:
+        return self.prompt.pk
+
+    @property
+    def candidate_a_id(self) -> int:
+        return self.candidate_a.pk
+
+    @property
+    def candidate_b_id(self) -> int:
+        return self.candidate_b.pk
+
+
 @dataclass
 class Tally:
     """One pairwise comparison with its votes counted per candidate.
@@ -131,7 +191,7 @@ class Tally:
     than each other one (None for a split); `annotators` are pseudonyms, in judgment order.
     """
 
-    comparison: Comparison
+    comparison: ComparisonRef
     votes: Counter[str]
     winner: str | None
     annotators: list[str]
@@ -142,7 +202,7 @@ class Tally:
     def total(self) -> int:
         return sum(self.votes.values())
 
-    def ranked(self) -> tuple[Candidate, Candidate]:
+    def ranked(self) -> tuple[CandidateRef, CandidateRef]:
         """(chosen, rejected) when a candidate won."""
         c = self.comparison
         return (
@@ -176,41 +236,73 @@ def pairwise_tallies(
     )
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
-    comparisons = (
-        comparisons.order_by("id")
-        .select_related("prompt", "candidate_a", "candidate_b")
-        .prefetch_related(
-            Prefetch(
-                "judgments",
-                queryset=Judgment.objects.order_by("id").only(
-                    "id", "comparison_id", "annotator_id", "choice", "chosen_id", "strength"
-                ),
+    # Plain tuples, a page at a time by id (keyset), and each page's votes in one query: no
+    # model instances, and no server-side cursor (which PostgreSQL materializes whole, texts
+    # included, before the first row when it is held outside a transaction).
+    rows = comparisons.order_by("id").values_list(
+        "id",
+        "batch_id",
+        "prompt_id",
+        "prompt__external_id",
+        "prompt__content",
+        "candidate_a_id",
+        "candidate_a__external_id",
+        "candidate_a__text",
+        "candidate_a__model",
+        "candidate_b_id",
+        "candidate_b__external_id",
+        "candidate_b__text",
+        "candidate_b__model",
+    )
+    tie, both_bad = str(Choice.TIE), str(Choice.BOTH_BAD)
+    for page in _pages(rows, PAGE):
+        # The page's votes, by comparison then judgment id; those of comparisons left out
+        # above (gold, listwise, another batch) fall in the same range and are skipped.
+        votes_of = Judgment.objects.filter(
+            comparison_id__gte=page[0][0], comparison_id__lte=page[-1][0]
+        )
+        if batch_id is not None:
+            votes_of = votes_of.filter(batch_id=batch_id)
+        judgments = list(
+            votes_of.order_by("comparison_id", "id").values_list(
+                "comparison_id", "annotator_id", "choice", "chosen_id", "strength"
             )
         )
-    )
-    for comparison in comparisons.iterator(chunk_size=CHUNK):
-        votes: Counter[str] = Counter()
-        annotators = []
-        strengths = []
-        for judgment in comparison.judgments.all():
-            if judgment.strength is not None:
-                strengths.append(judgment.strength)
-            if judgment.choice in (Choice.TIE, Choice.BOTH_BAD):
-                votes[judgment.choice] += 1
-            elif judgment.chosen_id == comparison.candidate_a_id:
-                votes["a"] += 1
-            else:
-                votes["b"] += 1
-            annotators.append(pseudonym(judgment.annotator_id))
-        if (
-            split is not None
-            and split_of(project.slug, comparison.prompt.external_id, test_fraction) != split
-        ):
-            continue
-        total = sum(votes.values())
-        if total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
-            continue
-        yield Tally(comparison, votes, winner_of(votes), annotators, strengths)
+        at, end = 0, len(judgments)
+        for row in page:
+            comparison_id, candidate_a_id = row[0], row[5]
+            while at < end and judgments[at][0] < comparison_id:
+                at += 1
+            votes: Counter[str] = Counter()
+            annotators = []
+            strengths = []
+            while at < end and judgments[at][0] == comparison_id:
+                _, annotator_id, choice, chosen_id, strength = judgments[at]
+                at += 1
+                if strength is not None:
+                    strengths.append(strength)
+                if choice in (tie, both_bad):
+                    votes[choice] += 1
+                elif chosen_id == candidate_a_id:
+                    votes["a"] += 1
+                else:
+                    votes["b"] += 1
+                annotators.append(pseudonym(annotator_id))
+            if split is not None and split_of(project.slug, row[3], test_fraction) != split:
+                continue
+            total = sum(votes.values())
+            if total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
+                continue
+            comparison = ComparisonRef(
+                pk=comparison_id,
+                batch_id=row[1],
+                prompt=PromptRef(pk=row[2], external_id=row[3], content=row[4]),
+                candidate_a=CandidateRef(pk=row[5], external_id=row[6], text=row[7], model=row[8]),
+                candidate_b=CandidateRef(
+                    pk=row[9], external_id=row[10], text=row[11], model=row[12]
+                ),
+            )
+            yield Tally(comparison, votes, winner_of(votes), annotators, strengths)
 
 
 def preference_metadata(tally: Tally) -> dict[str, Any]:
