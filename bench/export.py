@@ -456,6 +456,52 @@ class RssSampler:
         return max(0, self.hwm_after_kib - self.baseline_kib) * 1024
 
 
+class BackendCpu:
+    """CPU used by this database's PostgreSQL backends during a run, including the ones that
+    connect (and perhaps go) meanwhile: listed every `interval` seconds from pg_stat_activity
+    on a connection of its own, which it leaves out."""
+
+    def __init__(self, database: str, interval: float = 0.5) -> None:
+        self.conn = psycopg.connect(database, autocommit=True)
+        self.interval = interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._look(born=False)
+
+    def _look(self, born: bool) -> None:
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        for (pid,) in rows:
+            seconds = common.process_cpu_seconds(int(pid))
+            if seconds is None:
+                continue
+            # A backend seen first during the run was born during it: all its CPU counts.
+            self.first.setdefault(int(pid), 0.0 if born else seconds)
+            self.last[int(pid)] = seconds
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._look(born=True)
+
+    def __enter__(self) -> "BackendCpu":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._look(born=True)
+        self.conn.close()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last[pid] - first for pid, first in self.first.items())
+
+
 # --- the client ----------------------------------------------------------------------------------
 
 
@@ -675,17 +721,14 @@ def run(args: argparse.Namespace) -> int:
             for _ in range(args.repeat):
                 for fmt in args.formats:
                     meter = common.CpuMeter()
-
-                    def groups() -> dict[str, list[int]]:
-                        return {
-                            "gunicorn": workers,
-                            "postgres": common.backend_pids(db),
-                            "client": [os.getpid()],
-                        }
-
-                    meter.begin(groups())
-                    result = stream(server.port, lead["token"], f"format={fmt}", workers[0], fmt)
-                    busy, used = meter.end(groups())
+                    groups = {"gunicorn": workers, "client": [os.getpid()]}
+                    meter.begin(groups)
+                    with BackendCpu(db) as backends:
+                        result = stream(
+                            server.port, lead["token"], f"format={fmt}", workers[0], fmt
+                        )
+                    busy, used = meter.end(groups)
+                    used["postgres"] = backends.seconds
                     results.setdefault(fmt, []).append(result)
                     print_stream(result, expected[fmt])
                     other = busy * (os.cpu_count() or 1) * result.seconds - sum(used.values())
