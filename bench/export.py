@@ -516,6 +516,7 @@ class Streamed:
     first_row: dict[str, Any]
     last_row: dict[str, Any]
     rss: RssSampler
+    cpu_seconds: float = 0.0  # gunicorn's, the backends' and this client's
 
 
 def stream(port: int, token: str, query: str, worker: int, label: str) -> Streamed:
@@ -571,17 +572,25 @@ class Floor:
     seconds: float
     rows: int
     bytes: int
+    cpu_seconds: float  # the backend's and this client's
 
 
 def copy_floor(database: str, statement: str) -> Floor:
+    """Times one COPY ... TO STDOUT, read to the end; its CPU is the backends' (parallel workers
+    included) and this client's."""
     with psycopg.connect(database) as conn, conn.cursor() as cursor:
-        started = time.perf_counter()
-        rows = size = 0
-        with cursor.copy(statement) as copy:
-            for data in copy:
-                size += len(data)
-                rows += bytes(data).count(b"\n")
-        return Floor(time.perf_counter() - started, rows, size)
+        conn.execute("SELECT 1")
+        client_before = time.process_time()
+        with BackendCpu(database) as backends:
+            started = time.perf_counter()
+            rows = size = 0
+            with cursor.copy(statement) as copy:
+                for data in copy:
+                    size += len(data)
+                    rows += bytes(data).count(b"\n")
+            seconds = time.perf_counter() - started
+        cpu = backends.seconds + time.process_time() - client_before
+        return Floor(seconds, rows, size, cpu)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -686,7 +695,9 @@ def run(args: argparse.Namespace) -> int:
             f"\nfloor: COPY (SELECT <the judgments export's columns, same joins>) TO STDOUT, "
             f"{len(floors)} runs: "
             + ", ".join(f"{f.seconds:.2f} s" for f in floors)
-            + f"; {floor.rows:,} rows, {mib(floor.bytes)}: {floor.rows / floor.seconds:,.0f} rows/s"
+            + f"; {floor.rows:,} rows, {mib(floor.bytes)}: "
+            f"{floor.rows / floor.seconds:,.0f} rows/s; cpu seconds (backends + client) "
+            f"{floor.cpu_seconds:.1f}"
         )
         trl_floor = copy_floor(db, FLOOR_TRL.format(project=project))
         print(
@@ -729,6 +740,7 @@ def run(args: argparse.Namespace) -> int:
                         )
                     busy, used = meter.end(groups)
                     used["postgres"] = backends.seconds
+                    result.cpu_seconds = used["gunicorn"] + used["postgres"] + used["client"]
                     results.setdefault(fmt, []).append(result)
                     print_stream(result, expected[fmt])
                     other = busy * (os.cpu_count() or 1) * result.seconds - sum(used.values())
@@ -755,6 +767,11 @@ def run(args: argparse.Namespace) -> int:
             f"  judgments export / COPY: {best:.2f} s / {floor.seconds:.2f} s = {ratio:.2f}x "
             f"(target <= {TARGET_JUDGMENTS_OVER_COPY:g}x): "
             f"{verdict(ratio <= TARGET_JUDGMENTS_OVER_COPY)}"
+        )
+        cpu = min(r.cpu_seconds for r in results["judgments"])
+        print(
+            f"    in CPU seconds (server, backends, client), which other load on the machine "
+            f"moves less: {cpu:.1f} / {floor.cpu_seconds:.1f} = {cpu / floor.cpu_seconds:.2f}x"
         )
     if "trl" in results:
         best = min(r.seconds for r in results["trl"])
