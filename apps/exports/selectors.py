@@ -24,6 +24,8 @@ from apps.projects.selectors import pseudonyms_for
 CHUNK = 500
 # Comparisons per page of the pairwise exports (their texts included).
 PAGE = 2000
+# Judgments per page of the judgments export (short rows; fewer pages, fewer plans of its joins).
+JUDGMENTS_PAGE = 5000
 
 
 class Pseudonyms:
@@ -81,7 +83,7 @@ def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator
     )
     # A page at a time by id (keyset), not a server-side cursor: PostgreSQL materializes a held
     # one whole (every join) before the first row.
-    for page in _pages(rows, PAGE):
+    for page in _pages(rows, JUDGMENTS_PAGE):
         ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
         external = (
             dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
