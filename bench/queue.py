@@ -127,71 +127,6 @@ JUDGMENT_COLUMNS = [
 # --- seeding with COPY -------------------------------------------------------------------------
 
 
-def copy_escape(text: str) -> str:
-    """A value for COPY's text format (tab-separated, \\N for NULL)."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-# Zero values for NOT NULL columns this script does not know about (a field added since): COPY
-# must name a value for each, since Django's field defaults are not database defaults.
-_ZERO_BY_TYPE = {
-    "smallint": "0",
-    "integer": "0",
-    "bigint": "0",
-    "double precision": "0",
-    "real": "0",
-    "numeric": "0",
-    "boolean": "f",
-    "text": "",
-    "character varying": "",
-    "jsonb": "{}",
-    "json": "{}",
-    "timestamp with time zone": "now",
-    "date": "today",
-}
-
-
-def unknown_columns(conn: psycopg.Connection, table: str, known: list[str]) -> list[str]:
-    """NOT NULL columns without a database default that `known` does not list (and a warning)."""
-    rows = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'public' AND table_name = %s AND is_nullable = 'NO' "
-        "AND column_default IS NULL AND is_identity = 'NO' ORDER BY ordinal_position",
-        (table,),
-    ).fetchall()
-    extra = []
-    for name, data_type in rows:
-        if name in known:
-            continue
-        if data_type not in _ZERO_BY_TYPE:
-            raise common.BenchError(
-                f"{table}.{name} ({data_type}) is NOT NULL and bench/queue.py does not know it"
-            )
-        zero = _ZERO_BY_TYPE[data_type]
-        print(f"  note: {table}.{name} is new to this script; seeded as {zero!r}")
-        extra.append((name, _ZERO_BY_TYPE[data_type]))
-    known.extend(name for name, _ in extra)
-    return [value for _, value in extra]
-
-
-def copy_rows(
-    conn: psycopg.Connection, table: str, columns: list[str], chunks: Iterator[list[str]]
-) -> int:
-    """COPYs rows given as lists of already escaped fields; appends unknown NOT NULL columns."""
-    columns = list(columns)
-    tail_values = unknown_columns(conn, table, columns)
-    tail = "".join(f"\t{copy_escape(v)}" for v in tail_values)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    count = 0
-    with conn.cursor() as cursor, cursor.copy(statement) as copy:
-        for chunk in chunks:
-            copy.write("".join(f"{row}{tail}\n" for row in chunk))
-            count += len(chunk)
-    return count
-
-
 @dataclass
 class Seeded:
     comparisons: int
@@ -205,57 +140,8 @@ class Seeded:
     tables: dict[str, float] = field(default_factory=dict)  # seconds until each was loaded
 
 
-def _text_pools(seed: int) -> tuple[list[str], list[str]]:
-    """Pre-escaped prompt contents (JSON) and candidate texts, reused across rows."""
-    maker = common._TextMaker(random.Random(seed))
-    prompts = []
-    for i in range(1_000):
-        content: Any
-        if i % 5 == 0:  # a fifth are conversations, as in an import
-            content = [
-                {"role": "system", "content": maker.text(30, 120)},
-                {"role": "user", "content": maker.text(40, 600)},
-            ]
-        else:
-            content = maker.text(40, 600)
-        prompts.append(copy_escape(json.dumps(content, ensure_ascii=False)))
-    candidates = [copy_escape(maker.text(300, 800)) for _ in range(2_003)]
-    return prompts, candidates
-
-
 def _ts(moment: datetime) -> str:
     return moment.isoformat()
-
-
-def parallel_copy(
-    connect: Any, jobs: list[tuple[str, list[str], Iterator[list[str]]]]
-) -> dict[str, float]:
-    """Runs the COPY jobs at once, one connection each; returns when each table was loaded.
-
-    PostgreSQL's side of COPY (parsing, heap, indexes) is the limit, and one backend uses one
-    core: on 2 cores, four streams at once loaded 1M comparisons in 25-29 s, one after another
-    in 39 s.
-    """
-    started = time.perf_counter()
-    took: dict[str, float] = {}
-    failures: list[BaseException] = []
-
-    def load(table: str, columns: list[str], rows: Iterator[list[str]]) -> None:
-        try:
-            with connect() as conn:
-                copy_rows(conn, table, columns, rows)
-            took[table] = time.perf_counter() - started
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=load, args=job, daemon=True) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise common.BenchError(f"seeding failed: {failures[0]!r}")
-    return took
 
 
 def seed_queue(
@@ -279,7 +165,7 @@ def seed_queue(
     rows are consistent by construction, and the invariants are checked after the run.
     """
     rng = random.Random(seed)
-    prompt_pool, text_pool = _text_pools(seed)
+    prompt_pool, text_pool = common.text_pools(seed)
     ranks = [rng.getrandbits(31) for _ in range(n)]
     # Past work: comparison id -> (annotator, whether candidate a was shown on the left).
     past: dict[int, tuple[int, bool]] = {}
@@ -378,9 +264,9 @@ def seed_queue(
 
     started = time.perf_counter()
     with connect() as conn:
-        copy_rows(conn, "batches_batch", BATCH_COLUMNS, batch_rows())
+        common.copy_rows(conn, "batches_batch", BATCH_COLUMNS, batch_rows())
     half = n // 2 + 1  # the comparisons, with a dozen indexes, are the slowest: two streams
-    took = parallel_copy(
+    took = common.parallel_copy(
         connect,
         [
             ("batches_prompt", PROMPT_COLUMNS, prompt_rows(1, n + 1)),
@@ -395,7 +281,7 @@ def seed_queue(
         started = time.perf_counter()
         total = len(past_items) + 1
         half = total // 2 + 1
-        parallel_copy(
+        common.parallel_copy(
             connect,
             [
                 ("judging_assignment", ASSIGNMENT_COLUMNS, assignment_rows(1, total)),

@@ -22,12 +22,14 @@ from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
 
 LINES_PER_CHUNK = 200
+# json.dumps(row, ensure_ascii=False) builds a new encoder for every row; one does for all.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def jsonl_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     buffer: list[str] = []
     for row in rows:
-        buffer.append(json.dumps(row, ensure_ascii=False))
+        buffer.append(_encode(row))
         if len(buffer) >= LINES_PER_CHUNK:
             yield ("\n".join(buffer) + "\n").encode()
             buffer.clear()

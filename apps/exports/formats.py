@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from apps.batches.models import Candidate
 from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
     CHUNK,
+    CandidateRef,
     Pseudonyms,
     Tally,
     judgments_rows,
@@ -119,7 +119,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     """
     for tally in options.tallies(project):
         comparison = tally.comparison
-        labelled: list[tuple[Candidate, bool]]
+        labelled: list[tuple[CandidateRef, bool]]
         if tally.winner in ("a", "b"):
             chosen, rejected = tally.ranked()
             labelled = [(chosen, True), (rejected, False)]
@@ -210,7 +210,9 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
     """
     pseudonym = Pseudonyms(project)
     judgments = Judgment.objects.filter(
-        comparison__project=project, comparison__candidate_ids__isnull=True
+        comparison__project=project,
+        comparison__candidate_ids__isnull=True,
+        invalidated_at__isnull=True,
     ).exclude(choice=Choice.RANKING)
     if not options.include_gold:
         judgments = judgments.filter(comparison__is_gold=False)

@@ -24,7 +24,17 @@ from django.db.models import Exists, OuterRef
 
 from apps.batches.models import Candidate, Comparison, Prompt
 from apps.exports.reliability import OPTIONS, ReliabilityModel, fit_model
-from apps.exports.selectors import AGGREGATES, CHUNK, Pseudonyms, Tally, decide, split_of
+from apps.exports.selectors import (
+    AGGREGATES,
+    CHUNK,
+    CandidateRef,
+    ComparisonRef,
+    PromptRef,
+    Pseudonyms,
+    Tally,
+    decide,
+    split_of,
+)
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 
@@ -222,6 +232,15 @@ def listwise_rows(
         }
 
 
+def _ref(candidate: Candidate) -> CandidateRef:
+    return CandidateRef(
+        pk=candidate.pk,
+        external_id=candidate.external_id,
+        text=candidate.text,
+        model=candidate.model,
+    )
+
+
 def pair_option(a: int, b: int, ranking: Ranking) -> str:
     """What one ranking says of the pair (a, b): "a", "b" or a tie (the same group)."""
     places = places_of(ranking)
@@ -304,14 +323,15 @@ def ranking_tallies(
                 continue
             ballots = list(zip(item.annotator_ids, options, strict=True))
             winner, confidence = decide(aggregate, votes, [], ballots, model)
-            pair = Comparison(
+            prompt = item.comparison.prompt
+            pair = ComparisonRef(
                 pk=item.comparison.pk,
-                project=project,
                 batch_id=item.comparison.batch_id,
-                prompt=item.comparison.prompt,
-                candidate_a=first,
-                candidate_b=second,
-                candidate_ids=item.comparison.candidate_ids,
+                prompt=PromptRef(
+                    pk=prompt.pk, external_id=prompt.external_id, content=prompt.content
+                ),
+                candidate_a=_ref(first),
+                candidate_b=_ref(second),
             )
             yield Tally(
                 pair,

@@ -164,7 +164,9 @@ def reliability_model(
     row's label does not depend on the slice exported), on the overall choice or on one
     criterion's answer. One query, read in id order. None when there are no votes."""
     judgments = Judgment.objects.filter(
-        comparison__project=project, comparison__candidate_ids__isnull=True
+        comparison__project=project,
+        comparison__candidate_ids__isnull=True,
+        invalidated_at__isnull=True,
     ).exclude(choice=Choice.RANKING)
     if not include_gold:
         judgments = judgments.filter(comparison__is_gold=False)

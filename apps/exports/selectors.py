@@ -6,6 +6,7 @@ same data always gives the same file.
 
 import hashlib
 import hmac
+import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Prefetch
+from django.db.models import Exists, OuterRef, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Cast
 
 from apps.batches.models import Candidate, Comparison
 from apps.exports.reliability import ReliabilityModel, reliability_model
@@ -23,6 +25,10 @@ from apps.projects.models import Project
 from apps.projects.selectors import pseudonyms_for
 
 CHUNK = 500
+# Comparisons per page of the pairwise exports (their texts included).
+PAGE = 2000
+# Judgments per page of the judgments export (short rows; fewer pages, fewer plans of its joins).
+JUDGMENTS_PAGE = 5000
 
 
 class Pseudonyms:
@@ -65,7 +71,7 @@ def judgments_rows(
     """
     pseudonym = Pseudonyms(project)
     # Gold items test the annotators; they are not data, and exports leave them out by default.
-    judgments = Judgment.objects.filter(comparison__project=project)
+    judgments = Judgment.objects.filter(comparison__project=project, invalidated_at__isnull=True)
     if not include_gold:
         judgments = judgments.filter(comparison__is_gold=False)
     if batch_id is not None:
@@ -75,6 +81,7 @@ def judgments_rows(
     if not include_ties:
         judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
     rows = judgments.order_by("id").values_list(
+        "id",
         "comparison_id",
         "comparison__prompt__external_id",
         "annotator_id",
@@ -87,52 +94,68 @@ def judgments_rows(
         "created_at",
         "comparison__candidate_a__external_id",
         "strength",
-        "criteria",
-        "flags",
+        # As stored (JSON text): most are empty, and decoding "{}" costs more than the rest of
+        # the row.
+        Cast("criteria", output_field=TextField()),
+        Cast("flags", output_field=TextField()),
         "ranking",
         "guideline_version",
     )
-    for chunk in _chunks(rows.iterator(chunk_size=CHUNK), CHUNK):
-        ranked = {pk for row in chunk if row[14] for group in row[14] for pk in group}
+    # A page at a time by id (keyset), not a server-side cursor: PostgreSQL materializes a held
+    # one whole (every join) before the first row.
+    for page in _pages(rows, JUDGMENTS_PAGE):
+        ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
         external = (
             dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
             if ranked
             else {}
         )
-        for row in chunk:
-            if split is not None and split_of(project.slug, row[1], test_fraction) != split:
+        for row in page:
+            if split is not None and split_of(project.slug, row[2], test_fraction) != split:
                 continue
             yield {
-                "comparison_id": row[0],
-                "prompt_id": row[1],
-                "annotator": pseudonym(row[2]),
-                "left_id": row[3],
-                "right_id": row[4],
-                "choice": row[5],
-                "chosen_id": row[6],
-                "rationale": row[7],
-                "duration_ms": row[8],
-                "created_at": row[9].isoformat(),
-                "candidate_a_id": row[10],
-                "strength": row[11],
-                "criteria": row[12],
-                "flags": row[13],
+                "comparison_id": row[1],
+                "prompt_id": row[2],
+                "annotator": pseudonym(row[3]),
+                "left_id": row[4],
+                "right_id": row[5],
+                "choice": row[6],
+                "chosen_id": row[7],
+                "rationale": row[8],
+                "duration_ms": row[9],
+                "created_at": row[10].isoformat(),
+                "candidate_a_id": row[11],
+                "strength": row[12],
+                "criteria": _json(row[13]),
+                "flags": _json(row[14]),
                 "ranking": (
-                    None if row[14] is None else [[external[pk] for pk in g] for g in row[14]]
+                    None if row[15] is None else [[external[pk] for pk in g] for g in row[15]]
                 ),
-                "guideline_version": row[15],
+                "guideline_version": row[16],
             }
 
 
-def _chunks(rows: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _json(text: str) -> Any:
+    """A JSON column read as text: "{}" and "[]" without the decoder."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return json.loads(text)
+
+
+def _pages(rows: QuerySet[Any, Any], size: int) -> Iterator[list[Any]]:
+    """A values_list queryset ordered by its first field, the id, a page of `size` rows at a
+    time: each page is its own query (`id > the last page's last id`), so nothing is held open
+    between pages and memory stays that of one page."""
+    last = None
+    while True:
+        page = list((rows if last is None else rows.filter(id__gt=last))[:size])
+        if page:
+            yield page
+        if len(page) < size:
+            return
+        last = page[-1][0]
 
 
 def winner_of(votes: Counter[str]) -> str | None:
@@ -145,6 +168,50 @@ def winner_of(votes: Counter[str]) -> str | None:
     return best
 
 
+@dataclass(frozen=True, slots=True)
+class PromptRef:
+    """What an export reads of a prompt: a plain object, not a model instance (exports build
+    hundreds of thousands of them)."""
+
+    pk: int
+    external_id: str
+    content: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRef:
+    """What an export reads of a candidate."""
+
+    pk: int
+    external_id: str
+    text: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRef:
+    """What an export reads of a pairwise comparison, with its prompt and both candidates, under
+    the model's attribute names."""
+
+    pk: int
+    batch_id: int
+    prompt: PromptRef
+    candidate_a: CandidateRef
+    candidate_b: CandidateRef
+
+    @property
+    def prompt_id(self) -> int:
+        return self.prompt.pk
+
+    @property
+    def candidate_a_id(self) -> int:
+        return self.candidate_a.pk
+
+    @property
+    def candidate_b_id(self) -> int:
+        return self.candidate_b.pk
+
+
 @dataclass
 class Tally:
     """One pairwise comparison with its votes counted per candidate.
@@ -154,7 +221,7 @@ class Tally:
     `annotators` are pseudonyms, in judgment order.
     """
 
-    comparison: Comparison
+    comparison: ComparisonRef
     votes: Counter[str]
     winner: str | None
     annotators: list[str]
@@ -172,7 +239,7 @@ class Tally:
     def total(self) -> int:
         return sum(self.votes.values())
 
-    def ranked(self) -> tuple[Candidate, Candidate]:
+    def ranked(self) -> tuple[CandidateRef, CandidateRef]:
         """(chosen, rejected) when a candidate won."""
         c = self.comparison
         return (
@@ -266,7 +333,7 @@ def pairwise_tallies(
         if aggregate == "reliability"
         else None
     )
-    # Listwise comparisons (rankings) are not pairs; the export issue turns them into pairs.
+    # Listwise comparisons are not pairs: their rankings become pairs in rankings.py.
     comparisons = Comparison.objects.filter(
         project=project, judgment_count__gt=0, candidate_ids__isnull=True
     )
@@ -280,10 +347,32 @@ def pairwise_tallies(
         )
     if since is not None:
         comparisons = comparisons.filter(
-            Exists(Judgment.objects.filter(comparison=OuterRef("pk"), created_at__gte=since))
+            Exists(
+                Judgment.objects.filter(
+                    comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
+                )
+            )
         )
-    judgments = Judgment.objects.order_by("id").only(
+    # Plain tuples, a page at a time by id (keyset), and each page's votes in one query: no
+    # model instances, and no server-side cursor (which PostgreSQL materializes whole, texts
+    # included, before the first row when it is held outside a transaction).
+    rows = comparisons.order_by("id").values_list(
         "id",
+        "batch_id",
+        "prompt_id",
+        "prompt__external_id",
+        "prompt__content",
+        "candidate_a_id",
+        "candidate_a__external_id",
+        "candidate_a__text",
+        "candidate_a__model",
+        "candidate_b_id",
+        "candidate_b__external_id",
+        "candidate_b__text",
+        "candidate_b__model",
+    )
+    answer = KeyTransform(criterion or "", "criteria")
+    fields: list[Any] = [
         "comparison_id",
         "annotator_id",
         "choice",
@@ -291,71 +380,88 @@ def pairwise_tallies(
         "strength",
         "left_id",
         "guideline_version",
-    )
+    ]
     if criterion is not None:
-        answer = KeyTransform(criterion, "criteria")
-        judgments = judgments.annotate(
-            criterion_option=KeyTextTransform("option", answer),
-            criterion_strength=KeyTransform("strength", answer),
+        fields += [KeyTextTransform("option", answer), KeyTransform("strength", answer)]
+    tie, both_bad = str(Choice.TIE), str(Choice.BOTH_BAD)
+    for page in _pages(rows, PAGE):
+        # The page's valid votes, by comparison then judgment id; those of comparisons left
+        # out above (gold, listwise, another batch, other models) fall in the same range and
+        # are skipped.
+        votes_of = Judgment.objects.filter(
+            comparison_id__gte=page[0][0],
+            comparison_id__lte=page[-1][0],
+            invalidated_at__isnull=True,
         )
-    comparisons = (
-        comparisons.order_by("id")
-        .select_related("prompt", "candidate_a", "candidate_b")
-        .prefetch_related(Prefetch("judgments", queryset=judgments))
-    )
-    for comparison in comparisons.iterator(chunk_size=CHUNK):
-        if (
-            split is not None
-            and split_of(project.slug, comparison.prompt.external_id, test_fraction) != split
-        ):
-            continue
-        votes: Counter[str] = Counter()
-        annotators = []
-        strengths = []
-        options = []
-        left_a = []
-        versions = set()
-        ballots = []
-        for judgment in comparison.judgments.all():
-            strength: int | None
-            if criterion is not None:
-                option = getattr(judgment, "criterion_option", None)
-                if option is None:
-                    continue  # judged before the criterion was added
-                raw = getattr(judgment, "criterion_strength", None)
-                strength = None if raw is None else int(raw)
-            else:
-                if judgment.choice in (Choice.TIE, Choice.BOTH_BAD):
-                    option = str(judgment.choice)
-                elif judgment.chosen_id == comparison.candidate_a_id:
+        if batch_id is not None:
+            votes_of = votes_of.filter(batch_id=batch_id)
+        judgments = list(votes_of.order_by("comparison_id", "id").values_list(*fields))
+        at, end = 0, len(judgments)
+        for row in page:
+            comparison_id, candidate_a_id = row[0], row[5]
+            while at < end and judgments[at][0] < comparison_id:
+                at += 1
+            votes: Counter[str] = Counter()
+            annotators = []
+            strengths = []
+            options = []
+            left_a = []
+            versions = set()
+            ballots = []
+            while at < end and judgments[at][0] == comparison_id:
+                judgment = judgments[at]
+                at += 1
+                _, annotator_id, choice, chosen_id, strength, left_id, version = judgment[:7]
+                if criterion is not None:
+                    option, raw = judgment[7], judgment[8]
+                    if option is None:
+                        continue  # judged before the criterion was added
+                    strength = None if raw is None else int(raw)
+                elif choice in (tie, both_bad):
+                    option = choice
+                elif chosen_id == candidate_a_id:
                     option = "a"
                 else:
                     option = "b"
-                strength = judgment.strength
-            if strength is not None:
-                strengths.append(strength)
-            votes[option] += 1
-            options.append(option)
-            left_a.append(judgment.left_id == comparison.candidate_a_id)
-            if judgment.guideline_version is not None:
-                versions.add(judgment.guideline_version)
-            ballots.append((judgment.annotator_id, option))
-            annotators.append(pseudonym(judgment.annotator_id))
-        total = sum(votes.values())
-        if not total or total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
-            continue
-        winner, confidence = decide(aggregate, votes, strengths, ballots, model)
-        yield Tally(
-            comparison,
-            votes,
-            winner,
-            annotators,
-            strengths,
-            options=options,
-            left_a=left_a,
-            guideline_versions=sorted(versions),
-            label_confidence=confidence,
-        )
+                if strength is not None:
+                    strengths.append(strength)
+                votes[option] += 1
+                options.append(option)
+                left_a.append(left_id == candidate_a_id)
+                if version is not None:
+                    versions.add(version)
+                ballots.append((annotator_id, option))
+                annotators.append(pseudonym(annotator_id))
+            if split is not None and split_of(project.slug, row[3], test_fraction) != split:
+                continue
+            total = sum(votes.values())
+            if (
+                not total
+                or total < min_votes
+                or (votes.most_common(1)[0][1] / total) < min_agreement
+            ):
+                continue
+            winner, confidence = decide(aggregate, votes, strengths, ballots, model)
+            comparison = ComparisonRef(
+                pk=comparison_id,
+                batch_id=row[1],
+                prompt=PromptRef(pk=row[2], external_id=row[3], content=row[4]),
+                candidate_a=CandidateRef(pk=row[5], external_id=row[6], text=row[7], model=row[8]),
+                candidate_b=CandidateRef(
+                    pk=row[9], external_id=row[10], text=row[11], model=row[12]
+                ),
+            )
+            yield Tally(
+                comparison,
+                votes,
+                winner,
+                annotators,
+                strengths,
+                options=options,
+                left_a=left_a,
+                guideline_versions=sorted(versions),
+                label_confidence=confidence,
+            )
 
 
 def preference_metadata(tally: Tally) -> dict[str, Any]:

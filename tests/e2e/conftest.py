@@ -26,7 +26,7 @@ LAUNCH_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
 ]
-DEFAULT_TIMEOUT_MS = 5_000
+DEFAULT_TIMEOUT_MS = 10_000
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -109,7 +109,7 @@ def make_page(browser: Any, page_log: PageLog) -> Iterator[Callable[..., Any]]:
         context = browser.new_context(**options)
         contexts.append(context)
         context.set_default_timeout(DEFAULT_TIMEOUT_MS)
-        context.set_default_navigation_timeout(2 * DEFAULT_TIMEOUT_MS)
+        context.set_default_navigation_timeout(3 * DEFAULT_TIMEOUT_MS)
         context.on("request", lambda request: page_log.requests.append(request.url))
 
         def on_dialog(dialog: Any) -> None:
