@@ -270,3 +270,43 @@ def test_the_list_action_invalidates_the_selected_judgments_with_a_reason(
         == chosen
     )
     counts_match_valid_judgments()
+
+
+def test_exports_and_statistics_leave_invalidated_judgments_out(
+    api, project, annotators, spammer, bob, import_rows
+):
+    """Three honest votes for candidate A and the spammer's for B on each comparison: with the
+    spammer counted, agreement is 3/4; without, every vote agrees."""
+    from tests.test_exports import URL, rows
+
+    def vote_for(user, option: str) -> None:
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            wanted = getattr(lease.comparison, f"candidate_{option}_id")
+            side = "left" if lease.left_id == wanted else "right"
+            judgment_submit(assignment_id=lease.pk, annotator=user, choice=side)
+
+    import_rows(prompt_line("p-1"), prompt_line("p-2"))
+    project.overlap = 4
+    project.save()
+    vote_for(spammer, "b")
+    for user in annotators:
+        vote_for(user, "a")
+    client = api(bob)
+
+    def export(format: str, **params: str) -> list[dict]:
+        return rows(client.get(URL, {"format": format, **params}))
+
+    def stats() -> dict:
+        return client.get(f"/api/v1/projects/{project.slug}/stats/").json()
+
+    assert len(export("judgments")) == len(export("arena")) == 8
+    assert {r["agreement"] for r in export("trl")} == {0.75}
+    assert stats()["counts"]["judgments"] == 8
+    judgments_invalidate(project=project, annotator=spammer, actor=bob, reason="spam")
+    assert len(export("judgments")) == len(export("arena")) == 6
+    assert {(r["agreement"], r["n_annotators"]) for r in export("trl")} == {(1.0, 3)}
+    assert len(export("trl", aggregate="reliability")) == 2
+    assert stats()["counts"]["judgments"] == 6
+    assert len(stats()["annotators"]) == 3
+    listed = client.get(f"/api/v1/projects/{project.slug}/judgments/").json()
+    assert len(listed["results"]) == 6

@@ -189,7 +189,9 @@ def fleiss(items: Sequence[Sequence[str]]) -> tuple[float | None, str | None]:
     if sizes == {1}:
         return None, "Every comparison has one vote; Fleiss' kappa needs two or more."
     table = np.array([[Counter(options)[o] for o in OPTIONS] for options in items])
-    return _finite(fleiss_kappa(table, method="fleiss")), None
+    # Every vote for one option: chance agreement is 1 and kappa 0/0, undefined (null).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _finite(fleiss_kappa(table, method="fleiss")), None
 
 
 def agreement(votes: Sequence[Vote]) -> dict[str, Any]:
