@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from apps.batches.models import BatchStatus
 from apps.dashboard.figures import project_figures
+from apps.dashboard.render import figures_html
 from apps.projects.models import Project
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ def _lock_key(project_id: int) -> str:
     return f"dashboard:v{CACHE_VERSION}:lock:{project_id}"
 
 
+def _asked_key(project_id: int) -> str:
+    return f"dashboard:v{CACHE_VERSION}:asked:{project_id}"
+
+
 def _watch_key(project_id: int) -> str:
     return f"dashboard:v{CACHE_VERSION}:watched:{project_id}"
 
@@ -70,6 +75,7 @@ def figures_refresh(project: Project) -> dict[str, Any] | None:
         return None
     try:
         figures = project_figures(project)
+        figures["html"] = figures_html(figures)
         cache.set(_key(project.pk), figures, FIGURES_TTL_SECONDS)
         return figures
     finally:
@@ -104,7 +110,10 @@ def _refresh_later(project: Project) -> None:
     """Asks the worker for new figures, at most once at a time (the lock is checked there)."""
     from apps.dashboard.tasks import dashboard_refresh_project_task
 
-    if cache.get(_lock_key(project.pk)) is None:
+    # One request per refresh period asks; the others keep showing what is cached.
+    if cache.get(_lock_key(project.pk)) is None and cache.add(
+        _asked_key(project.pk), True, refresh_seconds()
+    ):
         dashboard_refresh_project_task.delay(project.pk)
 
 
