@@ -86,6 +86,7 @@ def test_progress_per_batch_is_counted_by_hand(judged):
         "done": 4,
         "in_progress": 0,
         "open": 0,
+        "partly_judged": 0,
         "judgments": 12,
         "percent_done": 100.0,
         "agreement": None,
@@ -93,6 +94,8 @@ def test_progress_per_batch_is_counted_by_hand(judged):
     assert by_name["second"]["comparisons"] == 3
     assert (by_name["second"]["done"], by_name["second"]["in_progress"]) == (0, 1)
     assert (by_name["second"]["open"], by_name["second"]["judgments"]) == (2, 0)
+    assert by_name["second"]["partly_judged"] == 0
+
     assert by_name["second"]["agreement"] is None
     assert [batch["name"] for batch in figures["batches"]] == ["second", "first"]  # newest first
     assert figures["totals"] == {
@@ -103,6 +106,14 @@ def test_progress_per_batch_is_counted_by_hand(judged):
         "judgments": 12,
         "annotators": 3,
     }
+
+
+def test_a_comparison_with_some_votes_is_open_and_partly_judged(judged, annotators):
+    second = Batch.objects.get(name="second")
+    vote(judged, annotators[1], Comparison.objects.filter(batch=second).order_by("id").last(), "a")
+    batch = next(b for b in project_figures(judged)["batches"] if b["name"] == "second")
+    assert (batch["done"], batch["in_progress"], batch["open"]) == (0, 1, 2)
+    assert (batch["partly_judged"], batch["judgments"]) == (1, 1)
 
 
 def test_judgments_per_day_fill_the_days_between(judged):
@@ -130,15 +141,15 @@ def test_time_per_judgment_falls_in_its_bucket(judged):
     # 1, 0.1, 0.2 s | 6 | 12 | 25 | 45 | 70 | 130 | 400 | 700; cat's last vote has no time.
     assert [b["count"] for b in durations["buckets"]] == [3, 1, 1, 1, 1, 1, 1, 1, 1]
     assert [b["label"] for b in durations["buckets"]] == [
-        "0 s to 5 s",
-        "5 s to 10 s",
-        "10 s to 20 s",
-        "20 s to 30 s",
-        "30 s to 1 min",
-        "1 min to 2 min",
-        "2 min to 5 min",
-        "5 min to 10 min",
-        "≥ 10 min",
+        "0\u20135 s",
+        "5\u201310 s",
+        "10\u201320 s",
+        "20\u201330 s",
+        "30 s\u20131 min",
+        "1\u20132 min",
+        "2\u20135 min",
+        "5\u201310 min",
+        "\u2265 10 min",
     ]
     assert durations["untimed"] == 1
 

@@ -20,7 +20,16 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from apps.batches.models import Batch, Comparison
-from apps.exports.stats import REFERENCE, Vote, agreement, project_stats, stats_votes
+from apps.exports.stats import (
+    OPTIONS,
+    REFERENCE,
+    Vote,
+    krippendorff_alpha,
+    pairwise_agreement,
+    project_stats,
+    reliability_matrix,
+    stats_votes,
+)
 from apps.judging.models import Judgment
 from apps.projects.models import Membership, Project
 
@@ -63,7 +72,7 @@ def batch_progress(project: Project) -> list[dict[str, Any]]:
 
     Gold items test annotators and are never done; they are left out. Done is a comparison with
     all the votes the project's overlap asks for; in progress one without them that someone holds
-    a lease on; open the rest.
+    a lease on; open the rest (`partly_judged` of them have some votes already).
     """
     counts = {
         row["batch_id"]: row
@@ -73,6 +82,9 @@ def batch_progress(project: Project) -> list[dict[str, Any]]:
             total=Count("id"),
             done=Count("id", filter=Q(complete=True)),
             in_progress=Count("id", filter=Q(complete=False, lease_count__gt=0)),
+            partly_judged=Count(
+                "id", filter=Q(complete=False, lease_count=0, judgment_count__gt=0)
+            ),
         )
         .order_by()
     }
@@ -95,6 +107,7 @@ def batch_progress(project: Project) -> list[dict[str, Any]]:
                 "done": done,
                 "in_progress": leased,
                 "open": total - done - leased,
+                "partly_judged": row.get("partly_judged", 0),
                 "judgments": judged.get(batch.pk, 0),
                 "percent_done": round(100 * done / total, 1) if total else 0.0,
             }
@@ -201,13 +214,18 @@ def duration_histogram(project: Project) -> dict[str, Any]:
     rows = []
     for i, low in enumerate(edges):
         high = edges[i + 1] if i + 1 < len(edges) else None
-        label = f"{_seconds(low)} to {_seconds(high)}" if high is not None else f"≥ {_seconds(low)}"
+        label = _span(low, high)
         rows.append({"label": label, "low_s": low, "high_s": high, "count": counts[f"b{i}"]})
     return {"buckets": rows, "untimed": counts["untimed"]}
 
 
-def _seconds(value: int) -> str:
-    return f"{value // 60} min" if value >= 60 and value % 60 == 0 else f"{value} s"
+def _span(low: int, high: int | None) -> str:
+    """A bucket's label, short enough for a chart: 0-5 s, 30 s-1 min, at least 10 min."""
+    if high is None:
+        return f"\u2265 {low // 60} min" if low >= 60 else f"\u2265 {low} s"
+    if high <= 60 and low < 60:
+        return f"{low}\u2013{high} s" if high < 60 else f"{low} s\u20131 min"
+    return f"{low // 60}\u2013{high // 60} min"
 
 
 # -- agreement per batch -----------------------------------------------------------------------
@@ -222,7 +240,32 @@ def agreement_by_batch(project: Project, votes: Sequence[Vote]) -> dict[int, dic
     for vote in votes:
         if not vote.is_gold and vote.comparison in batch_of:
             by_batch[batch_of[vote.comparison]].append(vote)
-    return {batch_id: _agreement_summary(agreement(mine)) for batch_id, mine in by_batch.items()}
+    return {batch_id: batch_agreement(mine) for batch_id, mine in by_batch.items()}
+
+
+def batch_agreement(votes: Sequence[Vote]) -> dict[str, Any]:
+    """Raw agreement and Krippendorff's alpha of some votes, as `stats.agreement` computes them
+    (with the same functions), without Fleiss' kappa, which the page does not show."""
+    by_comparison: dict[int, list[str]] = defaultdict(list)
+    for vote in votes:
+        by_comparison[vote.comparison].append(vote.option)
+    pairwise = pairwise_agreement(by_comparison[pk] for pk in sorted(by_comparison))
+    code = {option: i for i, option in enumerate(OPTIONS)}
+    nominal = reliability_matrix((v.annotator, v.comparison, code[v.option]) for v in votes)
+    strengths = [(v.annotator, v.comparison, v.strength) for v in votes if v.strength is not None]
+    return _agreement_summary(
+        {
+            "pairwise": pairwise,
+            "krippendorff_alpha_nominal": krippendorff_alpha(
+                nominal, level="nominal", value_domain=list(range(len(OPTIONS)))
+            ),
+            "krippendorff_alpha_ordinal": krippendorff_alpha(
+                reliability_matrix(strengths), level="ordinal", value_domain=list(range(-3, 4))
+            )
+            if strengths
+            else None,
+        }
+    )
 
 
 def _agreement_summary(report: dict[str, Any]) -> dict[str, Any]:
