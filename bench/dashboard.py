@@ -12,7 +12,8 @@ over the last 30 days with times per judgment drawn around 25 s; one annotator a
 left response and one answers in about a second. It then runs the aggregation the beat job runs
 (`figures_refresh`, in a `manage.py shell`, against Redis) and times it, serves the app with
 gunicorn (DEBUG=false, REDIS_URL set) and times `--requests` GETs of the dashboard page and of
-its HTMX fragment as the lead, over one keep-alive connection, checking each answer.
+its HTMX fragment as the lead, over one keep-alive connection, checking each answer, and of the
+cheapest authenticated request (`GET /api/v1/me/`, the floor) for comparison.
 """
 
 import sys
@@ -345,7 +346,7 @@ def seed(
 
 def measure(port: int, path: str, session: str, requests: int, expect: str) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Cookie": f"sessionid={session}", "Accept": "text/html"}
+    headers = {"Cookie": f"sessionid={session}", "Accept": "text/html, application/json"}
     if path.endswith("/figures/"):
         headers["HX-Request"] = "true"
     seconds = []
@@ -435,8 +436,10 @@ def main() -> int:
                 fragment = measure(
                     server.port, f"/lead/p/{slug}/figures/", session, args.requests, expect
                 )
+                floor = measure(server.port, "/api/v1/me/", session, args.requests, "username")
                 print("  " + common.latency_line("page", page))
                 print("  " + common.latency_line("poll", fragment))
+                print("  " + common.latency_line("floor", floor) + "  (GET /api/v1/me/)")
                 results.append((size, report, page, fragment))
         finally:
             server.stop()

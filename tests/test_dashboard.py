@@ -29,6 +29,15 @@ from tests.conftest import prompt_line
 from tests.test_stats import vote
 
 URL = "/lead/p/demo/"
+
+
+def age_figures(project, seconds):
+    """Makes the cached figures `seconds` older, as time passing would."""
+    figures = cache.get(services._key(project.pk))
+    figures["computed_at"] -= seconds
+    cache.set(services._key(project.pk), figures)
+
+
 FIGURES_URL = "/lead/p/demo/figures/"
 
 # Four comparisons of batch one (X, Y, Z: the pairs of p-1's three models; W: p-2's), three
@@ -376,7 +385,8 @@ def test_the_page_renders_from_the_cache_until_the_beat_job_runs(client, bob, ju
     vote(judged, annotators[1], comparison, "a")
     # The cached figures are shown as they are...
     assert re.search(r'data-testid="total-judgments">12<', client.get(URL).content.decode())
-    # ...until the beat job computes new ones.
+    # ...until the beat job computes new ones (it leaves figures younger than half its period).
+    age_figures(judged, 20)
     report = dashboards_refresh_task.delay().get()
     assert report["refreshed"][0][0] == "demo"
     assert re.search(r'data-testid="total-judgments">13<', client.get(URL).content.decode())
@@ -414,6 +424,12 @@ def test_the_beat_job_refreshes_a_project_someone_watches(client, alice):
     first = figures_cached(idle.pk)
     assert first is not None
     Project.objects.filter(pk=idle.pk).update(name="Renamed")
+    # Figures computed moments ago are not computed again...
+    assert dashboards_refresh() == {"refreshed": [], "skipped": ["idle"]}
+    assert figures_cached(idle.pk)["project"]["name"] == "Idle"
+    # ...once older than half the period, they are.
+    first["computed_at"] -= 20
+    cache.set(services._key(idle.pk), first)
     assert [slug for slug, _ in dashboards_refresh()["refreshed"]] == ["idle"]
     assert figures_cached(idle.pk)["project"]["name"] == "Renamed"
 

@@ -131,6 +131,11 @@ def dashboards_refresh() -> dict[str, Any]:
     """The beat job: new figures for every active project. Returns what it did, for the log."""
     done, skipped = [], []
     for project in active_projects():
+        cached = figures_cached(project.pk)
+        if cached is not None and age_seconds(cached) < refresh_seconds() / 2:
+            # Computed moments ago (a page's cold start, or a run that queued behind a long one).
+            skipped.append(project.slug)
+            continue
         started = time.perf_counter()
         try:
             figures = figures_refresh(project)
