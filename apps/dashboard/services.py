@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 # How long an entry lives without a refresh; the beat job refreshes active projects far sooner.
-FIGURES_TTL_SECONDS = 60 * 60
+# Long: old figures, shown with their age while a task computes new ones, beat a request that
+# computes them itself (minutes for a project of a million judgments).
+FIGURES_TTL_SECONDS = 7 * 24 * 60 * 60
 # A computation holds the lock at most this long (then another may start).
 LOCK_TTL_SECONDS = 10 * 60
 # A project viewed in the last this many seconds is refreshed by the beat job, active or not.
