@@ -373,6 +373,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--warm-runs", type=int, default=2, help="aggregations timed per size")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--keep-db", action="store_true")
@@ -414,7 +415,7 @@ def main() -> int:
                     f"{took['seed']:.1f} s (COPY), ANALYZE + CHECKPOINT {took['analyze']:.1f} s"
                 )
                 warm = []
-                for _ in range(2):
+                for _ in range(args.warm_runs):
                     report = shell(_WARM, env, SLUG=slug)
                     warm.append(report)
                     print(
