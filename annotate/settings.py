@@ -116,6 +116,7 @@ INSTALLED_APPS = [
     "apps.batches",
     "apps.judging",
     "apps.exports",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -178,10 +179,17 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "annotate")
+# The project dashboards: the beat job recomputes their figures this often; the page polls.
+DASHBOARD_REFRESH_SECONDS = envint("DASHBOARD_REFRESH_SECONDS", 30, minimum=5)
+DASHBOARD_POLL_SECONDS = envint("DASHBOARD_POLL_SECONDS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {
         "task": "apps.judging.tasks.leases_reclaim_expired_task",
         "schedule": 60.0,
+    },
+    "refresh-dashboards": {
+        "task": "apps.dashboard.tasks.dashboards_refresh_task",
+        "schedule": float(DASHBOARD_REFRESH_SECONDS),
     },
 }
 

@@ -50,5 +50,6 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("lead/", include("apps.dashboard.urls")),
     path("", include("apps.judging.urls")),
 ]

@@ -5,6 +5,8 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.db.models import Model
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from annotate.admin_site import LeadScopedAdmin
 from apps.projects.models import GuidelineVersion, Membership, Project
@@ -74,7 +76,15 @@ class MembershipInline(admin.TabularInline):
 @admin.register(Project)
 class ProjectAdmin(LeadScopedAdmin):
     lead_can_change = True
-    list_display = ["name", "slug", "overlap", "allow_tie", "allow_both_bad", "created_at"]
+    list_display = [
+        "name",
+        "slug",
+        "overlap",
+        "allow_tie",
+        "allow_both_bad",
+        "created_at",
+        "dashboard",
+    ]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
     fieldsets = [
@@ -99,6 +109,14 @@ class ProjectAdmin(LeadScopedAdmin):
         ("Queue", {"fields": ["policy", "lease_seconds", "annotator_cap"]}),
         ("Gold items", {"fields": ["gold_rate", "gold_min_accuracy", "gold_min_answers"]}),
     ]
+
+    @admin.display(description="dashboard")
+    def dashboard(self, project: Project) -> str:
+        return format_html(
+            '<a href="{}">Dashboard<span class="visually-hidden"> of {}</span></a>',
+            reverse("dashboard", args=[project.slug]),
+            project.name,
+        )
 
     def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Any]:
         return {} if obj is not None else {"slug": ["name"]}

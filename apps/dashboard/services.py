@@ -1,0 +1,178 @@
+"""The dashboard's figures in the cache: kept fresh by the beat job, read by the page.
+
+The page never computes figures while they are in the cache, however old. On a cold cache (the
+project's first view, or after the entry expired) one request computes them, holding a lock, and
+any other request at the same time waits for its result rather than computing it again. Stale
+figures (the beat job not running) are refreshed by a task, again under the lock.
+"""
+
+import logging
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from apps.batches.models import BatchStatus
+from apps.dashboard.figures import project_figures
+from apps.dashboard.render import figures_html
+from apps.projects.models import Project
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# How long an entry lives without a refresh; the beat job refreshes active projects far sooner.
+# Long: old figures, shown with their age while a task computes new ones, beat a request that
+# computes them itself (minutes for a project of a million judgments).
+FIGURES_TTL_SECONDS = 7 * 24 * 60 * 60
+# A computation holds the lock at most this long (then another may start).
+LOCK_TTL_SECONDS = 10 * 60
+# A project viewed in the last this many seconds is refreshed by the beat job, active or not.
+WATCH_TTL_SECONDS = 15 * 60
+# A request that finds another computing the figures waits this long for them.
+COLD_WAIT_SECONDS = 60.0
+
+
+def refresh_seconds() -> int:
+    """How often the beat job refreshes the figures (the page says so)."""
+    return int(getattr(settings, "DASHBOARD_REFRESH_SECONDS", 30))
+
+
+def poll_seconds() -> int:
+    """How often the open page asks for the figures again."""
+    return int(getattr(settings, "DASHBOARD_POLL_SECONDS", 30))
+
+
+def _key(project_id: int) -> str:
+    return f"dashboard:v{CACHE_VERSION}:figures:{project_id}"
+
+
+def _lock_key(project_id: int) -> str:
+    return f"dashboard:v{CACHE_VERSION}:lock:{project_id}"
+
+
+def _asked_key(project_id: int) -> str:
+    return f"dashboard:v{CACHE_VERSION}:asked:{project_id}"
+
+
+def _watch_key(project_id: int) -> str:
+    return f"dashboard:v{CACHE_VERSION}:watched:{project_id}"
+
+
+def figures_cached(project_id: int) -> dict[str, Any] | None:
+    figures: dict[str, Any] | None = cache.get(_key(project_id))
+    return figures
+
+
+def figures_refresh(project: Project) -> dict[str, Any] | None:
+    """Computes and stores the project's figures, unless another process is computing them.
+
+    Returns the new figures, or None when the lock was taken.
+    """
+    token = secrets.token_hex(8)
+    if not cache.add(_lock_key(project.pk), token, LOCK_TTL_SECONDS):
+        return None
+    try:
+        figures = project_figures(project)
+        figures["html"] = figures_html(figures)
+        cache.set(_key(project.pk), figures, FIGURES_TTL_SECONDS)
+        return figures
+    finally:
+        if cache.get(_lock_key(project.pk)) == token:
+            cache.delete(_lock_key(project.pk))
+
+
+def figures_for_page(project: Project) -> dict[str, Any] | None:
+    """The figures the page shows: from the cache; computed once on a cold cache.
+
+    None only when another request has been computing them for longer than COLD_WAIT_SECONDS.
+    """
+    cache.set(_watch_key(project.pk), True, WATCH_TTL_SECONDS)
+    figures = figures_cached(project.pk)
+    if figures is not None:
+        if age_seconds(figures) > 3 * refresh_seconds():
+            _refresh_later(project)
+        return figures
+    figures = figures_refresh(project)
+    if figures is not None:
+        return figures
+    deadline = time.monotonic() + COLD_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        figures = figures_cached(project.pk)
+        if figures is not None:
+            return figures
+    return None
+
+
+def _refresh_later(project: Project) -> None:
+    """Asks the worker for new figures, at most once at a time (the lock is checked there)."""
+    from apps.dashboard.tasks import dashboard_refresh_project_task
+
+    # One request per refresh period asks; the others keep showing what is cached.
+    if cache.get(_lock_key(project.pk)) is None and cache.add(
+        _asked_key(project.pk), True, refresh_seconds()
+    ):
+        dashboard_refresh_project_task.delay(project.pk)
+
+
+def active_projects() -> list[Project]:
+    """Projects the beat job refreshes: with an active batch, or viewed recently."""
+    projects = list(Project.objects.all())
+    watched = cache.get_many([_watch_key(p.pk) for p in projects])
+    with_active = set(
+        Project.objects.filter(batches__status=BatchStatus.ACTIVE).values_list("pk", flat=True)
+    )
+    return [p for p in projects if p.pk in with_active or _watch_key(p.pk) in watched]
+
+
+def dashboards_refresh() -> dict[str, Any]:
+    """The beat job: new figures for every active project. Returns what it did, for the log."""
+    done, skipped = [], []
+    for project in active_projects():
+        cached = figures_cached(project.pk)
+        if cached is not None and age_seconds(cached) < refresh_seconds() / 2:
+            # Computed moments ago (a page's cold start, or a run that queued behind a long one).
+            skipped.append(project.slug)
+            continue
+        started = time.perf_counter()
+        try:
+            figures = figures_refresh(project)
+        except Exception:
+            logger.exception("dashboard figures of project %s failed", project.slug)
+            skipped.append(project.slug)
+            continue
+        if figures is None:
+            skipped.append(project.slug)
+        else:
+            done.append((project.slug, round(time.perf_counter() - started, 3)))
+    return {"refreshed": done, "skipped": skipped}
+
+
+def age_seconds(figures: dict[str, Any], now: datetime | None = None) -> float:
+    now = now or timezone.now()
+    return max(0.0, now.timestamp() - float(figures["computed_at"]))
+
+
+def freshness(figures: dict[str, Any], *, now: datetime | None = None) -> str:
+    """ "figures from 23 s ago, refreshed every 30 s" (and a warning when the job is late)."""
+    age = age_seconds(figures, now)
+    every = refresh_seconds()
+    text = f"figures from {_duration(age)} ago, refreshed every {_duration(every)}"
+    if age > 3 * every:
+        text += " (late: is the Celery beat running?)"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        minutes, rest = divmod(seconds, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if rest // 60 else f"{hours} h"

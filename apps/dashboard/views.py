@@ -1,0 +1,44 @@
+"""The project dashboard: one page per project for staff and its leads, refreshed by HTMX."""
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from apps.dashboard.services import figures_for_page, freshness, poll_seconds, refresh_seconds
+from apps.judging.views import login_required_htmx
+from apps.projects.models import Project
+from apps.projects.selectors import project_for_lead
+
+
+def _context(project: Project, figures: dict[str, Any] | None) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "project": project,
+        "figures": figures,
+        "poll_seconds": poll_seconds(),
+        "refresh_seconds": refresh_seconds(),
+    }
+    if figures is not None:
+        context["freshness"] = freshness(figures)
+    return context
+
+
+def _render(request: HttpRequest, template: str, slug: str) -> HttpResponse:
+    project = project_for_lead(user=request.user, slug=slug)
+    response = render(request, template, _context(project, figures_for_page(project)))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+@login_required_htmx
+def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    return _render(request, "dashboard/dashboard.html", slug)
+
+
+@require_GET
+@login_required_htmx
+def figures(request: HttpRequest, slug: str) -> HttpResponse:
+    """The figures alone: what the page's HTMX poll swaps in."""
+    return _render(request, "dashboard/_figures.html", slug)

@@ -1,0 +1,192 @@
+"""The project dashboard in a real browser: a lead watches the numbers move as judgments arrive.
+
+Run with SCREENSHOTS=1 to refresh docs/dashboard.png (the `manage.py demo` project, judged).
+"""
+
+import json
+import os
+import random
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from apps.batches.models import Comparison
+from apps.dashboard.services import dashboards_refresh
+from apps.judging.models import Judgment
+from apps.judging.services import assignment_next, judgment_submit
+from apps.projects.models import Project
+from apps.projects.services import membership_add
+from tests.conftest import prompt_line
+from tests.e2e.conftest import PageLog
+from tests.e2e.test_annotate_browser import log_in
+from tests.test_dashboard import age_figures
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+WAIT_MS = 10_000
+
+
+def api_post(base_url: str, user: User, path: str, payload: dict | None = None) -> Any:
+    token, _ = Token.objects.get_or_create(user=user)
+    request = urllib.request.Request(  # noqa: S310 - the live server's own http URL
+        f"{base_url}{path}",
+        data=json.dumps(payload or {}).encode(),
+        headers={"Authorization": f"Token {token.key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        body = response.read()
+        return response.status, json.loads(body) if body else None
+
+
+def judge_through_the_api(base_url: str, user: User, choice: str) -> None:
+    status, lease = api_post(base_url, user, "/api/v1/projects/demo/assignments/next/")
+    assert status == 200, status
+    status, _ = api_post(
+        base_url,
+        user,
+        f"/api/v1/assignments/{lease['id']}/judgment/",
+        {"choice": choice, "duration_ms": 4_000},
+    )
+    assert status == 201
+
+
+def tile(page: Any, name: str) -> str:
+    return page.inner_text(f"[data-testid=total-{name}]")
+
+
+def test_a_lead_sees_the_numbers_move_as_judgments_arrive(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    bob: User,
+    annotators: list[User],
+    import_rows: Any,
+    settings: Any,
+) -> None:
+    settings.DASHBOARD_POLL_SECONDS = 1
+    cache.clear()
+    # Depth first: the three votes go to one comparison, which is then done.
+    Project.objects.filter(pk=project.pk).update(policy="depth_first")
+    import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(1, 4)))  # 9 comparisons
+    base = live_server.url
+    log_in(page, base, "bob")
+    page.goto(f"{base}/lead/p/demo/")
+    assert page.title().startswith("Dashboard")
+    assert tile(page, "judgments") == "0"
+    assert tile(page, "open") == "9"
+    assert "Figures from" in page.inner_text("[data-testid=freshness]")
+    page.evaluate("window.__sameDocument = 'kept'")
+
+    # Three annotators judge the same comparison through the API, one opens another lease.
+    for user, choice in zip(annotators, ["left", "left", "right"], strict=True):
+        judge_through_the_api(base, user, choice)
+    status, _ = api_post(base, annotators[0], "/api/v1/projects/demo/assignments/next/")
+    assert status == 200
+    # The page shows the cached figures until the beat job computes new ones...
+    page.wait_for_timeout(1_500)
+    assert tile(page, "judgments") == "0"
+    age_figures(project, 20)  # the beat job leaves figures younger than half its period
+    report = dashboards_refresh()
+    assert [slug for slug, _ in report["refreshed"]] == ["demo"]
+    # ...then the poll brings them in, without a page load.
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=total-judgments]').textContent === '3'",
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate("window.__sameDocument") == "kept", "a full page load happened"
+    assert tile(page, "done") == "1"
+    assert tile(page, "in-progress") == "1"
+    assert tile(page, "open") == "7"
+    assert tile(page, "annotators") == "3"
+    agreement = page.locator("[data-testid=agreement] tr.total").inner_text()
+    # The sides were drawn at random: which candidate did each vote choose?
+    votes = [
+        "a" if j.chosen_id == j.comparison.candidate_a_id else "b"
+        for j in Judgment.objects.select_related("comparison")
+    ]
+    agreeing = sum(votes[i] == votes[j] for i, j in ((0, 1), (0, 2), (1, 2)))
+    assert f"{100 * agreeing / 3:.1f}%" in agreement
+    rows = page.locator("[data-testid=throughput] tbody th").all_inner_texts()
+    assert sorted(row.split()[0] for row in rows) == ["ann", "ben", "cat"]
+    assert page.locator("svg.chart").count() == 6
+    assert page.locator("svg.chart > title").first.text_content() == "Progress per batch of Demo"
+    assert page.get_by_role("img", name="Judgments per day (UTC)").count() == 1
+
+    # A reload shows the same figures, rendered from the cache.
+    page.reload()
+    assert tile(page, "judgments") == "3"
+    page_log.assert_clean(base)  # no CSP violation, no script error, no other origin
+
+
+def demo_with_judgments(seed: int = 7) -> Project:
+    """`manage.py demo`, five more annotators, and most comparisons judged over two weeks."""
+    call_command("demo", "--base-url", "http://127.0.0.1:8000/", verbosity=0)
+    project = Project.objects.get(slug="demo")
+    crowd = list(User.objects.filter(username__startswith="annotator").order_by("username"))
+    for n in range(4, 9):
+        user = User.objects.create_user(f"annotator{n}", password="demo-annotator-pass")
+        membership_add(project=project, user=user, role="annotator")
+        crowd.append(user)
+    rng = random.Random(seed)
+    strength = {"cirrus-70b": 1.2, "borealis-13b": 0.4, "atlas-7b": -0.3, "delta-mini": -0.9}
+    always_left, fast = crowd[6], crowd[7]
+    now = timezone.now()
+    for _ in range(190):  # about three quarters of the 234 votes the demo batch needs
+        user = rng.choice(crowd)
+        lease = assignment_next(project=project, annotator=user)
+        if lease is None:
+            continue
+        if rng.random() < 0.08:
+            continue  # leave the lease open: in progress
+        comparison = Comparison.objects.select_related("candidate_a", "candidate_b").get(
+            pk=lease.comparison_id
+        )
+        a, b = comparison.candidate_a, comparison.candidate_b
+        p_a = 1 / (1 + pow(10, (strength.get(b.model, 0) - strength.get(a.model, 0)) / 1.2))
+        draw = rng.random()
+        if user == always_left:
+            choice = "left"
+        elif draw < 0.08:
+            choice = "tie"
+        else:
+            winner = a if rng.random() < p_a else b
+            choice = "left" if lease.left_id == winner.pk else "right"
+        ms = rng.randint(700, 1_500) if user == fast else int(rng.lognormvariate(10.0, 0.5))
+        judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice, duration_ms=ms)
+    for judgment in Judgment.objects.filter(comparison__project=project):
+        judgment.created_at = now - timedelta(days=rng.random() * 14)
+        judgment.save(update_fields=["created_at"])
+    return project
+
+
+def test_dashboard_screenshot(
+    live_server: Any, page: Any, page_log: PageLog, tmp_path: Path, settings: Any
+) -> None:
+    """docs/dashboard.png, refreshed with SCREENSHOTS=1 (otherwise written to a temporary path)."""
+    cache.clear()
+    project = demo_with_judgments()
+    dashboards_refresh()
+    base = live_server.url
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", "lead")
+    page.fill("#id_password", "demo-lead-pass")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.goto(f"{base}/lead/p/{project.slug}/")
+    assert int(tile(page, "judgments")) > 150
+    assert page.locator("tr.flagged").count() >= 1
+    target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
+    page.screenshot(path=str(target / "dashboard.png"), full_page=True)
+    page_log.assert_clean(base)
