@@ -1,5 +1,6 @@
 """The audit log: one call records one lead or staff action."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -15,7 +16,7 @@ def audit_record(
     action: AuditAction | str,
     project: Project | None = None,
     target: Model | None = None,
-    details: dict[str, Any] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """Records that `actor` did `action` (an AuditAction) on `target`, in `project`.
 
@@ -34,7 +35,8 @@ def audit_record(
         target_type=target._meta.label_lower if target is not None else "",
         target_id=str(target.pk) if target is not None and target.pk is not None else "",
         target_repr=str(target)[:200] if target is not None else "",
-        details=details or {},
+        # dict(items()) also flattens a QueryDict to its last values.
+        details=dict(details.items()) if details else {},
     )
 
 

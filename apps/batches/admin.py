@@ -39,8 +39,10 @@ from apps.projects.selectors import projects_led_by
 class BatchActionForm(helpers.ActionForm):
     """The changelist's action bar, with the priority that "Set the priority" sets."""
 
-    priority = forms.IntegerField(
-        required=False, help_text="For “Set the priority”: higher batches are served first."
+    priority = forms.CharField(
+        required=False,
+        max_length=12,
+        help_text="For “Set the priority”: higher batches are served first.",
     )
 
 
@@ -210,7 +212,9 @@ class BatchAdmin(LeadScopedAdmin):
             priority = int(raw)
         except ValueError:
             self.message_user(
-                request, "priority: give a whole number beside the action.", messages.ERROR
+                request,
+                "The priority must be a whole number: give it beside the action.",
+                messages.ERROR,
             )
             return
         changed = 0
@@ -276,7 +280,7 @@ class BatchAdmin(LeadScopedAdmin):
             try:
                 priority = int(request.POST.get("priority", ""))
             except ValueError:
-                self.message_user(request, "priority: give a whole number.", messages.ERROR)
+                self.message_user(request, "The priority must be a whole number.", messages.ERROR)
             else:
                 batch_priority_set(batch=batch, priority=priority, by=request.user)
                 self.message_user(request, f"Priority of {batch} set to {priority}.")

@@ -185,7 +185,7 @@ class Export(APIView):
     )
     def get(self, request: Request, slug: str) -> HttpResponse | StreamingHttpResponse:
         project = project_for_lead(user=request.user, slug=slug)
-        audit_record(actor=request.user, action="export", project=project, details={**request.GET})
+        audit_record(actor=request.user, action="export", project=project, details=request.GET)
         format = request.query_params.get("format", "trl")
         if format == "card":
             return card_response(project, request.query_params)

@@ -388,6 +388,7 @@ class ProjectAdmin(LeadScopedAdmin):
             m.pk: (m.user.get_username(), m.role)
             for m in Membership.objects.filter(project=project).select_related("user")
         }
+        deleting = [f.instance.pk for f in formset.deleted_forms if f.instance.pk]
         super().save_formset(request, form, formset, change)
         for membership in formset.new_objects:
             audit_record(
@@ -410,8 +411,8 @@ class ProjectAdmin(LeadScopedAdmin):
                     "role": {"old": old_role, "new": membership.role},
                 },
             )
-        for membership in formset.deleted_objects:
-            username, role = old_roles.get(membership.pk, ("", ""))
+        for pk in deleting:
+            username, role = old_roles[pk]
             audit_record(
                 actor=request.user,
                 action=AuditAction.MEMBERSHIP_REMOVED,
