@@ -299,3 +299,21 @@ def test_the_admin_refuses_malformed_criteria(client, bob, project):
     assert "is not a name" in response.content.decode()
     project.refresh_from_db()
     assert project.scheme == "pairwise"
+
+
+def test_leads_log_in_through_the_admins_own_form(client, bob, project):
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "bob", "password": "pw-for-tests", "next": "/admin/"},
+    )
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+
+
+def test_annotators_cannot_log_in_through_the_admins_form(client, annotators, project):
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "ann", "password": "pw-for-tests", "next": "/admin/"},
+    )
+    assert response.status_code == 200
+    assert "staff account" in response.content.decode()
