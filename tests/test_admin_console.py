@@ -501,7 +501,10 @@ def test_a_lead_adds_accounts_only_to_their_projects(lead, project, other):
 
 
 def test_leads_see_only_their_annotators_accounts(lead, client, alice, other):
+    membership_add(project=other, user=User.objects.get(username="ann"), role="annotator")
     html = lead.get(ACCOUNTS).content.decode()
+    assert "Demo (annotator)" in html
+    assert "Other project" not in html  # ann's other project is not bob's business
     for name in ("ann", "ben", "cat"):
         assert f">{name}</a>" in html
     for name in ("eve", "dora", "alice", "bob"):
@@ -513,6 +516,7 @@ def test_leads_see_only_their_annotators_accounts(lead, client, alice, other):
     for name in ("ann", "eve", "dora", "bob"):
         assert f">{name}</a>" in html
     assert ">alice</a>" not in html
+    assert "Demo (annotator), Other project (annotator)" in html
 
 
 def test_adding_accounts_to_a_project_asks_which_then_adds(lead, project, make_user, other):

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Model, QuerySet
+from django.db.models import Model, Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -169,6 +169,10 @@ class GuidelinesWidget(forms.Textarea):
     """A Markdown textarea with a live preview beside it: HTMX posts the form to the preview
     view as the lead types, and shows what annotators will see."""
 
+    class Media:
+        js = ["js/htmx.min.js"]
+        css = {"all": ["css/admin-console.css"]}
+
     def __init__(self) -> None:
         super().__init__(attrs={"rows": 14, "cols": 80})
 
@@ -265,7 +269,7 @@ class ProjectAdmin(LeadScopedAdmin):
     lead_can_add = True
     lead_can_change = True
     form = ProjectForm
-    list_display = ["name", "slug", "scheme", "overlap", "batch_count", "created_at"]
+    list_display = ["name", "slug", "overlap", "allow_tie", "allow_both_bad", "created_at"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
     fieldsets = [
@@ -290,13 +294,6 @@ class ProjectAdmin(LeadScopedAdmin):
         ("Queue", {"fields": ["policy", "lease_seconds", "annotator_cap"]}),
         ("Gold items", {"fields": ["gold_rate", "gold_min_accuracy", "gold_min_answers"]}),
     ]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
-        return super().get_queryset(request).annotate(batch_total=Count("batches"))
-
-    @admin.display(description="batches", ordering="batch_total")
-    def batch_count(self, project: Project) -> int:
-        return getattr(project, "batch_total", 0)
 
     def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Any]:
         return {} if obj is not None else {"slug": ["name"]}
@@ -487,7 +484,15 @@ class AnnotatorAccountAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         ids = accounts_visible_to(request.user).values("pk")
-        return AnnotatorAccount.objects.filter(pk__in=ids).order_by("username")
+        # Only memberships of projects the viewer leads: a lead does not learn the others.
+        visible = Membership.objects.filter(
+            project__in=projects_led_by(request.user).values("pk")
+        ).select_related("project")
+        return (
+            AnnotatorAccount.objects.filter(pk__in=ids)
+            .prefetch_related(Prefetch("memberships", visible, to_attr="visible_memberships"))
+            .order_by("username")
+        )
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_staff or is_lead_anywhere(request.user))
@@ -512,7 +517,7 @@ class AnnotatorAccountAdmin(admin.ModelAdmin):
 
     @admin.display(description="projects (role)")
     def projects(self, account: User) -> str:
-        memberships = account.memberships.select_related("project")
+        memberships = getattr(account, "visible_memberships", [])
         return ", ".join(f"{m.project.name} ({m.role})" for m in memberships) or "—"
 
     def get_urls(self) -> list[URLPattern]:
