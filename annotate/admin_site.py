@@ -1,11 +1,21 @@
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from apps.projects.models import Project
 from apps.projects.selectors import is_lead_anywhere, projects_led_by
+
+
+class LeadAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login form, which lets project leads in too (Django's wants staff)."""
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        if user.is_active and not user.is_staff and is_lead_anywhere(user):
+            return
+        super().confirm_login_allowed(user)
 
 
 class AnnotateAdminSite(admin.AdminSite):
@@ -18,6 +28,7 @@ class AnnotateAdminSite(admin.AdminSite):
     site_header = "annotate admin"
     site_title = "annotate admin"
     index_title = "Projects, batches and judgments"
+    login_form = LeadAuthenticationForm
 
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user

@@ -117,6 +117,7 @@ INSTALLED_APPS = [
     "apps.judging",
     "apps.exports",
     "apps.dashboard",
+    "apps.audit",
 ]
 
 MIDDLEWARE = [
@@ -201,6 +202,17 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Annotator accounts get a one-time link to set their password (valid this long, in seconds).
+# The admin shows it to the lead; with ACCOUNT_LINKS_BY_EMAIL it is also mailed through
+# Django's email backend (EMAIL_HOST, EMAIL_PORT, ... from the environment).
+PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_TIMEOUT", 7 * 24 * 3600, minimum=60)
+ACCOUNT_LINKS_BY_EMAIL = envbool("ACCOUNT_LINKS_BY_EMAIL", False)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "annotate@localhost")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -6,6 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.batches.models import Batch, Comparison, Prompt
 from apps.judging.models import Judgment
 from apps.judging.services import assignment_next, judgment_submit
+from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import jsonl, prompt_line
 
@@ -89,10 +90,20 @@ def test_leads_cannot_open_another_projects_objects(client, bob, other, model):
     assert client.get(f"/admin/{app}/{name}/{obj.pk}/delete/").status_code in (302, 403)
 
 
-def test_leads_edit_their_project_but_not_create_one(client, bob, project):
+def test_leads_edit_their_project_and_create_one_they_then_lead(client, bob, project):
+    from apps.projects.models import GuidelineVersion, Membership
+
     client.force_login(bob)
     assert client.get(f"/admin/projects/project/{project.pk}/change/").status_code == 200
-    assert client.get("/admin/projects/project/add/").status_code == 403
+    assert client.get("/admin/projects/project/add/").status_code == 200
+    data = _project_form(project, name="Fresh", slug="fresh", guidelines="# Hi")
+    response = client.post("/admin/projects/project/add/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    fresh = Project.objects.get(slug="fresh")
+    assert fresh.created_by == bob and fresh.skip_reasons == ["Unclear"]
+    assert Membership.objects.filter(project=fresh, user=bob, role="lead").exists()
+    assert GuidelineVersion.objects.get(project=fresh).text == "# Hi"
+    assert client.get(f"/admin/projects/project/{fresh.pk}/change/").status_code == 200
 
 
 def test_judgments_cannot_be_changed_or_deleted_in_the_admin(client, alice, judged):
@@ -237,12 +248,12 @@ def _project_form(project, **changes):
         "allow_both_bad": "on",
         "lease_seconds": "600",
         "policy": "breadth_first",
-        "skip_reasons": '["Unclear"]',
+        "skip_reasons": "Unclear",
         "scheme": "pairwise",
-        "criteria": "[]",
+        "criteria": "",
         "rationale": "optional",
         "rationale_min_length": "0",
-        "flags": "[]",
+        "flags": "",
         "gold_rate": "0",
         "gold_min_accuracy": "0",
         "gold_min_answers": "10",
@@ -282,9 +293,27 @@ def test_the_admin_refuses_malformed_criteria(client, bob, project):
     project.memberships.exclude(user=bob).delete()
     client.force_login(bob)
     url = f"/admin/projects/project/{project.pk}/change/"
-    bad = _project_form(project, scheme="graded", criteria='[{"name": "<b>x</b>"}]')
+    bad = _project_form(project, scheme="graded", criteria="<b>x</b>: bold")
     response = client.post(url, bad)
     assert response.status_code == 200
     assert "is not a name" in response.content.decode()
     project.refresh_from_db()
     assert project.scheme == "pairwise"
+
+
+def test_leads_log_in_through_the_admins_own_form(client, bob, project):
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "bob", "password": "pw-for-tests", "next": "/admin/"},
+    )
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+
+
+def test_annotators_cannot_log_in_through_the_admins_form(client, annotators, project):
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "ann", "password": "pw-for-tests", "next": "/admin/"},
+    )
+    assert response.status_code == 200
+    assert "staff account" in response.content.decode()

@@ -77,6 +77,12 @@ def test_invalidated_judgments_are_kept_marked_and_their_comparisons_reopen(
         (bob, "ties everything in 2 seconds")
     }
     assert all(j.invalidated_at is not None for j in marked)
+    from apps.audit.models import AuditEvent
+
+    event = AuditEvent.objects.get(action="judgments_invalidated")
+    assert (event.actor, event.project, event.target_repr) == (bob, project, "spam")
+    assert event.details["reason"] == "ties everything in 2 seconds"
+    assert (event.details["judgments"], event.details["reopened"]) == (2, 2)
     for c in Comparison.objects.all():
         assert (c.judgment_count, c.votes_tie, c.complete) == (2, 0, False)
     counts_match_valid_judgments()

@@ -266,3 +266,46 @@ def test_it_reclaims_expired_leases_in_the_worker(via_worker: Worker) -> None:
     assert assignment.closed_at is not None
     assert comparison.lease_count == 0
     via_worker.wait_for_log(f"apps.judging.tasks.leases_reclaim_expired_task[{result.id}]")
+
+
+def test_the_admin_shows_a_background_imports_progress_until_it_ends(
+    via_worker: Worker, settings: Any, client: Any
+) -> None:
+    """The admin's progress fragment, polled as HTMX polls it, moves while the worker imports
+    and asks the page to reload once the batch is active."""
+    import re
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    lead, project = lead_and_project("worker-progress")
+    client.force_login(lead)
+    settings.IMPORT_BACKGROUND_BYTES = 1024
+    data = jsonl(*(prompt_line(f"p-{i}", n=3) for i in range(4000)))
+    response = client.post(
+        "/admin/batches/batch/upload/",
+        {"project": project.pk, "name": "", "file": SimpleUploadedFile("big.jsonl", data)},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    batch = Batch.objects.get(project=project)
+    url = f"/admin/batches/batch/{batch.pk}/progress/"
+    seen: list[tuple[str, int]] = []
+    deadline = time.monotonic() + 3 * DONE_TIMEOUT
+    while True:
+        fragment = client.get(url, HTTP_HX_REQUEST="true")
+        if fragment.get("HX-Refresh") == "true":
+            break
+        html = fragment.content.decode()
+        percent = int(re.search(r'<progress max="100" value="(\d+)"', html).group(1))  # type: ignore[union-attr]
+        phase = next(p for p in ("waiting", "checking", "storing") if p in html)
+        seen.append((phase, percent))
+        via_worker.check_alive()
+        assert time.monotonic() < deadline, seen[-5:]
+        time.sleep(0.05)
+    batch.refresh_from_db()
+    assert (batch.status, batch.prompt_count, batch.comparison_count) == ("active", 4000, 12_000)
+    assert (batch.rows_done, batch.rows_total) == (4000, 4000)
+    percents = [percent for _, percent in seen]
+    assert percents == sorted(percents), seen
+    assert any(0 < percent < 100 for percent in percents), seen
+    assert {"checking", "storing"} & {phase for phase, _ in seen}, seen
+    print(f"progress seen: {len(seen)} polls, phases {sorted({p for p, _ in seen})}")

@@ -1,8 +1,18 @@
 from typing import Any
+from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet, Sum
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -12,14 +22,73 @@ from annotate.admin_site import LeadScopedAdmin, ReadOnlyAdmin
 from apps.batches.forms import BatchUploadForm
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
-from apps.batches.services import batch_import
+from apps.batches.services import (
+    BATCH_ACTIONS,
+    SETTABLE_STATUSES,
+    BatchActionError,
+    batch_action,
+    batch_import,
+    batch_import_progress,
+    batch_priority_set,
+    batch_reclaim_expired,
+    batch_status_set,
+)
 from apps.projects.selectors import projects_led_by
+
+
+class BatchActionForm(helpers.ActionForm):
+    """The changelist's action bar, with the priority that "Set the priority" sets."""
+
+    priority = forms.CharField(
+        required=False,
+        max_length=12,
+        help_text="For “Set the priority”: higher batches are served first.",
+    )
+
+
+class BatchForm(forms.ModelForm):
+    """Status is limited to what a lead may set; importing and failed belong to the import."""
+
+    class Meta:
+        model = Batch
+        fields = ["name", "status", "priority", "annotator_cap"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.status not in SETTABLE_STATUSES:
+            self.fields["status"].disabled = True
+        else:
+            self.fields["status"].choices = [  # type: ignore[attr-defined]
+                (value, label) for value, label in BatchStatus.choices if value in SETTABLE_STATUSES
+            ]
+            self.fields["status"].help_text = (
+                "Only active batches hand out comparisons. Paused: none until resumed. "
+                "Done: closed for good (it can be activated again)."
+            )
+
+
+ACTION_LABELS = {
+    "activate": "Activate",
+    "pause": "Pause",
+    "resume": "Resume",
+    "close": "Close",
+}
 
 
 @admin.register(Batch)
 class BatchAdmin(LeadScopedAdmin):
     lead_can_add = True
     lead_can_change = True
+    form = BatchForm
+    action_form = BatchActionForm
+    actions = [
+        "activate_batches",
+        "pause_batches",
+        "resume_batches",
+        "close_batches",
+        "set_priority",
+        "reclaim_expired_leases",
+    ]
     list_display = [
         "__str__",
         "project",
@@ -84,13 +153,183 @@ class BatchAdmin(LeadScopedAdmin):
     def skips(self, batch: Batch) -> int:
         return getattr(batch, "skipped", None) or 0
 
-    def get_urls(self) -> list[URLPattern]:
-        upload = path(
-            "upload/",
-            self.admin_site.admin_view(self.upload_view),
-            name="batches_batch_upload",
+    def save_model(self, request: HttpRequest, obj: Batch, form: Any, change: bool) -> None:
+        # Status and priority go through the services, which lock the row and keep the audit log.
+        status, priority = obj.status, obj.priority
+        if change:
+            saved = Batch.objects.get(pk=obj.pk)
+            obj.status, obj.priority = saved.status, saved.priority
+        super().save_model(request, obj, form, change)
+        if change and "status" in form.changed_data:
+            try:
+                batch_status_set(batch=obj, status=status, by=request.user)
+            except BatchActionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        if change and "priority" in form.changed_data:
+            batch_priority_set(batch=obj, priority=priority, by=request.user)
+
+    # The changelist's actions. Each batch is checked against the lead's rights again.
+
+    def _act(self, request: HttpRequest, queryset: QuerySet[Batch], action: str) -> None:
+        done, refused = [], []
+        for batch in queryset:
+            if not self.has_change_permission(request, batch):
+                refused.append(f"{batch}: not yours")
+                continue
+            try:
+                batch_action(batch=batch, action=action, by=request.user)
+            except BatchActionError as exc:
+                refused.append(str(exc))
+            else:
+                done.append(str(batch))
+        if done:
+            self.message_user(
+                request, f"{ACTION_LABELS[action]}: {', '.join(done)}.", messages.SUCCESS
+            )
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+    @admin.action(description="Activate the selected batches")
+    def activate_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        self._act(request, queryset, "activate")
+
+    @admin.action(description="Pause the selected batches")
+    def pause_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        self._act(request, queryset, "pause")
+
+    @admin.action(description="Resume the selected batches")
+    def resume_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        self._act(request, queryset, "resume")
+
+    @admin.action(description="Close the selected batches")
+    def close_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        self._act(request, queryset, "close")
+
+    @admin.action(description="Set the priority of the selected batches")
+    def set_priority(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        raw = request.POST.get("priority", "").strip()
+        try:
+            priority = int(raw)
+        except ValueError:
+            self.message_user(
+                request,
+                "The priority must be a whole number: give it beside the action.",
+                messages.ERROR,
+            )
+            return
+        changed = 0
+        for batch in queryset:
+            if self.has_change_permission(request, batch):
+                changed += batch_priority_set(batch=batch, priority=priority, by=request.user)
+        self.message_user(
+            request, f"Priority {priority} set on {changed} batch(es).", messages.SUCCESS
         )
-        return [upload, *super().get_urls()]
+
+    @admin.action(description="Reclaim expired leases now (the batches' projects)")
+    def reclaim_expired_leases(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        total, seen = 0, set()
+        for batch in queryset:
+            if batch.project_id in seen or not self.has_change_permission(request, batch):
+                continue
+            seen.add(batch.project_id)
+            total += batch_reclaim_expired(batch=batch, by=request.user)
+        self.message_user(request, f"Reclaimed {total} expired lease(s).", messages.SUCCESS)
+
+    # Custom views: upload, the change page's buttons, the import's progress.
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("upload/", view(self.upload_view), name="batches_batch_upload"),
+            path(
+                "<int:batch_id>/act/<str:action>/",
+                view(self.act_view),
+                name="batches_batch_act",
+            ),
+            path(
+                "<int:batch_id>/progress/",
+                view(self.progress_view),
+                name="batches_batch_progress",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _batch_or_none(self, request: HttpRequest, batch_id: int) -> Batch | None:
+        return self.get_queryset(request).filter(pk=batch_id).first()
+
+    def act_view(self, request: HttpRequest, batch_id: int, action: str) -> HttpResponse:
+        """POST from a button on the change page: one action on one batch."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        batch = self._batch_or_none(request, batch_id)
+        if batch is None or not self.has_change_permission(request, batch):
+            raise PermissionDenied
+        change_url = reverse("admin:batches_batch_change", args=[batch.pk])
+        if action in BATCH_ACTIONS:
+            try:
+                batch_action(batch=batch, action=action, by=request.user)
+            except BatchActionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{ACTION_LABELS[action]}: {batch} is now {batch.status}.",
+                    messages.SUCCESS,
+                )
+        elif action == "priority":
+            try:
+                priority = int(request.POST.get("priority", ""))
+            except ValueError:
+                self.message_user(request, "The priority must be a whole number.", messages.ERROR)
+            else:
+                batch_priority_set(batch=batch, priority=priority, by=request.user)
+                self.message_user(request, f"Priority of {batch} set to {priority}.")
+        elif action == "reclaim":
+            total = batch_reclaim_expired(batch=batch, by=request.user)
+            self.message_user(
+                request, f"Reclaimed {total} expired lease(s) in {batch.project}.", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, f"Unknown action {action!r}.", messages.ERROR)
+        return HttpResponseRedirect(change_url)
+
+    def progress_view(self, request: HttpRequest, batch_id: int) -> HttpResponse:
+        """The import's progress as a small HTML fragment, which HTMX polls while importing."""
+        batch = self._batch_or_none(request, batch_id)
+        if batch is None:
+            raise Http404("No such batch.")
+        progress = batch_import_progress(batch)
+        response = TemplateResponse(
+            request,
+            "admin/batches/progress.html",
+            {"batch": batch, "progress": progress, "polling": request.headers.get("HX-Request")},
+        )
+        if request.headers.get("HX-Request") and progress["phase"] == "finished":
+            # The import ended while the page watched: reload it to show the final state.
+            response["HX-Refresh"] = "true"
+        return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        batch = self._batch_or_none(request, int(object_id)) if object_id.isdigit() else None
+        extra = dict(extra_context or {})
+        if batch is not None:
+            extra.update(
+                batch_actions=[
+                    (action, ACTION_LABELS[action])
+                    for action, (allowed, _) in BATCH_ACTIONS.items()
+                    if batch.status in allowed
+                ],
+                can_act=self.has_change_permission(request, batch),
+                progress=batch_import_progress(batch),
+                export_links=_export_links(batch),
+            )
+        return super().change_view(request, object_id, form_url, extra)
 
     def add_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return redirect("admin:batches_batch_upload")
@@ -123,7 +362,7 @@ class BatchAdmin(LeadScopedAdmin):
                     errors = batch.errors
                 else:
                     if batch.status == BatchStatus.IMPORTING:
-                        text = f"{batch} is importing in the background; refresh to see its status."
+                        text = f"{batch} is importing in the background; its progress is below."
                     else:
                         text = (
                             f"Imported {batch}: {batch.prompt_count} prompts, "
@@ -141,6 +380,17 @@ class BatchAdmin(LeadScopedAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/batches/upload.html", context)
+
+
+def _export_links(batch: Batch) -> list[tuple[str, str]]:
+    """(label, URL) of each export of this batch: every format, then the dataset card."""
+    from apps.exports.formats import FORMATS
+
+    base = reverse("api-export", kwargs={"slug": batch.project.slug})
+    return [
+        (name, f"{base}?{urlencode({'format': name, 'batch': batch.pk})}")
+        for name in [*FORMATS, "card"]
+    ]
 
 
 @admin.register(Prompt)

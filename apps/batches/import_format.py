@@ -10,7 +10,7 @@ every error found, each with its line number, so that a bad file can be fixed in
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -236,9 +236,17 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 def parse_jsonl(
-    stream: IO[bytes] | Iterable[bytes], *, max_errors: int = 1000
+    stream: IO[bytes] | Iterable[bytes],
+    *,
+    max_errors: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    progress_every: int = 2000,
 ) -> list[ParsedPrompt]:
-    """Every prompt of the file, or ImportFormatError with (at most max_errors of) every error."""
+    """Every prompt of the file, or ImportFormatError with (at most max_errors of) every error.
+
+    `progress`, if given, is called with the number of lines read so far every `progress_every`
+    lines.
+    """
     errors: list[LineError] = []
     error_count = 0
     prompts: list[ParsedPrompt] = []
@@ -251,6 +259,8 @@ def parse_jsonl(
             errors.append(LineError(line, message))
 
     for number, raw in _lines(stream):  # type: ignore[arg-type]
+        if progress is not None and number % progress_every == 0:
+            progress(number)
         if not raw.strip():
             continue
         try:

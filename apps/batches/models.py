@@ -31,6 +31,9 @@ class Batch(models.Model):
     prompt_count = models.PositiveIntegerField(default=0)
     comparison_count = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)
+    # A background import's progress through its file: lines checked of the lines it has.
+    rows_total = models.PositiveIntegerField(default=0, editable=False)
+    rows_done = models.PositiveIntegerField(default=0, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.schema import BATCH, ErrorOut
+from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate
 from apps.exports.card import dataset_card
 from apps.exports.formats import CARD_PARAMETERS, FORMATS, Options, export_rows
@@ -328,6 +329,7 @@ class Export(APIView):
     )
     def get(self, request: Request, slug: str) -> HttpResponse | StreamingHttpResponse:
         project = project_for_lead(user=request.user, slug=slug)
+        audit_record(actor=request.user, action="export", project=project, details=request.GET)
         format = request.query_params.get("format", "trl")
         if format == "card":
             return card_response(project, request.query_params)

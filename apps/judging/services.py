@@ -20,6 +20,8 @@ from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
 
 from annotate.rows import converted, loaded
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt, random_rank
 from apps.judging import answers, queue_sql
 from apps.judging.answers import Answer
@@ -1179,6 +1181,21 @@ def judgments_invalidate(
             )
         )
         reopened = sum(1 for pk, complete in locked if complete and pk not in still)
+        audit_record(
+            actor=actor,
+            action=AuditAction.JUDGMENTS_INVALIDATED,
+            project=project,
+            target=annotator,
+            details={
+                "annotator": annotator.get_username(),
+                "reason": reason,
+                "since": since,
+                "selected": len(judgment_ids) if judgment_ids is not None else None,
+                "judgments": marked,
+                "comparisons": len(comparison_ids),
+                "reopened": reopened,
+            },
+        )
     return InvalidationResult(marked, len(comparison_ids), reopened)
 
 

@@ -1,16 +1,48 @@
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth.models import User
-from django.db.models import Model
-from django.http import HttpRequest
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from annotate.admin_site import LeadScopedAdmin
-from apps.projects.models import GuidelineVersion, Membership, Project
-from apps.projects.services import project_guidelines_set, project_overlap_changed
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record, changes_of
+from apps.judging.markdown import render_markdown
+from apps.projects.accounts import (
+    AccountCsvError,
+    AccountError,
+    CsvLineError,
+    NewAccount,
+    account_deactivate,
+    account_link_issue,
+    accounts_add_to_project,
+    accounts_create_from_csv,
+    accounts_visible_to,
+)
+from apps.projects.models import (
+    MAX_CRITERIA,
+    MAX_FLAGS,
+    AnnotatorAccount,
+    GuidelineVersion,
+    Membership,
+    Project,
+    RationaleRule,
+    Role,
+)
+from apps.projects.selectors import is_lead_anywhere, projects_led_by
+from apps.projects.services import (
+    membership_add,
+    project_guidelines_set,
+    project_overlap_changed,
+)
 
 
 class MembershipForm(forms.ModelForm):
@@ -73,9 +105,170 @@ class MembershipInline(admin.TabularInline):
         return True
 
 
+# Every setting a lead edits, in the form's order.
+AUDITED_SETTINGS_FORM = [
+    "scheme",
+    "allow_tie",
+    "allow_both_bad",
+    "criteria",
+    "rationale",
+    "rationale_min_length",
+    "flags",
+    "skip_reasons",
+    "show_models",
+    "overlap",
+    "policy",
+    "lease_seconds",
+    "annotator_cap",
+    "gold_rate",
+    "gold_min_accuracy",
+    "gold_min_answers",
+]
+
+
+class LinesField(forms.CharField):
+    """A list of short names, edited one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "cols": 60})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        return [line.strip() for line in str(text).splitlines() if line.strip()]
+
+
+class CriteriaField(LinesField):
+    """Criteria, one per line: `name: what it means` (the description is optional)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(
+                f"{c.get('name')}: {c['description']}"
+                if isinstance(c, dict) and c.get("description")
+                else str(c.get("name") if isinstance(c, dict) else c)
+                for c in value
+            )
+        return value
+
+    def to_python(self, value: Any) -> list[dict[str, str]]:  # type: ignore[override]
+        criteria = []
+        for line in super().to_python(value):
+            name, _, description = line.partition(":")
+            criterion = {"name": name.strip()}
+            if description.strip():
+                criterion["description"] = description.strip()
+            criteria.append(criterion)
+        return criteria
+
+
+class GuidelinesWidget(forms.Textarea):
+    """A Markdown textarea with a live preview beside it: HTMX posts the form to the preview
+    view as the lead types, and shows what annotators will see."""
+
+    class Media:
+        js = ["js/htmx.min.js"]
+        css = {"all": ["css/admin-console.css"]}
+
+    def __init__(self) -> None:
+        super().__init__(attrs={"rows": 14, "cols": 80})
+
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> Any:
+        attrs = {
+            **(attrs or {}),
+            "hx-post": reverse("admin:projects_project_preview"),
+            "hx-trigger": "input changed delay:300ms, load",
+            "hx-target": "#guidelines-preview",
+            "hx-swap": "innerHTML",
+        }
+        textarea = super().render(name, value, attrs, renderer)
+        return format_html(
+            '{}<div class="guidelines-preview-box"><div class="help">Preview, as annotators '
+            'will see it:</div><div id="guidelines-preview" class="guidelines-preview" '
+            'aria-live="polite"></div></div>',
+            textarea,
+        )
+
+
+class ProjectForm(forms.ModelForm):
+    skip_reasons = LinesField(
+        required=False,
+        help_text="One reason per line. Annotators pick one when they skip a comparison; "
+        "leave it empty to let them skip without a reason.",
+    )
+    flags = LinesField(
+        required=False,
+        help_text=f"One flag per line (at most {MAX_FLAGS}): what an annotator may raise on a "
+        "comparison beside their judgment, for example “unsafe content” or “factual error”. "
+        "Letters, digits, spaces, _ and -.",
+    )
+    criteria = CriteriaField(
+        required=False,
+        help_text=f"One criterion per line (at most {MAX_CRITERIA}), as `name: what it means`, "
+        "for example `helpfulness: does it do what was asked`. Each is judged on its own, "
+        "beside the overall judgment. Pairwise and graded projects only.",
+    )
+
+    class Meta:
+        model = Project
+        fields = ["name", "slug", "guidelines", *AUDITED_SETTINGS_FORM]
+        widgets = {"guidelines": GuidelinesWidget()}
+        help_texts = {
+            "name": "Shown to annotators and in the dataset card.",
+            "slug": "Names the project in URLs and in the API; fixed once the project exists.",
+            "guidelines": "Markdown, shown to annotators beside every comparison. Each edit "
+            "makes a new version; every judgment records the version it was given under.",
+            "allow_tie": "Pairwise: annotators may answer “tie”. Graded: the 0 of the scale. "
+            "Listwise: responses may share a place.",
+            "allow_both_bad": "Pairwise: annotators may answer “both bad”.",
+            "overlap": "How many annotators judge each comparison (1-50). Lowering it completes "
+            "comparisons at once; raising it reopens them.",
+            "lease_seconds": "How long an annotator holds a comparison before it returns to "
+            "the pool (at least 10 seconds).",
+            "gold_rate": "Share of assignments that are gold items, from 0 to 1 (0.05 = 5%). "
+            "Gold items come from the import's gold answers.",
+            "gold_min_accuracy": "From 0 to 1: below this gold accuracy an annotator stops "
+            "receiving work (0 = never), once they answered “gold min answers” gold items.",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        rationale, minimum = data.get("rationale"), data.get("rationale_min_length")
+        if rationale == RationaleRule.OFF and minimum:
+            self.add_error(
+                "rationale_min_length",
+                "Annotators write no rationale in this project (rule: off): leave it at 0.",
+            )
+        gold_min, gold_rate = data.get("gold_min_accuracy"), data.get("gold_rate")
+        if gold_min and not gold_rate:
+            self.add_error(
+                "gold_min_accuracy",
+                "A minimum gold accuracy needs gold items: set a gold rate above 0 too.",
+            )
+        project = self.instance
+        if project.pk and "scheme" in self.changed_data and project.batches.exists():
+            self.add_error(
+                "scheme",
+                "The project has batches, imported for its scheme: the scheme is fixed now. "
+                "Create a new project for another scheme.",
+            )
+        return data
+
+
+# The settings whose changes the audit log records, old -> new (guidelines: as a new version).
+AUDITED_SETTINGS = ["name", *AUDITED_SETTINGS_FORM]
+
+
 @admin.register(Project)
 class ProjectAdmin(LeadScopedAdmin):
+    """Leads create projects (they become their lead) and change their own; staff all."""
+
+    lead_can_add = True
     lead_can_change = True
+    form = ProjectForm
     list_display = [
         "name",
         "slug",
@@ -125,13 +318,36 @@ class ProjectAdmin(LeadScopedAdmin):
         # The slug is in every URL and API client; it is fixed once the project exists.
         return ["slug"] if obj is not None else []
 
+    def get_urls(self) -> list[URLPattern]:
+        preview = path(
+            "preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="projects_project_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest) -> HttpResponse:
+        """POST guidelines: their HTML, through the renderer the workbench shows them with."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        text = request.POST.get("guidelines", "")
+        html = render_markdown(text) if text.strip() else "<p><em>Nothing to preview.</em></p>"
+        response = HttpResponse(html, content_type="text/html; charset=utf-8")
+        response["Cache-Control"] = "no-store"
+        return response
+
     def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:
+        user = request.user
         if not change:
-            obj.created_by = request.user  # type: ignore[assignment]
+            obj.created_by = user  # type: ignore[assignment]
         new_guidelines = obj.guidelines
-        if change and "guidelines" in form.changed_data:
-            # Saved through the service below, which makes the new version.
-            obj.guidelines = Project.objects.values_list("guidelines", flat=True).get(pk=obj.pk)
+        before: dict[str, Any] = {}
+        if change:
+            saved = Project.objects.get(pk=obj.pk)
+            before = {name: getattr(saved, name) for name in AUDITED_SETTINGS}
+            if "guidelines" in form.changed_data:
+                # Saved through the service below, which makes the new version.
+                obj.guidelines = saved.guidelines
         super().save_model(request, obj, form, change)
         if not change:
             GuidelineVersion.objects.create(
@@ -140,7 +356,293 @@ class ProjectAdmin(LeadScopedAdmin):
                 text=obj.guidelines,
                 created_by=obj.created_by,
             )
-        elif "guidelines" in form.changed_data:
-            project_guidelines_set(project=obj, text=new_guidelines, by=request.user)  # type: ignore[arg-type]
-        if change and "overlap" in form.changed_data:
+            if not user.is_staff:
+                # A lead who creates a project leads it; otherwise they could not reach it.
+                membership_add(project=obj, user=user, role=Role.LEAD)  # type: ignore[arg-type]
+            audit_record(
+                actor=user,
+                action=AuditAction.PROJECT_CREATED,
+                project=obj,
+                target=obj,
+                details={name: getattr(obj, name) for name in AUDITED_SETTINGS},
+            )
+            return
+        changes = changes_of(before, {name: getattr(obj, name) for name in AUDITED_SETTINGS})
+        if changes:
+            audit_record(
+                actor=user,
+                action=AuditAction.PROJECT_SETTINGS,
+                project=obj,
+                target=obj,
+                details=changes,
+            )
+        if "guidelines" in form.changed_data and project_guidelines_set(
+            project=obj,
+            text=new_guidelines,
+            by=user,  # type: ignore[arg-type]
+        ):
+            audit_record(
+                actor=user,
+                action=AuditAction.GUIDELINES_CHANGED,
+                project=obj,
+                target=obj,
+                details={"version": obj.guideline_version, "characters": len(new_guidelines)},
+            )
+        if "overlap" in form.changed_data:
             project_overlap_changed(project=obj)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        """Memberships: every addition, change of role and removal goes to the audit log."""
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        project = form.instance
+        old_roles = {
+            m.pk: (m.user.get_username(), m.role)
+            for m in Membership.objects.filter(project=project).select_related("user")
+        }
+        deleting = [f.instance.pk for f in formset.deleted_forms if f.instance.pk]
+        super().save_formset(request, form, formset, change)
+        for membership in formset.new_objects:
+            audit_record(
+                actor=request.user,
+                action=AuditAction.MEMBERSHIP_ADDED,
+                project=project,
+                target=membership.user,
+                details={"user": membership.user.get_username(), "role": membership.role},
+            )
+        for membership, _fields in formset.changed_objects:
+            username, old_role = old_roles.get(membership.pk, ("", ""))
+            audit_record(
+                actor=request.user,
+                action=AuditAction.MEMBERSHIP_CHANGED,
+                project=project,
+                target=membership.user,
+                details={
+                    "user": membership.user.get_username(),
+                    "old_user": username,
+                    "role": {"old": old_role, "new": membership.role},
+                },
+            )
+        for pk in deleting:
+            username, role = old_roles[pk]
+            audit_record(
+                actor=request.user,
+                action=AuditAction.MEMBERSHIP_REMOVED,
+                project=project,
+                details={"user": username, "role": role},
+            )
+
+
+class AccountsCreateForm(forms.Form):
+    emails = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 60}),
+        help_text="One email address per line: each becomes an account (the address is also "
+        "the username).",
+    )
+    file = forms.FileField(
+        required=False,
+        help_text="Or a CSV file of emails: one address a line, in the first column (a header "
+        "line `email` and other columns are ignored).",
+    )
+    projects = forms.ModelMultipleChoiceField(
+        queryset=Project.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The new accounts join these projects as annotators.",
+    )
+
+    def __init__(self, *args: Any, projects: QuerySet[Project], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["projects"].queryset = projects  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("file") and not (data.get("emails") or "").strip():
+            raise forms.ValidationError("Give at least one email address, or a CSV file.")
+        return data
+
+
+class AddToProjectForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=Project.objects.none())
+
+    def __init__(self, *args: Any, projects: QuerySet[Project], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = projects  # type: ignore[attr-defined]
+
+
+class AccountProjectFilter(admin.SimpleListFilter):
+    title = "project"
+    parameter_name = "project"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(p.pk), p.name) for p in projects_led_by(request.user)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() and self.value().isdigit():  # type: ignore[union-attr]
+            led = projects_led_by(request.user).filter(pk=int(self.value()))  # type: ignore[arg-type]
+            return queryset.filter(memberships__project__in=led).distinct()
+        return queryset
+
+
+@admin.register(AnnotatorAccount)
+class AnnotatorAccountAdmin(admin.ModelAdmin):
+    """Annotator accounts: leads see the annotators of their projects, staff every account that
+    is not staff. Created here (one by one or from a CSV), never edited; deactivated by action."""
+
+    list_display = ["username", "email", "is_active", "password_set", "projects", "last_login"]
+    list_filter = ["is_active", AccountProjectFilter]
+    search_fields = ["username", "email"]
+    fields = ["username", "email", "is_active", "password_set", "projects", "last_login"]
+    readonly_fields = ["username", "email", "is_active", "password_set", "projects", "last_login"]
+    actions = ["add_to_project", "deactivate_accounts", "issue_links"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        ids = accounts_visible_to(request.user).values("pk")
+        # Only memberships of projects the viewer leads: a lead does not learn the others.
+        visible = Membership.objects.filter(
+            project__in=projects_led_by(request.user).values("pk")
+        ).select_related("project")
+        return (
+            AnnotatorAccount.objects.filter(pk__in=ids)
+            .prefetch_related(Prefetch("memberships", visible, to_attr="visible_memberships"))
+            .order_by("username")
+        )
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_staff or is_lead_anywhere(request.user))
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        if not self.has_module_permission(request):
+            return False
+        return obj is None or self.get_queryset(request).filter(pk=obj.pk).exists()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    @admin.display(description="password set", boolean=True)
+    def password_set(self, account: User) -> bool:
+        return account.has_usable_password()
+
+    @admin.display(description="projects (role)")
+    def projects(self, account: User) -> str:
+        memberships = getattr(account, "visible_memberships", [])
+        return ", ".join(f"{m.project.name} ({m.role})" for m in memberships) or "—"
+
+    def get_urls(self) -> list[URLPattern]:
+        create = path(
+            "create/",
+            self.admin_site.admin_view(self.create_view),
+            name="projects_annotatoraccount_create",
+        )
+        return [create, *super().get_urls()]
+
+    def add_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return redirect("admin:projects_annotatoraccount_create")
+
+    def _links_page(
+        self, request: HttpRequest, title: str, created: list[NewAccount]
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "accounts": created,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/projects/account_links.html", context)
+        response["Cache-Control"] = "no-store"  # the links are secrets
+        return response
+
+    def create_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        projects = projects_led_by(request.user)
+        form = AccountsCreateForm(request.POST or None, request.FILES or None, projects=projects)
+        errors: list[CsvLineError] = []
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            data = upload.read() if upload else form.cleaned_data["emails"].encode()
+            try:
+                created = accounts_create_from_csv(
+                    data=data,
+                    projects=form.cleaned_data["projects"],
+                    by=request.user,
+                    base_url=request.build_absolute_uri("/"),
+                )
+            except AccountCsvError as exc:
+                errors = exc.errors
+            except AccountError as exc:
+                form.add_error(None, str(exc))
+            else:
+                return self._links_page(request, f"{len(created)} account(s) created", created)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Create annotator accounts",
+            "form": form,
+            "errors": errors,
+            "source": "the file" if request.FILES.get("file") else "the list",
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/projects/accounts_create.html", context)
+
+    @admin.action(description="Add the selected accounts to a project")
+    def add_to_project(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        projects = projects_led_by(request.user)
+        form = AddToProjectForm(
+            request.POST if "apply" in request.POST else None, projects=projects
+        )
+        if form.is_bound and form.is_valid():
+            project = form.cleaned_data["project"]
+            added = accounts_add_to_project(accounts=queryset, project=project, by=request.user)
+            self.message_user(
+                request, f"Added {added} account(s) to {project} as annotators.", messages.SUCCESS
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add accounts to a project",
+            "form": form,
+            "accounts": queryset,
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/projects/add_to_project.html", context)
+
+    @admin.action(description="Deactivate the selected accounts (their open leases return)")
+    def deactivate_accounts(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for account in queryset:
+            if not account.is_active:
+                continue
+            try:
+                released = account_deactivate(account=account, by=request.user)
+            except AccountError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(
+                    request,
+                    f"Deactivated {account.get_username()}; {released} open lease(s) released.",
+                    messages.SUCCESS,
+                )
+
+    @admin.action(description="New one-time set-password links")
+    def issue_links(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        issued = []
+        for account in queryset:
+            try:
+                issued.append(
+                    account_link_issue(
+                        account=account, by=request.user, base_url=request.build_absolute_uri("/")
+                    )
+                )
+            except AccountError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if not issued:
+            return None
+        return self._links_page(request, "Set-password links", issued)

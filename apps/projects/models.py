@@ -2,6 +2,7 @@ import re
 import secrets
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -282,3 +283,12 @@ class Membership(models.Model):
                 f"the project's minimum of {project.gold_min_accuracy:.0%}"
             )
         return ""
+
+
+class AnnotatorAccount(User):
+    """The accounts leads manage in the admin: a proxy of the user model, scoped there to the
+    annotators of the lead's projects."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "annotator account"
