@@ -89,6 +89,9 @@ EVIDENCE = {
     "batch",
     "strength_mean",
     "margin",
+    "label_confidence",
+    "chosen_position",
+    "guideline_versions",
 }
 
 

@@ -36,6 +36,10 @@ VOTES = {
 }
 
 
+# The formats a pairwise project fills (listwise rows come from rankings: test_export_listwise).
+PAIR_SOURCED = [name for name in FORMATS if name != "listwise"]
+
+
 def vote_all(project, annotators, pick: Callable[[int, Comparison], str]) -> None:
     """Each annotator in turn judges all they are served (the queue picks the order), voting
     `pick(annotator's index, comparison)`: 'a', 'b', 'tie' or 'both_bad'."""
@@ -82,6 +86,17 @@ def evidence(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
 
 
+def left_share(comparison: Comparison, chosen_id: int) -> float:
+    """The share of the votes for `chosen_id` given with it shown on the left."""
+    sides = [
+        left == chosen_id
+        for left in Judgment.objects.filter(comparison=comparison, chosen_id=chosen_id)
+        .order_by("id")
+        .values_list("left_id", flat=True)
+    ]
+    return round(sum(sides) / len(sides), 4)
+
+
 def test_trl_implicit_puts_the_prompt_inside_whole_conversations(api, bob, tiny):
     win, conv = tiny["s-win"], tiny["conv"]
     exported = export(api, bob, "trl-implicit")
@@ -123,6 +138,9 @@ def test_kto_gives_the_winner_true_and_the_loser_false(api, bob, tiny):
         "agreement": 0.6667,
         "annotators": winner["annotators"],
         "batch": win.batch_id,
+        "label_confidence": None,
+        "chosen_position": left_share(win, win.candidate_a_id),
+        "guideline_versions": [1],
     }
     assert len(set(winner["annotators"])) == 3
     assert (loser["completion"], loser["model"]) == (win.candidate_b.text, "model-2")
@@ -247,7 +265,7 @@ def test_arena_leaves_ties_and_both_bad_out_on_request(api, bob, tiny):
     assert len(export(api, bob, "arena", include_ties="true")) == 12
 
 
-@pytest.mark.parametrize("format", list(FORMATS))
+@pytest.mark.parametrize("format", PAIR_SOURCED)
 def test_two_exports_of_the_same_data_are_byte_identical(api, bob, tiny, format):
     def raw() -> bytes:
         response = api(bob).get(URL, {"format": format})
@@ -259,7 +277,7 @@ def test_two_exports_of_the_same_data_are_byte_identical(api, bob, tiny, format)
     assert raw() == first
 
 
-@pytest.mark.parametrize("format", list(FORMATS))
+@pytest.mark.parametrize("format", PAIR_SOURCED)
 def test_every_format_filters_by_batch(api, bob, project, annotators, import_rows, format):
     first = import_rows(prompt_line("a"))
     import_rows(prompt_line("b"))
@@ -290,7 +308,7 @@ def test_bad_parameters_get_a_400_naming_them(api, bob, project, params, named):
     assert list(response.json()) == [named]
 
 
-@pytest.mark.parametrize("format", list(FORMATS))
+@pytest.mark.parametrize("format", PAIR_SOURCED)
 def test_an_export_runs_the_same_queries_for_few_rows_and_many(
     project, annotators, import_rows, format
 ):

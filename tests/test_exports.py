@@ -173,11 +173,12 @@ def test_the_default_format_is_trl(api, bob, project, annotators, one):
     assert "chosen" in row
 
 
-def test_the_judgments_export_carries_every_answer_and_rankings_stay_out_of_trl(
+def test_the_judgments_export_carries_every_answer_and_rankings_become_trl_pairs(
     api, bob, project, annotators, import_rows
 ):
     """Graded strength and criteria oriented to candidate A, flags and the guideline version;
-    a listwise project's rankings as response ids, and no TRL pair made from them."""
+    a listwise project's rankings as response ids, and TRL pairs made from them (the tied pair
+    makes none)."""
     from apps.judging.services import assignment_next, judgment_submit
 
     project.scheme = "graded"
@@ -218,7 +219,8 @@ def test_the_judgments_export_carries_every_answer_and_rankings_stay_out_of_trl(
     assert ranked[0]["ranking"] == [[shown[1]], shown[::2]]
     assert ranked[0]["choice"] == "ranking"
     trl = rows(api(bob).get(URL, {"format": "trl"}))
-    assert all(r["prompt_id"] != "l-1" for r in trl)
+    pairs = [(r["chosen_id"], r["rejected_id"]) for r in trl if r["prompt_id"] == "l-1"]
+    assert sorted(pairs) == sorted([(shown[1], shown[0]), (shown[1], shown[2])])
 
 
 def test_graded_votes_give_each_pair_its_mean_strength_and_llama2_margin(

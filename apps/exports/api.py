@@ -1,8 +1,10 @@
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import ValidationError
@@ -11,9 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.schema import BATCH, ErrorOut
-from apps.batches.models import Batch
+from apps.batches.models import Batch, Candidate
 from apps.exports.card import dataset_card
-from apps.exports.formats import FORMATS, Options, export_rows
+from apps.exports.formats import CARD_PARAMETERS, FORMATS, Options, export_rows
+from apps.exports.selectors import AGGREGATES
 from apps.exports.stats import project_stats, stats_votes
 from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
@@ -43,9 +46,13 @@ def _choice(params: Any, name: str, values: dict[str, bool], default: bool) -> b
     return values[value]
 
 
-def export_options(params: Any, format: str) -> Options:
-    """The export's options from the query string: a 400 names each unknown or bad parameter."""
-    taken = ("format", "batch", *FORMATS[format].parameters)
+def export_options(params: Any, format: str, project: Project | None = None) -> Options:
+    """The export's options from the query string: a 400 names each unknown or bad parameter.
+
+    `format` may be "card" (it takes the pairwise formats' filters). With `project`, `batch`,
+    `models` and `criterion` are checked against it.
+    """
+    taken = ("format", "batch", *parameters_of(format))
     unknown = [name for name in params if name not in taken]
     if unknown:
         raise ValidationError(
@@ -54,12 +61,15 @@ def export_options(params: Any, format: str) -> Options:
                 for name in unknown
             }
         )
-    batch = params.get("batch")
-    batch_id = None
-    if batch not in (None, ""):
-        if not str(batch).isdigit():
-            raise ValidationError({"batch": ["Must be a batch id (a whole number)."]})
-        batch_id = int(str(batch))
+    if project is not None:
+        batch_id = batch_id_of(params, project)
+    else:
+        batch = params.get("batch")
+        batch_id = None
+        if batch not in (None, ""):
+            if not str(batch).isdigit():
+                raise ValidationError({"batch": ["Must be a batch id (a whole number)."]})
+            batch_id = int(str(batch))
     return Options(
         batch_id=batch_id,
         both_bad=_choice(params, "both_bad", {"exclude": False, "include": True}, False),
@@ -68,7 +78,85 @@ def export_options(params: Any, format: str) -> Options:
         min_agreement=_number(params, "min_agreement", float, 0.0, 0.0, 1.0),
         split=_split(params),
         test_fraction=_number(params, "test_fraction", float, 0.1, 0.0, 1.0),
+        aggregate=_aggregate(params),
+        models=_models(params, project),
+        include_gold=_choice(params, "include_gold", {"true": True, "false": False}, False),
+        since=_since(params),
+        criterion=_criterion(params, project),
     )
+
+
+def parameters_of(format: str) -> tuple[str, ...]:
+    return CARD_PARAMETERS if format == "card" else FORMATS[format].parameters
+
+
+def _aggregate(params: Any) -> str:
+    value = params.get("aggregate")
+    if value is None:
+        return "majority"
+    if value not in AGGREGATES:
+        raise ValidationError({"aggregate": [f"Use one of {', '.join(AGGREGATES)}."]})
+    return str(value)
+
+
+def _models(params: Any, project: Project | None) -> tuple[str, ...] | None:
+    """`models`: comma-separated model names, each a model of the project's candidates."""
+    value = params.get("models")
+    if value is None:
+        return None
+    names = tuple(sorted({name.strip() for name in str(value).split(",") if name.strip()}))
+    if not names:
+        raise ValidationError({"models": ["Name at least one model, separated by commas."]})
+    if project is not None:
+        known = set(
+            Candidate.objects.filter(prompt__project=project, model__in=names)
+            .values_list("model", flat=True)
+            .distinct()
+        )
+        missing = [name for name in names if name not in known]
+        if missing:
+            raise ValidationError(
+                {"models": [f"No candidate of this project is by {', '.join(missing)}."]}
+            )
+    return names
+
+
+def _since(params: Any) -> datetime | None:
+    """`since`: an ISO 8601 time with its offset. A `+` sent unencoded arrives as a space."""
+    value = params.get("since")
+    if value is None:
+        return None
+    text = str(value).strip()
+    if " " in text and "T" in text:
+        text = text.replace(" ", "+")
+    try:
+        moment = parse_datetime(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValidationError(
+            {
+                "since": [
+                    "Use an ISO 8601 time with its offset, e.g. 2026-11-27T03:00:00+00:00 "
+                    "(or Z); encode + as %2B."
+                ]
+            }
+        )
+    return moment
+
+
+def _criterion(params: Any, project: Project | None) -> str | None:
+    value = params.get("criterion")
+    if value is None:
+        return None
+    if project is not None and value not in project.criterion_names:
+        names = ", ".join(project.criterion_names) or "none"
+        raise ValidationError(
+            {"criterion": [f"Not a criterion of this project; its criteria: {names}."]}
+        )
+    if not value:
+        raise ValidationError({"criterion": ["Name one of the project's criteria."]})
+    return str(value)
 
 
 def _split(params: Any) -> str | None:
@@ -111,11 +199,14 @@ class Export(APIView):
                 str,
                 enum=[*FORMATS, "card"],
                 description=(
-                    "trl: prompt/chosen/rejected pairs by majority; trl-implicit: chosen and "
+                    "trl: prompt/chosen/rejected pairs (by `aggregate`); trl-implicit: chosen and "
                     "rejected as whole conversations; kto: unpaired rows with a true or false "
                     "label; hh-rlhf: Human/Assistant transcripts; openai: OpenAI preference "
                     "fine-tuning rows; arena: Chatbot Arena battles, one row per vote; "
-                    "judgments: the raw votes; card: the dataset card, in Markdown "
+                    "judgments: the raw votes; listwise: one row per ranked prompt, its "
+                    "merged ranking and every annotator's (listwise projects; their rankings "
+                    "also become pairs in the pairwise formats); card: the dataset card, in "
+                    "Markdown "
                     "(text/markdown): counts, agreement, aggregation, filters, models and "
                     "annotators."
                 ),
@@ -133,17 +224,73 @@ class Export(APIView):
                 required=False,
             ),
             OpenApiParameter(
+                "aggregate",
+                str,
+                enum=list(AGGREGATES),
+                description=(
+                    "Pairwise formats and card: how a comparison's votes name the chosen "
+                    "response. `majority` (default): the option with strictly more votes than "
+                    "every other; `unanimous`: every vote for the same option; `mean_strength`: "
+                    "the sign of the graded votes' mean strength (a zero mean, and comparisons "
+                    "without graded votes, left out); `reliability`: Dawid-Skene over the "
+                    "project's votes, each annotator weighted by their estimated confusion "
+                    "matrix, and the winner's posterior as `label_confidence` (a tie in "
+                    "posterior left out). Deterministic: no random tie-breaks."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "models",
+                str,
+                description=(
+                    "Pairwise formats, arena and card: comma-separated model names; only "
+                    "comparisons whose two candidates are both by one of them. Each must be a "
+                    "model of the project."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "include_gold",
+                str,
+                enum=["true", "false"],
+                description="`true` includes gold comparisons (left out by default).",
+                required=False,
+            ),
+            OpenApiParameter(
+                "since",
+                OpenApiTypes.DATETIME,
+                description=(
+                    "An ISO 8601 time with its offset, for incremental pulls. Pairwise formats "
+                    "and card: only comparisons that got a vote at or after it (with all their "
+                    "votes); arena and judgments: only votes made at or after it."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "criterion",
+                str,
+                description=(
+                    "Pairwise formats and card: the name of one of the project's criteria; the "
+                    "preference is that criterion's answer instead of the overall one (votes "
+                    "without an answer for it are left out)."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
                 "min_votes",
                 int,
-                description="Pairwise formats: only comparisons with at least this many votes.",
+                description=(
+                    "Pairwise formats, listwise and card: only comparisons with at least "
+                    "this many votes (rankings)."
+                ),
                 required=False,
             ),
             OpenApiParameter(
                 "min_agreement",
                 float,
                 description=(
-                    "Pairwise formats: only comparisons whose majority option holds at least "
-                    "this share of the votes (0 to 1)."
+                    "Pairwise formats and card: only comparisons whose most-voted option holds "
+                    "at least this share of the votes (0 to 1)."
                 ),
                 required=False,
             ),
@@ -152,8 +299,8 @@ class Export(APIView):
                 str,
                 enum=["train", "test"],
                 description=(
-                    "Pairwise formats: only one half, split by prompt (a hash of its id), so "
-                    "no prompt is in both; the same on every export."
+                    "Every format: only one half, split by prompt (a hash of its id), so no "
+                    "prompt is in both; the same on every export."
                 ),
                 required=False,
             ),
@@ -167,7 +314,9 @@ class Export(APIView):
                 "include_ties",
                 str,
                 enum=["true", "false"],
-                description="arena only: `false` leaves out tie and both-bad votes (default true).",
+                description=(
+                    "arena and judgments: `false` leaves out tie and both-bad votes (default true)."
+                ),
                 required=False,
             ),
         ],
@@ -184,7 +333,7 @@ class Export(APIView):
             return card_response(project, request.query_params)
         if format not in FORMATS:
             raise ValidationError({"format": [f"Use one of {', '.join([*FORMATS, 'card'])}."]})
-        options = export_options(request.query_params, format)
+        options = export_options(request.query_params, format, project)
         rows = export_rows(project=project, format=format, options=options)
         response = StreamingHttpResponse(jsonl_chunks(rows), content_type="application/jsonl")
         response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.jsonl"'
@@ -193,15 +342,10 @@ class Export(APIView):
 
 
 def card_response(project: Project, params: Any) -> HttpResponse:
-    """The dataset card, for the whole project or one batch (`batch`, its only parameter)."""
-    unknown = [name for name in params if name not in ("format", "batch")]
-    if unknown:
-        raise ValidationError(
-            {name: ["Not a parameter of format=card; it takes format, batch."] for name in unknown}
-        )
-    batch_id = batch_id_of(params, project)
+    """The dataset card, under the pairwise formats' aggregation and filters (and `batch`)."""
+    options = export_options(params, "card", project)
     response = HttpResponse(
-        dataset_card(project=project, batch_id=batch_id),
+        dataset_card(project=project, options=options),
         content_type="text/markdown; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="{project.slug}-card.md"'

@@ -5,9 +5,10 @@ use, so the card and the data always say the same. Deterministic: no clock in it
 data gives the same card.
 """
 
+from dataclasses import replace
 from typing import Any
 
-from apps.exports.selectors import pairwise_tallies
+from apps.exports.formats import Options
 from apps.exports.stats import project_stats, stats_votes
 from apps.projects.models import Project
 
@@ -25,12 +26,59 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def dataset_card(*, project: Project, batch_id: int | None = None) -> str:
+AGGREGATION_TEXT = {
+    "majority": "a pair is exported when one candidate has strictly more votes than every "
+    "other option",
+    "unanimous": "a pair is exported when every vote is for the same candidate",
+    "mean_strength": "the chosen response is the one the graded votes' mean strength favours; "
+    "a zero mean, and comparisons without graded votes, are left out",
+    "reliability": "Dawid-Skene: each annotator's confusion matrix is estimated by EM over the "
+    "project's votes (initialised from the vote shares, smoothed by one pseudo-vote per cell), "
+    "and the chosen response is the option of highest posterior; its posterior is each row's "
+    "`label_confidence`, and a tie in posterior is left out",
+}
+
+
+def filters_text(options: Options) -> str:
+    """The filters an export was made with, in words (or "none")."""
+    used = []
+    if options.batch_id is not None:
+        used.append(f"batch {options.batch_id}")
+    if options.models is not None:
+        used.append("models " + ", ".join(f"`{_cell(m)}`" for m in options.models))
+    if options.since is not None:
+        used.append(f"comparisons with a vote at or after {options.since.isoformat()}")
+    if options.criterion is not None:
+        used.append(f"criterion `{_cell(options.criterion)}` instead of the overall choice")
+    if options.min_votes > 1:
+        used.append(f"at least {options.min_votes} votes")
+    if options.min_agreement > 0:
+        used.append(f"the most-voted option holds at least {options.min_agreement:.0%}")
+    if options.split is not None:
+        used.append(f"the {options.split} half by prompt (test fraction {options.test_fraction})")
+    if options.include_gold:
+        used.append("gold comparisons included")
+    return "; ".join(used) + "." if used else "none (all batches)."
+
+
+def dataset_card(
+    *, project: Project, options: Options | None = None, batch_id: int | None = None
+) -> str:
+    """The card of the pairwise rows under `options` (aggregation and filters); `batch_id` is
+    the older spelling of `options.batch_id`."""
+    if options is None:
+        options = Options(batch_id=batch_id)
+    elif batch_id is not None:
+        options = replace(options, batch_id=batch_id)
+    batch_id = options.batch_id
     report = project_stats(stats_votes(project=project, batch_id=batch_id), batch_id=batch_id)
     winners = ties = both_bad = split = 0
-    for tally in pairwise_tallies(project=project, batch_id=batch_id):
+    confidences: list[float] = []
+    for tally in options.tallies(project):
         if tally.winner in ("a", "b"):
             winners += 1
+            if tally.label_confidence is not None:
+                confidences.append(tally.label_confidence)
         elif tally.winner == "tie":
             ties += 1
         elif tally.winner == "both_bad":
@@ -57,17 +105,29 @@ def dataset_card(*, project: Project, batch_id: int | None = None) -> str:
         f"| annotators | {counts['annotators']} (named by pseudonym only) |",
         f"| gold judgments (left out of the data) | {counts['gold_judgments']} |",
         f"| pairs with a winner (rows of `trl`, `hh-rlhf`, `openai`, ...) | {winners} |",
-        f"| majority tie / both bad / split (left out of pairwise formats) | "
+        f"| tie / both bad / no winner (left out of pairwise formats) | "
         f"{ties} / {both_bad} / {split} |",
         "",
         "## Aggregation and filters",
         "",
-        "- Aggregation: **majority**. Votes are counted per candidate (not per screen side) over "
-        "candidate A, candidate B, tie and both bad; a pair is exported when one candidate has "
-        "strictly more votes than every other option. No random tie-breaks.",
-        "- Filters: " + (f"batch {batch_id}." if batch_id is not None else "none (all batches)."),
-        "- Left out: gold items (they test annotators), listwise comparisons (rankings; in "
-        "`judgments`).",
+        f"- Aggregation: **{options.aggregate}**. Votes are counted per candidate (not per "
+        "screen side) over candidate A, candidate B, tie and both bad; "
+        f"{AGGREGATION_TEXT[options.aggregate]}. No random tie-breaks.",
+        *(
+            [
+                f"- Mean label confidence of the pairs: {sum(confidences) / len(confidences):.3f}"
+                f" (lowest {min(confidences):.3f})."
+            ]
+            if confidences
+            else []
+        ),
+        "- Filters: " + filters_text(options),
+        "- Left out: "
+        + ("" if options.include_gold else "gold items (they test annotators), ")
+        + "listwise comparisons (rankings; in `judgments`).",
+        "- Agreement, models and annotators below are over all the "
+        + ("batch's" if batch_id is not None else "project's")
+        + " votes, not only the rows counted above.",
         "",
         "## Agreement",
         "",

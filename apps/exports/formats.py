@@ -5,10 +5,14 @@ so they agree on which comparisons have a winner; `arena` and `judgments` have o
 All of them stream in chunks and name annotators by pseudonym.
 """
 
+import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from apps.batches.models import Candidate
+from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
     CHUNK,
     CandidateRef,
@@ -17,7 +21,8 @@ from apps.exports.selectors import (
     judgments_rows,
     pairwise_tallies,
     preference_metadata,
-    trl_rows,
+    split_of,
+    trl_row,
 )
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
@@ -32,24 +37,48 @@ class Options:
     batch_id: int | None = None
     # kto: both candidates of a both-bad majority become false rows.
     both_bad: bool = False
-    # arena: keep the votes for a tie and for both bad.
+    # arena and judgments: keep the votes for a tie and for both bad.
     include_ties: bool = True
     # The pairwise formats: only comparisons with at least this many votes, and whose majority
     # option holds at least this share of them.
     min_votes: int = 1
     min_agreement: float = 0.0
-    # The pairwise formats: only the prompts of one half, "train" or "test" (by prompt).
+    # Only the prompts of one half, "train" or "test" (by prompt).
     split: str | None = None
     test_fraction: float = 0.1
+    # The pairwise formats: how votes become a winner (selectors.AGGREGATES).
+    aggregate: str = "majority"
+    # The pairwise formats and arena: only comparisons whose two candidates' models are here.
+    models: tuple[str, ...] | None = None
+    # Gold comparisons are left out unless asked for.
+    include_gold: bool = False
+    # Pairwise formats: comparisons with a vote at or after it; arena, judgments: such votes.
+    since: datetime | None = None
+    # The pairwise formats: one criterion's answers instead of the overall choice.
+    criterion: str | None = None
+
+    def tally_filters(self) -> dict[str, Any]:
+        """The keyword arguments of `pairwise_tallies` (and `trl_rows`)."""
+        return {
+            "batch_id": self.batch_id,
+            "min_votes": self.min_votes,
+            "min_agreement": self.min_agreement,
+            "split": self.split,
+            "test_fraction": self.test_fraction,
+            "aggregate": self.aggregate,
+            "models": self.models,
+            "include_gold": self.include_gold,
+            "since": self.since,
+            "criterion": self.criterion,
+        }
 
     def tallies(self, project: Project) -> Iterator[Tally]:
-        return pairwise_tallies(
-            project=project,
-            batch_id=self.batch_id,
-            min_votes=self.min_votes,
-            min_agreement=self.min_agreement,
-            split=self.split,
-            test_fraction=self.test_fraction,
+        """The pairwise comparisons' tallies and the pairs of the listwise ones' rankings,
+        merged by comparison id (the two never share one)."""
+        return heapq.merge(
+            pairwise_tallies(project=project, **self.tally_filters()),
+            ranking_tallies(project=project, **self.tally_filters()),
+            key=lambda tally: tally.comparison.pk,
         )
 
 
@@ -91,7 +120,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     """
     for tally in options.tallies(project):
         comparison = tally.comparison
-        labelled: list[tuple[CandidateRef, bool]]
+        labelled: list[tuple[Candidate | CandidateRef, bool]]
         if tally.winner in ("a", "b"):
             chosen, rejected = tally.ranked()
             labelled = [(chosen, True), (rejected, False)]
@@ -122,6 +151,9 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
                 "agreement": round(tally.votes[tally.winner or ""] / tally.total, 4),
                 "annotators": tally.annotators,
                 "batch": comparison.batch_id,
+                "label_confidence": tally.label_confidence,
+                "chosen_position": tally.chosen_position(),
+                "guideline_versions": tally.guideline_versions,
             }
 
 
@@ -179,12 +211,19 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
     """
     pseudonym = Pseudonyms(project)
     judgments = Judgment.objects.filter(
-        comparison__project=project,
-        comparison__is_gold=False,
-        comparison__candidate_ids__isnull=True,
+        comparison__project=project, comparison__candidate_ids__isnull=True
     ).exclude(choice=Choice.RANKING)
+    if not options.include_gold:
+        judgments = judgments.filter(comparison__is_gold=False)
     if options.batch_id is not None:
         judgments = judgments.filter(comparison__batch_id=options.batch_id)
+    if options.models is not None:
+        judgments = judgments.filter(
+            comparison__candidate_a__model__in=options.models,
+            comparison__candidate_b__model__in=options.models,
+        )
+    if options.since is not None:
+        judgments = judgments.filter(created_at__gte=options.since)
     if not options.include_ties:
         judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
     rows = judgments.order_by("comparison_id", "id").values_list(
@@ -215,6 +254,11 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
         chosen_id,
         created_at,
     ) in rows.iterator(chunk_size=CHUNK):
+        if (
+            options.split is not None
+            and split_of(project.slug, prompt_id, options.test_fraction) != options.split
+        ):
+            continue
         messages = messages_of(prompt)
         side = "model_a" if chosen_id == candidate_a_id else "model_b"
         winner = ARENA_WINNER.get(choice, side)
@@ -232,18 +276,30 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
 
 
 def _trl(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
-    return trl_rows(
+    return (trl_row(tally) for tally in _winners(project, options))
+
+
+def _listwise(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    return listwise_rows(
         project=project,
         batch_id=options.batch_id,
         min_votes=options.min_votes,
-        min_agreement=options.min_agreement,
+        since=options.since,
         split=options.split,
         test_fraction=options.test_fraction,
     )
 
 
 def _judgments(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
-    return judgments_rows(project=project, batch_id=options.batch_id)
+    return judgments_rows(
+        project=project,
+        batch_id=options.batch_id,
+        include_gold=options.include_gold,
+        since=options.since,
+        include_ties=options.include_ties,
+        split=options.split,
+        test_fraction=options.test_fraction,
+    )
 
 
 @dataclass(frozen=True)
@@ -254,7 +310,19 @@ class Format:
 
 
 # The filters every pairwise format takes.
-PAIRWISE = ("min_votes", "min_agreement", "split", "test_fraction")
+PAIRWISE = (
+    "aggregate",
+    "min_votes",
+    "min_agreement",
+    "models",
+    "include_gold",
+    "since",
+    "criterion",
+    "split",
+    "test_fraction",
+)
+# The filters of the one-row-per-vote formats.
+PER_VOTE = ("include_ties", "include_gold", "since", "split", "test_fraction")
 
 FORMATS: dict[str, Format] = {
     "trl": Format(_trl, PAIRWISE),
@@ -262,9 +330,12 @@ FORMATS: dict[str, Format] = {
     "kto": Format(kto_rows, ("both_bad", *PAIRWISE)),
     "hh-rlhf": Format(hh_rlhf_rows, PAIRWISE),
     "openai": Format(openai_rows, PAIRWISE),
-    "arena": Format(arena_rows, ("include_ties",)),
-    "judgments": Format(_judgments),
+    "arena": Format(arena_rows, (*PER_VOTE, "models")),
+    "listwise": Format(_listwise, ("min_votes", "since", "split", "test_fraction")),
+    "judgments": Format(_judgments, PER_VOTE),
 }
+# format=card counts the pairwise rows under the same aggregation and filters.
+CARD_PARAMETERS = PAIRWISE
 
 
 def export_rows(

@@ -8,15 +8,18 @@ import hashlib
 import hmac
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet, TextField
+from django.db.models import Exists, OuterRef, QuerySet, TextField
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
 from apps.batches.models import Candidate, Comparison
+from apps.exports.reliability import ReliabilityModel, reliability_model
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 from apps.projects.selectors import pseudonyms_for
@@ -48,18 +51,35 @@ class Pseudonyms:
         return name
 
 
-def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator[dict[str, Any]]:
+def judgments_rows(
+    *,
+    project: Project,
+    batch_id: int | None = None,
+    include_gold: bool = False,
+    since: datetime | None = None,
+    include_ties: bool = True,
+    split: str | None = None,
+    test_fraction: float = 0.1,
+) -> Iterator[dict[str, Any]]:
     """The raw votes: one row per judgment, with every answer stored.
 
     `strength` and each criterion's answer are oriented to the candidates (above 0: candidate A,
     `candidate_a_id`, is better), whichever side each was shown on (`left_id`, `right_id`);
     `ranking` lists groups of response ids, best first (a group of two or more is a tie).
+    Filters: votes made at or after `since`; `include_ties=False` drops tie and both-bad votes;
+    `split` keeps one half by prompt (split_of).
     """
     pseudonym = Pseudonyms(project)
-    # Gold items test the annotators; they are not data, and exports leave them out.
-    judgments = Judgment.objects.filter(comparison__project=project, comparison__is_gold=False)
+    # Gold items test the annotators; they are not data, and exports leave them out by default.
+    judgments = Judgment.objects.filter(comparison__project=project)
+    if not include_gold:
+        judgments = judgments.filter(comparison__is_gold=False)
     if batch_id is not None:
         judgments = judgments.filter(comparison__batch_id=batch_id)
+    if since is not None:
+        judgments = judgments.filter(created_at__gte=since)
+    if not include_ties:
+        judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
     rows = judgments.order_by("id").values_list(
         "id",
         "comparison_id",
@@ -91,6 +111,8 @@ def judgments_rows(*, project: Project, batch_id: int | None = None) -> Iterator
             else {}
         )
         for row in page:
+            if split is not None and split_of(project.slug, row[2], test_fraction) != split:
+                continue
             yield {
                 "comparison_id": row[1],
                 "prompt_id": row[2],
@@ -194,27 +216,49 @@ class ComparisonRef:
 class Tally:
     """One pairwise comparison with its votes counted per candidate.
 
-    `votes` counts "a", "b", "tie" and "both_bad"; `winner` is the option with strictly more votes
-    than each other one (None for a split); `annotators` are pseudonyms, in judgment order.
+    `votes` counts "a", "b", "tie" and "both_bad"; `winner` is the option the aggregation picked
+    (by default the one with strictly more votes than each other one; None for a split);
+    `annotators` are pseudonyms, in judgment order.
     """
 
-    comparison: ComparisonRef
+    # A ComparisonRef for a pair; a (unsaved) Comparison for a pair of a ranking (rankings.py).
+    comparison: Comparison | ComparisonRef
     votes: Counter[str]
     winner: str | None
     annotators: list[str]
     # Graded votes' strengths, oriented to the candidates (above 0: candidate A is better).
     strengths: list[int] = field(default_factory=list)
+    # Each vote's option ("a", "b", "tie", "both_bad") and whether candidate A was on the left,
+    # in judgment order (empty when unknown: chosen_position is then null).
+    options: list[str] = field(default_factory=list)
+    left_a: list[bool] = field(default_factory=list)
+    guideline_versions: list[int] = field(default_factory=list)
+    # aggregate=reliability: the winning option's posterior.
+    label_confidence: float | None = None
 
     @property
     def total(self) -> int:
         return sum(self.votes.values())
 
-    def ranked(self) -> tuple[CandidateRef, CandidateRef]:
+    def ranked(self) -> tuple[Candidate | CandidateRef, Candidate | CandidateRef]:
         """(chosen, rejected) when a candidate won."""
         c = self.comparison
         return (
             (c.candidate_a, c.candidate_b) if self.winner == "a" else (c.candidate_b, c.candidate_a)
         )
+
+    def chosen_position(self) -> float | None:
+        """The share of the votes for the winner given with the winner shown on the left."""
+        if self.winner not in ("a", "b") or not self.left_a:
+            return None
+        for_winner = [
+            left_a == (self.winner == "a")
+            for option, left_a in zip(self.options, self.left_a, strict=True)
+            if option == self.winner
+        ]
+        if not for_winner:
+            return None
+        return round(sum(for_winner) / len(for_winner), 4)
 
 
 def split_of(project_slug: str, prompt_id: str, test_fraction: float) -> str:
@@ -222,6 +266,43 @@ def split_of(project_slug: str, prompt_id: str, test_fraction: float) -> str:
     lands in the same half, the same way on every export and on every machine."""
     digest = hashlib.sha256(f"{project_slug}\x00{prompt_id}".encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
+
+
+AGGREGATES = ("majority", "unanimous", "mean_strength", "reliability")
+
+
+def decide(
+    aggregate: str,
+    votes: Counter[str],
+    strengths: list[int],
+    ballots: list[tuple[int, str]],
+    model: ReliabilityModel | None,
+) -> tuple[str | None, float | None]:
+    """(winning option or None, label confidence or None) under an aggregation.
+
+    - majority: the option with strictly more votes than every other one;
+    - unanimous: the one option every vote gave;
+    - mean_strength: the sign of the graded votes' mean strength ("a" above 0, "b" below, "tie"
+      at 0); None without graded votes;
+    - reliability: the Dawid-Skene posterior's best option (see reliability.py), with its
+      posterior as the confidence; None on a tie in posterior.
+    """
+    if aggregate == "majority":
+        return winner_of(votes), None
+    if aggregate == "unanimous":
+        options = [option for option, count in votes.items() if count]
+        return (options[0] if len(options) == 1 else None), None
+    if aggregate == "mean_strength":
+        if not strengths:
+            return None, None
+        total = sum(strengths)
+        return ("a" if total > 0 else "b" if total < 0 else Choice.TIE.value), None
+    if aggregate == "reliability":
+        if model is None:
+            return None, None
+        winner, confidence = model.decide(ballots)
+        return winner, None if confidence is None else round(confidence, 4)
+    raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
 
 
 def pairwise_tallies(
@@ -232,17 +313,43 @@ def pairwise_tallies(
     min_agreement: float = 0.0,
     split: str | None = None,
     test_fraction: float = 0.1,
+    aggregate: str = "majority",
+    models: Sequence[str] | None = None,
+    include_gold: bool = False,
+    since: datetime | None = None,
+    criterion: str | None = None,
 ) -> Iterator[Tally]:
-    """Every judged pairwise comparison, by id, in chunks: gold and listwise ones left out, and
-    those with fewer than `min_votes` votes or whose majority option holds less than
-    `min_agreement` of them; with `split`, only the prompts of that half (split_of)."""
+    """Every judged pairwise comparison, by id, in chunks: gold (unless `include_gold`) and
+    listwise ones left out, and those with fewer than `min_votes` votes or whose majority option
+    holds less than `min_agreement` of them; with `split`, only the prompts of that half
+    (split_of); with `models`, only comparisons whose two candidates' models are among them;
+    with `since`, only comparisons with a vote at or after it (all their votes count); with
+    `criterion`, the votes are that criterion's answers (votes without one are left out).
+    The winner is picked by `aggregate` (see `decide`)."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
     pseudonym = Pseudonyms(project)
+    model = (
+        reliability_model(project=project, include_gold=include_gold, criterion=criterion)
+        if aggregate == "reliability"
+        else None
+    )
     # Listwise comparisons (rankings) are not pairs; the export issue turns them into pairs.
     comparisons = Comparison.objects.filter(
-        project=project, judgment_count__gt=0, is_gold=False, candidate_ids__isnull=True
+        project=project, judgment_count__gt=0, candidate_ids__isnull=True
     )
+    if not include_gold:
+        comparisons = comparisons.filter(is_gold=False)
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
+    if models is not None:
+        comparisons = comparisons.filter(
+            candidate_a__model__in=list(models), candidate_b__model__in=list(models)
+        )
+    if since is not None:
+        comparisons = comparisons.filter(
+            Exists(Judgment.objects.filter(comparison=OuterRef("pk"), created_at__gte=since))
+        )
     # Plain tuples, a page at a time by id (keyset), and each page's votes in one query: no
     # model instances, and no server-side cursor (which PostgreSQL materializes whole, texts
     # included, before the first row when it is held outside a transaction).
@@ -261,45 +368,88 @@ def pairwise_tallies(
         "candidate_b__text",
         "candidate_b__model",
     )
+    fields = [
+        "comparison_id",
+        "annotator_id",
+        "choice",
+        "chosen_id",
+        "strength",
+        "left_id",
+        "guideline_version",
+    ]
+    judgments = Judgment.objects.all()
+    if criterion is not None:
+        answer = KeyTransform(criterion, "criteria")
+        judgments = judgments.annotate(
+            criterion_option=KeyTextTransform("option", answer),
+            criterion_strength=KeyTransform("strength", answer),
+        )
+        fields += ["criterion_option", "criterion_strength"]
     tie, both_bad = str(Choice.TIE), str(Choice.BOTH_BAD)
     for page in _pages(rows, PAGE):
         # The page's votes, by comparison then judgment id; those of comparisons left out
-        # above (gold, listwise, another batch) fall in the same range and are skipped.
-        votes_of = Judgment.objects.filter(
-            comparison_id__gte=page[0][0], comparison_id__lte=page[-1][0]
-        )
+        # above (gold, listwise, another batch, other models) fall in the same range and are
+        # skipped.
+        votes_of = judgments.filter(comparison_id__gte=page[0][0], comparison_id__lte=page[-1][0])
         if batch_id is not None:
             votes_of = votes_of.filter(batch_id=batch_id)
-        judgments = list(
-            votes_of.order_by("comparison_id", "id").values_list(
-                "comparison_id", "annotator_id", "choice", "chosen_id", "strength"
-            )
-        )
-        at, end = 0, len(judgments)
+        page_votes = list(votes_of.order_by("comparison_id", "id").values_list(*fields))
+        at, end = 0, len(page_votes)
         for row in page:
             comparison_id, candidate_a_id = row[0], row[5]
-            while at < end and judgments[at][0] < comparison_id:
+            while at < end and page_votes[at][0] < comparison_id:
                 at += 1
+            first = at
+            while at < end and page_votes[at][0] == comparison_id:
+                at += 1
+            if split is not None and split_of(project.slug, row[3], test_fraction) != split:
+                continue
             votes: Counter[str] = Counter()
             annotators = []
             strengths = []
-            while at < end and judgments[at][0] == comparison_id:
-                _, annotator_id, choice, chosen_id, strength = judgments[at]
-                at += 1
+            options = []
+            left_a = []
+            versions = set()
+            ballots = []
+            for vote in page_votes[first:at]:
+                annotator_id, choice, chosen_id, left_id, version = (
+                    vote[1],
+                    vote[2],
+                    vote[3],
+                    vote[5],
+                    vote[6],
+                )
+                strength: int | None
+                if criterion is not None:
+                    option = vote[7]
+                    if option is None:
+                        continue  # judged before the criterion was added
+                    strength = None if vote[8] is None else int(vote[8])
+                else:
+                    if choice in (tie, both_bad):
+                        option = choice
+                    elif chosen_id == candidate_a_id:
+                        option = "a"
+                    else:
+                        option = "b"
+                    strength = vote[4]
                 if strength is not None:
                     strengths.append(strength)
-                if choice in (tie, both_bad):
-                    votes[choice] += 1
-                elif chosen_id == candidate_a_id:
-                    votes["a"] += 1
-                else:
-                    votes["b"] += 1
+                votes[option] += 1
+                options.append(option)
+                left_a.append(left_id == candidate_a_id)
+                if version is not None:
+                    versions.add(version)
+                ballots.append((annotator_id, option))
                 annotators.append(pseudonym(annotator_id))
-            if split is not None and split_of(project.slug, row[3], test_fraction) != split:
-                continue
             total = sum(votes.values())
-            if total < min_votes or (votes.most_common(1)[0][1] / total) < min_agreement:
+            if (
+                not total
+                or total < min_votes
+                or (votes.most_common(1)[0][1] / total) < min_agreement
+            ):
                 continue
+            winner, confidence = decide(aggregate, votes, strengths, ballots, model)
             comparison = ComparisonRef(
                 pk=comparison_id,
                 batch_id=row[1],
@@ -309,7 +459,17 @@ def pairwise_tallies(
                     pk=row[9], external_id=row[10], text=row[11], model=row[12]
                 ),
             )
-            yield Tally(comparison, votes, winner_of(votes), annotators, strengths)
+            yield Tally(
+                comparison,
+                votes,
+                winner,
+                annotators,
+                strengths,
+                options=options,
+                left_a=left_a,
+                guideline_versions=sorted(versions),
+                label_confidence=confidence,
+            )
 
 
 def preference_metadata(tally: Tally) -> dict[str, Any]:
@@ -334,6 +494,9 @@ def preference_metadata(tally: Tally) -> dict[str, Any]:
         "annotators": tally.annotators,
         "batch": tally.comparison.batch_id,
         **strength_fields(tally.strengths, chosen_is_a=winner == "a"),
+        "label_confidence": tally.label_confidence,
+        "chosen_position": tally.chosen_position(),
+        "guideline_versions": tally.guideline_versions,
     }
 
 
@@ -356,40 +519,31 @@ def strength_fields(strengths: list[int], *, chosen_is_a: bool) -> dict[str, Any
     }
 
 
-def trl_rows(
-    *,
-    project: Project,
-    batch_id: int | None = None,
-    min_votes: int = 1,
-    min_agreement: float = 0.0,
-    split: str | None = None,
-    test_fraction: float = 0.1,
-) -> Iterator[dict[str, Any]]:
+def trl_rows(*, project: Project, **filters: Any) -> Iterator[dict[str, Any]]:
     """One row per comparison whose votes name a winning candidate, in TRL's preference format.
 
     Votes are counted per candidate (not per screen side): "a", "b", "tie" and "both_bad".
-    A comparison is exported when a candidate has strictly more votes than each other option.
+    A comparison is exported when the aggregation (majority by default: a candidate with
+    strictly more votes than each other option) names a candidate. `filters` are those of
+    `pairwise_tallies`.
     """
-    tallies = pairwise_tallies(
-        project=project,
-        batch_id=batch_id,
-        min_votes=min_votes,
-        min_agreement=min_agreement,
-        split=split,
-        test_fraction=test_fraction,
-    )
+    tallies = pairwise_tallies(project=project, **filters)
     for tally in tallies:
-        if tally.winner not in ("a", "b"):
-            continue
-        chosen, rejected = tally.ranked()
-        prompt = tally.comparison.prompt.content
-        if isinstance(prompt, list):
-            row: dict[str, Any] = {
-                "prompt": prompt,
-                "chosen": [{"role": "assistant", "content": chosen.text}],
-                "rejected": [{"role": "assistant", "content": rejected.text}],
-            }
-        else:
-            row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
-        row.update(preference_metadata(tally))
-        yield row
+        if tally.winner in ("a", "b"):
+            yield trl_row(tally)
+
+
+def trl_row(tally: Tally) -> dict[str, Any]:
+    """A tally with a winning candidate as a TRL preference row, its evidence after."""
+    chosen, rejected = tally.ranked()
+    prompt = tally.comparison.prompt.content
+    if isinstance(prompt, list):
+        row: dict[str, Any] = {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": chosen.text}],
+            "rejected": [{"role": "assistant", "content": rejected.text}],
+        }
+    else:
+        row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
+    row.update(preference_metadata(tally))
+    return row

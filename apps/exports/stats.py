@@ -5,7 +5,8 @@ plain data, so each number can be checked by hand or against the libraries. Alph
 from `krippendorff` and statsmodels, not from code of ours.
 
 Gold items are left out of agreement, annotator habits and model statistics (they test the
-annotators; they are not data) and give gold accuracy only. Listwise comparisons are left out of
+annotators; they are not data) and give gold accuracy only. Invalidated judgments (a spammer's)
+are left out of everything. Listwise comparisons are left out of
 everything for now.
 """
 
@@ -67,7 +68,9 @@ def stats_votes(*, project: Project, batch_id: int | None = None) -> Iterator[Vo
     """
     pseudonym = Pseudonyms(project)
     judgments = Judgment.objects.filter(
-        comparison__project=project, comparison__candidate_ids__isnull=True
+        comparison__project=project,
+        comparison__candidate_ids__isnull=True,
+        invalidated_at__isnull=True,
     )
     if batch_id is not None:
         judgments = judgments.filter(comparison__batch_id=batch_id)

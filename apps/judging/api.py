@@ -271,9 +271,9 @@ class JudgmentList(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
-        judgments = Judgment.objects.filter(comparison__project=project).select_related(
-            "comparison__prompt", "comparison__candidate_a", "left", "right", "chosen"
-        )
+        judgments = Judgment.objects.filter(
+            comparison__project=project, invalidated_at__isnull=True
+        ).select_related("comparison__prompt", "comparison__candidate_a", "left", "right", "chosen")
         if (batch := int_param(request, "batch")) is not None:
             judgments = judgments.filter(batch_id=batch)
         if (since := request.query_params.get("since")) not in (None, ""):

@@ -109,6 +109,18 @@ class Judgment(models.Model):
     # For a gold item: whether the answer matched the gold answer; null otherwise.
     gold_correct = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField()
+    # Set when a lead invalidates the judgment (a spammer's, say): it is kept, but no longer
+    # counts. Its comparison reopens for another vote; exports and statistics leave it out.
+    invalidated_at = models.DateTimeField(null=True, blank=True)
+    invalidated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    # A database default too: the queue's PL/pgSQL insert (queue_sql.py) names no such column.
+    invalidation_reason = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-id"]

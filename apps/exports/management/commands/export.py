@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError
 
-from apps.exports.api import batch_id_of, export_options, jsonl_chunks
+from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
 from apps.exports.formats import FORMATS, export_rows
 from apps.projects.models import Project
@@ -25,12 +25,23 @@ class Command(BaseCommand):
         parser.add_argument("--format", default="trl", choices=[*FORMATS, "card"])
         parser.add_argument("--batch", help="only this batch (its id)")
         parser.add_argument("--both-bad", choices=["exclude", "include"], help="kto only")
-        parser.add_argument("--include-ties", choices=["true", "false"], help="arena only")
+        parser.add_argument("--include-ties", choices=["true", "false"], help="arena and judgments")
+        parser.add_argument(
+            "--aggregate",
+            choices=["majority", "unanimous", "mean_strength", "reliability"],
+            help="pairwise formats and card (default majority)",
+        )
+        parser.add_argument("--models", help="comma-separated model names")
+        parser.add_argument(
+            "--include-gold", choices=["true", "false"], help="include gold comparisons"
+        )
+        parser.add_argument("--since", help="an ISO 8601 time with its offset")
+        parser.add_argument("--criterion", help="pairwise formats and card: a criterion's name")
         parser.add_argument("--min-votes", help="pairwise formats: at least this many votes")
         parser.add_argument(
             "--min-agreement", help="pairwise formats: the majority's least share (0-1)"
         )
-        parser.add_argument("--split", choices=["train", "test"], help="pairwise formats")
+        parser.add_argument("--split", choices=["train", "test"], help="by prompt")
         parser.add_argument("--test-fraction", help="with --split (default 0.1)")
         parser.add_argument("--output", "-o", help="a file to write (default: stdout)")
 
@@ -55,26 +66,25 @@ class Command(BaseCommand):
                 ("min_agreement", "min_agreement"),
                 ("split", "split"),
                 ("test_fraction", "test_fraction"),
+                ("aggregate", "aggregate"),
+                ("models", "models"),
+                ("include_gold", "include_gold"),
+                ("since", "since"),
+                ("criterion", "criterion"),
             )
             if options[key] is not None
         }
-        if options["format"] == "card":
-            if set(params) - {"batch"}:
-                raise CommandError("format card takes only --batch.")
-            try:
-                batch_id = batch_id_of(params, project)
-            except ValidationError as exc:
-                raise CommandError(f"batch: {exc.detail}") from None
-            self._write(dataset_card(project=project, batch_id=batch_id).encode(), options)
-            return
         try:
-            export = export_options(params, options["format"])
+            export = export_options(params, options["format"], project)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{name}: {' '.join(str(m) for m in messages)}"
                 for name, messages in dict(exc.detail).items()  # type: ignore[arg-type]
             )
             raise CommandError(problems) from None
+        if options["format"] == "card":
+            self._write(dataset_card(project=project, options=export).encode(), options)
+            return
         rows = export_rows(project=project, format=options["format"], options=export)
         if options["output"]:
             with Path(options["output"]).open("wb") as out:
