@@ -551,20 +551,20 @@ def stream(port: int, token: str, query: str, worker: int, label: str) -> Stream
 
 
 def warm_up(port: int, token: str) -> None:
-    """One tiny request per format (an empty batch), so that imports and the URLconf are loaded
-    in the worker before its baseline is read."""
+    """One tiny request per format (nothing since 2999), so that imports and the URLconf are
+    loaded in the worker before its baseline is read."""
     for fmt in ("trl", "judgments"):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request(
             "GET",
-            f"/api/v1/projects/{SLUG}/export/?format={fmt}&batch=999999",
+            f"/api/v1/projects/{SLUG}/export/?format={fmt}&since=2999-01-01T00:00:00Z",
             headers={"Authorization": f"Token {token}"},
         )
         response = conn.getresponse()
-        response.read()
+        body = response.read()
         conn.close()
         if response.status != 200:
-            raise common.BenchError(f"warm-up {fmt}: {response.status}")
+            raise common.BenchError(f"warm-up {fmt}: {response.status} {body[:500]!r}")
 
 
 @dataclass
