@@ -34,5 +34,6 @@ EXPOSE 8000
 CMD ["gunicorn", "annotate.wsgi:application", \
      "--bind", "0.0.0.0:8000", \
      "--workers", "3", \
+     "--worker-class", "gthread", "--threads", "4", \
      "--worker-tmp-dir", "/dev/shm", \
      "--access-logfile", "-"]
