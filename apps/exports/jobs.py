@@ -29,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import CharField, F, Func, Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -241,6 +241,16 @@ def rows_estimate(*, project: Project, format: str, options: Options) -> int:
     return judgments.count()
 
 
+class JSONType(Func):
+    """The JSON type of a value: "array" for a conversation (PostgreSQL and SQLite agree)."""
+
+    function = "jsonb_typeof"
+    output_field = CharField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return super().as_sql(compiler, connection, function="json_type", **extra)
+
+
 def prompt_kind(*, project: Project, options: Options) -> str:
     """Whether the pairwise comparisons of the export have string prompts, conversations, or
     both (then `trl` and `kto` write those columns as JSON text in Parquet)."""
@@ -249,9 +259,9 @@ def prompt_kind(*, project: Project, options: Options) -> str:
     )
     if options.batch_id is not None:
         comparisons = comparisons.filter(batch_id=options.batch_id)
-    # A conversation is a JSON array: it has an element 0; a string has none.
-    conversations = comparisons.filter(prompt__content__0__isnull=False).exists()
-    strings = comparisons.filter(prompt__content__0__isnull=True).exists()
+    comparisons = comparisons.annotate(prompt_type=JSONType("prompt__content"))
+    conversations = comparisons.filter(prompt_type="array").exists()
+    strings = comparisons.exclude(prompt_type="array").exists()
     if conversations and strings:
         return MIXED
     return CONVERSATION if conversations else STRING
