@@ -403,8 +403,9 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
             else:
                 job.status = ExportStatus.FAILED
                 job.error = (
-                    f"the export stopped {job.attempts} times without finishing (its worker "
-                    f"died or hung: no heartbeat for {settings.EXPORT_STALE_AFTER} s)"
+                    f"attempt {job.attempts} of {settings.EXPORT_MAX_ATTEMPTS} stopped (no "
+                    f"heartbeat for {settings.EXPORT_STALE_AFTER} s: its worker died or hung); "
+                    "no attempts left"
                 )
                 job.finished_at = now
                 counts["failed"] += 1
