@@ -300,16 +300,18 @@ def export_job_run(job_id: int) -> str:
         return str(status)
     job = ExportJob.objects.select_related("project").get(pk=job_id)
     run = _Run(job, attempt)
-    root = export_root()
+    root = Path(settings.EXPORT_ROOT)
     temp = root / f".export-{job.pk}-{attempt}.tmp"
     card_temp = root / f".export-{job.pk}-{attempt}.card.tmp"
     try:
+        export_root()  # made if missing; an error here fails the job, with the reason
         options = export_options(job.parameters, job.format)
         run.update(
             rows_total=rows_estimate(project=job.project, format=job.format, options=options)
         )
         rows = run.counted(export_rows(project=job.project, format=job.format, options=options))
         _write(run, temp, rows, options)
+        run.update(rows_written=run.rows)  # a heartbeat before the card's statistics
         card_temp.write_text(
             dataset_card(project=job.project, batch_id=options.batch_id), encoding="utf-8"
         )
