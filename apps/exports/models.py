@@ -67,9 +67,9 @@ class ExportJob(models.Model):
 
     @property
     def percent(self) -> float | None:
-        """Progress in percent: 100 once done; while running, rows written over the estimate,
-        held below 100 (the estimate can be low while new votes arrive)."""
-        if self.status == ExportStatus.DONE:
+        """Progress in percent: 100 once done (and expired); while running, rows written over
+        the estimate, held below 100 (the estimate can be low while new votes arrive)."""
+        if self.status in (ExportStatus.DONE, ExportStatus.EXPIRED):
             return 100.0
         if not self.rows_total:
             return None if self.status == ExportStatus.QUEUED else 0.0
