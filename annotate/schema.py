@@ -162,6 +162,7 @@ PATH_PARAMETERS = {
     "slug": "The project's slug.",
     "assignment_id": "The lease (assignment) id, from next.",
     "batch_id": "The batch's id.",
+    "job_id": "The background export's id.",
 }
 
 

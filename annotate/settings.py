@@ -192,6 +192,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.dashboard.tasks.dashboards_refresh_task",
         "schedule": float(DASHBOARD_REFRESH_SECONDS),
     },
+    "sweep-exports": {
+        "task": "apps.exports.tasks.exports_sweep_task",
+        "schedule": 60.0,
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -279,6 +283,23 @@ IMPORT_MAX_REPORTED_ERRORS = envint("IMPORT_MAX_REPORTED_ERRORS", 1000, minimum=
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10000
+
+# Background exports (apps/exports/jobs.py): files are written under EXPORT_ROOT (not served as
+# static or media: they download through the API's authorized link) and deleted after EXPORT_TTL
+# seconds. A running export whose heartbeat is older than EXPORT_STALE_AFTER seconds is re-queued,
+# up to EXPORT_MAX_ATTEMPTS runs in all, then marked failed. The web and worker processes must
+# share EXPORT_ROOT (one volume).
+EXPORT_ROOT = Path(os.environ.get("EXPORT_ROOT", str(BASE_DIR / "var" / "exports")))
+EXPORT_TTL = envint("EXPORT_TTL", 7 * 24 * 3600, minimum=1)
+EXPORT_STALE_AFTER = envint("EXPORT_STALE_AFTER", 300, minimum=1)
+EXPORT_MAX_ATTEMPTS = envint("EXPORT_MAX_ATTEMPTS", 3, minimum=1)
+# Progress and heartbeat are written every EXPORT_PROGRESS_ROWS rows; Parquet row groups hold
+# EXPORT_PARQUET_ROW_GROUP rows.
+EXPORT_PROGRESS_ROWS = envint("EXPORT_PROGRESS_ROWS", 1000, minimum=1)
+EXPORT_PARQUET_ROW_GROUP = envint("EXPORT_PARQUET_ROW_GROUP", 10000, minimum=1)
+# A test hook only: milliseconds a background export sleeps at each progress write, so that a
+# test can kill a worker mid-export. Always 0 in real use.
+EXPORT_TEST_DELAY_MS = envint("EXPORT_TEST_DELAY_MS", 0)
 
 # Leases: how long an annotator holds a comparison before it returns to the pool.
 LEASE_SECONDS_DEFAULT = envint("LEASE_SECONDS_DEFAULT", 600, minimum=10)

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from apps.batches.api import BatchCreate, BatchDetail, ComparisonList
 from apps.exports.api import Export, Stats
+from apps.exports.job_api import ExportJobCard, ExportJobDetail, ExportJobDownload, ExportJobs
 from apps.judging.api import (
     AssignmentNext,
     AssignmentSkip,
@@ -26,6 +27,22 @@ api_v1 = [
         name="api-assignment-next",
     ),
     path("projects/<slug:slug>/export/", Export.as_view(), name="api-export"),
+    path("projects/<slug:slug>/exports/", ExportJobs.as_view(), name="api-export-jobs"),
+    path(
+        "projects/<slug:slug>/exports/<int:job_id>/",
+        ExportJobDetail.as_view(),
+        name="api-export-job",
+    ),
+    path(
+        "projects/<slug:slug>/exports/<int:job_id>/download/",
+        ExportJobDownload.as_view(),
+        name="api-export-job-download",
+    ),
+    path(
+        "projects/<slug:slug>/exports/<int:job_id>/card/",
+        ExportJobCard.as_view(),
+        name="api-export-job-card",
+    ),
     path("projects/<slug:slug>/stats/", Stats.as_view(), name="api-stats"),
     path("projects/<slug:slug>/judgments/undo/", JudgmentUndo.as_view(), name="api-judgment-undo"),
     path("batches/<int:batch_id>/", BatchDetail.as_view(), name="api-batch"),

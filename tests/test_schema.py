@@ -31,6 +31,7 @@ def test_every_api_endpoint_is_in_the_schema(schema):
         pattern.replace("<slug:slug>", "{slug}")
         .replace("<int:assignment_id>", "{assignment_id}")
         .replace("<int:batch_id>", "{batch_id}")
+        .replace("<int:job_id>", "{job_id}")
         for pattern in api
     }
     assert expected == documented

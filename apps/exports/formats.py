@@ -148,6 +148,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
                 },
                 "n_annotators": tally.total,
                 "agreement": round(tally.votes[tally.winner or ""] / tally.total, 4),
+                "unanimous": tally.votes[tally.winner or ""] == tally.total,
                 "annotators": tally.annotators,
                 "batch": comparison.batch_id,
                 "label_confidence": tally.label_confidence,

@@ -483,6 +483,7 @@ def preference_metadata(tally: Tally) -> dict[str, Any]:
         },
         "n_annotators": tally.total,
         "agreement": round(votes[winner or ""] / tally.total, 4),
+        "unanimous": votes[winner or ""] == tally.total,
         "annotators": tally.annotators,
         "batch": tally.comparison.batch_id,
         **strength_fields(tally.strengths, chosen_is_a=winner == "a"),

@@ -1,0 +1,270 @@
+"""Background exports over the API: request one, follow its progress, download its file."""
+
+from django.http import FileResponse, Http404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.api import list_page, request_user
+from annotate.schema import CURSOR, PAGE_SIZE, ErrorOut, page_of
+from apps.exports.formats import FORMATS
+from apps.exports.jobs import card_name, export_job_request, export_root
+from apps.exports.models import ExportJob, ExportStatus, FileFormat
+from apps.projects.selectors import project_for_lead
+
+CONTENT_TYPES = {
+    FileFormat.JSONL: "application/jsonl",
+    FileFormat.PARQUET: "application/vnd.apache.parquet",
+}
+
+
+class Gone(APIException):
+    status_code = status.HTTP_410_GONE
+    default_detail = "This export has expired and its file was deleted; request a new one."
+    default_code = "gone"
+
+
+class NotReady(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "This export has no file yet."
+    default_code = "not_ready"
+
+
+class ExportJobSerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug")
+    requested_by = serializers.CharField(
+        source="requested_by.username", allow_null=True, default=None
+    )
+    parameters = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="The filters besides format, as the streaming export's query parameters.",
+    )
+    percent = serializers.FloatField(
+        allow_null=True, help_text="rows_written over rows_total; 100 once done."
+    )
+    url = serializers.SerializerMethodField(help_text="This job.")
+    download = serializers.SerializerMethodField(help_text="The file, once done; else null.")
+    card = serializers.SerializerMethodField(help_text="The dataset card, once done; else null.")
+
+    class Meta:
+        model = ExportJob
+        fields = [
+            "id",
+            "project",
+            "requested_by",
+            "format",
+            "file_format",
+            "parameters",
+            "status",
+            "rows_written",
+            "rows_total",
+            "percent",
+            "attempts",
+            "heartbeat_at",
+            "error",
+            "file_size",
+            "sha256",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "expires_at",
+            "url",
+            "download",
+            "card",
+        ]
+        extra_kwargs = {
+            "rows_total": {"help_text": "An estimate of the rows, made when the run starts."},
+            "attempts": {"help_text": "Runs so far (a worker that died is retried)."},
+            "error": {"help_text": "Why it failed, or why it was re-queued."},
+        }
+
+    def _link(self, job: ExportJob, name: str) -> str:
+        request = self.context["request"]
+        kwargs = {"slug": job.project.slug, "job_id": job.pk}
+        return str(request.build_absolute_uri(reverse(name, kwargs=kwargs)))
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, job: ExportJob) -> str:
+        return self._link(job, "api-export-job")
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_download(self, job: ExportJob) -> str | None:
+        if job.status != ExportStatus.DONE:
+            return None
+        return self._link(job, "api-export-job-download")
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_card(self, job: ExportJob) -> str | None:
+        if job.status != ExportStatus.DONE:
+            return None
+        return self._link(job, "api-export-job-card")
+
+
+EXPORT_JOB_IN = inline_serializer(
+    name="ExportJobIn",
+    fields={
+        "format": serializers.ChoiceField(
+            choices=list(FORMATS), required=False, help_text="As the streaming export; trl."
+        ),
+        "file_format": serializers.ChoiceField(
+            choices=FileFormat.values, required=False, help_text="jsonl (default) or parquet."
+        ),
+        "batch": serializers.IntegerField(required=False, help_text="Only this batch."),
+        "min_votes": serializers.IntegerField(required=False, help_text="Pairwise formats."),
+        "min_agreement": serializers.FloatField(required=False, help_text="Pairwise formats."),
+        "split": serializers.ChoiceField(
+            choices=["train", "test"], required=False, help_text="Pairwise formats."
+        ),
+        "test_fraction": serializers.FloatField(required=False, help_text="With split."),
+        "both_bad": serializers.ChoiceField(
+            choices=["exclude", "include"], required=False, help_text="kto only."
+        ),
+        "include_ties": serializers.BooleanField(required=False, help_text="arena only."),
+    },
+)
+
+
+def _job(request: Request, slug: str, job_id: int) -> ExportJob:
+    project = project_for_lead(user=request.user, slug=slug)
+    job = (
+        ExportJob.objects.select_related("project", "requested_by")
+        .filter(pk=job_id, project=project)
+        .first()
+    )
+    if job is None:
+        raise Http404("No such export.")
+    return job
+
+
+class ExportJobs(APIView):
+    """GET the project's background exports; POST to request one."""
+
+    @extend_schema(
+        operation_id="export_jobs_list",
+        summary="List the project's background exports",
+        description="Staff and the project's leads; oldest first, with status and progress.",
+        parameters=[CURSOR, PAGE_SIZE],
+        responses={200: page_of("ExportJobPage", ExportJobSerializer(many=True)), 404: ErrorOut},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        jobs = ExportJob.objects.filter(project=project).select_related("project", "requested_by")
+        context = {"request": request}
+        return list_page(
+            request, self, jobs, lambda job: ExportJobSerializer(job, context=context).data
+        )
+
+    @extend_schema(
+        operation_id="export_jobs_create",
+        summary="Request a background export",
+        description=(
+            "Staff and the project's leads. The body takes `format`, `file_format` (`jsonl` or "
+            "`parquet`) and the streaming export's filters (numbers and booleans may be JSON "
+            "values), validated as that endpoint does: a 400 names each bad parameter, and "
+            "nothing is created. 202 with the job: poll its `url` until `status` is `done` "
+            "(then `download` and `card` are links) or `failed` (see `error`). Without a "
+            "broker (Celery eager) the job runs during the request and comes back finished."
+        ),
+        request=EXPORT_JOB_IN,
+        responses={202: ExportJobSerializer, 400: ErrorOut, 404: ErrorOut},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_lead(user=request.user, slug=slug)
+        if not isinstance(request.data, dict):
+            raise ValidationError({"detail": ['Send a JSON object: {"format": ..., ...}.']})
+        job = export_job_request(project=project, user=request_user(request), data=request.data)
+        job = ExportJob.objects.select_related("project", "requested_by").get(pk=job.pk)
+        body = ExportJobSerializer(job, context={"request": request}).data
+        return Response(
+            body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])}
+        )
+
+
+class ExportJobDetail(APIView):
+    @extend_schema(
+        operation_id="export_job_retrieve",
+        summary="A background export",
+        description=(
+            "Staff and the project's leads: status (queued, running, done, failed, expired), "
+            "progress (rows_written of about rows_total, percent), and once done the links "
+            "to its file and dataset card."
+        ),
+        responses={200: ExportJobSerializer, 404: ErrorOut},
+    )
+    def get(self, request: Request, slug: str, job_id: int) -> Response:
+        job = _job(request, slug, job_id)
+        return Response(
+            ExportJobSerializer(job, context={"request": request}).data,
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+def _file_response(job: ExportJob, name: str, filename: str, content_type: str) -> FileResponse:
+    if job.status == ExportStatus.EXPIRED:
+        raise Gone()
+    if job.status != ExportStatus.DONE or not job.file_name:
+        raise NotReady(f"This export is {job.status}; it has no file.")
+    try:
+        file = (export_root() / name).open("rb")
+    except FileNotFoundError:
+        raise Gone("The export's file is missing; request a new one.") from None
+    response = FileResponse(file, as_attachment=True, filename=filename, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class ExportJobDownload(APIView):
+    @extend_schema(
+        operation_id="export_job_download",
+        summary="Download a background export's file",
+        description=(
+            "Staff and the project's leads. The file, streamed: `application/jsonl` or "
+            "`application/vnd.apache.parquet`. 409 while it is not done; 410 once expired."
+        ),
+        responses={
+            (200, "application/jsonl"): OpenApiTypes.BINARY,
+            (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+            404: ErrorOut,
+            409: ErrorOut,
+            410: ErrorOut,
+        },
+    )
+    def get(self, request: Request, slug: str, job_id: int) -> FileResponse:
+        job = _job(request, slug, job_id)
+        suffix = "jsonl" if job.file_format == FileFormat.JSONL else "parquet"
+        return _file_response(
+            job,
+            job.file_name,
+            f"{job.project.slug}-{job.format}-{job.pk}.{suffix}",
+            CONTENT_TYPES[FileFormat(job.file_format)],
+        )
+
+
+class ExportJobCard(APIView):
+    @extend_schema(
+        operation_id="export_job_card",
+        summary="A background export's dataset card",
+        description=(
+            "Staff and the project's leads. The dataset card written with the file, in "
+            "Markdown (`text/markdown`). 409 while it is not done; 410 once expired."
+        ),
+        responses={
+            (200, "text/markdown"): OpenApiTypes.STR,
+            404: ErrorOut,
+            409: ErrorOut,
+            410: ErrorOut,
+        },
+    )
+    def get(self, request: Request, slug: str, job_id: int) -> FileResponse:
+        job = _job(request, slug, job_id)
+        return _file_response(
+            job,
+            card_name(job.file_name),
+            f"{job.project.slug}-{job.format}-{job.pk}.card.md",
+            "text/markdown; charset=utf-8",
+        )

@@ -1,0 +1,474 @@
+"""Background exports: request, run, recover and expire export files.
+
+A job's life: `queued` (POST) -> `running` (a worker claimed it) -> `done` (file and card renamed
+into place) -> `expired` (files deleted after EXPORT_TTL); or `failed`, with the reason.
+
+Running it twice at once is ruled out by the claim: a run starts only by a conditional UPDATE
+that moves the job from queued (or from running with a stale heartbeat) to running and bumps
+`attempts`; every later write of the run (progress, heartbeat, the final rename) is conditional
+on the job still being running under that same attempt number. A duplicate delivery of the task
+(acks_late redelivers an unacknowledged message) finds the job done, or running with a fresh
+heartbeat, and does nothing; a run that was superseded notices at its next heartbeat and stops.
+
+A worker that dies mid-export leaves the job running with a heartbeat that stops moving; the
+beat sweep (`export_jobs_sweep`) re-queues it while attempts < EXPORT_MAX_ATTEMPTS, or marks it
+failed. Each run writes from scratch into a temporary file of its own, renamed atomically.
+"""
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connections, transaction
+from django.db.models import CharField, F, Func, Q
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from apps.batches.models import Comparison
+from apps.exports.api import batch_id_of, export_options, jsonl_chunks
+from apps.exports.card import dataset_card
+from apps.exports.formats import FORMATS, Options, export_rows
+from apps.exports.models import ExportJob, ExportStatus, FileFormat
+from apps.exports.parquet import CONVERSATION, KIND_FORMATS, MIXED, STRING, write_parquet
+from apps.judging.models import Choice, Judgment
+from apps.projects.models import Project
+
+logger = logging.getLogger(__name__)
+
+PAIRWISE_FORMATS = ("trl", "trl-implicit", "kto", "hh-rlhf", "openai")
+
+
+class Superseded(Exception):
+    """This run no longer owns the job (re-queued by the sweep, or claimed by another run)."""
+
+
+# --- requesting -------------------------------------------------------------------------------
+
+
+def _query_value(name: str, value: Any) -> str:
+    """A JSON body's value as the query string would carry it; a 400 naming it otherwise."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValidationError({name: ["Must be a string, a number or a boolean."]})
+
+
+def export_job_parameters(
+    *, project: Project, data: Mapping[str, Any]
+) -> tuple[str, str, dict[str, str]]:
+    """(format, file_format, parameters) from a request body, validated as the streaming
+    endpoint validates its query string: a 400 names each bad parameter."""
+    params = {name: _query_value(name, value) for name, value in data.items() if value is not None}
+    format = params.pop("format", "trl")
+    file_format = params.pop("file_format", FileFormat.JSONL)
+    if format not in FORMATS:
+        raise ValidationError({"format": [f"Use one of {', '.join(FORMATS)}."]})
+    if file_format not in FileFormat.values:
+        raise ValidationError({"file_format": [f"Use one of {', '.join(FileFormat.values)}."]})
+    export_options(params, format)
+    batch_id_of(params, project)
+    return format, file_format, params
+
+
+def export_job_request(
+    *, project: Project, user: User | None, data: Mapping[str, Any]
+) -> ExportJob:
+    """Creates a queued job and sends it to the workers (after commit). With Celery eager (no
+    REDIS_URL), it runs here and now, and the job is returned finished."""
+    from annotate.celery import app
+    from apps.exports.tasks import export_job_task
+
+    format, file_format, parameters = export_job_parameters(project=project, data=data)
+    job = ExportJob.objects.create(
+        project=project,
+        requested_by=user,
+        format=format,
+        file_format=file_format,
+        parameters=parameters,
+        heartbeat_at=timezone.now(),
+    )
+    if app.conf.task_always_eager:
+        export_job_run(job.pk)
+        job.refresh_from_db()
+    else:
+        transaction.on_commit(lambda: export_job_task.delay(job.pk))
+    return job
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def export_root() -> Path:
+    root = Path(settings.EXPORT_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def file_stem(job: ExportJob) -> str:
+    return f"export-{job.pk}"
+
+
+def card_name(file_name: str) -> str:
+    return file_name.rsplit(".", 1)[0] + ".card.md"
+
+
+def _temp_files(job_id: int) -> list[Path]:
+    return list(export_root().glob(f".export-{job_id}-*.tmp"))
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def export_job_delete_files(job: ExportJob) -> None:
+    """The job's file, card and any temporary file a run left."""
+    root = export_root()
+    if job.file_name:
+        _remove(root / job.file_name)
+        _remove(root / card_name(job.file_name))
+    for temp in _temp_files(job.pk):
+        _remove(temp)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as file:
+        os.fsync(file.fileno())
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def _stale_before(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.EXPORT_STALE_AFTER)
+
+
+def export_job_claim(job_id: int) -> int | None:
+    """Moves the job to running for this run; returns the run's attempt number, or None when
+    the job is not this run's to take (done, failed, expired, or running with a fresh
+    heartbeat)."""
+    now = timezone.now()
+    claimable = Q(status=ExportStatus.QUEUED) | Q(
+        status=ExportStatus.RUNNING,
+        heartbeat_at__lt=_stale_before(now),
+        attempts__lt=settings.EXPORT_MAX_ATTEMPTS,
+    )
+    with transaction.atomic():
+        claimed = (
+            ExportJob.objects.filter(claimable, pk=job_id).update(
+                status=ExportStatus.RUNNING,
+                attempts=F("attempts") + 1,
+                heartbeat_at=now,
+                started_at=now,
+                finished_at=None,
+                rows_written=0,
+                rows_total=None,
+                error="",
+            )
+            == 1
+        )
+        if not claimed:
+            return None
+        return int(ExportJob.objects.values_list("attempts", flat=True).get(pk=job_id))
+
+
+class _Run:
+    """One claimed run of a job: writes progress and heartbeats, only while it owns the job."""
+
+    def __init__(self, job: ExportJob, attempt: int) -> None:
+        self.job = job
+        self.attempt = attempt
+        self.rows = 0
+        self.every = settings.EXPORT_PROGRESS_ROWS
+        self.delay = settings.EXPORT_TEST_DELAY_MS / 1000
+
+    def owned(self) -> Any:
+        return ExportJob.objects.filter(
+            pk=self.job.pk, status=ExportStatus.RUNNING, attempts=self.attempt
+        )
+
+    def update(self, **fields: Any) -> None:
+        if not self.owned().update(heartbeat_at=timezone.now(), **fields):
+            raise Superseded()
+
+    def counted(self, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            yield row
+            self.rows += 1
+            if self.rows % self.every == 0:
+                self.update(rows_written=self.rows)
+                if self.delay:
+                    time.sleep(self.delay)  # the test hook (EXPORT_TEST_DELAY_MS)
+
+
+@contextlib.contextmanager
+def _beating(run: _Run) -> Iterator[None]:
+    """Heartbeats from a thread of its own (with its own connection) every third of
+    EXPORT_STALE_AFTER while the block runs."""
+    stop = threading.Event()
+    every = max(settings.EXPORT_STALE_AFTER / 3, 0.05)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                run.owned().update(heartbeat_at=timezone.now())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=beat, name=f"export-{run.job.pk}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def rows_estimate(*, project: Project, format: str, options: Options) -> int:
+    """About how many rows the export will have (an upper bound for the pairwise formats:
+    comparisons without a winner or filtered out are counted)."""
+    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0, is_gold=False)
+    if options.batch_id is not None:
+        comparisons = comparisons.filter(batch_id=options.batch_id)
+    if format == "listwise":
+        return comparisons.filter(candidate_ids__isnull=False).count()
+    if format in PAIRWISE_FORMATS:
+        pairs = comparisons.filter(candidate_ids__isnull=True).count()
+        # A ranking of k responses gives k(k-1)/2 pairs.
+        for ids in comparisons.filter(candidate_ids__isnull=False).values_list(
+            "candidate_ids", flat=True
+        ):
+            pairs += len(ids or []) * (len(ids or []) - 1) // 2
+        return pairs * (2 if format == "kto" else 1)
+    judgments = Judgment.objects.filter(
+        comparison__project=project, comparison__is_gold=False, invalidated_at__isnull=True
+    )
+    if options.batch_id is not None:
+        judgments = judgments.filter(comparison__batch_id=options.batch_id)
+    if format == "arena":
+        judgments = judgments.filter(comparison__candidate_ids__isnull=True).exclude(
+            choice=Choice.RANKING
+        )
+        if not options.include_ties:
+            judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
+    return judgments.count()
+
+
+class JSONType(Func):
+    """The JSON type of a value: "array" for a conversation (PostgreSQL and SQLite agree)."""
+
+    function = "jsonb_typeof"
+    output_field = CharField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return super().as_sql(compiler, connection, function="json_type", **extra)
+
+
+def prompt_kind(*, project: Project, options: Options) -> str:
+    """Whether the pairwise comparisons of the export have string prompts, conversations, or
+    both (then `trl` and `kto` write those columns as JSON text in Parquet)."""
+    # Listwise comparisons too: their rankings become pairs, and the listwise format's rows.
+    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
+    if not options.include_gold:
+        comparisons = comparisons.filter(is_gold=False)
+    if options.batch_id is not None:
+        comparisons = comparisons.filter(batch_id=options.batch_id)
+    comparisons = comparisons.annotate(prompt_type=JSONType("prompt__content"))
+    conversations = comparisons.filter(prompt_type="array").exists()
+    strings = comparisons.exclude(prompt_type="array").exists()
+    if conversations and strings:
+        return MIXED
+    return CONVERSATION if conversations else STRING
+
+
+def _write(run: _Run, temp: Path, rows: Iterator[dict[str, Any]], options: Options) -> None:
+    job = run.job
+    with temp.open("wb") as file:
+        if job.file_format == FileFormat.PARQUET:
+            kind = (
+                prompt_kind(project=job.project, options=options)
+                if job.format in KIND_FORMATS
+                else STRING
+            )
+            write_parquet(
+                rows,
+                file,
+                format=job.format,
+                kind=kind,
+                row_group=settings.EXPORT_PARQUET_ROW_GROUP,
+            )
+        else:
+            for chunk in jsonl_chunks(rows):
+                file.write(chunk)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def export_job_run(job_id: int) -> str:
+    """Runs the job if this run may claim it; returns the job's status afterwards. Any error
+    marks the job failed with the reason (it is not raised: the job records it)."""
+    attempt = export_job_claim(job_id)
+    if attempt is None:
+        status = ExportJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        logger.info("export %s not claimed (status %s): nothing to do", job_id, status)
+        return str(status)
+    job = ExportJob.objects.select_related("project").get(pk=job_id)
+    run = _Run(job, attempt)
+    root = Path(settings.EXPORT_ROOT)
+    temp = root / f".export-{job.pk}-{attempt}.tmp"
+    card_temp = root / f".export-{job.pk}-{attempt}.card.tmp"
+    try:
+        export_root()  # made if missing; an error here fails the job, with the reason
+        options = export_options(job.parameters, job.format)
+        run.update(
+            rows_total=rows_estimate(project=job.project, format=job.format, options=options)
+        )
+        rows = run.counted(export_rows(project=job.project, format=job.format, options=options))
+        _write(run, temp, rows, options)
+        run.update(rows_written=run.rows)
+        # The card's statistics read the whole project: keep the heartbeat going meanwhile, so
+        # that the sweep does not take a long card for a dead worker.
+        with _beating(run):
+            card = dataset_card(project=job.project, options=options)
+        card_temp.write_text(card, encoding="utf-8")
+        _fsync(card_temp)
+        return _finish(run, temp, card_temp)
+    except Superseded:
+        logger.warning("export %s attempt %s was superseded; stopping", job.pk, attempt)
+        _remove(temp)
+        _remove(card_temp)
+        return ExportStatus.RUNNING
+    except Exception as exc:
+        logger.exception("export %s attempt %s failed", job.pk, attempt)
+        _remove(temp)
+        _remove(card_temp)
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, ValidationError):
+            reason = f"bad parameters: {exc.detail}"
+        run.owned().update(
+            status=ExportStatus.FAILED,
+            error=f"{type(exc).__name__}: {reason}"[:2000],
+            finished_at=timezone.now(),
+            rows_written=run.rows,
+        )
+        return ExportStatus.FAILED
+
+
+def _finish(run: _Run, temp: Path, card_temp: Path) -> str:
+    """Renames the files into place and marks the job done, under the job's row lock and only
+    if this run still owns it: two runs can never both publish."""
+    job = run.job
+    suffix = "jsonl" if job.file_format == FileFormat.JSONL else "parquet"
+    name = f"{file_stem(job)}.{suffix}"
+    root = export_root()
+    size = temp.stat().st_size
+    digest = _sha256(temp)
+    with transaction.atomic():
+        locked = run.owned().select_for_update().first()
+        if locked is None:
+            raise Superseded()
+        os.replace(temp, root / name)
+        os.replace(card_temp, root / card_name(name))
+        now = timezone.now()
+        run.update(
+            status=ExportStatus.DONE,
+            rows_written=run.rows,
+            file_name=name,
+            file_size=size,
+            sha256=digest,
+            finished_at=now,
+            expires_at=now + timedelta(seconds=settings.EXPORT_TTL),
+        )
+    logger.info("export %s done: %s rows, %s bytes", job.pk, run.rows, size)
+    return ExportStatus.DONE
+
+
+# --- the beat sweep ---------------------------------------------------------------------------
+
+
+def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
+    """Recovers and expires jobs; returns how many it re-queued, failed, re-sent and expired.
+
+    - running with a heartbeat older than EXPORT_STALE_AFTER: its worker died (or hangs).
+      Re-queued (and sent) while attempts < EXPORT_MAX_ATTEMPTS, else failed with the reason;
+    - queued for longer than EXPORT_STALE_AFTER: sent again, in case its message was lost
+      (a duplicate delivery is harmless: the claim lets one run through);
+    - done and past `expires_at`: the files are deleted and the job marked expired.
+    """
+    from apps.exports.tasks import export_job_task
+
+    now = now or timezone.now()
+    counts = {"requeued": 0, "failed": 0, "resent": 0, "expired": 0}
+    stale = _stale_before(now)
+    to_send: list[int] = []
+    with transaction.atomic():
+        jobs = (
+            ExportJob.objects.select_for_update(skip_locked=True)
+            .filter(status=ExportStatus.RUNNING, heartbeat_at__lt=stale)
+            .order_by("id")
+        )
+        for job in jobs:
+            export_job_delete_files(job)
+            if job.attempts < settings.EXPORT_MAX_ATTEMPTS:
+                job.status = ExportStatus.QUEUED
+                job.error = (
+                    f"attempt {job.attempts} stopped (no heartbeat for "
+                    f"{settings.EXPORT_STALE_AFTER} s); re-queued"
+                )
+                job.heartbeat_at = now
+                counts["requeued"] += 1
+                to_send.append(job.pk)
+            else:
+                job.status = ExportStatus.FAILED
+                job.error = (
+                    f"attempt {job.attempts} of {settings.EXPORT_MAX_ATTEMPTS} stopped (no "
+                    f"heartbeat for {settings.EXPORT_STALE_AFTER} s: its worker died or hung); "
+                    "no attempts left"
+                )
+                job.finished_at = now
+                counts["failed"] += 1
+            job.save(update_fields=["status", "error", "heartbeat_at", "finished_at"])
+        lost = (
+            ExportJob.objects.select_for_update(skip_locked=True)
+            .filter(status=ExportStatus.QUEUED, heartbeat_at__lt=stale)
+            .order_by("id")
+        )
+        for job in lost:
+            job.heartbeat_at = now
+            job.save(update_fields=["heartbeat_at"])
+            counts["resent"] += 1
+            to_send.append(job.pk)
+        expired = (
+            ExportJob.objects.select_for_update(skip_locked=True)
+            .filter(status=ExportStatus.DONE, expires_at__lte=now)
+            .order_by("id")
+        )
+        for job in expired:
+            export_job_delete_files(job)
+            job.status = ExportStatus.EXPIRED
+            job.save(update_fields=["status"])
+            counts["expired"] += 1
+        for job_id in to_send:
+            transaction.on_commit(functools.partial(export_job_task.delay, job_id))
+    if any(counts.values()):
+        logger.info("export sweep: %s", counts)
+    return counts

@@ -1,0 +1,244 @@
+"""Parquet for every export format: a fixed Arrow schema per format, written in row groups.
+
+The columns are the JSON Lines rows' fields, in their order, with their nesting: messages are
+lists of `{role, content}` structs, `votes` a struct of counts, `annotators` and `flags` lists of
+strings, `ranking` a list of lists of ids. Two fields are free-form and stored as JSON text:
+`criteria` in `judgments` (its keys are the project's own criteria), and, in `trl` and `kto`,
+`prompt`/`chosen`/`rejected`/`completion` when the export mixes string and conversation prompts
+(one column cannot be both); see `prompt_kind`.
+"""
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+STRINGS = pa.list_(pa.string())
+
+# The prompt kinds of an export: every prompt a string, every prompt a conversation, or both.
+STRING, CONVERSATION, MIXED = "string", "conversation", "mixed"
+# The formats whose prompt column takes the export's prompt kind.
+KIND_FORMATS = ("trl", "kto", "listwise")
+
+
+def _votes(*names: str) -> pa.DataType:
+    return pa.struct([(name, pa.int64()) for name in names])
+
+
+EVIDENCE: list[tuple[str, pa.DataType]] = [
+    ("comparison_id", pa.int64()),
+    ("prompt_id", pa.string()),
+    ("chosen_id", pa.string()),
+    ("rejected_id", pa.string()),
+    ("chosen_model", pa.string()),
+    ("rejected_model", pa.string()),
+    ("votes", _votes("chosen", "rejected", "tie", "both_bad")),
+    ("n_annotators", pa.int64()),
+    ("agreement", pa.float64()),
+    ("unanimous", pa.bool_()),
+    ("annotators", STRINGS),
+    ("batch", pa.int64()),
+    ("strength_mean", pa.float64()),
+    ("margin", pa.float64()),
+    ("label_confidence", pa.float64()),
+    ("chosen_position", pa.float64()),
+    ("guideline_versions", pa.list_(pa.int64())),
+]
+
+
+def _text_kind(kind: str) -> tuple[pa.DataType, pa.DataType]:
+    """(prompt's type, a response's type) in `trl` and `kto` for the export's prompt kind."""
+    if kind == STRING:
+        return pa.string(), pa.string()
+    if kind == CONVERSATION:
+        return MESSAGES, MESSAGES
+    return pa.string(), pa.string()  # JSON text
+
+
+def schema_for(format: str, kind: str = STRING) -> pa.Schema:
+    """The Arrow schema of a format; `kind` matters for `trl` and `kto` only."""
+    prompt, response = _text_kind(kind)
+    fields: list[tuple[str, pa.DataType]]
+    if format == "trl":
+        fields = [("prompt", prompt), ("chosen", response), ("rejected", response), *EVIDENCE]
+    elif format == "trl-implicit":
+        fields = [("chosen", MESSAGES), ("rejected", MESSAGES), *EVIDENCE]
+    elif format == "hh-rlhf":
+        fields = [("chosen", pa.string()), ("rejected", pa.string()), *EVIDENCE]
+    elif format == "kto":
+        fields = [
+            ("prompt", prompt),
+            ("completion", response),
+            ("label", pa.bool_()),
+            ("comparison_id", pa.int64()),
+            ("prompt_id", pa.string()),
+            ("candidate_id", pa.string()),
+            ("model", pa.string()),
+            ("votes", _votes("candidate", "other", "tie", "both_bad")),
+            ("n_annotators", pa.int64()),
+            ("agreement", pa.float64()),
+            ("unanimous", pa.bool_()),
+            ("annotators", STRINGS),
+            ("batch", pa.int64()),
+            ("label_confidence", pa.float64()),
+            ("chosen_position", pa.float64()),
+            ("guideline_versions", pa.list_(pa.int64())),
+        ]
+    elif format == "openai":
+        fields = [
+            ("input", pa.struct([("messages", MESSAGES)])),
+            ("preferred_output", MESSAGES),
+            ("non_preferred_output", MESSAGES),
+        ]
+    elif format == "arena":
+        fields = [
+            ("question_id", pa.string()),
+            ("comparison_id", pa.int64()),
+            ("model_a", pa.string()),
+            ("model_b", pa.string()),
+            ("winner", pa.string()),
+            ("judge", pa.string()),
+            ("conversation_a", MESSAGES),
+            ("conversation_b", MESSAGES),
+            ("tstamp", pa.float64()),
+        ]
+    elif format == "listwise":
+        fields = [
+            ("prompt", prompt),
+            ("prompt_id", pa.string()),
+            ("comparison_id", pa.int64()),
+            (
+                "candidates",
+                pa.list_(
+                    pa.struct(
+                        [
+                            ("id", pa.string()),
+                            ("model", pa.string()),
+                            ("text", pa.string()),
+                            ("rank", pa.int64()),
+                            ("mean_place", pa.float64()),
+                        ]
+                    )
+                ),
+            ),
+            (
+                "rankings",
+                pa.list_(pa.struct([("annotator", pa.string()), ("ranking", pa.list_(STRINGS))])),
+            ),
+            ("n_annotators", pa.int64()),
+            ("kendall_w", pa.float64()),
+            ("batch", pa.int64()),
+            ("guideline_versions", pa.list_(pa.int64())),
+        ]
+    elif format == "judgments":
+        fields = [
+            ("comparison_id", pa.int64()),
+            ("prompt_id", pa.string()),
+            ("annotator", pa.string()),
+            ("left_id", pa.string()),
+            ("right_id", pa.string()),
+            ("choice", pa.string()),
+            ("chosen_id", pa.string()),
+            ("rationale", pa.string()),
+            ("duration_ms", pa.int64()),
+            ("created_at", pa.string()),
+            ("candidate_a_id", pa.string()),
+            ("strength", pa.int64()),
+            ("criteria", pa.string()),  # JSON text: the project's own criteria as keys
+            ("flags", STRINGS),
+            ("ranking", pa.list_(STRINGS)),
+            ("guideline_version", pa.int64()),
+        ]
+    else:
+        raise ValueError(f"no Parquet schema for format {format!r}")
+    return pa.schema(fields)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class PromptKindChanged(Exception):
+    """A row's prompt is not of the kind the schema was chosen for (the data changed)."""
+
+
+def row_adapter(format: str, kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What turns a JSON Lines row into the schema's row: JSON text for the free-form fields."""
+    if format == "judgments":
+
+        def judgment(row: dict[str, Any]) -> dict[str, Any]:
+            return {**row, "criteria": None if row["criteria"] is None else _json(row["criteria"])}
+
+        return judgment
+    if format in KIND_FORMATS:
+        texts = {
+            "trl": ("prompt", "chosen", "rejected"),
+            "kto": ("prompt", "completion"),
+            "listwise": ("prompt",),
+        }[format]
+        if kind == MIXED:
+
+            def mixed(row: dict[str, Any]) -> dict[str, Any]:
+                return {**row, **{name: _json(row[name]) for name in texts}}
+
+            return mixed
+        conversation = kind == CONVERSATION
+
+        def typed(row: dict[str, Any]) -> dict[str, Any]:
+            if isinstance(row["prompt"], list) != conversation:
+                raise PromptKindChanged(
+                    "a prompt of another kind (string or conversation) appeared during the "
+                    "export; run it again"
+                )
+            return row
+
+        return typed
+    return lambda row: row
+
+
+def write_parquet(
+    rows: Iterable[dict[str, Any]],
+    sink: BinaryIO,
+    *,
+    format: str,
+    kind: str,
+    row_group: int,
+) -> int:
+    """Writes the rows to `sink` in row groups of `row_group` rows; returns how many there were.
+    Only one row group's rows are held at a time."""
+    schema = schema_for(format, kind)
+    adapt = row_adapter(format, kind)
+    count = 0
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for group in _groups((adapt(row) for row in rows), row_group):
+            if count == 0:
+                check_fields(format, list(group[0]), schema.names)
+            writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=row_group)
+            count += len(group)
+        # With no rows, the file still has the schema: an empty dataset, not an error.
+    return count
+
+
+def check_fields(format: str, fields: list[str], columns: list[str]) -> None:
+    """The rows' fields must be the schema's columns, in order: a field added to a format and
+    not to its schema would otherwise be dropped from the Parquet file without a word."""
+    if fields != columns:
+        raise ValueError(
+            f"the {format} rows' fields {fields} are not the Parquet schema's columns {columns}; "
+            "update apps/exports/parquet.py"
+        )
+
+
+def _groups(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    group: list[dict[str, Any]] = []
+    for row in rows:
+        group.append(row)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
