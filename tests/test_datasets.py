@@ -84,6 +84,7 @@ EVIDENCE = {
     "rejected_model",
     "votes",
     "n_annotators",
+    "unanimous",
     "agreement",
     "annotators",
     "batch",

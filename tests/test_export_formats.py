@@ -136,6 +136,7 @@ def test_kto_gives_the_winner_true_and_the_loser_false(api, bob, tiny):
         "votes": {"candidate": 2, "other": 1, "tie": 0, "both_bad": 0},
         "n_annotators": 3,
         "agreement": 0.6667,
+        "unanimous": False,
         "annotators": winner["annotators"],
         "batch": win.batch_id,
         "label_confidence": None,

@@ -113,7 +113,9 @@ def test_rankings_become_pairs_in_every_pairwise_format(api, bob, ranked):
         ("r-2", "c1", "c3"),
         ("r-2", "c2", "c3"),
     ]
-    c1_c2, _, _, c2_c3, *_ = exported
+    c1_c2, c1_c3, _, c2_c3, *_ = exported
+    assert [r["unanimous"] for r in exported] == [False, True, True, False, True, True, True]
+    assert c1_c3["votes"] == {"chosen": 3, "rejected": 0, "tie": 0, "both_bad": 0}
     assert c1_c2["votes"] == {"chosen": 2, "rejected": 1, "tie": 0, "both_bad": 0}
     assert (c1_c2["agreement"], c1_c2["n_annotators"]) == (0.6667, 3)
     assert c2_c3["votes"] == {"chosen": 2, "rejected": 0, "tie": 1, "both_bad": 0}
