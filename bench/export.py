@@ -623,7 +623,8 @@ def print_stream(result: Streamed, expected: int) -> None:
     if result.seconds > IMAGE_WORKER_TIMEOUT:
         print(
             f"  {'':<10} note: over {IMAGE_WORKER_TIMEOUT:.0f} s, gunicorn's default --timeout "
-            "(the Docker image sets none): a sync worker would be killed mid-stream there"
+            "for a sync worker, which would be killed mid-stream there (the Docker image runs "
+            "threaded workers, which keep their heartbeat)"
         )
 
 
