@@ -342,29 +342,50 @@ def fleiss(items: Sequence[Sequence[str]]) -> tuple[float | None, str | None]:
         return _finite(fleiss_kappa(table, method="fleiss")), None
 
 
+def _groups(comparison: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each vote's comparison as an index into the comparisons in order, and where each
+    comparison's votes start: the columns are grouped by comparison, so no sort is needed."""
+    if not len(comparison):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    new = np.empty(len(comparison), dtype=bool)
+    new[0] = True
+    np.not_equal(comparison[1:], comparison[:-1], out=new[1:])
+    return np.cumsum(new) - 1, np.flatnonzero(new)
+
+
+def _tally(index: np.ndarray, values: np.ndarray, groups: int, width: int) -> np.ndarray:
+    """groups x width: how many votes of each group have each value (0 .. width - 1)."""
+    return np.bincount(index * width + values, minlength=groups * width).reshape(groups, width)
+
+
 def _by_comparison(votes: VoteColumns) -> tuple[np.ndarray, np.ndarray]:
     """Each vote's comparison as an index into the sorted comparisons, and each comparison's
     votes per option (comparisons x OPTIONS)."""
-    comparisons, index = np.unique(votes.comparison, return_inverse=True)
-    index = index.reshape(-1)
-    counts = np.bincount(
-        index * len(OPTIONS) + votes.option, minlength=len(comparisons) * len(OPTIONS)
-    ).reshape(len(comparisons), len(OPTIONS))
-    return index, counts
+    index, starts = _groups(votes.comparison)
+    return index, _tally(index, votes.option.astype(np.int64), len(starts), len(OPTIONS))
 
 
 def _pairs(n: np.ndarray) -> int:
     return int((n * (n - 1) // 2).sum())
 
 
-def _columns_matrix(annotator: np.ndarray, comparison: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """`reliability_matrix` of columns: rows the annotators present, columns the comparisons
-    present, both sorted (annotator codes sort as their names)."""
-    rows, row = np.unique(annotator, return_inverse=True)
-    columns, column = np.unique(comparison, return_inverse=True)
-    matrix = np.full((len(rows), len(columns)), np.nan)
-    matrix[row.reshape(-1), column.reshape(-1)] = value
-    return matrix
+def _alpha(
+    value_counts: np.ndarray,
+    *,
+    level: Literal["nominal", "ordinal"],
+    value_domain: Sequence[float],
+) -> float | None:
+    """`krippendorff_alpha` of comparisons x values counts (the value counts the library
+    derives from a reliability matrix, with comparisons in the matrix's order): the library
+    computes the same from them, without the annotators x comparisons matrix."""
+    pairable = value_counts[value_counts.sum(axis=1) >= 2]
+    if not len(pairable) or np.count_nonzero(pairable.sum(axis=0)) < 2:
+        return None
+    return _finite(
+        krippendorff.alpha(
+            value_counts=pairable, level_of_measurement=level, value_domain=value_domain
+        )
+    )
 
 
 def _fleiss(counts: np.ndarray) -> tuple[float | None, str | None]:
@@ -391,27 +412,24 @@ def agreement(votes: Iterable[Vote] | VoteColumns) -> dict[str, Any]:
     sided = counts[:, 0] + counts[:, 1]
     pairs, sided_pairs = _pairs(counts.sum(axis=1)), _pairs(sided)
     agree, sided_agree = _pairs(counts), _pairs(counts[:, :2])
-    nominal = _columns_matrix(votes.annotator, votes.comparison, votes.option)
     graded = votes.has_strength
-    ordinal = (
-        krippendorff_alpha(
-            _columns_matrix(
-                votes.annotator[graded], votes.comparison[graded], votes.strength[graded]
-            ),
+    ordinal = None
+    if graded.any():
+        index, starts = _groups(votes.comparison[graded])
+        strengths = votes.strength[graded] + 3
+        ordinal = _alpha(
+            _tally(index, strengths, len(starts), 7),
             level="ordinal",
             value_domain=list(range(-3, 4)),
         )
-        if graded.any()
-        else None
-    )
     kappa, note = _fleiss(counts)
     return {
         "pairwise": {
             "with_ties": {"agreement": _share(agree, pairs), "pairs": pairs},
             "without_ties": {"agreement": _share(sided_agree, sided_pairs), "pairs": sided_pairs},
         },
-        "krippendorff_alpha_nominal": krippendorff_alpha(
-            nominal, level="nominal", value_domain=list(range(len(OPTIONS)))
+        "krippendorff_alpha_nominal": _alpha(
+            counts, level="nominal", value_domain=list(range(len(OPTIONS)))
         ),
         "krippendorff_alpha_ordinal": ordinal,
         "fleiss_kappa": kappa,
@@ -454,8 +472,13 @@ def wilson_interval(successes: int, trials: int) -> list[float] | None:
 
 def _medians(annotator: np.ndarray, values: np.ndarray, size: int) -> list[int | float | None]:
     """Per annotator code, `statistics.median` of their values (None without any)."""
-    order = np.lexsort((values, annotator))
-    annotator, values = annotator[order], values[order]
+    if not len(values) or (values.min() >= 0 and values.max() < 2**32):
+        # One sort of (annotator, value) packed in an int64 (durations fit in 32 bits).
+        packed = np.sort((annotator.astype(np.int64) << 32) | values.astype(np.int64))
+        annotator, values = packed >> 32, packed & 0xFFFFFFFF
+    else:
+        order = np.lexsort((values, annotator))
+        annotator, values = annotator[order], values[order]
     starts = np.searchsorted(annotator, np.arange(size + 1))
     medians: list[int | float | None] = []
     for i in range(size):
@@ -572,8 +595,8 @@ def battles_of(votes: VoteColumns) -> Battles:
     )
     votes = votes.select(keep)
     # Each comparison's models are those of its first vote.
-    _, first = np.unique(votes.comparison, return_index=True)
-    _, counts = _by_comparison(votes)
+    index, first = _groups(votes.comparison)
+    counts = _tally(index, votes.option.astype(np.int64), len(first), len(OPTIONS))
     fought = counts[:, :3].sum(axis=1) > 0
     first = first[fought]
     return Battles(
@@ -655,9 +678,9 @@ def bradley_terry(
     together, since they judge the same two texts) with a fixed seed, so the output is the same
     on every call.
 
-    A resample's win matrix sums each battle's wins times how often it was drawn: halves and
-    whole numbers, exact in floating point whatever the order of the sum, so summing with
-    bincount gives the very numbers a vote-by-vote sum would.
+    A resample draws comparisons with `rng.integers` and sums each kind of battle's wins times
+    how often it was drawn: halves and whole numbers, exact in floating point whatever the
+    order of the sum, so the numbers are those of a battle-by-battle sum.
     """
     description = {
         "scale": "1000 + 400 * log10(strength); strengths have geometric mean 1, so the "
@@ -677,22 +700,36 @@ def bradley_terry(
         return {**description, "models": []}
     size, n = len(models), len(battles)
     first, second = index.reshape(-1)[:n], index.reshape(-1)[n:]
-    wins_first = battles.wins_a + battles.ties / 2
-    wins_second = battles.wins_b + battles.ties / 2
+    # Battles alike (the same two models, the same tallies) weigh alike: a resample needs only
+    # how often it drew each kind of battle.
+    base = int(max(battles.wins_a.max(), battles.wins_b.max(), battles.ties.max())) + 1
+    forward = first * size + second
+    kinds, kind = np.unique(
+        ((forward * base + battles.wins_a) * base + battles.wins_b) * base + battles.ties,
+        return_inverse=True,
+    )
+    kind = kind.reshape(-1)
+    kind_ties, rest = kinds % base, kinds // base
+    kind_b, rest = rest % base, rest // base
+    kind_a, kind_forward = rest % base, rest // base
+    kind_backward = (kind_forward % size) * size + kind_forward // size
+    wins_first, wins_second = kind_a + kind_ties / 2, kind_b + kind_ties / 2
     prior = np.zeros((size, size))
     prior[first, second] = prior[second, first] = 0.5
-    forward, backward = first * size + second, second * size + first
 
-    def scores(weights: np.ndarray) -> np.ndarray:
+    def scores(drawn: np.ndarray) -> np.ndarray:
         wins = prior.copy().reshape(-1)
-        wins += np.bincount(forward, weights=weights * wins_first, minlength=size * size)
-        wins += np.bincount(backward, weights=weights * wins_second, minlength=size * size)
+        wins += np.bincount(kind_forward, weights=drawn * wins_first, minlength=size * size)
+        wins += np.bincount(kind_backward, weights=drawn * wins_second, minlength=size * size)
         return elo_scale(bradley_terry_strengths(wins.reshape(size, size)))
 
-    point = scores(np.ones(n))
+    point = scores(np.bincount(kind, minlength=len(kinds)))
     rng = np.random.default_rng(seed)
     samples = np.array(
-        [scores(np.bincount(rng.integers(0, n, n), minlength=n)) for _ in range(resamples)]
+        [
+            scores(np.bincount(kind[rng.integers(0, n, n)], minlength=len(kinds)))
+            for _ in range(resamples)
+        ]
     )
     low, high = np.percentile(samples, [2.5, 97.5], axis=0)
     played = battles.wins_a + battles.wins_b + battles.ties
@@ -724,9 +761,9 @@ def project_stats(
     battles = battles_of(ordinary)
     return {
         "counts": {
-            "comparisons": len(np.unique(ordinary.comparison)),
+            "comparisons": len(_groups(ordinary.comparison)[1]),
             "judgments": len(ordinary),
-            "annotators": len(np.unique(votes.annotator)),
+            "annotators": int(np.count_nonzero(np.bincount(votes.annotator))),
             "gold_judgments": len(votes) - len(ordinary),
             "filters": {"batch": batch_id},
             "left_out": "listwise comparisons (all figures); gold items (all but gold accuracy)",
