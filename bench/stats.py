@@ -24,6 +24,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shlex  # noqa: E402
+import sysconfig  # noqa: E402
 
 import common  # noqa: E402
 import psycopg  # noqa: E402
@@ -49,15 +51,21 @@ for _ in range(REPEAT):
     report = project_stats(stats_votes(project=project))
     seconds.append(time.perf_counter() - started)
 digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
-print(json.dumps({"seconds": seconds, "rss_before": before, "hwm": status("VmHWM"),
+print(json.dumps({"file": __import__("apps.exports.stats").exports.stats.__file__,
+                  "seconds": seconds, "rss_before": before, "hwm": status("VmHWM"),
                   "sha256": digest, "judgments": report["counts"]["judgments"]}))
 """
 
 
 def measure(env: dict[str, str], repo: Path, repeat: int, timeout: float) -> dict[str, object]:
+    """Runs MEASURE with `repo`'s code: from its folder (`shell -c` puts the working directory
+    first on sys.path), with `python -S` and the virtualenv's site-packages on PYTHONPATH, so
+    that the editable install's finder (which maps `apps` to this checkout) is not loaded."""
     code = MEASURE.replace("SLUG", repr(SLUG)).replace("REPEAT", str(repeat))
+    env = {**env, "PYTHONPATH": f"{repo}:{sysconfig.get_paths()['purelib']}"}
+    shell = f"cd {shlex.quote(str(repo))} && exec {shlex.quote(common.PYTHON)} -S manage.py "
     result = common.run_measured(
-        [common.PYTHON, str(repo / "manage.py"), "shell", "-c", code], env, timeout
+        ["/bin/sh", "-c", shell + "shell -c " + shlex.quote(code)], env, timeout
     )
     if result.returncode != 0:
         raise common.BenchError(f"stats failed in {repo}:\n{result.stderr[-3000:]}")
@@ -106,7 +114,8 @@ def run_size(n: int, args: argparse.Namespace) -> None:
                 + ", ".join(f"{s:.2f} s" for s in seconds)
                 + f" (best {min(seconds):.2f} s); RSS before {common.human_bytes(before)}, "
                 f"peak {common.human_bytes(hwm)} (+{common.human_bytes(hwm - before)}); "
-                f"{out['judgments']:,} judgments counted; report sha256 {str(out['sha256'])[:16]}"
+                f"{out['judgments']:,} judgments counted; report sha256 {str(out['sha256'])[:16]}; "
+                f"code {out['file']}"
             )
             sys.stdout.flush()
 

@@ -14,11 +14,12 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import combinations, islice
+from itertools import combinations
 from typing import Any, Literal
 
 import krippendorff
 import numpy as np
+from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
@@ -159,18 +160,20 @@ class _ColumnsBuilder:
 
     def __init__(self) -> None:
         self.pages: list[dict[str, np.ndarray]] = []
-        self.model_code: dict[str, int] = {}
+        self.model_code: dict[str | None, int] = {}
 
     def add(self, page: list[tuple[Any, ...]]) -> None:
         (comparison, annotator, choice, chosen, candidate_a, model_a, model_b, is_gold,
          strength, gold_correct, duration) = zip(*page, strict=True)  # fmt: skip
-        choices = np.array([self.CHOICES[c] for c in choice], dtype=np.int8)
+        choices = np.fromiter(map(self.CHOICES.__getitem__, choice), np.int8, len(choice))
         chose_a = np.array(chosen, dtype=np.float64) == np.array(candidate_a, dtype=np.float64)
         sided = choices < 2
         strengths = np.array(strength, dtype=np.float64)
         gold = np.array(gold_correct, dtype=np.float64)
         durations = np.array(duration, dtype=np.float64)
         code = self.model_code
+        for name in {*model_a, *model_b} - code.keys():
+            code[name] = len(code)
         self.pages.append(
             {
                 "comparison": np.array(comparison, dtype=np.int64),
@@ -179,12 +182,8 @@ class _ColumnsBuilder:
                 "side": np.where(sided, choices + 1, 0).astype(np.int8),
                 "strength": np.nan_to_num(strengths).astype(np.int64),
                 "has_strength": ~np.isnan(strengths),
-                "model_a": np.array(
-                    [code.setdefault(m or "", len(code)) for m in model_a], dtype=np.int64
-                ),
-                "model_b": np.array(
-                    [code.setdefault(m or "", len(code)) for m in model_b], dtype=np.int64
-                ),
+                "model_a": np.fromiter(map(code.__getitem__, model_a), np.int64, len(model_a)),
+                "model_b": np.fromiter(map(code.__getitem__, model_b), np.int64, len(model_b)),
                 "is_gold": np.array(is_gold, dtype=bool),
                 "gold_correct": np.where(np.isnan(gold), -1, gold).astype(np.int8),
                 "duration_ms": np.nan_to_num(durations).astype(np.int64),
@@ -212,10 +211,10 @@ class _ColumnsBuilder:
         columns["annotator"] = np.array([name_code[n] for n in per_user], dtype=np.int64)[
             annotator.reshape(-1)
         ]
-        models = sorted(self.model_code)
-        recode = np.zeros(len(models), dtype=np.int64)
-        for i, name in enumerate(models):
-            recode[self.model_code[name]] = i
+        models = sorted({name or "" for name in self.model_code})
+        recode = np.zeros(len(self.model_code), dtype=np.int64)
+        for model, code in self.model_code.items():
+            recode[code] = models.index(model or "")
         columns["model_a"] = recode[columns["model_a"]]
         columns["model_b"] = recode[columns["model_b"]]
         return VoteColumns(**columns, names=names, models=models)
@@ -249,9 +248,14 @@ def stats_votes(*, project: Project, batch_id: int | None = None) -> VoteColumns
         "duration_ms",
     )
     builder = _ColumnsBuilder()
-    stream = rows.iterator(chunk_size=STATS_PAGE)
-    while page := list(islice(stream, STATS_PAGE)):
-        builder.add(page)
+    # A plain (client-side) cursor, not QuerySet.iterator()'s server-side one: PostgreSQL plans
+    # a cursor for its first rows (no parallel hash joins) and reads 1M votes about twice as
+    # slowly. The result waits in the driver's buffer, far smaller than the rows as objects.
+    sql, params = rows.query.sql_with_params()
+    with connections[rows.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        while page := cursor.fetchmany(STATS_PAGE):
+            builder.add(page)
     return builder.finish(pseudonym)
 
 
