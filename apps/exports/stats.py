@@ -1,8 +1,12 @@
 """Agreement and statistics of a project's votes: how far to trust them, and what they say.
 
-`stats_votes` loads the votes in one streamed query; every other function here is pure and takes
-plain data, so each number can be checked by hand or against the libraries. Alpha and kappa come
-from `krippendorff` and statsmodels, not from code of ours.
+`stats_votes` loads the votes in one query, page by page, into numpy columns (`VoteColumns`: one
+row per vote, integer codes for options, annotators and models); every other function here is
+pure and takes those columns (or `Vote`s, which it turns into columns), so each number can be
+checked by hand or against the libraries. Counting is vectorised (bincount over the codes), never
+one Python object per vote; tests/test_stats_fast.py checks the whole report against the former
+vote-by-vote implementation. Alpha and kappa come from `krippendorff` and statsmodels, not from
+code of ours.
 
 Gold items are left out of agreement, annotator habits and model statistics (they test the
 annotators; they are not data) and give gold accuracy only. Invalidated judgments (a spammer's)
