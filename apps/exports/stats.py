@@ -1,8 +1,12 @@
 """Agreement and statistics of a project's votes: how far to trust them, and what they say.
 
-`stats_votes` loads the votes in one streamed query; every other function here is pure and takes
-plain data, so each number can be checked by hand or against the libraries. Alpha and kappa come
-from `krippendorff` and statsmodels, not from code of ours.
+`stats_votes` loads the votes in one query, page by page, into numpy columns (`VoteColumns`: one
+row per vote, integer codes for options, annotators and models); every other function here is
+pure and takes those columns (or `Vote`s, which it turns into columns), so each number can be
+checked by hand or against the libraries. Counting is vectorised (bincount over the codes), never
+one Python object per vote; tests/test_stats_fast.py checks the whole report against the former
+vote-by-vote implementation. Alpha and kappa come from `krippendorff` and statsmodels, not from
+code of ours.
 
 Gold items are left out of agreement, annotator habits and model statistics (they test the
 annotators; they are not data) and give gold accuracy only. Invalidated judgments (a spammer's)
@@ -11,19 +15,19 @@ everything for now.
 """
 
 import math
-import statistics
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
 
 import krippendorff
 import numpy as np
+from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
-from apps.exports.selectors import CHUNK, Pseudonyms, winner_of
+from apps.exports.selectors import Pseudonyms
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 
@@ -61,8 +65,168 @@ class Vote:
     duration_ms: int | None
 
 
-def stats_votes(*, project: Project, batch_id: int | None = None) -> Iterator[Vote]:
-    """Every pairwise vote of the project (or of one batch), by comparison, in one streamed query.
+SIDES = (None, "left", "right")
+# Rows a page of `stats_votes` turns into columns at a time.
+STATS_PAGE = 20_000
+
+
+@dataclass(frozen=True)
+class VoteColumns:
+    """Votes as numpy columns, one row per vote, by comparison (then judgment id).
+
+    Annotators and models are codes into `names` and `models`, both sorted, so that ordering
+    codes orders names. Nullable columns come with a mask (`has_strength`, `has_duration`);
+    `gold_correct` is -1 where null. Iterating gives `Vote`s.
+    """
+
+    comparison: np.ndarray  # int64
+    annotator: np.ndarray  # int64, into names
+    option: np.ndarray  # int8, into OPTIONS
+    side: np.ndarray  # int8, into SIDES
+    strength: np.ndarray  # int64, where has_strength
+    has_strength: np.ndarray  # bool
+    model_a: np.ndarray  # int64, into models
+    model_b: np.ndarray  # int64, into models
+    is_gold: np.ndarray  # bool
+    gold_correct: np.ndarray  # int8: -1 null, 0 false, 1 true
+    duration_ms: np.ndarray  # int64, where has_duration
+    has_duration: np.ndarray  # bool
+    names: list[str]
+    models: list[str]
+
+    def __len__(self) -> int:
+        return len(self.comparison)
+
+    def __iter__(self) -> Iterator[Vote]:
+        for k in range(len(self)):
+            yield Vote(
+                comparison=int(self.comparison[k]),
+                annotator=self.names[self.annotator[k]],
+                option=OPTIONS[self.option[k]],
+                side=SIDES[self.side[k]],
+                strength=int(self.strength[k]) if self.has_strength[k] else None,
+                model_a=self.models[self.model_a[k]],
+                model_b=self.models[self.model_b[k]],
+                is_gold=bool(self.is_gold[k]),
+                gold_correct=None if self.gold_correct[k] < 0 else bool(self.gold_correct[k]),
+                duration_ms=int(self.duration_ms[k]) if self.has_duration[k] else None,
+            )
+
+    def select(self, mask: np.ndarray) -> "VoteColumns":
+        """The votes where `mask` holds, with the same names and models."""
+        arrays = {
+            name: getattr(self, name)[mask]
+            for name in self.__dataclass_fields__
+            if name not in ("names", "models")
+        }
+        return VoteColumns(**arrays, names=self.names, models=self.models)
+
+    @classmethod
+    def of(cls, votes: "Iterable[Vote] | VoteColumns") -> "VoteColumns":
+        """Columns of any votes (already columns are returned as they are), by comparison."""
+        if isinstance(votes, VoteColumns):
+            return votes
+        votes = list(votes)
+        names = sorted({v.annotator for v in votes})
+        name_code = {name: i for i, name in enumerate(names)}
+        models = sorted({v.model_a or "" for v in votes} | {v.model_b or "" for v in votes})
+        model_code = {name: i for i, name in enumerate(models)}
+        option_code = {option: i for i, option in enumerate(OPTIONS)}
+        side_code = {side: i for i, side in enumerate(SIDES)}
+        columns = cls(
+            comparison=np.array([v.comparison for v in votes], dtype=np.int64),
+            annotator=np.array([name_code[v.annotator] for v in votes], dtype=np.int64),
+            option=np.array([option_code[v.option] for v in votes], dtype=np.int8),
+            side=np.array([side_code[v.side] for v in votes], dtype=np.int8),
+            strength=np.array([v.strength or 0 for v in votes], dtype=np.int64),
+            has_strength=np.array([v.strength is not None for v in votes], dtype=bool),
+            model_a=np.array([model_code[v.model_a or ""] for v in votes], dtype=np.int64),
+            model_b=np.array([model_code[v.model_b or ""] for v in votes], dtype=np.int64),
+            is_gold=np.array([v.is_gold for v in votes], dtype=bool),
+            gold_correct=np.array(
+                [-1 if v.gold_correct is None else int(v.gold_correct) for v in votes],
+                dtype=np.int8,
+            ),
+            duration_ms=np.array([v.duration_ms or 0 for v in votes], dtype=np.int64),
+            has_duration=np.array([v.duration_ms is not None for v in votes], dtype=bool),
+            names=names,
+            models=models,
+        )
+        # Grouping by comparison keeps each comparison's votes in their given order.
+        return columns.select(np.argsort(columns.comparison, kind="stable"))
+
+
+class _ColumnsBuilder:
+    """Turns pages of `stats_votes` rows into columns: numpy per page, Python only to map
+    strings (choices, model names) to small codes."""
+
+    CHOICES = {Choice.LEFT.value: 0, Choice.RIGHT.value: 1, "tie": 2, "both_bad": 3}
+
+    def __init__(self) -> None:
+        self.pages: list[dict[str, np.ndarray]] = []
+        self.model_code: dict[str | None, int] = {}
+
+    def add(self, page: list[tuple[Any, ...]]) -> None:
+        (comparison, annotator, choice, chosen, candidate_a, model_a, model_b, is_gold,
+         strength, gold_correct, duration) = zip(*page, strict=True)  # fmt: skip
+        choices = np.fromiter(map(self.CHOICES.__getitem__, choice), np.int8, len(choice))
+        chose_a = np.array(chosen, dtype=np.float64) == np.array(candidate_a, dtype=np.float64)
+        sided = choices < 2
+        strengths = np.array(strength, dtype=np.float64)
+        gold = np.array(gold_correct, dtype=np.float64)
+        durations = np.array(duration, dtype=np.float64)
+        code = self.model_code
+        for name in {*model_a, *model_b} - code.keys():
+            code[name] = len(code)
+        self.pages.append(
+            {
+                "comparison": np.array(comparison, dtype=np.int64),
+                "annotator": np.array(annotator, dtype=np.int64),
+                "option": np.where(sided, np.where(chose_a, 0, 1), choices).astype(np.int8),
+                "side": np.where(sided, choices + 1, 0).astype(np.int8),
+                "strength": np.nan_to_num(strengths).astype(np.int64),
+                "has_strength": ~np.isnan(strengths),
+                "model_a": np.fromiter(map(code.__getitem__, model_a), np.int64, len(model_a)),
+                "model_b": np.fromiter(map(code.__getitem__, model_b), np.int64, len(model_b)),
+                "is_gold": np.array(is_gold, dtype=bool),
+                "gold_correct": np.where(np.isnan(gold), -1, gold).astype(np.int8),
+                "duration_ms": np.nan_to_num(durations).astype(np.int64),
+                "has_duration": ~np.isnan(durations),
+            }
+        )
+
+    def finish(self, pseudonym: Pseudonyms) -> VoteColumns:
+        columns = {
+            name: np.concatenate([page[name] for page in self.pages])
+            if self.pages
+            else np.zeros(0, dtype=np.int64)
+            for name in (
+                "comparison", "annotator", "option", "side", "strength", "has_strength",
+                "model_a", "model_b", "is_gold", "gold_correct", "duration_ms", "has_duration",
+            )
+        }  # fmt: skip
+        if not self.pages:
+            for name in ("has_strength", "is_gold", "has_duration"):
+                columns[name] = columns[name].astype(bool)
+        user_ids, annotator = np.unique(columns["annotator"], return_inverse=True)
+        per_user = [pseudonym(int(pk)) for pk in user_ids]
+        names = sorted(set(per_user))
+        name_code = {name: i for i, name in enumerate(names)}
+        columns["annotator"] = np.array([name_code[n] for n in per_user], dtype=np.int64)[
+            annotator.reshape(-1)
+        ]
+        models = sorted({name or "" for name in self.model_code})
+        recode = np.zeros(len(self.model_code), dtype=np.int64)
+        for model, code in self.model_code.items():
+            recode[code] = models.index(model or "")
+        columns["model_a"] = recode[columns["model_a"]]
+        columns["model_b"] = recode[columns["model_b"]]
+        return VoteColumns(**columns, names=names, models=models)
+
+
+def stats_votes(*, project: Project, batch_id: int | None = None) -> VoteColumns:
+    """Every pairwise vote of the project (or of one batch), by comparison, in one streamed query,
+    as columns (`VoteColumns`; iterating them gives `Vote`s).
 
     The annotators' pseudonyms cost one more, small query.
     """
@@ -87,24 +251,16 @@ def stats_votes(*, project: Project, batch_id: int | None = None) -> Iterator[Vo
         "gold_correct",
         "duration_ms",
     )
-    for row in rows.iterator(chunk_size=CHUNK):
-        choice = row[2]
-        if choice in (Choice.LEFT, Choice.RIGHT):
-            option = "a" if row[3] == row[4] else "b"
-        else:
-            option = str(choice)
-        yield Vote(
-            comparison=row[0],
-            annotator=pseudonym(row[1]),
-            option=option,
-            side=str(choice) if choice in (Choice.LEFT, Choice.RIGHT) else None,
-            strength=row[8],
-            model_a=row[5],
-            model_b=row[6],
-            is_gold=row[7],
-            gold_correct=row[9],
-            duration_ms=row[10],
-        )
+    builder = _ColumnsBuilder()
+    # A plain (client-side) cursor, not QuerySet.iterator()'s server-side one: PostgreSQL plans
+    # a cursor for its first rows (no parallel hash joins) and reads 1M votes about twice as
+    # slowly. The result waits in the driver's buffer, far smaller than the rows as objects.
+    sql, params = rows.query.sql_with_params()
+    with connections[rows.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        while page := cursor.fetchmany(STATS_PAGE):
+            builder.add(page)
+    return builder.finish(pseudonym)
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -194,27 +350,94 @@ def fleiss(items: Sequence[Sequence[str]]) -> tuple[float | None, str | None]:
         return _finite(fleiss_kappa(table, method="fleiss")), None
 
 
-def agreement(votes: Sequence[Vote]) -> dict[str, Any]:
-    """The project's agreement: raw, Krippendorff's alpha, and Fleiss' kappa where it applies."""
-    by_comparison: dict[int, list[str]] = defaultdict(list)
-    for vote in votes:
-        by_comparison[vote.comparison].append(vote.option)
-    items = [by_comparison[pk] for pk in sorted(by_comparison)]
-    code = {option: i for i, option in enumerate(OPTIONS)}
-    nominal = reliability_matrix((v.annotator, v.comparison, code[v.option]) for v in votes)
-    strengths = [(v.annotator, v.comparison, v.strength) for v in votes if v.strength is not None]
-    ordinal = (
-        krippendorff_alpha(
-            reliability_matrix(strengths), level="ordinal", value_domain=list(range(-3, 4))
+def _groups(comparison: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each vote's comparison as an index into the comparisons in order, and where each
+    comparison's votes start: the columns are grouped by comparison, so no sort is needed."""
+    if not len(comparison):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    new = np.empty(len(comparison), dtype=bool)
+    new[0] = True
+    np.not_equal(comparison[1:], comparison[:-1], out=new[1:])
+    return np.cumsum(new) - 1, np.flatnonzero(new)
+
+
+def _tally(index: np.ndarray, values: np.ndarray, groups: int, width: int) -> np.ndarray:
+    """groups x width: how many votes of each group have each value (0 .. width - 1)."""
+    return np.bincount(index * width + values, minlength=groups * width).reshape(groups, width)
+
+
+def _by_comparison(votes: VoteColumns) -> tuple[np.ndarray, np.ndarray]:
+    """Each vote's comparison as an index into the sorted comparisons, and each comparison's
+    votes per option (comparisons x OPTIONS)."""
+    index, starts = _groups(votes.comparison)
+    return index, _tally(index, votes.option.astype(np.int64), len(starts), len(OPTIONS))
+
+
+def _pairs(n: np.ndarray) -> int:
+    return int((n * (n - 1) // 2).sum())
+
+
+def _alpha(
+    value_counts: np.ndarray,
+    *,
+    level: Literal["nominal", "ordinal"],
+    value_domain: Sequence[float],
+) -> float | None:
+    """`krippendorff_alpha` of comparisons x values counts (the value counts the library
+    derives from a reliability matrix, with comparisons in the matrix's order): the library
+    computes the same from them, without the annotators x comparisons matrix."""
+    pairable = value_counts[value_counts.sum(axis=1) >= 2]
+    if not len(pairable) or np.count_nonzero(pairable.sum(axis=0)) < 2:
+        return None
+    return _finite(
+        krippendorff.alpha(
+            value_counts=pairable, level_of_measurement=level, value_domain=value_domain
         )
-        if strengths
-        else None
     )
-    kappa, note = fleiss(items)
+
+
+def _fleiss(counts: np.ndarray) -> tuple[float | None, str | None]:
+    """`fleiss` of a comparisons x OPTIONS table of votes."""
+    sizes = {int(n) for n in np.unique(counts.sum(axis=1))}
+    if not len(counts):
+        return None, "No votes."
+    if len(sizes) > 1:
+        return None, (
+            f"Comparisons have from {min(sizes)} to {max(sizes)} votes; Fleiss' kappa needs the "
+            "same number of votes on every comparison (Krippendorff's alpha does not)."
+        )
+    if sizes == {1}:
+        return None, "Every comparison has one vote; Fleiss' kappa needs two or more."
+    # Every vote for one option: chance agreement is 1 and kappa 0/0, undefined (null).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _finite(fleiss_kappa(counts.astype(np.int64), method="fleiss")), None
+
+
+def agreement(votes: Iterable[Vote] | VoteColumns) -> dict[str, Any]:
+    """The project's agreement: raw, Krippendorff's alpha, and Fleiss' kappa where it applies."""
+    votes = VoteColumns.of(votes)
+    _, counts = _by_comparison(votes)
+    sided = counts[:, 0] + counts[:, 1]
+    pairs, sided_pairs = _pairs(counts.sum(axis=1)), _pairs(sided)
+    agree, sided_agree = _pairs(counts), _pairs(counts[:, :2])
+    graded = votes.has_strength
+    ordinal = None
+    if graded.any():
+        index, starts = _groups(votes.comparison[graded])
+        strengths = votes.strength[graded] + 3
+        ordinal = _alpha(
+            _tally(index, strengths, len(starts), 7),
+            level="ordinal",
+            value_domain=list(range(-3, 4)),
+        )
+    kappa, note = _fleiss(counts)
     return {
-        "pairwise": pairwise_agreement(items),
-        "krippendorff_alpha_nominal": krippendorff_alpha(
-            nominal, level="nominal", value_domain=list(range(len(OPTIONS)))
+        "pairwise": {
+            "with_ties": {"agreement": _share(agree, pairs), "pairs": pairs},
+            "without_ties": {"agreement": _share(sided_agree, sided_pairs), "pairs": sided_pairs},
+        },
+        "krippendorff_alpha_nominal": _alpha(
+            counts, level="nominal", value_domain=list(range(len(OPTIONS)))
         ),
         "krippendorff_alpha_ordinal": ordinal,
         "fleiss_kappa": kappa,
@@ -226,27 +449,25 @@ def agreement(votes: Sequence[Vote]) -> dict[str, Any]:
 # -- annotators ----------------------------------------------------------------------------------
 
 
-def leave_one_out(items: Mapping[int, Sequence[tuple[str, str]]]) -> dict[str, tuple[int, int]]:
-    """Per annotator: (agreements, comparisons counted) with the majority of the others.
+def leave_one_out(votes: VoteColumns) -> tuple[np.ndarray, np.ndarray]:
+    """Per annotator code: agreements and comparisons counted with the majority of the others.
 
-    `items` maps each comparison to its (annotator, option) votes. A comparison counts for an
-    annotator when at least two others voted on it and one option has strictly more of their
-    votes than any other; without such a majority there is nothing to agree with.
+    A comparison counts for an annotator when at least two others voted on it and one option
+    has strictly more of their votes than any other; without such a majority there is nothing
+    to agree with.
     """
-    counted: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for votes in items.values():
-        if len(votes) < 3:
-            continue
-        everyone = Counter(option for _, option in votes)
-        for annotator, option in votes:
-            others = everyone.copy()
-            others[option] -= 1
-            majority = winner_of(+others)
-            if majority is None:
-                continue
-            counted[annotator][0] += option == majority
-            counted[annotator][1] += 1
-    return {name: (agree, total) for name, (agree, total) in counted.items()}
+    index, counts = _by_comparison(votes)
+    rows = np.arange(len(votes))
+    others = counts[index].astype(np.int32)
+    others[rows, votes.option] -= 1
+    most = others.max(axis=1) if len(votes) else np.zeros(0, dtype=np.int32)
+    counted = (counts.sum(axis=1)[index] >= 3) & ((others == most[:, None]).sum(axis=1) == 1)
+    agree = counted & (others[rows, votes.option] == most)
+    size = len(votes.names)
+    return (
+        np.bincount(votes.annotator[agree], minlength=size),
+        np.bincount(votes.annotator[counted], minlength=size),
+    )
 
 
 def wilson_interval(successes: int, trials: int) -> list[float] | None:
@@ -257,47 +478,69 @@ def wilson_interval(successes: int, trials: int) -> list[float] | None:
     return [round(float(low), DIGITS), round(float(high), DIGITS)]
 
 
-def annotator_summaries(votes: Sequence[Vote]) -> list[dict[str, Any]]:
+def _medians(annotator: np.ndarray, values: np.ndarray, size: int) -> list[int | float | None]:
+    """Per annotator code, `statistics.median` of their values (None without any)."""
+    if not len(values) or (values.min() >= 0 and values.max() < 2**32):
+        # One sort of (annotator, value) packed in an int64 (durations fit in 32 bits).
+        packed = np.sort((annotator.astype(np.int64) << 32) | values.astype(np.int64))
+        annotator, values = packed >> 32, packed & 0xFFFFFFFF
+    else:
+        order = np.lexsort((values, annotator))
+        annotator, values = annotator[order], values[order]
+    starts = np.searchsorted(annotator, np.arange(size + 1))
+    medians: list[int | float | None] = []
+    for i in range(size):
+        low, n = int(starts[i]), int(starts[i + 1] - starts[i])
+        if not n:
+            medians.append(None)
+        elif n % 2:
+            medians.append(int(values[low + n // 2]))
+        else:
+            medians.append((int(values[low + n // 2 - 1]) + int(values[low + n // 2])) / 2)
+    return medians
+
+
+def annotator_summaries(votes: Iterable[Vote] | VoteColumns) -> list[dict[str, Any]]:
     """One entry per annotator (by pseudonym, sorted): their habits, and how far to trust them.
 
     Every figure but the gold ones is over their votes on ordinary (non-gold) comparisons.
     """
-    ordinary = [v for v in votes if not v.is_gold]
-    by_comparison: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    own: dict[str, list[Vote]] = defaultdict(list)
-    gold: dict[str, list[bool]] = defaultdict(list)
-    for vote in ordinary:
-        by_comparison[vote.comparison].append((vote.annotator, vote.option))
-        own[vote.annotator].append(vote)
-    for vote in votes:
-        if vote.is_gold and vote.gold_correct is not None:
-            gold[vote.annotator].append(vote.gold_correct)
-    loo = leave_one_out(by_comparison)
+    votes = VoteColumns.of(votes)
+    size = len(votes.names)
+    mine = votes.select(~votes.is_gold)
+    answered = votes.is_gold & (votes.gold_correct >= 0)
+
+    def per(mask: np.ndarray, among: VoteColumns = mine) -> list[int]:
+        return [int(n) for n in np.bincount(among.annotator[mask], minlength=size)]
+
+    everything = np.ones(len(mine), dtype=bool)
+    judgments, ties, both_bad = per(everything), per(mine.option == 2), per(mine.option == 3)
+    lefts, sides = per(mine.side == 1), per(mine.side != 0)
+    gold_answered = per(answered, votes)
+    gold_correct = per(answered & (votes.gold_correct == 1), votes)
+    agree, counted = leave_one_out(mine)
+    medians = _medians(mine.annotator[mine.has_duration], mine.duration_ms[mine.has_duration], size)
     summaries = []
-    for name in sorted(set(own) | set(gold)):
-        mine = own.get(name, [])
-        options = Counter(v.option for v in mine)
-        sides = [v.side for v in mine if v.side is not None]
-        lefts = sides.count("left")
-        durations = [v.duration_ms for v in mine if v.duration_ms is not None]
-        agree, counted = loo.get(name, (0, 0))
+    for i, name in enumerate(votes.names):
+        if not judgments[i] and not gold_answered[i]:
+            continue
         summaries.append(
             {
                 "annotator": name,
-                "judgments": len(mine),
-                "agreement_with_others": _share(agree, counted),
-                "agreement_with_others_comparisons": counted,
-                "gold_answered": len(gold[name]),
-                "gold_accuracy": _share(sum(gold[name]), len(gold[name])),
+                "judgments": judgments[i],
+                "agreement_with_others": _share(int(agree[i]), int(counted[i])),
+                "agreement_with_others_comparisons": int(counted[i]),
+                "gold_answered": gold_answered[i],
+                "gold_accuracy": _share(gold_correct[i], gold_answered[i]),
                 "position_bias": {
-                    "left_share": _share(lefts, len(sides)),
-                    "left": lefts,
-                    "side_choices": len(sides),
-                    "ci95": wilson_interval(lefts, len(sides)),
+                    "left_share": _share(lefts[i], sides[i]),
+                    "left": lefts[i],
+                    "side_choices": sides[i],
+                    "ci95": wilson_interval(lefts[i], sides[i]),
                 },
-                "tie_rate": _share(options["tie"], len(mine)),
-                "both_bad_rate": _share(options["both_bad"], len(mine)),
-                "median_duration_ms": statistics.median(durations) if durations else None,
+                "tie_rate": _share(ties[i], judgments[i]),
+                "both_bad_rate": _share(both_bad[i], judgments[i]),
+                "median_duration_ms": medians[i],
             }
         )
     return summaries
@@ -317,42 +560,86 @@ class Battle:
     ties: int
 
 
-def battles_of(votes: Iterable[Vote]) -> list[Battle]:
+@dataclass(frozen=True)
+class Battles:
+    """Battles as columns, in comparison order: model codes (into `models`) and tallies."""
+
+    model_a: np.ndarray
+    model_b: np.ndarray
+    wins_a: np.ndarray
+    wins_b: np.ndarray
+    ties: np.ndarray
+    models: list[str]
+
+    def __len__(self) -> int:
+        return len(self.model_a)
+
+    @classmethod
+    def of(cls, battles: Sequence[Battle]) -> "Battles":
+        models = sorted({b.model_a for b in battles} | {b.model_b for b in battles})
+        code = {name: i for i, name in enumerate(models)}
+
+        def column(values: Iterable[int]) -> np.ndarray:
+            return np.array(list(values), dtype=np.int64)
+
+        return cls(
+            column(code[b.model_a] for b in battles),
+            column(code[b.model_b] for b in battles),
+            column(b.wins_a for b in battles),
+            column(b.wins_b for b in battles),
+            column(b.ties for b in battles),
+            models,
+        )
+
+
+def battles_of(votes: VoteColumns) -> Battles:
     """One battle per comparison of two named, different models, in comparison order."""
-    tallies: dict[int, tuple[str, str, Counter[str]]] = {}
-    for vote in votes:
-        if vote.is_gold or not vote.model_a or not vote.model_b or vote.model_a == vote.model_b:
-            continue
-        tally = tallies.setdefault(vote.comparison, (vote.model_a, vote.model_b, Counter()))
-        tally[2][vote.option] += 1
-    battles = []
-    for pk in sorted(tallies):
-        model_a, model_b, options = tallies[pk]
-        if options["a"] + options["b"] + options["tie"]:
-            battles.append(Battle(model_a, model_b, options["a"], options["b"], options["tie"]))
-    return battles
+    named = np.array([bool(name) for name in votes.models] or [False], dtype=bool)
+    keep = (
+        ~votes.is_gold
+        & named[votes.model_a]
+        & named[votes.model_b]
+        & (votes.model_a != votes.model_b)
+    )
+    votes = votes.select(keep)
+    # Each comparison's models are those of its first vote.
+    index, first = _groups(votes.comparison)
+    counts = _tally(index, votes.option.astype(np.int64), len(first), len(OPTIONS))
+    fought = counts[:, :3].sum(axis=1) > 0
+    first = first[fought]
+    return Battles(
+        votes.model_a[first],
+        votes.model_b[first],
+        counts[fought, 0].astype(np.int64),
+        counts[fought, 1].astype(np.int64),
+        counts[fought, 2].astype(np.int64),
+        votes.models,
+    )
 
 
-def win_rates(battles: Iterable[Battle]) -> dict[str, dict[str, dict[str, Any]]]:
+def win_rates(battles: Battles) -> dict[str, dict[str, dict[str, Any]]]:
     """For each ordered pair of models that met: the first's wins over the second.
 
     `win_rate` is (wins + ties / 2) / votes between them; both-bad votes are left out.
     """
-    tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for battle in battles:
-        for first, second, wins, losses in (
-            (battle.model_a, battle.model_b, battle.wins_a, battle.wins_b),
-            (battle.model_b, battle.model_a, battle.wins_b, battle.wins_a),
-        ):
-            counts = tally[first, second]
-            counts[0] += wins
-            counts[1] += losses
-            counts[2] += battle.ties
+    size = len(battles.models)
+    pair = np.concatenate(
+        [battles.model_a * size + battles.model_b, battles.model_b * size + battles.model_a]
+    )
+    met = np.bincount(pair, minlength=size * size)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(pair, weights=values, minlength=size * size)
+
+    wins_of = total(np.concatenate([battles.wins_a, battles.wins_b]))
+    losses_of = total(np.concatenate([battles.wins_b, battles.wins_a]))
+    ties_of = total(np.concatenate([battles.ties, battles.ties]))
     matrix: dict[str, dict[str, dict[str, Any]]] = {}
-    for first, second in sorted(tally):
-        wins, losses, ties = tally[first, second]
+    for key in np.flatnonzero(met):  # in order of (first, second), as codes sort as names
+        first, second = divmod(int(key), size)
+        wins, losses, ties = int(wins_of[key]), int(losses_of[key]), int(ties_of[key])
         votes = wins + losses + ties
-        matrix.setdefault(first, {})[second] = {
+        matrix.setdefault(battles.models[first], {})[battles.models[second]] = {
             "win_rate": round((wins + ties / 2) / votes, DIGITS),
             "wins": wins,
             "losses": losses,
@@ -386,7 +673,7 @@ def elo_scale(strengths: np.ndarray) -> np.ndarray:
 
 
 def bradley_terry(
-    battles: Sequence[Battle],
+    battles: Sequence[Battle] | Battles,
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
@@ -398,6 +685,10 @@ def bradley_terry(
     still has a finite score. The bootstrap resamples comparisons (all votes of one comparison
     together, since they judge the same two texts) with a fixed seed, so the output is the same
     on every call.
+
+    A resample draws comparisons with `rng.integers` and sums each kind of battle's wins times
+    how often it was drawn: halves and whole numbers, exact in floating point whatever the
+    order of the sum, so the numbers are those of a battle-by-battle sum.
     """
     description = {
         "scale": "1000 + 400 * log10(strength); strengths have geometric mean 1, so the "
@@ -407,38 +698,51 @@ def bradley_terry(
         "interval": f"95% percentile bootstrap over comparisons, {resamples} resamples, "
         f"seed {seed}",
     }
-    models = sorted({b.model_a for b in battles} | {b.model_b for b in battles})
+    if not isinstance(battles, Battles):
+        battles = Battles.of(battles)
+    present, index = np.unique(
+        np.concatenate([battles.model_a, battles.model_b]), return_inverse=True
+    )
+    models = [battles.models[int(code)] for code in present]
     if len(models) < 2:
         return {**description, "models": []}
-    index = {name: i for i, name in enumerate(models)}
-    first = np.array([index[b.model_a] for b in battles])
-    second = np.array([index[b.model_b] for b in battles])
-    wins_first = np.array([b.wins_a + b.ties / 2 for b in battles])
-    wins_second = np.array([b.wins_b + b.ties / 2 for b in battles])
-    prior = np.zeros((len(models), len(models)))
+    size, n = len(models), len(battles)
+    first, second = index.reshape(-1)[:n], index.reshape(-1)[n:]
+    # Battles alike (the same two models, the same tallies) weigh alike: a resample needs only
+    # how often it drew each kind of battle.
+    base = int(max(battles.wins_a.max(), battles.wins_b.max(), battles.ties.max())) + 1
+    forward = first * size + second
+    kinds, kind = np.unique(
+        ((forward * base + battles.wins_a) * base + battles.wins_b) * base + battles.ties,
+        return_inverse=True,
+    )
+    kind = kind.reshape(-1)
+    kind_ties, rest = kinds % base, kinds // base
+    kind_b, rest = rest % base, rest // base
+    kind_a, kind_forward = rest % base, rest // base
+    kind_backward = (kind_forward % size) * size + kind_forward // size
+    wins_first, wins_second = kind_a + kind_ties / 2, kind_b + kind_ties / 2
+    prior = np.zeros((size, size))
     prior[first, second] = prior[second, first] = 0.5
 
-    def scores(weights: np.ndarray) -> np.ndarray:
-        wins = prior.copy()
-        np.add.at(wins, (first, second), weights * wins_first)
-        np.add.at(wins, (second, first), weights * wins_second)
-        return elo_scale(bradley_terry_strengths(wins))
+    def scores(drawn: np.ndarray) -> np.ndarray:
+        wins = prior.copy().reshape(-1)
+        wins += np.bincount(kind_forward, weights=drawn * wins_first, minlength=size * size)
+        wins += np.bincount(kind_backward, weights=drawn * wins_second, minlength=size * size)
+        return elo_scale(bradley_terry_strengths(wins.reshape(size, size)))
 
-    point = scores(np.ones(len(battles)))
+    point = scores(np.bincount(kind, minlength=len(kinds)))
     rng = np.random.default_rng(seed)
     samples = np.array(
         [
-            scores(np.bincount(rng.integers(0, len(battles), len(battles)), minlength=len(battles)))
+            scores(np.bincount(kind[rng.integers(0, n, n)], minlength=len(kinds)))
             for _ in range(resamples)
         ]
     )
     low, high = np.percentile(samples, [2.5, 97.5], axis=0)
-    votes = Counter[str]()
-    for battle in battles:
-        n = battle.wins_a + battle.wins_b + battle.ties
-        votes[battle.model_a] += n
-        votes[battle.model_b] += n
-    ranked = sorted(range(len(models)), key=lambda i: (-point[i], models[i]))
+    played = battles.wins_a + battles.wins_b + battles.ties
+    votes = np.bincount(index.reshape(-1), weights=np.concatenate([played, played]), minlength=size)
+    ranked = sorted(range(size), key=lambda i: (-point[i], models[i]))
     return {
         **description,
         "models": [
@@ -446,7 +750,7 @@ def bradley_terry(
                 "model": models[i],
                 "score": round(float(point[i]), 1),
                 "ci95": [round(float(low[i]), 1), round(float(high[i]), 1)],
-                "votes": votes[models[i]],
+                "votes": int(votes[i]),
             }
             for i in ranked
         ],
@@ -456,16 +760,18 @@ def bradley_terry(
 # -- the report ----------------------------------------------------------------------------------
 
 
-def project_stats(votes: Iterable[Vote], *, batch_id: int | None = None) -> dict[str, Any]:
+def project_stats(
+    votes: Iterable[Vote] | VoteColumns, *, batch_id: int | None = None
+) -> dict[str, Any]:
     """The whole report of the stats endpoint, from the votes `stats_votes` loads."""
-    votes = list(votes)
-    ordinary = [v for v in votes if not v.is_gold]
+    votes = VoteColumns.of(votes)
+    ordinary = votes.select(~votes.is_gold)
     battles = battles_of(ordinary)
     return {
         "counts": {
-            "comparisons": len({v.comparison for v in ordinary}),
+            "comparisons": len(_groups(ordinary.comparison)[1]),
             "judgments": len(ordinary),
-            "annotators": len({v.annotator for v in votes}),
+            "annotators": int(np.count_nonzero(np.bincount(votes.annotator))),
             "gold_judgments": len(votes) - len(ordinary),
             "filters": {"batch": batch_id},
             "left_out": "listwise comparisons (all figures); gold items (all but gold accuracy)",
