@@ -292,9 +292,9 @@ def seed(
     took: dict[str, float] = {}
     started = time.perf_counter()
     with connect() as conn:
-        bench_queue.copy_rows(conn, "batches_batch", bench_queue.BATCH_COLUMNS, batch_rows())
+        common.copy_rows(conn, "batches_batch", bench_queue.BATCH_COLUMNS, batch_rows())
     half = len(votes) // 2
-    bench_queue.parallel_copy(
+    common.parallel_copy(
         connect,
         [
             ("batches_prompt", bench_queue.PROMPT_COLUMNS, prompt_rows()),
