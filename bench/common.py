@@ -817,3 +817,65 @@ class CpuMeter:
             for group, pids in now.items()
         }
         return fraction, used
+
+
+# The columns the benchmarks COPY into these tables (each script adds its own assignment and
+# judgment columns: what it seeds differs).
+BATCH_COLUMNS = [
+    "id",
+    "project_id",
+    "name",
+    "status",
+    "priority",
+    "annotator_cap",
+    "prompt_count",
+    "comparison_count",
+    "errors",
+    "created_at",
+    "finished_at",
+    "created_by_id",
+]
+PROMPT_COLUMNS = ["id", "project_id", "batch_id", "external_id", "content", "metadata"]
+CANDIDATE_COLUMNS = ["id", "prompt_id", "external_id", "text", "model", "params", "metadata"]
+COMPARISON_COLUMNS = [
+    "id",
+    "project_id",
+    "batch_id",
+    "prompt_id",
+    "candidate_a_id",
+    "candidate_b_id",
+    "judgment_count",
+    "lease_count",
+    "complete",
+    "rank",
+    "votes_a",
+    "votes_b",
+    "votes_tie",
+    "votes_both_bad",
+    "split",
+    "skip_count",
+    "is_gold",
+    "gold_answer",
+]
+
+SEEDED_TABLES = (
+    "batches_batch",
+    "batches_prompt",
+    "batches_candidate",
+    "batches_comparison",
+    "judging_assignment",
+    "judging_judgment",
+)
+
+
+def reset_sequences(conn: psycopg.Connection) -> None:
+    """After COPY with explicit ids: each seeded table's id sequence starts after its rows, so
+    that the app's own inserts do not collide with them. Commits."""
+    for table in SEEDED_TABLES:
+        conn.execute(
+            sql.SQL(
+                "SELECT setval(pg_get_serial_sequence({name}, 'id'), "
+                "(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+            ).format(name=sql.Literal(table), table=sql.Identifier(table))
+        )
+    conn.commit()

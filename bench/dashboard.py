@@ -38,7 +38,6 @@ from typing import Any  # noqa: E402
 
 import common  # noqa: E402
 import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 
 _queue_spec = importlib.util.spec_from_file_location(
     "bench_queue", Path(__file__).resolve().parent / "queue.py"
@@ -292,14 +291,14 @@ def seed(
     took: dict[str, float] = {}
     started = time.perf_counter()
     with connect() as conn:
-        common.copy_rows(conn, "batches_batch", bench_queue.BATCH_COLUMNS, batch_rows())
+        common.copy_rows(conn, "batches_batch", common.BATCH_COLUMNS, batch_rows())
     half = len(votes) // 2
     common.parallel_copy(
         connect,
         [
-            ("batches_prompt", bench_queue.PROMPT_COLUMNS, prompt_rows()),
-            ("batches_candidate", bench_queue.CANDIDATE_COLUMNS, candidate_rows()),
-            ("batches_comparison", bench_queue.COMPARISON_COLUMNS, comparison_rows()),
+            ("batches_prompt", common.PROMPT_COLUMNS, prompt_rows()),
+            ("batches_candidate", common.CANDIDATE_COLUMNS, candidate_rows()),
+            ("batches_comparison", common.COMPARISON_COLUMNS, comparison_rows()),
             ("judging_assignment", bench_queue.ASSIGNMENT_COLUMNS, assignment_rows()),
             ("judging_judgment", JUDGMENT_COLUMNS, judgment_rows(0, half)),
             ("judging_judgment", JUDGMENT_COLUMNS, judgment_rows(half, len(votes))),
@@ -319,21 +318,7 @@ def seed(
             "WHERE m.project_id = %s AND m.user_id = j.annotator_id",
             (list(batch_ids), project_id),
         )
-        for table in (
-            "batches_batch",
-            "batches_prompt",
-            "batches_candidate",
-            "batches_comparison",
-            "judging_assignment",
-            "judging_judgment",
-        ):
-            conn.execute(
-                sql.SQL(
-                    "SELECT setval(pg_get_serial_sequence({name}, 'id'), "
-                    "(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
-                ).format(name=sql.Literal(table), table=sql.Identifier(table))
-            )
-        conn.commit()
+        common.reset_sequences(conn)
     took["seed"] = time.perf_counter() - started
     with psycopg.connect(database, autocommit=True) as conn:
         started = time.perf_counter()

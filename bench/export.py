@@ -39,7 +39,7 @@ from typing import Any  # noqa: E402
 
 import common  # noqa: E402
 import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
+from common import BATCH_COLUMNS, CANDIDATE_COLUMNS, COMPARISON_COLUMNS, PROMPT_COLUMNS  # noqa: E402
 
 SLUG = "bench-export"
 OVERLAP = 3
@@ -57,42 +57,6 @@ TARGET_RSS_GROWTH = 200 * 1024 * 1024
 # heartbeat, and a sync worker sends none while it streams a response.
 IMAGE_WORKER_TIMEOUT = 30.0
 
-BATCH_COLUMNS = [
-    "id",
-    "project_id",
-    "name",
-    "status",
-    "priority",
-    "annotator_cap",
-    "prompt_count",
-    "comparison_count",
-    "errors",
-    "created_at",
-    "finished_at",
-    "created_by_id",
-]
-PROMPT_COLUMNS = ["id", "project_id", "batch_id", "external_id", "content", "metadata"]
-CANDIDATE_COLUMNS = ["id", "prompt_id", "external_id", "text", "model", "params", "metadata"]
-COMPARISON_COLUMNS = [
-    "id",
-    "project_id",
-    "batch_id",
-    "prompt_id",
-    "candidate_a_id",
-    "candidate_b_id",
-    "judgment_count",
-    "lease_count",
-    "complete",
-    "rank",
-    "votes_a",
-    "votes_b",
-    "votes_tie",
-    "votes_both_bad",
-    "split",
-    "skip_count",
-    "is_gold",
-    "gold_answer",
-]
 ASSIGNMENT_COLUMNS = [
     "id",
     "project_id",
@@ -373,21 +337,7 @@ def seed_export(
                 "WHERE project_id = %s AND user_id = %s",
                 (count, project_id, user),
             )
-        for table in (
-            "batches_batch",
-            "batches_prompt",
-            "batches_candidate",
-            "batches_comparison",
-            "judging_assignment",
-            "judging_judgment",
-        ):
-            conn.execute(
-                sql.SQL(
-                    "SELECT setval(pg_get_serial_sequence({name}, 'id'), "
-                    "(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
-                ).format(name=sql.Literal(table), table=sql.Identifier(table))
-            )
-        conn.commit()
+        common.reset_sequences(conn)
     seeded.seconds = time.perf_counter() - started
     with psycopg.connect(database, autocommit=True) as conn:
         started = time.perf_counter()
