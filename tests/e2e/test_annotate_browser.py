@@ -19,7 +19,7 @@ from apps.batches.models import Batch, Comparison
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Membership, Project
 from tests.conftest import prompt_line
-from tests.e2e.conftest import PageLog
+from tests.e2e.conftest import PageLog, wait_for_held
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -327,6 +327,7 @@ def test_it_takes_one_judgment_while_a_post_is_in_flight(
     page.wait_for_function(
         "() => document.querySelector('.htmx-request, section[aria-busy=true]') !== null"
     )
+    wait_for_held(page, held)
     assert len(held) == 1
     disabled = page.eval_on_selector_all(
         ".choices button", "buttons => buttons.map(b => b.disabled)"
@@ -334,6 +335,7 @@ def test_it_takes_one_judgment_while_a_post_is_in_flight(
     assert disabled and all(disabled), f"some choices stay clickable in flight: {disabled}"
     page.keyboard.press("2")  # an impatient second key: ignored
     page.keyboard.press("ArrowRight")
+    page.wait_for_timeout(300)  # time for a second request, were one sent, to be held
     assert len(held) == 1
     held[0].continue_()
     page.wait_for_function(

@@ -11,7 +11,7 @@ from apps.batches.models import Batch, Comparison
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Project
 from tests.conftest import prompt_line
-from tests.e2e.conftest import PageLog
+from tests.e2e.conftest import PageLog, wait_for_held
 from tests.e2e.test_annotate_browser import current_assignment, log_in, press_and_wait_for_swap
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -395,6 +395,7 @@ def test_the_next_comparison_is_prefetched_and_shown_at_once(
     page.keyboard.press("1")
     # Before any answer: the prefetched comparison is on screen, read-only.
     page.wait_for_function("() => document.querySelector('section[aria-busy=true]') !== null")
+    wait_for_held(page, held)
     assert len(held) == 1
     assert prompt_text(page) == upcoming
     assert page.eval_on_selector_all(".choices button", "bs => bs.every(b => b.disabled)")
