@@ -710,7 +710,9 @@ def test_time_on_task_counts_only_while_the_page_is_visible(
     press_and_wait_for_swap(page, "1")
     duration = Judgment.objects.get().duration_ms
     assert duration is not None
-    assert 500 <= duration < 1400, duration  # about 0.6 s visible, not the 2.1 s that passed
+    # About 0.6 s visible (plus the browser's round trips, slow on a loaded machine); counting the
+    # 1.5 s hidden would give at least 2.1 s.
+    assert 500 <= duration < 2000, duration
     page_log.assert_clean(base)
 
 
