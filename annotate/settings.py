@@ -297,6 +297,10 @@ EXPORT_MAX_ATTEMPTS = envint("EXPORT_MAX_ATTEMPTS", 3, minimum=1)
 # EXPORT_PARQUET_ROW_GROUP rows.
 EXPORT_PROGRESS_ROWS = envint("EXPORT_PROGRESS_ROWS", 1000, minimum=1)
 EXPORT_PARQUET_ROW_GROUP = envint("EXPORT_PARQUET_ROW_GROUP", 10000, minimum=1)
+# Exports name the `since` of the next incremental pull (header X-Next-Since): this many seconds
+# before the export started, so that a judgment stamped before it but committed after it is not
+# missed (apps/exports/cursor.py).
+EXPORT_SINCE_SETTLE = envint("EXPORT_SINCE_SETTLE", 60, minimum=0)
 # A test hook only: milliseconds a background export sleeps at each progress write, so that a
 # test can kill a worker mid-export. Always 0 in real use.
 EXPORT_TEST_DELAY_MS = envint("EXPORT_TEST_DELAY_MS", 0)

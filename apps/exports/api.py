@@ -16,6 +16,8 @@ from annotate.schema import BATCH, ErrorOut
 from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate
 from apps.exports.card import dataset_card
+from apps.exports.cursor import HEADER as NEXT_SINCE
+from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
 from apps.exports.formats import CARD_PARAMETERS, FORMATS, Options, export_rows
 from apps.exports.selectors import AGGREGATES
 from apps.exports.stats import project_stats, stats_votes
@@ -320,6 +322,7 @@ class Export(APIView):
                 ),
                 required=False,
             ),
+            NEXT_SINCE_HEADER,
         ],
         responses={
             (200, "application/jsonl"): OpenApiTypes.BINARY,
@@ -336,8 +339,11 @@ class Export(APIView):
         if format not in FORMATS:
             raise ValidationError({"format": [f"Use one of {', '.join([*FORMATS, 'card'])}."]})
         options = export_options(request.query_params, format, project)
+        # Taken before the first row is read: see apps/exports/cursor.py.
+        upcoming = next_since()
         rows = export_rows(project=project, format=format, options=options)
         response = StreamingHttpResponse(jsonl_chunks(rows), content_type="application/jsonl")
+        response[NEXT_SINCE] = format_since(upcoming)
         response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.jsonl"'
         response["Cache-Control"] = "no-store"
         return response

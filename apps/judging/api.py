@@ -24,6 +24,8 @@ from annotate.schema import (
     page_of,
 )
 from apps.batches.models import Candidate
+from apps.exports.cursor import HEADER as NEXT_SINCE
+from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
 from apps.exports.selectors import Pseudonyms
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
@@ -245,7 +247,8 @@ class JudgmentUndo(APIView):
 class JudgmentList(APIView):
     """GET the project's judgments, cursor-paginated in id order, annotators by pseudonym: the
     rows of the `judgments` export. Filters: `batch=<id>`, `since=<ISO time>` (judged at or
-    after it), `gold=true` to include gold items (left out by default, as in exports)."""
+    after it), `gold=true` to include gold items (left out by default, as in exports). Each page
+    names the next pull's `since` in X-Next-Since: take the first page's."""
 
     @extend_schema(
         summary="List the project's judgments",
@@ -266,6 +269,7 @@ class JudgmentList(APIView):
             ),
             CURSOR,
             PAGE_SIZE,
+            NEXT_SINCE_HEADER,
         ],
         responses={200: page_of("JudgmentPage", JudgmentRow(many=True)), 400: ErrorOut},
     )
@@ -312,4 +316,7 @@ class JudgmentList(APIView):
                 "created_at": _DATETIME.to_representation(judgment.created_at),
             }
 
-        return list_page(request, self, judgments, row)
+        upcoming = next_since()
+        response = list_page(request, self, judgments, row)
+        response[NEXT_SINCE] = format_since(upcoming)
+        return response

@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 
 from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
+from apps.exports.cursor import format_since, next_since
 from apps.exports.formats import FORMATS, export_rows
 from apps.projects.models import Project
 
@@ -85,6 +86,7 @@ class Command(BaseCommand):
         if options["format"] == "card":
             self._write(dataset_card(project=project, options=export).encode(), options)
             return
+        upcoming = next_since()
         rows = export_rows(project=project, format=options["format"], options=export)
         if options["output"]:
             with Path(options["output"]).open("wb") as out:
@@ -94,3 +96,5 @@ class Command(BaseCommand):
             for chunk in jsonl_chunks(rows):
                 sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
+        # On stderr, so that stdout stays the JSON Lines: see apps/exports/cursor.py.
+        self.stderr.write(f"next since: {format_since(upcoming)}")
