@@ -5,7 +5,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from apps.batches.api import BatchCreate, BatchDetail, ComparisonList
 from apps.exports.api import Export, Stats
-from apps.exports.job_api import ExportJobCard, ExportJobDetail, ExportJobDownload, ExportJobs
+from apps.exports.job_api import (
+    ExportJobCancel,
+    ExportJobCard,
+    ExportJobDetail,
+    ExportJobDownload,
+    ExportJobs,
+)
 from apps.judging.api import (
     AssignmentNext,
     AssignmentSkip,
@@ -42,6 +48,11 @@ api_v1 = [
         "projects/<slug:slug>/exports/<int:job_id>/card/",
         ExportJobCard.as_view(),
         name="api-export-job-card",
+    ),
+    path(
+        "projects/<slug:slug>/exports/<int:job_id>/cancel/",
+        ExportJobCancel.as_view(),
+        name="api-export-job-cancel",
     ),
     path("projects/<slug:slug>/stats/", Stats.as_view(), name="api-stats"),
     path("projects/<slug:slug>/judgments/undo/", JudgmentUndo.as_view(), name="api-judgment-undo"),

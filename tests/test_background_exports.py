@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.utils import timezone
 
+from apps.audit.models import AuditAction, AuditEvent
 from apps.exports.jobs import (
     Superseded,
     _finish,
@@ -291,7 +292,9 @@ def _denied(client, job) -> None:
             response, "content", b""
         )
     assert _post(client, format="trl").status_code in (401, 403, 404)
+    assert client.post(base + "cancel/").status_code in (401, 403, 404)
     assert ExportJob.objects.count() == 1
+    assert not AuditEvent.objects.filter(action=AuditAction.EXPORT_CANCELLED).exists()
 
 
 def test_an_annotator_cannot_request_see_or_download(api, annotators, someone_elses_job):
@@ -588,3 +591,137 @@ def test_a_long_card_keeps_the_jobs_heartbeat(bob, voted, settings):
         clock.sleep(0.5)
     job.refresh_from_db()
     assert job.heartbeat_at > before
+
+
+# --- cancelling ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def not_eager():
+    """Celery not eager: a POST leaves its job queued (its message is sent on commit, which a
+    test's transaction never reaches, so no worker is needed)."""
+    from annotate.celery import app
+
+    app.conf.task_always_eager = False
+    yield
+    app.conf.task_always_eager = True
+
+
+def _cancel(client, job_id: int):
+    return client.post(f"{JOBS}{job_id}/cancel/")
+
+
+def test_a_queued_job_is_cancelled_and_never_started(
+    api, bob, voted, not_eager, settings, export_root
+):
+    client = api(bob)
+    queued = _post(client, format="judgments").json()
+    assert queued["status"] == "queued"
+
+    response = _cancel(client, queued["id"])
+
+    assert response.status_code == 200, response.content
+    job = response.json()
+    assert (job["status"], job["download"], job["card"]) == ("cancelled", None, None)
+    assert job["error"] == "cancelled by bob while queued"
+    assert job["finished_at"] is not None
+    assert client.get(queued["url"]).json()["status"] == "cancelled"
+    assert client.get(f"{queued['url']}download/").status_code == 409
+    (event,) = AuditEvent.objects.filter(action=AuditAction.EXPORT_CANCELLED)
+    assert (event.actor, event.project, event.target_id) == (bob, voted, str(queued["id"]))
+    assert event.details["status"] == {"old": "queued", "new": "cancelled"}
+    assert event.details["format"] == "judgments"
+    # Its message, delivered late, starts nothing; the sweep does not re-queue or re-send it.
+    assert export_job_run(queued["id"]) == ExportStatus.CANCELLED
+    settings.EXPORT_STALE_AFTER = 60
+    later = timezone.now() + timedelta(hours=1)
+    assert export_jobs_sweep(later) == {"requeued": 0, "failed": 0, "resent": 0, "expired": 0}
+    stored = ExportJob.objects.get(pk=queued["id"])
+    assert (stored.status, stored.attempts, stored.file_name) == ("cancelled", 0, "")
+    assert not list(export_root.glob("*"))
+
+
+def test_staff_may_cancel(api, alice, bob, voted):
+    job = _job(voted, bob)
+    response = _cancel(api(alice), job.pk)
+    assert response.status_code == 200, response.content
+    assert response.json()["error"] == "cancelled by alice while queued"
+
+
+def test_a_cancelled_run_can_neither_write_nor_publish(api, bob, voted, export_root):
+    """The worker's side, in-process (tests/test_export_worker.py runs it in a real worker):
+    once cancelled, the run's next progress write and its final rename both fail, and a
+    sweep does not re-queue it."""
+    job = _job(voted, bob)
+    attempt = export_job_claim(job.pk)
+    assert attempt == 1
+    run = _Run(ExportJob.objects.get(pk=job.pk), attempt)
+    response = _cancel(api(bob), job.pk)
+    assert response.status_code == 200, response.content
+    assert response.json()["error"] == "cancelled by bob while running"
+    with pytest.raises(Superseded):
+        run.update(rows_written=10)
+    export_root.mkdir(parents=True, exist_ok=True)
+    temp, card = export_root / "t.tmp", export_root / "c.tmp"
+    temp.write_bytes(b"{}\n")
+    card.write_text("card")
+    with pytest.raises(Superseded):
+        _finish(run, temp, card)
+    assert export_job_claim(job.pk) is None
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.file_name) == ("cancelled", 1, "")
+    assert not list(export_root.glob("export-*"))
+
+
+@pytest.mark.parametrize("status", ["failed", "expired", "cancelled"])
+def test_an_ended_job_cannot_be_cancelled(api, bob, voted, status):
+    job = _job(voted, bob, status=status, error="as it was")
+    response = _cancel(api(bob), job.pk)
+    assert response.status_code == 409, response.content
+    assert response.json()["detail"] == (
+        f"This export is {status}: only a queued or running export can be cancelled."
+    )
+    job.refresh_from_db()
+    assert (job.status, job.error) == (status, "as it was")
+    assert not AuditEvent.objects.filter(action=AuditAction.EXPORT_CANCELLED).exists()
+
+
+def test_a_done_job_cannot_be_cancelled_and_keeps_its_file(api, bob, voted, export_root):
+    client = api(bob)
+    done = _post(client, format="trl").json()
+    assert done["status"] == "done"
+    data = _download(client, done)
+
+    response = _cancel(client, done["id"])
+
+    assert response.status_code == 409, response.content
+    assert response.json()["detail"] == (
+        "This export is done: only a queued or running export can be cancelled. Its file "
+        "stays until it expires."
+    )
+    assert client.get(done["url"]).json()["status"] == "done"
+    assert _download(client, done) == data
+    assert sorted(p.name for p in export_root.iterdir()) == [
+        f"export-{done['id']}.card.md",
+        f"export-{done['id']}.jsonl",
+    ]
+
+
+def test_an_unknown_job_is_a_404(api, bob, voted):
+    assert _cancel(api(bob), 999999).status_code == 404
+
+
+def test_the_sweep_deletes_what_a_dead_cancelled_run_left_once(bob, voted, settings, export_root):
+    """A run whose worker died cannot remove its temporary file: once the cancelled job's
+    heartbeat is stale, the sweep does (and clears the heartbeat, so it looks only once)."""
+    settings.EXPORT_STALE_AFTER = 60
+    old = timezone.now() - timedelta(seconds=61)
+    job = _job(voted, bob, status=ExportStatus.CANCELLED, attempts=1, heartbeat_at=old)
+    export_root.mkdir(parents=True, exist_ok=True)
+    (export_root / f".export-{job.pk}-1.tmp").write_bytes(b"half a file")
+
+    assert export_jobs_sweep() == {"requeued": 0, "failed": 0, "resent": 0, "expired": 0}
+
+    assert not list(export_root.glob("*"))
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.heartbeat_at) == ("cancelled", 1, None)

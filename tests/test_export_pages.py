@@ -27,8 +27,8 @@ def gold_inside(project, annotators, import_rows) -> None:
     Comparison.objects.filter(prompt__external_id="gold").update(is_gold=True, gold_answer="a")
 
 
-def body(api, bob, format: str) -> bytes:
-    response = api(bob).get(URL, {"format": format})
+def body(api, bob, format: str, **params: str) -> bytes:
+    response = api(bob).get(URL, {"format": format, **params})
     assert response.status_code == 200
     return b"".join(response.streaming_content)
 
@@ -51,3 +51,27 @@ def test_the_pages_see_every_exported_row(api, bob, gold_inside, monkeypatch):
     assert body(api, bob, "trl").count(b"\n") == 2
     assert body(api, bob, "kto").count(b"\n") == 4
     assert body(api, bob, "judgments").count(b"\n") == 12
+    assert body(api, bob, "arena").count(b"\n") == 12
+
+
+@pytest.mark.parametrize("page", [1, 2])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"include_ties": "false"},
+        {"include_gold": "true"},
+        {"include_gold": "true", "include_ties": "false", "models": "model-1,model-2"},
+        {"split": "train", "test_fraction": "0.5"},
+        {"split": "test", "test_fraction": "0.5"},
+        {"since": "2000-01-01T00:00:00+00:00"},
+    ],
+)
+def test_arena_read_in_small_pages_is_arena_read_at_once(
+    api, bob, gold_inside, monkeypatch, params, page
+):
+    """arena's pages are of comparisons (the gold one, read or skipped, among them); each
+    filter gives the same bytes whatever the page size."""
+    whole = body(api, bob, "arena", **params)
+    assert whole
+    monkeypatch.setattr(selectors, "PAGE", page)
+    assert body(api, bob, "arena", **params) == whole

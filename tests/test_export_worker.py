@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,38 @@ def test_a_worker_killed_at_the_last_attempt_leaves_a_failed_job(
     assert client.get(f"{url}download/").status_code == 409
     assert not list(Path(settings.EXPORT_ROOT).glob("*"))
     sweeper.wait_for_log("export sweep:")
+
+
+def test_a_running_export_cancelled_stops_its_worker_and_leaves_no_file(
+    queue: str, workers: list[Worker], settings: Any
+) -> None:
+    """Cancelled mid-export: the worker stops at its next progress write, deletes its partial
+    file, and is free for the next job; the job stays cancelled, and the sweep leaves it."""
+    lead, project = judged_project("bg-cancel")
+    client = api_client_for(lead)
+    worker = start_worker(workers, queue, **SLOW)
+    jobs = f"/api/v1/projects/{project.slug}/exports/"
+    response = client.post(jobs, {"format": "judgments"}, format="json")
+    assert response.status_code == 202, response.content
+    url = response.json()["url"]
+    running = job_when(client, url, lambda job: job["rows_written"] >= 20, worker)
+    job_id = running["id"]
+    assert list(Path(settings.EXPORT_ROOT).glob(f".export-{job_id}-1.tmp"))  # half a file
+
+    cancelled = client.post(f"{url}cancel/")
+
+    assert cancelled.status_code == 200, cancelled.content
+    assert cancelled.json()["status"] == "cancelled"
+    worker.wait_for_log(f"export {job_id} attempt 1 was cancelled; stopped", timeout=TIMEOUT)
+    assert not list(Path(settings.EXPORT_ROOT).glob("*"))
+    job = client.get(url).json()
+    assert (job["status"], job["attempts"], job["download"]) == ("cancelled", 1, None)
+    assert job["rows_written"] < ROWS
+    assert client.get(f"{url}download/").status_code == 409
+    assert export_jobs_sweep(timezone.now() + timedelta(hours=1))["requeued"] == 0
+    assert ExportJob.objects.get(pk=job_id).status == ExportStatus.CANCELLED
+
+    # The worker goes on with the next job.
+    response = client.post(jobs, {"format": "trl"}, format="json")
+    done = job_when(client, response.json()["url"], lambda job: job["status"] == "done", worker)
+    assert done["rows_written"] == PROMPTS

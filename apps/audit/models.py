@@ -22,6 +22,7 @@ class AuditAction(models.TextChoices):
     ACCOUNT_DEACTIVATED = "account_deactivated", "Account deactivated"
     PASSWORD_LINK = "password_link", "Set-password link issued"
     EXPORT = "export", "Export"
+    EXPORT_CANCELLED = "export_cancelled", "Background export cancelled"
     JUDGMENTS_INVALIDATED = "judgments_invalidated", "Judgments invalidated"
 
 

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from apps.exports import selectors
 from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
-    CHUNK,
     CandidateRef,
     Pseudonyms,
     Tally,
+    judged_pairs,
     judgments_rows,
+    keyset_pages,
     pairwise_tallies,
     preference_metadata,
     split_of,
@@ -207,74 +209,85 @@ ARENA_WINNER: dict[str, str] = {Choice.TIE: "tie", Choice.BOTH_BAD: "tie (bothba
 def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     """Chatbot Arena's battles: one row per vote, candidate A as model_a, whichever side it was on.
 
-    `tstamp` is the vote's time in Unix seconds, as Arena's.
+    `tstamp` is the vote's time in Unix seconds, as Arena's. Rows come by comparison, then by
+    judgment id; read as the pairwise formats read: a keyset page of comparisons (their texts
+    read once, not once per vote), then that page's votes in one query.
     """
     pseudonym = Pseudonyms(project)
-    judgments = Judgment.objects.filter(
-        comparison__project=project,
-        comparison__candidate_ids__isnull=True,
-        invalidated_at__isnull=True,
-    ).exclude(choice=Choice.RANKING)
-    if not options.include_gold:
-        judgments = judgments.filter(comparison__is_gold=False)
-    if options.batch_id is not None:
-        judgments = judgments.filter(comparison__batch_id=options.batch_id)
-    if options.models is not None:
-        judgments = judgments.filter(
-            comparison__candidate_a__model__in=options.models,
-            comparison__candidate_b__model__in=options.models,
-        )
-    if options.since is not None:
-        judgments = judgments.filter(created_at__gte=options.since)
-    if not options.include_ties:
-        judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
-    rows = judgments.order_by("comparison_id", "id").values_list(
-        "comparison_id",
-        "comparison__prompt__external_id",
-        "comparison__prompt__content",
-        "comparison__candidate_a_id",
-        "comparison__candidate_a__model",
-        "comparison__candidate_a__text",
-        "comparison__candidate_b__model",
-        "comparison__candidate_b__text",
-        "annotator_id",
-        "choice",
-        "chosen_id",
-        "created_at",
+    comparisons = judged_pairs(
+        project=project,
+        batch_id=options.batch_id,
+        models=options.models,
+        include_gold=options.include_gold,
+        since=options.since,
+    ).order_by("id")
+    rows = comparisons.values_list(
+        "id",
+        "prompt__external_id",
+        "prompt__content",
+        "candidate_a_id",
+        "candidate_a__model",
+        "candidate_a__text",
+        "candidate_b__model",
+        "candidate_b__text",
     )
-    for (
-        comparison_id,
-        prompt_id,
-        prompt,
-        candidate_a_id,
-        model_a,
-        text_a,
-        model_b,
-        text_b,
-        annotator_id,
-        choice,
-        chosen_id,
-        created_at,
-    ) in rows.iterator(chunk_size=CHUNK):
-        if (
-            options.split is not None
-            and split_of(project.slug, prompt_id, options.test_fraction) != options.split
-        ):
-            continue
-        messages = messages_of(prompt)
-        side = "model_a" if chosen_id == candidate_a_id else "model_b"
-        winner = ARENA_WINNER.get(choice, side)
-        yield {
-            "question_id": prompt_id,
-            "comparison_id": comparison_id,
-            "model_a": model_a,
-            "model_b": model_b,
-            "winner": winner,
-            "judge": pseudonym(annotator_id),
-            "conversation_a": [*messages, assistant(text_a)],
-            "conversation_b": [*messages, assistant(text_b)],
-            "tstamp": created_at.timestamp(),
-        }
+    # Read at call time: tests shrink the page to split the data.
+    for page in keyset_pages(rows, selectors.PAGE):
+        # The page's votes; those of comparisons left out above (gold, another batch or
+        # project, other models) fall in the same id range and are skipped below.
+        votes = Judgment.objects.filter(
+            comparison_id__gte=page[0][0],
+            comparison_id__lte=page[-1][0],
+            invalidated_at__isnull=True,
+        ).exclude(choice=Choice.RANKING)
+        if options.batch_id is not None:
+            votes = votes.filter(batch_id=options.batch_id)
+        if options.since is not None:
+            votes = votes.filter(created_at__gte=options.since)
+        if not options.include_ties:
+            votes = votes.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
+        judgments = list(
+            votes.order_by("comparison_id", "id").values_list(
+                "comparison_id", "annotator_id", "choice", "chosen_id", "created_at"
+            )
+        )
+        at, end = 0, len(judgments)
+        for (
+            comparison_id,
+            prompt_id,
+            prompt,
+            candidate_a_id,
+            model_a,
+            text_a,
+            model_b,
+            text_b,
+        ) in page:
+            while at < end and judgments[at][0] < comparison_id:
+                at += 1
+            first = at
+            while at < end and judgments[at][0] == comparison_id:
+                at += 1
+            if first == at or (
+                options.split is not None
+                and split_of(project.slug, prompt_id, options.test_fraction) != options.split
+            ):
+                continue
+            messages = messages_of(prompt)
+            conversation_a = [*messages, assistant(text_a)]
+            conversation_b = [*messages, assistant(text_b)]
+            for _, annotator_id, choice, chosen_id, created_at in judgments[first:at]:
+                side = "model_a" if chosen_id == candidate_a_id else "model_b"
+                yield {
+                    "question_id": prompt_id,
+                    "comparison_id": comparison_id,
+                    "model_a": model_a,
+                    "model_b": model_b,
+                    "winner": ARENA_WINNER.get(choice, side),
+                    "judge": pseudonym(annotator_id),
+                    "conversation_a": conversation_a,
+                    "conversation_b": conversation_b,
+                    "tstamp": created_at.timestamp(),
+                }
 
 
 def _trl(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:

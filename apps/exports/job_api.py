@@ -13,7 +13,13 @@ from rest_framework.views import APIView
 from annotate.api import list_page, request_user
 from annotate.schema import CURSOR, PAGE_SIZE, ErrorOut, page_of
 from apps.exports.formats import FORMATS
-from apps.exports.jobs import card_name, export_job_request, export_root
+from apps.exports.jobs import (
+    NotCancellable,
+    card_name,
+    export_job_cancel,
+    export_job_request,
+    export_root,
+)
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
 from apps.projects.selectors import project_for_lead
 
@@ -27,6 +33,12 @@ class Gone(APIException):
     status_code = status.HTTP_410_GONE
     default_detail = "This export has expired and its file was deleted; request a new one."
     default_code = "gone"
+
+
+class NotRunning(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Only a queued or running export can be cancelled."
+    default_code = "not_running"
 
 
 class NotReady(APIException):
@@ -80,7 +92,7 @@ class ExportJobSerializer(serializers.ModelSerializer):
         extra_kwargs = {
             "rows_total": {"help_text": "An estimate of the rows, made when the run starts."},
             "attempts": {"help_text": "Runs so far (a worker that died is retried)."},
-            "error": {"help_text": "Why it failed, or why it was re-queued."},
+            "error": {"help_text": "Why it failed, why it was re-queued, or who cancelled it."},
         }
 
     def _link(self, job: ExportJob, name: str) -> str:
@@ -190,7 +202,8 @@ class ExportJobDetail(APIView):
         operation_id="export_job_retrieve",
         summary="A background export",
         description=(
-            "Staff and the project's leads: status (queued, running, done, failed, expired), "
+            "Staff and the project's leads: status (queued, running, done, failed, expired, "
+            "cancelled), "
             "progress (rows_written of about rows_total, percent), and once done the links "
             "to its file and dataset card."
         ),
@@ -267,4 +280,34 @@ class ExportJobCard(APIView):
             card_name(job.file_name),
             f"{job.project.slug}-{job.format}-{job.pk}.card.md",
             "text/markdown; charset=utf-8",
+        )
+
+
+class ExportJobCancel(APIView):
+    @extend_schema(
+        operation_id="export_job_cancel",
+        summary="Cancel a background export",
+        description=(
+            "Staff and the project's leads; no body. A queued or running export becomes "
+            "`cancelled`: a queued one is never started, a running one's worker stops at its "
+            "next progress write and deletes its partial file. Recorded in the audit log. 200 "
+            "with the job; 409 when it has already ended (done, failed, expired or cancelled): "
+            "a done export's file stays until it expires."
+        ),
+        request=None,
+        responses={200: ExportJobSerializer, 404: ErrorOut, 409: ErrorOut},
+    )
+    def post(self, request: Request, slug: str, job_id: int) -> Response:
+        job = _job(request, slug, job_id)
+        try:
+            job = export_job_cancel(job=job, user=request_user(request))
+        except NotCancellable as exc:
+            kept = " Its file stays until it expires." if exc.status == ExportStatus.DONE else ""
+            raise NotRunning(
+                f"This export is {exc.status}: only a queued or running export can be "
+                f"cancelled.{kept}"
+            ) from None
+        return Response(
+            ExportJobSerializer(job, context={"request": request}).data,
+            headers={"Cache-Control": "no-store"},
         )

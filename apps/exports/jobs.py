@@ -1,7 +1,8 @@
 """Background exports: request, run, recover and expire export files.
 
 A job's life: `queued` (POST) -> `running` (a worker claimed it) -> `done` (file and card renamed
-into place) -> `expired` (files deleted after EXPORT_TTL); or `failed`, with the reason.
+into place) -> `expired` (files deleted after EXPORT_TTL); or `failed`, with the reason; or
+`cancelled` on request while queued or running (`export_job_cancel`).
 
 Running it twice at once is ruled out by the claim: a run starts only by a conditional UPDATE
 that moves the job from queued (or from running with a stale heartbeat) to running and bumps
@@ -9,6 +10,9 @@ that moves the job from queued (or from running with a stale heartbeat) to runni
 on the job still being running under that same attempt number. A duplicate delivery of the task
 (acks_late redelivers an unacknowledged message) finds the job done, or running with a fresh
 heartbeat, and does nothing; a run that was superseded notices at its next heartbeat and stops.
+A cancel is the same to a run: the job is no longer running under its attempt, so its next write
+fails, and it stops and removes its temporary file; a queued job that was cancelled is never
+claimed.
 
 A worker that dies mid-export leaves the job running with a heartbeat that stops moving; the
 beat sweep (`export_jobs_sweep`) re-queues it while attempts < EXPORT_MAX_ATTEMPTS, or marks it
@@ -34,6 +38,8 @@ from django.db.models import CharField, F, Func, Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
 from apps.batches.models import Comparison
 from apps.exports.api import batch_id_of, export_options, jsonl_chunks
 from apps.exports.card import dataset_card
@@ -49,7 +55,16 @@ PAIRWISE_FORMATS = ("trl", "trl-implicit", "kto", "hh-rlhf", "openai")
 
 
 class Superseded(Exception):
-    """This run no longer owns the job (re-queued by the sweep, or claimed by another run)."""
+    """This run no longer owns the job (re-queued by the sweep, claimed by another run, or
+    cancelled)."""
+
+
+class NotCancellable(Exception):
+    """The job has ended (done, failed, expired or cancelled): there is nothing to stop."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 # --- requesting -------------------------------------------------------------------------------
@@ -103,6 +118,47 @@ def export_job_request(
         job.refresh_from_db()
     else:
         transaction.on_commit(lambda: export_job_task.delay(job.pk))
+    return job
+
+
+def export_job_cancel(*, job: ExportJob, user: User | None) -> ExportJob:
+    """Cancels a queued or running job and records it in the audit log; returns the job.
+
+    A queued job is then never claimed. A running job's worker finds at its next progress or
+    heartbeat write (every EXPORT_PROGRESS_ROWS rows) that the job is no longer its own: it
+    stops and removes its temporary file (the sweep removes a dead worker's). The job's row is
+    locked, so a run that is publishing its file either finishes first (and the cancel is
+    refused) or finds the job cancelled and publishes nothing. Raises NotCancellable for a job
+    that has ended: a done job and its file are left as they are.
+    """
+    with transaction.atomic():
+        status = (
+            ExportJob.objects.select_for_update()
+            .filter(pk=job.pk)
+            .values_list("status", flat=True)
+            .get()
+        )
+        if status not in (ExportStatus.QUEUED, ExportStatus.RUNNING):
+            raise NotCancellable(status)
+        now = timezone.now()
+        by = f" by {user.get_username()}" if user is not None else ""
+        ExportJob.objects.filter(pk=job.pk).update(
+            status=ExportStatus.CANCELLED, finished_at=now, error=f"cancelled{by} while {status}"
+        )
+        job.refresh_from_db()
+        audit_record(
+            actor=user,
+            action=AuditAction.EXPORT_CANCELLED,
+            project=job.project,
+            target=job,
+            details={
+                "format": job.format,
+                "file_format": job.file_format,
+                "parameters": job.parameters,
+                "status": {"old": status, "new": ExportStatus.CANCELLED},
+                "rows_written": job.rows_written,
+            },
+        )
     return job
 
 
@@ -353,9 +409,13 @@ def export_job_run(job_id: int) -> str:
         _fsync(card_temp)
         return _finish(run, temp, card_temp)
     except Superseded:
-        logger.warning("export %s attempt %s was superseded; stopping", job.pk, attempt)
         _remove(temp)
         _remove(card_temp)
+        status = ExportJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        if status == ExportStatus.CANCELLED:
+            logger.info("export %s attempt %s was cancelled; stopped", job.pk, attempt)
+            return ExportStatus.CANCELLED
+        logger.warning("export %s attempt %s was superseded; stopping", job.pk, attempt)
         return ExportStatus.RUNNING
     except Exception as exc:
         logger.exception("export %s attempt %s failed", job.pk, attempt)
@@ -412,7 +472,10 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
       Re-queued (and sent) while attempts < EXPORT_MAX_ATTEMPTS, else failed with the reason;
     - queued for longer than EXPORT_STALE_AFTER: sent again, in case its message was lost
       (a duplicate delivery is harmless: the claim lets one run through);
-    - done and past `expires_at`: the files are deleted and the job marked expired.
+    - done and past `expires_at`: the files are deleted and the job marked expired;
+    - cancelled, with a heartbeat older than EXPORT_STALE_AFTER: a cancelled run removes its
+      own temporary file, but one whose worker had died cannot; any left is deleted, once (the
+      heartbeat is cleared). A cancelled job is never re-queued.
     """
     from apps.exports.tasks import export_job_task
 
@@ -467,6 +530,15 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
             job.status = ExportStatus.EXPIRED
             job.save(update_fields=["status"])
             counts["expired"] += 1
+        cancelled = (
+            ExportJob.objects.select_for_update(skip_locked=True)
+            .filter(status=ExportStatus.CANCELLED, heartbeat_at__lt=stale)
+            .order_by("id")
+        )
+        for job in cancelled:
+            export_job_delete_files(job)
+            job.heartbeat_at = None
+            job.save(update_fields=["heartbeat_at"])
         for job_id in to_send:
             transaction.on_commit(functools.partial(export_job_task.delay, job_id))
     if any(counts.values()):

@@ -12,6 +12,8 @@ class ExportStatus(models.TextChoices):
     DONE = "done", "done"
     FAILED = "failed", "failed"
     EXPIRED = "expired", "expired"
+    # Stopped on request (POST .../cancel/) while queued or running; it never has a file.
+    CANCELLED = "cancelled", "cancelled"
 
 
 class FileFormat(models.TextChoices):

@@ -103,7 +103,7 @@ def judgments_rows(
     )
     # A page at a time by id (keyset), not a server-side cursor: PostgreSQL materializes a held
     # one whole (every join) before the first row.
-    for page in _pages(rows, JUDGMENTS_PAGE):
+    for page in keyset_pages(rows, JUDGMENTS_PAGE):
         ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
         external = (
             dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
@@ -144,7 +144,7 @@ def _json(text: str) -> Any:
     return json.loads(text)
 
 
-def _pages(rows: QuerySet[Any, Any], size: int) -> Iterator[list[Any]]:
+def keyset_pages(rows: QuerySet[Any, Any], size: int) -> Iterator[list[Any]]:
     """A values_list queryset ordered by its first field, the id, a page of `size` rows at a
     time: each page is its own query (`id > the last page's last id`), so nothing is held open
     between pages and memory stays that of one page."""
@@ -304,6 +304,40 @@ def decide(
     raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
 
 
+def judged_pairs(
+    *,
+    project: Project,
+    batch_id: int | None,
+    models: Sequence[str] | None,
+    include_gold: bool,
+    since: datetime | None,
+) -> QuerySet[Comparison]:
+    """The project's pairwise comparisons with at least one valid vote: gold ones only with
+    `include_gold`; with `models`, only those whose two candidates' models are among them; with
+    `since`, only those with a valid vote at or after it."""
+    # Listwise comparisons are not pairs: their rankings become pairs in rankings.py.
+    comparisons = Comparison.objects.filter(
+        project=project, judgment_count__gt=0, candidate_ids__isnull=True
+    )
+    if not include_gold:
+        comparisons = comparisons.filter(is_gold=False)
+    if batch_id is not None:
+        comparisons = comparisons.filter(batch_id=batch_id)
+    if models is not None:
+        comparisons = comparisons.filter(
+            candidate_a__model__in=list(models), candidate_b__model__in=list(models)
+        )
+    if since is not None:
+        comparisons = comparisons.filter(
+            Exists(
+                Judgment.objects.filter(
+                    comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
+                )
+            )
+        )
+    return comparisons
+
+
 def pairwise_tallies(
     *,
     project: Project,
@@ -333,26 +367,9 @@ def pairwise_tallies(
         if aggregate == "reliability"
         else None
     )
-    # Listwise comparisons are not pairs: their rankings become pairs in rankings.py.
-    comparisons = Comparison.objects.filter(
-        project=project, judgment_count__gt=0, candidate_ids__isnull=True
+    comparisons = judged_pairs(
+        project=project, batch_id=batch_id, models=models, include_gold=include_gold, since=since
     )
-    if not include_gold:
-        comparisons = comparisons.filter(is_gold=False)
-    if batch_id is not None:
-        comparisons = comparisons.filter(batch_id=batch_id)
-    if models is not None:
-        comparisons = comparisons.filter(
-            candidate_a__model__in=list(models), candidate_b__model__in=list(models)
-        )
-    if since is not None:
-        comparisons = comparisons.filter(
-            Exists(
-                Judgment.objects.filter(
-                    comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
-                )
-            )
-        )
     # Plain tuples, a page at a time by id (keyset), and each page's votes in one query: no
     # model instances, and no server-side cursor (which PostgreSQL materializes whole, texts
     # included, before the first row when it is held outside a transaction).
@@ -384,7 +401,7 @@ def pairwise_tallies(
     if criterion is not None:
         fields += [KeyTextTransform("option", answer), KeyTransform("strength", answer)]
     tie, both_bad = str(Choice.TIE), str(Choice.BOTH_BAD)
-    for page in _pages(rows, PAGE):
+    for page in keyset_pages(rows, PAGE):
         # The page's valid votes, by comparison then judgment id; those of comparisons left
         # out above (gold, listwise, another batch, other models) fall in the same range and
         # are skipped.
