@@ -563,6 +563,49 @@ def test_leads_cannot_deactivate_another_lead(lead, project, other, make_user):
     assert dora.is_active and not events("account_deactivated")
 
 
+def test_a_deactivated_annotator_is_reactivated_and_can_log_in_again(
+    lead, project, annotators, batch, api
+):
+    ann = annotators[0]
+    lease = assignment_next(project=project, annotator=ann)
+    assert lease is not None
+    lead.post(ACCOUNTS, {"action": "deactivate_accounts", "_selected_action": [ann.pk]})
+    ann.refresh_from_db()
+    assert not ann.is_active
+    assert api(ann).post("/api/v1/projects/demo/assignments/next/").status_code in (401, 403)
+    data = {"action": "reactivate_accounts", "_selected_action": [ann.pk]}
+    response = lead.post(ACCOUNTS, data, follow=True)
+    assert "Reactivated ann: they can log in again" in response.content.decode()
+    ann.refresh_from_db()
+    lease.refresh_from_db()
+    assert ann.is_active
+    assert lease.status == AssignmentStatus.EXPIRED  # what was released stays released
+    assert api(ann).post("/api/v1/projects/demo/assignments/next/").status_code == 200
+    [event] = events("account_reactivated")
+    assert event.details == {"user": "ann"} and event.project == project
+    # Again: nothing to do, said so, and not audited twice.
+    response = lead.post(ACCOUNTS, data, follow=True)
+    assert "The account ann is active already" in response.content.decode()
+    assert len(events("account_reactivated")) == 1
+
+
+def test_leads_cannot_reactivate_another_lead_or_an_outsider(lead, project, other):
+    dora = User.objects.get(username="dora")
+    membership_add(project=project, user=dora, role="annotator")
+    eve = User.objects.get(username="eve")  # an annotator of dora's project only
+    User.objects.filter(pk__in=[dora.pk, eve.pk]).update(is_active=False)
+    response = lead.post(
+        ACCOUNTS, {"action": "reactivate_accounts", "_selected_action": [dora.pk]}, follow=True
+    )
+    assert "You cannot reactivate dora" in response.content.decode()
+    # eve is not in bob's list at all: selecting her id changes nothing.
+    lead.post(ACCOUNTS, {"action": "reactivate_accounts", "_selected_action": [eve.pk]})
+    dora.refresh_from_db()
+    eve.refresh_from_db()
+    assert not dora.is_active and not eve.is_active
+    assert not events("account_reactivated")
+
+
 def test_new_links_only_for_accounts_without_a_password(lead, project, annotators):
     fresh = User.objects.create(username="fresh@example.org", email="fresh@example.org")
     fresh.set_unusable_password()

@@ -20,6 +20,7 @@ class AuditAction(models.TextChoices):
     LEASES_RECLAIMED = "leases_reclaimed", "Expired leases reclaimed"
     ACCOUNT_CREATED = "account_created", "Account created"
     ACCOUNT_DEACTIVATED = "account_deactivated", "Account deactivated"
+    ACCOUNT_REACTIVATED = "account_reactivated", "Account reactivated"
     PASSWORD_LINK = "password_link", "Set-password link issued"
     EXPORT = "export", "Export"
     EXPORT_CANCELLED = "export_cancelled", "Background export cancelled"

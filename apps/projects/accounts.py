@@ -64,7 +64,7 @@ def accounts_visible_to(user: Actor) -> QuerySet[User]:
 
 
 def may_manage(actor: Actor, account: User) -> bool:
-    """Whether `actor` may deactivate `account` or issue its set-password link.
+    """Whether `actor` may deactivate or reactivate `account`, or issue its set-password link.
 
     Staff: any account but staff. A lead: an annotator of one of their projects who is neither
     staff nor a lead anywhere (another lead's account is not theirs to manage).
@@ -326,3 +326,25 @@ def account_link_issue(*, account: User, by: Actor, base_url: str = "") -> NewAc
             details={"user": account.get_username()},
         )
     return NewAccount(account, link, _send_link(account, link))
+
+
+def account_reactivate(*, account: User, by: Actor) -> bool:
+    """Lets a deactivated account log in and use its API token again. Nothing else comes back:
+    its released leases stay released, and judgments invalidated meanwhile stay invalid.
+    Returns False when the account was active already."""
+    if not may_manage(by, account):
+        raise AccountError(f"You cannot reactivate {account.get_username()}.")
+    with transaction.atomic():
+        changed = User.objects.filter(pk=account.pk, is_active=False).update(is_active=True)
+        account.is_active = True
+        if not changed:
+            return False
+        for project in _or_none(Project.objects.filter(memberships__user=account).order_by("pk")):
+            audit_record(
+                actor=by,
+                action=AuditAction.ACCOUNT_REACTIVATED,
+                project=project,
+                target=account,
+                details={"user": account.get_username()},
+            )
+    return True

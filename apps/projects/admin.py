@@ -23,6 +23,7 @@ from apps.projects.accounts import (
     NewAccount,
     account_deactivate,
     account_link_issue,
+    account_reactivate,
     accounts_add_to_project,
     accounts_create_from_csv,
     accounts_visible_to,
@@ -489,14 +490,15 @@ class AccountProjectFilter(admin.SimpleListFilter):
 @admin.register(AnnotatorAccount)
 class AnnotatorAccountAdmin(admin.ModelAdmin):
     """Annotator accounts: leads see the annotators of their projects, staff every account that
-    is not staff. Created here (one by one or from a CSV), never edited; deactivated by action."""
+    is not staff. Created here (one by one or from a CSV), never edited; deactivated and
+    reactivated by action."""
 
     list_display = ["username", "email", "is_active", "password_set", "projects", "last_login"]
     list_filter = ["is_active", AccountProjectFilter]
     search_fields = ["username", "email"]
     fields = ["username", "email", "is_active", "password_set", "projects", "last_login"]
     readonly_fields = ["username", "email", "is_active", "password_set", "projects", "last_login"]
-    actions = ["add_to_project", "deactivate_accounts", "issue_links"]
+    actions = ["add_to_project", "deactivate_accounts", "reactivate_accounts", "issue_links"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         ids = accounts_visible_to(request.user).values("pk")
@@ -628,6 +630,28 @@ class AnnotatorAccountAdmin(admin.ModelAdmin):
                 self.message_user(
                     request,
                     f"Deactivated {account.get_username()}; {released} open lease(s) released.",
+                    messages.SUCCESS,
+                )
+
+    @admin.action(description="Reactivate the selected accounts")
+    def reactivate_accounts(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for account in queryset:
+            if account.is_active:
+                self.message_user(
+                    request,
+                    f"The account {account.get_username()} is active already.",
+                    messages.INFO,
+                )
+                continue
+            try:
+                account_reactivate(account=account, by=request.user)
+            except AccountError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                self.message_user(
+                    request,
+                    f"Reactivated {account.get_username()}: they can log in again (their "
+                    "released leases and any invalidated judgments stay as they are).",
                     messages.SUCCESS,
                 )
 
