@@ -19,6 +19,7 @@ from tests.conftest import prompt_line
 from tests.test_exports import URL, rows
 
 LIST = "/api/v1/projects/demo/judgments/"
+JOBS = "/api/v1/projects/demo/exports/"
 
 
 def judge_one(project, user, choice: str = "left") -> Judgment:
@@ -142,3 +143,38 @@ def test_a_vote_committed_after_a_pull_it_predates_is_in_the_next_pull(
     assert late and key(late[0]) not in keys(votes)  # not committed when it read
     again, _ = pull(api, bob, "judgments", since=format_since(upcoming))
     assert key(late[0]) in keys(again)
+
+
+@pytest.mark.django_db
+def test_a_background_export_names_the_next_since_once_done(
+    api, bob, project, annotators, import_rows, settings, tmp_path
+):
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    settings.EXPORT_SINCE_SETTLE = 30
+    import_rows(prompt_line("p1"))
+    judge_one(project, annotators[0])
+    before = timezone.now()
+    response = api(bob).post(JOBS, {"format": "judgments"}, format="json")
+    job = response.json()
+    assert job["status"] == "done", job  # Celery is eager in tests
+    started = parse_datetime(job["started_at"])
+    assert started is not None and before <= started
+    upcoming = parse_datetime(job["next_since"])
+    assert upcoming == started - timedelta(seconds=30)
+    assert job["next_since"].endswith("Z")
+    shown = api(bob).get(job["url"]).json()
+    assert shown["next_since"] == job["next_since"]
+
+
+@pytest.mark.django_db
+def test_a_job_not_done_names_no_next_since(api, bob, project, annotators, import_rows):
+    from annotate.celery import app
+
+    import_rows(prompt_line("p1"))
+    judge_one(project, annotators[0])
+    app.conf.task_always_eager = False
+    try:
+        job = api(bob).post(JOBS, {"format": "judgments"}, format="json").json()
+    finally:
+        app.conf.task_always_eager = True
+    assert (job["status"], job["next_since"]) == ("queued", None)

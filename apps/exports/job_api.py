@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from annotate.api import list_page, request_user
 from annotate.schema import CURSOR, PAGE_SIZE, ErrorOut, page_of
+from apps.exports.cursor import format_since, next_since
 from apps.exports.formats import FORMATS
 from apps.exports.jobs import (
     NotCancellable,
@@ -62,6 +63,12 @@ class ExportJobSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField(help_text="This job.")
     download = serializers.SerializerMethodField(help_text="The file, once done; else null.")
     card = serializers.SerializerMethodField(help_text="The dataset card, once done; else null.")
+    next_since = serializers.SerializerMethodField(
+        help_text=(
+            "Once done: the `since` of the next incremental pull (as the streaming export's "
+            "X-Next-Since header), EXPORT_SINCE_SETTLE seconds before this run began reading."
+        )
+    )
 
     class Meta:
         model = ExportJob
@@ -88,6 +95,7 @@ class ExportJobSerializer(serializers.ModelSerializer):
             "url",
             "download",
             "card",
+            "next_since",
         ]
         extra_kwargs = {
             "rows_total": {"help_text": "An estimate of the rows, made when the run starts."},
@@ -115,6 +123,13 @@ class ExportJobSerializer(serializers.ModelSerializer):
         if job.status != ExportStatus.DONE:
             return None
         return self._link(job, "api-export-job-card")
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_next_since(self, job: ExportJob) -> str | None:
+        # started_at is stamped when the (last) run is claimed, before it reads a row.
+        if job.status != ExportStatus.DONE or job.started_at is None:
+            return None
+        return format_since(next_since(job.started_at))
 
 
 EXPORT_JOB_IN = inline_serializer(
