@@ -678,7 +678,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
             )
             warm_up(server.port, lead["token"])
-            expected = {"judgments": n, "trl": seeded.trl_rows}
+            # arena: one row per vote, as judgments (no gold, no rankings here).
+            expected = {"judgments": n, "trl": seeded.trl_rows, "arena": n}
             print("exports, streamed over HTTP as the lead:")
             for _ in range(args.repeat):
                 for fmt in args.formats:
@@ -753,7 +754,7 @@ def parse_args() -> argparse.Namespace:
         "--formats",
         nargs="+",
         default=["judgments", "trl"],
-        choices=("judgments", "trl"),
+        choices=("judgments", "trl", "arena"),
         help="the exports to stream, in order",
     )
     parser.add_argument("--repeat", type=int, default=1, help="stream each export this often")

@@ -1,10 +1,16 @@
-"""manage.py export writes what the export endpoint streams, byte for byte."""
+"""manage.py export writes what the export endpoint streams, byte for byte; and as Parquet, what
+a background export job writes."""
 
+import io
+
+import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.exports.formats import FORMATS
 from apps.judging.services import assignment_next, judgment_submit
 from tests.conftest import prompt_line
+from tests.test_background_exports import _expected_rows
 
 URL = "/api/v1/projects/demo/export/"
 
@@ -42,3 +48,67 @@ def test_the_command_says_what_is_wrong(judged):
         call_command("export", "demo", "--format", "trl", "--both-bad", "include")
     with pytest.raises(CommandError, match="batch"):
         call_command("export", "demo", "--batch", "x")
+
+
+@pytest.fixture
+def mixed(project, annotators, import_rows):
+    """String prompts and a conversation (Parquet's prompt columns are then JSON text in trl and
+    kto), judged left, left, tie; no rankings (listwise: an empty file with its schema)."""
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]
+    import_rows(prompt_line("s1", n=3), prompt_line("s2"), prompt_line("c1", prompt=conversation))
+    for user, choice in zip(annotators, ["left", "left", "tie"], strict=True):
+        while (lease := assignment_next(project=project, annotator=user)) is not None:
+            judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+    return project
+
+
+PARAMETERS = {"kto": {"both_bad": "include"}, "arena": {"include_ties": "false"}}
+
+
+@pytest.mark.parametrize("format", list(FORMATS))
+def test_the_commands_parquet_is_the_jobs_parquet_and_the_jsonl_rows(
+    api, bob, mixed, settings, tmp_path, format
+):
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    params = PARAMETERS.get(format, {})
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in params.items()]
+    target = tmp_path / "out.parquet"
+    call_command("export", "demo", "--format", format, *flags, "--output", str(target))
+    client = api(bob)
+    job = client.post(
+        "/api/v1/projects/demo/exports/",
+        {"format": format, "file_format": "parquet", **params},
+        format="json",
+    ).json()
+    assert job["status"] == "done", job
+    from_job = pq.read_table(io.BytesIO(b"".join(client.get(job["download"]).streaming_content)))
+
+    from_command = pq.read_table(target)
+
+    assert from_command.schema == from_job.schema
+    assert from_command.to_pylist() == from_job.to_pylist()
+    streamed = b"".join(client.get(URL, {"format": format, **params}).streaming_content)
+    kind = "mixed" if format in ("trl", "kto") else ""
+    expected = _expected_rows(streamed, format, kind=kind)
+    if format == "listwise":
+        assert expected == []
+    else:
+        assert expected
+    assert from_command.to_pylist() == expected
+
+
+def test_file_format_parquet_writes_parquet_whatever_the_name(judged, tmp_path):
+    target = tmp_path / "out.bin"
+    call_command("export", "demo", "--format", "trl", "--file-format", "parquet", "-o", str(target))
+    assert pq.read_table(target).num_rows == 9
+    jsonl = tmp_path / "rows.parquet"
+    call_command("export", "demo", "--format", "trl", "--file-format", "jsonl", "-o", str(jsonl))
+    assert jsonl.read_bytes().count(b"\n") == 9  # as asked, whatever the name
+
+
+def test_parquet_is_not_written_to_stdout(judged, capsysbinary):
+    with pytest.raises(CommandError, match="Parquet is not written to stdout"):
+        call_command("export", "demo", "--file-format", "parquet")
+    assert capsysbinary.readouterr().out == b""
+    with pytest.raises(CommandError, match="card is Markdown"):
+        call_command("export", "demo", "--format", "card", "-o", "card.parquet")

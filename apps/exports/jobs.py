@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -356,21 +356,28 @@ def prompt_kind(*, project: Project, options: Options) -> str:
     return CONVERSATION if conversations else STRING
 
 
+def export_parquet_write(
+    *,
+    project: Project,
+    format: str,
+    options: Options,
+    rows: Iterator[dict[str, Any]],
+    sink: BinaryIO,
+) -> int:
+    """Writes an export's rows to `sink` as Parquet, in row groups of EXPORT_PARQUET_ROW_GROUP
+    rows; returns how many. The one writer of background jobs and `manage.py export`."""
+    kind = prompt_kind(project=project, options=options) if format in KIND_FORMATS else STRING
+    return write_parquet(
+        rows, sink, format=format, kind=kind, row_group=settings.EXPORT_PARQUET_ROW_GROUP
+    )
+
+
 def _write(run: _Run, temp: Path, rows: Iterator[dict[str, Any]], options: Options) -> None:
     job = run.job
     with temp.open("wb") as file:
         if job.file_format == FileFormat.PARQUET:
-            kind = (
-                prompt_kind(project=job.project, options=options)
-                if job.format in KIND_FORMATS
-                else STRING
-            )
-            write_parquet(
-                rows,
-                file,
-                format=job.format,
-                kind=kind,
-                row_group=settings.EXPORT_PARQUET_ROW_GROUP,
+            export_parquet_write(
+                project=job.project, format=job.format, options=options, rows=rows, sink=file
             )
         else:
             for chunk in jsonl_chunks(rows):

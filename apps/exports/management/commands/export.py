@@ -1,7 +1,9 @@
 """manage.py export <project> --format <format>: the export endpoint's file, from the shell.
 
 Streams JSON Lines to stdout or --output, row by row (constant memory at any size), with the
-same formats, parameters and bytes as GET /api/v1/projects/<slug>/export/.
+same formats, parameters and bytes as GET /api/v1/projects/<slug>/export/; or, with
+--file-format parquet (the default for an --output ending in .parquet), writes the Parquet file
+a background export job writes for the same parameters, with the jobs' writer.
 """
 
 import sys
@@ -15,11 +17,13 @@ from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
 from apps.exports.cursor import format_since, next_since
 from apps.exports.formats import FORMATS, export_rows
+from apps.exports.jobs import export_parquet_write
+from apps.exports.models import FileFormat
 from apps.projects.models import Project
 
 
 class Command(BaseCommand):
-    help = "Writes a project's export as JSON Lines (the export endpoint's formats)."
+    help = "Writes a project's export as JSON Lines or Parquet (the export endpoint's formats)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="the project's slug")
@@ -45,6 +49,12 @@ class Command(BaseCommand):
         parser.add_argument("--split", choices=["train", "test"], help="by prompt")
         parser.add_argument("--test-fraction", help="with --split (default 0.1)")
         parser.add_argument("--output", "-o", help="a file to write (default: stdout)")
+        parser.add_argument(
+            "--file-format",
+            choices=FileFormat.values,
+            help="jsonl, or parquet (needs --output); default parquet for an --output ending "
+            "in .parquet, else jsonl",
+        )
 
     def _write(self, data: bytes, options: dict[str, Any]) -> None:
         if options["output"]:
@@ -83,11 +93,32 @@ class Command(BaseCommand):
                 for name, messages in dict(exc.detail).items()  # type: ignore[arg-type]
             )
             raise CommandError(problems) from None
+        file_format = options["file_format"] or (
+            FileFormat.PARQUET
+            if (options["output"] or "").lower().endswith(".parquet")
+            else FileFormat.JSONL
+        )
+        if file_format == FileFormat.PARQUET:
+            if options["format"] == "card":
+                raise CommandError(
+                    "file_format: --format card is Markdown; it has no Parquet form."
+                )
+            if not options["output"]:
+                raise CommandError(
+                    "file_format: Parquet is not written to stdout (its footer comes last and "
+                    "readers seek to it); give --output FILE.parquet."
+                )
         if options["format"] == "card":
             self._write(dataset_card(project=project, options=export).encode(), options)
             return
         upcoming = next_since()
         rows = export_rows(project=project, format=options["format"], options=export)
+        if file_format == FileFormat.PARQUET:
+            with Path(options["output"]).open("wb") as out:
+                export_parquet_write(
+                    project=project, format=options["format"], options=export, rows=rows, sink=out
+                )
+            return
         if options["output"]:
             with Path(options["output"]).open("wb") as out:
                 for chunk in jsonl_chunks(rows):
