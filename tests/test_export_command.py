@@ -112,3 +112,23 @@ def test_parquet_is_not_written_to_stdout(judged, capsysbinary):
     assert capsysbinary.readouterr().out == b""
     with pytest.raises(CommandError, match="card is Markdown"):
         call_command("export", "demo", "--format", "card", "-o", "card.parquet")
+
+
+def test_the_output_appears_whole_and_names_the_next_since(judged, tmp_path):
+    target = tmp_path / "out.jsonl"
+    target.write_bytes(b"an older export\n")
+    err = io.StringIO()
+    call_command("export", "demo", "--format", "judgments", "-o", str(target), stderr=err)
+    assert target.read_bytes().count(b"\n") == 27  # 9 comparisons, 3 votes each
+    assert not target.read_bytes().startswith(b"an older")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no partial file left
+    assert err.getvalue().startswith("next since: ")
+    err = io.StringIO()
+    call_command("export", "demo", "-o", str(tmp_path / "out.parquet"), stderr=err)
+    assert err.getvalue().startswith("next since: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "out.parquet"]
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error(judged, tmp_path):
+    with pytest.raises(CommandError, match=r"output: cannot write .*missing"):
+        call_command("export", "demo", "-o", str(tmp_path / "missing" / "out.jsonl"))

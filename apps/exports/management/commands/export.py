@@ -6,9 +6,12 @@ same formats, parameters and bytes as GET /api/v1/projects/<slug>/export/; or, w
 a background export job writes for the same parameters, with the jobs' writer.
 """
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError
@@ -114,13 +117,12 @@ class Command(BaseCommand):
         upcoming = next_since()
         rows = export_rows(project=project, format=options["format"], options=export)
         if file_format == FileFormat.PARQUET:
-            with Path(options["output"]).open("wb") as out:
+            with _replacing(Path(options["output"])) as out:
                 export_parquet_write(
                     project=project, format=options["format"], options=export, rows=rows, sink=out
                 )
-            return
-        if options["output"]:
-            with Path(options["output"]).open("wb") as out:
+        elif options["output"]:
+            with _replacing(Path(options["output"])) as out:
                 for chunk in jsonl_chunks(rows):
                     out.write(chunk)
         else:
@@ -129,3 +131,20 @@ class Command(BaseCommand):
             sys.stdout.flush()
         # On stderr, so that stdout stays the JSON Lines: see apps/exports/cursor.py.
         self.stderr.write(f"next since: {format_since(upcoming)}")
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A file written beside `path` that takes its place only once complete: an export that
+    fails midway leaves no partial file (and any earlier file at `path` as it was)."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        out = partial.open("wb")
+    except OSError as exc:
+        raise CommandError(f"output: cannot write {path}: {exc.strerror}.") from None
+    try:
+        with out:
+            yield out
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
