@@ -336,6 +336,10 @@ def test_a_user_with_no_access_cannot_either(api, charlie, someone_elses_job):
         ({"format": "trl", "batch": 999999}, "batch"),
         ({"format": "trl", "min_votes": [2]}, "min_votes"),
         ({"format": "trl", "colour": "blue"}, "colour"),
+        # Checked against the project when the job is requested, not when it runs.
+        ({"format": "trl", "models": "no-such-model"}, "models"),
+        ({"format": "trl", "criterion": "kindness"}, "criterion"),
+        ({"format": "trl", "since": "yesterday"}, "since"),
     ],
 )
 def test_bad_parameters_are_a_400_naming_them_and_nothing_is_created(api, bob, voted, body, named):
@@ -361,6 +365,29 @@ def test_a_batch_filter_applies(api, bob, voted, import_rows):
     assert job["parameters"] == {"batch": str(batch_id)}
     assert _download(client, job) == _streamed(client, "judgments", {"batch": str(batch_id)})
     assert job["rows_written"] == 36  # the first batch's 12 comparisons, 3 votes each
+
+
+@pytest.mark.parametrize("format", ["judgments", "arena", "trl"])
+def test_the_estimate_counts_gold_comparisons_when_they_are_included(api, bob, voted, format):
+    first_two = voted.comparisons.order_by("id").values("pk")[:2]
+    voted.comparisons.filter(pk__in=first_two).update(is_gold=True, gold_answer="a")
+    client = api(bob)
+    without = _post(client, format=format).json()
+    with_gold = _post(client, format=format, include_gold=True).json()
+    assert with_gold["rows_written"] > without["rows_written"]
+    if format == "trl":  # an upper bound: comparisons without a winner are counted
+        assert with_gold["rows_total"] >= with_gold["rows_written"]
+        assert with_gold["rows_total"] > without["rows_total"]
+    else:
+        assert without["rows_total"] == without["rows_written"]
+        assert with_gold["rows_total"] == with_gold["rows_written"]
+
+
+def test_requesting_a_background_export_is_audited(api, bob, voted):
+    job = _post(api(bob), format="kto", file_format="parquet", both_bad="include").json()
+    (event,) = AuditEvent.objects.filter(action=AuditAction.EXPORT)
+    assert (event.actor, event.project, event.target_id) == (bob, voted, str(job["id"]))
+    assert event.details == {"format": "kto", "file_format": "parquet", "both_bad": "include"}
 
 
 def test_a_request_body_that_is_not_an_object_is_a_400(api, bob, voted):

@@ -22,6 +22,7 @@ from apps.exports.jobs import (
     export_root,
 )
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
+from apps.exports.selectors import AGGREGATES
 from apps.projects.selectors import project_for_lead
 
 CONTENT_TYPES = {
@@ -142,16 +143,40 @@ EXPORT_JOB_IN = inline_serializer(
             choices=FileFormat.values, required=False, help_text="jsonl (default) or parquet."
         ),
         "batch": serializers.IntegerField(required=False, help_text="Only this batch."),
-        "min_votes": serializers.IntegerField(required=False, help_text="Pairwise formats."),
-        "min_agreement": serializers.FloatField(required=False, help_text="Pairwise formats."),
-        "split": serializers.ChoiceField(
-            choices=["train", "test"], required=False, help_text="Pairwise formats."
+        "min_votes": serializers.IntegerField(
+            required=False, help_text="Pairwise formats and listwise: at least this many votes."
         ),
-        "test_fraction": serializers.FloatField(required=False, help_text="With split."),
+        "min_agreement": serializers.FloatField(
+            required=False, help_text="Pairwise formats: the most-voted option's least share."
+        ),
+        "aggregate": serializers.ChoiceField(
+            choices=list(AGGREGATES),
+            required=False,
+            help_text="Pairwise formats: how votes name the chosen response (majority).",
+        ),
+        "models": serializers.CharField(
+            required=False, help_text="Pairwise formats and arena: comma-separated model names."
+        ),
+        "include_gold": serializers.BooleanField(
+            required=False, help_text="Include gold comparisons (false)."
+        ),
+        "since": serializers.DateTimeField(
+            required=False,
+            help_text="An ISO 8601 time with its offset: only what changed at or after it.",
+        ),
+        "criterion": serializers.CharField(
+            required=False, help_text="Pairwise formats: one criterion's preferences."
+        ),
+        "split": serializers.ChoiceField(
+            choices=["train", "test"], required=False, help_text="Every format: by prompt."
+        ),
+        "test_fraction": serializers.FloatField(required=False, help_text="With split (0.1)."),
         "both_bad": serializers.ChoiceField(
             choices=["exclude", "include"], required=False, help_text="kto only."
         ),
-        "include_ties": serializers.BooleanField(required=False, help_text="arena only."),
+        "include_ties": serializers.BooleanField(
+            required=False, help_text="arena and judgments (true)."
+        ),
     },
 )
 

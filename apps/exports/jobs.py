@@ -41,7 +41,7 @@ from rest_framework.exceptions import ValidationError
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.models import Comparison
-from apps.exports.api import batch_id_of, export_options, jsonl_chunks
+from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
 from apps.exports.formats import FORMATS, Options, export_rows
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
@@ -91,8 +91,8 @@ def export_job_parameters(
         raise ValidationError({"format": [f"Use one of {', '.join(FORMATS)}."]})
     if file_format not in FileFormat.values:
         raise ValidationError({"file_format": [f"Use one of {', '.join(FileFormat.values)}."]})
-    export_options(params, format)
-    batch_id_of(params, project)
+    # With the project: its batch, models and criteria are checked now, not when the job runs.
+    export_options(params, format, project)
     return format, file_format, params
 
 
@@ -112,6 +112,13 @@ def export_job_request(
         file_format=file_format,
         parameters=parameters,
         heartbeat_at=timezone.now(),
+    )
+    audit_record(
+        actor=user,
+        action=AuditAction.EXPORT,
+        project=project,
+        target=job,
+        details={"format": format, "file_format": file_format, **parameters},
     )
     if app.conf.task_always_eager:
         export_job_run(job.pk)
@@ -302,7 +309,9 @@ def _beating(run: _Run) -> Iterator[None]:
 def rows_estimate(*, project: Project, format: str, options: Options) -> int:
     """About how many rows the export will have (an upper bound for the pairwise formats:
     comparisons without a winner or filtered out are counted)."""
-    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0, is_gold=False)
+    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
+    if not options.include_gold:
+        comparisons = comparisons.filter(is_gold=False)
     if options.batch_id is not None:
         comparisons = comparisons.filter(batch_id=options.batch_id)
     if format == "listwise":
@@ -315,9 +324,9 @@ def rows_estimate(*, project: Project, format: str, options: Options) -> int:
         ):
             pairs += len(ids or []) * (len(ids or []) - 1) // 2
         return pairs * (2 if format == "kto" else 1)
-    judgments = Judgment.objects.filter(
-        comparison__project=project, comparison__is_gold=False, invalidated_at__isnull=True
-    )
+    judgments = Judgment.objects.filter(comparison__project=project, invalidated_at__isnull=True)
+    if not options.include_gold:
+        judgments = judgments.filter(comparison__is_gold=False)
     if options.batch_id is not None:
         judgments = judgments.filter(comparison__batch_id=options.batch_id)
     if format == "arena":
