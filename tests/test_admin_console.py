@@ -691,3 +691,39 @@ def test_an_assignment_of_a_deactivated_annotator_is_not_open(project, annotator
     assert lease is not None
     assert account_deactivate(account=annotators[1], by=staff) == 1
     assert not Assignment.objects.filter(annotator=annotators[1], status="open").exists()
+
+
+EXPORTS = "/admin/exports/exportjob/"
+
+
+def test_leads_cancel_queued_exports_and_download_done_ones_from_the_admin(
+    lead, project, bob, other, settings, tmp_path
+):
+    from apps.exports.models import ExportJob, ExportStatus
+
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    queued = ExportJob.objects.create(project=project, requested_by=bob, format="trl")
+    done = lead.post("/api/v1/projects/demo/exports/", {"format": "judgments"})
+    assert done.status_code == 202
+    done_id = done.json()["id"]
+    foreign = ExportJob.objects.create(project=other, format="trl")
+    page = lead.get(EXPORTS).content.decode()
+    assert f"/api/v1/projects/demo/exports/{done_id}/download/" in page
+    assert f"/api/v1/projects/demo/exports/{done_id}/card/" in page
+    response = lead.post(
+        EXPORTS,
+        {"action": "cancel_jobs", "_selected_action": [queued.pk, done_id, foreign.pk]},
+        follow=True,
+    )
+    text = response.content.decode()
+    assert f"Cancelled export {queued.pk}." in text
+    assert f"Export {done_id} is done: only a queued or running export can be cancelled" in text
+    statuses = dict(ExportJob.objects.values_list("pk", "status"))
+    assert statuses == {
+        queued.pk: ExportStatus.CANCELLED,
+        done_id: ExportStatus.DONE,
+        foreign.pk: ExportStatus.QUEUED,  # not bob's to see, nor to cancel
+    }
+    [event] = events("export_cancelled")
+    assert event.actor == bob and event.project == project
+    assert lead.get(f"/api/v1/projects/demo/exports/{done_id}/download/").status_code == 200
