@@ -5,7 +5,7 @@ import json
 import pytest
 
 from apps.batches.models import Comparison
-from apps.judging.models import Assignment
+from apps.judging.models import Assignment, Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 
@@ -320,3 +320,23 @@ def test_split_puts_each_prompt_in_one_half_the_same_way_every_time(
     assert prompts(split="test", test_fraction="0.3") == test  # the same every time
     assert prompts(split="test", test_fraction="0") == []
     assert api(bob).get(URL, {"format": "trl", "split": "dev"}).status_code == 400
+
+
+def test_judgments_times_are_written_as_python_writes_them(api, bob, project, annotators, one):
+    """created_at is formatted by PostgreSQL on PostgreSQL: it must read as isoformat() does,
+    with and without a fraction of a second, whatever the session's time zone."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    for user, choice in zip(annotators, ["a", "b", "tie"], strict=True):
+        vote(project, user, one, choice)
+    moments = [
+        datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC),
+        datetime(2026, 11, 1, 12, 0, 0, 5, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))),
+    ]
+    for judgment, moment in zip(Judgment.objects.order_by("id"), moments, strict=True):
+        judgment.created_at = moment
+        judgment.save(update_fields=["created_at"])
+    written = [row["created_at"] for row in rows(api(bob).get(URL, {"format": "judgments"}))]
+    assert written == [m.astimezone(UTC).isoformat() for m in moments]
+    assert written[1] == "2026-11-01T12:00:00.000005+00:00"

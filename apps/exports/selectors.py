@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, QuerySet, TextField
+from django.db import connections
+from django.db.models import Exists, F, Func, OuterRef, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
@@ -49,6 +50,29 @@ class Pseudonyms:
             ).hexdigest()
             name = self.known[user_id] = "ann-x" + digest[:9]
         return name
+
+
+class IsoformatUTC(Func):
+    """A timestamp as `datetime.isoformat()` writes an aware UTC datetime, written by PostgreSQL
+    ("2026-11-01T12:00:00.250000+00:00", without the fraction when it is zero): reading the
+    timestamp into a datetime and formatting it again cost the judgments export about a third
+    of its Python time. PostgreSQL only (elsewhere read the timestamp itself)."""
+
+    output_field = TextField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, Any]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        utc = f"({sql} AT TIME ZONE 'UTC')"
+        text = (
+            f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+            f"CASE WHEN to_char({utc}, 'US') = '000000' THEN '' ELSE to_char({utc}, '.US') END "
+            "|| '+00:00'"
+        )
+        return text, (*params, *params, *params)
+
+
+def _isoformat(value: datetime | str) -> str:
+    return value if isinstance(value, str) else value.isoformat()
 
 
 def judgments_rows(
@@ -91,7 +115,11 @@ def judgments_rows(
         "chosen__external_id",
         "rationale",
         "duration_ms",
-        "created_at",
+        (
+            IsoformatUTC(F("created_at"))
+            if connections[judgments.db].vendor == "postgresql"
+            else "created_at"
+        ),
         "comparison__candidate_a__external_id",
         "strength",
         # As stored (JSON text): most are empty, and decoding "{}" costs more than the rest of
@@ -123,7 +151,7 @@ def judgments_rows(
                 "chosen_id": row[7],
                 "rationale": row[8],
                 "duration_ms": row[9],
-                "created_at": row[10].isoformat(),
+                "created_at": _isoformat(row[10]),
                 "candidate_a_id": row[11],
                 "strength": row[12],
                 "criteria": _json(row[13]),
