@@ -144,6 +144,7 @@ def test_a_large_projects_first_view_fills_in_when_the_figures_are_ready(
     no_worker: list[tuple[str, Any]],
 ) -> None:
     settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 0  # every project is "large"
+    settings.DASHBOARD_REFRESH_SECONDS = 600  # the page asks the worker once a period: once here
     cache.clear()
     import_rows(prompt_line("p-1", n=3))
     for user in annotators:
