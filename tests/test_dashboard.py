@@ -497,7 +497,10 @@ def test_the_estimate_is_the_members_judgment_counts(judged, annotators):
     assert judgments_estimate(judged) == 13
 
 
-def test_a_small_project_on_a_cold_cache_is_computed_in_the_request(client, bob, judged, no_worker):
+def test_a_small_project_on_a_cold_cache_is_computed_in_the_request(
+    client, bob, judged, settings, no_worker
+):
+    settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 12  # at most: the 12 judgments are computed here
     client.force_login(bob)
     html = client.get(URL).content.decode()
     assert re.search(r'data-testid="total-judgments">12<', html)
