@@ -183,6 +183,9 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "annotate")
 # The project dashboards: the beat job recomputes their figures this often; the page polls.
 DASHBOARD_REFRESH_SECONDS = envint("DASHBOARD_REFRESH_SECONDS", 30, minimum=5)
 DASHBOARD_POLL_SECONDS = envint("DASHBOARD_POLL_SECONDS", 30, minimum=1)
+# Above this many judgments, a project's first view asks the worker for its figures instead of
+# computing them in the request (about 1 s per 10,000 judgments), and the page says so.
+DASHBOARD_INLINE_MAX_JUDGMENTS = envint("DASHBOARD_INLINE_MAX_JUDGMENTS", 20_000)
 CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {
         "task": "apps.judging.tasks.leases_reclaim_expired_task",

@@ -13,7 +13,11 @@ left response and one answers in about a second. It then runs the aggregation th
 (`figures_refresh`, in a `manage.py shell`, against Redis) and times it, serves the app with
 gunicorn (DEBUG=false, REDIS_URL set) and times `--requests` GETs of the dashboard page and of
 its HTMX fragment as the lead, over one keep-alive connection, checking each answer, and of the
-cheapest authenticated request (`GET /api/v1/me/`, the floor) for comparison.
+cheapest authenticated request (`GET /api/v1/me/`, the floor) for comparison. Last, it times
+`--cold-requests` GETs of the page on a cold cache (its figures deleted from Redis before each):
+above DASHBOARD_INLINE_MAX_JUDGMENTS the page asks the worker (none runs here: the tasks go to a
+queue of the bench's own, deleted at the end) and says the figures are being computed; at or
+below it, the request computes them.
 """
 
 import sys
@@ -29,15 +33,17 @@ import http.client  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
 
 import common  # noqa: E402
 import psycopg  # noqa: E402
+import redis  # noqa: E402
 
 _queue_spec = importlib.util.spec_from_file_location(
     "bench_queue", Path(__file__).resolve().parent / "queue.py"
@@ -58,6 +64,9 @@ MODELS = {
     "model-e-chat": -0.2,
 }
 TARGET_RENDER_MS = 300.0
+# The app's default DASHBOARD_INLINE_MAX_JUDGMENTS (annotate/settings.py).
+INLINE_MAX_JUDGMENTS = int(os.environ.get("DASHBOARD_INLINE_MAX_JUDGMENTS", "20000"))
+COMPUTING = "Computing this project's figures for the first time"
 
 JUDGMENT_COLUMNS = [
     *bench_queue.JUDGMENT_COLUMNS,
@@ -329,7 +338,15 @@ def seed(
     return took
 
 
-def measure(port: int, path: str, session: str, requests: int, expect: str) -> list[float]:
+def measure(
+    port: int,
+    path: str,
+    session: str,
+    requests: int,
+    expect: str,
+    before: Callable[[], None] | None = None,
+) -> list[float]:
+    """Times GETs of `path` (after 3 warm-up ones); `before` runs before each, untimed."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Cookie": f"sessionid={session}", "Accept": "text/html, application/json"}
     if path.endswith("/figures/"):
@@ -337,6 +354,8 @@ def measure(port: int, path: str, session: str, requests: int, expect: str) -> l
     seconds = []
     try:
         for i in range(requests + 3):
+            if before is not None:
+                before()
             started = time.perf_counter()
             conn.request("GET", path, headers=headers)
             response = conn.getresponse()
@@ -353,10 +372,39 @@ def measure(port: int, path: str, session: str, requests: int, expect: str) -> l
     return seconds
 
 
+def cold_cache(env: dict[str, str], project_id: int) -> Callable[[], None]:
+    """Deletes the project's cached figures (and the note that the worker was asked), as a Redis
+    flush would: the keys apps/dashboard/services.py writes, under the bench's cache prefix."""
+    client = redis.Redis.from_url(common.REDIS_URL)
+    prefix = f"{env['CACHE_KEY_PREFIX']}:1:dashboard:v1"
+    keys = [f"{prefix}:figures:{project_id}", f"{prefix}:asked:{project_id}"]
+
+    def flush() -> None:
+        # Each page before leaves one of them (the figures, or the note that it asked).
+        if client.delete(*keys) == 0:
+            raise common.BenchError(f"none of {keys} in Redis: has the cache key changed?")
+
+    return flush
+
+
+def forget_queue(queue: str) -> None:
+    """Deletes the throwaway queue (and the tasks the cold pages sent to it) from Redis."""
+    client = redis.Redis.from_url(common.REDIS_URL)
+    try:
+        keys: list[str | bytes] = [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+        keys.extend(client.scan_iter(match=f"{queue}*"))
+        client.delete(*keys)
+    finally:
+        client.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument(
+        "--cold-requests", type=int, default=10, help="pages timed on a cold cache, per size"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warm-runs", type=int, default=2, help="aggregations timed per size")
     parser.add_argument("--seed", type=int, default=1)
@@ -374,6 +422,8 @@ def main() -> int:
         env = common.production_env(database)
         env["STATIC_ROOT"] = static
         env["DASHBOARD_REFRESH_SECONDS"] = "60"
+        # No worker consumes this queue: the cold pages' tasks wait there until deleted.
+        env["CELERY_QUEUE"] = f"annotate-bench-dashboard-{os.getpid()}"
         common.migrate(env)
         common.collectstatic(env)
         common.setup_project(env, "bench-setup", annotators=ANNOTATORS)
@@ -426,17 +476,33 @@ def main() -> int:
                 print("  " + common.latency_line("page", page))
                 print("  " + common.latency_line("poll", fragment))
                 print("  " + common.latency_line("floor", floor) + "  (GET /api/v1/me/)")
-                results.append((size, report, page, fragment))
+                inline = size <= INLINE_MAX_JUDGMENTS
+                cold = measure(
+                    server.port,
+                    f"/lead/p/{slug}/",
+                    session,
+                    args.cold_requests,
+                    expect if inline else COMPUTING,
+                    before=cold_cache(env, setup["projects"][slug]),
+                )
+                how = "computed in the request" if inline else "asks the worker, says so"
+                print("  " + common.latency_line("cold page", cold) + f"  ({how})")
+                results.append((size, report, page, fragment, cold))
         finally:
             server.stop()
+            forget_queue(env["CELERY_QUEUE"])
     print("\nsummary (render from the cache; the target is under 300 ms at 1M judgments)")
-    for size, report, page, _ in results:
+    for size, report, page, _, cold in results:
         p50 = common.percentile(sorted(page), 50) * 1000
         p95 = common.percentile(sorted(page), 95) * 1000
         verdict = "under" if p95 < TARGET_RENDER_MS else "OVER"
+        cold_p50 = common.percentile(sorted(cold), 50) * 1000
+        cold_p95 = common.percentile(sorted(cold), 95) * 1000
+        cold_verdict = "under" if cold_p95 < TARGET_RENDER_MS else "OVER"
         print(
             f"  {size:>9,} judgments: page p50 {p50:6.1f} ms, p95 {p95:6.1f} ms ({verdict} "
-            f"{TARGET_RENDER_MS:.0f} ms); aggregation {report['inner_seconds']:.1f} s"
+            f"{TARGET_RENDER_MS:.0f} ms); cold page p50 {cold_p50:6.1f} ms, p95 "
+            f"{cold_p95:6.1f} ms ({cold_verdict}); aggregation {report['inner_seconds']:.1f} s"
         )
     if len(results) == 2:
         small, large = results

@@ -10,7 +10,8 @@ import io
 import json
 import os
 import subprocess
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -136,6 +137,35 @@ def _eager_by_default(settings: Any) -> None:
 
     app.conf.task_always_eager = True
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def no_worker(_eager_by_default: None) -> Iterator[list[tuple[str, Any]]]:
+    """Tasks are sent to a queue of this test's own that no worker consumes, as a web process
+    with a broker but no worker running would send them. Yields the (task name, args) sent."""
+    from celery.signals import before_task_publish
+
+    from annotate.celery import app
+
+    sent: list[tuple[str, Any]] = []
+
+    def record(sender: str | None = None, body: Any = None, **_: Any) -> None:
+        sent.append((str(sender), list(body[0])))  # the message body: (args, kwargs, embed)
+
+    queue = f"annotate-test-{uuid.uuid4().hex[:12]}"
+    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = queue
+    before_task_publish.connect(record, weak=False)
+    try:
+        yield sent
+    finally:
+        before_task_publish.disconnect(record)
+        app.conf.task_always_eager, app.conf.task_default_queue = saved
+        if HAS_REDIS:
+            from tests.test_worker import _forget_queue
+
+            _forget_queue(queue)
 
 
 def stop_process(process: "subprocess.Popen[bytes]", timeout: float) -> None:

@@ -1,6 +1,7 @@
 """The project dashboard: each figure by hand, who sees it, the cache and the beat job."""
 
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,13 +15,15 @@ from apps.dashboard import services
 from apps.dashboard.charts import HEAT_MAX_TINT, TEXT, heat_fill
 from apps.dashboard.figures import Thresholds, outlier_flags, project_figures
 from apps.dashboard.services import (
+    Computing,
     dashboards_refresh,
     figures_cached,
     figures_for_page,
     figures_refresh,
     freshness,
+    judgments_estimate,
 )
-from apps.dashboard.tasks import dashboards_refresh_task
+from apps.dashboard.tasks import dashboard_refresh_project_task, dashboards_refresh_task
 from apps.judging.models import Judgment
 from apps.judging.services import Preference, assignment_next
 from apps.projects.models import Project
@@ -434,24 +437,32 @@ def test_the_beat_job_refreshes_a_project_someone_watches(client, alice):
     assert figures_cached(idle.pk)["project"]["name"] == "Renamed"
 
 
-def test_one_computation_at_a_time(project, monkeypatch):
+def test_one_computation_at_a_time(project):
     lock = services._lock_key(project.pk)
     assert cache.add(lock, "someone else", 60)
     assert figures_refresh(project) is None  # the lock is held: no second computation
     assert dashboards_refresh()["skipped"] == []  # (demo has no batch: not active)
-    monkeypatch.setattr(services, "COLD_WAIT_SECONDS", 0.3)
-    assert figures_for_page(project) is None  # waited for the other, in vain
+    assert figures_for_page(project) == Computing(judgments=0)  # the other is computing
     cache.delete(lock)
-    assert figures_for_page(project) is not None
+    assert isinstance(figures_for_page(project), dict)
 
 
-def test_a_cold_page_waits_for_the_computation_in_progress(client, bob, project, monkeypatch):
-    lock = services._lock_key(project.pk)
+def test_a_cold_page_shows_the_computation_in_progress_without_waiting(client, bob, judged):
+    lock = services._lock_key(judged.pk)
     cache.add(lock, "someone else", 60)
-    monkeypatch.setattr(services, "COLD_WAIT_SECONDS", 0.2)
     client.force_login(bob)
+    started = time.monotonic()
     html = client.get(URL).content.decode()
-    assert "The figures are being computed" in html
+    assert time.monotonic() - started < 5  # it used to wait up to 60 s for the other
+    assert COMPUTING.format(n=12) in html
+    assert 'hx-trigger="every 3s"' in html
+    assert figures_cached(judged.pk) is None
+    # The one computing stores the figures: the next poll brings them.
+    cache.delete(lock)
+    figures_refresh(judged)
+    fragment = client.get(FIGURES_URL).content.decode()
+    assert re.search(r'data-testid="total-judgments">12<', fragment)
+    assert 'hx-trigger="every 30s"' in fragment
 
 
 def test_stale_figures_are_refreshed_by_a_task(client, bob, judged, annotators):
@@ -469,6 +480,80 @@ def test_stale_figures_are_refreshed_by_a_task(client, bob, judged, annotators):
     assert "(late: is the Celery beat running?)" in html
     assert figures_cached(judged.pk)["totals"]["judgments"] == 12
     assert 'data-testid="stale"' not in client.get(URL).content.decode()
+
+
+# -- a cold cache: computed in the request only for a small project -------------------------
+
+COMPUTING = (
+    "Computing this project's figures for the first time (about {n} judgments); this page "
+    "fills in when they are ready"
+)
+REFRESH_TASK = "apps.dashboard.tasks.dashboard_refresh_project_task"
+
+
+def test_the_estimate_is_the_members_judgment_counts(judged, annotators):
+    assert judgments_estimate(judged) == Judgment.objects.count() == 12
+    vote(judged, annotators[1], Comparison.objects.filter(batch__name="second").last(), "a")
+    assert judgments_estimate(judged) == 13
+
+
+def test_a_small_project_on_a_cold_cache_is_computed_in_the_request(
+    client, bob, judged, settings, no_worker
+):
+    settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 12  # at most: the 12 judgments are computed here
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    assert re.search(r'data-testid="total-judgments">12<', html)
+    assert 'hx-trigger="every 30s"' in html
+    assert figures_cached(judged.pk) is not None
+    assert no_worker == []  # nothing asked of the worker
+
+
+def test_a_large_project_on_a_cold_cache_asks_the_worker_and_says_so(
+    client, bob, judged, settings, no_worker, django_assert_max_num_queries
+):
+    settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 11
+    client.force_login(bob)
+    with django_assert_max_num_queries(7):  # the warm page's 6, and the estimate
+        response = client.get(URL)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert COMPUTING.format(n=12) in html
+    assert 'hx-get="/lead/p/demo/figures/"' in html
+    assert 'hx-trigger="every 3s"' in html  # sooner than the usual 30 s
+    assert 'data-testid="total-judgments"' not in html
+    assert no_worker == [(REFRESH_TASK, [judged.pk])]
+    # Nothing computed it (no worker); the polls keep saying so, and ask the worker only once.
+    assert figures_cached(judged.pk) is None
+    for _ in range(2):
+        fragment = client.get(FIGURES_URL).content.decode()
+        assert COMPUTING.format(n=12) in fragment
+        assert 'hx-trigger="every 3s"' in fragment
+    assert figures_cached(judged.pk) is None
+    assert len(no_worker) == 1
+    # The worker runs the task; the next poll brings the figures, and the usual poll again.
+    assert dashboard_refresh_project_task.apply(args=[judged.pk]).get() is True
+    fragment = client.get(FIGURES_URL).content.decode()
+    assert re.search(r'data-testid="total-judgments">12<', fragment)
+    assert 'hx-trigger="every 30s"' in fragment
+    assert "Computing" not in fragment
+    assert len(no_worker) == 1
+
+
+def test_a_task_queued_behind_one_that_did_the_work_does_not_compute_again(judged):
+    assert dashboard_refresh_project_task.apply(args=[judged.pk]).get() is True
+    computed = figures_cached(judged.pk)["computed_at"]
+    assert dashboard_refresh_project_task.apply(args=[judged.pk]).get() is False
+    assert figures_cached(judged.pk)["computed_at"] == computed
+    age_figures(judged, 20)  # older than half the period: a refresh is due
+    assert dashboard_refresh_project_task.apply(args=[judged.pk]).get() is True
+
+
+def test_with_celery_eager_a_large_project_is_computed_at_once(client, bob, judged, settings):
+    settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 0
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    assert re.search(r'data-testid="total-judgments">12<', html)
 
 
 # -- hostile names ---------------------------------------------------------------------------

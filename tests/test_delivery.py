@@ -222,6 +222,11 @@ def test_it_starts_with_no_configuration_at_all() -> None:
         ("DEBUG", "maybe", "DEBUG must be true or false, not 'maybe'"),
         ("IMPORT_MAX_BYTES", "abc", "IMPORT_MAX_BYTES must be a whole number, not 'abc'"),
         ("IMPORT_MAX_BYTES", "0", "IMPORT_MAX_BYTES must be at least 1, not 0"),
+        (
+            "DASHBOARD_INLINE_MAX_JUDGMENTS",
+            "many",
+            "DASHBOARD_INLINE_MAX_JUDGMENTS must be a whole number, not 'many'",
+        ),
         ("SECURE_COOKIES", "sometimes", "SECURE_COOKIES must be true or false"),
         ("DATABASE_URL", "mysql://db/annotate", "DATABASE_URL must start with postgres://"),
     ],

@@ -1,25 +1,30 @@
 """The dashboard's figures in the cache: kept fresh by the beat job, read by the page.
 
 The page never computes figures while they are in the cache, however old. On a cold cache (the
-project's first view, or after the entry expired) one request computes them, holding a lock, and
-any other request at the same time waits for its result rather than computing it again. Stale
-figures (the beat job not running) are refreshed by a task, again under the lock.
+project's first view, or after the entry expired or Redis was flushed) a request computes them
+itself, holding a lock, only for a small project (at most DASHBOARD_INLINE_MAX_JUDGMENTS
+judgments); for a larger one it asks the worker and the page shows that they are being computed,
+polling until they arrive. A request that finds the lock held (another request or the worker is
+computing) shows the same, rather than waiting. Stale figures (the beat job not running) are
+refreshed by a task, again under the lock.
 """
 
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Sum
 from django.utils import timezone
 
 from apps.batches.models import BatchStatus
 from apps.dashboard.figures import project_figures
 from apps.dashboard.render import figures_html
-from apps.projects.models import Project
+from apps.projects.models import Membership, Project
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +37,15 @@ FIGURES_TTL_SECONDS = 7 * 24 * 60 * 60
 LOCK_TTL_SECONDS = 10 * 60
 # A project viewed in the last this many seconds is refreshed by the beat job, active or not.
 WATCH_TTL_SECONDS = 15 * 60
-# A request that finds another computing the figures waits this long for them.
-COLD_WAIT_SECONDS = 60.0
+# While the figures are being computed, the open page asks for them this often (at most).
+COMPUTING_POLL_SECONDS = 3
+
+
+@dataclass(frozen=True)
+class Computing:
+    """What the page shows on a cold cache while the figures are computed elsewhere."""
+
+    judgments: int  # the estimate (judgments_estimate), for "about N judgments"
 
 
 def refresh_seconds() -> int:
@@ -44,6 +56,28 @@ def refresh_seconds() -> int:
 def poll_seconds() -> int:
     """How often the open page asks for the figures again."""
     return int(getattr(settings, "DASHBOARD_POLL_SECONDS", 30))
+
+
+def computing_poll_seconds() -> int:
+    """How often the page asks while the figures are being computed: sooner than usual."""
+    return min(COMPUTING_POLL_SECONDS, poll_seconds())
+
+
+def inline_max_judgments() -> int:
+    """The largest project (in judgments) whose figures a request computes on a cold cache."""
+    return int(getattr(settings, "DASHBOARD_INLINE_MAX_JUDGMENTS", 20_000))
+
+
+def judgments_estimate(project: Project) -> int:
+    """About how many judgments the project holds: the sum of its members' judgment counts.
+
+    One indexed read of the project's memberships (a row per member, whatever the number of
+    judgments), where counting the judgments themselves reads every one of them. The members'
+    counts keep invalidated judgments (the aggregation reads those rows too) and miss only the
+    judgments of someone no longer a member.
+    """
+    total = Membership.objects.filter(project=project).aggregate(n=Sum("judgment_count"))["n"]
+    return int(total or 0)
 
 
 def _key(project_id: int) -> str:
@@ -85,10 +119,14 @@ def figures_refresh(project: Project) -> dict[str, Any] | None:
             cache.delete(_lock_key(project.pk))
 
 
-def figures_for_page(project: Project) -> dict[str, Any] | None:
-    """The figures the page shows: from the cache; computed once on a cold cache.
+def figures_for_page(project: Project) -> dict[str, Any] | Computing:
+    """The figures the page shows, from the cache; never a large project's computed in the request.
 
-    None only when another request has been computing them for longer than COLD_WAIT_SECONDS.
+    On a cold cache, a project of at most inline_max_judgments() judgments has its figures
+    computed here (about a second per 10,000 judgments); a larger one has them computed by the
+    worker, and this returns Computing at once. So does finding the lock held: another request
+    or the worker is computing them, and the page asks again shortly rather than wait here.
+    With Celery eager (no broker), the task runs here and the figures come back.
     """
     cache.set(_watch_key(project.pk), True, WATCH_TTL_SECONDS)
     figures = figures_cached(project.pk)
@@ -96,16 +134,13 @@ def figures_for_page(project: Project) -> dict[str, Any] | None:
         if age_seconds(figures) > 3 * refresh_seconds():
             _refresh_later(project)
         return figures
-    figures = figures_refresh(project)
-    if figures is not None:
-        return figures
-    deadline = time.monotonic() + COLD_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        figures = figures_cached(project.pk)
-        if figures is not None:
-            return figures
-    return None
+    judgments = judgments_estimate(project)
+    if judgments <= inline_max_judgments():
+        figures = figures_refresh(project)
+    else:
+        _refresh_later(project)
+        figures = figures_cached(project.pk)  # there already when the task ran eagerly
+    return figures if figures is not None else Computing(judgments=judgments)
 
 
 def _refresh_later(project: Project) -> None:
@@ -133,8 +168,7 @@ def dashboards_refresh() -> dict[str, Any]:
     """The beat job: new figures for every active project. Returns what it did, for the log."""
     done, skipped = [], []
     for project in active_projects():
-        cached = figures_cached(project.pk)
-        if cached is not None and age_seconds(cached) < refresh_seconds() / 2:
+        if just_computed(figures_cached(project.pk)):
             # Computed moments ago (a page's cold start, or a run that queued behind a long one).
             skipped.append(project.slug)
             continue
@@ -150,6 +184,11 @@ def dashboards_refresh() -> dict[str, Any]:
         else:
             done.append((project.slug, round(time.perf_counter() - started, 3)))
     return {"refreshed": done, "skipped": skipped}
+
+
+def just_computed(figures: dict[str, Any] | None) -> bool:
+    """Figures younger than half the refresh period: computing them again would waste a run."""
+    return figures is not None and age_seconds(figures) < refresh_seconds() / 2
 
 
 def age_seconds(figures: dict[str, Any], now: datetime | None = None) -> float:

@@ -2,7 +2,12 @@ from typing import Any
 
 from celery import shared_task
 
-from apps.dashboard.services import dashboards_refresh, figures_refresh
+from apps.dashboard.services import (
+    dashboards_refresh,
+    figures_cached,
+    figures_refresh,
+    just_computed,
+)
 from apps.projects.models import Project
 
 
@@ -14,6 +19,12 @@ def dashboards_refresh_task() -> dict[str, Any]:
 
 @shared_task(name="apps.dashboard.tasks.dashboard_refresh_project_task")
 def dashboard_refresh_project_task(project_id: int) -> bool:
-    """New figures for one project (a page found them stale); False if another is computing."""
+    """New figures for one project (a page found them stale or missing).
+
+    False if another is computing them, or if they were computed moments ago (this task waited
+    in the queue behind a run that did the work).
+    """
     project = Project.objects.filter(pk=project_id).first()
-    return project is not None and figures_refresh(project) is not None
+    if project is None or just_computed(figures_cached(project_id)):
+        return False
+    return figures_refresh(project) is not None

@@ -6,21 +6,26 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from apps.dashboard.services import figures_for_page, freshness, poll_seconds, refresh_seconds
+from apps.dashboard.services import (
+    Computing,
+    computing_poll_seconds,
+    figures_for_page,
+    freshness,
+    poll_seconds,
+    refresh_seconds,
+)
 from apps.judging.views import login_required_htmx
 from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
 
 
-def _context(project: Project, figures: dict[str, Any] | None) -> dict[str, Any]:
-    context: dict[str, Any] = {
-        "project": project,
-        "figures": figures,
-        "poll_seconds": poll_seconds(),
-        "refresh_seconds": refresh_seconds(),
-    }
-    if figures is not None:
-        context["freshness"] = freshness(figures)
+def _context(project: Project, figures: dict[str, Any] | Computing) -> dict[str, Any]:
+    context: dict[str, Any] = {"project": project, "refresh_seconds": refresh_seconds()}
+    if isinstance(figures, Computing):
+        # Polled sooner than usual; the answer that brings the figures returns to the usual poll.
+        context.update(computing=figures, figures=None, poll_seconds=computing_poll_seconds())
+    else:
+        context.update(figures=figures, freshness=freshness(figures), poll_seconds=poll_seconds())
     return context
 
 

@@ -20,6 +20,7 @@ from rest_framework.authtoken.models import Token
 
 from apps.batches.models import Comparison
 from apps.dashboard.services import dashboards_refresh
+from apps.dashboard.tasks import dashboard_refresh_project_task
 from apps.judging.models import Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.models import Project
@@ -27,12 +28,14 @@ from apps.projects.services import membership_add
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
 from tests.e2e.test_annotate_browser import log_in
-from tests.test_dashboard import age_figures
+from tests.test_dashboard import REFRESH_TASK, age_figures
+from tests.test_stats import vote
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WAIT_MS = 10_000
+SLOW_WAIT_MS = 30_000  # polls every 3 s, on a loaded machine
 
 
 def api_post(base_url: str, user: User, path: str, payload: dict | None = None) -> Any:
@@ -126,6 +129,52 @@ def test_a_lead_sees_the_numbers_move_as_judgments_arrive(
     # A reload shows the same figures, rendered from the cache.
     page.reload()
     assert tile(page, "judgments") == "3"
+    page_log.assert_clean(base)  # no CSP violation, no script error, no other origin
+
+
+def test_a_large_projects_first_view_fills_in_when_the_figures_are_ready(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    bob: User,
+    annotators: list[User],
+    import_rows: Any,
+    settings: Any,
+    no_worker: list[tuple[str, Any]],
+) -> None:
+    settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 0  # every project is "large"
+    settings.DASHBOARD_REFRESH_SECONDS = 600  # the page asks the worker once a period: once here
+    cache.clear()
+    import_rows(prompt_line("p-1", n=3))
+    for user in annotators:
+        vote(project, user, Comparison.objects.order_by("id").first(), "a")
+    base = live_server.url
+    log_in(page, base, "bob")
+    page.goto(f"{base}/lead/p/demo/")
+    assert "Computing this project's figures for the first time (about 3 judgments)" in (
+        page.inner_text("[data-testid=computing]")
+    )
+    assert page.locator("[data-testid=total-judgments]").count() == 0
+    assert no_worker == [(REFRESH_TASK, [project.pk])]
+    page.evaluate("window.__sameDocument = 'kept'")
+    polls = f"{base}/lead/p/demo/figures/"
+    # No worker runs here: the page polls (every 3 s) and keeps saying so...
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource')"
+        ".filter(e => e.name.endsWith('/lead/p/demo/figures/')).length >= 1",
+        timeout=SLOW_WAIT_MS,
+    )
+    assert polls in page_log.requests
+    assert page.locator("[data-testid=computing]").count() == 1
+    # ...until the worker's task has stored the figures: the next poll shows them, in place.
+    assert dashboard_refresh_project_task.apply(args=[project.pk]).get() is True
+    page.wait_for_selector("[data-testid=total-judgments]", timeout=SLOW_WAIT_MS)
+    assert tile(page, "judgments") == "3"
+    assert page.evaluate("window.__sameDocument") == "kept", "a full page load happened"
+    assert page.locator("[data-testid=computing]").count() == 0
+    assert page.get_attribute("#figures", "hx-trigger") == "every 30s"  # the usual poll again
+    assert len(no_worker) == 1  # asked once
     page_log.assert_clean(base)  # no CSP violation, no script error, no other origin
 
 

@@ -24,3 +24,9 @@ def number(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "—"
     return f"{value:.{digits}f}"
+
+
+@register.filter
+def thousands(value: int) -> str:
+    """1234567 -> "1,234,567"."""
+    return f"{value:,}"
