@@ -66,7 +66,7 @@ MODELS = {
 TARGET_RENDER_MS = 300.0
 # The app's default DASHBOARD_INLINE_MAX_JUDGMENTS (annotate/settings.py).
 INLINE_MAX_JUDGMENTS = int(os.environ.get("DASHBOARD_INLINE_MAX_JUDGMENTS", "20000"))
-COMPUTING = "Computing this project's figures for the first time"
+COMPUTING = "Computing this project's figures (about"
 
 JUDGMENT_COLUMNS = [
     *bench_queue.JUDGMENT_COLUMNS,

@@ -485,8 +485,7 @@ def test_stale_figures_are_refreshed_by_a_task(client, bob, judged, annotators):
 # -- a cold cache: computed in the request only for a small project -------------------------
 
 COMPUTING = (
-    "Computing this project's figures for the first time (about {n} judgments); this page "
-    "fills in when they are ready"
+    "Computing this project's figures (about {n} judgments); this page fills in when they are ready"
 )
 REFRESH_TASK = "apps.dashboard.tasks.dashboard_refresh_project_task"
 
@@ -538,6 +537,35 @@ def test_a_large_project_on_a_cold_cache_asks_the_worker_and_says_so(
     assert 'hx-trigger="every 30s"' in fragment
     assert "Computing" not in fragment
     assert len(no_worker) == 1
+
+
+def progress(html: str) -> str:
+    found = re.search(r'data-testid="computing-progress">([^<]*)<', html)
+    assert found, html
+    return found.group(1)
+
+
+def test_the_computing_page_says_how_far_the_figures_are(client, bob, judged, settings, no_worker):
+    settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 0
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    assert progress(html) == "Waiting for a worker to start on them (asked 0 s ago)."
+    assert 'data-testid="worker-late"' not in html
+    # A minute on, no worker has taken the task: the page asks whether one runs.
+    cache.set(services._waiting_key(judged.pk), time.time() - 75)
+    html = client.get(FIGURES_URL).content.decode()
+    assert progress(html) == "Waiting for a worker to start on them (asked 75 s ago)."
+    assert "No worker has started yet: is a Celery worker running?" in html
+    # A worker takes it: the lock says since when.
+    cache.set(services._lock_key(judged.pk), f"abc@{time.time() - 12:.3f}", 60)
+    html = client.get(FIGURES_URL).content.decode()
+    assert progress(html) == "A worker started on them 12 s ago."
+    assert 'data-testid="worker-late"' not in html
+    # It stores them: the wait is over, and a later cold start waits afresh.
+    cache.delete(services._lock_key(judged.pk))
+    assert dashboard_refresh_project_task.apply(args=[judged.pk]).get() is True
+    assert cache.get(services._waiting_key(judged.pk)) is None
+    assert "Computing" not in client.get(FIGURES_URL).content.decode()
 
 
 def test_a_task_queued_behind_one_that_did_the_work_does_not_compute_again(judged):

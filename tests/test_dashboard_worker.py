@@ -49,7 +49,7 @@ def test_a_cold_page_asks_the_worker_and_a_later_poll_shows_the_figures(
     client.force_login(bob)
 
     html = client.get("/lead/p/demo/").content.decode()
-    assert "Computing this project's figures for the first time (about 6 judgments)" in html
+    assert "Computing this project's figures (about 6 judgments)" in html
     assert 'hx-trigger="every 3s"' in html
 
     deadline = time.monotonic() + TIMEOUT

@@ -12,7 +12,7 @@ refreshed by a task, again under the lock.
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,11 +41,23 @@ WATCH_TTL_SECONDS = 15 * 60
 COMPUTING_POLL_SECONDS = 3
 
 
+# Waiting this long for a worker to start on the figures, the page asks whether one is running.
+WORKER_LATE_SECONDS = 60
+
+
 @dataclass(frozen=True)
 class Computing:
     """What the page shows on a cold cache while the figures are computed elsewhere."""
 
     judgments: int  # the estimate (judgments_estimate), for "about N judgments"
+    # Seconds since a computation started (the lock is held), or None when none runs.
+    running_for: float | None = field(default=None, compare=False)
+    # Seconds since the worker was first asked, while none has started; None if never asked.
+    waiting_for: float | None = field(default=None, compare=False)
+
+    @property
+    def worker_late(self) -> bool:
+        return self.running_for is None and (self.waiting_for or 0) >= WORKER_LATE_SECONDS
 
 
 def refresh_seconds() -> int:
@@ -92,6 +104,10 @@ def _asked_key(project_id: int) -> str:
     return f"dashboard:v{CACHE_VERSION}:asked:{project_id}"
 
 
+def _waiting_key(project_id: int) -> str:
+    return f"dashboard:v{CACHE_VERSION}:waiting:{project_id}"
+
+
 def _watch_key(project_id: int) -> str:
     return f"dashboard:v{CACHE_VERSION}:watched:{project_id}"
 
@@ -106,13 +122,15 @@ def figures_refresh(project: Project) -> dict[str, Any] | None:
 
     Returns the new figures, or None when the lock was taken.
     """
-    token = secrets.token_hex(8)
+    # The lock's value says when the computation started (for the page's "started n s ago").
+    token = f"{secrets.token_hex(8)}@{time.time():.3f}"
     if not cache.add(_lock_key(project.pk), token, LOCK_TTL_SECONDS):
         return None
     try:
         figures = project_figures(project)
         figures["html"] = figures_html(figures)
         cache.set(_key(project.pk), figures, FIGURES_TTL_SECONDS)
+        cache.delete(_waiting_key(project.pk))
         return figures
     finally:
         if cache.get(_lock_key(project.pk)) == token:
@@ -140,7 +158,28 @@ def figures_for_page(project: Project) -> dict[str, Any] | Computing:
     else:
         _refresh_later(project)
         figures = figures_cached(project.pk)  # there already when the task ran eagerly
-    return figures if figures is not None else Computing(judgments=judgments)
+    if figures is not None:
+        return figures
+    return _computing(project, judgments)
+
+
+def _computing(project: Project, judgments: int) -> Computing:
+    """How far the figures are: being computed (since when), or waiting for a worker."""
+    now = time.time()
+    running_for = waiting_for = None
+    lock = cache.get(_lock_key(project.pk))
+    if lock is not None:
+        started = str(lock).rpartition("@")[2]
+        try:
+            running_for = max(0.0, now - float(started))
+        except ValueError:  # a lock of an older version: running, since unknown
+            running_for = 0.0
+    else:
+        # The first time a page found them missing with nobody computing them.
+        cache.add(_waiting_key(project.pk), now, LOCK_TTL_SECONDS)
+        asked = cache.get(_waiting_key(project.pk))
+        waiting_for = max(0.0, now - float(asked)) if asked is not None else 0.0
+    return Computing(judgments=judgments, running_for=running_for, waiting_for=waiting_for)
 
 
 def _refresh_later(project: Project) -> None:

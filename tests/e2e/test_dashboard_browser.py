@@ -152,7 +152,7 @@ def test_a_large_projects_first_view_fills_in_when_the_figures_are_ready(
     base = live_server.url
     log_in(page, base, "bob")
     page.goto(f"{base}/lead/p/demo/")
-    assert "Computing this project's figures for the first time (about 3 judgments)" in (
+    assert "Computing this project's figures (about 3 judgments)" in (
         page.inner_text("[data-testid=computing]")
     )
     assert page.locator("[data-testid=total-judgments]").count() == 0
