@@ -168,6 +168,24 @@ def test_listwise_exports_are_byte_identical_and_filter_by_batch(api, bob, ranke
         assert missing.status_code == 400 and list(missing.json()) == ["batch"]
 
 
+@pytest.mark.parametrize("params", [{}, {"since": "2000-01-01T00:00:00Z"}, {"split": "train"}])
+def test_listwise_rows_are_the_same_read_a_ranked_prompt_at_a_time(
+    api, bob, ranked, monkeypatch, params
+):
+    from apps.exports import rankings
+
+    def raw() -> bytes:
+        response = api(bob).get(URL, {"format": "listwise", **params})
+        assert response.status_code == 200
+        return b"".join(response.streaming_content)
+
+    whole = raw()
+    monkeypatch.setattr(rankings, "CHUNK", 1)  # keyset pages of one comparison
+    assert raw() == whole
+    if not params:
+        assert whole.count(b"\n") == 2
+
+
 def test_listwise_exports_cost_the_same_statements_for_few_rows_and_many(
     project, annotators, import_rows
 ):

@@ -33,6 +33,7 @@ from apps.exports.selectors import (
     Pseudonyms,
     Tally,
     decide,
+    keyset_pages,
     split_of,
 )
 from apps.judging.models import Choice, Judgment
@@ -129,13 +130,10 @@ def ranked_comparisons(
             )
         )
     rows = comparisons.order_by("id").values_list("id", "batch_id", "prompt_id", "candidate_ids")
-    chunk: list[tuple[int, int, int, list[int]]] = []
-    for pk, batch, prompt, candidate_ids in rows.iterator(chunk_size=CHUNK):
-        chunk.append((pk, batch, prompt, list(candidate_ids or [])))
-        if len(chunk) == CHUNK:
-            yield from _ranked_chunk(project, chunk, pseudonym, split, test_fraction)
-            chunk = []
-    if chunk:
+    # Keyset pages, as the other exports read: a held server-side cursor is built whole (the
+    # `since` subquery included) before its first row.
+    for page in keyset_pages(rows, CHUNK):
+        chunk = [(pk, batch, prompt, list(ids or [])) for pk, batch, prompt, ids in page]
         yield from _ranked_chunk(project, chunk, pseudonym, split, test_fraction)
 
 
