@@ -380,6 +380,19 @@ def test_the_page_shows_the_figures(client, bob, judged):
     assert "<html" not in fragment
 
 
+def test_a_project_without_judgments_says_so_instead_of_drawing_empty_charts(
+    client, bob, project, import_rows
+):
+    import_rows(prompt_line("p-1"))
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    assert re.search(r'data-testid="total-judgments">0<', html)
+    assert "No judgment yet." in html
+    assert 'data-testid="no-durations">No timed judgment yet.<' in html
+    assert 'data-testid="durations"' not in html
+    assert html.count('<svg class="chart" role="img"') == 1  # progress per batch only
+
+
 def test_the_page_renders_from_the_cache_until_the_beat_job_runs(client, bob, judged, annotators):
     client.force_login(bob)
     assert re.search(r'data-testid="total-judgments">12<', client.get(URL).content.decode())

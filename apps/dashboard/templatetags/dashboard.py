@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import template
 
 register = template.Library()
@@ -30,3 +32,9 @@ def number(value: float | None, digits: int = 3) -> str:
 def thousands(value: int) -> str:
     """1234567 -> "1,234,567"."""
     return f"{value:,}"
+
+
+@register.filter
+def any_counted(buckets: list[dict[str, Any]]) -> bool:
+    """Whether any bucket of a histogram holds something."""
+    return any(bucket.get("count") for bucket in buckets or [])
