@@ -1,11 +1,12 @@
 """Annotator accounts, as leads manage them: created one at a time or from a CSV of emails, each
-with a one-time link to set a password; added to projects; deactivated."""
+with a one-time link to set a password; added to projects; deactivated and reactivated."""
 
 import csv
 import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
@@ -122,6 +123,21 @@ def _or_none(projects: Iterable[Project]) -> list[Project | None]:
     so that each project's leads see them, and once without a project if it is in none."""
     found: list[Project | None] = list(projects)
     return found or [None]
+
+
+def _audit_account(
+    by: Actor, action: AuditAction, account: User, details: dict[str, Any] | None = None
+) -> None:
+    """Records an action on an account once per project it is in (or once without one)."""
+    in_projects = Project.objects.filter(memberships__user=account).order_by("pk")
+    for project in _or_none(in_projects):
+        audit_record(
+            actor=by,
+            action=action,
+            project=project,
+            target=account,
+            details={"user": account.get_username(), **(details or {})},
+        )
 
 
 def _check_projects(actor: Actor, projects: Iterable[Project]) -> list[Project]:
@@ -297,14 +313,7 @@ def account_deactivate(*, account: User, by: Actor) -> int:
         for project_id in leased_in:
             while leases_reclaim_expired(project_id=project_id, now=now):
                 pass
-        for project in _or_none(Project.objects.filter(memberships__user=account).order_by("pk")):
-            audit_record(
-                actor=by,
-                action=AuditAction.ACCOUNT_DEACTIVATED,
-                project=project,
-                target=account,
-                details={"user": account.get_username(), "leases_released": released},
-            )
+        _audit_account(by, AuditAction.ACCOUNT_DEACTIVATED, account, {"leases_released": released})
     return released
 
 
@@ -317,14 +326,7 @@ def account_link_issue(*, account: User, by: Actor, base_url: str = "") -> NewAc
             f"{account.get_username()} has set a password already; only staff can issue a new link."
         )
     link = set_password_link(account, base_url=base_url)
-    for project in _or_none(Project.objects.filter(memberships__user=account).order_by("pk")):
-        audit_record(
-            actor=by,
-            action=AuditAction.PASSWORD_LINK,
-            project=project,
-            target=account,
-            details={"user": account.get_username()},
-        )
+    _audit_account(by, AuditAction.PASSWORD_LINK, account)
     return NewAccount(account, link, _send_link(account, link))
 
 
@@ -339,12 +341,5 @@ def account_reactivate(*, account: User, by: Actor) -> bool:
         account.is_active = True
         if not changed:
             return False
-        for project in _or_none(Project.objects.filter(memberships__user=account).order_by("pk")):
-            audit_record(
-                actor=by,
-                action=AuditAction.ACCOUNT_REACTIVATED,
-                project=project,
-                target=account,
-                details={"user": account.get_username()},
-            )
+        _audit_account(by, AuditAction.ACCOUNT_REACTIVATED, account)
     return True
