@@ -142,6 +142,7 @@ def test_a_large_projects_first_view_fills_in_when_the_figures_are_ready(
     import_rows: Any,
     settings: Any,
     no_worker: list[tuple[str, Any]],
+    tmp_path: Path,
 ) -> None:
     settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 0  # every project is "large"
     settings.DASHBOARD_REFRESH_SECONDS = 600  # the page asks the worker once a period: once here
@@ -156,7 +157,16 @@ def test_a_large_projects_first_view_fills_in_when_the_figures_are_ready(
         page.inner_text("[data-testid=computing]")
     )
     assert page.locator("[data-testid=total-judgments]").count() == 0
+    assert page.inner_text("[data-testid=computing-progress]").startswith(
+        "Waiting for a worker to start on them (asked "
+    )
     assert no_worker == [(REFRESH_TASK, [project.pk])]
+    # docs/dashboard-computing.png, refreshed with SCREENSHOTS=1 (else a temporary path).
+    target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
+    page.screenshot(
+        path=str(target / "dashboard-computing.png"),
+        clip={"x": 0, "y": 0, "width": 1280, "height": 240},
+    )
     page.evaluate("window.__sameDocument = 'kept'")
     polls = f"{base}/lead/p/demo/figures/"
     # No worker runs here: the page polls (every 3 s) and keeps saying so...
