@@ -21,6 +21,7 @@ from apps.exports.jobs import (
 )
 from apps.exports.models import ExportJob, ExportStatus
 from apps.exports.parquet import schema_for
+from apps.judging.models import Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line
@@ -231,6 +232,43 @@ def test_trl_and_kto_parquet_for_each_kind_of_prompt(
         assert prompt.dtype == "string"
     if kind == "mixed":
         assert [json.loads(row["prompt"]) for row in dataset][-1] == MESSAGES
+
+
+def test_the_prompt_columns_are_typed_by_what_the_filters_keep(
+    api, bob, project, annotators, import_rows, tmp_path
+):
+    """A string prompt between model-1 and model-2, a conversation between two other models:
+    mixed in all, but strings only for an export of model-1 and model-2 (or of recent votes)."""
+    from datetime import UTC, datetime
+
+    from apps.exports.formats import Options
+    from apps.exports.jobs import prompt_kind
+    from apps.exports.parquet import CONVERSATION, MIXED, STRING
+
+    conversation = prompt_line("conv", prompt=MESSAGES)
+    for candidate, model in zip(conversation["candidates"], ["model-8", "model-9"], strict=True):
+        candidate["model"] = model
+    import_rows(prompt_line("plain"), conversation)
+    for user in annotators:
+        _vote(project, user, "a")
+    Judgment.objects.filter(comparison__prompt__external_id="conv").update(
+        created_at=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    assert prompt_kind(project=project, options=Options()) == MIXED
+    assert prompt_kind(project=project, options=Options(models=("model-1", "model-2"))) == STRING
+    assert prompt_kind(project=project, options=Options(models=("model-8", "model-9"))) == (
+        CONVERSATION
+    )
+    recent = Options(since=datetime(2024, 1, 1, tzinfo=UTC))
+    assert prompt_kind(project=project, options=recent) == STRING
+    client = api(bob)
+    job = _post(client, format="trl", file_format="parquet", models="model-1,model-2").json()
+    assert job["status"] == "done", job
+    path = tmp_path / "typed.parquet"
+    path.write_bytes(_download(client, job))
+    dataset = _load_parquet(path, tmp_path)
+    assert dataset.features["prompt"].dtype == "string"
+    assert dataset[0]["prompt"] == "What is 2 + 2?"  # the text itself, not JSON of it
 
 
 def test_the_dataset_card_goes_with_the_export(api, bob, voted, export_root):

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connections, transaction
-from django.db.models import CharField, F, Func, Q
+from django.db.models import CharField, Exists, F, Func, OuterRef, Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -350,13 +350,32 @@ class JSONType(Func):
 
 def prompt_kind(*, project: Project, options: Options) -> str:
     """Whether the pairwise comparisons of the export have string prompts, conversations, or
-    both (then `trl` and `kto` write those columns as JSON text in Parquet)."""
+    both (then `trl` and `kto` write those columns as JSON text in Parquet), under the export's
+    filters but `split`."""
     # Listwise comparisons too: their rankings become pairs, and the listwise format's rows.
     comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
     if not options.include_gold:
         comparisons = comparisons.filter(is_gold=False)
     if options.batch_id is not None:
         comparisons = comparisons.filter(batch_id=options.batch_id)
+    if options.models is not None:
+        # A pair between two of the models; a ranking may hold such a pair whatever its others.
+        names = list(options.models)
+        comparisons = comparisons.filter(
+            Q(candidate_ids__isnull=False)
+            | Q(candidate_a__model__in=names, candidate_b__model__in=names)
+        )
+    if options.since is not None:
+        comparisons = comparisons.filter(
+            Exists(
+                Judgment.objects.filter(
+                    comparison=OuterRef("pk"),
+                    created_at__gte=options.since,
+                    invalidated_at__isnull=True,
+                )
+            )
+        )
+    # (`split` is a hash of each prompt's id, computed in Python: both halves count here.)
     comparisons = comparisons.annotate(prompt_type=JSONType("prompt__content"))
     conversations = comparisons.filter(prompt_type="array").exists()
     strings = comparisons.exclude(prompt_type="array").exists()
