@@ -334,20 +334,8 @@ def krippendorff_alpha(
 
 def fleiss(items: Sequence[Sequence[str]]) -> tuple[float | None, str | None]:
     """Fleiss' kappa from statsmodels, and None with the reason where it does not apply."""
-    sizes = {len(options) for options in items}
-    if not items:
-        return None, "No votes."
-    if len(sizes) > 1:
-        return None, (
-            f"Comparisons have from {min(sizes)} to {max(sizes)} votes; Fleiss' kappa needs the "
-            "same number of votes on every comparison (Krippendorff's alpha does not)."
-        )
-    if sizes == {1}:
-        return None, "Every comparison has one vote; Fleiss' kappa needs two or more."
-    table = np.array([[Counter(options)[o] for o in OPTIONS] for options in items])
-    # Every vote for one option: chance agreement is 1 and kappa 0/0, undefined (null).
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return _finite(fleiss_kappa(table, method="fleiss")), None
+    table = np.array([[Counter(options)[o] for o in OPTIONS] for options in items], dtype=np.int64)
+    return _fleiss(table.reshape(-1, len(OPTIONS)))
 
 
 def _groups(comparison: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
