@@ -106,8 +106,8 @@ class MembershipInline(admin.TabularInline):
         return True
 
 
-# Every setting a lead edits, in the form's order.
-AUDITED_SETTINGS_FORM = [
+# Every setting a lead edits, in the form's order: the form's three sections.
+JUDGING_SETTINGS = (
     "scheme",
     "allow_tie",
     "allow_both_bad",
@@ -118,13 +118,10 @@ AUDITED_SETTINGS_FORM = [
     "skip_reasons",
     "show_models",
     "overlap",
-    "policy",
-    "lease_seconds",
-    "annotator_cap",
-    "gold_rate",
-    "gold_min_accuracy",
-    "gold_min_answers",
-]
+)
+QUEUE_SETTINGS = ("policy", "lease_seconds", "annotator_cap")
+GOLD_SETTINGS = ("gold_rate", "gold_min_accuracy", "gold_min_answers")
+AUDITED_SETTINGS_FORM = [*JUDGING_SETTINGS, *QUEUE_SETTINGS, *GOLD_SETTINGS]
 
 
 class LinesField(forms.CharField):
@@ -283,25 +280,9 @@ class ProjectAdmin(LeadScopedAdmin):
     inlines = [MembershipInline]
     fieldsets = [
         (None, {"fields": ["name", "slug", "guidelines"]}),
-        (
-            "Judging",
-            {
-                "fields": [
-                    "scheme",
-                    "allow_tie",
-                    "allow_both_bad",
-                    "criteria",
-                    "rationale",
-                    "rationale_min_length",
-                    "flags",
-                    "skip_reasons",
-                    "show_models",
-                    "overlap",
-                ]
-            },
-        ),
-        ("Queue", {"fields": ["policy", "lease_seconds", "annotator_cap"]}),
-        ("Gold items", {"fields": ["gold_rate", "gold_min_accuracy", "gold_min_answers"]}),
+        ("Judging", {"fields": JUDGING_SETTINGS}),
+        ("Queue", {"fields": QUEUE_SETTINGS}),
+        ("Gold items", {"fields": GOLD_SETTINGS}),
     ]
 
     @admin.display(description="dashboard")
