@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connections, transaction
-from django.db.models import CharField, Exists, F, Func, OuterRef, Q
+from django.db.models import CharField, F, Func, Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -46,6 +46,7 @@ from apps.exports.card import dataset_card
 from apps.exports.formats import FORMATS, Options, export_rows
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
 from apps.exports.parquet import CONVERSATION, KIND_FORMATS, MIXED, STRING, write_parquet
+from apps.exports.selectors import voted_since
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 
@@ -366,15 +367,7 @@ def prompt_kind(*, project: Project, options: Options) -> str:
             | Q(candidate_a__model__in=names, candidate_b__model__in=names)
         )
     if options.since is not None:
-        comparisons = comparisons.filter(
-            Exists(
-                Judgment.objects.filter(
-                    comparison=OuterRef("pk"),
-                    created_at__gte=options.since,
-                    invalidated_at__isnull=True,
-                )
-            )
-        )
+        comparisons = comparisons.filter(voted_since(options.since))
     # (`split` is a hash of each prompt's id, computed in Python: both halves count here.)
     comparisons = comparisons.annotate(prompt_type=JSONType("prompt__content"))
     conversations = comparisons.filter(prompt_type="array").exists()

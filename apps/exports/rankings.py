@@ -20,7 +20,6 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from django.db.models import Exists, OuterRef
 
 from apps.batches.models import Candidate, Comparison, Prompt
 from apps.exports.reliability import OPTIONS, ReliabilityModel, fit_model
@@ -35,6 +34,7 @@ from apps.exports.selectors import (
     decide,
     keyset_pages,
     split_of,
+    voted_since,
 )
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
@@ -122,13 +122,7 @@ def ranked_comparisons(
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
     if since is not None:
-        comparisons = comparisons.filter(
-            Exists(
-                Judgment.objects.filter(
-                    comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
-                )
-            )
-        )
+        comparisons = comparisons.filter(voted_since(since))
     rows = comparisons.order_by("id").values_list("id", "batch_id", "prompt_id", "candidate_ids")
     # Keyset pages, as the other exports read: a held server-side cursor is built whole (the
     # `since` subquery included) before its first row.

@@ -332,6 +332,16 @@ def decide(
     raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
 
 
+def voted_since(since: datetime) -> Exists:
+    """A comparison filter: it has a valid vote at or after `since` (what `since` keeps of the
+    formats that count all of a comparison's votes)."""
+    return Exists(
+        Judgment.objects.filter(
+            comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
+        )
+    )
+
+
 def judged_pairs(
     *,
     project: Project,
@@ -356,13 +366,7 @@ def judged_pairs(
             candidate_a__model__in=list(models), candidate_b__model__in=list(models)
         )
     if since is not None:
-        comparisons = comparisons.filter(
-            Exists(
-                Judgment.objects.filter(
-                    comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
-                )
-            )
-        )
+        comparisons = comparisons.filter(voted_since(since))
     return comparisons
 
 
