@@ -453,3 +453,44 @@ def test_the_admin_shows_each_state_of_a_background_import(
     assert response["HX-Refresh"] == "true"
     html = response.content.decode()
     assert "Import failed." in html and "attempt 2 of 2 had no heartbeat" in html
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_import_storing_its_rows_is_neither_cancelled_nor_deleted(project, bob, no_worker, api):
+    """The store is one transaction under the batch row's lock: a cancel or a delete waits a
+    moment for the lock, then says why it cannot, and changes nothing."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    batch = queued_import(project, bob)
+    assert batch_import_claim(batch_id=batch.pk) == 1
+    locked, release = threading.Event(), threading.Event()
+
+    def storing() -> None:
+        try:
+            with transaction.atomic():
+                Batch.objects.select_for_update().get(pk=batch.pk)
+                locked.set()
+                release.wait(20)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=storing)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        cancel = api(bob).post(f"/api/v1/batches/{batch.pk}/cancel/")
+        delete = api(bob).delete(f"/api/v1/batches/{batch.pk}/")
+    finally:
+        release.set()
+        thread.join()
+    for response, verb in ((cancel, "cancelled"), (delete, "deleted")):
+        assert response.status_code == 409, response.content
+        assert response.json()["detail"] == (
+            f"{batch} cannot be {verb} now: its import is storing the rows, in one "
+            "transaction, and will be active in a moment (close it then, or delete it while "
+            "nobody has judged it)."
+        )
+    batch.refresh_from_db()
+    assert (batch.status, batch.import_running) == ("importing", True)
+    assert not AuditEvent.objects.filter(action__in=["batch_status", "batch_deleted"]).exists()
