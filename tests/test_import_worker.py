@@ -17,7 +17,11 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchSource, BatchStatus, Candidate, Comparison, Prompt
-from apps.batches.services import STORE_PROGRESS_KEY, batch_imports_sweep
+from apps.batches.services import (
+    STORE_PROGRESS_KEY,
+    batch_import_progress,
+    batch_imports_sweep,
+)
 from apps.batches.tasks import imports_sweep_task
 from apps.judging.models import Judgment
 from apps.projects.models import Project
@@ -132,7 +136,9 @@ def test_a_worker_killed_mid_store_leaves_nothing_and_the_sweep_retries_to_exact
     heartbeat = batch.import_heartbeat_at
     assert heartbeat is not None
     time.sleep(max(0.0, 2.5 - (timezone.now() - heartbeat).total_seconds()))
+    assert batch_import_progress(Batch.objects.get(pk=batch_id))["phase"] == "storing"  # stale
     assert batch_imports_sweep() == {"requeued": 1, "failed": 0, "resent": 0}
+    assert batch_import_progress(Batch.objects.get(pk=batch_id))["phase"] == "queued"
     note = Batch.objects.get(pk=batch_id).import_note
     assert note == "attempt 1 stopped (no heartbeat for 2 s: its worker died or hung); re-queued"
 

@@ -180,6 +180,8 @@ def batch_import_claim(*, batch_id: int) -> int | None:
         )
         if not claimed:
             return None
+        # A dead run's last "storing" figures (it could not clear them) are not this run's.
+        cache.delete(STORE_PROGRESS_KEY.format(batch_id))
         return int(Batch.objects.values_list("import_attempts", flat=True).get(pk=batch_id))
 
 
@@ -347,6 +349,8 @@ def batch_imports_sweep(now: datetime | None = None) -> dict[str, int]:
             .order_by("id")
         )
         for batch in dead:
+            # The dead run's last "storing" figures: it stored nothing (rolled back).
+            cache.delete(STORE_PROGRESS_KEY.format(batch.pk))
             stopped = f"attempt {batch.import_attempts}"
             if batch.import_attempts < settings.IMPORT_MAX_ATTEMPTS:
                 batch.import_running = False
