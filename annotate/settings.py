@@ -199,6 +199,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.exports.tasks.exports_sweep_task",
         "schedule": 60.0,
     },
+    "sweep-imports": {
+        "task": "apps.batches.tasks.imports_sweep_task",
+        "schedule": 60.0,
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -283,6 +287,15 @@ API_TOKEN_RATE = envrate("API_TOKEN_RATE", "3000/min")
 IMPORT_MAX_BYTES = envint("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1)
 IMPORT_BACKGROUND_BYTES = envint("IMPORT_BACKGROUND_BYTES", 2 * 1024 * 1024)
 IMPORT_MAX_REPORTED_ERRORS = envint("IMPORT_MAX_REPORTED_ERRORS", 1000, minimum=1)
+# Background imports (apps/batches/services.py): a run writes a heartbeat as it checks the file.
+# The beat sweep re-sends an import still waiting for a worker after IMPORT_STALE_AFTER seconds
+# (its message was lost), and re-queues one whose heartbeat is that old (its worker died), up to
+# IMPORT_MAX_ATTEMPTS runs in all, then marks it failed.
+IMPORT_STALE_AFTER = envint("IMPORT_STALE_AFTER", 300, minimum=1)
+IMPORT_MAX_ATTEMPTS = envint("IMPORT_MAX_ATTEMPTS", 3, minimum=1)
+# A test hook only: milliseconds a background import sleeps at each progress write, so that a
+# test can kill a worker mid-import. Always 0 in real use.
+IMPORT_TEST_DELAY_MS = envint("IMPORT_TEST_DELAY_MS", 0)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10000

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from apps.batches.api import BatchCreate, BatchDetail, ComparisonList
+from apps.batches.api import BatchCancel, BatchCreate, BatchDetail, ComparisonList
 from apps.exports.api import Export, Stats
 from apps.exports.job_api import (
     ExportJobCancel,
@@ -57,6 +57,7 @@ api_v1 = [
     path("projects/<slug:slug>/stats/", Stats.as_view(), name="api-stats"),
     path("projects/<slug:slug>/judgments/undo/", JudgmentUndo.as_view(), name="api-judgment-undo"),
     path("batches/<int:batch_id>/", BatchDetail.as_view(), name="api-batch"),
+    path("batches/<int:batch_id>/cancel/", BatchCancel.as_view(), name="api-batch-cancel"),
     path(
         "assignments/<int:assignment_id>/judgment/",
         JudgmentCreate.as_view(),

@@ -17,6 +17,7 @@ class AuditAction(models.TextChoices):
     IMPORT_FAILED = "import_failed", "Import failed"
     BATCH_STATUS = "batch_status", "Batch status changed"
     BATCH_PRIORITY = "batch_priority", "Batch priority changed"
+    BATCH_DELETED = "batch_deleted", "Batch deleted"
     LEASES_RECLAIMED = "leases_reclaimed", "Expired leases reclaimed"
     ACCOUNT_CREATED = "account_created", "Account created"
     ACCOUNT_DEACTIVATED = "account_deactivated", "Account deactivated"

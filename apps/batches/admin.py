@@ -24,10 +24,13 @@ from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
 from apps.batches.services import (
     BATCH_ACTIONS,
+    DELETABLE_STATUSES,
     SETTABLE_STATUSES,
     BatchActionError,
     batch_action,
+    batch_delete,
     batch_import,
+    batch_import_cancel,
     batch_import_progress,
     batch_priority_set,
     batch_reclaim_expired,
@@ -88,6 +91,8 @@ class BatchAdmin(LeadScopedAdmin):
         "close_batches",
         "set_priority",
         "reclaim_expired_leases",
+        "cancel_imports",
+        "delete_batches",
     ]
     list_display = [
         "__str__",
@@ -136,8 +141,20 @@ class BatchAdmin(LeadScopedAdmin):
             )
         )
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Not Django's delete (it would skip the rules and the audit log): the "Delete" action
+        # and button call batch_delete, for staff and leads alike.
+        return False
+
     @admin.display(description="complete")
     def progress(self, batch: Batch) -> str:
+        if batch.status == BatchStatus.IMPORTING:
+            state = batch_import_progress(batch)
+            return format_html(
+                '<progress max="100" value="{}"></progress> importing: {}',
+                state["percent"],
+                _import_state(state),
+            )
         complete = getattr(batch, "complete", 0)
         total = batch.comparison_count
         percent = round(100 * complete / total) if total else 0
@@ -235,6 +252,32 @@ class BatchAdmin(LeadScopedAdmin):
             total += batch_reclaim_expired(batch=batch, by=request.user)
         self.message_user(request, f"Reclaimed {total} expired lease(s).", messages.SUCCESS)
 
+    def _each(self, request: HttpRequest, queryset: QuerySet[Batch], act: Any, label: str) -> None:
+        done, refused = [], []
+        for batch in queryset:
+            if not self.has_change_permission(request, batch):
+                refused.append(f"{batch}: not yours")
+                continue
+            name = str(batch)
+            try:
+                act(batch=batch, by=request.user)
+            except BatchActionError as exc:
+                refused.append(str(exc))
+            else:
+                done.append(name)
+        if done:
+            self.message_user(request, f"{label}: {', '.join(done)}.", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+    @admin.action(description="Cancel the selected imports")
+    def cancel_imports(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        self._each(request, queryset, batch_import_cancel, "Cancelled")
+
+    @admin.action(description="Delete the selected batches (none may hold judgments)")
+    def delete_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        self._each(request, queryset, batch_delete, "Deleted")
+
     # Custom views: upload, the change page's buttons, the import's progress.
 
     def get_urls(self) -> list[URLPattern]:
@@ -284,6 +327,26 @@ class BatchAdmin(LeadScopedAdmin):
             else:
                 batch_priority_set(batch=batch, priority=priority, by=request.user)
                 self.message_user(request, f"Priority of {batch} set to {priority}.")
+        elif action == "cancel":
+            try:
+                batch_import_cancel(batch=batch, by=request.user)
+            except BatchActionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Cancelled the import of {batch}.", messages.SUCCESS)
+        elif action == "delete" and request.POST.get("confirm") != "yes":
+            self.message_user(
+                request, "Tick the box to confirm that the batch is to be deleted.", messages.ERROR
+            )
+        elif action == "delete":
+            name = str(batch)
+            try:
+                batch_delete(batch=batch, by=request.user)
+            except BatchActionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Deleted {name}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:batches_batch_changelist"))
         elif action == "reclaim":
             total = batch_reclaim_expired(batch=batch, by=request.user)
             self.message_user(
@@ -326,6 +389,7 @@ class BatchAdmin(LeadScopedAdmin):
                     if batch.status in allowed
                 ],
                 can_act=self.has_change_permission(request, batch),
+                can_delete=batch.status in DELETABLE_STATUSES,
                 progress=batch_import_progress(batch),
                 export_links=_export_links(batch),
             )
@@ -380,6 +444,15 @@ class BatchAdmin(LeadScopedAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/batches/upload.html", context)
+
+
+def _import_state(progress: dict[str, Any]) -> str:
+    """The import's state in a few words, for the batch list."""
+    if not progress["running"]:
+        if progress["attempt"]:
+            return f"re-queued after attempt {progress['attempt']}, waiting for a worker"
+        return "waiting for a worker"
+    return f"attempt {progress['attempt']} of {progress['max_attempts']}, {progress['phase']}"
 
 
 def _export_links(batch: Batch) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,7 +16,12 @@ from rest_framework.views import APIView
 from annotate.api import PayloadTooLarge, int_param, list_page, request_user
 from annotate.schema import BATCH, CURSOR, PAGE_SIZE, ComparisonRow, ErrorOut, page_of
 from apps.batches.models import Batch, BatchStatus, Comparison
-from apps.batches.services import batch_import
+from apps.batches.services import (
+    BatchActionError,
+    batch_delete,
+    batch_import,
+    batch_import_cancel,
+)
 from apps.projects.selectors import project_for_lead, projects_led_by
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson")
@@ -71,7 +76,28 @@ class BatchSerializer(serializers.ModelSerializer):
             "errors",
             "created_at",
             "finished_at",
+            "import_attempts",
+            "import_running",
+            "import_heartbeat_at",
+            "import_note",
         ]
+        extra_kwargs = {
+            "import_attempts": {"help_text": "How many runs a background import has had."},
+            "import_running": {"help_text": "Whether a worker holds the import now."},
+            "import_heartbeat_at": {
+                "help_text": "The running import's last heartbeat; while waiting for a worker, "
+                "when its task was last sent."
+            },
+            "import_note": {
+                "help_text": "Why an earlier run was re-queued, or why the task was sent again."
+            },
+        }
+
+
+class BatchConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The batch cannot do that as it is."
+    default_code = "conflict"
 
 
 class BatchCreate(APIView):
@@ -155,6 +181,15 @@ class BatchCreate(APIView):
         return Response(BatchSerializer(batch).data, status=code)
 
 
+def _led_batch(request: Request, batch_id: int) -> Batch:
+    """The batch, if the user is staff or leads its project; 404 otherwise."""
+    return get_object_or_404(
+        Batch.objects.select_related("project"),
+        pk=batch_id,
+        project__in=projects_led_by(request.user),
+    )
+
+
 class BatchDetail(APIView):
     @extend_schema(
         summary="A batch",
@@ -162,11 +197,50 @@ class BatchDetail(APIView):
         responses={200: BatchSerializer, 404: ErrorOut},
     )
     def get(self, request: Request, batch_id: int) -> Response:
-        batch = get_object_or_404(
-            Batch.objects.select_related("project"),
-            pk=batch_id,
-            project__in=projects_led_by(request.user),
-        )
+        return Response(BatchSerializer(_led_batch(request, batch_id)).data)
+
+    @extend_schema(
+        operation_id="batch_delete",
+        summary="Delete a batch that holds no judgments",
+        description=(
+            "Staff and the project's leads. A batch that is importing (stuck or not: its "
+            "import stops), failed, cancelled, draft or done, and holds no judgments, is "
+            "deleted with its prompts, candidates and comparisons, and the audit log records "
+            "it (`batch_deleted`). 204; 409 saying why when it is active or paused, holds "
+            "judgments, has comparisons leased now, or is storing its rows."
+        ),
+        request=None,
+        responses={204: None, 404: ErrorOut, 409: ErrorOut},
+    )
+    def delete(self, request: Request, batch_id: int) -> Response:
+        batch = _led_batch(request, batch_id)
+        try:
+            batch_delete(batch=batch, by=request_user(request))
+        except BatchActionError as exc:
+            raise BatchConflict(str(exc)) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BatchCancel(APIView):
+    @extend_schema(
+        operation_id="batch_import_cancel",
+        summary="Cancel a background import",
+        description=(
+            "Staff and the project's leads; no body. An import waiting for a worker or checking "
+            "its file becomes `cancelled`: a queued one is never started, a running one's "
+            "worker stops at its next progress write. Recorded in the audit log. 200 with the "
+            "batch; 409 saying why when it is not importing, or is storing its rows (then it "
+            "is active in a moment)."
+        ),
+        request=None,
+        responses={200: BatchSerializer, 404: ErrorOut, 409: ErrorOut},
+    )
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = _led_batch(request, batch_id)
+        try:
+            batch = batch_import_cancel(batch=batch, by=request_user(request))
+        except BatchActionError as exc:
+            raise BatchConflict(str(exc)) from None
         return Response(BatchSerializer(batch).data)
 
 

@@ -10,6 +10,8 @@ from apps.projects.models import Project
 class BatchStatus(models.TextChoices):
     IMPORTING = "importing", "Importing"
     FAILED = "failed", "Failed"
+    # A lead stopped the import (queued or running) before it stored anything.
+    CANCELLED = "cancelled", "Cancelled"
     DRAFT = "draft", "Draft"
     ACTIVE = "active", "Active"
     PAUSED = "paused", "Paused"
@@ -34,6 +36,13 @@ class Batch(models.Model):
     # A background import's progress through its file: lines checked of the lines it has.
     rows_total = models.PositiveIntegerField(default=0, editable=False)
     rows_done = models.PositiveIntegerField(default=0, editable=False)
+    # A background import's runs (apps.batches.services, "Running a background import"): how
+    # many claimed it, whether one holds it now, its last heartbeat (while waiting for a worker:
+    # when the task was last sent), and why an earlier run was re-queued.
+    import_attempts = models.PositiveIntegerField(default=0, editable=False)
+    import_running = models.BooleanField(default=False, editable=False)
+    import_heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
+    import_note = models.CharField(max_length=500, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

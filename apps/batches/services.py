@@ -1,8 +1,12 @@
 """Importing batches. The command, the admin form and the REST API all call `batch_import`."""
 
+import contextlib
+import functools
 import io
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from itertools import combinations
 from math import comb
 from typing import IO, Any
@@ -10,7 +14,8 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import F, ProtectedError, Q, QuerySet
 from django.utils import timezone
 
 from apps.audit.models import AuditAction
@@ -111,6 +116,7 @@ def _batch_import_enqueue(
             status=BatchStatus.IMPORTING,
             created_by=created_by,
             rows_total=data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
+            import_heartbeat_at=timezone.now(),
         )
         BatchSource.objects.create(batch=batch, data=data)
         _audit_import_started(batch, size=len(data), background=True)
@@ -125,27 +131,115 @@ def _batch_import_enqueue(
 # (Redis, where there is a worker) under this key instead.
 STORE_PROGRESS_KEY = "batch-import-stored:{}"
 
+# Running a background import. A batch being imported is `importing`, first waiting for a worker
+# (import_running false; import_heartbeat_at says when its task was last sent), then held by a
+# run. A run starts only by a conditional UPDATE (the claim) that sets import_running and bumps
+# import_attempts; every later write of the run (its heartbeat with the lines checked, the store)
+# is conditional on the batch still being importing and running under that attempt number. A
+# duplicate delivery of the task (acks_late) finds the batch held by a live run, or no longer
+# importing, and does nothing; a run that was superseded (re-queued by the sweep, cancelled,
+# deleted) notices at its next progress write and stops.
+#
+# The rows are stored in one transaction that holds the batch row's lock from start to end: a
+# run killed mid-store leaves nothing (PostgreSQL rolls the transaction back when the connection
+# drops), and the next attempt starts from the file again. Meanwhile the sweep, which skips
+# locked rows, leaves a batch being stored alone, and a cancel is refused.
+#
+# The beat sweep (`batch_imports_sweep`) re-sends an import that has waited IMPORT_STALE_AFTER
+# seconds for a worker (its message was lost), and re-queues a running one whose heartbeat is that
+# old (its worker died) while attempts < IMPORT_MAX_ATTEMPTS, or marks it failed with the reason.
 
-def batch_import_stored(*, batch_id: int) -> Batch:
-    """Imports the stored file of a background batch. Running it twice is harmless.
 
-    The file is checked before the batch row is locked, so that the lines checked can be written
-    to it as the check goes; then the batch is locked, looked at again (another run may have
-    finished it meanwhile) and stored in one transaction.
+class ImportSuperseded(Exception):
+    """This run no longer holds the import (re-queued, claimed again, cancelled or deleted)."""
+
+
+def _import_stale_before(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.IMPORT_STALE_AFTER)
+
+
+def _stale(now: datetime) -> Q:
+    return Q(import_heartbeat_at__lt=_import_stale_before(now)) | Q(
+        import_heartbeat_at__isnull=True
+    )
+
+
+def batch_import_claim(*, batch_id: int) -> int | None:
+    """Gives the import to this run; returns the run's attempt number, or None when it is not
+    this run's to take (no longer importing, or held by a run with a fresh heartbeat)."""
+    now = timezone.now()
+    claimable = Q(import_running=False) | Q(
+        _stale(now), import_running=True, import_attempts__lt=settings.IMPORT_MAX_ATTEMPTS
+    )
+    with transaction.atomic():
+        claimed = Batch.objects.filter(claimable, pk=batch_id, status=BatchStatus.IMPORTING).update(
+            import_running=True,
+            import_attempts=F("import_attempts") + 1,
+            import_heartbeat_at=now,
+            rows_done=0,
+        )
+        if not claimed:
+            return None
+        # A dead run's last "storing" figures (it could not clear them) are not this run's.
+        cache.delete(STORE_PROGRESS_KEY.format(batch_id))
+        return int(Batch.objects.values_list("import_attempts", flat=True).get(pk=batch_id))
+
+
+def _held(batch_id: int, attempt: int) -> QuerySet[Batch]:
+    return Batch.objects.filter(
+        pk=batch_id,
+        status=BatchStatus.IMPORTING,
+        import_running=True,
+        import_attempts=attempt,
+    )
+
+
+def batch_import_stored(*, batch_id: int) -> str:
+    """Imports the stored file of a background batch, if this run may claim it; returns the
+    batch's status afterwards ("" when it was deleted). Running it twice is harmless.
+
+    The file is checked before the batch row is locked, so that the lines checked (and the
+    heartbeat) can be written to it as the check goes; then the batch is locked, looked at again
+    (another run may have taken it meanwhile) and stored in one transaction.
     """
-    batch = Batch.objects.get(pk=batch_id)
-    if batch.status != BatchStatus.IMPORTING:
-        return batch
-    source = BatchSource.objects.filter(batch=batch).first()
+    attempt = batch_import_claim(batch_id=batch_id)
+    if attempt is None:
+        status = Batch.objects.filter(pk=batch_id).values_list("status", flat=True).first()
+        logger.info("import of batch %s not claimed (status %s): nothing to do", batch_id, status)
+        return str(status or "")
+    try:
+        return _batch_import_attempt(batch_id, attempt)
+    except ImportSuperseded:
+        status = Batch.objects.filter(pk=batch_id).values_list("status", flat=True).first()
+        if status is None or status == BatchStatus.CANCELLED:
+            logger.info(
+                "import of batch %s attempt %s was %s; stopped",
+                batch_id,
+                attempt,
+                "deleted" if status is None else "cancelled",
+            )
+        else:
+            logger.warning(
+                "import of batch %s attempt %s was superseded; stopped", batch_id, attempt
+            )
+        return str(status or "")
+
+
+def _batch_import_attempt(batch_id: int, attempt: int) -> str:
+    delay = settings.IMPORT_TEST_DELAY_MS / 1000
+
+    def checked(lines: int) -> None:
+        if not _held(batch_id, attempt).update(rows_done=lines, import_heartbeat_at=timezone.now()):
+            raise ImportSuperseded()
+        if delay:
+            time.sleep(delay)  # the test hook (IMPORT_TEST_DELAY_MS)
+
+    source = BatchSource.objects.filter(batch_id=batch_id).first()
     problem: ImportFormatError | None = None
     prompts: list[ParsedPrompt] = []
     if source is None:
         problem = ImportFormatError([LineError(None, "the uploaded file was not found")])
     else:
-
-        def checked(lines: int) -> None:
-            Batch.objects.filter(pk=batch_id, status=BatchStatus.IMPORTING).update(rows_done=lines)
-
         try:
             prompts = parse_jsonl(
                 io.BytesIO(bytes(source.data)),
@@ -154,20 +248,23 @@ def batch_import_stored(*, batch_id: int) -> Batch:
             )
         except ImportFormatError as exc:
             problem = exc
+        del source
     key = STORE_PROGRESS_KEY.format(batch_id)
+
+    def stored(done: int, total: int) -> None:
+        cache.set(key, [done, total], 3600)
+        if delay:
+            time.sleep(delay)  # the test hook (IMPORT_TEST_DELAY_MS)
+
     try:
         with transaction.atomic():
-            batch = Batch.objects.select_for_update().get(pk=batch_id)
-            if batch.status != BatchStatus.IMPORTING:
-                return batch
+            batch = _held(batch_id, attempt).select_for_update().first()
+            if batch is None:
+                raise ImportSuperseded()
             if problem is None:
                 try:
                     with transaction.atomic():
-                        _batch_store(
-                            batch=batch,
-                            prompts=prompts,
-                            progress=lambda done, total: cache.set(key, [done, total], 3600),
-                        )
+                        _batch_store(batch=batch, prompts=prompts, progress=stored)
                 except ImportFormatError as exc:
                     problem = exc
             if problem is not None:
@@ -175,18 +272,27 @@ def batch_import_stored(*, batch_id: int) -> Batch:
             BatchSource.objects.filter(batch=batch).delete()
     finally:
         cache.delete(key)
-    return batch
+    return str(batch.status)
 
 
 def batch_import_progress(batch: Batch) -> dict[str, Any]:
-    """Where a background import is: {"phase", "done", "total", "percent"}.
+    """Where a background import is: {"phase", "done", "total", "percent", "attempt",
+    "max_attempts", "running", "note"}.
 
-    Phases: "queued" (no worker has started), "checking" (lines checked of the file's lines),
-    "storing" (rows stored of the rows to store), and "finished" once the batch has left
-    `importing`. Checking counts as the first half of the bar, storing as the second.
+    Phases: "queued" (waiting for a worker: none has started, or the sweep re-queued it),
+    "checking" (lines checked of the file's lines), "storing" (rows stored of the rows to store),
+    and "finished" once the batch has left `importing`. Checking counts as the first half of the
+    bar, storing as the second. `attempt` is the run's number (0 before the first), `note` why
+    an earlier run was re-queued or the task sent again.
     """
+    runs = {
+        "attempt": batch.import_attempts,
+        "max_attempts": settings.IMPORT_MAX_ATTEMPTS,
+        "running": batch.import_running,
+        "note": batch.import_note,
+    }
     if batch.status != BatchStatus.IMPORTING:
-        return {"phase": "finished", "done": 0, "total": 0, "percent": 100}
+        return {"phase": "finished", "done": 0, "total": 0, "percent": 100, **runs}
     stored = cache.get(STORE_PROGRESS_KEY.format(batch.pk))
     if stored:
         done, total = stored
@@ -195,15 +301,17 @@ def batch_import_progress(batch: Batch) -> dict[str, Any]:
             "done": done,
             "total": total,
             "percent": 50 + (50 * done // total if total else 0),
+            **runs,
         }
-    if not batch.rows_done:
-        return {"phase": "queued", "done": 0, "total": batch.rows_total, "percent": 0}
-    total = max(batch.rows_total, batch.rows_done)
+    if not batch.rows_done and not batch.import_running:
+        return {"phase": "queued", "done": 0, "total": batch.rows_total, "percent": 0, **runs}
+    total = max(batch.rows_total, batch.rows_done, 1)
     return {
         "phase": "checking",
         "done": batch.rows_done,
         "total": total,
         "percent": 50 * batch.rows_done // total,
+        **runs,
     }
 
 
@@ -216,13 +324,89 @@ def batch_import_abort(*, batch_id: int, reason: str) -> None:
             BatchSource.objects.filter(batch=batch).delete()
 
 
+def batch_imports_sweep(now: datetime | None = None) -> dict[str, int]:
+    """Recovers background imports; returns how many it re-queued, failed and re-sent.
+
+    - held by a run whose heartbeat is older than IMPORT_STALE_AFTER: its worker died (or
+      hangs). Re-queued (and sent) while attempts < IMPORT_MAX_ATTEMPTS, else failed with the
+      reason;
+    - waiting for a worker for longer than IMPORT_STALE_AFTER: sent again, in case its message
+      was lost (a duplicate delivery is harmless: the claim lets one run through).
+
+    Batches whose row is locked are skipped: a run is storing their rows, in a transaction that
+    either commits or, if its worker dies, is rolled back by PostgreSQL.
+    """
+    from apps.batches.tasks import batch_import_task
+
+    now = now or timezone.now()
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    stale_for = settings.IMPORT_STALE_AFTER
+    to_send: list[int] = []
+    with transaction.atomic():
+        dead = (
+            Batch.objects.select_for_update(skip_locked=True)
+            .filter(_stale(now), status=BatchStatus.IMPORTING, import_running=True)
+            .order_by("id")
+        )
+        for batch in dead:
+            # The dead run's last "storing" figures: it stored nothing (rolled back).
+            cache.delete(STORE_PROGRESS_KEY.format(batch.pk))
+            stopped = f"attempt {batch.import_attempts}"
+            if batch.import_attempts < settings.IMPORT_MAX_ATTEMPTS:
+                batch.import_running = False
+                batch.import_note = (
+                    f"{stopped} stopped (no heartbeat for {stale_for} s: its worker died or "
+                    "hung); re-queued"
+                )
+                batch.import_heartbeat_at = now
+                batch.rows_done = 0
+                batch.save(
+                    update_fields=[
+                        "import_running",
+                        "import_note",
+                        "import_heartbeat_at",
+                        "rows_done",
+                    ]
+                )
+                counts["requeued"] += 1
+                to_send.append(batch.pk)
+            else:
+                reason = (
+                    f"the import stopped: {stopped} of {settings.IMPORT_MAX_ATTEMPTS} had no "
+                    f"heartbeat for {stale_for} s (its worker died or hung), and no attempts "
+                    "are left; upload the file again"
+                )
+                _batch_fail(batch, [LineError(None, reason)])
+                BatchSource.objects.filter(batch=batch).delete()
+                counts["failed"] += 1
+        lost = (
+            Batch.objects.select_for_update(skip_locked=True)
+            .filter(_stale(now), status=BatchStatus.IMPORTING, import_running=False)
+            .order_by("id")
+        )
+        for batch in lost:
+            batch.import_heartbeat_at = now
+            batch.import_note = (
+                f"no worker took it within {stale_for} s; sent again at {now:%Y-%m-%d %H:%M} UTC"
+            )
+            batch.save(update_fields=["import_heartbeat_at", "import_note"])
+            counts["resent"] += 1
+            to_send.append(batch.pk)
+        for batch_id in to_send:
+            transaction.on_commit(functools.partial(batch_import_task.delay, batch_id))
+    if any(counts.values()):
+        logger.info("import sweep: %s", counts)
+    return counts
+
+
 def _batch_fail(batch: Batch, errors: list[LineError], total: int | None = None) -> Batch:
     batch.status = BatchStatus.FAILED
+    batch.import_running = False
     batch.errors = [error.as_dict() for error in errors]
     if total is not None and total > len(errors):
         batch.errors.append({"line": None, "error": f"... and {total - len(errors)} more errors"})
     batch.finished_at = timezone.now()
-    batch.save(update_fields=["status", "errors", "finished_at"])
+    batch.save(update_fields=["status", "import_running", "errors", "finished_at"])
     audit_record(
         actor=batch.created_by,
         action=AuditAction.IMPORT_FAILED,
@@ -332,6 +516,7 @@ def _batch_store(
     batch.prompt_count = len(prompt_rows)
     batch.comparison_count = len(comparison_rows)
     batch.status = BatchStatus.ACTIVE
+    batch.import_running = False
     batch.errors = []
     batch.finished_at = timezone.now()
     if not batch.rows_total:
@@ -342,6 +527,7 @@ def _batch_store(
             "prompt_count",
             "comparison_count",
             "status",
+            "import_running",
             "errors",
             "finished_at",
             "rows_total",
@@ -553,3 +739,139 @@ def batch_reclaim_expired(*, batch: Batch, by: Actor) -> int:
         details={"reclaimed": total},
     )
     return total
+
+
+# How long a cancel or a delete waits for the batch row's lock: a run's progress write holds it
+# for a moment, a run storing the rows holds it until the batch is whole.
+LOCK_WAIT_MS = 2000
+
+
+@contextlib.contextmanager
+def _batch_locked(batch: Batch, doing: str) -> Iterator[Batch]:
+    """The batch, locked, in a transaction; BatchActionError if a run is storing its rows (the
+    lock is held longer than LOCK_WAIT_MS)."""
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
+            current = Batch.objects.select_for_update().filter(pk=batch.pk).first()
+            if current is None:
+                raise BatchActionError(f"{batch} no longer exists.")
+            yield current
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        raise BatchActionError(
+            f"{batch} cannot {doing} now: its import is storing the rows, in one transaction, "
+            "and will be active in a moment (close it then, or delete it while nobody has "
+            "judged it)."
+        ) from None
+
+
+def batch_import_cancel(*, batch: Batch, by: Actor) -> Batch:
+    """Cancels a background import that is waiting for a worker or checking its file.
+
+    The batch becomes `cancelled` (with the reason in `errors`), its uploaded file is deleted,
+    and the audit log records it (`batch_status`, action `cancel`). A queued import is then never
+    started; a running one's worker stops at its next progress write. Raises BatchActionError
+    for a batch that is not importing, or whose rows are being stored (that cannot be stopped
+    halfway: the batch is whole or not at all).
+    """
+    with _batch_locked(batch, "be cancelled") as current:
+        if current.status != BatchStatus.IMPORTING:
+            raise BatchActionError(
+                f"{current} is {current.get_status_display().lower()}: only an import in "
+                "progress can be cancelled."
+            )
+        running = current.import_running
+        where = f"during attempt {current.import_attempts}" if running else "waiting for a worker"
+        by_whom = f" by {by.get_username()}" if by is not None and by.is_authenticated else ""
+        current.status = BatchStatus.CANCELLED
+        current.import_running = False
+        current.errors = [{"line": None, "error": f"cancelled{by_whom} {where}"}]
+        current.finished_at = timezone.now()
+        current.save(update_fields=["status", "import_running", "errors", "finished_at"])
+        BatchSource.objects.filter(batch=current).delete()
+        audit_record(
+            actor=by,
+            action=AuditAction.BATCH_STATUS,
+            project=current.project,
+            target=current,
+            details={
+                "action": "cancel",
+                "status": {"old": BatchStatus.IMPORTING, "new": BatchStatus.CANCELLED},
+                "attempts": current.import_attempts,
+                "running": running,
+                "rows_done": current.rows_done,
+            },
+        )
+    batch.status = current.status
+    return current
+
+
+# The statuses of a batch that may be deleted, if it holds no judgments: an active or paused one
+# is handing out (or holding) work, and is closed first.
+DELETABLE_STATUSES = frozenset(
+    {
+        BatchStatus.IMPORTING,
+        BatchStatus.FAILED,
+        BatchStatus.CANCELLED,
+        BatchStatus.DRAFT,
+        BatchStatus.DONE,
+    }
+)
+
+
+def batch_delete(*, batch: Batch, by: Actor) -> dict[str, Any]:
+    """Deletes a batch that holds no judgments, with its prompts, candidates, comparisons and
+    uploaded file; returns what was deleted (as the audit log records it, `batch_deleted`).
+
+    An import still in progress is stopped as a cancel stops it. Raises BatchActionError, and
+    deletes nothing, for an active or paused batch, one that holds judgments (they are kept
+    for good: close the batch instead), one with comparisons leased to annotators now, or one
+    whose rows are being stored.
+    """
+    from apps.judging.models import Judgment
+
+    with _batch_locked(batch, "be deleted") as current:
+        if current.status not in DELETABLE_STATUSES:
+            raise BatchActionError(
+                f"{current} is {current.get_status_display().lower()}: close it first (only a "
+                f"batch that is {', '.join(sorted(DELETABLE_STATUSES))} can be deleted)."
+            )
+        judged = Judgment.objects.filter(batch=current).count()
+        if judged:
+            raise BatchActionError(
+                f"{current} holds {judged} judgment(s): it cannot be deleted, since judgments "
+                "are kept for good (close it instead)."
+            )
+        leased = Comparison.objects.filter(batch=current, lease_count__gt=0).count()
+        if leased:
+            raise BatchActionError(
+                f"{current} has {leased} comparison(s) leased to annotators now: close it and "
+                "delete it once the leases have been answered or have expired."
+            )
+        details = {
+            "name": current.name,
+            "status": current.status,
+            "prompts": Prompt.objects.filter(batch=current).count(),
+            "comparisons": Comparison.objects.filter(batch=current).count(),
+            "import_attempts": current.import_attempts,
+        }
+        audit_record(
+            actor=by,
+            action=AuditAction.BATCH_DELETED,
+            project=current.project,
+            target=current,
+            details=details,
+        )
+        try:
+            with transaction.atomic():
+                current.delete()
+        except ProtectedError:
+            # A judgment came in since the count: it is kept, and so is the batch.
+            raise BatchActionError(
+                f"{current} holds judgments now: it cannot be deleted (close it instead)."
+            ) from None
+    return details

@@ -2,19 +2,28 @@ import logging
 
 from celery import shared_task
 
-from apps.batches.services import batch_import_abort, batch_import_stored
+from apps.batches.services import batch_import_abort, batch_import_stored, batch_imports_sweep
 
 logger = logging.getLogger(__name__)
 
 
+# acks_late (CELERY_TASK_ACKS_LATE) keeps the message until the run returns; a late redelivery is
+# harmless, since a run claims the import with a conditional UPDATE. A worker that dies is the
+# sweep's to recover (its heartbeat stops), as for exports.
 @shared_task(name="apps.batches.tasks.batch_import_task")
 def batch_import_task(batch_id: int) -> str:
     try:
-        batch = batch_import_stored(batch_id=batch_id)
+        return batch_import_stored(batch_id=batch_id)
     except Exception:
         # Not the file's fault (a database error, a bug): the batch must not stay "importing"
         # forever, and the lead must see that it failed.
         logger.exception("import of batch %s failed", batch_id)
         batch_import_abort(batch_id=batch_id, reason="the import failed on the server; try again")
         raise
-    return batch.status
+
+
+@shared_task(name="apps.batches.tasks.imports_sweep_task")
+def imports_sweep_task() -> dict[str, int]:
+    """The beat job: re-sends imports whose message was lost; re-queues or fails imports whose
+    worker died."""
+    return batch_imports_sweep()
