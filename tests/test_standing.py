@@ -3,9 +3,12 @@ account deactivated or the gold rule stopped them is refused, and released, at e
 API, the judging page, the service) and on both databases."""
 
 import re
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from apps.batches.models import Comparison
@@ -20,6 +23,7 @@ from apps.judging.services import (
 )
 from apps.projects.accounts import account_deactivate
 from apps.projects.models import Membership
+from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"
 UNDO = "/api/v1/projects/demo/judgments/undo/"
@@ -299,3 +303,76 @@ def test_the_page_refuses_undo_to_a_gold_stopped_annotator_with_a_message(
     assert response.status_code == 200
     assert "gold accuracy 25%" in response.content.decode()
     assert Judgment.objects.filter(assignment_id=lease).exists()
+
+
+# -- races on PostgreSQL -----------------------------------------------------------------------
+
+
+def _waiting_on_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("scheme", ["pairwise", "listwise"])
+def test_a_submission_waiting_on_a_deactivation_is_refused(
+    project, annotators, bob, import_rows, scheme
+):
+    """The deactivation holds the lease's row while it releases it; the submission that waited
+    for that row must see the account as it is once it gets the row, not as it was when its
+    statement began (it would take the judgment into the freed slot). Pairwise runs
+    annotate_submit, listwise the ORM path."""
+    project.scheme = scheme
+    project.save()
+    import_rows(prompt_line("p-1", n=3))
+    user = annotators[0]
+    lease = assignment_next(project=project, annotator=user)
+    answer = (
+        {"ranking": [c.external_id for c in lease.shown]}
+        if scheme == "listwise"
+        else {"choice": "left"}
+    )
+    holding, done = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def deactivate() -> None:
+        try:
+            with transaction.atomic():
+                account_deactivate(account=user, by=bob)
+                holding.set()
+                done.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    def submit() -> None:
+        try:
+            judgment_submit(assignment_id=lease.pk, annotator=user, **answer)
+            outcome.append("stored")
+        except AnnotatorBlocked as exc:
+            outcome.append(str(exc))
+        finally:
+            connections.close_all()
+
+    deactivator = threading.Thread(target=deactivate)
+    deactivator.start()
+    assert holding.wait(timeout=30)
+    submitter = threading.Thread(target=submit)
+    submitter.start()
+    for _ in range(300):  # until the submission waits on the lease's row
+        if _waiting_on_a_lock():
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the submission never waited on the deactivation")
+    done.set()
+    deactivator.join(timeout=30)
+    submitter.join(timeout=30)
+    assert outcome and "account has been deactivated" in outcome[0], outcome
+    assert not Judgment.objects.exists()
+    assert slots(lease.comparison_id) == (0, 0)
+    assert Assignment.objects.get(pk=lease.pk).status == AssignmentStatus.EXPIRED

@@ -357,6 +357,7 @@ CREATE FUNCTION annotate_submit(
 DECLARE
     a record;
     c record;
+    s record;
     v_holds boolean;
     v_option text;
     v_key text;
@@ -372,15 +373,12 @@ BEGIN
            x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
            p.criteria, p.flags, p.rationale, p.rationale_min_length,
            l.external_id AS left_external, r.external_id AS right_external,
-           u.is_active, m.id AS member_id, m.gold_answered, m.gold_correct,
            p.gold_min_accuracy, p.gold_min_answers
     INTO a
     FROM judging_assignment x
     JOIN projects_project p ON p.id = x.project_id
     JOIN batches_candidate l ON l.id = x.left_id
     JOIN batches_candidate r ON r.id = x.right_id
-    JOIN auth_user u ON u.id = x.annotator_id
-    LEFT JOIN projects_membership m ON m.project_id = x.project_id AND m.user_id = x.annotator_id
     WHERE x.id = p_assignment AND x.annotator_id = p_annotator
     FOR UPDATE OF x;
     IF NOT FOUND THEN
@@ -390,17 +388,23 @@ BEGIN
     -- A lease taken before its annotator was deactivated, removed from the project or stopped
     -- by the gold rule (services._standing_problem, in its order): refused, and an open lease
     -- closed and its slot freed (the comparison's lock after the assignment's, the queue's
-    -- order). For 'stopped', o_allowed is "correct answered minimum min_answers".
+    -- order). For 'stopped', o_allowed is "correct answered minimum min_answers". Read in a
+    -- statement of its own, after the lock: the lock's statement would see the account and the
+    -- membership as they were before it waited (a deactivation holding the lease's row).
     IF a.status IN ('open', 'expired') THEN
-        IF NOT a.is_active THEN
+        SELECT u.is_active, m.id AS member_id, m.gold_answered, m.gold_correct INTO s
+        FROM auth_user u
+        LEFT JOIN projects_membership m ON m.project_id = a.project_id AND m.user_id = u.id
+        WHERE u.id = p_annotator;
+        IF NOT s.is_active THEN
             outcome := 'inactive';
-        ELSIF a.member_id IS NULL THEN
+        ELSIF s.member_id IS NULL THEN
             outcome := 'not_member';
-        ELSIF a.gold_min_accuracy > 0 AND a.gold_answered > 0
-              AND a.gold_answered >= a.gold_min_answers
-              AND a.gold_correct::float8 / a.gold_answered < a.gold_min_accuracy THEN
+        ELSIF a.gold_min_accuracy > 0 AND s.gold_answered > 0
+              AND s.gold_answered >= a.gold_min_answers
+              AND s.gold_correct::float8 / s.gold_answered < a.gold_min_accuracy THEN
             outcome := 'stopped';
-            o_allowed := concat_ws(' ', a.gold_correct, a.gold_answered, a.gold_min_accuracy,
+            o_allowed := concat_ws(' ', s.gold_correct, s.gold_answered, a.gold_min_accuracy,
                                    a.gold_min_answers);
         END IF;
         IF outcome IS NOT NULL THEN

@@ -571,6 +571,15 @@ _member = Membership.objects.filter(
 )
 
 
+# A lease's annotator's standing: account active, membership, gold answers.
+_STANDING_COLUMNS: dict[str, Any] = {
+    "annotator_active": F("annotator__is_active"),
+    "member_id": Subquery(_member.values("id")[:1]),
+    "member_gold_answered": Subquery(_member.values("gold_answered")[:1]),
+    "member_gold_correct": Subquery(_member.values("gold_correct")[:1]),
+}
+
+
 def _lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
     assignment = (
         Assignment.objects.select_for_update(of=("self",))
@@ -579,13 +588,10 @@ def _lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
             left_external_id=F("left__external_id"),
             right_external_id=F("right__external_id"),
             batch_cap=F("comparison__batch__annotator_cap"),
-            # The annotator's standing, read with the lock at no extra query (_standing_refusal)
-            annotator_active=F("annotator__is_active"),
-            member_id=Subquery(_member.values("id")[:1]),
-            member_gold_answered=Subquery(_member.values("gold_answered")[:1]),
-            member_gold_correct=Subquery(_member.values("gold_correct")[:1]),
         )
         .filter(pk=assignment_id, annotator=annotator)
+        # The annotator's standing, read with the lock at no extra query (_standing_refusal).
+        .annotate(**_STANDING_COLUMNS)
         .first()
     )
     if assignment is None:
@@ -649,12 +655,24 @@ def _standing_refusal(assignment: Assignment, now: datetime) -> AnnotatorBlocked
     committed. None when the annotator may go on, or the lease is already answered."""
     if assignment.status not in (AssignmentStatus.OPEN, AssignmentStatus.EXPIRED):
         return None
+    standing = [getattr(assignment, name) for name in _STANDING_COLUMNS]
+    if connection.vendor == "postgresql":
+        # Read again, now that the lock is held: the locking statement saw the account and the
+        # membership as they were before it waited (say, on a deactivation holding the row).
+        # The ORM path runs here only for rankings; SQLite serializes writers.
+        standing = list(
+            Assignment.objects.filter(pk=assignment.pk)
+            .annotate(**_STANDING_COLUMNS)
+            .values_list(*_STANDING_COLUMNS)
+            .get()
+        )
+    active, member_id, gold_answered, gold_correct = standing
     outcome, detail = _standing_problem(
         assignment.project,
-        active=assignment.annotator_active,  # type: ignore[attr-defined]
-        member=assignment.member_id is not None,  # type: ignore[attr-defined]
-        gold_answered=assignment.member_gold_answered or 0,  # type: ignore[attr-defined]
-        gold_correct=assignment.member_gold_correct or 0,  # type: ignore[attr-defined]
+        active=active,
+        member=member_id is not None,
+        gold_answered=gold_answered or 0,
+        gold_correct=gold_correct or 0,
     )
     if not outcome:
         return None
