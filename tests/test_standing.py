@@ -103,6 +103,25 @@ def test_a_removed_member_with_a_reclaimed_lease_is_refused_too(project, annotat
     assert_released(lease.pk, lease.comparison_id)
 
 
+def test_a_removed_members_gold_lease_is_closed_and_takes_no_slot_back(
+    project, annotators, import_rows
+):
+    """Gold leases hold no slot: refusing one closes it and leaves the counts alone."""
+    project.gold_rate = 1.0
+    project.save()
+    gold = prompt_line("g-1")
+    gold["gold"] = {"preferred": "c1"}
+    import_rows(gold, prompt_line("p-1"))
+    user = annotators[0]
+    lease = assignment_next(project=project, annotator=user)
+    comparison = Comparison.objects.get(pk=lease.comparison_id)
+    assert comparison.is_gold and slots(comparison.pk) == (0, 0)
+    remove(project, user)
+    with pytest.raises(AnnotatorBlocked, match="no longer a member"):
+        judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+    assert_released(lease.pk, comparison.pk)
+
+
 def test_a_gold_stopped_annotator_cannot_judge_or_skip_an_earlier_lease(
     api, project, annotators, batch
 ):
