@@ -921,7 +921,10 @@ def judgment_submit(
     The answer is on the screen's terms (answers.py): `choice`, or for graded projects
     `strength` (-3..3, below 0 the left response is better), per-criterion answers of the same
     kind, flags and a rationale, each checked against the project. A retry with the same
-    idempotency key returns the stored judgment (created=False). A lease that expired is still
+    idempotency key and the same answer returns the stored judgment (created=False); with
+    another answer it raises IdempotencyConflict, which carries the stored judgment. A lease
+    whose annotator was since removed from the project, deactivated or stopped by the gold rule
+    is refused (AnnotatorBlocked) and released. A lease that expired is still
     honoured while it holds its slot; once reclaimed, the judgment is taken only if the
     comparison still has a free slot and the annotator has not judged it.
     Queries: on PostgreSQL 1 (annotate_submit); on SQLite 5 (lock assignment, insert judgment,
