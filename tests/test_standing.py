@@ -2,6 +2,7 @@
 account deactivated or the gold rule stopped them is refused, and released, at every door (the
 API, the judging page, the service) and on both databases."""
 
+import random
 import re
 import threading
 import time
@@ -15,6 +16,7 @@ from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
 from apps.judging.services import (
     AnnotatorBlocked,
+    JudgmentConflict,
     assignment_next,
     assignment_skip,
     judgment_submit,
@@ -23,6 +25,7 @@ from apps.judging.services import (
 )
 from apps.projects.accounts import account_deactivate
 from apps.projects.models import Membership
+from apps.projects.services import membership_add
 from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"
@@ -395,3 +398,80 @@ def test_a_submission_waiting_on_a_deactivation_is_refused(
     assert not Judgment.objects.exists()
     assert slots(lease.comparison_id) == (0, 0)
     assert Assignment.objects.get(pk=lease.pk).status == AssignmentStatus.EXPIRED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_removals_deactivations_and_gold_stops_racing_the_queue_keep_every_count(
+    project, alice, make_user, import_rows
+):
+    """16 annotators race next, submit and skip while a lead removes four of them, deactivates
+    four and the gold rule stops two: every refusal releases its lease, and the comparisons'
+    counts match the judgments and open leases exactly."""
+    from tests.test_concurrency import check_invariants, run_threads
+
+    import_rows(*(prompt_line(f"p{i}", n=3) for i in range(40)))  # 120 comparisons
+    project.gold_min_accuracy, project.gold_min_answers = 0.5, 3
+    project.save()
+    users = [make_user(f"racer{i}") for i in range(16)]
+    for user in users:
+        membership_add(project=project, user=user, role="annotator")
+    refused: dict[int, str] = {}
+    lock = threading.Lock()
+    started = threading.Event()
+
+    def work(index: int) -> None:
+        if index == len(users):  # the lead
+            started.wait(timeout=30)
+            for _ in range(1000):  # in the thick of it: some work done, most still to do
+                if Judgment.objects.count() >= 30:
+                    break
+                time.sleep(0.005)
+            Membership.objects.filter(project=project, user__in=users[0:4]).delete()
+            for user in users[4:8]:
+                account_deactivate(account=user, by=alice)
+            Membership.objects.filter(project=project, user__in=users[8:10]).update(
+                gold_answered=4, gold_correct=0
+            )
+            return
+        user = users[index]
+        rng = random.Random(index)
+        while True:
+            started.set()
+            # What the doors check before next (membership_for, authentication).
+            if not Membership.objects.filter(
+                project=project, user=user, user__is_active=True
+            ).exists():
+                return
+            try:
+                lease = assignment_next(project=project, annotator=user)
+            except AnnotatorBlocked:
+                return
+            if lease is None:
+                return
+            try:
+                if rng.random() < 0.2:
+                    assignment_skip(
+                        assignment_id=lease.pk, annotator=user, reason="other", note="race"
+                    )
+                else:
+                    judgment_submit(
+                        assignment_id=lease.pk,
+                        annotator=user,
+                        choice=rng.choice(["left", "right", "tie"]),
+                    )
+            except AnnotatorBlocked as exc:
+                with lock:
+                    refused[user.pk] = str(exc)
+                return
+            except JudgmentConflict:
+                continue
+
+    errors = run_threads(work, len(users) + 1)
+    assert errors == []
+    check_invariants(overlap=3)
+    assert refused, "no submission raced a removal: the test proved nothing"
+    for user_pk in refused:  # a refusal released the lease it was refused on
+        assert not Assignment.objects.filter(
+            annotator_id=user_pk, status=AssignmentStatus.OPEN
+        ).exists()
