@@ -83,7 +83,11 @@ class JudgmentIn(serializers.Serializer):
         required=False, help_text="Per the project's rule (off, optional, required; a length)."
     )
     idempotency_key = serializers.CharField(
-        required=False, help_text="Up to 128 characters: a retry with it returns the judgment."
+        required=False,
+        help_text=(
+            "Up to 128 characters: a retry with it and the same answer returns the judgment "
+            "(200); with another answer, 409 and the judgment stored under it."
+        ),
     )
     duration_ms = serializers.IntegerField(
         required=False, min_value=0, help_text="Time on task, counted while visible."
@@ -156,6 +160,16 @@ class JudgmentRow(serializers.Serializer):
 
 class ErrorOut(serializers.Serializer):
     detail = serializers.CharField(help_text="What went wrong, for a person to read.")
+
+
+class JudgmentConflictOut(ErrorOut):
+    judgment = JudgmentOut(
+        required=False,
+        help_text=(
+            "Only when the idempotency key was already used with another answer: the judgment "
+            "stored under it, which stands."
+        ),
+    )
 
 
 PATH_PARAMETERS = {

@@ -8,6 +8,7 @@ from django.utils import timezone
 from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment
 from apps.judging.services import (
+    IdempotencyConflict,
     JudgmentConflict,
     assignment_next,
     judgment_submit,
@@ -205,3 +206,83 @@ def test_a_form_encoded_judgment_is_taken_too(api, annotators, lease):
     )
     assert response.status_code == 201, response.content
     assert Judgment.objects.get().duration_ms == 900
+
+
+# -- an idempotency key reused with another answer --------------------------------------------
+
+GRADED_FIRST = {
+    "strength": -2,
+    "criteria": {"accuracy": -1},
+    "flags": ["unsafe"],
+    "rationale": "The left one is right.",
+    "idempotency_key": "k-graded",
+}
+
+
+@pytest.fixture
+def graded_lease(api, project, annotators, batch) -> dict:
+    project.scheme = "graded"
+    project.criteria = [{"name": "accuracy", "description": "Is it correct?"}]
+    project.flags = ["unsafe"]
+    project.rationale = "optional"
+    project.full_clean()
+    project.save()
+    return api(annotators[0]).post(NEXT).json()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"strength": 2},
+        {"strength": -3},
+        {"criteria": {"accuracy": 1}},
+        {"flags": []},
+        {"rationale": "On second thoughts."},
+        {"rationale": ""},
+    ],
+    ids=["strength-side", "strength-grade", "criteria", "flags", "rationale", "no-rationale"],
+)
+def test_a_key_reused_with_another_answer_is_a_conflict_with_the_stored_judgment(
+    api, annotators, graded_lease, change
+):
+    client = api(annotators[0])
+    url = judge_url(graded_lease["id"])
+    first = client.post(url, GRADED_FIRST, format="json")
+    assert first.status_code == 201, first.content
+    before = list(Judgment.objects.values())
+    other = client.post(url, {**GRADED_FIRST, **change}, format="json")
+    assert other.status_code == 409, other.content
+    assert "different answer" in other.json()["detail"]
+    assert other.json()["judgment"] == first.json()  # the first answer stands
+    assert list(Judgment.objects.values()) == before  # nothing changed
+    comparison = Comparison.objects.get(pk=graded_lease["comparison"])
+    assert (comparison.judgment_count, comparison.lease_count) == (1, 0)
+
+
+def test_a_key_reused_with_the_same_answer_is_a_retry(api, annotators, graded_lease):
+    client = api(annotators[0])
+    url = judge_url(graded_lease["id"])
+    first = client.post(url, GRADED_FIRST, format="json")
+    # The same answer with another time on task: duration_ms is a measurement, not the answer.
+    again = client.post(url, {**GRADED_FIRST, "duration_ms": 999}, format="json")
+    assert (first.status_code, again.status_code) == (201, 200), again.content
+    assert again.json() == first.json()
+    assert Judgment.objects.count() == 1
+
+
+def test_a_key_reused_with_another_choice_is_a_conflict(api, annotators, lease):
+    client = api(annotators[0])
+    body = {"choice": "left", "idempotency_key": "k-1"}
+    first = client.post(judge_url(lease["id"]), body, format="json")
+    other = client.post(judge_url(lease["id"]), {**body, "choice": "tie"}, format="json")
+    assert (first.status_code, other.status_code) == (201, 409)
+    assert other.json()["judgment"] == first.json()
+    assert Judgment.objects.get().choice == "left"
+    with pytest.raises(IdempotencyConflict) as refused:
+        judgment_submit(
+            assignment_id=lease["id"],
+            annotator=annotators[0],
+            choice="right",
+            idempotency_key="k-1",
+        )
+    assert refused.value.judgment.pk == first.json()["id"]

@@ -55,3 +55,16 @@ def test_the_schema_and_the_docs_page_are_served(client):
     html = page.content.decode()
     assert "<script>" not in html.replace("<script src=", "")  # no inline script: CSP holds
     assert "cdn" not in html.lower()  # assets from our own origin
+
+
+def test_refusals_of_a_judgment_are_described(schema):
+    """403 when the annotator may no longer act on the lease; 409 carries the stored judgment
+    when the idempotency key was used with another answer."""
+    judge = schema["paths"]["/api/v1/assignments/{assignment_id}/judgment/"]["post"]
+    skip = schema["paths"]["/api/v1/assignments/{assignment_id}/skip/"]["post"]
+    undo = schema["paths"]["/api/v1/projects/{slug}/judgments/undo/"]["post"]
+    assert {"403", "409"} <= set(judge["responses"]) & set(skip["responses"])
+    assert "403" in undo["responses"]
+    conflict = judge["responses"]["409"]["content"]["application/json"]["schema"]["$ref"]
+    properties = schema["components"]["schemas"][conflict.rsplit("/", 1)[1]]["properties"]
+    assert {"detail", "judgment"} <= set(properties)

@@ -17,6 +17,7 @@ from annotate.schema import (
     PAGE_SIZE,
     AssignmentOut,
     ErrorOut,
+    JudgmentConflictOut,
     JudgmentIn,
     JudgmentOut,
     JudgmentRow,
@@ -30,6 +31,7 @@ from apps.exports.selectors import Pseudonyms
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import (
+    IdempotencyConflict,
     JudgmentError,
     assignment_next,
     assignment_skip,
@@ -165,18 +167,35 @@ class JudgmentCreate(APIView):
             "The answer on the screen's terms, as the project's scheme asks: `choice` "
             "(pairwise), `strength` (graded) or `ranking` (listwise), with `criteria`, `flags` "
             "and a `rationale` per the project. 201 stored; 200 a retry with the same "
-            "idempotency key; 400 names what breaks the scheme; 409 when it cannot be taken "
-            "(judged, undone, a lapsed lease on a full comparison, a cap reached)."
+            "idempotency key and the same answer; 400 names what breaks the scheme; 403 when "
+            "you may no longer judge here (removed from the project, account deactivated, "
+            "stopped by the gold rule): nothing is stored and the lease is released; 409 when "
+            "it cannot be taken (judged, undone, a lapsed lease on a full comparison, a cap "
+            "reached), or when the idempotency key was used with another answer: then "
+            "`judgment` is the one stored under it, which stands."
         ),
         request=JudgmentIn,
-        responses={200: JudgmentOut, 201: JudgmentOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+        responses={
+            200: JudgmentOut,
+            201: JudgmentOut,
+            400: ErrorOut,
+            403: ErrorOut,
+            404: ErrorOut,
+            409: JudgmentConflictOut,
+        },
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        result = judgment_submit(
-            assignment_id=assignment_id,
-            annotator=request_user(request),
-            **judgment_fields(request.data),
-        )
+        try:
+            result = judgment_submit(
+                assignment_id=assignment_id,
+                annotator=request_user(request),
+                **judgment_fields(request.data),
+            )
+        except IdempotencyConflict as exc:
+            return Response(
+                {"detail": str(exc), "judgment": judgment_payload(exc.judgment)},
+                status=status.HTTP_409_CONFLICT,
+            )
         return Response(
             judgment_payload(result.judgment),
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
@@ -203,10 +222,19 @@ class AssignmentSkip(APIView):
         summary="Skip your assignment",
         description=(
             "With one of the project's skip reasons, or `other` and a note. The comparison is "
-            "never offered to you again. 201 skipped; 200 the same skip again; 409 if judged."
+            "never offered to you again. 201 skipped; 200 the same skip again; 403 when you "
+            "may no longer work here (removed from the project, account deactivated, stopped "
+            "by the gold rule): nothing is stored and the lease is released; 409 if judged."
         ),
         request=SkipInput,
-        responses={200: SkipSerializer, 201: SkipSerializer, 400: ErrorOut, 409: ErrorOut},
+        responses={
+            200: SkipSerializer,
+            201: SkipSerializer,
+            400: ErrorOut,
+            403: ErrorOut,
+            404: ErrorOut,
+            409: ErrorOut,
+        },
     )
     def post(self, request: Request, assignment_id: int) -> Response:
         data = SkipInput(data=request.data)
@@ -228,11 +256,12 @@ class JudgmentUndo(APIView):
         summary="Undo your last judgment",
         description=(
             "Your last judgment in the project comes back to be answered anew, on the same "
-            "sides: while its comparison is open, and always within 5 minutes. 409 when there "
-            "is nothing to undo, or it is too late."
+            "sides: while its comparison is open, and always within 5 minutes. 403 when the "
+            "gold rule has stopped you (your judgments stay as they are); 409 when there is "
+            "nothing to undo, or it is too late."
         ),
         request=None,
-        responses={200: UndoOut, 404: ErrorOut, 409: ErrorOut},
+        responses={200: UndoOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
     )
     def post(self, request: Request, slug: str) -> Response:
         membership = membership_for(user=request.user, slug=slug)

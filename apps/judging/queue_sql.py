@@ -351,11 +351,13 @@ CREATE FUNCTION annotate_submit(
 -- earlier judgment); or why nothing was stored: one of answers.MESSAGES' codes (o_allowed is
 -- its detail), 'not_found', 'judged' (the assignment was judged before), 'skipped',
 -- 'late_full' (a reclaimed lease and no free slot left), 'already_judged' (this annotator
--- judged the comparison), or 'project_cap' / 'batch_cap' (o_allowed: the cap; the lease is
--- closed and its slot freed).
+-- judged the comparison), 'project_cap' / 'batch_cap' (o_allowed: the cap; the lease is
+-- closed and its slot freed), or 'inactive' / 'not_member' / 'stopped' (the annotator may no
+-- longer act here; the lease is closed and its slot freed).
 DECLARE
     a record;
     c record;
+    s record;
     v_holds boolean;
     v_option text;
     v_key text;
@@ -370,7 +372,8 @@ BEGIN
     SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id,
            x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
            p.criteria, p.flags, p.rationale, p.rationale_min_length,
-           l.external_id AS left_external, r.external_id AS right_external
+           l.external_id AS left_external, r.external_id AS right_external,
+           p.gold_min_accuracy, p.gold_min_answers
     INTO a
     FROM judging_assignment x
     JOIN projects_project p ON p.id = x.project_id
@@ -381,6 +384,38 @@ BEGIN
     IF NOT FOUND THEN
         outcome := 'not_found';
         RETURN;
+    END IF;
+    -- A lease taken before its annotator was deactivated, removed from the project or stopped
+    -- by the gold rule (services._standing_problem, in its order): refused, and an open lease
+    -- closed and its slot freed (the comparison's lock after the assignment's, the queue's
+    -- order). For 'stopped', o_allowed is "correct answered minimum min_answers". Read in a
+    -- statement of its own, after the lock: the lock's statement would see the account and the
+    -- membership as they were before it waited (a deactivation holding the lease's row).
+    IF a.status IN ('open', 'expired') THEN
+        SELECT u.is_active, m.id AS member_id, m.gold_answered, m.gold_correct INTO s
+        FROM auth_user u
+        LEFT JOIN projects_membership m ON m.project_id = a.project_id AND m.user_id = u.id
+        WHERE u.id = p_annotator;
+        IF NOT s.is_active THEN
+            outcome := 'inactive';
+        ELSIF s.member_id IS NULL THEN
+            outcome := 'not_member';
+        ELSIF a.gold_min_accuracy > 0 AND s.gold_answered > 0
+              AND s.gold_answered >= a.gold_min_answers
+              AND s.gold_correct::float8 / s.gold_answered < a.gold_min_accuracy THEN
+            outcome := 'stopped';
+            o_allowed := concat_ws(' ', s.gold_correct, s.gold_answered, a.gold_min_accuracy,
+                                   a.gold_min_answers);
+        END IF;
+        IF outcome IS NOT NULL THEN
+            IF a.status = 'open' THEN
+                UPDATE judging_assignment SET status = 'expired', closed_at = p_now
+                WHERE id = a.id;
+                UPDATE batches_comparison SET lease_count = lease_count - 1
+                WHERE id = a.comparison_id AND NOT is_gold;
+            END IF;
+            RETURN;
+        END IF;
     END IF;
     -- The project's rules for the answer, in answers.answer_problem's order. A ranking never
     -- comes here (services.judgment_submit takes it through the ORM).

@@ -26,7 +26,13 @@ from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Promp
 from apps.judging import answers, queue_sql
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
-from apps.projects.models import AssignmentPolicy, Membership, Project, Scheme
+from apps.projects.models import (
+    AssignmentPolicy,
+    Membership,
+    Project,
+    Scheme,
+    gold_stop_reason,
+)
 
 MAX_RATIONALE = answers.MAX_RATIONALE
 MAX_IDEMPOTENCY_KEY = 128
@@ -40,6 +46,18 @@ class JudgmentError(Exception):
 
 class JudgmentConflict(Exception):
     """The judgment cannot be taken in the queue's current state (HTTP 409)."""
+
+
+class IdempotencyConflict(JudgmentConflict):
+    """The idempotency key was used before with another answer (HTTP 409): `judgment` is the
+    one stored under it, which stands."""
+
+    def __init__(self, judgment: "Judgment") -> None:
+        super().__init__(
+            "This idempotency key was already used with a different answer; the judgment "
+            "stored under it stands. Send a new key for a new answer."
+        )
+        self.judgment = judgment
 
 
 class AssignmentNotFound(Exception):
@@ -548,6 +566,20 @@ def _validate_text(value: object, name: str, limit: int) -> str:
     return value
 
 
+_member = Membership.objects.filter(
+    project_id=OuterRef("project_id"), user_id=OuterRef("annotator_id")
+)
+
+
+# A lease's annotator's standing: account active, membership, gold answers.
+_STANDING_COLUMNS: dict[str, Any] = {
+    "annotator_active": F("annotator__is_active"),
+    "member_id": Subquery(_member.values("id")[:1]),
+    "member_gold_answered": Subquery(_member.values("gold_answered")[:1]),
+    "member_gold_correct": Subquery(_member.values("gold_correct")[:1]),
+}
+
+
 def _lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
     assignment = (
         Assignment.objects.select_for_update(of=("self",))
@@ -558,6 +590,8 @@ def _lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
             batch_cap=F("comparison__batch__annotator_cap"),
         )
         .filter(pk=assignment_id, annotator=annotator)
+        # The annotator's standing, read with the lock at no extra query (_standing_refusal).
+        .annotate(**_STANDING_COLUMNS)
         .first()
     )
     if assignment is None:
@@ -580,6 +614,95 @@ _REFUSALS: dict[str, tuple[type[Exception], str]] = {
     ),
     "already_judged": (JudgmentConflict, "You have already judged this comparison."),
 }
+
+
+# Why an annotator may no longer act on a lease they took (annotate_submit names them alike).
+_STANDING = {
+    "not_member": "You are no longer a member of this project.",
+    "inactive": "Your account has been deactivated.",
+    "stopped": "No more work for you in this project: your {detail}.",
+}
+_NOTHING_STORED = " Nothing was stored, and the comparison goes back to the pool."
+
+
+def _standing_error(outcome: str, detail: str = "") -> AnnotatorBlocked:
+    return AnnotatorBlocked(_STANDING[outcome].format(detail=detail) + _NOTHING_STORED)
+
+
+def _standing_problem(
+    project: Project, *, active: bool, member: bool, gold_answered: int, gold_correct: int
+) -> tuple[str, str]:
+    """(outcome, detail) when the annotator may not act in the project: removed from it, their
+    account deactivated, or stopped by the gold rule; ("", "") when they may."""
+    if not active:
+        return "inactive", ""
+    if not member:
+        return "not_member", ""
+    reason = gold_stop_reason(
+        correct=gold_correct,
+        answered=gold_answered,
+        min_accuracy=project.gold_min_accuracy,
+        min_answers=project.gold_min_answers,
+    )
+    return ("stopped", reason) if reason else ("", "")
+
+
+def _standing_refusal(assignment: Assignment, now: datetime) -> AnnotatorBlocked | None:
+    """Refuses a judgment or skip on a lease taken before its annotator was removed from the
+    project, deactivated or stopped by the gold rule: the lease is closed and its slot freed
+    (the caller's transaction holds the assignment's lock, and this takes the comparison's,
+    the queue's order), and the refusal is returned for the caller to raise once that has
+    committed. None when the annotator may go on, or the lease is already answered."""
+    if assignment.status not in (AssignmentStatus.OPEN, AssignmentStatus.EXPIRED):
+        return None
+    standing = [getattr(assignment, name) for name in _STANDING_COLUMNS]
+    if connection.vendor == "postgresql":
+        # Read again, now that the lock is held: the locking statement saw the account and the
+        # membership as they were before it waited (say, on a deactivation holding the row).
+        # The ORM path runs here only for rankings; SQLite serializes writers.
+        standing = list(
+            Assignment.objects.filter(pk=assignment.pk)
+            .annotate(**_STANDING_COLUMNS)
+            .values_list(*_STANDING_COLUMNS)
+            .get()
+        )
+    active, member_id, gold_answered, gold_correct = standing
+    outcome, detail = _standing_problem(
+        assignment.project,
+        active=active,
+        member=member_id is not None,
+        gold_answered=gold_answered or 0,
+        gold_correct=gold_correct or 0,
+    )
+    if not outcome:
+        return None
+    if assignment.status == AssignmentStatus.OPEN:
+        Assignment.objects.filter(pk=assignment.pk).update(
+            status=AssignmentStatus.EXPIRED, closed_at=now
+        )
+        if not assignment.comparison.is_gold:
+            Comparison.objects.filter(pk=assignment.comparison_id).update(
+                lease_count=F("lease_count") - 1
+            )
+        assignment.status = AssignmentStatus.EXPIRED
+    return _standing_error(outcome, detail)
+
+
+def assignment_release_refused(
+    *, assignment_id: int, annotator: User, now: datetime | None = None
+) -> str:
+    """For a door that cannot reach the project any more (the judging page of a removed
+    member): releases the annotator's lease if they may no longer act on it, as a judgment or
+    skip would be refused, and returns the refusal's message; "" when the lease is not theirs,
+    already answered, or they may go on."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        try:
+            assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
+        except AssignmentNotFound:
+            return ""
+        refusal = _standing_refusal(assignment, now)
+    return str(refusal) if refusal else ""
 
 
 def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[int]]:
@@ -691,8 +814,10 @@ def _judgment_submit_postgresql(
         raise JudgmentError(answers.message(outcome, detail or ""))
     if outcome in ("project_cap", "batch_cap"):
         raise _cap_refusal(outcome, int(detail))
+    if outcome in _STANDING:
+        raise _standing_error(outcome, _gold_detail(detail) if outcome == "stopped" else "")
     if outcome == "repeat":
-        return SubmitResult(_judgment_for_response(judgment_id), created=False)
+        return _repeat(_judgment_for_response(judgment_id), answer)
     if outcome != "created":
         raise _refusal(outcome)
     judgment = Judgment(
@@ -719,6 +844,51 @@ def _judgment_submit_postgresql(
     judgment.left_is_a = left_is_a  # type: ignore[attr-defined]
     judgment._state.adding = False
     return SubmitResult(judgment, created=True)
+
+
+def _gold_detail(detail: str) -> str:
+    """The gold rule's reason from annotate_submit's report: "correct answered minimum
+    min_answers"."""
+    correct, answered, minimum, min_answers = detail.split()
+    return gold_stop_reason(
+        correct=int(correct),
+        answered=int(answered),
+        min_accuracy=float(minimum),
+        min_answers=int(min_answers),
+    )
+
+
+def _repeat(earlier: Judgment, answer: Answer) -> SubmitResult:
+    """A submission with the idempotency key of the judgment stored: the same answer again is a
+    retry (created=False); another answer is refused, the first one standing (as Stripe answers
+    a key reused with other parameters)."""
+    if not _same_answer(earlier, answer):
+        raise IdempotencyConflict(earlier)
+    return SubmitResult(earlier, created=False)
+
+
+def _same_answer(judgment: Judgment, answer: Answer) -> bool:
+    """Whether `answer` is the one stored in `judgment`: choice, strength, criteria, flags,
+    rationale and ranking. duration_ms is a measurement, not the answer, and is not compared."""
+    left_is_a = judgment.left_is_a  # type: ignore[attr-defined]
+    overall = answers.oriented(answer.overall, left_is_a=left_is_a)
+    criteria = {
+        name: answers.oriented(pick, left_is_a=left_is_a) for name, pick in answer.criteria.items()
+    }
+    if (
+        judgment.choice != answer.overall.choice
+        or judgment.strength != overall["strength"]
+        or judgment.criteria != criteria
+        or sorted(judgment.flags) != sorted(answer.flags)
+        or judgment.rationale != answer.rationale
+    ):
+        return False
+    if judgment.ranking is None or answer.ranking is None:
+        return judgment.ranking is None and answer.ranking is None
+    ids = [pk for group in judgment.ranking for pk in group]
+    external = dict(Candidate.objects.filter(pk__in=ids).values_list("id", "external_id"))
+    stored = [sorted(external[pk] for pk in group) for group in judgment.ranking]
+    return stored == [sorted(group) for group in answer.ranking]
 
 
 def _judgment_for_response(judgment_id: int) -> Judgment:
@@ -751,7 +921,10 @@ def judgment_submit(
     The answer is on the screen's terms (answers.py): `choice`, or for graded projects
     `strength` (-3..3, below 0 the left response is better), per-criterion answers of the same
     kind, flags and a rationale, each checked against the project. A retry with the same
-    idempotency key returns the stored judgment (created=False). A lease that expired is still
+    idempotency key and the same answer returns the stored judgment (created=False); with
+    another answer it raises IdempotencyConflict, which carries the stored judgment. A lease
+    whose annotator was since removed from the project, deactivated or stopped by the gold rule
+    is refused (AnnotatorBlocked) and released. A lease that expired is still
     honoured while it holds its slot; once reclaimed, the judgment is taken only if the
     comparison still has a free slot and the annotator has not judged it.
     Queries: on PostgreSQL 1 (annotate_submit); on SQLite 5 (lock assignment, insert judgment,
@@ -795,21 +968,25 @@ def judgment_submit(
         )
     with transaction.atomic():
         assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
-        if problem := answers.answer_problem(assignment.project, answer):
-            raise JudgmentError(answers.message(*problem))
-        ranking_ids = None if answer.ranking is None else _ranking_ids(assignment, answer.ranking)
-        if assignment.status == AssignmentStatus.SUBMITTED:
-            earlier = _judgment_for_response(Judgment.objects.get(assignment=assignment).pk)
-            if idempotency_key and earlier.idempotency_key == idempotency_key:
-                return SubmitResult(earlier, created=False)
-            raise _refusal("judged")
-        if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.UNDONE):
-            raise _refusal(str(assignment.status))
-        comparison = assignment.comparison
-        holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
-        if assignment.status != AssignmentStatus.OPEN:
-            _check_late_submission(assignment)
-        refusal = _cap_check(assignment, comparison, holds_slot, now)
+        refusal: Exception | None = _standing_refusal(assignment, now)
+        if refusal is None:
+            if problem := answers.answer_problem(assignment.project, answer):
+                raise JudgmentError(answers.message(*problem))
+            ranking_ids = (
+                None if answer.ranking is None else _ranking_ids(assignment, answer.ranking)
+            )
+            if assignment.status == AssignmentStatus.SUBMITTED:
+                earlier = _judgment_for_response(Judgment.objects.get(assignment=assignment).pk)
+                if idempotency_key and earlier.idempotency_key == idempotency_key:
+                    return _repeat(earlier, answer)
+                raise _refusal("judged")
+            if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.UNDONE):
+                raise _refusal(str(assignment.status))
+            comparison = assignment.comparison
+            holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
+            if assignment.status != AssignmentStatus.OPEN:
+                _check_late_submission(assignment)
+            refusal = _cap_check(assignment, comparison, holds_slot, now)
         if refusal is None:
             return _judgment_store(
                 assignment=assignment,
@@ -944,49 +1121,61 @@ def assignment_skip(
     """Passes on an assignment with a reason; the comparison is never offered to them again.
 
     `reason` is one of the project's skip reasons, or "other" with a note. Skipping again is
-    harmless (created=False). Queries: 5 (lock, insert, close, count, member's count).
+    harmless (created=False). Refused (AnnotatorBlocked, the lease released) when the annotator
+    was removed from the project, deactivated or stopped by the gold rule since taking it.
+    Queries: 5 (lock, insert, close, count, member's count).
     """
     now = now or timezone.now()
     note = _validate_text(note, "note", MAX_RATIONALE).strip()
     reason = _validate_text(reason, "reason", 200).strip()
     with transaction.atomic():
         assignment = _lock_assignment(assignment_id=assignment_id, annotator=annotator)
-        allowed = [*assignment.project.skip_reasons, "other"]
-        if reason not in allowed:
-            raise JudgmentError(f"reason must be one of: {'; '.join(allowed)}.")
-        if reason == "other" and not note:
-            raise JudgmentError('A skip for reason "other" needs a note saying why.')
-        if assignment.status == AssignmentStatus.SKIPPED:
-            return SkipResult(Skip.objects.get(assignment=assignment), created=False)
-        if assignment.status == AssignmentStatus.SUBMITTED:
-            raise JudgmentConflict("This assignment has already been judged.")
-        if assignment.status == AssignmentStatus.UNDONE:
-            raise _refusal("undone")
-        comparison = assignment.comparison
-        skip = Skip(
-            comparison=comparison,
-            annotator=annotator,
-            assignment=assignment,
-            reason=reason,
-            note=note,
-            created_at=now,
-        )
-        try:
-            skip.save(force_insert=True)
-        except IntegrityError:
-            raise JudgmentConflict("You have already skipped this comparison.") from None
-        Assignment.objects.filter(pk=assignment.pk).update(
-            status=AssignmentStatus.SKIPPED, closed_at=now
-        )
-        counts: dict[str, Any] = {"skip_count": F("skip_count") + 1}
-        if assignment.status == AssignmentStatus.OPEN and not comparison.is_gold:
-            counts["lease_count"] = F("lease_count") - 1
-        Comparison.objects.filter(pk=comparison.pk).update(**counts)
-        Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
-            skip_count=F("skip_count") + 1
-        )
-        assignment.status = AssignmentStatus.SKIPPED
-        return SkipResult(skip, created=True)
+        refusal = _standing_refusal(assignment, now)
+        if refusal is None:
+            return _skip_locked(assignment, annotator=annotator, reason=reason, note=note, now=now)
+    raise refusal
+
+
+def _skip_locked(
+    assignment: Assignment, *, annotator: User, reason: str, note: str, now: datetime
+) -> SkipResult:
+    """The skip itself; the caller holds the assignment's lock."""
+    allowed = [*assignment.project.skip_reasons, "other"]
+    if reason not in allowed:
+        raise JudgmentError(f"reason must be one of: {'; '.join(allowed)}.")
+    if reason == "other" and not note:
+        raise JudgmentError('A skip for reason "other" needs a note saying why.')
+    if assignment.status == AssignmentStatus.SKIPPED:
+        return SkipResult(Skip.objects.get(assignment=assignment), created=False)
+    if assignment.status == AssignmentStatus.SUBMITTED:
+        raise JudgmentConflict("This assignment has already been judged.")
+    if assignment.status == AssignmentStatus.UNDONE:
+        raise _refusal("undone")
+    comparison = assignment.comparison
+    skip = Skip(
+        comparison=comparison,
+        annotator=annotator,
+        assignment=assignment,
+        reason=reason,
+        note=note,
+        created_at=now,
+    )
+    try:
+        skip.save(force_insert=True)
+    except IntegrityError:
+        raise JudgmentConflict("You have already skipped this comparison.") from None
+    Assignment.objects.filter(pk=assignment.pk).update(
+        status=AssignmentStatus.SKIPPED, closed_at=now
+    )
+    counts: dict[str, Any] = {"skip_count": F("skip_count") + 1}
+    if assignment.status == AssignmentStatus.OPEN and not comparison.is_gold:
+        counts["lease_count"] = F("lease_count") - 1
+    Comparison.objects.filter(pk=comparison.pk).update(**counts)
+    Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
+        skip_count=F("skip_count") + 1
+    )
+    assignment.status = AssignmentStatus.SKIPPED
+    return SkipResult(skip, created=True)
 
 
 def _check_late_submission(assignment: Assignment) -> None:
@@ -1024,10 +1213,27 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
     removed and every count it moved moves back (the comparison's votes, split and completion,
     the member's counts, gold accuracy included); the lease the annotator held meanwhile is
     released and its slot freed. Locks in the queue's order: assignments, then comparisons (in
-    id order), then the member. Raises JudgmentConflict when there is nothing to take back.
+    id order), then the member. Raises JudgmentConflict when there is nothing to take back, and
+    AnnotatorBlocked when the annotator was removed from the project, deactivated or stopped by
+    the gold rule: their judgments then stay as they are.
     """
     now = now or timezone.now()
     with transaction.atomic():
+        standing = (
+            Membership.objects.filter(project=project, user=annotator)
+            .values_list("user__is_active", "gold_answered", "gold_correct")
+            .first()
+        )
+        active, gold_answered, gold_correct = standing or (True, 0, 0)
+        outcome, detail = _standing_problem(
+            project,
+            active=active,
+            member=standing is not None,
+            gold_answered=gold_answered,
+            gold_correct=gold_correct,
+        )
+        if outcome:  # nothing is taken back, and no lease given
+            raise AnnotatorBlocked(_STANDING[outcome].format(detail=detail))
         last = (
             Judgment.objects.filter(
                 annotator=annotator, batch__project=project, invalidated_at__isnull=True

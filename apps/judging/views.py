@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -24,6 +24,7 @@ from apps.judging.services import (
     JudgmentError,
     Preference,
     assignment_next,
+    assignment_release_refused,
     assignment_skip,
     comparison_peek,
     judgment_submit,
@@ -221,23 +222,51 @@ def _act_then_continue(
     redirects (post/redirect/get) so that a reload does not post again.
     """
     notice = error = ""
+    refused = False
     try:
         action()
     except JudgmentError as exc:
         error = str(exc)
     except (JudgmentConflict, AssignmentNotFound) as exc:
         notice = str(exc)
-    if not getattr(request, "htmx", False) and not error:
+    except AnnotatorBlocked as exc:  # stopped since the lease was taken: released, say why
+        notice, refused = str(exc), True
+    if not getattr(request, "htmx", False) and not error and not refused:
         return redirect("annotate", slug=project.slug)
     return _render_annotate(
         request, project, notice=notice, error=error, prefer=None if error else prefer
     )
 
 
+def _member_project(request: HttpRequest, slug: str, assignment_id: int) -> Project | HttpResponse:
+    """The project of a judge or skip, for its member. One removed from it since taking the
+    lease gets the refusal, their lease released, instead of a bare 404 (which htmx would not
+    show); anyone else a 404, so that the project's existence is not revealed."""
+    try:
+        return project_for_member(user=request.user, slug=slug)
+    except Http404:
+        message = assignment_release_refused(
+            assignment_id=assignment_id,
+            annotator=request.user,  # type: ignore[arg-type]
+        )
+        if not message:
+            raise
+    # htmx swaps only a success into the card; a plain form post gets the page with a 403.
+    htmx = getattr(request, "htmx", False)
+    return render(
+        request,
+        "judging/refused.html#refused-card" if htmx else "judging/refused.html",
+        {"message": message},
+        status=200 if htmx else 403,
+    )
+
+
 @login_required_htmx
 @require_POST
 def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    project = project_for_member(user=request.user, slug=slug)
+    project = _member_project(request, slug, assignment_id)
+    if isinstance(project, HttpResponse):
+        return project
     duration = request.POST.get("duration_ms", "")
     return _act_then_continue(
         request,
@@ -257,7 +286,9 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
 @login_required_htmx
 @require_POST
 def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    project = project_for_member(user=request.user, slug=slug)
+    project = _member_project(request, slug, assignment_id)
+    if isinstance(project, HttpResponse):
+        return project
     return _act_then_continue(
         request,
         project,
@@ -277,7 +308,7 @@ def undo(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for_member(user=request.user, slug=slug)
     try:
         result = judgment_undo(project=project, annotator=request.user)  # type: ignore[arg-type]
-    except JudgmentConflict as exc:
+    except (JudgmentConflict, AnnotatorBlocked) as exc:
         return _render_annotate(request, project, notice=str(exc))
     if not getattr(request, "htmx", False):
         return redirect("annotate", slug=project.slug)

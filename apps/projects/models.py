@@ -271,18 +271,26 @@ class Membership(models.Model):
         project = project or self.project
         if project.annotator_cap is not None and self.judgment_count >= project.annotator_cap:
             return f"reached the project's cap of {project.annotator_cap} judgments"
-        accuracy = self.gold_accuracy
-        if (
-            project.gold_min_accuracy > 0
-            and accuracy is not None
-            and self.gold_answered >= project.gold_min_answers
-            and accuracy < project.gold_min_accuracy
-        ):
-            return (
-                f"gold accuracy {accuracy:.0%} over {self.gold_answered} gold items is below "
-                f"the project's minimum of {project.gold_min_accuracy:.0%}"
-            )
+        return gold_stop_reason(
+            correct=self.gold_correct,
+            answered=self.gold_answered,
+            min_accuracy=project.gold_min_accuracy,
+            min_answers=project.gold_min_answers,
+        )
+
+
+def gold_stop_reason(*, correct: int, answered: int, min_accuracy: float, min_answers: int) -> str:
+    """The gold rule: why an annotator with these gold answers is stopped, or "" when they are
+    not. annotate_submit (apps.judging.queue_sql) applies the same rule on PostgreSQL."""
+    if min_accuracy <= 0 or not answered or answered < min_answers:
         return ""
+    accuracy = correct / answered
+    if accuracy >= min_accuracy:
+        return ""
+    return (
+        f"gold accuracy {accuracy:.0%} over {answered} gold items is below the project's "
+        f"minimum of {min_accuracy:.0%}"
+    )
 
 
 class AnnotatorAccount(User):
