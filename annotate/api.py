@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from annotate.schema import MAX_ID
 from apps.batches.import_format import ImportFormatError
 from apps.judging.services import (
     AnnotatorBlocked,
@@ -63,6 +64,18 @@ class IdCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 1000
 
+    def get_page_size(self, request: Request) -> int:
+        """`?page_size=`: empty or absent, the default; else 1 to 1,000, or a 400 naming it
+        (DRF's own would quietly ignore a bad value)."""
+        value = request.query_params.get(self.page_size_query_param)
+        if value in (None, ""):
+            return self.page_size
+        text = str(value)
+        if not is_whole(text) or len(text) > 6 or not 1 <= int(text) <= self.max_page_size:
+            message = f"Must be a whole number from 1 to {self.max_page_size}."
+            raise exceptions.ValidationError({self.page_size_query_param: [message]})
+        return int(text)
+
 
 def list_page(request: Request, view: Any, queryset: Any, row: Any) -> Response:
     """One page of `queryset`, each item made by `row(item)`."""
@@ -71,14 +84,20 @@ def list_page(request: Request, view: Any, queryset: Any, row: Any) -> Response:
     return paginator.get_paginated_response([row(item) for item in page])
 
 
+def is_whole(text: str) -> bool:
+    """Digits 0-9 only: str.isdigit() also takes "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def int_param(request: Request, name: str) -> int | None:
     """A whole-number query parameter, or None; a 400 naming it otherwise."""
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
-    if not str(value).isdigit() or len(str(value)) > 18:
-        raise exceptions.ValidationError({name: ["Must be a whole number."]})
-    return int(str(value))
+    text = str(value)
+    if not is_whole(text) or len(text) > 19 or int(text) > MAX_ID:
+        raise exceptions.ValidationError({name: [f"Must be a whole number from 0 to {MAX_ID}."]})
+    return int(text)
 
 
 class TokenRateThrottle(UserRateThrottle):

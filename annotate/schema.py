@@ -7,14 +7,23 @@ apps/judging/api.py); these serializers only describe those shapes to drf-specta
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 
+# Ids are PostgreSQL bigints: whole numbers from 0 to 2**63 - 1.
+MAX_ID = 2**63 - 1
+ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+MAX_PAGE_SIZE = 1000
+
 BATCH = OpenApiParameter(
-    "batch", int, description="Only this batch of the project (its id).", required=False
+    "batch", ID, description="Only this batch of the project (its id).", required=False
 )
 PAGE_SIZE = OpenApiParameter(
-    "page_size", int, description="Rows a page: 100 by default, at most 1,000.", required=False
+    "page_size",
+    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+    description="Rows a page: 100 by default, at most 1,000.",
+    required=False,
 )
 CURSOR = OpenApiParameter(
     "cursor",
@@ -111,8 +120,12 @@ class JudgmentOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class UndoneOut(JudgmentOut):
+    id = serializers.IntegerField(allow_null=True, help_text="null: it is no longer stored.")
+
+
 class UndoOut(AssignmentOut):
-    undone = JudgmentOut(help_text="What you had answered; it is no longer stored.")
+    undone = UndoneOut(help_text="What you had answered; it is no longer stored.")
 
 
 class MeOut(serializers.Serializer):
@@ -159,6 +172,8 @@ class JudgmentRow(serializers.Serializer):
 
 
 class ErrorOut(serializers.Serializer):
+    """Every error answer of the API (its schema is ErrorOutSchema's, below)."""
+
     detail = serializers.CharField(help_text="What went wrong, for a person to read.")
 
 
@@ -172,6 +187,44 @@ class JudgmentConflictOut(ErrorOut):
     )
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        'An error: `{"detail": "..."}`; or, for bad parameters or fields, a list of messages '
+        'per name (`{"batch": ["Must be a whole number."]}`); or, for a bad import file, '
+        '`{"errors": [{"line", "error"}]}` (`line` null for the whole file).'
+    ),
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong, for a person to read."},
+        "errors": {
+            "type": "array",
+            "description": "A bad import file: every bad line (up to IMPORT_MAX_REPORTED_ERRORS).",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "line": {"type": "integer", "nullable": True},
+                    "error": {"type": "string"},
+                },
+                "required": ["line", "error"],
+            },
+        },
+    },
+    "additionalProperties": {
+        "description": "Per parameter or field: its messages (nested for a list's items).",
+        "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object"}],
+    },
+}
+
+
+class ErrorOutSchema(OpenApiSerializerExtension):
+    """ErrorOut's schema as the API answers: detail, per-field lists, or an import's lines."""
+
+    target_class = "annotate.schema.ErrorOut"
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        return ERROR_SCHEMA
+
+
 PATH_PARAMETERS = {
     "slug": "The project's slug.",
     "assignment_id": "The lease (assignment) id, from next.",
@@ -183,10 +236,51 @@ PATH_PARAMETERS = {
 def describe_path_parameters(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
-    """A postprocessing hook: the URL's own parameters, described once for every operation."""
+    """A postprocessing hook: the URL's own parameters, described once for every operation
+    (an id is a whole number: its URL pattern takes digits only)."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") == "path" and not parameter.get("description"):
                     parameter["description"] = PATH_PARAMETERS.get(parameter["name"], "")
+                if parameter.get("in") == "path" and parameter["schema"].get("type") == "integer":
+                    parameter["schema"].update({"minimum": 0, "maximum": MAX_ID})
+    return result
+
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
+# The answers any operation may give, besides its own: who may not, what is not there, too many.
+COMMON_ERRORS = {
+    "401": "No credentials, or bad ones.",
+    "403": "You may not do this here.",
+    "429": "Too many requests for this token (API_TOKEN_RATE): retry after Retry-After.",
+}
+
+
+def declare_errors(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """A postprocessing hook: every operation's error answers, in the one error schema: 401,
+    403 and 429 everywhere; 404 where the path names something; 400 where there are parameters
+    or a body; 413 where there is a body (annotate.middleware)."""
+    result.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = ERROR_SCHEMA
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            parameters = operation.get("parameters", [])
+            errors = dict(COMMON_ERRORS)
+            if any(p.get("in") == "path" for p in parameters):
+                errors["404"] = "No such thing, or not yours to see."
+            if any(p.get("in") == "query" for p in parameters) or "requestBody" in operation:
+                errors["400"] = "A bad parameter or field: its name and what is wrong."
+            if "requestBody" in operation:
+                errors["413"] = "The body is larger than the limit."
+            for code, description in errors.items():
+                answer = responses.setdefault(code, {"description": description})
+                content = answer.setdefault("content", {})
+                declared = content.get("application/json", {}).get("schema")
+                if declared in (None, ERROR_REF):
+                    content["application/json"] = {"schema": ERROR_REF}
+                else:  # the operation's own answer (a failed batch), or an error
+                    content["application/json"] = {"schema": {"anyOf": [declared, ERROR_REF]}}
     return result

@@ -123,6 +123,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Under /api/: JSON errors, and NUL, chunked and oversized bodies refused before any view.
+    "annotate.middleware.ApiErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -250,8 +252,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
+        # DRF's, refusing what PostgreSQL cannot store with a 400 naming the field.
+        "annotate.parsers.StorableJSONParser",
+        "annotate.parsers.StorableMultiPartParser",
     ],
     # `format` is our export parameter (format=trl), not DRF's renderer switch.
     "URL_FORMAT_OVERRIDE": None,
@@ -278,6 +281,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "annotate.schema.describe_path_parameters",
+        "annotate.schema.declare_errors",
     ],
 }
 # Requests one API token may make per period ("<n>/<sec|min|hour|day>"; empty: no limit).

@@ -3,6 +3,7 @@ import tempfile
 from typing import IO, Any
 
 from django.conf import settings
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import PayloadTooLarge, int_param, list_page, request_user
+from annotate.middleware import MULTIPART_SLACK
 from annotate.schema import BATCH, CURSOR, PAGE_SIZE, ComparisonRow, ErrorOut, page_of
 from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.batches.services import (
@@ -106,6 +108,14 @@ class BatchCreate(APIView):
 
     parser_classes = [JSONLinesParser, NDJSONParser, *APIView.parser_classes]
 
+    @staticmethod
+    def body_limit(request: HttpRequest) -> int:
+        """The largest body taken (annotate.middleware refuses a larger Content-Length with
+        413 before reading it): the file limit, and multipart's framing around the file."""
+        if request.content_type == "multipart/form-data":
+            return int(settings.IMPORT_MAX_BYTES) + MULTIPART_SLACK
+        return int(settings.IMPORT_MAX_BYTES)
+
     @extend_schema(
         summary="List the project's batches",
         description="Staff and the project's leads; oldest first.",
@@ -154,6 +164,10 @@ class BatchCreate(APIView):
                 raise ParseError(
                     "Send the file as the body (Content-Type: application/jsonl) or as "
                     "multipart form data with a field named 'file'."
+                )
+            if upload.size is not None and upload.size > settings.IMPORT_MAX_BYTES:
+                raise PayloadTooLarge(
+                    f"The file is larger than the limit of {settings.IMPORT_MAX_BYTES} bytes."
                 )
             source = upload
             name = name or body.get("name") or upload.name or ""

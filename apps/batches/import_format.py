@@ -9,6 +9,7 @@ every error found, each with its line number, so that a bad file can be fixed in
 """
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -209,6 +210,14 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # Python reads 1e999 as infinity, which JSON cannot carry and PostgreSQL's jsonb refuses.
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text} is too large to store")
+    return number
+
+
 def _check_storable(value: object) -> None:
     if isinstance(value, str):
         if "\x00" in value:
@@ -269,7 +278,7 @@ def parse_jsonl(
             fail(number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
             continue
         try:
-            obj = json.loads(text, parse_constant=_reject_constant)
+            obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         except json.JSONDecodeError as exc:
             fail(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
             continue

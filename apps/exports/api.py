@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotate.api import is_whole
 from annotate.schema import BATCH, ErrorOut
 from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate
@@ -70,7 +71,7 @@ def export_options(params: Any, format: str, project: Project | None = None) -> 
         batch = params.get("batch")
         batch_id = None
         if batch not in (None, ""):
-            if not str(batch).isdigit():
+            if not is_whole(str(batch)):
                 raise ValidationError({"batch": ["Must be a batch id (a whole number)."]})
             batch_id = int(str(batch))
     return Options(
@@ -281,7 +282,7 @@ class Export(APIView):
             ),
             OpenApiParameter(
                 "min_votes",
-                int,
+                {"type": "integer", "minimum": 1, "maximum": 1000},
                 description=(
                     "Pairwise formats, listwise and card: only comparisons with at least "
                     "this many votes (rankings)."
@@ -290,7 +291,7 @@ class Export(APIView):
             ),
             OpenApiParameter(
                 "min_agreement",
-                float,
+                {"type": "number", "minimum": 0, "maximum": 1},
                 description=(
                     "Pairwise formats and card: only comparisons whose most-voted option holds "
                     "at least this share of the votes (0 to 1)."
@@ -309,7 +310,7 @@ class Export(APIView):
             ),
             OpenApiParameter(
                 "test_fraction",
-                float,
+                {"type": "number", "minimum": 0, "maximum": 1},
                 description="With split: the share of prompts in the test half (default 0.1).",
                 required=False,
             ),
@@ -332,13 +333,19 @@ class Export(APIView):
     )
     def get(self, request: Request, slug: str) -> HttpResponse | StreamingHttpResponse:
         project = project_for_lead(user=request.user, slug=slug)
-        audit_record(actor=request.user, action="export", project=project, details=request.GET)
         format = request.query_params.get("format", "trl")
-        if format == "card":
-            return card_response(project, request.query_params)
-        if format not in FORMATS:
+        if format != "card" and format not in FORMATS:
             raise ValidationError({"format": [f"Use one of {', '.join([*FORMATS, 'card'])}."]})
         options = export_options(request.query_params, format, project)
+        # Recorded once validated: the parameters as they were taken, never a refused value.
+        audit_record(
+            actor=request.user,
+            action="export",
+            project=project,
+            details={**request.query_params.dict(), "format": format},
+        )
+        if format == "card":
+            return card_response(project, options)
         # Taken before the first row is read: see apps/exports/cursor.py.
         upcoming = next_since()
         rows = export_rows(project=project, format=format, options=options)
@@ -349,9 +356,8 @@ class Export(APIView):
         return response
 
 
-def card_response(project: Project, params: Any) -> HttpResponse:
+def card_response(project: Project, options: Options) -> HttpResponse:
     """The dataset card, under the pairwise formats' aggregation and filters (and `batch`)."""
-    options = export_options(params, "card", project)
     response = HttpResponse(
         dataset_card(project=project, options=options),
         content_type="text/markdown; charset=utf-8",
@@ -370,7 +376,7 @@ def batch_id_of(params: Any, project: Project) -> int | None:
     batch = params.get("batch")
     if batch in (None, ""):
         return None
-    if not str(batch).isdigit():
+    if not is_whole(str(batch)):
         raise ValidationError({"batch": ["Must be a batch id (a whole number)."]})
     if not Batch.objects.filter(pk=int(str(batch)), project=project).exists():
         raise ValidationError({"batch": ["No such batch in this project."]})

@@ -5,13 +5,13 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate.api import list_page, request_user
-from annotate.schema import CURSOR, PAGE_SIZE, ErrorOut, page_of
+from annotate.schema import CURSOR, MAX_ID, PAGE_SIZE, ErrorOut, page_of
 from apps.exports.cursor import format_since, next_since
 from apps.exports.formats import FORMATS
 from apps.exports.jobs import (
@@ -113,19 +113,19 @@ class ExportJobSerializer(serializers.ModelSerializer):
     def get_url(self, job: ExportJob) -> str:
         return self._link(job, "api-export-job")
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_download(self, job: ExportJob) -> str | None:
         if job.status != ExportStatus.DONE:
             return None
         return self._link(job, "api-export-job-download")
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_card(self, job: ExportJob) -> str | None:
         if job.status != ExportStatus.DONE:
             return None
         return self._link(job, "api-export-job-card")
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_since(self, job: ExportJob) -> str | None:
         # started_at is stamped when the (last) run is claimed, before it reads a row.
         if job.status != ExportStatus.DONE or job.started_at is None:
@@ -142,12 +142,20 @@ EXPORT_JOB_IN = inline_serializer(
         "file_format": serializers.ChoiceField(
             choices=FileFormat.values, required=False, help_text="jsonl (default) or parquet."
         ),
-        "batch": serializers.IntegerField(required=False, help_text="Only this batch."),
+        "batch": serializers.IntegerField(
+            required=False, min_value=0, max_value=MAX_ID, help_text="Only this batch."
+        ),
         "min_votes": serializers.IntegerField(
-            required=False, help_text="Pairwise formats and listwise: at least this many votes."
+            required=False,
+            min_value=1,
+            max_value=1000,
+            help_text="Pairwise formats and listwise: at least this many votes.",
         ),
         "min_agreement": serializers.FloatField(
-            required=False, help_text="Pairwise formats: the most-voted option's least share."
+            required=False,
+            min_value=0,
+            max_value=1,
+            help_text="Pairwise formats: the most-voted option's least share.",
         ),
         "aggregate": serializers.ChoiceField(
             choices=list(AGGREGATES),
@@ -170,7 +178,9 @@ EXPORT_JOB_IN = inline_serializer(
         "split": serializers.ChoiceField(
             choices=["train", "test"], required=False, help_text="Every format: by prompt."
         ),
-        "test_fraction": serializers.FloatField(required=False, help_text="With split (0.1)."),
+        "test_fraction": serializers.FloatField(
+            required=False, min_value=0, max_value=1, help_text="With split (0.1)."
+        ),
         "both_bad": serializers.ChoiceField(
             choices=["exclude", "include"], required=False, help_text="kto only."
         ),
@@ -228,7 +238,7 @@ class ExportJobs(APIView):
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         if not isinstance(request.data, dict):
-            raise ValidationError({"detail": ['Send a JSON object: {"format": ..., ...}.']})
+            raise ParseError('Send a JSON object: {"format": ..., ...}.')
         job = export_job_request(project=project, user=request_user(request), data=request.data)
         job = ExportJob.objects.select_related("project", "requested_by").get(pk=job.pk)
         body = ExportJobSerializer(job, context={"request": request}).data

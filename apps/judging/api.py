@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.api import int_param, list_page, request_user
+from annotate.api import int_param, is_whole, list_page, request_user
 from annotate.schema import (
     BATCH,
     CURSOR,
@@ -104,10 +104,10 @@ def judgment_fields(data: Any) -> dict[str, Any]:
         if fields.get(name) is None:
             fields.pop(name, None)
     duration = fields.get("duration_ms")
-    if isinstance(duration, str) and duration.isdigit() and len(duration) < 11:
+    if isinstance(duration, str) and is_whole(duration) and len(duration) < 11:
         fields["duration_ms"] = int(duration)
     strength = fields.get("strength")
-    if isinstance(strength, str) and strength.lstrip("-").isdigit() and len(strength) < 4:
+    if isinstance(strength, str) and is_whole(strength.lstrip("-")) and len(strength) < 4:
         fields["strength"] = int(strength)
     return fields
 
@@ -309,7 +309,7 @@ class JudgmentList(APIView):
         ).select_related("comparison__prompt", "comparison__candidate_a", "left", "right", "chosen")
         if (batch := int_param(request, "batch")) is not None:
             judgments = judgments.filter(batch_id=batch)
-        if (since := request.query_params.get("since")) not in (None, ""):
+        if (since := request.query_params.get("since")) is not None:
             moment = parse_datetime(str(since))
             if moment is None:
                 raise ValidationError({"since": ["Use an ISO 8601 time, with its offset."]})
