@@ -73,3 +73,53 @@ def test_the_command_writes_the_same_card(api, bob, judged, tmp_path):
     target = tmp_path / "card.md"
     call_command("export", "demo", "--format", "card", "-o", str(target))
     assert target.read_text() == card(api, bob)
+
+
+HOSTILE = "[x](javascript:alert(1)) <script>alert(2)</script> # heading | table | *em* `code` &amp;"
+
+
+def rendered(text):
+    """The card as a CommonMark renderer with GitHub's tables shows it (markdown-it-py)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    return md.parse(text), md.render(text)
+
+
+def test_lead_chosen_names_show_as_literal_text_not_markdown(api, bob, judged):
+    """The project's name, a model's name and a criterion are the lead's to choose: in the card
+    they are text, never a link, a heading, HTML, emphasis or code, and the tables keep their
+    columns."""
+    judged.name = HOSTILE
+    judged.save(update_fields=["name"])
+    Candidate.objects.filter(external_id="c1").update(model=HOSTILE)
+    text = card(api, bob, models=f"{HOSTILE},model-2")
+    tokens, html = rendered(text)
+    kinds = {token.type for token in tokens}
+    inline_kinds = {child.type for token in tokens for child in token.children or []}
+    assert not {"html_block"} & kinds, html
+    assert not {"link_open", "html_inline", "em_open"} & inline_kinds, html
+    codes = {c.content for t in tokens for c in t.children or [] if c.type == "code_inline"}
+    assert "code" not in codes, html
+    assert "<script>" not in html and "javascript:" not in html.replace("javascript:alert", "")
+    headings = [t for t in tokens if t.type == "heading_open"]
+    # The title and the fixed sections only: the name's "# heading" is no heading of its own.
+    assert [t.tag for t in headings] == ["h1", "h2", "h2", "h2", "h2", "h2"]
+    title = tokens[tokens.index(headings[0]) + 1].content
+    assert title.startswith("\\[x\\]") and "preference data" in title
+    # The name reads as typed once rendered (the renderer escapes what HTML needs).
+    from html import escape
+
+    assert escape(HOSTILE, quote=False) + ": preference data</h1>" in html
+    # The models table keeps four cells per row, the hostile name in one of them.
+    models_table = html.split("<th>model</th>")[1].split("</table>")[0]
+    for row in models_table.split("<tr>")[2:]:
+        assert row.count("<td>") == 4, row
+    assert f"<td>{escape(HOSTILE, quote=False)}</td>" in models_table
+
+
+def test_lead_chosen_names_in_a_code_span_stay_inside_it(api, bob, judged):
+    """The slug is shown as code: a slug is letters, digits, - and _, shown as they are."""
+    text = card(api, bob)
+    assert "Project `demo`" in text
+    assert "`GET /api/v1/projects/demo/stats/`" in text

@@ -43,6 +43,14 @@ SETTINGS_VARIABLES = {
     "IMPORT_MAX_REPORTED_ERRORS",
     "LEASE_SECONDS_DEFAULT",
     "SECURE_COOKIES",
+    "TRUST_X_FORWARDED_PROTO",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_COOLOFF_MINUTES",
+    "TRUSTED_PROXY_COUNT",
     "LOG_LEVEL",
     "DJANGO_SETTINGS_MODULE",
 }
@@ -247,10 +255,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the 3xx itself is the answer
+
+
+def fetch(
+    url: str, headers: dict[str, str] | None = None, *, follow: bool = True
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})  # noqa: S310  # our own server
+    opener = urllib.request.build_opener(*([] if follow else [_NoRedirect()]))
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with opener.open(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -310,7 +326,7 @@ def gunicorn(tmp_path: Path, production_env: dict[str, str]) -> Iterator[str]:
             if server.poll() is not None:
                 pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()}")
             try:
-                fetch(f"{base}/accounts/login/")
+                fetch(f"{base}/accounts/login/", follow=False)  # with SSL redirect: a 301
                 break
             except OSError:
                 if time.monotonic() > deadline:

@@ -5,6 +5,7 @@ use, so the card and the data always say the same. Deterministic: no clock in it
 data gives the same card.
 """
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -21,9 +22,28 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _cell(text: object) -> str:
-    """A table cell: pipes and newlines would break the table (names are lead-chosen)."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# What CommonMark, GitHub's tables and common extensions read as markup inside a line: links
+# and images ([ ] ( ) !), HTML and autolinks (< > &), emphasis and strikethrough (* _ ~), code
+# (`), table cells (|), headings (#), math ($) and the escape itself. Each may be
+# backslash-escaped (CommonMark: any ASCII punctuation), which shows it as typed.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>&~$])")
+
+
+def _md(text: object, *, code: bool = False) -> str:
+    """A lead-chosen string (project name, slug, model, criterion...) as literal Markdown text,
+    for use inside a line: never a link, HTML, heading, emphasis or an extra table cell.
+
+    Line breaks become spaces, so the string cannot start a block of its own. With `code`, a
+    code span instead (backslashes do not escape there): fenced by more backticks than the
+    string holds, and padded when it starts or ends with one (CommonMark's rule).
+    """
+    value = " ".join(str(text).splitlines())
+    if not code:
+        return _MARKDOWN_SPECIAL.sub(r"\\\1", value)
+    # A pipe would still split a table cell; a code span is never put in one here.
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
 
 
 AGGREGATION_TEXT = {
@@ -45,11 +65,11 @@ def filters_text(options: Options) -> str:
     if options.batch_id is not None:
         used.append(f"batch {options.batch_id}")
     if options.models is not None:
-        used.append("models " + ", ".join(f"`{_cell(m)}`" for m in options.models))
+        used.append("models " + ", ".join(_md(m, code=True) for m in options.models))
     if options.since is not None:
         used.append(f"comparisons with a vote at or after {options.since.isoformat()}")
     if options.criterion is not None:
-        used.append(f"criterion `{_cell(options.criterion)}` instead of the overall choice")
+        used.append(f"criterion {_md(options.criterion, code=True)} instead of the overall choice")
     if options.min_votes > 1:
         used.append(f"at least {options.min_votes} votes")
     if options.min_agreement > 0:
@@ -89,10 +109,10 @@ def dataset_card(
     pairwise = agreement["pairwise"]
     reference = agreement["reference"]
     lines = [
-        f"# {_cell(project.name)}: preference data",
+        f"# {_md(project.name)}: preference data",
         "",
-        f"Project `{project.slug}`, judged under the **{project.scheme}** scheme with an "
-        f"overlap of {project.overlap} annotators per comparison"
+        f"Project {_md(project.slug, code=True)}, judged under the **{project.scheme}** scheme "
+        f"with an overlap of {project.overlap} annotators per comparison"
         + (f", batch {batch_id}" if batch_id is not None else ", all batches")
         + f"; guidelines version {project.guideline_version}.",
         "",
@@ -145,7 +165,7 @@ def dataset_card(
         f"| Krippendorff's alpha, ordinal (graded strength) | "
         f"{_num(agreement['krippendorff_alpha_ordinal'])} | |",
         f"| Fleiss' kappa | {_num(agreement['fleiss_kappa'])} | "
-        f"{_cell(agreement['fleiss_kappa_note'] or '')} |",
+        f"{_md(agreement['fleiss_kappa_note'] or '')} |",
         "",
         "## Models",
         "",
@@ -159,7 +179,7 @@ def dataset_card(
             "| --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {_cell(m['model'])} | {m['score']:.1f} | {m['ci95'][0]:.1f} to "
+            f"| {_md(m['model'])} | {m['score']:.1f} | {m['ci95'][0]:.1f} to "
             f"{m['ci95'][1]:.1f} | {m['votes']} |"
             for m in bt["models"]
         ]
@@ -181,7 +201,7 @@ def dataset_card(
             )
             median = a["median_duration_ms"]
             lines.append(
-                f"| {_cell(a['annotator'])} | {a['judgments']} | "
+                f"| {_md(a['annotator'])} | {a['judgments']} | "
                 f"{_pct(a['agreement_with_others'])} | {_pct(a['gold_accuracy'])} | {left} | "
                 f"{_pct(a['tie_rate'])} | "
                 + ("n/a" if median is None else f"{median / 1000:.1f} s")
@@ -192,7 +212,8 @@ def dataset_card(
     lines += [
         "",
         "Made by annotate. The same data gives the same card; the figures are those of "
-        f"`GET /api/v1/projects/{project.slug}/stats/`.",
+        + _md(f"GET /api/v1/projects/{project.slug}/stats/", code=True)
+        + ".",
         "",
     ]
     return "\n".join(lines)
