@@ -359,3 +359,32 @@ def test_a_lead_acts_only_on_projects_they_lead(world):
         membership_remove(project=world["other"], user=eve, by=bob)
     with pytest.raises(ProjectError, match="You do not lead Other project"):
         membership_add(project=world["other"], user=_user("nora"), role="annotator", by=bob)
+
+
+@pytest.mark.parametrize(
+    ("username", "role", "message"),
+    [
+        ("bob", "annotator", "You cannot step down as a lead of Fresh"),
+        ("eve", "annotator", "No user named &#x27;eve&#x27; that you can add."),
+    ],
+)
+def test_a_lead_creating_a_project_meets_the_same_rules(client, world, username, role, message):
+    client.force_login(_user("bob"))
+    data = _project_form(
+        Project(name="Fresh"),
+        slug="fresh",
+        **{
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-0-username": username,
+            "memberships-0-role": role,
+        },
+    )
+    response = client.post("/admin/projects/project/add/", data)
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Project.objects.filter(slug="fresh").exists()
+    data["memberships-0-username"] = "nora"
+    assert client.post("/admin/projects/project/add/", data).status_code == 302
+    fresh = Project.objects.get(slug="fresh")
+    members = dict(fresh.memberships.values_list("user__username", "role"))
+    assert members == {"bob": "lead", "nora": "annotator"}

@@ -94,13 +94,25 @@ class MembershipFormSet(forms.BaseInlineFormSet):
         super().clean()
         actor = self.form_kwargs.get("actor")
         project = self.instance
-        if actor is None or project.pk is None:
+        if actor is None:
             return
         problems = []
         deleted = {id(form) for form in self.deleted_forms}
         for form in self.forms:
             membership = form.instance
             if not hasattr(form, "cleaned_data") or "username" in form.errors:
+                continue
+            if project.pk is None:  # a project being created, which the actor will lead
+                if id(form) not in deleted and form.has_changed():
+                    problem = membership_problem(
+                        project=project,
+                        user=membership.user,
+                        old_role=None,
+                        new_role=membership.role,
+                        by=actor,
+                        creating=True,
+                    )
+                    problems += [problem] if problem else []
                 continue
             old = (
                 Membership.objects.select_related("user").filter(pk=membership.pk).first()

@@ -143,10 +143,17 @@ def member_to_add(*, project: Project, username: str, by: Actor | None) -> User 
 
 
 def membership_problem(
-    *, project: Project, user: User, old_role: str | None, new_role: str | None, by: Actor | None
+    *,
+    project: Project,
+    user: User,
+    old_role: str | None,
+    new_role: str | None,
+    by: Actor | None,
+    creating: bool = False,
 ) -> str:
     """Why `by` may not move `user` from `old_role` to `new_role` in the project (None: not a
-    member; as new_role: removed), or "" when they may.
+    member; as new_role: removed), or "" when they may. `creating`: the project is being
+    created by `by`, who will lead it (see `project_insert`).
 
     A lead acts only on projects they lead, adds only accounts they may add, and never demotes
     or removes themself: so a project a lead acts on always keeps a lead, the last one
@@ -154,7 +161,9 @@ def membership_problem(
     """
     if by is None or by.is_staff:
         return ""
-    if not projects_led_by(by).filter(pk=project.pk).exists():
+    if creating:
+        old_role = Role.LEAD if user.pk == by.pk else None
+    elif not projects_led_by(by).filter(pk=project.pk).exists():
         return f"You do not lead {project}."
     if old_role is None:
         return "" if member_addable(user=user, by=by) else NOT_ADDABLE
