@@ -25,7 +25,7 @@ from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.projects.models import Membership, Project, Role
 from apps.projects.selectors import projects_led_by
-from apps.projects.services import membership_add
+from apps.projects.services import ProjectError, member_addable, membership_add
 
 logger = logging.getLogger(__name__)
 Actor = User | AnonymousUser
@@ -65,16 +65,21 @@ def accounts_visible_to(user: Actor) -> QuerySet[User]:
 
 
 def may_manage(actor: Actor, account: User) -> bool:
-    """Whether `actor` may deactivate or reactivate `account`, or issue its set-password link.
+    """Whether `actor` may change `account`: deactivate or reactivate it, issue its
+    set-password link (and so log in as it).
 
     Staff: any account but staff. A lead: an annotator of one of their projects who is neither
-    staff nor a lead anywhere (another lead's account is not theirs to manage).
+    staff nor a lead anywhere, nor a member of any project the lead does not lead: an account
+    another lead also works with is not one lead's to block or take over.
     """
     if account.is_staff or account.pk == actor.pk:
         return False
     if actor.is_staff:
         return True
     if Membership.objects.filter(user=account, role=Role.LEAD).exists():
+        return False
+    led = projects_led_by(actor).values("pk")
+    if Membership.objects.filter(user=account).exclude(project__in=led).exists():
         return False
     return accounts_visible_to(actor).filter(pk=account.pk).exists()
 
@@ -222,7 +227,7 @@ def _create(
             account.save()
             created.append(account)
             for project in projects:
-                membership_add(project=project, user=account, role=Role.ANNOTATOR)
+                membership_add(project=project, user=account, role=Role.ANNOTATOR, by=by)
             for each in _or_none(projects):
                 audit_record(
                     actor=by,
@@ -271,22 +276,27 @@ def accounts_create_from_csv(
 
 
 def accounts_add_to_project(*, accounts: Iterable[User], project: Project, by: Actor) -> int:
-    """Adds accounts to one of the actor's projects as annotators; returns how many were new."""
+    """Adds accounts to one of the actor's projects as annotators; returns how many were new.
+
+    All or nothing: an account that is also in a project the lead does not lead is staff's to
+    add (see `member_addable`), and raises AccountError naming it.
+    """
     _check_projects(by, [project])
-    added = 0
-    for account in accounts:
-        if Membership.objects.filter(project=project, user=account).exists():
-            continue
-        membership_add(project=project, user=account, role=Role.ANNOTATOR)
-        audit_record(
-            actor=by,
-            action=AuditAction.MEMBERSHIP_ADDED,
-            project=project,
-            target=account,
-            details={"user": account.get_username(), "role": Role.ANNOTATOR},
-        )
-        added += 1
-    return added
+    members = set(Membership.objects.filter(project=project).values_list("user_id", flat=True))
+    new = [account for account in accounts if account.pk not in members]
+    for account in new:
+        if not member_addable(user=account, by=by):
+            raise AccountError(
+                f"{account.get_username()} is also in a project you do not lead: only staff "
+                "can add them to another project."
+            )
+    with transaction.atomic():
+        for account in new:
+            try:
+                membership_add(project=project, user=account, role=Role.ANNOTATOR, by=by)
+            except ProjectError as exc:
+                raise AccountError(str(exc)) from None
+    return len(new)
 
 
 def account_deactivate(*, account: User, by: Actor) -> int:

@@ -32,22 +32,29 @@ from apps.projects.models import (
     MAX_CRITERIA,
     MAX_FLAGS,
     AnnotatorAccount,
-    GuidelineVersion,
     Membership,
     Project,
     RationaleRule,
-    Role,
 )
 from apps.projects.selectors import is_lead_anywhere, projects_led_by
 from apps.projects.services import (
+    member_addable,
+    member_to_add,
     membership_add,
+    membership_problem,
+    membership_remove,
     project_guidelines_set,
+    project_insert,
     project_overlap_changed,
 )
 
 
 class MembershipForm(forms.ModelForm):
-    """Members are added by username, so that a lead is never shown a list of every account."""
+    """Members are added by username, so that a lead is never shown a list of every account.
+
+    A username the actor may not add (see `member_addable`) gets the answer an unknown one
+    gets: the form does not tell them apart.
+    """
 
     username = forms.CharField(max_length=150)
 
@@ -55,23 +62,88 @@ class MembershipForm(forms.ModelForm):
         model = Membership
         fields = ["role"]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.actor = actor
         if self.instance.pk:
             self.fields["username"].initial = self.instance.user.get_username()
 
     def clean_username(self) -> str:
         username = self.cleaned_data["username"].strip()
-        user = User.objects.filter(username=username).first()
+        unchanged = self.instance.pk and self.instance.user.get_username() == username
+        if unchanged:
+            return username
+        project = getattr(self.instance, "project", None)
+        if project is not None and project.pk is not None:
+            user = member_to_add(project=project, username=username, by=self.actor)
+        else:  # a project being created: no one is a member yet
+            user = User.objects.filter(username=username).first()
+            if user is not None and not member_addable(user=user, by=self.actor):
+                user = None
         if user is None:
-            raise forms.ValidationError(f"No user named {username!r}.")
+            raise forms.ValidationError(f"No user named {username!r} that you can add.")
         self.instance.user = user
         return username
+
+
+class MembershipFormSet(forms.BaseInlineFormSet):
+    """Checks each change against the services' rules before anything is saved, so that a lead
+    demoting or removing themself is told why beside the members, and nothing is saved."""
+
+    def clean(self) -> None:
+        super().clean()
+        actor = self.form_kwargs.get("actor")
+        project = self.instance
+        if actor is None:
+            return
+        problems = []
+        deleted = {id(form) for form in self.deleted_forms}
+        for form in self.forms:
+            membership = form.instance
+            if not hasattr(form, "cleaned_data") or "username" in form.errors:
+                continue
+            if project.pk is None:  # a project being created, which the actor will lead
+                if id(form) not in deleted and form.has_changed():
+                    problem = membership_problem(
+                        project=project,
+                        user=membership.user,
+                        old_role=None,
+                        new_role=membership.role,
+                        by=actor,
+                        creating=True,
+                    )
+                    problems += [problem] if problem else []
+                continue
+            old = (
+                Membership.objects.select_related("user").filter(pk=membership.pk).first()
+                if membership.pk
+                else None
+            )
+            changes: list[tuple[User, str | None, str | None]] = []
+            if id(form) in deleted:
+                if old is not None:
+                    changes.append((old.user, old.role, None))
+            elif form.has_changed():
+                if old is not None and old.user_id != membership.user_id:
+                    changes.append((old.user, old.role, None))
+                    old = None
+                if old is None:
+                    old = Membership.objects.filter(project=project, user=membership.user).first()
+                changes.append((membership.user, old.role if old else None, membership.role))
+            for user, old_role, new_role in changes:
+                problem = membership_problem(
+                    project=project, user=user, old_role=old_role, new_role=new_role, by=actor
+                )
+                if problem:
+                    problems.append(problem)
+        if problems:
+            raise forms.ValidationError(problems)
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
     form = MembershipForm
+    formset = MembershipFormSet
     ordering = ["user__username"]
     extra = 1
     fields = ["username", "role", "pseudonym", "judgment_count", "skip_count", "gold", "status"]
@@ -318,10 +390,20 @@ class ProjectAdmin(LeadScopedAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
+    def get_formset_kwargs(
+        self, request: HttpRequest, obj: Any, inline: Any, prefix: str
+    ) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, MembershipInline):
+            kwargs["form_kwargs"] = {**kwargs.get("form_kwargs", {}), "actor": request.user}
+        return kwargs
+
     def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:
         user = request.user
         if not change:
-            obj.created_by = user  # type: ignore[assignment]
+            # The service saves it, records it, and makes a lead who creates it its lead.
+            project_insert(project=obj, created_by=user)  # type: ignore[arg-type]
+            return
         new_guidelines = obj.guidelines
         before: dict[str, Any] = {}
         if change:
@@ -331,24 +413,6 @@ class ProjectAdmin(LeadScopedAdmin):
                 # Saved through the service below, which makes the new version.
                 obj.guidelines = saved.guidelines
         super().save_model(request, obj, form, change)
-        if not change:
-            GuidelineVersion.objects.create(
-                project=obj,
-                version=obj.guideline_version,
-                text=obj.guidelines,
-                created_by=obj.created_by,
-            )
-            if not user.is_staff:
-                # A lead who creates a project leads it; otherwise they could not reach it.
-                membership_add(project=obj, user=user, role=Role.LEAD)  # type: ignore[arg-type]
-            audit_record(
-                actor=user,
-                action=AuditAction.PROJECT_CREATED,
-                project=obj,
-                target=obj,
-                details={name: getattr(obj, name) for name in AUDITED_SETTINGS},
-            )
-            return
         changes = changes_of(before, {name: getattr(obj, name) for name in AUDITED_SETTINGS})
         if changes:
             audit_record(
@@ -358,62 +422,46 @@ class ProjectAdmin(LeadScopedAdmin):
                 target=obj,
                 details=changes,
             )
-        if "guidelines" in form.changed_data and project_guidelines_set(
-            project=obj,
-            text=new_guidelines,
-            by=user,  # type: ignore[arg-type]
-        ):
-            audit_record(
-                actor=user,
-                action=AuditAction.GUIDELINES_CHANGED,
-                project=obj,
-                target=obj,
-                details={"version": obj.guideline_version, "characters": len(new_guidelines)},
-            )
+        if "guidelines" in form.changed_data:
+            # The service makes the new version and records it.
+            project_guidelines_set(project=obj, text=new_guidelines, by=user)  # type: ignore[arg-type]
         if "overlap" in form.changed_data:
             project_overlap_changed(project=obj)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        """Memberships: every addition, change of role and removal goes to the audit log."""
+        """Memberships are added, changed and removed through the services, which check the
+        actor's right to and record each change (MembershipFormSet checked them already)."""
         if formset.model is not Membership:
             super().save_formset(request, form, formset, change)
             return
-        project = form.instance
-        old_roles = {
-            m.pk: (m.user.get_username(), m.role)
-            for m in Membership.objects.filter(project=project).select_related("user")
-        }
-        deleting = [f.instance.pk for f in formset.deleted_forms if f.instance.pk]
-        super().save_formset(request, form, formset, change)
-        for membership in formset.new_objects:
-            audit_record(
-                actor=request.user,
-                action=AuditAction.MEMBERSHIP_ADDED,
-                project=project,
-                target=membership.user,
-                details={"user": membership.user.get_username(), "role": membership.role},
+        project, by = form.instance, request.user
+        deleted = {id(member_form) for member_form in formset.deleted_forms}
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for member_form in formset.forms:
+            membership = member_form.instance
+            old = (
+                Membership.objects.select_related("user").filter(pk=membership.pk).first()
+                if membership.pk
+                else None
             )
-        for membership, _fields in formset.changed_objects:
-            username, old_role = old_roles.get(membership.pk, ("", ""))
-            audit_record(
-                actor=request.user,
-                action=AuditAction.MEMBERSHIP_CHANGED,
-                project=project,
-                target=membership.user,
-                details={
-                    "user": membership.user.get_username(),
-                    "old_user": username,
-                    "role": {"old": old_role, "new": membership.role},
-                },
+            if id(member_form) in deleted:
+                if old is not None:
+                    membership_remove(project=project, user=old.user, by=by)
+                    formset.deleted_objects.append(old)
+                continue
+            if not member_form.has_changed():
+                continue
+            if old is not None and old.user_id != membership.user_id:
+                membership_remove(project=project, user=old.user, by=by)
+                formset.deleted_objects.append(old)
+                old = None
+            saved = membership_add(
+                project=project, user=membership.user, role=membership.role, by=by
             )
-        for pk in deleting:
-            username, role = old_roles[pk]
-            audit_record(
-                actor=request.user,
-                action=AuditAction.MEMBERSHIP_REMOVED,
-                project=project,
-                details={"user": username, "role": role},
-            )
+            if old is None:
+                formset.new_objects.append(saved)
+            else:
+                formset.changed_objects.append((saved, member_form.changed_data))
 
 
 class AccountsCreateForm(forms.Form):
@@ -583,7 +631,11 @@ class AnnotatorAccountAdmin(admin.ModelAdmin):
         )
         if form.is_bound and form.is_valid():
             project = form.cleaned_data["project"]
-            added = accounts_add_to_project(accounts=queryset, project=project, by=request.user)
+            try:
+                added = accounts_add_to_project(accounts=queryset, project=project, by=request.user)
+            except AccountError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return None
             self.message_user(
                 request, f"Added {added} account(s) to {project} as annotators.", messages.SUCCESS
             )

@@ -1,4 +1,3 @@
-from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
@@ -10,7 +9,7 @@ from annotate.api import request_user
 from annotate.schema import ErrorOut, MeOut
 from apps.projects.models import AssignmentPolicy, Membership, Project, Role
 from apps.projects.selectors import project_for_lead
-from apps.projects.services import membership_add, project_create
+from apps.projects.services import NOT_ADDABLE, member_to_add, membership_add, project_create
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -110,7 +109,9 @@ class MemberAdd(APIView):
         summary="Add a member",
         description=(
             "Staff and the project's leads: an existing user joins as annotator or lead (or "
-            "changes role). The answer carries their pseudonym."
+            "changes role). The answer carries their pseudonym. A lead may add only an account "
+            "that is neither staff nor in a project they do not lead; any other username gets "
+            "the same 400 as an unknown one. A lead cannot demote themself (400)."
         ),
         request=MembershipInput,
         responses={201: MembershipSerializer, 400: ErrorOut, 404: ErrorOut},
@@ -119,10 +120,13 @@ class MemberAdd(APIView):
         project = project_for_lead(user=request.user, slug=slug)
         data = MembershipInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = get_user_model().objects.filter(username=data.validated_data["username"]).first()
+        by = request_user(request)
+        user = member_to_add(project=project, username=data.validated_data["username"], by=by)
         if user is None:
-            raise serializers.ValidationError({"username": ["No user with this username."]})
-        membership = membership_add(project=project, user=user, role=data.validated_data["role"])
+            raise serializers.ValidationError({"username": [NOT_ADDABLE]})
+        membership = membership_add(
+            project=project, user=user, role=data.validated_data["role"], by=by
+        )
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 

@@ -132,9 +132,11 @@ def test_a_leads_journey_in_the_admin(
     assert "is now paused" in page.inner_text(".messagelist")
     batch.refresh_from_db()
     assert batch.status == "paused"
-    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    events = AuditEvent.objects.filter(project=journey).order_by("id")
+    actions = list(events.values_list("action", flat=True))
     assert actions == [
         "project_created",
+        "membership_added",  # the lead who creates a project leads it
         "import_failed",
         "import_started",
         "import_finished",

@@ -74,6 +74,14 @@ them as text. More on preference data: [Wikipedia on RLHF](https://en.wikipedia.
 """
 
 
+def _creator(users: dict[str, User]) -> User | None:
+    """Who the audit log says created the demo projects: the demo's admin, if it is staff
+    (a creator who is not staff would become the project's lead); otherwise the system.
+    Memberships are added by the system (no actor)."""
+    admin = users["admin"]
+    return admin if admin.is_staff else None
+
+
 @dataclass(frozen=True)
 class DemoLogin:
     username: str
@@ -220,7 +228,7 @@ class Command(BaseCommand):
             project = project_create(
                 slug=PROJECT_SLUG,
                 name=PROJECT_NAME,
-                created_by=users["admin"],
+                created_by=_creator(users),
                 overlap=PROJECT_OVERLAP,
                 allow_tie=True,
                 allow_both_bad=True,
@@ -252,7 +260,7 @@ class Command(BaseCommand):
             project = project_create(
                 slug=extra.slug,
                 name=extra.name,
-                created_by=users["admin"],
+                created_by=_creator(users),
                 overlap=PROJECT_OVERLAP,
                 guidelines=GUIDELINES,
                 **extra.settings,
