@@ -62,7 +62,11 @@ def batch_import(
             project=project, source=source, name=name, created_by=created_by
         )
     try:
-        prompts = parse_jsonl(source, max_errors=settings.IMPORT_MAX_REPORTED_ERRORS)
+        prompts = parse_jsonl(
+            source,
+            max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
+            max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
+        )
         with transaction.atomic():
             batch = Batch.objects.create(
                 project=project, name=name, status=BatchStatus.IMPORTING, created_by=created_by
@@ -150,6 +154,7 @@ def batch_import_stored(*, batch_id: int) -> Batch:
             prompts = parse_jsonl(
                 io.BytesIO(bytes(source.data)),
                 max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
+                max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
                 progress=checked,
             )
         except ImportFormatError as exc:
