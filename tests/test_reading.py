@@ -246,6 +246,19 @@ def test_it_does_not_compare_past_the_cap():
     assert not word_diff("a b c", "a b d", max_tokens=6).too_long
 
 
+def test_it_stops_splitting_at_the_cap():
+    # A 5 MB text was split whole (a million tokens) before the cap was looked at.
+    from apps.judging.diff import _tokens
+
+    leading, tokens = _tokens("  one two three four five", 3)
+    assert leading == "  " and tokens == [("one", " "), ("two", " "), ("three", " ")]
+    assert len(_tokens("word " * 1_000_000, MAX_TOKENS + 1)[1]) == MAX_TOKENS + 1
+    assert word_diff("[" * 1_000_000, "a").too_long
+    assert word_diff("a", "[" * 1_000_000).too_long
+    assert word_diff("a " * 10, "b " * 10, max_tokens=20).too_long is False
+    assert word_diff("a " * 10, "b " * 11, max_tokens=20).too_long
+
+
 def test_the_diff_is_rendered_escaped():
     diff = word_diff("<b>same</b> <script>alert(1)</script>", "<b>same</b> plain")
     left, right = marked(diff.left, "left"), marked(diff.right, "right")

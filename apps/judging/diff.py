@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from itertools import islice
 
 # Above this many words and punctuation marks (both texts together) no diff is computed, and the
 # page says so: the page is rendered on every judgment.
@@ -41,13 +42,13 @@ class WordDiff:
     too_long: bool = False
 
 
-def _tokens(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """(leading whitespace, [(word, the whitespace after it), ...]) covering all of `text`."""
+def _tokens(text: str, limit: int | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """(leading whitespace, [(word, the whitespace after it), ...]) covering all of `text`, or
+    its first `limit` tokens only: a text past the cap is not split further than that."""
     leading = _LEADING_SPACE.match(text)
     start = leading.end() if leading else 0
-    return text[:start], [
-        (match.group(1), match.group(2)) for match in _TOKEN.finditer(text, start)
-    ]
+    matches = islice(_TOKEN.finditer(text, start), limit)
+    return text[:start], [(match.group(1), match.group(2)) for match in matches]
 
 
 def _segments(
@@ -141,8 +142,9 @@ def word_diff(left: str, right: str, *, max_tokens: int = MAX_TOKENS) -> WordDif
     whole and unmarked, with `too_long` set.
     """
     left, right = unicodedata.normalize("NFC", left), unicodedata.normalize("NFC", right)
-    left_leading, left_tokens = _tokens(left)
-    right_leading, right_tokens = _tokens(right)
+    # Each side is split only as far as the cap needs: one token past it says "too long".
+    left_leading, left_tokens = _tokens(left, max_tokens + 1)
+    right_leading, right_tokens = _tokens(right, max(max_tokens + 1 - len(left_tokens), 1))
     if len(left_tokens) + len(right_tokens) > max_tokens:
         return WordDiff([Segment(left, False)], [Segment(right, False)], too_long=True)
 
