@@ -25,6 +25,7 @@ from apps.batches.models import (
     GoldAnswer,
     Prompt,
 )
+from apps.judging.rendering import prompt_texts, renderings_store
 from apps.projects.models import Project, Scheme
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def batch_import(
             max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
             max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
         )
+        _render(prompts)
         with transaction.atomic():
             batch = Batch.objects.create(
                 project=project, name=name, status=BatchStatus.IMPORTING, created_by=created_by
@@ -83,6 +85,24 @@ def batch_import(
         )
         raise
     return batch
+
+
+def _render(prompts: list[ParsedPrompt]) -> None:
+    """Renders every text of the file once, now, for the judging page to read (and never render).
+
+    Before the transaction that stores the rows: renderings are keyed by content, so those of a
+    file that fails later are harmless, and the rows' locks are not held while it renders.
+    """
+    renderings_store(
+        texts=(
+            text
+            for prompt in prompts
+            for text in [
+                *prompt_texts(prompt.content),
+                *(candidate.text for candidate in prompt.candidates),
+            ]
+        )
+    )
 
 
 def _audit_import_started(batch: Batch, *, size: int, background: bool) -> None:
@@ -159,6 +179,8 @@ def batch_import_stored(*, batch_id: int) -> Batch:
             )
         except ImportFormatError as exc:
             problem = exc
+        else:
+            _render(prompts)
     key = STORE_PROGRESS_KEY.format(batch_id)
     try:
         with transaction.atomic():
