@@ -150,9 +150,7 @@ def test_the_htmx_judge_brings_the_next_card_rendered(ann_client, import_rows):
     Rendering.objects.update(html="<p>from-storage</p>")
     ann_client.get("/p/demo/")
     lease = Assignment.objects.get()
-    response = ann_client.post(
-        f"/p/demo/a/{lease.pk}/", {"choice": "left"}, HTTP_HX_REQUEST="true"
-    )
+    response = ann_client.post(f"/p/demo/a/{lease.pk}/", {"choice": "left"}, HTTP_HX_REQUEST="true")
     html = response.content.decode()
     assert response.status_code == 200
     assert html.count("<p>from-storage</p>") >= 3  # the prompt and both responses
