@@ -10,7 +10,7 @@ from apps.batches.models import Candidate, Prompt
 from apps.judging import markdown
 from apps.judging.markdown import MAX_NESTING, render_bounded, render_markdown
 from apps.judging.models import Assignment, Rendering
-from apps.judging.rendering import rendered_html, text_digest
+from apps.judging.rendering import diff_digest, rendered_html, text_digest
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 
@@ -136,6 +136,7 @@ def test_the_page_shows_the_stored_rendering_and_renders_nothing(ann_client, imp
     # What the page shows is what was stored at import, not a rendering of its own.
     for text, mark in [("Say **hi**", "PROMPT"), ("Hello *a*", "LEFTA"), ("Hello *b*", "RIGHTB")]:
         Rendering.objects.filter(digest=text_digest(text)).update(html=f"<p>stored-{mark}</p>")
+    ann_client.get("/p/demo/")  # the first view stores the pair's word diff, and nothing else
     count = Rendering.objects.count()
     for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
         html = ann_client.get("/p/demo/", **headers).content.decode()
@@ -200,3 +201,31 @@ def test_a_prompt_row_that_is_not_text_is_shown(ann_client, import_rows):
     Prompt.objects.update(content=[{"role": "user", "content": 3}, "loose"])
     html = ann_client.get("/p/demo/").content.decode()
     assert "<p>3</p>" in html and "<p>loose</p>" in html
+
+
+def test_the_word_diff_is_computed_once_per_pair_and_sides(ann_client, import_rows, annotators):
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": "Say hi",
+            "candidates": [
+                {"id": "a", "text": "Hello there, friend"},
+                {"id": "b", "text": "Hello there, stranger"},
+            ],
+        }
+    )
+    ann_client.get("/p/demo/")
+    lease = Assignment.objects.get()
+    digest = diff_digest(lease.left.text, lease.right.text)
+    stored = Rendering.objects.get(digest=digest)
+    assert '<mark class="only-left">' in stored.html and '<mark class="only-right">' in stored.html
+    # What the page shows is the stored diff.
+    Rendering.objects.filter(digest=digest).update(
+        html='<mark class="only-left">stored-L</mark>\0<mark class="only-right">stored-R</mark>'
+    )
+    html = ann_client.get("/p/demo/", HTTP_HX_REQUEST="true").content.decode()
+    assert '<div class="diff-view"><mark class="only-left">stored-L</mark></div>' in html
+    assert '<div class="diff-view"><mark class="only-right">stored-R</mark></div>' in html
+    Rendering.objects.filter(digest=digest).update(html="too-long")
+    html = ann_client.get("/p/demo/").content.decode()
+    assert html.count("Too long to diff") == 2

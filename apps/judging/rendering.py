@@ -10,12 +10,14 @@ and stored then. It all lives in the database, so it needs no cache (Redis) to w
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from django.db import DatabaseError, transaction
 from django.utils.safestring import SafeString, mark_safe
 
+from apps.judging.diff import word_diff
 from apps.judging.markdown import render_markdown
 from apps.judging.models import Rendering
 
@@ -95,13 +97,70 @@ def rendered_html(texts: Sequence[str]) -> list[SafeString]:
     return [mark_safe(found[digest]) for digest in digests]
 
 
+@dataclass(frozen=True)
+class StoredDiff:
+    """The word diff of a pair as the page shows it: each side's escaped text with its marks."""
+
+    too_long: bool
+    left: SafeString
+    right: SafeString
+
+
+# A stored diff's html: "<left>\0<right>", or TOO_LONG. Neither the texts (the import refuses NUL)
+# nor escape()'s output hold a NUL.
+TOO_LONG = "too-long"
+
+
+def diff_digest(left: str, right: str) -> str:
+    data = f"diff\0{RENDERER_VERSION}\0{len(left)}\0{left}\0{right}"
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _diff_html(left: str, right: str) -> str:
+    from apps.judging.templatetags.comparison import marked
+
+    diff = word_diff(left, right)
+    if diff.too_long:
+        return TOO_LONG
+    return f"{marked(diff.left, 'left')}\0{marked(diff.right, 'right')}"
+
+
+def _stored_diff(html: str) -> StoredDiff:
+    if html == TOO_LONG:
+        return StoredDiff(True, mark_safe(""), mark_safe(""))
+    left, _, right = html.partition("\0")
+    # Built by marked(): every piece of the texts escaped, the only markup our <mark>.
+    return StoredDiff(False, mark_safe(left), mark_safe(right))
+
+
 def renderings_attach(*, leases: Sequence[Any], guidelines: str = "") -> SafeString:
     """Gives each lease's prompt and candidates their HTML, in one query for all of them:
     `prompt.html` (a string prompt) or `prompt.messages_html` (a conversation, one per message),
     and `html` on each candidate shown (`lease.shown` for a ranking, else left and right).
+    A pair's lease gets `diff` too, its StoredDiff, computed the first time the pair is shown on
+    those sides (most often as the prefetched card) and stored with the renderings.
     Returns the guidelines' HTML ("" without guidelines)."""
     slots: list[tuple[Any, str, int]] = []
     texts: list[str] = []
+    pairs = [lease for lease in leases if lease is not None and not hasattr(lease, "shown")]
+    keyed = [(diff_digest(lease.left.text or "", lease.right.text or ""), lease) for lease in pairs]
+    stored = dict(
+        Rendering.objects.filter(digest__in=[digest for digest, _ in keyed]).values_list(
+            "digest", "html"
+        )
+    )
+    new_diffs = {
+        digest: Rendering(
+            digest=digest, html=_diff_html(lease.left.text or "", lease.right.text or "")
+        )
+        for digest, lease in keyed
+        if digest not in stored
+    }
+    if new_diffs:
+        _store(list(new_diffs.values()))
+        stored.update((digest, row.html) for digest, row in new_diffs.items())
+    for digest, lease in keyed:
+        lease.diff = _stored_diff(stored[digest])
     for lease in leases:
         if lease is None:
             continue
