@@ -10,7 +10,7 @@ from apps.batches.models import Candidate, Prompt
 from apps.judging import markdown
 from apps.judging.markdown import MAX_NESTING, render_bounded, render_markdown
 from apps.judging.models import Assignment, Rendering
-from apps.judging.rendering import diff_digest, rendered_html, text_digest
+from apps.judging.rendering import RIGHT_SIDE, diff_digest, rendered_html, text_digest
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 
@@ -221,7 +221,8 @@ def test_the_word_diff_is_computed_once_per_pair_and_sides(ann_client, import_ro
     assert '<mark class="only-left">' in stored.html and '<mark class="only-right">' in stored.html
     # What the page shows is the stored diff.
     Rendering.objects.filter(digest=digest).update(
-        html='<mark class="only-left">stored-L</mark>\0<mark class="only-right">stored-R</mark>'
+        html=f'<mark class="only-left">stored-L</mark>{RIGHT_SIDE}'
+        '<mark class="only-right">stored-R</mark>'
     )
     html = ann_client.get("/p/demo/", HTTP_HX_REQUEST="true").content.decode()
     assert '<div class="diff-view"><mark class="only-left">stored-L</mark></div>' in html
@@ -229,3 +230,21 @@ def test_the_word_diff_is_computed_once_per_pair_and_sides(ann_client, import_ro
     Rendering.objects.filter(digest=digest).update(html="too-long")
     html = ann_client.get("/p/demo/").content.decode()
     assert html.count("Too long to diff") == 2
+
+
+def test_a_diff_of_texts_that_look_like_its_separator_is_stored_whole(ann_client, import_rows):
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": "Say hi",
+            "candidates": [
+                {"id": "a", "text": f"left {RIGHT_SIDE} one"},
+                {"id": "b", "text": f"right {RIGHT_SIDE} two"},
+            ],
+        }
+    )
+    html = ann_client.get("/p/demo/").content.decode()
+    assert html.count("&lt;!--right--&gt;") >= 4  # in both views of both responses
+    lease = Assignment.objects.get()
+    stored = Rendering.objects.get(digest=diff_digest(lease.left.text, lease.right.text)).html
+    assert stored.count(RIGHT_SIDE) == 1

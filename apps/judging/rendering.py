@@ -106,8 +106,9 @@ class StoredDiff:
     right: SafeString
 
 
-# A stored diff's html: "<left>\0<right>", or TOO_LONG. Neither the texts (the import refuses NUL)
-# nor escape()'s output hold a NUL.
+# A stored diff's html: "<left>" RIGHT_SIDE "<right>", or TOO_LONG. marked() writes no other
+# markup than <mark> and escapes every "<" of the texts, so RIGHT_SIDE cannot occur in a side.
+RIGHT_SIDE = "<!--right-->"
 TOO_LONG = "too-long"
 
 
@@ -122,13 +123,13 @@ def _diff_html(left: str, right: str) -> str:
     diff = word_diff(left, right)
     if diff.too_long:
         return TOO_LONG
-    return f"{marked(diff.left, 'left')}\0{marked(diff.right, 'right')}"
+    return f"{marked(diff.left, 'left')}{RIGHT_SIDE}{marked(diff.right, 'right')}"
 
 
 def _stored_diff(html: str) -> StoredDiff:
     if html == TOO_LONG:
         return StoredDiff(True, mark_safe(""), mark_safe(""))
-    left, _, right = html.partition("\0")
+    left, _, right = html.partition(RIGHT_SIDE)
     # Built by marked(): every piece of the texts escaped, the only markup our <mark>.
     return StoredDiff(False, mark_safe(left), mark_safe(right))
 
