@@ -12,7 +12,7 @@ from apps.judging.markdown import MAX_NESTING, render_bounded, render_markdown
 from apps.judging.models import Assignment, Rendering
 from apps.judging.rendering import RIGHT_SIDE, diff_digest, rendered_html, text_digest
 from apps.projects.models import Project
-from tests.conftest import prompt_line
+from tests.conftest import jsonl, prompt_line
 
 
 @pytest.fixture
@@ -248,3 +248,21 @@ def test_a_diff_of_texts_that_look_like_its_separator_is_stored_whole(ann_client
     lease = Assignment.objects.get()
     stored = Rendering.objects.get(digest=diff_digest(lease.left.text, lease.right.text)).html
     assert stored.count(RIGHT_SIDE) == 1
+
+
+def test_the_background_import_renders_too(
+    api, bob, project, settings, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_BACKGROUND_BYTES = 10
+    row = prompt_line("a")
+    row["candidates"][0]["text"] = nested_list(12)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(bob).post(
+            "/api/v1/projects/demo/batches/",
+            jsonl(row, prompt_line("b")),
+            content_type="application/jsonl",
+        )
+    assert response.status_code == 202
+    html = Rendering.objects.get(digest=text_digest(nested_list(12))).html
+    assert as_written(html) == nested_list(12)
+    assert Rendering.objects.filter(digest=text_digest("Answer 2 to b")).exists()
