@@ -328,6 +328,8 @@ IMPORT_MAX_ATTEMPTS = envint("IMPORT_MAX_ATTEMPTS", 3, minimum=1)
 # A test hook only: milliseconds a background import sleeps at each progress write, so that a
 # test can kill a worker mid-import. Always 0 in real use.
 IMPORT_TEST_DELAY_MS = envint("IMPORT_TEST_DELAY_MS", 0)
+# The longest prompt, message or candidate text an import accepts, in characters.
+IMPORT_MAX_TEXT_CHARS = envint("IMPORT_MAX_TEXT_CHARS", 200_000, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10000

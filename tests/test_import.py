@@ -234,3 +234,51 @@ def test_a_server_error_in_the_task_fails_the_batch_instead_of_leaving_it(projec
     assert batch.status == BatchStatus.FAILED
     assert batch.errors == [{"line": None, "error": "the import failed on the server; try again"}]
     assert not BatchSource.objects.filter(batch=batch).exists()
+
+
+def test_it_refuses_a_text_over_the_size_limit_with_its_line(api, bob, project, settings):
+    # Every text is rendered at import and shown on every judging page: one cannot be 1 MB.
+    settings.IMPORT_MAX_TEXT_CHARS = 1000
+    long_answer = prompt_line("b")
+    long_answer["candidates"][1]["text"] = "[" * 1001
+    long_prompt = prompt_line("c", prompt="x" * 1001)
+    long_message = prompt_line("d", prompt=[{"role": "user", "content": "y" * 1001}])
+    fits = prompt_line("e")
+    fits["candidates"][0]["text"] = "z" * 1000
+    data = jsonl(prompt_line("a"), long_answer, long_prompt, long_message, fits)
+    response = api(bob).post(URL, data, content_type="application/jsonl")
+    assert response.status_code == 400
+    assert [(e["line"], e["error"]) for e in response.json()["errors"]] == [
+        (
+            2,
+            "candidate 2 'text' is 1001 characters long; the limit is 1000 (IMPORT_MAX_TEXT_CHARS)",
+        ),
+        (3, "'prompt' is 1001 characters long; the limit is 1000 (IMPORT_MAX_TEXT_CHARS)"),
+        (
+            4,
+            "prompt message 1 'content' is 1001 characters long; the limit is 1000 "
+            "(IMPORT_MAX_TEXT_CHARS)",
+        ),
+    ]
+    assert stored_counts() == (0, 0, 0, 0)
+
+
+def test_the_text_limit_holds_in_the_background_import_too(
+    api, bob, project, settings, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_BACKGROUND_BYTES = 10
+    settings.IMPORT_MAX_TEXT_CHARS = 50
+    row = prompt_line("b")
+    row["candidates"][0]["text"] = "w" * 51
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(bob).post(
+            URL, jsonl(prompt_line("a"), row), content_type="application/jsonl"
+        )
+    detail = api(bob).get(f"/api/v1/batches/{response.json()['id']}/").json()
+    assert detail["status"] == "failed"
+    assert [e["line"] for e in detail["errors"]] == [2]
+    assert "IMPORT_MAX_TEXT_CHARS" in detail["errors"][0]["error"]
+
+
+def test_the_default_text_limit_is_200_000_characters(settings):
+    assert settings.IMPORT_MAX_TEXT_CHARS == 200_000

@@ -246,6 +246,51 @@ def test_it_does_not_compare_past_the_cap():
     assert not word_diff("a b c", "a b d", max_tokens=6).too_long
 
 
+def test_it_stops_splitting_at_the_cap():
+    # A 5 MB text was split whole (a million tokens) before the cap was looked at.
+    from apps.judging.diff import _tokens
+
+    leading, tokens = _tokens("  one two three four five", 3)
+    assert leading == "  " and tokens == [("one", " "), ("two", " "), ("three", " ")]
+    assert len(_tokens("word " * 1_000_000, MAX_TOKENS + 1)[1]) == MAX_TOKENS + 1
+    assert word_diff("[" * 1_000_000, "a").too_long
+    assert word_diff("a", "[" * 1_000_000).too_long
+    assert word_diff("a " * 10, "b " * 10, max_tokens=20).too_long is False
+    assert word_diff("a " * 10, "b " * 11, max_tokens=20).too_long
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "plain words only",
+        "a*" * 500,
+        "[" * 300,
+        "snake_case_name = f(x)[0] -> {y: z}!",
+        "\x01\x02 control\x1c\x1dseparators\x1f",
+        "héllo wörld — “quotes” 東京は晴れ 안녕하세요",
+        "nbsp\u00a0between\u2003em spaces\u3000ideographic",
+        "tabs\tand\nnewlines\r\n  ",
+        "\ud800 a lone surrogate",
+    ],
+)
+def test_the_token_estimate_never_exceeds_the_count(text):
+    from apps.judging.diff import _at_least_tokens, _tokens
+
+    assert _at_least_tokens(text) <= len(_tokens(text)[1])
+
+
+def test_a_text_plainly_past_the_cap_is_not_split():
+    from apps.judging.diff import _at_least_tokens
+
+    # Each is known too long from counts at C speed, before the tokenizer runs.
+    assert _at_least_tokens("[" * 200_000) == 200_000
+    assert _at_least_tokens("a*" * 100_000) == 200_000
+    assert _at_least_tokens("word " * 30_000) == 30_000
+    assert word_diff("a*" * 10_001, "b").too_long
+
+
 def test_the_diff_is_rendered_escaped():
     diff = word_diff("<b>same</b> <script>alert(1)</script>", "<b>same</b> plain")
     left, right = marked(diff.left, "left"), marked(diff.right, "right")

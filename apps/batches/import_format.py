@@ -21,6 +21,9 @@ CANDIDATE_KEYS = {"id", "text", "model", "params", "metadata"}
 MAX_ID_LENGTH = 255
 MAX_MODEL_LENGTH = 200
 MAX_CANDIDATES = 16
+# The longest prompt, message or response, in characters (IMPORT_MAX_TEXT_CHARS): every text is
+# rendered once at import and shown on every judging page, so one text cannot be a file's worth.
+MAX_TEXT_CHARS = 200_000
 # Escapes that JSON allows but a database cannot store: NUL and lone UTF-16 surrogates.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
@@ -103,10 +106,21 @@ def _unknown_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-def _parse_prompt_content(value: object) -> str | list[dict[str, str]]:
+def _check_length(text: str, where: str, max_chars: int) -> None:
+    if len(text) > max_chars:
+        raise ValueError(
+            f"{where} is {len(text)} characters long; the limit is {max_chars} "
+            "(IMPORT_MAX_TEXT_CHARS)"
+        )
+
+
+def _parse_prompt_content(
+    value: object, max_chars: int = MAX_TEXT_CHARS
+) -> str | list[dict[str, str]]:
     if isinstance(value, str):
         if not value.strip():
             raise ValueError("'prompt' must not be empty")
+        _check_length(value, "'prompt'", max_chars)
         return value
     if not isinstance(value, list):
         raise ValueError(
@@ -129,11 +143,14 @@ def _parse_prompt_content(value: object) -> str | list[dict[str, str]]:
             raise ValueError(f"{where} has role {role!r}; use one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise ValueError(f"{where} 'content' must be a string, not {_type_name(content)}")
+        _check_length(content, f"{where} 'content'", max_chars)
         messages.append({"role": role, "content": content})
     return messages
 
 
-def _parse_candidate(value: object, index: int, seen: set[str]) -> ParsedCandidate:
+def _parse_candidate(
+    value: object, index: int, seen: set[str], max_chars: int = MAX_TEXT_CHARS
+) -> ParsedCandidate:
     where = f"candidate {index + 1}"
     if not isinstance(value, dict):
         raise ValueError(f"{where} must be an object, not {_type_name(value)}")
@@ -148,6 +165,7 @@ def _parse_candidate(value: object, index: int, seen: set[str]) -> ParsedCandida
     text = value["text"]
     if not isinstance(text, str):
         raise ValueError(f"{where} 'text' must be a string, not {_type_name(text)}")
+    _check_length(text, f"{where} 'text'", max_chars)
     model = value.get("model") or ""
     if not isinstance(model, str):
         raise ValueError(f"{where} 'model' must be a string, not {_type_name(model)}")
@@ -162,7 +180,7 @@ def _parse_candidate(value: object, index: int, seen: set[str]) -> ParsedCandida
     )
 
 
-def parse_line(number: int, obj: object) -> ParsedPrompt:
+def parse_line(number: int, obj: object, *, max_text_chars: int = MAX_TEXT_CHARS) -> ParsedPrompt:
     if not isinstance(obj, dict):
         raise ValueError(f"each line must be a JSON object, not {_type_name(obj)}")
     _unknown_keys(obj, PROMPT_KEYS, "the prompt")
@@ -170,7 +188,7 @@ def parse_line(number: int, obj: object) -> ParsedPrompt:
     if missing:
         raise ValueError(f"missing field(s): {', '.join(map(repr, missing))}")
     external_id = _parse_id(obj["id"], "'id'")
-    content = _parse_prompt_content(obj["prompt"])
+    content = _parse_prompt_content(obj["prompt"], max_text_chars)
     raw_candidates = obj["candidates"]
     if not isinstance(raw_candidates, list):
         raise ValueError(f"'candidates' must be a list, not {_type_name(raw_candidates)}")
@@ -181,7 +199,9 @@ def parse_line(number: int, obj: object) -> ParsedPrompt:
             f"'candidates' has {len(raw_candidates)} responses; at most {MAX_CANDIDATES}"
         )
     seen: set[str] = set()
-    candidates = [_parse_candidate(c, i, seen) for i, c in enumerate(raw_candidates)]
+    candidates = [
+        _parse_candidate(c, i, seen, max_text_chars) for i, c in enumerate(raw_candidates)
+    ]
     preferred, outcome = _parse_gold(obj.get("gold"), seen) if "gold" in obj else (None, None)
     return ParsedPrompt(
         line=number,
@@ -250,11 +270,12 @@ def parse_jsonl(
     max_errors: int = 1000,
     progress: Callable[[int], None] | None = None,
     progress_every: int = 2000,
+    max_text_chars: int = MAX_TEXT_CHARS,
 ) -> list[ParsedPrompt]:
     """Every prompt of the file, or ImportFormatError with (at most max_errors of) every error.
 
     `progress`, if given, is called with the number of lines read so far every `progress_every`
-    lines.
+    lines. A prompt, message or response longer than `max_text_chars` characters is an error.
     """
     errors: list[LineError] = []
     error_count = 0
@@ -288,7 +309,7 @@ def parse_jsonl(
         try:
             if _SUSPECT_ESCAPE.search(raw):
                 _check_storable(obj)
-            prompt = parse_line(number, obj)
+            prompt = parse_line(number, obj, max_text_chars=max_text_chars)
         except ValueError as exc:
             fail(number, str(exc))
             continue

@@ -30,6 +30,7 @@ from apps.batches.models import (
     GoldAnswer,
     Prompt,
 )
+from apps.judging.rendering import prompt_texts, renderings_store
 from apps.projects.models import Project, Scheme
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,12 @@ def batch_import(
             project=project, source=source, name=name, created_by=created_by
         )
     try:
-        prompts = parse_jsonl(source, max_errors=settings.IMPORT_MAX_REPORTED_ERRORS)
+        prompts = parse_jsonl(
+            source,
+            max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
+            max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
+        )
+        _render(prompts)
         with transaction.atomic():
             batch = Batch.objects.create(
                 project=project, name=name, status=BatchStatus.IMPORTING, created_by=created_by
@@ -84,6 +90,24 @@ def batch_import(
         )
         raise
     return batch
+
+
+def _render(prompts: list[ParsedPrompt]) -> None:
+    """Renders every text of the file once, now, for the judging page to read (and never render).
+
+    Before the transaction that stores the rows: renderings are keyed by content, so those of a
+    file that fails later are harmless, and the rows' locks are not held while it renders.
+    """
+    renderings_store(
+        texts=(
+            text
+            for prompt in prompts
+            for text in [
+                *prompt_texts(prompt.content),
+                *(candidate.text for candidate in prompt.candidates),
+            ]
+        )
+    )
 
 
 def _audit_import_started(batch: Batch, *, size: int, background: bool) -> None:
@@ -244,10 +268,13 @@ def _batch_import_attempt(batch_id: int, attempt: int) -> str:
             prompts = parse_jsonl(
                 io.BytesIO(bytes(source.data)),
                 max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
+                max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
                 progress=checked,
             )
         except ImportFormatError as exc:
             problem = exc
+        else:
+            _render(prompts)
         del source
     key = STORE_PROGRESS_KEY.format(batch_id)
 

@@ -8,10 +8,12 @@ normalization, which changes no visible character).
 """
 
 import re
+import string
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from itertools import islice
 
 # Above this many words and punctuation marks (both texts together) no diff is computed, and the
 # page says so: the page is rendered on every judgment.
@@ -28,6 +30,28 @@ _TOKEN = re.compile(rf"([{_UNSPACED}]|(?:(?![{_UNSPACED}])\w)+|[^\w\s])(\s*)")
 _LEADING_SPACE = re.compile(r"\s*")
 
 
+# ASCII marks that are tokens of their own ("_" is a word character), and what turns them (and the
+# separators \x1c-\x1f, which are whitespace to the regex) into spaces.
+_ASCII_MARKS = string.punctuation.replace("_", "").encode()
+_MARKS_TO_SPACE = bytes.maketrans(
+    _ASCII_MARKS + bytes(range(0x1C, 0x20)), b" " * (len(_ASCII_MARKS) + 4)
+)
+
+
+def _at_least_tokens(text: str) -> int:
+    """A lower bound of the number of tokens of `text`, counted in a few passes at C speed.
+
+    Every ASCII punctuation mark is a token; so is at least one character of each run between
+    whitespace and marks (a word, or a mark of another script). A text whose bound is past the
+    cap is too long without splitting it: the page pays nothing for a long response.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    marks = len(data) - len(data.translate(None, _ASCII_MARKS))
+    if text.isascii():
+        return marks + len(data.translate(_MARKS_TO_SPACE).split())
+    return max(marks, len(text.split()))
+
+
 @dataclass(frozen=True)
 class Segment:
     text: str
@@ -41,13 +65,13 @@ class WordDiff:
     too_long: bool = False
 
 
-def _tokens(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """(leading whitespace, [(word, the whitespace after it), ...]) covering all of `text`."""
+def _tokens(text: str, limit: int | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """(leading whitespace, [(word, the whitespace after it), ...]) covering all of `text`, or
+    its first `limit` tokens only: a text past the cap is not split further than that."""
     leading = _LEADING_SPACE.match(text)
     start = leading.end() if leading else 0
-    return text[:start], [
-        (match.group(1), match.group(2)) for match in _TOKEN.finditer(text, start)
-    ]
+    matches = islice(_TOKEN.finditer(text, start), limit)
+    return text[:start], [(match.group(1), match.group(2)) for match in matches]
 
 
 def _segments(
@@ -141,8 +165,11 @@ def word_diff(left: str, right: str, *, max_tokens: int = MAX_TOKENS) -> WordDif
     whole and unmarked, with `too_long` set.
     """
     left, right = unicodedata.normalize("NFC", left), unicodedata.normalize("NFC", right)
-    left_leading, left_tokens = _tokens(left)
-    right_leading, right_tokens = _tokens(right)
+    if _at_least_tokens(left) + _at_least_tokens(right) > max_tokens:
+        return WordDiff([Segment(left, False)], [Segment(right, False)], too_long=True)
+    # Each side is split only as far as the cap needs: one token past it says "too long".
+    left_leading, left_tokens = _tokens(left, max_tokens + 1)
+    right_leading, right_tokens = _tokens(right, max(max_tokens + 1 - len(left_tokens), 1))
     if len(left_tokens) + len(right_tokens) > max_tokens:
         return WordDiff([Segment(left, False)], [Segment(right, False)], too_long=True)
 

@@ -4,6 +4,13 @@ markdown-it renders with raw HTML turned off (a response that writes `<b>` shows
 sanitizes the result against an allow-list, so no script, event handler, `javascript:` URL,
 iframe, style block or image request to another origin can survive either step.
 
+A text is rendered within fixed bounds on what it holds, or not at all (`render_bounded`): one
+with more lines, table cells or Markdown punctuation than the bounds, one whose link labels would
+make the parser walk further than its step budget, and one that nests lists or quotes past
+markdown-it's depth limit (which silently drops the rest of the text) is shown as written,
+escaped, under a note that says so. The bounds are counts, never a clock, so a text renders the
+same way on every machine and every time; within them a text renders in well under a second.
+
 Fenced code with a language Pygments knows is highlighted here, on the server, as `<span>`s with
 Pygments' short token classes (`k`, `s2`, `nb`...), coloured by static/css/code.css. The
 allow-list keeps a `class` only where its every name is one we emit: token names on `span`,
@@ -12,11 +19,16 @@ allow-list keeps a `class` only where its every name is one we emit: token names
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from types import MethodType
 from typing import Any
 
 import nh3
+from django.utils.html import escape
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
+from markdown_it.parser_inline import ParserInline
+from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -63,6 +75,37 @@ def _image_as_link(
 
 
 _markdown.add_render_rule("image", _image_as_link)
+
+# The bounds of render_bounded. Each grows the parser's work by a few to 40 microseconds per
+# unit on one core; bench/render.py shows where a text at the bounds lands.
+MAX_LINES = 10_000
+MAX_TABLE_BARS = 5_000  # `|`: a table's cells, each an inline parse of its own
+# Characters that stop markdown-it's text rule, so that each costs an inline step of its own.
+MAX_MARKUP_CHARS = 20_000
+_MARKUP_CHARS = re.compile(r"[\n!#$%&*+\-:<=>@\[\\\]^_`{}~]")
+# Steps of markdown-it's look-ahead (ParserInline.skipToken: a link label is scanned token by
+# token to its end, again for each `[` before it, so that the work grows with their product).
+MAX_LOOKAHEAD_STEPS = 100_000
+# markdown-it stops parsing blocks at this nesting (a list takes two levels, a quote one) and
+# drops the rest of the text; a text that reaches it is shown as written instead.
+MAX_NESTING = int(_markdown.options.maxNesting)
+_STEPS = "annotate_lookahead_steps"
+
+
+class _TooMuchWork(Exception):
+    pass
+
+
+def _skip_token_counted(parser: ParserInline, state: StateInline) -> None:
+    """ParserInline.skipToken, counting its calls against MAX_LOOKAHEAD_STEPS in `env`."""
+    steps = state.env.get(_STEPS, 0) + 1
+    if steps > MAX_LOOKAHEAD_STEPS:
+        raise _TooMuchWork
+    state.env[_STEPS] = steps
+    ParserInline.skipToken(parser, state)
+
+
+_markdown.inline.skipToken = MethodType(_skip_token_counted, _markdown.inline)  # type: ignore[method-assign]
 _ALIGN_STYLE = re.compile(r' style="text-align:(left|right|center)"')
 
 ALLOWED_TAGS = {
@@ -98,10 +141,75 @@ def _only_our_classes(element: str, attribute: str, value: str) -> str | None:
     return " ".join(kept) or None
 
 
+@dataclass(frozen=True)
+class Rendered:
+    html: str  # safe to insert
+    # Why the text is shown as written rather than formatted ("" when it is formatted).
+    plain_because: str = ""
+
+
+def _over_bounds(text: str) -> str:
+    """Why `text` is past the renderer's bounds, or ""."""
+    lines = text.count("\n") + 1
+    if lines > MAX_LINES:
+        return f"it has {lines:,} lines (the limit is {MAX_LINES:,})"
+    bars = text.count("|")
+    if bars > MAX_TABLE_BARS:
+        return f"it has {bars:,} table bars `|` (the limit is {MAX_TABLE_BARS:,})"
+    markup = len(_MARKUP_CHARS.findall(text))
+    if markup > MAX_MARKUP_CHARS:
+        return f"it has {markup:,} Markdown punctuation marks (the limit is {MAX_MARKUP_CHARS:,})"
+    return ""
+
+
+def _too_deep(tokens: Sequence[Token]) -> bool:
+    """Whether a block opened at the depth where markdown-it stops and drops the rest."""
+    return any(token.nesting == 1 and token.level >= MAX_NESTING - 1 for token in tokens)
+
+
+def as_written(text: str, because: str) -> str:
+    """`text` escaped, in full, under a note that says why it is not formatted."""
+    return (
+        f'<p class="render-note" role="note">Shown as written, without formatting: '
+        f"{escape(because)}.</p>"
+        f'<pre class="as-written">{escape(text)}</pre>'
+    )
+
+
+def render_bounded(text: str) -> Rendered:
+    """Safe HTML for `text`, formatted within the bounds above, or shown as written past them.
+
+    Either way every character of the text is on the page.
+    """
+    because = _over_bounds(text)
+    if not because:
+        env: dict[str, Any] = {}
+        try:
+            tokens = _markdown.parse(text, env)
+        except _TooMuchWork:
+            because = "its brackets would take the formatter too long to read"
+        else:
+            if _too_deep(tokens):
+                because = (
+                    f"it nests lists or quotes deeper than the formatter reads "
+                    f"({MAX_NESTING // 2} lists, or {MAX_NESTING} quotes)"
+                )
+            else:
+                return Rendered(
+                    _sanitized(_markdown.renderer.render(tokens, _markdown.options, env))
+                )
+    return Rendered(as_written(text, because), plain_because=because)
+
+
 def render_markdown(text: str) -> str:
-    """Safe HTML for `text`. Images are not rendered: they would fetch from other origins."""
+    """Safe HTML for `text` (render_bounded's). Images are not rendered: they would fetch from
+    other origins."""
+    return render_bounded(text).html
+
+
+def _sanitized(rendered: str) -> str:
     # markdown-it aligns table cells with a style attribute; keep it as the align attribute.
-    html = _ALIGN_STYLE.sub(r' align="\1"', _markdown.render(text))
+    html = _ALIGN_STYLE.sub(r' align="\1"', rendered)
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,

@@ -169,3 +169,18 @@ class Skip(models.Model):
 
     def __str__(self) -> str:
         return f"Skip {self.pk}: {self.reason}"
+
+
+class Rendering(models.Model):
+    """A text's HTML as the judging page shows it, rendered once (apps.judging.rendering).
+
+    Keyed by a digest of the renderer's version and the text: identical texts share one row,
+    and a new renderer version renders each text again the first time it is shown.
+    """
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    html = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.digest

@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from apps.batches.models import Candidate
 from apps.judging.answers import allowed_choices
 from apps.judging.models import Assignment, Choice, Judgment
+from apps.judging.rendering import renderings_attach
 from apps.judging.selectors import progress_for_annotator, progress_in_project
 from apps.judging.services import (
     AnnotatorBlocked,
@@ -183,6 +184,8 @@ def _render_annotate(
     # The comparison after this one, rendered into the card to be shown the moment this one is
     # judged (static/js/annotate.js); the judgment names it, and gets it if it is still free.
     peek = comparison_peek(project=project, annotator=annotator) if assignment else None
+    # The texts' stored HTML, in one query: the page never runs the Markdown parser itself.
+    guidelines_html = renderings_attach(leases=[assignment, peek], guidelines=project.guidelines)
     context = {
         "blocked": blocked,
         "skip_reasons": project.skip_reasons,
@@ -193,6 +196,7 @@ def _render_annotate(
         "idempotency_key": secrets.token_urlsafe(16),
         "progress": progress_in_project(annotator=annotator, project=project),
         "peek": peek,
+        "guidelines_html": guidelines_html,
         "notice": notice,
         "error": error,
     }

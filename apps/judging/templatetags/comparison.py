@@ -8,6 +8,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from apps.judging.diff import Segment, WordDiff, word_diff
+from apps.judging.rendering import message_text
 
 register = template.Library()
 
@@ -16,6 +17,7 @@ FOLD_AFTER_TURNS = 6
 RECENT_TURNS = 4
 # Roles with a style of their own; the import admits only these, older rows may hold others.
 KNOWN_ROLES = {"system", "user", "assistant", "tool"}
+_NO_HTML = mark_safe("")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Message:
     role: str  # as written, shown as text
     kind: str  # one of KNOWN_ROLES or "other": the only value that reaches a class attribute
     content: str
+    html: SafeString = _NO_HTML  # its stored rendering (apps.judging.rendering)
 
 
 @dataclass(frozen=True)
@@ -32,21 +35,24 @@ class Conversation:
     recent: list[Message]
 
 
-def _message(raw: Any) -> Message:
+def _message(raw: Any, html: SafeString = _NO_HTML) -> Message:
     data = raw if isinstance(raw, dict) else {"content": raw}
     role = str(data.get("role") or "unknown")
-    content = data.get("content")
     return Message(
         role=role,
         kind=role if role in KNOWN_ROLES else "other",
-        content=content if isinstance(content, str) else str(content or ""),
+        content=message_text(raw),
+        html=html,
     )
 
 
 @register.simple_tag
-def conversation(messages: list[Any]) -> Conversation:
-    """Splits a prompt's messages into leading system prompts, folded turns and recent turns."""
-    parsed = [_message(raw) for raw in messages]
+def conversation(messages: list[Any], htmls: list[SafeString] | None = None) -> Conversation:
+    """Splits a prompt's messages into leading system prompts, folded turns and recent turns.
+
+    `htmls`, if given, are the messages' renderings, in order (renderings_attach)."""
+    htmls = htmls or [_NO_HTML] * len(messages)
+    parsed = [_message(raw, html) for raw, html in zip(messages, htmls, strict=True)]
     start = 0
     while start < len(parsed) and parsed[start].kind == "system":
         start += 1

@@ -1,0 +1,185 @@
+"""Rendering once: every text the judging page shows is rendered when it is imported and stored.
+
+A judging page, or the HTMX judge that brings the next card, reads the stored HTML of its texts
+in one query (by digest) and never runs the Markdown parser: rendering costs the import, once,
+not every page load. A text with no stored rendering (imported before renderings were stored, a
+project's guidelines, a renderer version that changed) is rendered the first time it is shown,
+and stored then. It all lives in the database, so it needs no cache (Redis) to work.
+"""
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.utils.safestring import SafeString, mark_safe
+
+from apps.judging.diff import word_diff
+from apps.judging.markdown import render_markdown
+from apps.judging.models import Rendering
+
+logger = logging.getLogger(__name__)
+
+# Change it whenever the renderer's output changes (markdown.py, its bounds or its allow-list):
+# stored renderings of the old version are then left alone, and each text is rendered again.
+RENDERER_VERSION = "1"
+CHUNK = 500
+
+
+def text_digest(text: str) -> str:
+    data = f"{RENDERER_VERSION}\0{text}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
+
+
+def message_text(raw: Any) -> str:
+    """The text of one conversation message as the page shows it (older rows may hold others
+    than {"role", "content"} objects)."""
+    content = raw.get("content") if isinstance(raw, dict) else raw
+    return content if isinstance(content, str) else str(content or "")
+
+
+def prompt_texts(content: Any) -> list[str]:
+    """The texts of a prompt: itself, or each message of a conversation."""
+    if isinstance(content, list):
+        return [message_text(raw) for raw in content]
+    return [content if isinstance(content, str) else str(content or "")]
+
+
+def _store(rows: list[Rendering]) -> None:
+    """Stores renderings; one another process stored first stays (same digest, same HTML)."""
+    try:
+        with transaction.atomic():
+            Rendering.objects.bulk_create(rows, batch_size=CHUNK, ignore_conflicts=True)
+    except DatabaseError:
+        # Storing is an optimisation: the page has its HTML either way.
+        logger.exception("storing %s renderings failed", len(rows))
+
+
+def renderings_store(*, texts: Iterable[str]) -> int:
+    """Renders and stores each of `texts` that has no stored rendering. Returns how many it
+    rendered. The import calls it, so that the judging page finds every text rendered."""
+    rendered = 0
+    iterator = iter(texts)
+    while chunk := list(islice(iterator, CHUNK)):
+        by_digest = {text_digest(text): text for text in chunk}
+        stored = set(
+            Rendering.objects.filter(digest__in=list(by_digest)).values_list("digest", flat=True)
+        )
+        rows = [
+            Rendering(digest=digest, html=render_markdown(text))
+            for digest, text in by_digest.items()
+            if digest not in stored
+        ]
+        if rows:
+            _store(rows)
+        rendered += len(rows)
+    return rendered
+
+
+def rendered_html(texts: Sequence[str]) -> list[SafeString]:
+    """The HTML of each text, in order: one query for those stored; any other is rendered (within
+    the renderer's bounds) and stored now, once."""
+    digests = [text_digest(text) for text in texts]
+    found = dict(Rendering.objects.filter(digest__in=set(digests)).values_list("digest", "html"))
+    missing = {
+        digest: text for digest, text in zip(digests, texts, strict=True) if digest not in found
+    }
+    rows = [
+        Rendering(digest=digest, html=render_markdown(text)) for digest, text in missing.items()
+    ]
+    if rows:
+        _store(rows)
+        found.update((row.digest, row.html) for row in rows)
+    # The stored HTML passed nh3's allow-list (or is escaped text) when it was rendered.
+    return [mark_safe(found[digest]) for digest in digests]
+
+
+@dataclass(frozen=True)
+class StoredDiff:
+    """The word diff of a pair as the page shows it: each side's escaped text with its marks."""
+
+    too_long: bool
+    left: SafeString
+    right: SafeString
+
+
+# A stored diff's html: "<left>" RIGHT_SIDE "<right>", or TOO_LONG. marked() writes no other
+# markup than <mark> and escapes every "<" of the texts, so RIGHT_SIDE cannot occur in a side.
+RIGHT_SIDE = "<!--right-->"
+TOO_LONG = "too-long"
+
+
+def diff_digest(left: str, right: str) -> str:
+    data = f"diff\0{RENDERER_VERSION}\0{len(left)}\0{left}\0{right}"
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _diff_html(left: str, right: str) -> str:
+    from apps.judging.templatetags.comparison import marked
+
+    diff = word_diff(left, right)
+    if diff.too_long:
+        return TOO_LONG
+    return f"{marked(diff.left, 'left')}{RIGHT_SIDE}{marked(diff.right, 'right')}"
+
+
+def _stored_diff(html: str) -> StoredDiff:
+    if html == TOO_LONG:
+        return StoredDiff(True, mark_safe(""), mark_safe(""))
+    left, _, right = html.partition(RIGHT_SIDE)
+    # Built by marked(): every piece of the texts escaped, the only markup our <mark>.
+    return StoredDiff(False, mark_safe(left), mark_safe(right))
+
+
+def renderings_attach(*, leases: Sequence[Any], guidelines: str = "") -> SafeString:
+    """Gives each lease's prompt and candidates their HTML, in one query for all of them:
+    `prompt.html` (a string prompt) or `prompt.messages_html` (a conversation, one per message),
+    and `html` on each candidate shown (`lease.shown` for a ranking, else left and right).
+    A pair's lease gets `diff` too, its StoredDiff, computed the first time the pair is shown on
+    those sides (most often as the prefetched card) and stored with the renderings.
+    Returns the guidelines' HTML ("" without guidelines)."""
+    slots: list[tuple[Any, str, int]] = []
+    texts: list[str] = []
+    pairs = [lease for lease in leases if lease is not None and not hasattr(lease, "shown")]
+    keyed = [(diff_digest(lease.left.text or "", lease.right.text or ""), lease) for lease in pairs]
+    stored = dict(
+        Rendering.objects.filter(digest__in=[digest for digest, _ in keyed]).values_list(
+            "digest", "html"
+        )
+    )
+    new_diffs = {
+        digest: Rendering(
+            digest=digest, html=_diff_html(lease.left.text or "", lease.right.text or "")
+        )
+        for digest, lease in keyed
+        if digest not in stored
+    }
+    if new_diffs:
+        _store(list(new_diffs.values()))
+        stored.update((digest, row.html) for digest, row in new_diffs.items())
+    for digest, lease in keyed:
+        lease.diff = _stored_diff(stored[digest])
+    for lease in leases:
+        if lease is None:
+            continue
+        prompt = lease.comparison.prompt
+        for index, text in enumerate(prompt_texts(prompt.content)):
+            slots.append((prompt, "messages_html" if prompt.is_conversation else "html", index))
+            texts.append(text)
+        for candidate in getattr(lease, "shown", None) or [lease.left, lease.right]:
+            slots.append((candidate, "html", 0))
+            texts.append(candidate.text or "")
+    if guidelines:
+        texts.append(guidelines)
+    htmls = rendered_html(texts)
+    for (target, name, index), html in zip(slots, htmls, strict=False):
+        if name == "messages_html":
+            if index == 0:
+                target.messages_html = []
+            target.messages_html.append(html)
+        else:
+            setattr(target, name, html)
+    return htmls[-1] if guidelines else mark_safe("")

@@ -1,0 +1,268 @@
+"""Rendering bounded by the input: texts are rendered once, at import, within fixed bounds, and
+the judging page shows every character of what is exported."""
+
+import re
+from html import unescape
+
+import pytest
+
+from apps.batches.models import Candidate, Prompt
+from apps.judging import markdown
+from apps.judging.markdown import MAX_NESTING, render_bounded, render_markdown
+from apps.judging.models import Assignment, Rendering
+from apps.judging.rendering import RIGHT_SIDE, diff_digest, rendered_html, text_digest
+from apps.projects.models import Project
+from tests.conftest import jsonl, prompt_line
+
+
+@pytest.fixture
+def ann_client(client, annotators):
+    client.force_login(annotators[0])
+    return client
+
+
+def text_of(html: str) -> str:
+    return unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def as_written(html: str) -> str:
+    """The text inside the as-written block, unescaped; fails if there is none."""
+    match = re.search(r'<pre class="as-written">(.*?)</pre>', html, re.S)
+    assert match, html[:300]
+    return unescape(match.group(1))
+
+
+def nested_list(depth: int) -> str:
+    lines = [f"{'  ' * level}- level {level}" for level in range(depth)]
+    return "\n".join(lines) + "\n\nThe conclusion, which must not vanish."
+
+
+# The bounds
+
+
+def test_a_list_nested_past_the_depth_limit_is_shown_whole():
+    # markdown-it stops at 20 levels (a list takes two) and silently dropped everything after.
+    text = nested_list(12)
+    html = render_markdown(text)
+    assert "The conclusion, which must not vanish." in text_of(html)
+    assert as_written(html) == text
+    assert "Shown as written" in html and "nests" in html
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1. " * 30 + "tail",
+        "> " * 25 + "quoted tail",
+        "- " * 12 + "[x](y) tail",
+        "* a\n" + nested_list(11),
+    ],
+)
+def test_every_deep_text_keeps_every_character(text):
+    html = render_markdown(text)
+    assert as_written(html) == text
+
+
+def test_a_list_inside_the_depth_limit_is_formatted():
+    depth = MAX_NESTING // 2 - 1  # 9 lists: markdown-it keeps all of it
+    html = render_markdown(nested_list(depth))
+    assert "as-written" not in html
+    assert html.count("<ul>") == depth
+    assert "The conclusion, which must not vanish." in text_of(html)
+    assert f"level {depth - 1}" in text_of(html)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[" * 100_000, "punctuation"),
+        ("a*" * 30_000, "punctuation"),
+        ("| a " * 6_000, "table bars"),
+        ("line\n" * 12_000, "lines"),
+        # Few marks, but each `[` makes the parser walk the rest of the paragraph again.
+        ("[- " * 5_000, "brackets"),
+    ],
+)
+def test_a_text_past_the_bounds_is_shown_as_written_with_a_note(text, reason):
+    rendered = render_bounded(text)
+    assert reason in rendered.plain_because
+    assert as_written(rendered.html) == text
+    assert '<p class="render-note" role="note">Shown as written, without formatting: ' in (
+        rendered.html
+    )
+
+
+def test_the_lookahead_budget_is_counted_per_text(monkeypatch):
+    # A count, never a clock: the same text gives the same answer every time.
+    text = "[a " * 400
+    assert render_bounded(text).plain_because == ""
+    monkeypatch.setattr(markdown, "MAX_LOOKAHEAD_STEPS", 100)
+    assert "brackets" in render_bounded(text).plain_because
+    assert "brackets" in render_bounded(text).plain_because
+    monkeypatch.undo()
+    assert render_bounded(text).plain_because == ""  # the count starts again with each text
+
+
+def test_as_written_text_is_escaped():
+    html = render_markdown("<script>alert(1)</script>\n" + "[" * 30_000)
+    assert "<script" not in html
+    assert as_written(html).startswith("<script>alert(1)</script>\n[[[")
+
+
+# Render once
+
+
+def test_the_import_stores_every_text_rendered(import_rows):
+    convo = [
+        {"role": "system", "content": "Be *brief*."},
+        {"role": "user", "content": "Hi **there**"},
+    ]
+    import_rows(prompt_line("a", n=3), prompt_line("b", prompt=convo))
+    texts = [c.text for c in Candidate.objects.all()] + ["What is 2 + 2?"]
+    texts += [message["content"] for message in convo]
+    stored = dict(Rendering.objects.values_list("digest", "html"))
+    for text in texts:
+        assert stored[text_digest(text)] == render_markdown(text)
+
+
+def test_the_page_shows_the_stored_rendering_and_renders_nothing(ann_client, import_rows):
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": [{"role": "user", "content": "Say **hi**"}],
+            "candidates": [{"id": "a", "text": "Hello *a*"}, {"id": "b", "text": "Hello *b*"}],
+        }
+    )
+    # What the page shows is what was stored at import, not a rendering of its own.
+    for text, mark in [("Say **hi**", "PROMPT"), ("Hello *a*", "LEFTA"), ("Hello *b*", "RIGHTB")]:
+        Rendering.objects.filter(digest=text_digest(text)).update(html=f"<p>stored-{mark}</p>")
+    ann_client.get("/p/demo/")  # the first view stores the pair's word diff, and nothing else
+    count = Rendering.objects.count()
+    for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
+        html = ann_client.get("/p/demo/", **headers).content.decode()
+        for mark in ("PROMPT", "LEFTA", "RIGHTB"):
+            assert f"<p>stored-{mark}</p>" in html
+        assert "<em>a</em>" not in html and "<strong>hi</strong>" not in html
+    assert Rendering.objects.count() == count
+
+
+def test_the_htmx_judge_brings_the_next_card_rendered(ann_client, import_rows):
+    import_rows(prompt_line("a"), prompt_line("b"))
+    Rendering.objects.update(html="<p>from-storage</p>")
+    ann_client.get("/p/demo/")
+    lease = Assignment.objects.get()
+    response = ann_client.post(f"/p/demo/a/{lease.pk}/", {"choice": "left"}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.count("<p>from-storage</p>") >= 3  # the prompt and both responses
+
+
+def test_texts_without_a_stored_rendering_are_rendered_once_when_shown(ann_client, import_rows):
+    # Rows imported before renderings were stored: the first page renders and stores them.
+    import_rows(prompt_line("a"))
+    Rendering.objects.all().delete()
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "Answer 1 to a" in html and "Answer 2 to a" in html
+    assert set(Rendering.objects.values_list("digest", flat=True)) >= {
+        text_digest("Answer 1 to a"),
+        text_digest("Answer 2 to a"),
+        text_digest("What is 2 + 2?"),
+    }
+
+
+def test_the_guidelines_come_from_storage_too(ann_client, import_rows):
+    Project.objects.filter(slug="demo").update(guidelines="Prefer **honest** answers.")
+    import_rows(prompt_line("a"))
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "<strong>honest</strong>" in html
+    assert Rendering.objects.filter(digest=text_digest("Prefer **honest** answers.")).exists()
+
+
+def test_the_page_shows_a_deep_response_whole_with_its_note(ann_client, import_rows):
+    deep = nested_list(14)
+    row = prompt_line("a")
+    row["candidates"][0]["text"] = deep
+    import_rows(row)
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "Shown as written, without formatting" in html
+    assert as_written(html) == deep
+    # The export holds the same text, character for character.
+    assert Candidate.objects.get(external_id="c1").text == deep
+
+
+def test_rendered_html_keeps_the_order_and_repeats(db):
+    htmls = rendered_html(["*a*", "b", "*a*"])
+    assert htmls == ["<p><em>a</em></p>\n", "<p>b</p>\n", "<p><em>a</em></p>\n"]
+    assert Rendering.objects.count() == 2
+
+
+def test_a_prompt_row_that_is_not_text_is_shown(ann_client, import_rows):
+    import_rows(prompt_line("a", prompt=[{"role": "user", "content": "x"}]))
+    Prompt.objects.update(content=[{"role": "user", "content": 3}, "loose"])
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "<p>3</p>" in html and "<p>loose</p>" in html
+
+
+def test_the_word_diff_is_computed_once_per_pair_and_sides(ann_client, import_rows, annotators):
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": "Say hi",
+            "candidates": [
+                {"id": "a", "text": "Hello there, friend"},
+                {"id": "b", "text": "Hello there, stranger"},
+            ],
+        }
+    )
+    ann_client.get("/p/demo/")
+    lease = Assignment.objects.get()
+    digest = diff_digest(lease.left.text, lease.right.text)
+    stored = Rendering.objects.get(digest=digest)
+    assert '<mark class="only-left">' in stored.html and '<mark class="only-right">' in stored.html
+    # What the page shows is the stored diff.
+    Rendering.objects.filter(digest=digest).update(
+        html=f'<mark class="only-left">stored-L</mark>{RIGHT_SIDE}'
+        '<mark class="only-right">stored-R</mark>'
+    )
+    html = ann_client.get("/p/demo/", HTTP_HX_REQUEST="true").content.decode()
+    assert '<div class="diff-view"><mark class="only-left">stored-L</mark></div>' in html
+    assert '<div class="diff-view"><mark class="only-right">stored-R</mark></div>' in html
+    Rendering.objects.filter(digest=digest).update(html="too-long")
+    html = ann_client.get("/p/demo/").content.decode()
+    assert html.count("Too long to diff") == 2
+
+
+def test_a_diff_of_texts_that_look_like_its_separator_is_stored_whole(ann_client, import_rows):
+    import_rows(
+        {
+            "id": "p-1",
+            "prompt": "Say hi",
+            "candidates": [
+                {"id": "a", "text": f"left {RIGHT_SIDE} one"},
+                {"id": "b", "text": f"right {RIGHT_SIDE} two"},
+            ],
+        }
+    )
+    html = ann_client.get("/p/demo/").content.decode()
+    assert html.count("&lt;!--right--&gt;") >= 4  # in both views of both responses
+    lease = Assignment.objects.get()
+    stored = Rendering.objects.get(digest=diff_digest(lease.left.text, lease.right.text)).html
+    assert stored.count(RIGHT_SIDE) == 1
+
+
+def test_the_background_import_renders_too(
+    api, bob, project, settings, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_BACKGROUND_BYTES = 10
+    row = prompt_line("a")
+    row["candidates"][0]["text"] = nested_list(12)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(bob).post(
+            "/api/v1/projects/demo/batches/",
+            jsonl(row, prompt_line("b")),
+            content_type="application/jsonl",
+        )
+    assert response.status_code == 202
+    html = Rendering.objects.get(digest=text_digest(nested_list(12))).html
+    assert as_written(html) == nested_list(12)
+    assert Rendering.objects.filter(digest=text_digest("Answer 2 to b")).exists()
