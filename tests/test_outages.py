@@ -506,3 +506,111 @@ def settings_dsn() -> str:
         password=db["PASSWORD"],
         dbname=db["NAME"],
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("dead_cache")
+def test_without_redis_a_large_projects_dashboard_says_its_figures_are_unavailable(
+    settings: Any, client: Any, bob: User, project: Any, batch: Any, annotators: list[User]
+) -> None:
+    from apps.judging.services import assignment_next, judgment_submit
+
+    lease = assignment_next(project=project, annotator=annotators[0])
+    assert lease is not None
+    judgment_submit(assignment_id=lease.pk, annotator=annotators[0], choice="left")
+    settings.DASHBOARD_INLINE_MAX_JUDGMENTS = 0  # "large": not computed in the request
+    client.force_login(bob)
+    for path in ("/lead/p/demo/", "/lead/p/demo/figures/"):
+        page = client.get(path)
+        assert page.status_code == 200
+        text = page.content.decode()
+        assert 'data-testid="figures-unavailable"' in text
+        assert "cannot be computed now" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("REDIS_TIMEOUT", "soon", "REDIS_TIMEOUT must be a number of seconds, not 'soon'"),
+        ("REDIS_TIMEOUT", "0", "REDIS_TIMEOUT must be at least 0.05"),
+        ("REDIS_RETRY_SECONDS", "-1", "REDIS_RETRY_SECONDS must be at least 0"),
+    ],
+)
+def test_it_stops_start_up_on_a_bad_redis_timeout(name: str, value: str, message: str) -> None:
+    from tests.test_delivery import REAL_KEY, django_setup
+
+    result = django_setup(**{"DEBUG": "false", "SECRET_KEY": REAL_KEY, name: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+# --- the broker gone, in this process -----------------------------------------------------
+
+
+@pytest.fixture
+def dead_broker() -> Iterator[None]:
+    """This process's Celery app sends to a port where nothing listens (not eagerly)."""
+    from annotate.celery import app
+
+    saved = (app.conf.broker_url, app.conf.task_always_eager, app._pool, app.amqp._producer_pool)
+    app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"
+    app.conf.task_always_eager = False
+    app._pool = None
+    app.amqp._producer_pool = None
+    try:
+        yield
+    finally:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app.conf.broker_url, app.conf.task_always_eager = saved[0], saved[1]
+        app._pool, app.amqp._producer_pool = saved[2], saved[3]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("dead_broker")
+def test_without_a_broker_the_admin_upload_says_so_and_stores_nothing(
+    client: Any, bob: User, project: Any, settings: Any
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.batches.models import Batch, BatchSource
+
+    settings.IMPORT_BACKGROUND_BYTES = 1
+    client.force_login(bob)
+    upload = SimpleUploadedFile("b.jsonl", jsonl(prompt_line("x-1")), "application/jsonl")
+    page = client.post(
+        "/admin/batches/batch/upload/", {"project": project.pk, "name": "b", "file": upload}
+    )
+    assert page.status_code == 503
+    assert "The task queue (Redis) cannot be reached" in page.content.decode()
+    assert not Batch.objects.exists() and not BatchSource.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("dead_broker")
+def test_without_a_broker_import_batch_background_fails_with_the_reason(
+    project: Any, tmp_path: Path
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    from apps.batches.models import Batch
+
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(jsonl(prompt_line("x-1")))
+    with pytest.raises(CommandError, match="cannot be reached"):
+        call_command("import_batch", project.slug, str(path), "--background")
+    assert not Batch.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("dead_broker")
+def test_without_a_broker_an_export_job_is_refused(
+    api: Callable[[User | None], Any], bob: User, project: Any, batch: Any
+) -> None:
+    from apps.exports.models import ExportJob
+
+    response = api(bob).post("/api/v1/projects/demo/exports/", {"format": "trl"}, format="json")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "60"
+    assert not ExportJob.objects.exists()
