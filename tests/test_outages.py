@@ -614,3 +614,63 @@ def test_without_a_broker_an_export_job_is_refused(
     assert response.status_code == 503
     assert response["Retry-After"] == "60"
     assert not ExportJob.objects.exists()
+
+
+# --- /healthz, and the database gone --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_healthz_says_ok_when_everything_answers(client: Any) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"] == "ok"
+    assert body["cache"] == ("ok" if HAS_REDIS else "local")
+    assert body["broker"] == "eager"  # the tests run tasks in process
+    assert "cache_down_since" not in body
+
+
+DEAD_DATABASE = """
+import json
+import django
+django.setup()
+from django.test import Client
+client = Client(raise_request_exception=False)
+answers = {}
+health = client.get("/healthz")
+answers["healthz"] = [health.status_code, health.json()]
+login = client.post("/accounts/login/", {"username": "ann", "password": "pw"})
+answers["login"] = [login.status_code, login.content.decode(), login.get("Retry-After")]
+api = client.get("/api/v1/me/", HTTP_AUTHORIZATION="Token abc")
+answers["api"] = [api.status_code, api.json(), api.get("Retry-After")]
+print(json.dumps(answers))
+"""
+
+
+def test_without_the_database_pages_and_the_api_answer_a_retryable_503() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DEAD_DATABASE],
+        cwd=ROOT,
+        env=clean_env(
+            DJANGO_SETTINGS_MODULE="annotate.settings",
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/annotate",
+            ALLOWED_HOSTS="testserver",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answers["healthz"] == [
+        503,
+        {"database": "down", "cache": "local", "broker": "eager", "status": "down"},
+    ]
+    status, text, retry = answers["login"]
+    assert (status, retry) == (503, "1")
+    assert "The database could not be reached" in text
+    status, body, retry = answers["api"]
+    assert (status, retry) == (503, "1")
+    assert "idempotency_key" in body["detail"]
