@@ -54,7 +54,11 @@ def broker_check() -> None:
     try:
         with app.pool.acquire(block=True, timeout=2) as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.1)
-            connection.default_channel.client.ping()
+            # Redis: a PING on the channel's client (connecting alone proves little). Other
+            # transports (memory:// without REDIS_URL) have no client to ask.
+            client = getattr(connection.default_channel, "client", None)
+            if client is not None:
+                client.ping()
     except SEND_ERRORS as exc:
         logger.warning(
             "broker: unreachable after %.2f s (%s: %s)",
