@@ -1,9 +1,11 @@
 """REST plumbing shared by every app: domain errors become clear JSON errors, never a 500."""
 
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.authtoken.models import Token
 from rest_framework.pagination import CursorPagination
@@ -12,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from annotate.broker import RETRY_AFTER_SECONDS, BrokerUnavailable
 from annotate.schema import MAX_ID
 from apps.batches.import_format import ImportFormatError
 from apps.judging.services import (
@@ -21,6 +24,8 @@ from apps.judging.services import (
     JudgmentError,
 )
 from apps.projects.services import ProjectError
+
+logger = logging.getLogger(__name__)
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -37,6 +42,18 @@ def request_user(request: Request) -> User:
     return user
 
 
+# The database connection failed (it was closed, PostgreSQL restarted or terminated it) or the
+# transaction could not go on (a deadlock, a serialization failure, SQLite locked): nothing the
+# client can fix, and a retry may well succeed. Whatever the transaction wrote was rolled back,
+# unless the connection broke after COMMIT was sent, so the answer does not claim either way:
+# retried with the same idempotency_key, a judgment is stored once.
+DB_CONNECTION_ERRORS = (OperationalError, InterfaceError)
+DB_RETRY_MESSAGE = (
+    "The database connection failed while handling this request. Send it again: a judgment "
+    "sent again with the same idempotency_key is stored once."
+)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ImportFormatError):
         errors = [error.as_dict() for error in exc.errors]
@@ -51,6 +68,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, AssignmentNotFound):
         return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, DB_CONNECTION_ERRORS):
+        logger.warning("API: database error, answered 503 (%s: %s)", type(exc).__name__, exc)
+        return Response(
+            {"detail": DB_RETRY_MESSAGE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, BrokerUnavailable):
+        return Response(
+            {"detail": str(exc)},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return drf_exception_handler(exc, context)
 
 

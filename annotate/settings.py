@@ -40,6 +40,19 @@ def envint(name: str, default: int, minimum: int = 0) -> int:
     return number
 
 
+def envseconds(name: str, default: float, minimum: float = 0.05) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}") from None
+    if not number >= minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return number
+
+
 def envrate(name: str, default: str) -> str:
     """A request rate as DRF's throttles read it, "<n>/<period>", or "" for no limit."""
     value = os.environ.get(name, default).strip()
@@ -135,6 +148,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "annotate.middleware.ContentSecurityPolicyMiddleware",
+    "annotate.middleware.DatabaseErrorMiddleware",
     # Last, as django-axes asks: it turns a login refused for lockout into the lockout answer.
     "axes.middleware.AxesMiddleware",
 ]
@@ -167,16 +181,30 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
-if REDIS_URL:
-    CACHES = {
+# How long one call to Redis (connect, or a command) may take before it counts as failed. Redis
+# answers in a millisecond; the bound is for when it is gone, so that the cache fails open and a
+# task that cannot be sent is refused (503) quickly instead of holding the request.
+REDIS_TIMEOUT = envseconds("REDIS_TIMEOUT", 0.5)
+# After a failed call, a process leaves Redis alone for this long (the cache answers "empty" at
+# once), then tries again.
+REDIS_RETRY_SECONDS = envseconds("REDIS_RETRY_SECONDS", 2.0, minimum=0)
+
+
+def cache_settings(redis_url: str) -> dict[str, dict[str, object]]:
+    """The Django cache: Redis, failing open (annotate/cache.py), or local memory without it."""
+    if not redis_url:
+        return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    return {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "BACKEND": "annotate.cache.FailOpenRedisCache",
+            "LOCATION": redis_url,
             "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "annotate"),
+            "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
         }
     }
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+CACHES = cache_settings(REDIS_URL)
 
 # Celery: a real broker when REDIS_URL is set, otherwise tasks run in-process (eager).
 CELERY_BROKER_URL = REDIS_URL or "memory://"
@@ -185,6 +213,23 @@ CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Sending a task must fail fast when Redis is gone (annotate/broker.py answers 503): Celery's
+# defaults retry the broker and the result store for about 19 s. One quick retry is kept, for a
+# pooled connection that Redis closed when it restarted.
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": REDIS_TIMEOUT,
+    "socket_timeout": REDIS_TIMEOUT,
+}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.1,
+    "interval_max": 0.1,
+}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_TIMEOUT
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_TIMEOUT
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": CELERY_TASK_PUBLISH_RETRY_POLICY}
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "annotate")
 # The project dashboards: the beat job recomputes their figures this often; the page polls.
 DASHBOARD_REFRESH_SECONDS = envint("DASHBOARD_REFRESH_SECONDS", 30, minimum=5)

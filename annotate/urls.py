@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from annotate.health import healthz
 from apps.batches.api import BatchCancel, BatchCreate, BatchDetail, ComparisonList
 from apps.exports.api import Export, Stats
 from apps.exports.job_api import (
@@ -68,6 +69,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script as a file: the page keeps a strict CSP.

@@ -19,6 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from annotate.admin_site import LeadScopedAdmin, ReadOnlyAdmin
+from annotate.broker import BrokerUnavailable
 from apps.batches.forms import BatchUploadForm
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
@@ -403,6 +404,7 @@ class BatchAdmin(LeadScopedAdmin):
             return redirect("admin:index")
         projects = projects_led_by(request.user)
         errors: list[dict[str, Any]] = []
+        unavailable = False
         form = BatchUploadForm(request.POST or None, request.FILES or None, projects=projects)
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
@@ -420,6 +422,9 @@ class BatchAdmin(LeadScopedAdmin):
                     errors.append(
                         {"line": None, "error": f"... and {exc.total - len(errors)} more"}
                     )
+            except BrokerUnavailable as exc:
+                errors = [{"line": None, "error": str(exc)}]
+                unavailable = True
             else:
                 batch.refresh_from_db()
                 if batch.status == BatchStatus.FAILED:
@@ -443,7 +448,10 @@ class BatchAdmin(LeadScopedAdmin):
             "errors": errors,
             "opts": self.model._meta,
         }
-        return TemplateResponse(request, "admin/batches/upload.html", context)
+        # 503 while the task queue is down: the form and the message say to try again.
+        return TemplateResponse(
+            request, "admin/batches/upload.html", context, status=503 if unavailable else None
+        )
 
 
 def _import_state(progress: dict[str, Any]) -> str:

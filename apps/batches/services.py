@@ -18,6 +18,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, ProtectedError, Q, QuerySet
 from django.utils import timezone
 
+from annotate.broker import BrokerUnavailable, broker_check, send_task
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, parse_jsonl
@@ -130,8 +131,8 @@ def _errors_summary(errors: list[LineError], total: int | None) -> dict[str, Any
 def _batch_import_enqueue(
     *, project: Project, source: IO[bytes], name: str, created_by: User | None
 ) -> Batch:
-    from apps.batches.tasks import batch_import_task
-
+    # Refused (503) before anything is stored while the broker is gone: see annotate/broker.py.
+    broker_check()
     data = source.read()
     with transaction.atomic():
         batch = Batch.objects.create(
@@ -144,8 +145,21 @@ def _batch_import_enqueue(
         )
         BatchSource.objects.create(batch=batch, data=data)
         _audit_import_started(batch, size=len(data), background=True)
-        transaction.on_commit(lambda: batch_import_task.delay(batch.pk))
+        transaction.on_commit(functools.partial(_batch_import_send, batch.pk))
     return batch
+
+
+def _batch_import_send(batch_id: int) -> None:
+    """Sends a stored import to the workers, or deletes it and raises BrokerUnavailable."""
+    from apps.batches.tasks import batch_import_task
+
+    try:
+        send_task(batch_import_task, batch_id)
+    except BrokerUnavailable:
+        with transaction.atomic():
+            BatchSource.objects.filter(batch_id=batch_id).delete()
+            Batch.objects.filter(pk=batch_id, status=BatchStatus.IMPORTING).delete()
+        raise
 
 
 # A background import reports its progress twice over. While it checks the file, outside any

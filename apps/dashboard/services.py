@@ -9,6 +9,7 @@ computing) shows the same, rather than waiting. Stale figures (the beat job not 
 refreshed by a task, again under the lock.
 """
 
+import contextlib
 import logging
 import secrets
 import time
@@ -21,6 +22,8 @@ from django.core.cache import cache
 from django.db.models import Sum
 from django.utils import timezone
 
+from annotate.broker import BrokerUnavailable, send_task
+from annotate.cache import cache_down
 from apps.batches.models import BatchStatus
 from apps.dashboard.figures import project_figures
 from apps.dashboard.render import figures_html
@@ -54,6 +57,8 @@ class Computing:
     running_for: float | None = field(default=None, compare=False)
     # Seconds since the worker was first asked, while none has started; None if never asked.
     waiting_for: float | None = field(default=None, compare=False)
+    # Redis (the cache and the task queue) cannot be reached: nobody can compute them now.
+    unavailable: bool = field(default=False, compare=False)
 
     @property
     def worker_late(self) -> bool:
@@ -154,7 +159,11 @@ def figures_for_page(project: Project) -> dict[str, Any] | Computing:
         return figures
     judgments = judgments_estimate(project)
     if judgments <= inline_max_judgments():
+        # Also while Redis is down: computed for this view, then not kept (annotate/cache.py).
         figures = figures_refresh(project)
+    elif cache_down():
+        # Not in the request, and no worker can be asked: the page says so and asks again.
+        return Computing(judgments=judgments, unavailable=True)
     else:
         _refresh_later(project)
         figures = figures_cached(project.pk)  # there already when the task ran eagerly
@@ -190,7 +199,10 @@ def _refresh_later(project: Project) -> None:
     if cache.get(_lock_key(project.pk)) is None and cache.add(
         _asked_key(project.pk), True, refresh_seconds()
     ):
-        dashboard_refresh_project_task.delay(project.pk)
+        # Not sent while the broker is down (logged): the page shows what it has, and a later
+        # view asks again.
+        with contextlib.suppress(BrokerUnavailable):
+            send_task(dashboard_refresh_project_task, project.pk)
 
 
 def active_projects() -> list[Project]:

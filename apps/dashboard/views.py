@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from annotate.cache import cache_down
 from apps.dashboard.services import (
     Computing,
     computing_poll_seconds,
@@ -20,7 +21,11 @@ from apps.projects.selectors import project_for_lead
 
 
 def _context(project: Project, figures: dict[str, Any] | Computing) -> dict[str, Any]:
-    context: dict[str, Any] = {"project": project, "refresh_seconds": refresh_seconds()}
+    context: dict[str, Any] = {
+        "project": project,
+        "refresh_seconds": refresh_seconds(),
+        "cache_down": cache_down(),
+    }
     if isinstance(figures, Computing):
         # Polled sooner than usual; the answer that brings the figures returns to the usual poll.
         context.update(computing=figures, figures=None, poll_seconds=computing_poll_seconds())

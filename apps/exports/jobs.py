@@ -38,6 +38,7 @@ from django.db.models import CharField, F, Func, Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from annotate.broker import BrokerUnavailable, broker_check, send_task
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.models import Comparison
@@ -101,11 +102,16 @@ def export_job_request(
     *, project: Project, user: User | None, data: Mapping[str, Any]
 ) -> ExportJob:
     """Creates a queued job and sends it to the workers (after commit). With Celery eager (no
-    REDIS_URL), it runs here and now, and the job is returned finished."""
+    REDIS_URL), it runs here and now, and the job is returned finished.
+
+    While the broker cannot be reached it raises BrokerUnavailable (a 503) and leaves no job:
+    the broker is checked before the job is created, and a job whose send fails after all is
+    deleted again (annotate/broker.py).
+    """
     from annotate.celery import app
-    from apps.exports.tasks import export_job_task
 
     format, file_format, parameters = export_job_parameters(project=project, data=data)
+    broker_check()
     job = ExportJob.objects.create(
         project=project,
         requested_by=user,
@@ -125,8 +131,19 @@ def export_job_request(
         export_job_run(job.pk)
         job.refresh_from_db()
     else:
-        transaction.on_commit(lambda: export_job_task.delay(job.pk))
+        transaction.on_commit(functools.partial(_export_job_send, job.pk))
     return job
+
+
+def _export_job_send(job_id: int) -> None:
+    """Sends a new job to the workers, or deletes it and raises BrokerUnavailable."""
+    from apps.exports.tasks import export_job_task
+
+    try:
+        send_task(export_job_task, job_id)
+    except BrokerUnavailable:
+        ExportJob.objects.filter(pk=job_id, status=ExportStatus.QUEUED).delete()
+        raise
 
 
 def export_job_cancel(*, job: ExportJob, user: User | None) -> ExportJob:

@@ -3,6 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from annotate.broker import BrokerUnavailable
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import BatchStatus
 from apps.batches.services import batch_import
@@ -45,6 +46,8 @@ class Command(BaseCommand):
                 if exc.total > len(exc.errors):
                     self.stderr.write(f"... and {exc.total - len(exc.errors)} more errors")
                 raise CommandError(f"{exc.total} error(s); nothing was imported.") from None
+            except BrokerUnavailable as exc:
+                raise CommandError(str(exc)) from None
         batch.refresh_from_db()
         if batch.status == BatchStatus.FAILED:
             for error in batch.errors:
