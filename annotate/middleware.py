@@ -80,13 +80,6 @@ class ApiErrorsMiddleware:
       {"detail": ...}.
     """
 
-
-class DatabaseErrorMiddleware:
-    """A page or HTMX request whose database connection failed answers 503 with a short
-    message saying to try again, not a server error (the API answers the same in JSON, see
-    annotate/api.py). The judging form carries an idempotency key, so a judgment sent again is
-    stored once."""
-
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
@@ -153,6 +146,18 @@ class DatabaseErrorMiddleware:
         if length > limit:
             return api_error(413, f"The request body is {length} bytes: {what}.")
         return None
+
+
+class DatabaseErrorMiddleware:
+    """A page or HTMX request whose database connection failed answers 503 with a short
+    message saying to try again, not a server error (the API answers the same in JSON, see
+    annotate/api.py). The judging form carries an idempotency key, so a judgment sent again is
+    stored once."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
