@@ -184,10 +184,75 @@
     var pending;
     try { pending = JSON.parse(raw); } catch (e) { return; }
     if (!pending || pending.page !== location.pathname || !window.htmx) return;
+    inFlight = pending;
     window.htmx.ajax("POST", pending.action, {
       source: document.body, target: "#comparison", swap: "outerHTML", values: pending.fields
     });
   }
+
+  // A judgment that did not reach the server, or that the server could not store (a 503 while
+  // the database is away, or no answer at all), is not dropped: the card says so, and the same
+  // request, with the same idempotency key so that it is stored once, is sent again after 2 s,
+  // then 4, 8, ... up to 30 s, or at once on "Send now".
+  var inFlight = null, retryDelay = 0, retryTimer = null;
+  var FAILURES = ["htmx:responseError", "htmx:sendError", "htmx:timeout"];
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt;
+    if (form && form.classList && form.classList.contains("judge")) {
+      try { inFlight = JSON.parse(sessionStorage.getItem(PENDING) || "null"); } catch (e) {
+        inFlight = null;
+      }
+      // The prefetched card has replaced the form by now, so htmx's error events, fired on
+      // the detached form, never reach the document: listen on the form itself.
+      FAILURES.forEach(function (name) { form.addEventListener(name, sendFailed); });
+    }
+  });
+
+  function sendFailed(event) {
+    if (event.annotateSeen) return;  // heard on the form and again on the document
+    event.annotateSeen = true;
+    var sent = inFlight;
+    var path = event.detail.pathInfo && event.detail.pathInfo.requestPath;
+    if (!sent || path !== sent.action) return;
+    var xhr = event.detail.xhr;
+    var status = xhr ? xhr.status : 0;
+    if (status && status !== 502 && status !== 503 && status !== 504) return;
+    try { sessionStorage.setItem(PENDING, JSON.stringify(sent)); } catch (e) { return; }
+    retryDelay = Math.min(retryDelay ? retryDelay * 2 : 2000, 30000);
+    var section = document.querySelector("section#comparison");
+    if (section) {
+      var note = section.querySelector(".send-error");
+      if (!note) {
+        note = document.createElement("div");
+        note.className = "send-error";
+        note.setAttribute("role", "alert");
+        note.appendChild(document.createElement("p"));
+        var button = document.createElement("button");
+        button.type = "button";
+        button.className = "send-now";
+        button.textContent = "Send now";
+        button.addEventListener("click", sendAgain);
+        note.appendChild(button);
+        section.prepend(note);
+      }
+      note.querySelector("p").textContent = (status
+        ? "The server could not store your last judgment (" + status + ")."
+        : "Your last judgment did not reach the server.") +
+        " It is kept in this browser and sent again in " + Math.round(retryDelay / 1000) +
+        " s; nothing is lost or counted twice.";
+    }
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(sendAgain, retryDelay);
+  }
+
+  function sendAgain() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    resendPending();
+  }
+
+  FAILURES.forEach(function (name) { document.addEventListener(name, sendFailed); });
 
   document.addEventListener("DOMContentLoaded", function () {
     if (document.querySelector("section#comparison")) resendPending();
@@ -195,6 +260,9 @@
 
   document.addEventListener("htmx:afterSwap", function () {
     try { sessionStorage.removeItem(PENDING); } catch (e) { /* nothing kept */ }
+    inFlight = null;
+    retryDelay = 0;
+    clearTimeout(retryTimer);
     resetTimer();
     // The old comparison, and the focus with it, is gone: start from the new one's heading.
     var title = document.getElementById("comparison-title");
