@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 
@@ -30,6 +31,22 @@ import annotate.cache
 from annotate.settings import cache_settings
 from tests.conftest import HAS_REDIS, jsonl, prompt_line, stop_process
 from tests.test_delivery import clean_env, free_port
+
+
+def reachable_redis_url() -> str | None:
+    """The suite's Redis, or else a local one on its default port (database 15, which nothing
+    else here uses): this test needs a Redis to come back to, not the suite's settings."""
+    import redis
+
+    url = settings.REDIS_URL or "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+    except redis.RedisError:
+        return None
+    return url
+
+
+REDIS_TO_COME_BACK_TO = reachable_redis_url()
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "pw-for-tests"
@@ -329,7 +346,10 @@ def test_while_down_the_cache_leaves_redis_alone_until_the_retry_time(settings: 
     assert annotate.cache.cache_health().failures == 101
 
 
-@pytest.mark.skipif(not HAS_REDIS, reason="needs Redis: set REDIS_URL=redis://...")
+@pytest.mark.skipif(
+    REDIS_TO_COME_BACK_TO is None,
+    reason="needs Redis: set REDIS_URL=redis://..., or run one on 127.0.0.1:6379",
+)
 @pytest.mark.usefixtures("fresh_cache_state")
 def test_the_cache_is_used_again_once_redis_is_back(
     settings: Any, caplog: pytest.LogCaptureFixture
@@ -338,7 +358,7 @@ def test_the_cache_is_used_again_once_redis_is_back(
     settings.CACHES = cache_settings(f"redis://127.0.0.1:{free_port()}/0")
     cache.set("outage-test", 1)
     assert not annotate.cache.cache_health().ok
-    settings.CACHES = cache_settings(settings.REDIS_URL)  # the same process, Redis reachable
+    settings.CACHES = cache_settings(str(REDIS_TO_COME_BACK_TO))  # the same process, Redis back
     cache.set("outage-test", 2, 30)
     assert cache.get("outage-test") == 2
     assert annotate.cache.cache_health().ok
