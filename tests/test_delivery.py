@@ -3,6 +3,7 @@
 These tests start real processes (docker-compose, python, gunicorn) and need no database.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -298,24 +299,21 @@ def gunicorn(tmp_path: Path, production_env: dict[str, str]) -> Iterator[str]:
         check=False,
     )
     assert collect.returncode == 0, collect.stderr
+    with serving(production_env, tmp_path / "gunicorn.log", "--access-logfile", "-") as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log_path: Path, *options: str) -> Iterator[str]:
+    """A gunicorn serving the app with `env` and `options`, on a free port, once it answers;
+    yields its base URL, and stops it after (its log printed, which pytest shows on failure)."""
     port = free_port()
-    log_path = tmp_path / "gunicorn.log"
+    command = [sys.executable, "-m", "gunicorn", "annotate.wsgi:application"]
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "annotate.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--access-logfile",
-                "-",
-            ],
+            [*command, "--bind", f"127.0.0.1:{port}", "--workers", "1", *options],
             cwd=ROOT,
-            env=production_env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -326,7 +324,9 @@ def gunicorn(tmp_path: Path, production_env: dict[str, str]) -> Iterator[str]:
             if server.poll() is not None:
                 pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()}")
             try:
-                fetch(f"{base}/accounts/login/", follow=False)  # with SSL redirect: a 301
+                fetch(
+                    f"{base}/accounts/login/", follow=False
+                )  # any answer: a 301 with SSL redirect
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -335,7 +335,6 @@ def gunicorn(tmp_path: Path, production_env: dict[str, str]) -> Iterator[str]:
         yield base
     finally:
         stop_process(server, timeout=15)
-        # Shown by pytest only when the test failed.
         print(f"--- gunicorn log ---\n{log_path.read_text(errors='replace')}")
 
 

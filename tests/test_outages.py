@@ -29,8 +29,8 @@ from django.core.cache import cache
 
 import annotate.cache
 from annotate.settings import cache_settings
-from tests.conftest import HAS_REDIS, jsonl, prompt_line, stop_process
-from tests.test_delivery import clean_env, free_port
+from tests.conftest import HAS_REDIS, jsonl, prompt_line
+from tests.test_delivery import clean_env, free_port, serving
 
 
 def reachable_redis_url() -> str | None:
@@ -131,52 +131,15 @@ def dead_redis_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         )
         assert done.returncode == 0, done.stderr
     tokens = json.loads(done.stdout.strip().splitlines()[-1])
-    port = free_port()
     env = {
         **base_env,
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
         "IMPORT_BACKGROUND_BYTES": "1",  # every upload goes to the (absent) worker
         "API_TOKEN_RATE": "3/min",  # low, so that a throttle reading the cache would be seen
     }
-    log_path = tmp / "gunicorn.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "annotate.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "1",
-                "--threads",
-                "4",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                requests.get(f"{base}/accounts/login/", timeout=30)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not answer within 60 s:\n{log_path.read_text()}")
-                time.sleep(0.2)
+    options = ("--worker-class", "gthread", "--threads", "4")
+    with serving(env, tmp / "gunicorn.log", *options) as base:
         yield App(base, db, tokens)
-    finally:
-        stop_process(server, timeout=15)
-        print(f"--- gunicorn log ---\n{log_path.read_text(errors='replace')}")
 
 
 def test_without_redis_api_tokens_pass_the_throttle(dead_redis_app: App) -> None:
