@@ -162,3 +162,18 @@ def test_gunicorn_redirects_plain_http_and_sends_hsts(gunicorn: str) -> None:  #
     assert status == 200
     assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
     assert "Secure" in headers["Set-Cookie"]
+
+
+def test_the_web_health_check_passes_against_the_https_setup(gunicorn: str) -> None:  # noqa: F811
+    """The compose file's own health-check command, pointed at this gunicorn, exits 0."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    command = re.search(r"- >-\n((?:          .*\n)+)", compose)
+    assert command is not None, "the web health check's python command"
+    code = " ".join(line.strip() for line in command.group(1).splitlines())
+    assert "/healthz" in code
+    code = code.replace("http://localhost:8000", gunicorn)
+    env = {"PATH": "/usr/bin:/bin", "ALLOWED_HOSTS": "127.0.0.1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
