@@ -1,5 +1,9 @@
-"""A judgment that does not reach the server is kept and sent again, and stored once."""
+"""A judgment that does not reach the server is kept and sent again, and stored once.
 
+Run with SCREENSHOTS=1 to refresh docs/annotate-resend.png.
+"""
+
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +13,7 @@ from apps.batches.models import Batch
 from apps.judging.models import Judgment
 from apps.projects.models import Project
 from tests.conftest import prompt_line
-from tests.e2e.test_annotate_browser import WAIT_MS, current_assignment, log_in
+from tests.e2e.test_annotate_browser import DOCS, WAIT_MS, current_assignment, log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,6 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_a_judgment_that_did_not_arrive_is_sent_again_and_stored_once(
     live_server: Any,
     page: Any,
+    tmp_path: Any,
     project: Project,
     import_rows: Callable[..., Batch],
 ) -> None:
@@ -50,6 +55,9 @@ def test_a_judgment_that_did_not_arrive_is_sent_again_and_stored_once(
         timeout=WAIT_MS,
     )
     assert len(posts) == 2
+    target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.screenshot(path=str(target / "annotate-resend.png"))
     assert not Judgment.objects.filter(annotator__username="ann").exists()
 
     page.get_by_role("button", name="Send now").click()
