@@ -238,6 +238,9 @@ def test_it_starts_with_no_configuration_at_all() -> None:
         ),
         ("SECURE_COOKIES", "sometimes", "SECURE_COOKIES must be true or false"),
         ("DATABASE_URL", "mysql://db/annotate", "DATABASE_URL must start with postgres://"),
+        ("REDIS_TIMEOUT", "soon", "REDIS_TIMEOUT must be a number of seconds, not 'soon'"),
+        ("REDIS_TIMEOUT", "0", "REDIS_TIMEOUT must be at least 0.05"),
+        ("REDIS_RETRY_SECONDS", "-1", "REDIS_RETRY_SECONDS must be at least 0"),
     ],
 )
 def test_it_stops_start_up_on_a_bad_value(name: str, value: str, message: str) -> None:

@@ -5,8 +5,10 @@ cancels an import or deletes a batch that holds no judgments, from the admin and
 The worker itself (killed mid-import) is in tests/test_import_worker.py.
 """
 
+import contextlib
 import io
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +58,31 @@ def counts(batch: Batch) -> tuple[int, int, int]:
 
 def sent_for(sent: list[tuple[str, Any]], batch: Batch) -> int:
     return sent.count((TASK, [batch.pk]))
+
+
+@contextlib.contextmanager
+def storing_its_rows(batch: Batch) -> Iterator[None]:
+    """Holds the batch row's lock in another connection, as a run storing its rows does, for
+    the length of the block."""
+    locked, release = threading.Event(), threading.Event()
+
+    def storing() -> None:
+        try:
+            with transaction.atomic():
+                Batch.objects.select_for_update().get(pk=batch.pk)
+                locked.set()
+                release.wait(20)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=storing)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 # The sweep.
@@ -202,25 +229,8 @@ def test_the_sweep_leaves_an_import_that_is_storing_its_rows(project, bob, no_wo
         pytest.skip("row locks: PostgreSQL")
     batch = queued_import(project, bob)
     assert batch_import_claim(batch_id=batch.pk) == 1
-    locked, release = threading.Event(), threading.Event()
-
-    def storing() -> None:
-        try:
-            with transaction.atomic():
-                Batch.objects.select_for_update().get(pk=batch.pk)
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=storing)
-    thread.start()
-    try:
-        assert locked.wait(10)
+    with storing_its_rows(batch):
         assert batch_imports_sweep(later(settings)) == {"requeued": 0, "failed": 0, "resent": 0}
-    finally:
-        release.set()
-        thread.join()
     assert Batch.objects.get(pk=batch.pk).import_running
     assert batch_imports_sweep(later(settings))["requeued"] == 1
 
@@ -464,26 +474,9 @@ def test_an_import_storing_its_rows_is_neither_cancelled_nor_deleted(project, bo
         pytest.skip("row locks: PostgreSQL")
     batch = queued_import(project, bob)
     assert batch_import_claim(batch_id=batch.pk) == 1
-    locked, release = threading.Event(), threading.Event()
-
-    def storing() -> None:
-        try:
-            with transaction.atomic():
-                Batch.objects.select_for_update().get(pk=batch.pk)
-                locked.set()
-                release.wait(20)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=storing)
-    thread.start()
-    try:
-        assert locked.wait(10)
+    with storing_its_rows(batch):
         cancel = api(bob).post(f"/api/v1/batches/{batch.pk}/cancel/")
         delete = api(bob).delete(f"/api/v1/batches/{batch.pk}/")
-    finally:
-        release.set()
-        thread.join()
     for response, verb in ((cancel, "cancelled"), (delete, "deleted")):
         assert response.status_code == 409, response.content
         assert response.json()["detail"] == (

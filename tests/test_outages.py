@@ -511,23 +511,6 @@ def test_without_redis_a_large_projects_dashboard_says_its_figures_are_unavailab
         assert "cannot be computed now" in text
 
 
-@pytest.mark.parametrize(
-    ("name", "value", "message"),
-    [
-        ("REDIS_TIMEOUT", "soon", "REDIS_TIMEOUT must be a number of seconds, not 'soon'"),
-        ("REDIS_TIMEOUT", "0", "REDIS_TIMEOUT must be at least 0.05"),
-        ("REDIS_RETRY_SECONDS", "-1", "REDIS_RETRY_SECONDS must be at least 0"),
-    ],
-)
-def test_it_stops_start_up_on_a_bad_redis_timeout(name: str, value: str, message: str) -> None:
-    from tests.test_delivery import REAL_KEY, django_setup
-
-    result = django_setup(**{"DEBUG": "false", "SECRET_KEY": REAL_KEY, name: value})
-    assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
-    assert message in result.stderr
-
-
 # --- the broker gone, in this process -----------------------------------------------------
 
 
