@@ -53,11 +53,14 @@ def test_the_command_says_what_is_wrong(judged):
 @pytest.fixture
 def mixed(project, annotators, import_rows):
     """String prompts and a conversation (Parquet's prompt columns are then JSON text in trl and
-    kto), judged left, left, tie; no rankings (listwise: an empty file with its schema)."""
+    kto), judged A, A, tie (A wherever the queue showed it, so every comparison has a winner
+    whatever the sides drawn); no rankings (listwise: an empty file with its schema)."""
     conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]
     import_rows(prompt_line("s1", n=3), prompt_line("s2"), prompt_line("c1", prompt=conversation))
-    for user, choice in zip(annotators, ["left", "left", "tie"], strict=True):
+    for user, vote in zip(annotators, ["a", "a", "tie"], strict=True):
         while (lease := assignment_next(project=project, annotator=user)) is not None:
+            a_left = lease.left_id == lease.comparison.candidate_a_id
+            choice = vote if vote == "tie" else ("left" if a_left else "right")
             judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
     return project
 
