@@ -11,6 +11,8 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 
+from apps.judging.services import NEXT_REASONS
+
 # Ids are PostgreSQL bigints: whole numbers from 0 to 2**63 - 1.
 MAX_ID = 2**63 - 1
 ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
@@ -118,6 +120,31 @@ class JudgmentOut(serializers.Serializer):
     duration_ms = serializers.IntegerField(allow_null=True)
     idempotency_key = serializers.CharField()
     created_at = serializers.DateTimeField()
+
+
+NEXT_HELP = (
+    "Only with `?next=1`: your next assignment, as the next endpoint's 200 body; null when "
+    "there is none (`next_reason` says why)."
+)
+NEXT_REASON_HELP = (
+    "Only with `?next=1`: null when `next` is an assignment; `none_left` (what next answers "
+    "with 204), `blocked` (its 403: a cap, the gold rule, no longer a member) or "
+    "`unavailable` (the lease could not be taken just now: ask next)."
+)
+NEXT_DETAIL_HELP = "Only with `?next=1`: why `next` is null, for a person; null otherwise."
+
+
+class JudgmentNextOut(JudgmentOut):
+    """What a submit answers: the judgment, and with `?next=1` the next assignment."""
+
+    next = AssignmentOut(allow_null=True, required=False, help_text=NEXT_HELP)
+    next_reason = serializers.ChoiceField(
+        choices=NEXT_REASONS,
+        allow_null=True,
+        required=False,
+        help_text=NEXT_REASON_HELP,
+    )
+    next_detail = serializers.CharField(allow_null=True, required=False, help_text=NEXT_DETAIL_HELP)
 
 
 class UndoneOut(JudgmentOut):

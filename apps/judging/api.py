@@ -14,12 +14,15 @@ from annotate.api import int_param, is_whole, list_page, request_user
 from annotate.schema import (
     BATCH,
     CURSOR,
+    NEXT_DETAIL_HELP,
+    NEXT_HELP,
+    NEXT_REASON_HELP,
     PAGE_SIZE,
     AssignmentOut,
     ErrorOut,
     JudgmentConflictOut,
     JudgmentIn,
-    JudgmentOut,
+    JudgmentNextOut,
     JudgmentRow,
     UndoOut,
     page_of,
@@ -31,9 +34,11 @@ from apps.exports.selectors import Pseudonyms
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import (
+    NEXT_REASONS,
     IdempotencyConflict,
     JudgmentError,
     assignment_next,
+    assignment_next_after,
     assignment_skip,
     judgment_submit,
     judgment_undo,
@@ -77,6 +82,47 @@ class AssignmentNext(APIView):
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(assignment_payload(assignment))
+
+
+NEXT_VALUES = {"1": True, "true": True, "0": False, "false": False}
+NEXT_PARAMETER = OpenApiParameter(
+    "next",
+    {"type": "string", "enum": list(NEXT_VALUES)},
+    description=(
+        "`1` (or `true`): answer with your next assignment too, as the next endpoint would "
+        "give it, in `next` (null when there is none, `next_reason` and `next_detail` saying "
+        "why), taken once what you sent is stored. `0`, `false` or left out: no `next`."
+    ),
+    required=False,
+)
+
+
+def wants_next(request: Request) -> bool:
+    """The `next` query parameter: whether the answer should carry the next assignment; a 400
+    naming it for anything but 1, true, 0 or false. Read before anything is stored."""
+    value = request.query_params.get("next")
+    if value is None:
+        return False
+    if value not in NEXT_VALUES:
+        raise ValidationError(
+            {
+                "next": [
+                    "Use 1 or true to get your next assignment in the answer, 0 or false not to."
+                ]
+            }
+        )
+    return NEXT_VALUES[value]
+
+
+def next_fields(request: Request, assignment_id: int) -> dict[str, Any]:
+    """`next`, `next_reason` and `next_detail` for an answer that asked for them (see
+    assignment_next_after: the judgment or skip has committed; this cannot undo it)."""
+    after = assignment_next_after(assignment_id=assignment_id, annotator=request_user(request))
+    return {
+        "next": None if after.assignment is None else assignment_payload(after.assignment),
+        "next_reason": after.reason or None,
+        "next_detail": after.detail or None,
+    }
 
 
 JUDGMENT_FIELDS = (
@@ -172,12 +218,20 @@ class JudgmentCreate(APIView):
             "stopped by the gold rule): nothing is stored and the lease is released; 409 when "
             "it cannot be taken (judged, undone, a lapsed lease on a full comparison, a cap "
             "reached), or when the idempotency key was used with another answer: then "
-            "`judgment` is the one stored under it, which stands."
+            "`judgment` is the one stored under it, which stands.\n\n"
+            "With `?next=1` a 200 or 201 also carries your next assignment (`next`, as the "
+            "next endpoint's 200 body, or null with `next_reason`: `none_left` for its 204, "
+            "`blocked` for its 403, `unavailable` when the lease could not be taken; "
+            "`next_detail` says it in words): one request per judgment. The judgment is "
+            "stored first and stands whatever becomes of the next lease. A retry with the "
+            "same idempotency key gets your open lease again, the one the first answer "
+            "carried while it is unanswered. Refusals (4xx) carry no `next`."
         ),
+        parameters=[NEXT_PARAMETER],
         request=JudgmentIn,
         responses={
-            200: JudgmentOut,
-            201: JudgmentOut,
+            200: JudgmentNextOut,
+            201: JudgmentNextOut,
             400: ErrorOut,
             403: ErrorOut,
             404: ErrorOut,
@@ -185,6 +239,7 @@ class JudgmentCreate(APIView):
         },
     )
     def post(self, request: Request, assignment_id: int) -> Response:
+        with_next = wants_next(request)
         try:
             result = judgment_submit(
                 assignment_id=assignment_id,
@@ -196,9 +251,11 @@ class JudgmentCreate(APIView):
                 {"detail": str(exc), "judgment": judgment_payload(exc.judgment)},
                 status=status.HTTP_409_CONFLICT,
             )
+        body = judgment_payload(result.judgment)
+        if with_next:  # the judgment has committed: whatever happens next, it stands
+            body.update(next_fields(request, assignment_id))
         return Response(
-            judgment_payload(result.judgment),
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+            body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         )
 
 
@@ -215,6 +272,19 @@ class SkipSerializer(serializers.ModelSerializer):
         fields = ["id", "assignment", "comparison", "reason", "note", "created_at"]
 
 
+class SkipNextOut(SkipSerializer):
+    """What a skip answers: the skip, and with `?next=1` the next assignment (the schema's)."""
+
+    next = AssignmentOut(allow_null=True, required=False, help_text=NEXT_HELP)
+    next_reason = serializers.ChoiceField(
+        choices=NEXT_REASONS, allow_null=True, required=False, help_text=NEXT_REASON_HELP
+    )
+    next_detail = serializers.CharField(allow_null=True, required=False, help_text=NEXT_DETAIL_HELP)
+
+    class Meta(SkipSerializer.Meta):
+        fields = [*SkipSerializer.Meta.fields, "next", "next_reason", "next_detail"]
+
+
 class AssignmentSkip(APIView):
     """POST a skip of your assignment with a reason (one of the project's, or "other" + note)."""
 
@@ -224,12 +294,15 @@ class AssignmentSkip(APIView):
             "With one of the project's skip reasons, or `other` and a note. The comparison is "
             "never offered to you again. 201 skipped; 200 the same skip again; 403 when you "
             "may no longer work here (removed from the project, account deactivated, stopped "
-            "by the gold rule): nothing is stored and the lease is released; 409 if judged."
+            "by the gold rule): nothing is stored and the lease is released; 409 if judged. "
+            "With `?next=1` a 200 or 201 also carries your next assignment, as a judgment's "
+            "does (`next`, `next_reason`, `next_detail`)."
         ),
+        parameters=[NEXT_PARAMETER],
         request=SkipInput,
         responses={
-            200: SkipSerializer,
-            201: SkipSerializer,
+            200: SkipNextOut,
+            201: SkipNextOut,
             400: ErrorOut,
             403: ErrorOut,
             404: ErrorOut,
@@ -237,14 +310,17 @@ class AssignmentSkip(APIView):
         },
     )
     def post(self, request: Request, assignment_id: int) -> Response:
+        with_next = wants_next(request)
         data = SkipInput(data=request.data)
         data.is_valid(raise_exception=True)
         result = assignment_skip(
             assignment_id=assignment_id, annotator=request_user(request), **data.validated_data
         )
+        body = dict(SkipSerializer(result.skip).data)
+        if with_next:  # the skip has committed
+            body.update(next_fields(request, assignment_id))
         return Response(
-            SkipSerializer(result.skip).data,
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+            body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         )
 
 

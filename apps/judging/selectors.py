@@ -1,11 +1,14 @@
+import functools
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
+from django.db import connection
 from django.db.models import Count, F, Q
 
+from annotate.rows import columns, loaded_from_row
 from apps.batches.models import BatchStatus, Comparison
-from apps.judging.models import Judgment
-from apps.projects.models import Project
+from apps.judging.models import Assignment, Judgment
+from apps.projects.models import Membership, Project
 
 
 @dataclass(frozen=True)
@@ -114,3 +117,36 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
         cache.set(key, left, LEFT_CACHE_SECONDS)
     cap_left = None if project.annotator_cap is None else max(project.annotator_cap - total, 0)
     return AnnotatorProgress(today=today, total=total, left=left, cap_left=cap_left)
+
+
+def membership_for_assignment(*, user: User, assignment_id: int) -> Membership | None:
+    """The user's membership, with its project, in the project of one of their assignments, in
+    one query; None when the assignment is not theirs or they are no longer a member.
+
+    A submit or skip that asks for the next assignment (`?next=1`) knows the assignment, not
+    the project's slug; this stands for membership_for there, read after the judgment has
+    committed, so that its counters (caps, gold answers) include it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_membership_of_assignment_sql(), [assignment_id, user.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(Membership._meta.concrete_fields)
+    membership = loaded_from_row(Membership, row[:split])
+    membership.project = loaded_from_row(Project, row[split:])
+    return membership
+
+
+@functools.cache
+def _membership_of_assignment_sql() -> str:
+    quote = connection.ops.quote_name
+    # Only names from the models are formatted in; the values are bound.
+    return (
+        f"SELECT {', '.join(columns(Membership, 'm') + columns(Project, 'p'))} "  # noqa: S608
+        f"FROM {quote(Assignment._meta.db_table)} a "
+        f"JOIN {quote(Membership._meta.db_table)} m "
+        "ON m.project_id = a.project_id AND m.user_id = a.annotator_id "
+        f"JOIN {quote(Project._meta.db_table)} p ON p.id = m.project_id "
+        "WHERE a.id = %s AND a.annotator_id = %s"
+    )

@@ -7,6 +7,7 @@ changed only here, always under the comparison's row lock, and never exceeds pro
 """
 
 import json
+import logging
 import secrets
 from collections import Counter
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Case, Count, Exists, F, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
@@ -26,6 +27,7 @@ from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Promp
 from apps.judging import answers, queue_sql
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
+from apps.judging.selectors import membership_for_assignment
 from apps.projects.models import (
     AssignmentPolicy,
     Membership,
@@ -38,6 +40,8 @@ MAX_RATIONALE = answers.MAX_RATIONALE
 MAX_IDEMPOTENCY_KEY = 128
 MAX_DURATION_MS = 2**31 - 1
 RECLAIM_LIMIT = queue_sql.RECLAIM_LIMIT
+
+logger = logging.getLogger(__name__)
 
 
 class JudgmentError(Exception):
@@ -1102,6 +1106,64 @@ def _counts_after_vote(
             default=Value(False),
         )
     return update
+
+
+# Why a submit or skip that asked for the next assignment (`?next=1`) carries none.
+NEXT_NONE_LEFT = "none_left"  # what next answers with 204
+NEXT_BLOCKED = "blocked"  # what next answers with 403: a cap, the gold rule, removed
+NEXT_UNAVAILABLE = "unavailable"  # taking the lease failed; the judgment or skip stands
+NEXT_REASONS = (NEXT_NONE_LEFT, NEXT_BLOCKED, NEXT_UNAVAILABLE)
+_NEXT_DETAILS = {
+    NEXT_NONE_LEFT: "Nothing is left for you in this project.",
+    NEXT_UNAVAILABLE: (
+        "The next assignment could not be taken just now (what you sent is stored): ask for "
+        "it with POST /api/v1/projects/<slug>/assignments/next/."
+    ),
+}
+_NOT_A_MEMBER = "You are no longer a member of this project."
+
+
+@dataclass(frozen=True)
+class NextAfter:
+    """The next assignment a submit or skip asked for: `assignment`, or None and why
+    (`reason`, one of NEXT_REASONS, and `detail`, a sentence for a person)."""
+
+    assignment: Assignment | None
+    reason: str = ""
+    detail: str = ""
+
+
+def assignment_next_after(
+    *, assignment_id: int, annotator: User, now: datetime | None = None
+) -> NextAfter:
+    """The annotator's next assignment in the project of `assignment_id`, exactly as
+    assignment_next hands it out (their open lease, or a new one), for a submit or skip that
+    asked for it in the same request.
+
+    Called once the judgment or skip has committed, in transactions of its own: nothing here
+    can take it back. So a failure to take the lease (the database refusing or going away) is
+    reported as NEXT_UNAVAILABLE rather than raised, and the caller still answers that the
+    judgment was stored. A retry of the submission (same idempotency key) comes here again and
+    gets the open lease the first answer carried, if it is still unanswered: no second lease.
+    Queries: the membership with its project, then assignment_next's.
+    """
+    try:
+        membership = membership_for_assignment(user=annotator, assignment_id=assignment_id)
+        if membership is None:  # removed since (a retry of an earlier judgment)
+            return NextAfter(None, NEXT_BLOCKED, _NOT_A_MEMBER)
+        lease = assignment_next(
+            project=membership.project, annotator=annotator, membership=membership, now=now
+        )
+    except AnnotatorBlocked as exc:
+        return NextAfter(None, NEXT_BLOCKED, str(exc))
+    except DatabaseError:
+        logger.warning(
+            "next after assignment %s: could not take a lease", assignment_id, exc_info=True
+        )
+        return NextAfter(None, NEXT_UNAVAILABLE, _NEXT_DETAILS[NEXT_UNAVAILABLE])
+    if lease is None:
+        return NextAfter(None, NEXT_NONE_LEFT, _NEXT_DETAILS[NEXT_NONE_LEFT])
+    return NextAfter(lease)
 
 
 @dataclass(frozen=True)
