@@ -4,6 +4,7 @@
     .venv/bin/python bench/queue.py --n 1000000 --heavy
     .venv/bin/python bench/queue.py --both --heavy          # N=10k then N=1M, and their ratio
     .venv/bin/python bench/queue.py --n 1000000 --heavy --fill-others   # the heavy worst case
+    .venv/bin/python bench/queue.py --n 120000 --rounds 2   # two vs one request a judgment
 
 Creates a throwaway PostgreSQL database, migrates it, creates one project (overlap 3) and the
 annotators with DRF tokens, then seeds N comparisons (one per prompt, 2 candidates each) straight
@@ -12,8 +13,10 @@ already has 100,000 judgments (N/2 when N <= 100,000), on the comparisons with t
 with --fill-others every other comparison has one judgment too (by a member outside the run), so
 that those 100,000 are the head of the breadth-first order. It serves the app with gunicorn
 (DEBUG=false, REDIS_URL set), measures the floor (GET /api/v1/me/), then lets every annotator
-loop POST assignments/next/ and POST assignments/<id>/judgment/ over keep-alive connections,
-prints latencies, throughput and errors, and checks the queue's invariants in SQL.
+loop POST assignments/next/ and POST assignments/<id>/judgment/ over keep-alive connections
+(two requests a judgment), then POST assignments/<id>/judgment/?next=1, whose answer carries
+the next lease (one request a judgment; --mode picks one, --rounds alternates them), prints
+latencies, throughput and errors per mode, and checks the queue's invariants in SQL.
 """
 
 import sys
@@ -56,6 +59,18 @@ TARGET_NEXT_OVER_FLOOR = 3.0
 TARGET_HEAVY_OVER_FRESH = 1.5
 TARGET_LARGE_OVER_SMALL = 1.5
 TARGET_SEED_1M_SECONDS = 60.0
+# Label Studio at 100,000 tasks, C=32 (ANCHORS.md, measured again 2026-12-01), and the issue's
+# factor: at least 50x its throughput, and a next p99 at most 1/50 of its.
+LABEL_STUDIO_RATE_100K = 2.26  # annotations/s
+LABEL_STUDIO_NEXT_P99_100K = 12.9  # seconds
+TARGET_FACTOR = 50
+
+# The two ways an API client can loop: next then submit (two requests a judgment), or a submit
+# that asks for the next assignment (`?next=1`: one request a judgment, after the first next).
+MODES = {
+    "two": "two requests a judgment (next, then submit)",
+    "one": "one request a judgment (submit?next=1)",
+}
 
 ASSIGNMENT_COLUMNS = [
     "id",
@@ -407,6 +422,74 @@ def annotator_loop(port: int, token: str, measure_from: float, until: float, see
     return stats
 
 
+def combined_loop(port: int, token: str, measure_from: float, until: float, seed: int) -> Stats:
+    """One request a judgment: POST next once, then POST judgment/?next=1 again and again, each
+    answer carrying the next lease. Each submit-with-next's latency is kept in next_s: it is
+    what the annotator waits for between two comparisons. Any answer outside 2xx is an error, as
+    is a next_reason other than none_left (then the loop asks next again); none_left stops it."""
+    stats = Stats()
+    rng = random.Random(seed)
+    conn = Connection(port, token)
+    next_path = f"/api/v1/projects/{SLUG}/assignments/next/"
+    assignment_id: int | None = None
+    try:
+        while (started := time.monotonic()) < until:
+            measuring = started >= measure_from
+            if assignment_id is None:  # the first lease, or after an error
+                try:
+                    status, body = conn.request("POST", next_path, {})
+                except OSError as exc:
+                    stats.errors[f"next {exc.__class__.__name__}"] += 1
+                    time.sleep(0.05)
+                    continue
+                if status == 204:
+                    stats.exhausted += 1
+                    break
+                if not 200 <= status < 300:
+                    stats.errors[f"next {status}"] += 1
+                    time.sleep(0.05)
+                    continue
+                assignment_id = json.loads(body)["id"]
+                continue
+            payload = {
+                "choice": rng.choices(CHOICES, CHOICE_WEIGHTS)[0],
+                "idempotency_key": uuid.uuid4().hex,
+                "duration_ms": rng.randint(2_000, 90_000),
+            }
+            try:
+                status, body = conn.request(
+                    "POST", f"/api/v1/assignments/{assignment_id}/judgment/?next=1", payload
+                )
+            except OSError as exc:
+                stats.errors[f"submit {exc.__class__.__name__}"] += 1
+                stats.unknown += 1
+                assignment_id = None
+                continue
+            done = time.monotonic()
+            if measuring:
+                stats.next_s.append(done - started)
+            if not 200 <= status < 300 or status == 204:
+                stats.errors[f"submit {status}"] += 1
+                assignment_id = None
+                continue
+            stats.judged_total += 1
+            if measure_from <= done <= until:
+                stats.judged_in_window += 1
+            answer = json.loads(body)
+            following = answer.get("next")
+            if following is not None:
+                assignment_id = following["id"]
+            elif answer.get("next_reason") == "none_left":
+                stats.exhausted += 1
+                break
+            else:
+                stats.errors[f"submit next_reason {answer.get('next_reason')}"] += 1
+                assignment_id = None
+    finally:
+        conn.close()
+    return stats
+
+
 def run_threads(target: Any, jobs: list[tuple[Any, ...]]) -> list[Stats]:
     """Runs target(*job) in one thread per job; returns their Stats in the jobs' order."""
     results: list[Stats] = [Stats() for _ in jobs]
@@ -558,6 +641,35 @@ def explain_pick(env: dict[str, str], users: list[tuple[str, str]], policies: li
 # --- one run -----------------------------------------------------------------------------------
 
 
+MODE_ORDER = {"two": ["two"], "one": ["one"], "both": ["two", "one"]}
+
+
+@dataclass
+class Phase:
+    """One measured phase of the queue: one mode, every annotator, one window."""
+
+    mode: str
+    results: list[Stats]
+    window: float
+    busy: float  # the machine's share busy, 0..1
+    used: dict[str, float]  # CPU seconds per group
+    elapsed: float
+
+    def cores(self) -> dict[str, float]:
+        return {k: v / self.elapsed for k, v in self.used.items()}
+
+    def other(self) -> float:
+        return self.busy * (os.cpu_count() or 1) - sum(self.cores().values())
+
+    def cpu_line(self) -> str:
+        cores = self.cores()
+        return (
+            f"cores busy out of {os.cpu_count()}: {self.busy * (os.cpu_count() or 1):.2f} = "
+            f"gunicorn {cores['gunicorn']:.2f} + postgres {cores['postgres']:.2f} + client "
+            f"{cores['client']:.2f} + other {self.other():.2f}"
+        )
+
+
 @dataclass
 class RunResult:
     n: int
@@ -570,6 +682,8 @@ class RunResult:
     violations: list[str]
     seed_seconds: float
     rate: float
+    # Per mode ("two", "one"): judgments/s, next p50 and p99 (for "one", submit-with-next's).
+    modes: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def p(values: list[float], q: float) -> float:
@@ -663,7 +777,7 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
 
         try:
             server = common.Gunicorn(env, workers=args.workers, extra=["--no-control-socket"])
-            server.start()
+            server.start(wait=120)  # four workers importing Django on a busy 2-core machine
             print(
                 f"server: {server.description} on 127.0.0.1:{server.port}, DEBUG=false, "
                 "REDIS_URL set, PostgreSQL"
@@ -699,56 +813,82 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
                     "client": [os.getpid()],
                 }
 
+            phases = [mode for _ in range(args.rounds) for mode in MODE_ORDER[args.mode]]
             print(
-                f"queue: {len(tokens)} annotators loop next -> submit, {args.duration:.0f} s "
-                f"measured after {args.warmup:.0f} s warm-up"
+                f"queue: {len(tokens)} annotators; "
+                + ", then ".join(f"{mode}: {MODES[mode]}" for mode in MODE_ORDER[args.mode])
+                + (f"; {args.rounds} rounds, alternating" if args.rounds > 1 else "")
+                + f"; each phase {args.duration:.0f} s measured after {args.warmup:.0f} s "
+                "warm-up, on the same server and database"
             )
-            sys.stdout.flush()
-            start = time.monotonic() + 0.1
-            measure_from = start + args.warmup
-            until = measure_from + args.duration
-            meter.begin(groups())
-            port = server.port
-            jobs = [(port, t, measure_from, until, args.seed + i) for i, t in enumerate(tokens)]
-            results = run_threads(annotator_loop, jobs)
-            busy, used = meter.end(groups())
-            elapsed = time.monotonic() - start
-            window = min(args.duration, max(1e-9, time.monotonic() - measure_from))
+            runs: list[Phase] = []
+            for index, mode in enumerate(phases):
+                sys.stdout.flush()
+                start = time.monotonic() + 0.1
+                measure_from = start + args.warmup
+                until = measure_from + args.duration
+                meter.begin(groups())
+                port = server.port
+                jobs = [
+                    (port, t, measure_from, until, args.seed + 1000 * index + i)
+                    for i, t in enumerate(tokens)
+                ]
+                loop = annotator_loop if mode == "two" else combined_loop
+                results = run_threads(loop, jobs)
+                busy, used = meter.end(groups())
+                elapsed = time.monotonic() - start
+                window = min(args.duration, max(1e-9, time.monotonic() - measure_from))
+                phase = Phase(mode, results, window, busy, used, elapsed)
+                runs.append(phase)
+                everyone = merged(results)
+                print(
+                    f"  phase {index + 1}, {mode}: {everyone.judged_in_window / window:,.1f} "
+                    f"judgments/s; next p50 {ms(p(everyone.next_s, 50))}, p99 "
+                    f"{ms(p(everyone.next_s, 99))}; {phase.cpu_line()}"
+                )
             server.stop()
         finally:
             if server is not None:
                 server.stop()
 
-        fresh = merged(results[:-1] if heavy else results)
-        heavy_stats = results[-1] if heavy else Stats()
-        everyone = merged(results)
-        print(f"\nresults (N = {n:,}, {len(tokens)} annotators, {args.policy})")
-        print("  " + common.latency_line("next", fresh.next_s) + "   (fresh annotators)")
-        if heavy:
-            print(
-                "  "
-                + common.latency_line("next", heavy_stats.next_s)
-                + f"   (heavy annotator, {heavy_n:,} past judgments)"
-            )
-        print("  " + common.latency_line("submit", everyone.submit_s))
-        per_s = everyone.judged_in_window / window
-        print(
-            f"  judgments/s: {per_s:,.1f} ({everyone.judged_in_window:,} in the {window:.1f} s "
-            f"window; {everyone.judged_total:,} in all, warm-up included)"
-        )
+        everyone = merged([stats for phase in runs for stats in phase.results])
         errors = everyone.errors + floor.errors
+        print(f"\nresults (N = {n:,}, {len(tokens)} annotators, {args.policy})")
+        modes: dict[str, tuple[float, float, float]] = {}
+        for mode in MODE_ORDER[args.mode]:
+            mine = [phase for phase in runs if phase.mode == mode]
+            all_of = merged([stats for phase in mine for stats in phase.results])
+            fresh = merged(
+                [s for phase in mine for s in (phase.results[:-1] if heavy else phase.results)]
+            )
+            heavy_stats = merged([phase.results[-1] for phase in mine]) if heavy else Stats()
+            window = sum(phase.window for phase in mine)
+            per_s = all_of.judged_in_window / window
+            what = "next" if mode == "two" else "sub+next"
+            print(f"  {MODES[mode]}:")
+            print("    " + common.latency_line(what, fresh.next_s) + "   (fresh annotators)")
+            if heavy:
+                print(
+                    "    "
+                    + common.latency_line(what, heavy_stats.next_s)
+                    + f"   (heavy annotator, {heavy_n:,} past judgments)"
+                )
+            if mode == "two":
+                print("    " + common.latency_line("submit", all_of.submit_s))
+            print(
+                f"    judgments/s: {per_s:,.1f} ({all_of.judged_in_window:,} in "
+                f"{window:.1f} s of window; {all_of.judged_total:,} in all, warm-up included)"
+            )
+            if all_of.exhausted:
+                print(f"    annotators who ran out of work: {all_of.exhausted}")
+            modes[mode] = (per_s, p(fresh.next_s, 50), p(fresh.next_s, 99))
+            if mode == "two" or "two" not in MODE_ORDER[args.mode]:
+                main_fresh, main_heavy = fresh, heavy_stats
+        if len(modes) == 2:
+            gain = modes["one"][0] / modes["two"][0]
+            print(f"  judgments/s, one request a judgment / two: {gain:.2f}x")
         print(f"  errors: {', '.join(f'{k}: {v}' for k, v in sorted(errors.items())) or 'none'}")
-        if everyone.exhausted:
-            print(f"  annotators who ran out of work (204): {everyone.exhausted}")
-        cores = {k: v / elapsed for k, v in used.items()}
-        machine = busy * (os.cpu_count() or 1)
-        other = machine - sum(cores.values())
-        print(
-            f"  cpu, cores busy out of {os.cpu_count()}: machine {machine:.2f} = gunicorn "
-            f"{cores['gunicorn']:.2f} + postgres {cores['postgres']:.2f} + client "
-            f"{cores['client']:.2f} + other {other:.2f}"
-        )
-        if other > 0.25:
+        if any(phase.other() > 0.25 for phase in runs):
             print("  WARNING: other processes used the CPU during the run; figures are noisy")
 
         print("\ninvariants (SQL, after the run)")
@@ -768,14 +908,15 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
     result = RunResult(
         n=n,
         floor_p50=p(floor.floor_s, 50),
-        next_p50=p(fresh.next_s, 50),
-        next_p99=p(fresh.next_s, 99),
-        heavy_next_p99=p(heavy_stats.next_s, 99) if heavy else float("nan"),
+        next_p50=p(main_fresh.next_s, 50),
+        next_p99=p(main_fresh.next_s, 99),
+        heavy_next_p99=p(main_heavy.next_s, 99) if heavy else float("nan"),
         errors=sum(errors.values()),
         over_assignments=over,
         violations=violations,
         seed_seconds=seeded.seconds,
         rate=rate,
+        modes=modes,
     )
     print_targets(result, args)
     return result
@@ -806,6 +947,17 @@ def print_targets(r: RunResult, args: argparse.Namespace) -> None:
         )
     else:
         print("  heavy next p99 / fresh next p99: not measured (add --heavy)")
+    rate_target = TARGET_FACTOR * LABEL_STUDIO_RATE_100K
+    p99_target = LABEL_STUDIO_NEXT_P99_100K / TARGET_FACTOR
+    for mode, (rate, _, p99) in r.modes.items():
+        what = "next" if mode == "two" else "submit-with-next"
+        print(
+            f"  {MODES[mode]}: {rate:,.1f} judgments/s = {rate / LABEL_STUDIO_RATE_100K:.1f}x "
+            f"Label Studio's {LABEL_STUDIO_RATE_100K} at 100k (target >= {TARGET_FACTOR}x, "
+            f"{rate_target:.0f}/s): {verdict(rate >= rate_target)}; {what} p99 {ms(p99)} = "
+            f"1/{LABEL_STUDIO_NEXT_P99_100K / p99:.0f} of its {LABEL_STUDIO_NEXT_P99_100K:g} s "
+            f"(target <= {ms(p99_target)}): {verdict(p99 <= p99_target)}"
+        )
     print(f"  errors: {r.errors} (target 0): {verdict(r.errors == 0)}")
     print(
         f"  over-assignments: {r.over_assignments} (target 0): {verdict(r.over_assignments == 0)}"
@@ -827,6 +979,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--annotators", type=int, default=32, help="concurrent, heavy included")
     parser.add_argument("--duration", type=float, default=30, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=3, help="seconds before measuring")
+    parser.add_argument(
+        "--mode",
+        choices=list(MODE_ORDER),
+        default="both",
+        help="two: next then submit; one: submit?next=1; both (default): two, then one, on "
+        "the same server and database",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the modes, alternating (default 1)"
+    )
     parser.add_argument("--floor-seconds", type=float, default=5, help="seconds of GET /me/")
     parser.add_argument("--workers", type=int, default=4, choices=(2, 3, 4), help="gunicorn sync")
     parser.add_argument("--policy", default="breadth_first", choices=POLICIES)
@@ -864,6 +1026,7 @@ def main() -> int:
     args = parse_args()
     common.bound_runtime(args.timeout)
     common.print_machine()
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     sizes = [10_000, 1_000_000] if args.both else [args.n]
     try:
         results = [run_one(n, args) for n in sizes]
@@ -878,6 +1041,7 @@ def main() -> int:
             f"{ratio:.2f}x (target <= {TARGET_LARGE_OVER_SMALL:g}x): "
             f"{verdict(ratio <= TARGET_LARGE_OVER_SMALL)}"
         )
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 1 if any(r.violations for r in results) else 0
 
 
