@@ -365,3 +365,24 @@ def test_many_threads_submitting_with_next_never_over_assign_lose_or_double(
     assert set(acknowledged) == set(Judgment.objects.values_list("pk", "comparison_id"))
     assert not Assignment.objects.filter(status=AssignmentStatus.OPEN).exists()
     assert reasons["none_left"] <= len(users) and reasons["None"] == 180 - reasons["none_left"]
+
+
+def test_a_ranking_with_next_answers_with_the_next_listwise_lease(
+    api, project, annotators, import_rows
+):
+    """A ranking takes the ORM path on PostgreSQL too; the next lease shows every response."""
+    project.scheme = "listwise"
+    project.full_clean()
+    project.save()
+    import_rows(prompt_line("r-1", n=4), prompt_line("r-2", n=3))
+    client = api(annotators[0])
+    lease = client.post(NEXT).json()
+    ranking = [c["id"] for c in lease["candidates"]]
+    response = client.post(judge_url(lease["id"]), {"ranking": ranking}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["ranking"] == [[external] for external in ranking]
+    following = body["next"]
+    assert following["comparison"] != lease["comparison"]
+    assert len(following["candidates"]) == 7 - len(ranking)
+    assert client.post(NEXT).json() == following
