@@ -104,13 +104,8 @@ def wants_next(request: Request) -> bool:
     if value is None:
         return False
     if value not in NEXT_VALUES:
-        raise ValidationError(
-            {
-                "next": [
-                    "Use 1 or true to get your next assignment in the answer, 0 or false not to."
-                ]
-            }
-        )
+        message = "Use 1 or true to get your next assignment in the answer, 0 or false not to."
+        raise ValidationError({"next": [message]})
     return NEXT_VALUES[value]
 
 
