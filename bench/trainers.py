@@ -34,9 +34,10 @@ A script, not a test: it prints a table of what happened, and fails on no cell.
    `DPOTrainer`, `RewardTrainer` (a sequence classifier, `num_labels=1`) and `KTOTrainer` for
    `max_steps=2` (batch 2, CPU, `report_to=[]`, in a temporary folder). The `arena` file goes
    through FastChat's own command for a clean battle file,
-   `python -m fastchat.serve.monitor.elo_analysis --clean-battle-file FILE` (the file is the
-   export's rows as one JSON array, the clean battle file's form). Formats no trainer reads
-   (`openai`, `judgments`, `listwise`) are only loaded with `datasets`.
+   `python -m fastchat.serve.monitor.elo_analysis --clean-battle-file FILE`: the `json` file
+   (`manage.py export --lines false`, where the app has it) as it is, the JSON Lines and Parquet
+   ones' rows written unchanged as one JSON array, the clean battle file's form. Formats no
+   trainer reads (`openai`, `judgments`, `listwise`) are only loaded with `datasets`.
 
 It prints the machine and the packages, then one line per cell: project, format (with its
 variant), file format, trainer, and `ok` with what it computed, or the exception's type and
@@ -115,6 +116,10 @@ ONLY_SCHEMES: dict[str, tuple[str, ...]] = {
     "listwise": ("listwise",),
 }
 NO_EXPORT = ("card",)  # Markdown: not a data file
+# `--file-formats json`: one JSON array (`manage.py export --lines false`, where the app has it),
+# for these formats only.
+JSON_ARRAY = "json"
+ARRAY_FORMATS = ("arena",)
 
 
 class TrainersError(common.BenchError):
@@ -338,6 +343,10 @@ def plan_exports(
     for name in chosen:
         if name not in available:
             notes.append(f"format {name!r} is not one of the app's: {', '.join(available)}")
+    option = discovered["options"].get("lines")
+    lines = option["flag"] if option and "false" in (option["choices"] or ()) else None
+    if JSON_ARRAY in file_formats and lines is None:
+        notes.append("`manage.py export` has no --lines false: no JSON array file")
     exports: list[Export] = []
     for project in projects:
         for name in chosen:
@@ -367,6 +376,14 @@ def plan_exports(
                 ]
             for label, arguments in variants:
                 for file_format in file_formats:
+                    if file_format == JSON_ARRAY:
+                        # One JSON array (`lines=false`), where the app writes one: the form
+                        # of FastChat's clean battle file, given to it as it is.
+                        if name not in ARRAY_FORMATS or lines is None:
+                            continue
+                        written = [lines, "false", "--file-format", "jsonl"]
+                    else:
+                        written = ["--file-format", file_format]
                     stem = "-".join(
                         part
                         for part in (
@@ -390,8 +407,7 @@ def plan_exports(
                                 "--format",
                                 name,
                                 *arguments,
-                                "--file-format",
-                                file_format,
+                                *written,
                                 "-o",
                                 str(path),
                             ],
@@ -582,7 +598,11 @@ def main() -> int:
     parser.add_argument("--app-root", type=Path, default=HERE.parent, help="the app's checkout")
     parser.add_argument("--app-python", help="its python (default <app-root>/.venv/bin/python)")
     parser.add_argument("--formats", help="comma-separated (default: every format of the app)")
-    parser.add_argument("--file-formats", default="jsonl,parquet", help="jsonl,parquet")
+    parser.add_argument(
+        "--file-formats",
+        default="jsonl,parquet,json",
+        help="jsonl, parquet, json (a JSON array, arena only, where the app writes one)",
+    )
     parser.add_argument(
         "--vary",
         default="prompt_form",

@@ -236,10 +236,15 @@ def train(trainer_name: str, dataset: Any, tokenizer: Any, models: dict[str, str
 
 
 def elo(path: str, file_format: str, folder: Path, python: str) -> tuple[str, int]:
-    """FastChat's own command for a clean battle file (a JSON array of battles)."""
-    rows = read_rows(path)
-    battles = folder / (Path(path).stem + "-battles.json")
-    battles.write_text(json.dumps(rows, ensure_ascii=False))
+    """FastChat's own command for a clean battle file (a JSON array of battles): a JSON Lines
+    or Parquet export's rows are written as one, unchanged."""
+    if file_format == "json":  # the export is a JSON array already: FastChat reads it as it is
+        battles = Path(path)
+        rows = json.loads(battles.read_text(encoding="utf-8"))
+    else:
+        rows = read_rows(path)
+        battles = folder / (Path(path).stem + "-battles.json")
+        battles.write_text(json.dumps(rows, ensure_ascii=False))
     result = subprocess.run(
         [
             python,
