@@ -659,6 +659,7 @@ def main() -> int:
         app = App(root=app_root, python=app_python, env=env)
         print("the demo data", flush=True)
         timings = []
+        outcome: Any = None
         for name, action in (
             ("migrate", lambda: app.must(["migrate", "--noinput", "-v", "0"])),
             ("demo", lambda: app.must(["demo", "--quiet"])),
@@ -667,7 +668,7 @@ def main() -> int:
             step = time.perf_counter()
             outcome = action()
             timings.append(f"{name} {time.perf_counter() - step:.1f} s")
-        projects = outcome
+        projects: list[dict[str, Any]] = outcome
         print(f"  {'PostgreSQL' if args.postgres else 'SQLite'}: {', '.join(timings)}")
         for project in projects:
             print(
@@ -715,10 +716,10 @@ def main() -> int:
         )
         setup = versions.get("setup")
         if setup:
-            failed = f"; {setup['error']}" if setup["error"] else ""
+            error = f"; {setup['error']}" if setup["error"] else ""
             print(
                 f"  tokenizer ({setup['vocabulary']} tokens, trained on the exports' texts) and "
-                f"models built in {setup['seconds']:.1f} s{failed}"
+                f"models built in {setup['seconds']:.1f} s{error}"
             )
         print(f"  ran in {worker_seconds:.1f} s")
 
