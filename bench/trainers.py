@@ -236,7 +236,12 @@ def judge(project):
             kwargs = {"assignment_id": lease.pk, "annotator": user, "duration_ms": 4000}
             if listwise:
                 shown = [c.external_id for c in lease.shown]
-                score = {c: truth.random() + rng.gauss(0, 0.25) for c in shown}
+                # Each response's hidden worth is its own, whatever order it was shown in.
+                score = {
+                    c: random.Random(f"{project.slug}:{lease.comparison_id}:{c}").random()
+                    + rng.gauss(0, 0.25)
+                    for c in sorted(shown)
+                }
                 ranking = [[c] for c in sorted(shown, key=lambda c: -score[c])]
                 if project.allow_tie and len(ranking) > 2 and rng.random() < 0.25:
                     ranking = [ranking[0] + ranking[1], *ranking[2:]]

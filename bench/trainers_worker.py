@@ -341,6 +341,7 @@ def main() -> int:
         rows = None
         try:
             if cell["trainer"] == "fastchat-elo":
+                rows = len(read_rows(cell["path"])) if cell["file_format"] != "json" else None
                 result, rows = elo(cell["path"], cell["file_format"], work, sys.executable)
             else:
                 dataset = load(cell["path"], cell["file_format"])
