@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, reset_queries, transaction
 from django.db.models import F, ProtectedError, Q, QuerySet
 from django.utils import timezone
 
@@ -109,6 +109,13 @@ CHECK_CHUNK = 2000  # prompts checked against the project's ids (one query) and 
 STORE_CHUNK_ROWS = 2000  # about this many rows (prompts + candidates + comparisons) a write
 
 
+def _forget_queries() -> None:
+    """With DEBUG on, Django logs every query's SQL (up to 9,000 of them): an import would keep
+    megabytes of it. Left alone while a test captures the queries (force_debug_cursor)."""
+    if not connection.force_debug_cursor:
+        reset_queries()
+
+
 def _reopenable(source: IO[bytes]) -> Callable[[], IO[bytes]]:
     """A function that gives the file from its start, for each pass. A stream that cannot seek
     is copied to a temporary file first (on disk past a few megabytes)."""
@@ -181,6 +188,7 @@ def _check_file(
     existing: list[LineError] = []
     existing_count = 0
     for chunk in _chunks(prompts, CHECK_CHUNK):
+        _forget_queries()
         if prompts.failed:
             continue  # the file is refused: only its errors are wanted now
         found = _existing_id_errors(project, chunk)
@@ -649,6 +657,7 @@ def _batch_store(
 
     def flush() -> None:
         nonlocal stored, pending_rows
+        _forget_queries()
         stored += writer.write(pending)
         pending.clear()
         pending_rows = 0
