@@ -130,7 +130,9 @@ def bench_background(
         text=True,
     )
     reader = threading.Thread(
-        target=lambda: samples.extend(json.loads(line) for line in poller.stdout or [])
+        target=lambda: samples.extend(
+            json.loads(line) for line in poller.stdout or [] if line.startswith("[")
+        )
     )
     reader.start()
     time.sleep(3)  # the poller's start-up: it samples from before the upload
@@ -145,7 +147,8 @@ def bench_background(
         raise common.BenchError(
             f"the upload failed ({upload.returncode}):\n{upload.stderr[-4000:]}"
         )
-    batch_id = int(upload.stdout.split()[1])
+    said = [line for line in upload.stdout.splitlines() if line.startswith("Batch ")]
+    batch_id = int(said[-1].split()[1])
     task = common.run_measured(
         [
             common.PYTHON,
@@ -164,7 +167,8 @@ def bench_background(
     except subprocess.TimeoutExpired:
         poller.kill()
     reader.join()
-    if task.returncode != 0 or task.stdout.strip() != "active":
+    said = (task.stdout.strip().splitlines() or [""])[-1]
+    if task.returncode != 0 or said != "active":
         raise common.BenchError(
             f"the import ended {task.stdout.strip()!r} ({task.returncode}):\n{task.stderr[-4000:]}"
         )

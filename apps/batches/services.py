@@ -105,7 +105,9 @@ def batch_import(
 # Two passes rather than one transaction that stops at the first bad line: the check then runs
 # without the batch row's lock (a cancel still works while it runs, and the rows' locks are held
 # only while rows are written), and a bad file costs a read, not rows written and rolled back.
-CHECK_CHUNK = 2000  # prompts checked against the project's ids (one query) and rendered at once
+# Prompts checked against the project's ids (one query) and rendered at once; then the progress
+# (and heartbeat) is written.
+CHECK_CHUNK = 200
 STORE_CHUNK_ROWS = 2000  # about this many rows (prompts + candidates + comparisons) a write
 
 
@@ -153,17 +155,12 @@ class _Totals:
         return self.prompts + self.candidates + self.comparisons
 
 
-def _prompt_stream(
-    project: Project,
-    stream: IO[bytes] | Iterable[bytes],
-    progress: Callable[[int], None] | None = None,
-) -> PromptStream:
+def _prompt_stream(project: Project, stream: IO[bytes] | Iterable[bytes]) -> PromptStream:
     listwise = project.scheme == Scheme.LISTWISE
     return PromptStream(
         stream,
         max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
         max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
-        progress=progress,
         extra_check=_listwise_problem if listwise else None,
     )
 
@@ -182,7 +179,9 @@ def _check_file(
     """The first pass: checks the whole file and renders its texts; returns what it holds, or
     raises ImportFormatError with every error (the file's own, then the project's rules, then
     ids already in the project: as each is found only when there is none of the one before)."""
-    prompts = _prompt_stream(project, stream, progress)
+    # Progress is the lines whose prompts were checked and rendered, reported after each chunk
+    # (rendering is most of the work: lines read ahead of it are not done).
+    prompts = _prompt_stream(project, stream)
     totals = _Totals(project.scheme == Scheme.LISTWISE)
     limit = settings.IMPORT_MAX_REPORTED_ERRORS
     existing: list[LineError] = []
@@ -190,6 +189,8 @@ def _check_file(
     for chunk in _chunks(prompts, CHECK_CHUNK):
         _forget_queries()
         if prompts.failed:
+            if progress is not None:
+                progress(prompts.lines)
             continue  # the file is refused: only its errors are wanted now
         found = _existing_id_errors(project, chunk)
         existing_count += len(found)
@@ -198,6 +199,8 @@ def _check_file(
             totals.add(prompt)
         if not existing_count:
             _render(chunk)
+        if progress is not None:
+            progress(prompts.lines)
     prompts.raise_errors()
     if existing_count:
         raise ImportFormatError(existing, total=existing_count)
@@ -861,8 +864,9 @@ class _CopyWriter(_RowWriter):
         candidate_ids = self._ids(Candidate, sum(len(p.candidates) for p in prompts))
         rank = self.rank.getrandbits
         written = 0
-        with connection.cursor() as cursor:
-            raw = cursor.cursor  # psycopg's own cursor, for COPY
+        # psycopg's own cursor, for COPY; its errors become Django's (IntegrityError...).
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            raw = cursor.cursor
             with raw.copy(_copy_sql(Prompt, self.prompt_columns)) as copy:
                 fixed = self.prompt_fixed
                 for pk, p in zip(prompt_ids, prompts, strict=True):
