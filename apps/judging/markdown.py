@@ -17,6 +17,7 @@ allow-list keeps a `class` only where its every name is one we emit: token names
 `language-<name>` on `code`. Anything else a response writes is text, or is dropped.
 """
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
+from pygments.lexer import Lexer
 from pygments.lexers import get_lexer_by_name
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
@@ -51,11 +53,20 @@ def highlight_code(code: str, language: str, attrs: str = "") -> str:
     """
     if not language or len(code) > MAX_HIGHLIGHT_CHARS:
         return ""
-    try:
-        lexer = get_lexer_by_name(language)
-    except ClassNotFound:
+    lexer = _lexer(language)
+    if lexer is None:
         return ""
     return highlight(code, lexer, _formatter)
+
+
+@functools.lru_cache(maxsize=256)
+def _lexer(language: str) -> Lexer | None:
+    """The lexer of a language name, made once: get_lexer_by_name looks through every lexer
+    Pygments has (about a millisecond), and a lexer holds no state between texts."""
+    try:
+        return get_lexer_by_name(language)
+    except ClassNotFound:
+        return None
 
 
 _markdown = MarkdownIt(
