@@ -266,6 +266,7 @@ def _batch_import_enqueue(
         size = lines = index = 0
         last = b""
         while block := source.read(SOURCE_PART_BYTES):
+            _forget_queries()
             BatchSourcePart.objects.create(source=stored, index=index, data=block)
             size += len(block)
             lines += block.count(b"\n")
@@ -819,6 +820,9 @@ class _CopyWriter(_RowWriter):
         # The queue's random order within a level: not a secret, only a spread.
         self.rank = random.Random(secrets.randbits(64))  # noqa: S311
         with connection.cursor() as cursor:
+            # Check the rows' foreign keys as each COPY ends, not all at once at the commit: the
+            # same work, but done while the progress bar counts the rows, and not after it.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             # The project (PROTECT) and the batch must outlive this transaction: hold them.
             cursor.execute(
                 f"SELECT 1 FROM {Project._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
