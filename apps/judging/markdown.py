@@ -195,11 +195,11 @@ def as_written(text: str, because: str) -> str:
 # control characters, any whitespace but the space and the newline, a line that starts or ends
 # with a space (indented code, a hard break), a line that starts with a number and `.` or `)`
 # (an ordered list), and blank lines at either end.
-_NOT_PLAIN = re.compile(
-    r"[#$%&*+\-<=>@\[\\\]^_`{|}~\x00-\x09\x0b-\x1f\x7f-\x9f]|[^\S \n]"
-    r"|^ | $|^\d+[.)]|\A\n|\n\Z",
-    re.MULTILINE,
+_NOT_PLAIN = frozenset("#$%&*+-<=>@[\\]^_`{|}~").union(
+    map(chr, [*range(0x00, 0x0A), *range(0x0B, 0x20), *range(0x7F, 0xA0)])
 )
+_LIST_NUMBER = re.compile(r"\n\d+[.)]")  # after a newline (a literal: a fast scan)
+_NUMBER_FIRST = re.compile(r"\d+[.)]")
 _BLANK_LINES = re.compile(r"\n{2,}")
 # Longer texts take the full path (where the bounds on lines and punctuation are counted).
 FAST_MAX_CHARS = 10_000
@@ -207,11 +207,23 @@ FAST_MAX_CHARS = 10_000
 
 def plain_html(text: str) -> str | None:
     """The HTML of a plain-prose text (see _NOT_PLAIN), or None for any other text."""
-    if not text or len(text) > FAST_MAX_CHARS or _NOT_PLAIN.search(text):
+    if (
+        not text
+        or len(text) > FAST_MAX_CHARS
+        or text[0] in " \n"
+        or text[-1] in " \n"
+        or "\n " in text
+        or " \n" in text
+        or _NUMBER_FIRST.match(text)
+        or _LIST_NUMBER.search(text)
+    ):
+        return None
+    chars = set(text)
+    if not chars.isdisjoint(_NOT_PLAIN) or any(c.isspace() and c not in " \n" for c in chars):
         return None
     return "".join(
         f"<p>{paragraph.replace(chr(10), '<br>' + chr(10))}</p>\n"
-        for paragraph in _BLANK_LINES.split(text)
+        for paragraph in (_BLANK_LINES.split(text) if "\n\n\n" in text else text.split("\n\n"))
     )
 
 
