@@ -107,7 +107,7 @@ def batch_import(
 # only while rows are written), and a bad file costs a read, not rows written and rolled back.
 # Prompts checked against the project's ids (one query) and rendered at once; then the progress
 # (and heartbeat) is written.
-CHECK_CHUNK = 200
+CHECK_CHUNK = 100
 STORE_CHUNK_ROWS = 2000  # about this many rows (prompts + candidates + comparisons) a write
 
 
