@@ -1,10 +1,22 @@
-"""How fast `manage.py import_batch` stores a JSON Lines file, and how much memory it takes.
+"""How fast the app imports a JSON Lines file, how much memory it takes, and its progress bar.
 
-    .venv/bin/python bench/import_rate.py [--prompts 10000] [--candidates 4] [--sqlite]
+    .venv/bin/python bench/import_rate.py [--comparisons 1000000 | --prompts 10000]
+        [--candidates 4] [--mode background|foreground|both] [--sqlite] [--redis-url URL]
 
 Builds the file, creates a throwaway PostgreSQL database (annotate_bench_<pid>), migrates it,
-creates a project, and times the import command in a subprocess. Prints the machine and the
-figures; drops the database at the end (also on error or --timeout).
+creates a project, and times the import in subprocesses. Prints the machine (and its load
+average before and after) and the figures; drops the database at the end (also on error or
+--timeout).
+
+- background (the real path of a large upload): `manage.py import_batch --background` stores
+  the file in the database and queues the task (on a queue of its own, which no worker reads);
+  then the task's body (`apps.batches.tasks.batch_import_task`) runs in a subprocess of its own,
+  as a worker runs it, while a third process samples the batch's progress as the admin reads it
+  (`batch_import_progress`) every half second. Its wall time runs from the upload's start to
+  the batch's end; the peak RSS is each process's own.
+- foreground: `manage.py import_batch` (no progress to see: the batch is stored as a whole).
+
+Files past IMPORT_MAX_BYTES (256 MiB) are let through by raising it for the bench's processes.
 """
 
 import sys
@@ -16,17 +28,31 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
-from math import comb  # noqa: E402
+from math import ceil, comb  # noqa: E402
+from typing import Any  # noqa: E402
 
 import common  # noqa: E402
 import psycopg  # noqa: E402
 
 
-def count_rows(database: str) -> dict[str, int]:
-    tables = ("batches_prompt", "batches_candidate", "batches_comparison")
-    queries = {table: f"SELECT count(*) FROM {table}" for table in tables}  # noqa: S608
+def count_rows(database: str, slug: str) -> dict[str, int]:
+    # slug is one of this script's own two: no parameter binding needed (and sqlite3 and
+    # psycopg would spell it differently).
+    assert slug in ("bench-import", "bench-import-fg")
+    project = f"(SELECT id FROM projects_project WHERE slug = '{slug}')"  # noqa: S608
+    queries = {
+        "batches_prompt": f"SELECT count(*) FROM batches_prompt WHERE project_id = {project}",  # noqa: S608
+        "batches_candidate": "SELECT count(*) FROM batches_candidate c JOIN batches_prompt p "  # noqa: S608
+        f"ON p.id = c.prompt_id WHERE p.project_id = {project}",
+        "batches_comparison": "SELECT count(*) FROM batches_comparison "  # noqa: S608
+        f"WHERE project_id = {project}",
+    }
     if database.startswith("sqlite:///"):
         import sqlite3
 
@@ -44,23 +70,13 @@ def database_size(database: str) -> int:
         return int(row[0]) if row else 0
 
 
-def bench_backend(
-    label: str, database: str, path: Path, prompts: int, candidates: int, timeout: float
-) -> None:
-    env = common.app_env(database)
-    migrate_s = common.migrate(env)
-    common.setup_project(env, "bench-import", overlap=3)
-    startup = common.run_measured(
-        [common.PYTHON, common.MANAGE, "shell", "-c", "pass"], env, timeout
-    ).seconds
-    size_before = database_size(database)
-    idle = common.machine_busy_now(1.0)
-    run = common.run_measured(
-        [common.PYTHON, common.MANAGE, "import_batch", "bench-import", str(path)], env, timeout
-    )
-    if run.returncode != 0:
-        raise common.BenchError(f"import_batch failed ({run.returncode}):\n{run.stderr[-4000:]}")
-    rows = count_rows(database)
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min; {os.cpu_count()} cores)"
+
+
+def check_rows(database: str, slug: str, prompts: int, candidates: int) -> dict[str, int]:
+    rows = count_rows(database, slug)
     expected = {
         "batches_prompt": prompts,
         "batches_candidate": prompts * candidates,
@@ -68,21 +84,177 @@ def bench_backend(
     }
     if rows != expected:
         raise common.BenchError(f"stored {rows}, expected {expected}")
-    grown = database_size(database) - size_before
-    seconds = run.seconds
-    total_rows = sum(rows.values()) + 1  # and the batch
-    n_prompts, n_candidates, n_comparisons = expected.values()
-    print(f"\n{label} (migrate took {migrate_s:.1f} s)")
-    print("  command:        manage.py import_batch (a subprocess, timed from spawn to exit)")
-    print(f"  wall time:      {seconds:.2f} s (Django start-up alone: {startup:.2f} s)")
+    return rows
+
+
+def print_rates(seconds: float, rows: dict[str, int]) -> None:
+    n_prompts, n_candidates, n_comparisons = rows.values()
+    total_rows = n_prompts + n_candidates + n_comparisons + 1  # and the batch
+    tasks, ls_seconds = common.LABEL_STUDIO_IMPORT
+    ls_rate = tasks / ls_seconds
     print(f"  prompts/s:      {n_prompts / seconds:,.0f}  ({n_prompts:,})")
     print(f"  candidates/s:   {n_candidates / seconds:,.0f}  ({n_candidates:,})")
-    print(f"  comparisons/s:  {n_comparisons / seconds:,.0f}  ({n_comparisons:,})")
+    print(
+        f"  comparisons/s:  {n_comparisons / seconds:,.0f}  ({n_comparisons:,}); "
+        f"{n_comparisons / seconds / ls_rate:.1f}x {common.LABEL_STUDIO}'s {ls_rate:,.0f} tasks/s"
+    )
     print(f"  rows/s total:   {total_rows / seconds:,.0f}  ({total_rows:,} rows)")
+
+
+POLLER = """
+import json, sys, time
+from apps.batches.models import Batch
+from apps.batches.services import batch_import_progress
+started = time.time()
+while True:
+    batch = Batch.objects.filter(project__slug="bench-import").order_by("-id").first()
+    if batch is not None:
+        p = batch_import_progress(batch)
+        print(json.dumps([round(time.time() - started, 2), p["percent"], p["phase"], p["done"],
+                          p["total"], batch.status]), flush=True)
+        if batch.status != "importing":
+            break
+    time.sleep(0.5)
+"""
+
+
+def bench_background(
+    label: str, database: str, path: Path, prompts: int, candidates: int, timeout: float, env: dict
+) -> None:
+    samples: list[list[Any]] = []
+    poller = subprocess.Popen(
+        [common.PYTHON, common.MANAGE, "shell", "-c", POLLER],
+        cwd=common.REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    reader = threading.Thread(
+        target=lambda: samples.extend(
+            json.loads(line) for line in poller.stdout or [] if line.startswith("[")
+        )
+    )
+    reader.start()
+    time.sleep(3)  # the poller's start-up: it samples from before the upload
+    started = time.perf_counter()
+    upload = common.run_measured(
+        [common.PYTHON, common.MANAGE, "import_batch", "--background", "bench-import", str(path)],
+        env,
+        timeout,
+    )
+    if upload.returncode != 0:
+        poller.kill()
+        raise common.BenchError(
+            f"the upload failed ({upload.returncode}):\n{upload.stderr[-4000:]}"
+        )
+    said = [line for line in upload.stdout.splitlines() if line.startswith("Batch ")]
+    batch_id = int(said[-1].split()[1])
+    task = common.run_measured(
+        [
+            common.PYTHON,
+            common.MANAGE,
+            "shell",
+            "-c",
+            "from apps.batches.tasks import batch_import_task; "
+            f"print(batch_import_task({batch_id}))",
+        ],
+        env,
+        timeout,
+    )
+    seconds = time.perf_counter() - started
+    try:
+        poller.wait(30)
+    except subprocess.TimeoutExpired:
+        poller.kill()
+    reader.join()
+    said = (task.stdout.strip().splitlines() or [""])[-1]
+    if task.returncode != 0 or said != "active":
+        raise common.BenchError(
+            f"the import ended {task.stdout.strip()!r} ({task.returncode}):\n{task.stderr[-4000:]}"
+        )
+    rows = check_rows(database, "bench-import", prompts, candidates)
+    print(f"\n{label}, background (the real path of an upload)")
+    print(f"  wall time:      {seconds:.2f} s, from the upload's start to the batch active")
+    print(f"    upload:       {upload.seconds:.2f} s (manage.py import_batch --background)")
+    print(f"    import task:  {task.seconds:.2f} s (batch_import_task, Django start-up included)")
+    print_rates(seconds, rows)
+    print(
+        f"  peak RSS:       upload {common.human_bytes(upload.max_rss_bytes)}, import task "
+        f"{common.human_bytes(task.max_rss_bytes)}"
+    )
+    print("  progress (the admin's bar, batch_import_progress, sampled every 0.5 s):")
+    t0 = next((s[0] for s in samples if s[2] != "queued" or s[1]), samples[0][0] if samples else 0)
+    shown: list[str] = []
+    last_second = -1
+    for at, percent, phase, *_rest in samples:
+        second = int(at - t0)
+        if second != last_second and at >= t0:
+            shown.append(f"{second}s {percent}% {phase}")
+            last_second = second
+    for start in range(0, len(shown), 8):
+        print("    " + " | ".join(shown[start : start + 8]))
+    running = [s for s in samples if s[5] == "importing" and (s[2] != "queued")]
+    longest = 0.0
+    moments = [s[0] for i, s in enumerate(running) if i == 0 or s[3] != running[i - 1][3]]
+    if moments:
+        longest = max(b - a for a, b in zip(moments, [*moments[1:], running[-1][0]], strict=False))
+    moved = bool(running) and longest <= 5
+    print(
+        f"  progress moved: {'yes' if moved else 'NO'}: {len(running)} samples while running, "
+        f"the longest time without a change {longest:.1f} s"
+    )
+    sys.stdout.flush()
+
+
+def bench_foreground(
+    label: str, database: str, path: Path, prompts: int, candidates: int, timeout: float, env: dict
+) -> None:
+    run = common.run_measured(
+        [common.PYTHON, common.MANAGE, "import_batch", "bench-import-fg", str(path)], env, timeout
+    )
+    if run.returncode != 0:
+        raise common.BenchError(f"import_batch failed ({run.returncode}):\n{run.stderr[-4000:]}")
+    rows = check_rows(database, "bench-import-fg", prompts, candidates)
+    print(f"\n{label}, foreground")
+    print("  command:        manage.py import_batch (a subprocess, timed from spawn to exit)")
+    print(f"  wall time:      {run.seconds:.2f} s")
+    print_rates(run.seconds, rows)
     print(f"  peak RSS:       {common.human_bytes(run.max_rss_bytes)} (the import process)")
-    print(f"  database grew:  {common.human_bytes(grown)}")
     print(f"  said:           {run.stdout.strip()}")
-    print(f"  machine load just before the import: {idle:.2f} cores busy (other processes)")
+
+
+def bench_backend(
+    label: str,
+    database: str,
+    path: Path,
+    prompts: int,
+    candidates: int,
+    timeout: float,
+    mode: str,
+    redis_url: str,
+) -> None:
+    env = common.app_env(
+        database,
+        REDIS_URL=redis_url,
+        CELERY_QUEUE=f"bench-import-{os.getpid()}",
+        IMPORT_MAX_BYTES=str(max(path.stat().st_size + 1, 256 * 1024 * 1024)),
+    )
+    migrate_s = common.migrate(env)
+    common.setup_project(env, "bench-import", overlap=3)
+    common.setup_project(env, "bench-import-fg", overlap=3)  # the foreground's, ids apart
+    startup = common.run_measured(
+        [common.PYTHON, common.MANAGE, "shell", "-c", "pass"], env, timeout
+    ).seconds
+    print(f"\n{label}: migrate took {migrate_s:.1f} s; Django start-up alone {startup:.2f} s")
+    print(f"  load average before: {load_average()}")
+    print(f"  busy just before:    {common.machine_busy_now(1.0):.2f} cores (other processes)")
+    size_before = database_size(database)
+    if mode in ("background", "both"):
+        bench_background(label, database, path, prompts, candidates, timeout, env)
+    if mode in ("foreground", "both"):
+        bench_foreground(label, database, path, prompts, candidates, timeout, env)
+    print(f"  database grew:  {common.human_bytes(database_size(database) - size_before)}")
+    print(f"  load average after:  {load_average()}")
     sys.stdout.flush()
 
 
@@ -90,6 +262,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=10_000)
     parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument(
+        "--comparisons", type=int, help="this many comparisons (sets --prompts; pairwise)"
+    )
+    parser.add_argument("--mode", choices=("background", "foreground", "both"), default="both")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        help="Redis for the cache (the store's progress) and the broker",
+    )
     parser.add_argument("--sqlite", action="store_true", help="also import into SQLite")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800, help="stop the whole run after")
@@ -97,6 +278,8 @@ def main() -> int:
     args = parser.parse_args()
     if not 2 <= args.candidates <= 16:
         parser.error("--candidates must be between 2 and 16")
+    if args.comparisons:
+        args.prompts = ceil(args.comparisons / comb(args.candidates, 2))
     common.bound_runtime(args.timeout)
 
     common.print_machine()
@@ -118,11 +301,20 @@ def main() -> int:
                     args.prompts,
                     args.candidates,
                     args.timeout,
+                    args.mode,
+                    args.redis_url,
                 )
             if args.sqlite:
                 with common.temporary_sqlite() as database:
                     bench_backend(
-                        "SQLite", database, path, args.prompts, args.candidates, args.timeout
+                        "SQLite",
+                        database,
+                        path,
+                        args.prompts,
+                        args.candidates,
+                        args.timeout,
+                        "foreground",
+                        args.redis_url,
                     )
         except common.BenchError as exc:
             print(f"\nFAILED: {exc}", file=sys.stderr)

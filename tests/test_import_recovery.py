@@ -199,18 +199,19 @@ def test_a_run_that_is_cancelled_mid_check_stops_at_its_next_progress_write(
     attempt = batch_import_claim(batch_id=batch.pk)
     assert attempt == 1
     seen: list[int] = []
-    parse = services.parse_jsonl
+    check = services._check_file
 
-    def parse_cancelled_midway(stream: Any, **options: Any) -> Any:
-        def progress(lines: int) -> None:
+    def check_cancelled_midway(project: Any, stream: Any, progress: Any = None) -> Any:
+        def cancelling(lines: int) -> None:
             seen.append(lines)
             if lines == 2:  # the lead cancels while the worker checks the file
                 assert services.batch_import_cancel(batch=batch, by=bob).status == "cancelled"
-            options["progress"](lines)
+            progress(lines)
 
-        return parse(stream, **{**options, "progress": progress, "progress_every": 2})
+        return check(project, stream, cancelling)
 
-    monkeypatch.setattr(services, "parse_jsonl", parse_cancelled_midway)
+    monkeypatch.setattr(services, "_check_file", check_cancelled_midway)
+    monkeypatch.setattr(services, "CHECK_CHUNK", 2)  # progress every 2 lines
     with pytest.raises(ImportSuperseded):
         _batch_import_attempt(batch.pk, attempt)
     assert seen == [2]  # it stopped at the first write after the cancel

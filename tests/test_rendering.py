@@ -266,3 +266,69 @@ def test_the_background_import_renders_too(
     html = Rendering.objects.get(digest=text_digest(nested_list(12))).html
     assert as_written(html) == nested_list(12)
     assert Rendering.objects.filter(digest=text_digest("Answer 2 to b")).exists()
+
+
+# The fast path: plain prose is written directly, exactly as the full renderer writes it.
+
+# Pieces a generated text is made of: words in several scripts, the punctuation the fast path
+# lets through, and the characters and line shapes that must send a text to the full renderer.
+FAST_PIECES = [
+    "word", "Résumé", "über", "日本語", "Ωμέγα", "emoji 🙂", "2026", "1.5", "(1)", "x)", "3.",
+    "!", "?", ":", ";", ",", ".", "'", '"', "“quoted”", "—", "…", "/", "a\u200bb", "é",
+    " ", " ", " ", "  ", "\n", "\n", "\n\n", "\n\n\n", "\n ", " \n", "    ", "\t", "\r", "\r\n",
+    "\u00a0", "\u2028", "\x0b", "\x0c", "\x7f", "\ufeff", "-", "*", "_", "#", "<b>", "&amp;",
+    "[x]", "![i](u)", "`c`", "~~", "|", ">", "=", "+", "\\", "1. ", "2) ", "http://x.org",
+]  # fmt: skip
+
+
+def generated_texts(count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    plain = [p for p in FAST_PIECES if markdown.plain_html(f"a {p} b") is not None]
+    texts = []
+    for _ in range(count):
+        # Half from every piece (mostly refused), half from the plain ones with line breaks.
+        pool = FAST_PIECES if rng.random() < 0.5 else [*plain, "\n", "\n\n", " "]
+        pieces = [rng.choice(pool) for _ in range(rng.randint(1, 25))]
+        texts.append("".join(pieces) if rng.random() < 0.3 else " ".join(pieces))
+    return texts
+
+
+def test_the_fast_path_writes_what_the_full_renderer_writes():
+    texts = generated_texts(6000, seed=7)
+    fast = 0
+    for text in texts:
+        html = markdown.plain_html(text)
+        if html is not None:
+            fast += 1
+            assert html == markdown.render_full(text).html, repr(text)
+        # Either way render_bounded gives the full renderer's output.
+        assert render_bounded(text) == markdown.render_full(text), repr(text)
+    # Both kinds were tried, many times over.
+    assert 1000 < fast < len(texts) - 1000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1. an ordered list",
+        "Two lines\n2) and a list",
+        "    indented code",
+        "a hard break  \nhere",
+        "\nleading blank line",
+        "tab\there",
+        "Heading\n===",
+        "a\u00a0b",
+        "x" * (markdown.FAST_MAX_CHARS + 1),
+    ],
+)
+def test_the_fast_path_leaves_anything_but_plain_prose_to_the_full_renderer(text):
+    assert markdown.plain_html(text) is None
+
+
+def test_the_fast_path_keeps_the_bounds():
+    # A plain text over the bounds is not the fast path's: the full renderer shows it as written.
+    many_lines = "\n".join(["line"] * (markdown.MAX_LINES + 1))
+    assert markdown.plain_html(many_lines) is None
+    assert "Shown as written" in render_bounded(many_lines).html

@@ -4,8 +4,9 @@
      "candidates": [{"id": "c1", "text": "...", "model": "m", "params": {}, "metadata": {}}, ...],
      "metadata": {...}}
 
-`parse_jsonl` reads the whole file and returns every prompt, or raises `ImportFormatError` with
-every error found, each with its line number, so that a bad file can be fixed in one pass.
+`PromptStream` reads the file a line at a time and yields each good prompt, collecting every
+error found, each with its line number, so that a bad file can be fixed in one pass; `parse_jsonl`
+returns them all as a list, or raises `ImportFormatError`.
 """
 
 import json
@@ -264,6 +265,112 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         yield number, raw.rstrip(b"\r\n")
 
 
+class PromptStream:
+    """The prompts of a JSON Lines file, one at a time, checked as they are read.
+
+    Iterating yields each good prompt; the errors found meanwhile are collected (at most
+    max_errors of them, all counted). After the iteration, `raise_errors()` raises
+    ImportFormatError with every error, the file's own first; `extra_check`, if given, is called
+    with each good prompt and may return an error message for it (a project's own rules), which
+    is reported only when the file has no format error, as is an empty file.
+
+    Memory is bounded by one line and the prompt ids seen (to find duplicates), not by the file.
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes] | Iterable[bytes],
+        *,
+        max_errors: int = 1000,
+        progress: Callable[[int], None] | None = None,
+        progress_every: int = 2000,
+        max_text_chars: int = MAX_TEXT_CHARS,
+        extra_check: Callable[[ParsedPrompt], str | None] | None = None,
+    ) -> None:
+        self.stream = stream
+        self.max_errors = max_errors
+        self.progress = progress
+        self.progress_every = progress_every
+        self.max_text_chars = max_text_chars
+        self.extra_check = extra_check
+        self.errors: list[LineError] = []
+        self.error_count = 0
+        self.extra_errors: list[LineError] = []
+        self.extra_count = 0
+        self.prompts = 0
+        self.lines = 0
+
+    def fail(self, line: int | None, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append(LineError(line, message))
+
+    def _fail_extra(self, line: int, message: str) -> None:
+        self.extra_count += 1
+        if len(self.extra_errors) < self.max_errors:
+            self.extra_errors.append(LineError(line, message))
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error_count or self.extra_count)
+
+    def __iter__(self) -> Iterator[ParsedPrompt]:
+        first_line_of: dict[str, int] = {}
+        progress, every = self.progress, self.progress_every
+        for number, raw in _lines(self.stream):  # type: ignore[arg-type]
+            self.lines = number
+            if progress is not None and number % every == 0:
+                progress(number)
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.fail(
+                    number,
+                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                )
+                continue
+            try:
+                obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+            except json.JSONDecodeError as exc:
+                self.fail(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except (ValueError, RecursionError) as exc:
+                self.fail(number, f"invalid JSON: {exc}")
+                continue
+            try:
+                if _SUSPECT_ESCAPE.search(raw):
+                    _check_storable(obj)
+                prompt = parse_line(number, obj, max_text_chars=self.max_text_chars)
+            except ValueError as exc:
+                self.fail(number, str(exc))
+                continue
+            first = first_line_of.setdefault(prompt.external_id, number)
+            if first != number:
+                self.fail(
+                    number,
+                    f"duplicate prompt id {prompt.external_id!r} (first on line {first})",
+                )
+                continue
+            if self.extra_check is not None:
+                problem = self.extra_check(prompt)
+                if problem:
+                    self._fail_extra(number, problem)
+                    continue
+            self.prompts += 1
+            yield prompt
+
+    def raise_errors(self) -> None:
+        """Raises ImportFormatError if the file (read to its end) had an error, or no prompt."""
+        if not self.error_count and not self.extra_count and not self.prompts:
+            self.fail(None, "the file is empty: it has no prompts")
+        if self.error_count:
+            raise ImportFormatError(self.errors, total=self.error_count)
+        if self.extra_count:
+            raise ImportFormatError(self.extra_errors, total=self.extra_count)
+
+
 def parse_jsonl(
     stream: IO[bytes] | Iterable[bytes],
     *,
@@ -276,55 +383,15 @@ def parse_jsonl(
 
     `progress`, if given, is called with the number of lines read so far every `progress_every`
     lines. A prompt, message or response longer than `max_text_chars` characters is an error.
+    The import itself reads the file as a stream (PromptStream); this keeps it all in a list.
     """
-    errors: list[LineError] = []
-    error_count = 0
-    prompts: list[ParsedPrompt] = []
-    first_line_of: dict[str, int] = {}
-
-    def fail(line: int | None, message: str) -> None:
-        nonlocal error_count
-        error_count += 1
-        if len(errors) < max_errors:
-            errors.append(LineError(line, message))
-
-    for number, raw in _lines(stream):  # type: ignore[arg-type]
-        if progress is not None and number % progress_every == 0:
-            progress(number)
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            fail(number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
-            continue
-        try:
-            obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-        except json.JSONDecodeError as exc:
-            fail(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
-            continue
-        except (ValueError, RecursionError) as exc:
-            fail(number, f"invalid JSON: {exc}")
-            continue
-        try:
-            if _SUSPECT_ESCAPE.search(raw):
-                _check_storable(obj)
-            prompt = parse_line(number, obj, max_text_chars=max_text_chars)
-        except ValueError as exc:
-            fail(number, str(exc))
-            continue
-        if prompt.external_id in first_line_of:
-            fail(
-                number,
-                f"duplicate prompt id {prompt.external_id!r} (first on line "
-                f"{first_line_of[prompt.external_id]})",
-            )
-            continue
-        first_line_of[prompt.external_id] = number
-        prompts.append(prompt)
-
-    if not prompts and not error_count:
-        fail(None, "the file is empty: it has no prompts")
-    if error_count:
-        raise ImportFormatError(errors, total=error_count)
-    return prompts
+    prompts = PromptStream(
+        stream,
+        max_errors=max_errors,
+        progress=progress,
+        progress_every=progress_every,
+        max_text_chars=max_text_chars,
+    )
+    result = list(prompts)
+    prompts.raise_errors()
+    return result

@@ -61,15 +61,33 @@ class Batch(models.Model):
 class BatchSource(models.Model):
     """The uploaded file of a batch imported in the background, kept until the import ends.
 
-    It lives in the database so that any worker process on any host can read it.
+    It lives in the database so that any worker process on any host can read it. An upload is
+    stored in parts (BatchSourcePart), written and read one at a time so that neither the web
+    process nor the worker holds the whole file; `data` holds a file stored whole (before parts).
     """
 
     batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="source")
-    data = models.BinaryField()
+    data = models.BinaryField(default=b"", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return f"Source of batch {self.batch_id}"
+
+
+class BatchSourcePart(models.Model):
+    """One piece of an uploaded file, in order (`index` from 0)."""
+
+    source = models.ForeignKey(BatchSource, on_delete=models.CASCADE, related_name="parts")
+    index = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "index"], name="batch_source_part_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Part {self.index} of batch {self.source.batch_id}'s file"
 
 
 class Prompt(models.Model):

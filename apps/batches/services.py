@@ -3,28 +3,34 @@
 import contextlib
 import functools
 import io
+import json
 import logging
+import random
+import secrets
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from itertools import combinations
+from itertools import combinations, islice
 from math import comb
 from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import IntegrityError, OperationalError, connection, reset_queries, transaction
 from django.db.models import F, ProtectedError, Q, QuerySet
 from django.utils import timezone
 
 from annotate.broker import BrokerUnavailable, broker_check, send_task
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
-from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, parse_jsonl
+from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, PromptStream
 from apps.batches.models import (
     Batch,
     BatchSource,
+    BatchSourcePart,
     BatchStatus,
     Candidate,
     Comparison,
@@ -35,7 +41,6 @@ from apps.judging.rendering import prompt_texts, renderings_store
 from apps.projects.models import Project, Scheme
 
 logger = logging.getLogger(__name__)
-BULK_SIZE = 2000
 
 
 def batch_import(
@@ -68,19 +73,15 @@ def batch_import(
         return _batch_import_enqueue(
             project=project, source=source, name=name, created_by=created_by
         )
+    reopen = _reopenable(source)
     try:
-        prompts = parse_jsonl(
-            source,
-            max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
-            max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
-        )
-        _render(prompts)
+        totals = _check_file(project, reopen())
         with transaction.atomic():
             batch = Batch.objects.create(
                 project=project, name=name, status=BatchStatus.IMPORTING, created_by=created_by
             )
             _audit_import_started(batch, size=size, background=False)
-            _batch_store(batch=batch, prompts=prompts)
+            _batch_store(batch=batch, prompts=_prompts_to_store(reopen()), totals=totals)
     except ImportFormatError as exc:
         # Nothing was stored, not even the batch: the record names the file instead.
         audit_record(
@@ -93,12 +94,131 @@ def batch_import(
     return batch
 
 
-def _render(prompts: list[ParsedPrompt]) -> None:
-    """Renders every text of the file once, now, for the judging page to read (and never render).
+# How an import reads its file: twice, as a stream, never whole. The first pass (the check)
+# reads every line, collects every error, looks for prompt ids already in the project and renders
+# every text (renderings are keyed by content: those of a file that fails later are harmless);
+# it stores no row, holds no lock and, in the background, writes its progress and heartbeat to
+# the batch row. The second pass (the store) reads the file again and writes the rows in one
+# transaction: on PostgreSQL with COPY, elsewhere with bulk inserts, a chunk of prompts at a
+# time. A bad file is refused by the first pass, before anything is stored.
+#
+# Two passes rather than one transaction that stops at the first bad line: the check then runs
+# without the batch row's lock (a cancel still works while it runs, and the rows' locks are held
+# only while rows are written), and a bad file costs a read, not rows written and rolled back.
+# Prompts checked against the project's ids (one query) and rendered at once; then the progress
+# (and heartbeat) is written.
+CHECK_CHUNK = 100
+STORE_CHUNK_ROWS = 2000  # about this many rows (prompts + candidates + comparisons) a write
 
-    Before the transaction that stores the rows: renderings are keyed by content, so those of a
-    file that fails later are harmless, and the rows' locks are not held while it renders.
-    """
+
+def _forget_queries() -> None:
+    """With DEBUG on, Django logs every query's SQL (up to 9,000 of them): an import would keep
+    megabytes of it. Left alone while a test captures the queries (force_debug_cursor)."""
+    if not connection.force_debug_cursor:
+        reset_queries()
+
+
+def _reopenable(source: IO[bytes]) -> Callable[[], IO[bytes]]:
+    """A function that gives the file from its start, for each pass. A stream that cannot seek
+    is copied to a temporary file first (on disk past a few megabytes)."""
+    try:
+        start = source.tell()
+        source.seek(start)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        spooled = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+        while block := source.read(1024 * 1024):
+            spooled.write(block)
+        source, start = spooled, 0
+
+    def reopen() -> IO[bytes]:
+        source.seek(start)
+        return source
+
+    return reopen
+
+
+class _Totals:
+    """What a checked file holds: the rows the store writes, and the file's last line."""
+
+    def __init__(self, listwise: bool) -> None:
+        self.listwise = listwise
+        self.prompts = self.candidates = self.comparisons = self.last_line = 0
+
+    def add(self, prompt: ParsedPrompt) -> None:
+        self.prompts += 1
+        self.candidates += len(prompt.candidates)
+        self.comparisons += 1 if self.listwise else comb(len(prompt.candidates), 2)
+        self.last_line = prompt.line
+
+    @property
+    def rows(self) -> int:
+        return self.prompts + self.candidates + self.comparisons
+
+
+def _prompt_stream(project: Project, stream: IO[bytes] | Iterable[bytes]) -> PromptStream:
+    listwise = project.scheme == Scheme.LISTWISE
+    return PromptStream(
+        stream,
+        max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
+        max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
+        extra_check=_listwise_problem if listwise else None,
+    )
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _check_file(
+    project: Project,
+    stream: IO[bytes] | Iterable[bytes],
+    progress: Callable[[int], None] | None = None,
+) -> _Totals:
+    """The first pass: checks the whole file and renders its texts; returns what it holds, or
+    raises ImportFormatError with every error (the file's own, then the project's rules, then
+    ids already in the project: as each is found only when there is none of the one before)."""
+    # Progress is the lines whose prompts were checked and rendered, reported after each chunk
+    # (rendering is most of the work: lines read ahead of it are not done).
+    prompts = _prompt_stream(project, stream)
+    totals = _Totals(project.scheme == Scheme.LISTWISE)
+    limit = settings.IMPORT_MAX_REPORTED_ERRORS
+    existing: list[LineError] = []
+    existing_count = 0
+    for chunk in _chunks(prompts, CHECK_CHUNK):
+        _forget_queries()
+        if prompts.failed:
+            if progress is not None:
+                progress(prompts.lines)
+            continue  # the file is refused: only its errors are wanted now
+        found = _existing_id_errors(project, chunk)
+        existing_count += len(found)
+        existing.extend(found[: max(0, limit - len(existing))])
+        for prompt in chunk:
+            totals.add(prompt)
+        if not existing_count:
+            _render(chunk)
+        if progress is not None:
+            progress(prompts.lines)
+    prompts.raise_errors()
+    if existing_count:
+        raise ImportFormatError(existing, total=existing_count)
+    return totals
+
+
+def _prompts_to_store(stream: IO[bytes] | Iterable[bytes]) -> Iterator[ParsedPrompt]:
+    """The second pass: the prompts of a file the first pass found good."""
+    prompts = PromptStream(stream, max_text_chars=settings.IMPORT_MAX_TEXT_CHARS)
+    yield from prompts
+    # The same bytes were checked a moment ago: only a file changed in between gets here.
+    prompts.raise_errors()
+
+
+def _render(prompts: list[ParsedPrompt]) -> None:
+    """Renders every text of the prompts once, now, for the judging page to read (and never
+    render). Outside the transaction that stores the rows: renderings are keyed by content, so
+    those of a file that fails later are harmless, and the rows' locks are not held meanwhile."""
     renderings_store(
         texts=(
             text
@@ -133,20 +253,69 @@ def _batch_import_enqueue(
 ) -> Batch:
     # Refused (503) before anything is stored while the broker is gone: see annotate/broker.py.
     broker_check()
-    data = source.read()
     with transaction.atomic():
         batch = Batch.objects.create(
             project=project,
             name=name,
             status=BatchStatus.IMPORTING,
             created_by=created_by,
-            rows_total=data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
             import_heartbeat_at=timezone.now(),
         )
-        BatchSource.objects.create(batch=batch, data=data)
-        _audit_import_started(batch, size=len(data), background=True)
+        stored = BatchSource.objects.create(batch=batch, data=b"")
+        # The file goes in a piece at a time, and so it is read back: never whole in memory.
+        size = lines = index = 0
+        last = b""
+        while block := source.read(SOURCE_PART_BYTES):
+            _forget_queries()
+            BatchSourcePart.objects.create(source=stored, index=index, data=block)
+            size += len(block)
+            lines += block.count(b"\n")
+            last = block[-1:]
+            index += 1
+        batch.rows_total = lines + (1 if size and last != b"\n" else 0)
+        batch.save(update_fields=["rows_total"])
+        _audit_import_started(batch, size=size, background=True)
         transaction.on_commit(functools.partial(_batch_import_send, batch.pk))
     return batch
+
+
+SOURCE_PART_BYTES = 4 * 1024 * 1024
+
+
+def _source_lines(batch_id: int) -> Callable[[], Iterator[bytes]] | None:
+    """A function that reads a stored upload's lines from its start, a part at a time; None if
+    the upload is gone. A part that disappears meanwhile (a cancel or a delete) stops the run."""
+    source = BatchSource.objects.filter(batch_id=batch_id).defer("data").first()
+    if source is None:
+        return None
+
+    def part(pk: int) -> bytes:
+        data = BatchSourcePart.objects.filter(pk=pk).values_list("data", flat=True).first()
+        if data is None:
+            raise ImportSuperseded()
+        return bytes(data)
+
+    def lines() -> Iterator[bytes]:
+        parts = list(
+            BatchSourcePart.objects.filter(source=source)
+            .order_by("index")
+            .values_list("pk", flat=True)
+        )
+        if not parts:  # stored whole (before uploads were stored in parts)
+            data = BatchSource.objects.filter(pk=source.pk).values_list("data", flat=True).first()
+            if data is None:
+                raise ImportSuperseded()
+            yield from io.BytesIO(bytes(data))
+            return
+        rest = b""
+        for pk in parts:
+            pieces = (rest + part(pk)).split(b"\n")
+            rest = pieces.pop()
+            yield from pieces
+        if rest:
+            yield rest
+
+    return lines
 
 
 def _batch_import_send(batch_id: int) -> None:
@@ -272,24 +441,17 @@ def _batch_import_attempt(batch_id: int, attempt: int) -> str:
         if delay:
             time.sleep(delay)  # the test hook (IMPORT_TEST_DELAY_MS)
 
-    source = BatchSource.objects.filter(batch_id=batch_id).first()
+    read_lines = _source_lines(batch_id)
+    project = Project.objects.filter(batches__pk=batch_id).first()
     problem: ImportFormatError | None = None
-    prompts: list[ParsedPrompt] = []
-    if source is None:
+    totals: _Totals | None = None
+    if read_lines is None or project is None:
         problem = ImportFormatError([LineError(None, "the uploaded file was not found")])
     else:
         try:
-            prompts = parse_jsonl(
-                io.BytesIO(bytes(source.data)),
-                max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
-                max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
-                progress=checked,
-            )
+            totals = _check_file(project, read_lines(), progress=checked)
         except ImportFormatError as exc:
             problem = exc
-        else:
-            _render(prompts)
-        del source
     key = STORE_PROGRESS_KEY.format(batch_id)
 
     def stored(done: int, total: int) -> None:
@@ -304,8 +466,14 @@ def _batch_import_attempt(batch_id: int, attempt: int) -> str:
                 raise ImportSuperseded()
             if problem is None:
                 try:
+                    assert read_lines is not None and totals is not None
                     with transaction.atomic():
-                        _batch_store(batch=batch, prompts=prompts, progress=stored)
+                        _batch_store(
+                            batch=batch,
+                            prompts=_prompts_to_store(read_lines()),
+                            totals=totals,
+                            progress=stored,
+                        )
                 except ImportFormatError as exc:
                     problem = exc
             if problem is not None:
@@ -461,107 +629,71 @@ def _batch_fail(batch: Batch, errors: list[LineError], total: int | None = None)
 def _batch_store(
     *,
     batch: Batch,
-    prompts: list[ParsedPrompt],
+    prompts: Iterable[ParsedPrompt],
     progress: Callable[[int, int], None] | None = None,
+    totals: _Totals | None = None,
 ) -> None:
-    """Stores parsed prompts, their candidates and every pair of candidates, in bulk; in a
-    listwise project, one comparison per prompt that ranks all of its candidates.
+    """Stores parsed prompts, their candidates and every pair of candidates, a chunk at a time;
+    in a listwise project, one comparison per prompt that ranks all of its candidates.
 
-    `progress`, if given, is called with (rows stored, rows to store) after each bulk insert.
+    `totals` says what a checked file holds (_check_file); without it `prompts` is a list,
+    checked here. `progress`, if given, is called with (rows stored, rows to store) after each
+    chunk. On PostgreSQL the rows go in with COPY (_CopyWriter), elsewhere with bulk inserts.
     """
     project = batch.project
     listwise = project.scheme == Scheme.LISTWISE
-    if listwise:
-        _check_listwise(prompts)
-    _reject_existing_ids(project, prompts)
-    candidate_total = sum(len(p.candidates) for p in prompts)
-    comparison_total = (
-        len(prompts) if listwise else sum(comb(len(p.candidates), 2) for p in prompts)
+    if totals is None:
+        prompts = list(prompts)
+        if listwise:
+            _check_listwise(prompts)
+        _reject_existing_ids(project, prompts)
+        totals = _Totals(listwise)
+        for prompt in prompts:
+            totals.add(prompt)
+    writer: _RowWriter = (
+        _CopyWriter(batch, listwise)
+        if connection.vendor == "postgresql"
+        else _BulkWriter(batch, listwise)
     )
-    to_store = len(prompts) + candidate_total + comparison_total
     stored = 0
+    pending: list[ParsedPrompt] = []
+    pending_rows = 0
 
-    def bulk(model: Any, rows: list[Any]) -> None:
-        nonlocal stored
-        for start in range(0, len(rows), BULK_SIZE):
-            chunk = rows[start : start + BULK_SIZE]
-            model.objects.bulk_create(chunk)
-            stored += len(chunk)
-            if progress is not None:
-                progress(stored, to_store)
+    def flush() -> None:
+        nonlocal stored, pending_rows
+        _forget_queries()
+        stored += writer.write(pending)
+        pending.clear()
+        pending_rows = 0
+        if progress is not None:
+            progress(stored, totals.rows)
 
-    prompt_rows = [
-        Prompt(
-            project=project,
-            batch=batch,
-            external_id=p.external_id,
-            content=p.content,
-            metadata=p.metadata,
-        )
-        for p in prompts
-    ]
     try:
         with transaction.atomic():
-            bulk(Prompt, prompt_rows)
+            for prompt in prompts:
+                pending.append(prompt)
+                count = len(prompt.candidates)
+                pending_rows += 1 + count + (1 if listwise else comb(count, 2))
+                if pending_rows >= STORE_CHUNK_ROWS:
+                    flush()
+            if pending:
+                flush()
     except IntegrityError:
         # Another import took one of these ids between our check and our insert.
-        _reject_existing_ids(project, prompts)
+        if isinstance(prompts, list):
+            _reject_existing_ids(project, prompts)
         raise ImportFormatError(
             [LineError(None, "prompt ids collided with a concurrent import; try again")]
         ) from None
-    candidate_rows = [
-        Candidate(
-            prompt=row,
-            external_id=c.external_id,
-            text=c.text,
-            model=c.model,
-            params=c.params,
-            metadata=c.metadata,
-        )
-        for row, parsed in zip(prompt_rows, prompts, strict=True)
-        for c in parsed.candidates
-    ]
-    bulk(Candidate, candidate_rows)
-    comparison_rows: list[Comparison] = []
-    position = 0
-    for row, parsed in zip(prompt_rows, prompts, strict=True):
-        own = candidate_rows[position : position + len(parsed.candidates)]
-        position += len(parsed.candidates)
-        if listwise:
-            comparison_rows.append(
-                Comparison(
-                    project=project,
-                    batch=batch,
-                    prompt=row,
-                    candidate_a=own[0],
-                    candidate_b=own[1],
-                    candidate_ids=[candidate.pk for candidate in own],
-                )
-            )
-            continue
-        for a, b in combinations(own, 2):
-            gold_answer = _gold_answer(parsed, a.external_id, b.external_id)
-            comparison_rows.append(
-                Comparison(
-                    project=project,
-                    batch=batch,
-                    prompt=row,
-                    candidate_a=a,
-                    candidate_b=b,
-                    is_gold=bool(gold_answer),
-                    gold_answer=gold_answer,
-                )
-            )
-    bulk(Comparison, comparison_rows)
     _analyze_after_bulk_insert()
-    batch.prompt_count = len(prompt_rows)
-    batch.comparison_count = len(comparison_rows)
+    batch.prompt_count = totals.prompts
+    batch.comparison_count = totals.comparisons
     batch.status = BatchStatus.ACTIVE
     batch.import_running = False
     batch.errors = []
     batch.finished_at = timezone.now()
     if not batch.rows_total:
-        batch.rows_total = prompts[-1].line if prompts else 0
+        batch.rows_total = totals.last_line
     batch.rows_done = batch.rows_total
     batch.save(
         update_fields=[
@@ -594,24 +726,260 @@ def _batch_store(
     )
 
 
+def _pairs(
+    prompt: ParsedPrompt, candidate_ids: list[int], listwise: bool
+) -> Iterator[tuple[int, int, bool, str, list[int] | None]]:
+    """The comparisons of a prompt whose candidates got these ids: (candidate_a, candidate_b,
+    is_gold, gold_answer, candidate_ids)."""
+    if listwise:
+        yield candidate_ids[0], candidate_ids[1], False, "", list(candidate_ids)
+        return
+    parsed = prompt.candidates
+    for i, j in combinations(range(len(parsed)), 2):
+        answer = _gold_answer(prompt, parsed[i].external_id, parsed[j].external_id)
+        yield candidate_ids[i], candidate_ids[j], bool(answer), answer, None
+
+
+class _RowWriter:
+    def __init__(self, batch: Batch, listwise: bool) -> None:
+        self.batch = batch
+        self.project = batch.project
+        self.listwise = listwise
+
+    def write(self, prompts: list[ParsedPrompt]) -> int:
+        """Stores the prompts with their candidates and comparisons; returns the rows written."""
+        raise NotImplementedError
+
+
+class _BulkWriter(_RowWriter):
+    """Bulk inserts (SQLite): the database hands back each row's id."""
+
+    def write(self, prompts: list[ParsedPrompt]) -> int:
+        project, batch = self.project, self.batch
+        prompt_rows = [
+            Prompt(
+                project=project,
+                batch=batch,
+                external_id=p.external_id,
+                content=p.content,
+                metadata=p.metadata,
+            )
+            for p in prompts
+        ]
+        Prompt.objects.bulk_create(prompt_rows)
+        candidate_rows = [
+            Candidate(
+                prompt=row,
+                external_id=c.external_id,
+                text=c.text,
+                model=c.model,
+                params=c.params,
+                metadata=c.metadata,
+            )
+            for row, parsed in zip(prompt_rows, prompts, strict=True)
+            for c in parsed.candidates
+        ]
+        Candidate.objects.bulk_create(candidate_rows)
+        comparison_rows: list[Comparison] = []
+        position = 0
+        for row, parsed in zip(prompt_rows, prompts, strict=True):
+            ids = [c.pk for c in candidate_rows[position : position + len(parsed.candidates)]]
+            position += len(parsed.candidates)
+            for a, b, is_gold, answer, ranked in _pairs(parsed, ids, self.listwise):
+                comparison_rows.append(
+                    Comparison(
+                        project=project,
+                        batch=batch,
+                        prompt=row,
+                        candidate_a_id=a,
+                        candidate_b_id=b,
+                        is_gold=is_gold,
+                        gold_answer=answer,
+                        candidate_ids=ranked,
+                    )
+                )
+        Comparison.objects.bulk_create(comparison_rows)
+        return len(prompt_rows) + len(candidate_rows) + len(comparison_rows)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _CopyWriter(_RowWriter):
+    """COPY (PostgreSQL). Prompts and candidates are referred to by the rows after them, so their
+    ids are taken from their tables' sequences first, with nextval: a concurrent import (or any
+    insert) takes others, never the same. Comparisons take theirs as COPY writes them.
+
+    Every column is written (Django's field defaults are not the database's); a NOT NULL
+    column added to a model later gets its field's default here, or fails loudly if it has none.
+    """
+
+    def __init__(self, batch: Batch, listwise: bool) -> None:
+        super().__init__(batch, listwise)
+        # The queue's random order within a level: not a secret, only a spread.
+        self.rank = random.Random(secrets.randbits(64))  # noqa: S311
+        with connection.cursor() as cursor:
+            # Check the rows' foreign keys as each COPY ends, not all at once at the commit: the
+            # same work, but done while the progress bar counts the rows, and not after it.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            # The project (PROTECT) and the batch must outlive this transaction: hold them.
+            cursor.execute(
+                f"SELECT 1 FROM {Project._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
+                [self.project.pk],
+            )
+            cursor.execute(
+                f"SELECT 1 FROM {Batch._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
+                [batch.pk],
+            )
+        self.prompt_columns, self.prompt_fixed = _copy_columns(
+            Prompt, ["id", "project", "batch", "external_id", "content", "metadata"]
+        )
+        self.candidate_columns, self.candidate_fixed = _copy_columns(
+            Candidate, ["id", "prompt", "external_id", "text", "model", "params", "metadata"]
+        )
+        self.comparison_columns, self.comparison_fixed = _copy_columns(
+            Comparison,
+            [
+                "project",
+                "batch",
+                "prompt",
+                "candidate_a",
+                "candidate_b",
+                "is_gold",
+                "gold_answer",
+                "candidate_ids",
+                "rank",
+            ],
+        )
+
+    @staticmethod
+    def _ids(model: Any, count: int) -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                [model._meta.db_table, count],
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    def write(self, prompts: list[ParsedPrompt]) -> int:
+        project_id, batch_id = self.project.pk, self.batch.pk
+        prompt_ids = self._ids(Prompt, len(prompts))
+        candidate_ids = self._ids(Candidate, sum(len(p.candidates) for p in prompts))
+        rank = self.rank.getrandbits
+        written = 0
+        # psycopg's own cursor, for COPY; its errors become Django's (IntegrityError...).
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            raw = cursor.cursor
+            with raw.copy(_copy_sql(Prompt, self.prompt_columns)) as copy:
+                fixed = self.prompt_fixed
+                for pk, p in zip(prompt_ids, prompts, strict=True):
+                    copy.write_row(
+                        (
+                            pk,
+                            project_id,
+                            batch_id,
+                            p.external_id,
+                            _json(p.content),
+                            _json(p.metadata),
+                            *fixed,
+                        )
+                    )
+            written += len(prompts)
+            with raw.copy(_copy_sql(Candidate, self.candidate_columns)) as copy:
+                fixed = self.candidate_fixed
+                ids = iter(candidate_ids)
+                for prompt_id, p in zip(prompt_ids, prompts, strict=True):
+                    for c in p.candidates:
+                        copy.write_row(
+                            (
+                                next(ids),
+                                prompt_id,
+                                c.external_id,
+                                c.text,
+                                c.model,
+                                _json(c.params),
+                                _json(c.metadata),
+                                *fixed,
+                            )
+                        )
+            written += len(candidate_ids)
+            with raw.copy(_copy_sql(Comparison, self.comparison_columns)) as copy:
+                fixed = self.comparison_fixed
+                position = 0
+                for prompt_id, p in zip(prompt_ids, prompts, strict=True):
+                    own = candidate_ids[position : position + len(p.candidates)]
+                    position += len(p.candidates)
+                    for a, b, is_gold, answer, ranked in _pairs(p, own, self.listwise):
+                        copy.write_row(
+                            (
+                                project_id,
+                                batch_id,
+                                prompt_id,
+                                a,
+                                b,
+                                is_gold,
+                                answer,
+                                None if ranked is None else _json(ranked),
+                                rank(31),
+                                *fixed,
+                            )
+                        )
+                        written += 1
+        return written
+
+
+def _copy_columns(model: Any, given: list[str]) -> tuple[list[str], tuple[Any, ...]]:
+    """The columns COPY writes for a model: those given (by field name), then every other
+    concrete column with its field's default; the defaults, ready for COPY."""
+    columns = [model._meta.get_field(name).column for name in given]
+    fixed: list[Any] = []
+    for field in model._meta.concrete_fields:
+        if field.name in given or field.column in columns:
+            continue
+        if field.primary_key:
+            continue
+        if not field.has_default():
+            if field.null:
+                continue
+            raise ImproperlyConfigured(
+                f"{model.__name__}.{field.name} has no default: the import's COPY cannot fill it"
+            )
+        value = field.get_default()
+        if isinstance(value, dict | list):
+            value = _json(value)
+        columns.append(field.column)
+        fixed.append(value)
+    return columns, tuple(fixed)
+
+
+def _copy_sql(model: Any, columns: list[str]) -> str:
+    names = ", ".join(connection.ops.quote_name(column) for column in columns)
+    return f"COPY {connection.ops.quote_name(model._meta.db_table)} ({names}) FROM STDIN"
+
+
 LISTWISE_MIN, LISTWISE_MAX = 3, 8
 
 
-def _check_listwise(prompts: list[ParsedPrompt]) -> None:
+def _listwise_problem(prompt: ParsedPrompt) -> str | None:
     """A listwise project ranks 3-8 responses per prompt, and has no gold items (yet)."""
-    errors = []
-    for prompt in prompts:
-        count = len(prompt.candidates)
-        if not LISTWISE_MIN <= count <= LISTWISE_MAX:
-            errors.append(
-                LineError(
-                    prompt.line,
-                    f"this project ranks {LISTWISE_MIN} to {LISTWISE_MAX} responses per prompt; "
-                    f"this prompt has {count}",
-                )
-            )
-        elif prompt.gold_preferred or prompt.gold_outcome:
-            errors.append(LineError(prompt.line, "a listwise project takes no gold items"))
+    count = len(prompt.candidates)
+    if not LISTWISE_MIN <= count <= LISTWISE_MAX:
+        return (
+            f"this project ranks {LISTWISE_MIN} to {LISTWISE_MAX} responses per prompt; "
+            f"this prompt has {count}"
+        )
+    if prompt.gold_preferred or prompt.gold_outcome:
+        return "a listwise project takes no gold items"
+    return None
+
+
+def _check_listwise(prompts: list[ParsedPrompt]) -> None:
+    errors = [
+        LineError(prompt.line, problem)
+        for prompt in prompts
+        if (problem := _listwise_problem(prompt))
+    ]
     if errors:
         raise ImportFormatError(errors)
 
@@ -641,6 +1009,24 @@ def _analyze_after_bulk_insert() -> None:
         with connection.cursor() as cursor:
             for model in (Prompt, Candidate, Comparison):
                 cursor.execute(f"ANALYZE {model._meta.db_table}")
+
+
+def _existing_id_errors(project: Project, prompts: list[ParsedPrompt]) -> list[LineError]:
+    """An error for each of the prompts whose id is already in the project, in line order."""
+    line_of = {p.external_id: p.line for p in prompts}
+    existing = Prompt.objects.filter(project=project, external_id__in=list(line_of)).values_list(
+        "external_id", "batch_id"
+    )
+    return sorted(
+        (
+            LineError(
+                line_of[external_id],
+                f"duplicate prompt id {external_id!r}: already in this project (batch {batch_id})",
+            )
+            for external_id, batch_id in existing
+        ),
+        key=lambda e: e.line or 0,
+    )
 
 
 def _reject_existing_ids(project: Project, prompts: list[ParsedPrompt]) -> None:

@@ -1,0 +1,249 @@
+"""Imports read as a stream and stored in chunks (COPY on PostgreSQL, bulk inserts on SQLite):
+whole or not at all, with ids that concurrent imports never share, and a progress bar that moves.
+"""
+
+import io
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+from apps.batches import services
+from apps.batches.import_format import ImportFormatError
+from apps.batches.models import Batch, BatchSource, BatchSourcePart, Candidate, Comparison, Prompt
+from apps.batches.services import (
+    CHECK_CHUNK,
+    STORE_CHUNK_ROWS,
+    _batch_store,
+    _check_file,
+    _prompts_to_store,
+    batch_import,
+    batch_import_progress,
+    batch_import_stored,
+)
+from apps.judging.models import Rendering
+from apps.judging.rendering import text_digest
+from apps.projects.models import Project
+from apps.projects.services import project_create
+from tests.conftest import jsonl, prompt_line
+
+# Many chunks of the check and of the store.
+LARGE = 2600
+assert LARGE > 5 * CHECK_CHUNK and LARGE * 7 > 5 * STORE_CHUNK_ROWS
+
+
+def large_file(count: int = LARGE, bad_line: int | None = None, prefix: str = "p") -> bytes:
+    rows: list[Any] = [
+        prompt_line(f"{prefix}-{i}", prompt=f"Prompt {prefix} {i}", n=3) for i in range(count)
+    ]
+    if bad_line is not None:
+        rows[bad_line - 1] = '{"id": "broken", "prompt": "x", "candidates": [}'
+    return jsonl(*rows)
+
+
+def rows_of(project: Project) -> tuple[int, int, int, int]:
+    return (
+        Batch.objects.filter(project=project).count(),
+        Prompt.objects.filter(project=project).count(),
+        Candidate.objects.filter(prompt__project=project).count(),
+        Comparison.objects.filter(project=project).count(),
+    )
+
+
+def assert_whole(batch: Batch, prompts: int, candidates: int) -> None:
+    """Every row of the batch refers to rows of the same batch and prompt: ids were not mixed."""
+    assert Prompt.objects.filter(batch=batch).count() == prompts
+    assert Candidate.objects.filter(prompt__batch=batch).count() == prompts * candidates
+    pairs = candidates * (candidates - 1) // 2
+    assert Comparison.objects.filter(batch=batch).count() == prompts * pairs
+    crossed = Comparison.objects.filter(batch=batch).exclude(
+        candidate_a__prompt=models_f("prompt"), candidate_b__prompt=models_f("prompt")
+    )
+    assert not crossed.exists()
+    assert not Comparison.objects.filter(batch=batch).exclude(prompt__batch=batch).exists()
+    # A prompt's candidates are its own, in file order (c1, c2, ...).
+    for prompt in Prompt.objects.filter(batch=batch).order_by("?")[:5]:
+        ids = list(prompt.candidates.order_by("id").values_list("external_id", flat=True))
+        assert ids == [f"c{i}" for i in range(1, candidates + 1)]
+
+
+def models_f(name: str) -> Any:
+    from django.db.models import F
+
+    return F(name)
+
+
+# A bad line far into a large file: nothing stored, the line named (both backends).
+
+
+def test_a_bad_line_far_into_a_large_file_stores_nothing_and_names_its_line(project):
+    data = large_file(bad_line=LARGE - 3)
+    with pytest.raises(ImportFormatError) as info:
+        batch_import(project=project, source=io.BytesIO(data), size=len(data), background=False)
+    assert [(e.line, e.error[:12]) for e in info.value.errors] == [(LARGE - 3, "invalid JSON")]
+    assert rows_of(project) == (0, 0, 0, 0)
+
+
+def test_a_bad_line_far_into_a_large_background_file_fails_the_batch_with_its_line(
+    project, settings, django_capture_on_commit_callbacks
+):
+    data = large_file(bad_line=LARGE - 1)
+    settings.IMPORT_BACKGROUND_BYTES = 10
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = batch_import(project=project, source=io.BytesIO(data), size=len(data))
+    batch.refresh_from_db()
+    assert batch.status == "failed"
+    assert [(e["line"], e["error"][:12]) for e in batch.errors] == [(LARGE - 1, "invalid JSON")]
+    assert rows_of(project)[1:] == (0, 0, 0)
+    assert not BatchSource.objects.exists() and not BatchSourcePart.objects.exists()
+
+
+def test_a_store_that_fails_late_leaves_nothing(project):
+    """The check passed, then another import took the last prompt's id before the store reached
+    it: the store fails in its last chunk, and the rows of every chunk before are rolled back."""
+    data = large_file()
+    totals = _check_file(project, io.BytesIO(data))
+    other = Batch.objects.create(project=project, status="active")
+    Prompt.objects.create(project=project, batch=other, external_id=f"p-{LARGE - 1}", content="x")
+    before = rows_of(project)
+    batch = Batch.objects.create(project=project)
+    with pytest.raises(ImportFormatError) as info, transaction.atomic():
+        _batch_store(batch=batch, prompts=_prompts_to_store(io.BytesIO(data)), totals=totals)
+    assert [e.error for e in info.value.errors] == [
+        "prompt ids collided with a concurrent import; try again"
+    ]
+    assert Prompt.objects.filter(batch=batch).count() == 0
+    assert Comparison.objects.filter(batch=batch).count() == 0
+    assert rows_of(project)[1:] == before[1:]
+
+
+def test_a_large_file_is_stored_whole_in_file_order(project):
+    data = large_file()
+    batch = batch_import(project=project, source=io.BytesIO(data), size=len(data), background=False)
+    assert (batch.status, batch.prompt_count, batch.comparison_count) == (
+        "active",
+        LARGE,
+        LARGE * 3,
+    )
+    assert_whole(batch, LARGE, 3)
+    ordered = list(Prompt.objects.filter(batch=batch).order_by("id").values_list("external_id"))
+    assert [external_id for (external_id,) in ordered] == [f"p-{i}" for i in range(LARGE)]
+    # Every text was rendered at import, the prompts' and the candidates'.
+    digests = {text_digest(f"Prompt p {i}") for i in (0, LARGE // 2, LARGE - 1)}
+    assert Rendering.objects.filter(digest__in=digests).count() == 3
+
+
+def test_the_background_upload_is_stored_in_parts_and_read_back_across_them(
+    project, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    # Parts far smaller than a line: every line is split across parts.
+    monkeypatch.setattr(services, "SOURCE_PART_BYTES", 97)
+    data = large_file(count=50)
+    settings.IMPORT_BACKGROUND_BYTES = 10
+    parts: list[int] = []
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        batch = batch_import(project=project, source=io.BytesIO(data), size=len(data))
+        parts.append(BatchSourcePart.objects.filter(source__batch=batch).count())
+    assert parts == [-(-len(data) // 97)]
+    assert Batch.objects.get(pk=batch.pk).rows_total == 50
+    for callback in callbacks:
+        callback()
+    batch.refresh_from_db()
+    assert (batch.status, batch.prompt_count) == ("active", 50)
+    assert_whole(batch, 50, 3)
+    assert not BatchSourcePart.objects.exists()
+
+
+# Concurrent imports get disjoint ids, and each batch's rows refer to its own (PostgreSQL).
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_imports_get_disjoint_and_correct_ids(alice):
+    projects = [
+        project_create(slug=f"race-{i}", name=f"Race {i}", created_by=alice) for i in (1, 2)
+    ]
+    start = threading.Barrier(2)
+    batches: dict[int, Batch] = {}
+    failures: list[BaseException] = []
+    count = 1500  # a dozen chunks each, so that their COPYs interleave
+
+    def run(index: int) -> None:
+        try:
+            data = large_file(count=count, prefix=f"r{index}")
+            start.wait(10)
+            batches[index] = batch_import(
+                project=projects[index],
+                source=io.BytesIO(data),
+                size=len(data),
+                background=False,
+            )
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    first, second = batches[0], batches[1]
+    for batch in (first, second):
+        assert_whole(batch, count, 3)
+    for model, key in ((Prompt, "batch"), (Candidate, "prompt__batch"), (Comparison, "batch")):
+        ids = [
+            set(model.objects.filter(**{key: b}).values_list("id", flat=True))
+            for b in batches.values()
+        ]
+        assert not ids[0] & ids[1], model
+    # They did run at the same time: each one's ids are not all below the other's.
+    prompt_ids = [
+        list(Prompt.objects.filter(batch=b).values_list("id", flat=True)) for b in (first, second)
+    ]
+    assert min(prompt_ids[0]) < max(prompt_ids[1]) and min(prompt_ids[1]) < max(prompt_ids[0])
+
+
+# The progress bar moves through a background import, in both of its halves (PostgreSQL: the
+# run holds the batch row in a transaction while it stores, as a worker does).
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_progress_of_a_background_import_increases_while_it_runs(
+    project, bob, no_worker, settings, monkeypatch
+):
+    settings.IMPORT_TEST_DELAY_MS = 40
+    data = large_file(count=3000)
+    batch = batch_import(
+        project=project, source=io.BytesIO(data), size=len(data), created_by=bob, background=True
+    )
+    # Progress every 300 lines (the check) and every STORE_CHUNK_ROWS rows (the store).
+    monkeypatch.setattr(services, "CHECK_CHUNK", 300)
+    samples: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            batch_import_stored(batch_id=batch.pk)
+        finally:
+            done.set()
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    while not done.is_set():
+        progress = batch_import_progress(Batch.objects.get(pk=batch.pk))
+        samples.append((progress["phase"], progress["percent"]))
+        time.sleep(0.02)
+    thread.join(60)
+    assert Batch.objects.get(pk=batch.pk).status == "active"
+    percents = [percent for phase, percent in samples if phase in ("checking", "storing")]
+    assert percents == sorted(percents), samples
+    checking = {p for phase, p in samples if phase == "checking"}
+    storing = {p for phase, p in samples if phase == "storing"}
+    assert len(checking) >= 3 and len(storing) >= 3, samples
+    assert max(checking) <= 50 <= min(storing)
