@@ -147,14 +147,14 @@ def s3_accepts(url: str, now: datetime) -> bool:
     for name in ("response-content-type", "response-content-disposition"):
         if name in query:
             params["Response" + "".join(w.title() for w in name.split("-")[1:])] = query[name]
-    saved = botocore.auth.get_current_datetime  # type: ignore[attr-defined]
-    botocore.auth.get_current_datetime = lambda: signed_at.replace(tzinfo=None)  # type: ignore[attr-defined]
+    saved = botocore.auth.get_current_datetime
+    botocore.auth.get_current_datetime = lambda: signed_at.replace(tzinfo=None)
     try:
         again = _client(f"{parts.scheme}://{parts.netloc}").generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expires
         )
     finally:
-        botocore.auth.get_current_datetime = saved  # type: ignore[attr-defined]
+        botocore.auth.get_current_datetime = saved
     signature = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(again).query))
     if signature["X-Amz-Signature"] != query["X-Amz-Signature"]:
         return False
@@ -538,7 +538,7 @@ def test_a_worker_on_another_host_writes_to_s3_and_the_web_serves_it(
     assert response.status_code == 302
     fetched = requests.get(response["Location"], timeout=10)
     assert fetched.status_code == 200
-    streamed = client.get(f"/api/v1/projects/{project.slug}/export/", {"format": "judgments"})
+    streamed: Any = client.get(f"/api/v1/projects/{project.slug}/export/", {"format": "judgments"})
     assert fetched.content == b"".join(streamed.streaming_content)
     assert len(fetched.content.splitlines()) == ROWS
 
