@@ -71,12 +71,13 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # moto imports much: slow on a loaded machine
     while True:
         try:
-            requests.get(endpoint, timeout=1)
+            # Its first answer loads moto's backends: seconds on a loaded machine.
+            requests.get(endpoint, timeout=30)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             if process.poll() is not None or time.monotonic() > deadline:
                 stop_process(process, timeout=5)
                 pytest.fail(f"moto_server did not start:\n{log_path.read_text()}")
