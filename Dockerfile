@@ -27,7 +27,8 @@ RUN DEBUG=false SECRET_KEY=collectstatic-build-only-not-a-secret \
 # A home directory, because gunicorn (25.1+) puts its control socket in ~/.gunicorn.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/annotate \
         --shell /usr/sbin/nologin annotate
-# Background exports' files (EXPORT_ROOT in docker-compose.yml): a new volume takes this owner.
+# Background exports' folder (EXPORT_ROOT): the worker's scratch folder with the S3 storage, or
+# the files themselves with EXPORT_STORAGE=local (mount a volume here; it takes this owner).
 RUN mkdir -p /data/exports && chown annotate:annotate /data/exports
 USER annotate
 

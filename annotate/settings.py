@@ -308,7 +308,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
-STORAGES = {
+STORAGES: dict[str, dict[str, object]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -382,9 +382,59 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 10000
 # Background exports (apps/exports/jobs.py): files are written under EXPORT_ROOT (not served as
 # static or media: they download through the API's authorized link) and deleted after EXPORT_TTL
 # seconds. A running export whose heartbeat is older than EXPORT_STALE_AFTER seconds is re-queued,
-# up to EXPORT_MAX_ATTEMPTS runs in all, then marked failed. The web and worker processes must
-# share EXPORT_ROOT (one volume).
+# up to EXPORT_MAX_ATTEMPTS runs in all, then marked failed.
+# Where the files live: the "exports" storage (apps/exports/storage.py). EXPORT_STORAGE=local
+# (the default): the folder EXPORT_ROOT, which web, worker and beat must share (one volume).
+# EXPORT_STORAGE=s3: an S3-compatible bucket, so that they may run on different hosts; EXPORT_ROOT
+# is then each worker's scratch folder. Downloads are then redirects to signed links valid for
+# EXPORT_URL_EXPIRY seconds. Credentials: EXPORT_S3_ACCESS_KEY_ID and EXPORT_S3_SECRET_ACCESS_KEY,
+# or, unset, boto3's own chain (AWS_* variables, an instance or task role).
 EXPORT_ROOT = Path(os.environ.get("EXPORT_ROOT", str(BASE_DIR / "var" / "exports")))
+EXPORT_STORAGE = os.environ.get("EXPORT_STORAGE", "").strip().lower() or "local"
+EXPORT_URL_EXPIRY = envint("EXPORT_URL_EXPIRY", 300, minimum=1)
+if EXPORT_URL_EXPIRY > 7 * 24 * 3600:
+    raise ImproperlyConfigured(
+        f"EXPORT_URL_EXPIRY must be at most 604800 (7 days, S3's limit), not {EXPORT_URL_EXPIRY}"
+    )
+if EXPORT_STORAGE == "local":
+    STORAGES["exports"] = {"BACKEND": "apps.exports.storage.ExportFolderStorage"}
+elif EXPORT_STORAGE == "s3":
+    _bucket = os.environ.get("EXPORT_S3_BUCKET", "").strip()
+    if not _bucket:
+        raise ImproperlyConfigured("EXPORT_STORAGE=s3 needs EXPORT_S3_BUCKET (the bucket's name)")
+    _key_id = os.environ.get("EXPORT_S3_ACCESS_KEY_ID", "").strip()
+    _secret = os.environ.get("EXPORT_S3_SECRET_ACCESS_KEY", "").strip()
+    if bool(_key_id) != bool(_secret):
+        raise ImproperlyConfigured(
+            "Set both EXPORT_S3_ACCESS_KEY_ID and EXPORT_S3_SECRET_ACCESS_KEY, or neither "
+            "(then boto3 finds credentials itself)"
+        )
+    _addressing = os.environ.get("EXPORT_S3_ADDRESSING_STYLE", "").strip().lower() or None
+    if _addressing not in (None, "auto", "path", "virtual"):
+        raise ImproperlyConfigured(
+            f"EXPORT_S3_ADDRESSING_STYLE must be auto, path or virtual, not {_addressing!r}"
+        )
+    STORAGES["exports"] = {
+        "BACKEND": "apps.exports.s3.ExportS3Storage",
+        "OPTIONS": {
+            "bucket_name": _bucket,
+            "location": os.environ.get("EXPORT_S3_PREFIX", "").strip().strip("/"),
+            "endpoint_url": os.environ.get("EXPORT_S3_ENDPOINT_URL", "").strip() or None,
+            "public_endpoint_url": (
+                os.environ.get("EXPORT_S3_PUBLIC_ENDPOINT_URL", "").strip() or None
+            ),
+            "region_name": os.environ.get("EXPORT_S3_REGION", "").strip() or None,
+            "addressing_style": _addressing,
+            "access_key": _key_id or None,
+            "secret_key": _secret or None,
+            "querystring_auth": True,
+            "querystring_expire": EXPORT_URL_EXPIRY,
+            "default_acl": None,
+            "file_overwrite": True,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"EXPORT_STORAGE must be local or s3, not {EXPORT_STORAGE!r}")
 EXPORT_TTL = envint("EXPORT_TTL", 7 * 24 * 3600, minimum=1)
 EXPORT_STALE_AFTER = envint("EXPORT_STALE_AFTER", 300, minimum=1)
 EXPORT_MAX_ATTEMPTS = envint("EXPORT_MAX_ATTEMPTS", 3, minimum=1)

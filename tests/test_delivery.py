@@ -24,7 +24,8 @@ from tests.conftest import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = {"postgres", "redis", "web", "worker", "beat"}
+SERVICES = {"postgres", "redis", "minio", "minio-bucket", "web", "worker", "beat"}
+ONE_SHOT = {"minio-bucket"}  # runs once and exits: no health check
 APP_SERVICES = {"web", "worker", "beat"}
 
 # Variables that settings read: the subprocesses below start from none of them.
@@ -54,6 +55,17 @@ SETTINGS_VARIABLES = {
     "TRUSTED_PROXY_COUNT",
     "LOG_LEVEL",
     "DJANGO_SETTINGS_MODULE",
+    "EXPORT_ROOT",
+    "EXPORT_STORAGE",
+    "EXPORT_URL_EXPIRY",
+    "EXPORT_S3_BUCKET",
+    "EXPORT_S3_PREFIX",
+    "EXPORT_S3_ENDPOINT_URL",
+    "EXPORT_S3_PUBLIC_ENDPOINT_URL",
+    "EXPORT_S3_REGION",
+    "EXPORT_S3_ADDRESSING_STYLE",
+    "EXPORT_S3_ACCESS_KEY_ID",
+    "EXPORT_S3_SECRET_ACCESS_KEY",
 }
 REAL_KEY = "a-real-secret-key-for-tests-only-0123456789-abcdefghijklmnop"
 
@@ -73,7 +85,7 @@ needs_compose = pytest.mark.skipif(
 
 
 def compose(
-    tmp_path: Path, *args: str, secret_key: str | None = "x"
+    tmp_path: Path, *args: str, secret_key: str | None = "x", minio_password: str | None = "x" * 12
 ) -> subprocess.CompletedProcess:
     """Runs docker-compose on our file, ignoring any .env and compose variables of the caller."""
     empty_env_file = tmp_path / "empty.env"
@@ -82,10 +94,12 @@ def compose(
         k: v
         for k, v in os.environ.items()
         if k not in {"SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "SECURE_COOKIES"}
-        and not k.startswith("COMPOSE_")
+        and not k.startswith(("COMPOSE_", "MINIO_", "EXPORT_"))
     }
     if secret_key is not None:
         env["SECRET_KEY"] = secret_key
+    if minio_password is not None:
+        env["MINIO_ROOT_PASSWORD"] = minio_password
     return subprocess.run(
         [
             "docker-compose",
@@ -143,13 +157,20 @@ def test_it_refuses_the_compose_file_without_a_secret_key(tmp_path: Path) -> Non
 
 
 @needs_compose
+def test_it_refuses_the_compose_file_without_a_minio_password(tmp_path: Path) -> None:
+    result = compose(tmp_path, "config", "-q", minio_password=None)
+    assert result.returncode != 0
+    assert "Set MINIO_ROOT_PASSWORD" in result.stderr
+
+
+@needs_compose
 def test_it_runs_five_services_with_healthchecks(tmp_path: Path) -> None:
     result = compose(tmp_path, "config")
     assert result.returncode == 0, result.stderr
     keys = yaml_keys(result.stdout)
     services = {path[1] for path in keys if len(path) >= 2 and path[0] == "services"}
     assert services == SERVICES
-    for service in SERVICES:
+    for service in SERVICES - ONE_SHOT:
         assert ("services", service, "healthcheck", "test") in keys, service
     for service in APP_SERVICES:
         for dependency in ("postgres", "redis"):
@@ -166,9 +187,20 @@ def test_it_runs_five_services_with_healthchecks(tmp_path: Path) -> None:
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert env["ALLOWED_HOSTS"] == "localhost,127.0.0.1"
         assert env["SECURE_COOKIES"] == "false"
+        # Export files in MinIO's bucket, made before the app starts: no shared volume.
+        assert env["EXPORT_STORAGE"] == "s3"
+        assert env["EXPORT_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["EXPORT_S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
+        assert env["EXPORT_S3_BUCKET"] == "annotate-exports"
+        assert env["EXPORT_S3_SECRET_ACCESS_KEY"] == "x" * 12
+        condition = keys.get(("services", service, "depends_on", "minio-bucket", "condition"))
+        assert condition == "service_completed_successfully", service
+        assert not any(path[:3] == ("services", service, "volumes") for path in keys), service
     assert keys[("services", "web", "image")] == keys[("services", "worker", "image")]
     assert ("services", "web", "ports") in keys
     assert ("volumes", "postgres-data") in keys
+    assert ("volumes", "exports") not in keys
+    assert keys[("services", "minio", "environment", "MINIO_ROOT_PASSWORD")] == "x" * 12
 
 
 def test_it_reads_nested_yaml_keys() -> None:

@@ -1,13 +1,25 @@
 """Background exports over the API: request one, follow its progress, download its file."""
 
-from django.http import FileResponse, Http404
+from typing import Any
+
+from django.conf import settings
+from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, NotAcceptable, ParseError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import media_type_matches, order_by_precedence
 from rest_framework.views import APIView
 
 from annotate.api import list_page, request_user
@@ -15,20 +27,19 @@ from annotate.schema import CURSOR, MAX_ID, PAGE_SIZE, ErrorOut, page_of
 from apps.exports.cursor import format_since, next_since
 from apps.exports.formats import FORMATS
 from apps.exports.jobs import (
+    CARD_CONTENT_TYPE,
+    FILE_CONTENT_TYPES,
     NotCancellable,
     card_name,
     export_job_cancel,
     export_job_request,
-    export_root,
 )
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
 from apps.exports.selectors import AGGREGATES
+from apps.exports.storage import export_storage, signs_urls, storage_error
 from apps.projects.selectors import project_for_lead
 
-CONTENT_TYPES = {
-    FileFormat.JSONL: "application/jsonl",
-    FileFormat.PARQUET: "application/vnd.apache.parquet",
-}
+CONTENT_TYPES = FILE_CONTENT_TYPES
 
 
 class Gone(APIException):
@@ -41,6 +52,12 @@ class NotRunning(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "Only a queued or running export can be cancelled."
     default_code = "not_running"
+
+
+class StorageDown(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The export storage does not answer; try again later."
+    default_code = "storage_unavailable"
 
 
 class NotReady(APIException):
@@ -267,40 +284,112 @@ class ExportJobDetail(APIView):
         )
 
 
-def _file_response(job: ExportJob, name: str, filename: str, content_type: str) -> FileResponse:
-    if job.status == ExportStatus.EXPIRED:
+def _accepts(request: Request, content_type: str) -> bool:
+    """Whether the request's Accept header takes `content_type` (no header takes anything)."""
+    header = request.META.get("HTTP_ACCEPT", "").strip()
+    if not header:
+        return True
+    wanted = content_type.split(";", 1)[0].strip()
+    accepted = [media for group in order_by_precedence(header.split(",")) for media in group]
+    return any(media_type_matches(wanted, media.split(";", 1)[0].strip()) for media in accepted)
+
+
+class _FileView(APIView):
+    """A view answering with a file (or a redirect to it) rather than a rendered body. An
+    Accept header naming one of `file_types` is welcome (DRF alone would answer 406: no renderer
+    makes them); the view's errors are then JSON."""
+
+    file_types: tuple[str, ...] = ()
+
+    def perform_content_negotiation(
+        self, request: Request, force: bool = False
+    ) -> tuple[BaseRenderer, str]:
+        if any(_accepts(request, file_type) for file_type in self.file_types):
+            return JSONRenderer(), JSONRenderer.media_type
+        return super().perform_content_negotiation(request, force)
+
+
+def _file_response(
+    request: Request, job: ExportJob, name: str, filename: str, content_type: str
+) -> FileResponse | HttpResponseRedirect:
+    """The export's file: streamed from the local folder, or, from S3, a redirect to a signed
+    link valid EXPORT_URL_EXPIRY seconds. Called after the permission check (`_job`)."""
+    if job.status == ExportStatus.EXPIRED or (
+        job.status == ExportStatus.DONE and job.expires_at and job.expires_at <= timezone.now()
+    ):
         raise Gone()
     if job.status != ExportStatus.DONE or not job.file_name:
         raise NotReady(f"This export is {job.status}; it has no file.")
+    # An Accept header that takes JSON only is let through, as it always was.
+    if not (_accepts(request, content_type) or _accepts(request, "application/json")):
+        raise NotAcceptable(f"This file is {content_type.split(';')[0]}: accept that type, or */*.")
+    storage = export_storage()
     try:
-        file = (export_root() / name).open("rb")
+        if signs_urls(storage):
+            if not storage.exists(name):
+                raise Gone("The export's file is missing; request a new one.")
+            url = storage.signed_url(  # type: ignore[attr-defined]
+                name,
+                expire=settings.EXPORT_URL_EXPIRY,
+                parameters={
+                    "ResponseContentType": content_type,
+                    "ResponseContentDisposition": str(content_disposition_header(True, filename)),
+                },
+            )
+            redirect = HttpResponseRedirect(url)
+            redirect["Cache-Control"] = "no-store"
+            return redirect
+        file: Any = storage.open(name, "rb")
     except FileNotFoundError:
         raise Gone("The export's file is missing; request a new one.") from None
+    except APIException:
+        raise
+    except Exception as exc:
+        if (unavailable := storage_error(exc)) is None:
+            raise
+        raise StorageDown(str(unavailable)) from exc
     response = FileResponse(file, as_attachment=True, filename=filename, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
 
 
-class ExportJobDownload(APIView):
+_REDIRECT = OpenApiResponse(
+    description=(
+        "With the S3 storage (EXPORT_STORAGE=s3): a redirect to a signed link of the file, "
+        "valid EXPORT_URL_EXPIRY seconds (300 by default)."
+    )
+)
+
+
+class ExportJobDownload(_FileView):
+    file_types = tuple(FILE_CONTENT_TYPES.values())
+
     @extend_schema(
         operation_id="export_job_download",
         summary="Download a background export's file",
         description=(
             "Staff and the project's leads. The file, streamed: `application/jsonl` or "
-            "`application/vnd.apache.parquet`. 409 while it is not done; 410 once expired."
+            "`application/vnd.apache.parquet` (an Accept header may name it); or, with the S3 "
+            "storage, a 302 to a signed link valid EXPORT_URL_EXPIRY seconds, minted after the "
+            "same permission check. 409 while it is not done; 410 once expired; 406 when Accept "
+            "names another file type; 503 when the storage does not answer."
         ),
         responses={
             (200, "application/jsonl"): OpenApiTypes.BINARY,
             (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+            302: _REDIRECT,
             404: ErrorOut,
+            406: ErrorOut,
             409: ErrorOut,
             410: ErrorOut,
+            503: ErrorOut,
         },
     )
-    def get(self, request: Request, slug: str, job_id: int) -> FileResponse:
+    def get(self, request: Request, slug: str, job_id: int) -> FileResponse | HttpResponseRedirect:
         job = _job(request, slug, job_id)
         suffix = "jsonl" if job.file_format == FileFormat.JSONL else "parquet"
         return _file_response(
+            request,
             job,
             job.file_name,
             f"{job.project.slug}-{job.format}-{job.pk}.{suffix}",
@@ -308,28 +397,36 @@ class ExportJobDownload(APIView):
         )
 
 
-class ExportJobCard(APIView):
+class ExportJobCard(_FileView):
+    file_types = (CARD_CONTENT_TYPE,)
+
     @extend_schema(
         operation_id="export_job_card",
         summary="A background export's dataset card",
         description=(
             "Staff and the project's leads. The dataset card written with the file, in "
-            "Markdown (`text/markdown`). 409 while it is not done; 410 once expired."
+            "Markdown (`text/markdown`; an Accept header may name it), or with the S3 storage "
+            "a 302 to a signed link, as the file's download. 409 while it is not done; 410 "
+            "once expired; 503 when the storage does not answer."
         ),
         responses={
             (200, "text/markdown"): OpenApiTypes.STR,
+            302: _REDIRECT,
             404: ErrorOut,
+            406: ErrorOut,
             409: ErrorOut,
             410: ErrorOut,
+            503: ErrorOut,
         },
     )
-    def get(self, request: Request, slug: str, job_id: int) -> FileResponse:
+    def get(self, request: Request, slug: str, job_id: int) -> FileResponse | HttpResponseRedirect:
         job = _job(request, slug, job_id)
         return _file_response(
+            request,
             job,
             card_name(job.file_name),
             f"{job.project.slug}-{job.format}-{job.pk}.card.md",
-            "text/markdown; charset=utf-8",
+            CARD_CONTENT_TYPE,
         )
 
 

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.storage import Storage
 from django.db import connections, transaction
 from django.db.models import CharField, F, Func, Q
 from django.utils import timezone
@@ -48,6 +49,7 @@ from apps.exports.formats import FORMATS, Options, export_rows
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
 from apps.exports.parquet import CONVERSATION, KIND_FORMATS, MIXED, STRING, write_parquet
 from apps.exports.selectors import voted_since
+from apps.exports.storage import export_storage, storage_check, storage_error, storage_save
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 
@@ -190,7 +192,19 @@ def export_job_cancel(*, job: ExportJob, user: User | None) -> ExportJob:
 # --- files ------------------------------------------------------------------------------------
 
 
+# The files live in the "exports" storage (apps/exports/storage.py): the folder EXPORT_ROOT, or
+# an S3 bucket. A run writes its temporary files in EXPORT_ROOT, its host's own folder when the
+# storage is S3, and hands them to the storage once done.
+
+FILE_CONTENT_TYPES = {
+    FileFormat.JSONL: "application/jsonl",
+    FileFormat.PARQUET: "application/vnd.apache.parquet",
+}
+CARD_CONTENT_TYPE = "text/markdown; charset=utf-8"
+
+
 def export_root() -> Path:
+    """The folder of temporary files (and of the files themselves with the local storage)."""
     root = Path(settings.EXPORT_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     return root
@@ -214,13 +228,14 @@ def _remove(path: Path) -> None:
 
 
 def export_job_delete_files(job: ExportJob) -> None:
-    """The job's file, card and any temporary file a run left."""
-    root = export_root()
-    if job.file_name:
-        _remove(root / job.file_name)
-        _remove(root / card_name(job.file_name))
+    """The job's file and card, from the export storage, and any temporary file a run left
+    here. A storage that fails raises (StorageUnavailable or the storage's error)."""
     for temp in _temp_files(job.pk):
         _remove(temp)
+    if job.file_name:
+        storage = export_storage()
+        storage.delete(job.file_name)
+        storage.delete(card_name(job.file_name))
 
 
 def _sha256(path: Path) -> str:
@@ -437,8 +452,11 @@ def export_job_run(job_id: int) -> str:
     root = Path(settings.EXPORT_ROOT)
     temp = root / f".export-{job.pk}-{attempt}.tmp"
     card_temp = root / f".export-{job.pk}-{attempt}.card.tmp"
+    storage = export_storage()
     try:
         export_root()  # made if missing; an error here fails the job, with the reason
+        # A missing bucket or an S3 that does not answer fails the job now, not after the export.
+        storage_check(storage)
         options = export_options(job.parameters, job.format)
         run.update(
             rows_total=rows_estimate(project=job.project, format=job.format, options=options)
@@ -452,7 +470,7 @@ def export_job_run(job_id: int) -> str:
             card = dataset_card(project=job.project, options=options)
         card_temp.write_text(card, encoding="utf-8")
         _fsync(card_temp)
-        return _finish(run, temp, card_temp)
+        return _finish(run, temp, card_temp, storage)
     except Superseded:
         _remove(temp)
         _remove(card_temp)
@@ -469,30 +487,45 @@ def export_job_run(job_id: int) -> str:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, ValidationError):
             reason = f"bad parameters: {exc.detail}"
+        error = f"{type(exc).__name__}: {reason}"
+        if (unavailable := storage_error(exc)) is not None:
+            error = str(unavailable)
         run.owned().update(
             status=ExportStatus.FAILED,
-            error=f"{type(exc).__name__}: {reason}"[:2000],
+            error=error[:2000],
             finished_at=timezone.now(),
             rows_written=run.rows,
         )
         return ExportStatus.FAILED
 
 
-def _finish(run: _Run, temp: Path, card_temp: Path) -> str:
-    """Renames the files into place and marks the job done, under the job's row lock and only
-    if this run still owns it: two runs can never both publish."""
+def _finish(run: _Run, temp: Path, card_temp: Path, storage: Storage | None = None) -> str:
+    """Hands the files to the storage and marks the job done, under the job's row lock and only
+    if this run still owns it: two runs can never both publish. With the local folder that is a
+    rename; with S3 an upload (a cancel waits for it), and the temporary files are removed."""
     job = run.job
     suffix = "jsonl" if job.file_format == FileFormat.JSONL else "parquet"
     name = f"{file_stem(job)}.{suffix}"
-    root = export_root()
+    storage = storage or export_storage()
     size = temp.stat().st_size
     digest = _sha256(temp)
     with transaction.atomic():
         locked = run.owned().select_for_update().first()
         if locked is None:
             raise Superseded()
-        os.replace(temp, root / name)
-        os.replace(card_temp, root / card_name(name))
+        try:
+            content_type = FILE_CONTENT_TYPES[FileFormat(job.file_format)]
+            name = storage_save(storage, name, temp, content_type)
+            storage_save(storage, card_name(name), card_temp, CARD_CONTENT_TYPE)
+        except Exception:
+            # Nothing half-published: whatever arrived goes (if the storage lets us).
+            for stored in (name, card_name(name)):
+                with contextlib.suppress(Exception):
+                    storage.delete(stored)
+            raise
+        finally:
+            _remove(temp)
+            _remove(card_temp)
         now = timezone.now()
         run.update(
             status=ExportStatus.DONE,
@@ -508,6 +541,18 @@ def _finish(run: _Run, temp: Path, card_temp: Path) -> str:
 
 
 # --- the beat sweep ---------------------------------------------------------------------------
+
+
+def _delete_files_or_keep(job: ExportJob, why: str) -> bool:
+    """Deletes the job's files; False (logged) when the storage fails, so that the job stays as
+    it is and the next sweep tries again (an expired job's download answers 410 meanwhile)."""
+    try:
+        export_job_delete_files(job)
+    except Exception as exc:
+        reason = storage_error(exc) or exc
+        logger.warning("export %s (%s): its files stay for now: %s", job.pk, why, reason)
+        return False
+    return True
 
 
 def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
@@ -535,7 +580,7 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
             .order_by("id")
         )
         for job in jobs:
-            export_job_delete_files(job)
+            _delete_files_or_keep(job, "stale")  # temporary files only: it has published none
             if job.attempts < settings.EXPORT_MAX_ATTEMPTS:
                 job.status = ExportStatus.QUEUED
                 job.error = (
@@ -571,7 +616,8 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
             .order_by("id")
         )
         for job in expired:
-            export_job_delete_files(job)
+            if not _delete_files_or_keep(job, "expired"):
+                continue
             job.status = ExportStatus.EXPIRED
             job.save(update_fields=["status"])
             counts["expired"] += 1
@@ -581,7 +627,8 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
             .order_by("id")
         )
         for job in cancelled:
-            export_job_delete_files(job)
+            if not _delete_files_or_keep(job, "cancelled"):
+                continue
             job.heartbeat_at = None
             job.save(update_fields=["heartbeat_at"])
         for job_id in to_send:
