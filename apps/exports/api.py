@@ -272,25 +272,29 @@ class MarkdownRenderer(JSONRenderer):
 
 
 def accepts(request: Request, media_type: str) -> bool:
-    """Whether the request's Accept header (none: anything) takes `media_type`: a type, or a
-    range covering it (`*/*`, `application/*`), without `q=0`. Parameters (`charset`) do not
-    matter."""
+    """Whether the request's Accept header (none: anything) takes `media_type`: the most
+    specific of its types and ranges (`*/*`, `application/*`) that covers it does, unless with
+    `q=0`. Other parameters (`charset`) do not matter."""
     header = request.META.get("HTTP_ACCEPT", "").strip()
     if not header:
         return True
     main, sub = media_type.split("/")
+    best: tuple[int, bool] | None = None  # (specificity, refused)
     for token in header.split(","):
         kind, *parameters = (part.strip() for part in token.split(";"))
+        if "/" not in kind:
+            continue
+        their_main, their_sub = kind.lower().split("/", 1)
+        if their_main not in ("*", main) or their_sub not in ("*", sub):
+            continue
         refused = any(
             name.strip().lower() == "q" and _is_zero(value)
             for name, _, value in (p.partition("=") for p in parameters)
         )
-        if refused or "/" not in kind:
-            continue
-        their_main, their_sub = kind.lower().split("/", 1)
-        if their_main in ("*", main) and their_sub in ("*", sub):
-            return True
-    return False
+        specificity = (their_main != "*") + (their_sub != "*")
+        if best is None or specificity > best[0]:
+            best = (specificity, refused)
+    return best is not None and not best[1]
 
 
 def _is_zero(value: str) -> bool:
