@@ -22,7 +22,6 @@ from apps.exports.jobs import (
 from apps.exports.models import ExportJob, ExportStatus
 from apps.exports.parquet import schema_for
 from apps.exports.selectors import Shape
-from apps.judging.models import Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line
