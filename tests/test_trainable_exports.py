@@ -51,7 +51,7 @@ EXPORTS: list[tuple[str, dict[str, str]]] = [
 ]
 
 
-def _build(project, annotators, import_rows, scheme: str, prompts: str) -> None:
+def _build(project, annotators, import_rows, scheme, prompts):
     """Three candidates per prompt; every annotator prefers candidate A (c1) but the last,
     who prefers B once (graded: strengths 3, 1, -1 toward A; listwise: c1 > c2 > c3, the last
     annotator swapping the first two)."""
