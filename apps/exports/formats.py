@@ -214,8 +214,8 @@ HH_SPEAKERS = {"system": "Human", "user": "Human", "tool": "Human", "assistant":
 
 
 # The text form (`prompt_form=text`) ends every prompt with this and starts every response with
-# a space: prompt + response is the HH transcript, and the prompt ends on a character that no
-# tokenizer merges with the response's first token (a prompt ending in whitespace would be
+# a space: prompt + response is the HH transcript, and the prompt ends on `:`, which byte-level
+# BPE tokenizers split from a following ` word` (a prompt ending in whitespace would be
 # tokenized differently alone and before its response).
 TEXT_PROMPT_END = "\n\nAssistant:"
 TEXT_RESPONSE_START = " "
