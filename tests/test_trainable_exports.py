@@ -58,23 +58,29 @@ def _build(project, annotators, import_rows, scheme, prompts):
     project.scheme = scheme
     project.save()
     import_rows(*(prompt_line(pid, prompt=prompt, n=3) for pid, prompt in PROMPTS[prompts]))
+    _vote_all(project, annotators)
+
+
+def _vote_all(project, annotators):
+    """Each annotator judges all they are served, by the project's scheme, as `_build` says."""
     for index, user in enumerate(annotators):
         while (lease := assignment_next(project=project, annotator=user)) is not None:
-            if scheme == "listwise":
+            answer: dict[str, Any] = {"rationale": "Because."}
+            if project.scheme == "listwise":
                 ids = sorted(c.external_id for c in lease.shown)
-                ranking = ids if index < 2 else [ids[1], ids[0], *ids[2:]]
-                judgment_submit(assignment_id=lease.pk, annotator=user, ranking=ranking)
-                continue
-            a_left = lease.left_id == lease.comparison.candidate_a_id
-            if scheme == "graded":
-                toward_a = [3, 1, -1][index]
+                answer["ranking"] = ids if index < 2 else [ids[1], ids[0], *ids[2:]]
+            elif project.scheme == "graded":
+                a_left = lease.left_id == lease.comparison.candidate_a_id
+                toward_a = [3, 1, -1][index % 3]
                 # Below 0 the left response is better.
-                strength = -toward_a if a_left else toward_a
-                judgment_submit(assignment_id=lease.pk, annotator=user, strength=strength)
+                answer["strength"] = -toward_a if a_left else toward_a
             else:
-                wants_a = index < 2
-                choice = "left" if wants_a == a_left else "right"
-                judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
+                a_left = lease.left_id == lease.comparison.candidate_a_id
+                answer["choice"] = "left" if (index % 3 < 2) == a_left else "right"
+            if project.criterion_names:
+                same = answer.get("strength", answer.get("choice"))
+                answer["criteria"] = dict.fromkeys(project.criterion_names, same)
+            judgment_submit(assignment_id=lease.pk, annotator=user, **answer)
 
 
 @pytest.fixture(params=[(s, p) for s in SCHEMES for p in PROMPTS], ids=lambda v: "-".join(v))
@@ -152,7 +158,6 @@ def assert_trainable(dataset: Any, format: str, params: dict[str, str], scheme: 
         if scheme == "graded":
             assert features["margin"] == datasets.Value("float64")
             assert all(isinstance(row["margin"], float) for row in rows)
-            assert rows[0]["margin"] == pytest.approx(0.3333)  # (1 + 1/3 - 1/3) / 3
     if format == "hh-rlhf":
         assert features["chosen"] == features["rejected"] == STRING
     if format == "kto":
@@ -178,6 +183,8 @@ def test_every_pairwise_format_of_every_kind_of_project_loads_as_trl_reads_it(ki
             call_command("export", "demo", "--format", format, *_flags(params), "-o", str(path))
             dataset = _load(path, tmp_path)
             assert_trainable(dataset, format, params, scheme)
+            if scheme == "graded" and format == "trl":
+                assert dataset[0]["margin"] == pytest.approx(0.3333)  # (1 + 1/3 - 1/3) / 3
             if suffix == "jsonl":
                 jsonl = dataset.to_list()
             else:
@@ -380,3 +387,37 @@ def test_the_schema_documents_the_media_types_and_parameters(api, alice):
     parameters = {p["name"]: p for p in export["parameters"]}
     assert set(parameters["prompt_form"]["schema"]["enum"]) == {"conversational", "text"}
     assert set(parameters["lines"]["schema"]["enum"]) == {"true", "false"}
+
+
+@pytest.mark.django_db
+def test_the_demo_projects_export_as_trl_reads_them(settings, tmp_path):
+    """The exports a training team ran TRL on: every demo project, every pairwise format."""
+    from django.contrib.auth.models import User
+
+    from apps.projects.models import Project
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    call_command("demo", stdout=io.StringIO(), stderr=io.StringIO())
+    projects = list(Project.objects.order_by("slug"))
+    assert {p.scheme for p in projects} == {"pairwise", "graded", "listwise"}
+    for project in projects:
+        members = User.objects.filter(
+            memberships__project=project, memberships__role="annotator"
+        ).order_by("username")
+        _vote_all(project, list(members))
+    checked = 0
+    for project in projects:
+        for index, (format, params) in enumerate(EXPORTS):
+            for suffix in ("jsonl", "parquet"):
+                path = tmp_path / f"{project.slug}-{index}-{format}.{suffix}"
+                flags = _flags(params)
+                call_command("export", project.slug, "--format", format, *flags, "-o", str(path))
+                if path.stat().st_size == 0 or pq_rows(path) == 0:
+                    continue
+                assert_trainable(_load(path, tmp_path), format, params, project.scheme)
+                checked += 1
+    assert checked == len(projects) * len(EXPORTS) * 2  # none of them empty
+
+
+def pq_rows(path: Path) -> int:
+    return pq.read_metadata(path).num_rows if path.suffix == ".parquet" else 1
