@@ -421,3 +421,24 @@ def test_the_demo_projects_export_as_trl_reads_them(settings, tmp_path):
 
 def pq_rows(path: Path) -> int:
     return pq.read_metadata(path).num_rows if path.suffix == ".parquet" else 1
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_no_parquet_column_of_any_format_is_typed_null(
+    project, annotators, import_rows, tmp_path, scheme
+):
+    """Every format the project takes, as Parquet: every column typed, even one that is null on
+    every row of the file (judgments' `strength` outside graded projects, `ranking` outside
+    listwise ones)."""
+    from apps.exports.formats import FORMATS
+
+    _build(project, annotators, import_rows, scheme, "mixed")
+    refused = {"listwise": "arena"}.get(scheme, "listwise")
+    for format in FORMATS:
+        if format == refused:
+            continue
+        path = tmp_path / f"{format}.parquet"
+        call_command("export", "demo", "--format", format, "-o", str(path))
+        dataset = _load(path, tmp_path)
+        assert dataset.num_rows > 0, format
+        assert null_features(dataset.features) == [], (format, dataset.features)
