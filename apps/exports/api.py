@@ -479,7 +479,8 @@ class Export(APIView):
         ],
         responses={
             (200, JSONL): OpenApiTypes.BINARY,
-            (200, "application/json"): OpenApiTypes.BINARY,
+            # lines=false: the rows as one array.
+            (200, "application/json"): {"type": "array", "items": {"type": "object"}},
             (200, MARKDOWN): OpenApiTypes.STR,
             400: ErrorOut,
             406: ErrorOut,
