@@ -21,7 +21,7 @@ from apps.exports.jobs import (
 )
 from apps.exports.models import ExportJob, ExportStatus
 from apps.exports.parquet import schema_for
-from apps.judging.models import Judgment
+from apps.exports.selectors import Shape
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line
@@ -139,16 +139,12 @@ def test_the_download_is_an_attachment_of_the_right_type(api, bob, voted):
     assert jsonl["Content-Disposition"].endswith('.jsonl"')
 
 
-def _expected_rows(data: bytes, format: str, kind: str = "string") -> list[dict]:
-    """The JSONL rows as the Parquet file holds them: free-form fields as JSON text."""
+def _expected_rows(data: bytes, format: str) -> list[dict]:
+    """The JSONL rows as the Parquet file holds them: judgments' criteria as JSON text."""
     rows = [json.loads(line) for line in data.splitlines()]
     for row in rows:
         if format == "judgments":
             row["criteria"] = json.dumps(row["criteria"], ensure_ascii=False)
-        if kind == "mixed":
-            for name in ("prompt", "chosen", "rejected", "completion"):
-                if name in row:
-                    row[name] = json.dumps(row[name], ensure_ascii=False)
     return rows
 
 
@@ -204,71 +200,62 @@ def test_parquet_is_written_in_row_groups(api, bob, voted, settings, tmp_path):
     assert _load_parquet(path, tmp_path).num_rows == 39
 
 
+@pytest.mark.parametrize("form", ["conversational", "text"])
 @pytest.mark.parametrize("kind", ["string", "conversation", "mixed"])
 @pytest.mark.parametrize("format", ["trl", "kto"])
 def test_trl_and_kto_parquet_for_each_kind_of_prompt(
-    api, bob, project, annotators, import_rows, tmp_path, kind, format
+    api, bob, project, annotators, import_rows, tmp_path, kind, format, form
 ):
-    """Typed columns when every prompt is a string or every one a conversation; JSON text in
-    the prompt and response columns when an export mixes both."""
+    """The prompt and response columns are typed by `prompt_form` alone, whatever the prompts:
+    message lists in the conversational form (a mixed export included), strings in the text
+    form; and the Parquet rows are the JSON Lines rows."""
     prompts = {"string": ["Hi?"], "conversation": [MESSAGES], "mixed": ["Hi?", MESSAGES]}[kind]
     import_rows(*(prompt_line(f"p-{i}", prompt=p) for i, p in enumerate(prompts)))
     for user, choice in zip(annotators, ["a", "a", "b"], strict=True):
         _vote(project, user, choice)
     client = api(bob)
-    job = _post(client, format=format, file_format="parquet").json()
+    job = _post(client, format=format, file_format="parquet", prompt_form=form).json()
     assert job["status"] == "done", job
     path = tmp_path / "kind.parquet"
     path.write_bytes(_download(client, job))
     dataset = _load_parquet(path, tmp_path)
-    expected = _expected_rows(_streamed(client, format, {}), format, kind)
+    expected = _expected_rows(_streamed(client, format, {"prompt_form": form}), format)
     assert dataset.to_list() == expected
-    assert dataset.data.schema.equals(schema_for(format, kind), check_metadata=False)
+    shape = Shape(conversational=form == "conversational")
+    assert dataset.data.schema.equals(schema_for(format, shape), check_metadata=False)
     prompt = dataset.features["prompt"]
-    if kind == "conversation":
-        assert dataset[0]["prompt"] == MESSAGES
+    if form == "conversational":
         assert prompt.feature["content"].dtype == "string"
+        assert dataset[len(dataset) - 1]["prompt"] == (
+            MESSAGES if kind != "string" else [{"role": "user", "content": "Hi?"}]
+        )
     else:
         assert prompt.dtype == "string"
-    if kind == "mixed":
-        assert [json.loads(row["prompt"]) for row in dataset][-1] == MESSAGES
+        assert all(row["prompt"].endswith("\n\nAssistant:") for row in dataset)
 
 
-def test_the_prompt_columns_are_typed_by_what_the_filters_keep(
+def test_the_prompt_columns_are_typed_by_the_parameter_whatever_the_filters_keep(
     api, bob, project, annotators, import_rows, tmp_path
 ):
     """A string prompt between model-1 and model-2, a conversation between two other models:
-    mixed in all, but strings only for an export of model-1 and model-2 (or of recent votes)."""
-    from datetime import UTC, datetime
-
-    from apps.exports.formats import Options
-    from apps.exports.jobs import prompt_kind
-    from apps.exports.parquet import CONVERSATION, MIXED, STRING
-
+    an export of model-1 and model-2 holds strings only, and is still in the conversational
+    form (no query of the prompts decides it), as is the whole project's."""
     conversation = prompt_line("conv", prompt=MESSAGES)
     for candidate, model in zip(conversation["candidates"], ["model-8", "model-9"], strict=True):
         candidate["model"] = model
     import_rows(prompt_line("plain"), conversation)
     for user in annotators:
         _vote(project, user, "a")
-    Judgment.objects.filter(comparison__prompt__external_id="conv").update(
-        created_at=datetime(2020, 1, 1, tzinfo=UTC)
-    )
-    assert prompt_kind(project=project, options=Options()) == MIXED
-    assert prompt_kind(project=project, options=Options(models=("model-1", "model-2"))) == STRING
-    assert prompt_kind(project=project, options=Options(models=("model-8", "model-9"))) == (
-        CONVERSATION
-    )
-    recent = Options(since=datetime(2024, 1, 1, tzinfo=UTC))
-    assert prompt_kind(project=project, options=recent) == STRING
     client = api(bob)
-    job = _post(client, format="trl", file_format="parquet", models="model-1,model-2").json()
-    assert job["status"] == "done", job
-    path = tmp_path / "typed.parquet"
-    path.write_bytes(_download(client, job))
-    dataset = _load_parquet(path, tmp_path)
-    assert dataset.features["prompt"].dtype == "string"
-    assert dataset[0]["prompt"] == "What is 2 + 2?"  # the text itself, not JSON of it
+    for filters, count in (({"models": "model-1,model-2"}, 1), ({}, 2)):
+        job = _post(client, format="trl", file_format="parquet", **filters).json()
+        assert job["status"] == "done", job
+        path = tmp_path / f"typed-{count}.parquet"
+        path.write_bytes(_download(client, job))
+        dataset = _load_parquet(path, tmp_path)
+        assert dataset.num_rows == count
+        assert dataset.features["prompt"].feature["role"].dtype == "string"
+        assert dataset[0]["prompt"] == [{"role": "user", "content": "What is 2 + 2?"}]
 
 
 def test_the_dataset_card_goes_with_the_export(api, bob, voted, export_root):
@@ -624,13 +611,14 @@ def test_a_listwise_projects_exports_in_the_background_and_as_parquet(
     assert job["status"] == "done", job
     path = tmp_path / "file.parquet"
     path.write_bytes(_download(client, job))
-    expected = _expected_rows(streamed, format, kind="mixed" if format != "listwise" else "")
-    if format == "listwise":  # a string prompt and a conversation: the prompt as JSON text
-        for row in expected:
-            row["prompt"] = json.dumps(row["prompt"], ensure_ascii=False)
+    expected = _expected_rows(streamed, format)
     dataset = _load_parquet(path, tmp_path)
     assert dataset.num_rows == len(expected) > 0
     assert dataset.to_list() == expected
+    # A string prompt and a conversation: both as messages, in a typed column.
+    assert dataset.features["prompt"].feature["content"].dtype == "string"
+    # A ranking has no sides, and the project no grades: no all-null column.
+    assert not {"chosen_position", "margin", "strength_mean"} & set(dataset.column_names)
     if format == "listwise":
         assert dataset.features["candidates"].feature["rank"].dtype == "int64"
         assert dataset.features["kendall_w"].dtype == "float64"

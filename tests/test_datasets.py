@@ -30,8 +30,21 @@ def test_datasets_loads_a_trl_export(
     assert dataset.num_rows <= exported
     assert {"prompt", "chosen", "rejected", "votes", "agreement"} <= set(dataset.column_names)
     for row in dataset:
-        assert isinstance(row["prompt"], str) and isinstance(row["chosen"], str)
+        # The conversational form by default: the string prompt as one user message.
+        assert row["prompt"] == [{"role": "user", "content": "What is 2 + 2?"}]
+        assert [m["role"] for m in row["chosen"]] == ["assistant"]
         assert row["votes"]["chosen"] > row["votes"]["rejected"]
+    # For a base model, prompt_form=text: strings, the response after the prompt's end.
+    response = api(bob).get(
+        "/api/v1/projects/demo/export/", {"format": "trl", "prompt_form": "text"}
+    )
+    path.write_bytes(b"".join(response.streaming_content))
+    dataset = datasets.load_dataset(
+        "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache-text")
+    )
+    for row in dataset:
+        assert row["prompt"] == "\n\nHuman: What is 2 + 2?\n\nAssistant:"
+        assert isinstance(row["chosen"], str) and row["chosen"].startswith(" Answer ")
 
 
 def test_datasets_loads_a_conversational_trl_export(
@@ -88,9 +101,7 @@ EVIDENCE = {
     "agreement",
     "annotators",
     "batch",
-    "strength_mean",
-    "margin",
-    "label_confidence",
+    # Not strength_mean and margin (graded projects only), nor label_confidence (reliability).
     "chosen_position",
     "guideline_versions",
 }
@@ -113,7 +124,7 @@ def _is_conversation(value) -> bool:
         (
             "arena",
             {"model_a", "model_b", "conversation_a", "conversation_b", "winner", "judge"}
-            | {"question_id", "comparison_id", "tstamp"},
+            | {"question_id", "comparison_id", "tstamp", "anony", "turn"},
         ),
     ],
 )
@@ -154,7 +165,8 @@ def test_datasets_loads_a_kto_export(
     _vote_everything(project, annotators, ["a", "a", "b"])
     import_rows(prompt_line("q", prompt=prompt))
     _vote_everything(project, annotators, ["both_bad", "both_bad", "b"])
-    dataset = _load(api, bob, tmp_path, "kto", both_bad="include")
+    form = "conversational" if conversational else "text"
+    dataset = _load(api, bob, tmp_path, "kto", both_bad="include", prompt_form=form)
     assert {"prompt", "completion", "label", "candidate_id", "model"} <= set(dataset.column_names)
     assert dataset.features["label"].dtype == "bool"
     assert [(row["prompt_id"], row["label"]) for row in dataset] == [
@@ -168,4 +180,5 @@ def test_datasets_loads_a_kto_export(
             assert row["prompt"] == MESSAGES
             assert _is_conversation(row["completion"]) and len(row["completion"]) == 1
         else:
-            assert isinstance(row["prompt"], str) and isinstance(row["completion"], str)
+            assert row["prompt"] == "\n\nHuman: Hi\n\nAssistant:"
+            assert isinstance(row["completion"], str) and row["completion"].startswith(" ")

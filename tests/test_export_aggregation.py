@@ -98,7 +98,9 @@ def test_unanimous_keeps_only_comparisons_where_every_vote_names_one_candidate(a
         "c2",
         {"chosen": 3, "rejected": 0, "tie": 0, "both_bad": 0},
     )
-    assert (row["agreement"], row["label_confidence"]) == (1.0, None)
+    # label_confidence is reliability's alone: no all-null column under the others.
+    assert row["agreement"] == 1.0
+    assert "label_confidence" not in row
     # A unanimous both-bad gives kto's false rows on request; a unanimous tie gives nothing.
     kto = export(api, bob, "kto", aggregate="unanimous", both_bad="include")
     assert [(r["prompt_id"], r["candidate_id"], r["label"]) for r in kto] == [
@@ -183,7 +185,7 @@ def test_mean_strength_takes_the_sign_of_the_mean_graded_strength(api, bob, grad
     assert (g3["strength_mean"], g3["margin"]) == (1.0, 0.3333)
     assert g4["votes"] == {"chosen": 1, "rejected": 0, "tie": 0, "both_bad": 2}
     assert (g4["agreement"], g4["strength_mean"], g4["margin"]) == (0.3333, 2.0, 0.6667)
-    assert all(r["label_confidence"] is None for r in exported)
+    assert all("label_confidence" not in r for r in exported)
     # The majority reads the same votes differently.
     assert [(r["prompt_id"], r["chosen_id"]) for r in export(api, bob)] == [
         ("g1", "c2"),

@@ -52,9 +52,9 @@ def test_the_command_says_what_is_wrong(judged):
 
 @pytest.fixture
 def mixed(project, annotators, import_rows):
-    """String prompts and a conversation (Parquet's prompt columns are then JSON text in trl and
-    kto), judged A, A, tie (A wherever the queue showed it, so every comparison has a winner
-    whatever the sides drawn); no rankings (listwise: an empty file with its schema)."""
+    """String prompts and a conversation (all written as messages in the conversational form),
+    judged A, A, tie (A wherever the queue showed it, so every comparison has a winner
+    whatever the sides drawn); no rankings (listwise: a 400 in every door)."""
     conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]
     import_rows(prompt_line("s1", n=3), prompt_line("s2"), prompt_line("c1", prompt=conversation))
     for user, vote in zip(annotators, ["a", "a", "tie"], strict=True):
@@ -68,7 +68,7 @@ def mixed(project, annotators, import_rows):
 PARAMETERS = {"kto": {"both_bad": "include"}, "arena": {"include_ties": "false"}}
 
 
-@pytest.mark.parametrize("format", list(FORMATS))
+@pytest.mark.parametrize("format", [f for f in FORMATS if f != "listwise"])
 def test_the_commands_parquet_is_the_jobs_parquet_and_the_jsonl_rows(
     api, bob, mixed, settings, tmp_path, format
 ):
@@ -91,13 +91,22 @@ def test_the_commands_parquet_is_the_jobs_parquet_and_the_jsonl_rows(
     assert from_command.schema == from_job.schema
     assert from_command.to_pylist() == from_job.to_pylist()
     streamed = b"".join(client.get(URL, {"format": format, **params}).streaming_content)
-    kind = "mixed" if format in ("trl", "kto") else ""
-    expected = _expected_rows(streamed, format, kind=kind)
-    if format == "listwise":
-        assert expected == []
-    else:
-        assert expected
+    expected = _expected_rows(streamed, format)
+    assert expected
     assert from_command.to_pylist() == expected
+
+
+def test_listwise_on_a_pairwise_project_is_refused_by_every_door(api, bob, mixed, tmp_path):
+    """No ranking can ever be in it: an empty file `datasets` cannot load, so a 400 instead."""
+    client = api(bob)
+    response = client.get(URL, {"format": "listwise"})
+    assert response.status_code == 400
+    assert "listwise" in response.json()["format"][0]
+    response = client.post("/api/v1/projects/demo/exports/", {"format": "listwise"}, format="json")
+    assert response.status_code == 400 and "format" in response.json()
+    with pytest.raises(CommandError, match="format: listwise has one row per ranked prompt"):
+        call_command("export", "demo", "--format", "listwise", "-o", str(tmp_path / "x.jsonl"))
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_file_format_parquet_writes_parquet_whatever_the_name(judged, tmp_path):

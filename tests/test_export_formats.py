@@ -126,8 +126,8 @@ def test_kto_gives_the_winner_true_and_the_loser_false(api, bob, tiny):
     ]
     winner, loser, conv_winner, _ = exported
     assert winner == {
-        "prompt": "What is 2 + 2?",
-        "completion": win.candidate_a.text,
+        "prompt": [user("What is 2 + 2?")],
+        "completion": [assistant(win.candidate_a.text)],
         "label": True,
         "comparison_id": win.pk,
         "prompt_id": "s-win",
@@ -139,12 +139,11 @@ def test_kto_gives_the_winner_true_and_the_loser_false(api, bob, tiny):
         "unanimous": False,
         "annotators": winner["annotators"],
         "batch": win.batch_id,
-        "label_confidence": None,
         "chosen_position": left_share(win, win.candidate_a_id),
         "guideline_versions": [1],
     }
     assert len(set(winner["annotators"])) == 3
-    assert (loser["completion"], loser["model"]) == (win.candidate_b.text, "model-2")
+    assert (loser["completion"], loser["model"]) == ([assistant(win.candidate_b.text)], "model-2")
     assert loser["votes"] == {"candidate": 1, "other": 2, "tie": 0, "both_bad": 0}
     assert conv_winner["prompt"] == CONV
     assert conv_winner["completion"] == [assistant(conv.candidate_b.text)]
@@ -161,7 +160,7 @@ def test_kto_makes_both_bad_majorities_false_rows_on_request(api, bob, tiny):
         ("s-bad", "c1", False),
         ("s-bad", "c2", False),
     ]
-    assert first["completion"] == bad.candidate_a.text
+    assert first["completion"] == [assistant(bad.candidate_a.text)]
     assert first["votes"] == {"candidate": 0, "other": 1, "tie": 0, "both_bad": 2}
     assert second["votes"] == {"candidate": 1, "other": 0, "tie": 0, "both_bad": 2}
     assert first["agreement"] == second["agreement"] == 0.6667
@@ -210,7 +209,7 @@ def test_openai_rows_have_exactly_the_preference_fine_tuning_fields(api, bob, ti
     # Its evidence is the trl export's, row for row.
     trl = export(api, bob, "trl")
     assert [r["chosen_id"] for r in trl] == ["c1", "c2"]
-    assert trl[0]["chosen"] == first["preferred_output"][0]["content"]
+    assert trl[0]["chosen"] == first["preferred_output"]
     assert trl[1]["chosen"] == second["preferred_output"]
 
 
@@ -240,11 +239,14 @@ def test_arena_has_one_row_per_vote(api, bob, annotators, tiny):
         "model_b": "model-2",
         "winner": "model_a",
         "judge": first["judge"],
+        "anony": True,
+        "turn": 1,
         "conversation_a": [user("What is 2 + 2?"), assistant(win.candidate_a.text)],
         "conversation_b": [user("What is 2 + 2?"), assistant(win.candidate_b.text)],
         "tstamp": judgment.created_at.timestamp(),
     }
     assert exported[3]["conversation_b"] == [*CONV, assistant(conv.candidate_b.text)]
+    assert exported[3]["turn"] == 2  # two user messages
     judges = [r["judge"] for r in exported[:3]]
     assert len(set(judges)) == 3
     assert judges == [r["judge"] for r in exported[3:6]]

@@ -70,7 +70,8 @@ def test_the_listwise_format_merges_each_prompt_and_keeps_every_ranking(api, bob
     exported = export(api, bob, "listwise")
     assert [r["prompt_id"] for r in exported] == ["r-1", "r-2"]
     first, second = exported
-    assert first["prompt"] == "What is 2 + 2?"
+    # The conversational form by default, as in the pairwise formats.
+    assert first["prompt"] == [{"role": "user", "content": "What is 2 + 2?"}]
     assert [(c["id"], c["rank"], c["mean_place"]) for c in first["candidates"]] == [
         ("c1", 1, 1.3333),
         ("c2", 2, 1.8333),
@@ -119,7 +120,8 @@ def test_rankings_become_pairs_in_every_pairwise_format(api, bob, ranked):
     assert c1_c2["votes"] == {"chosen": 2, "rejected": 1, "tie": 0, "both_bad": 0}
     assert (c1_c2["agreement"], c1_c2["n_annotators"]) == (0.6667, 3)
     assert c2_c3["votes"] == {"chosen": 2, "rejected": 0, "tie": 1, "both_bad": 0}
-    assert c1_c2["chosen"] == "Answer 1 to r-1" and c1_c2["rejected"] == "Answer 2 to r-1"
+    assert c1_c2["chosen"] == [{"role": "assistant", "content": "Answer 1 to r-1"}]
+    assert c1_c2["rejected"] == [{"role": "assistant", "content": "Answer 2 to r-1"}]
     assert len({r["comparison_id"] for r in exported}) == 2
     for format in ("trl-implicit", "hh-rlhf", "openai"):
         assert len(export(api, bob, format)) == 7, format
@@ -241,7 +243,8 @@ def test_ranking_pairs_take_the_aggregations_and_filters(api, bob, ranked):
         ("r-2", "c1", "c2"),
     }
     assert all(0.5 < r["label_confidence"] <= 1 for r in reliable)
-    assert all(r["chosen_position"] is None for r in reliable)
+    # A ranking has no sides: a listwise project's rows have no chosen_position column.
+    assert all("chosen_position" not in r for r in reliable)
     assert pairs(models="model-1,model-3") == [("r-1", "c1", "c3"), ("r-2", "c1", "c3")]
     assert pairs(since="2999-01-01T00:00:00+00:00") == []
     assert len(pairs(since="2000-01-01T00:00:00+00:00")) == 7

@@ -34,7 +34,8 @@ def body(api, bob, format: str, **params: str) -> bytes:
 
 
 @pytest.mark.parametrize("page", [1, 2])
-@pytest.mark.parametrize("format", list(FORMATS))
+# listwise is a 400 in this pairwise project, which has no rankings.
+@pytest.mark.parametrize("format", [f for f in FORMATS if f != "listwise"])
 def test_an_export_read_in_small_pages_is_the_export_read_at_once(
     api, bob, gold_inside, monkeypatch, format, page
 ):

@@ -62,8 +62,12 @@ def test_trl_exports_only_a_strict_winning_side(api, bob, project, annotators, o
     chosen = one.candidate_a if winner == "a" else one.candidate_b
     rejected = one.candidate_b if winner == "a" else one.candidate_a
     assert list(row)[:3] == ["prompt", "chosen", "rejected"]
-    assert row["prompt"] == "What is 2 + 2?"
-    assert (row["chosen"], row["rejected"]) == (chosen.text, rejected.text)
+    # The conversational form by default: a string prompt is one user message.
+    assert row["prompt"] == [{"role": "user", "content": "What is 2 + 2?"}]
+    assert (row["chosen"], row["rejected"]) == (
+        [{"role": "assistant", "content": chosen.text}],
+        [{"role": "assistant", "content": rejected.text}],
+    )
     assert (row["chosen_id"], row["rejected_id"]) == (chosen.external_id, rejected.external_id)
     assert (row["chosen_model"], row["rejected_model"]) == (chosen.model, rejected.model)
     n_win = votes.count(winner)

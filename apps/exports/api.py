@@ -7,7 +7,8 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotAcceptable, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,13 +20,22 @@ from apps.batches.models import Batch, Candidate
 from apps.exports.card import dataset_card
 from apps.exports.cursor import HEADER as NEXT_SINCE
 from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
-from apps.exports.formats import CARD_PARAMETERS, FORMATS, Options, export_rows
+from apps.exports.formats import (
+    CARD_PARAMETERS,
+    CONVERSATIONAL,
+    FORMATS,
+    PROMPT_FORMS,
+    Options,
+    export_rows,
+)
 from apps.exports.selectors import AGGREGATES
 from apps.exports.stats import project_stats, stats_votes
-from apps.projects.models import Project
+from apps.projects.models import Project, Scheme
 from apps.projects.selectors import project_for_lead
 
 LINES_PER_CHUNK = 200
+JSONL = "application/jsonl"
+MARKDOWN = "text/markdown"
 # json.dumps(row, ensure_ascii=False) builds a new encoder for every row; one does for all.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -41,6 +51,30 @@ def jsonl_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield ("\n".join(buffer) + "\n").encode()
 
 
+def json_array_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """The rows as one JSON array (`lines=false`), streamed as JSON Lines are, a row a line:
+    `[`, the rows separated by `,`, then `]`. `[\\n]` when there is none."""
+    buffer: list[str] = []
+    opening = "[\n"
+    for row in rows:
+        buffer.append(_encode(row))
+        if len(buffer) >= LINES_PER_CHUNK:
+            yield (opening + ",\n".join(buffer)).encode()
+            opening = ",\n"
+            buffer.clear()
+    if buffer:
+        yield (opening + ",\n".join(buffer) + "\n]\n").encode()
+    elif opening == "[\n":
+        yield b"[\n]\n"
+    else:
+        yield b"\n]\n"
+
+
+def lines_of(params: Any) -> bool:
+    """`lines`: true (JSON Lines, the default) or false (one JSON array)."""
+    return _choice(params, "lines", {"true": True, "false": False}, True)
+
+
 def _choice(params: Any, name: str, values: dict[str, bool], default: bool) -> bool:
     value = params.get(name)
     if value is None:
@@ -54,7 +88,8 @@ def export_options(params: Any, format: str, project: Project | None = None) -> 
     """The export's options from the query string: a 400 names each unknown or bad parameter.
 
     `format` may be "card" (it takes the pairwise formats' filters). With `project`, `batch`,
-    `models` and `criterion` are checked against it.
+    `models` and `criterion` are checked against it, and so is the format against its scheme
+    (`check_scheme`).
     """
     taken = ("format", "batch", *parameters_of(format))
     unknown = [name for name in params if name not in taken]
@@ -66,6 +101,7 @@ def export_options(params: Any, format: str, project: Project | None = None) -> 
             }
         )
     if project is not None:
+        check_scheme(format, project)
         batch_id = batch_id_of(params, project)
     else:
         batch = params.get("batch")
@@ -87,7 +123,41 @@ def export_options(params: Any, format: str, project: Project | None = None) -> 
         include_gold=_choice(params, "include_gold", {"true": True, "false": False}, False),
         since=_since(params),
         criterion=_criterion(params, project),
+        prompt_form=_prompt_form(params),
     )
+
+
+def check_scheme(format: str, project: Project) -> None:
+    """A 400 for a format that has no row in any project of this one's scheme: its file would
+    be empty, and `datasets` cannot load an empty JSON file."""
+    if format == "arena" and project.scheme == Scheme.LISTWISE:
+        raise ValidationError(
+            {
+                "format": [
+                    "arena has one row per pairwise vote, and this project is listwise (its "
+                    "votes are rankings): use format=listwise, or a pairwise format (trl, "
+                    "trl-implicit, kto, hh-rlhf, openai), which exports each ranking's pairs."
+                ]
+            }
+        )
+    if format == "listwise" and project.scheme != Scheme.LISTWISE:
+        raise ValidationError(
+            {
+                "format": [
+                    f"listwise has one row per ranked prompt, and this project is "
+                    f"{project.scheme} (no rankings): use a pairwise format, arena or judgments."
+                ]
+            }
+        )
+
+
+def _prompt_form(params: Any) -> str:
+    value = params.get("prompt_form")
+    if value is None:
+        return CONVERSATIONAL
+    if value not in PROMPT_FORMS:
+        raise ValidationError({"prompt_form": [f"Use one of {', '.join(PROMPT_FORMS)}."]})
+    return str(value)
 
 
 def parameters_of(format: str) -> tuple[str, ...]:
@@ -186,15 +256,70 @@ def _number(params: Any, name: str, kind: type, default: Any, low: Any, high: An
     return number
 
 
+class JSONLinesRenderer(JSONRenderer):
+    """Lets content negotiation accept `Accept: application/jsonl`; the export streams its own
+    body, and an error is rendered as JSON (`Export.finalize_response`)."""
+
+    media_type = JSONL
+    format = "jsonl"
+
+
+class MarkdownRenderer(JSONRenderer):
+    """Lets content negotiation accept `Accept: text/markdown` (the dataset card)."""
+
+    media_type = MARKDOWN
+    format = "md"
+
+
+def accepts(request: Request, media_type: str) -> bool:
+    """Whether the request's Accept header (none: anything) takes `media_type`: the most
+    specific of its types and ranges (`*/*`, `application/*`) that covers it does, unless with
+    `q=0`. Other parameters (`charset`) do not matter."""
+    header = request.META.get("HTTP_ACCEPT", "").strip()
+    if not header:
+        return True
+    main, sub = media_type.split("/")
+    best: tuple[int, bool] | None = None  # (specificity, refused)
+    for token in header.split(","):
+        kind, *parameters = (part.strip() for part in token.split(";"))
+        if "/" not in kind:
+            continue
+        their_main, their_sub = kind.lower().split("/", 1)
+        if their_main not in ("*", main) or their_sub not in ("*", sub):
+            continue
+        refused = any(
+            name.strip().lower() == "q" and _is_zero(value)
+            for name, _, value in (p.partition("=") for p in parameters)
+        )
+        specificity = (their_main != "*") + (their_sub != "*")
+        if best is None or specificity > best[0]:
+            best = (specificity, refused)
+    return best is not None and not best[1]
+
+
+def _is_zero(value: str) -> bool:
+    try:
+        return float(value) == 0
+    except ValueError:
+        return False
+
+
 class Export(APIView):
     """GET a streamed JSON Lines export: ?format=<one of FORMATS>[&batch=<id>], and for kto
     `both_bad=include|exclude`, for arena `include_ties=true|false`."""
+
+    # Content negotiation takes every media type the export documents (and `*/*`); `get`
+    # then checks that the Accept header takes the one this request's format produces.
+    renderer_classes = [JSONRenderer, JSONLinesRenderer, MarkdownRenderer]
 
     @extend_schema(
         summary="Export the project",
         description=(
             "Staff and the project's leads. Streamed JSON Lines (`application/jsonl`), one row "
-            "per line, in a stable order; annotators by pseudonym; gold items left out. See "
+            "per line, in a stable order; annotators by pseudonym; gold items left out. With "
+            "`lines=false`, one JSON array (`application/json`); `format=card` is Markdown "
+            "(`text/markdown`). The Accept header may name the media type produced, a range "
+            "covering it (`*/*`, `application/*`, `text/*`) or be absent; otherwise 406. See "
             "the README's export formats for every field."
         ),
         parameters=[
@@ -323,12 +448,42 @@ class Export(APIView):
                 ),
                 required=False,
             ),
+            OpenApiParameter(
+                "prompt_form",
+                str,
+                enum=list(PROMPT_FORMS),
+                description=(
+                    "trl, trl-implicit, kto and listwise: `conversational` (default; for chat "
+                    "models): every prompt a list of {role, content} messages (a string prompt "
+                    "is one user message) and every response one assistant message, whatever "
+                    "the project's prompts; `text` (for base models): every prompt the text "
+                    "`\\n\\nHuman: <prompt>\\n\\nAssistant:` (a conversation's turns as "
+                    "HH-RLHF writes them) and every response its text after one space, so that "
+                    "prompt + response is the whole transcript. Decided by this parameter alone, "
+                    "before the first row: every row of the file has the same kind."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
+                "lines",
+                str,
+                enum=["true", "false"],
+                description=(
+                    "Every format but card: `false` streams one JSON array (`application/json`) "
+                    "instead of JSON Lines, e.g. for FastChat's `--clean-battle-file`, which "
+                    "reads an array. Default true."
+                ),
+                required=False,
+            ),
             NEXT_SINCE_HEADER,
         ],
         responses={
-            (200, "application/jsonl"): OpenApiTypes.BINARY,
-            (200, "text/markdown"): OpenApiTypes.STR,
+            (200, JSONL): OpenApiTypes.BINARY,
+            # lines=false: the rows as one array.
+            (200, "application/json"): {"type": "array", "items": {"type": "object"}},
+            (200, MARKDOWN): OpenApiTypes.STR,
             400: ErrorOut,
+            406: ErrorOut,
         },
     )
     def get(self, request: Request, slug: str) -> HttpResponse | StreamingHttpResponse:
@@ -336,7 +491,19 @@ class Export(APIView):
         format = request.query_params.get("format", "trl")
         if format != "card" and format not in FORMATS:
             raise ValidationError({"format": [f"Use one of {', '.join([*FORMATS, 'card'])}."]})
-        options = export_options(request.query_params, format, project)
+        params = {name: value for name, value in request.query_params.items() if name != "lines"}
+        lines = lines_of(request.query_params)
+        if format == "card" and "lines" in request.query_params:
+            raise ValidationError({"lines": ["format=card is Markdown; it takes no lines."]})
+        options = export_options(params, format, project)
+        produced = MARKDOWN if format == "card" else (JSONL if lines else "application/json")
+        if not accepts(request, produced):
+            raise NotAcceptable(
+                f"format={format}"
+                + ("" if lines or format == "card" else " with lines=false")
+                + f" is {produced}; the Accept header does not take it "
+                "(send that type, */*, or no Accept header)."
+            )
         # Recorded once validated: the parameters as they were taken, never a refused value.
         audit_record(
             actor=request.user,
@@ -349,18 +516,27 @@ class Export(APIView):
         # Taken before the first row is read: see apps/exports/cursor.py.
         upcoming = next_since()
         rows = export_rows(project=project, format=format, options=options)
-        response = StreamingHttpResponse(jsonl_chunks(rows), content_type="application/jsonl")
+        chunks = jsonl_chunks(rows) if lines else json_array_chunks(rows)
+        response = StreamingHttpResponse(chunks, content_type=produced)
         response[NEXT_SINCE] = format_since(upcoming)
-        response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.jsonl"'
+        suffix = "jsonl" if lines else "json"
+        response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.{suffix}"'
         response["Cache-Control"] = "no-store"
         return response
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # An error (400, 404, 406) is JSON, whichever media type the negotiation picked.
+        if isinstance(response, Response):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 def card_response(project: Project, options: Options) -> HttpResponse:
     """The dataset card, under the pairwise formats' aggregation and filters (and `batch`)."""
     response = HttpResponse(
         dataset_card(project=project, options=options),
-        content_type="text/markdown; charset=utf-8",
+        content_type=f"{MARKDOWN}; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="{project.slug}-card.md"'
     response["Cache-Control"] = "no-store"

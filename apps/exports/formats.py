@@ -16,6 +16,7 @@ from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
     CandidateRef,
     Pseudonyms,
+    Shape,
     Tally,
     judged_pairs,
     judgments_rows,
@@ -23,10 +24,10 @@ from apps.exports.selectors import (
     pairwise_tallies,
     preference_metadata,
     split_of,
-    trl_row,
+    trust_fields,
 )
 from apps.judging.models import Choice, Judgment
-from apps.projects.models import Project
+from apps.projects.models import Project, Scheme
 
 Messages = list[dict[str, str]]
 
@@ -57,6 +58,9 @@ class Options:
     since: datetime | None = None
     # The pairwise formats: one criterion's answers instead of the overall choice.
     criterion: str | None = None
+    # trl, trl-implicit, kto, listwise: prompts and responses as messages (CONVERSATIONAL) or
+    # as text (TEXT); see `text_prompt`.
+    prompt_form: str = "conversational"
 
     def tally_filters(self) -> dict[str, Any]:
         """The keyword arguments of `pairwise_tallies` (and `trl_rows`)."""
@@ -83,6 +87,22 @@ class Options:
         )
 
 
+# `prompt_form`: the conversational form (the default) or the text form, for base models.
+CONVERSATIONAL, TEXT = "conversational", "text"
+PROMPT_FORMS = (CONVERSATIONAL, TEXT)
+
+
+def shape_of(project: Project, options: Options) -> Shape:
+    """What every row of the export holds, decided before the first row is read, from the
+    project's scheme and the parameters alone: no query, and no row can change it."""
+    return Shape(
+        conversational=options.prompt_form == CONVERSATIONAL,
+        graded=project.scheme == Scheme.GRADED,
+        confidence=options.aggregate == "reliability",
+        sides=project.scheme != Scheme.LISTWISE,
+    )
+
+
 def messages_of(prompt: str | Messages) -> Messages:
     """A prompt as a conversation: its own messages, or one user message for a string."""
     if isinstance(prompt, list):
@@ -100,16 +120,48 @@ def _winners(project: Project, options: Options) -> Iterator[Tally]:
             yield tally
 
 
-def trl_implicit_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
-    """TRL's implicit-prompt preference format: whole conversations, the prompt inside each."""
+def prompt_in(prompt: str | Messages, shape: Shape) -> str | Messages:
+    """A prompt in the export's form: its messages (a string is one user message), or the text
+    form's transcript ending with `TEXT_PROMPT_END`."""
+    return messages_of(prompt) if shape.conversational else text_prompt(prompt)
+
+
+def response_in(text: str, shape: Shape) -> str | Messages:
+    """A response in the export's form: one assistant message, or the text after a space."""
+    return [assistant(text)] if shape.conversational else TEXT_RESPONSE_START + text
+
+
+def trl_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    """TRL's explicit-prompt preference format: `prompt`, `chosen`, `rejected`, then the
+    evidence."""
+    shape = shape_of(project, options)
     for tally in _winners(project, options):
         chosen, rejected = tally.ranked()
-        messages = messages_of(tally.comparison.prompt.content)
+        prompt = tally.comparison.prompt.content
         yield {
-            "chosen": [*messages, assistant(chosen.text)],
-            "rejected": [*messages, assistant(rejected.text)],
-            **preference_metadata(tally),
+            "prompt": prompt_in(prompt, shape),
+            "chosen": response_in(chosen.text, shape),
+            "rejected": response_in(rejected.text, shape),
+            **preference_metadata(tally, shape),
         }
+
+
+def trl_implicit_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    """TRL's implicit-prompt preference format: whole conversations (or transcripts), the
+    prompt inside each."""
+    shape = shape_of(project, options)
+    for tally in _winners(project, options):
+        chosen, rejected = tally.ranked()
+        prompt = tally.comparison.prompt.content
+        if shape.conversational:
+            messages = messages_of(prompt)
+            whole: tuple[Any, Any] = (
+                [*messages, assistant(chosen.text)],
+                [*messages, assistant(rejected.text)],
+            )
+        else:
+            whole = (hh_transcript(prompt, chosen.text), hh_transcript(prompt, rejected.text))
+        yield {"chosen": whole[0], "rejected": whole[1], **preference_metadata(tally, shape)}
 
 
 def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
@@ -119,6 +171,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     then for candidate B. `votes` counts from the row's candidate: its own votes, the other
     candidate's, ties and both-bad; `agreement` is the majority's share of all votes.
     """
+    shape = shape_of(project, options)
     for tally in options.tallies(project):
         comparison = tally.comparison
         labelled: list[tuple[CandidateRef, bool]]
@@ -129,14 +182,12 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
             labelled = [(comparison.candidate_a, False), (comparison.candidate_b, False)]
         else:
             continue
-        prompt = comparison.prompt.content
+        prompt = prompt_in(comparison.prompt.content, shape)
         for candidate, label in labelled:
             own = "a" if candidate.pk == comparison.candidate_a_id else "b"
             yield {
                 "prompt": prompt,
-                "completion": (
-                    [assistant(candidate.text)] if isinstance(prompt, list) else candidate.text
-                ),
+                "completion": response_in(candidate.text, shape),
                 "label": label,
                 "comparison_id": comparison.pk,
                 "prompt_id": comparison.prompt.external_id,
@@ -153,9 +204,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
                 "unanimous": tally.votes[tally.winner or ""] == tally.total,
                 "annotators": tally.annotators,
                 "batch": comparison.batch_id,
-                "label_confidence": tally.label_confidence,
-                "chosen_position": tally.chosen_position(),
-                "guideline_versions": tally.guideline_versions,
+                **trust_fields(tally, shape),
             }
 
 
@@ -164,8 +213,17 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
 HH_SPEAKERS = {"system": "Human", "user": "Human", "tool": "Human", "assistant": "Assistant"}
 
 
-def hh_transcript(prompt: str | Messages, response: str) -> str:
-    """`\\n\\nHuman: ...\\n\\nAssistant: ...`, ending with `response` as its own Assistant turn."""
+# The text form (`prompt_form=text`) ends every prompt with this and starts every response with
+# a space: prompt + response is the HH transcript, and the prompt ends on `:`, which byte-level
+# BPE tokenizers split from a following ` word` (a prompt ending in whitespace would be
+# tokenized differently alone and before its response).
+TEXT_PROMPT_END = "\n\nAssistant:"
+TEXT_RESPONSE_START = " "
+
+
+def text_prompt(prompt: str | Messages) -> str:
+    """`\\n\\nHuman: ...\\n\\nAssistant:`: the prompt's turns as HH writes them, then the
+    Assistant's turn opened for the response."""
     turns: list[list[str]] = []
     for message in messages_of(prompt):
         speaker = HH_SPEAKERS[message["role"]]
@@ -173,19 +231,24 @@ def hh_transcript(prompt: str | Messages, response: str) -> str:
             turns[-1][1] += "\n\n" + message["content"]
         else:
             turns.append([speaker, message["content"]])
-    turns.append(["Assistant", response])
-    return "".join(f"\n\n{speaker}: {text}" for speaker, text in turns)
+    return "".join(f"\n\n{speaker}: {text}" for speaker, text in turns) + TEXT_PROMPT_END
+
+
+def hh_transcript(prompt: str | Messages, response: str) -> str:
+    """`\\n\\nHuman: ...\\n\\nAssistant: ...`, ending with `response` as its own Assistant turn."""
+    return text_prompt(prompt) + TEXT_RESPONSE_START + response
 
 
 def hh_rlhf_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     """Anthropic HH-RLHF's format: `chosen` and `rejected` as whole transcripts."""
+    shape = shape_of(project, options)
     for tally in _winners(project, options):
         chosen, rejected = tally.ranked()
         prompt = tally.comparison.prompt.content
         yield {
             "chosen": hh_transcript(prompt, chosen.text),
             "rejected": hh_transcript(prompt, rejected.text),
-            **preference_metadata(tally),
+            **preference_metadata(tally, shape),
         }
 
 
@@ -275,6 +338,7 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
             messages = messages_of(prompt)
             conversation_a = [*messages, assistant(text_a)]
             conversation_b = [*messages, assistant(text_b)]
+            turn = sum(message["role"] == "user" for message in messages)
             for _, annotator_id, choice, chosen_id, created_at in judgments[first:at]:
                 side = "model_a" if chosen_id == candidate_a_id else "model_b"
                 yield {
@@ -284,19 +348,21 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
                     "model_b": model_b,
                     "winner": ARENA_WINNER.get(choice, side),
                     "judge": pseudonym(annotator_id),
+                    # FastChat's Elo analysis keeps anonymous battles: our judges never see
+                    # the models' names.
+                    "anony": True,
+                    "turn": turn,
                     "conversation_a": conversation_a,
                     "conversation_b": conversation_b,
                     "tstamp": created_at.timestamp(),
                 }
 
 
-def _trl(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
-    return (trl_row(tally) for tally in _winners(project, options))
-
-
 def _listwise(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
+    shape = shape_of(project, options)
     return listwise_rows(
         project=project,
+        prompt=lambda content: prompt_in(content, shape),
         batch_id=options.batch_id,
         min_votes=options.min_votes,
         since=options.since,
@@ -340,13 +406,13 @@ PAIRWISE = (
 PER_VOTE = ("include_ties", "include_gold", "since", "split", "test_fraction")
 
 FORMATS: dict[str, Format] = {
-    "trl": Format(_trl, PAIRWISE),
-    "trl-implicit": Format(trl_implicit_rows, PAIRWISE),
-    "kto": Format(kto_rows, ("both_bad", *PAIRWISE)),
+    "trl": Format(trl_rows, (*PAIRWISE, "prompt_form")),
+    "trl-implicit": Format(trl_implicit_rows, (*PAIRWISE, "prompt_form")),
+    "kto": Format(kto_rows, ("both_bad", *PAIRWISE, "prompt_form")),
     "hh-rlhf": Format(hh_rlhf_rows, PAIRWISE),
     "openai": Format(openai_rows, PAIRWISE),
     "arena": Format(arena_rows, (*PER_VOTE, "models")),
-    "listwise": Format(_listwise, ("min_votes", "since", "split", "test_fraction")),
+    "listwise": Format(_listwise, ("min_votes", "since", "split", "test_fraction", "prompt_form")),
     "judgments": Format(_judgments, PER_VOTE),
 }
 # format=card counts the pairwise rows under the same aggregation and filters.

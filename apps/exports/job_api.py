@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from annotate.api import list_page, request_user
 from annotate.schema import CURSOR, MAX_ID, PAGE_SIZE, ErrorOut, page_of
 from apps.exports.cursor import format_since, next_since
-from apps.exports.formats import FORMATS
+from apps.exports.formats import FORMATS, PROMPT_FORMS
 from apps.exports.jobs import (
     CARD_CONTENT_TYPE,
     FILE_CONTENT_TYPES,
@@ -203,6 +203,14 @@ EXPORT_JOB_IN = inline_serializer(
         ),
         "include_ties": serializers.BooleanField(
             required=False, help_text="arena and judgments (true)."
+        ),
+        "prompt_form": serializers.ChoiceField(
+            choices=list(PROMPT_FORMS),
+            required=False,
+            help_text=(
+                "trl, trl-implicit, kto, listwise: conversational (default; message lists) or "
+                "text (HH-style text, the response after a space), as the streaming export."
+            ),
         ),
     },
 )

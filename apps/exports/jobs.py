@@ -35,7 +35,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.storage import Storage
 from django.db import connections, transaction
-from django.db.models import CharField, F, Func, Q
+from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -45,10 +45,9 @@ from apps.audit.services import audit_record
 from apps.batches.models import Comparison
 from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
-from apps.exports.formats import FORMATS, Options, export_rows
+from apps.exports.formats import FORMATS, Options, export_rows, shape_of
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
-from apps.exports.parquet import CONVERSATION, KIND_FORMATS, MIXED, STRING, write_parquet
-from apps.exports.selectors import voted_since
+from apps.exports.parquet import write_parquet
 from apps.exports.storage import export_storage, storage_check, storage_error, storage_save
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
@@ -371,44 +370,6 @@ def rows_estimate(*, project: Project, format: str, options: Options) -> int:
     return judgments.count()
 
 
-class JSONType(Func):
-    """The JSON type of a value: "array" for a conversation (PostgreSQL and SQLite agree)."""
-
-    function = "jsonb_typeof"
-    output_field = CharField()
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return super().as_sql(compiler, connection, function="json_type", **extra)
-
-
-def prompt_kind(*, project: Project, options: Options) -> str:
-    """Whether the pairwise comparisons of the export have string prompts, conversations, or
-    both (then `trl` and `kto` write those columns as JSON text in Parquet), under the export's
-    filters but `split`."""
-    # Listwise comparisons too: their rankings become pairs, and the listwise format's rows.
-    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
-    if not options.include_gold:
-        comparisons = comparisons.filter(is_gold=False)
-    if options.batch_id is not None:
-        comparisons = comparisons.filter(batch_id=options.batch_id)
-    if options.models is not None:
-        # A pair between two of the models; a ranking may hold such a pair whatever its others.
-        names = list(options.models)
-        comparisons = comparisons.filter(
-            Q(candidate_ids__isnull=False)
-            | Q(candidate_a__model__in=names, candidate_b__model__in=names)
-        )
-    if options.since is not None:
-        comparisons = comparisons.filter(voted_since(options.since))
-    # (`split` is a hash of each prompt's id, computed in Python: both halves count here.)
-    comparisons = comparisons.annotate(prompt_type=JSONType("prompt__content"))
-    conversations = comparisons.filter(prompt_type="array").exists()
-    strings = comparisons.exclude(prompt_type="array").exists()
-    if conversations and strings:
-        return MIXED
-    return CONVERSATION if conversations else STRING
-
-
 def export_parquet_write(
     *,
     project: Project,
@@ -419,9 +380,12 @@ def export_parquet_write(
 ) -> int:
     """Writes an export's rows to `sink` as Parquet, in row groups of EXPORT_PARQUET_ROW_GROUP
     rows; returns how many. The one writer of background jobs and `manage.py export`."""
-    kind = prompt_kind(project=project, options=options) if format in KIND_FORMATS else STRING
     return write_parquet(
-        rows, sink, format=format, kind=kind, row_group=settings.EXPORT_PARQUET_ROW_GROUP
+        rows,
+        sink,
+        format=format,
+        shape=shape_of(project, options),
+        row_group=settings.EXPORT_PARQUET_ROW_GROUP,
     )
 
 

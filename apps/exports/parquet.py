@@ -2,10 +2,10 @@
 
 The columns are the JSON Lines rows' fields, in their order, with their nesting: messages are
 lists of `{role, content}` structs, `votes` a struct of counts, `annotators` and `flags` lists of
-strings, `ranking` a list of lists of ids. Two fields are free-form and stored as JSON text:
-`criteria` in `judgments` (its keys are the project's own criteria), and, in `trl` and `kto`,
-`prompt`/`chosen`/`rejected`/`completion` when the export mixes string and conversation prompts
-(one column cannot be both); see `prompt_kind`.
+strings, `ranking` a list of lists of ids. `criteria` in `judgments` is free-form (its keys are
+the project's own criteria) and stored as JSON text. Which columns a pairwise export has, and
+whether its prompts are messages or text, is the export's `Shape`, decided before the first
+row: no column is ever typed null.
 """
 
 import json
@@ -15,18 +15,29 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from apps.exports.selectors import Shape
+
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 STRINGS = pa.list_(pa.string())
 
-# The prompt kinds of an export: every prompt a string, every prompt a conversation, or both.
-STRING, CONVERSATION, MIXED = "string", "conversation", "mixed"
-# The formats whose prompt column takes the export's prompt kind.
-KIND_FORMATS = ("trl", "kto", "listwise")
-
 
 def _votes(*names: str) -> pa.DataType:
     return pa.struct([(name, pa.int64()) for name in names])
+
+
+def _evidence(shape: Shape) -> list[tuple[str, pa.DataType]]:
+    """The evidence columns of `trl`, `trl-implicit` and `hh-rlhf` for the export's shape."""
+    graded = [("strength_mean", pa.float64()), ("margin", pa.float64())] if shape.graded else []
+    return [*EVIDENCE, *graded, *_trust(shape)]
+
+
+def _trust(shape: Shape) -> list[tuple[str, pa.DataType]]:
+    return [
+        *([("label_confidence", pa.float64())] if shape.confidence else []),
+        *([("chosen_position", pa.float64())] if shape.sides else []),
+        ("guideline_versions", pa.list_(pa.int64())),
+    ]
 
 
 EVIDENCE: list[tuple[str, pa.DataType]] = [
@@ -42,37 +53,25 @@ EVIDENCE: list[tuple[str, pa.DataType]] = [
     ("unanimous", pa.bool_()),
     ("annotators", STRINGS),
     ("batch", pa.int64()),
-    ("strength_mean", pa.float64()),
-    ("margin", pa.float64()),
-    ("label_confidence", pa.float64()),
-    ("chosen_position", pa.float64()),
-    ("guideline_versions", pa.list_(pa.int64())),
 ]
 
 
-def _text_kind(kind: str) -> tuple[pa.DataType, pa.DataType]:
-    """(prompt's type, a response's type) in `trl` and `kto` for the export's prompt kind."""
-    if kind == STRING:
-        return pa.string(), pa.string()
-    if kind == CONVERSATION:
-        return MESSAGES, MESSAGES
-    return pa.string(), pa.string()  # JSON text
-
-
-def schema_for(format: str, kind: str = STRING) -> pa.Schema:
-    """The Arrow schema of a format; `kind` matters for `trl` and `kto` only."""
-    prompt, response = _text_kind(kind)
+def schema_for(format: str, shape: Shape | None = None) -> pa.Schema:
+    """The Arrow schema of a format for the export's shape (the default Shape() when None)."""
+    shape = shape or Shape()
+    # A prompt and a response: message lists in the conversational form, else text.
+    text = MESSAGES if shape.conversational else pa.string()
     fields: list[tuple[str, pa.DataType]]
     if format == "trl":
-        fields = [("prompt", prompt), ("chosen", response), ("rejected", response), *EVIDENCE]
+        fields = [("prompt", text), ("chosen", text), ("rejected", text), *_evidence(shape)]
     elif format == "trl-implicit":
-        fields = [("chosen", MESSAGES), ("rejected", MESSAGES), *EVIDENCE]
+        fields = [("chosen", text), ("rejected", text), *_evidence(shape)]
     elif format == "hh-rlhf":
-        fields = [("chosen", pa.string()), ("rejected", pa.string()), *EVIDENCE]
+        fields = [("chosen", pa.string()), ("rejected", pa.string()), *_evidence(shape)]
     elif format == "kto":
         fields = [
-            ("prompt", prompt),
-            ("completion", response),
+            ("prompt", text),
+            ("completion", text),
             ("label", pa.bool_()),
             ("comparison_id", pa.int64()),
             ("prompt_id", pa.string()),
@@ -84,9 +83,7 @@ def schema_for(format: str, kind: str = STRING) -> pa.Schema:
             ("unanimous", pa.bool_()),
             ("annotators", STRINGS),
             ("batch", pa.int64()),
-            ("label_confidence", pa.float64()),
-            ("chosen_position", pa.float64()),
-            ("guideline_versions", pa.list_(pa.int64())),
+            *_trust(shape),
         ]
     elif format == "openai":
         fields = [
@@ -102,13 +99,15 @@ def schema_for(format: str, kind: str = STRING) -> pa.Schema:
             ("model_b", pa.string()),
             ("winner", pa.string()),
             ("judge", pa.string()),
+            ("anony", pa.bool_()),
+            ("turn", pa.int64()),
             ("conversation_a", MESSAGES),
             ("conversation_b", MESSAGES),
             ("tstamp", pa.float64()),
         ]
     elif format == "listwise":
         fields = [
-            ("prompt", prompt),
+            ("prompt", text),
             ("prompt_id", pa.string()),
             ("comparison_id", pa.int64()),
             (
@@ -162,41 +161,14 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-class PromptKindChanged(Exception):
-    """A row's prompt is not of the kind the schema was chosen for (the data changed)."""
-
-
-def row_adapter(format: str, kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """What turns a JSON Lines row into the schema's row: JSON text for the free-form fields."""
+def row_adapter(format: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What turns a JSON Lines row into the schema's row: JSON text for `criteria`."""
     if format == "judgments":
 
         def judgment(row: dict[str, Any]) -> dict[str, Any]:
             return {**row, "criteria": None if row["criteria"] is None else _json(row["criteria"])}
 
         return judgment
-    if format in KIND_FORMATS:
-        texts = {
-            "trl": ("prompt", "chosen", "rejected"),
-            "kto": ("prompt", "completion"),
-            "listwise": ("prompt",),
-        }[format]
-        if kind == MIXED:
-
-            def mixed(row: dict[str, Any]) -> dict[str, Any]:
-                return {**row, **{name: _json(row[name]) for name in texts}}
-
-            return mixed
-        conversation = kind == CONVERSATION
-
-        def typed(row: dict[str, Any]) -> dict[str, Any]:
-            if isinstance(row["prompt"], list) != conversation:
-                raise PromptKindChanged(
-                    "a prompt of another kind (string or conversation) appeared during the "
-                    "export; run it again"
-                )
-            return row
-
-        return typed
     return lambda row: row
 
 
@@ -205,13 +177,13 @@ def write_parquet(
     sink: BinaryIO,
     *,
     format: str,
-    kind: str,
+    shape: Shape,
     row_group: int,
 ) -> int:
     """Writes the rows to `sink` in row groups of `row_group` rows; returns how many there were.
     Only one row group's rows are held at a time."""
-    schema = schema_for(format, kind)
-    adapt = row_adapter(format, kind)
+    schema = schema_for(format, shape)
+    adapt = row_adapter(format)
     count = 0
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for group in _groups((adapt(row) for row in rows), row_group):

@@ -12,7 +12,7 @@ the merged ranks are competition ranks ("1, 2, 2, 4"). Exact fractions keep it d
 
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -187,9 +187,11 @@ def listwise_rows(
     since: datetime | None = None,
     split: str | None = None,
     test_fraction: float = 0.1,
+    prompt: Callable[[Any], Any] = lambda content: content,
 ) -> Iterator[dict[str, Any]]:
     """One row per ranked prompt: its responses best first, each with its merged rank and mean
-    place, and every annotator's ranking (by response id, best first, ties as groups)."""
+    place, and every annotator's ranking (by response id, best first, ties as groups).
+    `prompt` writes the prompt's content in the export's form."""
     for item in ranked_comparisons(
         project=project, batch_id=batch_id, since=since, split=split, test_fraction=test_fraction
     ):
@@ -200,7 +202,7 @@ def listwise_rows(
         external = {c.pk: c.external_id for c in item.candidates}
         order = sorted(item.candidates, key=lambda c: (merged[c.pk][0], ids.index(c.pk)))
         yield {
-            "prompt": item.comparison.prompt.content,
+            "prompt": prompt(item.comparison.prompt.content),
             "prompt_id": item.comparison.prompt.external_id,
             "comparison_id": item.comparison.pk,
             "candidates": [

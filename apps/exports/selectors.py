@@ -513,11 +513,31 @@ def pairwise_tallies(
             )
 
 
-def preference_metadata(tally: Tally) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Shape:
+    """What every row of a pairwise export holds, decided once, before the first row, from the
+    project's scheme and the export's parameters (never from the rows, so that a streamed file
+    never changes its mind halfway and every column has one type):
+
+    - `conversational`: prompts as message lists and responses as assistant messages (the
+      default), or text (`prompt_form=text`: see formats.text_prompt);
+    - `graded`: `strength_mean` and `margin` (graded projects only: elsewhere every value
+      would be null, which `datasets` types as null and TRL's RewardTrainer cannot read);
+    - `confidence`: `label_confidence` (`aggregate=reliability` only);
+    - `sides`: `chosen_position` (not in listwise projects: a ranking has no sides).
+    """
+
+    conversational: bool = True
+    graded: bool = False
+    confidence: bool = False
+    sides: bool = True
+
+
+def preference_metadata(tally: Tally, shape: Shape) -> dict[str, Any]:
     """The evidence every chosen/rejected row carries, after its training fields."""
     chosen, rejected = tally.ranked()
     winner, votes = tally.winner, tally.votes
-    return {
+    row = {
         "comparison_id": tally.comparison.pk,
         "prompt_id": tally.comparison.prompt.external_id,
         "chosen_id": chosen.external_id,
@@ -535,11 +555,23 @@ def preference_metadata(tally: Tally) -> dict[str, Any]:
         "unanimous": votes[winner or ""] == tally.total,
         "annotators": tally.annotators,
         "batch": tally.comparison.batch_id,
-        **strength_fields(tally.strengths, chosen_is_a=winner == "a"),
-        "label_confidence": tally.label_confidence,
-        "chosen_position": tally.chosen_position(),
-        "guideline_versions": tally.guideline_versions,
     }
+    if shape.graded:
+        row.update(strength_fields(tally.strengths, chosen_is_a=winner == "a"))
+    row.update(trust_fields(tally, shape))
+    return row
+
+
+def trust_fields(tally: Tally, shape: Shape) -> dict[str, Any]:
+    """`label_confidence` (under reliability), `chosen_position` (where votes have sides) and
+    `guideline_versions`: the last fields of every pairwise row, kto's too."""
+    row: dict[str, Any] = {}
+    if shape.confidence:
+        row["label_confidence"] = tally.label_confidence
+    if shape.sides:
+        row["chosen_position"] = tally.chosen_position()
+    row["guideline_versions"] = tally.guideline_versions
+    return row
 
 
 # Llama 2's margin for each grade of "how much better": significantly 1, better 2/3, slightly
@@ -547,45 +579,16 @@ def preference_metadata(tally: Tally) -> dict[str, Any]:
 MARGINS = {3: 1.0, 2: 2 / 3, 1: 1 / 3, 0: 0.0}
 
 
-def strength_fields(strengths: list[int], *, chosen_is_a: bool) -> dict[str, Any]:
+def strength_fields(strengths: list[int], *, chosen_is_a: bool) -> dict[str, float]:
     """`strength_mean` (the graded votes' mean strength toward the chosen response, -3..3) and
-    `margin` (the mean of Llama 2's margins, signed toward the chosen response); both null
-    without graded votes."""
+    `margin` (the mean of Llama 2's margins, signed toward the chosen response); both 0.0
+    without graded votes (a vote judged before the project was graded), never null: TRL's
+    RewardTrainer reads `margin` on every row once the column exists."""
     if not strengths:
-        return {"strength_mean": None, "margin": None}
+        return {"strength_mean": 0.0, "margin": 0.0}
     toward = [s if chosen_is_a else -s for s in strengths]
     signed = [MARGINS[abs(s)] * (1 if s > 0 else -1) for s in toward]
     return {
         "strength_mean": round(sum(toward) / len(toward), 4),
         "margin": round(sum(signed) / len(signed), 4),
     }
-
-
-def trl_rows(*, project: Project, **filters: Any) -> Iterator[dict[str, Any]]:
-    """One row per comparison whose votes name a winning candidate, in TRL's preference format.
-
-    Votes are counted per candidate (not per screen side): "a", "b", "tie" and "both_bad".
-    A comparison is exported when the aggregation (majority by default: a candidate with
-    strictly more votes than each other option) names a candidate. `filters` are those of
-    `pairwise_tallies`.
-    """
-    tallies = pairwise_tallies(project=project, **filters)
-    for tally in tallies:
-        if tally.winner in ("a", "b"):
-            yield trl_row(tally)
-
-
-def trl_row(tally: Tally) -> dict[str, Any]:
-    """A tally with a winning candidate as a TRL preference row, its evidence after."""
-    chosen, rejected = tally.ranked()
-    prompt = tally.comparison.prompt.content
-    if isinstance(prompt, list):
-        row: dict[str, Any] = {
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": chosen.text}],
-            "rejected": [{"role": "assistant", "content": rejected.text}],
-        }
-    else:
-        row = {"prompt": prompt, "chosen": chosen.text, "rejected": rejected.text}
-    row.update(preference_metadata(tally))
-    return row

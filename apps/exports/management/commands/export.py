@@ -1,7 +1,8 @@
 """manage.py export <project> --format <format>: the export endpoint's file, from the shell.
 
-Streams JSON Lines to stdout or --output, row by row (constant memory at any size), with the
-same formats, parameters and bytes as GET /api/v1/projects/<slug>/export/; or, with
+Streams JSON Lines (or, with --lines false, one JSON array) to stdout or --output, row by row
+(constant memory at any size), with the same formats, parameters and bytes as
+GET /api/v1/projects/<slug>/export/; or, with
 --file-format parquet (the default for an --output ending in .parquet), writes the Parquet file
 a background export job writes for the same parameters, with the jobs' writer.
 """
@@ -16,7 +17,7 @@ from typing import Any, BinaryIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError
 
-from apps.exports.api import export_options, jsonl_chunks
+from apps.exports.api import export_options, json_array_chunks, jsonl_chunks
 from apps.exports.card import dataset_card
 from apps.exports.cursor import format_since, next_since
 from apps.exports.formats import FORMATS, export_rows
@@ -51,6 +52,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--split", choices=["train", "test"], help="by prompt")
         parser.add_argument("--test-fraction", help="with --split (default 0.1)")
+        parser.add_argument(
+            "--prompt-form",
+            choices=["conversational", "text"],
+            help="trl, trl-implicit, kto, listwise: messages (default) or text",
+        )
+        parser.add_argument(
+            "--lines",
+            choices=["true", "false"],
+            help="false: one JSON array instead of JSON Lines (not with Parquet)",
+        )
         parser.add_argument("--output", "-o", help="a file to write (default: stdout)")
         parser.add_argument(
             "--file-format",
@@ -85,6 +96,7 @@ class Command(BaseCommand):
                 ("include_gold", "include_gold"),
                 ("since", "since"),
                 ("criterion", "criterion"),
+                ("prompt_form", "prompt_form"),
             )
             if options[key] is not None
         }
@@ -96,6 +108,9 @@ class Command(BaseCommand):
                 for name, messages in dict(exc.detail).items()  # type: ignore[arg-type]
             )
             raise CommandError(problems) from None
+        lines = options["lines"] != "false"
+        if options["lines"] is not None and options["format"] == "card":
+            raise CommandError("lines: --format card is Markdown; it takes no --lines.")
         file_format = options["file_format"] or (
             FileFormat.PARQUET
             if (options["output"] or "").lower().endswith(".parquet")
@@ -106,6 +121,8 @@ class Command(BaseCommand):
                 raise CommandError(
                     "file_format: --format card is Markdown; it has no Parquet form."
                 )
+            if options["lines"] is not None:
+                raise CommandError("lines: Parquet has no lines; --lines is for JSON.")
             if not options["output"]:
                 raise CommandError(
                     "file_format: Parquet is not written to stdout (its footer comes last and "
@@ -116,6 +133,7 @@ class Command(BaseCommand):
             return
         upcoming = next_since()
         rows = export_rows(project=project, format=options["format"], options=export)
+        chunks = jsonl_chunks if lines else json_array_chunks
         if file_format == FileFormat.PARQUET:
             with _replacing(Path(options["output"])) as out:
                 export_parquet_write(
@@ -123,10 +141,10 @@ class Command(BaseCommand):
                 )
         elif options["output"]:
             with _replacing(Path(options["output"])) as out:
-                for chunk in jsonl_chunks(rows):
+                for chunk in chunks(rows):
                     out.write(chunk)
         else:
-            for chunk in jsonl_chunks(rows):
+            for chunk in chunks(rows):
                 sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
         # On stderr, so that stdout stays the JSON Lines: see apps/exports/cursor.py.
