@@ -5,10 +5,11 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Count, F, Q
 
-from annotate.rows import columns, loaded_from_row
+from annotate.rows import columns
 from apps.batches.models import BatchStatus, Comparison
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Membership, Project
+from apps.projects.selectors import membership_from_row
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,7 @@ def membership_for_assignment(*, user: User, assignment_id: int) -> Membership |
         row = cursor.fetchone()
     if row is None:
         return None
-    split = len(Membership._meta.concrete_fields)
-    membership = loaded_from_row(Membership, row[:split])
-    membership.project = loaded_from_row(Project, row[split:])
-    return membership
+    return membership_from_row(row)
 
 
 @functools.cache

@@ -1,4 +1,5 @@
 import functools
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as UserModel
@@ -60,6 +61,11 @@ def membership_for(*, user: User, slug: str) -> Membership:
         row = cursor.fetchone()
     if row is None:
         raise Http404("No such project.")
+    return membership_from_row(row)
+
+
+def membership_from_row(row: tuple[Any, ...]) -> Membership:
+    """A membership and its project from one row of `columns(Membership) + columns(Project)`."""
     split = len(Membership._meta.concrete_fields)
     membership = loaded_from_row(Membership, row[:split])
     membership.project = loaded_from_row(Project, row[split:])
