@@ -23,6 +23,7 @@ from rest_framework.test import APIClient
 
 from apps.batches.models import Batch
 from apps.batches.services import batch_import
+from apps.judging.rendering import renderings_for_batch
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 
@@ -102,9 +103,13 @@ def project(alice: User, bob: User, annotators: list[User]) -> Project:
 def import_rows(project: Project) -> Callable[..., Batch]:
     def load(*rows: Any, target: Project | None = None) -> Batch:
         data = jsonl(*rows)
-        return batch_import(
+        batch = batch_import(
             project=target or project, source=io.BytesIO(data), size=len(data), background=False
         )
+        # What the rendering task sent on the import's commit does (tests run inside a
+        # transaction that never commits): tests/test_rendering.py tests the sending itself.
+        renderings_for_batch(batch_id=batch.pk, seconds=60)
+        return batch
 
     return load
 

@@ -1,16 +1,25 @@
-"""Rendering bounded by the input: texts are rendered once, at import, within fixed bounds, and
-the judging page shows every character of what is exported."""
+"""Rendering bounded by the input: texts are rendered once (after their import, in the
+background, or when first shown), within fixed bounds, and the judging page shows every
+character of what is exported."""
 
+import io
 import re
 from html import unescape
 
 import pytest
 
 from apps.batches.models import Candidate, Prompt
-from apps.judging import markdown
+from apps.batches.services import batch_import
+from apps.judging import markdown, rendering, tasks
 from apps.judging.markdown import MAX_NESTING, render_bounded, render_markdown
 from apps.judging.models import Assignment, Rendering
-from apps.judging.rendering import RIGHT_SIDE, diff_digest, rendered_html, text_digest
+from apps.judging.rendering import (
+    RIGHT_SIDE,
+    diff_digest,
+    rendered_html,
+    renderings_for_batch,
+    text_digest,
+)
 from apps.projects.models import Project
 from tests.conftest import jsonl, prompt_line
 
@@ -123,6 +132,74 @@ def test_the_import_stores_every_text_rendered(import_rows):
     stored = dict(Rendering.objects.values_list("digest", "html"))
     for text in texts:
         assert stored[text_digest(text)] == render_markdown(text)
+
+
+def test_the_import_renders_nothing_itself_and_sends_the_rendering_on_commit(
+    project, django_capture_on_commit_callbacks
+):
+    data = jsonl(prompt_line("a", n=3), prompt_line("b", prompt="Why *so*?"))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        batch = batch_import(project=project, source=io.BytesIO(data), size=len(data))
+    # The rows are stored; not one text was rendered on the import's way.
+    assert Candidate.objects.filter(prompt__batch=batch).count() == 5
+    assert not Rendering.objects.exists()
+    for callback in callbacks:
+        callback()  # the commit: the task is sent (and, in the tests, runs at once)
+    texts = [*Candidate.objects.values_list("text", flat=True), "What is 2 + 2?", "Why *so*?"]
+    stored = dict(Rendering.objects.values_list("digest", "html"))
+    assert {text_digest(text): render_markdown(text) for text in texts} == stored
+
+
+def test_the_rendering_goes_a_round_at_a_time_and_sends_the_next(project, monkeypatch):
+    monkeypatch.setattr(rendering, "BATCH_CHUNK", 2)
+    data = jsonl(*(prompt_line(f"p-{i}", prompt=f"Prompt {i}") for i in range(5)))
+    batch = batch_import(project=project, source=io.BytesIO(data), size=len(data))
+    ids = list(Prompt.objects.filter(batch=batch).order_by("pk").values_list("pk", flat=True))
+    Rendering.objects.all().delete()
+    # One chunk a round when the round's time is spent at once; the last round returns None.
+    assert renderings_for_batch(batch_id=batch.pk, seconds=0) == ids[1]
+    assert Rendering.objects.filter(digest=text_digest("Prompt 1")).exists()
+    assert not Rendering.objects.filter(digest=text_digest("Prompt 2")).exists()
+    assert renderings_for_batch(batch_id=batch.pk, after=ids[1], seconds=0) == ids[3]
+    assert renderings_for_batch(batch_id=batch.pk, after=ids[3], seconds=0) is None
+    assert Rendering.objects.filter(digest=text_digest("Prompt 4")).exists()
+    # The task sends the next round itself: every prompt ends up rendered from one send.
+    Rendering.objects.all().delete()
+    monkeypatch.setattr(tasks, "RENDER_ROUND_SECONDS", 0)
+    sent: list[tuple] = []
+    real_send = tasks.send_task
+
+    def send(task, *args):
+        sent.append(args)
+        real_send(task, *args)
+
+    monkeypatch.setattr(tasks, "send_task", send)
+    tasks.render_batch_send(batch.pk)
+    assert sent == [(batch.pk, 0), (batch.pk, ids[1]), (batch.pk, ids[3])]
+    for i in range(5):
+        assert Rendering.objects.filter(digest=text_digest(f"Prompt {i}")).exists()
+    # A batch deleted meanwhile: nothing to do.
+    assert renderings_for_batch(batch_id=batch.pk + 1000, seconds=0) is None
+
+
+def test_without_a_broker_the_import_stands_and_the_page_renders_on_first_show(
+    ann_client, project, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    from annotate.broker import BrokerUnavailable
+
+    def refuse(*args):
+        raise BrokerUnavailable()
+
+    monkeypatch.setattr(tasks, "send_task", refuse)
+    data = jsonl(prompt_line("a"))
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = batch_import(project=project, source=io.BytesIO(data), size=len(data))
+    assert batch.status == "active"
+    assert not Rendering.objects.exists()
+    assert "pages render on first show" in caplog.text
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "Answer 1 to a" in html
+    assert Rendering.objects.filter(digest=text_digest("Answer 1 to a")).exists()
 
 
 def test_the_page_shows_the_stored_rendering_and_renders_nothing(ann_client, import_rows):

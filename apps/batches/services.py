@@ -37,7 +37,6 @@ from apps.batches.models import (
     GoldAnswer,
     Prompt,
 )
-from apps.judging.rendering import prompt_texts, renderings_store
 from apps.projects.models import Project, Scheme
 
 logger = logging.getLogger(__name__)
@@ -95,18 +94,19 @@ def batch_import(
 
 
 # How an import reads its file: twice, as a stream, never whole. The first pass (the check)
-# reads every line, collects every error, looks for prompt ids already in the project and renders
-# every text (renderings are keyed by content: those of a file that fails later are harmless);
-# it stores no row, holds no lock and, in the background, writes its progress and heartbeat to
+# reads every line, collects every error and looks for prompt ids already in the project; it
+# stores no row, holds no lock and, in the background, writes its progress and heartbeat to
 # the batch row. The second pass (the store) reads the file again and writes the rows in one
 # transaction: on PostgreSQL with COPY, elsewhere with bulk inserts, a chunk of prompts at a
-# time. A bad file is refused by the first pass, before anything is stored.
+# time. A bad file is refused by the first pass, before anything is stored. The texts are
+# rendered for the judging page after the rows are committed, by a task of their own
+# (apps/judging/rendering.py): the import does not wait for the Markdown parser.
 #
 # Two passes rather than one transaction that stops at the first bad line: the check then runs
 # without the batch row's lock (a cancel still works while it runs, and the rows' locks are held
 # only while rows are written), and a bad file costs a read, not rows written and rolled back.
-# Prompts checked against the project's ids (one query) and rendered at once; then the progress
-# (and heartbeat) is written.
+# Prompts checked against the project's ids (one query) at once; then the progress (and
+# heartbeat) is written.
 CHECK_CHUNK = 100
 STORE_CHUNK_ROWS = 2000  # about this many rows (prompts + candidates + comparisons) a write
 
@@ -176,11 +176,10 @@ def _check_file(
     stream: IO[bytes] | Iterable[bytes],
     progress: Callable[[int], None] | None = None,
 ) -> _Totals:
-    """The first pass: checks the whole file and renders its texts; returns what it holds, or
+    """The first pass: checks the whole file; returns what it holds, or
     raises ImportFormatError with every error (the file's own, then the project's rules, then
     ids already in the project: as each is found only when there is none of the one before)."""
-    # Progress is the lines whose prompts were checked and rendered, reported after each chunk
-    # (rendering is most of the work: lines read ahead of it are not done).
+    # Progress is the lines whose prompts were checked, reported after each chunk.
     prompts = _prompt_stream(project, stream)
     totals = _Totals(project.scheme == Scheme.LISTWISE)
     limit = settings.IMPORT_MAX_REPORTED_ERRORS
@@ -197,8 +196,6 @@ def _check_file(
         existing.extend(found[: max(0, limit - len(existing))])
         for prompt in chunk:
             totals.add(prompt)
-        if not existing_count:
-            _render(chunk)
         if progress is not None:
             progress(prompts.lines)
     prompts.raise_errors()
@@ -213,22 +210,6 @@ def _prompts_to_store(stream: IO[bytes] | Iterable[bytes]) -> Iterator[ParsedPro
     yield from prompts
     # The same bytes were checked a moment ago: only a file changed in between gets here.
     prompts.raise_errors()
-
-
-def _render(prompts: list[ParsedPrompt]) -> None:
-    """Renders every text of the prompts once, now, for the judging page to read (and never
-    render). Outside the transaction that stores the rows: renderings are keyed by content, so
-    those of a file that fails later are harmless, and the rows' locks are not held meanwhile."""
-    renderings_store(
-        texts=(
-            text
-            for prompt in prompts
-            for text in [
-                *prompt_texts(prompt.content),
-                *(candidate.text for candidate in prompt.candidates),
-            ]
-        )
-    )
 
 
 def _audit_import_started(batch: Batch, *, size: int, background: bool) -> None:
@@ -724,6 +705,13 @@ def _batch_store(
         batch.prompt_count,
         batch.comparison_count,
     )
+    transaction.on_commit(functools.partial(_render_send, batch.pk))
+
+
+def _render_send(batch_id: int) -> None:
+    from apps.judging.tasks import render_batch_send
+
+    render_batch_send(batch_id)
 
 
 def _pairs(

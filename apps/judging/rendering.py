@@ -1,14 +1,18 @@
-"""Rendering once: every text the judging page shows is rendered when it is imported and stored.
+"""Rendering once: every text the judging page shows is rendered once and stored, by content.
 
 A judging page, or the HTMX judge that brings the next card, reads the stored HTML of its texts
-in one query (by digest) and never runs the Markdown parser: rendering costs the import, once,
-not every page load. A text with no stored rendering (imported before renderings were stored, a
-project's guidelines, a renderer version that changed) is rendered the first time it is shown,
-and stored then. It all lives in the database, so it needs no cache (Redis) to work.
+in one query (by digest): rendering costs once per text, not every page load. An import stores
+its rows first and then sends `render_batch_task`, which renders the batch's texts in the
+background, a chunk of prompts at a time (`renderings_for_batch`); the import itself never waits
+for the Markdown parser. A text with no stored rendering yet (a batch whose rendering has not
+reached it, or was never sent because the broker was down; a project's guidelines; a renderer
+version that changed) is rendered the first time it is shown, within the renderer's bounds, and
+stored then. It all lives in the database, so it needs no cache (Redis) to work.
 """
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -17,6 +21,7 @@ from typing import Any
 from django.db import DatabaseError, transaction
 from django.utils.safestring import SafeString, mark_safe
 
+from apps.batches.models import Candidate, Prompt
 from apps.judging.diff import word_diff
 from apps.judging.markdown import render_markdown
 from apps.judging.models import Rendering
@@ -77,6 +82,39 @@ def renderings_store(*, texts: Iterable[str]) -> int:
             _store(rows)
         rendered += len(rows)
     return rendered
+
+
+# Prompts rendered per round of `renderings_for_batch` (a round is one query for the prompts, one
+# for their candidates, one for the renderings already stored, and one insert).
+BATCH_CHUNK = 500
+
+
+def renderings_for_batch(*, batch_id: int, after: int = 0, seconds: float) -> int | None:
+    """Renders and stores the texts of a batch's prompts whose id is above `after` (and of their
+    candidates), in id order, a chunk of prompts at a time, until `seconds` have passed (at
+    least one chunk). Returns the last prompt id rendered, to go on from, or None when the
+    batch has no more prompts (or no longer exists)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        prompts = list(
+            Prompt.objects.filter(batch_id=batch_id, pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", "content")[:BATCH_CHUNK]
+        )
+        if not prompts:
+            return None
+        texts = [text for _, content in prompts for text in prompt_texts(content)]
+        texts.extend(
+            Candidate.objects.filter(prompt_id__in=[pk for pk, _ in prompts]).values_list(
+                "text", flat=True
+            )
+        )
+        renderings_store(texts=texts)
+        after = prompts[-1][0]
+        if len(prompts) < BATCH_CHUNK:
+            return None
+        if time.monotonic() >= deadline:
+            return after
 
 
 def rendered_html(texts: Sequence[str]) -> list[SafeString]:

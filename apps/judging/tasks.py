@@ -1,6 +1,16 @@
+import logging
+
 from celery import shared_task
 
+from annotate.broker import BrokerUnavailable, send_task
+from apps.judging.rendering import renderings_for_batch
 from apps.judging.services import leases_reclaim_expired
+
+logger = logging.getLogger(__name__)
+
+# A round of `render_batch_task` renders for about this long, then sends the next round: a worker
+# is never held for the whole of a large batch, and a round lost with its worker costs little.
+RENDER_ROUND_SECONDS = 20.0
 
 
 @shared_task(name="apps.judging.tasks.leases_reclaim_expired_task")
@@ -10,3 +20,27 @@ def leases_reclaim_expired_task() -> int:
     while reclaimed := leases_reclaim_expired():
         total += reclaimed
     return total
+
+
+@shared_task(name="apps.judging.tasks.render_batch_task")
+def render_batch_task(batch_id: int, after: int = 0) -> int | None:
+    """Renders an imported batch's texts for the judging page, after its import (see
+    apps/judging/rendering.py), a round at a time. Running a round twice is harmless: a text
+    already rendered is skipped. Returns where the next round starts, or None at the end."""
+    last = renderings_for_batch(batch_id=batch_id, after=after, seconds=RENDER_ROUND_SECONDS)
+    if last is not None:
+        render_batch_send(batch_id, after=last)
+    return last
+
+
+def render_batch_send(batch_id: int, *, after: int = 0) -> None:
+    """Sends a batch's rendering to the workers. Without a broker it is not sent, and the pages
+    render each text the first time they show it (as they would anyway)."""
+    try:
+        send_task(render_batch_task, batch_id, after)
+    except BrokerUnavailable:
+        logger.warning(
+            "rendering of batch %s (from prompt %s) not sent: pages render on first show",
+            batch_id,
+            after,
+        )
