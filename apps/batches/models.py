@@ -91,7 +91,11 @@ class BatchSourcePart(models.Model):
 
 
 class Prompt(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="prompts")
+    # No index of its own: prompt_unique_external_id (project, external_id) starts with it. An
+    # index fewer is a cost fewer for every row an import writes.
+    project = models.ForeignKey(
+        Project, on_delete=models.PROTECT, related_name="prompts", db_index=False
+    )
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="prompts")
     external_id = models.CharField(max_length=255)
     # A non-empty string, or a list of {"role", "content"} messages, exactly as imported.
@@ -115,7 +119,10 @@ class Prompt(models.Model):
 
 
 class Candidate(models.Model):
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
+    # No index of its own: candidate_unique_external_id (prompt, external_id) starts with it.
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="candidates", db_index=False
+    )
     external_id = models.CharField(max_length=255)
     text = models.TextField()
     model = models.CharField(max_length=200, blank=True)
@@ -161,7 +168,10 @@ class Comparison(models.Model):
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="comparisons")
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="comparisons")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
-    candidate_a = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: comparison_unique_pair (candidate_a, candidate_b) starts with it.
+    candidate_a = models.ForeignKey(
+        Candidate, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0)
