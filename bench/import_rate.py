@@ -1,7 +1,7 @@
 """How fast the app imports a JSON Lines file, how much memory it takes, and its progress bar.
 
     .venv/bin/python bench/import_rate.py [--comparisons 1000000 | --prompts 10000]
-        [--candidates 4] [--mode background|foreground|both] [--sqlite] [--redis-url URL]
+        [--candidates 4] [--mode background|foreground|both] [--sqlite] [--render] [--redis-url URL]
 
 Builds the file, creates a throwaway PostgreSQL database (annotate_bench_<pid>), migrates it,
 creates a project, and times the import in subprocesses. Prints the machine (and its load
@@ -15,6 +15,12 @@ average before and after) and the figures; drops the database at the end (also o
   (`batch_import_progress`) every half second. Its wall time runs from the upload's start to
   the batch's end; the peak RSS is each process's own.
 - foreground: `manage.py import_batch` (no progress to see: the batch is stored as a whole).
+
+An import renders no text: on its commit it sends the rendering task (to the bench's queue,
+which no worker reads). With --render, the task's work for the foreground batch
+(`renderings_for_batch`) is then run and timed in a subprocess of its own, as a worker would run
+it after the import: the pages' HTML is ready that much later (until then a page renders each
+text it shows, the first time).
 
 Files past IMPORT_MAX_BYTES (256 MiB) are let through by raising it for the bench's processes.
 """
@@ -207,7 +213,14 @@ def bench_background(
 
 
 def bench_foreground(
-    label: str, database: str, path: Path, prompts: int, candidates: int, timeout: float, env: dict
+    label: str,
+    database: str,
+    path: Path,
+    prompts: int,
+    candidates: int,
+    timeout: float,
+    env: dict,
+    render: bool = False,
 ) -> None:
     run = common.run_measured(
         [common.PYTHON, common.MANAGE, "import_batch", "bench-import-fg", str(path)], env, timeout
@@ -221,6 +234,35 @@ def bench_foreground(
     print_rates(run.seconds, rows)
     print(f"  peak RSS:       {common.human_bytes(run.max_rss_bytes)} (the import process)")
     print(f"  said:           {run.stdout.strip()}")
+    if render:
+        bench_render(database, env, timeout)
+
+
+RENDER = """
+import time
+from apps.batches.models import Batch
+from apps.judging.models import Rendering
+from apps.judging.rendering import renderings_for_batch
+batch = Batch.objects.filter(project__slug="bench-import-fg").latest("id")
+before = Rendering.objects.count()
+started = time.perf_counter()
+renderings_for_batch(batch_id=batch.pk, seconds=float("inf"))
+seconds = time.perf_counter() - started
+print("RENDERED", Rendering.objects.count() - before, round(seconds, 2))
+"""
+
+
+def bench_render(database: str, env: dict, timeout: float) -> None:
+    run = common.run_measured([common.PYTHON, common.MANAGE, "shell", "-c", RENDER], env, timeout)
+    said = [line.split() for line in run.stdout.splitlines() if line.startswith("RENDERED")]
+    if run.returncode != 0 or not said:
+        raise common.BenchError(f"the rendering failed ({run.returncode}):\n{run.stderr[-4000:]}")
+    texts, seconds = int(said[0][1]), float(said[0][2])
+    print(
+        f"  then rendering: {seconds:.2f} s for {texts:,} distinct texts "
+        f"({texts / seconds:,.0f}/s), the task's work after the import, on one core; "
+        f"peak RSS {common.human_bytes(run.max_rss_bytes)}"
+    )
 
 
 def bench_backend(
@@ -232,6 +274,7 @@ def bench_backend(
     timeout: float,
     mode: str,
     redis_url: str,
+    render: bool = False,
 ) -> None:
     env = common.app_env(
         database,
@@ -252,7 +295,7 @@ def bench_backend(
     if mode in ("background", "both"):
         bench_background(label, database, path, prompts, candidates, timeout, env)
     if mode in ("foreground", "both"):
-        bench_foreground(label, database, path, prompts, candidates, timeout, env)
+        bench_foreground(label, database, path, prompts, candidates, timeout, env, render)
     print(f"  database grew:  {common.human_bytes(database_size(database) - size_before)}")
     print(f"  load average after:  {load_average()}")
     sys.stdout.flush()
@@ -272,6 +315,11 @@ def main() -> int:
         help="Redis for the cache (the store's progress) and the broker",
     )
     parser.add_argument("--sqlite", action="store_true", help="also import into SQLite")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="after the foreground import, time the rendering task's work for its batch",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800, help="stop the whole run after")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
@@ -303,6 +351,7 @@ def main() -> int:
                     args.timeout,
                     args.mode,
                     args.redis_url,
+                    args.render,
                 )
             if args.sqlite:
                 with common.temporary_sqlite() as database:
@@ -315,6 +364,7 @@ def main() -> int:
                         args.timeout,
                         "foreground",
                         args.redis_url,
+                        args.render,
                     )
         except common.BenchError as exc:
             print(f"\nFAILED: {exc}", file=sys.stderr)
