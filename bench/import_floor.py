@@ -60,7 +60,7 @@ QUEUE_INDEXES = ["queue_breadth", "queue_depth", "queue_gold", "queue_random", "
 
 def timed(conn: psycopg.Connection, statement: str, params: dict) -> float:
     started = time.perf_counter()
-    conn.execute(statement, params)  # type: ignore[arg-type]
+    conn.execute(statement, params)
     return time.perf_counter() - started
 
 
