@@ -25,9 +25,10 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
 
-from apps.batches.models import Batch, BatchSource, BatchStatus, Comparison, Prompt
+from apps.batches.models import Batch, BatchSource, BatchStatus, Candidate, Comparison, Prompt
 from apps.batches.services import batch_import
-from apps.judging.models import AssignmentStatus
+from apps.judging.models import AssignmentStatus, Rendering
+from apps.judging.rendering import text_digest
 from apps.judging.services import assignment_next
 from apps.judging.tasks import leases_reclaim_expired_task
 from apps.projects.models import Project
@@ -214,6 +215,18 @@ def test_it_imports_a_large_file_in_the_worker(via_worker: Worker, settings: Any
     assert not BatchSource.objects.filter(batch_id=batch["id"]).exists()
     # It was the worker, not this process, that imported it.
     via_worker.wait_for_log(f"batch {batch['id']} imported: 300 prompts, 900 comparisons")
+    # Then the worker rendered every text of the batch, by the task the import sent on commit.
+    texts = set(
+        Candidate.objects.filter(prompt__batch_id=batch["id"]).values_list("text", flat=True)
+    )
+    texts |= {"What is 2 + 2?"}
+    digests = {text_digest(text) for text in texts}
+    deadline = time.monotonic() + 60
+    while Rendering.objects.filter(digest__in=digests).count() < len(digests):
+        via_worker.check_alive()
+        assert time.monotonic() < deadline, "the worker did not render the batch's texts"
+        time.sleep(0.2)
+    via_worker.wait_for_log("apps.judging.tasks.render_batch_task")
 
 
 def test_it_fails_a_bad_file_in_the_worker_with_line_numbers(
