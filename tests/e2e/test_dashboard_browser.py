@@ -160,7 +160,9 @@ def test_a_large_projects_first_view_fills_in_when_the_figures_are_ready(
     assert page.inner_text("[data-testid=computing-progress]").startswith(
         "Waiting for a worker to start on them (asked "
     )
-    assert no_worker == [(REFRESH_TASK, [project.pk])]
+    # The import's rendering task went to the queue too (on its commit): only the dashboard's
+    # counts here.
+    assert [sent for sent in no_worker if sent[0] == REFRESH_TASK] == [(REFRESH_TASK, [project.pk])]
     # docs/dashboard-computing.png, refreshed with SCREENSHOTS=1 (else a temporary path).
     target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
     page.screenshot(
@@ -184,7 +186,9 @@ def test_a_large_projects_first_view_fills_in_when_the_figures_are_ready(
     assert page.evaluate("window.__sameDocument") == "kept", "a full page load happened"
     assert page.locator("[data-testid=computing]").count() == 0
     assert page.get_attribute("#figures", "hx-trigger") == "every 30s"  # the usual poll again
-    assert len(no_worker) == 1  # asked once
+    assert [sent for sent in no_worker if sent[0] == REFRESH_TASK] == [
+        (REFRESH_TASK, [project.pk])
+    ]  # asked once
     page_log.assert_clean(base)  # no CSP violation, no script error, no other origin
 
 
