@@ -1,6 +1,7 @@
 """The home page per role: an annotator's own progress and next step, a lead's projects with
 their dashboard, batches, export and settings one click away, and staff's every project."""
 
+import io
 import re
 from typing import Any
 
@@ -9,10 +10,11 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from apps.batches.models import Batch, BatchStatus
+from apps.batches.services import batch_import
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
-from tests.conftest import prompt_line
+from tests.conftest import jsonl, prompt_line
 
 pytestmark = pytest.mark.django_db
 
@@ -140,11 +142,6 @@ def test_a_lead_sees_their_projects_with_working_links(client, project, batch, b
         if name == "export":
             b"".join(response.streaming_content)  # type: ignore[attr-defined]
     # The batches list is the project's: another project's batch is not on it.
-    import io
-
-    from apps.batches.services import batch_import
-    from tests.conftest import jsonl
-
     data = jsonl(prompt_line("x-1"))
     theirs = batch_import(project=other, source=io.BytesIO(data), size=len(data), background=False)
     theirs.name = "someone-elses-batch"
