@@ -21,6 +21,7 @@ from apps.judging.api import (
     JudgmentUndo,
 )
 from apps.projects.api import Me, MemberAdd, ProjectListCreate
+from apps.projects.views import api_token
 
 api_v1 = [
     path("projects/", ProjectListCreate.as_view(), name="api-projects"),
@@ -81,6 +82,7 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/api-token/", api_token, name="api-token"),
     path("lead/", include("apps.dashboard.urls")),
     # The one-time link a lead hands to a new annotator (apps.projects.accounts).
     path(

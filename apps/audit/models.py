@@ -26,6 +26,8 @@ class AuditAction(models.TextChoices):
     EXPORT = "export", "Export"
     EXPORT_CANCELLED = "export_cancelled", "Background export cancelled"
     JUDGMENTS_INVALIDATED = "judgments_invalidated", "Judgments invalidated"
+    API_TOKEN_CREATED = "api_token_created", "API token created"
+    API_TOKEN_REVOKED = "api_token_revoked", "API token revoked"
 
 
 class AuditEvent(models.Model):

@@ -9,31 +9,41 @@ from annotate.rows import columns
 from apps.batches.models import BatchStatus, Comparison
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Membership, Project
-from apps.projects.selectors import membership_from_row
+from apps.projects.selectors import membership_from_row, projects_led_by
 
 
 @dataclass(frozen=True)
 class ProjectProgress:
+    """A project on the home page: the project's figure and the user's own."""
+
     project: Project
     role: str
-    comparisons: int
-    complete: int
-    mine: int
+    comparisons: int  # in the project's active, paused and finished batches
+    complete: int  # of those, the ones with all their votes (the project's overlap)
+    mine: int  # judgments by this user in the project
+    left: int  # what is left for this user now, at most LEFT_COUNT_LIMIT + 1 (see left_for)
+    blocked: str = ""  # why this user gets no more work here (a cap, the gold rule), or ""
 
     @property
     def percent_complete(self) -> int:
         return round(100 * self.complete / self.comparisons) if self.comparisons else 0
 
+    @property
+    def left_label(self) -> str:
+        return f"{LEFT_COUNT_LIMIT:,}+" if self.left > LEFT_COUNT_LIMIT else f"{self.left:,}"
 
-def progress_for_annotator(*, annotator: User) -> list[ProjectProgress]:
-    """Each project the user belongs to, with overall progress and their own judgment count."""
-    projects = list(
-        Project.objects.filter(memberships__user=annotator)
-        .annotate(role=F("memberships__role"))
-        .order_by("name")
-    )
-    ids = [p.pk for p in projects]
-    totals: dict[int, dict[str, int]] = {
+    @property
+    def action(self) -> str:
+        """ "Start judging", "Continue judging", or "" when nothing is left for them."""
+        if self.blocked or not self.left:
+            return ""
+        return "Continue judging" if self.mine else "Start judging"
+
+
+def _project_totals(ids: list[int]) -> dict[int, dict[str, int]]:
+    """{project id: {"total", "complete"}}: comparisons of batches that were imported, and
+    those with all the votes the project's overlap asks for."""
+    return {
         row["project_id"]: {"total": row["total"], "complete": row["complete"]}
         for row in Comparison.objects.filter(
             project_id__in=ids,
@@ -45,19 +55,84 @@ def progress_for_annotator(*, annotator: User) -> list[ProjectProgress]:
             complete=Count("id", filter=Q(judgment_count__gte=F("project__overlap"))),
         )
     }
+
+
+def left_for(*, annotator: User, project: Project, judged: int) -> int:
+    """What is left for the annotator in the project, counted now (never cached): open
+    comparisons of active batches that they have neither judged nor skipped, at most
+    LEFT_COUNT_LIMIT + 1, and no more than the project's cap leaves them."""
+    from apps.judging.models import Skip
+
+    open_for_them = (
+        Comparison.objects.filter(
+            project=project, complete=False, is_gold=False, batch__status=BatchStatus.ACTIVE
+        )
+        .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
+        .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))
+    )
+    left = open_for_them[: LEFT_COUNT_LIMIT + 1].count()
+    if project.annotator_cap is not None:
+        left = min(left, max(project.annotator_cap - judged, 0))
+    return left
+
+
+def progress_for_annotator(*, annotator: User) -> list[ProjectProgress]:
+    """Each project the user belongs to, with the project's progress and the user's own: how
+    many they judged, what is left for them (counted at each call) and whether they are
+    stopped. One query for the projects, two for the counts, and one per project for "left"."""
+    memberships = list(
+        Membership.objects.filter(user=annotator)
+        .select_related("project")
+        .order_by("project__name", "project_id")
+    )
+    ids = [m.project_id for m in memberships]
+    totals = _project_totals(ids)
     mine = dict(
         Judgment.objects.filter(annotator=annotator, comparison__project_id__in=ids)
         .values("comparison__project_id")
         .annotate(n=Count("id"))
         .values_list("comparison__project_id", "n")
     )
+    progress = []
+    for membership in memberships:
+        project = membership.project
+        judged = mine.get(project.pk, 0)
+        progress.append(
+            ProjectProgress(
+                project=project,
+                role=membership.role,
+                comparisons=totals.get(project.pk, {}).get("total", 0),
+                complete=totals.get(project.pk, {}).get("complete", 0),
+                mine=judged,
+                left=left_for(annotator=annotator, project=project, judged=judged),
+                blocked=membership.blocked_reason(project),
+            )
+        )
+    return progress
+
+
+@dataclass(frozen=True)
+class LedProject:
+    """A project on a lead's (or staff member's) home page, with its overall progress."""
+
+    project: Project
+    comparisons: int
+    complete: int
+
+    @property
+    def percent_complete(self) -> int:
+        return round(100 * self.complete / self.comparisons) if self.comparisons else 0
+
+
+def projects_to_manage(*, user: User) -> list[LedProject]:
+    """The projects the user leads (every project for staff), by name, with their progress."""
+    projects = list(projects_led_by(user).order_by("name", "pk"))
+    totals = _project_totals([p.pk for p in projects])
     return [
-        ProjectProgress(
+        LedProject(
             project=p,
-            role=p.role,
             comparisons=totals.get(p.pk, {}).get("total", 0),
             complete=totals.get(p.pk, {}).get("complete", 0),
-            mine=mine.get(p.pk, 0),
         )
         for p in projects
     ]

@@ -17,7 +17,11 @@ from apps.batches.models import Candidate
 from apps.judging.answers import allowed_choices
 from apps.judging.models import Assignment, Choice, Judgment
 from apps.judging.rendering import renderings_attach
-from apps.judging.selectors import progress_for_annotator, progress_in_project
+from apps.judging.selectors import (
+    progress_for_annotator,
+    progress_in_project,
+    projects_to_manage,
+)
 from apps.judging.services import (
     AnnotatorBlocked,
     AssignmentNotFound,
@@ -53,11 +57,19 @@ def login_required_htmx(view: Callable[..., HttpResponse]) -> Callable[..., Http
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(
+    """Each user's projects: to judge (their own progress) and, for leads and staff, to manage."""
+    user = request.user
+    response = render(
         request,
         "judging/home.html",
-        {"progress": progress_for_annotator(annotator=request.user)},  # type: ignore[arg-type]
+        {
+            "progress": progress_for_annotator(annotator=user),  # type: ignore[arg-type]
+            "managed": projects_to_manage(user=user),  # type: ignore[arg-type]
+        },
     )
+    # "Left for you" is counted at each load: no cache may show an old one.
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _choices(project: Project) -> list[tuple[str, str, str]]:

@@ -1,6 +1,6 @@
 """The judging page in a real browser: keyboard flow, hostile content, no-JS fallback, CSP.
 
-Run with SCREENSHOTS=1 to refresh docs/annotate.png and docs/home.png.
+Run with SCREENSHOTS=1 to refresh docs/annotate.png (docs/home.png: test_home_browser.py).
 """
 
 import json
@@ -498,7 +498,6 @@ def test_it_takes_the_screenshots_for_the_docs(
     base = live_server.url
     log_in(page, base, "ann")
     target.mkdir(exist_ok=True)
-    page.screenshot(path=str(target / "home.png"))
     page.goto(f"{base}/p/demo/")
     # Always show the same side-by-side, whichever side the coin put each candidate on.
     assignment = Assignment.objects.get(pk=int(current_assignment(page) or 0))
