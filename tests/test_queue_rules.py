@@ -250,6 +250,7 @@ def test_a_skip_releases_the_lease_and_is_never_offered_again(api, project, crow
     ("body", "message"),
     [
         ({"reason": "bored"}, "reason must be one of"),
+        ({"reason": ""}, "reason must be one of"),
         ({"reason": "other"}, "needs a note"),
         ({"reason": "other", "note": "  "}, "needs a note"),
         ({}, "reason"),
@@ -262,6 +263,21 @@ def test_a_skip_needs_a_known_reason(api, project, crowd, batch, body, message):
     assert response.status_code == 400
     assert message in str(response.json())
     assert not Skip.objects.exists()
+
+
+def test_a_project_without_skip_reasons_takes_a_skip_without_one(api, project, crowd, batch):
+    project.skip_reasons = []
+    project.save()
+    lease = api(crowd[0]).post(NEXT).json()
+    response = api(crowd[0]).post(skip_url(lease["id"]), {"reason": ""}, format="json")
+    assert response.status_code == 201, response.content
+    assert Skip.objects.get().reason == ""
+    # "other", with a note, stays open to them.
+    lease = api(crowd[0]).post(NEXT).json()
+    response = api(crowd[0]).post(
+        skip_url(lease["id"]), {"reason": "other", "note": "in Klingon"}, format="json"
+    )
+    assert response.status_code == 201, response.content
 
 
 def test_other_with_a_note_is_a_valid_skip(project, crowd, batch):

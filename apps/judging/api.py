@@ -255,7 +255,8 @@ class JudgmentCreate(APIView):
 
 
 class SkipInput(serializers.Serializer):
-    reason = serializers.CharField(max_length=200)
+    # Empty only where the project has no skip reasons (the service says so otherwise).
+    reason = serializers.CharField(max_length=200, allow_blank=True)
     note = serializers.CharField(
         allow_blank=True, required=False, default="", max_length=10_000, trim_whitespace=False
     )

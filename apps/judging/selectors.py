@@ -162,7 +162,9 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
 
     "Left" counts the open comparisons of active batches they have not judged or skipped, up to
     LEFT_COUNT_LIMIT (so the cost is bounded at any size), and is cached for
-    LEFT_CACHE_SECONDS per annotator: it moves with everyone's work, not only theirs.
+    LEFT_CACHE_SECONDS per annotator: it moves with everyone's work, not only theirs. The cache
+    key holds the member's own judgment and skip counts (read anyway, in the same query), so
+    their own judgment, skip or undo is counted at once, with no cache write in the services.
     """
     from django.core.cache import cache
     from django.utils import timezone
@@ -170,16 +172,16 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
     from apps.judging.models import Skip
     from apps.projects.models import Membership
 
-    total = (
+    total, skips = (
         Membership.objects.filter(project=project, user=annotator)
-        .values_list("judgment_count", flat=True)
+        .values_list("judgment_count", "skip_count")
         .first()
-    ) or 0
+    ) or (0, 0)
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     today = Judgment.objects.filter(
         annotator=annotator, created_at__gte=midnight, batch__project=project
     ).count()
-    key = f"progress-left:{project.pk}:{annotator.pk}"
+    key = f"progress-left:{project.pk}:{annotator.pk}:{total}:{skips}"
     left = cache.get(key)
     if left is None:
         open_for_them = (

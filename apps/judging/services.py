@@ -1182,7 +1182,8 @@ def assignment_skip(
 ) -> SkipResult:
     """Passes on an assignment with a reason; the comparison is never offered to them again.
 
-    `reason` is one of the project's skip reasons, or "other" with a note. Skipping again is
+    `reason` is one of the project's skip reasons, or "other" with a note, or empty when the
+    project has no skip reasons. Skipping again is
     harmless (created=False). Refused (AnnotatorBlocked, the lease released) when the annotator
     was removed from the project, deactivated or stopped by the gold rule since taking it.
     Queries: 5 (lock, insert, close, count, member's count).
@@ -1203,7 +1204,9 @@ def _skip_locked(
 ) -> SkipResult:
     """The skip itself; the caller holds the assignment's lock."""
     allowed = [*assignment.project.skip_reasons, "other"]
-    if reason not in allowed:
+    # A project without skip reasons lets its annotators skip without one (the project form
+    # says so): the reason is then empty.
+    if reason not in allowed and (reason or assignment.project.skip_reasons):
         raise JudgmentError(f"reason must be one of: {'; '.join(allowed)}.")
     if reason == "other" and not note:
         raise JudgmentError('A skip for reason "other" needs a note saying why.')

@@ -181,6 +181,7 @@ def _render_annotate(
     *,
     notice: str = "",
     error: str = "",
+    done: str = "",
     prefer: Preference | None = None,
 ) -> HttpResponse:
     blocked = ""
@@ -211,6 +212,7 @@ def _render_annotate(
         "guidelines_html": guidelines_html,
         "notice": notice,
         "error": error,
+        "done": done,
     }
     template = "judging/annotate.html"
     if getattr(request, "htmx", False):
@@ -230,12 +232,14 @@ def _act_then_continue(
     project: Project,
     action: Callable[[], object],
     prefer: Preference | None = None,
+    done: str = "",
 ) -> HttpResponse:
     """Runs a judge or skip action, then shows the next comparison.
 
     Bad input is shown with the same comparison. A double click, a retry or a lapsed lease is a
-    notice: the first answer stands, and the annotator moves on. Without htmx, a success
-    redirects (post/redirect/get) so that a reload does not post again.
+    notice: the first answer stands, and the annotator moves on. A success says `done` ("judged"
+    or "skipped") in a brief status line. Without htmx, a success redirects
+    (post/redirect/get) so that a reload does not post again.
     """
     notice = error = ""
     refused = False
@@ -250,7 +254,12 @@ def _act_then_continue(
     if not getattr(request, "htmx", False) and not error and not refused:
         return redirect("annotate", slug=project.slug)
     return _render_annotate(
-        request, project, notice=notice, error=error, prefer=None if error else prefer
+        request,
+        project,
+        notice=notice,
+        error=error,
+        done="" if notice or error else done,
+        prefer=None if error else prefer,
     )
 
 
@@ -296,6 +305,7 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
             duration_ms=int(duration) if duration.isdigit() and len(duration) < 10 else None,
         ),
         prefer=Preference.parse(request.POST.get("prefer", "")),
+        done="judged",
     )
 
 
@@ -314,6 +324,7 @@ def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
             reason=request.POST.get("reason", ""),
             note=request.POST.get("note", ""),
         ),
+        done="skipped",
     )
 
 

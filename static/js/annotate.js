@@ -28,7 +28,52 @@
   function typing(target) {
     if (!target) return false;
     if (target.tagName === "INPUT") return !/^(radio|checkbox|button|submit)$/.test(target.type);
-    return target.tagName === "TEXTAREA" || target.tagName === "SELECT" || target.isContentEditable;
+    // A listwise place box takes digits (ranking.js); the other keys work there as elsewhere.
+    if (target.tagName === "SELECT") return !target.closest(".rank-list");
+    return target.tagName === "TEXTAREA" || target.isContentEditable;
+  }
+
+  // Skipping: s goes to the skip form's first button; there a reason's key (its digit, o for
+  // Other, Enter when the project has no reasons) skips at once, and Esc goes back. Other needs
+  // a note: o goes to the note, and Enter in it skips for Other.
+  function skipKey(event) {
+    var skipForm = event.target && event.target.closest && event.target.closest("form.skip");
+    if (!skipForm) return false;
+    if (event.target.id === "skip-note") {
+      if (event.key !== "Enter") return false;
+      var other = skipForm.querySelector('button[value="other"], button[data-skip-key="Enter"]');
+      if (other && !other.disabled) {
+        event.preventDefault();
+        other.click();
+      }
+      return true;
+    }
+    if (typing(event.target)) return false;
+    if (event.key === "Escape") {
+      event.preventDefault();
+      var title = document.getElementById("comparison-title");
+      if (title) title.focus({ preventScroll: true });
+      return true;
+    }
+    if (event.key === "o") {
+      var note = skipForm.querySelector("#skip-note");
+      if (note && skipForm.querySelector('button[value="other"]')) {
+        event.preventDefault();
+        note.focus();
+        return true;
+      }
+    }
+    var button = null;
+    skipForm.querySelectorAll("button[data-skip-key]").forEach(function (candidate) {
+      if (candidate.getAttribute("data-skip-key") === event.key) button = candidate;
+    });
+    if (button) {
+      event.preventDefault();
+      if (!button.disabled) button.click();
+      return true;
+    }
+    // Letters other than the skip keys still work (u, g, ?); digits and arrows judge nothing here.
+    return /^[0-9]$/.test(event.key) || event.key.indexOf("Arrow") === 0;
   }
 
   function choosing(target) {
@@ -47,6 +92,7 @@
   }
 
   document.addEventListener("keydown", function (event) {
+    if (!event.ctrlKey && !event.metaKey && !event.altKey && skipKey(event)) return;
     if (event.key === "Escape" && typing(event.target)) {
       event.target.blur();  // leave the rationale box, back to the choice keys
       return;
@@ -68,10 +114,10 @@
       return;
     }
     if (event.key === "s") {
-      var reason = document.getElementById("skip-reason");
-      if (reason) {
+      var first = document.querySelector("form.skip button[data-skip-key]");
+      if (first) {
         event.preventDefault();
-        reason.focus();
+        first.focus();
       }
       return;
     }

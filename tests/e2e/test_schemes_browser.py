@@ -208,11 +208,10 @@ def test_help_guidelines_skip_and_progress_from_the_keyboard(
     assert page.inner_text("[data-testid=today]") == "1"
     assert page.inner_text("[data-testid=judged]") == "1"
 
-    # s goes to the skip form's reason; Tab, a note, Enter skips.
+    # s goes to the skip form's reasons; o to the note for Other; a note, Enter skips.
     page.keyboard.press("s")
-    assert page.evaluate("document.activeElement.id") == "skip-reason"
-    page.select_option("#skip-reason", "other")
-    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.skipKey") == "1"
+    page.keyboard.press("o")
     page.keyboard.type("Not my language.")
     before = current_assignment(page)
     page.keyboard.press("Enter")
@@ -318,12 +317,11 @@ def test_listwise_by_keyboard_alone(
     first = current_assignment(page)
     assert first
     assert page.locator(".candidates.listwise .candidate").count() == 4
-    # Tab into the first place and type the places: 2, 1, 4, 2 (a tie for second).
-    page.focus("#rank-1")
+    # The first place has the focus; each digit places a response and moves on: 2, 1, 4, 2
+    # (a tie for second).
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'rank-1'")
     for place in ["2", "1", "4", "2"]:
-        page.keyboard.type(place)
-        page.keyboard.press("Tab")
-    page.focus("#rank-4")
+        page.keyboard.press(place)
     after = press_and_wait_for_swap(page, "Enter")
     assert after != first
     page_log.assert_clean(base)
@@ -350,10 +348,13 @@ def test_listwise_by_drag(
     assert first
     # Drag response 3 to the top, then response 1 below response 2.
     page.drag_and_drop(".rank-item[data-position='3']", ".rank-item[data-position='1']")
+    # The places sit in a row: the right half of response 2 drops after it.
+    box = page.locator(".rank-item[data-position='2']").bounding_box()
+    assert box
     page.drag_and_drop(
         ".rank-item[data-position='1']",
         ".rank-item[data-position='2']",
-        target_position={"x": 10, "y": 20},
+        target_position={"x": box["width"] - 5, "y": box["height"] / 2},
     )
     order = page.eval_on_selector_all(
         ".rank-item",
@@ -518,10 +519,13 @@ def test_it_takes_the_scheme_screenshots_for_the_docs(
             ],
         }
     )
+    page.set_viewport_size({"width": 1366, "height": 768})
     page.goto(f"{base}/p/demo/")
-    for position, place in enumerate(["1", "4", "3", "2"], start=1):
-        page.select_option(f"#rank-{position}", place)
-    page.screenshot(path=str(target / "annotate-listwise.png"), full_page=True)
+    # By keyboard, as annotators do: three places typed, the fourth response marked.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'rank-1'")
+    for place in ["1", "4", "3"]:
+        page.keyboard.press(place)
+    page.screenshot(path=str(target / "annotate-listwise.png"))
     assert (target / "annotate-listwise.png").stat().st_size > 10_000
     page_log.assert_clean(base)
 
@@ -600,7 +604,7 @@ def test_hostile_guidelines_skip_reasons_and_rationales_stay_text(
     assert_page_safe(page, page_log, base)
     page.keyboard.press("g")
     # Skip reasons are options, as text.
-    assert PAYLOADS[1] in page.inner_text("#skip-reason")
+    assert PAYLOADS[1] in page.inner_text("form.skip")
     # A hostile rationale is stored as typed...
     page.keyboard.press("r")
     page.keyboard.type(PAYLOADS[11] + " " + PAYLOADS[0])
