@@ -90,6 +90,11 @@ def test_a_pairwise_projects_admin_pages_do_not_offer_listwise(lead, project, vo
     assert '<option value="listwise"' not in form
 
 
+def test_the_project_page_links_to_its_export_form(lead, project):
+    html = lead.get(f"/admin/projects/project/{project.pk}/change/").content.decode()
+    assert f'href="{ADD}?project=demo" data-testid="export-link"' in html
+
+
 def test_a_listwise_projects_admin_pages_do_not_offer_arena(lead, project, voted):
     project.scheme = "listwise"
     project.save()
