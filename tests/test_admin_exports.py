@@ -151,7 +151,7 @@ def test_a_lead_starts_watches_and_downloads_an_export(lead, bob, project, voted
             "project": "demo",
             "format": "trl",
             "file_format": "jsonl",
-            "aggregate": "unanimous",
+            "aggregate": "majority",
             "prompt_form": "text",
             "batch": str(voted.pk),
         },
@@ -162,7 +162,7 @@ def test_a_lead_starts_watches_and_downloads_an_export(lead, bob, project, voted
     assert job.requested_by == bob and job.project == project
     assert job.format == "trl" and job.status == ExportStatus.DONE
     assert job.parameters == {
-        "aggregate": "unanimous",
+        "aggregate": "majority",
         "prompt_form": "text",
         "batch": str(voted.pk),
     }
