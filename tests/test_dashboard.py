@@ -25,7 +25,7 @@ from apps.dashboard.services import (
 )
 from apps.dashboard.tasks import dashboard_refresh_project_task, dashboards_refresh_task
 from apps.judging.models import Judgment
-from apps.judging.services import Preference, assignment_next
+from apps.judging.services import Preference, assignment_next, judgments_invalidate
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line
@@ -361,7 +361,8 @@ def test_a_user_with_no_access_gets_404(client, project, charlie):
     assert client.get(URL).status_code == 404
 
 
-def test_the_page_shows_the_figures(client, bob, judged):
+def test_the_page_shows_the_figures(client, bob, judged, no_worker):
+    # With a broker (no_worker): the beat job refreshes them, and the page says how often.
     client.force_login(bob)
     html = client.get(URL).content.decode()
     assert re.search(r'data-testid="total-judgments">12<', html)
@@ -393,7 +394,10 @@ def test_a_project_without_judgments_says_so_instead_of_drawing_empty_charts(
     assert html.count('<svg class="chart" role="img"') == 1  # progress per batch only
 
 
-def test_the_page_renders_from_the_cache_until_the_beat_job_runs(client, bob, judged, annotators):
+def test_the_page_renders_from_the_cache_until_the_beat_job_runs(
+    client, bob, judged, annotators, no_worker
+):
+    # With a broker (no_worker): a worker and the beat job compute the figures, not the page.
     client.force_login(bob)
     assert re.search(r'data-testid="total-judgments">12<', client.get(URL).content.decode())
     batch = Batch.objects.get(name="second")
@@ -403,13 +407,13 @@ def test_the_page_renders_from_the_cache_until_the_beat_job_runs(client, bob, ju
     assert re.search(r'data-testid="total-judgments">12<', client.get(URL).content.decode())
     # ...until the beat job computes new ones (it leaves figures younger than half its period).
     age_figures(judged, 20)
-    report = dashboards_refresh_task.delay().get()
+    report = dashboards_refresh_task.apply().get()
     assert report["refreshed"][0][0] == "demo"
     assert re.search(r'data-testid="total-judgments">13<', client.get(URL).content.decode())
 
 
 def test_the_page_costs_the_same_queries_at_any_size(
-    client, bob, judged, annotators, django_assert_max_num_queries
+    client, bob, judged, annotators, django_assert_max_num_queries, no_worker
 ):
     client.force_login(bob)
     client.get(URL)  # fills the cache
@@ -478,7 +482,7 @@ def test_a_cold_page_shows_the_computation_in_progress_without_waiting(client, b
     assert 'hx-trigger="every 30s"' in fragment
 
 
-def test_stale_figures_are_refreshed_by_a_task(client, bob, judged, annotators):
+def test_stale_figures_are_refreshed_by_a_task(client, bob, judged, annotators, no_worker):
     client.force_login(bob)
     client.get(URL)
     key = services._key(judged.pk)
@@ -487,10 +491,12 @@ def test_stale_figures_are_refreshed_by_a_task(client, bob, judged, annotators):
     old["totals"]["judgments"] = -1
     old["html"] = SafeString('<p data-testid="stale">old figures</p>')
     cache.set(key, old)
-    # Tasks run eagerly in the tests: the stale figures are shown, then replaced.
+    # With a broker: the stale figures are shown, and the worker asked for new ones (once).
     html = client.get(URL).content.decode()
     assert '<p data-testid="stale">old figures</p>' in html
     assert "(late: is the Celery beat running?)" in html
+    assert no_worker == [(REFRESH_TASK, [judged.pk])]
+    assert dashboard_refresh_project_task.apply(args=[judged.pk]).get() is True
     assert figures_cached(judged.pk)["totals"]["judgments"] == 12
     assert 'data-testid="stale"' not in client.get(URL).content.decode()
 
@@ -595,6 +601,43 @@ def test_with_celery_eager_a_large_project_is_computed_at_once(client, bob, judg
     client.force_login(bob)
     html = client.get(URL).content.decode()
     assert re.search(r'data-testid="total-judgments">12<', html)
+
+
+def total_judgments(html: str) -> int:
+    found = re.search(r'data-testid="total-judgments">(\d+)<', html)
+    assert found, html
+    return int(found.group(1))
+
+
+def test_with_tasks_in_process_the_figures_follow_each_change(client, bob, judged, annotators):
+    """`make run` (Celery eager, no beat): an invalidation shows on the next view, and the page
+    never asks whether the beat runs, however old the cached figures."""
+    assert services.tasks_in_process()
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    assert total_judgments(html) == 12
+    assert "computed on each view (tasks run in-process, no beat job)" in html
+    result = judgments_invalidate(project=judged, annotator=annotators[0], actor=bob, reason="spam")
+    assert result.judgments == 4
+    html = client.get(URL).content.decode()
+    assert total_judgments(html) == 8
+    assert "beat running" not in html
+    # Long after (no beat ran meanwhile), a view and the HTMX poll still show current figures.
+    age_figures(judged, 10_000)
+    vote(judged, annotators[1], Comparison.objects.filter(batch__name="second").last(), "a")
+    for url in (URL, FIGURES_URL):
+        html = client.get(url).content.decode()
+        assert total_judgments(html) == 9
+        assert "beat running" not in html
+        assert "late:" not in html
+
+
+def test_with_tasks_in_process_the_freshness_never_asks_for_the_beat():
+    now = timezone.now()
+    figures = {"computed_at": (now - timedelta(seconds=200)).timestamp()}
+    assert freshness(figures, now=now, in_process=True) == (
+        "figures from 3 min 20 s ago, computed on each view (tasks run in-process, no beat job)"
+    )
 
 
 # -- hostile names ---------------------------------------------------------------------------

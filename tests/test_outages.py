@@ -494,8 +494,16 @@ def settings_dsn() -> str:
 @pytest.mark.django_db
 @pytest.mark.usefixtures("dead_cache")
 def test_without_redis_a_large_projects_dashboard_says_its_figures_are_unavailable(
-    settings: Any, client: Any, bob: User, project: Any, batch: Any, annotators: list[User]
+    settings: Any,
+    client: Any,
+    bob: User,
+    project: Any,
+    batch: Any,
+    annotators: list[User],
+    no_worker: list[tuple[str, Any]],
 ) -> None:
+    # Redis can only be down with REDIS_URL set, i.e. with a broker (tasks not in-process, which
+    # compute the figures in the request: tests/test_dashboard.py).
     from apps.judging.services import assignment_next, judgment_submit
 
     lease = assignment_next(project=project, annotator=annotators[0])
@@ -509,6 +517,7 @@ def test_without_redis_a_large_projects_dashboard_says_its_figures_are_unavailab
         text = page.content.decode()
         assert 'data-testid="figures-unavailable"' in text
         assert "cannot be computed now" in text
+    assert no_worker == []  # nobody asked the worker: the broker is Redis too
 
 
 # --- the broker gone, in this process -----------------------------------------------------

@@ -464,13 +464,14 @@ def _import_state(progress: dict[str, Any]) -> str:
 
 
 def _export_links(batch: Batch) -> list[tuple[str, str]]:
-    """(label, URL) of each export of this batch: every format, then the dataset card."""
-    from apps.exports.formats import FORMATS
+    """(label, URL) of each export of this batch: every format that applies to its project's
+    scheme (`formats_for`), then the dataset card."""
+    from apps.exports.formats import formats_for
 
     base = reverse("api-export", kwargs={"slug": batch.project.slug})
     return [
         (name, f"{base}?{urlencode({'format': name, 'batch': batch.pk})}")
-        for name in [*FORMATS, "card"]
+        for name in [*formats_for(batch.project.scheme), "card"]
     ]
 
 

@@ -7,6 +7,10 @@ judgments); for a larger one it asks the worker and the page shows that they are
 polling until they arrive. A request that finds the lock held (another request or the worker is
 computing) shows the same, rather than waiting. Stale figures (the beat job not running) are
 refreshed by a task, again under the lock.
+
+Where tasks run in-process (Celery eager, no broker: `make run`) there is no worker and no beat
+to keep the figures fresh: each view computes them (under the same lock), so that they follow
+every change (a judgment, an undo, an invalidation), and the page never asks about a beat.
 """
 
 import contextlib
@@ -142,6 +146,13 @@ def figures_refresh(project: Project) -> dict[str, Any] | None:
             cache.delete(_lock_key(project.pk))
 
 
+def tasks_in_process() -> bool:
+    """Tasks run inside the request (Celery eager, no broker): no worker, no beat job."""
+    from annotate.celery import app
+
+    return bool(app.conf.task_always_eager)
+
+
 def figures_for_page(project: Project) -> dict[str, Any] | Computing:
     """The figures the page shows, from the cache; never a large project's computed in the request.
 
@@ -149,9 +160,16 @@ def figures_for_page(project: Project) -> dict[str, Any] | Computing:
     computed here (about a second per 10,000 judgments); a larger one has them computed by the
     worker, and this returns Computing at once. So does finding the lock held: another request
     or the worker is computing them, and the page asks again shortly rather than wait here.
-    With Celery eager (no broker), the task runs here and the figures come back.
+    With tasks in-process (Celery eager, no broker), they are computed here on every view.
     """
     cache.set(_watch_key(project.pk), True, WATCH_TTL_SECONDS)
+    if tasks_in_process():
+        # No beat refreshes them: computed for this view, so that they follow every change.
+        # Another request computing them (the lock held) is not waited for: its last figures.
+        figures = figures_refresh(project) or figures_cached(project.pk)
+        if figures is not None:
+            return figures
+        return _computing(project, judgments_estimate(project))
     figures = figures_cached(project.pk)
     if figures is not None:
         if age_seconds(figures) > 3 * refresh_seconds():
@@ -247,9 +265,20 @@ def age_seconds(figures: dict[str, Any], now: datetime | None = None) -> float:
     return max(0.0, now.timestamp() - float(figures["computed_at"]))
 
 
-def freshness(figures: dict[str, Any], *, now: datetime | None = None) -> str:
-    """ "figures from 23 s ago, refreshed every 30 s" (and a warning when the job is late)."""
+def freshness(
+    figures: dict[str, Any], *, now: datetime | None = None, in_process: bool = False
+) -> str:
+    """ "figures from 23 s ago, refreshed every 30 s" (and a warning when the job is late).
+
+    With tasks in-process (`in_process`) no beat job runs: the figures are computed on each view,
+    the text says so, and never asks whether the beat runs.
+    """
     age = age_seconds(figures, now)
+    if in_process:
+        return (
+            f"figures from {_duration(age)} ago, computed on each view "
+            "(tasks run in-process, no beat job)"
+        )
     every = refresh_seconds()
     text = f"figures from {_duration(age)} ago, refreshed every {_duration(every)}"
     if age > 3 * every:

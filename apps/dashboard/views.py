@@ -14,6 +14,7 @@ from apps.dashboard.services import (
     freshness,
     poll_seconds,
     refresh_seconds,
+    tasks_in_process,
 )
 from apps.judging.views import login_required_htmx
 from apps.projects.models import Project
@@ -30,7 +31,11 @@ def _context(project: Project, figures: dict[str, Any] | Computing) -> dict[str,
         # Polled sooner than usual; the answer that brings the figures returns to the usual poll.
         context.update(computing=figures, figures=None, poll_seconds=computing_poll_seconds())
     else:
-        context.update(figures=figures, freshness=freshness(figures), poll_seconds=poll_seconds())
+        context.update(
+            figures=figures,
+            freshness=freshness(figures, in_process=tasks_in_process()),
+            poll_seconds=poll_seconds(),
+        )
     return context
 
 

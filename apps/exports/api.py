@@ -27,10 +27,11 @@ from apps.exports.formats import (
     PROMPT_FORMS,
     Options,
     export_rows,
+    formats_for,
 )
 from apps.exports.selectors import AGGREGATES
 from apps.exports.stats import project_stats, stats_votes
-from apps.projects.models import Project, Scheme
+from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
 
 LINES_PER_CHUNK = 200
@@ -129,8 +130,10 @@ def export_options(params: Any, format: str, project: Project | None = None) -> 
 
 def check_scheme(format: str, project: Project) -> None:
     """A 400 for a format that has no row in any project of this one's scheme: its file would
-    be empty, and `datasets` cannot load an empty JSON file."""
-    if format == "arena" and project.scheme == Scheme.LISTWISE:
+    be empty, and `datasets` cannot load an empty JSON file (`formats_for` decides)."""
+    if format == "card" or format in formats_for(project.scheme):
+        return
+    if format == "arena":
         raise ValidationError(
             {
                 "format": [
@@ -140,7 +143,7 @@ def check_scheme(format: str, project: Project) -> None:
                 ]
             }
         )
-    if format == "listwise" and project.scheme != Scheme.LISTWISE:
+    if format == "listwise":
         raise ValidationError(
             {
                 "format": [
@@ -149,6 +152,14 @@ def check_scheme(format: str, project: Project) -> None:
                 ]
             }
         )
+    raise ValidationError(
+        {
+            "format": [
+                f"{format} does not apply to a {project.scheme} project: use one of "
+                f"{', '.join(formats_for(project.scheme))}."
+            ]
+        }
+    )
 
 
 def _prompt_form(params: Any) -> str:

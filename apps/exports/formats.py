@@ -383,11 +383,16 @@ def _judgments(*, project: Project, options: Options) -> Iterator[dict[str, Any]
     )
 
 
+ALL_SCHEMES = tuple(Scheme.values)
+
+
 @dataclass(frozen=True)
 class Format:
     rows: Callable[..., Iterator[dict[str, Any]]]
     # The query parameters it takes besides `format` and `batch`.
     parameters: tuple[str, ...] = ()
+    # The schemes whose projects can have a row of it (see `formats_for`).
+    schemes: tuple[str, ...] = ALL_SCHEMES
 
 
 # The filters every pairwise format takes.
@@ -411,12 +416,26 @@ FORMATS: dict[str, Format] = {
     "kto": Format(kto_rows, ("both_bad", *PAIRWISE, "prompt_form")),
     "hh-rlhf": Format(hh_rlhf_rows, PAIRWISE),
     "openai": Format(openai_rows, PAIRWISE),
-    "arena": Format(arena_rows, (*PER_VOTE, "models")),
-    "listwise": Format(_listwise, ("min_votes", "since", "split", "test_fraction", "prompt_form")),
+    # One row per pairwise vote: a listwise project's votes are rankings.
+    "arena": Format(arena_rows, (*PER_VOTE, "models"), (Scheme.PAIRWISE, Scheme.GRADED)),
+    # One row per ranked prompt: only a listwise project has rankings.
+    "listwise": Format(
+        _listwise,
+        ("min_votes", "since", "split", "test_fraction", "prompt_form"),
+        (Scheme.LISTWISE,),
+    ),
     "judgments": Format(_judgments, PER_VOTE),
 }
 # format=card counts the pairwise rows under the same aggregation and filters.
 CARD_PARAMETERS = PAIRWISE
+
+
+def formats_for(scheme: str) -> list[str]:
+    """The formats that apply to a project of this scheme (in FORMATS' order): those that can
+    have a row in it. Every door that offers formats (the admin's links and export form, the
+    API's and the command's checks) asks this, so none offers a format whose file would be
+    empty."""
+    return [name for name, spec in FORMATS.items() if scheme in spec.schemes]
 
 
 def export_rows(

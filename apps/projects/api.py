@@ -1,4 +1,6 @@
-from drf_spectacular.utils import extend_schema
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -7,21 +9,69 @@ from rest_framework.views import APIView
 
 from annotate.api import request_user
 from annotate.schema import ErrorOut, MeOut
-from apps.projects.models import AssignmentPolicy, Membership, Project, Role
+from apps.exports.formats import formats_for
+from apps.projects.models import GRADES, AssignmentPolicy, Membership, Project, Role, Scheme
 from apps.projects.selectors import project_for_lead
 from apps.projects.services import NOT_ADDABLE, member_to_add, membership_add, project_create
 
 
+class CriterionOut(serializers.Serializer):
+    name = serializers.CharField(help_text="The key of the criterion in judgments and exports.")
+    description = serializers.CharField(allow_blank=True, help_text="Shown to annotators.")
+
+
+class GradeOut(serializers.Serializer):
+    value = serializers.IntegerField(
+        help_text="-3..3 as shown on screen (negative: the left response is better). Exports "
+        "and judgments orient `strength` to the candidates: positive when candidate A is better."
+    )
+    description = serializers.CharField(help_text="The label annotators see.")
+
+
 class ProjectSerializer(serializers.ModelSerializer):
+    """A project and everything that says how to read its data: the scheme, its criteria and
+    grade scale, which answers were allowed, the flags, skip reasons and rationale rule, the
+    overlap and assignment policy, and the export formats that apply."""
+
+    criteria = serializers.SerializerMethodField(
+        help_text="Criteria judged each on its own beside the overall answer (pairwise and "
+        "graded projects; empty for listwise)."
+    )
+    grade_scale = serializers.SerializerMethodField(
+        help_text="Graded projects: the scale's values and labels; null otherwise."
+    )
+    flags = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Flags an annotator may raise on a comparison (judgments' `flags`).",
+    )
+    skip_reasons = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Reasons an annotator may give for skipping.",
+    )
+    export_formats = serializers.SerializerMethodField(
+        help_text="The export formats that apply to this project's scheme (the `format` values "
+        "of the export endpoints that can have rows in it)."
+    )
+
     class Meta:
         model = Project
         fields = [
             "slug",
             "name",
+            "scheme",
+            "criteria",
+            "grade_scale",
             "overlap",
             "allow_tie",
             "allow_both_bad",
+            "flags",
+            "rationale",
+            "rationale_min_length",
+            "show_models",
             "guidelines",
+            "guideline_version",
             "lease_seconds",
             "policy",
             "skip_reasons",
@@ -29,9 +79,27 @@ class ProjectSerializer(serializers.ModelSerializer):
             "gold_rate",
             "gold_min_accuracy",
             "gold_min_answers",
+            "export_formats",
             "created_at",
         ]
-        read_only_fields = ["created_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(CriterionOut(many=True))
+    def get_criteria(self, project: Project) -> list[dict[str, str]]:
+        return [
+            {"name": str(c["name"]), "description": str(c.get("description", ""))}
+            for c in project.criteria
+        ]
+
+    @extend_schema_field(GradeOut(many=True, allow_null=True))
+    def get_grade_scale(self, project: Project) -> list[dict[str, Any]] | None:
+        if project.scheme != Scheme.GRADED:
+            return None
+        return [{"value": value, "description": label} for value, label in GRADES]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_export_formats(self, project: Project) -> list[str]:
+        return formats_for(project.scheme)
 
 
 class ProjectCreateInput(serializers.Serializer):
