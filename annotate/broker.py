@@ -71,8 +71,13 @@ def broker_check() -> None:
 
 def send_task(task: Task, *args: Any) -> None:
     """Sends `task(*args)` to the workers; BrokerUnavailable if the broker cannot take it."""
-    if _eager():  # runs here and now: its own errors are not the broker's
-        task.apply_async(args)
+    if _eager():
+        # Runs here and now: its own errors are not the broker's. With apply(), not
+        # apply_async(): Celery's eager apply_async() saves and restores a process-wide "a task is
+        # running" flag around the run, which two threads doing so at once (runserver's
+        # requests, concurrent imports) can leave set for good; every later result.get() in the
+        # process then refuses to run ("Never call result.get() within a task!").
+        task.apply(args)
         return
     started = time.monotonic()
     try:
