@@ -494,7 +494,7 @@ class CandidateAdmin(ReadOnlyAdmin):
 @admin.register(Comparison)
 class ComparisonAdmin(ReadOnlyAdmin):
     list_display = [
-        "__str__",
+        "id",
         "project",
         "batch",
         "prompt",
