@@ -238,6 +238,6 @@ class Comparison(models.Model):
     def __str__(self) -> str:
         """With its prompt's id when the prompt is loaded already (the admin's lists join it):
         never a query of its own."""
-        if Comparison.prompt.is_cached(self):  # type: ignore[attr-defined]
+        if Comparison.prompt.is_cached(self):
             return f"Comparison {self.pk} of prompt {self.prompt.external_id}"
         return f"Comparison {self.pk}"
