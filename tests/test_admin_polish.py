@@ -106,3 +106,19 @@ def test_the_icon_is_a_static_svg():
     assert path, "static/img/favicon.svg is missing"
     with open(path, encoding="utf-8") as svg:
         assert svg.read().startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+
+
+def test_the_invalidate_action_names_each_prompt_and_styles_its_form(
+    client, bob, project, import_rows
+):
+    import_rows(prompt_line("named-prompt"))
+    annotator = project.memberships.filter(role="annotator").first().user
+    lease = assignment_next(project=project, annotator=annotator)
+    judgment = judgment_submit(assignment_id=lease.pk, annotator=annotator, choice="left").judgment
+    client.force_login(bob)
+    html = client.post(
+        "/admin/judging/judgment/",
+        {"action": "invalidate_selected", "_selected_action": [judgment.pk]},
+    ).content.decode()
+    assert f"on Comparison {lease.comparison_id} of prompt named-prompt," in html
+    assert "/static/admin/css/forms.css" in html

@@ -161,7 +161,7 @@ class JudgmentAdmin(ReadOnlyAdmin):
             **self.admin_site.each_context(request),
             "title": "Invalidate the selected judgments",
             "form": form,
-            "judgments": chosen.select_related("annotator", "comparison")[:200],
+            "judgments": chosen.select_related("annotator", "comparison__prompt")[:200],
             "count": chosen.count(),
             "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "opts": self.model._meta,
