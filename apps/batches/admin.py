@@ -495,7 +495,7 @@ class CandidateAdmin(ReadOnlyAdmin):
 @admin.register(Comparison)
 class ComparisonAdmin(ReadOnlyAdmin):
     list_display = [
-        "__str__",
+        "id",
         "project",
         "batch",
         "prompt",

@@ -55,7 +55,14 @@ class Batch(models.Model):
         indexes = [models.Index(fields=["project", "status"], name="batch_project_status")]
 
     def __str__(self) -> str:
-        return self.name or f"Batch {self.pk}"
+        """The name with the id and the day of the import (UTC): batches may share a name, and
+        the admin's filters and messages must tell them apart."""
+        if self.pk is None:
+            return self.name or "new batch"
+        day = f", {self.created_at:%Y-%m-%d}" if self.created_at else ""
+        if self.name:
+            return f"{self.name} (#{self.pk}{day})"
+        return f"Batch {self.pk}" + (f" ({self.created_at:%Y-%m-%d})" if self.created_at else "")
 
 
 class BatchSource(models.Model):
@@ -229,4 +236,8 @@ class Comparison(models.Model):
         ]
 
     def __str__(self) -> str:
+        """With its prompt's id when the prompt is loaded already (the admin's lists join it):
+        never a query of its own."""
+        if Comparison.prompt.is_cached(self):
+            return f"Comparison {self.pk} of prompt {self.prompt.external_id}"
         return f"Comparison {self.pk}"

@@ -21,6 +21,11 @@ DONE = "#1a7f37"  # 5.1:1
 IN_PROGRESS = "#9a6700"  # 4.9:1
 OPEN = "#6e7781"  # 4.6:1
 LABEL_CHARS = 22
+# A 12 px system-ui character is at most this wide on average (Latin text); used to leave room
+# for labels, since the server cannot measure text.
+CHAR_W = 7.2
+# The widest a column of column_chart gets: with one day, one bar no longer fills the chart.
+MAX_BAR_W = 48.0
 
 
 def _join(parts: Iterable[SafeString]) -> SafeString:
@@ -129,11 +134,12 @@ def column_chart(
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         bar_h = plot_h * value / peak
         x = left + i * step
+        bar_w = min(step * 0.76, MAX_BAR_W)
         parts.append(
             _rect(
-                x + step * 0.12,
+                x + (step - bar_w) / 2,
                 top + plot_h - bar_h,
-                step * 0.76,
+                bar_w,
                 bar_h,
                 BAR,
                 f"{label}: {value:,} {unit}",
@@ -288,12 +294,19 @@ def heat_map(
     matrix: Sequence[Sequence[float | None]],
     votes: Sequence[Sequence[int]],
 ) -> str:
-    """The win-rate matrix: row model's win rate against the column model, in each cell."""
+    """The win-rate matrix: how often the row's model beat the column's model, in each cell.
+
+    The column labels are turned 45 degrees up and to the right, so the chart is widened by what
+    the last one reaches past its column, and its corner says which way the matrix reads."""
     cell, label_w, top = 56.0, 170.0, 120.0
-    width = label_w + cell * len(names) + 8
+    column_labels = [_short(name, 18) for name in names]
+    # A label turned 45 degrees reaches its length times cos(45°) to the right of its start.
+    reach = max((len(label) * CHAR_W * 0.71 for label in column_labels), default=0.0)
+    right = max(reach - cell / 2, 0.0) + 8
+    width = label_w + cell * len(names) + right
     height = top + cell * len(names) + 8
-    parts = []
-    for j, name in enumerate(names):
+    parts = [_text(label_w - 8, top - 8, "row beat column", anchor="end", weight="bold")]
+    for j, (name, label) in enumerate(zip(names, column_labels, strict=True)):
         x = label_w + j * cell + cell / 2
         parts.append(
             format_html(
@@ -305,7 +318,7 @@ def heat_map(
                 _num(x),
                 _num(top - 8),
                 name,
-                _short(name, 18),
+                label,
             )
         )
     for i, row_name in enumerate(names):
@@ -326,9 +339,7 @@ def heat_map(
                 )
                 continue
             fill = heat_fill(rate)
-            tip = (
-                f"{row_name} against {column_name}: win rate {rate:.0%} over {votes[i][j]:,} votes"
-            )
+            tip = f"{row_name} beat {column_name} in {rate:.0%} of {votes[i][j]:,} votes"
             parts.append(_rect(x + 1, y + 1, cell - 2, cell - 2, fill, tip))
             parts.append(_text(x + cell / 2, y + cell / 2 + 4, f"{rate:.0%}", anchor="middle"))
     return _svg(uid, title, desc, width, height, _join(parts))

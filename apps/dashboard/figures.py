@@ -102,7 +102,7 @@ def batch_progress(project: Project) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": batch.pk,
-                "name": str(batch),
+                "name": batch.name or f"Batch {batch.pk}",
                 "status": batch.get_status_display(),
                 "comparisons": total,
                 "done": done,

@@ -12,6 +12,9 @@ from django.utils.safestring import SafeString
 
 from apps.dashboard import charts
 
+# Up to this many days, the judgments-per-day chart labels each bar with its whole date.
+FULL_DATES_UP_TO = 8
+
 
 def _charts(figures: dict[str, Any]) -> dict[str, str]:
     """The SVG of every chart, from the cached figures."""
@@ -31,9 +34,20 @@ def _charts(figures: dict[str, Any]) -> dict[str, str]:
         "per_day": charts.column_chart(
             "chart-per-day",
             title="Judgments per day (UTC)",
-            desc=f"One bar per day, the last {len(days)} days with the latest on the right; "
-            "the table below gives each day's count.",
-            labels=[date.fromisoformat(d["day"]).strftime("%m-%d") for d in days],
+            desc=(
+                f"One bar per day, the last {len(days)} days with the latest on the right; "
+                "the table below gives each day's count."
+                if len(days) != 1
+                else f"One bar: the judgments of {days[0]['day']}, the only day so far; the "
+                "table below gives the count."
+            ),
+            # A few days have room for the whole date; more get month and day.
+            labels=[
+                d["day"]
+                if len(days) <= FULL_DATES_UP_TO
+                else date.fromisoformat(d["day"]).strftime("%m-%d")
+                for d in days
+            ],
             values=[d["judgments"] for d in days],
             unit="judgments",
             label_every=max(1, len(days) // 8),
@@ -65,7 +79,7 @@ def _charts(figures: dict[str, Any]) -> dict[str, str]:
         "heat_map": charts.heat_map(
             "chart-heat-map",
             title="Win rates between the models",
-            desc="Each cell is the row model's win rate against the column model (ties count "
+            desc="Each cell is how often the row's model beat the column's model (ties count "
             "half): blue above 50%, red below, grey where they never met.",
             names=models["names"],
             matrix=models["matrix"],

@@ -1,4 +1,5 @@
 from collections import defaultdict
+from datetime import UTC
 from typing import Any
 
 from django.contrib import admin, messages
@@ -35,14 +36,15 @@ class ValidityFilter(admin.SimpleListFilter):
 @admin.register(Judgment)
 class JudgmentAdmin(ReadOnlyAdmin):
     project_field = "comparison__project"
+    # Narrow columns, so that all of them fit beside the filters at 1366 px.
     list_display = [
         "id",
-        "comparison",
+        "comparison_and_prompt",
         "annotator",
         "choice",
         "chosen",
-        "duration_ms",
-        "created_at",
+        "time_on_task",
+        "judged_at",
         "counted",
     ]
     list_filter = [
@@ -54,10 +56,24 @@ class JudgmentAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     search_fields = ["rationale", "comparison__prompt__external_id", "annotator__username"]
-    list_select_related = ["comparison", "annotator", "chosen"]
+    list_select_related = ["comparison__prompt", "annotator", "chosen"]
     date_hierarchy = "created_at"
     actions = ["invalidate_selected"]
     change_list_template = "admin/judging/judgment/change_list.html"
+
+    @admin.display(description="comparison (prompt)", ordering="comparison")
+    def comparison_and_prompt(self, judgment: Judgment) -> str:
+        return f"{judgment.comparison_id} ({judgment.comparison.prompt.external_id})"
+
+    @admin.display(description="time", ordering="duration_ms")
+    def time_on_task(self, judgment: Judgment) -> str:
+        if judgment.duration_ms is None:
+            return "-"
+        return f"{judgment.duration_ms / 1000:.1f} s"
+
+    @admin.display(description="judged (UTC)", ordering="created_at")
+    def judged_at(self, judgment: Judgment) -> str:
+        return f"{judgment.created_at.astimezone(UTC):%Y-%m-%d %H:%M}"
 
     @admin.display(boolean=True, description="counted")
     def counted(self, judgment: Judgment) -> bool:
@@ -145,7 +161,7 @@ class JudgmentAdmin(ReadOnlyAdmin):
             **self.admin_site.each_context(request),
             "title": "Invalidate the selected judgments",
             "form": form,
-            "judgments": chosen.select_related("annotator", "comparison")[:200],
+            "judgments": chosen.select_related("annotator", "comparison__prompt")[:200],
             "count": chosen.count(),
             "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "opts": self.model._meta,
@@ -169,7 +185,7 @@ def _summary(result: Any) -> str:
 class AssignmentAdmin(ReadOnlyAdmin):
     list_display = ["id", "comparison", "annotator", "status", "created_at", "expires_at"]
     list_filter = ["status", ("project", admin.RelatedOnlyFieldListFilter)]
-    list_select_related = ["comparison", "annotator"]
+    list_select_related = ["comparison__prompt", "annotator"]
 
 
 @admin.register(Skip)
@@ -181,4 +197,4 @@ class SkipAdmin(ReadOnlyAdmin):
         ("comparison__project", admin.RelatedOnlyFieldListFilter),
         ("annotator", admin.RelatedOnlyFieldListFilter),
     ]
-    list_select_related = ["comparison", "annotator"]
+    list_select_related = ["comparison__prompt", "annotator"]

@@ -16,7 +16,9 @@ class InvalidateForm(forms.Form):
     )
     since = forms.DateTimeField(
         required=False,
-        help_text="Only judgments given at or after this time (YYYY-MM-DD HH:MM). Empty: all.",
+        label="Since (UTC)",
+        help_text="Only judgments given at or after this time, in UTC (YYYY-MM-DD HH:MM), as the "
+        "judgments list shows them. Empty: all.",
     )
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),

@@ -239,7 +239,7 @@ def test_dashboard_screenshot(
     project = demo_with_judgments()
     dashboards_refresh()
     base = live_server.url
-    page.set_viewport_size({"width": 1280, "height": 900})
+    page.set_viewport_size({"width": 1366, "height": 768})
     page.goto(f"{base}/accounts/login/")
     page.fill("#id_username", "lead")
     page.fill("#id_password", "demo-lead-pass")
@@ -248,6 +248,20 @@ def test_dashboard_screenshot(
     page.goto(f"{base}/lead/p/{project.slug}/")
     assert int(tile(page, "judgments")) > 150
     assert page.locator("tr.flagged").count() >= 1
+    # Every label of the win-rate matrix is drawn inside it (the last column's used to be cut).
+    outside = page.evaluate(
+        """() => {
+          const svg = document.querySelector('svg[aria-labelledby^="chart-heat-map"]');
+          const box = svg.getBoundingClientRect();
+          return [...svg.querySelectorAll('text')].filter((text) => {
+            const r = text.getBoundingClientRect();
+            return r.left < box.left || r.right > box.right || r.top < box.top
+              || r.bottom > box.bottom;
+          }).map((text) => text.textContent);
+        }"""
+    )
+    assert outside == []
+    assert page.get_by_test_id("heat-map-caption").is_visible()
     target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
     page.screenshot(path=str(target / "dashboard.png"), full_page=True)
     page_log.assert_clean(base)
