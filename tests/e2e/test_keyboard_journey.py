@@ -84,7 +84,8 @@ ON_ARRIVAL = """() => {
     const shown = (element) => {
         const box = element.getBoundingClientRect();
         const prompt = element.closest(".prompt").getBoundingClientRect();
-        const x = box.left + Math.min(box.width / 2, 40), y = box.top + Math.min(box.height / 2, 12);
+        const x = box.left + Math.min(box.width / 2, 40);
+        const y = box.top + Math.min(box.height / 2, 12);
         const hit = document.elementFromPoint(x, y);
         return topInView(element) && box.top >= prompt.top - 1 && box.top + 20 <= prompt.bottom
             && hit !== null && element.contains(hit);
@@ -127,7 +128,8 @@ def scroll_everything_down(page: Any) -> None:
     """What an annotator does while reading: the page and both panes scrolled well down."""
     page.evaluate(
         """() => {
-            document.querySelectorAll("#comparison .candidate").forEach(p => { p.scrollTop = 400; });
+            const panes = document.querySelectorAll("#comparison .candidate");
+            panes.forEach(p => { p.scrollTop = 400; });
             window.scrollTo(0, document.body.scrollHeight);
         }"""
     )
@@ -273,7 +275,8 @@ def test_headings_in_a_response_leave_the_pane_label_in_place(
             const box = label.getBoundingClientRect();
             const pane = label.parentElement.getBoundingClientRect();
             const hit = document.elementFromPoint(box.left + 10, box.top + box.height / 2);
-            return { stuck: Math.abs(box.top - pane.top) < 3, hit: hit && hit.closest("h2") === label };
+            const stuck = Math.abs(box.top - pane.top) < 3;
+            return { stuck, hit: hit !== null && hit.closest("h2") === label };
         }"""
     )
     assert probe == {"stuck": True, "hit": True}
