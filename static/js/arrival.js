@@ -40,6 +40,30 @@
     prompt.classList.toggle("more-above", prompt.scrollTop > 1);
   }
 
+  // The bar says how many criteria (below, perhaps out of sight) still want an answer.
+  function countCriteria() {
+    var form = document.querySelector("#comparison form.judge");
+    var bar = form && form.querySelector(".choices");
+    if (!bar) return;
+    var left = 0;
+    form.querySelectorAll("fieldset.criterion").forEach(function (criterion) {
+      if (!criterion.querySelector("input:checked")) left += 1;
+    });
+    var note = bar.querySelector(".criteria-left");
+    if (!left) {
+      if (note) note.remove();
+    } else {
+      if (!note) {
+        note = document.createElement("p");
+        note.className = "criteria-left";
+        bar.prepend(note);
+      }
+      note.textContent = "First answer " + left + (left === 1 ? " criterion" : " criteria") +
+        " below: c goes to the next one.";
+    }
+    measureBar();
+  }
+
   function arrive() {
     var card = section();
     if (!card) return;
@@ -49,7 +73,7 @@
       pane.scrollLeft = 0;
     });
     card.querySelectorAll(".prompt").forEach(showQuestion);
-    measureBar();
+    countCriteria();
   }
 
   document.addEventListener("scroll", function (event) {
@@ -108,16 +132,23 @@
     }
     note.textContent = criterion
       ? "Answer \u201c" + criterion + "\u201d first: \u2190 \u2192 pick, Space picks the first, then press your choice again."
-      : control.validationMessage;
+      : missingText(control);
     box.classList.add("unanswered");
     control.focus({ preventScroll: true });
     box.scrollIntoView({ block: "center" });
+  }
+
+  function missingText(control) {
+    if (control.id !== "rationale") return control.validationMessage;
+    var least = control.minLength > 0 ? ", at least " + control.minLength + " characters" : "";
+    return "Write your rationale first" + least + " (Esc leaves the box), then press your choice again.";
   }
 
   // Answered: the message goes.
   document.addEventListener("input", function (event) {
     var control = event.target;
     if (!control.form || !control.form.classList.contains("judge")) return;
+    countCriteria();
     var box = fieldBox(control);
     if (!box.classList.contains("unanswered")) return;
     if (box.matches("fieldset") ? box.querySelector(":invalid") : !control.validity.valid) return;

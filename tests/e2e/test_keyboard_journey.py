@@ -136,6 +136,11 @@ def scroll_everything_down(page: Any) -> None:
     assert page.evaluate("window.scrollY") > 0
 
 
+IN_VIEWPORT = """element => {
+    const box = element.getBoundingClientRect();
+    return box.height > 0 && box.top >= 0 && box.bottom <= window.innerHeight;
+}"""
+
 FOCUSED_AND_UNCOVERED = """() => {
     const element = document.activeElement;
     const target = element.closest("fieldset") || element;
@@ -227,6 +232,10 @@ def test_a_grade_key_with_a_criterion_unanswered_shows_and_focuses_it(
     page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
     base = live_server.url
     open_project(page, base)
+    # The bar, always in sight, says what is still to answer (the criteria may be out of sight).
+    cue = page.locator("#comparison .choices .criteria-left")
+    assert cue.inner_text() == "First answer 2 criteria below: c goes to the next one."
+    assert cue.evaluate(IN_VIEWPORT)
     first = current_assignment(page)
     page.keyboard.press("6")
     page.wait_for_timeout(300)
@@ -242,7 +251,9 @@ def test_a_grade_key_with_a_criterion_unanswered_shows_and_focuses_it(
     page.keyboard.press("6")
     assert_focus_shown(page, "criterion:honesty")
     assert page.locator("fieldset[data-criterion=honesty] .missing").is_visible()
+    assert cue.inner_text() == "First answer 1 criterion below: c goes to the next one."
     page.keyboard.press("Space")
+    assert cue.count() == 0
     after = press_and_wait_for_swap(page, "6")
     assert after and after != first
     assert Judgment.objects.count() == 1
@@ -251,6 +262,38 @@ def test_a_grade_key_with_a_criterion_unanswered_shows_and_focuses_it(
     page.wait_for_timeout(300)
     assert current_assignment(page) == after
     assert_focus_shown(page, "criterion:helpfulness")
+    page_log.assert_clean(base)
+
+
+def test_a_required_rationale_left_empty_is_shown_with_our_message(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+) -> None:
+    configure(project, rationale="required", rationale_min_length=5)
+    import_rows(*conversation_rows(2))
+    page.set_viewport_size({"width": 1366, "height": 768})
+    base = live_server.url
+    open_project(page, base)
+    first = current_assignment(page)
+    page.keyboard.press("1")
+    page.wait_for_timeout(300)
+    assert current_assignment(page) == first
+    assert_focus_shown(page, "rationale")
+    message = page.locator("#rationale + .missing")
+    assert message.inner_text() == (
+        "Write your rationale first, at least 5 characters (Esc leaves the box), "
+        "then press your choice again."
+    )
+    assert message.evaluate(IN_VIEWPORT)
+    page.keyboard.type("Clearer.")
+    assert message.count() == 0
+    page.keyboard.press("Escape")
+    after = press_and_wait_for_swap(page, "1")
+    assert after and after != first
+    assert Judgment.objects.get().rationale == "Clearer."
     page_log.assert_clean(base)
 
 
