@@ -5,8 +5,9 @@
 //   above it, and a note at the top of the box says so.
 // - Nothing focused hides behind the sticky button bar: the page keeps its height as scroll
 //   padding, and a focused control of the form is brought wholly into view.
-// - A required field left empty (a criterion, the rationale) is not left to the browser's bubble
-//   (drawn behind the bar): it is shown, focused and named by a message of our own.
+// - A required criterion or rationale left empty is not left to the browser's bubble (drawn
+//   behind the bar): it is shown, focused and named by a message of our own, and the bar says
+//   how many criteria are still to answer.
 // Only classes and CSSOM custom properties are set here: the page's CSP forbids inline styles.
 (function () {
   "use strict";
@@ -93,7 +94,7 @@
 
   // A focused field of the form is shown whole: a criterion with its question, clear of the bar.
   function fieldBox(control) {
-    return control.closest("fieldset.criterion, fieldset.flags, fieldset.ranking") || control;
+    return control.closest("fieldset.criterion, fieldset.flags") || control;
   }
 
   document.addEventListener("focusin", function (event) {
@@ -110,7 +111,7 @@
 
   document.addEventListener("invalid", function (event) {
     var control = event.target;
-    if (!control.form || !control.form.classList.contains("judge")) return;
+    if (!control.matches("form.judge fieldset.criterion input, form.judge #rationale")) return;
     event.preventDefault();
     if (pointed) return;
     pointed = true;
