@@ -404,3 +404,57 @@ def test_it_takes_the_judging_screenshots_for_the_docs(
     page.screenshot(path=str(target / f"{name}.png"))
     assert (target / f"{name}.png").stat().st_size > 10_000
     page_log.assert_clean(base)
+
+
+@pytest.mark.parametrize("key", ["c", "Tab"])
+def test_a_criterion_focused_under_the_button_bar_is_lifted_clear_of_it(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+    key: str,
+) -> None:
+    configure(project, scheme="graded", criteria=CRITERIA)
+    import_rows(*conversation_rows(1))
+    page.set_viewport_size({"width": 1366, "height": 768})
+    base = live_server.url
+    open_project(page, base)
+    # The page scrolled so that the first criterion's radios sit behind the sticky bar.
+    page.evaluate(
+        """() => {
+            const radio = document.querySelector("fieldset.criterion input");
+            const bar = document.querySelector(".choices").getBoundingClientRect();
+            const box = radio.getBoundingClientRect();
+            window.scrollBy(0, box.top - (bar.top + bar.height / 2));
+        }"""
+    )
+    covered = page.evaluate(
+        """() => {
+            const radio = document.querySelector("fieldset.criterion input");
+            const box = radio.getBoundingClientRect();
+            const x = box.left + box.width / 2, y = box.top + box.height / 2;
+            const hit = document.elementFromPoint(x, y);
+            return box.bottom < window.innerHeight && hit !== radio;
+        }"""
+    )
+    assert covered, "the set-up did not put the criterion behind the bar"
+    if key == "Tab":
+        page.focus("#scroll-together")
+        page.evaluate(
+            """() => document.querySelectorAll(".candidate").forEach(pane => pane.tabIndex = -1)"""
+        )
+        page.evaluate(
+            """() => {
+                const radio = document.querySelector("fieldset.criterion input");
+                const box = radio.getBoundingClientRect();
+                const bar = document.querySelector(".choices").getBoundingClientRect();
+                window.scrollBy(0, box.top - (bar.top + bar.height / 2));
+            }"""
+        )
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+    else:
+        page.keyboard.press("c")
+    assert_focus_shown(page, "criterion:helpfulness")
+    page_log.assert_clean(base)
