@@ -172,7 +172,10 @@ def test_markdown_removes_every_active_thing(payload):
         assert tag in ALLOWED_TAGS, tag
         for name, value in attrs:
             assert not name.startswith("on"), (tag, name)
-            assert name in {"href", "title", "class", "start", "align", "rel"}, (tag, name)
+            allowed = {"href", "title", "class", "start", "align", "rel", "target"}
+            assert name in allowed, (tag, name)
+            if name == "target":
+                assert value == "_blank"
             if name == "href":
                 assert value and value.lower().startswith(("http://", "https://", "mailto:"))
 
@@ -186,6 +189,8 @@ def test_markdown_keeps_tables_lists_code_and_links():
     assert "<li>a</li>" in html
     assert '<code class="language-py"><span class="nb">print</span>' in html  # highlighted
     assert 'href="https://example.com"' in html and 'rel="noopener noreferrer nofollow"' in html
+    # A link opens in a new tab: the judging page stays (issue 15).
+    assert 'target="_blank"' in html
 
 
 def test_the_admin_link_shows_only_for_those_it_admits(client, annotators, bob, batch):

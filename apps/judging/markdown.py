@@ -275,6 +275,8 @@ def _sanitized(rendered: str) -> str:
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
+        # A link opens in a tab of its own: the judging page (and the work on it) stays.
+        set_tag_attribute_values={"a": {"target": "_blank"}},
         strip_comments=True,
         attribute_filter=_only_our_classes,
     )

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Change it whenever the renderer's output changes (markdown.py, its bounds or its allow-list):
 # stored renderings of the old version are then left alone, and each text is rendered again.
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"  # 2: links open in a new tab (target="_blank")
 CHUNK = 500
 
 

@@ -1,6 +1,7 @@
 """The judging page in a real browser: keyboard flow, hostile content, no-JS fallback, CSP.
 
-Run with SCREENSHOTS=1 to refresh docs/annotate.png (docs/home.png: test_home_browser.py).
+The pictures in docs/ are taken by test_keyboard_journey.py (docs/annotate*.png) and
+test_home_browser.py (docs/home*.png), with SCREENSHOTS=1.
 """
 
 import json
@@ -507,6 +508,7 @@ def test_it_takes_the_screenshots_for_the_docs(
         )
         page.reload()
     assert re.search(r"Counter", page.inner_text(".candidate:first-of-type"))
-    page.screenshot(path=str(target / "annotate.png"))
-    assert (target / "annotate.png").stat().st_size > 10_000
+    # docs/annotate.png shows a conversation now: test_keyboard_journey takes it.
+    page.screenshot(path=str(tmp_path / "annotate.png"))
+    assert (tmp_path / "annotate.png").stat().st_size > 10_000
     page_log.assert_clean(base)

@@ -463,7 +463,7 @@ def test_it_takes_the_scheme_screenshots_for_the_docs(
     project: Project,
     import_rows: Callable[..., Batch],
 ) -> None:
-    """docs/annotate-graded.png and docs/annotate-listwise.png, refreshed with SCREENSHOTS=1
+    """docs/annotate-listwise.png, refreshed with SCREENSHOTS=1
     (otherwise written to a temporary folder, so that a run never rewrites tracked files)."""
     import os
     from pathlib import Path
@@ -499,8 +499,9 @@ def test_it_takes_the_scheme_screenshots_for_the_docs(
     open_project(page, base)
     page.keyboard.press("c")
     page.keyboard.press("ArrowRight")
-    page.screenshot(path=str(target / "annotate-graded.png"), full_page=True)
-    assert (target / "annotate-graded.png").stat().st_size > 10_000
+    # docs/annotate-graded.png shows a conversation now: test_keyboard_journey takes it.
+    page.screenshot(path=str(tmp_path / "annotate-graded.png"), full_page=True)
+    assert (tmp_path / "annotate-graded.png").stat().st_size > 10_000
 
     configure(project, name="Summaries, ranked", scheme="listwise", criteria=[])
     from apps.batches.models import Comparison
