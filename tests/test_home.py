@@ -140,7 +140,7 @@ def test_a_lead_sees_their_projects_with_working_links(client, project, batch, b
         response = client.get(href)
         assert response.status_code == 200, (name, href, response.status_code)
         if name == "export":
-            b"".join(response.streaming_content)  # type: ignore[attr-defined]
+            b"".join(response.streaming_content)
     # The batches list is the project's: another project's batch is not on it.
     data = jsonl(prompt_line("x-1"))
     theirs = batch_import(project=other, source=io.BytesIO(data), size=len(data), background=False)

@@ -187,6 +187,7 @@ def test_skipping_takes_s_and_a_reason_key(
     assert focused_id(page) == "skip-note"
     page.keyboard.type("Not my language.")
     second = current_assignment(page)
+    assert second is not None
     press_and_wait_for_swap(page, "Enter")
     skip = Skip.objects.get(assignment_id=second)
     assert (skip.reason, skip.note) == ("other", "Not my language.")
