@@ -11,11 +11,12 @@ import pytest
 from apps.batches.models import Candidate, Prompt
 from apps.batches.services import batch_import
 from apps.judging import markdown, rendering, tasks
-from apps.judging.markdown import MAX_NESTING, render_bounded, render_markdown
+from apps.judging.markdown import MAX_NESTING, render_bounded, render_guidelines, render_markdown
 from apps.judging.models import Assignment, Rendering
 from apps.judging.rendering import (
     RIGHT_SIDE,
     diff_digest,
+    guidelines_digest,
     rendered_html,
     renderings_for_batch,
     text_digest,
@@ -252,7 +253,43 @@ def test_the_guidelines_come_from_storage_too(ann_client, import_rows):
     import_rows(prompt_line("a"))
     html = ann_client.get("/p/demo/").content.decode()
     assert "<strong>honest</strong>" in html
-    assert Rendering.objects.filter(digest=text_digest("Prefer **honest** answers.")).exists()
+    stored = Rendering.objects.get(digest=guidelines_digest("Prefer **honest** answers."))
+    # What the page shows is the stored one.
+    stored.html = "<p>stored-guidelines</p>"
+    stored.save()
+    assert "<p>stored-guidelines</p>" in ann_client.get("/p/demo/").content.decode()
+
+
+WRAPPED = "Prefer the answer that is\nhonest, even when it is\nshorter.\n\nThen the kinder one."
+
+
+def test_the_guidelines_reflow_their_wrapped_lines_and_responses_keep_theirs(
+    ann_client, import_rows, admin_client
+):
+    # Guidelines are a document written in an editor that wraps lines: a single line break is
+    # a soft one (a space); a blank line starts a paragraph. A response keeps its line breaks.
+    Project.objects.filter(slug="demo").update(guidelines=WRAPPED)
+    row = prompt_line("a")
+    row["candidates"][0]["text"] = WRAPPED
+    import_rows(row)
+    assert render_guidelines(WRAPPED) == (
+        "<p>Prefer the answer that is\nhonest, even when it is\nshorter.</p>\n"
+        "<p>Then the kinder one.</p>\n"
+    )
+    html = ann_client.get("/p/demo/").content.decode()
+    guidelines = html[html.index('id="guidelines"') :]
+    assert "Prefer the answer that is\nhonest, even when it is\nshorter.</p>" in guidelines
+    # The same text as a response: its line breaks stay.
+    assert "Prefer the answer that is<br>" in html[: html.index('id="guidelines"')]
+    # The admin's live preview shows the guidelines as the page will.
+    preview = admin_client.post("/admin/projects/project/preview/", {"guidelines": WRAPPED})
+    assert preview.content.decode() == render_guidelines(WRAPPED)
+
+
+def test_the_guidelines_are_bounded_like_every_text():
+    deep = nested_list(12)
+    html = render_guidelines(deep)
+    assert "Shown as written" in html and as_written(html) == deep
 
 
 def test_the_page_shows_a_deep_response_whole_with_its_note(ann_client, import_rows):

@@ -87,6 +87,15 @@ def _image_as_link(
 
 _markdown.add_render_rule("image", _image_as_link)
 
+# A project's guidelines are a document, written in an editor that wraps its lines: a single
+# line break there is a soft one (a space), as CommonMark says, and only a blank line starts a
+# paragraph. Responses keep theirs (`breaks`): a model's single line breaks are meant.
+_document = MarkdownIt(
+    "commonmark",
+    {"html": False, "linkify": False, "breaks": False, "highlight": highlight_code},
+).enable(["table", "strikethrough"])
+_document.add_render_rule("image", _image_as_link)
+
 # The bounds of render_bounded. Each grows the parser's work by a few to 40 microseconds per
 # unit on one core; bench/render.py shows where a text at the bounds lands.
 MAX_LINES = 10_000
@@ -116,7 +125,8 @@ def _skip_token_counted(parser: ParserInline, state: StateInline) -> None:
     ParserInline.skipToken(parser, state)
 
 
-_markdown.inline.skipToken = MethodType(_skip_token_counted, _markdown.inline)  # type: ignore[method-assign]
+for _parser in (_markdown, _document):
+    _parser.inline.skipToken = MethodType(_skip_token_counted, _parser.inline)  # type: ignore[method-assign]
 _ALIGN_STYLE = re.compile(r' style="text-align:(left|right|center)"')
 
 ALLOWED_TAGS = {
@@ -238,13 +248,15 @@ def render_bounded(text: str) -> Rendered:
     return render_full(text)
 
 
-def render_full(text: str) -> Rendered:
-    """render_bounded without the fast path: markdown-it, then nh3."""
+def render_full(text: str, *, document: bool = False) -> Rendered:
+    """render_bounded without the fast path: markdown-it, then nh3. `document`: single line
+    breaks are soft (guidelines), not kept (responses)."""
+    parser = _document if document else _markdown
     because = _over_bounds(text)
     if not because:
         env: dict[str, Any] = {}
         try:
-            tokens = _markdown.parse(text, env)
+            tokens = parser.parse(text, env)
         except _TooMuchWork:
             because = "its brackets would take the formatter too long to read"
         else:
@@ -254,9 +266,7 @@ def render_full(text: str) -> Rendered:
                     f"({MAX_NESTING // 2} lists, or {MAX_NESTING} quotes)"
                 )
             else:
-                return Rendered(
-                    _sanitized(_markdown.renderer.render(tokens, _markdown.options, env))
-                )
+                return Rendered(_sanitized(parser.renderer.render(tokens, parser.options, env)))
     return Rendered(as_written(text, because), plain_because=because)
 
 
@@ -264,6 +274,12 @@ def render_markdown(text: str) -> str:
     """Safe HTML for `text` (render_bounded's). Images are not rendered: they would fetch from
     other origins."""
     return render_bounded(text).html
+
+
+def render_guidelines(text: str) -> str:
+    """Safe HTML for a project's guidelines: a document, whose single line breaks are soft
+    (the paragraph reflows to the page's width), within the same bounds as every text."""
+    return render_full(text, document=True).html
 
 
 def _sanitized(rendered: str) -> str:

@@ -23,7 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from apps.batches.models import Candidate, Prompt
 from apps.judging.diff import word_diff
-from apps.judging.markdown import render_markdown
+from apps.judging.markdown import render_guidelines, render_markdown
 from apps.judging.models import Rendering
 
 logger = logging.getLogger(__name__)
@@ -117,16 +117,30 @@ def renderings_for_batch(*, batch_id: int, after: int = 0, seconds: float) -> in
             return after
 
 
-def rendered_html(texts: Sequence[str]) -> list[SafeString]:
-    """The HTML of each text, in order: one query for those stored; any other is rendered (within
-    the renderer's bounds) and stored now, once."""
+def guidelines_digest(text: str) -> str:
+    """The key of a project's guidelines' rendering: apart from the same text as a response,
+    since guidelines are rendered as a document (render_guidelines)."""
+    return text_digest(f"guidelines\0{text}")
+
+
+def rendered_html(texts: Sequence[str], *, guidelines: str = "") -> list[SafeString]:
+    """The HTML of each text, in order, then of `guidelines` if given: one query for those
+    stored; any other is rendered (within the renderer's bounds) and stored now, once."""
     digests = [text_digest(text) for text in texts]
+    renders = [render_markdown] * len(texts)
+    sources = list(texts)
+    if guidelines:
+        digests.append(guidelines_digest(guidelines))
+        renders.append(render_guidelines)
+        sources.append(guidelines)
     found = dict(Rendering.objects.filter(digest__in=set(digests)).values_list("digest", "html"))
     missing = {
-        digest: text for digest, text in zip(digests, texts, strict=True) if digest not in found
+        digest: (render, text)
+        for digest, render, text in zip(digests, renders, sources, strict=True)
+        if digest not in found
     }
     rows = [
-        Rendering(digest=digest, html=render_markdown(text)) for digest, text in missing.items()
+        Rendering(digest=digest, html=render(text)) for digest, (render, text) in missing.items()
     ]
     if rows:
         _store(rows)
@@ -210,9 +224,7 @@ def renderings_attach(*, leases: Sequence[Any], guidelines: str = "") -> SafeStr
         for candidate in getattr(lease, "shown", None) or [lease.left, lease.right]:
             slots.append((candidate, "html", 0))
             texts.append(candidate.text or "")
-    if guidelines:
-        texts.append(guidelines)
-    htmls = rendered_html(texts)
+    htmls = rendered_html(texts, guidelines=guidelines)
     for (target, name, index), html in zip(slots, htmls, strict=False):
         if name == "messages_html":
             if index == 0:

@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from annotate.admin_site import LeadScopedAdmin
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record, changes_of
-from apps.judging.markdown import render_markdown
+from apps.judging.markdown import render_guidelines
 from apps.projects.accounts import (
     AccountCsvError,
     AccountError,
@@ -385,7 +385,7 @@ class ProjectAdmin(LeadScopedAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         text = request.POST.get("guidelines", "")
-        html = render_markdown(text) if text.strip() else "<p><em>Nothing to preview.</em></p>"
+        html = render_guidelines(text) if text.strip() else "<p><em>Nothing to preview.</em></p>"
         response = HttpResponse(html, content_type="text/html; charset=utf-8")
         response["Cache-Control"] = "no-store"
         return response
