@@ -102,6 +102,9 @@
     if (!control.matches || !control.matches("form.judge input, form.judge textarea, form.judge select")) {
       return;
     }
+    // The bar's own controls (a ranking's place boxes) are always in sight: scrolling to them
+    // would only move the page away from the comparison's top.
+    if (control.closest(".choices")) return;
     fieldBox(control).scrollIntoView({ block: "nearest" });
   });
 

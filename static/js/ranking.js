@@ -119,7 +119,8 @@
     var bar = target.closest(".rank-bar");
     var box = pane.getBoundingClientRect();
     var bottom = bar ? bar.getBoundingClientRect().top : window.innerHeight;
-    if (box.top < 0 || box.top > bottom - 48) {
+    // Not on arrival: a new comparison starts with the page at its top, the question in sight.
+    if (!arriving && (box.top < 0 || box.top > bottom - 48)) {
       window.scrollBy({ top: box.top - Math.min(96, bottom / 4), behavior: "instant" });
     }
   });
@@ -169,10 +170,16 @@
 
   // A new comparison: its first place box takes the digits at once (without scrolling: the bar
   // is always in sight).
+  var arriving = false;
   function focusFirstPlace() {
     var first = places()[0];
     if (first && !first.disabled && !document.querySelector("dialog[open]")) {
-      first.focus({ preventScroll: true });
+      arriving = true;
+      try {
+        first.focus({ preventScroll: true });
+      } finally {
+        arriving = false;
+      }
     }
   }
   document.addEventListener("DOMContentLoaded", focusFirstPlace);

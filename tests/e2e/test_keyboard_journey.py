@@ -1,9 +1,10 @@
 """A day's work by keyboard, as a professional annotator does it (issue 15).
 
-Pairwise and graded-with-criteria, on a laptop (1366x768) and a tablet (768x1024): for every
-comparison, the question being answered (the conversation's last user turn) and the judging
-controls are on screen when it appears, the page and the panes start at their top, nothing hides
-behind the sticky button bar, and the console stays clean.
+Pairwise, graded-with-criteria and listwise, on a laptop (1366x768) and a tablet (768x1024): for
+every comparison, the question being answered (the conversation's last user turn) and the
+judging controls are on screen when it appears, the page and the panes start at their top,
+nothing hides behind the sticky button bar, each judgment is confirmed on screen, and the
+console stays clean.
 
 Run with SCREENSHOTS=1 to refresh docs/annotate*.png.
 """
@@ -55,14 +56,18 @@ LONG_ANSWER = "\n\n".join(
 )
 
 
-def conversation_rows(count: int) -> list[dict[str, Any]]:
+def conversation_rows(count: int, candidates: int = 2) -> list[dict[str, Any]]:
     return [
         {
             "id": f"conv-{number}",
             "prompt": conversation(number),
             "candidates": [
-                {"id": "a", "text": f"Draft A for item {number}.\n\n{LONG_ANSWER}", "model": "m-a"},
-                {"id": "b", "text": f"Draft B for item {number}.\n\n{LONG_ANSWER}", "model": "m-b"},
+                {
+                    "id": name,
+                    "text": f"Draft {name.upper()} for item {number}.\n\n{LONG_ANSWER}",
+                    "model": f"m-{name}",
+                }
+                for name in "abcd"[:candidates]
             ],
         }
         for number in range(1, count + 1)
@@ -163,8 +168,17 @@ def assert_focus_shown(page: Any, name: str) -> None:
     assert focus["uncovered"], f"{name} is covered by something else: {focus}"
 
 
+def assert_judgment_confirmed(page: Any) -> None:
+    """After a judgment: the page says it was saved (and what undo does), where it is seen."""
+    feedback = page.locator("[data-testid=feedback]")
+    assert "Judgment saved." in feedback.inner_text()
+    assert "undoes it" in feedback.inner_text()
+    assert feedback.get_attribute("role") == "status"
+    assert feedback.evaluate(IN_VIEWPORT), "the confirmation is off screen"
+
+
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=VIEWPORT_IDS)
-@pytest.mark.parametrize("scheme", ["pairwise", "graded"])
+@pytest.mark.parametrize("scheme", ["pairwise", "graded", "listwise"])
 def test_a_sequence_of_items_by_keyboard_shows_each_question_and_its_controls(
     live_server: Any,
     page: Any,
@@ -176,12 +190,20 @@ def test_a_sequence_of_items_by_keyboard_shows_each_question_and_its_controls(
 ) -> None:
     if scheme == "graded":
         configure(project, scheme="graded", criteria=CRITERIA, flags=["factual error"])
-    import_rows(*conversation_rows(4))
+    if scheme == "listwise":
+        configure(project, scheme="listwise")
+    import_rows(*conversation_rows(4, candidates=3 if scheme == "listwise" else 2))
     page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
     page.add_init_script(RECORD_CSP)
     base = live_server.url
     open_project(page, base)
-    keys = ["1", "ArrowRight", "3"] if scheme == "pairwise" else ["2", "6", "4"]
+    keys = {
+        "pairwise": ["1", "ArrowRight", "3"],
+        "graded": ["2", "6", "4"],
+        # Listwise: a place for each response by digit (the first place box has the focus from
+        # the start), then Enter.
+        "listwise": ["2 1 3", "1 2 3", "3 2 1"],
+    }[scheme]
     for number, key in enumerate(keys, start=1):
         assert_item_arrives_well(page, page_log, number)
         if scheme == "graded":
@@ -190,10 +212,15 @@ def test_a_sequence_of_items_by_keyboard_shows_each_question_and_its_controls(
                 page.keyboard.press("c")
                 assert_focus_shown(page, f"criterion:{criterion['name']}")
                 page.keyboard.press("ArrowRight")
+        if scheme == "listwise":
+            for place in key.split():
+                page.keyboard.press(place)
+            key = "Enter"
         scroll_everything_down(page)
         before = current_assignment(page)
         after = press_and_wait_for_swap(page, key)
         assert after and after != before
+        assert_judgment_confirmed(page)
     assert_item_arrives_well(page, page_log, len(keys) + 1)
     assert Judgment.objects.count() == len(keys)
     # On to the end of the work, back with undo, and to the home page: every page of the flow.
