@@ -91,7 +91,8 @@ def test_a_leads_day_from_the_home_page(
     page.goto(f"{base}/admin/batches/batch/?project__id__exact={project.pk}")
     assert page.locator("#result_list tbody tr").count() == 2
     new_row = page.locator("#result_list tbody tr", has_text="day-2.jsonl")
-    assert "active" in new_row.inner_text().lower()
+    assert new_row.locator("td.field-status").inner_text() == "Active"
+    assert new_row.locator("td.field-comparison_count").inner_text() == "4"
 
     # 4. The annotators judge everything (19 comparisons, three votes each).
     for user in annotators:
