@@ -136,12 +136,24 @@ def test_a_json_client_gets_json(alice):
 
 
 def test_the_api_takes_no_password_at_all(alice, annotators):
-    """The API authenticates by token (created with `manage.py drf_create_token`) or the
-    browser's session: no API door takes a password, so none can be guessed through it."""
+    """The API authenticates by token (made on the API token page, signed in, or with
+    `manage.py drf_create_token`) or the browser's session: no API door takes a password, so
+    none can be guessed through it."""
     credentials = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     response = Client().get("/api/v1/me/", HTTP_AUTHORIZATION=f"Basic {credentials}")
     assert response.status_code in (401, 403)
     from django.urls import get_resolver
 
     names = {str(name) for name in get_resolver().reverse_dict if isinstance(name, str)}
-    assert not {name for name in names if "token" in name.lower()}, names
+    # The one page about tokens makes one for the user signed in with the session (the login
+    # form's lockout guards that): it takes no password, with or without Basic credentials.
+    assert {name for name in names if "token" in name.lower()} == {"api-token"}, names
+    response = Client().post(
+        "/accounts/api-token/",
+        {"action": "create", "username": "alice", "password": PASSWORD},
+        HTTP_AUTHORIZATION=f"Basic {credentials}",
+    )
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    from rest_framework.authtoken.models import Token
+
+    assert not Token.objects.exists()
