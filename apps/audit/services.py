@@ -1,20 +1,22 @@
 """The audit log: one call records one lead or staff action."""
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Model
 
 from apps.audit.models import AuditAction, AuditEvent
-from apps.projects.models import Project
+
+if TYPE_CHECKING:  # for the hint only: audit is the bottom layer and imports no app at run time
+    from apps.projects.models import Project
 
 
 def audit_record(
     *,
     actor: User | AnonymousUser | None,
     action: AuditAction | str,
-    project: Project | None = None,
+    project: "Project | None" = None,
     target: Model | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
