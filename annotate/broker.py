@@ -14,8 +14,11 @@ import time
 from typing import Any
 
 from celery import Task
+from django.utils.module_loading import import_string
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
+
+from annotate.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +42,6 @@ class BrokerUnavailable(Exception):
 
 
 def _eager() -> bool:
-    from annotate.celery import app
-
     return bool(app.conf.task_always_eager)
 
 
@@ -48,8 +49,6 @@ def broker_check() -> None:
     """Raises BrokerUnavailable unless the broker answers a PING (no-op when tasks run eagerly)."""
     if _eager():
         return
-    from annotate.celery import app
-
     started = time.monotonic()
     try:
         with app.pool.acquire(block=True, timeout=2) as connection:
@@ -69,8 +68,14 @@ def broker_check() -> None:
         raise BrokerUnavailable() from exc
 
 
-def send_task(task: Task, *args: Any) -> None:
-    """Sends `task(*args)` to the workers; BrokerUnavailable if the broker cannot take it."""
+def send_task(name: str, *args: Any) -> None:
+    """Sends the task `name` with `args` to the workers; BrokerUnavailable if the broker cannot
+    take it.
+
+    A task is named by its dotted path (each @shared_task in apps/*/tasks.py says its name so), and
+    resolved here: a service names the task it sends instead of importing its app's tasks module,
+    which imports that service (tests/test_architecture.py checks the names)."""
+    task: Task = import_string(name)
     if _eager():
         # Runs here and now: its own errors are not the broker's. With apply(), not
         # apply_async(): Celery's eager apply_async() saves and restores a process-wide "a task is

@@ -36,6 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "postgres" in item.keywords and not ON_POSTGRES:
             item.add_marker(skip_pg)
+        # A browser test is slow whatever its file says.
+        if "browser" in item.keywords:
+            item.add_marker(pytest.mark.slow)
 
 
 def prompt_line(

@@ -7,7 +7,7 @@ from apps.projects.models import Membership, Role
 from apps.projects.services import ProjectError, membership_add
 from tests.test_concurrency import run_threads
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 LEADS = 8
 ROUNDS = 5

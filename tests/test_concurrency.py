@@ -14,7 +14,7 @@ from apps.judging.services import JudgmentConflict, assignment_next, judgment_su
 from apps.projects.services import membership_add
 from tests.conftest import prompt_line
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 THREADS = 32
 

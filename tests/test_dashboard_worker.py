@@ -21,6 +21,7 @@ from tests.test_stats import vote
 from tests.test_worker import Worker, via_worker, worker  # noqa: F401 - the fixtures
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL=redis://..."),

@@ -35,6 +35,7 @@ from tests.conftest import api_client_for, jsonl, prompt_line, stop_process
 from tests.test_worker import ROOT, START_TIMEOUT, Worker, _forget_queue, worker_database_url
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL=redis://..."),

@@ -36,6 +36,7 @@ from tests.test_export_worker import (  # noqa: F401 (queue and workers are fixt
 from tests.test_worker import Worker, _forget_queue
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL=redis://..."),

@@ -39,6 +39,7 @@ CHECKS = ",".join(
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_api_answers_as_its_schema_says(
     live_server: Any, settings: Any, tmp_path: Path, bob, project, batch

@@ -41,6 +41,9 @@ from apps.projects.models import Project, Scheme
 
 logger = logging.getLogger(__name__)
 
+# Sent by name (annotate.broker.send_task): the tasks module imports this one.
+IMPORT_TASK = "apps.batches.tasks.batch_import_task"
+
 
 def batch_import(
     *,
@@ -301,10 +304,8 @@ def _source_lines(batch_id: int) -> Callable[[], Iterator[bytes]] | None:
 
 def _batch_import_send(batch_id: int) -> None:
     """Sends a stored import to the workers, or deletes it and raises BrokerUnavailable."""
-    from apps.batches.tasks import batch_import_task
-
     try:
-        send_task(batch_import_task, batch_id)
+        send_task(IMPORT_TASK, batch_id)
     except BrokerUnavailable:
         with transaction.atomic():
             BatchSource.objects.filter(batch_id=batch_id).delete()
@@ -526,8 +527,6 @@ def batch_imports_sweep(now: datetime | None = None) -> dict[str, int]:
     Batches whose row is locked are skipped: a run is storing their rows, in a transaction that
     either commits or, if its worker dies, is rolled back by PostgreSQL.
     """
-    from apps.batches.tasks import batch_import_task
-
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "resent": 0}
     stale_for = settings.IMPORT_STALE_AFTER
@@ -583,7 +582,7 @@ def batch_imports_sweep(now: datetime | None = None) -> dict[str, int]:
             counts["resent"] += 1
             to_send.append(batch.pk)
         for batch_id in to_send:
-            transaction.on_commit(functools.partial(batch_import_task.delay, batch_id))
+            transaction.on_commit(functools.partial(send_task, IMPORT_TASK, batch_id))
     if any(counts.values()):
         logger.info("import sweep: %s", counts)
     return counts

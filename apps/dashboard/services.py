@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from annotate.broker import BrokerUnavailable, send_task
 from annotate.cache import cache_down
+from annotate.celery import app as celery_app
 from apps.batches.models import BatchStatus
 from apps.dashboard.figures import project_figures
 from apps.dashboard.render import figures_html
@@ -148,9 +149,7 @@ def figures_refresh(project: Project) -> dict[str, Any] | None:
 
 def tasks_in_process() -> bool:
     """Tasks run inside the request (Celery eager, no broker): no worker, no beat job."""
-    from annotate.celery import app
-
-    return bool(app.conf.task_always_eager)
+    return bool(celery_app.conf.task_always_eager)
 
 
 def figures_for_page(project: Project) -> dict[str, Any] | Computing:
@@ -211,8 +210,6 @@ def _computing(project: Project, judgments: int) -> Computing:
 
 def _refresh_later(project: Project) -> None:
     """Asks the worker for new figures, at most once at a time (the lock is checked there)."""
-    from apps.dashboard.tasks import dashboard_refresh_project_task
-
     # One request per refresh period asks; the others keep showing what is cached.
     if cache.get(_lock_key(project.pk)) is None and cache.add(
         _asked_key(project.pk), True, refresh_seconds()
@@ -220,7 +217,7 @@ def _refresh_later(project: Project) -> None:
         # Not sent while the broker is down (logged): the page shows what it has, and a later
         # view asks again.
         with contextlib.suppress(BrokerUnavailable):
-            send_task(dashboard_refresh_project_task, project.pk)
+            send_task("apps.dashboard.tasks.dashboard_refresh_project_task", project.pk)
 
 
 def active_projects() -> list[Project]:

@@ -40,6 +40,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from annotate.broker import BrokerUnavailable, broker_check, send_task
+from annotate.celery import app
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.models import Comparison
@@ -53,6 +54,9 @@ from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 
 logger = logging.getLogger(__name__)
+
+# Sent by name (annotate.broker.send_task): the tasks module imports this one.
+EXPORT_TASK = "apps.exports.tasks.export_job_task"
 
 PAIRWISE_FORMATS = ("trl", "trl-implicit", "kto", "hh-rlhf", "openai")
 
@@ -109,8 +113,6 @@ def export_job_request(
     the broker is checked before the job is created, and a job whose send fails after all is
     deleted again (annotate/broker.py).
     """
-    from annotate.celery import app
-
     format, file_format, parameters = export_job_parameters(project=project, data=data)
     broker_check()
     job = ExportJob.objects.create(
@@ -138,10 +140,8 @@ def export_job_request(
 
 def _export_job_send(job_id: int) -> None:
     """Sends a new job to the workers, or deletes it and raises BrokerUnavailable."""
-    from apps.exports.tasks import export_job_task
-
     try:
-        send_task(export_job_task, job_id)
+        send_task(EXPORT_TASK, job_id)
     except BrokerUnavailable:
         ExportJob.objects.filter(pk=job_id, status=ExportStatus.QUEUED).delete()
         raise
@@ -531,8 +531,6 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
       own temporary file, but one whose worker had died cannot; any left is deleted, once (the
       heartbeat is cleared). A cancelled job is never re-queued.
     """
-    from apps.exports.tasks import export_job_task
-
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "resent": 0, "expired": 0}
     stale = _stale_before(now)
@@ -596,7 +594,7 @@ def export_jobs_sweep(now: datetime | None = None) -> dict[str, int]:
             job.heartbeat_at = None
             job.save(update_fields=["heartbeat_at"])
         for job_id in to_send:
-            transaction.on_commit(functools.partial(export_job_task.delay, job_id))
+            transaction.on_commit(functools.partial(send_task, EXPORT_TASK, job_id))
     if any(counts.values()):
         logger.info("export sweep: %s", counts)
     return counts

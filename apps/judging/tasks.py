@@ -37,7 +37,7 @@ def render_batch_send(batch_id: int, *, after: int = 0) -> None:
     """Sends a batch's rendering to the workers. Without a broker it is not sent, and the pages
     render each text the first time they show it (as they would anyway)."""
     try:
-        send_task(render_batch_task, batch_id, after)
+        send_task("apps.judging.tasks.render_batch_task", batch_id, after)
     except BrokerUnavailable:
         logger.warning(
             "rendering of batch %s (from prompt %s) not sent: pages render on first show",
