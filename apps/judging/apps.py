@@ -1,7 +1,7 @@
 from typing import Any
 
 from django.apps import AppConfig
-from django.db import connections, transaction
+from django.core import checks
 from django.db.models.signals import post_migrate
 
 
@@ -10,19 +10,19 @@ class JudgingConfig(AppConfig):
     label = "judging"
 
     def ready(self) -> None:
+        from apps.judging.dbfunctions import check_queue_functions
+
         post_migrate.connect(install_queue_functions, sender=self)
+        checks.register(check_queue_functions, checks.Tags.database)
 
 
 def install_queue_functions(using: str = "default", **kwargs: Any) -> None:
     """(Re)creates the queue's PostgreSQL functions after every migrate; elsewhere, nothing.
 
     They hold no data, so replacing them is always safe, and doing it here keeps them equal to
-    the code that calls them (apps.judging.queue_sql) without a migration per change.
+    the code that calls them (apps.judging.queue_sql) without a migration per change. Each is
+    signed with the code's hash, which serving compares (apps.judging.dbfunctions).
     """
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
-    from apps.judging import queue_sql
+    from apps.judging.dbfunctions import functions_install
 
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        cursor.execute(queue_sql.functions_sql())
+    functions_install(using=using)
