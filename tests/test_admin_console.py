@@ -25,7 +25,7 @@ from tests.conftest import jsonl, prompt_line
 from tests.test_admin import _project_form
 
 PROJECT_URL = "/admin/projects/project/{}/change/"
-ACCOUNTS = "/admin/projects/annotatoraccount/"
+ACCOUNTS = "/admin/accounts/annotatoraccount/"
 
 
 def events(action: str, **filters: Any) -> list[AuditEvent]:
@@ -688,7 +688,7 @@ def test_the_sync_import_service_records_start_and_finish(project, bob):
 
 def test_an_assignment_of_a_deactivated_annotator_is_not_open(project, annotators, batch):
     # Deactivating through the service directly, as staff.
-    from apps.projects.accounts import account_deactivate
+    from apps.accounts.services import account_deactivate
 
     staff = User.objects.get(username="alice")
     lease = assignment_next(project=project, annotator=annotators[1])

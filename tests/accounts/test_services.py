@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from apps.audit.models import AuditEvent
-from apps.projects.accounts import (
+from apps.accounts.services import (
     AccountError,
     account_deactivate,
     account_link_issue,
     account_reactivate,
     accounts_add_to_project,
 )
+from apps.audit.models import AuditEvent
 from apps.projects.models import Membership, Project
 from apps.projects.services import (
     NOT_ADDABLE,
@@ -33,7 +33,7 @@ from apps.projects.services import (
 )
 from tests.test_admin import _project_form
 
-ACCOUNTS = "/admin/projects/annotatoraccount/"
+ACCOUNTS = "/admin/accounts/annotatoraccount/"
 MEMBERS = "/api/v1/projects/demo/members/"
 
 
