@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "apps.projects",
+    "apps.accounts",
     "apps.batches",
     "apps.judging",
     "apps.exports",

@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, reverse_lazy
+from django.urls import include, path, re_path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from annotate.health import healthz
+from apps.accounts.views import api_token, old_admin_redirect
 from apps.batches.api import BatchCancel, BatchCreate, BatchDetail, ComparisonList
 from apps.exports.api import Export, Stats
 from apps.exports.job_api import (
@@ -21,7 +22,6 @@ from apps.judging.api import (
     JudgmentUndo,
 )
 from apps.projects.api import Me, MemberAdd, ProjectListCreate
-from apps.projects.views import api_token
 
 api_v1 = [
     path("projects/", ProjectListCreate.as_view(), name="api-projects"),
@@ -71,6 +71,7 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    re_path(r"^admin/projects/annotatoraccount/(?P<rest>.*)$", old_admin_redirect),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script as a file: the page keeps a strict CSP.
@@ -84,7 +85,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/api-token/", api_token, name="api-token"),
     path("lead/", include("apps.dashboard.urls")),
-    # The one-time link a lead hands to a new annotator (apps.projects.accounts).
+    # The one-time link a lead hands to a new annotator (apps.accounts.services).
     path(
         "accounts/set-password/<uidb64>/<token>/",
         auth_views.PasswordResetConfirmView.as_view(

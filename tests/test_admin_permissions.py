@@ -65,7 +65,7 @@ TYPES: dict[str, tuple[str, Callable[[Project], Any]]] = {
     "skip": ("judging/skip", lambda p: _one(Skip, comparison__project=p)),
     "audit event": ("audit/auditevent", lambda p: _one(AuditEvent, project=p)),
     "annotator account": (
-        "projects/annotatoraccount",
+        "accounts/annotatoraccount",
         lambda p: _one(User, memberships__project=p, memberships__role="annotator"),
     ),
 }
@@ -169,7 +169,7 @@ CUSTOM = [
     ("get", "/admin/batches/batch/{mine_batch}/progress/", 200, 200),
     ("get", "/admin/batches/batch/{their_batch}/progress/", 200, 404),
     ("post", "/admin/projects/project/preview/", 200, 200),
-    ("get", "/admin/projects/annotatoraccount/create/", 200, 200),
+    ("get", "/admin/accounts/annotatoraccount/create/", 200, 200),
 ]
 
 

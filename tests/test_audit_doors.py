@@ -10,8 +10,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
+from apps.accounts.services import accounts_add_to_project
 from apps.audit.models import AuditEvent
-from apps.projects.accounts import accounts_add_to_project
 from apps.projects.models import Project
 from apps.projects.services import membership_add, membership_remove, project_create
 from tests.conftest import api_client_for
@@ -261,7 +261,7 @@ def test_creating_accounts_records_their_memberships(client, project):
     client.force_login(User.objects.get(username="bob"))
     since = _last_id()
     client.post(
-        "/admin/projects/annotatoraccount/create/",
+        "/admin/accounts/annotatoraccount/create/",
         {"emails": "new@example.org", "projects": [project.pk]},
     )
     [created] = _new_events(since, "account_created")

@@ -12,6 +12,7 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from apps.accounts.services import account_deactivate
 from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
 from apps.judging.services import (
@@ -23,7 +24,6 @@ from apps.judging.services import (
     judgment_undo,
     leases_reclaim_expired,
 )
-from apps.projects.accounts import account_deactivate
 from apps.projects.models import Membership
 from apps.projects.services import membership_add
 from tests.conftest import prompt_line

@@ -2,7 +2,6 @@ import re
 import secrets
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -291,12 +290,3 @@ def gold_stop_reason(*, correct: int, answered: int, min_accuracy: float, min_an
         f"gold accuracy {accuracy:.0%} over {answered} gold items is below the project's "
         f"minimum of {min_accuracy:.0%}"
     )
-
-
-class AnnotatorAccount(User):
-    """The accounts leads manage in the admin: a proxy of the user model, scoped there to the
-    annotators of the lead's projects."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "annotator account"

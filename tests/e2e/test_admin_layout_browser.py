@@ -93,7 +93,7 @@ def test_the_admin_fits_a_laptop_and_a_tablet(
     page.screenshot(path=str(shots / "admin-batches-768.png"))
 
     # The one-time links of new accounts: long addresses wrap, the page keeps its width.
-    page.goto(f"{base}/admin/projects/annotatoraccount/create/")
+    page.goto(f"{base}/admin/accounts/annotatoraccount/create/")
     page.fill(
         "#id_emails",
         "short@example.org\nan.annotator.with.a.rather.long.address@annotation-vendor.example.org",

@@ -15,14 +15,17 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from apps.audit.models import AuditEvent
-from apps.projects.accounts import (
+from apps.accounts.services import (
+    AccountCsvError,
     AccountError,
+    CsvLineError,
     account_deactivate,
     account_link_issue,
     account_reactivate,
     accounts_add_to_project,
 )
+from apps.accounts.tokens import TokenRefused
+from apps.audit.models import AuditEvent
 from apps.projects.models import Membership, Project
 from apps.projects.services import (
     NOT_ADDABLE,
@@ -33,7 +36,7 @@ from apps.projects.services import (
 )
 from tests.test_admin import _project_form
 
-ACCOUNTS = "/admin/projects/annotatoraccount/"
+ACCOUNTS = "/admin/accounts/annotatoraccount/"
 MEMBERS = "/api/v1/projects/demo/members/"
 
 
@@ -388,3 +391,18 @@ def test_a_lead_creating_a_project_meets_the_same_rules(client, world, username,
     fresh = Project.objects.get(slug="fresh")
     members = dict(fresh.memberships.values_list("user__username", "role"))
     assert members == {"bob": "lead", "nora": "annotator"}
+
+
+def test_its_errors_say_their_http_status():
+    """The accounts' errors are the project's ApplicationErrors (annotate.errors): a refusal is
+    a 403, a bad CSV a 400 whose body names each line."""
+    csv_error = AccountCsvError([CsvLineError(2, "duplicate")])
+    assert (AccountError("no").status, TokenRefused("no").status, csv_error.status) == (
+        403,
+        403,
+        400,
+    )
+    assert csv_error.as_dict() == {
+        "detail": "1 error(s)",
+        "errors": [{"line": 2, "error": "duplicate"}],
+    }

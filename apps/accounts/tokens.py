@@ -13,6 +13,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from annotate.errors import Forbidden
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.projects.models import Membership
@@ -21,7 +22,7 @@ from apps.projects.models import Membership
 SHOWN_CHARACTERS = 4
 
 
-class TokenRefused(Exception):
+class TokenRefused(Forbidden):
     """This user may not hold an API token."""
 
 

@@ -8,8 +8,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.accounts.tokens import TokenRefused, api_token_create
 from apps.audit.models import AuditAction, AuditEvent
-from apps.projects.tokens import TokenRefused, api_token_create
 
 pytestmark = pytest.mark.django_db
 

@@ -1,11 +1,11 @@
 """The signed-in user's API token page: make one (shown once), see that it exists, revoke it."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from apps.projects.tokens import (
+from apps.accounts.tokens import (
     TokenRefused,
     api_token_allowed,
     api_token_create,
@@ -21,7 +21,7 @@ def _page(
 ) -> HttpResponse:
     response = render(
         request,
-        "projects/api_token.html",
+        "accounts/api_token.html",
         {
             "refused": REFUSED if status == 403 else "",
             "key": key,
@@ -53,3 +53,19 @@ def api_token(request: HttpRequest) -> HttpResponse:
     except TokenRefused:
         return _page(request, status=403)
     return _page(request, notice="Unknown action: choose Create or Revoke.", status=400)
+
+
+# The accounts page lived under the projects app until the accounts app was made from it.
+OLD_ADMIN_PREFIX = "/admin/projects/annotatoraccount/"
+ADMIN_PREFIX = "/admin/accounts/annotatoraccount/"
+
+
+def old_admin_redirect(request: HttpRequest, rest: str) -> HttpResponse:
+    """Sends a bookmark of the accounts page's old admin URL to its new one: a permanent
+    redirect that keeps the method and the query string (308). The admin checks the rights."""
+    target = ADMIN_PREFIX + rest
+    if request.META.get("QUERY_STRING"):
+        target += "?" + request.META["QUERY_STRING"]
+    response = HttpResponseRedirect(target)
+    response.status_code = 308
+    return response

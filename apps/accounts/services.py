@@ -21,8 +21,11 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from annotate.errors import BadRequest, Forbidden
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
+from apps.judging.models import Assignment, AssignmentStatus
+from apps.judging.services import leases_reclaim_expired
 from apps.projects.models import Membership, Project, Role
 from apps.projects.selectors import projects_led_by
 from apps.projects.services import ProjectError, member_addable, membership_add
@@ -32,8 +35,9 @@ Actor = User | AnonymousUser
 MAX_CSV_ROWS = 5000
 
 
-class AccountError(Exception):
-    """A request about accounts that cannot be carried out; the message is for the lead."""
+class AccountError(Forbidden):
+    """A request about accounts that the actor may not make (an account or project not theirs
+    to manage, no project of theirs named); the message is for the lead."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,18 @@ class CsvLineError:
     error: str
 
 
-class AccountCsvError(Exception):
+class AccountCsvError(BadRequest):
     """A CSV of emails with errors: nothing was created. `errors` name their lines."""
 
     def __init__(self, errors: list[CsvLineError]) -> None:
         super().__init__(f"{len(errors)} error(s)")
         self.errors = errors
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **super().as_dict(),
+            "errors": [{"line": e.line, "error": e.error} for e in self.errors],
+        }
 
 
 def accounts_visible_to(user: Actor) -> QuerySet[User]:
@@ -302,9 +312,6 @@ def accounts_add_to_project(*, accounts: Iterable[User], project: Project, by: A
 def account_deactivate(*, account: User, by: Actor) -> int:
     """Deactivates an account: it can no longer log in or use its API token, and its open
     leases return to the pool at once. Returns how many leases were released."""
-    from apps.judging.models import Assignment, AssignmentStatus
-    from apps.judging.services import leases_reclaim_expired
-
     if not may_manage(by, account):
         raise AccountError(f"You cannot deactivate {account.get_username()}.")
     now = timezone.now()
