@@ -17,6 +17,8 @@ from celery import Task
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from annotate.errors import ServiceUnavailable
+
 logger = logging.getLogger(__name__)
 
 # What a send raises when Redis is gone: kombu's error for the broker, redis-py's own errors
@@ -31,8 +33,11 @@ MESSAGE = (
 RETRY_AFTER_SECONDS = 60
 
 
-class BrokerUnavailable(Exception):
-    """The broker could not take a task: the request answers 503 (see annotate/api.py)."""
+class BrokerUnavailable(ServiceUnavailable):
+    """The broker could not take a task: the request answers 503, to retry after a minute."""
+
+    code = "broker_unavailable"
+    retry_after = RETRY_AFTER_SECONDS
 
     def __init__(self, message: str = MESSAGE) -> None:
         super().__init__(message)
