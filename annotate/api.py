@@ -13,25 +13,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
-from annotate.broker import RETRY_AFTER_SECONDS, BrokerUnavailable
+from annotate.errors import ApplicationError
 from annotate.schema import MAX_ID
-from apps.batches.import_format import ImportFormatError
-from apps.judging.services import (
-    AnnotatorBlocked,
-    AssignmentNotFound,
-    JudgmentConflict,
-    JudgmentError,
-)
-from apps.projects.services import ProjectError
 
 logger = logging.getLogger(__name__)
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "payload_too_large"
 
 
 def request_user(request: Request) -> User:
@@ -55,31 +42,18 @@ DB_RETRY_MESSAGE = (
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, ImportFormatError):
-        errors = [error.as_dict() for error in exc.errors]
-        if exc.total > len(errors):
-            errors.append({"line": None, "error": f"... and {exc.total - len(errors)} more errors"})
-        return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, ProjectError | JudgmentError):
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, JudgmentConflict):
-        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, AnnotatorBlocked):
-        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-    if isinstance(exc, AssignmentNotFound):
-        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    """Every ApplicationError answers its own status, body and headers (annotate.errors), so
+    this module knows no app's exceptions; a broken database connection answers 503; the rest
+    is DRF's."""
+    if isinstance(exc, ApplicationError):
+        set_rollback()
+        return Response(exc.as_dict(), status=exc.status, headers=exc.headers())
     if isinstance(exc, DB_CONNECTION_ERRORS):
         logger.warning("API: database error, answered 503 (%s: %s)", type(exc).__name__, exc)
         return Response(
             {"detail": DB_RETRY_MESSAGE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "1"},
-        )
-    if isinstance(exc, BrokerUnavailable):
-        return Response(
-            {"detail": str(exc)},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     return drf_exception_handler(exc, context)
 

@@ -19,6 +19,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from annotate.celery import app
+from annotate.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,11 @@ MESSAGE = (
 RETRY_AFTER_SECONDS = 60
 
 
-class BrokerUnavailable(Exception):
-    """The broker could not take a task: the request answers 503 (see annotate/api.py)."""
+class BrokerUnavailable(ServiceUnavailable):
+    """The broker could not take a task: the request answers 503, to retry after a minute."""
+
+    code = "broker_unavailable"
+    retry_after = RETRY_AFTER_SECONDS
 
     def __init__(self, message: str = MESSAGE) -> None:
         super().__init__(message)

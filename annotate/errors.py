@@ -19,6 +19,10 @@ class ApplicationError(Exception):
         """The body the API answers with."""
         return {"detail": str(self)}
 
+    def headers(self) -> dict[str, str]:
+        """The headers the API answers with, besides the usual ones."""
+        return {}
+
 
 class BadRequest(ApplicationError):
     """The request itself is wrong (a value out of range, a missing field): 400."""
@@ -46,3 +50,25 @@ class Conflict(ApplicationError):
 
     status = 409
     code = "conflict"
+
+
+class PayloadTooLarge(ApplicationError):
+    """The request body is larger than the limit: 413."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(ApplicationError):
+    """A service the request needs (the task queue, the export storage) does not answer now;
+    nothing was done and the same request may well succeed later: 503. `retry_after`, when
+    set, is the Retry-After header's seconds."""
+
+    status = 503
+    code = "service_unavailable"
+    retry_after: ClassVar[int | None] = None
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(self.retry_after)}

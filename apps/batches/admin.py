@@ -20,6 +20,7 @@ from django.utils.html import format_html
 
 from annotate.admin_site import LeadScopedAdmin, ReadOnlyAdmin
 from annotate.broker import BrokerUnavailable
+from annotate.errors import ApplicationError
 from apps.batches.forms import BatchUploadForm
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
@@ -27,7 +28,6 @@ from apps.batches.services import (
     BATCH_ACTIONS,
     DELETABLE_STATUSES,
     SETTABLE_STATUSES,
-    BatchActionError,
     batch_action,
     batch_delete,
     batch_import,
@@ -181,7 +181,7 @@ class BatchAdmin(LeadScopedAdmin):
         if change and "status" in form.changed_data:
             try:
                 batch_status_set(batch=obj, status=status, by=request.user)
-            except BatchActionError as exc:
+            except ApplicationError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
         if change and "priority" in form.changed_data:
             batch_priority_set(batch=obj, priority=priority, by=request.user)
@@ -196,7 +196,7 @@ class BatchAdmin(LeadScopedAdmin):
                 continue
             try:
                 batch_action(batch=batch, action=action, by=request.user)
-            except BatchActionError as exc:
+            except ApplicationError as exc:
                 refused.append(str(exc))
             else:
                 done.append(str(batch))
@@ -262,7 +262,7 @@ class BatchAdmin(LeadScopedAdmin):
             name = str(batch)
             try:
                 act(batch=batch, by=request.user)
-            except BatchActionError as exc:
+            except ApplicationError as exc:
                 refused.append(str(exc))
             else:
                 done.append(name)
@@ -312,7 +312,7 @@ class BatchAdmin(LeadScopedAdmin):
         if action in BATCH_ACTIONS:
             try:
                 batch_action(batch=batch, action=action, by=request.user)
-            except BatchActionError as exc:
+            except ApplicationError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(
@@ -331,7 +331,7 @@ class BatchAdmin(LeadScopedAdmin):
         elif action == "cancel":
             try:
                 batch_import_cancel(batch=batch, by=request.user)
-            except BatchActionError as exc:
+            except ApplicationError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(request, f"Cancelled the import of {batch}.", messages.SUCCESS)
@@ -343,7 +343,7 @@ class BatchAdmin(LeadScopedAdmin):
             name = str(batch)
             try:
                 batch_delete(batch=batch, by=request.user)
-            except BatchActionError as exc:
+            except ApplicationError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(request, f"Deleted {name}.", messages.SUCCESS)

@@ -8,18 +8,18 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.api import PayloadTooLarge, int_param, list_page, request_user
+from annotate.api import int_param, list_page, request_user
+from annotate.errors import PayloadTooLarge
 from annotate.middleware import MULTIPART_SLACK
 from annotate.schema import BATCH, CURSOR, PAGE_SIZE, ComparisonRow, ErrorOut, page_of
 from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.batches.services import (
-    BatchActionError,
     batch_delete,
     batch_import,
     batch_import_cancel,
@@ -94,12 +94,6 @@ class BatchSerializer(serializers.ModelSerializer):
                 "help_text": "Why an earlier run was re-queued, or why the task was sent again."
             },
         }
-
-
-class BatchConflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The batch cannot do that as it is."
-    default_code = "conflict"
 
 
 class BatchCreate(APIView):
@@ -228,10 +222,7 @@ class BatchDetail(APIView):
     )
     def delete(self, request: Request, batch_id: int) -> Response:
         batch = _led_batch(request, batch_id)
-        try:
-            batch_delete(batch=batch, by=request_user(request))
-        except BatchActionError as exc:
-            raise BatchConflict(str(exc)) from None
+        batch_delete(batch=batch, by=request_user(request))  # BatchActionError: 409
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -251,10 +242,7 @@ class BatchCancel(APIView):
     )
     def post(self, request: Request, batch_id: int) -> Response:
         batch = _led_batch(request, batch_id)
-        try:
-            batch = batch_import_cancel(batch=batch, by=request_user(request))
-        except BatchActionError as exc:
-            raise BatchConflict(str(exc)) from None
+        batch = batch_import_cancel(batch=batch, by=request_user(request))  # BatchActionError: 409
         return Response(BatchSerializer(batch).data)
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from annotate.errors import BadRequest
+
 ROLES = ("system", "user", "assistant", "tool")
 PROMPT_KEYS = {"id", "prompt", "candidates", "metadata", "gold"}
 CANDIDATE_KEYS = {"id", "text", "model", "params", "metadata"}
@@ -38,11 +40,23 @@ class LineError:
         return {"line": self.line, "error": self.error}
 
 
-class ImportFormatError(Exception):
+class ImportFormatError(BadRequest):
+    """The file has errors; nothing was imported. `errors` are the first of them (`total` in
+    all), each naming its line, so that a bad file can be fixed in one pass."""
+
     def __init__(self, errors: list[LineError], total: int | None = None) -> None:
         self.errors = errors
         self.total = total if total is not None else len(errors)
         super().__init__(f"{self.total} error(s) in the file")
+
+    def as_dict(self) -> dict[str, object]:
+        """{"errors": [{"line", "error"}, ...]}, the last saying how many more were found."""
+        errors = [error.as_dict() for error in self.errors]
+        if self.total > len(errors):
+            errors.append(
+                {"line": None, "error": f"... and {self.total - len(errors)} more errors"}
+            )
+        return {"errors": errors}
 
 
 @dataclass

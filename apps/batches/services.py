@@ -24,6 +24,7 @@ from django.db.models import F, ProtectedError, Q, QuerySet
 from django.utils import timezone
 
 from annotate.broker import BrokerUnavailable, broker_check, send_task
+from annotate.errors import Conflict
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, PromptStream
@@ -339,7 +340,7 @@ STORE_PROGRESS_KEY = "batch-import-stored:{}"
 # old (its worker died) while attempts < IMPORT_MAX_ATTEMPTS, or marks it failed with the reason.
 
 
-class ImportSuperseded(Exception):
+class ImportSuperseded(Conflict):
     """This run no longer holds the import (re-queued, claimed again, cancelled or deleted)."""
 
 
@@ -1042,7 +1043,7 @@ def _reject_existing_ids(project: Project, prompts: list[ParsedPrompt]) -> None:
         raise ImportFormatError(errors[:limit], total=len(errors))
 
 
-class BatchActionError(Exception):
+class BatchActionError(Conflict):
     """A batch action that does not apply to the batch as it is; the message is for the lead."""
 
 

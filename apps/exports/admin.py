@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from rest_framework.exceptions import ValidationError
 
 from annotate.admin_site import ReadOnlyAdmin
-from annotate.broker import BrokerUnavailable
+from annotate.errors import ApplicationError
 from apps.batches.models import Batch
 from apps.exports.formats import PROMPT_FORMS, formats_for
 from apps.exports.jobs import NotCancellable, export_job_cancel, export_job_request
@@ -188,7 +188,7 @@ class ExportJobAdmin(ReadOnlyAdmin):
                 job = export_job_request(project=project, user=user, data=form.job_data())
             except ValidationError as exc:
                 _form_errors(form, exc)
-            except BrokerUnavailable as exc:
+            except ApplicationError as exc:  # the task queue is down: nothing was created
                 form.add_error(None, str(exc))
             else:
                 self.message_user(
@@ -269,7 +269,7 @@ class ExportJobAdmin(ReadOnlyAdmin):
                     format_html(
                         "Export {} is {}: only a queued or running export can be cancelled.",
                         job.pk,
-                        exc.status,
+                        exc.job_status,
                     ),
                     messages.WARNING,
                 )

@@ -29,7 +29,6 @@ from apps.exports.formats import FORMATS, PROMPT_FORMS
 from apps.exports.jobs import (
     CARD_CONTENT_TYPE,
     FILE_CONTENT_TYPES,
-    NotCancellable,
     card_name,
     export_job_cancel,
     export_job_request,
@@ -46,18 +45,6 @@ class Gone(APIException):
     status_code = status.HTTP_410_GONE
     default_detail = "This export has expired and its file was deleted; request a new one."
     default_code = "gone"
-
-
-class NotRunning(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "Only a queued or running export can be cancelled."
-    default_code = "not_running"
-
-
-class StorageDown(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "The export storage does not answer; try again later."
-    default_code = "storage_unavailable"
 
 
 class NotReady(APIException):
@@ -353,9 +340,10 @@ def _file_response(
     except APIException:
         raise
     except Exception as exc:
-        if (unavailable := storage_error(exc)) is None:
+        # The storage's own failure (S3 refused or unreachable) answers 503 with its message.
+        if (unavailable := storage_error(exc)) is None or unavailable is exc:
             raise
-        raise StorageDown(str(unavailable)) from exc
+        raise unavailable from exc
     response = FileResponse(file, as_attachment=True, filename=filename, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
@@ -454,14 +442,7 @@ class ExportJobCancel(APIView):
     )
     def post(self, request: Request, slug: str, job_id: int) -> Response:
         job = _job(request, slug, job_id)
-        try:
-            job = export_job_cancel(job=job, user=request_user(request))
-        except NotCancellable as exc:
-            kept = " Its file stays until it expires." if exc.status == ExportStatus.DONE else ""
-            raise NotRunning(
-                f"This export is {exc.status}: only a queued or running export can be "
-                f"cancelled.{kept}"
-            ) from None
+        job = export_job_cancel(job=job, user=request_user(request))  # NotCancellable: 409
         return Response(
             ExportJobSerializer(job, context={"request": request}).data,
             headers={"Cache-Control": "no-store"},

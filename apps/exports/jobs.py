@@ -41,6 +41,7 @@ from rest_framework.exceptions import ValidationError
 
 from annotate.broker import BrokerUnavailable, broker_check, send_task
 from annotate.celery import app
+from annotate.errors import Conflict
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.models import Comparison
@@ -61,17 +62,21 @@ EXPORT_TASK = "apps.exports.tasks.export_job_task"
 PAIRWISE_FORMATS = ("trl", "trl-implicit", "kto", "hh-rlhf", "openai")
 
 
-class Superseded(Exception):
+class Superseded(Conflict):
     """This run no longer owns the job (re-queued by the sweep, claimed by another run, or
     cancelled)."""
 
 
-class NotCancellable(Exception):
-    """The job has ended (done, failed, expired or cancelled): there is nothing to stop."""
+class NotCancellable(Conflict):
+    """The job has ended (done, failed, expired or cancelled): there is nothing to stop.
+    `job_status` is the status it ended with (`status` is the HTTP one)."""
 
-    def __init__(self, status: str) -> None:
-        super().__init__(status)
-        self.status = status
+    def __init__(self, job_status: str) -> None:
+        kept = " Its file stays until it expires." if job_status == ExportStatus.DONE else ""
+        super().__init__(
+            f"This export is {job_status}: only a queued or running export can be cancelled.{kept}"
+        )
+        self.job_status = job_status
 
 
 # --- requesting -------------------------------------------------------------------------------

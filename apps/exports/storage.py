@@ -17,10 +17,12 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
+from annotate.errors import ServiceUnavailable
+
 logger = logging.getLogger(__name__)
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(ServiceUnavailable):
     """The export storage cannot be used (bucket missing, S3 unreachable, refused): the message
     says which, for the job's `error` or a 503."""
 

@@ -20,6 +20,7 @@ from django.db.models import Case, Count, Exists, F, OuterRef, QuerySet, Subquer
 from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
 
+from annotate.errors import BadRequest, Conflict, Forbidden, NotFound
 from annotate.rows import converted, loaded
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
@@ -44,11 +45,11 @@ RECLAIM_LIMIT = queue_sql.RECLAIM_LIMIT
 logger = logging.getLogger(__name__)
 
 
-class JudgmentError(Exception):
+class JudgmentError(BadRequest):
     """The judgment is malformed (HTTP 400)."""
 
 
-class JudgmentConflict(Exception):
+class JudgmentConflict(Conflict):
     """The judgment cannot be taken in the queue's current state (HTTP 409)."""
 
 
@@ -64,11 +65,11 @@ class IdempotencyConflict(JudgmentConflict):
         self.judgment = judgment
 
 
-class AssignmentNotFound(Exception):
+class AssignmentNotFound(NotFound):
     """No such assignment for this annotator (HTTP 404)."""
 
 
-class AnnotatorBlocked(Exception):
+class AnnotatorBlocked(Forbidden):
     """The annotator may receive no more work in this project (HTTP 403); says why."""
 
 

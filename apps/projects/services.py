@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 
+from annotate.errors import BadRequest
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.projects.models import GuidelineVersion, Membership, Project, Role
@@ -22,7 +23,7 @@ NOT_ADDABLE = "No user with this username that you can add."
 _NOT_SETTINGS = {"id", "guidelines", "guideline_version", "created_by", "created_at"}
 
 
-class ProjectError(Exception):
+class ProjectError(BadRequest):
     """A request about a project that cannot be carried out; the message is for the user."""
 
 

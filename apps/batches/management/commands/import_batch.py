@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.broker import BrokerUnavailable
+from annotate.errors import ApplicationError
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import BatchStatus
 from apps.batches.services import batch_import
@@ -46,7 +46,7 @@ class Command(BaseCommand):
                 if exc.total > len(exc.errors):
                     self.stderr.write(f"... and {exc.total - len(exc.errors)} more errors")
                 raise CommandError(f"{exc.total} error(s); nothing was imported.") from None
-            except BrokerUnavailable as exc:
+            except ApplicationError as exc:  # the task queue is down: nothing was created
                 raise CommandError(str(exc)) from None
         batch.refresh_from_db()
         if batch.status == BatchStatus.FAILED:
