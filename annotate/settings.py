@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "apps.projects",
     "apps.batches",
     "apps.judging",
+    "apps.agreement",
     "apps.exports",
     "apps.dashboard",
     "apps.audit",

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
-from apps.batches.models import Comparison
-from apps.exports.stats import (
+from apps.agreement.stats import (
     OPTIONS,
     Battle,
     Vote,
@@ -18,6 +17,7 @@ from apps.exports.stats import (
     krippendorff_alpha,
     reliability_matrix,
 )
+from apps.batches.models import Comparison
 from apps.judging.models import Judgment
 from apps.judging.services import Preference, assignment_next, judgment_submit
 from apps.projects.selectors import pseudonyms_for

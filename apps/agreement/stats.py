@@ -27,9 +27,9 @@ from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
-from apps.exports.selectors import Pseudonyms
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
+from apps.projects.selectors import Pseudonyms
 
 # A vote's option, oriented to the candidates: candidate A, candidate B, or neither.
 OPTIONS = ("a", "b", "tie", "both_bad")

@@ -19,8 +19,7 @@ import pytest
 from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
-from apps.exports.selectors import winner_of
-from apps.exports.stats import (
+from apps.agreement.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     DIGITS,
@@ -31,6 +30,7 @@ from apps.exports.stats import (
     VoteColumns,
     project_stats,
 )
+from apps.exports.selectors import winner_of
 
 # -- the reference: the former implementation, vote by vote ---------------------------------------
 
