@@ -130,6 +130,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.batches",
     "apps.judging",
+    "apps.agreement",
     "apps.exports",
     "apps.dashboard",
     "apps.audit",

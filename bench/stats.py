@@ -36,7 +36,7 @@ INVALIDATE_EVERY = 97
 
 MEASURE = """
 import hashlib, json, time
-from apps.exports.stats import project_stats, stats_votes
+from apps.agreement.stats import project_stats, stats_votes
 from apps.projects.models import Project
 
 def status(key):
@@ -51,7 +51,7 @@ for _ in range(REPEAT):
     report = project_stats(stats_votes(project=project))
     seconds.append(time.perf_counter() - started)
 digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
-print(json.dumps({"file": __import__("apps.exports.stats").exports.stats.__file__,
+print(json.dumps({"file": __import__("apps.agreement.stats").agreement.stats.__file__,
                   "seconds": seconds, "rss_before": before, "hwm": status("VmHWM"),
                   "sha256": digest, "judgments": report["counts"]["judgments"]}))
 """

@@ -28,8 +28,8 @@ from apps.judging.models import Judgment
 from apps.judging.services import Preference, assignment_next, judgments_invalidate
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
+from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
-from tests.test_stats import vote
 
 URL = "/lead/p/demo/"
 
@@ -187,8 +187,8 @@ def test_throughput_per_annotator(judged):
 def test_agreement_per_batch_and_for_the_project(judged):
     figures = project_figures(judged)
     first = next(b for b in figures["batches"] if b["name"] == "first")
-    # Options: X a a b, Y a tie a, Z b b both_bad, W a a a (as in test_stats): with ties 6 of
-    # 12 pairs agree, without ties 6 of 8, nominal alpha 3/14.
+    # Options: X a a b, Y a tie a, Z b b both_bad, W a a a (as in agreement/test_stats): with
+    # ties 6 of 12 pairs agree, without ties 6 of 8, nominal alpha 3/14.
     expected = {
         "with_ties": 0.5,
         "with_ties_pairs": 12,

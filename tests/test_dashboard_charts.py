@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from apps.batches.models import Comparison
 from apps.dashboard import charts
+from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
-from tests.test_stats import vote
 
 URL = "/lead/p/demo/"
 SVG = "{http://www.w3.org/2000/svg}"

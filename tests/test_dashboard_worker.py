@@ -16,8 +16,8 @@ from apps.batches.models import Comparison
 from apps.dashboard import services
 from apps.dashboard.services import figures_cached
 from apps.projects.models import Project
+from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
-from tests.test_stats import vote
 from tests.test_worker import Worker, via_worker, worker  # noqa: F401 - the fixtures
 
 pytestmark = [

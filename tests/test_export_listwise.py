@@ -14,13 +14,11 @@ Two prompts, each ranked by the three annotators (ids are the responses' externa
 """
 
 import json
-from fractions import Fraction
 
 import pytest
 from datasets import load_dataset
 
 from apps.exports.formats import FORMATS, Options, export_rows
-from apps.exports.rankings import kendall_w, merged_ranks, places_of
 from apps.judging.services import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 from tests.test_exports import URL, rows
@@ -45,25 +43,6 @@ def ranked(project, annotators, import_rows):
 
 def export(api, bob, format: str, **params: str) -> list[dict]:
     return rows(api(bob).get(URL, {"format": format, **params}))
-
-
-def test_places_share_the_mean_of_a_tied_group():
-    assert places_of([[7], [8, 9], [10]]) == {
-        7: Fraction(1),
-        8: Fraction(5, 2),
-        9: Fraction(5, 2),
-        10: Fraction(4),
-    }
-    merged = merged_ranks([1, 2, 3], [[[1], [2], [3]], [[2], [1], [3]]])
-    assert {pk: rank for pk, (rank, _) in merged.items()} == {1: 1, 2: 1, 3: 3}
-
-
-def test_kendall_w_on_hand_computed_cases():
-    same = [[[1], [2], [3]]] * 3
-    assert kendall_w([1, 2, 3], same) == 1.0
-    assert kendall_w([1, 2], [[[1], [2]], [[2], [1]]]) == 0.0
-    assert kendall_w([1, 2, 3], [[[1], [2], [3]]]) is None  # one ranking agrees with itself
-    assert kendall_w([1, 2, 3], [[[1, 2, 3]], [[1, 2, 3]]]) is None  # nothing ordered
 
 
 def test_the_listwise_format_merges_each_prompt_and_keeps_every_ranking(api, bob, ranked):

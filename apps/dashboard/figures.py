@@ -1,6 +1,6 @@
 """The figures of a project's dashboard, computed in one go for the cache.
 
-`project_figures` reads the votes through `apps.exports.stats` (`stats_votes`, `project_stats`)
+`project_figures` reads the votes through `apps.agreement.stats` (`stats_votes`, `project_stats`)
 and everything else through `judgments_of` and a few aggregate queries, so that a rule about
 which judgments count (invalidated ones, say) added to those two places applies here too. The
 result is plain data (dicts, lists, numbers, strings): it is pickled into the cache and the page
@@ -19,8 +19,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from apps.batches.models import Batch, Comparison
-from apps.exports.stats import (
+from apps.agreement.stats import (
     OPTIONS,
     REFERENCE,
     Vote,
@@ -30,6 +29,7 @@ from apps.exports.stats import (
     reliability_matrix,
     stats_votes,
 )
+from apps.batches.models import Batch, Comparison
 from apps.judging.models import Judgment
 from apps.projects.models import Membership, Project
 

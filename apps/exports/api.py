@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotate.api import is_whole
 from annotate.schema import BATCH, ErrorOut
+from apps.agreement.stats import project_stats, stats_votes
 from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate
 from apps.exports.card import dataset_card
@@ -30,7 +31,6 @@ from apps.exports.formats import (
     formats_for,
 )
 from apps.exports.selectors import AGGREGATES
-from apps.exports.stats import project_stats, stats_votes
 from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
 

@@ -9,8 +9,8 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from apps.agreement.stats import project_stats, stats_votes
 from apps.exports.formats import Options
-from apps.exports.stats import project_stats, stats_votes
 from apps.projects.models import Project
 
 

@@ -15,7 +15,6 @@ from apps.exports import selectors
 from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
     CandidateRef,
-    Pseudonyms,
     Shape,
     Tally,
     judged_pairs,
@@ -28,6 +27,7 @@ from apps.exports.selectors import (
 )
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project, Scheme
+from apps.projects.selectors import Pseudonyms
 
 Messages = list[dict[str, str]]
 

@@ -5,7 +5,6 @@ same data always gives the same file.
 """
 
 import hashlib
-import hmac
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -13,43 +12,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 from django.db.models import Exists, F, Func, OuterRef, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
+from apps.agreement.reliability import ReliabilityModel, reliability_model
 from apps.batches.models import Candidate, Comparison
-from apps.exports.reliability import ReliabilityModel, reliability_model
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
-from apps.projects.selectors import pseudonyms_for
+from apps.projects.selectors import Pseudonyms
 
 CHUNK = 500
 # Comparisons per page of the pairwise exports (their texts included).
 PAGE = 2000
 # Judgments per page of the judgments export (short rows; fewer pages, fewer plans of its joins).
 JUDGMENTS_PAGE = 5000
-
-
-class Pseudonyms:
-    """Names annotators in exports by their per-project pseudonym, never by username."""
-
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self.known = pseudonyms_for(project)
-
-    def __call__(self, user_id: int) -> str:
-        name = self.known.get(user_id)
-        if name is None:
-            # A former member: derive a stable name that does not reveal the account.
-            digest = hmac.new(
-                settings.SECRET_KEY.encode(),
-                f"{self.project.pk}:{user_id}".encode(),
-                hashlib.sha256,
-            ).hexdigest()
-            name = self.known[user_id] = "ann-x" + digest[:9]
-        return name
 
 
 class IsoformatUTC(Func):

@@ -30,7 +30,6 @@ from annotate.schema import (
 from apps.batches.models import Candidate
 from apps.exports.cursor import HEADER as NEXT_SINCE
 from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
-from apps.exports.selectors import Pseudonyms
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import (
@@ -43,7 +42,7 @@ from apps.judging.services import (
     judgment_submit,
     judgment_undo,
 )
-from apps.projects.selectors import membership_for, project_for_lead
+from apps.projects.selectors import Pseudonyms, membership_for, project_for_lead
 
 
 def assignment_payload(assignment: Assignment) -> dict[str, Any]:

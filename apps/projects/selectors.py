@@ -1,6 +1,9 @@
 import functools
+import hashlib
+import hmac
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as UserModel
 from django.db import connection
@@ -87,3 +90,23 @@ def _membership_sql() -> str:
 def pseudonyms_for(project: Project) -> dict[int, str]:
     """user id -> the pseudonym that names them in this project's exports."""
     return dict(Membership.objects.filter(project=project).values_list("user_id", "pseudonym"))
+
+
+class Pseudonyms:
+    """Names annotators in exports by their per-project pseudonym, never by username."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.known = pseudonyms_for(project)
+
+    def __call__(self, user_id: int) -> str:
+        name = self.known.get(user_id)
+        if name is None:
+            # A former member: derive a stable name that does not reveal the account.
+            digest = hmac.new(
+                settings.SECRET_KEY.encode(),
+                f"{self.project.pk}:{user_id}".encode(),
+                hashlib.sha256,
+            ).hexdigest()
+            name = self.known[user_id] = "ann-x" + digest[:9]
+        return name

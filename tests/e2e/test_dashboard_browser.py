@@ -25,11 +25,11 @@ from apps.judging.models import Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add
+from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
 from tests.e2e.test_annotate_browser import log_in
 from tests.test_dashboard import REFRESH_TASK
-from tests.test_stats import vote
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

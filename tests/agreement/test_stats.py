@@ -1,26 +1,15 @@
 """The stats endpoint: agreement, annotators and models, by hand and against the libraries."""
 
-import math
-
 import krippendorff
 import numpy as np
 import pytest
-from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from apps.batches.models import Comparison
-from apps.exports.stats import (
-    OPTIONS,
-    Battle,
-    Vote,
-    agreement,
-    bradley_terry,
-    fleiss,
-    krippendorff_alpha,
-    reliability_matrix,
-)
 from apps.judging.models import Judgment
 from apps.judging.services import Preference, assignment_next, judgment_submit
 from apps.projects.selectors import pseudonyms_for
+from apps.projects.services import project_create
+from tests.agreement.test_stats_fast import wilson
 from tests.conftest import prompt_line
 
 URL = "/api/v1/projects/demo/stats/"
@@ -49,13 +38,6 @@ def stats(api, user, **params):
     response = api(user).get(URL, params)
     assert response.status_code == 200, response.content
     return response.json()
-
-
-def wilson(k, n, z=1.959963984540054):
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
 
 
 # Four comparisons, three annotators. X, Y, Z are the pairs of one prompt's three models (1-2,
@@ -189,16 +171,6 @@ def test_it_computes_win_rates_and_ranks_the_models(api, bob, judged):
     assert "400 * log10" in models["bradley_terry"]["scale"]
 
 
-def test_bradley_terry_of_two_models_is_the_odds_of_their_wins():
-    # With two models the fit is exact: strength ratio = (wins + prior) / (losses + prior),
-    # here (3 + 1 tie / 2 + 1/2 prior) / (1 + 1/2 + 1/2) = 4 / 2.
-    battles = [Battle("m", "n", 2, 1, 0), Battle("n", "m", 0, 1, 1)]
-    (first, second) = bradley_terry(battles, resamples=10)["models"]
-    assert (first["model"], second["model"]) == ("m", "n")
-    assert first["score"] - second["score"] == pytest.approx(400 * math.log10(2), abs=0.2)
-    assert first["score"] + second["score"] == pytest.approx(2000, abs=0.2)
-
-
 def test_it_gives_the_same_json_twice(api, bob, judged):
     first = api(bob).get(URL)
     second = api(bob).get(URL)
@@ -206,70 +178,7 @@ def test_it_gives_the_same_json_twice(api, bob, judged):
     assert first.content == second.content
 
 
-# -- against the libraries -----------------------------------------------------------------------
-
-
-def random_votes(rng, *, annotators=6, comparisons=40, missing=0.4, options=OPTIONS):
-    """Random votes, and the annotators x comparisons matrix of their option codes."""
-    matrix = np.full((annotators, comparisons), np.nan)
-    votes = []
-    for j in range(comparisons):
-        for i in range(annotators):
-            if rng.random() < missing:
-                continue
-            code = int(rng.integers(0, len(options)))
-            matrix[i, j] = code
-            votes.append(
-                Vote(
-                    comparison=1000 + j,
-                    annotator=f"ann-{i:02d}",
-                    option=options[code],
-                    side=None,
-                    strength=code - 2,
-                    model_a="m",
-                    model_b="n",
-                    is_gold=False,
-                    gold_correct=None,
-                    duration_ms=None,
-                )
-            )
-    return votes, matrix
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_alpha_matches_the_library_on_random_data(seed):
-    rng = np.random.default_rng(seed)
-    votes, matrix = random_votes(rng)
-    built = reliability_matrix((v.annotator, v.comparison, OPTIONS.index(v.option)) for v in votes)
-    assert np.array_equal(np.isnan(built), np.isnan(matrix))
-    assert np.array_equal(built[~np.isnan(built)], matrix[~np.isnan(matrix)])
-    expected = krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal")
-    assert agreement(votes)["krippendorff_alpha_nominal"] == round(expected, 4)
-    ordinal = krippendorff.alpha(reliability_data=matrix - 2, level_of_measurement="ordinal")
-    assert agreement(votes)["krippendorff_alpha_ordinal"] == round(ordinal, 4)
-
-
-def test_alpha_matches_a_hand_computed_case():
-    # Two coders, four units: (0, 0), (0, 1), (1, 1), (1, 1). Coincidences: o00 = 2, o01 = o10
-    # = 1, o11 = 4; n = 8, n0 = 3, n1 = 5. alpha = 1 - (n - 1) * o01 / (n0 * n1) = 1 - 7/15.
-    matrix = np.array([[0, 0, 1, 1], [0, 1, 1, 1]], dtype=float)
-    assert krippendorff_alpha(matrix, level="nominal") == round(8 / 15, 4)
-
-
-def test_alpha_is_none_when_undefined():
-    assert krippendorff_alpha(np.array([[0.0, 1.0], [np.nan, np.nan]]), level="nominal") is None
-    assert krippendorff_alpha(np.array([[1.0, 1.0], [1.0, 1.0]]), level="nominal") is None
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_fleiss_matches_the_library_when_every_comparison_has_equal_votes(seed):
-    rng = np.random.default_rng(seed)
-    raw = rng.integers(0, 4, size=(30, 3))
-    items = [[OPTIONS[code] for code in row] for row in raw]
-    table, _ = aggregate_raters(raw, n_cat=4)
-    kappa, note = fleiss(items)
-    assert note is None
-    assert kappa == round(fleiss_kappa(table), 4)
+# -- against the libraries, through the endpoint -------------------------------------------------
 
 
 def test_fleiss_is_null_with_a_note_on_unequal_votes(api, bob, judged, annotators, import_rows):
@@ -351,8 +260,6 @@ def test_it_rejects_a_bad_batch(api, bob, project, value):
 
 
 def test_it_rejects_another_projects_batch(api, alice, bob, project, import_rows):
-    from apps.projects.services import project_create
-
     other = project_create(slug="other", name="Other", created_by=alice)
     foreign = import_rows(prompt_line("o"), target=other)
     response = api(bob).get(URL, {"batch": foreign.pk})

@@ -4,9 +4,9 @@
 row per vote, integer codes for options, annotators and models); every other function here is
 pure and takes those columns (or `Vote`s, which it turns into columns), so each number can be
 checked by hand or against the libraries. Counting is vectorised (bincount over the codes), never
-one Python object per vote; tests/test_stats_fast.py checks the whole report against the former
-vote-by-vote implementation. Alpha and kappa come from `krippendorff` and statsmodels, not from
-code of ours.
+one Python object per vote; tests/agreement/test_stats_fast.py checks each figure by hand and
+against independent references. Alpha and kappa come from `krippendorff` and statsmodels, not
+from code of ours.
 
 Gold items are left out of agreement, annotator habits and model statistics (they test the
 annotators; they are not data) and give gold accuracy only. Invalidated judgments (a spammer's)
@@ -27,9 +27,9 @@ from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
-from apps.exports.selectors import Pseudonyms
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
+from apps.projects.selectors import Pseudonyms
 
 # A vote's option, oriented to the candidates: candidate A, candidate B, or neither.
 OPTIONS = ("a", "b", "tie", "both_bad")
