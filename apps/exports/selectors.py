@@ -104,7 +104,22 @@ def judgments_rows(
         judgments = judgments.filter(created_at__gte=since)
     if not include_ties:
         judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
-    rows = judgments.order_by("id").values_list(
+    # A page at a time by id (keyset), not a server-side cursor: PostgreSQL materializes a held
+    # one whole (every join) before the first row.
+    for page in keyset_pages(judgment_values(judgments, text_times=True), JUDGMENTS_PAGE):
+        if split is not None:
+            page = [row for row in page if split_of(project.slug, row[2], test_fraction) == split]
+        yield from judgment_rows_of(page, pseudonym)
+
+
+def judgment_values(
+    judgments: QuerySet[Judgment], *, text_times: bool = False, named: bool = False
+) -> QuerySet[Any]:
+    """What a judgment row is read from, as tuples (`judgment_rows_of` builds the rows),
+    ordered by id, their first field. `text_times`: on PostgreSQL, `created_at` comes as the
+    text of the export (see IsoformatUTC); else it is a datetime. `named`: named tuples, for
+    the API's cursor pagination, which reads each row's `id`."""
+    return judgments.order_by("id").values_list(
         "id",
         "comparison_id",
         "comparison__prompt__external_id",
@@ -117,7 +132,7 @@ def judgments_rows(
         "duration_ms",
         (
             IsoformatUTC(F("created_at"))
-            if connections[judgments.db].vendor == "postgresql"
+            if text_times and connections[judgments.db].vendor == "postgresql"
             else "created_at"
         ),
         "comparison__candidate_a__external_id",
@@ -128,39 +143,46 @@ def judgments_rows(
         Cast("flags", output_field=TextField()),
         "ranking",
         "guideline_version",
+        "gold_correct",
+        named=named,
     )
-    # A page at a time by id (keyset), not a server-side cursor: PostgreSQL materializes a held
-    # one whole (every join) before the first row.
-    for page in keyset_pages(rows, JUDGMENTS_PAGE):
-        ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
-        external = (
-            dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
-            if ranked
-            else {}
-        )
-        for row in page:
-            if split is not None and split_of(project.slug, row[2], test_fraction) != split:
-                continue
-            yield {
-                "comparison_id": row[1],
-                "prompt_id": row[2],
-                "annotator": pseudonym(row[3]),
-                "left_id": row[4],
-                "right_id": row[5],
-                "choice": row[6],
-                "chosen_id": row[7],
-                "rationale": row[8],
-                "duration_ms": row[9],
-                "created_at": _isoformat(row[10]),
-                "candidate_a_id": row[11],
-                "strength": row[12],
-                "criteria": _json(row[13]),
-                "flags": _json(row[14]),
-                "ranking": (
-                    None if row[15] is None else [[external[pk] for pk in g] for g in row[15]]
-                ),
-                "guideline_version": row[16],
-            }
+
+
+# Positions in `judgment_values`' tuples that the API's rows read besides the export's.
+JUDGMENT_ID, JUDGMENT_CREATED_AT, JUDGMENT_GOLD_CORRECT = 0, 10, 17
+
+
+def judgment_rows_of(
+    page: Sequence[Sequence[Any]], pseudonym: Pseudonyms
+) -> Iterator[dict[str, Any]]:
+    """The `judgments` export's rows (the one definition of a judgment row; the API's judgment
+    list adds to them) of a page of `judgment_values` tuples: the page's rankings' response
+    ids are read in one query, not one per row."""
+    ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
+    external = (
+        dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
+        if ranked
+        else {}
+    )
+    for row in page:
+        yield {
+            "comparison_id": row[1],
+            "prompt_id": row[2],
+            "annotator": pseudonym(row[3]),
+            "left_id": row[4],
+            "right_id": row[5],
+            "choice": row[6],
+            "chosen_id": row[7],
+            "rationale": row[8],
+            "duration_ms": row[9],
+            "created_at": _isoformat(row[10]),
+            "candidate_a_id": row[11],
+            "strength": row[12],
+            "criteria": _json(row[13]),
+            "flags": _json(row[14]),
+            "ranking": (None if row[15] is None else [[external[pk] for pk in g] for g in row[15]]),
+            "guideline_version": row[16],
+        }
 
 
 def _json(text: str) -> Any:
