@@ -81,11 +81,14 @@ class IdCursorPagination(CursorPagination):
         return int(text)
 
 
-def list_page(request: Request, view: Any, queryset: Any, row: Any) -> Response:
-    """One page of `queryset`, each item made by `row(item)`."""
+def list_page(
+    request: Request, view: Any, queryset: Any, row: Any = None, *, rows: Any = None
+) -> Response:
+    """One page of `queryset`, each item made by `row(item)`, or the whole page's items by
+    `rows(items)` (which may then read what they need for the page in one query)."""
     paginator = IdCursorPagination()
     page: list[Any] = paginator.paginate_queryset(queryset, request, view=view) or []
-    return paginator.get_paginated_response([row(item) for item in page])
+    return paginator.get_paginated_response(rows(page) if rows else [row(item) for item in page])
 
 
 def is_whole(text: str) -> bool:

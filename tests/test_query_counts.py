@@ -2,11 +2,14 @@
 
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from apps.judging.models import Judgment
 from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.models import Membership
 from tests.conftest import prompt_line
@@ -62,3 +65,75 @@ def test_the_api_calls_add_only_authentication_and_lookup(api, annotators, batch
             f"/api/v1/assignments/{lease['id']}/judgment/", {"choice": "left"}, format="json"
         )
     assert response.status_code == 201
+
+
+def _sql(captured: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in captured if "SAVEPOINT" not in q["sql"]]
+
+
+def _judge_some(project, users, rounds: int) -> None:
+    """Each user judges up to `rounds` comparisons, as the project's scheme asks."""
+    for user in users:
+        for _ in range(rounds):
+            lease = assignment_next(project=project, annotator=user)
+            if lease is None:
+                break
+            answer: dict[str, Any]
+            if project.scheme == "listwise":
+                answer = {"ranking": [f"c{i}" for i in range(1, 4)]}
+            elif project.scheme == "graded":
+                answer = {"strength": 2}
+            else:
+                answer = {"choice": "left"}
+            judgment_submit(assignment_id=lease.pk, annotator=user, **answer)
+
+
+@pytest.mark.parametrize("scheme", ["pairwise", "graded", "listwise"])
+def test_the_judging_page_costs_the_same_after_many_judgments(
+    client, project, annotators, import_rows, scheme
+):
+    project.scheme = scheme
+    project.save()
+    import_rows(*(prompt_line(f"p{i}", n=3) for i in range(30)))
+    user = annotators[0]
+    client.force_login(user)
+
+    def page() -> list[str]:
+        # A new lease each time: the annotator's last one is judged first.
+        _judge_some(project, [user], 1)
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(f"/p/{project.slug}/")
+        assert response.status_code == 200 and b"<form" in response.content
+        return _sql(captured)
+
+    _judge_some(project, annotators, 2)
+    few = page()
+    _judge_some(project, annotators, 12)
+    many = page()
+    assert Judgment.objects.filter(comparison__project=project).count() >= 30
+    assert len(many) == len(few), "\n".join(many)
+
+
+def test_the_judgment_list_costs_the_same_for_a_page_of_rankings(
+    api, bob, project, annotators, import_rows
+):
+    project.scheme = "listwise"
+    project.save()
+    client = api(bob)
+
+    def listed(expected_rows: int) -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(f"/api/v1/projects/{project.slug}/judgments/?page_size=100")
+        results = response.json()["results"]
+        assert len(results) == expected_rows
+        assert all(row["ranking"] for row in results)
+        return _sql(captured)
+
+    import_rows(prompt_line("p0", n=3))
+    _judge_some(project, annotators[:1], 1)
+    one = listed(1)
+    import_rows(*(prompt_line(f"q{i}", n=3) for i in range(40)))
+    _judge_some(project, annotators, 40)
+    hundred = listed(100)
+    # token, project with the lead's membership, pseudonyms, the page, the page's responses
+    assert len(hundred) == len(one) == 5, "\n".join(hundred)

@@ -14,9 +14,10 @@ from rest_framework.exceptions import ValidationError
 from annotate.admin_site import ReadOnlyAdmin
 from annotate.errors import ApplicationError
 from apps.batches.models import Batch
-from apps.exports.formats import PROMPT_FORMS, formats_for
+from apps.exports.formats import formats_for
 from apps.exports.jobs import NotCancellable, export_job_cancel, export_job_request
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
+from apps.exports.options import PARAMETERS, PROMPT_FORMS
 from apps.exports.selectors import AGGREGATES
 from apps.projects.models import Project
 from apps.projects.selectors import is_lead_anywhere, project_for_lead, projects_led_by
@@ -100,16 +101,6 @@ class ExportJobForm(forms.Form):
         help_text="Every format: only the prompts of one half (test_fraction 0.1).",
     )
 
-    OPTIONS = (
-        "aggregate",
-        "prompt_form",
-        "min_votes",
-        "include_ties",
-        "include_gold",
-        "both_bad",
-        "split",
-    )
-
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         applicable = formats_for(project.scheme)
@@ -128,10 +119,11 @@ class ExportJobForm(forms.Form):
             "format": self.cleaned_data["format"],
             "file_format": self.cleaned_data["file_format"],
         }
-        if self.cleaned_data["batch"] is not None:
-            data["batch"] = self.cleaned_data["batch"].pk
-        for name in self.OPTIONS:
+        # The export's parameters this form offers (options.PARAMETERS: one list for every door).
+        for name in PARAMETERS:
             value = self.cleaned_data.get(name)
+            if isinstance(value, Batch):
+                value = value.pk
             if value not in (None, ""):
                 data[name] = value
         return data

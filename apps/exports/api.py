@@ -21,15 +21,8 @@ from apps.batches.models import Batch, Candidate
 from apps.exports.card import dataset_card
 from apps.exports.cursor import HEADER as NEXT_SINCE
 from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
-from apps.exports.formats import (
-    CARD_PARAMETERS,
-    CONVERSATIONAL,
-    FORMATS,
-    PROMPT_FORMS,
-    Options,
-    export_rows,
-    formats_for,
-)
+from apps.exports.formats import CARD_PARAMETERS, FORMATS, export_rows, formats_for
+from apps.exports.options import CONVERSATIONAL, PROMPT_FORMS, Options
 from apps.exports.selectors import AGGREGATES
 from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead

@@ -10,7 +10,8 @@ from dataclasses import replace
 from typing import Any
 
 from apps.agreement.stats import project_stats, stats_votes
-from apps.exports.formats import Options
+from apps.exports.formats import tallies
+from apps.exports.options import Options
 from apps.projects.models import Project
 
 
@@ -94,7 +95,7 @@ def dataset_card(
     report = project_stats(stats_votes(project=project, batch_id=batch_id), batch_id=batch_id)
     winners = ties = both_bad = split = 0
     confidences: list[float] = []
-    for tally in options.tallies(project):
+    for tally in tallies(project, options):
         if tally.winner in ("a", "b"):
             winners += 1
             if tally.label_confidence is not None:

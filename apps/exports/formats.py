@@ -8,10 +8,10 @@ All of them stream in chunks and name annotators by pseudonym.
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from apps.exports import selectors
+from apps.exports.options import CONVERSATIONAL, Options
 from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
     CandidateRef,
@@ -32,64 +32,14 @@ from apps.projects.selectors import Pseudonyms
 Messages = list[dict[str, str]]
 
 
-@dataclass(frozen=True)
-class Options:
-    """What an export may be asked for besides its format."""
-
-    batch_id: int | None = None
-    # kto: both candidates of a both-bad majority become false rows.
-    both_bad: bool = False
-    # arena and judgments: keep the votes for a tie and for both bad.
-    include_ties: bool = True
-    # The pairwise formats: only comparisons with at least this many votes, and whose majority
-    # option holds at least this share of them.
-    min_votes: int = 1
-    min_agreement: float = 0.0
-    # Only the prompts of one half, "train" or "test" (by prompt).
-    split: str | None = None
-    test_fraction: float = 0.1
-    # The pairwise formats: how votes become a winner (selectors.AGGREGATES).
-    aggregate: str = "majority"
-    # The pairwise formats and arena: only comparisons whose two candidates' models are here.
-    models: tuple[str, ...] | None = None
-    # Gold comparisons are left out unless asked for.
-    include_gold: bool = False
-    # Pairwise formats: comparisons with a vote at or after it; arena, judgments: such votes.
-    since: datetime | None = None
-    # The pairwise formats: one criterion's answers instead of the overall choice.
-    criterion: str | None = None
-    # trl, trl-implicit, kto, listwise: prompts and responses as messages (CONVERSATIONAL) or
-    # as text (TEXT); see `text_prompt`.
-    prompt_form: str = "conversational"
-
-    def tally_filters(self) -> dict[str, Any]:
-        """The keyword arguments of `pairwise_tallies` (and `trl_rows`)."""
-        return {
-            "batch_id": self.batch_id,
-            "min_votes": self.min_votes,
-            "min_agreement": self.min_agreement,
-            "split": self.split,
-            "test_fraction": self.test_fraction,
-            "aggregate": self.aggregate,
-            "models": self.models,
-            "include_gold": self.include_gold,
-            "since": self.since,
-            "criterion": self.criterion,
-        }
-
-    def tallies(self, project: Project) -> Iterator[Tally]:
-        """The pairwise comparisons' tallies and the pairs of the listwise ones' rankings,
-        merged by comparison id (the two never share one)."""
-        return heapq.merge(
-            pairwise_tallies(project=project, **self.tally_filters()),
-            ranking_tallies(project=project, **self.tally_filters()),
-            key=lambda tally: tally.comparison.pk,
-        )
-
-
-# `prompt_form`: the conversational form (the default) or the text form, for base models.
-CONVERSATIONAL, TEXT = "conversational", "text"
-PROMPT_FORMS = (CONVERSATIONAL, TEXT)
+def tallies(project: Project, options: Options) -> Iterator[Tally]:
+    """The pairwise comparisons' tallies and the pairs of the listwise ones' rankings,
+    merged by comparison id (the two never share one)."""
+    return heapq.merge(
+        pairwise_tallies(project=project, options=options),
+        ranking_tallies(project=project, options=options),
+        key=lambda tally: tally.comparison.pk,
+    )
 
 
 def shape_of(project: Project, options: Options) -> Shape:
@@ -115,7 +65,7 @@ def assistant(text: str) -> dict[str, str]:
 
 
 def _winners(project: Project, options: Options) -> Iterator[Tally]:
-    for tally in options.tallies(project):
+    for tally in tallies(project, options):
         if tally.winner in ("a", "b"):
             yield tally
 
@@ -172,7 +122,7 @@ def kto_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     candidate's, ties and both-bad; `agreement` is the majority's share of all votes.
     """
     shape = shape_of(project, options)
-    for tally in options.tallies(project):
+    for tally in tallies(project, options):
         comparison = tally.comparison
         labelled: list[tuple[CandidateRef, bool]]
         if tally.winner in ("a", "b"):
@@ -277,13 +227,7 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
     read once, not once per vote), then that page's votes in one query.
     """
     pseudonym = Pseudonyms(project)
-    comparisons = judged_pairs(
-        project=project,
-        batch_id=options.batch_id,
-        models=options.models,
-        include_gold=options.include_gold,
-        since=options.since,
-    ).order_by("id")
+    comparisons = judged_pairs(project=project, options=options).order_by("id")
     rows = comparisons.values_list(
         "id",
         "prompt__external_id",
@@ -362,25 +306,13 @@ def _listwise(*, project: Project, options: Options) -> Iterator[dict[str, Any]]
     shape = shape_of(project, options)
     return listwise_rows(
         project=project,
+        options=options,
         prompt=lambda content: prompt_in(content, shape),
-        batch_id=options.batch_id,
-        min_votes=options.min_votes,
-        since=options.since,
-        split=options.split,
-        test_fraction=options.test_fraction,
     )
 
 
 def _judgments(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
-    return judgments_rows(
-        project=project,
-        batch_id=options.batch_id,
-        include_gold=options.include_gold,
-        since=options.since,
-        include_ties=options.include_ties,
-        split=options.split,
-        test_fraction=options.test_fraction,
-    )
+    return judgments_rows(project=project, options=options)
 
 
 ALL_SCHEMES = tuple(Scheme.values)

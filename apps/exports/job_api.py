@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from annotate.api import list_page, request_user
 from annotate.schema import CURSOR, MAX_ID, PAGE_SIZE, ErrorOut, page_of
 from apps.exports.cursor import format_since, next_since
-from apps.exports.formats import FORMATS, PROMPT_FORMS
+from apps.exports.formats import FORMATS
 from apps.exports.jobs import (
     CARD_CONTENT_TYPE,
     FILE_CONTENT_TYPES,
@@ -34,6 +34,7 @@ from apps.exports.jobs import (
     export_job_request,
 )
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
+from apps.exports.options import PROMPT_FORMS
 from apps.exports.selectors import AGGREGATES
 from apps.exports.storage import export_storage, signs_urls, storage_error
 from apps.projects.selectors import project_for_lead

@@ -8,9 +8,8 @@ The `listwise` rows carry each prompt's merged ranking and Kendall's W (`apps.ag
 
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from itertools import combinations
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from apps.agreement.rankings import Ranking, kendall_w, merged_ranks, pair_option
 from apps.agreement.reliability import OPTIONS, ReliabilityModel, fit_model
 from apps.batches.models import Candidate, Comparison, Prompt
+from apps.exports.options import Options
 from apps.exports.selectors import (
     AGGREGATES,
     CHUNK,
@@ -48,30 +48,24 @@ class Ranked:
     annotator_ids: list[int]
 
 
-def ranked_comparisons(
-    *,
-    project: Project,
-    batch_id: int | None = None,
-    since: datetime | None = None,
-    split: str | None = None,
-    test_fraction: float = 0.1,
-) -> Iterator[Ranked]:
+def ranked_comparisons(*, project: Project, options: Options) -> Iterator[Ranked]:
     """Every ranked listwise comparison, by id, in chunks: three statements a chunk. With
-    `since`, only those ranked at or after it (all their rankings count)."""
+    `options.since`, only those ranked at or after it (all their rankings count); also by
+    `batch_id` and `split`."""
     pseudonym = Pseudonyms(project)
     comparisons = Comparison.objects.filter(
         project=project, judgment_count__gt=0, candidate_ids__isnull=False
     )
-    if batch_id is not None:
-        comparisons = comparisons.filter(batch_id=batch_id)
-    if since is not None:
-        comparisons = comparisons.filter(voted_since(since))
+    if options.batch_id is not None:
+        comparisons = comparisons.filter(batch_id=options.batch_id)
+    if options.since is not None:
+        comparisons = comparisons.filter(voted_since(options.since))
     rows = comparisons.order_by("id").values_list("id", "batch_id", "prompt_id", "candidate_ids")
     # Keyset pages, as the other exports read: a held server-side cursor is built whole (the
     # `since` subquery included) before its first row.
     for page in keyset_pages(rows, CHUNK):
         chunk = [(pk, batch, prompt, list(ids or [])) for pk, batch, prompt, ids in page]
-        yield from _ranked_chunk(project, chunk, pseudonym, split, test_fraction)
+        yield from _ranked_chunk(project, chunk, pseudonym, options.split, options.test_fraction)
 
 
 def _ranked_chunk(
@@ -125,20 +119,14 @@ def _ranked_chunk(
 def listwise_rows(
     *,
     project: Project,
-    batch_id: int | None = None,
-    min_votes: int = 1,
-    since: datetime | None = None,
-    split: str | None = None,
-    test_fraction: float = 0.1,
+    options: Options,
     prompt: Callable[[Any], Any] = lambda content: content,
 ) -> Iterator[dict[str, Any]]:
     """One row per ranked prompt: its responses best first, each with its merged rank and mean
     place, and every annotator's ranking (by response id, best first, ties as groups).
     `prompt` writes the prompt's content in the export's form."""
-    for item in ranked_comparisons(
-        project=project, batch_id=batch_id, since=since, split=split, test_fraction=test_fraction
-    ):
-        if len(item.rankings) < min_votes:
+    for item in ranked_comparisons(project=project, options=options):
+        if len(item.rankings) < options.min_votes:
             continue
         ids = [c.pk for c in item.candidates]
         merged = merged_ranks(ids, item.rankings)
@@ -188,7 +176,7 @@ def ranking_reliability_model(*, project: Project) -> ReliabilityModel | None:
     item): the reliability aggregation of a listwise project. None without rankings."""
     items, annotators, labels = array("q"), array("q"), array("b")
     code = {option: index for index, option in enumerate(OPTIONS)}
-    for item in ranked_comparisons(project=project):
+    for item in ranked_comparisons(project=project, options=Options()):
         ids = [c.pk for c in item.candidates]
         for slot, (first, second) in enumerate(combinations(ids, 2)):
             for annotator_id, ranking in zip(item.annotator_ids, item.rankings, strict=True):
@@ -204,46 +192,33 @@ def ranking_reliability_model(*, project: Project) -> ReliabilityModel | None:
     )
 
 
-def ranking_tallies(
-    *,
-    project: Project,
-    batch_id: int | None = None,
-    min_votes: int = 1,
-    min_agreement: float = 0.0,
-    split: str | None = None,
-    test_fraction: float = 0.1,
-    aggregate: str = "majority",
-    models: Sequence[str] | None = None,
-    include_gold: bool = False,
-    since: datetime | None = None,
-    criterion: str | None = None,
-) -> Iterator[Tally]:
+def ranking_tallies(*, project: Project, options: Options) -> Iterator[Tally]:
     """Each ranked listwise comparison's pairs as tallies, by comparison id, then by pair in the
     comparison's candidate order (the earlier-imported response as candidate A), under the
     filters and aggregations of `selectors.pairwise_tallies`. Every pair of a comparison keeps
     its `comparison_id`; its candidate ids tell the pairs apart. Rankings have no criteria and
     no graded strength: with `criterion` there are no pairs, and `mean_strength` picks none.
     Listwise projects have no gold items (`include_gold` changes nothing)."""
+    aggregate, models = options.aggregate, options.models
+    min_votes, min_agreement = options.min_votes, options.min_agreement
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
-    if criterion is not None:
+    if options.criterion is not None:
         return
     model = None
     if aggregate == "reliability":
         model = ranking_reliability_model(project=project)
     allowed = None if models is None else set(models)
-    for item in ranked_comparisons(
-        project=project, batch_id=batch_id, since=since, split=split, test_fraction=test_fraction
-    ):
+    for item in ranked_comparisons(project=project, options=options):
         for first, second in combinations(item.candidates, 2):
             if allowed is not None and not {first.model, second.model} <= allowed:
                 continue
-            options = [pair_option(first.pk, second.pk, r) for r in item.rankings]
-            votes = Counter(options)
-            total = len(options)
+            voted = [pair_option(first.pk, second.pk, r) for r in item.rankings]
+            votes = Counter(voted)
+            total = len(voted)
             if total < min_votes or votes.most_common(1)[0][1] / total < min_agreement:
                 continue
-            ballots = list(zip(item.annotator_ids, options, strict=True))
+            ballots = list(zip(item.annotator_ids, voted, strict=True))
             winner, confidence = decide(aggregate, votes, [], ballots, model)
             prompt = item.comparison.prompt
             pair = ComparisonRef(
@@ -260,7 +235,7 @@ def ranking_tallies(
                 votes,
                 winner,
                 list(item.annotators),
-                options=options,
+                options=voted,
                 guideline_versions=item.guideline_versions,
                 label_confidence=confidence,
             )

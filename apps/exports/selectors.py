@@ -19,6 +19,7 @@ from django.db.models.functions import Cast
 
 from apps.agreement.reliability import ReliabilityModel, reliability_model
 from apps.batches.models import Candidate, Comparison
+from apps.exports.options import Options
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 from apps.projects.selectors import Pseudonyms
@@ -53,36 +54,44 @@ def _isoformat(value: datetime | str) -> str:
     return value if isinstance(value, str) else value.isoformat()
 
 
-def judgments_rows(
-    *,
-    project: Project,
-    batch_id: int | None = None,
-    include_gold: bool = False,
-    since: datetime | None = None,
-    include_ties: bool = True,
-    split: str | None = None,
-    test_fraction: float = 0.1,
-) -> Iterator[dict[str, Any]]:
+def judgments_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     """The raw votes: one row per judgment, with every answer stored.
 
     `strength` and each criterion's answer are oriented to the candidates (above 0: candidate A,
     `candidate_a_id`, is better), whichever side each was shown on (`left_id`, `right_id`);
     `ranking` lists groups of response ids, best first (a group of two or more is a tie).
-    Filters: votes made at or after `since`; `include_ties=False` drops tie and both-bad votes;
-    `split` keeps one half by prompt (split_of).
+    Filters (`options`): `batch_id`; gold votes only with `include_gold`; votes made at or after
+    `since`; `include_ties=False` drops tie and both-bad votes; `split` keeps one half by prompt
+    (split_of).
     """
     pseudonym = Pseudonyms(project)
     # Gold items test the annotators; they are not data, and exports leave them out by default.
     judgments = Judgment.objects.filter(comparison__project=project, invalidated_at__isnull=True)
-    if not include_gold:
+    if not options.include_gold:
         judgments = judgments.filter(comparison__is_gold=False)
-    if batch_id is not None:
-        judgments = judgments.filter(comparison__batch_id=batch_id)
-    if since is not None:
-        judgments = judgments.filter(created_at__gte=since)
-    if not include_ties:
+    if options.batch_id is not None:
+        judgments = judgments.filter(comparison__batch_id=options.batch_id)
+    if options.since is not None:
+        judgments = judgments.filter(created_at__gte=options.since)
+    if not options.include_ties:
         judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
-    rows = judgments.order_by("id").values_list(
+    split, fraction = options.split, options.test_fraction
+    # A page at a time by id (keyset), not a server-side cursor: PostgreSQL materializes a held
+    # one whole (every join) before the first row.
+    for page in keyset_pages(judgment_values(judgments, text_times=True), JUDGMENTS_PAGE):
+        if split is not None:
+            page = [row for row in page if split_of(project.slug, row[2], fraction) == split]
+        yield from judgment_rows_of(page, pseudonym)
+
+
+def judgment_values(
+    judgments: QuerySet[Judgment], *, text_times: bool = False, named: bool = False
+) -> QuerySet[Any]:
+    """What a judgment row is read from, as tuples (`judgment_rows_of` builds the rows),
+    ordered by id, their first field. `text_times`: on PostgreSQL, `created_at` comes as the
+    text of the export (see IsoformatUTC); else it is a datetime. `named`: named tuples, for
+    the API's cursor pagination, which reads each row's `id`."""
+    return judgments.order_by("id").values_list(
         "id",
         "comparison_id",
         "comparison__prompt__external_id",
@@ -95,7 +104,7 @@ def judgments_rows(
         "duration_ms",
         (
             IsoformatUTC(F("created_at"))
-            if connections[judgments.db].vendor == "postgresql"
+            if text_times and connections[judgments.db].vendor == "postgresql"
             else "created_at"
         ),
         "comparison__candidate_a__external_id",
@@ -106,39 +115,46 @@ def judgments_rows(
         Cast("flags", output_field=TextField()),
         "ranking",
         "guideline_version",
+        "gold_correct",
+        named=named,
     )
-    # A page at a time by id (keyset), not a server-side cursor: PostgreSQL materializes a held
-    # one whole (every join) before the first row.
-    for page in keyset_pages(rows, JUDGMENTS_PAGE):
-        ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
-        external = (
-            dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
-            if ranked
-            else {}
-        )
-        for row in page:
-            if split is not None and split_of(project.slug, row[2], test_fraction) != split:
-                continue
-            yield {
-                "comparison_id": row[1],
-                "prompt_id": row[2],
-                "annotator": pseudonym(row[3]),
-                "left_id": row[4],
-                "right_id": row[5],
-                "choice": row[6],
-                "chosen_id": row[7],
-                "rationale": row[8],
-                "duration_ms": row[9],
-                "created_at": _isoformat(row[10]),
-                "candidate_a_id": row[11],
-                "strength": row[12],
-                "criteria": _json(row[13]),
-                "flags": _json(row[14]),
-                "ranking": (
-                    None if row[15] is None else [[external[pk] for pk in g] for g in row[15]]
-                ),
-                "guideline_version": row[16],
-            }
+
+
+# Positions in `judgment_values`' tuples that the API's rows read besides the export's.
+JUDGMENT_ID, JUDGMENT_CREATED_AT, JUDGMENT_GOLD_CORRECT = 0, 10, 17
+
+
+def judgment_rows_of(
+    page: Sequence[Sequence[Any]], pseudonym: Pseudonyms
+) -> Iterator[dict[str, Any]]:
+    """The `judgments` export's rows (the one definition of a judgment row; the API's judgment
+    list adds to them) of a page of `judgment_values` tuples: the page's rankings' response
+    ids are read in one query, not one per row."""
+    ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
+    external = (
+        dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
+        if ranked
+        else {}
+    )
+    for row in page:
+        yield {
+            "comparison_id": row[1],
+            "prompt_id": row[2],
+            "annotator": pseudonym(row[3]),
+            "left_id": row[4],
+            "right_id": row[5],
+            "choice": row[6],
+            "chosen_id": row[7],
+            "rationale": row[8],
+            "duration_ms": row[9],
+            "created_at": _isoformat(row[10]),
+            "candidate_a_id": row[11],
+            "strength": row[12],
+            "criteria": _json(row[13]),
+            "flags": _json(row[14]),
+            "ranking": (None if row[15] is None else [[external[pk] for pk in g] for g in row[15]]),
+            "guideline_version": row[16],
+        }
 
 
 def _json(text: str) -> Any:
@@ -320,22 +336,16 @@ def voted_since(since: datetime) -> Exists:
     )
 
 
-def judged_pairs(
-    *,
-    project: Project,
-    batch_id: int | None,
-    models: Sequence[str] | None,
-    include_gold: bool,
-    since: datetime | None,
-) -> QuerySet[Comparison]:
-    """The project's pairwise comparisons with at least one valid vote: gold ones only with
-    `include_gold`; with `models`, only those whose two candidates' models are among them; with
-    `since`, only those with a valid vote at or after it."""
+def judged_pairs(*, project: Project, options: Options) -> QuerySet[Comparison]:
+    """The project's pairwise comparisons with at least one valid vote (of `options.batch_id`):
+    gold ones only with `include_gold`; with `models`, only those whose two candidates' models
+    are among them; with `since`, only those with a valid vote at or after it."""
+    batch_id, models, since = options.batch_id, options.models, options.since
     # Listwise comparisons are not pairs: their rankings become pairs in rankings.py.
     comparisons = Comparison.objects.filter(
         project=project, judgment_count__gt=0, candidate_ids__isnull=True
     )
-    if not include_gold:
+    if not options.include_gold:
         comparisons = comparisons.filter(is_gold=False)
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
@@ -348,38 +358,26 @@ def judged_pairs(
     return comparisons
 
 
-def pairwise_tallies(
-    *,
-    project: Project,
-    batch_id: int | None = None,
-    min_votes: int = 1,
-    min_agreement: float = 0.0,
-    split: str | None = None,
-    test_fraction: float = 0.1,
-    aggregate: str = "majority",
-    models: Sequence[str] | None = None,
-    include_gold: bool = False,
-    since: datetime | None = None,
-    criterion: str | None = None,
-) -> Iterator[Tally]:
+def pairwise_tallies(*, project: Project, options: Options) -> Iterator[Tally]:
     """Every judged pairwise comparison, by id, in chunks: gold (unless `include_gold`) and
     listwise ones left out, and those with fewer than `min_votes` votes or whose majority option
     holds less than `min_agreement` of them; with `split`, only the prompts of that half
     (split_of); with `models`, only comparisons whose two candidates' models are among them;
     with `since`, only comparisons with a vote at or after it (all their votes count); with
     `criterion`, the votes are that criterion's answers (votes without one are left out).
-    The winner is picked by `aggregate` (see `decide`)."""
+    The winner is picked by `aggregate` (see `decide`). All of them are `options`' fields."""
+    aggregate, criterion, batch_id = options.aggregate, options.criterion, options.batch_id
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
     pseudonym = Pseudonyms(project)
     model = (
-        reliability_model(project=project, include_gold=include_gold, criterion=criterion)
+        reliability_model(project=project, include_gold=options.include_gold, criterion=criterion)
         if aggregate == "reliability"
         else None
     )
-    comparisons = judged_pairs(
-        project=project, batch_id=batch_id, models=models, include_gold=include_gold, since=since
-    )
+    comparisons = judged_pairs(project=project, options=options)
+    split, test_fraction = options.split, options.test_fraction
+    min_votes, min_agreement = options.min_votes, options.min_agreement
     # Plain tuples, a page at a time by id (keyset), and each page's votes in one query: no
     # model instances, and no server-side cursor (which PostgreSQL materializes whole, texts
     # included, before the first row when it is held outside a transaction).
@@ -431,7 +429,7 @@ def pairwise_tallies(
             votes: Counter[str] = Counter()
             annotators = []
             strengths = []
-            options = []
+            voted = []
             left_a = []
             versions = set()
             ballots = []
@@ -453,7 +451,7 @@ def pairwise_tallies(
                 if strength is not None:
                     strengths.append(strength)
                 votes[option] += 1
-                options.append(option)
+                voted.append(option)
                 left_a.append(left_id == candidate_a_id)
                 if version is not None:
                     versions.add(version)
@@ -484,7 +482,7 @@ def pairwise_tallies(
                 winner,
                 annotators,
                 strengths,
-                options=options,
+                options=voted,
                 left_a=left_a,
                 guideline_versions=sorted(versions),
                 label_confidence=confidence,

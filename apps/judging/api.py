@@ -1,3 +1,4 @@
+from collections.abc import Sequence
 from typing import Any
 
 from django.utils import timezone
@@ -30,6 +31,13 @@ from annotate.schema import (
 from apps.batches.models import Candidate
 from apps.exports.cursor import HEADER as NEXT_SINCE
 from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
+from apps.exports.selectors import (
+    JUDGMENT_CREATED_AT,
+    JUDGMENT_GOLD_CORRECT,
+    JUDGMENT_ID,
+    judgment_rows_of,
+    judgment_values,
+)
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.judging.services import (
@@ -344,6 +352,32 @@ class JudgmentUndo(APIView):
         )
 
 
+def judgment_list_row(values: Sequence[Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the judgment list: the `judgments` export's row (`row`, built from `values`, a
+    `judgment_values` tuple) with the judgment's id and gold_correct, and its time as the API
+    writes times. In the order the list has always had."""
+    return {
+        "id": values[JUDGMENT_ID],
+        "comparison_id": row["comparison_id"],
+        "prompt_id": row["prompt_id"],
+        "annotator": row["annotator"],
+        "left_id": row["left_id"],
+        "right_id": row["right_id"],
+        "choice": row["choice"],
+        "chosen_id": row["chosen_id"],
+        "candidate_a_id": row["candidate_a_id"],
+        "strength": row["strength"],
+        "criteria": row["criteria"],
+        "flags": row["flags"],
+        "ranking": row["ranking"],
+        "guideline_version": row["guideline_version"],
+        "rationale": row["rationale"],
+        "duration_ms": row["duration_ms"],
+        "gold_correct": values[JUDGMENT_GOLD_CORRECT],
+        "created_at": _DATETIME.to_representation(values[JUDGMENT_CREATED_AT]),
+    }
+
+
 class JudgmentList(APIView):
     """GET the project's judgments, cursor-paginated in id order, annotators by pseudonym: the
     rows of the `judgments` export. Filters: `batch=<id>`, `since=<ISO time>` (judged at or
@@ -377,7 +411,7 @@ class JudgmentList(APIView):
         project = project_for_lead(user=request.user, slug=slug)
         judgments = Judgment.objects.filter(
             comparison__project=project, invalidated_at__isnull=True
-        ).select_related("comparison__prompt", "comparison__candidate_a", "left", "right", "chosen")
+        )
         if (batch := int_param(request, "batch")) is not None:
             judgments = judgments.filter(batch_id=batch)
         if (since := request.query_params.get("since")) is not None:
@@ -394,29 +428,13 @@ class JudgmentList(APIView):
             judgments = judgments.filter(comparison__is_gold=False)
         pseudonym = Pseudonyms(project)
 
-        def row(judgment: Judgment) -> dict[str, Any]:
-            return {
-                "id": judgment.pk,
-                "comparison_id": judgment.comparison_id,
-                "prompt_id": judgment.comparison.prompt.external_id,
-                "annotator": pseudonym(judgment.annotator_id),
-                "left_id": judgment.left.external_id,
-                "right_id": judgment.right.external_id,
-                "choice": judgment.choice,
-                "chosen_id": judgment.chosen.external_id if judgment.chosen else None,
-                "candidate_a_id": judgment.comparison.candidate_a.external_id,
-                "strength": judgment.strength,
-                "criteria": judgment.criteria,
-                "flags": judgment.flags,
-                "ranking": _ranking_external(judgment.ranking),
-                "guideline_version": judgment.guideline_version,
-                "rationale": judgment.rationale,
-                "duration_ms": judgment.duration_ms,
-                "gold_correct": judgment.gold_correct,
-                "created_at": _DATETIME.to_representation(judgment.created_at),
-            }
+        def rows(page: list[Any]) -> list[dict[str, Any]]:
+            return [
+                judgment_list_row(values, row)
+                for values, row in zip(page, judgment_rows_of(page, pseudonym), strict=True)
+            ]
 
         upcoming = next_since()
-        response = list_page(request, self, judgments, row)
+        response = list_page(request, self, judgment_values(judgments, named=True), rows=rows)
         response[NEXT_SINCE] = format_since(upcoming)
         return response

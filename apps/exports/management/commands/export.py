@@ -23,6 +23,7 @@ from apps.exports.cursor import format_since, next_since
 from apps.exports.formats import FORMATS, export_rows
 from apps.exports.jobs import export_parquet_write
 from apps.exports.models import FileFormat
+from apps.exports.options import PARAMETERS
 from apps.projects.models import Project
 
 
@@ -81,25 +82,9 @@ class Command(BaseCommand):
         project = Project.objects.filter(slug=options["project"]).first()
         if project is None:
             raise CommandError(f"No project with slug {options['project']!r}.")
-        params = {
-            name: options[key]
-            for name, key in (
-                ("batch", "batch"),
-                ("both_bad", "both_bad"),
-                ("include_ties", "include_ties"),
-                ("min_votes", "min_votes"),
-                ("min_agreement", "min_agreement"),
-                ("split", "split"),
-                ("test_fraction", "test_fraction"),
-                ("aggregate", "aggregate"),
-                ("models", "models"),
-                ("include_gold", "include_gold"),
-                ("since", "since"),
-                ("criterion", "criterion"),
-                ("prompt_form", "prompt_form"),
-            )
-            if options[key] is not None
-        }
+        # The export's parameters, each under its own name (argparse's dest for --min-votes is
+        # min_votes): parsed and checked by the endpoint's parser.
+        params = {name: options[name] for name in PARAMETERS if options[name] is not None}
         try:
             export = export_options(params, options["format"], project)
         except ValidationError as exc:
