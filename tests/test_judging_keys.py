@@ -2,6 +2,7 @@
 
 import json
 import re
+from html import unescape
 
 import pytest
 
@@ -16,13 +17,14 @@ def ann_client(client, annotators):
 
 
 def script_keys(html: str) -> dict:
-    match = re.search(r'<script id="judging-keys" type="application/json">(.*?)</script>', html)
+    match = re.search(r'<div id="judging-keys" hidden data-keys="([^"]*)"></div>', html)
     assert match, "no key table on the page"
-    return json.loads(match.group(1))
+    return json.loads(unescape(match.group(1)))
 
 
 def test_the_page_hands_its_keys_to_the_scripts_as_data(ann_client, batch):
     html = ann_client.get("/p/demo/").content.decode()
+    assert "<script>" not in html and 'type="application/json"' not in html  # no inline script
     table = script_keys(html)
     assert table["judge"]["1"] == table["judge"]["ArrowLeft"] == ["choice", "left"]
     assert table["judge"]["4"] == ["choice", "both_bad"]

@@ -1,12 +1,14 @@
 """The judging page's keys, written once: the buttons' hints, the help list and the scripts' table.
 
 The template renders the hints and the help list from `keymap(project)`; the same table goes to
-the page as JSON data (`json_script`, a data block that the CSP does not block, as it runs
-nothing), and static/js/keys.js hands it to annotate.js and panes.js, so no script repeats a key.
+the page as JSON in a data attribute (not a `json_script` block: the page keeps no inline
+<script> of any kind, which its CSP and the hostile-content tests check), and static/js/keys.js
+hands it to annotate.js, panes.js and arrival.js, so no script repeats a key.
 Keys are `KeyboardEvent.key` values. Esc, Tab and Enter inside a form keep their browser meaning
 (leave, move, submit) and are only described here.
 """
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +89,10 @@ class KeyMap:
             "judge": {key: [b.name, b.value] for b in buttons for key in b.keys},
             "page": {key: action for action, key in self.page.items()},
         }
+
+    def script_json(self) -> str:
+        """script_data as JSON, for the page's data-keys attribute (the template escapes it)."""
+        return json.dumps(self.script_data(), ensure_ascii=False)
 
 
 def _kbd(*keys: str, sep: str = " ") -> SafeString:

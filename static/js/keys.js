@@ -1,6 +1,6 @@
 // The judging page's keys. They are defined once, in apps/judging/keys.py, and reach the page
-// as JSON data (<script type="application/json" id="judging-keys">, which the CSP lets be, as it
-// runs nothing): annotate.js, panes.js and arrival.js read them here instead of naming keys.
+// as JSON in an attribute (<div id="judging-keys" data-keys="...">: the page has no inline
+// script at all): annotate.js, panes.js and arrival.js read them here instead of naming keys.
 // And the one answer to "is the user typing?", which every key handler asks before acting.
 (function () {
   "use strict";
@@ -10,7 +10,7 @@
     if (table === null) {
       var data = document.getElementById("judging-keys");
       try {
-        table = data ? JSON.parse(data.textContent) : null;
+        table = data ? JSON.parse(data.getAttribute("data-keys")) : null;
       } catch (e) {
         table = null;
       }
