@@ -15,6 +15,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from apps.batches.models import Candidate
 from apps.judging.answers import allowed_choices
+from apps.judging.keys import keymap
 from apps.judging.models import Assignment, Choice, Judgment
 from apps.judging.rendering import renderings_attach
 from apps.judging.selectors import (
@@ -72,23 +73,6 @@ def home(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _choices(project: Project) -> list[tuple[str, str, str]]:
-    """(value, label, keys) for each choice the project offers, in key order."""
-    choices = [
-        (Choice.LEFT.value, "Left is better", "1 or ←"),
-        (Choice.RIGHT.value, "Right is better", "2 or →"),
-    ]
-    if project.allow_tie:
-        choices.append((Choice.TIE.value, "Tie", "3"))
-    if project.allow_both_bad:
-        choices.append((Choice.BOTH_BAD.value, "Both bad", "4"))
-    return choices
-
-
-# Keys of the graded scale, left to right: 1 (the left response is significantly better) to 7.
-GRADE_KEYS = "1234567"
-
-
 def _scheme_context(project: Project) -> dict[str, Any]:
     """What the judging form offers in this project: its scheme, criteria, flags, rationale."""
     graded = project.scheme == Scheme.GRADED
@@ -100,11 +84,6 @@ def _scheme_context(project: Project) -> dict[str, Any]:
             o for o in options if o[0] in allowed_choices(project.allow_tie, project.allow_both_bad)
         ]
     return {
-        "grades": [
-            (value, label, key) for (value, label), key in zip(GRADES, GRADE_KEYS, strict=True)
-        ]
-        if graded
-        else [],
         "criteria": project.criteria,
         "criterion_options": options,
         "flags": project.flags,
@@ -113,6 +92,12 @@ def _scheme_context(project: Project) -> dict[str, Any]:
             project.rationale_min_length, 1 if project.rationale == RationaleRule.REQUIRED else 0
         ),
     }
+
+
+def _keys_context(project: Project) -> dict[str, Any]:
+    """The page's keys (apps/judging/keys.py): the buttons, the help list, the scripts' table."""
+    keys = keymap(project, skip_reasons=bool(project.skip_reasons))
+    return {"keys": keys, "choices": keys.choices, "grades": keys.grades}
 
 
 _CRITERION_CHOICES = [
@@ -204,8 +189,8 @@ def _render_annotate(
         "skip_reasons": project.skip_reasons,
         "project": project,
         "assignment": assignment,
-        "choices": _choices(project),
         **_scheme_context(project),
+        **_keys_context(project),
         "idempotency_key": secrets.token_urlsafe(16),
         "progress": progress_in_project(annotator=annotator, project=project),
         "peek": peek,

@@ -1,11 +1,12 @@
-// Keyboard flow for the judging page. Pairwise: 1/← left, 2/→ right, 3 tie, 4 both bad.
-// Graded: 1-7 from "left significantly better" to "right significantly better", b both bad.
-// r writes the rationale, c goes to the first unanswered criterion (arrows pick within it).
+// Keyboard flow for the judging page. The keys are apps/judging/keys.py's, read through keys.js:
+// pairwise 1/← left, 2/→ right, 3 tie, 4 both bad; graded 1-7 from "left significantly better"
+// to "right significantly better", b both bad; r writes the rationale, c goes to the first
+// unanswered criterion (arrows pick within it).
 // A key press submits the form through the matching button, so htmx (or, without htmx, the
 // browser) sends exactly what a click would. Time on task counts only while the page is visible.
 (function () {
   "use strict";
-  var KEYS = { "1": "left", ArrowLeft: "left", "2": "right", ArrowRight: "right", "3": "tie", "4": "both_bad" };
+  var keys = window.annotateKeys;
   var visibleMs = 0;
   var visibleSince = document.visibilityState === "visible" ? performance.now() : null;
 
@@ -25,14 +26,6 @@
     }
   });
 
-  function typing(target) {
-    if (!target) return false;
-    if (target.tagName === "INPUT") return !/^(radio|checkbox|button|submit)$/.test(target.type);
-    // A listwise place box takes digits (ranking.js); the other keys work there as elsewhere.
-    if (target.tagName === "SELECT") return !target.closest(".rank-list");
-    return target.tagName === "TEXTAREA" || target.isContentEditable;
-  }
-
   // Skipping: s goes to the skip form's first button; there a reason's key (its digit, o for
   // Other, Enter when the project has no reasons) skips at once, and Esc goes back. Other needs
   // a note: o goes to the note, and Enter in it skips for Other.
@@ -48,14 +41,14 @@
       }
       return true;
     }
-    if (typing(event.target)) return false;
+    if (keys.isTyping(event)) return false;
     if (event.key === "Escape") {
       event.preventDefault();
       var title = document.getElementById("comparison-title");
       if (title) title.focus({ preventScroll: true });
       return true;
     }
-    if (event.key === "o") {
+    if (keys.action(event.key) === "skip_other") {
       var note = skipForm.querySelector("#skip-note");
       if (note && skipForm.querySelector('button[value="other"]')) {
         event.preventDefault();
@@ -93,19 +86,20 @@
 
   document.addEventListener("keydown", function (event) {
     if (!event.ctrlKey && !event.metaKey && !event.altKey && skipKey(event)) return;
-    if (event.key === "Escape" && typing(event.target)) {
+    if (event.key === "Escape" && keys.isTyping(event)) {
       event.target.blur();  // leave the rationale box, back to the choice keys
       return;
     }
-    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    if (event.ctrlKey || event.metaKey || event.altKey || keys.isTyping(event)) return;
     if (event.key.indexOf("Arrow") === 0 && (scrollsSideways(event.target) || choosing(event.target))) return;
-    if (event.key === "?" || event.key === "g") {
+    var action = keys.action(event.key);
+    if (action === "help" || action === "guidelines") {
       event.preventDefault();
-      toggle(event.key === "?" ? "help" : "guidelines");
+      toggle(action);
       return;
     }
     if (document.querySelector("dialog[open]")) return;  // the help list has the keys now
-    if (event.key === "u") {
+    if (action === "undo") {
       var undo = document.querySelector("form.undo button");
       if (undo && !undo.disabled) {
         event.preventDefault();
@@ -113,7 +107,7 @@
       }
       return;
     }
-    if (event.key === "s") {
+    if (action === "skip") {
       var first = document.querySelector("form.skip button[data-skip-key]");
       if (first) {
         event.preventDefault();
@@ -123,18 +117,18 @@
     }
     var form = document.querySelector("form.judge");
     if (!form) return;
-    if (event.key === "r" || event.key === "c") {
-      var target = event.key === "r" ? form.querySelector("#rationale") : firstUnanswered(form);
+    if (action === "rationale" || action === "criterion") {
+      var target = action === "rationale" ? form.querySelector("#rationale") : firstUnanswered(form);
       if (target) {
         event.preventDefault();
         target.focus();
       }
       return;
     }
-    var button = form.querySelector('button[data-key="' + cssEscape(event.key) + '"]');
-    if (!button && !form.querySelector(".choices.graded") && KEYS[event.key]) {
-      button = form.querySelector('button[data-choice="' + KEYS[event.key] + '"]');
-    }
+    var judge = keys.judge(event.key);
+    var button = judge && form.querySelector(
+      '.choices button[name="' + judge[0] + '"][value="' + judge[1] + '"]'
+    );
     if (!button || button.disabled) return;
     event.preventDefault();
     // A click, not form.requestSubmit(button): htmx 2 learns which button submitted from the
@@ -160,10 +154,6 @@
     if (!opener) return;
     toggle(opener.getAttribute("data-open") || opener.getAttribute("data-close"));
   });
-
-  function cssEscape(key) {
-    return key.length === 1 && /[0-9a-z]/i.test(key) ? key : "";
-  }
 
   // The first criterion without an answer: its checked radio's group, or its first radio.
   function firstUnanswered(form) {

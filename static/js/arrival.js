@@ -60,7 +60,7 @@
         bar.prepend(note);
       }
       note.textContent = "First answer " + left + (left === 1 ? " criterion" : " criteria") +
-        " below: c goes to the next one.";
+        " below: " + window.annotateKeys.keyFor("criterion") + " goes to the next one.";
     }
     measureBar();
   }

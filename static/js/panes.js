@@ -76,18 +76,10 @@
     if (!box.matches(":focus-visible")) box.blur();
   });
 
-  function typingInto(target) {
-    if (!target || !target.tagName) return false;
-    if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") {
-      return true;
-    }
-    return target.tagName === "INPUT" &&
-      ["checkbox", "radio", "button", "submit", "reset"].indexOf(target.type) === -1;
-  }
-
   document.addEventListener("keydown", function (event) {
-    if (event.key !== "d" || event.repeat) return;
-    if (event.ctrlKey || event.metaKey || event.altKey || typingInto(event.target)) return;
+    var keys = window.annotateKeys;
+    if (keys.action(event.key) !== "diff" || event.repeat) return;
+    if (event.ctrlKey || event.metaKey || event.altKey || keys.isTyping(event)) return;
     var box = document.getElementById("show-diff");
     if (!box) return;
     event.preventDefault();

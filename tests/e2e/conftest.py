@@ -7,7 +7,6 @@ to know about: dialogs (dismissed), console errors, page errors and every reques
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.e2e.helpers import DEFAULT_TIMEOUT_MS
 
 # Playwright's sync API runs an event loop in this thread, which trips Django's async-safety
 # check on every ORM call made by the test itself (fixtures, assertions).
@@ -27,7 +28,6 @@ LAUNCH_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
 ]
-DEFAULT_TIMEOUT_MS = 10_000
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -94,19 +94,6 @@ class PageLog:
         assert self.page_errors == [], f"page errors: {self.page_errors}"
         assert self.real_console_errors() == [], f"console errors: {self.console_errors}"
         assert self.foreign_requests(origin) == [], "requests left for another origin"
-
-
-def wait_for_held(page: Any, held: list[Any], count: int = 1) -> None:
-    """Wait until `count` requests are held by a route handler.
-
-    Playwright's sync API runs route handlers only while it is in one of its own calls, so a
-    request the page has sent may not have reached the handler yet when a DOM condition holds:
-    keep Playwright's loop turning (wait_for_timeout) until it has.
-    """
-    deadline = time.monotonic() + DEFAULT_TIMEOUT_MS / 1000
-    while len(held) < count:
-        assert time.monotonic() < deadline, f"{len(held)} of {count} requests held"
-        page.wait_for_timeout(20)
 
 
 @pytest.fixture

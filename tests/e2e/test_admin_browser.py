@@ -3,7 +3,6 @@ guideline, upload a bad file and read its line errors, upload a good one and wat
 bar until the import ends, then pause the batch."""
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,19 +15,9 @@ from apps.batches.tasks import batch_import_task
 from apps.projects.models import GuidelineVersion, Project
 from tests.conftest import jsonl, prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import PASSWORD
+from tests.e2e.helpers import DOCS, admin_log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def admin_log_in(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/admin/login/?next=/admin/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    with page.expect_navigation():
-        page.click("input[type=submit]")
-    assert page.url == f"{base}/admin/", page.url
 
 
 @pytest.fixture

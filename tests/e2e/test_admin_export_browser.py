@@ -16,7 +16,8 @@ from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_admin_browser import DOCS, admin_log_in, unconsumed_queue  # noqa: F401
+from tests.e2e.helpers import DOCS, admin_log_in
+from tests.e2e.test_admin_browser import unconsumed_queue  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,7 @@ from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_admin_browser import admin_log_in
+from tests.e2e.helpers import admin_log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

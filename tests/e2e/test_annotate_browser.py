@@ -9,7 +9,6 @@ import os
 import re
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +19,19 @@ from apps.batches.models import Batch, Comparison
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Membership, Project
 from tests.conftest import prompt_line
-from tests.e2e.conftest import PageLog, wait_for_held
+from tests.e2e.conftest import PageLog
+from tests.e2e.helpers import (
+    DOCS,
+    WAIT_MS,
+    current_assignment,
+    log_in,
+    press_and_wait_for_swap,
+    send_probe,
+    wait_for_held,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "pw-for-tests"
-WAIT_MS = 5_000
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 KEY_CHOICES = {
     "1": "left",
     "ArrowLeft": "left",
@@ -35,40 +40,6 @@ KEY_CHOICES = {
     "3": "tie",
     "4": "both_bad",
 }
-
-
-def log_in(page: Any, base_url: str, username: str) -> None:
-    """Logs in through the form, typing like a person: username, Tab, password, Enter."""
-    page.goto(f"{base_url}/accounts/login/")
-    assert page.evaluate("document.activeElement.id") == "id_username"  # autofocus
-    page.keyboard.type(username)
-    page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert page.url == f"{base_url}/", f"login did not land on the home page: {page.url}"
-
-
-def current_assignment(page: Any) -> str | None:
-    return page.get_attribute("section#comparison", "data-assignment")
-
-
-def press_and_wait_for_swap(page: Any, key: str) -> str | None:
-    """Presses `key` and waits until htmx has swapped in another comparison (or the end)."""
-    before = current_assignment(page)
-    assert before, "no comparison on the page to judge"
-    page.keyboard.press(key)
-    page.wait_for_function(
-        """before => {
-            const section = document.querySelector("section#comparison");
-            return section !== null && section.dataset.assignment !== before
-                && section.getAttribute("aria-busy") !== "true"
-                && document.querySelector(".htmx-request, .htmx-swapping") === null;
-        }""",
-        arg=before,
-        timeout=WAIT_MS,
-    )
-    return current_assignment(page)
 
 
 def export_judgments(base_url: str, user: User, slug: str = "demo") -> list[dict[str, Any]]:
@@ -308,6 +279,10 @@ def test_it_runs_no_script_from_hostile_candidates(
     ) == ["right", "left", "right"]
 
 
+# A URL the held route matches, that the page itself never asks for.
+PROBE = "/p/demo/a/probe/"
+
+
 def test_it_takes_one_judgment_while_a_post_is_in_flight(
     live_server: Any,
     page: Any,
@@ -336,8 +311,11 @@ def test_it_takes_one_judgment_while_a_post_is_in_flight(
     assert disabled and all(disabled), f"some choices stay clickable in flight: {disabled}"
     page.keyboard.press("2")  # an impatient second key: ignored
     page.keyboard.press("ArrowRight")
-    page.wait_for_timeout(300)  # time for a second request, were one sent, to be held
-    assert len(held) == 1
+    # A second request, were one sent, is held before a probe the page sends after it.
+    send_probe(page, PROBE)
+    wait_for_held(page, held, 2)
+    assert [route.request.url.endswith(PROBE) for route in held] == [False, True]
+    held.pop().fulfill(status=204)
     held[0].continue_()
     page.wait_for_function(
         """before => {
@@ -348,8 +326,13 @@ def test_it_takes_one_judgment_while_a_post_is_in_flight(
         arg=before,
         timeout=WAIT_MS,
     )
-    page.wait_for_timeout(300)  # room for a queued second request to show up
-    assert len([url for url in page_log.requests if "/p/demo/a/" in url]) == 1
+    # A queued second request would go out after the swap: before this probe.
+    send_probe(page, PROBE)
+    wait_for_held(page, held, 2)
+    assert held[1].request.url.endswith(PROBE), held[1].request.url
+    held[1].fulfill(status=204)
+    judged = [url for url in page_log.requests if "/p/demo/a/" in url and PROBE not in url]
+    assert len(judged) == 1
     assert list(
         Judgment.objects.filter(annotator__username="ann").values_list("choice", flat=True)
     ) == ["left"]

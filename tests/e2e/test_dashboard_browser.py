@@ -28,7 +28,7 @@ from apps.projects.services import membership_add
 from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import log_in
+from tests.e2e.helpers import fill_login, log_in
 from tests.test_dashboard import REFRESH_TASK
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -241,10 +241,7 @@ def test_dashboard_screenshot(
     base = live_server.url
     page.set_viewport_size({"width": 1366, "height": 768})
     page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", "lead")
-    page.fill("#id_password", "demo-lead-pass")
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
+    fill_login(page, "lead", "demo-lead-pass")
     page.goto(f"{base}/lead/p/{project.slug}/")
     assert int(tile(page, "judgments")) > 150
     assert page.locator("tr.flagged").count() >= 1

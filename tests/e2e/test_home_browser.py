@@ -22,7 +22,7 @@ from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import log_in
+from tests.e2e.helpers import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,7 @@ from apps.projects.models import Project
 from apps.projects.services import membership_add
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import PASSWORD
+from tests.e2e.helpers import fill_login
 from tests.e2e.test_dashboard_browser import api_post
 from tests.test_dashboard import age_figures
 
@@ -73,10 +73,7 @@ def test_a_lead_invalidates_a_spammer_sees_agreement_recover_and_exports(
     refresh_figures(project)
 
     page.goto(f"{base}/admin/login/?next=/lead/p/demo/")
-    page.fill("#id_username", "bob")
-    page.fill("#id_password", PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
+    fill_login(page, "bob")
     assert page.url.endswith("/lead/p/demo/"), page.url
     assert "50.0%" in agreement_row(page)
 

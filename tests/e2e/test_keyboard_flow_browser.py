@@ -14,8 +14,8 @@ from apps.judging.models import Judgment, Skip
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import current_assignment, press_and_wait_for_swap
-from tests.e2e.test_schemes_browser import configure, open_project, shown_externals
+from tests.e2e.helpers import configure, current_assignment, open_project, press_and_wait_for_swap
+from tests.e2e.test_schemes_browser import shown_externals
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,12 +20,19 @@ from apps.batches.models import Batch
 from apps.judging.models import Judgment
 from apps.projects.models import Project
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import current_assignment, press_and_wait_for_swap
-from tests.e2e.test_schemes_browser import configure, open_project
+from tests.e2e.helpers import (
+    DOCS,
+    configure,
+    csp_violations,
+    current_assignment,
+    next_frames,
+    open_project,
+    press_and_wait_for_swap,
+    record_csp,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 VIEWPORTS = [(1366, 768), (768, 1024)]
 VIEWPORT_IDS = ["laptop", "tablet"]
 CRITERIA = [
@@ -108,17 +115,8 @@ ON_ARRIVAL = """() => {
 }"""
 
 
-# Every CSP violation of a page, as the page itself hears of them (the console says it too).
-RECORD_CSP = """
-window.__csp = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-    window.__csp.push(`${event.violatedDirective} ${event.blockedURI} ${event.sample}`);
-});
-"""
-
-
 def assert_item_arrives_well(page: Any, page_log: PageLog, number: int) -> None:
-    page.wait_for_timeout(100)  # a frame for the page's own scrolling on arrival
+    next_frames(page)  # the page's own scrolling on arrival is done by then
     seen = page.evaluate(ON_ARRIVAL)
     assert seen["lastUserText"] and QUESTION in seen["lastUserText"], seen
     assert seen["lastUserShown"], f"item {number}: the last user turn is not on screen: {seen}"
@@ -126,7 +124,7 @@ def assert_item_arrives_well(page: Any, page_log: PageLog, number: int) -> None:
     assert seen["pageTop"] == 0, f"item {number}: the page did not start at its top: {seen}"
     assert seen["panesTop"] and all(top == 0 for top in seen["panesTop"]), seen
     assert page_log.real_console_errors() == [], page_log.console_errors
-    assert page.evaluate("window.__csp || []") == []
+    assert csp_violations(page) == []
 
 
 def scroll_everything_down(page: Any) -> None:
@@ -194,7 +192,7 @@ def test_a_sequence_of_items_by_keyboard_shows_each_question_and_its_controls(
         configure(project, scheme="listwise")
     import_rows(*conversation_rows(4, candidates=3 if scheme == "listwise" else 2))
     page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
-    page.add_init_script(RECORD_CSP)
+    record_csp(page)
     base = live_server.url
     open_project(page, base)
     keys = {
@@ -234,9 +232,9 @@ def test_a_sequence_of_items_by_keyboard_shows_each_question_and_its_controls(
     page.keyboard.press("Escape")
     page.keyboard.press("g")
     page.keyboard.press("g")
-    assert page.evaluate("window.__csp") == []
+    assert csp_violations(page) == []
     page.goto(f"{base}/")
-    assert page.evaluate("window.__csp") == []
+    assert csp_violations(page) == []
     page_log.assert_clean(base)
     # The recorder does hear a violation: an inline style, as htmx's indicator styles were.
     page.evaluate(
@@ -265,7 +263,7 @@ def test_a_grade_key_with_a_criterion_unanswered_shows_and_focuses_it(
     assert cue.evaluate(IN_VIEWPORT)
     first = current_assignment(page)
     page.keyboard.press("6")
-    page.wait_for_timeout(300)
+    page.locator("fieldset[data-criterion=helpfulness] .missing").wait_for()
     assert current_assignment(page) == first
     assert not Judgment.objects.exists()
     assert_focus_shown(page, "criterion:helpfulness")
@@ -286,7 +284,7 @@ def test_a_grade_key_with_a_criterion_unanswered_shows_and_focuses_it(
     assert Judgment.objects.count() == 1
     # A mouse click on a grade does the same, with no browser bubble (ours instead).
     page.locator(".choices.graded button.grade-2").click()
-    page.wait_for_timeout(300)
+    page.locator("fieldset[data-criterion=helpfulness] .missing").wait_for()
     assert current_assignment(page) == after
     assert_focus_shown(page, "criterion:helpfulness")
     page_log.assert_clean(base)
@@ -306,7 +304,7 @@ def test_a_required_rationale_left_empty_is_shown_with_our_message(
     open_project(page, base)
     first = current_assignment(page)
     page.keyboard.press("1")
-    page.wait_for_timeout(300)
+    page.locator("#rationale + .missing").wait_for()
     assert current_assignment(page) == first
     assert_focus_shown(page, "rationale")
     message = page.locator("#rationale + .missing")
@@ -427,7 +425,7 @@ def test_it_takes_the_judging_screenshots_for_the_docs(
         press_and_wait_for_swap(page, "1")  # the second item, as it arrives after a swap
     name = "annotate" + ("-graded" if scheme == "graded" else "")
     name += "-tablet" if viewport[0] < 1000 else ""
-    page.wait_for_timeout(200)
+    next_frames(page)
     page.screenshot(path=str(target / f"{name}.png"))
     assert (target / f"{name}.png").stat().st_size > 10_000
     page_log.assert_clean(base)

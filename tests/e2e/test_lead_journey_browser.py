@@ -20,8 +20,8 @@ from apps.judging.services import assignment_next, judgment_submit
 from apps.projects.models import Project
 from tests.conftest import jsonl, prompt_line
 from tests.e2e.conftest import PageLog
+from tests.e2e.helpers import log_in
 from tests.e2e.test_admin_browser import unconsumed_queue  # noqa: F401
-from tests.e2e.test_annotate_browser import log_in
 from tests.e2e.test_home_browser import SCREEN, api_get
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import PASSWORD
+from tests.e2e.helpers import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

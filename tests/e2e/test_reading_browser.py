@@ -15,15 +15,8 @@ from apps.judging.models import Assignment
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import (
-    DOCS,
-    FENCED,
-    SCRIPT,
-    assert_nothing_ran,
-    current_assignment,
-    log_in,
-    press_and_wait_for_swap,
-)
+from tests.e2e.helpers import DOCS, current_assignment, log_in, press_and_wait_for_swap
+from tests.e2e.test_annotate_browser import FENCED, SCRIPT, assert_nothing_ran
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,14 +46,19 @@ def wheel_over(page: Any, selector: str, dy: int) -> None:
 
 
 def wait_until_still(page: Any) -> list[dict[str, Any]]:
-    """The panes' state once wheel scrolling and any following have settled."""
-    page.wait_for_timeout(150)
+    """The panes' state once wheel scrolling and any following have settled: no pane moved
+    for ten frames in a row (a wheel's scroll starts within a frame or two of the event)."""
     page.wait_for_function(
         """() => new Promise(resolve => {
             const tops = () => [...document.querySelectorAll(".candidate")].map(p => p.scrollTop);
-            const before = tops().join();
-            requestAnimationFrame(() => requestAnimationFrame(() =>
-                resolve(tops().join() === before)));
+            let before = tops().join(), still = 0;
+            const step = () => {
+                const now = tops().join();
+                still = now === before ? still + 1 : 0;
+                before = now;
+                if (still >= 10) resolve(true); else requestAnimationFrame(step);
+            };
+            requestAnimationFrame(step);
         })"""
     )
     return panes(page)

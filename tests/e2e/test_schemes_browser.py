@@ -11,8 +11,17 @@ from apps.batches.models import Batch, Comparison
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Project
 from tests.conftest import prompt_line
-from tests.e2e.conftest import PageLog, wait_for_held
-from tests.e2e.test_annotate_browser import current_assignment, log_in, press_and_wait_for_swap
+from tests.e2e.conftest import PageLog
+from tests.e2e.helpers import (
+    DOCS,
+    configure,
+    current_assignment,
+    fill_login,
+    next_frames,
+    open_project,
+    press_and_wait_for_swap,
+    wait_for_held,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,22 +31,14 @@ CRITERIA = [
 ]
 
 
-def configure(project: Project, **settings: Any) -> None:
-    for name, value in settings.items():
-        setattr(project, name, value)
-    project.full_clean()
-    project.save()
-
-
-def open_project(page: Any, base: str) -> None:
-    log_in(page, base, "ann")
-    page.goto(f"{base}/p/demo/")
-    assert current_assignment(page)
-
-
 def assert_not_sent(page: Any, before: str) -> None:
-    """The key did not submit: the same comparison is still there and nothing was stored."""
-    page.wait_for_timeout(300)
+    """The key did not submit: the same comparison is still there and nothing was stored.
+
+    A judgment sent by htmx shows at once: the prefetched card replaces this one, or the form
+    is busy (.htmx-request) until the answer, which brings another comparison.
+    """
+    next_frames(page)
+    assert page.locator(".htmx-request").count() == 0
     assert current_assignment(page) == before
     assert not Judgment.objects.exists()
 
@@ -256,8 +257,6 @@ def test_a_choice_made_as_the_session_expires_is_sent_after_login(
     project: Project,
     import_rows: Callable[..., Batch],
 ) -> None:
-    from tests.e2e.test_annotate_browser import PASSWORD
-
     import_rows(*(prompt_line(f"s-{i}") for i in range(3)))
     base = live_server.url
     open_project(page, base)
@@ -274,10 +273,7 @@ def test_a_choice_made_as_the_session_expires_is_sent_after_login(
         page.keyboard.press("2")
     assert "/accounts/login/" in page.url
     assert not Judgment.objects.exists()
-    page.fill("#id_username", "ann")
-    page.fill("#id_password", PASSWORD)
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
+    fill_login(page, "ann")
     assert page.url == f"{base}/p/demo/"
     page.wait_for_function(
         "first => document.querySelector('section#comparison').dataset.assignment !== first",
@@ -289,7 +285,7 @@ def test_a_choice_made_as_the_session_expires_is_sent_after_login(
     assert page.inner_text("[data-testid=judged]") == "1"
     # Sent once: a reload sends nothing again.
     page.reload()
-    page.wait_for_timeout(300)
+    page.wait_for_load_state("networkidle")  # a resent judgment would be on the wire by then
     assert Judgment.objects.count() == 1
     page_log.assert_clean(base)
 
@@ -466,11 +462,10 @@ def test_it_takes_the_scheme_screenshots_for_the_docs(
     """docs/annotate-listwise.png, refreshed with SCREENSHOTS=1
     (otherwise written to a temporary folder, so that a run never rewrites tracked files)."""
     import os
-    from pathlib import Path
 
     from apps.projects.services import project_guidelines_set
 
-    target = Path(__file__).resolve().parents[2] / "docs"
+    target = DOCS
     if os.environ.get("SCREENSHOTS") != "1":
         target = tmp_path
     page.set_viewport_size({"width": 1280, "height": 1000})
@@ -617,10 +612,7 @@ def test_hostile_guidelines_skip_reasons_and_rationales_stay_text(
     # ...and shown as text where a lead reads it, in the admin.
     page.context.clear_cookies()
     page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", alice.username)
-    page.fill("#id_password", "pw-for-tests")
-    with page.expect_navigation():
-        page.keyboard.press("Enter")
+    fill_login(page, alice.username)
     page.goto(f"{base}/admin/judging/judgment/{judgment.pk}/change/")
     assert "<script>window.__xss=1;alert(1)</script>" in page.inner_text("#content")
     assert page.evaluate("window.__xss === undefined")
@@ -694,6 +686,8 @@ def test_time_on_task_counts_only_while_the_page_is_visible(
 ) -> None:
     import_rows(*(prompt_line(f"v-{i}") for i in range(2)))
     base = live_server.url
+    # The page's clock (performance.now included) is Playwright's: time is jumped, not waited.
+    page.clock.install()
     open_project(page, base)
 
     def visibility(state: str) -> None:
@@ -707,17 +701,17 @@ def test_time_on_task_counts_only_while_the_page_is_visible(
             state,
         )
 
-    page.wait_for_timeout(300)  # looking at it
+    page.clock.fast_forward(3_000)  # looking at it
     visibility("hidden")  # another tab, for a while
-    page.wait_for_timeout(1500)
+    page.clock.fast_forward(60_000)
     visibility("visible")
-    page.wait_for_timeout(300)
+    page.clock.fast_forward(3_000)
     press_and_wait_for_swap(page, "1")
     duration = Judgment.objects.get().duration_ms
     assert duration is not None
-    # About 0.6 s visible (plus the browser's round trips, slow on a loaded machine); counting the
-    # 1.5 s hidden would give at least 2.1 s.
-    assert 500 <= duration < 2000, duration
+    # 6 s visible, plus the real time the test's own steps took (well under a minute even on a
+    # loaded machine); counting the minute hidden would give at least 66 s.
+    assert 6_000 <= duration < 60_000, duration
     page_log.assert_clean(base)
 
 

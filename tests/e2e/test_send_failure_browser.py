@@ -13,7 +13,7 @@ from apps.batches.models import Batch
 from apps.judging.models import Judgment
 from apps.projects.models import Project
 from tests.conftest import prompt_line
-from tests.e2e.test_annotate_browser import DOCS, WAIT_MS, current_assignment, log_in
+from tests.e2e.helpers import DOCS, WAIT_MS, current_assignment, log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,6 +41,7 @@ def test_a_judgment_that_did_not_arrive_is_sent_again_and_stored_once(
             route.continue_()
 
     page.route("**/p/demo/a/*/", cut_the_first_two)
+    page.clock.install()  # the page's retry timer runs on Playwright's clock: jumped, not waited
     page.goto(f"{base}/p/demo/")
     before = current_assignment(page)
     page.keyboard.press("2")
@@ -50,6 +51,8 @@ def test_a_judgment_that_did_not_arrive_is_sent_again_and_stored_once(
     assert "did not reach the server" in alert.inner_text()
     assert "sent again in 2 s" in alert.inner_text()
     # The automatic retry after 2 s fails too: the wait doubles.
+    assert len(posts) == 1
+    page.clock.fast_forward(2_000)
     page.wait_for_function(
         "() => document.querySelector('.send-error p').textContent.includes('in 4 s')",
         timeout=WAIT_MS,
@@ -77,5 +80,5 @@ def test_a_judgment_that_did_not_arrive_is_sent_again_and_stored_once(
     ) == ["right"]
     # Nothing is left to send: a reload sends no fourth request.
     page.reload()
-    page.wait_for_timeout(300)
+    page.wait_for_load_state("networkidle")  # a fourth request would be on the wire by then
     assert len(posts) == 3

@@ -11,7 +11,7 @@ from apps.judging.models import Assignment, AssignmentStatus, Judgment
 from apps.projects.models import Membership, Project
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog
-from tests.e2e.test_annotate_browser import WAIT_MS, current_assignment, log_in
+from tests.e2e.helpers import WAIT_MS, current_assignment, log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
