@@ -17,7 +17,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from annotate.broker import RETRY_AFTER_SECONDS, BrokerUnavailable
 from annotate.schema import MAX_ID
 from apps.batches.import_format import ImportFormatError
-from apps.judging.services import (
+from apps.judging.queue import (
     AnnotatorBlocked,
     AssignmentNotFound,
     JudgmentConflict,

@@ -18,16 +18,16 @@ def test_migrate_installs_the_queue_functions_and_may_run_again():
     upgrade, a redeploy) leaves exactly one of each."""
     from django.db import connection
 
-    from apps.judging import queue_sql
+    from apps.judging.queue import FUNCTION_NAMES
 
     call_command("migrate", verbosity=0)
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT proname, count(*) FROM pg_proc WHERE proname = ANY(%s) GROUP BY proname",
-            [list(queue_sql.FUNCTION_NAMES)],
+            [list(FUNCTION_NAMES)],
         )
-        assert dict(cursor.fetchall()) == dict.fromkeys(queue_sql.FUNCTION_NAMES, 1)
+        assert dict(cursor.fetchall()) == dict.fromkeys(FUNCTION_NAMES, 1)
 
 
 @pytest.mark.postgres

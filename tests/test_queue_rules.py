@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
-from apps.judging.services import (
+from apps.judging.queue import (
     AnnotatorBlocked,
     JudgmentConflict,
     assignment_next,
@@ -488,9 +488,9 @@ def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
     order finds them a fresh comparison, and the exact (unbounded) probe never runs."""
     from django.db import connection
 
-    from apps.judging import queue_sql
+    from apps.judging.queue import policy
 
-    monkeypatch.setattr(queue_sql, "WINDOW", 3)
+    monkeypatch.setattr(policy, "WINDOW", 3)
 
     def probe(user):
         """Which probe of annotate_pick finds the user's next (1 the policy's head, 2
@@ -498,7 +498,7 @@ def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT o_probe, o_id FROM annotate_pick(%s, %s, %s, %s, 0, %s)",
-                [project.pk, user.pk, project.policy, project.overlap, queue_sql.WINDOW],
+                [project.pk, user.pk, project.policy, project.overlap, policy.WINDOW],
             )
             return cursor.fetchone()
 
@@ -529,9 +529,9 @@ def test_the_exact_probe_finds_what_the_bounded_ones_cannot_reach(
     is never said of rows a bounded probe did not reach)."""
     from django.db import connection
 
-    from apps.judging import queue_sql
+    from apps.judging.queue import policy
 
-    monkeypatch.setattr(queue_sql, "WINDOW", 3)
+    monkeypatch.setattr(policy, "WINDOW", 3)
     import_rows(*(prompt_line(f"p{i}") for i in range(8)))
     skipped = set()
     for _ in range(6):

@@ -19,7 +19,7 @@ from apps.exports.stats import (
     reliability_matrix,
 )
 from apps.judging.models import Judgment
-from apps.judging.services import Preference, assignment_next, judgment_submit
+from apps.judging.queue import Preference, assignment_next, judgment_submit
 from apps.projects.selectors import pseudonyms_for
 from tests.conftest import prompt_line
 

@@ -169,7 +169,7 @@ class Comparison(models.Model):
     """Two candidates of one prompt, to be judged by `project.overlap` annotators.
 
     `judgment_count + lease_count` is the number of slots taken; it never exceeds the overlap.
-    Both counts are changed only inside the queue's transactions (apps.judging.services).
+    Both counts are changed only inside the queue's transactions (apps.judging.queue).
     """
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="comparisons")

@@ -2,7 +2,7 @@
 
 The shape (types, ranges, lengths) needs no project and is checked before anything is sent to
 the database. The project's rules (its scheme, criteria, flags and rationale rule) are checked
-with the lease locked: by `answer_problem` on SQLite, and by annotate_submit (queue_sql) on
+with the lease locked: by `answer_problem` on SQLite, and by annotate_submit (queue.sql_submit) on
 PostgreSQL, which reports the same problem codes. Either way the message comes from `MESSAGES`.
 
 Sides: the annotator answers about the screen (left, right; a graded strength below 0 favours
@@ -180,7 +180,7 @@ def _pick_fits(project: Any, pick: Pick) -> bool:
 def answer_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
     """(code, detail) of the first rule of the project the answer breaks, or None.
 
-    annotate_submit (queue_sql) checks the same rules in the same order on PostgreSQL.
+    annotate_submit (queue.sql_submit) checks the same rules in the same order on PostgreSQL.
     """
     overall = answer.overall
     if project.scheme == Scheme.LISTWISE:

@@ -33,7 +33,7 @@ from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
 from apps.exports.selectors import Pseudonyms
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
-from apps.judging.services import (
+from apps.judging.queue import (
     NEXT_REASONS,
     IdempotencyConflict,
     JudgmentError,

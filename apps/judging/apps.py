@@ -22,7 +22,7 @@ def install_queue_functions(using: str = "default", **kwargs: Any) -> None:
     connection = connections[using]
     if connection.vendor != "postgresql":
         return
-    from apps.judging import queue_sql
+    from apps.judging.queue import functions_sql
 
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        cursor.execute(queue_sql.functions_sql())
+        cursor.execute(functions_sql())

@@ -16,13 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from apps.batches.models import Candidate
 from apps.judging.answers import allowed_choices
 from apps.judging.models import Assignment, Choice, Judgment
-from apps.judging.rendering import renderings_attach
-from apps.judging.selectors import (
-    progress_for_annotator,
-    progress_in_project,
-    projects_to_manage,
-)
-from apps.judging.services import (
+from apps.judging.queue import (
     AnnotatorBlocked,
     AssignmentNotFound,
     JudgmentConflict,
@@ -34,6 +28,12 @@ from apps.judging.services import (
     comparison_peek,
     judgment_submit,
     judgment_undo,
+)
+from apps.judging.rendering import renderings_attach
+from apps.judging.selectors import (
+    progress_for_annotator,
+    progress_in_project,
+    projects_to_manage,
 )
 from apps.projects.models import GRADES, Project, RationaleRule, Scheme
 from apps.projects.selectors import project_for_member

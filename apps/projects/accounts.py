@@ -303,7 +303,7 @@ def account_deactivate(*, account: User, by: Actor) -> int:
     """Deactivates an account: it can no longer log in or use its API token, and its open
     leases return to the pool at once. Returns how many leases were released."""
     from apps.judging.models import Assignment, AssignmentStatus
-    from apps.judging.services import leases_reclaim_expired
+    from apps.judging.queue import leases_reclaim_expired
 
     if not may_manage(by, account):
         raise AccountError(f"You cannot deactivate {account.get_username()}.")
