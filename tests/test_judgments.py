@@ -285,4 +285,4 @@ def test_a_key_reused_with_another_choice_is_a_conflict(api, annotators, lease):
             choice="right",
             idempotency_key="k-1",
         )
-    assert refused.value.judgment.pk == first.json()["id"]
+    assert refused.value.stored.judgment.pk == first.json()["id"]

@@ -198,7 +198,9 @@ def _render_annotate(
     # judged (static/js/annotate.js); the judgment names it, and gets it if it is still free.
     peek = comparison_peek(project=project, annotator=annotator) if assignment else None
     # The texts' stored HTML, in one query: the page never runs the Markdown parser itself.
-    guidelines_html = renderings_attach(leases=[assignment, peek], guidelines=project.guidelines)
+    guidelines_html = renderings_attach(
+        leases=[assignment, peek.assignment if peek else None], guidelines=project.guidelines
+    )
     context = {
         "blocked": blocked,
         "skip_reasons": project.skip_reasons,

@@ -1,34 +1,35 @@
 """Why the queue refuses: its exceptions, and the messages of each refusal (the PL/pgSQL
 functions report the same outcomes by name)."""
 
-from apps.judging.models import Judgment
+from annotate.errors import BadRequest, Conflict, Forbidden, NotFound
+from apps.judging.queue.results import SubmitResult
 
 
-class JudgmentError(Exception):
+class JudgmentError(BadRequest):
     """The judgment is malformed (HTTP 400)."""
 
 
-class JudgmentConflict(Exception):
+class JudgmentConflict(Conflict):
     """The judgment cannot be taken in the queue's current state (HTTP 409)."""
 
 
 class IdempotencyConflict(JudgmentConflict):
-    """The idempotency key was used before with another answer (HTTP 409): `judgment` is the
-    one stored under it, which stands."""
+    """The idempotency key was used before with another answer (HTTP 409): `stored` is the
+    judgment stored under it, which stands."""
 
-    def __init__(self, judgment: "Judgment") -> None:
+    def __init__(self, stored: SubmitResult) -> None:
         super().__init__(
             "This idempotency key was already used with a different answer; the judgment "
             "stored under it stands. Send a new key for a new answer."
         )
-        self.judgment = judgment
+        self.stored = stored
 
 
-class AssignmentNotFound(Exception):
+class AssignmentNotFound(NotFound):
     """No such assignment for this annotator (HTTP 404)."""
 
 
-class AnnotatorBlocked(Exception):
+class AnnotatorBlocked(Forbidden):
     """The annotator may receive no more work in this project (HTTP 403); says why."""
 
 

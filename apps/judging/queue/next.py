@@ -24,6 +24,7 @@ from apps.judging.queue.results import (
     NEXT_NONE_LEFT,
     NEXT_UNAVAILABLE,
     NextAfter,
+    Peek,
     Preference,
 )
 from apps.judging.selectors import membership_for_assignment
@@ -262,7 +263,7 @@ def _assignment_next_postgresql(
     return assignment
 
 
-def comparison_peek(*, project: Project, annotator: User) -> Assignment | None:
+def comparison_peek(*, project: Project, annotator: User) -> Peek | None:
     """What the annotator would most likely be given next, to prefetch: an unsaved lease (no
     id) of the comparison the queue's pick chooses now, on random sides. Nothing is taken or
     kept locked (the pick runs in a transaction rolled back). None when the pick finds nothing,
@@ -291,7 +292,7 @@ def comparison_peek(*, project: Project, annotator: User) -> Assignment | None:
     return _peek_of(project, comparison_id)
 
 
-def _peek_of(project: Project, comparison_id: int) -> Assignment:
+def _peek_of(project: Project, comparison_id: int) -> Peek:
     comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(
         pk=comparison_id
     )
@@ -300,8 +301,7 @@ def _peek_of(project: Project, comparison_id: int) -> Assignment:
     if swap:
         left, right = right, left
     peek = Assignment(project=project, comparison=comparison, left=left, right=right)
-    peek.preference = Preference(comparison.pk, swap)  # type: ignore[attr-defined]
-    return peek
+    return Peek(peek, Preference(comparison.pk, swap))
 
 
 _NEXT_DETAILS = {

@@ -26,8 +26,12 @@ class Preference:
 
 @dataclass(frozen=True)
 class SubmitResult:
+    """A judgment taken (or found again), with what its response shows besides the judgment."""
+
     judgment: Judgment
     created: bool  # False when this was a retry of an earlier, identical submission
+    chosen_external_id: str | None  # the winner's imported id; None for tie, both bad, ranking
+    left_is_a: bool  # whether candidate A was shown on the left (answers.on_screen)
 
 
 # Why a submit or skip that asked for the next assignment (`?next=1`) carries none.
@@ -57,6 +61,7 @@ class SkipResult:
 class UndoResult:
     assignment: Assignment  # the annotator's lease on the comparison again, sides as before
     undone: Judgment  # what they had answered (no longer stored)
+    left_is_a: bool  # whether candidate A was shown on the left of the undone judgment
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,12 @@ class InvalidationResult:
     judgments: int  # judgments marked invalid now
     comparisons: int  # comparisons whose counts moved back
     reopened: int  # of those, comparisons that were complete and take votes again
+
+
+@dataclass(frozen=True)
+class Peek:
+    """What the annotator would most likely be given next (comparison_peek): an unsaved lease
+    (no id), and the preference the page sends back to ask for it."""
+
+    assignment: Assignment
+    preference: Preference

@@ -50,10 +50,12 @@ def assignment_skip(
     note = validate_text(note, "note", MAX_RATIONALE).strip()
     reason = validate_text(reason, "reason", 200).strip()
     with transaction.atomic():
-        assignment = lock_assignment(assignment_id=assignment_id, annotator=annotator)
-        refusal = standing_refusal(assignment, now)
+        locked = lock_assignment(assignment_id=assignment_id, annotator=annotator)
+        refusal = standing_refusal(locked, now)
         if refusal is None:
-            return _skip_locked(assignment, annotator=annotator, reason=reason, note=note, now=now)
+            return _skip_locked(
+                locked.assignment, annotator=annotator, reason=reason, note=note, now=now
+            )
     raise refusal
 
 
@@ -210,7 +212,7 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
     again = assignment_queryset().get(pk=lease.pk)
     if project.scheme == Scheme.LISTWISE:
         listwise_shown(again)
-    return UndoResult(again, judgment)
+    return UndoResult(again, judgment, left_is_a=judgment.left_id == comparison.candidate_a_id)
 
 
 def _option_of(judgment: Judgment, comparison: Comparison) -> str | None:

@@ -1,6 +1,7 @@
 """Whether an annotator may still act on a lease they took: removed from the project, account
 deactivated, or stopped by the gold rule. A refused lease is closed and its slot freed."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,23 +39,45 @@ STANDING_COLUMNS: dict[str, Any] = {
 }
 
 
-def lock_assignment(*, assignment_id: int, annotator: User) -> Assignment:
+# What the locking statement reads besides the lease, at no extra query: the sides' imported
+# ids and the batch's cap (for the judgment), then the annotator's standing (standing_refusal).
+_LOCK_COLUMNS: dict[str, Any] = {
+    "left_external_id": F("left__external_id"),
+    "right_external_id": F("right__external_id"),
+    "batch_cap": F("comparison__batch__annotator_cap"),
+    **STANDING_COLUMNS,
+}
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A lease locked for a judgment or a skip, with what the locking statement read along."""
+
+    assignment: Assignment
+    left_external_id: str
+    right_external_id: str
+    batch_cap: int | None
+    standing: tuple[Any, ...]  # STANDING_COLUMNS' values, in order
+
+
+def lock_assignment(*, assignment_id: int, annotator: User) -> Locked:
     assignment = (
         Assignment.objects.select_for_update(of=("self",))
         .select_related("project", "comparison")
-        .annotate(
-            left_external_id=F("left__external_id"),
-            right_external_id=F("right__external_id"),
-            batch_cap=F("comparison__batch__annotator_cap"),
-        )
         .filter(pk=assignment_id, annotator=annotator)
-        # The annotator's standing, read with the lock at no extra query (standing_refusal).
-        .annotate(**STANDING_COLUMNS)
+        .annotate(**_LOCK_COLUMNS)
         .first()
     )
     if assignment is None:
         raise refusal_for("not_found")
-    return assignment
+    read = {name: getattr(assignment, name) for name in _LOCK_COLUMNS}
+    return Locked(
+        assignment=assignment,
+        left_external_id=read["left_external_id"],
+        right_external_id=read["right_external_id"],
+        batch_cap=read["batch_cap"],
+        standing=tuple(read[name] for name in STANDING_COLUMNS),
+    )
 
 
 def standing_problem(
@@ -75,20 +98,21 @@ def standing_problem(
     return ("stopped", reason) if reason else ("", "")
 
 
-def standing_refusal(assignment: Assignment, now: datetime) -> AnnotatorBlocked | None:
+def standing_refusal(locked: Locked, now: datetime) -> AnnotatorBlocked | None:
     """Refuses a judgment or skip on a lease taken before its annotator was removed from the
     project, deactivated or stopped by the gold rule: the lease is closed and its slot freed
     (the caller's transaction holds the assignment's lock, and this takes the comparison's,
     the queue's order), and the refusal is returned for the caller to raise once that has
     committed. None when the annotator may go on, or the lease is already answered."""
+    assignment = locked.assignment
     if assignment.status not in (AssignmentStatus.OPEN, AssignmentStatus.EXPIRED):
         return None
-    standing = [getattr(assignment, name) for name in STANDING_COLUMNS]
+    standing = locked.standing
     if backend.postgresql():
         # Read again, now that the lock is held: the locking statement saw the account and the
         # membership as they were before it waited (say, on a deactivation holding the row).
         # The ORM path runs here only for rankings; SQLite serializes writers.
-        standing = list(
+        standing = tuple(
             Assignment.objects.filter(pk=assignment.pk)
             .annotate(**STANDING_COLUMNS)
             .values_list(*STANDING_COLUMNS)
@@ -126,8 +150,8 @@ def assignment_release_refused(
     now = now or timezone.now()
     with transaction.atomic():
         try:
-            assignment = lock_assignment(assignment_id=assignment_id, annotator=annotator)
+            locked = lock_assignment(assignment_id=assignment_id, annotator=annotator)
         except AssignmentNotFound:
             return ""
-        refusal = standing_refusal(assignment, now)
+        refusal = standing_refusal(locked, now)
     return str(refusal) if refusal else ""

@@ -24,7 +24,7 @@ from apps.judging.queue.errors import (
 from apps.judging.queue.policy import MAX_DURATION_MS, MAX_IDEMPOTENCY_KEY
 from apps.judging.queue.repeat import judgment_for_response, retry_result
 from apps.judging.queue.results import SubmitResult
-from apps.judging.queue.standing import lock_assignment, standing_refusal
+from apps.judging.queue.standing import Locked, lock_assignment, standing_refusal
 from apps.judging.queue.submit_postgresql import judgment_submit_postgresql
 from apps.projects.models import (
     Membership,
@@ -46,12 +46,13 @@ def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[i
 
 
 def _cap_check(
-    assignment: Assignment, comparison: Comparison, holds_slot: bool, now: datetime
+    locked: Locked, comparison: Comparison, holds_slot: bool, now: datetime
 ) -> JudgmentConflict | None:
     """The caps, checked again as the judgment arrives (SQLite path; annotate_submit does it on
     PostgreSQL): an annotator with two leases taken at once must not pass a cap with both. A
     refused judgment closes its lease and frees its slot, and the refusal is returned for the
     caller to raise once its transaction has committed that."""
+    assignment = locked.assignment
     project = assignment.project
     outcome, cap = "", 0
     if project.annotator_cap is not None:
@@ -63,7 +64,7 @@ def _cap_check(
         )
         if count is not None and count >= project.annotator_cap:
             outcome, cap = "project_cap", project.annotator_cap
-    batch_cap = assignment.batch_cap  # type: ignore[attr-defined]
+    batch_cap = locked.batch_cap
     if not outcome and batch_cap is not None:
         judged = Judgment.objects.filter(
             annotator_id=assignment.annotator_id, batch_id=comparison.batch_id
@@ -146,8 +147,9 @@ def judgment_submit(
             now=now,
         )
     with transaction.atomic():
-        assignment = lock_assignment(assignment_id=assignment_id, annotator=annotator)
-        refusal: Exception | None = standing_refusal(assignment, now)
+        locked = lock_assignment(assignment_id=assignment_id, annotator=annotator)
+        assignment = locked.assignment
+        refusal: Exception | None = standing_refusal(locked, now)
         if refusal is None:
             if problem := answers.answer_problem(assignment.project, answer):
                 raise JudgmentError(answers.message(*problem))
@@ -156,7 +158,7 @@ def judgment_submit(
             )
             if assignment.status == AssignmentStatus.SUBMITTED:
                 earlier = judgment_for_response(Judgment.objects.get(assignment=assignment).pk)
-                if idempotency_key and earlier.idempotency_key == idempotency_key:
+                if idempotency_key and earlier.judgment.idempotency_key == idempotency_key:
                     return retry_result(earlier, answer)
                 raise refusal_for("judged")
             if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.UNDONE):
@@ -165,10 +167,10 @@ def judgment_submit(
             holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
             if assignment.status != AssignmentStatus.OPEN:
                 _check_late_submission(assignment)
-            refusal = _cap_check(assignment, comparison, holds_slot, now)
+            refusal = _cap_check(locked, comparison, holds_slot, now)
         if refusal is None:
             return _judgment_store(
-                assignment=assignment,
+                locked=locked,
                 comparison=comparison,
                 annotator=annotator,
                 answer=answer,
@@ -183,7 +185,7 @@ def judgment_submit(
 
 def _judgment_store(
     *,
-    assignment: Assignment,
+    locked: Locked,
     comparison: Comparison,
     annotator: User,
     answer: Answer,
@@ -194,6 +196,7 @@ def _judgment_store(
     now: datetime,
 ) -> SubmitResult:
     """Stores the vote and moves the counts (SQLite path); the caller holds the locks."""
+    assignment = locked.assignment
     choice = answer.overall.choice
     left_is_a = assignment.left_id == comparison.candidate_a_id
     chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
@@ -228,11 +231,10 @@ def _judgment_store(
         gold_correct=gold_correct,
         created_at=now,
     )
-    judgment.left_is_a = left_is_a  # type: ignore[attr-defined]
     # For the response: the winner's imported id, without loading the candidate again.
-    judgment.chosen_external_id = {  # type: ignore[attr-defined]
-        Choice.LEFT: assignment.left_external_id,  # type: ignore[attr-defined]
-        Choice.RIGHT: assignment.right_external_id,  # type: ignore[attr-defined]
+    chosen_external_id = {
+        Choice.LEFT: locked.left_external_id,
+        Choice.RIGHT: locked.right_external_id,
     }.get(Choice(choice))
     try:
         # No savepoint: on a conflict the whole transaction is rolled back anyway.
@@ -253,7 +255,9 @@ def _judgment_store(
         **member_counts
     )
     assignment.status = AssignmentStatus.SUBMITTED
-    return SubmitResult(judgment, created=True)
+    return SubmitResult(
+        judgment, created=True, chosen_external_id=chosen_external_id, left_is_a=left_is_a
+    )
 
 
 def _counts_after_vote(

@@ -96,10 +96,10 @@ def judgment_submit_postgresql(
         gold_correct=gold_correct,
         created_at=now,
     )
-    judgment.chosen_external_id = chosen_external_id  # type: ignore[attr-defined]
-    judgment.left_is_a = left_is_a  # type: ignore[attr-defined]
     judgment._state.adding = False
-    return SubmitResult(judgment, created=True)
+    return SubmitResult(
+        judgment, created=True, chosen_external_id=chosen_external_id, left_is_a=left_is_a
+    )
 
 
 def _gold_detail(detail: str) -> str:
