@@ -40,3 +40,12 @@ def test_the_pick_refuses_an_unknown_policy():
         connection.cursor() as cursor,
     ):
         cursor.execute("SELECT * FROM annotate_pick(1, 1, 'alphabetical', 3, 0, 256)")
+
+
+def test_the_queue_s_insert_sets_every_column_a_judgment_requires():
+    """annotate_submit's INSERT names its columns (queue.sql_submit.JUDGMENT_VALUES): a new
+    NOT NULL column without a database default must be added there, or PostgreSQL alone
+    would refuse every judgment."""
+    from apps.judging.queue.sql_submit import unset_required_columns
+
+    assert unset_required_columns() == []

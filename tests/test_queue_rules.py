@@ -10,6 +10,7 @@ from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
 from apps.judging.queue import (
     AnnotatorBlocked,
     JudgmentConflict,
+    Preference,
     assignment_next,
     assignment_skip,
     judgment_submit,
@@ -353,6 +354,21 @@ def test_gold_lines_become_gold_comparisons(project, import_rows):
         ("c2", "c3", "g"): (True, "a"),
         ("c1", "c2", "t"): (True, "tie"),
     }
+
+
+def test_a_preference_names_only_a_pair_gold_or_not(project, crowd, import_rows):
+    """The page prefetches pairs only (comparison_peek gives listwise projects none), so a
+    `prefer` naming a comparison of a whole list is passed over, gold or not, on either
+    database (annotate_next and the ORM path agree)."""
+    import_rows(gold_line("g0", "c1"), prompt_line("p0"))
+    gold = Comparison.objects.get(is_gold=True)
+    Comparison.objects.filter(pk=gold.pk).update(
+        candidate_ids=[gold.candidate_a_id, gold.candidate_b_id]
+    )
+    prefer = Preference(gold.pk, swap=False)
+    lease = assignment_next(project=project, annotator=crowd[0], prefer=prefer)
+    assert lease is not None
+    assert lease.comparison_id != gold.pk and not lease.comparison.is_gold
 
 
 def test_gold_items_come_at_the_gold_rate_never_twice(gold_project, crowd):

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.batches.models import Candidate
-from apps.judging.answers import allowed_choices
+from apps.judging.answers import STRENGTH_RANGE, allowed_choices, rationale_min
 from apps.judging.models import Assignment, Choice, Judgment
 from apps.judging.queue import (
     AnnotatorBlocked,
@@ -35,7 +35,7 @@ from apps.judging.selectors import (
     progress_in_project,
     projects_to_manage,
 )
-from apps.projects.models import GRADES, Project, RationaleRule, Scheme
+from apps.projects.models import GRADES, Project, Scheme
 from apps.projects.selectors import project_for_member
 
 
@@ -109,9 +109,7 @@ def _scheme_context(project: Project) -> dict[str, Any]:
         "criterion_options": options,
         "flags": project.flags,
         "listwise": project.scheme == Scheme.LISTWISE,
-        "rationale_min": max(
-            project.rationale_min_length, 1 if project.rationale == RationaleRule.REQUIRED else 0
-        ),
+        "rationale_min": rationale_min(project),
     }
 
 
@@ -132,7 +130,7 @@ def _answer_from_post(request: HttpRequest, project: Project, assignment_id: int
         try:
             strength = int(raw_strength)
         except ValueError:
-            raise JudgmentError("strength must be a whole number from -3 to 3.") from None
+            raise JudgmentError(f"strength must be a whole number {STRENGTH_RANGE}.") from None
     criteria: dict[str, Any] = {}
     for key in post:
         value = post.get(key, "")

@@ -11,6 +11,7 @@ from django.utils import timezone
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.models import Comparison
+from apps.batches.queue_order import complete_condition
 from apps.judging.models import Choice, Judgment
 from apps.judging.queue.results import InvalidationResult
 from apps.projects.models import (
@@ -113,7 +114,7 @@ def _comparisons_recount(comparison_ids: list[int], *, overlap: int) -> None:
         # With no vote left, the split is a fresh comparison's (batches.models: 1).
         split=Case(When(judgment_count=0, then=Value(1)), default=Abs(F("votes_a") - F("votes_b"))),
         complete=Case(
-            When(is_gold=False, judgment_count__gte=overlap, then=Value(True)),
+            When(complete_condition(overlap=overlap), then=Value(True)),
             When(is_gold=False, then=Value(False)),
             default=F("complete"),
         ),

@@ -24,6 +24,7 @@ def preferred(*, project: Project, annotator: User, prefer: Preference) -> int |
             pk=prefer.comparison_id,
             project=project,
             is_gold=True,
+            candidate_ids__isnull=True,  # a pair, as the page prefetches (and annotate_next)
             batch__status=BatchStatus.ACTIVE,
         )
         .exclude(Exists(Assignment.objects.filter(annotator=annotator, comparison=OuterRef("pk"))))

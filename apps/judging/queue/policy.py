@@ -1,11 +1,9 @@
 """The queue's numbers and the policies' orders: what both the ORM pick and the PL/pgSQL one
-read, so that each is written once.
-
-A policy orders a batch's open comparisons by "filled" (votes plus leases), "split" (how far
-apart the votes are) and "rank" (a random number drawn at each new level, so that no one owns
-the head of a level). The partial indexes in batches.models hold each policy's order.
+read, so that each is written once. The orders come from batches.queue_order's table, which
+also generates the partial indexes that hold them.
 """
 
+from apps.batches.queue_order import POLICY_ORDER
 from apps.judging import answers
 from apps.projects.models import AssignmentPolicy
 
@@ -25,20 +23,22 @@ UNDO_SECONDS = 300
 
 POLICIES = [policy.value for policy in AssignmentPolicy]
 
+# The ORM pick's order_by per policy ("filled" is an annotation: votes plus leases).
 ORM_ORDER = {
-    AssignmentPolicy.BREADTH_FIRST: ["filled", "rank"],
-    AssignmentPolicy.DEPTH_FIRST: ["-filled", "rank"],
-    AssignmentPolicy.UNCERTAIN_FIRST: ["split", "filled", "rank"],
-    AssignmentPolicy.RANDOM: ["rank"],
+    policy: [("-" if descending else "") + name for name, descending in keys]
+    for policy, keys in POLICY_ORDER.items()
 }
 
 
 def sql_order(policy: str, alias: str) -> str:
-    """The policy's ORDER BY over comparisons aliased `alias`, for the PL/pgSQL pick."""
-    filled = f"({alias}.judgment_count + {alias}.lease_count)"
-    return {
-        AssignmentPolicy.BREADTH_FIRST: f"{filled}, {alias}.rank",
-        AssignmentPolicy.DEPTH_FIRST: f"{filled} DESC, {alias}.rank",
-        AssignmentPolicy.UNCERTAIN_FIRST: f"{alias}.split, {filled}, {alias}.rank",
-        AssignmentPolicy.RANDOM: f"{alias}.rank",
-    }[AssignmentPolicy(policy)]
+    """The policy's ORDER BY over comparisons aliased `alias`, for the PL/pgSQL pick: the
+    order of its partial index, so that the scan reads the index."""
+    columns = {
+        "filled": f"({alias}.judgment_count + {alias}.lease_count)",
+        "split": f"{alias}.split",
+        "rank": f"{alias}.rank",
+    }
+    return ", ".join(
+        columns[name] + (" DESC" if descending else "")
+        for name, descending in POLICY_ORDER[AssignmentPolicy(policy)]
+    )

@@ -1,7 +1,13 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
 rules as answers.answer_problem and submit.py, in one round trip."""
 
-FITS_FUNCTION = """
+from django.db.models import NOT_PROVIDED
+
+from apps.batches.queue_order import complete_sql
+from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
+from apps.judging.models import Judgment
+
+FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
     p_choice text, p_strength integer, p_graded boolean, p_allow_tie boolean,
     p_allow_both_bad boolean
@@ -9,7 +15,8 @@ CREATE FUNCTION annotate_fits(
 -- Whether one answer (overall or a criterion's) fits the scheme: answers._pick_fits.
 SELECT coalesce(CASE
     WHEN p_choice = 'both_bad' THEN p_allow_both_bad AND p_strength IS NULL
-    WHEN p_graded THEN p_strength IS NOT NULL AND p_strength BETWEEN -3 AND 3
+    WHEN p_graded THEN p_strength IS NOT NULL
+         AND p_strength BETWEEN -{MAX_STRENGTH} AND {MAX_STRENGTH}
     ELSE p_strength IS NULL
          AND (p_choice IN ('left', 'right') OR (p_choice = 'tie' AND p_allow_tie))
 END, false)
@@ -17,7 +24,7 @@ $fn$;
 """
 
 
-SUBMIT_FUNCTION = """
+_SUBMIT_TEMPLATE = """
 CREATE FUNCTION annotate_submit(
     p_assignment bigint, p_annotator bigint, p_choice text, p_strength integer,
     p_criteria jsonb, p_flags jsonb, p_rationale text, p_key text, p_duration integer,
@@ -161,7 +168,9 @@ BEGIN
         outcome := 'no_rationale';
         RETURN;
     END IF;
-    v_least := CASE WHEN a.rationale = 'required' THEN greatest(a.rationale_min_length, 1)
+    -- answers.rationale_min
+    v_least := CASE WHEN a.rationale = 'required'
+                    THEN greatest(a.rationale_min_length, __REQUIRED_RATIONALE_MIN__)
                     ELSE a.rationale_min_length END;
     IF (p_rationale <> '' OR a.rationale = 'required') AND char_length(p_rationale) < v_least
     THEN
@@ -254,13 +263,7 @@ BEGIN
     INTO o_criteria FROM jsonb_each(p_criteria) e;
     END IF;
     o_guideline_version := a.guideline_version;
-    INSERT INTO judging_judgment
-        (comparison_id, batch_id, annotator_id, assignment_id, choice, left_id, right_id,
-         chosen_id, strength, criteria, flags, guideline_version, rationale, duration_ms,
-         idempotency_key, gold_correct, created_at)
-    VALUES (c.id, c.batch_id, p_annotator, a.id, p_choice, a.left_id, a.right_id, o_chosen,
-            o_strength, o_criteria, p_flags, a.guideline_version, p_rationale, p_duration,
-            p_key, o_gold_correct, p_now)
+    __JUDGMENT_INSERT__
     ON CONFLICT (comparison_id, annotator_id) DO NOTHING
     RETURNING id INTO o_judgment;
     IF o_judgment IS NULL THEN
@@ -278,7 +281,7 @@ BEGIN
         -- A fresh rank at each new level: see submit._counts_after_vote.
         rank = floor(random() * 2147483648)::integer,
         lease_count = lease_count - v_holds::integer,
-        complete = CASE WHEN is_gold THEN complete ELSE judgment_count + 1 >= a.overlap END
+        complete = CASE WHEN is_gold THEN complete ELSE __COMPLETE_AFTER_VOTE__ END
     WHERE id = c.id;
     UPDATE projects_membership SET
         judgment_count = judgment_count + 1,
@@ -289,3 +292,55 @@ BEGIN
 END
 $fn$;
 """
+
+# annotate_submit's new judgment: each column of judging_judgment it sets, and the value. A
+# column the model requires (NOT NULL, no default in the database) and this leaves out would
+# fail on PostgreSQL only: tests/test_migrations.py checks unset_required_columns() is empty.
+JUDGMENT_VALUES = {
+    "comparison_id": "c.id",
+    "batch_id": "c.batch_id",
+    "annotator_id": "p_annotator",
+    "assignment_id": "a.id",
+    "choice": "p_choice",
+    "left_id": "a.left_id",
+    "right_id": "a.right_id",
+    "chosen_id": "o_chosen",
+    "strength": "o_strength",
+    "criteria": "o_criteria",
+    "flags": "p_flags",
+    "guideline_version": "a.guideline_version",
+    "rationale": "p_rationale",
+    "duration_ms": "p_duration",
+    "idempotency_key": "p_key",
+    "gold_correct": "o_gold_correct",
+    "created_at": "p_now",
+}
+
+
+def _judgment_insert() -> str:
+    columns = ", ".join(JUDGMENT_VALUES)
+    values = ", ".join(JUDGMENT_VALUES.values())
+    return f"INSERT INTO {Judgment._meta.db_table} ({columns})\n    VALUES ({values})"
+
+
+def unset_required_columns() -> list[str | None]:
+    """Judgment's columns that need a value and that annotate_submit's INSERT does not set."""
+    return [
+        field.column
+        for field in Judgment._meta.concrete_fields
+        if not field.primary_key
+        and not field.null
+        and field.db_default is NOT_PROVIDED
+        and field.column not in JUDGMENT_VALUES
+    ]
+
+
+# The template holds JSON braces, so the constants go in by name rather than by format().
+_PLACES = {
+    "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
+    "__JUDGMENT_INSERT__": _judgment_insert(),
+    "__COMPLETE_AFTER_VOTE__": complete_sql(votes="judgment_count + 1", overlap="a.overlap"),
+}
+SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
+for _place, _text in _PLACES.items():
+    SUBMIT_FUNCTION = SUBMIT_FUNCTION.replace(_place, _text)

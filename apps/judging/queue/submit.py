@@ -10,6 +10,7 @@ from django.db.models.functions import Abs
 from django.utils import timezone
 
 from apps.batches.models import Candidate, Comparison, random_rank
+from apps.batches.queue_order import complete_condition
 from apps.judging import answers
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
@@ -281,7 +282,7 @@ def _counts_after_vote(
         update["lease_count"] = F("lease_count") - 1
     if not is_gold:
         update["complete"] = Case(
-            When(judgment_count__gte=project.overlap - 1, then=Value(True)),
+            When(complete_condition(overlap=project.overlap, votes_added=1), then=Value(True)),
             default=Value(False),
         )
     return update
