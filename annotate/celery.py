@@ -17,7 +17,7 @@ def refuse_stale_database_functions(**kwargs: Any) -> None:
     SystemExit, since Celery logs and swallows a receiver's Exception."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from apps.judging.dbfunctions import refuse_stale_functions
+    from apps.judging.queue.installed import refuse_stale_functions
 
     try:
         refuse_stale_functions()

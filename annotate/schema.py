@@ -11,7 +11,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 
-from apps.judging.services import NEXT_REASONS
+from apps.judging.queue import NEXT_REASONS
 
 # Ids are PostgreSQL bigints: whole numbers from 0 to 2**63 - 1.
 MAX_ID = 2**63 - 1

@@ -584,7 +584,7 @@ import statistics
 import time
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from apps.judging import queue_sql
+from apps.judging.queue import policy as queue_policy
 from apps.projects.models import Project
 
 out = []
@@ -592,7 +592,7 @@ project = Project.objects.get(slug=SLUG)
 for label, username in USERS:
     user = User.objects.get(username=username)
     for policy in POLICIES:
-        args = [project.pk, user.pk, policy, project.overlap, 0, queue_sql.WINDOW]
+        args = [project.pk, user.pk, policy, project.overlap, 0, queue_policy.WINDOW]
         call = "SELECT o_probe FROM annotate_pick(%s, %s, %s, %s, %s, %s)"
         times, probes = [], set()
         for _ in range(25):  # each in a transaction rolled back: nothing stays locked or taken
@@ -624,7 +624,7 @@ def explain_pick(env: dict[str, str], users: list[tuple[str, str]], policies: li
         json.loads(line[len(mark) :]) for line in out.splitlines() if line.startswith(mark)
     )
     names = {1: "the policy's bounded head", 2: "the bounded breadth-first head", 0: "exact"}
-    print("\nthe pick alone (annotate_pick, apps/judging/queue_sql.py), from a client in one")
+    print("\nthe pick alone (annotate_pick, apps/judging/queue/sql_pick.py), from a client in one")
     print("process, 20 calls after 5 of warm-up, each rolled back:")
     for result in results:
         found = ", ".join(names.get(probe, "no probe") for probe in result["probes"])

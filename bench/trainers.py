@@ -204,7 +204,7 @@ JUDGE = """
 import json, random
 from collections import Counter
 from django.db import transaction
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Membership, Project
 
 def pick(better_left, rng, project, graded):

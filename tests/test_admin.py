@@ -5,7 +5,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.batches.models import Batch, Comparison, Prompt
 from apps.judging.models import Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import jsonl, prompt_line

@@ -17,7 +17,7 @@ from apps.batches.import_format import parse_jsonl
 from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.batches.services import STORE_PROGRESS_KEY, batch_import
 from apps.judging.models import Assignment, AssignmentStatus
-from apps.judging.services import assignment_next
+from apps.judging.queue import assignment_next
 from apps.projects.models import GuidelineVersion, Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import jsonl, prompt_line

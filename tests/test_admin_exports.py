@@ -10,7 +10,7 @@ from apps.audit.models import AuditAction, AuditEvent
 from apps.exports.formats import FORMATS, formats_for
 from apps.exports.jobs import export_job_request
 from apps.exports.models import ExportJob, ExportStatus
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line
 

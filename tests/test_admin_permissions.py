@@ -14,7 +14,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate, Comparison, Prompt
 from apps.judging.models import Assignment, Judgment, Skip
-from apps.judging.services import assignment_next, assignment_skip, judgment_submit
+from apps.judging.queue import assignment_next, assignment_skip, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.batches.models import Batch, Comparison
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 
 FAVICON = '<link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml">'

@@ -22,7 +22,7 @@ from apps.exports.jobs import (
 from apps.exports.models import ExportJob, ExportStatus
 from apps.exports.parquet import schema_for
 from apps.exports.selectors import Shape
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.services import membership_add, project_create
 from tests.conftest import prompt_line
 
@@ -588,7 +588,7 @@ def test_the_admin_shows_jobs_read_only(client, alice, bob, voted):
 @pytest.fixture
 def ranked(project, annotators, import_rows):
     """A listwise project: a string prompt and a conversation, each ranked by all three."""
-    from apps.judging.services import assignment_next, judgment_submit
+    from apps.judging.queue import assignment_next, judgment_submit
 
     project.scheme = "listwise"
     project.save()

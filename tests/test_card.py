@@ -5,7 +5,7 @@ import pytest
 from django.core.management import call_command
 
 from apps.batches.models import Candidate
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Membership
 from tests.conftest import prompt_line
 

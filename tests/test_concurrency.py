@@ -10,7 +10,7 @@ from django.db.models import Count
 
 from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment
-from apps.judging.services import JudgmentConflict, assignment_next, judgment_submit
+from apps.judging.queue import JudgmentConflict, assignment_next, judgment_submit
 from apps.projects.services import membership_add
 from tests.conftest import prompt_line
 
@@ -108,7 +108,7 @@ def test_racing_with_abandoned_leases_and_double_submits_loses_nothing(
 
     from django.utils import timezone
 
-    from apps.judging.services import leases_reclaim_expired
+    from apps.judging.queue import leases_reclaim_expired
 
     import_rows(*(prompt_line(f"q{i}", n=2) for i in range(30)))  # 30 comparisons
     users = [make_user(f"flaky{i}") for i in range(THREADS)]
@@ -167,7 +167,7 @@ def test_64_threads_with_abandon_skip_retry_and_late_submission(project, make_us
     from django.utils import timezone
 
     from apps.judging.models import Skip
-    from apps.judging.services import assignment_skip, leases_reclaim_expired
+    from apps.judging.queue import assignment_skip, leases_reclaim_expired
 
     threads = 64
     import_rows(*(prompt_line(f"h{i}", n=3) for i in range(25)))  # 75 comparisons
@@ -266,7 +266,7 @@ def test_one_annotator_in_many_tabs_never_passes_a_cap(project, make_user, impor
     leases than the cap leaves room for, but exactly the cap's worth of judgments is stored,
     the rest are refused with a conflict, and every refused lease gives its slot back."""
     from apps.batches.models import Batch
-    from apps.judging.services import AnnotatorBlocked
+    from apps.judging.queue import AnnotatorBlocked
     from apps.projects.models import Membership
 
     batch = import_rows(*(prompt_line(f"t{i}", n=3) for i in range(20)))

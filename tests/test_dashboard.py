@@ -25,7 +25,7 @@ from apps.dashboard.services import (
 )
 from apps.dashboard.tasks import dashboard_refresh_project_task, dashboards_refresh_task
 from apps.judging.models import Judgment
-from apps.judging.services import Preference, assignment_next, judgments_invalidate
+from apps.judging.queue import Preference, assignment_next, judgments_invalidate
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.agreement.test_stats import vote

@@ -1,5 +1,5 @@
-"""Serving refuses queue functions of other code (apps.judging.dbfunctions): the system check, the
-WSGI, ASGI and worker start-up, and migrate, which must still run to fix them.
+"""Serving refuses queue functions of other code (apps.judging.queue.installed): the system
+check, the WSGI, ASGI and worker start-up, and migrate, which must still run to fix them.
 
 Each test that spoils a function does it inside its test's transaction (rolled back, DDL too)
 and installs the functions again at its end, so that the other tests find them intact.
@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 
-from apps.judging import dbfunctions
+from apps.judging.queue import installed
 from tests.conftest import ON_POSTGRES
 
 OTHER_FITS = """CREATE OR REPLACE FUNCTION annotate_fits(
@@ -31,8 +31,8 @@ def run(sql: str) -> None:
 @pytest.fixture
 def reinstalled(db: None) -> Iterator[None]:
     yield
-    dbfunctions.functions_install()
-    assert dbfunctions.functions_mismatch() == []
+    installed.functions_install()
+    assert installed.functions_mismatch() == []
 
 
 @pytest.fixture
@@ -43,28 +43,28 @@ def stale(reinstalled: None) -> None:
 
 @pytest.mark.django_db
 def test_the_installed_functions_pass_the_check() -> None:
-    assert dbfunctions.check_queue_functions() == []
-    dbfunctions.refuse_stale_functions()
+    assert installed.check_queue_functions() == []
+    installed.refuse_stale_functions()
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite has no functions")
 @pytest.mark.django_db
 def test_on_sqlite_there_is_nothing_to_compare(django_assert_num_queries) -> None:
     with django_assert_num_queries(0):
-        assert dbfunctions.check_queue_functions() == []
-        dbfunctions.refuse_stale_functions()
+        assert installed.check_queue_functions() == []
+        installed.refuse_stale_functions()
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_comparison_is_one_query(django_assert_num_queries) -> None:
     with django_assert_num_queries(1):
-        assert dbfunctions.check_queue_functions() == []
+        assert installed.check_queue_functions() == []
 
 
 @pytest.mark.postgres
 def test_a_body_changed_by_hand_is_an_error_that_says_to_migrate(stale: None) -> None:
-    [error] = dbfunctions.check_queue_functions()
+    [error] = installed.check_queue_functions()
     assert error.id == "judging.E001"
     assert "annotate_fits was changed since it was installed" in error.msg
     assert "python manage.py migrate" in str(error.hint)
@@ -73,14 +73,14 @@ def test_a_body_changed_by_hand_is_an_error_that_says_to_migrate(stale: None) ->
 @pytest.mark.postgres
 def test_functions_signed_by_other_code_are_an_error(reinstalled: None) -> None:
     run("COMMENT ON FUNCTION annotate_next IS 'annotate:0000'")
-    [error] = dbfunctions.check_queue_functions()
+    [error] = installed.check_queue_functions()
     assert "annotate_next was installed by other code" in error.msg
 
 
 @pytest.mark.postgres
 def test_a_missing_function_is_an_error(reinstalled: None) -> None:
     run("DROP FUNCTION annotate_reclaim")
-    [error] = dbfunctions.check_queue_functions()
+    [error] = installed.check_queue_functions()
     assert "annotate_reclaim is missing" in error.msg
     assert "annotate_pick" not in error.msg
 
@@ -88,16 +88,16 @@ def test_a_missing_function_is_an_error(reinstalled: None) -> None:
 @pytest.mark.postgres
 def test_a_second_version_beside_the_first_is_an_error(reinstalled: None) -> None:
     run("CREATE FUNCTION annotate_fits(p text) RETURNS boolean LANGUAGE sql AS 'SELECT true'")
-    [error] = dbfunctions.check_queue_functions()
+    [error] = installed.check_queue_functions()
     assert "annotate_fits exists 2 times" in error.msg
     run("DROP FUNCTION annotate_fits(text)")  # migrate drops by name: it cannot choose one
 
 
 @pytest.mark.postgres
 def test_after_a_new_install_the_check_passes(stale: None) -> None:
-    assert dbfunctions.check_queue_functions()
-    dbfunctions.functions_install()
-    assert dbfunctions.check_queue_functions() == []
+    assert installed.check_queue_functions()
+    installed.functions_install()
+    assert installed.check_queue_functions() == []
 
 
 @pytest.mark.postgres
@@ -105,14 +105,14 @@ def test_commands_refuse_but_migrate_runs_and_fixes_them(stale: None) -> None:
     with pytest.raises(SystemCheckError, match=r"judging\.E001"):
         call_command("check")
     call_command("migrate", skip_checks=False, verbosity=0)
-    assert dbfunctions.check_queue_functions() == []
+    assert installed.check_queue_functions() == []
     call_command("check")
 
 
 @pytest.mark.postgres
 def test_start_up_refuses_with_the_migrate_message(stale: None) -> None:
     with pytest.raises(ImproperlyConfigured, match=r"annotate_fits .*`python manage\.py migrate`"):
-        dbfunctions.refuse_stale_functions()
+        installed.refuse_stale_functions()
 
 
 @pytest.mark.postgres
@@ -130,6 +130,6 @@ def test_wsgi_and_asgi_start_up_compare_the_functions(
     def refuse(**kwargs: object) -> None:
         raise ImproperlyConfigured("stale")
 
-    monkeypatch.setattr(dbfunctions, "refuse_stale_functions", refuse)
+    monkeypatch.setattr(installed, "refuse_stale_functions", refuse)
     with pytest.raises(ImproperlyConfigured, match="stale"):
         importlib.reload(importlib.import_module(module))

@@ -3,7 +3,7 @@
 import pytest
 
 from apps.batches.models import Comparison
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 
 datasets = pytest.importorskip(

@@ -19,7 +19,7 @@ from apps.batches.models import Comparison
 from apps.exports.formats import Options, export_rows
 from apps.exports.selectors import split_of
 from apps.judging.models import Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 from tests.test_exports import URL, rows
 
@@ -30,7 +30,7 @@ def judge(project, annotators, plan, *, criteria_plan=None) -> dict[str, Compari
     """Each annotator in turn judges all they are served; `plan[prompt][i]` is annotator i's vote:
     'a', 'b', 'tie', 'both_bad', an int (a graded strength toward A) or None (skip the vote).
     `criteria_plan[prompt][i]` is annotator i's answer for the criterion `honesty`."""
-    from apps.judging.services import assignment_skip
+    from apps.judging.queue import assignment_skip
 
     for index, user in enumerate(annotators):
         while (lease := assignment_next(project=project, annotator=user)) is not None:

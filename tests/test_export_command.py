@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.exports.formats import FORMATS
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 from tests.test_background_exports import _expected_rows
 

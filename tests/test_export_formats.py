@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.batches.models import Comparison
 from apps.exports.formats import FORMATS, Options, export_rows, hh_transcript
 from apps.judging.models import Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 from tests.test_exports import URL, rows, vote
 

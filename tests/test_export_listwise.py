@@ -19,7 +19,7 @@ import pytest
 from datasets import load_dataset
 
 from apps.exports.formats import FORMATS, Options, export_rows
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 from tests.test_exports import URL, rows
 

@@ -28,7 +28,7 @@ from django.utils import timezone
 from apps.exports.jobs import export_jobs_sweep
 from apps.exports.models import ExportJob, ExportStatus
 from apps.exports.tasks import exports_sweep_task
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import api_client_for, jsonl, prompt_line, stop_process

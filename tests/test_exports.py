@@ -6,7 +6,7 @@ import pytest
 
 from apps.batches.models import Comparison
 from apps.judging.models import Assignment, Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 
 URL = "/api/v1/projects/demo/export/"
@@ -183,7 +183,7 @@ def test_the_judgments_export_carries_every_answer_and_rankings_become_trl_pairs
     """Graded strength and criteria oriented to candidate A, flags and the guideline version;
     a listwise project's rankings as response ids, and TRL pairs made from them (the tied pair
     makes none)."""
-    from apps.judging.services import assignment_next, judgment_submit
+    from apps.judging.queue import assignment_next, judgment_submit
 
     project.scheme = "graded"
     project.criteria = [{"name": "honesty", "description": ""}]
@@ -257,7 +257,7 @@ def test_pairwise_exports_filter_by_votes_and_agreement(api, bob, project, annot
         while (lease := assignment_next(project=project, annotator=user)) is not None:
             pid = lease.comparison.prompt.external_id
             if index >= len(plan[pid]):
-                from apps.judging.services import assignment_skip
+                from apps.judging.queue import assignment_skip
 
                 assignment_skip(assignment_id=lease.pk, annotator=user, reason="other", note="-")
                 continue

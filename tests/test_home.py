@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from apps.batches.models import Batch, BatchStatus
 from apps.batches.services import batch_import
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
 from tests.conftest import jsonl, prompt_line

@@ -28,7 +28,7 @@ from apps.batches.services import (
     batch_imports_sweep,
 )
 from apps.batches.tasks import batch_import_task
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from tests.conftest import jsonl, prompt_line
 

@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 
 from apps.exports.cursor import format_since, next_since
 from apps.judging.models import Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.selectors import Pseudonyms
 from tests.conftest import prompt_line
 from tests.test_exports import URL, rows

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.batches.models import Comparison
 from apps.judging.models import Judgment
-from apps.judging.services import (
+from apps.judging.queue import (
     JudgmentConflict,
     assignment_next,
     judgment_submit,

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment
-from apps.judging.services import (
+from apps.judging.queue import (
     IdempotencyConflict,
     JudgmentConflict,
     assignment_next,
@@ -285,4 +285,4 @@ def test_a_key_reused_with_another_choice_is_a_conflict(api, annotators, lease):
             choice="right",
             idempotency_key="k-1",
         )
-    assert refused.value.judgment.pk == first.json()["id"]
+    assert refused.value.stored.judgment.pk == first.json()["id"]

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from apps.batches.models import Comparison
 from apps.judging.models import Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Membership
 from tests.conftest import prompt_line
 

@@ -8,7 +8,7 @@ from django.test import Client
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Candidate, Comparison
 from apps.judging.models import Assignment, Judgment
-from apps.judging.services import judgment_undo
+from apps.judging.queue import judgment_undo
 from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"

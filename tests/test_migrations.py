@@ -18,16 +18,16 @@ def test_migrate_installs_the_queue_functions_and_may_run_again():
     upgrade, a redeploy) leaves exactly one of each."""
     from django.db import connection
 
-    from apps.judging import queue_sql
+    from apps.judging.queue import FUNCTION_NAMES
 
     call_command("migrate", verbosity=0)
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT proname, count(*) FROM pg_proc WHERE proname = ANY(%s) GROUP BY proname",
-            [list(queue_sql.FUNCTION_NAMES)],
+            [list(FUNCTION_NAMES)],
         )
-        assert dict(cursor.fetchall()) == dict.fromkeys(queue_sql.FUNCTION_NAMES, 1)
+        assert dict(cursor.fetchall()) == dict.fromkeys(FUNCTION_NAMES, 1)
 
 
 @pytest.mark.postgres
@@ -40,3 +40,12 @@ def test_the_pick_refuses_an_unknown_policy():
         connection.cursor() as cursor,
     ):
         cursor.execute("SELECT * FROM annotate_pick(1, 1, 'alphabetical', 3, 0, 256)")
+
+
+def test_the_queue_s_insert_sets_every_column_a_judgment_requires():
+    """annotate_submit's INSERT names its columns (queue.sql_submit.JUDGMENT_VALUES): a new
+    NOT NULL column without a database default must be added there, or PostgreSQL alone
+    would refuse every judgment."""
+    from apps.judging.queue.sql_submit import unset_required_columns
+
+    assert unset_required_columns() == []

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from apps.batches.models import Batch, Candidate, Comparison, Prompt
 from apps.judging.models import Assignment, Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 
 

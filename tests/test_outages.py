@@ -504,7 +504,7 @@ def test_without_redis_a_large_projects_dashboard_says_its_figures_are_unavailab
 ) -> None:
     # Redis can only be down with REDIS_URL set, i.e. with a broker (tasks not in-process, which
     # compute the figures in the request: tests/test_dashboard.py).
-    from apps.judging.services import assignment_next, judgment_submit
+    from apps.judging.queue import assignment_next, judgment_submit
 
     lease = assignment_next(project=project, annotator=annotators[0])
     assert lease is not None

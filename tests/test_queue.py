@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from apps.batches.models import BatchStatus, Comparison
 from apps.judging.models import Assignment, AssignmentStatus
-from apps.judging.services import assignment_next, judgment_submit, leases_reclaim_expired
+from apps.judging.queue import assignment_next, judgment_submit, leases_reclaim_expired
 from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"

@@ -7,9 +7,10 @@ from django.utils import timezone
 
 from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
-from apps.judging.services import (
+from apps.judging.queue import (
     AnnotatorBlocked,
     JudgmentConflict,
+    Preference,
     assignment_next,
     assignment_skip,
     judgment_submit,
@@ -355,6 +356,21 @@ def test_gold_lines_become_gold_comparisons(project, import_rows):
     }
 
 
+def test_a_preference_names_only_a_pair_gold_or_not(project, crowd, import_rows):
+    """The page prefetches pairs only (comparison_peek gives listwise projects none), so a
+    `prefer` naming a comparison of a whole list is passed over, gold or not, on either
+    database (annotate_next and the ORM path agree)."""
+    import_rows(gold_line("g0", "c1"), prompt_line("p0"))
+    gold = Comparison.objects.get(is_gold=True)
+    Comparison.objects.filter(pk=gold.pk).update(
+        candidate_ids=[gold.candidate_a_id, gold.candidate_b_id]
+    )
+    prefer = Preference(gold.pk, swap=False)
+    lease = assignment_next(project=project, annotator=crowd[0], prefer=prefer)
+    assert lease is not None
+    assert lease.comparison_id != gold.pk and not lease.comparison.is_gold
+
+
 def test_gold_items_come_at_the_gold_rate_never_twice(gold_project, crowd):
     user = crowd[0]
     gold = seen_gold = 0
@@ -488,9 +504,9 @@ def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
     order finds them a fresh comparison, and the exact (unbounded) probe never runs."""
     from django.db import connection
 
-    from apps.judging import queue_sql
+    from apps.judging.queue import policy
 
-    monkeypatch.setattr(queue_sql, "WINDOW", 3)
+    monkeypatch.setattr(policy, "WINDOW", 3)
 
     def probe(user):
         """Which probe of annotate_pick finds the user's next (1 the policy's head, 2
@@ -498,7 +514,7 @@ def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT o_probe, o_id FROM annotate_pick(%s, %s, %s, %s, 0, %s)",
-                [project.pk, user.pk, project.policy, project.overlap, queue_sql.WINDOW],
+                [project.pk, user.pk, project.policy, project.overlap, policy.WINDOW],
             )
             return cursor.fetchone()
 
@@ -529,9 +545,9 @@ def test_the_exact_probe_finds_what_the_bounded_ones_cannot_reach(
     is never said of rows a bounded probe did not reach)."""
     from django.db import connection
 
-    from apps.judging import queue_sql
+    from apps.judging.queue import policy
 
-    monkeypatch.setattr(queue_sql, "WINDOW", 3)
+    monkeypatch.setattr(policy, "WINDOW", 3)
     import_rows(*(prompt_line(f"p{i}") for i in range(8)))
     skipped = set()
     for _ in range(6):

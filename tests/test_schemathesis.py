@@ -20,7 +20,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from apps.exports.jobs import export_job_request
-from apps.judging.services import assignment_next
+from apps.judging.queue import assignment_next
 from apps.projects.selectors import membership_for
 
 # Examples an operation (fuzzing), besides the coverage phase's: two to three minutes.

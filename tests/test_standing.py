@@ -15,7 +15,7 @@ from django.utils import timezone
 from apps.accounts.services import account_deactivate
 from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
-from apps.judging.services import (
+from apps.judging.queue import (
     AnnotatorBlocked,
     JudgmentConflict,
     assignment_next,

@@ -16,7 +16,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.exports.formats import TEXT_PROMPT_END, TEXT_RESPONSE_START
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 
 datasets = pytest.importorskip(

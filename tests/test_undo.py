@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment
-from apps.judging.services import (
+from apps.judging.queue import (
     JudgmentConflict,
     assignment_next,
     assignment_skip,

@@ -28,8 +28,8 @@ from django.utils import timezone
 from apps.batches.models import Batch, BatchSource, BatchStatus, Candidate, Comparison, Prompt
 from apps.batches.services import batch_import
 from apps.judging.models import AssignmentStatus, Rendering
+from apps.judging.queue import assignment_next
 from apps.judging.rendering import text_digest
-from apps.judging.services import assignment_next
 from apps.judging.tasks import leases_reclaim_expired_task
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create

@@ -25,7 +25,7 @@ from annotate.errors import BadRequest, Forbidden
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.judging.models import Assignment, AssignmentStatus
-from apps.judging.services import leases_reclaim_expired
+from apps.judging.queue import leases_reclaim_expired
 from apps.projects.models import Membership, Project, Role
 from apps.projects.selectors import projects_led_by
 from apps.projects.services import ProjectError, member_addable, membership_add

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from apps.batches.queue_order import queue_indexes
 from apps.projects.models import Project
 
 
@@ -159,17 +160,11 @@ class GoldAnswer(models.TextChoices):
     BOTH_BAD = "both_bad", "Both bad"
 
 
-# The queue's partial indexes cover open, ordinary comparisons only: complete ones and gold
-# items never slow a scan down.
-OPEN_ORDINARY = Q(complete=False, is_gold=False)
-FILLED = F("judgment_count") + F("lease_count")
-
-
 class Comparison(models.Model):
     """Two candidates of one prompt, to be judged by `project.overlap` annotators.
 
     `judgment_count + lease_count` is the number of slots taken; it never exceeds the overlap.
-    Both counts are changed only inside the queue's transactions (apps.judging.services).
+    Both counts are changed only inside the queue's transactions (apps.judging.queue).
     """
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="comparisons")
@@ -216,22 +211,8 @@ class Comparison(models.Model):
             ),
         ]
         indexes = [
-            # One index per assignment policy, each scanned within one batch.
-            models.Index(
-                F("batch"), FILLED, F("rank"), name="queue_breadth", condition=OPEN_ORDINARY
-            ),
-            models.Index(
-                F("batch"), FILLED.desc(), F("rank"), name="queue_depth", condition=OPEN_ORDINARY
-            ),
-            models.Index(
-                F("batch"),
-                F("split"),
-                FILLED,
-                F("rank"),
-                name="queue_uncertain",
-                condition=OPEN_ORDINARY,
-            ),
-            models.Index(F("batch"), F("rank"), name="queue_random", condition=OPEN_ORDINARY),
+            # One index per assignment policy, each scanned within one batch (queue_order).
+            *queue_indexes(),
             models.Index(F("batch"), F("rank"), name="queue_gold", condition=Q(is_gold=True)),
         ]
 

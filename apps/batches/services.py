@@ -1141,7 +1141,7 @@ def batch_priority_set(*, batch: Batch, priority: int, by: Actor) -> bool:
 def batch_reclaim_expired(*, batch: Batch, by: Actor) -> int:
     """Returns every expired lease of the batch's project to the pool now, without waiting for
     the beat sweep. Returns how many leases were reclaimed."""
-    from apps.judging.services import leases_reclaim_expired
+    from apps.judging.queue import leases_reclaim_expired
 
     total = 0
     while reclaimed := leases_reclaim_expired(project_id=batch.project_id):

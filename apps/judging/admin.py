@@ -13,7 +13,7 @@ from django.urls import URLPattern, path, reverse
 from annotate.admin_site import ReadOnlyAdmin
 from apps.judging.forms import InvalidateForm, ReasonForm
 from apps.judging.models import Assignment, Judgment, Skip
-from apps.judging.services import judgments_invalidate
+from apps.judging.queue import judgments_invalidate
 from apps.projects.models import Project
 from apps.projects.selectors import projects_led_by
 

@@ -2,7 +2,7 @@
 
 The shape (types, ranges, lengths) needs no project and is checked before anything is sent to
 the database. The project's rules (its scheme, criteria, flags and rationale rule) are checked
-with the lease locked: by `answer_problem` on SQLite, and by annotate_submit (queue_sql) on
+with the lease locked: by `answer_problem` on SQLite, and by annotate_submit (queue.sql_submit) on
 PostgreSQL, which reports the same problem codes. Either way the message comes from `MESSAGES`.
 
 Sides: the annotator answers about the screen (left, right; a graded strength below 0 favours
@@ -14,16 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps.judging.models import Choice
-from apps.projects.models import RationaleRule, Scheme
+from apps.projects.models import Project, RationaleRule, Scheme
 
 MAX_STRENGTH = 3
 MAX_RATIONALE = 10_000
+# The least a required rationale holds, whatever the project's minimum length says.
+REQUIRED_RATIONALE_MIN = 1
+STRENGTH_RANGE = f"from -{MAX_STRENGTH} to {MAX_STRENGTH}"
 
 MESSAGES = {
     "bad_choice": "choice must be one of {detail}.",
     "needs_strength": (
-        "This project is graded: send strength, from -3 (the left response is significantly "
-        "better) to 3 (the right one is), 0 for negligibly better or unsure."
+        f"This project is graded: send strength, from -{MAX_STRENGTH} (the left response is "
+        f"significantly better) to {MAX_STRENGTH} (the right one is), 0 for negligibly better "
+        "or unsure."
     ),
     "no_strength": "This project is not graded: send choice, without strength.",
     "bad_criteria": (
@@ -80,9 +84,9 @@ def pick_parse(choice: object, strength: object, where: str) -> Pick:
     """A choice, a strength or both (consistent): graded answers may send the strength alone."""
     if strength is not None:
         if isinstance(strength, bool) or not isinstance(strength, int):
-            raise AnswerError(f"{where}strength must be a whole number from -3 to 3.")
+            raise AnswerError(f"{where}strength must be a whole number {STRENGTH_RANGE}.")
         if not -MAX_STRENGTH <= strength <= MAX_STRENGTH:
-            raise AnswerError(f"{where}strength must be from -3 to 3.")
+            raise AnswerError(f"{where}strength must be {STRENGTH_RANGE}.")
         implied = Choice.LEFT if strength < 0 else Choice.RIGHT if strength > 0 else Choice.TIE
         if choice not in (None, "", implied.value):
             raise AnswerError(
@@ -180,7 +184,7 @@ def _pick_fits(project: Any, pick: Pick) -> bool:
 def answer_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
     """(code, detail) of the first rule of the project the answer breaks, or None.
 
-    annotate_submit (queue_sql) checks the same rules in the same order on PostgreSQL.
+    annotate_submit (queue.sql_submit) checks the same rules in the same order on PostgreSQL.
     """
     overall = answer.overall
     if project.scheme == Scheme.LISTWISE:
@@ -216,9 +220,7 @@ def _rest_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
         return ("bad_flags", ", ".join(project.flags))
     if project.rationale == RationaleRule.OFF and answer.rationale:
         return ("no_rationale", "")
-    least = project.rationale_min_length
-    if project.rationale == RationaleRule.REQUIRED:
-        least = max(least, 1)
+    least = rationale_min(project)
     if (answer.rationale or project.rationale == RationaleRule.REQUIRED) and len(
         answer.rationale
     ) < least:
@@ -245,3 +247,11 @@ def on_screen(stored: dict[str, Any], *, left_is_a: bool) -> dict[str, Any]:
         choice = Choice.LEFT.value if (option == "a") == left_is_a else Choice.RIGHT.value
     flip = -1 if left_is_a else 1
     return {"choice": choice, "strength": None if strength is None else strength * flip}
+
+
+def rationale_min(project: Project) -> int:
+    """The fewest characters a rationale may have in the project (when one is given, or
+    required): annotate_submit (queue.sql_submit) and the judging page read it from here."""
+    if project.rationale == RationaleRule.REQUIRED:
+        return max(project.rationale_min_length, REQUIRED_RATIONALE_MIN)
+    return project.rationale_min_length

@@ -40,10 +40,11 @@ from apps.exports.selectors import (
 )
 from apps.judging.answers import on_screen
 from apps.judging.models import Assignment, Judgment, Skip
-from apps.judging.services import (
+from apps.judging.queue import (
     NEXT_REASONS,
     IdempotencyConflict,
     JudgmentError,
+    SubmitResult,
     assignment_next,
     assignment_next_after,
     assignment_skip,
@@ -172,15 +173,23 @@ def _ranking_external(ranking: list[list[int]] | None) -> list[list[str]] | None
     return [[external[pk] for pk in group] for group in ranking]
 
 
-def judgment_payload(judgment: Judgment) -> dict[str, Any]:
+def _submitted_payload(result: SubmitResult) -> dict[str, Any]:
+    return judgment_payload(
+        result.judgment,
+        left_is_a=result.left_is_a,
+        chosen_external_id=result.chosen_external_id,
+    )
+
+
+def judgment_payload(
+    judgment: Judgment, *, left_is_a: bool, chosen_external_id: str | None = None
+) -> dict[str, Any]:
     """The judgment as the API returns it. A plain function: a ModelSerializer built its fields
-    anew for every response, which cost as much as the rest of the request's Python."""
-    chosen_id = getattr(judgment, "chosen_external_id", None)
+    anew for every response, which cost as much as the rest of the request's Python.
+    `chosen_external_id` is loaded from the judgment when not given."""
+    chosen_id = chosen_external_id
     if chosen_id is None and judgment.chosen_id is not None:
         chosen_id = judgment.chosen.external_id  # type: ignore[union-attr]
-    left_is_a = getattr(judgment, "left_is_a", None)
-    if left_is_a is None:
-        left_is_a = judgment.left_id == judgment.comparison.candidate_a_id
     overall = on_screen({"option": None, "strength": judgment.strength}, left_is_a=left_is_a)[
         "strength"
     ]
@@ -250,10 +259,10 @@ class JudgmentCreate(APIView):
             )
         except IdempotencyConflict as exc:
             return Response(
-                {"detail": str(exc), "judgment": judgment_payload(exc.judgment)},
+                {"detail": str(exc), "judgment": _submitted_payload(exc.stored)},
                 status=status.HTTP_409_CONFLICT,
             )
-        body = judgment_payload(result.judgment)
+        body = _submitted_payload(result)
         if with_next:  # the judgment has committed: whatever happens next, it stands
             body.update(next_fields(request, assignment_id))
         return Response(
@@ -345,11 +354,8 @@ class JudgmentUndo(APIView):
     def post(self, request: Request, slug: str) -> Response:
         membership = membership_for(user=request.user, slug=slug)
         result = judgment_undo(project=membership.project, annotator=request_user(request))
-        undone = result.undone
-        undone.left_is_a = undone.left_id == undone.comparison.candidate_a_id  # type: ignore[attr-defined]
-        return Response(
-            {**assignment_payload(result.assignment), "undone": judgment_payload(undone)}
-        )
+        undone = judgment_payload(result.undone, left_is_a=result.left_is_a)
+        return Response({**assignment_payload(result.assignment), "undone": undone})
 
 
 def judgment_list_row(values: Sequence[Any], row: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,3 @@
-from typing import Any
-
 from django.apps import AppConfig
 from django.core import checks
 from django.db.models.signals import post_migrate
@@ -10,19 +8,11 @@ class JudgingConfig(AppConfig):
     label = "judging"
 
     def ready(self) -> None:
-        from apps.judging.dbfunctions import check_queue_functions
+        # Imported here, once the models are loaded (Django's place for hooks): the queue's
+        # modules import models, which cannot be imported while this module is.
+        from apps.judging.queue import installed
 
-        post_migrate.connect(install_queue_functions, sender=self)
-        checks.register(check_queue_functions, checks.Tags.database)
-
-
-def install_queue_functions(using: str = "default", **kwargs: Any) -> None:
-    """(Re)creates the queue's PostgreSQL functions after every migrate; elsewhere, nothing.
-
-    They hold no data, so replacing them is always safe, and doing it here keeps them equal to
-    the code that calls them (apps.judging.queue_sql) without a migration per change. Each is
-    signed with the code's hash, which serving compares (apps.judging.dbfunctions).
-    """
-    from apps.judging.dbfunctions import functions_install
-
-    functions_install(using=using)
+        # Every `migrate` (re)creates the queue's PostgreSQL functions and signs them with the
+        # code's hash; serving refuses to start when they differ (apps.judging.queue.installed).
+        post_migrate.connect(installed.install_after_migrate, sender=self)
+        checks.register(installed.check_queue_functions, checks.Tags.database)

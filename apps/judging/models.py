@@ -119,7 +119,8 @@ class Judgment(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
     )
-    # A database default too: the queue's PL/pgSQL insert (queue_sql.py) names no such column.
+    # A database default too: the queue's PL/pgSQL insert (queue/sql_submit.py) names no such
+    # column.
     invalidation_reason = models.TextField(blank=True, default="", db_default="")
 
     class Meta:

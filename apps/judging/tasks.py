@@ -3,8 +3,8 @@ import logging
 from celery import shared_task
 
 from annotate.broker import BrokerUnavailable, send_task
+from apps.judging.queue import leases_reclaim_expired
 from apps.judging.rendering import renderings_for_batch
-from apps.judging.services import leases_reclaim_expired
 
 logger = logging.getLogger(__name__)
 

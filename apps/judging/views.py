@@ -14,16 +14,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.batches.models import Candidate
-from apps.judging.answers import allowed_choices
+from apps.judging.answers import STRENGTH_RANGE, allowed_choices, rationale_min
 from apps.judging.keys import keymap
 from apps.judging.models import Assignment, Choice, Judgment
-from apps.judging.rendering import renderings_attach
-from apps.judging.selectors import (
-    progress_for_annotator,
-    progress_in_project,
-    projects_to_manage,
-)
-from apps.judging.services import (
+from apps.judging.queue import (
     AnnotatorBlocked,
     AssignmentNotFound,
     JudgmentConflict,
@@ -36,7 +30,13 @@ from apps.judging.services import (
     judgment_submit,
     judgment_undo,
 )
-from apps.projects.models import GRADES, Project, RationaleRule, Scheme
+from apps.judging.rendering import renderings_attach
+from apps.judging.selectors import (
+    progress_for_annotator,
+    progress_in_project,
+    projects_to_manage,
+)
+from apps.projects.models import GRADES, Project, Scheme
 from apps.projects.selectors import project_for_member
 
 
@@ -88,9 +88,7 @@ def _scheme_context(project: Project) -> dict[str, Any]:
         "criterion_options": options,
         "flags": project.flags,
         "listwise": project.scheme == Scheme.LISTWISE,
-        "rationale_min": max(
-            project.rationale_min_length, 1 if project.rationale == RationaleRule.REQUIRED else 0
-        ),
+        "rationale_min": rationale_min(project),
     }
 
 
@@ -117,7 +115,7 @@ def _answer_from_post(request: HttpRequest, project: Project, assignment_id: int
         try:
             strength = int(raw_strength)
         except ValueError:
-            raise JudgmentError("strength must be a whole number from -3 to 3.") from None
+            raise JudgmentError(f"strength must be a whole number {STRENGTH_RANGE}.") from None
     criteria: dict[str, Any] = {}
     for key in post:
         value = post.get(key, "")
@@ -183,7 +181,9 @@ def _render_annotate(
     # judged (static/js/annotate.js); the judgment names it, and gets it if it is still free.
     peek = comparison_peek(project=project, annotator=annotator) if assignment else None
     # The texts' stored HTML, in one query: the page never runs the Markdown parser itself.
-    guidelines_html = renderings_attach(leases=[assignment, peek], guidelines=project.guidelines)
+    guidelines_html = renderings_attach(
+        leases=[assignment, peek.assignment if peek else None], guidelines=project.guidelines
+    )
     context = {
         "blocked": blocked,
         "skip_reasons": project.skip_reasons,

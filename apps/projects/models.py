@@ -280,7 +280,7 @@ class Membership(models.Model):
 
 def gold_stop_reason(*, correct: int, answered: int, min_accuracy: float, min_answers: int) -> str:
     """The gold rule: why an annotator with these gold answers is stopped, or "" when they are
-    not. annotate_submit (apps.judging.queue_sql) applies the same rule on PostgreSQL."""
+    not. annotate_submit (apps.judging.queue.sql_submit) applies the same rule on PostgreSQL."""
     if min_accuracy <= 0 or not answered or answered < min_answers:
         return ""
     accuracy = correct / answered

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.audit.models import AuditEvent
 from apps.batches.models import Comparison
 from apps.judging.models import AssignmentStatus
-from apps.judging.services import assignment_next
+from apps.judging.queue import assignment_next
 from apps.projects.models import Membership, Project
 from apps.projects.services import membership_add, project_create
 

@@ -6,7 +6,7 @@ import pytest
 
 from apps.batches.models import Comparison
 from apps.judging.models import Judgment
-from apps.judging.services import Preference, assignment_next, judgment_submit
+from apps.judging.queue import Preference, assignment_next, judgment_submit
 from apps.projects.selectors import pseudonyms_for
 from apps.projects.services import project_create
 from tests.agreement.test_stats_fast import wilson

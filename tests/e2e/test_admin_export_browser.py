@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 
 from apps.exports.jobs import export_job_run
 from apps.exports.models import ExportJob, ExportStatus
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from apps.batches.models import Batch
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from tests.conftest import prompt_line
 from tests.e2e.conftest import PageLog

@@ -22,7 +22,7 @@ from apps.batches.models import Comparison
 from apps.dashboard.services import dashboards_refresh
 from apps.dashboard.tasks import dashboard_refresh_project_task
 from apps.judging.models import Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add
 from tests.agreement.test_stats import vote

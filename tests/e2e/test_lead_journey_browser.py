@@ -16,7 +16,7 @@ from apps.batches.models import Batch, BatchStatus
 from apps.exports.jobs import export_job_run
 from apps.exports.models import ExportJob, ExportStatus
 from apps.judging.models import Judgment
-from apps.judging.services import assignment_next, judgment_submit
+from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from tests.conftest import jsonl, prompt_line
 from tests.e2e.conftest import PageLog

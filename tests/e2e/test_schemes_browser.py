@@ -420,7 +420,7 @@ def test_a_prefetched_comparison_taken_meanwhile_is_replaced(
     annotators: list[User],
     import_rows: Callable[..., Batch],
 ) -> None:
-    from apps.judging.services import Preference, assignment_next, judgment_submit
+    from apps.judging.queue import Preference, assignment_next, judgment_submit
 
     configure(project, overlap=1)
     import_rows(*(prompt_line(f"tk-{i}", prompt=f"Topic {i}?") for i in range(4)))

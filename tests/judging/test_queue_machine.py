@@ -53,7 +53,7 @@ from apps.batches.services import batch_import, batch_priority_set
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
 
 # The queue's public functions, in one block: the queue package may move them.
-from apps.judging.services import (
+from apps.judging.queue import (
     UNDO_SECONDS,
     AnnotatorBlocked,
     JudgmentConflict,

@@ -1,12 +1,12 @@
 """Django's migrate, during whose system checks the queue-functions check stands aside: migrate is
-what installs the functions (apps.judging.dbfunctions), so it must run while they are missing or
+what installs the functions (apps.judging.queue.installed), so it must run while they are missing or
 old, when every other command refuses."""
 
 from typing import Any
 
 from django.core.management.commands import migrate
 
-from apps.judging.dbfunctions import installing
+from apps.judging.queue.installed import installing
 
 
 class Command(migrate.Command):

@@ -24,7 +24,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 
-from apps.judging.queue_sql import FUNCTION_NAMES, functions_sql
+from apps.judging.queue.backend import postgresql
+from apps.judging.queue.sql import FUNCTION_NAMES, functions_sql
 
 HINT = "Run `python manage.py migrate`: it installs the functions of the code being deployed."
 
@@ -42,7 +43,7 @@ def functions_install(*, using: str = DEFAULT_DB_ALIAS) -> None:
     """(Re)creates the queue's functions and signs them, in one transaction; elsewhere than on
     PostgreSQL, nothing."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    if not postgresql(using):
         return
     signature = functions_signature()  # hex digits: safe inside the quotes
     comments = "".join(f"COMMENT ON FUNCTION {name} IS '{signature}';\n" for name in FUNCTION_NAMES)
@@ -50,11 +51,19 @@ def functions_install(*, using: str = DEFAULT_DB_ALIAS) -> None:
         cursor.execute(functions_sql() + comments)
 
 
+def install_after_migrate(using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
+    """post_migrate: (re)creates the functions after every migrate; on SQLite, nothing.
+
+    They hold no data, so replacing them is always safe, and doing it here keeps them equal to
+    the code that calls them (apps.judging.queue) without a migration per change."""
+    functions_install(using=using)
+
+
 def functions_mismatch(*, using: str = DEFAULT_DB_ALIAS) -> list[str]:
     """How the installed functions differ from the code's, one phrase per function; empty when
     they are the code's (and always on SQLite). One query."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    if not postgresql(using):
         return []
     with connection.cursor() as cursor:
         cursor.execute(

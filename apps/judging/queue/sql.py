@@ -1,0 +1,23 @@
+"""The DDL of the queue's PostgreSQL functions, (re)installed by every `migrate`
+(apps.judging.apps): they hold no data, so replacing them is always safe."""
+
+from apps.judging.queue.sql_next import NEXT_FUNCTION
+from apps.judging.queue.sql_pick import RECLAIM_FUNCTION, pick_function
+from apps.judging.queue.sql_submit import FITS_FUNCTION, SUBMIT_FUNCTION
+
+FUNCTION_NAMES = (
+    "annotate_pick",
+    "annotate_reclaim",
+    "annotate_next",
+    "annotate_fits",
+    "annotate_submit",
+)
+
+
+def functions_sql() -> str:
+    """The DDL that (re)creates the queue's functions: dropped first, so that a signature may
+    change, in one transaction with the creation."""
+    drops = "".join(f"DROP FUNCTION IF EXISTS {name};\n" for name in reversed(FUNCTION_NAMES))
+    return drops + "".join(
+        (pick_function(), RECLAIM_FUNCTION, NEXT_FUNCTION, FITS_FUNCTION, SUBMIT_FUNCTION)
+    )

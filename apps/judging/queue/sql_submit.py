@@ -1,0 +1,346 @@
+"""annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
+rules as answers.answer_problem and submit.py, in one round trip."""
+
+from django.db.models import NOT_PROVIDED
+
+from apps.batches.queue_order import complete_sql
+from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
+from apps.judging.models import Judgment
+
+FITS_FUNCTION = f"""
+CREATE FUNCTION annotate_fits(
+    p_choice text, p_strength integer, p_graded boolean, p_allow_tie boolean,
+    p_allow_both_bad boolean
+) RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
+-- Whether one answer (overall or a criterion's) fits the scheme: answers._pick_fits.
+SELECT coalesce(CASE
+    WHEN p_choice = 'both_bad' THEN p_allow_both_bad AND p_strength IS NULL
+    WHEN p_graded THEN p_strength IS NOT NULL
+         AND p_strength BETWEEN -{MAX_STRENGTH} AND {MAX_STRENGTH}
+    ELSE p_strength IS NULL
+         AND (p_choice IN ('left', 'right') OR (p_choice = 'tie' AND p_allow_tie))
+END, false)
+$fn$;
+"""
+
+
+_SUBMIT_TEMPLATE = """
+CREATE FUNCTION annotate_submit(
+    p_assignment bigint, p_annotator bigint, p_choice text, p_strength integer,
+    p_criteria jsonb, p_flags jsonb, p_rationale text, p_key text, p_duration integer,
+    p_now timestamptz,
+    OUT outcome text, OUT o_judgment bigint, OUT o_comparison bigint, OUT o_batch bigint,
+    OUT o_left bigint, OUT o_right bigint, OUT o_chosen bigint, OUT o_chosen_external text,
+    OUT o_gold_correct boolean, OUT o_allowed text, OUT o_strength integer,
+    OUT o_criteria jsonb, OUT o_guideline_version integer, OUT o_left_is_a boolean
+) LANGUAGE plpgsql AS $fn$
+-- The answer comes on the screen's terms (p_choice; p_strength < 0 favours the left response;
+-- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py).
+-- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
+-- earlier judgment); or why nothing was stored: one of answers.MESSAGES' codes (o_allowed is
+-- its detail), 'not_found', 'judged' (the assignment was judged before), 'skipped',
+-- 'late_full' (a reclaimed lease and no free slot left), 'already_judged' (this annotator
+-- judged the comparison), 'project_cap' / 'batch_cap' (o_allowed: the cap; the lease is
+-- closed and its slot freed), or 'inactive' / 'not_member' / 'stopped' (the annotator may no
+-- longer act here; the lease is closed and its slot freed).
+DECLARE
+    a record;
+    c record;
+    s record;
+    v_holds boolean;
+    v_option text;
+    v_key text;
+    v_count integer;
+    v_project_cap integer;
+    v_batch_cap integer;
+    v_graded boolean;
+    v_names text[];
+    v_least integer;
+    v_flip integer;
+BEGIN
+    SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id,
+           x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
+           p.criteria, p.flags, p.rationale, p.rationale_min_length,
+           l.external_id AS left_external, r.external_id AS right_external,
+           p.gold_min_accuracy, p.gold_min_answers
+    INTO a
+    FROM judging_assignment x
+    JOIN projects_project p ON p.id = x.project_id
+    JOIN batches_candidate l ON l.id = x.left_id
+    JOIN batches_candidate r ON r.id = x.right_id
+    WHERE x.id = p_assignment AND x.annotator_id = p_annotator
+    FOR UPDATE OF x;
+    IF NOT FOUND THEN
+        outcome := 'not_found';
+        RETURN;
+    END IF;
+    -- A lease taken before its annotator was deactivated, removed from the project or stopped
+    -- by the gold rule (standing.standing_problem, in its order): refused, and an open lease
+    -- closed and its slot freed (the comparison's lock after the assignment's, the queue's
+    -- order). For 'stopped', o_allowed is "correct answered minimum min_answers". Read in a
+    -- statement of its own, after the lock: the lock's statement would see the account and the
+    -- membership as they were before it waited (a deactivation holding the lease's row).
+    IF a.status IN ('open', 'expired') THEN
+        SELECT u.is_active, m.id AS member_id, m.gold_answered, m.gold_correct INTO s
+        FROM auth_user u
+        LEFT JOIN projects_membership m ON m.project_id = a.project_id AND m.user_id = u.id
+        WHERE u.id = p_annotator;
+        IF NOT s.is_active THEN
+            outcome := 'inactive';
+        ELSIF s.member_id IS NULL THEN
+            outcome := 'not_member';
+        ELSIF a.gold_min_accuracy > 0 AND s.gold_answered > 0
+              AND s.gold_answered >= a.gold_min_answers
+              AND s.gold_correct::float8 / s.gold_answered < a.gold_min_accuracy THEN
+            outcome := 'stopped';
+            o_allowed := concat_ws(' ', s.gold_correct, s.gold_answered, a.gold_min_accuracy,
+                                   a.gold_min_answers);
+        END IF;
+        IF outcome IS NOT NULL THEN
+            IF a.status = 'open' THEN
+                UPDATE judging_assignment SET status = 'expired', closed_at = p_now
+                WHERE id = a.id;
+                UPDATE batches_comparison SET lease_count = lease_count - 1
+                WHERE id = a.comparison_id AND NOT is_gold;
+            END IF;
+            RETURN;
+        END IF;
+    END IF;
+    -- The project's rules for the answer, in answers.answer_problem's order. A ranking never
+    -- comes here (submit.judgment_submit takes it through the ORM).
+    IF a.scheme = 'listwise' THEN
+        outcome := 'needs_ranking';
+        RETURN;
+    END IF;
+    v_graded := a.scheme = 'graded';
+    IF NOT (p_choice = 'both_bad' AND a.allow_both_bad) THEN
+        IF v_graded AND p_strength IS NULL THEN
+            outcome := 'needs_strength';
+            RETURN;
+        ELSIF NOT v_graded AND p_strength IS NOT NULL THEN
+            outcome := 'no_strength';
+            RETURN;
+        END IF;
+    END IF;
+    IF NOT annotate_fits(p_choice, p_strength, v_graded, a.allow_tie, a.allow_both_bad) THEN
+        outcome := 'bad_choice';
+        o_allowed := concat_ws(', ', 'left', 'right', CASE WHEN a.allow_tie THEN 'tie' END,
+                               CASE WHEN a.allow_both_bad THEN 'both_bad' END);
+        RETURN;
+    END IF;
+    -- Criteria and flags, skipped at no cost when neither the project nor the answer has any.
+    IF p_criteria <> '{}'::jsonb OR a.criteria <> '[]'::jsonb THEN
+        SELECT coalesce(array_agg(e.value->>'name' ORDER BY e.n), '{}') INTO v_names
+        FROM jsonb_array_elements(a.criteria) WITH ORDINALITY AS e(value, n);
+        IF p_criteria <> '{}'::jsonb AND cardinality(v_names) = 0 THEN
+            outcome := 'no_criteria';
+            RETURN;
+        END IF;
+        IF (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM jsonb_object_keys(p_criteria) k)
+           <> (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM unnest(v_names) k) THEN
+            outcome := 'bad_criteria';
+            o_allowed := array_to_string(v_names, ', ');
+            RETURN;
+        END IF;
+        SELECT u.name INTO o_allowed FROM unnest(v_names) WITH ORDINALITY AS u(name, n)
+        WHERE NOT annotate_fits(p_criteria->u.name->>'choice',
+                                (p_criteria->u.name->>'strength')::integer,
+                                v_graded, a.allow_tie, a.allow_both_bad)
+        ORDER BY u.n LIMIT 1;
+        IF o_allowed IS NOT NULL THEN
+            outcome := 'bad_criterion_answer';
+            RETURN;
+        END IF;
+    END IF;
+    IF p_flags <> '[]'::jsonb THEN
+        IF jsonb_array_length(a.flags) = 0 THEN
+            outcome := 'no_flags';
+            RETURN;
+        END IF;
+        IF NOT p_flags <@ a.flags THEN
+            outcome := 'bad_flags';
+            SELECT string_agg(f.name, ', ' ORDER BY f.n) INTO o_allowed
+            FROM jsonb_array_elements_text(a.flags) WITH ORDINALITY AS f(name, n);
+            RETURN;
+        END IF;
+    END IF;
+    IF a.rationale = 'off' AND p_rationale <> '' THEN
+        outcome := 'no_rationale';
+        RETURN;
+    END IF;
+    -- answers.rationale_min
+    v_least := CASE WHEN a.rationale = 'required'
+                    THEN greatest(a.rationale_min_length, __REQUIRED_RATIONALE_MIN__)
+                    ELSE a.rationale_min_length END;
+    IF (p_rationale <> '' OR a.rationale = 'required') AND char_length(p_rationale) < v_least
+    THEN
+        outcome := 'short_rationale';
+        o_allowed := v_least::text;
+        RETURN;
+    END IF;
+    IF a.status = 'submitted' THEN
+        SELECT j.id, j.idempotency_key INTO o_judgment, v_key
+        FROM judging_judgment j WHERE j.assignment_id = a.id;
+        outcome := CASE WHEN p_key <> '' AND v_key = p_key THEN 'repeat' ELSE 'judged' END;
+        RETURN;
+    END IF;
+    IF a.status IN ('skipped', 'undone') THEN
+        outcome := a.status;
+        RETURN;
+    END IF;
+    SELECT cc.id, cc.batch_id, cc.candidate_a_id, cc.is_gold, cc.gold_answer,
+           cc.judgment_count, cc.lease_count
+    INTO c
+    FROM batches_comparison cc WHERE cc.id = a.comparison_id
+    FOR UPDATE;
+    -- An open lease holds a slot, even past its time, until a reclaim takes it back; gold
+    -- leases never hold one.
+    v_holds := a.status = 'open' AND NOT c.is_gold;
+    IF a.status <> 'open' THEN
+        -- A reclaimed lease: the judgment goes only into a free slot, never past the overlap.
+        IF NOT c.is_gold AND c.judgment_count + c.lease_count >= a.overlap THEN
+            outcome := 'late_full';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM judging_judgment j
+                   WHERE j.comparison_id = c.id AND j.annotator_id = p_annotator) THEN
+            outcome := 'already_judged';
+            RETURN;
+        END IF;
+    END IF;
+    -- Caps: the member's row is locked (after the assignment and the comparison, the order
+    -- everywhere), so that two leases of one annotator, taken at once, cannot both pass a cap.
+    SELECT m.judgment_count, p.annotator_cap, b.annotator_cap
+    INTO v_count, v_project_cap, v_batch_cap
+    FROM projects_membership m
+    JOIN projects_project p ON p.id = m.project_id
+    JOIN batches_batch b ON b.id = c.batch_id
+    WHERE m.project_id = a.project_id AND m.user_id = p_annotator
+    FOR UPDATE OF m;
+    IF v_project_cap IS NOT NULL AND v_count >= v_project_cap THEN
+        outcome := 'project_cap';
+        o_allowed := v_project_cap::text;
+    ELSIF v_batch_cap IS NOT NULL AND (
+        SELECT count(*) FROM (
+            SELECT 1 FROM judging_judgment j
+            WHERE j.annotator_id = p_annotator AND j.batch_id = c.batch_id
+            LIMIT v_batch_cap
+        ) done
+    ) >= v_batch_cap THEN
+        outcome := 'batch_cap';
+        o_allowed := v_batch_cap::text;
+    END IF;
+    IF outcome IS NOT NULL THEN
+        IF a.status = 'open' THEN
+            UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = a.id;
+            UPDATE batches_comparison SET lease_count = lease_count - v_holds::integer
+            WHERE id = c.id;
+        END IF;
+        RETURN;
+    END IF;
+    o_comparison := c.id;
+    o_batch := c.batch_id;
+    o_left := a.left_id;
+    o_right := a.right_id;
+    o_chosen := CASE p_choice WHEN 'left' THEN a.left_id WHEN 'right' THEN a.right_id END;
+    o_chosen_external := CASE p_choice WHEN 'left' THEN a.left_external
+                                       WHEN 'right' THEN a.right_external END;
+    v_option := CASE WHEN o_chosen IS NULL THEN p_choice
+                     WHEN o_chosen = c.candidate_a_id THEN 'a' ELSE 'b' END;
+    o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
+    -- Stored oriented to the candidates: a strength > 0 favours candidate A.
+    o_left_is_a := a.left_id = c.candidate_a_id;
+    v_flip := CASE WHEN o_left_is_a THEN -1 ELSE 1 END;
+    o_strength := p_strength * v_flip;
+    o_criteria := '{}'::jsonb;
+    IF p_criteria <> '{}'::jsonb THEN
+    SELECT coalesce(jsonb_object_agg(e.key, jsonb_build_object(
+               'option', CASE WHEN e.value->>'choice' IN ('left', 'right') THEN
+                                  CASE WHEN (e.value->>'choice' = 'left') = (v_flip = -1)
+                                       THEN 'a' ELSE 'b' END
+                              ELSE e.value->>'choice' END,
+               'strength', (e.value->>'strength')::integer * v_flip)), '{}'::jsonb)
+    INTO o_criteria FROM jsonb_each(p_criteria) e;
+    END IF;
+    o_guideline_version := a.guideline_version;
+    __JUDGMENT_INSERT__
+    ON CONFLICT (comparison_id, annotator_id) DO NOTHING
+    RETURNING id INTO o_judgment;
+    IF o_judgment IS NULL THEN
+        outcome := 'already_judged';
+        RETURN;
+    END IF;
+    UPDATE judging_assignment SET status = 'submitted', closed_at = p_now WHERE id = a.id;
+    UPDATE batches_comparison SET
+        judgment_count = judgment_count + 1,
+        votes_a = votes_a + (v_option = 'a')::integer,
+        votes_b = votes_b + (v_option = 'b')::integer,
+        votes_tie = votes_tie + (v_option = 'tie')::integer,
+        votes_both_bad = votes_both_bad + (v_option = 'both_bad')::integer,
+        split = abs(votes_a + (v_option = 'a')::integer - votes_b - (v_option = 'b')::integer),
+        -- A fresh rank at each new level: see submit._counts_after_vote.
+        rank = floor(random() * 2147483648)::integer,
+        lease_count = lease_count - v_holds::integer,
+        complete = CASE WHEN is_gold THEN complete ELSE __COMPLETE_AFTER_VOTE__ END
+    WHERE id = c.id;
+    UPDATE projects_membership SET
+        judgment_count = judgment_count + 1,
+        gold_answered = gold_answered + (o_gold_correct IS NOT NULL)::integer,
+        gold_correct = gold_correct + coalesce(o_gold_correct, false)::integer
+    WHERE project_id = a.project_id AND user_id = p_annotator;
+    outcome := 'created';
+END
+$fn$;
+"""
+
+# annotate_submit's new judgment: each column of judging_judgment it sets, and the value. A
+# column the model requires (NOT NULL, no default in the database) and this leaves out would
+# fail on PostgreSQL only: tests/test_migrations.py checks unset_required_columns() is empty.
+JUDGMENT_VALUES = {
+    "comparison_id": "c.id",
+    "batch_id": "c.batch_id",
+    "annotator_id": "p_annotator",
+    "assignment_id": "a.id",
+    "choice": "p_choice",
+    "left_id": "a.left_id",
+    "right_id": "a.right_id",
+    "chosen_id": "o_chosen",
+    "strength": "o_strength",
+    "criteria": "o_criteria",
+    "flags": "p_flags",
+    "guideline_version": "a.guideline_version",
+    "rationale": "p_rationale",
+    "duration_ms": "p_duration",
+    "idempotency_key": "p_key",
+    "gold_correct": "o_gold_correct",
+    "created_at": "p_now",
+}
+
+
+def _judgment_insert() -> str:
+    columns = ", ".join(JUDGMENT_VALUES)
+    values = ", ".join(JUDGMENT_VALUES.values())
+    return f"INSERT INTO {Judgment._meta.db_table} ({columns})\n    VALUES ({values})"
+
+
+def unset_required_columns() -> list[str | None]:
+    """Judgment's columns that need a value and that annotate_submit's INSERT does not set."""
+    return [
+        field.column
+        for field in Judgment._meta.concrete_fields
+        if not field.primary_key
+        and not field.null
+        and field.db_default is NOT_PROVIDED
+        and field.column not in JUDGMENT_VALUES
+    ]
+
+
+# The template holds JSON braces, so the constants go in by name rather than by format().
+_PLACES = {
+    "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
+    "__JUDGMENT_INSERT__": _judgment_insert(),
+    "__COMPLETE_AFTER_VOTE__": complete_sql(votes="judgment_count + 1", overlap="a.overlap"),
+}
+SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
+for _place, _text in _PLACES.items():
+    SUBMIT_FUNCTION = SUBMIT_FUNCTION.replace(_place, _text)

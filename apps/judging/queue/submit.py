@@ -1,0 +1,304 @@
+"""Taking a judgment: checks, caps, the late-submission rule, and the counts it moves."""
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Abs
+from django.utils import timezone
+
+from apps.batches.models import Candidate, Comparison, random_rank
+from apps.batches.queue_order import complete_condition
+from apps.judging import answers
+from apps.judging.answers import Answer
+from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
+from apps.judging.queue import backend
+from apps.judging.queue.errors import (
+    JudgmentConflict,
+    JudgmentError,
+    cap_refusal,
+    refusal_for,
+    validate_text,
+)
+from apps.judging.queue.policy import MAX_DURATION_MS, MAX_IDEMPOTENCY_KEY
+from apps.judging.queue.repeat import judgment_for_response, retry_result
+from apps.judging.queue.results import SubmitResult
+from apps.judging.queue.standing import Locked, lock_assignment, standing_refusal
+from apps.judging.queue.submit_postgresql import judgment_submit_postgresql
+from apps.projects.models import (
+    Membership,
+    Project,
+)
+
+
+def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[int]]:
+    """The ranking's response ids as candidate ids, checked: each response shown, once; ties
+    only where the project allows them."""
+    shown = assignment.shown_order or [assignment.left_id, assignment.right_id]
+    by_external = dict(Candidate.objects.filter(pk__in=shown).values_list("external_id", "id"))
+    given = [external for group in groups for external in group]
+    if sorted(given) != sorted(by_external):
+        raise JudgmentError(answers.message("bad_ranking", ", ".join(sorted(by_external))))
+    if not assignment.project.allow_tie and any(len(group) > 1 for group in groups):
+        raise JudgmentError(answers.message("no_ties"))
+    return [[by_external[external] for external in group] for group in groups]
+
+
+def _cap_check(
+    locked: Locked, comparison: Comparison, holds_slot: bool, now: datetime
+) -> JudgmentConflict | None:
+    """The caps, checked again as the judgment arrives (SQLite path; annotate_submit does it on
+    PostgreSQL): an annotator with two leases taken at once must not pass a cap with both. A
+    refused judgment closes its lease and frees its slot, and the refusal is returned for the
+    caller to raise once its transaction has committed that."""
+    assignment = locked.assignment
+    project = assignment.project
+    outcome, cap = "", 0
+    if project.annotator_cap is not None:
+        count = (
+            Membership.objects.select_for_update()
+            .filter(project=project, user_id=assignment.annotator_id)
+            .values_list("judgment_count", flat=True)
+            .first()
+        )
+        if count is not None and count >= project.annotator_cap:
+            outcome, cap = "project_cap", project.annotator_cap
+    batch_cap = locked.batch_cap
+    if not outcome and batch_cap is not None:
+        judged = Judgment.objects.filter(
+            annotator_id=assignment.annotator_id, batch_id=comparison.batch_id
+        )
+        if judged[:batch_cap].count() >= batch_cap:
+            outcome, cap = "batch_cap", batch_cap
+    if not outcome:
+        return None
+    if assignment.status == AssignmentStatus.OPEN:
+        Assignment.objects.filter(pk=assignment.pk).update(
+            status=AssignmentStatus.EXPIRED, closed_at=now
+        )
+        if holds_slot:
+            Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") - 1)
+    return cap_refusal(outcome, cap)
+
+
+def judgment_submit(
+    *,
+    assignment_id: int,
+    annotator: User,
+    choice: str | None = None,
+    strength: int | None = None,
+    criteria: dict[str, Any] | None = None,
+    flags: list[str] | None = None,
+    rationale: str = "",
+    ranking: list[Any] | None = None,
+    idempotency_key: str = "",
+    duration_ms: int | None = None,
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Stores the annotator's judgment of their assignment, exactly once.
+
+    The answer is on the screen's terms (answers.py): `choice`, or for graded projects
+    `strength` (-3..3, below 0 the left response is better), per-criterion answers of the same
+    kind, flags and a rationale, each checked against the project. A retry with the same
+    idempotency key and the same answer returns the stored judgment (created=False); with
+    another answer it raises IdempotencyConflict, which carries the stored judgment. A lease
+    whose annotator was since removed from the project, deactivated or stopped by the gold rule
+    is refused (AnnotatorBlocked) and released. A lease that expired is still
+    honoured while it holds its slot; once reclaimed, the judgment is taken only if the
+    comparison still has a free slot and the annotator has not judged it.
+    Queries: on PostgreSQL 1 (annotate_submit); on SQLite 5 (lock assignment, insert judgment,
+    close assignment, count, member's counts), 6 with a project cap.
+    """
+    now = now or timezone.now()
+    try:
+        answer = answers.answer_parse(
+            choice=choice,
+            strength=strength,
+            criteria=criteria,
+            flags=flags,
+            rationale=rationale,
+            ranking=ranking,
+        )
+    except answers.AnswerError as exc:
+        raise JudgmentError(str(exc)) from None
+    if not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise JudgmentError(
+            f"idempotency_key must be a string of at most {MAX_IDEMPOTENCY_KEY} characters."
+        )
+    validate_text(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+    if duration_ms is not None and (
+        isinstance(duration_ms, bool)
+        or not isinstance(duration_ms, int)
+        or not 0 <= duration_ms <= MAX_DURATION_MS
+    ):
+        raise JudgmentError(
+            f"duration_ms must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}."
+        )
+    # A ranking (listwise projects) takes the ORM path on PostgreSQL too: its rules need the
+    # candidates' ids, and it is not the pairwise hot path annotate_submit is for.
+    if backend.postgresql() and answer.ranking is None:
+        return judgment_submit_postgresql(
+            assignment_id=assignment_id,
+            annotator=annotator,
+            answer=answer,
+            idempotency_key=idempotency_key,
+            duration_ms=duration_ms,
+            now=now,
+        )
+    with transaction.atomic():
+        locked = lock_assignment(assignment_id=assignment_id, annotator=annotator)
+        assignment = locked.assignment
+        refusal: Exception | None = standing_refusal(locked, now)
+        if refusal is None:
+            if problem := answers.answer_problem(assignment.project, answer):
+                raise JudgmentError(answers.message(*problem))
+            ranking_ids = (
+                None if answer.ranking is None else _ranking_ids(assignment, answer.ranking)
+            )
+            if assignment.status == AssignmentStatus.SUBMITTED:
+                earlier = judgment_for_response(Judgment.objects.get(assignment=assignment).pk)
+                if idempotency_key and earlier.judgment.idempotency_key == idempotency_key:
+                    return retry_result(earlier, answer)
+                raise refusal_for("judged")
+            if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.UNDONE):
+                raise refusal_for(str(assignment.status))
+            comparison = assignment.comparison
+            holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
+            if assignment.status != AssignmentStatus.OPEN:
+                _check_late_submission(assignment)
+            refusal = _cap_check(locked, comparison, holds_slot, now)
+        if refusal is None:
+            return _judgment_store(
+                locked=locked,
+                comparison=comparison,
+                annotator=annotator,
+                answer=answer,
+                ranking_ids=ranking_ids,
+                duration_ms=duration_ms,
+                idempotency_key=idempotency_key,
+                holds_slot=holds_slot,
+                now=now,
+            )
+    raise refusal
+
+
+def _judgment_store(
+    *,
+    locked: Locked,
+    comparison: Comparison,
+    annotator: User,
+    answer: Answer,
+    ranking_ids: list[list[int]] | None,
+    duration_ms: int | None,
+    idempotency_key: str,
+    holds_slot: bool,
+    now: datetime,
+) -> SubmitResult:
+    """Stores the vote and moves the counts (SQLite path); the caller holds the locks."""
+    assignment = locked.assignment
+    choice = answer.overall.choice
+    left_is_a = assignment.left_id == comparison.candidate_a_id
+    chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
+        Choice(choice)
+    )
+    option: str | None = (
+        choice if chosen_id is None else ("a" if chosen_id == comparison.candidate_a_id else "b")
+    )
+    if choice == Choice.RANKING:
+        option = None
+    gold_correct = (option == comparison.gold_answer) if comparison.is_gold else None
+    judgment = Judgment(
+        comparison_id=comparison.pk,
+        batch_id=comparison.batch_id,
+        annotator=annotator,
+        assignment=assignment,
+        choice=choice,
+        left_id=assignment.left_id,
+        right_id=assignment.right_id,
+        chosen_id=chosen_id,
+        strength=answers.oriented(answer.overall, left_is_a=left_is_a)["strength"],
+        criteria={
+            name: answers.oriented(pick, left_is_a=left_is_a)
+            for name, pick in answer.criteria.items()
+        },
+        flags=answer.flags,
+        ranking=ranking_ids,
+        guideline_version=assignment.guideline_version,
+        rationale=answer.rationale,
+        duration_ms=duration_ms,
+        idempotency_key=idempotency_key,
+        gold_correct=gold_correct,
+        created_at=now,
+    )
+    # For the response: the winner's imported id, without loading the candidate again.
+    chosen_external_id = {
+        Choice.LEFT: locked.left_external_id,
+        Choice.RIGHT: locked.right_external_id,
+    }.get(Choice(choice))
+    try:
+        # No savepoint: on a conflict the whole transaction is rolled back anyway.
+        judgment.save(force_insert=True)
+    except IntegrityError:
+        raise refusal_for("already_judged") from None
+    Assignment.objects.filter(pk=assignment.pk).update(
+        status=AssignmentStatus.SUBMITTED, closed_at=now
+    )
+    Comparison.objects.filter(pk=comparison.pk).update(
+        **_counts_after_vote(assignment.project, option, holds_slot, comparison.is_gold)
+    )
+    member_counts: dict[str, Any] = {"judgment_count": F("judgment_count") + 1}
+    if gold_correct is not None:
+        member_counts["gold_answered"] = F("gold_answered") + 1
+        member_counts["gold_correct"] = F("gold_correct") + int(gold_correct)
+    Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
+        **member_counts
+    )
+    assignment.status = AssignmentStatus.SUBMITTED
+    return SubmitResult(
+        judgment, created=True, chosen_external_id=chosen_external_id, left_is_a=left_is_a
+    )
+
+
+def _counts_after_vote(
+    project: Project, option: str | None, holds_slot: bool, is_gold: bool
+) -> dict[str, Any]:
+    """The comparison's column updates for one more vote for `option` (a, b, tie, both_bad;
+    None for a ranking, which moves no pairwise vote)."""
+    votes_a = F("votes_a") + int(option == "a")
+    votes_b = F("votes_b") + int(option == "b")
+    update: dict[str, Any] = {
+        "judgment_count": F("judgment_count") + 1,
+        # A fresh rank at each new level. Levels are handed out in rank order, so without it
+        # whoever worked first would own the head of the next level, and would have to scan
+        # past all of it there: the cost would grow with their history.
+        "rank": random_rank(),
+    }
+    if option is not None:
+        update[f"votes_{option}"] = F(f"votes_{option}") + 1
+        update["split"] = Abs(votes_a - votes_b)
+    if holds_slot:
+        update["lease_count"] = F("lease_count") - 1
+    if not is_gold:
+        update["complete"] = Case(
+            When(complete_condition(overlap=project.overlap, votes_added=1), then=Value(True)),
+            default=Value(False),
+        )
+    return update
+
+
+def _check_late_submission(assignment: Assignment) -> None:
+    """A reclaimed lease: take the judgment only into a free slot, never past the overlap."""
+    comparison = Comparison.objects.select_for_update().filter(pk=assignment.comparison_id).first()
+    if comparison is None:  # pragma: no cover - comparisons with assignments are not deleted
+        raise JudgmentConflict("This comparison no longer exists.")
+    if (
+        not comparison.is_gold
+        and comparison.judgment_count + comparison.lease_count >= assignment.project.overlap
+    ):
+        raise refusal_for("late_full")
+    if Judgment.objects.filter(
+        comparison_id=assignment.comparison_id, annotator_id=assignment.annotator_id
+    ).exists():
+        raise refusal_for("already_judged")
