@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 
 from annotate.broker import BrokerUnavailable, broker_check
 from annotate.cache import cache_health, cache_ping
+from annotate.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ def _database() -> str:
 
 
 def _broker() -> str:
-    from annotate.celery import app
-
     if app.conf.task_always_eager:
         return "eager"
     try:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from apps.judging.diff import MAX_TOKENS, Segment, word_diff
+from apps.judging.diff import MAX_TOKENS, Segment, marked, word_diff
 from apps.judging.markdown import ALLOWED_TAGS, TOKEN_CLASSES, render_markdown
 from apps.judging.models import Assignment
-from apps.judging.templatetags.comparison import conversation, marked
+from apps.judging.templatetags.comparison import conversation
 from tests.conftest import prompt_line
 
 CODE_CSS = Path(settings.BASE_DIR) / "static" / "css" / "code.css"

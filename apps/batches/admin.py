@@ -34,9 +34,10 @@ from apps.batches.services import (
     batch_import_cancel,
     batch_import_progress,
     batch_priority_set,
-    batch_reclaim_expired,
     batch_status_set,
 )
+from apps.exports.formats import formats_for
+from apps.judging.queue import batch_leases_reclaim
 from apps.projects.selectors import projects_led_by
 
 
@@ -250,7 +251,7 @@ class BatchAdmin(LeadScopedAdmin):
             if batch.project_id in seen or not self.has_change_permission(request, batch):
                 continue
             seen.add(batch.project_id)
-            total += batch_reclaim_expired(batch=batch, by=request.user)
+            total += batch_leases_reclaim(batch=batch, by=request.user)
         self.message_user(request, f"Reclaimed {total} expired lease(s).", messages.SUCCESS)
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Batch], act: Any, label: str) -> None:
@@ -349,7 +350,7 @@ class BatchAdmin(LeadScopedAdmin):
                 self.message_user(request, f"Deleted {name}.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:batches_batch_changelist"))
         elif action == "reclaim":
-            total = batch_reclaim_expired(batch=batch, by=request.user)
+            total = batch_leases_reclaim(batch=batch, by=request.user)
             self.message_user(
                 request, f"Reclaimed {total} expired lease(s) in {batch.project}.", messages.SUCCESS
             )
@@ -466,8 +467,6 @@ def _import_state(progress: dict[str, Any]) -> str:
 def _export_links(batch: Batch) -> list[tuple[str, str]]:
     """(label, URL) of each export of this batch: every format that applies to its project's
     scheme (`formats_for`), then the dataset card."""
-    from apps.exports.formats import formats_for
-
     base = reverse("api-export", kwargs={"slug": batch.project.slug})
     return [
         (name, f"{base}?{urlencode({'format': name, 'batch': batch.pk})}")

@@ -20,10 +20,11 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, connection, reset_queries, transaction
-from django.db.models import F, ProtectedError, Q, QuerySet
+from django.db.models import Count, F, ProtectedError, Q, QuerySet
 from django.utils import timezone
 
 from annotate.broker import BrokerUnavailable, broker_check, send_task
+from annotate.db import postgresql
 from annotate.errors import Conflict
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
@@ -38,6 +39,7 @@ from apps.batches.models import (
     GoldAnswer,
     Prompt,
 )
+from apps.batches.signals import batch_stored
 from apps.projects.models import Project, Scheme
 
 logger = logging.getLogger(__name__)
@@ -632,9 +634,7 @@ def _batch_store(
         for prompt in prompts:
             totals.add(prompt)
     writer: _RowWriter = (
-        _CopyWriter(batch, listwise)
-        if connection.vendor == "postgresql"
-        else _BulkWriter(batch, listwise)
+        _CopyWriter(batch, listwise) if postgresql() else _BulkWriter(batch, listwise)
     )
     stored = 0
     pending: list[ParsedPrompt] = []
@@ -705,13 +705,7 @@ def _batch_store(
         batch.prompt_count,
         batch.comparison_count,
     )
-    transaction.on_commit(functools.partial(_render_send, batch.pk))
-
-
-def _render_send(batch_id: int) -> None:
-    from apps.judging.tasks import render_batch_send
-
-    render_batch_send(batch_id)
+    transaction.on_commit(functools.partial(batch_stored.send, sender=Batch, batch_id=batch.pk))
 
 
 def _pairs(
@@ -993,7 +987,7 @@ def _analyze_after_bulk_insert() -> None:
     Until then the planner may take the queue's pick for a full scan and sort; autovacuum only
     catches up a minute or more later, and not at all where it is off.
     """
-    if connection.vendor == "postgresql":
+    if postgresql():
         with connection.cursor() as cursor:
             for model in (Prompt, Candidate, Comparison):
                 cursor.execute(f"ANALYZE {model._meta.db_table}")
@@ -1138,24 +1132,6 @@ def batch_priority_set(*, batch: Batch, priority: int, by: Actor) -> bool:
     return True
 
 
-def batch_reclaim_expired(*, batch: Batch, by: Actor) -> int:
-    """Returns every expired lease of the batch's project to the pool now, without waiting for
-    the beat sweep. Returns how many leases were reclaimed."""
-    from apps.judging.queue import leases_reclaim_expired
-
-    total = 0
-    while reclaimed := leases_reclaim_expired(project_id=batch.project_id):
-        total += reclaimed
-    audit_record(
-        actor=by,
-        action=AuditAction.LEASES_RECLAIMED,
-        project=batch.project,
-        target=batch,
-        details={"reclaimed": total},
-    )
-    return total
-
-
 # How long a cancel or a delete waits for the batch row's lock: a run's progress write holds it
 # for a moment, a run storing the rows holds it until the batch is whole.
 LOCK_WAIT_MS = 2000
@@ -1167,7 +1143,7 @@ def _batch_locked(batch: Batch, doing: str) -> Iterator[Batch]:
     lock is held longer than LOCK_WAIT_MS)."""
     try:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
+            if postgresql():
                 with connection.cursor() as cursor:
                     cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
             current = Batch.objects.select_for_update().filter(pk=batch.pk).first()
@@ -1247,15 +1223,14 @@ def batch_delete(*, batch: Batch, by: Actor) -> dict[str, Any]:
     for good: close the batch instead), one with comparisons leased to annotators now, or one
     whose rows are being stored.
     """
-    from apps.judging.models import Judgment
-
     with _batch_locked(batch, "be deleted") as current:
         if current.status not in DELETABLE_STATUSES:
             raise BatchActionError(
                 f"{current} is {current.get_status_display().lower()}: close it first (only a "
                 f"batch that is {', '.join(sorted(DELETABLE_STATUSES))} can be deleted)."
             )
-        judged = Judgment.objects.filter(batch=current).count()
+        # Through the comparisons (batches do not import judging): every judgment has one.
+        judged = Comparison.objects.filter(batch=current).aggregate(n=Count("judgments"))["n"]
         if judged:
             raise BatchActionError(
                 f"{current} holds {judged} judgment(s): it cannot be deleted, since judgments "

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connections
 from django.db.models import Exists, F, Func, OuterRef, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
+from annotate.db import postgresql
 from apps.agreement.reliability import ReliabilityModel, reliability_model
 from apps.batches.models import Candidate, Comparison
 from apps.exports.options import Options
@@ -104,7 +104,7 @@ def judgment_values(
         "duration_ms",
         (
             IsoformatUTC(F("created_at"))
-            if text_times and connections[judgments.db].vendor == "postgresql"
+            if text_times and postgresql(judgments.db)
             else "created_at"
         ),
         "comparison__candidate_a__external_id",

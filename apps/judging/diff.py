@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from itertools import islice
 
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
 # Above this many words and punctuation marks (both texts together) no diff is computed, and the
 # page says so: the page is rendered on every judgment.
 MAX_TOKENS = 20_000
@@ -183,4 +186,18 @@ def word_diff(left: str, right: str, *, max_tokens: int = MAX_TOKENS) -> WordDif
     return WordDiff(
         left=_segments(left_leading, left_tokens, only_left),
         right=_segments(right_leading, right_tokens, only_right),
+    )
+
+
+def marked(segments: list[Segment], side: str) -> SafeString:
+    """A side of the diff as escaped text, its own words in `<mark class="only-<side>">`."""
+    css_class = "only-left" if side == "left" else "only-right"
+    # Every piece of the untrusted text goes through escape(); the only markup is our <mark>.
+    return mark_safe(
+        "".join(
+            f'<mark class="{css_class}">{escape(segment.text)}</mark>'
+            if segment.only_here
+            else escape(segment.text)
+            for segment in segments
+        )
     )

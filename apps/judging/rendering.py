@@ -22,7 +22,7 @@ from django.db import DatabaseError, transaction
 from django.utils.safestring import SafeString, mark_safe
 
 from apps.batches.models import Candidate, Prompt
-from apps.judging.diff import word_diff
+from apps.judging.diff import marked, word_diff
 from apps.judging.markdown import render_guidelines, render_markdown
 from apps.judging.models import Rendering
 
@@ -170,8 +170,6 @@ def diff_digest(left: str, right: str) -> str:
 
 
 def _diff_html(left: str, right: str) -> str:
-    from apps.judging.templatetags.comparison import marked
-
     diff = word_diff(left, right)
     if diff.too_long:
         return TOO_LONG

@@ -2,12 +2,14 @@ import functools
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, F, Q
+from django.utils import timezone
 
 from annotate.rows import columns
 from apps.batches.models import BatchStatus, Comparison
-from apps.judging.models import Assignment, Judgment
+from apps.judging.models import Assignment, Judgment, Skip
 from apps.projects.models import Membership, Project
 from apps.projects.selectors import membership_from_row, projects_led_by
 
@@ -61,8 +63,6 @@ def left_for(*, annotator: User, project: Project, judged: int) -> int:
     """What is left for the annotator in the project, counted now (never cached): open
     comparisons of active batches that they have neither judged nor skipped, at most
     LEFT_COUNT_LIMIT + 1, and no more than the project's cap leaves them."""
-    from apps.judging.models import Skip
-
     open_for_them = (
         Comparison.objects.filter(
             project=project, complete=False, is_gold=False, batch__status=BatchStatus.ACTIVE
@@ -166,12 +166,6 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
     key holds the member's own judgment and skip counts (read anyway, in the same query), so
     their own judgment, skip or undo is counted at once, with no cache write in the services.
     """
-    from django.core.cache import cache
-    from django.utils import timezone
-
-    from apps.judging.models import Skip
-    from apps.projects.models import Membership
-
     total, skips = (
         Membership.objects.filter(project=project, user=annotator)
         .values_list("judgment_count", "skip_count")

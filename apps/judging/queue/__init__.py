@@ -27,7 +27,7 @@ from apps.judging.queue.policy import (
     UNDO_SECONDS,
     WINDOW,
 )
-from apps.judging.queue.reclaim import leases_reclaim_expired
+from apps.judging.queue.reclaim import batch_leases_reclaim, leases_reclaim_expired
 from apps.judging.queue.results import (
     NEXT_BLOCKED,
     NEXT_NONE_LEFT,
@@ -72,6 +72,7 @@ __all__ = [
     "assignment_next_after",
     "assignment_release_refused",
     "assignment_skip",
+    "batch_leases_reclaim",
     "comparison_peek",
     "functions_sql",
     "judgment_submit",

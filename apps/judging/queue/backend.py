@@ -6,12 +6,14 @@ database (SQLite, the zero-setup default) runs the ORM path, where writers are s
 
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
+
+from annotate import db
 
 
 def postgresql(using: str = DEFAULT_DB_ALIAS) -> bool:
     """Whether the queue's PL/pgSQL functions serve this database."""
-    return connections[using].vendor == "postgresql"
+    return db.postgresql(using)
 
 
 def call(sql: str, params: list[Any]) -> tuple[Any, ...]:

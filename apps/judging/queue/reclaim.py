@@ -3,11 +3,14 @@
 from collections import Counter
 from datetime import datetime
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.batches.models import Comparison
+from apps.audit.models import AuditAction
+from apps.audit.services import audit_record
+from apps.batches.models import Batch, Comparison
 from apps.judging.models import Assignment, AssignmentStatus
 from apps.judging.queue import backend
 from apps.judging.queue.policy import RECLAIM_LIMIT
@@ -60,3 +63,20 @@ def leases_reclaim(*, project_id: int | None, now: datetime, limit: int) -> int:
     for amount, ids in by_amount.items():
         Comparison.objects.filter(id__in=ids).update(lease_count=F("lease_count") - amount)
     return len(rows)
+
+
+def batch_leases_reclaim(*, batch: Batch, by: User | AnonymousUser) -> int:
+    """Returns every expired lease of the batch's project to the pool now, without waiting for
+    the beat sweep (the admin's "reclaim expired leases"), and records it in the audit log.
+    Returns how many leases were reclaimed."""
+    total = 0
+    while reclaimed := leases_reclaim_expired(project_id=batch.project_id):
+        total += reclaimed
+    audit_record(
+        actor=by,
+        action=AuditAction.LEASES_RECLAIMED,
+        project=batch.project,
+        target=batch,
+        details={"reclaimed": total},
+    )
+    return total

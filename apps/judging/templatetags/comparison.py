@@ -4,10 +4,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import template
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from apps.judging.diff import Segment, WordDiff, word_diff
+from apps.judging.diff import WordDiff, marked, word_diff
 from apps.judging.rendering import message_text
 
 register = template.Library()
@@ -66,16 +65,6 @@ def candidates_diff(left: str, right: str) -> WordDiff:
     return word_diff(left or "", right or "")
 
 
-@register.filter
-def marked(segments: list[Segment], side: str) -> SafeString:
-    """A side of the diff as escaped text, its own words in `<mark class="only-<side>">`."""
-    css_class = "only-left" if side == "left" else "only-right"
-    # Every piece of the untrusted text goes through escape(); the only markup is our <mark>.
-    return mark_safe(
-        "".join(
-            f'<mark class="{css_class}">{escape(segment.text)}</mark>'
-            if segment.only_here
-            else escape(segment.text)
-            for segment in segments
-        )
-    )
+# A side of a word diff, escaped, its own words marked (apps.judging.diff, which the stored
+# renderings use too).
+register.filter("marked", marked)
