@@ -63,7 +63,7 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
         "right": {"id": assignment.right.external_id, "text": assignment.right.text},
         "expires_at": assignment.expires_at.isoformat(),
     }
-    shown = getattr(assignment, "shown", None)
+    shown = assignment.shown
     if shown is not None:  # listwise: every response, in the order shown
         payload["candidates"] = [{"id": c.external_id, "text": c.text} for c in shown]
     return payload

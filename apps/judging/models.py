@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.functional import cached_property
 
 from apps.batches.models import Candidate, Comparison
 from apps.projects.models import Project
@@ -64,6 +65,15 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"Assignment {self.pk}"
+
+    @cached_property
+    def shown(self) -> list[Candidate] | None:
+        """Listwise: the candidates in the order shown (`shown_order`); None for a pair. The queue
+        fills it in as it hands the lease out (apps.judging.queue.next); else it is read here."""
+        if self.shown_order is None:
+            return None
+        by_id = Candidate.objects.in_bulk(self.shown_order)
+        return [by_id[pk] for pk in self.shown_order]
 
 
 class Choice(models.TextChoices):

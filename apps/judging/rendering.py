@@ -193,7 +193,7 @@ def renderings_attach(*, leases: Sequence[Any], guidelines: str = "") -> SafeStr
     Returns the guidelines' HTML ("" without guidelines)."""
     slots: list[tuple[Any, str, int]] = []
     texts: list[str] = []
-    pairs = [lease for lease in leases if lease is not None and not hasattr(lease, "shown")]
+    pairs = [lease for lease in leases if lease is not None and lease.shown is None]
     keyed = [(diff_digest(lease.left.text or "", lease.right.text or ""), lease) for lease in pairs]
     stored = dict(
         Rendering.objects.filter(digest__in=[digest for digest, _ in keyed]).values_list(
@@ -219,7 +219,7 @@ def renderings_attach(*, leases: Sequence[Any], guidelines: str = "") -> SafeStr
         for index, text in enumerate(prompt_texts(prompt.content)):
             slots.append((prompt, "messages_html" if prompt.is_conversation else "html", index))
             texts.append(text)
-        for candidate in getattr(lease, "shown", None) or [lease.left, lease.right]:
+        for candidate in lease.shown or [lease.left, lease.right]:
             slots.append((candidate, "html", 0))
             texts.append(candidate.text or "")
     htmls = rendered_html(texts, guidelines=guidelines)

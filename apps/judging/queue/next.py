@@ -92,8 +92,9 @@ def listwise_shown(lease: Assignment) -> None:
         )
         lease.shown_order, lease.left_id, lease.right_id = order, order[0], order[1]
     by_id = Candidate.objects.only("id", "external_id", "text", "model").in_bulk(order)
-    lease.shown = [by_id[pk] for pk in order]  # type: ignore[attr-defined]
-    lease.left, lease.right = lease.shown[0], lease.shown[1]  # type: ignore[attr-defined]
+    shown = [by_id[pk] for pk in order]
+    lease.shown = shown
+    lease.left, lease.right = shown[0], shown[1]
 
 
 def _assignment_next_once(
