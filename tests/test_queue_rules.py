@@ -495,28 +495,25 @@ def test_a_vote_redraws_the_rank_so_early_work_does_not_gather_at_the_head(
     assert abs(theirs / 40 - share) < 0.35
 
 
-@pytest.mark.postgres
+def probe(project, user):
+    """Which probe of the pick (annotate_pick on PostgreSQL, the same statements one by one
+    elsewhere) finds the user's next (1 the policy's head, 2 breadth first, 0 the exact one),
+    and the comparison."""
+    from apps.judging.queue.sql_pick import comparison_pick
+
+    picked = comparison_pick(project=project, annotator=user, rank_from=0)
+    return picked.probe, picked.comparison_id
+
+
 def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
     project, crowd, import_rows, monkeypatch
 ):
     """Depth first, and the only started comparisons are this annotator's own: the policy's
     head is all theirs. The pick must not scan all of it: a bounded probe in breadth-first
     order finds them a fresh comparison, and the exact (unbounded) probe never runs."""
-    from django.db import connection
-
     from apps.judging.queue import policy
 
     monkeypatch.setattr(policy, "WINDOW", 3)
-
-    def probe(user):
-        """Which probe of annotate_pick finds the user's next (1 the policy's head, 2
-        breadth first, 0 the exact one), and the comparison."""
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT o_probe, o_id FROM annotate_pick(%s, %s, %s, %s, 0, %s)",
-                [project.pk, user.pk, project.policy, project.overlap, policy.WINDOW],
-            )
-            return cursor.fetchone()
 
     import_rows(*(prompt_line(f"p{i}") for i in range(12)))
     set_policy(project, "depth_first")
@@ -524,9 +521,9 @@ def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
     set_policy(project, "breadth_first")
     mine |= {judge(project, crowd[0]) for _ in range(5)}  # six at level 1, all theirs
     set_policy(project, "depth_first")
-    step, picked = probe(crowd[0])
+    step, picked = probe(project, crowd[0])
     assert step == 2 and picked not in mine
-    others_step, others_pick = probe(crowd[1])
+    others_step, others_pick = probe(project, crowd[1])
     assert others_step == 1 and others_pick in mine
     lease = assignment_next(project=project, annotator=crowd[0])
     assert lease is not None and lease.comparison_id not in mine
@@ -536,15 +533,12 @@ def test_a_head_of_ones_own_work_is_stepped_over_in_bounded_probes(
     assert judge(project, crowd[1]) in mine | {lease.comparison_id}
 
 
-@pytest.mark.postgres
 def test_the_exact_probe_finds_what_the_bounded_ones_cannot_reach(
     project, crowd, import_rows, monkeypatch
 ):
     """Breadth first, and the head of the order is all comparisons this annotator skipped:
     the bounded probe finds nothing there, and the exact probe finds the rest ("nothing left"
     is never said of rows a bounded probe did not reach)."""
-    from django.db import connection
-
     from apps.judging.queue import policy
 
     monkeypatch.setattr(policy, "WINDOW", 3)
@@ -554,12 +548,7 @@ def test_the_exact_probe_finds_what_the_bounded_ones_cannot_reach(
         lease = assignment_next(project=project, annotator=crowd[0])
         assignment_skip(assignment_id=lease.pk, annotator=crowd[0], reason="other", note="no")
         skipped.add(lease.comparison_id)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT o_probe, o_id FROM annotate_pick(%s, %s, 'breadth_first', %s, 0, 3)",
-            [project.pk, crowd[0].pk, project.overlap],
-        )
-        step, picked = cursor.fetchone()
+    step, picked = probe(project, crowd[0])  # breadth first: the project's default
     assert step == 0 and picked not in skipped
     rest = set()
     while (lease := assignment_next(project=project, annotator=crowd[0])) is not None:

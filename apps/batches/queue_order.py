@@ -1,6 +1,7 @@
 """The order in which each assignment policy hands out a batch's open comparisons: one table,
-from which the queue's partial indexes (batches.models), the ORM pick and the PL/pgSQL pick
-(apps.judging.queue.policy) are all generated, so that the three never disagree.
+from which the queue's partial indexes (batches.models) and the pick's statements
+(apps.judging.queue.sql_pick, through queue.policy) are both generated, so that they never
+disagree.
 
 It lives here, beside Comparison, because the indexes are part of Comparison's Meta: models
 cannot import the queue (the queue imports them).

@@ -16,7 +16,7 @@ from apps.judging.models import Assignment, AssignmentStatus
 from apps.judging.queue import backend, policy
 from apps.judging.queue.backend import call
 from apps.judging.queue.errors import AnnotatorBlocked
-from apps.judging.queue.pick import comparison_pick, draw, gold_pick, preferred
+from apps.judging.queue.pick import draw, gold_pick, preferred
 from apps.judging.queue.policy import RECLAIM_LIMIT
 from apps.judging.queue.reclaim import leases_reclaim
 from apps.judging.queue.results import (
@@ -27,9 +27,9 @@ from apps.judging.queue.results import (
     Peek,
     Preference,
 )
+from apps.judging.queue.sql_pick import comparison_pick, rank_start
 from apps.judging.selectors import membership_for_assignment
 from apps.projects.models import (
-    AssignmentPolicy,
     Membership,
     Project,
     Scheme,
@@ -137,7 +137,9 @@ def _assignment_next_once(
                 Comparison.objects.filter(pk=comparison_id, is_gold=True).exists()
             )
         if comparison_id is None:
-            comparison_id = comparison_pick(project=project, annotator=annotator)
+            comparison_id = comparison_pick(
+                project=project, annotator=annotator, rank_from=rank_start(project)
+            ).comparison_id
         if comparison_id is None:
             return None
         comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(
@@ -190,7 +192,6 @@ def _assignment_next_postgresql(
     with what it shows. The blocked rule is decided here, from the membership's counters, and
     applied there only when no lease is open."""
     reason = _blocked_reason(project=project, annotator=annotator, membership=membership)
-    random_policy = project.policy == AssignmentPolicy.RANDOM
     row = call(
         "SELECT * FROM annotate_next(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
@@ -203,7 +204,7 @@ def _assignment_next_postgresql(
             bool(reason),
             # With a prefetched comparison, the prefetch drew gold or not (comparison_peek).
             prefer is None and project.gold_rate > 0 and draw() < project.gold_rate,
-            secrets.randbelow(2**31) if random_policy else 0,
+            rank_start(project),
             secrets.randbelow(2**31),
             prefer.swap if prefer else bool(secrets.randbelow(2)),
             policy.WINDOW,
@@ -278,15 +279,13 @@ def comparison_peek(*, project: Project, annotator: User) -> Peek | None:
         gold_id = gold_pick(project=project, annotator=annotator)
         if gold_id is not None:
             return _peek_of(project, gold_id)
+    # PostgreSQL's peek has always started at rank 0, even for the random policy; the other
+    # path draws the start as next does.
+    rank_from = 0 if backend.postgresql() else rank_start(project)
     with transaction.atomic():
-        if backend.postgresql():
-            # Already in the transaction rolled back below: no savepoint of its own.
-            (comparison_id,) = backend.fetchone(
-                "SELECT o_id FROM annotate_pick(%s, %s, %s, %s, %s, %s)",
-                [project.pk, annotator.pk, project.policy, project.overlap, 0, policy.WINDOW],
-            )
-        else:
-            comparison_id = comparison_pick(project=project, annotator=annotator)
+        comparison_id = comparison_pick(
+            project=project, annotator=annotator, rank_from=rank_from
+        ).comparison_id
         transaction.set_rollback(True)
     if comparison_id is None:
         return None

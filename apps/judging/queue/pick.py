@@ -1,19 +1,23 @@
-"""The ORM pick (the path for databases other than PostgreSQL, where writers are serialized):
-the ordinary comparison an annotator should judge next, a gold item, or the prefetched one."""
+"""The gold draw and the prefetched comparison in the ORM: the peek's gold item (on every
+database), and next's gold item and prefetched comparison on databases other than PostgreSQL
+(annotate_next, in sql_next, does those in PL/pgSQL). The pick itself, the ordinary comparison
+next, is written once in sql_pick."""
 
 import secrets
 
 from django.contrib.auth.models import User
+from django.db import connection
 from django.db.models import Exists, F, OuterRef
 
-from apps.batches.models import Batch, BatchStatus, Comparison
+from apps.batches.models import BatchStatus, Comparison
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
-from apps.judging.queue.policy import ORM_ORDER
 from apps.judging.queue.results import Preference
-from apps.projects.models import (
-    AssignmentPolicy,
-    Project,
-)
+from apps.judging.queue.sql_pick import ACTIVE_BATCHES
+from apps.projects.models import Project
+
+
+def draw() -> float:
+    return secrets.randbelow(1_000_000) / 1_000_000
 
 
 def preferred(*, project: Project, annotator: User, prefer: Preference) -> int | None:
@@ -59,75 +63,23 @@ def preferred(*, project: Project, annotator: User, prefer: Preference) -> int |
     )
 
 
-def draw() -> float:
-    return secrets.randbelow(1_000_000) / 1_000_000
-
-
-def comparison_pick(*, project: Project, annotator: User) -> int | None:
-    """The ordinary comparison this annotator should judge next, by the project's policy: the
-    SQLite path (writers are serialized there, so the rules in plain ORM suffice). PostgreSQL
-    runs annotate_pick (sql_pick) instead. The random policy starts from a random rank and
-    wraps around once.
-    """
-    random_policy = project.policy == AssignmentPolicy.RANDOM
-    rank_from = secrets.randbelow(2**31) if random_policy else 0
-    found = _pick_once(project=project, annotator=annotator, rank_from=rank_from)
-    if found is None and rank_from:
-        found = _pick_once(project=project, annotator=annotator, rank_from=0)
-    return found
-
-
-def _pick_once(*, project: Project, annotator: User, rank_from: int) -> int | None:
-    judged = Judgment.objects.filter(annotator=annotator, comparison=OuterRef("pk"))
-    skipped = Skip.objects.filter(annotator=annotator, comparison=OuterRef("pk"))
-    leased = Assignment.objects.filter(
-        annotator=annotator, comparison=OuterRef("pk"), status=AssignmentStatus.OPEN
-    )
-    for batch in _active_batches_for(project=project, annotator=annotator):
-        candidates = (
-            Comparison.objects.filter(batch=batch, complete=False, is_gold=False)
-            .annotate(filled=F("judgment_count") + F("lease_count"))
-            .filter(filled__lt=project.overlap, rank__gte=rank_from)
-            .exclude(Exists(judged))
-            .exclude(Exists(skipped))
-            .exclude(Exists(leased))
-            .order_by(*ORM_ORDER[AssignmentPolicy(project.policy)])
-        )
-        found = candidates.values_list("id", flat=True).first()
-        if found is not None:
-            return found
-    return None
-
-
-def _active_batches_for(*, project: Project, annotator: User) -> list[Batch]:
-    batches = []
-    for batch in Batch.objects.filter(project=project, status=BatchStatus.ACTIVE).order_by(
-        "-priority", "id"
-    ):
-        if batch.annotator_cap is not None:
-            done = Judgment.objects.filter(annotator=annotator, batch=batch).count()
-            if done >= batch.annotator_cap:
-                continue
-        batches.append(batch)
-    return batches
-
-
 def gold_pick(*, project: Project, annotator: User) -> int | None:
-    """A gold item this annotator has never been given, or None."""
+    """A gold item this annotator has never been given, from a random point of their order,
+    or None."""
     rank_from = secrets.randbelow(2**31)
     given = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
+    with connection.cursor() as cursor:
+        cursor.execute(ACTIVE_BATCHES, {"project": project.pk, "annotator": annotator.pk})
+        batches = [row[0] for row in cursor.fetchall()]
     for start in (rank_from, 0):
-        found = None
-        for batch in _active_batches_for(project=project, annotator=annotator):
+        for batch in batches:
             found = (
-                Comparison.objects.filter(batch=batch, is_gold=True, rank__gte=start)
+                Comparison.objects.filter(batch_id=batch, is_gold=True, rank__gte=start)
                 .exclude(Exists(given))
                 .order_by("rank")
                 .values_list("id", flat=True)
                 .first()
             )
             if found is not None:
-                break
-        if found is not None:
-            return found
+                return found
     return None

@@ -1,5 +1,5 @@
-"""The queue's numbers and the policies' orders: what both the ORM pick and the PL/pgSQL one
-read, so that each is written once. The orders come from batches.queue_order's table, which
+"""The queue's numbers and the policies' orders: what the pick's statements (sql_pick) read,
+so that each is written once. The orders come from batches.queue_order's table, which
 also generates the partial indexes that hold them.
 """
 
@@ -23,15 +23,9 @@ UNDO_SECONDS = 300
 
 POLICIES = [policy.value for policy in AssignmentPolicy]
 
-# The ORM pick's order_by per policy ("filled" is an annotation: votes plus leases).
-ORM_ORDER = {
-    policy: [("-" if descending else "") + name for name, descending in keys]
-    for policy, keys in POLICY_ORDER.items()
-}
-
 
 def sql_order(policy: str, alias: str) -> str:
-    """The policy's ORDER BY over comparisons aliased `alias`, for the PL/pgSQL pick: the
+    """The policy's ORDER BY over comparisons aliased `alias`, for the pick's statements: the
     order of its partial index, so that the scan reads the index."""
     columns = {
         "filled": f"({alias}.judgment_count + {alias}.lease_count)",

@@ -1,5 +1,13 @@
 """The DDL of the queue's PostgreSQL functions, (re)installed by every `migrate`
-(apps.judging.apps): they hold no data, so replacing them is always safe."""
+(apps.judging.apps): they hold no data, so replacing them is always safe.
+
+Next and submit, what an annotator waits on, were a dozen ORM statements per cycle, each a round
+trip built and parsed by Python, plus BEGIN and COMMIT. As functions, each is one statement in
+autocommit: one round trip and its own transaction. PL/pgSQL runs every statement inside on a
+fresh snapshot under READ COMMITTED, as a Django transaction's statements were, and the locks
+are taken in one order everywhere (an assignment row, then its comparison), so that no two
+transactions wait on each other in a cycle.
+"""
 
 from apps.judging.queue.sql_next import NEXT_FUNCTION
 from apps.judging.queue.sql_pick import RECLAIM_FUNCTION, pick_function

@@ -2,7 +2,7 @@
 round trip."""
 
 from apps.judging.queue.policy import RECLAIM_LIMIT
-from apps.judging.queue.sql_pick import GOLD_PICK_SQL, NOT_MINE
+from apps.judging.queue.sql_pick import GOLD_PICK_SQL, NOT_MINE, plpgsql
 
 NEXT_FUNCTION = f"""
 CREATE FUNCTION annotate_next(
@@ -59,7 +59,7 @@ BEGIN
                                 WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
                   ELSE
                     NOT c.complete AND (c.judgment_count + c.lease_count) < p_overlap
-                    AND {NOT_MINE}
+                    AND {plpgsql(NOT_MINE)}
                   END
             FOR UPDATE OF c SKIP LOCKED;
             v_gold := coalesce(v_gold, false);

@@ -1,25 +1,23 @@
-"""The queue's PostgreSQL functions: the pick, the reclaim, next and submit.
+"""The pick: the ordinary comparison an annotator should judge next (and, below it, the gold
+pick that annotate_next embeds, and annotate_reclaim). Written once, as SQL statements with
+named parameters (`%(annotator)s`, bound by Django's cursor on every backend), and run two ways
+with the same control flow, side by side below:
 
-Next and submit, what an annotator waits on, were a dozen ORM statements per cycle, each a round
-trip built and parsed by Python, plus BEGIN and COMMIT. As functions, each is one statement in
-autocommit: one round trip and its own transaction. PL/pgSQL runs every statement inside on a
-fresh snapshot under READ COMMITTED, as a Django transaction's statements were, and the locks
-are taken in one order everywhere (an assignment row, then its comparison), so that no two
-transactions wait on each other in a cycle. The ORM path (pick.py, submit.py) keeps the same rules
-for SQLite.
-
-The functions are (re)installed by every `migrate` (apps.judging.apps) from the text built here:
-they hold no data, so replacing them is always safe.
+- on PostgreSQL, as annotate_pick, a PL/pgSQL function (pick_function) that embeds these very
+  statements, with `FOR UPDATE SKIP LOCKED` appended and the parameters turned into its
+  variables (plpgsql): one round trip, called by annotate_next (sql_next) and by the peek;
+- elsewhere (SQLite 3.35+, where writers are serialized and nothing is skipped as locked), by
+  _pick_statements, statement by statement.
 
 The pick walks the project's active batches in priority order (a handful of rows; a batch where
 the annotator reached its cap is left out), and in each reads that batch's partial index for the
 policy (batches.models: one per policy, WHERE NOT complete AND NOT is_gold) in the policy's
 order, and takes the first comparison the annotator may judge: open, under the overlap, not
 judged or skipped by them, and not under an open lease of theirs. That last rule is what keeps
-the pick free of deadlocks: a reclaim may be expiring that old lease at this moment, holding its
-row while it waits for the comparison's lock; inserting a second open lease on the same
-comparison would then wait on the reclaim through the unique index while holding that very
-lock (it did deadlock, in the abandoned-leases race test).
+the pick free of deadlocks on PostgreSQL: a reclaim may be expiring that old lease at this
+moment, holding its row while it waits for the comparison's lock; inserting a second open lease
+on the same comparison would then wait on the reclaim through the unique index while holding
+that very lock (it did deadlock, in the abandoned-leases race test).
 
 Three probes per batch, so that the cost does not grow with the annotator's history:
 1. the policy's head, at most WINDOW rows, one at a time in order: for most requests the first
@@ -29,90 +27,114 @@ Three probes per batch, so that the cost does not grow with the annotator's hist
    they have not worked on;
 3. only if both find nothing, the exact probe, one statement that reads the index until a row
    fits, so that "nothing left" is never said of rows a bounded probe did not reach.
+The random policy starts from a random rank and, finding nothing, tries once more from 0.
 
-Rows that other transactions hold are skipped, never waited for (SKIP LOCKED): a scan that
-waited would keep the locks of rows it then rejected, and two such scans deadlock (they did, in
-the 64-thread test). So at the very tail of a queue, while the last open comparisons are held by
-other requests for a moment, a pick may find nothing: "nothing free right now".
+On PostgreSQL, rows that other transactions hold are skipped, never waited for (SKIP LOCKED): a
+scan that waited would keep the locks of rows it then rejected, and two such scans deadlock
+(they did, in the 64-thread test). So at the very tail of a queue, while the last open
+comparisons are held by other requests for a moment, a pick may find nothing: "nothing free
+right now".
 """
 
+import secrets
+from typing import Any, NamedTuple
+
+from django.contrib.auth.models import User
+from django.db import connection
+
+from apps.judging.queue import backend, policy
 from apps.judging.queue.policy import POLICIES, sql_order
-from apps.projects.models import AssignmentPolicy
+from apps.projects.models import AssignmentPolicy, Project
 
-# Open and under the overlap; what the policy's partial index holds, and from v_from on.
+# The statements, valid on PostgreSQL and on SQLite alike. Their parameters: project,
+# annotator, overlap, window (how many rows a bounded probe reads), rank_from, and per probe
+# batch and head.
+
+# Open and under the overlap; what the policy's partial index holds, and from rank_from on.
 _OPEN = """NOT {a}.complete AND NOT {a}.is_gold
-      AND ({a}.judgment_count + {a}.lease_count) < p_overlap AND {a}.rank >= v_from"""
+      AND ({a}.judgment_count + {a}.lease_count) < %(overlap)s AND {a}.rank >= %(rank_from)s"""
 
-# The annotator has not judged or skipped it and holds no open lease on it.
+# The annotator has not judged or skipped comparison c and holds no open lease on it.
 NOT_MINE = """NOT EXISTS (SELECT 1 FROM judging_judgment j
-                      WHERE j.comparison_id = c.id AND j.annotator_id = p_annotator)
+                      WHERE j.comparison_id = c.id AND j.annotator_id = %(annotator)s)
       AND NOT EXISTS (SELECT 1 FROM judging_skip s
-                      WHERE s.comparison_id = c.id AND s.annotator_id = p_annotator)
+                      WHERE s.comparison_id = c.id AND s.annotator_id = %(annotator)s)
       AND NOT EXISTS (SELECT 1 FROM judging_assignment a
-                      WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator
+                      WHERE a.comparison_id = c.id AND a.annotator_id = %(annotator)s
                         AND a.status = 'open')"""
 
+# The project's active batches in priority order, but those where the annotator reached the cap.
 ACTIVE_BATCHES = """
     SELECT b.id FROM batches_batch b
-    WHERE b.project_id = p_project AND b.status = 'active'
+    WHERE b.project_id = %(project)s AND b.status = 'active'
       AND (b.annotator_cap IS NULL OR (
             SELECT count(*) FROM judging_judgment j
-            WHERE j.annotator_id = p_annotator AND j.batch_id = b.id
+            WHERE j.annotator_id = %(annotator)s AND j.batch_id = b.id
           ) < b.annotator_cap)
     ORDER BY b.priority DESC, b.id"""
 
 
-def head_sql(policy: str) -> str:
-    """The first `p_window` open comparisons of batch `v_batch`, in the policy's order."""
+def head_sql(order: str) -> str:
+    """Probes 1 and 2: the first `window` open comparisons of `batch`, in the order of policy
+    `order`."""
     return f"""SELECT h.id FROM batches_comparison h
-    WHERE h.batch_id = v_batch AND {_OPEN.format(a="h")}
-    ORDER BY {sql_order(policy, "h")}
-    LIMIT p_window"""
+    WHERE h.batch_id = %(batch)s AND {_OPEN.format(a="h")}
+    ORDER BY {sql_order(order, "h")}
+    LIMIT %(window)s"""
 
 
-# Takes comparison v_head if the annotator may: its conditions are checked again under the lock.
-TAKE_SQL = f"""SELECT c.id INTO o_id FROM batches_comparison c
-    WHERE c.id = v_head AND {_OPEN.format(a="c")}
+# Comparison `head` if the annotator may take it (on PostgreSQL, checked again under its lock).
+TAKE_SQL = f"""SELECT c.id FROM batches_comparison c
+    WHERE c.id = %(head)s AND {_OPEN.format(a="c")}
+      AND {NOT_MINE}"""
+
+
+def exact_sql(order: str) -> str:
+    """Probe 3: the first comparison of `batch` the annotator may take, however deep it is."""
+    return f"""SELECT c.id FROM batches_comparison c
+    WHERE c.batch_id = %(batch)s AND {_OPEN.format(a="c")}
       AND {NOT_MINE}
-    FOR UPDATE SKIP LOCKED;"""
+    ORDER BY {sql_order(order, "c")}
+    LIMIT 1"""
 
 
-def exact_sql(policy: str) -> str:
-    """The first comparison of batch `v_batch` the annotator may take, however deep it is."""
-    return f"""SELECT c.id INTO o_id FROM batches_comparison c
-    WHERE c.batch_id = v_batch AND {_OPEN.format(a="c")}
-      AND {NOT_MINE}
-    ORDER BY {sql_order(policy, "c")}
-    LIMIT 1
-    FOR UPDATE OF c SKIP LOCKED;"""
+# Which probe found the comparison (annotate_pick's o_probe).
+EXACT, HEAD, BREADTH_HEAD = 0, 1, 2
+
+# annotate_pick's variable for each parameter.
+_VARIABLES = {
+    "project": "p_project",
+    "annotator": "p_annotator",
+    "overlap": "p_overlap",
+    "window": "p_window",
+    "rank_from": "v_from",
+    "batch": "v_batch",
+    "head": "v_head",
+}
 
 
-# Gold items: any the annotator has never been given, from a random point of their order. No
-# lock: gold items have no overlap, so any number of annotators may hold one at once.
-GOLD_PICK_SQL = f"""SELECT picked.id INTO v_id FROM ({ACTIVE_BATCHES}) b
-    CROSS JOIN LATERAL (
-        SELECT c.id FROM batches_comparison c
-        WHERE c.batch_id = b.id AND c.is_gold AND c.rank >= v_from
-          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
-                          WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
-        ORDER BY c.rank
-        LIMIT 1
-    ) picked
-    LIMIT 1;"""
+def plpgsql(sql: str) -> str:
+    """A shared statement as PL/pgSQL text: its parameters become annotate_pick's variables."""
+    return sql % _VARIABLES
+
+
+# The control flow, twice: pick_function (PL/pgSQL, PostgreSQL) and _pick_statements (Python,
+# elsewhere). A change to one is a change to the other.
 
 
 def _branches(sql_for: "dict[str, str]") -> str:
     """IF p_policy = ... THEN <sql> ELSIF ... END IF over every policy."""
     parts = [
-        f"{'IF' if not n else 'ELSIF'} p_policy = '{policy}' THEN\n{sql}"
-        for n, (policy, sql) in enumerate(sql_for.items())
+        f"{'IF' if not n else 'ELSIF'} p_policy = '{name}' THEN\n{sql}"
+        for n, (name, sql) in enumerate(sql_for.items())
     ]
     return "\n".join(parts) + "\nEND IF;"
 
 
-def _head_loop(policy: str, probe: int) -> str:
-    return f"""FOR v_head IN {head_sql(policy)} LOOP
-    {TAKE_SQL}
+def _head_loop(order: str, probe: int) -> str:
+    return f"""FOR v_head IN {plpgsql(head_sql(order))} LOOP
+    {plpgsql(TAKE_SQL)}
+    FOR UPDATE SKIP LOCKED INTO o_id;
     IF o_id IS NOT NULL THEN
         o_probe := {probe};
         RETURN;
@@ -121,9 +143,15 @@ END LOOP;"""
 
 
 def pick_function() -> str:
-    heads = _branches({policy: _head_loop(policy, 1) for policy in POLICIES})
-    exact = _branches({policy: exact_sql(policy) for policy in POLICIES})
-    breadth = _head_loop(AssignmentPolicy.BREADTH_FIRST, 2)
+    """annotate_pick; _pick_statements is the same control flow in Python."""
+    heads = _branches({name: _head_loop(name, HEAD) for name in POLICIES})
+    exact = _branches(
+        {
+            name: f"{plpgsql(exact_sql(name))}\n    FOR UPDATE OF c SKIP LOCKED INTO o_id;"
+            for name in POLICIES
+        }
+    )
+    breadth = _head_loop(AssignmentPolicy.BREADTH_FIRST, BREADTH_HEAD)
     return f"""
 CREATE FUNCTION annotate_pick(
     p_project bigint, p_annotator bigint, p_policy text, p_overlap integer, p_rank_from integer,
@@ -141,14 +169,14 @@ BEGIN
         RAISE EXCEPTION 'unknown assignment policy %', p_policy;
     END IF;
     LOOP
-        FOR v_batch IN {ACTIVE_BATCHES} LOOP
+        FOR v_batch IN {plpgsql(ACTIVE_BATCHES)} LOOP
             {heads}
             IF p_policy <> '{AssignmentPolicy.BREADTH_FIRST.value}' THEN
                 {breadth}
             END IF;
             {exact}
             IF o_id IS NOT NULL THEN
-                o_probe := 0;
+                o_probe := {EXACT};
                 RETURN;
             END IF;
         END LOOP;
@@ -158,6 +186,78 @@ BEGIN
 END
 $fn$;
 """
+
+
+class Picked(NamedTuple):
+    comparison_id: int | None
+    probe: int | None  # EXACT, HEAD or BREADTH_HEAD; None when nothing was found
+
+
+def _pick_statements(params: dict[str, Any], order: str) -> Picked:
+    """annotate_pick (pick_function) statement by statement, for databases other than
+    PostgreSQL: there writers are serialized, so nothing is locked or skipped."""
+    heads = [(HEAD, order)]
+    if order != AssignmentPolicy.BREADTH_FIRST:
+        heads.append((BREADTH_HEAD, AssignmentPolicy.BREADTH_FIRST))
+    with connection.cursor() as cursor:
+
+        def ids(sql: str, **more: int) -> list[int]:
+            cursor.execute(sql, {**params, **more})
+            return [row[0] for row in cursor.fetchall()]
+
+        while True:
+            for batch in ids(ACTIVE_BATCHES):
+                for probe, head_order in heads:
+                    for head in ids(head_sql(head_order), batch=batch):
+                        if ids(TAKE_SQL, head=head):
+                            return Picked(head, probe)
+                if found := ids(exact_sql(order), batch=batch):
+                    return Picked(found[0], EXACT)
+            if params["rank_from"] == 0:
+                return Picked(None, None)
+            params = {**params, "rank_from": 0}
+
+
+def rank_start(project: Project) -> int:
+    """Where the pick starts: a random rank for the random policy, else the first."""
+    return secrets.randbelow(2**31) if project.policy == AssignmentPolicy.RANDOM else 0
+
+
+def comparison_pick(*, project: Project, annotator: User, rank_from: int) -> Picked:
+    """The ordinary comparison this annotator should judge next, by the project's policy, from
+    rank `rank_from` (then from 0), and the probe that found it. On PostgreSQL one call of
+    annotate_pick, which locks the row for the caller's transaction; elsewhere the same
+    statements one by one: 3 when the policy's head is free to take (the batches, the head,
+    the take), more as the annotator's own work fills the head."""
+    params = {
+        "project": project.pk,
+        "annotator": annotator.pk,
+        "overlap": project.overlap,
+        "window": policy.WINDOW,
+        "rank_from": rank_from,
+    }
+    if backend.postgresql():
+        # In the caller's transaction, with no savepoint of its own.
+        comparison_id, probe = backend.fetchone(
+            "SELECT o_id, o_probe FROM annotate_pick(%s, %s, %s, %s, %s, %s)",
+            [project.pk, annotator.pk, project.policy, project.overlap, rank_from, policy.WINDOW],
+        )
+        return Picked(comparison_id, probe)
+    return _pick_statements(params, AssignmentPolicy(project.policy))
+
+
+# Gold items: any the annotator has never been given, from a random point of their order. No
+# lock: gold items have no overlap, so any number of annotators may hold one at once.
+GOLD_PICK_SQL = f"""SELECT picked.id INTO v_id FROM ({plpgsql(ACTIVE_BATCHES)}) b
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM batches_comparison c
+        WHERE c.batch_id = b.id AND c.is_gold AND c.rank >= v_from
+          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
+                          WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
+        ORDER BY c.rank
+        LIMIT 1
+    ) picked
+    LIMIT 1;"""
 
 
 RECLAIM_FUNCTION = """
