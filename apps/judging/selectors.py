@@ -7,7 +7,7 @@ from django.db.models import Count, F
 
 from annotate.rows import columns
 from apps.batches.models import BatchStatus, Comparison
-from apps.batches.queue_order import complete_condition
+from apps.batches.queue_order import OPEN_ORDINARY, complete_condition
 from apps.judging.models import Assignment, Judgment
 from apps.projects.models import Membership, Project
 from apps.projects.selectors import membership_from_row, projects_led_by
@@ -69,9 +69,7 @@ def left_for(*, annotator: User, project: Project, judged: int) -> int:
     from apps.judging.models import Skip
 
     open_for_them = (
-        Comparison.objects.filter(
-            project=project, complete=False, is_gold=False, batch__status=BatchStatus.ACTIVE
-        )
+        Comparison.objects.filter(OPEN_ORDINARY, project=project, batch__status=BatchStatus.ACTIVE)
         .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
         .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))
     )
@@ -191,7 +189,7 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
     if left is None:
         open_for_them = (
             Comparison.objects.filter(
-                project=project, complete=False, is_gold=False, batch__status=BatchStatus.ACTIVE
+                OPEN_ORDINARY, project=project, batch__status=BatchStatus.ACTIVE
             )
             .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
             .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))
