@@ -105,6 +105,23 @@ def test_left_leaves_out_paused_batches_and_stops_at_the_cap(client, project, ba
     assert figure(cells, "left") == "0" and "Nothing left for you now" in cells
 
 
+def test_gold_items_are_left_out_of_the_fully_judged_figure(
+    client, project, annotators, bob, import_rows
+):
+    """Gold items test annotators and are never complete (the queue's rule): a project whose
+    ordinary comparisons all have their votes is fully judged, however often its gold items
+    were answered, on the home page as on the dashboard."""
+    import_rows(prompt_line("p-1"), prompt_line("p-2"), prompt_line("g", gold={"preferred": "c1"}))
+    project.overlap, project.gold_rate = 1, 1.0
+    project.save()
+    assert "0 / 2" in row(home(client, bob), "demo", "managed")
+    judge(project, annotators[0], 2)  # the gold item first, then one ordinary comparison
+    assert "1 / 2" in row(home(client, bob), "demo", "managed")
+    judge(project, annotators[1], 2)
+    assert "2 / 2" in row(home(client, bob), "demo", "managed")
+    assert "2 / 2" in row(home(client, annotators[0]), "demo", "judging")
+
+
 def test_an_annotator_gets_no_links_to_manage(client, project, batch, annotators):
     html = home(client, annotators[0])
     assert 'data-testid="managed"' not in html

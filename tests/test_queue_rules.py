@@ -3,9 +3,12 @@
 from datetime import timedelta
 
 import pytest
+from django.db.models import BooleanField, ExpressionWrapper
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchStatus, Comparison
+from apps.batches.queue_order import complete_condition, complete_sql, complete_value
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
 from apps.judging.queue import (
     AnnotatorBlocked,
@@ -15,9 +18,10 @@ from apps.judging.queue import (
     assignment_skip,
     judgment_submit,
     leases_reclaim_expired,
+    overlap_changed,
 )
 from apps.projects.models import Membership
-from apps.projects.services import membership_add, project_overlap_changed
+from apps.projects.services import membership_add
 from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"
@@ -128,12 +132,50 @@ def test_changing_the_overlap_closes_and_reopens_comparisons(project, crowd, imp
     import_rows(prompt_line("only"))
     judge(project, crowd[0])
     set_policy(project, "breadth_first", overlap=1)
-    project_overlap_changed(project=project)
+    overlap_changed(project=project)
     assert Comparison.objects.get().complete
     assert assignment_next(project=project, annotator=crowd[1]) is None
     set_policy(project, "breadth_first", overlap=2)
-    project_overlap_changed(project=project)
+    overlap_changed(project=project)
     assert assignment_next(project=project, annotator=crowd[1]) is not None
+
+
+def test_the_complete_rule_reads_the_same_in_the_orm_and_in_sql(project, import_rows):
+    """queue_order renders the one rule twice: as the ORM's condition (submit, undo,
+    invalidation, an overlap change, the home page) and as SQL text (the PL/pgSQL submit).
+    Both give the same verdict on every row, for votes added, taken back or neither."""
+    import_rows(
+        *(prompt_line(f"p{i}") for i in range(5)), prompt_line("g", gold={"preferred": "c1"})
+    )
+    for votes, pk in enumerate(
+        Comparison.objects.order_by("is_gold", "id").values_list("id", flat=True)
+    ):
+        Comparison.objects.filter(pk=pk).update(judgment_count=votes)
+    gold = Comparison.objects.get(is_gold=True)
+    assert gold.judgment_count == 5  # enough for any overlap below: gold is never complete
+    for overlap in range(1, 5):
+        for added in (-1, 0, 1):
+            orm = set(
+                Comparison.objects.filter(
+                    complete_condition(overlap=overlap, votes_added=added)
+                ).values_list("id", flat=True)
+            )
+            sql = complete_sql(overlap=str(overlap), votes_added=added)
+            raw = set(
+                Comparison.objects.filter(
+                    ExpressionWrapper(RawSQL(sql, []), BooleanField())  # noqa: S611 (our text)
+                ).values_list("id", flat=True)
+            )
+            expected = {
+                c.pk
+                for c in Comparison.objects.all()
+                if not c.is_gold and c.judgment_count + added >= overlap
+            }
+            assert orm == raw == expected, (overlap, added, sql)
+    # An UPDATE's value, from the same rule (gold: never).
+    Comparison.objects.update(complete=complete_value(overlap=2))
+    complete = Comparison.objects.filter(complete=True).values_list("judgment_count", flat=True)
+    assert sorted(complete) == [2, 3, 4]
 
 
 # -- caps ------------------------------------------------------------------------------------

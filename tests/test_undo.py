@@ -13,6 +13,8 @@ from apps.judging.queue import (
     assignment_skip,
     judgment_submit,
     judgment_undo,
+    leases_reclaim_expired,
+    overlap_changed,
 )
 from apps.projects.models import Membership
 from tests.conftest import prompt_line
@@ -78,6 +80,32 @@ def test_a_complete_comparison_can_be_undone_only_for_a_few_minutes(
     comparison = Comparison.objects.get(pk=lease.comparison_id)
     assert (comparison.complete, comparison.judgment_count, comparison.lease_count) == (False, 0, 1)
     assert result.assignment.comparison_id == comparison.pk
+
+
+def test_an_undo_over_a_lowered_overlap_leaves_the_comparison_complete(
+    project, annotators, import_rows
+):
+    """Two votes, the overlap lowered to 1, the second vote taken back: one valid vote is left,
+    which still reaches the overlap, so the comparison stays complete, and stays so when the
+    undoer's lease runs out and is reclaimed."""
+    import_rows(prompt_line("only"))
+    project.overlap = 2
+    project.save()
+    first, second = annotators[:2]
+    for user in (first, second):
+        lease = assignment_next(project=project, annotator=user)
+        judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+    project.overlap = 1
+    project.save()
+    assert overlap_changed(project=project) == 0  # complete at 2 already
+    result = judgment_undo(project=project, annotator=second)
+    comparison = Comparison.objects.get(pk=lease.comparison_id)
+    assert (comparison.complete, comparison.judgment_count, comparison.lease_count) == (True, 1, 1)
+    later = result.assignment.expires_at + timedelta(seconds=1)
+    assert leases_reclaim_expired(project_id=project.pk, now=later) == 1
+    comparison = Comparison.objects.get(pk=lease.comparison_id)
+    assert (comparison.complete, comparison.judgment_count, comparison.lease_count) == (True, 1, 0)
+    assert assignment_next(project=project, annotator=annotators[2]) is None
 
 
 def test_an_open_comparison_can_be_undone_at_any_time(project, annotators, batch):

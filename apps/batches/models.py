@@ -177,7 +177,8 @@ class Comparison(models.Model):
     candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0)
-    # judgment_count >= project.overlap: out of the queue's indexes for good.
+    # The complete rule (queue_order.complete_condition: all the votes the overlap asks for,
+    # never a gold item): out of the queue's indexes while it holds.
     complete = models.BooleanField(default=False)
     # A random key: the order within a policy's level, so that no annotator's past work gathers
     # at the head of a scan.

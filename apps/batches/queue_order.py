@@ -10,7 +10,7 @@ cannot import the queue (the queue imports them).
 from typing import Any
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.expressions import CombinedExpression
 
 from apps.projects.models import AssignmentPolicy
@@ -59,15 +59,36 @@ def queue_indexes() -> list[models.Index]:
     ]
 
 
-# "Complete": an ordinary comparison is complete once its votes reach the project's overlap;
-# it then leaves the queue's indexes (OPEN_ORDINARY). Gold items have no overlap and are never
-# complete. The ORM's condition and the PL/pgSQL's text are both made here.
+# "Complete": an ordinary comparison is complete once its valid votes reach the project's
+# overlap; it then leaves the queue's indexes (OPEN_ORDINARY). Gold items have no overlap and are
+# never complete. Written once, here: the ORM's condition and value and the PL/pgSQL's text are
+# all made by the functions below, from these names, so that every writer of `complete` (submit,
+# undo, invalidation, an overlap change) and every reader that counts it holds the same rule.
+# tests/test_queue_rules.py checks on the database that the ORM's and the SQL's verdicts agree.
+_VOTES = "judgment_count"  # the comparison's valid votes
+_NEVER_COMPLETE = "is_gold"
+
+
 def complete_condition(*, overlap: Any, votes_added: int = 0) -> Q:
-    """The rule as a filter on Comparison, for an UPDATE that adds `votes_added` votes
-    (its expressions read the row as it was before it). `overlap` may be an expression."""
-    return Q(is_gold=False, judgment_count__gte=overlap - votes_added)
+    """The rule as a filter on Comparison, for an UPDATE that adds `votes_added` votes (negative
+    to take them back: its expressions read the row as it was before it). `overlap` may be an
+    expression (F("project__overlap"))."""
+    return Q(**{_NEVER_COMPLETE: False, f"{_VOTES}__gte": overlap - votes_added})
 
 
-def complete_sql(*, votes: str, overlap: str, is_gold: str = "is_gold") -> str:
-    """The same rule in SQL, over the SQL expressions of the votes and the overlap."""
-    return f"(NOT {is_gold} AND {votes} >= {overlap})"
+def complete_value(*, overlap: Any, votes_added: int = 0) -> Case:
+    """What an UPDATE that adds `votes_added` votes sets `complete` to: the rule's verdict."""
+    return Case(
+        When(complete_condition(overlap=overlap, votes_added=votes_added), then=Value(True)),
+        default=Value(False),
+    )
+
+
+def complete_sql(*, overlap: str, votes_added: int = 0, alias: str = "") -> str:
+    """The rule as an SQL boolean, over the SQL expression of the overlap; `alias` qualifies
+    the comparison's columns (none: the row an UPDATE sets, read as it was before it)."""
+    column = f"{alias}.{{}}" if alias else "{}"
+    votes = column.format(_VOTES)
+    if votes_added:
+        votes = f"({votes} {'+' if votes_added > 0 else '-'} {abs(votes_added)})"
+    return f"(NOT {column.format(_NEVER_COMPLETE)} AND {votes} >= {overlap})"

@@ -4,11 +4,12 @@ from dataclasses import dataclass
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.utils import timezone
 
 from annotate.rows import columns
 from apps.batches.models import BatchStatus, Comparison
+from apps.batches.queue_order import OPEN_ORDINARY, complete_condition
 from apps.judging.models import Assignment, Judgment, Skip
 from apps.projects.models import Membership, Project
 from apps.projects.selectors import membership_from_row, projects_led_by
@@ -20,7 +21,7 @@ class ProjectProgress:
 
     project: Project
     role: str
-    comparisons: int  # in the project's active, paused and finished batches
+    comparisons: int  # ordinary ones in the project's active, paused and finished batches
     complete: int  # of those, the ones with all their votes (the project's overlap)
     mine: int  # judgments by this user in the project
     left: int  # what is left for this user now, at most LEFT_COUNT_LIMIT + 1 (see left_for)
@@ -43,18 +44,22 @@ class ProjectProgress:
 
 
 def _project_totals(ids: list[int]) -> dict[int, dict[str, int]]:
-    """{project id: {"total", "complete"}}: comparisons of batches that were imported, and
-    those with all the votes the project's overlap asks for."""
+    """{project id: {"total", "complete"}}: ordinary comparisons of batches that were
+    imported, and those that are complete (queue_order's rule: all the votes the project's
+    overlap asks for). Gold items test annotators and are never complete: they are left out of
+    both, as on the dashboard, so that a project whose comparisons all have their votes shows
+    100% whatever its gold items."""
     return {
         row["project_id"]: {"total": row["total"], "complete": row["complete"]}
         for row in Comparison.objects.filter(
             project_id__in=ids,
+            is_gold=False,
             batch__status__in=[BatchStatus.ACTIVE, BatchStatus.PAUSED, BatchStatus.DONE],
         )
         .values("project_id")
         .annotate(
             total=Count("id"),
-            complete=Count("id", filter=Q(judgment_count__gte=F("project__overlap"))),
+            complete=Count("id", filter=complete_condition(overlap=F("project__overlap"))),
         )
     }
 
@@ -64,9 +69,7 @@ def left_for(*, annotator: User, project: Project, judged: int) -> int:
     comparisons of active batches that they have neither judged nor skipped, at most
     LEFT_COUNT_LIMIT + 1, and no more than the project's cap leaves them."""
     open_for_them = (
-        Comparison.objects.filter(
-            project=project, complete=False, is_gold=False, batch__status=BatchStatus.ACTIVE
-        )
+        Comparison.objects.filter(OPEN_ORDINARY, project=project, batch__status=BatchStatus.ACTIVE)
         .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
         .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))
     )
@@ -180,7 +183,7 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
     if left is None:
         open_for_them = (
             Comparison.objects.filter(
-                project=project, complete=False, is_gold=False, batch__status=BatchStatus.ACTIVE
+                OPEN_ORDINARY, project=project, batch__status=BatchStatus.ACTIVE
             )
             .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
             .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))

@@ -12,6 +12,7 @@ from annotate.admin_site import LeadScopedAdmin
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record, changes_of
 from apps.judging.markdown import render_guidelines
+from apps.judging.queue import overlap_changed
 from apps.projects.models import (
     MAX_CRITERIA,
     MAX_FLAGS,
@@ -27,7 +28,6 @@ from apps.projects.services import (
     membership_remove,
     project_guidelines_set,
     project_insert,
-    project_overlap_changed,
 )
 
 
@@ -408,7 +408,7 @@ class ProjectAdmin(LeadScopedAdmin):
             # The service makes the new version and records it.
             project_guidelines_set(project=obj, text=new_guidelines, by=user)  # type: ignore[arg-type]
         if "overlap" in form.changed_data:
-            project_overlap_changed(project=obj)
+            overlap_changed(project=obj)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         """Memberships are added, changed and removed through the services, which check the

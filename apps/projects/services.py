@@ -242,21 +242,3 @@ def membership_remove(*, project: Project, user: User, by: Actor | None = None) 
             details={"user": user.get_username(), "role": membership.role},
         )
     return True
-
-
-def project_overlap_changed(*, project: Project) -> int:
-    """Recomputes which comparisons are complete after the project's overlap changed.
-
-    A lower overlap completes comparisons at once; a higher one reopens them to the queue.
-    Returns how many comparisons changed state.
-    """
-    from apps.batches.models import Comparison
-
-    ordinary = Comparison.objects.filter(project=project, is_gold=False)
-    closed = ordinary.filter(complete=False, judgment_count__gte=project.overlap).update(
-        complete=True
-    )
-    reopened = ordinary.filter(complete=True, judgment_count__lt=project.overlap).update(
-        complete=False
-    )
-    return closed + reopened

@@ -17,9 +17,6 @@ take. The gold rate is 0 or 1, so that whether gold is drawn is no draw at all. 
 seeded per example (secrets.randbelow, and PostgreSQL's random()) only so that Hypothesis can
 run an example again and shrink it.
 
-One check is left out, as a known BUG (see QueueMachine.undo and the replay at the end): after
-the overlap is lowered below a comparison's votes, judgment_undo leaves it incomplete.
-
 Each example runs inside a savepoint of the test's transaction, rolled back at its end, so each
 starts from an empty project.
 """
@@ -63,9 +60,10 @@ from apps.judging.queue import (
     judgment_undo,
     judgments_invalidate,
     leases_reclaim_expired,
+    overlap_changed,
 )
 from apps.projects.models import AssignmentPolicy, Membership, gold_stop_reason
-from apps.projects.services import membership_add, project_create, project_overlap_changed
+from apps.projects.services import membership_add, project_create
 from tests.conftest import jsonl, prompt_line
 
 OPEN = AssignmentStatus.OPEN
@@ -222,8 +220,6 @@ class QueueMachine(RuleBasedStateMachine):
         self.votes: dict[int, Vote] = {}
         self.skips: set[tuple[int, int, int]] = set()  # (comparison, annotator, assignment)
         self.members = {user.pk: Member() for user in self.users}
-        # Comparisons left incomplete by the undo BUG below (see undo).
-        self.stale_open: set[int] = set()
         self.ready = True
 
     def _import(self, rows: list[dict[str, Any]]) -> Batch:
@@ -265,9 +261,7 @@ class QueueMachine(RuleBasedStateMachine):
         return {
             "judgment_count": len(valid),
             "lease_count": 0 if pair.is_gold else self.open_leases(pair.id),
-            "complete": not pair.is_gold
-            and len(valid) >= self.project.overlap
-            and pair.id not in self.stale_open,
+            "complete": not pair.is_gold and len(valid) >= self.project.overlap,
             "votes_a": a,
             "votes_b": b,
             "votes_tie": options.count("tie"),
@@ -444,7 +438,6 @@ class QueueMachine(RuleBasedStateMachine):
             self.now,
         )
         self.close(lease, SUBMITTED)
-        self.stale_open.discard(pair.id)
         member = self.members[user.pk]
         member.judgment_count += 1
         if gold_correct is not None:
@@ -545,13 +538,8 @@ class QueueMachine(RuleBasedStateMachine):
         del self.votes[last.id]
         pair = self.pairs[last.comparison]
         if not pair.is_gold and len(self.valid_votes(pair.id)) >= self.project.overlap:
-            # BUG: judgment_undo sets `complete` to False ("one vote fewer, one lease: never
-            # complete"), which is wrong once the overlap was lowered below the votes: the
-            # comparison keeps enough valid votes and should stay complete. Until it is fixed,
-            # the model follows the code here (the next submit, invalidation or overlap change
-            # on it makes it right again). Found on both backends: undo is ORM code on both.
-            event("undo: a comparison over the lowered overlap left incomplete (BUG)")
-            self.stale_open.add(pair.id)
+            # The overlap was lowered below the votes since: one fewer leaves it complete.
+            event("undo: a comparison over the lowered overlap stays complete")
         member = self.members[user.pk]
         member.judgment_count -= 1
         if last.gold_correct is not None:
@@ -614,7 +602,6 @@ class QueueMachine(RuleBasedStateMachine):
         )
         for vote in targets:
             vote.valid = False
-        self.stale_open -= touched
         event(f"invalidate: {len(targets)} judgments" if targets else "invalidate: none")
         reopened = {c for c in was_complete if not self.counts(self.pairs[c])["complete"]}
         assert (result.judgments, result.comparisons, result.reopened) == (
@@ -629,8 +616,7 @@ class QueueMachine(RuleBasedStateMachine):
         before = {p.id: self.counts(p)["complete"] for p in self.pairs.values()}
         self.project.overlap = overlap
         self.project.save(update_fields=["overlap"])
-        changed = project_overlap_changed(project=self.project)
-        self.stale_open.clear()
+        changed = overlap_changed(project=self.project)
         event(f"overlap: {changed} comparisons changed state")
         after = {p.id: self.counts(p)["complete"] for p in self.pairs.values()}
         assert changed == sum(before[c] != after[c] for c in before)
@@ -743,8 +729,8 @@ def test_the_queue_keeps_to_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_model_replays_an_undo_over_a_lowered_overlap() -> None:
     """A sequence the random runs rarely reach: two votes on one comparison, the overlap lowered
     to 1, then the second vote taken back. The comparison keeps a valid vote, so by the rules it
-    is complete; judgment_undo leaves it incomplete (the BUG noted in QueueMachine.undo). When
-    that is fixed, remove the BUG branch there and this replay checks the fix."""
+    stays complete (judgment_undo once reopened it for good: "one vote fewer, one lease: never
+    complete"), and stays so when the undoer's lease runs out and is reclaimed."""
     machine = QueueMachine()
     try:
         machine.setup(
@@ -762,9 +748,13 @@ def test_the_model_replays_an_undo_over_a_lowered_overlap() -> None:
         # The other annotator (neither holds a lease); depth first: the comparison just judged.
         machine.next_and_submit(n=1, choice="right")
         machine.set_overlap(overlap=1)
+        (judged,) = {v.comparison for v in machine.votes.values()}
         machine.undo(n=1)
-        assert machine.stale_open, "the undo left a comparison with enough votes incomplete"
         machine.rows_match_the_model()
+        assert Comparison.objects.get(pk=judged).complete, "one valid vote, and an overlap of 1"
+        machine.reclaim_expired(seconds=500)  # past the undoer's lease
+        machine.rows_match_the_model()
+        assert Comparison.objects.get(pk=judged).complete
         machine.no_lease_over_the_overlap_is_created()
     finally:
         machine.teardown()

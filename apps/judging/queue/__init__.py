@@ -19,6 +19,7 @@ from apps.judging.queue.errors import (
 )
 from apps.judging.queue.invalidate import judgments_invalidate
 from apps.judging.queue.next import assignment_next, assignment_next_after, comparison_peek
+from apps.judging.queue.overlap import overlap_changed
 from apps.judging.queue.policy import (
     MAX_DURATION_MS,
     MAX_IDEMPOTENCY_KEY,
@@ -79,4 +80,5 @@ __all__ = [
     "judgment_undo",
     "judgments_invalidate",
     "leases_reclaim_expired",
+    "overlap_changed",
 ]

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.models import Comparison
-from apps.batches.queue_order import complete_condition
+from apps.batches.queue_order import complete_value
 from apps.judging.models import Choice, Judgment
 from apps.judging.queue.results import InvalidationResult
 from apps.projects.models import (
@@ -113,9 +113,5 @@ def _comparisons_recount(comparison_ids: list[int], *, overlap: int) -> None:
     Comparison.objects.filter(pk__in=comparison_ids).update(
         # With no vote left, the split is a fresh comparison's (batches.models: 1).
         split=Case(When(judgment_count=0, then=Value(1)), default=Abs(F("votes_a") - F("votes_b"))),
-        complete=Case(
-            When(complete_condition(overlap=overlap), then=Value(True)),
-            When(is_gold=False, then=Value(False)),
-            default=F("complete"),
-        ),
+        complete=complete_value(overlap=overlap),
     )

@@ -10,6 +10,7 @@ from django.db.models.functions import Abs
 from django.utils import timezone
 
 from apps.batches.models import Comparison
+from apps.batches.queue_order import complete_value
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
 from apps.judging.queue.errors import (
     STANDING,
@@ -188,7 +189,8 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
             )
         if not comparison.is_gold:
             update["lease_count"] = F("lease_count") + 1
-            update["complete"] = Value(False)  # one vote fewer, one lease: never complete
+        # One vote fewer: still complete if the overlap was lowered below the votes since.
+        update["complete"] = complete_value(overlap=project.overlap, votes_added=-1)
         Comparison.objects.filter(pk=comparison.pk).update(**update)
         member: dict[str, Any] = {"judgment_count": F("judgment_count") - 1}
         if judgment.gold_correct is not None:

@@ -281,7 +281,7 @@ BEGIN
         -- A fresh rank at each new level: see submit._counts_after_vote.
         rank = floor(random() * 2147483648)::integer,
         lease_count = lease_count - v_holds::integer,
-        complete = CASE WHEN is_gold THEN complete ELSE __COMPLETE_AFTER_VOTE__ END
+        complete = __COMPLETE_AFTER_VOTE__
     WHERE id = c.id;
     UPDATE projects_membership SET
         judgment_count = judgment_count + 1,
@@ -339,7 +339,7 @@ def unset_required_columns() -> list[str | None]:
 _PLACES = {
     "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
     "__JUDGMENT_INSERT__": _judgment_insert(),
-    "__COMPLETE_AFTER_VOTE__": complete_sql(votes="judgment_count + 1", overlap="a.overlap"),
+    "__COMPLETE_AFTER_VOTE__": complete_sql(overlap="a.overlap", votes_added=1),
 }
 SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
 for _place, _text in _PLACES.items():

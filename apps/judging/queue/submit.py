@@ -5,12 +5,12 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import F
 from django.db.models.functions import Abs
 from django.utils import timezone
 
 from apps.batches.models import Candidate, Comparison, random_rank
-from apps.batches.queue_order import complete_condition
+from apps.batches.queue_order import complete_value
 from apps.judging import answers
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
@@ -246,7 +246,7 @@ def _judgment_store(
         status=AssignmentStatus.SUBMITTED, closed_at=now
     )
     Comparison.objects.filter(pk=comparison.pk).update(
-        **_counts_after_vote(assignment.project, option, holds_slot, comparison.is_gold)
+        **_counts_after_vote(assignment.project, option, holds_slot)
     )
     member_counts: dict[str, Any] = {"judgment_count": F("judgment_count") + 1}
     if gold_correct is not None:
@@ -261,9 +261,7 @@ def _judgment_store(
     )
 
 
-def _counts_after_vote(
-    project: Project, option: str | None, holds_slot: bool, is_gold: bool
-) -> dict[str, Any]:
+def _counts_after_vote(project: Project, option: str | None, holds_slot: bool) -> dict[str, Any]:
     """The comparison's column updates for one more vote for `option` (a, b, tie, both_bad;
     None for a ranking, which moves no pairwise vote)."""
     votes_a = F("votes_a") + int(option == "a")
@@ -280,11 +278,7 @@ def _counts_after_vote(
         update["split"] = Abs(votes_a - votes_b)
     if holds_slot:
         update["lease_count"] = F("lease_count") - 1
-    if not is_gold:
-        update["complete"] = Case(
-            When(complete_condition(overlap=project.overlap, votes_added=1), then=Value(True)),
-            default=Value(False),
-        )
+    update["complete"] = complete_value(overlap=project.overlap, votes_added=1)
     return update
 
 
