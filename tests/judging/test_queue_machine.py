@@ -2,8 +2,8 @@
 invalidate and overlap changes, checked after every step against a reference model in plain
 Python.
 
-The queue has two implementations: PL/pgSQL on PostgreSQL (apps/judging/queue_sql.py) and the
-ORM on SQLite (apps/judging/services.py). A Django process talks to one database, so one run
+The queue runs as PL/pgSQL functions on PostgreSQL and statement by statement on SQLite
+(apps/judging/queue/backend.py chooses). A Django process talks to one database, so one run
 cannot replay a sequence on both; instead the model below is the common reference. It says,
 from the rules alone, what every row must hold after each step (each comparison's counters,
 every assignment, judgment and skip, each member's counts) and what each call must return or
