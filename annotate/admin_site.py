@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -7,6 +7,8 @@ from django.http import HttpRequest
 
 from apps.projects.models import Project
 from apps.projects.selectors import is_lead_anywhere, projects_led_by
+
+_M = TypeVar("_M", bound=Model)
 
 
 class LeadAuthenticationForm(AdminAuthenticationForm):
@@ -35,7 +37,7 @@ class AnnotateAdminSite(admin.AdminSite):
         return bool(user.is_active and (user.is_staff or is_lead_anywhere(user)))
 
 
-class LeadScopedAdmin(admin.ModelAdmin):
+class LeadScopedAdmin(admin.ModelAdmin[_M]):
     """Scopes a model admin to the projects a lead leads. `project_field` is the path to it."""
 
     project_field = "project"
@@ -88,7 +90,7 @@ class LeadScopedAdmin(admin.ModelAdmin):
         return self.lead_can_delete and self._owns(request, obj)
 
 
-class ReadOnlyAdmin(LeadScopedAdmin):
+class ReadOnlyAdmin(LeadScopedAdmin[_M]):
     """Imported data and votes: visible, never edited or deleted from the admin."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -66,7 +66,7 @@ class StorableJSONParser(JSONParser):
 class StorableMultiPartParser(MultiPartParser):
     def parse(
         self, stream: IO[Any] | None, media_type: str | None = None, parser_context: Any = None
-    ) -> DataAndFiles:
+    ) -> "DataAndFiles[Any, Any]":  # the class is generic only in the stubs
         parsed = super().parse(stream, media_type, parser_context)  # type: ignore[arg-type]
         data: Any = parsed.data
         files: Any = parsed.files

@@ -47,12 +47,12 @@ def page_of(name: str, row: Any) -> Any:
     )
 
 
-class CandidateShown(serializers.Serializer):
+class CandidateShown(serializers.Serializer[Any]):
     id = serializers.CharField(help_text="The response's id, as imported.")
     text = serializers.CharField(help_text="The response, Markdown.")
 
 
-class AssignmentOut(serializers.Serializer):
+class AssignmentOut(serializers.Serializer[Any]):
     id = serializers.IntegerField(help_text="The lease (assignment) id: submit to it.")
     comparison = serializers.IntegerField()
     prompt = serializers.JSONField(help_text="A string, or a list of {role, content} messages.")
@@ -66,7 +66,7 @@ class AssignmentOut(serializers.Serializer):
     expires_at = serializers.DateTimeField(help_text="When the lease lapses.")
 
 
-class JudgmentIn(serializers.Serializer):
+class JudgmentIn(serializers.Serializer[Any]):
     choice = serializers.ChoiceField(
         choices=["left", "right", "tie", "both_bad"],
         required=False,
@@ -105,7 +105,7 @@ class JudgmentIn(serializers.Serializer):
     )
 
 
-class JudgmentOut(serializers.Serializer):
+class JudgmentOut(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     assignment = serializers.IntegerField()
     comparison = serializers.IntegerField()
@@ -155,12 +155,12 @@ class UndoOut(AssignmentOut):
     undone = UndoneOut(help_text="What you had answered; it is no longer stored.")
 
 
-class MeOut(serializers.Serializer):
+class MeOut(serializers.Serializer[Any]):
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
 
 
-class ComparisonRow(serializers.Serializer):
+class ComparisonRow(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     batch = serializers.IntegerField()
     prompt_id = serializers.CharField()
@@ -177,7 +177,7 @@ class ComparisonRow(serializers.Serializer):
     listwise = serializers.BooleanField()
 
 
-class JudgmentRow(serializers.Serializer):
+class JudgmentRow(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     comparison_id = serializers.IntegerField()
     prompt_id = serializers.CharField()
@@ -198,7 +198,7 @@ class JudgmentRow(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class ErrorOut(serializers.Serializer):
+class ErrorOut(serializers.Serializer[Any]):
     """Every error answer of the API (its schema is ErrorOutSchema's, below)."""
 
     detail = serializers.CharField(help_text="What went wrong, for a person to read.")
@@ -243,7 +243,8 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-class ErrorOutSchema(OpenApiSerializerExtension):
+# drf-spectacular's extension classes register in an unannotated __init_subclass__.
+class ErrorOutSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
     """ErrorOut's schema as the API answers: detail, per-field lists, or an import's lines."""
 
     target_class = "annotate.schema.ErrorOut"

@@ -16,7 +16,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.batches.models import Comparison
-from apps.exports.formats import Options, export_rows
+from apps.exports.formats import export_rows
+from apps.exports.options import Options
 from apps.exports.selectors import split_of
 from apps.judging.models import Judgment
 from apps.judging.queue import assignment_next, judgment_submit

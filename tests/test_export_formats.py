@@ -15,7 +15,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.batches.models import Comparison
-from apps.exports.formats import FORMATS, Options, export_rows, hh_transcript
+from apps.exports.formats import FORMATS, export_rows, hh_transcript
+from apps.exports.options import Options
 from apps.judging.models import Judgment
 from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line

@@ -18,7 +18,8 @@ import json
 import pytest
 from datasets import load_dataset
 
-from apps.exports.formats import FORMATS, Options, export_rows
+from apps.exports.formats import FORMATS, export_rows
+from apps.exports.options import Options
 from apps.judging.queue import assignment_next, judgment_submit
 from tests.conftest import prompt_line
 from tests.test_exports import URL, rows

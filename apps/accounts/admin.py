@@ -85,7 +85,7 @@ class AccountProjectFilter(admin.SimpleListFilter):
 
 
 @admin.register(AnnotatorAccount)
-class AnnotatorAccountAdmin(admin.ModelAdmin):
+class AnnotatorAccountAdmin(admin.ModelAdmin[AnnotatorAccount]):
     """Annotator accounts: leads see the annotators of their projects, staff every account that
     is not staff. Created here (one by one or from a CSV), never edited; deactivated and
     reactivated by action."""

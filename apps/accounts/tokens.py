@@ -69,7 +69,8 @@ def api_token_create(*, user: User | AnonymousUser) -> str:
             target=user,
             details={"replaced": bool(replaced)},
         )
-    return token.key
+    key: str = token.key
+    return key
 
 
 def api_token_revoke(*, user: User | AnonymousUser) -> bool:

@@ -648,7 +648,8 @@ def bradley_terry_strengths(wins: np.ndarray, *, tolerance: float = 1e-10) -> np
     total_wins = wins.sum(axis=1)
     strengths = np.ones(len(wins))
     for _ in range(10_000):
-        updated = total_wins / (met / (strengths[:, None] + strengths[None, :])).sum(axis=1)
+        shares = met / (strengths[:, None] + strengths[None, :])
+        updated: np.ndarray = total_wins / shares.sum(axis=1)
         updated /= np.exp(np.log(updated).mean())
         if np.abs(np.log(updated) - np.log(strengths)).max() < tolerance:
             return updated
@@ -657,7 +658,8 @@ def bradley_terry_strengths(wins: np.ndarray, *, tolerance: float = 1e-10) -> np
 
 
 def elo_scale(strengths: np.ndarray) -> np.ndarray:
-    return 1000 + 400 * np.log10(strengths)
+    scaled: np.ndarray = 1000 + 400 * np.log10(strengths)
+    return scaled
 
 
 def bradley_terry(

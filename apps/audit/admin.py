@@ -11,7 +11,7 @@ from apps.audit.models import AuditEvent
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(ReadOnlyAdmin[AuditEvent]):
     """The audit log, read-only. Leads see their projects' events and their own actions."""
 
     list_display = ["created_at", "actor_name", "action", "project", "target", "summary"]

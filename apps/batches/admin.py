@@ -51,7 +51,7 @@ class BatchActionForm(helpers.ActionForm):
     )
 
 
-class BatchForm(forms.ModelForm):
+class BatchForm(forms.ModelForm[Batch]):
     """Status is limited to what a lead may set; importing and failed belong to the import."""
 
     class Meta:
@@ -81,7 +81,7 @@ ACTION_LABELS = {
 
 
 @admin.register(Batch)
-class BatchAdmin(LeadScopedAdmin):
+class BatchAdmin(LeadScopedAdmin[Batch]):
     lead_can_add = True
     lead_can_change = True
     form = BatchForm
@@ -133,7 +133,7 @@ class BatchAdmin(LeadScopedAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Batch]:
-        return (
+        queryset: QuerySet[Batch] = (
             super()
             .get_queryset(request)
             .select_related("project")
@@ -142,6 +142,7 @@ class BatchAdmin(LeadScopedAdmin):
                 skipped=Sum("comparisons__skip_count"),
             )
         )
+        return queryset
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Not Django's delete (it would skip the rules and the audit log): the "Delete" action
@@ -475,7 +476,7 @@ def _export_links(batch: Batch) -> list[tuple[str, str]]:
 
 
 @admin.register(Prompt)
-class PromptAdmin(ReadOnlyAdmin):
+class PromptAdmin(ReadOnlyAdmin[Prompt]):
     list_display = ["external_id", "project", "batch"]
     list_filter = [("project", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["external_id"]
@@ -483,7 +484,7 @@ class PromptAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Candidate)
-class CandidateAdmin(ReadOnlyAdmin):
+class CandidateAdmin(ReadOnlyAdmin[Candidate]):
     project_field = "prompt__project"
     list_display = ["external_id", "prompt", "model"]
     list_filter = ["model"]
@@ -492,7 +493,7 @@ class CandidateAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Comparison)
-class ComparisonAdmin(ReadOnlyAdmin):
+class ComparisonAdmin(ReadOnlyAdmin[Comparison]):
     list_display = [
         "id",
         "project",

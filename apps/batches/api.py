@@ -60,7 +60,7 @@ class NDJSONParser(JSONLinesParser):
     media_type = "application/x-ndjson"
 
 
-class BatchSerializer(serializers.ModelSerializer):
+class BatchSerializer(serializers.ModelSerializer[Batch]):
     project = serializers.CharField(source="project.slug")
     prompts = serializers.IntegerField(source="prompt_count")
     comparisons = serializers.IntegerField(source="comparison_count")

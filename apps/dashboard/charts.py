@@ -9,6 +9,7 @@ at least 4.5:1 contrast on white, marks at least 3:1.
 """
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -158,7 +159,7 @@ def column_chart(
     return _svg(uid, title, desc, width, height, _join(parts))
 
 
-def progress_chart(uid: str, *, title: str, desc: str, batches: Sequence[dict]) -> str:
+def progress_chart(uid: str, *, title: str, desc: str, batches: Sequence[dict[str, Any]]) -> str:
     """One stacked bar per batch: done, in progress and open comparisons."""
     width, row_h, label_w, right_w = 720.0, 28.0, 170.0, 150.0
     legend_h = 24.0
@@ -225,14 +226,14 @@ def bar_chart(
     return _svg(uid, title, desc, width, height, _join(parts))
 
 
-def interval_chart(uid: str, *, title: str, desc: str, rows: Sequence[dict]) -> str:
+def interval_chart(uid: str, *, title: str, desc: str, rows: Sequence[dict[str, Any]]) -> str:
     """A point and its 95% interval per model (the Bradley-Terry leaderboard)."""
     width, row_h, label_w, right_w = 720.0, 26.0, 170.0, 150.0
     axis_h = 22.0
     height = row_h * max(len(rows), 1) + axis_h + 6
     plot_w = width - label_w - right_w
-    lows = [row["ci95"][0] for row in rows] or [0.0]
-    highs = [row["ci95"][1] for row in rows] or [1.0]
+    lows: list[float] = [row["ci95"][0] for row in rows] or [0.0]
+    highs: list[float] = [row["ci95"][1] for row in rows] or [1.0]
     low, high = min(lows), max(highs)
     if high - low < 1:
         low, high = low - 1, high + 1

@@ -116,7 +116,9 @@ def batch_progress(project: Project) -> list[dict[str, Any]]:
     return rows
 
 
-def days_between(counts: dict[date, int], *, last: date, shown: int = DAYS_SHOWN) -> list[dict]:
+def days_between(
+    counts: dict[date, int], *, last: date, shown: int = DAYS_SHOWN
+) -> list[dict[str, Any]]:
     """One entry per day, zeros included, from the first day with a judgment (at most `shown`
     days back) to `last`."""
     if not counts:
@@ -143,7 +145,7 @@ def hourly_counts(project: Project) -> list[tuple[int, datetime, int]]:
     return [(annotator, hour, n) for annotator, hour, n in rows]
 
 
-def per_day(hours: Sequence[tuple[int, datetime, int]], *, today: date) -> list[dict]:
+def per_day(hours: Sequence[tuple[int, datetime, int]], *, today: date) -> list[dict[str, Any]]:
     counts: dict[date, int] = defaultdict(int)
     for _, hour, n in hours:
         counts[hour.date()] += n

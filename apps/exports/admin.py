@@ -130,7 +130,7 @@ class ExportJobForm(forms.Form):
 
 
 @admin.register(ExportJob)
-class ExportJobAdmin(ReadOnlyAdmin):
+class ExportJobAdmin(ReadOnlyAdmin[ExportJob]):
     """Background exports: started here ("Add") or through the API, run by the workers; leads
     see their projects' jobs, watch them, download what is done and cancel what is queued or
     running."""

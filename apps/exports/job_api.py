@@ -54,7 +54,7 @@ class NotReady(APIException):
     default_code = "not_ready"
 
 
-class ExportJobSerializer(serializers.ModelSerializer):
+class ExportJobSerializer(serializers.ModelSerializer[ExportJob]):
     project = serializers.CharField(source="project.slug")
     requested_by = serializers.CharField(
         source="requested_by.username", allow_null=True, default=None

@@ -47,8 +47,9 @@ from apps.audit.services import audit_record
 from apps.batches.models import Comparison
 from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
-from apps.exports.formats import FORMATS, Options, export_rows, shape_of
+from apps.exports.formats import FORMATS, export_rows, shape_of
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
+from apps.exports.options import Options
 from apps.exports.parquet import write_parquet
 from apps.exports.storage import export_storage, storage_check, storage_error, storage_save
 from apps.judging.models import Choice, Judgment

@@ -13,7 +13,7 @@ from storages.backends.s3 import S3Storage
 from apps.exports.storage import StorageUnavailable
 
 
-class ExportS3Storage(S3Storage):
+class ExportS3Storage(S3Storage):  # type: ignore[misc]  # django-storages ships no types
     """An S3-compatible bucket (AWS S3, MinIO, ...), from django-storages.
 
     Besides django-storages' options: `public_endpoint_url`, the endpoint that browsers and API

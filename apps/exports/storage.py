@@ -41,7 +41,8 @@ class ExportFolderStorage(FileSystemStorage):
 
     @property
     def location(self) -> str:
-        return os.path.abspath(self.base_location)
+        location: str = os.path.abspath(self.base_location)
+        return location
 
 
 def export_storage() -> Storage:
@@ -83,7 +84,7 @@ def storage_error(exc: BaseException) -> StorageUnavailable | None:
     return None
 
 
-class StagedFile(File):
+class StagedFile(File[bytes]):
     """A finished local file handed to the storage: a folder storage moves it into place (one
     rename when on the same filesystem), S3 uploads it (in parts when large, so memory stays
     bounded) with its content type."""

@@ -34,7 +34,7 @@ class ValidityFilter(admin.SimpleListFilter):
 
 
 @admin.register(Judgment)
-class JudgmentAdmin(ReadOnlyAdmin):
+class JudgmentAdmin(ReadOnlyAdmin[Judgment]):
     project_field = "comparison__project"
     # Narrow columns, so that all of them fit beside the filters at 1366 px.
     list_display = [
@@ -182,14 +182,14 @@ def _summary(result: Any) -> str:
 
 
 @admin.register(Assignment)
-class AssignmentAdmin(ReadOnlyAdmin):
+class AssignmentAdmin(ReadOnlyAdmin[Assignment]):
     list_display = ["id", "comparison", "annotator", "status", "created_at", "expires_at"]
     list_filter = ["status", ("project", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["comparison__prompt", "annotator"]
 
 
 @admin.register(Skip)
-class SkipAdmin(ReadOnlyAdmin):
+class SkipAdmin(ReadOnlyAdmin[Skip]):
     project_field = "comparison__project"
     list_display = ["id", "comparison", "annotator", "reason", "note", "created_at"]
     list_filter = [

@@ -270,7 +270,7 @@ class JudgmentCreate(APIView):
         )
 
 
-class SkipInput(serializers.Serializer):
+class SkipInput(serializers.Serializer[Any]):
     # Empty only where the project has no skip reasons (the service says so otherwise).
     reason = serializers.CharField(max_length=200, allow_blank=True)
     note = serializers.CharField(
@@ -278,7 +278,7 @@ class SkipInput(serializers.Serializer):
     )
 
 
-class SkipSerializer(serializers.ModelSerializer):
+class SkipSerializer(serializers.ModelSerializer[Skip]):
     class Meta:
         model = Skip
         fields = ["id", "assignment", "comparison", "reason", "note", "created_at"]

@@ -31,7 +31,7 @@ from apps.projects.services import (
 )
 
 
-class MembershipForm(forms.ModelForm):
+class MembershipForm(forms.ModelForm[Membership]):
     """Members are added by username, so that a lead is never shown a list of every account.
 
     A username the actor may not add (see `member_addable`) gets the answer an unknown one
@@ -51,7 +51,7 @@ class MembershipForm(forms.ModelForm):
             self.fields["username"].initial = self.instance.user.get_username()
 
     def clean_username(self) -> str:
-        username = self.cleaned_data["username"].strip()
+        username: str = self.cleaned_data["username"].strip()
         unchanged = self.instance.pk and self.instance.user.get_username() == username
         if unchanged:
             return username
@@ -68,7 +68,7 @@ class MembershipForm(forms.ModelForm):
         return username
 
 
-class MembershipFormSet(forms.BaseInlineFormSet):
+class MembershipFormSet(forms.BaseInlineFormSet[Membership, Project, forms.ModelForm[Membership]]):
     """Checks each change against the services' rules before anything is saved, so that a lead
     demoting or removing themself is told why beside the members, and nothing is saved."""
 
@@ -122,7 +122,7 @@ class MembershipFormSet(forms.BaseInlineFormSet):
             raise forms.ValidationError(problems)
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(admin.TabularInline[Membership, Project]):
     model = Membership
     form = MembershipForm
     formset = MembershipFormSet
@@ -245,7 +245,7 @@ class GuidelinesWidget(forms.Textarea):
         )
 
 
-class ProjectForm(forms.ModelForm):
+class ProjectForm(forms.ModelForm[Project]):
     skip_reasons = LinesField(
         required=False,
         help_text="One reason per line. Annotators pick one when they skip a comparison; "
@@ -315,7 +315,7 @@ AUDITED_SETTINGS = ["name", *AUDITED_SETTINGS_FORM]
 
 
 @admin.register(Project)
-class ProjectAdmin(LeadScopedAdmin):
+class ProjectAdmin(LeadScopedAdmin[Project]):
     """Leads create projects (they become their lead) and change their own; staff all."""
 
     lead_can_add = True

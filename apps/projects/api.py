@@ -15,12 +15,12 @@ from apps.projects.selectors import project_for_lead
 from apps.projects.services import NOT_ADDABLE, member_to_add, membership_add, project_create
 
 
-class CriterionOut(serializers.Serializer):
+class CriterionOut(serializers.Serializer[Any]):
     name = serializers.CharField(help_text="The key of the criterion in judgments and exports.")
     description = serializers.CharField(allow_blank=True, help_text="Shown to annotators.")
 
 
-class GradeOut(serializers.Serializer):
+class GradeOut(serializers.Serializer[Any]):
     value = serializers.IntegerField(
         help_text="-3..3 as shown on screen (negative: the left response is better). Exports "
         "and judgments orient `strength` to the candidates: positive when candidate A is better."
@@ -28,7 +28,7 @@ class GradeOut(serializers.Serializer):
     description = serializers.CharField(help_text="The label annotators see.")
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(serializers.ModelSerializer[Project]):
     """A project and everything that says how to read its data: the scheme, its criteria and
     grade scale, which answers were allowed, the flags, skip reasons and rationale rule, the
     overlap and assignment policy, and the export formats that apply."""
@@ -102,7 +102,7 @@ class ProjectSerializer(serializers.ModelSerializer):
         return formats_for(project.scheme)
 
 
-class ProjectCreateInput(serializers.Serializer):
+class ProjectCreateInput(serializers.Serializer[Any]):
     slug = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
     overlap = serializers.IntegerField(min_value=1, max_value=50, default=3)
@@ -156,12 +156,12 @@ class ProjectListCreate(APIView):
         return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
 
-class MembershipInput(serializers.Serializer):
+class MembershipInput(serializers.Serializer[Any]):
     username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=Role.choices)
 
 
-class MembershipSerializer(serializers.ModelSerializer):
+class MembershipSerializer(serializers.ModelSerializer[Membership]):
     username = serializers.CharField(source="user.username")
     project = serializers.CharField(source="project.slug")
 

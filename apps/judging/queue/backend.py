@@ -26,14 +26,17 @@ def call(sql: str, params: list[Any]) -> tuple[Any, ...]:
     if connection.in_atomic_block:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchone()
+            row: tuple[Any, ...] = cursor.fetchone()
+            return row
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        row = cursor.fetchone()
+        return row
 
 
 def fetchone(sql: str, params: list[Any]) -> tuple[Any, ...]:
     """Runs one statement in the caller's transaction, with no savepoint, and returns its row."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        row: tuple[Any, ...] = cursor.fetchone()
+        return row
