@@ -78,7 +78,7 @@ def send_task(name: str, *args: Any) -> None:
 
     A task is named by its dotted path (each @shared_task in apps/*/tasks.py says its name so), and
     resolved here: a service names the task it sends instead of importing its app's tasks module,
-    which imports that service (tests/test_architecture.py checks the names)."""
+    which imports that service (tests/annotate/test_architecture.py checks the names)."""
     task: Task = import_string(name)
     if _eager():
         # Runs here and now: its own errors are not the broker's. With apply(), not

@@ -2,7 +2,8 @@
 
 The hot-path views (next, submit) build their JSON with plain functions, not serializers (see
 apps/judging/api.py); these serializers only describe those shapes to drf-spectacular. A test
-(tests/test_schema.py) checks that every operation and parameter in the schema is described.
+(tests/annotate/test_schema.py) checks that every operation and parameter in the schema is
+described.
 """
 
 from typing import Any

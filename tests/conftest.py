@@ -110,7 +110,7 @@ def import_rows(project: Project) -> Callable[..., Batch]:
             project=target or project, source=io.BytesIO(data), size=len(data), background=False
         )
         # What the rendering task sent on the import's commit does (tests run inside a
-        # transaction that never commits): tests/test_rendering.py tests the sending itself.
+        # transaction that never commits): tests/judging/test_rendering.py tests the sending itself.
         renderings_for_batch(batch_id=batch.pk, seconds=60)
         return batch
 
@@ -171,7 +171,7 @@ def no_worker(_eager_by_default: None) -> Iterator[list[tuple[str, Any]]]:
         before_task_publish.disconnect(record)
         app.conf.task_always_eager, app.conf.task_default_queue = saved
         if HAS_REDIS:
-            from tests.test_worker import _forget_queue
+            from tests.judging.test_worker import _forget_queue
 
             _forget_queue(queue)
 

@@ -64,7 +64,8 @@ def queue_indexes() -> list[models.Index]:
 # never complete. Written once, here: the ORM's condition and value and the PL/pgSQL's text are
 # all made by the functions below, from these names, so that every writer of `complete` (submit,
 # undo, invalidation, an overlap change) and every reader that counts it holds the same rule.
-# tests/test_queue_rules.py checks on the database that the ORM's and the SQL's verdicts agree.
+# tests/judging/test_queue_rules.py checks on the database that the ORM's and the SQL's verdicts
+# agree.
 _VOTES = "judgment_count"  # the comparison's valid votes
 _NEVER_COMPLETE = "is_gold"
 

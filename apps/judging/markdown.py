@@ -199,8 +199,8 @@ def as_written(text: str, because: str) -> str:
 
 # The fast path: a text that is plain prose, with no character that could start any Markdown
 # construct, is paragraphs (split by blank lines) of lines (broken by <br>). It is written here
-# directly, byte for byte what markdown-it and nh3 make of it (tests/test_rendering.py compares
-# the two over many generated texts), in a few microseconds rather than hundreds.
+# directly, byte for byte what markdown-it and nh3 make of it (tests/judging/test_rendering.py
+# compares the two over many generated texts), in a few microseconds rather than hundreds.
 # Not plain: Markdown's and HTML's punctuation (`!` is left out: it is an image only before `[`),
 # control characters, any whitespace but the space and the newline, a line that starts or ends
 # with a space (indented code, a hard break), a line that starts with a number and `.` or `)`

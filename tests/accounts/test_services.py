@@ -34,7 +34,7 @@ from apps.projects.services import (
     membership_remove,
     project_create,
 )
-from tests.test_admin import _project_form
+from tests.projects.test_admin import _project_form
 
 ACCOUNTS = "/admin/accounts/annotatoraccount/"
 MEMBERS = "/api/v1/projects/demo/members/"

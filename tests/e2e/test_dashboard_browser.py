@@ -27,9 +27,9 @@ from apps.projects.models import Project
 from apps.projects.services import membership_add
 from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
+from tests.dashboard.test_dashboard import REFRESH_TASK
 from tests.e2e.conftest import PageLog
 from tests.e2e.helpers import fill_login, log_in
-from tests.test_dashboard import REFRESH_TASK
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,7 +100,8 @@ def test_a_lead_sees_the_numbers_move_as_judgments_arrive(
     assert status == 200
     # Tasks run in-process here (as under `make run`: no worker, no beat job), so each poll
     # computes the figures: the next one brings the new numbers in, without a page load.
-    # (tests/test_dashboard.py covers the cache kept fresh by the beat job, with a broker.)
+    # (tests/dashboard/test_dashboard.py covers the cache kept fresh by the beat job, with a
+    # broker.)
     page.wait_for_function(
         "() => document.querySelector('[data-testid=total-judgments]').textContent === '3'",
         timeout=WAIT_MS,

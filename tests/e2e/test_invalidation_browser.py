@@ -16,10 +16,10 @@ from apps.judging.models import Judgment
 from apps.projects.models import Project
 from apps.projects.services import membership_add
 from tests.conftest import prompt_line
+from tests.dashboard.test_dashboard import age_figures
 from tests.e2e.conftest import PageLog
 from tests.e2e.helpers import fill_login
 from tests.e2e.test_dashboard_browser import api_post
-from tests.test_dashboard import age_figures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

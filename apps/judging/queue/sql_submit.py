@@ -295,7 +295,8 @@ $fn$;
 
 # annotate_submit's new judgment: each column of judging_judgment it sets, and the value. A
 # column the model requires (NOT NULL, no default in the database) and this leaves out would
-# fail on PostgreSQL only: tests/test_migrations.py checks unset_required_columns() is empty.
+# fail on PostgreSQL only: tests/annotate/test_migrations.py checks unset_required_columns() is
+# empty.
 JUDGMENT_VALUES = {
     "comparison_id": "c.id",
     "batch_id": "c.batch_id",

@@ -1,0 +1,325 @@
+"""Background work through a REAL Celery worker process, on PostgreSQL and Redis.
+
+The worker is a subprocess that consumes a queue of its own (CELERY_QUEUE), so that no other
+worker on the same Redis takes these tasks, and uses the test database that pytest-django created.
+The data must be committed to be seen by the worker: hence transactional tests.
+"""
+
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+from celery.result import EagerResult
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.utils import timezone
+
+from apps.batches.models import Batch, BatchSource, BatchStatus, Candidate, Comparison, Prompt
+from apps.batches.services import batch_import
+from apps.judging.models import AssignmentStatus, Rendering
+from apps.judging.queue import assignment_next
+from apps.judging.rendering import text_digest
+from apps.judging.tasks import leases_reclaim_expired_task
+from apps.projects.models import Project
+from apps.projects.services import membership_add, project_create
+from tests.conftest import api_client_for, jsonl, prompt_line, stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60
+DONE_TIMEOUT = 60
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL=redis://..."),
+]
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    queue: str
+
+    def log(self, start: int = 0) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(start)
+            return log.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            pytest.fail(f"the worker exited with {self.process.returncode}:\n{self.log()}")
+
+    def wait_for_log(self, text: str, *, start: int = 0, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log(start):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} not in the worker's log after {timeout} s:\n{self.log()}")
+            time.sleep(0.1)
+
+
+def worker_database_url() -> str:
+    """The URL of the database pytest-django created, for the worker's settings to read."""
+    db = connection.settings_dict
+    assert db["ENGINE"].endswith("postgresql")
+    user = quote(str(db["USER"] or ""), safe="")
+    password = quote(str(db["PASSWORD"] or ""), safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    url = f"postgres://{credentials}{db['HOST'] or ''}{port}/{quote(str(db['NAME']), safe='')}"
+    if db.get("OPTIONS"):
+        url += "?" + urlencode({key: str(value) for key, value in db["OPTIONS"].items()})
+    return url
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker process for this module, on its own queue; always terminated at the end."""
+    queue = f"annotate-test-{uuid.uuid4().hex[:12]}"
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "annotate.settings",
+        "DATABASE_URL": worker_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_QUEUE": queue,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "annotate",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "-Q",
+                queue,
+                "-n",
+                f"{queue}@%h",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    running = Worker(process=process, log_path=log_path, queue=queue)
+    try:
+        running.wait_for_log(" ready.", timeout=START_TIMEOUT)
+        yield running
+    finally:
+        stop_process(process, timeout=30)
+        _forget_queue(queue)
+
+
+def _forget_queue(queue: str) -> None:
+    """Removes what kombu keeps in Redis for the throwaway queue."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys: list[str | bytes] = [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+        keys.extend(client.scan_iter(match=f"{queue}*"))
+        client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def via_worker(worker: Worker, _eager_by_default: None) -> Iterator[Worker]:
+    """Sends this test's tasks to the worker (conftest makes them eager); prints the worker's
+    output of the test, which pytest shows when the test failed."""
+    from annotate.celery import app
+
+    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = worker.queue
+    start = worker.log_size()
+    try:
+        yield worker
+    finally:
+        app.conf.task_always_eager, app.conf.task_default_queue = saved
+        print(f"--- worker log during this test ---\n{worker.log(start)}")
+
+
+def lead_and_project(slug: str) -> tuple[User, Project]:
+    lead = User.objects.create_user(f"lead-{slug}", password="pw-for-tests")
+    project = project_create(slug=slug, name=slug.title(), created_by=lead, overlap=3)
+    membership_add(project=project, user=lead, role="lead")
+    return lead, project
+
+
+def batch_when_done(client: Any, batch_id: int, worker: Worker) -> dict[str, Any]:
+    """Polls the API until the batch is no longer importing (bounded)."""
+    deadline = time.monotonic() + DONE_TIMEOUT
+    while True:
+        response = client.get(f"/api/v1/batches/{batch_id}/")
+        assert response.status_code == 200, response.content
+        body: dict[str, Any] = response.json()
+        if body["status"] != BatchStatus.IMPORTING:
+            return body
+        worker.check_alive()
+        if time.monotonic() > deadline:
+            pytest.fail(f"batch {batch_id} still importing after {DONE_TIMEOUT} s: {body}")
+        time.sleep(0.25)
+
+
+def post_in_background(client: Any, slug: str, data: bytes, settings: Any) -> dict[str, Any]:
+    settings.IMPORT_BACKGROUND_BYTES = 1024
+    assert len(data) > settings.IMPORT_BACKGROUND_BYTES
+    response = client.post(
+        f"/api/v1/projects/{slug}/batches/", data=data, content_type="application/jsonl"
+    )
+    assert response.status_code == 202, response.content
+    body: dict[str, Any] = response.json()
+    assert body["status"] == BatchStatus.IMPORTING
+    assert body["prompts"] == 0
+    return body
+
+
+def test_it_imports_a_large_file_in_the_worker(via_worker: Worker, settings: Any) -> None:
+    lead, project = lead_and_project("worker-import")
+    client = api_client_for(lead)
+    data = jsonl(*(prompt_line(f"p-{i}", n=3) for i in range(300)))
+
+    created = post_in_background(client, project.slug, data, settings)
+    batch = batch_when_done(client, created["id"], via_worker)
+
+    assert batch["status"] == BatchStatus.ACTIVE, batch
+    assert batch["prompts"] == 300
+    assert batch["comparisons"] == 300 * 3  # three pairs of three candidates
+    assert batch["errors"] == []
+    assert Prompt.objects.filter(batch_id=batch["id"]).count() == 300
+    assert Comparison.objects.filter(batch_id=batch["id"]).count() == 900
+    assert not BatchSource.objects.filter(batch_id=batch["id"]).exists()
+    # It was the worker, not this process, that imported it.
+    via_worker.wait_for_log(f"batch {batch['id']} imported: 300 prompts, 900 comparisons")
+    # Then the worker rendered every text of the batch, by the task the import sent on commit.
+    texts = set(
+        Candidate.objects.filter(prompt__batch_id=batch["id"]).values_list("text", flat=True)
+    )
+    texts |= {"What is 2 + 2?"}
+    digests = {text_digest(text) for text in texts}
+    deadline = time.monotonic() + 60
+    while Rendering.objects.filter(digest__in=digests).count() < len(digests):
+        via_worker.check_alive()
+        assert time.monotonic() < deadline, "the worker did not render the batch's texts"
+        time.sleep(0.2)
+    via_worker.wait_for_log("apps.judging.tasks.render_batch_task")
+
+
+def test_it_fails_a_bad_file_in_the_worker_with_line_numbers(
+    via_worker: Worker, settings: Any
+) -> None:
+    lead, project = lead_and_project("worker-bad")
+    client = api_client_for(lead)
+    rows: list[Any] = [prompt_line(f"p-{i}", n=2) for i in range(300)]
+    rows[2] = "{not json"
+    rows[5] = {"id": "p-5", "prompt": "no candidates"}
+    rows[199] = prompt_line("p-0", n=2)  # the id of line 1
+
+    created = post_in_background(client, project.slug, jsonl(*rows), settings)
+    batch = batch_when_done(client, created["id"], via_worker)
+
+    assert batch["status"] == BatchStatus.FAILED, batch
+    assert [error["line"] for error in batch["errors"]] == [3, 6, 200]
+    assert "invalid JSON" in batch["errors"][0]["error"]
+    assert "candidates" in batch["errors"][1]["error"]
+    assert "duplicate prompt id 'p-0'" in batch["errors"][2]["error"]
+    assert batch["prompts"] == 0
+    assert not Prompt.objects.filter(project=project).exists()
+    assert not Comparison.objects.filter(project=project).exists()
+    assert not BatchSource.objects.filter(batch_id=batch["id"]).exists()
+    assert Batch.objects.get(pk=batch["id"]).finished_at is not None
+
+
+def test_it_reclaims_expired_leases_in_the_worker(via_worker: Worker) -> None:
+    _lead, project = lead_and_project("worker-leases")
+    annotator = User.objects.create_user("ann-worker", password="pw-for-tests")
+    membership_add(project=project, user=annotator, role="annotator")
+    data = jsonl(prompt_line("p-1", n=2), prompt_line("p-2", n=2))
+    batch_import(project=project, source=io.BytesIO(data), size=len(data), background=False)
+    assignment = assignment_next(
+        project=project, annotator=annotator, now=timezone.now() - timedelta(hours=1)
+    )
+    assert assignment is not None
+    assert assignment.expires_at < timezone.now()
+    comparison = assignment.comparison
+    comparison.refresh_from_db()
+    assert comparison.lease_count == 1
+
+    result = leases_reclaim_expired_task.delay()
+    assert not isinstance(result, EagerResult)
+    assert result.get(timeout=30) == 1
+
+    assignment.refresh_from_db()
+    comparison.refresh_from_db()
+    assert assignment.status == AssignmentStatus.EXPIRED
+    assert assignment.closed_at is not None
+    assert comparison.lease_count == 0
+    via_worker.wait_for_log(f"apps.judging.tasks.leases_reclaim_expired_task[{result.id}]")
+
+
+def test_the_admin_shows_a_background_imports_progress_until_it_ends(
+    via_worker: Worker, settings: Any, client: Any
+) -> None:
+    """The admin's progress fragment, polled as HTMX polls it, moves while the worker imports
+    and asks the page to reload once the batch is active."""
+    import re
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    lead, project = lead_and_project("worker-progress")
+    client.force_login(lead)
+    settings.IMPORT_BACKGROUND_BYTES = 1024
+    data = jsonl(*(prompt_line(f"p-{i}", n=3) for i in range(4000)))
+    response = client.post(
+        "/admin/batches/batch/upload/",
+        {"project": project.pk, "name": "", "file": SimpleUploadedFile("big.jsonl", data)},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    batch = Batch.objects.get(project=project)
+    url = f"/admin/batches/batch/{batch.pk}/progress/"
+    seen: list[tuple[str, int]] = []
+    deadline = time.monotonic() + 3 * DONE_TIMEOUT
+    while True:
+        fragment = client.get(url, HTTP_HX_REQUEST="true")
+        if fragment.get("HX-Refresh") == "true":
+            break
+        html = fragment.content.decode()
+        percent = int(re.search(r'<progress max="100" value="(\d+)"', html).group(1))  # type: ignore[union-attr]
+        phase = next(p for p in ("waiting", "checking", "storing") if p in html)
+        seen.append((phase, percent))
+        via_worker.check_alive()
+        assert time.monotonic() < deadline, seen[-5:]
+        time.sleep(0.05)
+    batch.refresh_from_db()
+    assert (batch.status, batch.prompt_count, batch.comparison_count) == ("active", 4000, 12_000)
+    assert (batch.rows_done, batch.rows_total) == (4000, 4000)
+    percents = [percent for _, percent in seen]
+    assert percents == sorted(percents), seen
+    assert any(0 < percent < 100 for percent in percents), seen
+    assert {"checking", "storing"} & {phase for phase, _ in seen}, seen
+    print(f"progress seen: {len(seen)} polls, phases {sorted({p for p, _ in seen})}")
