@@ -74,7 +74,9 @@ def test_a_leads_day_from_the_home_page(
     assert page.url == f"{base}/admin/batches/batch/?project__id__exact={project.pk}"
     assert page.locator("#result_list tbody tr").count() == 1
     with page.expect_navigation():
-        page.click("a.addlink")  # "Add batch" opens the upload form
+        page.click(
+            ".object-tools a.addlink"
+        )  # "Add batch" opens the upload form (not the sidebar's)
     assert page.url == f"{base}/admin/batches/batch/upload/"
     upload = tmp_path / "day-2.jsonl"
     upload.write_bytes(jsonl(prompt_line("d-1", n=3), prompt_line("d-2", n=2)))

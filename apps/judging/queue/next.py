@@ -74,6 +74,10 @@ def assignment_next(
         )
     if lease is not None and project.scheme == Scheme.LISTWISE:
         listwise_shown(lease)
+    elif lease is not None:
+        # A pair shows no list: said here, so that reading `shown` costs no query (on PostgreSQL
+        # the lease comes from annotate_next's row, its shown_order not loaded).
+        lease.shown = None
     return lease
 
 

@@ -89,6 +89,19 @@ TAKE_SQL = f"""SELECT c.id FROM batches_comparison c
       AND {NOT_MINE}"""
 
 
+def head_take_sql(order: str) -> str:
+    """Probes 1 and 2 as one statement, for databases other than PostgreSQL: the first comparison
+    of the policy's head (head_sql) that the annotator may take (TAKE_SQL's conditions). Where
+    writers are serialized nothing is locked or skipped, so the head's rows need not be taken one
+    at a time, and the probe costs one statement however much of the head is the annotator's
+    own work."""
+    return f"""SELECT c.id FROM batches_comparison c
+    WHERE c.id IN ({head_sql(order)}) AND {_OPEN.format(a="c")}
+      AND {NOT_MINE}
+    ORDER BY {sql_order(order, "c")}
+    LIMIT 1"""
+
+
 def exact_sql(order: str) -> str:
     """Probe 3: the first comparison of `batch` the annotator may take, however deep it is."""
     return f"""SELECT c.id FROM batches_comparison c
@@ -208,9 +221,8 @@ def _pick_statements(params: dict[str, Any], order: str) -> Picked:
         while True:
             for batch in ids(ACTIVE_BATCHES):
                 for probe, head_order in heads:
-                    for head in ids(head_sql(head_order), batch=batch):
-                        if ids(TAKE_SQL, head=head):
-                            return Picked(head, probe)
+                    if found := ids(head_take_sql(head_order), batch=batch):
+                        return Picked(found[0], probe)
                 if found := ids(exact_sql(order), batch=batch):
                     return Picked(found[0], EXACT)
             if params["rank_from"] == 0:
@@ -227,8 +239,8 @@ def comparison_pick(*, project: Project, annotator: User, rank_from: int) -> Pic
     """The ordinary comparison this annotator should judge next, by the project's policy, from
     rank `rank_from` (then from 0), and the probe that found it. On PostgreSQL one call of
     annotate_pick, which locks the row for the caller's transaction; elsewhere the same
-    statements one by one: 3 when the policy's head is free to take (the batches, the head,
-    the take), more as the annotator's own work fills the head."""
+    statements one by one, each probe's head and take as one (head_take_sql): 2 when the policy's
+    head has a row to take (the batches, the head), whatever the annotator's history."""
     params = {
         "project": project.pk,
         "annotator": annotator.pk,
