@@ -6,6 +6,7 @@ from django.db.models import NOT_PROVIDED
 from apps.batches.queue_order import complete_sql
 from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
+from apps.judging.queue.sql_submit_steps import LATE_REFUSAL, plpgsql
 
 FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
@@ -197,14 +198,10 @@ BEGIN
     -- leases never hold one.
     v_holds := a.status = 'open' AND NOT c.is_gold;
     IF a.status <> 'open' THEN
-        -- A reclaimed lease: the judgment goes only into a free slot, never past the overlap.
-        IF NOT c.is_gold AND c.judgment_count + c.lease_count >= a.overlap THEN
-            outcome := 'late_full';
-            RETURN;
-        END IF;
-        IF EXISTS (SELECT 1 FROM judging_judgment j
-                   WHERE j.comparison_id = c.id AND j.annotator_id = p_annotator) THEN
-            outcome := 'already_judged';
+        -- A reclaimed lease (sql_submit_steps.LATE_REFUSAL).
+        __LATE_REFUSAL__
+        INTO outcome;
+        IF outcome IS NOT NULL THEN
             RETURN;
         END IF;
     END IF;
@@ -341,6 +338,7 @@ _PLACES = {
     "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
     "__JUDGMENT_INSERT__": _judgment_insert(),
     "__COMPLETE_AFTER_VOTE__": complete_sql(overlap="a.overlap", votes_added=1),
+    "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),
 }
 SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
 for _place, _text in _PLACES.items():

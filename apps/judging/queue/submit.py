@@ -14,7 +14,7 @@ from apps.batches.queue_order import complete_value
 from apps.judging import answers
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
-from apps.judging.queue import backend
+from apps.judging.queue import backend, sql_submit_steps
 from apps.judging.queue.errors import (
     JudgmentConflict,
     JudgmentError,
@@ -283,16 +283,17 @@ def _counts_after_vote(project: Project, option: str | None, holds_slot: bool) -
 
 
 def _check_late_submission(assignment: Assignment) -> None:
-    """A reclaimed lease: take the judgment only into a free slot, never past the overlap."""
-    comparison = Comparison.objects.select_for_update().filter(pk=assignment.comparison_id).first()
-    if comparison is None:  # pragma: no cover - comparisons with assignments are not deleted
+    """A reclaimed lease: sql_submit_steps.LATE_REFUSAL, with the comparison locked."""
+    row = sql_submit_steps.run(
+        sql_submit_steps.LATE_REFUSAL,
+        {
+            "annotator": assignment.annotator_id,
+            "comparison": assignment.comparison_id,
+            "overlap": assignment.project.overlap,
+        },
+        lock="FOR UPDATE OF cmp",
+    )
+    if row is None:  # pragma: no cover - comparisons with assignments are not deleted
         raise JudgmentConflict("This comparison no longer exists.")
-    if (
-        not comparison.is_gold
-        and comparison.judgment_count + comparison.lease_count >= assignment.project.overlap
-    ):
-        raise refusal_for("late_full")
-    if Judgment.objects.filter(
-        comparison_id=assignment.comparison_id, annotator_id=assignment.annotator_id
-    ).exists():
-        raise refusal_for("already_judged")
+    if row[0]:
+        raise refusal_for(row[0])

@@ -1,0 +1,52 @@
+"""Submit's steps that both paths run: written once, as SQL statements with named parameters
+(`%(annotator)s`, bound by Django's cursor on every backend), and run two ways:
+
+- on PostgreSQL, inside annotate_submit (sql_submit), which embeds these very statements with
+  the parameters turned into its variables (plpgsql): still one round trip;
+- elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor, one
+  statement each, with `FOR UPDATE` appended where the database locks rows.
+
+Their parameters: annotator, comparison, overlap.
+"""
+
+from typing import Any
+
+from django.db import connection
+
+# A reclaimed lease: its judgment goes only into a free slot, never past the overlap (gold items
+# have none), and not from an annotator who has judged the comparison since. The refusal's
+# outcome ('late_full', 'already_judged'), NULL when the judgment may go in.
+LATE_REFUSAL = """SELECT CASE
+        WHEN NOT cmp.is_gold AND cmp.judgment_count + cmp.lease_count >= %(overlap)s
+        THEN 'late_full'
+        WHEN EXISTS (SELECT 1 FROM judging_judgment j
+                     WHERE j.comparison_id = cmp.id AND j.annotator_id = %(annotator)s)
+        THEN 'already_judged'
+    END
+    FROM batches_comparison cmp WHERE cmp.id = %(comparison)s"""
+
+# annotate_submit's variable (or expression) for each parameter. The statements' table aliases
+# must not be one of its record variables (a, c, s): PL/pgSQL would find the name ambiguous.
+_VARIABLES = {
+    "annotator": "p_annotator",
+    "comparison": "c.id",
+    "overlap": "a.overlap",
+}
+
+
+def plpgsql(sql: str) -> str:
+    """A shared statement as PL/pgSQL text: its parameters become annotate_submit's
+    variables."""
+    return sql % _VARIABLES
+
+
+def run(sql: str, params: dict[str, Any], *, lock: str = "") -> tuple[Any, ...] | None:
+    """Runs a shared statement through a cursor in the caller's transaction and returns its
+    row; `lock` ("FOR UPDATE ...") is appended where the database locks rows (SQLite
+    serializes writers and has no such clause)."""
+    if lock and connection.features.has_select_for_update:
+        sql = f"{sql}\n    {lock}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = cursor.fetchone() if cursor.description else None
+        return row
