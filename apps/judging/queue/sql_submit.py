@@ -6,7 +6,7 @@ from django.db.models import NOT_PROVIDED
 from apps.batches.queue_order import complete_sql
 from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
-from apps.judging.queue.sql_submit_steps import LATE_REFUSAL, plpgsql
+from apps.judging.queue.sql_submit_steps import CAP_LOCK, CAP_REFUSAL, LATE_REFUSAL, plpgsql
 
 FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
@@ -51,9 +51,6 @@ DECLARE
     v_holds boolean;
     v_option text;
     v_key text;
-    v_count integer;
-    v_project_cap integer;
-    v_batch_cap integer;
     v_graded boolean;
     v_names text[];
     v_least integer;
@@ -63,7 +60,7 @@ BEGIN
            x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
            p.criteria, p.flags, p.rationale, p.rationale_min_length,
            l.external_id AS left_external, r.external_id AS right_external,
-           p.gold_min_accuracy, p.gold_min_answers
+           p.gold_min_accuracy, p.gold_min_answers, p.annotator_cap AS project_cap
     INTO a
     FROM judging_assignment x
     JOIN projects_project p ON p.id = x.project_id
@@ -190,10 +187,11 @@ BEGIN
         RETURN;
     END IF;
     SELECT cc.id, cc.batch_id, cc.candidate_a_id, cc.is_gold, cc.gold_answer,
-           cc.judgment_count, cc.lease_count
+           cc.judgment_count, cc.lease_count, bb.annotator_cap AS batch_cap
     INTO c
-    FROM batches_comparison cc WHERE cc.id = a.comparison_id
-    FOR UPDATE;
+    FROM batches_comparison cc JOIN batches_batch bb ON bb.id = cc.batch_id
+    WHERE cc.id = a.comparison_id
+    FOR UPDATE OF cc;
     -- An open lease holds a slot, even past its time, until a reclaim takes it back; gold
     -- leases never hold one.
     v_holds := a.status = 'open' AND NOT c.is_gold;
@@ -205,29 +203,12 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    -- Caps: the member's row is locked (after the assignment and the comparison, the order
-    -- everywhere), so that two leases of one annotator, taken at once, cannot both pass a cap.
-    SELECT m.judgment_count, p.annotator_cap, b.annotator_cap
-    INTO v_count, v_project_cap, v_batch_cap
-    FROM projects_membership m
-    JOIN projects_project p ON p.id = m.project_id
-    JOIN batches_batch b ON b.id = c.batch_id
-    WHERE m.project_id = a.project_id AND m.user_id = p_annotator
-    FOR UPDATE OF m;
-    IF v_project_cap IS NOT NULL AND v_count >= v_project_cap THEN
-        outcome := 'project_cap';
-        o_allowed := v_project_cap::text;
-    ELSIF v_batch_cap IS NOT NULL AND (
-        SELECT count(*) FROM (
-            SELECT 1 FROM judging_judgment j
-            WHERE j.annotator_id = p_annotator AND j.batch_id = c.batch_id
-            LIMIT v_batch_cap
-        ) done
-    ) >= v_batch_cap THEN
-        outcome := 'batch_cap';
-        o_allowed := v_batch_cap::text;
-    END IF;
+    -- The caps (sql_submit_steps.CAP_REFUSAL), the member's row locked.
+    __CAP_REFUSAL__
+    INTO outcome;
     IF outcome IS NOT NULL THEN
+        o_allowed := (CASE outcome WHEN 'project_cap' THEN a.project_cap
+                                   ELSE c.batch_cap END)::text;
         IF a.status = 'open' THEN
             UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = a.id;
             UPDATE batches_comparison SET lease_count = lease_count - v_holds::integer
@@ -339,6 +320,7 @@ _PLACES = {
     "__JUDGMENT_INSERT__": _judgment_insert(),
     "__COMPLETE_AFTER_VOTE__": complete_sql(overlap="a.overlap", votes_added=1),
     "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),
+    "__CAP_REFUSAL__": f"{plpgsql(CAP_REFUSAL)}\n    {CAP_LOCK}",
 }
 SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
 for _place, _text in _PLACES.items():

@@ -6,7 +6,7 @@
 - elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor, one
   statement each, with `FOR UPDATE` appended where the database locks rows.
 
-Their parameters: annotator, comparison, overlap.
+Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap.
 """
 
 from typing import Any
@@ -25,12 +25,36 @@ LATE_REFUSAL = """SELECT CASE
     END
     FROM batches_comparison cmp WHERE cmp.id = %(comparison)s"""
 
+# The caps, checked again as the judgment arrives: an annotator with two leases taken at once
+# must not pass a cap with both, so the member's row is locked (after the assignment and the
+# comparison, the order everywhere). The batch's count reads at most batch_cap rows. The
+# refusal's outcome ('project_cap', 'batch_cap'), NULL when the judgment may go in.
+CAP_REFUSAL = """SELECT CASE
+        WHEN %(project_cap)s IS NOT NULL AND m.judgment_count >= %(project_cap)s
+        THEN 'project_cap'
+        WHEN %(batch_cap)s IS NOT NULL AND (
+            SELECT count(*) FROM (
+                SELECT 1 FROM judging_judgment j
+                WHERE j.annotator_id = %(annotator)s AND j.batch_id = %(batch)s
+                LIMIT coalesce(%(batch_cap)s, 0)
+            ) done
+        ) >= %(batch_cap)s
+        THEN 'batch_cap'
+    END
+    FROM projects_membership m
+    WHERE m.project_id = %(project)s AND m.user_id = %(annotator)s"""
+CAP_LOCK = "FOR UPDATE OF m"
+
 # annotate_submit's variable (or expression) for each parameter. The statements' table aliases
 # must not be one of its record variables (a, c, s): PL/pgSQL would find the name ambiguous.
 _VARIABLES = {
     "annotator": "p_annotator",
     "comparison": "c.id",
     "overlap": "a.overlap",
+    "project": "a.project_id",
+    "project_cap": "a.project_cap",
+    "batch": "c.batch_id",
+    "batch_cap": "c.batch_cap",
 }
 
 

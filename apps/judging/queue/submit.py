@@ -49,29 +49,25 @@ def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[i
 def _cap_check(
     locked: Locked, comparison: Comparison, holds_slot: bool, now: datetime
 ) -> JudgmentConflict | None:
-    """The caps, checked again as the judgment arrives (SQLite path; annotate_submit does it on
-    PostgreSQL): an annotator with two leases taken at once must not pass a cap with both. A
-    refused judgment closes its lease and frees its slot, and the refusal is returned for the
-    caller to raise once its transaction has committed that."""
+    """The caps, checked again as the judgment arrives (sql_submit_steps.CAP_REFUSAL, which
+    annotate_submit embeds; no statement when neither cap is set). A refused judgment closes its
+    lease and frees its slot, and the refusal is returned for the caller to raise once its
+    transaction has committed that."""
     assignment = locked.assignment
-    project = assignment.project
-    outcome, cap = "", 0
-    if project.annotator_cap is not None:
-        count = (
-            Membership.objects.select_for_update()
-            .filter(project=project, user_id=assignment.annotator_id)
-            .values_list("judgment_count", flat=True)
-            .first()
-        )
-        if count is not None and count >= project.annotator_cap:
-            outcome, cap = "project_cap", project.annotator_cap
-    batch_cap = locked.batch_cap
-    if not outcome and batch_cap is not None:
-        judged = Judgment.objects.filter(
-            annotator_id=assignment.annotator_id, batch_id=comparison.batch_id
-        )
-        if judged[:batch_cap].count() >= batch_cap:
-            outcome, cap = "batch_cap", batch_cap
+    caps = {"project_cap": assignment.project.annotator_cap, "batch_cap": locked.batch_cap}
+    if caps == {"project_cap": None, "batch_cap": None}:
+        return None
+    row = sql_submit_steps.run(
+        sql_submit_steps.CAP_REFUSAL,
+        {
+            "annotator": assignment.annotator_id,
+            "project": assignment.project_id,
+            "batch": comparison.batch_id,
+            **caps,
+        },
+        lock=sql_submit_steps.CAP_LOCK,
+    )
+    outcome = row[0] if row else None
     if not outcome:
         return None
     if assignment.status == AssignmentStatus.OPEN:
@@ -80,6 +76,8 @@ def _cap_check(
         )
         if holds_slot:
             Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") - 1)
+    cap = caps[outcome]
+    assert cap is not None
     return cap_refusal(outcome, cap)
 
 
@@ -109,7 +107,7 @@ def judgment_submit(
     honoured while it holds its slot; once reclaimed, the judgment is taken only if the
     comparison still has a free slot and the annotator has not judged it.
     Queries: on PostgreSQL 1 (annotate_submit); on SQLite 5 (lock assignment, insert judgment,
-    close assignment, count, member's counts), 6 with a project cap.
+    close assignment, count, member's counts), 6 with a cap (one statement checks both).
     """
     now = now or timezone.now()
     try:
