@@ -3,10 +3,16 @@ rules as answers.answer_problem and submit.py, in one round trip."""
 
 from django.db.models import NOT_PROVIDED
 
-from apps.batches.queue_order import complete_sql
 from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
-from apps.judging.queue.sql_submit_steps import CAP_LOCK, CAP_REFUSAL, LATE_REFUSAL, plpgsql
+from apps.judging.queue.sql_submit_steps import (
+    CAP_LOCK,
+    CAP_REFUSAL,
+    COMPARISON_VOTE,
+    LATE_REFUSAL,
+    MEMBER_VOTE,
+    plpgsql,
+)
 
 FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
@@ -249,23 +255,8 @@ BEGIN
         RETURN;
     END IF;
     UPDATE judging_assignment SET status = 'submitted', closed_at = p_now WHERE id = a.id;
-    UPDATE batches_comparison SET
-        judgment_count = judgment_count + 1,
-        votes_a = votes_a + (v_option = 'a')::integer,
-        votes_b = votes_b + (v_option = 'b')::integer,
-        votes_tie = votes_tie + (v_option = 'tie')::integer,
-        votes_both_bad = votes_both_bad + (v_option = 'both_bad')::integer,
-        split = abs(votes_a + (v_option = 'a')::integer - votes_b - (v_option = 'b')::integer),
-        -- A fresh rank at each new level: see submit._counts_after_vote.
-        rank = floor(random() * 2147483648)::integer,
-        lease_count = lease_count - v_holds::integer,
-        complete = __COMPLETE_AFTER_VOTE__
-    WHERE id = c.id;
-    UPDATE projects_membership SET
-        judgment_count = judgment_count + 1,
-        gold_answered = gold_answered + (o_gold_correct IS NOT NULL)::integer,
-        gold_correct = gold_correct + coalesce(o_gold_correct, false)::integer
-    WHERE project_id = a.project_id AND user_id = p_annotator;
+    __COMPARISON_VOTE__;
+    __MEMBER_VOTE__;
     outcome := 'created';
 END
 $fn$;
@@ -318,7 +309,8 @@ def unset_required_columns() -> list[str | None]:
 _PLACES = {
     "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
     "__JUDGMENT_INSERT__": _judgment_insert(),
-    "__COMPLETE_AFTER_VOTE__": complete_sql(overlap="a.overlap", votes_added=1),
+    "__COMPARISON_VOTE__": plpgsql(COMPARISON_VOTE),
+    "__MEMBER_VOTE__": plpgsql(MEMBER_VOTE),
     "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),
     "__CAP_REFUSAL__": f"{plpgsql(CAP_REFUSAL)}\n    {CAP_LOCK}",
 }

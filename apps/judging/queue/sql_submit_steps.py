@@ -6,12 +6,15 @@
 - elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor, one
   statement each, with `FOR UPDATE` appended where the database locks rows.
 
-Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap.
+Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap, and
+for the counts option, rank, holds and gold_correct.
 """
 
 from typing import Any
 
 from django.db import connection
+
+from apps.batches.queue_order import complete_sql
 
 # A reclaimed lease: its judgment goes only into a free slot, never past the overlap (gold items
 # have none), and not from an annotator who has judged the comparison since. The refusal's
@@ -45,6 +48,42 @@ CAP_REFUSAL = """SELECT CASE
     WHERE m.project_id = %(project)s AND m.user_id = %(annotator)s"""
 CAP_LOCK = "FOR UPDATE OF m"
 
+
+def _one_if(condition: str) -> str:
+    return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
+
+
+def _votes(option: str) -> str:
+    same = f"%(option)s = '{option}'"
+    return f"votes_{option} + {_one_if(same)}"
+
+
+# The comparison's counts after one more vote for option (a, b, tie, both_bad; NULL for a
+# ranking, which moves no pairwise vote). A fresh rank at each new level: levels are handed out
+# in rank order, so without it whoever worked first would own the head of the next level, and
+# would have to scan past all of it there: the cost would grow with their history. The lease's
+# slot goes back when it held one (holds: 1, else 0), and `complete` follows the one rule
+# (batches.queue_order).
+COMPARISON_VOTE = f"""UPDATE batches_comparison SET
+        judgment_count = judgment_count + 1,
+        votes_a = {_votes("a")},
+        votes_b = {_votes("b")},
+        votes_tie = {_votes("tie")},
+        votes_both_bad = {_votes("both_bad")},
+        split = abs({_votes("a")} - ({_votes("b")})),
+        rank = %(rank)s,
+        lease_count = lease_count - %(holds)s,
+        complete = {complete_sql(overlap="%(overlap)s", votes_added=1)}
+    WHERE id = %(comparison)s"""
+
+# The member's counts after one more judgment, and their gold answers (gold_correct: NULL for
+# an ordinary comparison, else whether the answer was right).
+MEMBER_VOTE = f"""UPDATE projects_membership SET
+        judgment_count = judgment_count + 1,
+        gold_answered = gold_answered + {_one_if("%(gold_correct)s IS NOT NULL")},
+        gold_correct = gold_correct + {_one_if("%(gold_correct)s")}
+    WHERE project_id = %(project)s AND user_id = %(annotator)s"""
+
 # annotate_submit's variable (or expression) for each parameter. The statements' table aliases
 # must not be one of its record variables (a, c, s): PL/pgSQL would find the name ambiguous.
 _VARIABLES = {
@@ -55,6 +94,10 @@ _VARIABLES = {
     "project_cap": "a.project_cap",
     "batch": "c.batch_id",
     "batch_cap": "c.batch_cap",
+    "option": "v_option",
+    "rank": "floor(random() * 2147483648)::integer",  # batches.models.random_rank
+    "holds": "v_holds::integer",
+    "gold_correct": "o_gold_correct",
 }
 
 

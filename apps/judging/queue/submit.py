@@ -6,11 +6,9 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.db.models.functions import Abs
 from django.utils import timezone
 
 from apps.batches.models import Candidate, Comparison, random_rank
-from apps.batches.queue_order import complete_value
 from apps.judging import answers
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
@@ -27,10 +25,6 @@ from apps.judging.queue.repeat import judgment_for_response, retry_result
 from apps.judging.queue.results import SubmitResult
 from apps.judging.queue.standing import Locked, lock_assignment, standing_refusal
 from apps.judging.queue.submit_postgresql import judgment_submit_postgresql
-from apps.projects.models import (
-    Membership,
-    Project,
-)
 
 
 def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[int]]:
@@ -243,41 +237,29 @@ def _judgment_store(
     Assignment.objects.filter(pk=assignment.pk).update(
         status=AssignmentStatus.SUBMITTED, closed_at=now
     )
-    Comparison.objects.filter(pk=comparison.pk).update(
-        **_counts_after_vote(assignment.project, option, holds_slot)
+    # The counts, by the statements annotate_submit embeds (sql_submit_steps).
+    sql_submit_steps.run(
+        sql_submit_steps.COMPARISON_VOTE,
+        {
+            "comparison": comparison.pk,
+            "option": option,
+            "rank": random_rank(),
+            "holds": int(holds_slot),
+            "overlap": assignment.project.overlap,
+        },
     )
-    member_counts: dict[str, Any] = {"judgment_count": F("judgment_count") + 1}
-    if gold_correct is not None:
-        member_counts["gold_answered"] = F("gold_answered") + 1
-        member_counts["gold_correct"] = F("gold_correct") + int(gold_correct)
-    Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
-        **member_counts
+    sql_submit_steps.run(
+        sql_submit_steps.MEMBER_VOTE,
+        {
+            "project": assignment.project_id,
+            "annotator": annotator.pk,
+            "gold_correct": gold_correct,
+        },
     )
     assignment.status = AssignmentStatus.SUBMITTED
     return SubmitResult(
         judgment, created=True, chosen_external_id=chosen_external_id, left_is_a=left_is_a
     )
-
-
-def _counts_after_vote(project: Project, option: str | None, holds_slot: bool) -> dict[str, Any]:
-    """The comparison's column updates for one more vote for `option` (a, b, tie, both_bad;
-    None for a ranking, which moves no pairwise vote)."""
-    votes_a = F("votes_a") + int(option == "a")
-    votes_b = F("votes_b") + int(option == "b")
-    update: dict[str, Any] = {
-        "judgment_count": F("judgment_count") + 1,
-        # A fresh rank at each new level. Levels are handed out in rank order, so without it
-        # whoever worked first would own the head of the next level, and would have to scan
-        # past all of it there: the cost would grow with their history.
-        "rank": random_rank(),
-    }
-    if option is not None:
-        update[f"votes_{option}"] = F(f"votes_{option}") + 1
-        update["split"] = Abs(votes_a - votes_b)
-    if holds_slot:
-        update["lease_count"] = F("lease_count") - 1
-    update["complete"] = complete_value(overlap=project.overlap, votes_added=1)
-    return update
 
 
 def _check_late_submission(assignment: Assignment) -> None:
