@@ -6,11 +6,12 @@ from django.db.models import NOT_PROVIDED
 from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
 from apps.judging.queue.sql_submit_steps import (
-    CAP_LOCK,
     CAP_REFUSAL,
     COMPARISON_VOTE,
     LATE_REFUSAL,
+    MEMBER_LOCK,
     MEMBER_VOTE,
+    perform,
     plpgsql,
 )
 
@@ -209,7 +210,7 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    -- The caps (sql_submit_steps.CAP_REFUSAL), the member's row locked.
+    -- The caps (sql_submit_steps.CAP_REFUSAL), the member's row locked first.
     __CAP_REFUSAL__
     INTO outcome;
     IF outcome IS NOT NULL THEN
@@ -312,7 +313,7 @@ _PLACES = {
     "__COMPARISON_VOTE__": plpgsql(COMPARISON_VOTE),
     "__MEMBER_VOTE__": plpgsql(MEMBER_VOTE),
     "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),
-    "__CAP_REFUSAL__": f"{plpgsql(CAP_REFUSAL)}\n    {CAP_LOCK}",
+    "__CAP_REFUSAL__": f"{perform(MEMBER_LOCK)};\n    {plpgsql(CAP_REFUSAL)}",
 }
 SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
 for _place, _text in _PLACES.items():

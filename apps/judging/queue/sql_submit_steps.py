@@ -29,9 +29,14 @@ LATE_REFUSAL = """SELECT CASE
     FROM batches_comparison cmp WHERE cmp.id = %(comparison)s"""
 
 # The caps, checked again as the judgment arrives: an annotator with two leases taken at once
-# must not pass a cap with both, so the member's row is locked (after the assignment and the
-# comparison, the order everywhere). The batch's count reads at most batch_cap rows. The
-# refusal's outcome ('project_cap', 'batch_cap'), NULL when the judgment may go in.
+# must not pass a cap with both, so the member's row is locked first (MEMBER_LOCK, after the
+# assignment and the comparison, the order everywhere), and the caps read in a statement of
+# their own: a statement that waited for the lock would count the batch's judgments as they
+# were before it waited. The batch's count reads at most batch_cap rows. The refusal's outcome
+# ('project_cap', 'batch_cap'), NULL when the judgment may go in.
+MEMBER_LOCK = """SELECT 1 FROM projects_membership
+    WHERE project_id = %(project)s AND user_id = %(annotator)s
+    FOR UPDATE"""
 CAP_REFUSAL = """SELECT CASE
         WHEN %(project_cap)s IS NOT NULL AND m.judgment_count >= %(project_cap)s
         THEN 'project_cap'
@@ -46,7 +51,6 @@ CAP_REFUSAL = """SELECT CASE
     END
     FROM projects_membership m
     WHERE m.project_id = %(project)s AND m.user_id = %(annotator)s"""
-CAP_LOCK = "FOR UPDATE OF m"
 
 
 def _one_if(condition: str) -> str:
@@ -107,13 +111,22 @@ def plpgsql(sql: str) -> str:
     return sql % _VARIABLES
 
 
+def perform(sql: str) -> str:
+    """A shared SELECT run for its locks alone, as PL/pgSQL text."""
+    return "PERFORM " + plpgsql(sql).removeprefix("SELECT ")
+
+
+# The comparison's lock, for the ORM path (annotate_submit takes it as it reads the row).
+COMPARISON_LOCK = "SELECT 1 FROM batches_comparison WHERE id = %(comparison)s FOR UPDATE"
+
+
 def run(sql: str, params: dict[str, Any], *, lock: str = "") -> tuple[Any, ...] | None:
     """Runs a shared statement through a cursor in the caller's transaction and returns its
-    row; `lock` ("FOR UPDATE ...") is appended where the database locks rows (SQLite
-    serializes writers and has no such clause)."""
-    if lock and connection.features.has_select_for_update:
-        sql = f"{sql}\n    {lock}"
+    row (None for an UPDATE). `lock` (MEMBER_LOCK, COMPARISON_LOCK) runs first where the
+    database locks rows: SQLite serializes writers and has no FOR UPDATE."""
     with connection.cursor() as cursor:
+        if lock and connection.features.has_select_for_update:
+            cursor.execute(lock, params)
         cursor.execute(sql, params)
         row: tuple[Any, ...] | None = cursor.fetchone() if cursor.description else None
         return row

@@ -59,7 +59,7 @@ def _cap_check(
             "batch": comparison.batch_id,
             **caps,
         },
-        lock=sql_submit_steps.CAP_LOCK,
+        lock=sql_submit_steps.MEMBER_LOCK,
     )
     outcome = row[0] if row else None
     if not outcome:
@@ -271,7 +271,7 @@ def _check_late_submission(assignment: Assignment) -> None:
             "comparison": assignment.comparison_id,
             "overlap": assignment.project.overlap,
         },
-        lock="FOR UPDATE OF cmp",
+        lock=sql_submit_steps.COMPARISON_LOCK,
     )
     if row is None:  # pragma: no cover - comparisons with assignments are not deleted
         raise JudgmentConflict("This comparison no longer exists.")
