@@ -1,5 +1,7 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
-rules as answers.answer_problem and submit.py, in one round trip."""
+rules as answers.answer_problem and submit.py, in one round trip. The late-submission rule, the
+caps and the counts are not written here: annotate_submit embeds sql_submit_steps' statements,
+which the ORM path runs through a cursor."""
 
 from django.db.models import NOT_PROVIDED
 
