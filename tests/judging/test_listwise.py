@@ -1,14 +1,22 @@
 """Listwise projects: 3-8 responses of a prompt ranked as a whole, ties where allowed."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Candidate, Comparison
 from apps.judging.models import Assignment, Judgment
-from apps.judging.queue import judgment_undo
+from apps.judging.queue import (
+    JudgmentConflict,
+    assignment_next,
+    judgment_submit,
+    judgment_undo,
+    leases_reclaim_expired,
+)
 from tests.conftest import prompt_line
 
 NEXT = "/api/v1/projects/demo/assignments/next/"
@@ -178,3 +186,23 @@ def test_the_page_ranks_by_places_without_javascript(annotators, ranked):
     order = Assignment.objects.get(pk=lease).shown_order
     assert judgment.ranking[-1] == [order[0], order[1]]  # tied last
     assert judgment.ranking[0] == [order[-1]]
+
+
+def test_a_late_ranking_goes_into_a_free_slot_only(listwise, annotators, import_rows):
+    """A ranking takes the ORM path on PostgreSQL too: the late rule (LATE_REFUSAL) runs there
+    through a cursor, with the comparison locked."""
+    import_rows(prompt_line("only", n=3))
+    listwise.overlap = 1
+    listwise.save()
+    past = timezone.now() - timedelta(hours=1)
+    late = assignment_next(project=listwise, annotator=annotators[0], now=past)
+    ranking = ["c1", "c2", "c3"]
+    leases_reclaim_expired()
+    taker = assignment_next(project=listwise, annotator=annotators[1])
+    judgment_submit(assignment_id=taker.pk, annotator=annotators[1], ranking=ranking)
+    with pytest.raises(JudgmentConflict, match="expired"):
+        judgment_submit(assignment_id=late.pk, annotator=annotators[0], ranking=ranking)
+    listwise.overlap = 2
+    listwise.save()
+    assert judgment_submit(assignment_id=late.pk, annotator=annotators[0], ranking=ranking).created
+    assert Comparison.objects.get().judgment_count == 2

@@ -1,11 +1,21 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
-rules as answers.answer_problem and submit.py, in one round trip."""
+rules as answers.answer_problem and submit.py, in one round trip. The late-submission rule, the
+caps and the counts are not written here: annotate_submit embeds sql_submit_steps' statements,
+which the ORM path runs through a cursor."""
 
 from django.db.models import NOT_PROVIDED
 
-from apps.batches.queue_order import complete_sql
 from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
+from apps.judging.queue.sql_submit_steps import (
+    CAP_REFUSAL,
+    COMPARISON_VOTE,
+    LATE_REFUSAL,
+    MEMBER_LOCK,
+    MEMBER_VOTE,
+    perform,
+    plpgsql,
+)
 
 FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
@@ -50,9 +60,6 @@ DECLARE
     v_holds boolean;
     v_option text;
     v_key text;
-    v_count integer;
-    v_project_cap integer;
-    v_batch_cap integer;
     v_graded boolean;
     v_names text[];
     v_least integer;
@@ -62,7 +69,7 @@ BEGIN
            x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
            p.criteria, p.flags, p.rationale, p.rationale_min_length,
            l.external_id AS left_external, r.external_id AS right_external,
-           p.gold_min_accuracy, p.gold_min_answers
+           p.gold_min_accuracy, p.gold_min_answers, p.annotator_cap AS project_cap
     INTO a
     FROM judging_assignment x
     JOIN projects_project p ON p.id = x.project_id
@@ -189,48 +196,28 @@ BEGIN
         RETURN;
     END IF;
     SELECT cc.id, cc.batch_id, cc.candidate_a_id, cc.is_gold, cc.gold_answer,
-           cc.judgment_count, cc.lease_count
+           cc.judgment_count, cc.lease_count, bb.annotator_cap AS batch_cap
     INTO c
-    FROM batches_comparison cc WHERE cc.id = a.comparison_id
-    FOR UPDATE;
+    FROM batches_comparison cc JOIN batches_batch bb ON bb.id = cc.batch_id
+    WHERE cc.id = a.comparison_id
+    FOR UPDATE OF cc;
     -- An open lease holds a slot, even past its time, until a reclaim takes it back; gold
     -- leases never hold one.
     v_holds := a.status = 'open' AND NOT c.is_gold;
     IF a.status <> 'open' THEN
-        -- A reclaimed lease: the judgment goes only into a free slot, never past the overlap.
-        IF NOT c.is_gold AND c.judgment_count + c.lease_count >= a.overlap THEN
-            outcome := 'late_full';
-            RETURN;
-        END IF;
-        IF EXISTS (SELECT 1 FROM judging_judgment j
-                   WHERE j.comparison_id = c.id AND j.annotator_id = p_annotator) THEN
-            outcome := 'already_judged';
+        -- A reclaimed lease (sql_submit_steps.LATE_REFUSAL).
+        __LATE_REFUSAL__
+        INTO outcome;
+        IF outcome IS NOT NULL THEN
             RETURN;
         END IF;
     END IF;
-    -- Caps: the member's row is locked (after the assignment and the comparison, the order
-    -- everywhere), so that two leases of one annotator, taken at once, cannot both pass a cap.
-    SELECT m.judgment_count, p.annotator_cap, b.annotator_cap
-    INTO v_count, v_project_cap, v_batch_cap
-    FROM projects_membership m
-    JOIN projects_project p ON p.id = m.project_id
-    JOIN batches_batch b ON b.id = c.batch_id
-    WHERE m.project_id = a.project_id AND m.user_id = p_annotator
-    FOR UPDATE OF m;
-    IF v_project_cap IS NOT NULL AND v_count >= v_project_cap THEN
-        outcome := 'project_cap';
-        o_allowed := v_project_cap::text;
-    ELSIF v_batch_cap IS NOT NULL AND (
-        SELECT count(*) FROM (
-            SELECT 1 FROM judging_judgment j
-            WHERE j.annotator_id = p_annotator AND j.batch_id = c.batch_id
-            LIMIT v_batch_cap
-        ) done
-    ) >= v_batch_cap THEN
-        outcome := 'batch_cap';
-        o_allowed := v_batch_cap::text;
-    END IF;
+    -- The caps (sql_submit_steps.CAP_REFUSAL), the member's row locked first.
+    __CAP_REFUSAL__
+    INTO outcome;
     IF outcome IS NOT NULL THEN
+        o_allowed := (CASE outcome WHEN 'project_cap' THEN a.project_cap
+                                   ELSE c.batch_cap END)::text;
         IF a.status = 'open' THEN
             UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = a.id;
             UPDATE batches_comparison SET lease_count = lease_count - v_holds::integer
@@ -271,23 +258,8 @@ BEGIN
         RETURN;
     END IF;
     UPDATE judging_assignment SET status = 'submitted', closed_at = p_now WHERE id = a.id;
-    UPDATE batches_comparison SET
-        judgment_count = judgment_count + 1,
-        votes_a = votes_a + (v_option = 'a')::integer,
-        votes_b = votes_b + (v_option = 'b')::integer,
-        votes_tie = votes_tie + (v_option = 'tie')::integer,
-        votes_both_bad = votes_both_bad + (v_option = 'both_bad')::integer,
-        split = abs(votes_a + (v_option = 'a')::integer - votes_b - (v_option = 'b')::integer),
-        -- A fresh rank at each new level: see submit._counts_after_vote.
-        rank = floor(random() * 2147483648)::integer,
-        lease_count = lease_count - v_holds::integer,
-        complete = __COMPLETE_AFTER_VOTE__
-    WHERE id = c.id;
-    UPDATE projects_membership SET
-        judgment_count = judgment_count + 1,
-        gold_answered = gold_answered + (o_gold_correct IS NOT NULL)::integer,
-        gold_correct = gold_correct + coalesce(o_gold_correct, false)::integer
-    WHERE project_id = a.project_id AND user_id = p_annotator;
+    __COMPARISON_VOTE__;
+    __MEMBER_VOTE__;
     outcome := 'created';
 END
 $fn$;
@@ -340,7 +312,10 @@ def unset_required_columns() -> list[str | None]:
 _PLACES = {
     "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
     "__JUDGMENT_INSERT__": _judgment_insert(),
-    "__COMPLETE_AFTER_VOTE__": complete_sql(overlap="a.overlap", votes_added=1),
+    "__COMPARISON_VOTE__": plpgsql(COMPARISON_VOTE),
+    "__MEMBER_VOTE__": plpgsql(MEMBER_VOTE),
+    "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),
+    "__CAP_REFUSAL__": f"{perform(MEMBER_LOCK)};\n    {plpgsql(CAP_REFUSAL)}",
 }
 SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
 for _place, _text in _PLACES.items():

@@ -6,15 +6,13 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.db.models.functions import Abs
 from django.utils import timezone
 
 from apps.batches.models import Candidate, Comparison, random_rank
-from apps.batches.queue_order import complete_value
 from apps.judging import answers
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
-from apps.judging.queue import backend
+from apps.judging.queue import backend, sql_submit_steps
 from apps.judging.queue.errors import (
     JudgmentConflict,
     JudgmentError,
@@ -27,10 +25,6 @@ from apps.judging.queue.repeat import judgment_for_response, retry_result
 from apps.judging.queue.results import SubmitResult
 from apps.judging.queue.standing import Locked, lock_assignment, standing_refusal
 from apps.judging.queue.submit_postgresql import judgment_submit_postgresql
-from apps.projects.models import (
-    Membership,
-    Project,
-)
 
 
 def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[int]]:
@@ -49,29 +43,25 @@ def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[i
 def _cap_check(
     locked: Locked, comparison: Comparison, holds_slot: bool, now: datetime
 ) -> JudgmentConflict | None:
-    """The caps, checked again as the judgment arrives (SQLite path; annotate_submit does it on
-    PostgreSQL): an annotator with two leases taken at once must not pass a cap with both. A
-    refused judgment closes its lease and frees its slot, and the refusal is returned for the
-    caller to raise once its transaction has committed that."""
+    """The caps, checked again as the judgment arrives (sql_submit_steps.CAP_REFUSAL, which
+    annotate_submit embeds; no statement when neither cap is set). A refused judgment closes its
+    lease and frees its slot, and the refusal is returned for the caller to raise once its
+    transaction has committed that."""
     assignment = locked.assignment
-    project = assignment.project
-    outcome, cap = "", 0
-    if project.annotator_cap is not None:
-        count = (
-            Membership.objects.select_for_update()
-            .filter(project=project, user_id=assignment.annotator_id)
-            .values_list("judgment_count", flat=True)
-            .first()
-        )
-        if count is not None and count >= project.annotator_cap:
-            outcome, cap = "project_cap", project.annotator_cap
-    batch_cap = locked.batch_cap
-    if not outcome and batch_cap is not None:
-        judged = Judgment.objects.filter(
-            annotator_id=assignment.annotator_id, batch_id=comparison.batch_id
-        )
-        if judged[:batch_cap].count() >= batch_cap:
-            outcome, cap = "batch_cap", batch_cap
+    caps = {"project_cap": assignment.project.annotator_cap, "batch_cap": locked.batch_cap}
+    if caps == {"project_cap": None, "batch_cap": None}:
+        return None
+    row = sql_submit_steps.run(
+        sql_submit_steps.CAP_REFUSAL,
+        {
+            "annotator": assignment.annotator_id,
+            "project": assignment.project_id,
+            "batch": comparison.batch_id,
+            **caps,
+        },
+        lock=sql_submit_steps.MEMBER_LOCK,
+    )
+    outcome = row[0] if row else None
     if not outcome:
         return None
     if assignment.status == AssignmentStatus.OPEN:
@@ -80,6 +70,8 @@ def _cap_check(
         )
         if holds_slot:
             Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") - 1)
+    cap = caps[outcome]
+    assert cap is not None
     return cap_refusal(outcome, cap)
 
 
@@ -109,7 +101,7 @@ def judgment_submit(
     honoured while it holds its slot; once reclaimed, the judgment is taken only if the
     comparison still has a free slot and the annotator has not judged it.
     Queries: on PostgreSQL 1 (annotate_submit); on SQLite 5 (lock assignment, insert judgment,
-    close assignment, count, member's counts), 6 with a project cap.
+    close assignment, count, member's counts), 6 with a cap (one statement checks both).
     """
     now = now or timezone.now()
     try:
@@ -245,15 +237,24 @@ def _judgment_store(
     Assignment.objects.filter(pk=assignment.pk).update(
         status=AssignmentStatus.SUBMITTED, closed_at=now
     )
-    Comparison.objects.filter(pk=comparison.pk).update(
-        **_counts_after_vote(assignment.project, option, holds_slot)
+    # The counts, by the statements annotate_submit embeds (sql_submit_steps).
+    sql_submit_steps.run(
+        sql_submit_steps.COMPARISON_VOTE,
+        {
+            "comparison": comparison.pk,
+            "option": option,
+            "rank": random_rank(),
+            "holds": int(holds_slot),
+            "overlap": assignment.project.overlap,
+        },
     )
-    member_counts: dict[str, Any] = {"judgment_count": F("judgment_count") + 1}
-    if gold_correct is not None:
-        member_counts["gold_answered"] = F("gold_answered") + 1
-        member_counts["gold_correct"] = F("gold_correct") + int(gold_correct)
-    Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
-        **member_counts
+    sql_submit_steps.run(
+        sql_submit_steps.MEMBER_VOTE,
+        {
+            "project": assignment.project_id,
+            "annotator": annotator.pk,
+            "gold_correct": gold_correct,
+        },
     )
     assignment.status = AssignmentStatus.SUBMITTED
     return SubmitResult(
@@ -261,38 +262,18 @@ def _judgment_store(
     )
 
 
-def _counts_after_vote(project: Project, option: str | None, holds_slot: bool) -> dict[str, Any]:
-    """The comparison's column updates for one more vote for `option` (a, b, tie, both_bad;
-    None for a ranking, which moves no pairwise vote)."""
-    votes_a = F("votes_a") + int(option == "a")
-    votes_b = F("votes_b") + int(option == "b")
-    update: dict[str, Any] = {
-        "judgment_count": F("judgment_count") + 1,
-        # A fresh rank at each new level. Levels are handed out in rank order, so without it
-        # whoever worked first would own the head of the next level, and would have to scan
-        # past all of it there: the cost would grow with their history.
-        "rank": random_rank(),
-    }
-    if option is not None:
-        update[f"votes_{option}"] = F(f"votes_{option}") + 1
-        update["split"] = Abs(votes_a - votes_b)
-    if holds_slot:
-        update["lease_count"] = F("lease_count") - 1
-    update["complete"] = complete_value(overlap=project.overlap, votes_added=1)
-    return update
-
-
 def _check_late_submission(assignment: Assignment) -> None:
-    """A reclaimed lease: take the judgment only into a free slot, never past the overlap."""
-    comparison = Comparison.objects.select_for_update().filter(pk=assignment.comparison_id).first()
-    if comparison is None:  # pragma: no cover - comparisons with assignments are not deleted
+    """A reclaimed lease: sql_submit_steps.LATE_REFUSAL, with the comparison locked."""
+    row = sql_submit_steps.run(
+        sql_submit_steps.LATE_REFUSAL,
+        {
+            "annotator": assignment.annotator_id,
+            "comparison": assignment.comparison_id,
+            "overlap": assignment.project.overlap,
+        },
+        lock=sql_submit_steps.COMPARISON_LOCK,
+    )
+    if row is None:  # pragma: no cover - comparisons with assignments are not deleted
         raise JudgmentConflict("This comparison no longer exists.")
-    if (
-        not comparison.is_gold
-        and comparison.judgment_count + comparison.lease_count >= assignment.project.overlap
-    ):
-        raise refusal_for("late_full")
-    if Judgment.objects.filter(
-        comparison_id=assignment.comparison_id, annotator_id=assignment.annotator_id
-    ).exists():
-        raise refusal_for("already_judged")
+    if row[0]:
+        raise refusal_for(row[0])

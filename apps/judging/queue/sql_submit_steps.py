@@ -1,0 +1,132 @@
+"""Submit's steps that both paths run: written once, as SQL statements with named parameters
+(`%(annotator)s`, bound by Django's cursor on every backend), and run two ways:
+
+- on PostgreSQL, inside annotate_submit (sql_submit), which embeds these very statements with
+  the parameters turned into its variables (plpgsql): still one round trip;
+- elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor, one
+  statement each, with `FOR UPDATE` appended where the database locks rows.
+
+Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap, and
+for the counts option, rank, holds and gold_correct.
+"""
+
+from typing import Any
+
+from django.db import connection
+
+from apps.batches.queue_order import complete_sql
+
+# A reclaimed lease: its judgment goes only into a free slot, never past the overlap (gold items
+# have none), and not from an annotator who has judged the comparison since. The refusal's
+# outcome ('late_full', 'already_judged'), NULL when the judgment may go in.
+LATE_REFUSAL = """SELECT CASE
+        WHEN NOT cmp.is_gold AND cmp.judgment_count + cmp.lease_count >= %(overlap)s
+        THEN 'late_full'
+        WHEN EXISTS (SELECT 1 FROM judging_judgment j
+                     WHERE j.comparison_id = cmp.id AND j.annotator_id = %(annotator)s)
+        THEN 'already_judged'
+    END
+    FROM batches_comparison cmp WHERE cmp.id = %(comparison)s"""
+
+# The caps, checked again as the judgment arrives: an annotator with two leases taken at once
+# must not pass a cap with both, so the member's row is locked first (MEMBER_LOCK, after the
+# assignment and the comparison, the order everywhere), and the caps read in a statement of
+# their own: a statement that waited for the lock would count the batch's judgments as they
+# were before it waited. The batch's count reads at most batch_cap rows. The refusal's outcome
+# ('project_cap', 'batch_cap'), NULL when the judgment may go in.
+MEMBER_LOCK = """SELECT 1 FROM projects_membership
+    WHERE project_id = %(project)s AND user_id = %(annotator)s
+    FOR UPDATE"""
+CAP_REFUSAL = """SELECT CASE
+        WHEN %(project_cap)s IS NOT NULL AND m.judgment_count >= %(project_cap)s
+        THEN 'project_cap'
+        WHEN %(batch_cap)s IS NOT NULL AND (
+            SELECT count(*) FROM (
+                SELECT 1 FROM judging_judgment j
+                WHERE j.annotator_id = %(annotator)s AND j.batch_id = %(batch)s
+                LIMIT coalesce(%(batch_cap)s, 0)
+            ) done
+        ) >= %(batch_cap)s
+        THEN 'batch_cap'
+    END
+    FROM projects_membership m
+    WHERE m.project_id = %(project)s AND m.user_id = %(annotator)s"""
+
+
+def _one_if(condition: str) -> str:
+    return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
+
+
+def _votes(option: str) -> str:
+    same = f"%(option)s = '{option}'"
+    return f"votes_{option} + {_one_if(same)}"
+
+
+# The comparison's counts after one more vote for option (a, b, tie, both_bad; NULL for a
+# ranking, which moves no pairwise vote). A fresh rank at each new level: levels are handed out
+# in rank order, so without it whoever worked first would own the head of the next level, and
+# would have to scan past all of it there: the cost would grow with their history. The lease's
+# slot goes back when it held one (holds: 1, else 0), and `complete` follows the one rule
+# (batches.queue_order).
+COMPARISON_VOTE = f"""UPDATE batches_comparison SET
+        judgment_count = judgment_count + 1,
+        votes_a = {_votes("a")},
+        votes_b = {_votes("b")},
+        votes_tie = {_votes("tie")},
+        votes_both_bad = {_votes("both_bad")},
+        split = abs({_votes("a")} - ({_votes("b")})),
+        rank = %(rank)s,
+        lease_count = lease_count - %(holds)s,
+        complete = {complete_sql(overlap="%(overlap)s", votes_added=1)}
+    WHERE id = %(comparison)s"""
+
+# The member's counts after one more judgment, and their gold answers (gold_correct: NULL for
+# an ordinary comparison, else whether the answer was right).
+MEMBER_VOTE = f"""UPDATE projects_membership SET
+        judgment_count = judgment_count + 1,
+        gold_answered = gold_answered + {_one_if("%(gold_correct)s IS NOT NULL")},
+        gold_correct = gold_correct + {_one_if("%(gold_correct)s")}
+    WHERE project_id = %(project)s AND user_id = %(annotator)s"""
+
+# annotate_submit's variable (or expression) for each parameter. The statements' table aliases
+# must not be one of its record variables (a, c, s): PL/pgSQL would find the name ambiguous.
+_VARIABLES = {
+    "annotator": "p_annotator",
+    "comparison": "c.id",
+    "overlap": "a.overlap",
+    "project": "a.project_id",
+    "project_cap": "a.project_cap",
+    "batch": "c.batch_id",
+    "batch_cap": "c.batch_cap",
+    "option": "v_option",
+    "rank": "floor(random() * 2147483648)::integer",  # batches.models.random_rank
+    "holds": "v_holds::integer",
+    "gold_correct": "o_gold_correct",
+}
+
+
+def plpgsql(sql: str) -> str:
+    """A shared statement as PL/pgSQL text: its parameters become annotate_submit's
+    variables."""
+    return sql % _VARIABLES
+
+
+def perform(sql: str) -> str:
+    """A shared SELECT run for its locks alone, as PL/pgSQL text."""
+    return "PERFORM " + plpgsql(sql).removeprefix("SELECT ")
+
+
+# The comparison's lock, for the ORM path (annotate_submit takes it as it reads the row).
+COMPARISON_LOCK = "SELECT 1 FROM batches_comparison WHERE id = %(comparison)s FOR UPDATE"
+
+
+def run(sql: str, params: dict[str, Any], *, lock: str = "") -> tuple[Any, ...] | None:
+    """Runs a shared statement through a cursor in the caller's transaction and returns its
+    row (None for an UPDATE). `lock` (MEMBER_LOCK, COMPARISON_LOCK) runs first where the
+    database locks rows: SQLite serializes writers and has no FOR UPDATE."""
+    with connection.cursor() as cursor:
+        if lock and connection.features.has_select_for_update:
+            cursor.execute(lock, params)
+        cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = cursor.fetchone() if cursor.description else None
+        return row
