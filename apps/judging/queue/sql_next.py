@@ -1,6 +1,7 @@
 """annotate_next, the PL/pgSQL of next.py's PostgreSQL path: an open lease, or a new one, in one
 round trip."""
 
+from apps.batches.queue_order import takes_votes_sql
 from apps.judging.queue.policy import RECLAIM_LIMIT
 from apps.judging.queue.sql_pick import GOLD_PICK_SQL, NOT_MINE, plpgsql
 
@@ -58,7 +59,7 @@ BEGIN
                     NOT EXISTS (SELECT 1 FROM judging_assignment a
                                 WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
                   ELSE
-                    NOT c.complete AND (c.judgment_count + c.lease_count) < p_overlap
+                    {takes_votes_sql(overlap="p_overlap", alias="c")}
                     AND {plpgsql(NOT_MINE)}
                   END
             FOR UPDATE OF c SKIP LOCKED;

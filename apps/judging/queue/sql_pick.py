@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from django.contrib.auth.models import User
 from django.db import connection
 
+from apps.batches.queue_order import takes_votes_sql
 from apps.judging.queue import backend, policy
 from apps.judging.queue.policy import POLICIES, sql_order
 from apps.projects.models import AssignmentPolicy, Project
@@ -50,9 +51,13 @@ from apps.projects.models import AssignmentPolicy, Project
 # annotator, overlap, window (how many rows a bounded probe reads), rank_from, and per probe
 # batch and head.
 
-# Open and under the overlap; what the policy's partial index holds, and from rank_from on.
-_OPEN = """NOT {a}.complete AND NOT {a}.is_gold
-      AND ({a}.judgment_count + {a}.lease_count) < %(overlap)s AND {a}.rank >= %(rank_from)s"""
+
+def _open(alias: str) -> str:
+    """Open and under the overlap (what the policy's partial index holds, with a free slot),
+    and from rank_from on."""
+    takes_votes = takes_votes_sql(overlap="%(overlap)s", alias=alias)
+    return f"{takes_votes} AND {alias}.rank >= %(rank_from)s"
+
 
 # The annotator has not judged or skipped comparison c and holds no open lease on it.
 NOT_MINE = """NOT EXISTS (SELECT 1 FROM judging_judgment j
@@ -78,21 +83,21 @@ def head_sql(order: str) -> str:
     """Probes 1 and 2: the first `window` open comparisons of `batch`, in the order of policy
     `order`."""
     return f"""SELECT h.id FROM batches_comparison h
-    WHERE h.batch_id = %(batch)s AND {_OPEN.format(a="h")}
+    WHERE h.batch_id = %(batch)s AND {_open("h")}
     ORDER BY {sql_order(order, "h")}
     LIMIT %(window)s"""
 
 
 # Comparison `head` if the annotator may take it (on PostgreSQL, checked again under its lock).
 TAKE_SQL = f"""SELECT c.id FROM batches_comparison c
-    WHERE c.id = %(head)s AND {_OPEN.format(a="c")}
+    WHERE c.id = %(head)s AND {_open("c")}
       AND {NOT_MINE}"""
 
 
 def exact_sql(order: str) -> str:
     """Probe 3: the first comparison of `batch` the annotator may take, however deep it is."""
     return f"""SELECT c.id FROM batches_comparison c
-    WHERE c.batch_id = %(batch)s AND {_OPEN.format(a="c")}
+    WHERE c.batch_id = %(batch)s AND {_open("c")}
       AND {NOT_MINE}
     ORDER BY {sql_order(order, "c")}
     LIMIT 1"""
