@@ -1,7 +1,7 @@
-"""The pick: the ordinary comparison an annotator should judge next (and, below it, the gold
-pick that annotate_next embeds, and annotate_reclaim). Written once, as SQL statements with
-named parameters (`%(annotator)s`, bound by Django's cursor on every backend), and run two ways
-with the same control flow, side by side below:
+"""The pick: the ordinary comparison an annotator should judge next (and, below it,
+annotate_reclaim; the gold pick and the prefetched comparison are in sql_gold). Written once,
+as SQL statements with named parameters (`%(annotator)s`, bound by Django's cursor on every
+backend), and run two ways with the same control flow, side by side below:
 
 - on PostgreSQL, as annotate_pick, a PL/pgSQL function (pick_function) that embeds these very
   statements, with `FOR UPDATE SKIP LOCKED` appended and the parameters turned into its
@@ -115,11 +115,13 @@ _VARIABLES = {
     "rank_from": "v_from",
     "batch": "v_batch",
     "head": "v_head",
+    "prefer": "p_prefer",
 }
 
 
 def plpgsql(sql: str) -> str:
-    """A shared statement as PL/pgSQL text: its parameters become annotate_pick's variables."""
+    """A shared statement as PL/pgSQL text: its parameters become the variables of the function
+    that embeds it (annotate_pick, or annotate_next: see sql_gold), which use these names."""
     return sql % _VARIABLES
 
 
@@ -249,20 +251,6 @@ def comparison_pick(*, project: Project, annotator: User, rank_from: int) -> Pic
         )
         return Picked(comparison_id, probe)
     return _pick_statements(params, AssignmentPolicy(project.policy))
-
-
-# Gold items: any the annotator has never been given, from a random point of their order. No
-# lock: gold items have no overlap, so any number of annotators may hold one at once.
-GOLD_PICK_SQL = f"""SELECT picked.id INTO v_id FROM ({plpgsql(ACTIVE_BATCHES)}) b
-    CROSS JOIN LATERAL (
-        SELECT c.id FROM batches_comparison c
-        WHERE c.batch_id = b.id AND c.is_gold AND c.rank >= v_from
-          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
-                          WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
-        ORDER BY c.rank
-        LIMIT 1
-    ) picked
-    LIMIT 1;"""
 
 
 RECLAIM_FUNCTION = """
