@@ -1,5 +1,6 @@
 """Issue 3's rules: policies, priorities, pausing, caps, skips and gold items."""
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from apps.judging.queue import (
     Preference,
     assignment_next,
     assignment_skip,
+    comparison_peek,
     judgment_submit,
     leases_reclaim_expired,
     overlap_changed,
@@ -104,6 +106,24 @@ def test_random_policy_does_not_hand_everyone_the_same_first_item(project, crowd
     firsts = {assignment_next(project=project, annotator=user).comparison_id for user in crowd}
     # 12 annotators each start at a random point of 30 ranks: all the same has odds ~30**-11.
     assert len(firsts) > 1
+
+
+def test_the_peek_starts_where_next_starts(project, annotators, import_rows, monkeypatch):
+    """Under the random policy the prefetch draws its start as next does (rank_start), on
+    every database: both give the first comparison at or after the drawn rank, never simply
+    the lowest rank (which would hand every page the same prefetch)."""
+    import_rows(*(prompt_line(f"p{i}") for i in range(6)))
+    set_policy(project, "random")
+    ids = list(Comparison.objects.order_by("id").values_list("id", flat=True))
+    for n, pk in enumerate(ids):
+        Comparison.objects.filter(pk=pk).update(rank=100 * (n + 1))
+    # Every random draw of the queue (the start, the sides) gives 350, or n - 1 below it.
+    monkeypatch.setattr(secrets, "randbelow", lambda n: min(n - 1, 350))
+    peek = comparison_peek(project=project, annotator=annotators[0])
+    assert peek is not None
+    assert peek.assignment.comparison_id == ids[3]  # rank 400, the first at or after 350
+    lease = assignment_next(project=project, annotator=annotators[1])
+    assert lease is not None and lease.comparison_id == ids[3]
 
 
 def test_the_policy_can_change_while_the_project_runs(project, crowd, import_rows):

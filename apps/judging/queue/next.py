@@ -281,12 +281,11 @@ def comparison_peek(*, project: Project, annotator: User) -> Peek | None:
         gold_id = gold_pick(project=project, annotator=annotator)
         if gold_id is not None:
             return _peek_of(project, gold_id)
-    # PostgreSQL's peek has always started at rank 0, even for the random policy; the other
-    # path draws the start as next does.
-    rank_from = 0 if backend.postgresql() else rank_start(project)
+    # The start is drawn as next draws it (rank_start, on every database): the random
+    # policy's prefetches spread over the queue as its leases do.
     with transaction.atomic():
         comparison_id = comparison_pick(
-            project=project, annotator=annotator, rank_from=rank_from
+            project=project, annotator=annotator, rank_from=rank_start(project)
         ).comparison_id
         transaction.set_rollback(True)
     if comparison_id is None:
