@@ -264,6 +264,10 @@ def _assignment_next_postgresql(
     assignment.right = loaded(
         Candidate, id=right_id, external_id=right_external_id, text=right_text
     )
+    if project.scheme != Scheme.LISTWISE:
+        # A pair shows its two sides: `shown` (deferred shown_order) need not be read back.
+        # Listwise leases get theirs from listwise_shown.
+        assignment.shown = None
     return assignment
 
 
