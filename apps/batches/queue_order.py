@@ -34,9 +34,30 @@ INDEX_NAMES = {
 }
 
 # The queue's partial indexes cover open, ordinary comparisons only: complete ones and gold
-# items never slow a scan down.
-OPEN_ORDINARY = Q(complete=False, is_gold=False)
-FILLED = F("judgment_count") + F("lease_count")
+# items never slow a scan down. An open, ordinary comparison has none of these flags.
+_CLOSED_FLAGS = ("complete", "is_gold")
+OPEN_ORDINARY = Q(**{flag: False for flag in _CLOSED_FLAGS})
+
+# The slots a comparison has taken: its valid votes plus its open leases.
+_VOTES = "judgment_count"  # the comparison's valid votes
+_LEASES = "lease_count"  # its open leases (gold items' leases take no slot)
+FILLED = F(_VOTES) + F(_LEASES)
+
+
+def open_ordinary_sql(alias: str) -> str:
+    """OPEN_ORDINARY as an SQL boolean over comparisons aliased `alias`."""
+    return " AND ".join(f"NOT {alias}.{flag}" for flag in _CLOSED_FLAGS)
+
+
+def filled_sql(alias: str) -> str:
+    """FILLED as an SQL expression over comparisons aliased `alias`."""
+    return f"({alias}.{_VOTES} + {alias}.{_LEASES})"
+
+
+def takes_votes_sql(*, overlap: str, alias: str) -> str:
+    """An ordinary comparison a new lease may take, as an SQL boolean over the SQL expression
+    of the overlap: open (OPEN_ORDINARY) and a slot free under the overlap."""
+    return f"{open_ordinary_sql(alias)} AND {filled_sql(alias)} < {overlap}"
 
 
 def _key_expression(name: str) -> F | CombinedExpression:
@@ -66,7 +87,6 @@ def queue_indexes() -> list[models.Index]:
 # undo, invalidation, an overlap change) and every reader that counts it holds the same rule.
 # tests/judging/test_queue_rules.py checks on the database that the ORM's and the SQL's verdicts
 # agree.
-_VOTES = "judgment_count"  # the comparison's valid votes
 _NEVER_COMPLETE = "is_gold"
 
 

@@ -1,5 +1,6 @@
 """Issue 3's rules: policies, priorities, pausing, caps, skips and gold items."""
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -8,7 +9,14 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchStatus, Comparison
-from apps.batches.queue_order import complete_condition, complete_sql, complete_value
+from apps.batches.queue_order import (
+    FILLED,
+    OPEN_ORDINARY,
+    complete_condition,
+    complete_sql,
+    complete_value,
+    takes_votes_sql,
+)
 from apps.judging.models import Assignment, AssignmentStatus, Judgment, Skip
 from apps.judging.queue import (
     AnnotatorBlocked,
@@ -16,6 +24,7 @@ from apps.judging.queue import (
     Preference,
     assignment_next,
     assignment_skip,
+    comparison_peek,
     judgment_submit,
     leases_reclaim_expired,
     overlap_changed,
@@ -99,6 +108,24 @@ def test_random_policy_does_not_hand_everyone_the_same_first_item(project, crowd
     assert len(firsts) > 1
 
 
+def test_the_peek_starts_where_next_starts(project, annotators, import_rows, monkeypatch):
+    """Under the random policy the prefetch draws its start as next does (rank_start), on
+    every database: both give the first comparison at or after the drawn rank, never simply
+    the lowest rank (which would hand every page the same prefetch)."""
+    import_rows(*(prompt_line(f"p{i}") for i in range(6)))
+    set_policy(project, "random")
+    ids = list(Comparison.objects.order_by("id").values_list("id", flat=True))
+    for n, pk in enumerate(ids):
+        Comparison.objects.filter(pk=pk).update(rank=100 * (n + 1))
+    # Every random draw of the queue (the start, the sides) gives 350, or n - 1 below it.
+    monkeypatch.setattr(secrets, "randbelow", lambda n: min(n - 1, 350))
+    peek = comparison_peek(project=project, annotator=annotators[0])
+    assert peek is not None
+    assert peek.assignment.comparison_id == ids[3]  # rank 400, the first at or after 350
+    lease = assignment_next(project=project, annotator=annotators[1])
+    assert lease is not None and lease.comparison_id == ids[3]
+
+
 def test_the_policy_can_change_while_the_project_runs(project, crowd, import_rows):
     import_rows(*(prompt_line(f"p{i}") for i in range(4)))
     started = judge(project, crowd[0])
@@ -176,6 +203,40 @@ def test_the_complete_rule_reads_the_same_in_the_orm_and_in_sql(project, import_
     Comparison.objects.update(complete=complete_value(overlap=2))
     complete = Comparison.objects.filter(complete=True).values_list("judgment_count", flat=True)
     assert sorted(complete) == [2, 3, 4]
+
+
+def test_the_takes_votes_rule_reads_the_same_in_the_orm_and_in_sql(project, import_rows):
+    """The pick's and the prefetch's "a new lease may take it" is queue_order's OPEN_ORDINARY
+    with a free slot, rendered as SQL: the same verdict as the ORM's on every row."""
+    import_rows(
+        *(prompt_line(f"p{i}") for i in range(6)), prompt_line("g", gold={"preferred": "c1"})
+    )
+    for n, pk in enumerate(
+        Comparison.objects.order_by("is_gold", "id").values_list("id", flat=True)
+    ):
+        Comparison.objects.filter(pk=pk).update(
+            judgment_count=n % 3, lease_count=n // 3, complete=n == 4
+        )
+    for overlap in range(1, 5):
+        orm = set(
+            Comparison.objects.filter(OPEN_ORDINARY)
+            .alias(filled=FILLED)
+            .filter(filled__lt=overlap)
+            .values_list("id", flat=True)
+        )
+        sql = takes_votes_sql(overlap=str(overlap), alias="batches_comparison")
+        raw = set(
+            Comparison.objects.filter(
+                ExpressionWrapper(RawSQL(sql, []), BooleanField())  # noqa: S611 (our text)
+            ).values_list("id", flat=True)
+        )
+        expected = {
+            c.pk
+            for c in Comparison.objects.all()
+            if not c.is_gold and not c.complete and c.judgment_count + c.lease_count < overlap
+        }
+        assert orm == raw == expected, (overlap, sql)
+        assert expected and expected != set(Comparison.objects.values_list("id", flat=True))
 
 
 # -- caps ------------------------------------------------------------------------------------

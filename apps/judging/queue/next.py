@@ -16,7 +16,6 @@ from apps.judging.models import Assignment, AssignmentStatus
 from apps.judging.queue import backend, policy
 from apps.judging.queue.backend import call
 from apps.judging.queue.errors import AnnotatorBlocked
-from apps.judging.queue.pick import draw, gold_pick, preferred
 from apps.judging.queue.policy import RECLAIM_LIMIT
 from apps.judging.queue.reclaim import leases_reclaim
 from apps.judging.queue.results import (
@@ -27,6 +26,7 @@ from apps.judging.queue.results import (
     Peek,
     Preference,
 )
+from apps.judging.queue.sql_gold import draw, gold_pick, gold_start, preferred
 from apps.judging.queue.sql_pick import comparison_pick, rank_start
 from apps.judging.selectors import membership_for_assignment
 from apps.projects.models import (
@@ -135,11 +135,13 @@ def _assignment_next_once(
         gold = prefer is None and project.gold_rate > 0 and draw() < project.gold_rate
         comparison_id = gold_pick(project=project, annotator=annotator) if gold else None
         is_gold = comparison_id is not None
-        if comparison_id is None and prefer is not None:
-            comparison_id = preferred(project=project, annotator=annotator, prefer=prefer)
-            is_gold = comparison_id is not None and (
-                Comparison.objects.filter(pk=comparison_id, is_gold=True).exists()
-            )
+        found = (
+            preferred(project=project, annotator=annotator, prefer=prefer)
+            if comparison_id is None and prefer is not None
+            else None
+        )
+        if found is not None:
+            comparison_id, is_gold = found
         if comparison_id is None:
             comparison_id = comparison_pick(
                 project=project, annotator=annotator, rank_from=rank_start(project)
@@ -209,7 +211,7 @@ def _assignment_next_postgresql(
             # With a prefetched comparison, the prefetch drew gold or not (comparison_peek).
             prefer is None and project.gold_rate > 0 and draw() < project.gold_rate,
             rank_start(project),
-            secrets.randbelow(2**31),
+            gold_start(),
             prefer.swap if prefer else bool(secrets.randbelow(2)),
             policy.WINDOW,
             project.guideline_version,
@@ -266,6 +268,10 @@ def _assignment_next_postgresql(
     assignment.right = loaded(
         Candidate, id=right_id, external_id=right_external_id, text=right_text
     )
+    if project.scheme != Scheme.LISTWISE:
+        # A pair shows its two sides: `shown` (deferred shown_order) need not be read back.
+        # Listwise leases get theirs from listwise_shown.
+        assignment.shown = None
     return assignment
 
 
@@ -283,12 +289,11 @@ def comparison_peek(*, project: Project, annotator: User) -> Peek | None:
         gold_id = gold_pick(project=project, annotator=annotator)
         if gold_id is not None:
             return _peek_of(project, gold_id)
-    # PostgreSQL's peek has always started at rank 0, even for the random policy; the other
-    # path draws the start as next does.
-    rank_from = 0 if backend.postgresql() else rank_start(project)
+    # The start is drawn as next draws it (rank_start, on every database): the random
+    # policy's prefetches spread over the queue as its leases do.
     with transaction.atomic():
         comparison_id = comparison_pick(
-            project=project, annotator=annotator, rank_from=rank_from
+            project=project, annotator=annotator, rank_from=rank_start(project)
         ).comparison_id
         transaction.set_rollback(True)
     if comparison_id is None:

@@ -2,7 +2,7 @@
 round trip."""
 
 from apps.judging.queue.policy import RECLAIM_LIMIT
-from apps.judging.queue.sql_pick import GOLD_PICK_SQL, NOT_MINE, plpgsql
+from apps.judging.queue.sql_gold import GOLD_LOOP, PREFERRED_PLPGSQL
 
 NEXT_FUNCTION = f"""
 CREATE FUNCTION annotate_next(
@@ -21,6 +21,7 @@ CREATE FUNCTION annotate_next(
 -- the other columns are the lease and what it shows, so that the caller need not load them.
 DECLARE
     v_id bigint;
+    v_batch bigint;
     v_from integer;
     v_gold boolean := false;
     v_a bigint;
@@ -38,30 +39,13 @@ BEGIN
     ELSE
         PERFORM annotate_reclaim(p_project, p_now, {RECLAIM_LIMIT});
         IF p_gold THEN
-            v_from := p_gold_rank_from;
-            LOOP
-                {GOLD_PICK_SQL}
-                EXIT WHEN v_id IS NOT NULL OR v_from = 0;
-                v_from := 0;
-            END LOOP;
+            {GOLD_LOOP}
             v_gold := v_id IS NOT NULL;
         END IF;
         IF v_id IS NULL AND p_prefer IS NOT NULL THEN
             -- The comparison the page prefetched (the caller drew no gold then: the prefetch
-            -- drew it), if the annotator may still take it: an ordinary one under its overlap,
-            -- or a gold item never given to them.
-            SELECT c.id, c.is_gold INTO v_id, v_gold FROM batches_comparison c
-            WHERE c.id = p_prefer AND c.project_id = p_project AND c.candidate_ids IS NULL
-              AND EXISTS (SELECT 1 FROM batches_batch b
-                          WHERE b.id = c.batch_id AND b.status = 'active')
-              AND CASE WHEN c.is_gold THEN
-                    NOT EXISTS (SELECT 1 FROM judging_assignment a
-                                WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
-                  ELSE
-                    NOT c.complete AND (c.judgment_count + c.lease_count) < p_overlap
-                    AND {plpgsql(NOT_MINE)}
-                  END
-            FOR UPDATE OF c SKIP LOCKED;
+            -- drew it), if the annotator may still take it (sql_gold.PREFERRED_SQL).
+            {PREFERRED_PLPGSQL}
             v_gold := coalesce(v_gold, false);
         END IF;
         IF v_id IS NULL THEN

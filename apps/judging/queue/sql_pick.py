@@ -1,7 +1,7 @@
-"""The pick: the ordinary comparison an annotator should judge next (and, below it, the gold
-pick that annotate_next embeds, and annotate_reclaim). Written once, as SQL statements with
-named parameters (`%(annotator)s`, bound by Django's cursor on every backend), and run two ways
-with the same control flow, side by side below:
+"""The pick: the ordinary comparison an annotator should judge next (and, below it,
+annotate_reclaim; the gold pick and the prefetched comparison are in sql_gold). Written once,
+as SQL statements with named parameters (`%(annotator)s`, bound by Django's cursor on every
+backend), and run two ways with the same control flow, side by side below:
 
 - on PostgreSQL, as annotate_pick, a PL/pgSQL function (pick_function) that embeds these very
   statements, with `FOR UPDATE SKIP LOCKED` appended and the parameters turned into its
@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from django.contrib.auth.models import User
 from django.db import connection
 
+from apps.batches.queue_order import takes_votes_sql
 from apps.judging.queue import backend, policy
 from apps.judging.queue.policy import POLICIES, sql_order
 from apps.projects.models import AssignmentPolicy, Project
@@ -50,9 +51,13 @@ from apps.projects.models import AssignmentPolicy, Project
 # annotator, overlap, window (how many rows a bounded probe reads), rank_from, and per probe
 # batch and head.
 
-# Open and under the overlap; what the policy's partial index holds, and from rank_from on.
-_OPEN = """NOT {a}.complete AND NOT {a}.is_gold
-      AND ({a}.judgment_count + {a}.lease_count) < %(overlap)s AND {a}.rank >= %(rank_from)s"""
+
+def _open(alias: str) -> str:
+    """Open and under the overlap (what the policy's partial index holds, with a free slot),
+    and from rank_from on."""
+    takes_votes = takes_votes_sql(overlap="%(overlap)s", alias=alias)
+    return f"{takes_votes} AND {alias}.rank >= %(rank_from)s"
+
 
 # The annotator has not judged or skipped comparison c and holds no open lease on it.
 NOT_MINE = """NOT EXISTS (SELECT 1 FROM judging_judgment j
@@ -78,14 +83,14 @@ def head_sql(order: str) -> str:
     """Probes 1 and 2: the first `window` open comparisons of `batch`, in the order of policy
     `order`."""
     return f"""SELECT h.id FROM batches_comparison h
-    WHERE h.batch_id = %(batch)s AND {_OPEN.format(a="h")}
+    WHERE h.batch_id = %(batch)s AND {_open("h")}
     ORDER BY {sql_order(order, "h")}
     LIMIT %(window)s"""
 
 
 # Comparison `head` if the annotator may take it (on PostgreSQL, checked again under its lock).
 TAKE_SQL = f"""SELECT c.id FROM batches_comparison c
-    WHERE c.id = %(head)s AND {_OPEN.format(a="c")}
+    WHERE c.id = %(head)s AND {_open("c")}
       AND {NOT_MINE}"""
 
 
@@ -105,7 +110,7 @@ def head_take_sql(order: str) -> str:
 def exact_sql(order: str) -> str:
     """Probe 3: the first comparison of `batch` the annotator may take, however deep it is."""
     return f"""SELECT c.id FROM batches_comparison c
-    WHERE c.batch_id = %(batch)s AND {_OPEN.format(a="c")}
+    WHERE c.batch_id = %(batch)s AND {_open("c")}
       AND {NOT_MINE}
     ORDER BY {sql_order(order, "c")}
     LIMIT 1"""
@@ -123,11 +128,13 @@ _VARIABLES = {
     "rank_from": "v_from",
     "batch": "v_batch",
     "head": "v_head",
+    "prefer": "p_prefer",
 }
 
 
 def plpgsql(sql: str) -> str:
-    """A shared statement as PL/pgSQL text: its parameters become annotate_pick's variables."""
+    """A shared statement as PL/pgSQL text: its parameters become the variables of the function
+    that embeds it (annotate_pick, or annotate_next: see sql_gold), which use these names."""
     return sql % _VARIABLES
 
 
@@ -256,20 +263,6 @@ def comparison_pick(*, project: Project, annotator: User, rank_from: int) -> Pic
         )
         return Picked(comparison_id, probe)
     return _pick_statements(params, AssignmentPolicy(project.policy))
-
-
-# Gold items: any the annotator has never been given, from a random point of their order. No
-# lock: gold items have no overlap, so any number of annotators may hold one at once.
-GOLD_PICK_SQL = f"""SELECT picked.id INTO v_id FROM ({plpgsql(ACTIVE_BATCHES)}) b
-    CROSS JOIN LATERAL (
-        SELECT c.id FROM batches_comparison c
-        WHERE c.batch_id = b.id AND c.is_gold AND c.rank >= v_from
-          AND NOT EXISTS (SELECT 1 FROM judging_assignment a
-                          WHERE a.comparison_id = c.id AND a.annotator_id = p_annotator)
-        ORDER BY c.rank
-        LIMIT 1
-    ) picked
-    LIMIT 1;"""
 
 
 RECLAIM_FUNCTION = """
