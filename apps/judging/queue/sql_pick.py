@@ -101,7 +101,7 @@ def head_take_sql(order: str) -> str:
     at a time, and the probe costs one statement however much of the head is the annotator's
     own work."""
     return f"""SELECT c.id FROM batches_comparison c
-    WHERE c.id IN ({head_sql(order)}) AND {_OPEN.format(a="c")}
+    WHERE c.id IN ({head_sql(order)}) AND {_open("c")}
       AND {NOT_MINE}
     ORDER BY {sql_order(order, "c")}
     LIMIT 1"""
