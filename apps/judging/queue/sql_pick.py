@@ -45,6 +45,7 @@ from django.db import connection
 from apps.batches.queue_order import takes_votes_sql
 from apps.judging.queue import backend, policy
 from apps.judging.queue.policy import POLICIES, sql_order
+from apps.judging.queue.statements import embed
 from apps.projects.models import AssignmentPolicy, Project
 
 # The statements, valid on PostgreSQL and on SQLite alike. Their parameters: project,
@@ -135,7 +136,7 @@ _VARIABLES = {
 def plpgsql(sql: str) -> str:
     """A shared statement as PL/pgSQL text: its parameters become the variables of the function
     that embeds it (annotate_pick, or annotate_next: see sql_gold), which use these names."""
-    return sql % _VARIABLES
+    return embed(sql, _VARIABLES)
 
 
 # The control flow, twice: pick_function (PL/pgSQL, PostgreSQL) and _pick_statements (Python,

@@ -3,18 +3,16 @@
 
 - on PostgreSQL, inside annotate_submit (sql_submit), which embeds these very statements with
   the parameters turned into its variables (plpgsql): still one round trip;
-- elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor, one
-  statement each, with `FOR UPDATE` appended where the database locks rows.
+- elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor
+  (statements.run), one statement each, with a lock statement first where the database locks rows.
 
 Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap, and
 for the counts option, rank, holds and gold_correct.
 """
 
-from typing import Any
-
-from django.db import connection
-
 from apps.batches.queue_order import complete_sql
+from apps.judging.queue import statements
+from apps.judging.queue.statements import embed
 
 # A reclaimed lease: its judgment goes only into a free slot, never past the overlap (gold items
 # have none), and not from an annotator who has judged the comparison since. The refusal's
@@ -106,27 +104,14 @@ _VARIABLES = {
 
 
 def plpgsql(sql: str) -> str:
-    """A shared statement as PL/pgSQL text: its parameters become annotate_submit's
-    variables."""
-    return sql % _VARIABLES
+    """A shared statement as annotate_submit's PL/pgSQL text."""
+    return embed(sql, _VARIABLES)
 
 
 def perform(sql: str) -> str:
-    """A shared SELECT run for its locks alone, as PL/pgSQL text."""
-    return "PERFORM " + plpgsql(sql).removeprefix("SELECT ")
+    """A shared SELECT run for its locks alone, as annotate_submit's PL/pgSQL text."""
+    return statements.perform(sql, _VARIABLES)
 
 
 # The comparison's lock, for the ORM path (annotate_submit takes it as it reads the row).
 COMPARISON_LOCK = "SELECT 1 FROM batches_comparison WHERE id = %(comparison)s FOR UPDATE"
-
-
-def run(sql: str, params: dict[str, Any], *, lock: str = "") -> tuple[Any, ...] | None:
-    """Runs a shared statement through a cursor in the caller's transaction and returns its
-    row (None for an UPDATE). `lock` (MEMBER_LOCK, COMPARISON_LOCK) runs first where the
-    database locks rows: SQLite serializes writers and has no FOR UPDATE."""
-    with connection.cursor() as cursor:
-        if lock and connection.features.has_select_for_update:
-            cursor.execute(lock, params)
-        cursor.execute(sql, params)
-        row: tuple[Any, ...] | None = cursor.fetchone() if cursor.description else None
-        return row

@@ -12,7 +12,7 @@ from apps.batches.models import Candidate, Comparison, random_rank
 from apps.judging import answers
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
-from apps.judging.queue import backend, sql_submit_steps
+from apps.judging.queue import backend, sql_submit_steps, statements
 from apps.judging.queue.errors import (
     JudgmentConflict,
     JudgmentError,
@@ -51,7 +51,7 @@ def _cap_check(
     caps = {"project_cap": assignment.project.annotator_cap, "batch_cap": locked.batch_cap}
     if caps == {"project_cap": None, "batch_cap": None}:
         return None
-    row = sql_submit_steps.run(
+    row = statements.run(
         sql_submit_steps.CAP_REFUSAL,
         {
             "annotator": assignment.annotator_id,
@@ -238,7 +238,7 @@ def _judgment_store(
         status=AssignmentStatus.SUBMITTED, closed_at=now
     )
     # The counts, by the statements annotate_submit embeds (sql_submit_steps).
-    sql_submit_steps.run(
+    statements.run(
         sql_submit_steps.COMPARISON_VOTE,
         {
             "comparison": comparison.pk,
@@ -248,7 +248,7 @@ def _judgment_store(
             "overlap": assignment.project.overlap,
         },
     )
-    sql_submit_steps.run(
+    statements.run(
         sql_submit_steps.MEMBER_VOTE,
         {
             "project": assignment.project_id,
@@ -264,7 +264,7 @@ def _judgment_store(
 
 def _check_late_submission(assignment: Assignment) -> None:
     """A reclaimed lease: sql_submit_steps.LATE_REFUSAL, with the comparison locked."""
-    row = sql_submit_steps.run(
+    row = statements.run(
         sql_submit_steps.LATE_REFUSAL,
         {
             "annotator": assignment.annotator_id,

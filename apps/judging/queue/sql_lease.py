@@ -1,0 +1,19 @@
+"""A lease's own steps, written once as shared statements (see statements.py): closing it, and
+taking or freeing its slot. Every door that closes a lease (submit's refusals, skip, undo,
+reclaim, a removed member's page) and every one that opens one (next) runs these, through a
+cursor or embedded in a PL/pgSQL function.
+
+Gold comparisons have no overlap, so their leases take no slot: `AND NOT is_gold` below is the
+one place that rule is written for the counters.
+"""
+
+# The lease ends: status is 'expired', 'submitted' or 'skipped'.
+LEASE_CLOSE = """UPDATE judging_assignment SET status = %(status)s, closed_at = %(now)s
+    WHERE id = %(assignment)s"""
+
+# Its comparison's slot: taken when the lease opens, given back (freed: how many leases of the
+# comparison closed, usually 1) when it closes without a judgment.
+SLOT_TAKE = """UPDATE batches_comparison SET lease_count = lease_count + 1
+    WHERE id = %(comparison)s AND NOT is_gold"""
+SLOT_FREE = """UPDATE batches_comparison SET lease_count = lease_count - %(freed)s
+    WHERE id = %(comparison)s AND NOT is_gold"""

@@ -1,0 +1,44 @@
+"""How a shared statement runs: the queue's SQL steps are written once, as statements with
+named parameters (`%(annotator)s`), and run two ways.
+
+- On PostgreSQL a function (annotate_next, annotate_submit, ...) embeds the very statement, its
+  parameters turned into the function's variables (`embed`): still one round trip.
+- Elsewhere (SQLite 3.35+, and PostgreSQL where a step has no function) the Python path runs
+  it through a cursor (`run`), one statement each, with a lock statement first where the
+  database locks rows.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import connection
+
+
+def embed(sql: str, variables: Mapping[str, str]) -> str:
+    """A shared statement as PL/pgSQL text: each parameter becomes the function's variable (or
+    expression) of that name in `variables`."""
+    return sql % variables
+
+
+def perform(sql: str, variables: Mapping[str, str]) -> str:
+    """A shared SELECT run for its locks (or its effects) alone, as PL/pgSQL text."""
+    return "PERFORM " + embed(sql, variables).removeprefix("SELECT ")
+
+
+def run(sql: str, params: Mapping[str, Any], *, lock: str = "") -> tuple[Any, ...] | None:
+    """Runs a shared statement through a cursor in the caller's transaction and returns its
+    first row (None for a statement that returns none). `lock` runs first where the database
+    locks rows: SQLite serializes writers and has no FOR UPDATE."""
+    with connection.cursor() as cursor:
+        if lock and connection.features.has_select_for_update:
+            cursor.execute(lock, params)
+        cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = cursor.fetchone() if cursor.description else None
+        return row
+
+
+def run_all(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Runs a shared statement through a cursor and returns all its rows (a RETURNING list)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
