@@ -22,7 +22,7 @@ ON_POSTGRES = connection.vendor == "postgresql"
 # insert, count (next); lock, insert, close, count, member's counts (submit).
 NEXT = 1 if ON_POSTGRES else 7
 SUBMIT = 1 if ON_POSTGRES else 5
-RECLAIM = 0 if ON_POSTGRES else 3
+RECLAIM = 0 if ON_POSTGRES else 1  # sql_reclaim: the expire is in NEXT, then the slots back
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.batches.models import Comparison
 from apps.batches.queue_order import complete_value
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment, Skip
+from apps.judging.queue import sql_lease, statements
 from apps.judging.queue.errors import (
     STANDING,
     AnnotatorBlocked,
@@ -45,7 +46,8 @@ def assignment_skip(
     project has no skip reasons. Skipping again is
     harmless (created=False). Refused (AnnotatorBlocked, the lease released) when the annotator
     was removed from the project, deactivated or stopped by the gold rule since taking it.
-    Queries: 5 (lock, insert, close, count, member's count).
+    Queries: 6 (lock, insert, close, its slot back, count, member's count); 5 on a reclaimed
+    lease, whose slot went back already.
     """
     now = now or timezone.now()
     note = validate_text(note, "note", MAX_RATIONALE).strip()
@@ -90,13 +92,15 @@ def _skip_locked(
         skip.save(force_insert=True)
     except IntegrityError:
         raise JudgmentConflict("You have already skipped this comparison.") from None
-    Assignment.objects.filter(pk=assignment.pk).update(
-        status=AssignmentStatus.SKIPPED, closed_at=now
+    # A reclaimed lease is skipped too (its slot went back with the reclaim).
+    sql_lease.lease_close(
+        assignment=assignment.pk,
+        comparison=comparison.pk,
+        status=AssignmentStatus.SKIPPED,
+        now=now,
+        was_open=assignment.status == AssignmentStatus.OPEN,
     )
-    counts: dict[str, Any] = {"skip_count": F("skip_count") + 1}
-    if assignment.status == AssignmentStatus.OPEN and not comparison.is_gold:
-        counts["lease_count"] = F("lease_count") - 1
-    Comparison.objects.filter(pk=comparison.pk).update(**counts)
+    Comparison.objects.filter(pk=comparison.pk).update(skip_count=F("skip_count") + 1)
     Membership.objects.filter(project_id=assignment.project_id, user=annotator).update(
         skip_count=F("skip_count") + 1
     )
@@ -169,13 +173,13 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
                 f"it was given more than {UNDO_SECONDS // 60} minutes ago."
             )
         for lease in held:
-            Assignment.objects.filter(pk=lease.pk).update(
-                status=AssignmentStatus.EXPIRED, closed_at=now
+            sql_lease.lease_close(
+                assignment=lease.pk,
+                comparison=lease.comparison_id,
+                status=AssignmentStatus.EXPIRED,
+                now=now,
+                was_open=True,
             )
-            if not comparisons[lease.comparison_id].is_gold:
-                Comparison.objects.filter(pk=lease.comparison_id).update(
-                    lease_count=F("lease_count") - 1
-                )
         option = _option_of(judgment, comparison)
         judgment.delete()
         votes_a = F("votes_a") - int(option == "a")
@@ -187,18 +191,19 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
             update["split"] = Case(
                 When(judgment_count=1, then=Value(1)), default=Abs(votes_a - votes_b)
             )
-        if not comparison.is_gold:
-            update["lease_count"] = F("lease_count") + 1
         # One vote fewer: still complete if the overlap was lowered below the votes since.
         update["complete"] = complete_value(overlap=project.overlap, votes_added=-1)
         Comparison.objects.filter(pk=comparison.pk).update(**update)
+        # The judgment's slot is the new lease's.
+        statements.run(sql_lease.SLOT_TAKE, {"comparison": comparison.pk})
         member: dict[str, Any] = {"judgment_count": F("judgment_count") - 1}
         if judgment.gold_correct is not None:
             member["gold_answered"] = F("gold_answered") - 1
             member["gold_correct"] = F("gold_correct") - int(judgment.gold_correct)
         Membership.objects.filter(project=project, user=annotator).update(**member)
-        Assignment.objects.filter(pk=assignment_id).update(
-            status=AssignmentStatus.UNDONE, closed_at=now
+        statements.run(
+            sql_lease.LEASE_CLOSE,
+            {"status": AssignmentStatus.UNDONE.value, "now": now, "assignment": assignment_id},
         )
         lease = Assignment.objects.create(
             project=project,

@@ -10,7 +10,8 @@ transactions wait on each other in a cycle.
 """
 
 from apps.judging.queue.sql_next import NEXT_FUNCTION
-from apps.judging.queue.sql_pick import RECLAIM_FUNCTION, pick_function
+from apps.judging.queue.sql_pick import pick_function
+from apps.judging.queue.sql_reclaim import RECLAIM_FUNCTION
 from apps.judging.queue.sql_submit import FITS_FUNCTION, SUBMIT_FUNCTION
 
 FUNCTION_NAMES = (

@@ -7,7 +7,12 @@ Gold comparisons have no overlap, so their leases take no slot: `AND NOT is_gold
 one place that rule is written for the counters.
 """
 
-# The lease ends: status is 'expired', 'submitted' or 'skipped'.
+from datetime import datetime
+
+from apps.judging.models import AssignmentStatus
+from apps.judging.queue import statements
+
+# The lease ends: status is 'expired', 'submitted', 'skipped' or (a judgment taken back) 'undone'.
 LEASE_CLOSE = """UPDATE judging_assignment SET status = %(status)s, closed_at = %(now)s
     WHERE id = %(assignment)s"""
 
@@ -17,3 +22,15 @@ SLOT_TAKE = """UPDATE batches_comparison SET lease_count = lease_count + 1
     WHERE id = %(comparison)s AND NOT is_gold"""
 SLOT_FREE = """UPDATE batches_comparison SET lease_count = lease_count - %(freed)s
     WHERE id = %(comparison)s AND NOT is_gold"""
+
+
+def lease_close(
+    *, assignment: int, comparison: int, status: AssignmentStatus, now: datetime, was_open: bool
+) -> None:
+    """Closes a lease through a cursor (LEASE_CLOSE) and, when it was still open (a reclaimed
+    one gave its slot back already), frees its slot (SLOT_FREE): for the doors that run in
+    Python (submit's refusals, skip, undo, a removed member's page). The caller holds the
+    lease's lock."""
+    statements.run(LEASE_CLOSE, {"status": status.value, "now": now, "assignment": assignment})
+    if was_open:
+        statements.run(SLOT_FREE, {"comparison": comparison, "freed": 1})

@@ -1,7 +1,7 @@
-"""The pick: the ordinary comparison an annotator should judge next (and, below it,
-annotate_reclaim; the gold pick and the prefetched comparison are in sql_gold). Written once,
-as SQL statements with named parameters (`%(annotator)s`, bound by Django's cursor on every
-backend), and run two ways with the same control flow, side by side below:
+"""The pick: the ordinary comparison an annotator should judge next (the gold pick and the
+prefetched comparison are in sql_gold; the reclaim in sql_reclaim). Written once, as SQL
+statements with named parameters (`%(annotator)s`, bound by Django's cursor on every backend),
+and run two ways with the same control flow, side by side below:
 
 - on PostgreSQL, as annotate_pick, a PL/pgSQL function (pick_function) that embeds these very
   statements, with `FOR UPDATE SKIP LOCKED` appended and the parameters turned into its
@@ -264,37 +264,3 @@ def comparison_pick(*, project: Project, annotator: User, rank_from: int) -> Pic
         )
         return Picked(comparison_id, probe)
     return _pick_statements(params, AssignmentPolicy(project.policy))
-
-
-RECLAIM_FUNCTION = """
-CREATE FUNCTION annotate_reclaim(p_project bigint, p_now timestamptz, p_limit integer)
-RETURNS integer LANGUAGE plpgsql AS $fn$
--- Expires up to p_limit open leases whose time is up (of one project, or all when NULL) and
--- gives their slots back. Leases another transaction holds are left to it (SKIP LOCKED), and
--- comparisons are locked in id order, so that concurrent sweeps never deadlock.
-DECLARE
-    v_ids bigint[];
-    v_comparisons bigint[];
-BEGIN
-    SELECT array_agg(e.id), array_agg(e.comparison_id) INTO v_ids, v_comparisons
-    FROM (
-        SELECT a.id, a.comparison_id FROM judging_assignment a
-        WHERE a.status = 'open' AND a.expires_at <= p_now
-          AND (p_project IS NULL OR a.project_id = p_project)
-        ORDER BY a.expires_at
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ) e;
-    IF v_ids IS NULL THEN
-        RETURN 0;
-    END IF;
-    UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = ANY (v_ids);
-    PERFORM 1 FROM batches_comparison WHERE id = ANY (v_comparisons) ORDER BY id FOR UPDATE;
-    -- Gold leases took no slot, so only ordinary comparisons get one back.
-    UPDATE batches_comparison c SET lease_count = c.lease_count - e.n
-    FROM (SELECT u.id, count(*) AS n FROM unnest(v_comparisons) AS u(id) GROUP BY u.id) e
-    WHERE c.id = e.id AND NOT c.is_gold;
-    RETURN cardinality(v_ids);
-END
-$fn$;
-"""

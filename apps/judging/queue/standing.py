@@ -10,7 +10,6 @@ from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
-from apps.batches.models import Comparison
 from apps.judging.models import Assignment, AssignmentStatus
 from apps.judging.queue import backend
 from apps.judging.queue.errors import (
@@ -19,6 +18,7 @@ from apps.judging.queue.errors import (
     refusal_for,
     standing_error,
 )
+from apps.judging.queue.sql_lease import lease_close
 from apps.projects.models import (
     Membership,
     Project,
@@ -129,13 +129,13 @@ def standing_refusal(locked: Locked, now: datetime) -> AnnotatorBlocked | None:
     if not outcome:
         return None
     if assignment.status == AssignmentStatus.OPEN:
-        Assignment.objects.filter(pk=assignment.pk).update(
-            status=AssignmentStatus.EXPIRED, closed_at=now
+        lease_close(
+            assignment=assignment.pk,
+            comparison=assignment.comparison_id,
+            status=AssignmentStatus.EXPIRED,
+            now=now,
+            was_open=True,
         )
-        if not assignment.comparison.is_gold:
-            Comparison.objects.filter(pk=assignment.comparison_id).update(
-                lease_count=F("lease_count") - 1
-            )
         assignment.status = AssignmentStatus.EXPIRED
     return standing_error(outcome, detail)
 

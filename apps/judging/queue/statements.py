@@ -8,7 +8,8 @@ named parameters (`%(annotator)s`), and run two ways.
   database locks rows.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -29,6 +30,7 @@ def run(sql: str, params: Mapping[str, Any], *, lock: str = "") -> tuple[Any, ..
     """Runs a shared statement through a cursor in the caller's transaction and returns its
     first row (None for a statement that returns none). `lock` runs first where the database
     locks rows: SQLite serializes writers and has no FOR UPDATE."""
+    params = _adapted(params)
     with connection.cursor() as cursor:
         if lock and connection.features.has_select_for_update:
             cursor.execute(lock, params)
@@ -40,5 +42,25 @@ def run(sql: str, params: Mapping[str, Any], *, lock: str = "") -> tuple[Any, ..
 def run_all(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """Runs a shared statement through a cursor and returns all its rows (a RETURNING list)."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, _adapted(params))
         return list(cursor.fetchall()) if cursor.description else []
+
+
+def run_many(sql: str, params_list: Iterable[Mapping[str, Any]]) -> None:
+    """Runs a shared statement once per parameter set, in the order given, as one call
+    (executemany); no call when there is none."""
+    adapted = [_adapted(params) for params in params_list]
+    if adapted:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, adapted)
+
+
+def _adapted(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Datetimes as the ORM stores them: SQLite keeps text, compared as text, so a cursor's own
+    rendering (with its offset) would not compare right with the stored values."""
+    return {
+        name: connection.ops.adapt_datetimefield_value(value)
+        if isinstance(value, datetime)
+        else value
+        for name, value in params.items()
+    }

@@ -5,14 +5,13 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from apps.batches.models import Candidate, Comparison, random_rank
 from apps.judging import answers
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
-from apps.judging.queue import backend, sql_submit_steps, statements
+from apps.judging.queue import backend, sql_lease, sql_submit_steps, statements
 from apps.judging.queue.errors import (
     JudgmentConflict,
     JudgmentError,
@@ -40,13 +39,11 @@ def _ranking_ids(assignment: Assignment, groups: list[list[str]]) -> list[list[i
     return [[by_external[external] for external in group] for group in groups]
 
 
-def _cap_check(
-    locked: Locked, comparison: Comparison, holds_slot: bool, now: datetime
-) -> JudgmentConflict | None:
+def _cap_check(locked: Locked, comparison: Comparison, now: datetime) -> JudgmentConflict | None:
     """The caps, checked again as the judgment arrives (sql_submit_steps.CAP_REFUSAL, which
     annotate_submit embeds; no statement when neither cap is set). A refused judgment closes its
-    lease and frees its slot, and the refusal is returned for the caller to raise once its
-    transaction has committed that."""
+    lease and frees its slot (sql_lease), and the refusal is returned for the caller to raise
+    once its transaction has committed that."""
     assignment = locked.assignment
     caps = {"project_cap": assignment.project.annotator_cap, "batch_cap": locked.batch_cap}
     if caps == {"project_cap": None, "batch_cap": None}:
@@ -65,11 +62,13 @@ def _cap_check(
     if not outcome:
         return None
     if assignment.status == AssignmentStatus.OPEN:
-        Assignment.objects.filter(pk=assignment.pk).update(
-            status=AssignmentStatus.EXPIRED, closed_at=now
+        sql_lease.lease_close(
+            assignment=assignment.pk,
+            comparison=comparison.pk,
+            status=AssignmentStatus.EXPIRED,
+            now=now,
+            was_open=True,
         )
-        if holds_slot:
-            Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") - 1)
     cap = caps[outcome]
     assert cap is not None
     return cap_refusal(outcome, cap)
@@ -160,7 +159,7 @@ def judgment_submit(
             holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
             if assignment.status != AssignmentStatus.OPEN:
                 _check_late_submission(assignment)
-            refusal = _cap_check(locked, comparison, holds_slot, now)
+            refusal = _cap_check(locked, comparison, now)
         if refusal is None:
             return _judgment_store(
                 locked=locked,
@@ -234,8 +233,9 @@ def _judgment_store(
         judgment.save(force_insert=True)
     except IntegrityError:
         raise refusal_for("already_judged") from None
-    Assignment.objects.filter(pk=assignment.pk).update(
-        status=AssignmentStatus.SUBMITTED, closed_at=now
+    statements.run(
+        sql_lease.LEASE_CLOSE,
+        {"status": AssignmentStatus.SUBMITTED.value, "now": now, "assignment": assignment.pk},
     )
     # The counts, by the statements annotate_submit embeds (sql_submit_steps).
     statements.run(
