@@ -42,10 +42,12 @@ def test_the_pick_refuses_an_unknown_policy():
         cursor.execute("SELECT * FROM annotate_pick(1, 1, 'alphabetical', 3, 0, 256)")
 
 
-def test_the_queue_s_insert_sets_every_column_a_judgment_requires():
-    """annotate_submit's INSERT names its columns (queue.sql_submit.JUDGMENT_VALUES): a new
-    NOT NULL column without a database default must be added there, or PostgreSQL alone
-    would refuse every judgment."""
-    from apps.judging.queue.sql_submit import unset_required_columns
+def test_the_queue_s_inserts_set_every_column_a_judgment_or_a_lease_requires():
+    """annotate_submit's INSERT names its columns (queue.sql_submit.JUDGMENT_VALUES), and so
+    does the new lease's (queue.sql_next.LEASE_VALUES, on every database): a new NOT NULL
+    column without a database default must be added there, or they would refuse every
+    judgment or every lease."""
+    from apps.judging.queue import sql_next, sql_submit
 
-    assert unset_required_columns() == []
+    assert sql_submit.unset_required_columns() == []
+    assert sql_next.unset_required_columns() == []

@@ -4,16 +4,17 @@ next lease a submit or skip asked for."""
 import logging
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, QuerySet
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotate.rows import converted, loaded
 from apps.batches.models import Candidate, Comparison, Prompt
 from apps.judging.models import Assignment, AssignmentStatus
-from apps.judging.queue import backend, policy
+from apps.judging.queue import backend, policy, statements
 from apps.judging.queue.backend import call
 from apps.judging.queue.errors import AnnotatorBlocked
 from apps.judging.queue.policy import RECLAIM_LIMIT
@@ -27,6 +28,8 @@ from apps.judging.queue.results import (
     Preference,
 )
 from apps.judging.queue.sql_gold import draw, gold_pick, gold_start, preferred
+from apps.judging.queue.sql_lease import SLOT_TAKE
+from apps.judging.queue.sql_next import LEASE_INSERT, OPEN_LEASE
 from apps.judging.queue.sql_pick import comparison_pick, rank_start
 from apps.judging.selectors import membership_for_assignment
 from apps.projects.models import (
@@ -57,8 +60,8 @@ def assignment_next(
     queue picks as usual (others may have filled it meanwhile).
 
     Raises AnnotatorBlocked when a cap or the gold accuracy rule stops this annotator.
-    Queries: 2 when a lease is open; otherwise 6 (open lease, expired leases, pick, load,
-    insert, count), plus 1 for a gold draw, plus 3 when expired leases are reclaimed, plus 1
+    Queries: 2 when a lease is open; otherwise 6 (open lease, expired leases, pick, insert,
+    slot, load), plus 1 for a gold draw, plus 3 when expired leases are reclaimed, plus 1
     when `membership` is not given.
     """
     now = now or timezone.now()
@@ -113,67 +116,86 @@ def _assignment_next_once(
         return _assignment_next_postgresql(
             project=project, annotator=annotator, membership=membership, now=now, prefer=prefer
         )
+    # next's own statements (sql_next, embedded by annotate_next on PostgreSQL), one by one;
+    # datetimes adapted as the ORM would store them (SQLite compares them as text).
+    params: dict[str, Any] = {
+        "project": project.pk,
+        "annotator": annotator.pk,
+        "now": connection.ops.adapt_datetimefield_value(now),
+    }
     with transaction.atomic():
-        # The id alone: most requests find no open lease, and a six-table join costs more to
-        # plan than to run.
-        existing_id = (
-            Assignment.objects.filter(
-                annotator=annotator,
-                project=project,
-                status=AssignmentStatus.OPEN,
-                expires_at__gt=now,
-            )
-            .order_by("id")
-            .values_list("id", flat=True)
-            .first()
-        )
-        if existing_id is not None:
-            return assignment_queryset().get(pk=existing_id)
+        existing = statements.run(OPEN_LEASE, params)
+        if existing is not None:
+            return assignment_queryset().get(pk=existing[0])
         if reason := _blocked_reason(project=project, annotator=annotator, membership=membership):
             raise AnnotatorBlocked(reason)
         leases_reclaim(project_id=project.pk, now=now, limit=RECLAIM_LIMIT)
         gold = prefer is None and project.gold_rate > 0 and draw() < project.gold_rate
         comparison_id = gold_pick(project=project, annotator=annotator) if gold else None
-        is_gold = comparison_id is not None
-        found = (
-            preferred(project=project, annotator=annotator, prefer=prefer)
-            if comparison_id is None and prefer is not None
-            else None
-        )
-        if found is not None:
-            comparison_id, is_gold = found
+        if comparison_id is None and prefer is not None:
+            comparison_id = preferred(project=project, annotator=annotator, prefer=prefer)
         if comparison_id is None:
             comparison_id = comparison_pick(
                 project=project, annotator=annotator, rank_from=rank_start(project)
             ).comparison_id
         if comparison_id is None:
             return None
+        params["comparison"] = comparison_id
+        params["swap"] = (
+            prefer.swap
+            if prefer and prefer.comparison_id == comparison_id
+            else bool(secrets.randbelow(2))
+        )
+        expires_at = now + timedelta(seconds=project.lease_seconds)
+        params["expires"] = connection.ops.adapt_datetimefield_value(expires_at)
+        params["guideline_version"] = project.guideline_version
+        row = statements.run(LEASE_INSERT, params)
+        assert row is not None  # the comparison was just picked: it exists
+        assignment_id, left_id, right_id = row
+        statements.run(SLOT_TAKE, params)
+        # Loaded after the slot is taken, so that its lease_count is the database's.
         comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(
             pk=comparison_id
         )
-        swap = (
-            prefer.swap
-            if prefer and prefer.comparison_id == comparison.pk
-            else secrets.randbelow(2)
-        )
-        if swap:
-            left, right = comparison.candidate_b, comparison.candidate_a
-        else:
-            left, right = comparison.candidate_a, comparison.candidate_b
-        assignment = Assignment.objects.create(
-            project=project,
-            comparison=comparison,
-            annotator=annotator,
-            left=left,
-            right=right,
-            created_at=now,
-            expires_at=now + timedelta(seconds=project.lease_seconds),
-            guideline_version=project.guideline_version,
-        )
-        if not is_gold:  # gold items have no overlap: their leases take no slot
-            Comparison.objects.filter(pk=comparison.pk).update(lease_count=F("lease_count") + 1)
-            comparison.lease_count += 1
-        return assignment
+    sides = {c.pk: c for c in (comparison.candidate_a, comparison.candidate_b)}
+    return _lease(
+        project,
+        annotator,
+        comparison,
+        sides[left_id],
+        sides[right_id],
+        id=assignment_id,
+        created_at=now,
+        expires_at=expires_at,
+        guideline_version=project.guideline_version,
+        shown_order=None,
+    )
+
+
+def _lease(
+    project: Project,
+    annotator: User,
+    comparison: Comparison,
+    left: Candidate,
+    right: Candidate,
+    **values: Any,
+) -> Assignment:
+    """An open lease as if loaded, its relations set: the fields in `values` (its id and times
+    at least) loaded, any other not given deferred."""
+    lease = loaded(
+        Assignment,
+        project_id=project.pk,
+        comparison_id=comparison.pk,
+        annotator_id=annotator.pk,
+        left_id=left.pk,
+        right_id=right.pk,
+        status=AssignmentStatus.OPEN,
+        closed_at=None,
+        **values,
+    )
+    lease.project, lease.comparison, lease.annotator = project, comparison, annotator
+    lease.left, lease.right = left, right
+    return lease
 
 
 def _blocked_reason(*, project: Project, annotator: User, membership: Membership | None) -> str:
@@ -248,25 +270,15 @@ def _assignment_next_postgresql(
     )
     comparison = loaded(Comparison, id=comparison_id, prompt_id=prompt_id)
     comparison.prompt = prompt
-    assignment = loaded(
-        Assignment,
+    assignment = _lease(
+        project,
+        annotator,
+        comparison,
+        loaded(Candidate, id=left_id, external_id=left_external_id, text=left_text),
+        loaded(Candidate, id=right_id, external_id=right_external_id, text=right_text),
         id=assignment_id,
-        project_id=project.pk,
-        comparison_id=comparison_id,
-        annotator_id=annotator.pk,
-        left_id=left_id,
-        right_id=right_id,
-        status=AssignmentStatus.OPEN,
         created_at=created_at,
         expires_at=expires_at,
-        closed_at=None,
-    )
-    assignment.project = project
-    assignment.comparison = comparison
-    assignment.annotator = annotator
-    assignment.left = loaded(Candidate, id=left_id, external_id=left_external_id, text=left_text)
-    assignment.right = loaded(
-        Candidate, id=right_id, external_id=right_external_id, text=right_text
     )
     if project.scheme != Scheme.LISTWISE:
         # A pair shows its two sides: `shown` (deferred shown_order) need not be read back.

@@ -34,10 +34,10 @@ GOLD_SQL = f"""SELECT c.id FROM batches_comparison c
     ORDER BY c.rank
     LIMIT 1"""
 
-# The comparison the page prefetched (comparison_peek), and whether it is gold, if the
-# annotator may still take it: a pair of an active batch of the project, and either a gold item
-# never given to them or an ordinary comparison a new lease may take and not theirs already.
-PREFERRED_SQL = f"""SELECT c.id, c.is_gold FROM batches_comparison c
+# The comparison the page prefetched (comparison_peek), if the annotator may still take it: a
+# pair of an active batch of the project, and either a gold item never given to them or an
+# ordinary comparison a new lease may take and not theirs already.
+PREFERRED_SQL = f"""SELECT c.id FROM batches_comparison c
     WHERE c.id = %(prefer)s AND c.project_id = %(project)s AND c.candidate_ids IS NULL
       AND EXISTS (SELECT 1 FROM batches_batch b
                   WHERE b.id = c.batch_id AND b.status = 'active')
@@ -61,9 +61,9 @@ LOOP
     v_from := 0;
 END LOOP;"""
 
-# annotate_next's statement for the prefetched comparison (into v_id, v_gold).
+# annotate_next's statement for the prefetched comparison (into v_id).
 PREFERRED_PLPGSQL = f"""{plpgsql(PREFERRED_SQL)}
-    FOR UPDATE OF c SKIP LOCKED INTO v_id, v_gold;"""
+    FOR UPDATE OF c SKIP LOCKED INTO v_id;"""
 
 
 def draw() -> float:
@@ -99,9 +99,9 @@ def gold_pick(*, project: Project, annotator: User) -> int | None:
             params = {**params, "rank_from": 0}
 
 
-def preferred(*, project: Project, annotator: User, prefer: Preference) -> tuple[int, bool] | None:
-    """The prefetched comparison and whether it is gold, if the annotator may still take it
-    (PREFERRED_SQL; on databases other than PostgreSQL, where nothing is locked). 1 query."""
+def preferred(*, project: Project, annotator: User, prefer: Preference) -> int | None:
+    """The prefetched comparison, if the annotator may still take it (PREFERRED_SQL; on
+    databases other than PostgreSQL, where nothing is locked). 1 query."""
     with connection.cursor() as cursor:
         cursor.execute(
             PREFERRED_SQL,
@@ -113,4 +113,4 @@ def preferred(*, project: Project, annotator: User, prefer: Preference) -> tuple
             },
         )
         row = cursor.fetchone()
-    return None if row is None else (row[0], bool(row[1]))
+    return None if row is None else int(row[0])

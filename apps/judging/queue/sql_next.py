@@ -1,8 +1,76 @@
-"""annotate_next, the PL/pgSQL of next.py's PostgreSQL path: an open lease, or a new one, in one
-round trip."""
+"""next's own steps, written once as shared statements (see statements.py), and annotate_next,
+the PL/pgSQL of next.py's PostgreSQL path, which embeds them with the pick (sql_pick), the gold
+pick (sql_gold) and the slot take (sql_lease): an open lease, or a new one, in one round trip.
+next.py's path on other databases runs the same statements through a cursor.
 
+Their parameters: project, annotator, now, and for a new lease comparison, swap (whether its
+candidate b goes left), expires (now plus the project's lease time: computed by the caller, as
+databases add intervals each their own way) and guideline_version.
+"""
+
+from django.db.models import NOT_PROVIDED
+
+from apps.judging.models import Assignment
 from apps.judging.queue.policy import RECLAIM_LIMIT
 from apps.judging.queue.sql_gold import GOLD_LOOP, PREFERRED_PLPGSQL
+from apps.judging.queue.sql_lease import SLOT_TAKE
+from apps.judging.queue.statements import embed
+
+# The annotator's open, unexpired lease in the project: the lowest id, should two requests at
+# once have left two. The id alone: most requests find none, and the lease is loaded after.
+OPEN_LEASE = """SELECT a.id FROM judging_assignment a
+    WHERE a.annotator_id = %(annotator)s AND a.project_id = %(project)s AND a.status = 'open'
+      AND a.expires_at > %(now)s
+    ORDER BY a.id LIMIT 1"""
+
+# A new lease of comparison c, on the sides `swap` says (false: a left, b right): each column of
+# judging_assignment it sets, and the value. A column the model requires (NOT NULL, no default
+# in the database) and this leaves out would fail at run time: tests/annotate/test_migrations.py
+# checks unset_required_columns() is empty.
+LEASE_VALUES = {
+    "project_id": "%(project)s",
+    "comparison_id": "c.id",
+    "annotator_id": "%(annotator)s",
+    "left_id": "CASE WHEN %(swap)s THEN c.candidate_b_id ELSE c.candidate_a_id END",
+    "right_id": "CASE WHEN %(swap)s THEN c.candidate_a_id ELSE c.candidate_b_id END",
+    "status": "'open'",
+    "created_at": "%(now)s",
+    "expires_at": "%(expires)s",
+    "guideline_version": "%(guideline_version)s",
+}
+LEASE_INSERT = f"""INSERT INTO {Assignment._meta.db_table} ({", ".join(LEASE_VALUES)})
+    SELECT {", ".join(LEASE_VALUES.values())}
+    FROM batches_comparison c WHERE c.id = %(comparison)s
+    RETURNING id, left_id, right_id"""
+
+
+def unset_required_columns() -> list[str | None]:
+    """Assignment's columns that need a value and that LEASE_INSERT does not set."""
+    return [
+        field.column
+        for field in Assignment._meta.concrete_fields
+        if not field.primary_key
+        and not field.null
+        and field.db_default is NOT_PROVIDED
+        and field.column not in LEASE_VALUES
+    ]
+
+
+# annotate_next's variable for each parameter.
+_VARIABLES = {
+    "project": "p_project",
+    "annotator": "p_annotator",
+    "now": "p_now",
+    "comparison": "v_id",
+    "swap": "p_swap",
+    "expires": "v_expires",
+    "guideline_version": "p_guideline_version",
+}
+
+
+def _plpgsql(sql: str) -> str:
+    return embed(sql, _VARIABLES)
+
 
 NEXT_FUNCTION = f"""
 CREATE FUNCTION annotate_next(
@@ -23,14 +91,10 @@ DECLARE
     v_id bigint;
     v_batch bigint;
     v_from integer;
-    v_gold boolean := false;
-    v_a bigint;
-    v_b bigint;
+    v_expires timestamptz;
 BEGIN
-    SELECT a.id INTO o_assignment FROM judging_assignment a
-    WHERE a.annotator_id = p_annotator AND a.project_id = p_project AND a.status = 'open'
-      AND a.expires_at > p_now
-    ORDER BY a.id LIMIT 1;
+    {_plpgsql(OPEN_LEASE)}
+    INTO o_assignment;
     IF o_assignment IS NOT NULL THEN
         outcome := 'open';
     ELSIF p_blocked THEN
@@ -40,13 +104,11 @@ BEGIN
         PERFORM annotate_reclaim(p_project, p_now, {RECLAIM_LIMIT});
         IF p_gold THEN
             {GOLD_LOOP}
-            v_gold := v_id IS NOT NULL;
         END IF;
         IF v_id IS NULL AND p_prefer IS NOT NULL THEN
             -- The comparison the page prefetched (the caller drew no gold then: the prefetch
             -- drew it), if the annotator may still take it (sql_gold.PREFERRED_SQL).
             {PREFERRED_PLPGSQL}
-            v_gold := coalesce(v_gold, false);
         END IF;
         IF v_id IS NULL THEN
             SELECT o_id INTO v_id FROM annotate_pick(
@@ -56,20 +118,10 @@ BEGIN
             outcome := 'none';
             RETURN;
         END IF;
-        SELECT c.candidate_a_id, c.candidate_b_id INTO v_a, v_b
-        FROM batches_comparison c WHERE c.id = v_id;
-        IF p_swap THEN
-            SELECT v_b, v_a INTO v_a, v_b;
-        END IF;
-        INSERT INTO judging_assignment
-            (project_id, comparison_id, annotator_id, left_id, right_id, status, created_at,
-             expires_at, guideline_version)
-        VALUES (p_project, v_id, p_annotator, v_a, v_b, 'open', p_now,
-                p_now + make_interval(secs => p_lease_seconds), p_guideline_version)
-        RETURNING id INTO o_assignment;
-        IF NOT v_gold THEN  -- gold items have no overlap: their leases take no slot
-            UPDATE batches_comparison SET lease_count = lease_count + 1 WHERE id = v_id;
-        END IF;
+        v_expires := p_now + make_interval(secs => p_lease_seconds);
+        {_plpgsql(LEASE_INSERT)}
+        INTO o_assignment, o_left, o_right;
+        {_plpgsql(SLOT_TAKE)};
         outcome := 'new';
     END IF;
     SELECT x.comparison_id, x.left_id, x.right_id, x.created_at, x.expires_at, pr.id,
