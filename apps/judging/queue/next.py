@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -61,7 +61,7 @@ def assignment_next(
 
     Raises AnnotatorBlocked when a cap or the gold accuracy rule stops this annotator.
     Queries: 2 when a lease is open; otherwise 6 (open lease, expired leases, pick, insert,
-    slot, load), plus 1 for a gold draw, plus 3 when expired leases are reclaimed, plus 1
+    slot, load), plus 1 for a gold draw, plus 1 when expired leases are reclaimed, plus 1
     when `membership` is not given.
     """
     now = now or timezone.now()
@@ -116,13 +116,8 @@ def _assignment_next_once(
         return _assignment_next_postgresql(
             project=project, annotator=annotator, membership=membership, now=now, prefer=prefer
         )
-    # next's own statements (sql_next, embedded by annotate_next on PostgreSQL), one by one;
-    # datetimes adapted as the ORM would store them (SQLite compares them as text).
-    params: dict[str, Any] = {
-        "project": project.pk,
-        "annotator": annotator.pk,
-        "now": connection.ops.adapt_datetimefield_value(now),
-    }
+    # next's own statements (sql_next, embedded by annotate_next on PostgreSQL), one by one.
+    params: dict[str, Any] = {"project": project.pk, "annotator": annotator.pk, "now": now}
     with transaction.atomic():
         existing = statements.run(OPEN_LEASE, params)
         if existing is not None:
@@ -147,7 +142,7 @@ def _assignment_next_once(
             else bool(secrets.randbelow(2))
         )
         expires_at = now + timedelta(seconds=project.lease_seconds)
-        params["expires"] = connection.ops.adapt_datetimefield_value(expires_at)
+        params["expires"] = expires_at
         params["guideline_version"] = project.guideline_version
         row = statements.run(LEASE_INSERT, params)
         assert row is not None  # the comparison was just picked: it exists
