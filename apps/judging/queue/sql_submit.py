@@ -1,18 +1,21 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
-rules as answers.answer_problem and submit.py, in one round trip. The late-submission rule, the
-caps and the counts are not written here: annotate_submit embeds sql_submit_steps' statements,
-which the ORM path runs through a cursor."""
+rules as answers.answer_problem and submit.py, in one round trip. The standing check, the
+late-submission rule, the caps, closing a lease and the counts are not written here:
+annotate_submit embeds sql_submit_steps' and sql_lease's statements, which the other path runs
+through a cursor (or, for the standing, evaluates as the same rule table in Python)."""
 
 from django.db.models import NOT_PROVIDED
 
 from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
+from apps.judging.queue.sql_lease import LEASE_CLOSE, SLOT_FREE
 from apps.judging.queue.sql_submit_steps import (
     CAP_REFUSAL,
     COMPARISON_VOTE,
     LATE_REFUSAL,
     MEMBER_LOCK,
     MEMBER_VOTE,
+    STANDING_REFUSAL,
     perform,
     plpgsql,
 )
@@ -56,7 +59,8 @@ CREATE FUNCTION annotate_submit(
 DECLARE
     a record;
     c record;
-    s record;
+    v_gold_correct integer;
+    v_gold_answered integer;
     v_holds boolean;
     v_option text;
     v_key text;
@@ -82,33 +86,22 @@ BEGIN
         RETURN;
     END IF;
     -- A lease taken before its annotator was deactivated, removed from the project or stopped
-    -- by the gold rule (standing.standing_problem, in its order): refused, and an open lease
-    -- closed and its slot freed (the comparison's lock after the assignment's, the queue's
+    -- by the gold rule (sql_submit_steps.STANDING_REFUSAL): refused, and an open lease closed
+    -- and its slot freed (sql_lease; the comparison's lock after the assignment's, the queue's
     -- order). For 'stopped', o_allowed is "correct answered minimum min_answers". Read in a
     -- statement of its own, after the lock: the lock's statement would see the account and the
     -- membership as they were before it waited (a deactivation holding the lease's row).
     IF a.status IN ('open', 'expired') THEN
-        SELECT u.is_active, m.id AS member_id, m.gold_answered, m.gold_correct INTO s
-        FROM auth_user u
-        LEFT JOIN projects_membership m ON m.project_id = a.project_id AND m.user_id = u.id
-        WHERE u.id = p_annotator;
-        IF NOT s.is_active THEN
-            outcome := 'inactive';
-        ELSIF s.member_id IS NULL THEN
-            outcome := 'not_member';
-        ELSIF a.gold_min_accuracy > 0 AND s.gold_answered > 0
-              AND s.gold_answered >= a.gold_min_answers
-              AND s.gold_correct::float8 / s.gold_answered < a.gold_min_accuracy THEN
-            outcome := 'stopped';
-            o_allowed := concat_ws(' ', s.gold_correct, s.gold_answered, a.gold_min_accuracy,
-                                   a.gold_min_answers);
-        END IF;
+        __STANDING_REFUSAL__
+        INTO outcome, v_gold_correct, v_gold_answered;
         IF outcome IS NOT NULL THEN
+            IF outcome = 'stopped' THEN
+                o_allowed := concat_ws(' ', v_gold_correct, v_gold_answered,
+                                       a.gold_min_accuracy, a.gold_min_answers);
+            END IF;
             IF a.status = 'open' THEN
-                UPDATE judging_assignment SET status = 'expired', closed_at = p_now
-                WHERE id = a.id;
-                UPDATE batches_comparison SET lease_count = lease_count - 1
-                WHERE id = a.comparison_id AND NOT is_gold;
+                __LEASE_EXPIRE__;
+                __SLOT_FREE__;
             END IF;
             RETURN;
         END IF;
@@ -219,9 +212,8 @@ BEGIN
         o_allowed := (CASE outcome WHEN 'project_cap' THEN a.project_cap
                                    ELSE c.batch_cap END)::text;
         IF a.status = 'open' THEN
-            UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = a.id;
-            UPDATE batches_comparison SET lease_count = lease_count - v_holds::integer
-            WHERE id = c.id;
+            __LEASE_EXPIRE__;
+            __SLOT_FREE__;
         END IF;
         RETURN;
     END IF;
@@ -257,7 +249,7 @@ BEGIN
         outcome := 'already_judged';
         RETURN;
     END IF;
-    UPDATE judging_assignment SET status = 'submitted', closed_at = p_now WHERE id = a.id;
+    __LEASE_SUBMIT__;
     __COMPARISON_VOTE__;
     __MEMBER_VOTE__;
     outcome := 'created';
@@ -315,6 +307,11 @@ _PLACES = {
     "__COMPARISON_VOTE__": plpgsql(COMPARISON_VOTE),
     "__MEMBER_VOTE__": plpgsql(MEMBER_VOTE),
     "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),
+    "__STANDING_REFUSAL__": plpgsql(STANDING_REFUSAL),
+    "__LEASE_EXPIRE__": plpgsql(LEASE_CLOSE, status="'expired'"),
+    "__LEASE_SUBMIT__": plpgsql(LEASE_CLOSE, status="'submitted'"),
+    # An open lease's slot (none for gold: SLOT_FREE says so).
+    "__SLOT_FREE__": plpgsql(SLOT_FREE, freed="1"),
     "__CAP_REFUSAL__": f"{perform(MEMBER_LOCK)};\n    {plpgsql(CAP_REFUSAL)}",
 }
 SUBMIT_FUNCTION = _SUBMIT_TEMPLATE
