@@ -6,7 +6,7 @@ through a cursor (or, for the standing, evaluates as the same rule table in Pyth
 
 from django.db.models import NOT_PROVIDED
 
-from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
+from apps.judging.answers import PICK_FITS, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
 from apps.judging.queue.sql_lease import LEASE_CLOSE, SLOT_FREE
 from apps.judging.queue.sql_submit_steps import (
@@ -19,20 +19,26 @@ from apps.judging.queue.sql_submit_steps import (
     perform,
     plpgsql,
 )
+from apps.projects.rules import case_sql
 
 FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
     p_choice text, p_strength integer, p_graded boolean, p_allow_tie boolean,
     p_allow_both_bad boolean
 ) RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
--- Whether one answer (overall or a criterion's) fits the scheme: answers._pick_fits.
-SELECT coalesce(CASE
-    WHEN p_choice = 'both_bad' THEN p_allow_both_bad AND p_strength IS NULL
-    WHEN p_graded THEN p_strength IS NOT NULL
-         AND p_strength BETWEEN -{MAX_STRENGTH} AND {MAX_STRENGTH}
-    ELSE p_strength IS NULL
-         AND (p_choice IN ('left', 'right') OR (p_choice = 'tie' AND p_allow_tie))
-END, false)
+-- Whether one answer (overall or a criterion's) fits the scheme: answers.PICK_FITS.
+SELECT {
+    case_sql(
+        PICK_FITS,
+        {
+            "choice": "p_choice",
+            "strength": "p_strength",
+            "graded": "p_graded",
+            "allow_tie": "p_allow_tie",
+            "allow_both_bad": "p_allow_both_bad",
+        },
+    )
+}
 $fn$;
 """
 
