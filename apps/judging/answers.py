@@ -262,6 +262,23 @@ def oriented(pick: Pick, *, left_is_a: bool) -> dict[str, Any]:
     return {"option": option, "strength": strength}
 
 
+def stored(answer: Answer, *, left_is_a: bool) -> dict[str, Any]:
+    """The answer as stored for a lease that shows candidate A on the left (`left_is_a`) or on
+    the right: the overall pick (`oriented`; a ranking has no option) and each criterion's."""
+    overall = oriented(answer.overall, left_is_a=left_is_a)
+    if answer.overall.choice == Choice.RANKING:
+        overall["option"] = None
+    criteria = {name: oriented(pick, left_is_a=left_is_a) for name, pick in answer.criteria.items()}
+    return {**overall, "criteria": criteria}
+
+
+def stored_sides(answer: Answer) -> dict[str, dict[str, Any]]:
+    """`stored` for either side, keyed "true" and "false" (left_is_a as SQL text): for
+    annotate_submit, which learns the lease's side only as it reads it, and so orients nothing
+    itself."""
+    return {str(side).lower(): stored(answer, left_is_a=side) for side in (True, False)}
+
+
 def on_screen(stored: dict[str, Any], *, left_is_a: bool) -> dict[str, Any]:
     """The inverse of `oriented`: a stored pick back on the screen's terms of its lease."""
     option, strength = stored.get("option"), stored.get("strength")

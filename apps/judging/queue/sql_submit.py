@@ -46,15 +46,16 @@ $fn$;
 _SUBMIT_TEMPLATE = """
 CREATE FUNCTION annotate_submit(
     p_assignment bigint, p_annotator bigint, p_choice text, p_strength integer,
-    p_criteria jsonb, p_flags jsonb, p_rationale text, p_key text, p_duration integer,
-    p_now timestamptz,
+    p_criteria jsonb, p_stored jsonb, p_flags jsonb, p_rationale text, p_key text,
+    p_duration integer, p_now timestamptz,
     OUT outcome text, OUT o_judgment bigint, OUT o_comparison bigint, OUT o_batch bigint,
     OUT o_left bigint, OUT o_right bigint, OUT o_chosen bigint, OUT o_chosen_external text,
     OUT o_gold_correct boolean, OUT o_allowed text, OUT o_strength integer,
     OUT o_criteria jsonb, OUT o_guideline_version integer, OUT o_left_is_a boolean
 ) LANGUAGE plpgsql AS $fn$
 -- The answer comes on the screen's terms (p_choice; p_strength < 0 favours the left response;
--- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py).
+-- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py), and
+-- as stored for either side (p_stored: answers.stored_sides).
 -- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
 -- earlier judgment); or why nothing was stored: one of answers.MESSAGES' codes (o_allowed is
 -- its detail), 'not_found', 'judged' (the assignment was judged before), 'skipped',
@@ -73,7 +74,7 @@ DECLARE
     v_graded boolean;
     v_names text[];
     v_least integer;
-    v_flip integer;
+    v_stored jsonb;
 BEGIN
     SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id,
            x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
@@ -230,23 +231,14 @@ BEGIN
     o_chosen := CASE p_choice WHEN 'left' THEN a.left_id WHEN 'right' THEN a.right_id END;
     o_chosen_external := CASE p_choice WHEN 'left' THEN a.left_external
                                        WHEN 'right' THEN a.right_external END;
-    v_option := CASE WHEN o_chosen IS NULL THEN p_choice
-                     WHEN o_chosen = c.candidate_a_id THEN 'a' ELSE 'b' END;
-    o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
-    -- Stored oriented to the candidates: a strength > 0 favours candidate A.
+    -- Stored oriented to the candidates (a strength > 0 favours candidate A): answers.stored,
+    -- computed for either side (p_stored), picked by the lease's side.
     o_left_is_a := a.left_id = c.candidate_a_id;
-    v_flip := CASE WHEN o_left_is_a THEN -1 ELSE 1 END;
-    o_strength := p_strength * v_flip;
-    o_criteria := '{}'::jsonb;
-    IF p_criteria <> '{}'::jsonb THEN
-    SELECT coalesce(jsonb_object_agg(e.key, jsonb_build_object(
-               'option', CASE WHEN e.value->>'choice' IN ('left', 'right') THEN
-                                  CASE WHEN (e.value->>'choice' = 'left') = (v_flip = -1)
-                                       THEN 'a' ELSE 'b' END
-                              ELSE e.value->>'choice' END,
-               'strength', (e.value->>'strength')::integer * v_flip)), '{}'::jsonb)
-    INTO o_criteria FROM jsonb_each(p_criteria) e;
-    END IF;
+    v_stored := p_stored->(o_left_is_a::text);
+    v_option := v_stored->>'option';
+    o_strength := (v_stored->>'strength')::integer;
+    o_criteria := v_stored->'criteria';
+    o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
     o_guideline_version := a.guideline_version;
     __JUDGMENT_INSERT__
     ON CONFLICT (comparison_id, annotator_id) DO NOTHING
