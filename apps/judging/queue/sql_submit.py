@@ -21,24 +21,21 @@ from apps.judging.queue.sql_submit_steps import (
 )
 from apps.projects.rules import case_sql
 
+# annotate_fits' parameter for each of PICK_FITS' terms.
+_FITS_PARAMETERS = {
+    "choice": "p_choice",
+    "strength": "p_strength",
+    "graded": "p_graded",
+    "allow_tie": "p_allow_tie",
+    "allow_both_bad": "p_allow_both_bad",
+}
 FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
     p_choice text, p_strength integer, p_graded boolean, p_allow_tie boolean,
     p_allow_both_bad boolean
 ) RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
 -- Whether one answer (overall or a criterion's) fits the scheme: answers.PICK_FITS.
-SELECT {
-    case_sql(
-        PICK_FITS,
-        {
-            "choice": "p_choice",
-            "strength": "p_strength",
-            "graded": "p_graded",
-            "allow_tie": "p_allow_tie",
-            "allow_both_bad": "p_allow_both_bad",
-        },
-    )
-}
+SELECT {case_sql(PICK_FITS, _FITS_PARAMETERS)}
 $fn$;
 """
 
