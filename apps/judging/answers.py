@@ -4,6 +4,9 @@ The shape (types, ranges, lengths) needs no project and is checked before anythi
 the database. The project's rules (its scheme, criteria, flags and rationale rule) are checked
 with the lease locked: by `answer_problem` on SQLite, and by annotate_submit (queue.sql_submit) on
 PostgreSQL, which reports the same problem codes. Either way the message comes from `MESSAGES`.
+Whether a pick fits the scheme is one table (`PICK_FITS`), which annotate_fits is made from;
+the order of the checks, and the criteria, flags and rationale rules, are still written in
+both (tests/projects/test_schemes.py runs each on both databases).
 
 Sides: the annotator answers about the screen (left, right; a graded strength below 0 favours
 the left response). What is stored is oriented to the comparison's candidates (A, B), whichever
@@ -15,6 +18,7 @@ from typing import Any
 
 from apps.judging.models import Choice
 from apps.projects.models import Project, RationaleRule, Scheme
+from apps.projects.rules import Cases, case_holds
 
 MAX_STRENGTH = 3
 MAX_RATIONALE = 10_000
@@ -171,13 +175,32 @@ def allowed_choices(allow_tie: bool, allow_both_bad: bool) -> list[str]:
     return allowed
 
 
+# Whether one answer (overall or a criterion's) fits the project's scheme: the rule of the first
+# case whose condition holds (projects.rules), over the pick (choice, strength: its range is the
+# shape's, checked before) and the project (graded, allow_tie, allow_both_bad). Written once:
+# `_pick_fits` evaluates it, and annotate_fits (queue.sql_submit) is its SQL.
+PICK_FITS: Cases = (
+    (
+        (("choice", "=", "'both_bad'"),),
+        (("allow_both_bad", "=", "true"), ("strength", "=", "null")),
+    ),
+    ((("graded", "=", "true"),), (("strength", "<>", "null"),)),
+    ((("choice", "=", "'tie'"),), (("allow_tie", "=", "true"), ("strength", "=", "null"))),
+    ((("choice", "=", "'left'"),), (("strength", "=", "null"),)),
+    ((("choice", "=", "'right'"),), (("strength", "=", "null"),)),
+)
+
+
 def _pick_fits(project: Any, pick: Pick) -> bool:
-    if pick.choice == Choice.BOTH_BAD:
-        return bool(project.allow_both_bad) and pick.strength is None
-    if project.scheme == Scheme.GRADED:
-        return pick.strength is not None
-    return pick.strength is None and pick.choice in allowed_choices(
-        project.allow_tie, project.allow_both_bad
+    return case_holds(
+        PICK_FITS,
+        {
+            "choice": pick.choice,
+            "strength": pick.strength,
+            "graded": project.scheme == Scheme.GRADED,
+            "allow_tie": bool(project.allow_tie),
+            "allow_both_bad": bool(project.allow_both_bad),
+        },
     )
 
 
@@ -237,6 +260,23 @@ def oriented(pick: Pick, *, left_is_a: bool) -> dict[str, Any]:
         option = pick.choice
     strength = None if pick.strength is None else pick.strength * flip
     return {"option": option, "strength": strength}
+
+
+def stored(answer: Answer, *, left_is_a: bool) -> dict[str, Any]:
+    """The answer as stored for a lease that shows candidate A on the left (`left_is_a`) or on
+    the right: the overall pick (`oriented`; a ranking has no option) and each criterion's."""
+    overall = oriented(answer.overall, left_is_a=left_is_a)
+    if answer.overall.choice == Choice.RANKING:
+        overall["option"] = None
+    criteria = {name: oriented(pick, left_is_a=left_is_a) for name, pick in answer.criteria.items()}
+    return {**overall, "criteria": criteria}
+
+
+def stored_sides(answer: Answer) -> dict[str, dict[str, Any]]:
+    """`stored` for either side, keyed "true" and "false" (left_is_a as SQL text): for
+    annotate_submit, which learns the lease's side only as it reads it, and so orients nothing
+    itself."""
+    return {str(side).lower(): stored(answer, left_is_a=side) for side in (True, False)}
 
 
 def on_screen(stored: dict[str, Any], *, left_is_a: bool) -> dict[str, Any]:

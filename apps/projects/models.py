@@ -7,6 +7,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+from apps.projects.rules import GOLD_STOP, holds
+
 
 class AssignmentPolicy(models.TextChoices):
     BREADTH_FIRST = "breadth_first", "Breadth first: fewest votes first"
@@ -280,13 +282,16 @@ class Membership(models.Model):
 
 def gold_stop_reason(*, correct: int, answered: int, min_accuracy: float, min_answers: int) -> str:
     """The gold rule: why an annotator with these gold answers is stopped, or "" when they are
-    not. annotate_submit (apps.judging.queue.sql_submit) applies the same rule on PostgreSQL."""
-    if min_accuracy <= 0 or not answered or answered < min_answers:
-        return ""
-    accuracy = correct / answered
-    if accuracy >= min_accuracy:
+    not: rules.GOLD_STOP, which annotate_submit's standing check writes as SQL."""
+    values = {
+        "correct": correct,
+        "answered": answered,
+        "min_accuracy": min_accuracy,
+        "min_answers": min_answers,
+    }
+    if not holds(GOLD_STOP, values):
         return ""
     return (
-        f"gold accuracy {accuracy:.0%} over {answered} gold items is below the project's "
+        f"gold accuracy {correct / answered:.0%} over {answered} gold items is below the project's "
         f"minimum of {min_accuracy:.0%}"
     )

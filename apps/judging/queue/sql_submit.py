@@ -1,35 +1,41 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
-rules as answers.answer_problem and submit.py, in one round trip. The late-submission rule, the
-caps and the counts are not written here: annotate_submit embeds sql_submit_steps' statements,
-which the ORM path runs through a cursor."""
+rules as answers.answer_problem and submit.py, in one round trip. The standing check, the
+late-submission rule, the caps, closing a lease and the counts are not written here:
+annotate_submit embeds sql_submit_steps' and sql_lease's statements, which the other path runs
+through a cursor (or, for the standing, evaluates as the same rule table in Python)."""
 
 from django.db.models import NOT_PROVIDED
 
-from apps.judging.answers import MAX_STRENGTH, REQUIRED_RATIONALE_MIN
+from apps.judging.answers import PICK_FITS, REQUIRED_RATIONALE_MIN
 from apps.judging.models import Judgment
+from apps.judging.queue.sql_lease import LEASE_CLOSE, SLOT_FREE
 from apps.judging.queue.sql_submit_steps import (
     CAP_REFUSAL,
     COMPARISON_VOTE,
     LATE_REFUSAL,
     MEMBER_LOCK,
     MEMBER_VOTE,
+    STANDING_REFUSAL,
     perform,
     plpgsql,
 )
+from apps.projects.rules import case_sql
 
+# annotate_fits' parameter for each of PICK_FITS' terms.
+_FITS_PARAMETERS = {
+    "choice": "p_choice",
+    "strength": "p_strength",
+    "graded": "p_graded",
+    "allow_tie": "p_allow_tie",
+    "allow_both_bad": "p_allow_both_bad",
+}
 FITS_FUNCTION = f"""
 CREATE FUNCTION annotate_fits(
     p_choice text, p_strength integer, p_graded boolean, p_allow_tie boolean,
     p_allow_both_bad boolean
 ) RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
--- Whether one answer (overall or a criterion's) fits the scheme: answers._pick_fits.
-SELECT coalesce(CASE
-    WHEN p_choice = 'both_bad' THEN p_allow_both_bad AND p_strength IS NULL
-    WHEN p_graded THEN p_strength IS NOT NULL
-         AND p_strength BETWEEN -{MAX_STRENGTH} AND {MAX_STRENGTH}
-    ELSE p_strength IS NULL
-         AND (p_choice IN ('left', 'right') OR (p_choice = 'tie' AND p_allow_tie))
-END, false)
+-- Whether one answer (overall or a criterion's) fits the scheme: answers.PICK_FITS.
+SELECT {case_sql(PICK_FITS, _FITS_PARAMETERS)}
 $fn$;
 """
 
@@ -37,15 +43,16 @@ $fn$;
 _SUBMIT_TEMPLATE = """
 CREATE FUNCTION annotate_submit(
     p_assignment bigint, p_annotator bigint, p_choice text, p_strength integer,
-    p_criteria jsonb, p_flags jsonb, p_rationale text, p_key text, p_duration integer,
-    p_now timestamptz,
+    p_criteria jsonb, p_stored jsonb, p_flags jsonb, p_rationale text, p_key text,
+    p_duration integer, p_now timestamptz,
     OUT outcome text, OUT o_judgment bigint, OUT o_comparison bigint, OUT o_batch bigint,
     OUT o_left bigint, OUT o_right bigint, OUT o_chosen bigint, OUT o_chosen_external text,
     OUT o_gold_correct boolean, OUT o_allowed text, OUT o_strength integer,
     OUT o_criteria jsonb, OUT o_guideline_version integer, OUT o_left_is_a boolean
 ) LANGUAGE plpgsql AS $fn$
 -- The answer comes on the screen's terms (p_choice; p_strength < 0 favours the left response;
--- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py).
+-- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py), and
+-- as stored for either side (p_stored: answers.stored_sides).
 -- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
 -- earlier judgment); or why nothing was stored: one of answers.MESSAGES' codes (o_allowed is
 -- its detail), 'not_found', 'judged' (the assignment was judged before), 'skipped',
@@ -56,14 +63,15 @@ CREATE FUNCTION annotate_submit(
 DECLARE
     a record;
     c record;
-    s record;
+    v_gold_correct integer;
+    v_gold_answered integer;
     v_holds boolean;
     v_option text;
     v_key text;
     v_graded boolean;
     v_names text[];
     v_least integer;
-    v_flip integer;
+    v_stored jsonb;
 BEGIN
     SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id,
            x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
@@ -82,33 +90,22 @@ BEGIN
         RETURN;
     END IF;
     -- A lease taken before its annotator was deactivated, removed from the project or stopped
-    -- by the gold rule (standing.standing_problem, in its order): refused, and an open lease
-    -- closed and its slot freed (the comparison's lock after the assignment's, the queue's
+    -- by the gold rule (sql_submit_steps.STANDING_REFUSAL): refused, and an open lease closed
+    -- and its slot freed (sql_lease; the comparison's lock after the assignment's, the queue's
     -- order). For 'stopped', o_allowed is "correct answered minimum min_answers". Read in a
     -- statement of its own, after the lock: the lock's statement would see the account and the
     -- membership as they were before it waited (a deactivation holding the lease's row).
     IF a.status IN ('open', 'expired') THEN
-        SELECT u.is_active, m.id AS member_id, m.gold_answered, m.gold_correct INTO s
-        FROM auth_user u
-        LEFT JOIN projects_membership m ON m.project_id = a.project_id AND m.user_id = u.id
-        WHERE u.id = p_annotator;
-        IF NOT s.is_active THEN
-            outcome := 'inactive';
-        ELSIF s.member_id IS NULL THEN
-            outcome := 'not_member';
-        ELSIF a.gold_min_accuracy > 0 AND s.gold_answered > 0
-              AND s.gold_answered >= a.gold_min_answers
-              AND s.gold_correct::float8 / s.gold_answered < a.gold_min_accuracy THEN
-            outcome := 'stopped';
-            o_allowed := concat_ws(' ', s.gold_correct, s.gold_answered, a.gold_min_accuracy,
-                                   a.gold_min_answers);
-        END IF;
+        __STANDING_REFUSAL__
+        INTO outcome, v_gold_correct, v_gold_answered;
         IF outcome IS NOT NULL THEN
+            IF outcome = 'stopped' THEN
+                o_allowed := concat_ws(' ', v_gold_correct, v_gold_answered,
+                                       a.gold_min_accuracy, a.gold_min_answers);
+            END IF;
             IF a.status = 'open' THEN
-                UPDATE judging_assignment SET status = 'expired', closed_at = p_now
-                WHERE id = a.id;
-                UPDATE batches_comparison SET lease_count = lease_count - 1
-                WHERE id = a.comparison_id AND NOT is_gold;
+                __LEASE_EXPIRE__;
+                __SLOT_FREE__;
             END IF;
             RETURN;
         END IF;
@@ -219,9 +216,8 @@ BEGIN
         o_allowed := (CASE outcome WHEN 'project_cap' THEN a.project_cap
                                    ELSE c.batch_cap END)::text;
         IF a.status = 'open' THEN
-            UPDATE judging_assignment SET status = 'expired', closed_at = p_now WHERE id = a.id;
-            UPDATE batches_comparison SET lease_count = lease_count - v_holds::integer
-            WHERE id = c.id;
+            __LEASE_EXPIRE__;
+            __SLOT_FREE__;
         END IF;
         RETURN;
     END IF;
@@ -232,23 +228,14 @@ BEGIN
     o_chosen := CASE p_choice WHEN 'left' THEN a.left_id WHEN 'right' THEN a.right_id END;
     o_chosen_external := CASE p_choice WHEN 'left' THEN a.left_external
                                        WHEN 'right' THEN a.right_external END;
-    v_option := CASE WHEN o_chosen IS NULL THEN p_choice
-                     WHEN o_chosen = c.candidate_a_id THEN 'a' ELSE 'b' END;
-    o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
-    -- Stored oriented to the candidates: a strength > 0 favours candidate A.
+    -- Stored oriented to the candidates (a strength > 0 favours candidate A): answers.stored,
+    -- computed for either side (p_stored), picked by the lease's side.
     o_left_is_a := a.left_id = c.candidate_a_id;
-    v_flip := CASE WHEN o_left_is_a THEN -1 ELSE 1 END;
-    o_strength := p_strength * v_flip;
-    o_criteria := '{}'::jsonb;
-    IF p_criteria <> '{}'::jsonb THEN
-    SELECT coalesce(jsonb_object_agg(e.key, jsonb_build_object(
-               'option', CASE WHEN e.value->>'choice' IN ('left', 'right') THEN
-                                  CASE WHEN (e.value->>'choice' = 'left') = (v_flip = -1)
-                                       THEN 'a' ELSE 'b' END
-                              ELSE e.value->>'choice' END,
-               'strength', (e.value->>'strength')::integer * v_flip)), '{}'::jsonb)
-    INTO o_criteria FROM jsonb_each(p_criteria) e;
-    END IF;
+    v_stored := p_stored->(o_left_is_a::text);
+    v_option := v_stored->>'option';
+    o_strength := (v_stored->>'strength')::integer;
+    o_criteria := v_stored->'criteria';
+    o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
     o_guideline_version := a.guideline_version;
     __JUDGMENT_INSERT__
     ON CONFLICT (comparison_id, annotator_id) DO NOTHING
@@ -257,7 +244,7 @@ BEGIN
         outcome := 'already_judged';
         RETURN;
     END IF;
-    UPDATE judging_assignment SET status = 'submitted', closed_at = p_now WHERE id = a.id;
+    __LEASE_SUBMIT__;
     __COMPARISON_VOTE__;
     __MEMBER_VOTE__;
     outcome := 'created';
@@ -315,6 +302,11 @@ _PLACES = {
     "__COMPARISON_VOTE__": plpgsql(COMPARISON_VOTE),
     "__MEMBER_VOTE__": plpgsql(MEMBER_VOTE),
     "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),
+    "__STANDING_REFUSAL__": plpgsql(STANDING_REFUSAL),
+    "__LEASE_EXPIRE__": plpgsql(LEASE_CLOSE, status="'expired'"),
+    "__LEASE_SUBMIT__": plpgsql(LEASE_CLOSE, status="'submitted'"),
+    # An open lease's slot (none for gold: SLOT_FREE says so).
+    "__SLOT_FREE__": plpgsql(SLOT_FREE, freed="1"),
     "__CAP_REFUSAL__": f"{perform(MEMBER_LOCK)};\n    {plpgsql(CAP_REFUSAL)}",
 }
 SUBMIT_FUNCTION = _SUBMIT_TEMPLATE

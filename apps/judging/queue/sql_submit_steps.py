@@ -6,19 +6,50 @@
 - elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor
   (statements.run), one statement each, with a lock statement first where the database locks rows.
 
-Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap, and
-for the counts option, rank, holds and gold_correct.
+Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap,
+min_accuracy and min_answers (the gold rule's), and for the counts option, rank, holds and
+gold_correct.
 """
 
-from apps.batches.queue_order import complete_sql
+from apps.batches.queue_order import complete_sql, filled_sql
 from apps.judging.queue import statements
 from apps.judging.queue.statements import embed
+from apps.projects.rules import GOLD_STOP, Rule, as_sql
+
+# Who may no longer act on a lease they took, in this order: a deactivated account, a removed
+# member, an annotator stopped by the gold rule. Each outcome with its rule (projects.rules)
+# over the annotator's standing: standing.standing_problem evaluates the table on values
+# already loaded, STANDING_REFUSAL below is the same table as SQL.
+STANDING_RULES: tuple[tuple[str, Rule], ...] = (
+    ("inactive", (("active", "=", "false"),)),
+    ("not_member", (("member", "=", "false"),)),
+    ("stopped", GOLD_STOP),
+)
+_STANDING_TERMS = {
+    "active": "u.is_active",
+    "member": "(m.id IS NOT NULL)",
+    "correct": "m.gold_correct",
+    "answered": "m.gold_answered",
+    "min_accuracy": "%(min_accuracy)s",
+    "min_answers": "%(min_answers)s",
+}
+# The refusal's outcome (NULL when the annotator may go on), and their gold answers: correct,
+# answered (for the stopped refusal's reason; NULL for one who is no member).
+_STANDING_CASES = "\n        ".join(
+    f"WHEN {as_sql(rule, _STANDING_TERMS)} THEN '{outcome}'" for outcome, rule in STANDING_RULES
+)
+STANDING_REFUSAL = f"""SELECT CASE
+        {_STANDING_CASES}
+    END, m.gold_correct, m.gold_answered
+    FROM auth_user u
+    LEFT JOIN projects_membership m ON m.project_id = %(project)s AND m.user_id = u.id
+    WHERE u.id = %(annotator)s"""
 
 # A reclaimed lease: its judgment goes only into a free slot, never past the overlap (gold items
 # have none), and not from an annotator who has judged the comparison since. The refusal's
 # outcome ('late_full', 'already_judged'), NULL when the judgment may go in.
-LATE_REFUSAL = """SELECT CASE
-        WHEN NOT cmp.is_gold AND cmp.judgment_count + cmp.lease_count >= %(overlap)s
+LATE_REFUSAL = f"""SELECT CASE
+        WHEN NOT cmp.is_gold AND {filled_sql("cmp")} >= %(overlap)s
         THEN 'late_full'
         WHEN EXISTS (SELECT 1 FROM judging_judgment j
                      WHERE j.comparison_id = cmp.id AND j.annotator_id = %(annotator)s)
@@ -87,13 +118,17 @@ MEMBER_VOTE = f"""UPDATE projects_membership SET
     WHERE project_id = %(project)s AND user_id = %(annotator)s"""
 
 # annotate_submit's variable (or expression) for each parameter. The statements' table aliases
-# must not be one of its record variables (a, c, s): PL/pgSQL would find the name ambiguous.
+# must not be one of its record variables (a, c): PL/pgSQL would find the name ambiguous.
 _VARIABLES = {
     "annotator": "p_annotator",
-    "comparison": "c.id",
+    "assignment": "a.id",
+    "comparison": "a.comparison_id",  # c.id, and known before c is read
     "overlap": "a.overlap",
     "project": "a.project_id",
     "project_cap": "a.project_cap",
+    "min_accuracy": "a.gold_min_accuracy",
+    "min_answers": "a.gold_min_answers",
+    "now": "p_now",
     "batch": "c.batch_id",
     "batch_cap": "c.batch_cap",
     "option": "v_option",
@@ -103,9 +138,10 @@ _VARIABLES = {
 }
 
 
-def plpgsql(sql: str) -> str:
-    """A shared statement as annotate_submit's PL/pgSQL text."""
-    return embed(sql, _VARIABLES)
+def plpgsql(sql: str, **given: str) -> str:
+    """A shared statement as annotate_submit's PL/pgSQL text; `given`: the value of a parameter
+    that is a constant there (a lease's new status)."""
+    return embed(sql, {**_VARIABLES, **given})
 
 
 def perform(sql: str) -> str:

@@ -19,11 +19,13 @@ from apps.judging.queue.errors import (
     standing_error,
 )
 from apps.judging.queue.sql_lease import lease_close
+from apps.judging.queue.sql_submit_steps import STANDING_RULES
 from apps.projects.models import (
     Membership,
     Project,
     gold_stop_reason,
 )
+from apps.projects.rules import holds
 
 _member = Membership.objects.filter(
     project_id=OuterRef("project_id"), user_id=OuterRef("annotator_id")
@@ -84,18 +86,26 @@ def standing_problem(
     project: Project, *, active: bool, member: bool, gold_answered: int, gold_correct: int
 ) -> tuple[str, str]:
     """(outcome, detail) when the annotator may not act in the project: removed from it, their
-    account deactivated, or stopped by the gold rule; ("", "") when they may."""
-    if not active:
-        return "inactive", ""
-    if not member:
-        return "not_member", ""
+    account deactivated, or stopped by the gold rule; ("", "") when they may. The rules of
+    sql_submit_steps.STANDING_RULES, which annotate_submit runs as STANDING_REFUSAL."""
+    values = {
+        "active": active,
+        "member": member,
+        "correct": gold_correct,
+        "answered": gold_answered,
+        "min_accuracy": project.gold_min_accuracy,
+        "min_answers": project.gold_min_answers,
+    }
+    outcome = next((outcome for outcome, rule in STANDING_RULES if holds(rule, values)), "")
+    if outcome != "stopped":
+        return outcome, ""
     reason = gold_stop_reason(
         correct=gold_correct,
         answered=gold_answered,
         min_accuracy=project.gold_min_accuracy,
         min_answers=project.gold_min_answers,
     )
-    return ("stopped", reason) if reason else ("", "")
+    return outcome, reason
 
 
 def standing_refusal(locked: Locked, now: datetime) -> AnnotatorBlocked | None:

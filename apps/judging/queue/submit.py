@@ -194,11 +194,9 @@ def _judgment_store(
     chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
         Choice(choice)
     )
-    option: str | None = (
-        choice if chosen_id is None else ("a" if chosen_id == comparison.candidate_a_id else "b")
-    )
-    if choice == Choice.RANKING:
-        option = None
+    # Oriented to the candidates as annotate_submit stores it (answers.stored).
+    oriented = answers.stored(answer, left_is_a=left_is_a)
+    option = oriented["option"]
     gold_correct = (option == comparison.gold_answer) if comparison.is_gold else None
     judgment = Judgment(
         comparison_id=comparison.pk,
@@ -209,11 +207,8 @@ def _judgment_store(
         left_id=assignment.left_id,
         right_id=assignment.right_id,
         chosen_id=chosen_id,
-        strength=answers.oriented(answer.overall, left_is_a=left_is_a)["strength"],
-        criteria={
-            name: answers.oriented(pick, left_is_a=left_is_a)
-            for name, pick in answer.criteria.items()
-        },
+        strength=oriented["strength"],
+        criteria=oriented["criteria"],
         flags=answer.flags,
         ranking=ranking_ids,
         guideline_version=assignment.guideline_version,

@@ -52,13 +52,14 @@ def judgment_submit_postgresql(
         guideline_version,
         left_is_a,
     ) = call(
-        "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             assignment_id,
             annotator.pk,
             answer.overall.choice,
             answer.overall.strength,
             json.dumps(criteria),
+            json.dumps(answers.stored_sides(answer)),
             json.dumps(answer.flags),
             answer.rationale,
             idempotency_key,
