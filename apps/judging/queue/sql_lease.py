@@ -3,8 +3,9 @@ taking or freeing its slot. Every door that closes a lease (submit's refusals, s
 reclaim, a removed member's page) and every one that opens one (next) runs these, through a
 cursor or embedded in a PL/pgSQL function.
 
-Gold comparisons have no overlap, so their leases take no slot: `AND NOT is_gold` below is the
-one place that rule is written for the counters.
+Gold comparisons have no overlap, so their leases take no slot: HOLDS_SLOT is the one place
+that rule is written for the counters (here, and in submit's COMPARISON_VOTE, which gives the
+slot back in the same UPDATE as the vote).
 """
 
 from datetime import datetime
@@ -18,10 +19,11 @@ LEASE_CLOSE = """UPDATE judging_assignment SET status = %(status)s, closed_at = 
 
 # Its comparison's slot: taken when the lease opens, given back (freed: how many leases of the
 # comparison closed, usually 1) when it closes without a judgment.
-SLOT_TAKE = """UPDATE batches_comparison SET lease_count = lease_count + 1
-    WHERE id = %(comparison)s AND NOT is_gold"""
-SLOT_FREE = """UPDATE batches_comparison SET lease_count = lease_count - %(freed)s
-    WHERE id = %(comparison)s AND NOT is_gold"""
+HOLDS_SLOT = "NOT is_gold"  # a condition on a batches_comparison row
+SLOT_TAKE = f"""UPDATE batches_comparison SET lease_count = lease_count + 1
+    WHERE id = %(comparison)s AND {HOLDS_SLOT}"""
+SLOT_FREE = f"""UPDATE batches_comparison SET lease_count = lease_count - %(freed)s
+    WHERE id = %(comparison)s AND {HOLDS_SLOT}"""
 
 
 def lease_close(

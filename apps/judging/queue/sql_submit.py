@@ -65,7 +65,6 @@ DECLARE
     c record;
     v_gold_correct integer;
     v_gold_answered integer;
-    v_holds boolean;
     v_option text;
     v_key text;
     v_graded boolean;
@@ -198,9 +197,6 @@ BEGIN
     FROM batches_comparison cc JOIN batches_batch bb ON bb.id = cc.batch_id
     WHERE cc.id = a.comparison_id
     FOR UPDATE OF cc;
-    -- An open lease holds a slot, even past its time, until a reclaim takes it back; gold
-    -- leases never hold one.
-    v_holds := a.status = 'open' AND NOT c.is_gold;
     IF a.status <> 'open' THEN
         -- A reclaimed lease (sql_submit_steps.LATE_REFUSAL).
         __LATE_REFUSAL__

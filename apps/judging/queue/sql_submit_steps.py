@@ -7,12 +7,13 @@
   (statements.run), one statement each, with a lock statement first where the database locks rows.
 
 Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap,
-min_accuracy and min_answers (the gold rule's), and for the counts option, rank, holds and
+min_accuracy and min_answers (the gold rule's), and for the counts option, rank, was_open and
 gold_correct.
 """
 
 from apps.batches.queue_order import complete_sql, filled_sql
 from apps.judging.queue import statements
+from apps.judging.queue.sql_lease import HOLDS_SLOT
 from apps.judging.queue.statements import embed
 from apps.projects.rules import GOLD_STOP, Rule, as_sql
 
@@ -95,7 +96,8 @@ def _votes(option: str) -> str:
 # ranking, which moves no pairwise vote). A fresh rank at each new level: levels are handed out
 # in rank order, so without it whoever worked first would own the head of the next level, and
 # would have to scan past all of it there: the cost would grow with their history. The lease's
-# slot goes back when it held one (holds: 1, else 0), and `complete` follows the one rule
+# slot goes back when the lease was still open (was_open: 1, else 0; a reclaim gave it back
+# already) and held one (sql_lease.HOLDS_SLOT), and `complete` follows the one rule
 # (batches.queue_order).
 COMPARISON_VOTE = f"""UPDATE batches_comparison SET
         judgment_count = judgment_count + 1,
@@ -105,7 +107,7 @@ COMPARISON_VOTE = f"""UPDATE batches_comparison SET
         votes_both_bad = {_votes("both_bad")},
         split = abs({_votes("a")} - ({_votes("b")})),
         rank = %(rank)s,
-        lease_count = lease_count - %(holds)s,
+        lease_count = lease_count - CASE WHEN {HOLDS_SLOT} THEN %(was_open)s ELSE 0 END,
         complete = {complete_sql(overlap="%(overlap)s", votes_added=1)}
     WHERE id = %(comparison)s"""
 
@@ -133,7 +135,7 @@ _VARIABLES = {
     "batch_cap": "c.batch_cap",
     "option": "v_option",
     "rank": "floor(random() * 2147483648)::integer",  # batches.models.random_rank
-    "holds": "v_holds::integer",
+    "was_open": "(a.status = 'open')::integer",
     "gold_correct": "o_gold_correct",
 }
 

@@ -156,7 +156,9 @@ def judgment_submit(
             if assignment.status in (AssignmentStatus.SKIPPED, AssignmentStatus.UNDONE):
                 raise refusal_for(str(assignment.status))
             comparison = assignment.comparison
-            holds_slot = assignment.status == AssignmentStatus.OPEN and not comparison.is_gold
+            # An open lease gives its slot back with the vote, even past its time, until a
+            # reclaim took it back (sql_submit_steps.COMPARISON_VOTE).
+            was_open = assignment.status == AssignmentStatus.OPEN
             if assignment.status != AssignmentStatus.OPEN:
                 _check_late_submission(assignment)
             refusal = _cap_check(locked, comparison, now)
@@ -169,7 +171,7 @@ def judgment_submit(
                 ranking_ids=ranking_ids,
                 duration_ms=duration_ms,
                 idempotency_key=idempotency_key,
-                holds_slot=holds_slot,
+                was_open=was_open,
                 now=now,
             )
     raise refusal
@@ -184,7 +186,7 @@ def _judgment_store(
     ranking_ids: list[list[int]] | None,
     duration_ms: int | None,
     idempotency_key: str,
-    holds_slot: bool,
+    was_open: bool,
     now: datetime,
 ) -> SubmitResult:
     """Stores the vote and moves the counts (SQLite path); the caller holds the locks."""
@@ -239,7 +241,7 @@ def _judgment_store(
             "comparison": comparison.pk,
             "option": option,
             "rank": random_rank(),
-            "holds": int(holds_slot),
+            "was_open": int(was_open),
             "overlap": assignment.project.overlap,
         },
     )
