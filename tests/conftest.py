@@ -18,9 +18,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.audit.models import AuditEvent
 from apps.batches.models import Batch
 from apps.batches.services import batch_import
 from apps.judging.rendering import renderings_for_batch
@@ -118,6 +120,30 @@ def import_rows(project: Project) -> Callable[..., Batch]:
 
 
 @pytest.fixture
+def lead(client: Client, bob: User, project: Project) -> Client:
+    """The test client, logged in as the project's only lead (bob). tests/exports/test_admin.py
+    has one of its own that leaves the project's other members in place."""
+    project.memberships.exclude(user=bob).exclude(role="annotator").delete()
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def other(make_user: Callable[..., User]) -> Project:
+    """A second project, led by dora, with an annotator of its own (eve). The admin tests of
+    exports and projects have their own, with data in it."""
+    project = project_create(slug="other", name="Other project")
+    membership_add(project=project, user=make_user("dora"), role="lead")
+    membership_add(project=project, user=make_user("eve"), role="annotator")
+    return project
+
+
+def events(action: str, **filters: Any) -> list[AuditEvent]:
+    """The audit events of `action` (and filters), oldest first."""
+    return list(AuditEvent.objects.filter(action=action, **filters).order_by("id"))
+
+
+@pytest.fixture
 def batch(import_rows: Callable[..., Batch]) -> Batch:
     """Five prompts of three candidates: 15 comparisons."""
     return import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(1, 6)))
@@ -171,9 +197,9 @@ def no_worker(_eager_by_default: None) -> Iterator[list[tuple[str, Any]]]:
         before_task_publish.disconnect(record)
         app.conf.task_always_eager, app.conf.task_default_queue = saved
         if HAS_REDIS:
-            from tests.judging.test_worker import _forget_queue
+            from tests.workers import forget_queue
 
-            _forget_queue(queue)
+            forget_queue(queue)
 
 
 def stop_process(process: "subprocess.Popen[bytes]", timeout: float) -> None:

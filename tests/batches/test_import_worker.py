@@ -33,7 +33,7 @@ from tests.exports.test_worker import (  # noqa: F401 (queue and workers are fix
     start_worker,
     workers,
 )
-from tests.judging.test_worker import Worker, _forget_queue
+from tests.workers import Worker, forget_queue
 
 pytestmark = [
     pytest.mark.slow,
@@ -167,7 +167,7 @@ def test_an_import_whose_message_was_lost_is_sent_again_by_the_beat_job(
     client = api_client_for(lead)
     settings.IMPORT_BACKGROUND_BYTES = 1024
     batch_id = upload(client, project)
-    _forget_queue(queue)  # the broker lost the message before any worker took it
+    forget_queue(queue)  # the broker lost the message before any worker took it
 
     worker = start_worker(workers, queue, IMPORT_STALE_AFTER="2")
     time.sleep(2.5)

@@ -18,7 +18,8 @@ from apps.dashboard.services import figures_cached
 from apps.projects.models import Project
 from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
-from tests.judging.test_worker import Worker, via_worker, worker  # noqa: F401 - the fixtures
+from tests.judging.test_worker import via_worker, worker  # noqa: F401 - the fixtures
+from tests.workers import Worker
 
 pytestmark = [
     pytest.mark.slow,
