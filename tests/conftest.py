@@ -12,6 +12,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from apps.batches.services import batch_import
 from apps.judging.rendering import renderings_for_batch
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
+from tests.workers import Worker, forget_queue, worker_start
 
 ON_POSTGRES = str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql")
 HAS_REDIS = bool(settings.REDIS_URL)
@@ -197,8 +199,6 @@ def no_worker(_eager_by_default: None) -> Iterator[list[tuple[str, Any]]]:
         before_task_publish.disconnect(record)
         app.conf.task_always_eager, app.conf.task_default_queue = saved
         if HAS_REDIS:
-            from tests.workers import forget_queue
-
             forget_queue(queue)
 
 
@@ -210,6 +210,69 @@ def stop_process(process: "subprocess.Popen[bytes]", timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+# Tests of a REAL Celery worker (tests/workers.py): they need PostgreSQL and Redis.
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker process for the test module, on its own queue; always terminated at the end."""
+    queue = f"annotate-test-{uuid.uuid4().hex[:12]}"
+    running = worker_start(queue, tmp_path_factory.mktemp("worker") / "worker.log", name=queue)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        stop_process(running.process, timeout=30)
+        forget_queue(queue)
+
+
+@pytest.fixture
+def via_worker(worker: Worker, _eager_by_default: None) -> Iterator[Worker]:
+    """Sends this test's tasks to the module's worker (they are otherwise eager); prints the
+    worker's output of the test, which pytest shows when the test failed."""
+    from annotate.celery import app
+
+    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = worker.queue
+    start = worker.log_size()
+    try:
+        yield worker
+    finally:
+        app.conf.task_always_eager, app.conf.task_default_queue = saved
+        print(f"--- worker log during this test ---\n{worker.log(start)}")
+
+
+@pytest.fixture
+def queue(settings: Any, tmp_path: Path) -> Iterator[str]:
+    """A queue of this test's own; this process sends its tasks there, not eagerly. The
+    workers start_worker starts on it share this test's EXPORT_ROOT."""
+    from annotate.celery import app
+
+    name = f"annotate-test-{uuid.uuid4().hex[:12]}"
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = name
+    try:
+        yield name
+    finally:
+        app.conf.task_always_eager, app.conf.task_default_queue = saved
+        forget_queue(name)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    """The workers a test starts (start_worker); each stopped at the end (a killed one is
+    already gone), and its log printed."""
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        if worker.process.poll() is None:
+            stop_process(worker.process, timeout=30)
+        print(f"--- {worker.log_path.name} ---\n{worker.log()}")
 
 
 def db_vendor() -> str:

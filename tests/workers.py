@@ -3,11 +3,12 @@ log, and cleaning the queue out of Redis afterwards.
 
 Each worker consumes a throwaway queue (CELERY_QUEUE), so that no other worker on the same Redis
 takes the tests' tasks, and reads the test database that pytest-django created. Plain functions:
-the fixtures that use them live in the test modules (tests/judging/test_worker.py: one worker for
-a module; tests/exports/test_worker.py: workers a test starts and kills).
+the fixtures that use them are conftest.py's (`worker` and `via_worker`: one worker for a test
+module; `queue` and `workers`: a queue of a test's own, and the workers it starts and kills).
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -105,6 +106,25 @@ def worker_start(queue: str, log_path: Path, *, name: str, **env: str) -> Worker
             command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
     return Worker(process=process, log_path=log_path, queue=queue)
+
+
+def start_worker(workers: list[Worker], queue: str, **env: str) -> Worker:
+    """Starts one more worker on `queue` (the `queue` fixture's), recorded in `workers` (the
+    fixture that stops them all), with EXPORT_ROOT and `env` set; returns it once ready."""
+    log_path = Path(settings.EXPORT_ROOT).parent / f"worker-{len(workers)}.log"
+    name = f"{queue}-{len(workers)}"
+    env = {"EXPORT_ROOT": str(settings.EXPORT_ROOT), **env}  # a test may name its own
+    worker = worker_start(queue, log_path, name=name, **env)
+    workers.append(worker)
+    worker.wait_ready()
+    return worker
+
+
+def kill(worker: Worker) -> None:
+    """Kills the worker as a crash would (SIGKILL): it finishes nothing and acknowledges nothing."""
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait(timeout=10)
+    assert worker.process.returncode == -signal.SIGKILL
 
 
 def forget_queue(queue: str) -> None:

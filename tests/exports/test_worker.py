@@ -8,10 +8,7 @@ only), so that the kill lands mid-export every time.
 
 import io
 import json
-import signal
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,8 @@ from apps.exports.tasks import exports_sweep_task
 from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
 from apps.projects.services import membership_add
-from tests.conftest import api_client_for, jsonl, prompt_line, stop_process
-from tests.workers import Worker, forget_queue, lead_and_project, worker_start
+from tests.conftest import api_client_for, jsonl, prompt_line
+from tests.workers import Worker, kill, lead_and_project, start_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,43 +39,6 @@ PROMPTS = 100  # two candidates each: 100 comparisons, 300 judgments
 ROWS = 3 * PROMPTS
 SLOW = {"EXPORT_PROGRESS_ROWS": "10", "EXPORT_TEST_DELAY_MS": "100"}  # about 3 s for 300 rows
 TIMEOUT = 60
-
-
-@pytest.fixture
-def queue(settings: Any, tmp_path: Path) -> Iterator[str]:
-    """A queue of this test's own; this process sends its tasks there, not eagerly."""
-    from annotate.celery import app
-
-    name = f"annotate-test-{uuid.uuid4().hex[:12]}"
-    settings.EXPORT_ROOT = tmp_path / "exports"
-    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
-    app.conf.task_always_eager = False
-    app.conf.task_default_queue = name
-    try:
-        yield name
-    finally:
-        app.conf.task_always_eager, app.conf.task_default_queue = saved
-        forget_queue(name)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    """The workers a test starts; each stopped at the end (a killed one is already gone)."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        if worker.process.poll() is None:
-            stop_process(worker.process, timeout=30)
-        print(f"--- {worker.log_path.name} ---\n{worker.log()}")
-
-
-def start_worker(workers: list[Worker], queue: str, **env: str) -> Worker:
-    log_path = Path(settings.EXPORT_ROOT).parent / f"worker-{len(workers)}.log"
-    name = f"{queue}-{len(workers)}"
-    worker = worker_start(queue, log_path, name=name, EXPORT_ROOT=str(settings.EXPORT_ROOT), **env)
-    workers.append(worker)
-    worker.wait_ready()
-    return worker
 
 
 def judged_project(slug: str) -> tuple[User, Project]:
@@ -107,12 +67,6 @@ def job_when(client: Any, url: str, done: Any, worker: Worker | None = None) -> 
         if time.monotonic() > deadline:
             pytest.fail(f"the export never got there in {TIMEOUT} s: {job}")
         time.sleep(0.05)
-
-
-def kill(worker: Worker) -> None:
-    worker.process.send_signal(signal.SIGKILL)
-    worker.process.wait(timeout=10)
-    assert worker.process.returncode == -signal.SIGKILL
 
 
 def wait_until_stale(job_id: int, stale_after: float) -> None:

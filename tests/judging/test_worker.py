@@ -7,8 +7,6 @@ The data must be committed to be seen by the worker: hence transactional tests.
 
 import io
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -25,8 +23,8 @@ from apps.judging.queue import assignment_next
 from apps.judging.rendering import text_digest
 from apps.judging.tasks import leases_reclaim_expired_task
 from apps.projects.services import membership_add
-from tests.conftest import api_client_for, jsonl, prompt_line, stop_process
-from tests.workers import Worker, forget_queue, lead_and_project, worker_start
+from tests.conftest import api_client_for, jsonl, prompt_line
+from tests.workers import Worker, lead_and_project
 
 DONE_TIMEOUT = 60
 
@@ -36,36 +34,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL=redis://..."),
 ]
-
-
-@pytest.fixture(scope="module")
-def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """One worker process for this module, on its own queue; always terminated at the end."""
-    queue = f"annotate-test-{uuid.uuid4().hex[:12]}"
-    running = worker_start(queue, tmp_path_factory.mktemp("worker") / "worker.log", name=queue)
-    try:
-        running.wait_ready()
-        yield running
-    finally:
-        stop_process(running.process, timeout=30)
-        forget_queue(queue)
-
-
-@pytest.fixture
-def via_worker(worker: Worker, _eager_by_default: None) -> Iterator[Worker]:
-    """Sends this test's tasks to the worker (conftest makes them eager); prints the worker's
-    output of the test, which pytest shows when the test failed."""
-    from annotate.celery import app
-
-    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
-    app.conf.task_always_eager = False
-    app.conf.task_default_queue = worker.queue
-    start = worker.log_size()
-    try:
-        yield worker
-    finally:
-        app.conf.task_always_eager, app.conf.task_default_queue = saved
-        print(f"--- worker log during this test ---\n{worker.log(start)}")
 
 
 def batch_when_done(client: Any, batch_id: int, worker: Worker) -> dict[str, Any]:
