@@ -12,20 +12,24 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.audit.models import AuditEvent
 from apps.batches.models import Batch
 from apps.batches.services import batch_import
 from apps.judging.rendering import renderings_for_batch
 from apps.projects.models import Project
 from apps.projects.services import membership_add, project_create
+from tests.workers import Worker, forget_queue, worker_start
 
 ON_POSTGRES = str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql")
 HAS_REDIS = bool(settings.REDIS_URL)
@@ -118,6 +122,30 @@ def import_rows(project: Project) -> Callable[..., Batch]:
 
 
 @pytest.fixture
+def lead(client: Client, bob: User, project: Project) -> Client:
+    """The test client, logged in as the project's only lead (bob). tests/exports/test_admin.py
+    has one of its own that leaves the project's other members in place."""
+    project.memberships.exclude(user=bob).exclude(role="annotator").delete()
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def other(make_user: Callable[..., User]) -> Project:
+    """A second project, led by dora, with an annotator of its own (eve). The admin tests of
+    exports and projects have their own, with data in it."""
+    project = project_create(slug="other", name="Other project")
+    membership_add(project=project, user=make_user("dora"), role="lead")
+    membership_add(project=project, user=make_user("eve"), role="annotator")
+    return project
+
+
+def events(action: str, **filters: Any) -> list[AuditEvent]:
+    """The audit events of `action` (and filters), oldest first."""
+    return list(AuditEvent.objects.filter(action=action, **filters).order_by("id"))
+
+
+@pytest.fixture
 def batch(import_rows: Callable[..., Batch]) -> Batch:
     """Five prompts of three candidates: 15 comparisons."""
     return import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(1, 6)))
@@ -171,9 +199,7 @@ def no_worker(_eager_by_default: None) -> Iterator[list[tuple[str, Any]]]:
         before_task_publish.disconnect(record)
         app.conf.task_always_eager, app.conf.task_default_queue = saved
         if HAS_REDIS:
-            from tests.judging.test_worker import _forget_queue
-
-            _forget_queue(queue)
+            forget_queue(queue)
 
 
 def stop_process(process: "subprocess.Popen[bytes]", timeout: float) -> None:
@@ -184,6 +210,69 @@ def stop_process(process: "subprocess.Popen[bytes]", timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+# Tests of a REAL Celery worker (tests/workers.py): they need PostgreSQL and Redis.
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker process for the test module, on its own queue; always terminated at the end."""
+    queue = f"annotate-test-{uuid.uuid4().hex[:12]}"
+    running = worker_start(queue, tmp_path_factory.mktemp("worker") / "worker.log", name=queue)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        stop_process(running.process, timeout=30)
+        forget_queue(queue)
+
+
+@pytest.fixture
+def via_worker(worker: Worker, _eager_by_default: None) -> Iterator[Worker]:
+    """Sends this test's tasks to the module's worker (they are otherwise eager); prints the
+    worker's output of the test, which pytest shows when the test failed."""
+    from annotate.celery import app
+
+    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = worker.queue
+    start = worker.log_size()
+    try:
+        yield worker
+    finally:
+        app.conf.task_always_eager, app.conf.task_default_queue = saved
+        print(f"--- worker log during this test ---\n{worker.log(start)}")
+
+
+@pytest.fixture
+def queue(settings: Any, tmp_path: Path) -> Iterator[str]:
+    """A queue of this test's own; this process sends its tasks there, not eagerly. The
+    workers start_worker starts on it share this test's EXPORT_ROOT."""
+    from annotate.celery import app
+
+    name = f"annotate-test-{uuid.uuid4().hex[:12]}"
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = name
+    try:
+        yield name
+    finally:
+        app.conf.task_always_eager, app.conf.task_default_queue = saved
+        forget_queue(name)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    """The workers a test starts (start_worker); each stopped at the end (a killed one is
+    already gone), and its log printed."""
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        if worker.process.poll() is None:
+            stop_process(worker.process, timeout=30)
+        print(f"--- {worker.log_path.name} ---\n{worker.log()}")
 
 
 def db_vendor() -> str:

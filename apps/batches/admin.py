@@ -139,6 +139,9 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
             .select_related("project")
             .annotate(
                 complete=Count("comparisons", filter=Q(comparisons__complete=True)),
+                # Gold items are never complete (queue_order): counted, they would keep a batch
+                # with gold below 100% for ever.
+                ordinary=Count("comparisons", filter=Q(comparisons__is_gold=False)),
                 skipped=Sum("comparisons__skip_count"),
             )
         )
@@ -149,8 +152,9 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
         # and button call batch_delete, for staff and leads alike.
         return False
 
-    @admin.display(description="complete")
+    @admin.display(description="complete (gold left out)")
     def progress(self, batch: Batch) -> str:
+        """The ordinary comparisons with all their votes, of the batch's ordinary comparisons."""
         if batch.status == BatchStatus.IMPORTING:
             state = batch_import_progress(batch)
             return format_html(
@@ -159,7 +163,7 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
                 _import_state(state),
             )
         complete = getattr(batch, "complete", 0)
-        total = batch.comparison_count
+        total = getattr(batch, "ordinary", 0)
         percent = round(100 * complete / total) if total else 0
         return format_html(
             '<progress max="100" value="{}"></progress> {} / {} ({}%)',

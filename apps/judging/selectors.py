@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from annotate.rows import columns
 from apps.batches.models import BatchStatus, Comparison
-from apps.batches.queue_order import OPEN_ORDINARY, complete_condition
-from apps.judging.models import Assignment, Judgment, Skip
+from apps.batches.queue_order import complete_condition, open_ordinary_sql, takes_votes_sql
+from apps.judging.models import Assignment, Judgment
+from apps.judging.queue.sql_pick import ACTIVE_BATCHES, NOT_MINE
 from apps.projects.models import Membership, Project
 from apps.projects.selectors import membership_from_row, projects_led_by
 
@@ -64,16 +65,41 @@ def _project_totals(ids: list[int]) -> dict[int, dict[str, int]]:
     }
 
 
+# What is left for an annotator: the comparisons of the project's active batches (but those where
+# they reached the batch's cap) that the queue may still give them (sql_pick's rule: open, a slot
+# free under the overlap, not judged or skipped by them, no open lease of theirs), and the ones
+# they hold an open lease on (the comparison on their screen). Written with the pick's own
+# fragments, so that "left" is never above 0 where the queue has nothing for them: a comparison
+# whose free slots are all under other annotators' leases is not left for them.
+_LEFT_SQL = f"""SELECT count(*) FROM (
+    SELECT 1 FROM batches_comparison c
+    WHERE c.batch_id IN ({ACTIVE_BATCHES})
+      AND ({takes_votes_sql(overlap="%(overlap)s", alias="c")} AND {NOT_MINE}
+           OR {open_ordinary_sql("c")} AND EXISTS (
+                SELECT 1 FROM judging_assignment a
+                WHERE a.comparison_id = c.id AND a.annotator_id = %(annotator)s
+                  AND a.status = 'open'))
+    LIMIT %(limit)s) AS t"""  # noqa: S608 (constant fragments only)
+
+
+def _left_count(*, annotator: User, project: Project) -> int:
+    """_LEFT_SQL's count, at most LEFT_COUNT_LIMIT + 1, in one query."""
+    params = {
+        "project": project.pk,
+        "annotator": annotator.pk,
+        "overlap": project.overlap,
+        "limit": LEFT_COUNT_LIMIT + 1,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_LEFT_SQL, params)
+        row = cursor.fetchone()
+    return int(row[0])
+
+
 def left_for(*, annotator: User, project: Project, judged: int) -> int:
-    """What is left for the annotator in the project, counted now (never cached): open
-    comparisons of active batches that they have neither judged nor skipped, at most
-    LEFT_COUNT_LIMIT + 1, and no more than the project's cap leaves them."""
-    open_for_them = (
-        Comparison.objects.filter(OPEN_ORDINARY, project=project, batch__status=BatchStatus.ACTIVE)
-        .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
-        .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))
-    )
-    left = open_for_them[: LEFT_COUNT_LIMIT + 1].count()
+    """What is left for the annotator in the project, counted now (never cached): _LEFT_SQL's
+    count, at most LEFT_COUNT_LIMIT + 1, and no more than the project's cap leaves them."""
+    left = _left_count(annotator=annotator, project=project)
     if project.annotator_cap is not None:
         left = min(left, max(project.annotator_cap - judged, 0))
     return left
@@ -163,11 +189,11 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
     """The annotator's progress for the judging page: judged today (since local midnight) and
     in all, and how much is left for them.
 
-    "Left" counts the open comparisons of active batches they have not judged or skipped, up to
-    LEFT_COUNT_LIMIT (so the cost is bounded at any size), and is cached for
-    LEFT_CACHE_SECONDS per annotator: it moves with everyone's work, not only theirs. The cache
-    key holds the member's own judgment and skip counts (read anyway, in the same query), so
-    their own judgment, skip or undo is counted at once, with no cache write in the services.
+    "Left" counts what the queue may still give them (_LEFT_SQL), up to LEFT_COUNT_LIMIT (so
+    the cost is bounded at any size), and is cached for LEFT_CACHE_SECONDS per annotator: it
+    moves with everyone's work, not only theirs. The cache key holds the member's own judgment
+    and skip counts (read anyway, in the same query), so their own judgment, skip or undo is
+    counted at once, with no cache write in the services.
     """
     total, skips = (
         Membership.objects.filter(project=project, user=annotator)
@@ -181,14 +207,7 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
     key = f"progress-left:{project.pk}:{annotator.pk}:{total}:{skips}"
     left = cache.get(key)
     if left is None:
-        open_for_them = (
-            Comparison.objects.filter(
-                OPEN_ORDINARY, project=project, batch__status=BatchStatus.ACTIVE
-            )
-            .exclude(pk__in=Judgment.objects.filter(annotator=annotator).values("comparison_id"))
-            .exclude(pk__in=Skip.objects.filter(annotator=annotator).values("comparison_id"))
-        )
-        left = open_for_them[: LEFT_COUNT_LIMIT + 1].count()
+        left = _left_count(annotator=annotator, project=project)
         cache.set(key, left, LEFT_CACHE_SECONDS)
     cap_left = None if project.annotator_cap is None else max(project.annotator_cap - total, 0)
     return AnnotatorProgress(today=today, total=total, left=left, cap_left=cap_left)

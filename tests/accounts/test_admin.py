@@ -9,34 +9,14 @@ from django.contrib.auth.models import User
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.audit.models import AuditEvent
 from apps.batches.models import Comparison
 from apps.judging.models import AssignmentStatus
 from apps.judging.queue import assignment_next
 from apps.projects.models import Membership, Project
 from apps.projects.services import membership_add, project_create
+from tests.conftest import events
 
 ACCOUNTS = "/admin/accounts/annotatoraccount/"
-
-
-def events(action: str, **filters: Any) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(action=action, **filters).order_by("id"))
-
-
-@pytest.fixture
-def lead(client, bob, project):
-    project.memberships.exclude(user=bob).exclude(role="annotator").delete()
-    client.force_login(bob)
-    return client
-
-
-@pytest.fixture
-def other(make_user):
-    """A second project, led by dora, with an annotator of its own (eve)."""
-    project = project_create(slug="other", name="Other project")
-    membership_add(project=project, user=make_user("dora"), role="lead")
-    membership_add(project=project, user=make_user("eve"), role="annotator")
-    return project
 
 
 @pytest.mark.django_db

@@ -3,7 +3,6 @@ import progress, the audit log (annotator accounts: tests/accounts/test_admin.py
 
 import io
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -19,31 +18,10 @@ from apps.batches.services import STORE_PROGRESS_KEY, batch_import
 from apps.judging.models import Assignment, AssignmentStatus
 from apps.judging.queue import assignment_next
 from apps.projects.models import GuidelineVersion, Project
-from apps.projects.services import membership_add, project_create
-from tests.conftest import jsonl, prompt_line
+from tests.conftest import events, jsonl, prompt_line
 from tests.projects.test_admin import _project_form
 
 PROJECT_URL = "/admin/projects/project/{}/change/"
-
-
-def events(action: str, **filters: Any) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(action=action, **filters).order_by("id"))
-
-
-@pytest.fixture
-def lead(client, bob, project):
-    project.memberships.exclude(user=bob).exclude(role="annotator").delete()
-    client.force_login(bob)
-    return client
-
-
-@pytest.fixture
-def other(make_user):
-    """A second project, led by dora, with an annotator of its own (eve)."""
-    project = project_create(slug="other", name="Other project")
-    membership_add(project=project, user=make_user("dora"), role="lead")
-    membership_add(project=project, user=make_user("eve"), role="annotator")
-    return project
 
 
 # Projects: settings, validation, guidelines and their preview.

@@ -26,14 +26,8 @@ from apps.batches.tasks import imports_sweep_task
 from apps.judging.models import Judgment
 from apps.projects.models import Project
 from tests.conftest import api_client_for, jsonl, prompt_line
-from tests.exports.test_worker import (  # noqa: F401 (queue and workers are fixtures)
-    judged_project,
-    kill,
-    queue,
-    start_worker,
-    workers,
-)
-from tests.judging.test_worker import Worker, _forget_queue
+from tests.exports.test_worker import judged_project
+from tests.workers import Worker, forget_queue, kill, start_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -107,8 +101,8 @@ def assert_imported_once(batch: Batch) -> None:
 
 
 def test_a_worker_killed_mid_store_leaves_nothing_and_the_sweep_retries_to_exact_counts(
-    queue: str,  # noqa: F811 (the fixtures imported above)
-    workers: list[Worker],  # noqa: F811
+    queue: str,
+    workers: list[Worker],
     settings: Any,
 ) -> None:
     lead, project = judged_project("import-kill")
@@ -159,15 +153,15 @@ def test_a_worker_killed_mid_store_leaves_nothing_and_the_sweep_retries_to_exact
 
 
 def test_an_import_whose_message_was_lost_is_sent_again_by_the_beat_job(
-    queue: str,  # noqa: F811 (the fixtures imported above)
-    workers: list[Worker],  # noqa: F811
+    queue: str,
+    workers: list[Worker],
     settings: Any,
 ) -> None:
     lead, project = judged_project("import-lost")
     client = api_client_for(lead)
     settings.IMPORT_BACKGROUND_BYTES = 1024
     batch_id = upload(client, project)
-    _forget_queue(queue)  # the broker lost the message before any worker took it
+    forget_queue(queue)  # the broker lost the message before any worker took it
 
     worker = start_worker(workers, queue, IMPORT_STALE_AFTER="2")
     time.sleep(2.5)

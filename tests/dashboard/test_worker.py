@@ -18,7 +18,7 @@ from apps.dashboard.services import figures_cached
 from apps.projects.models import Project
 from tests.agreement.test_stats import vote
 from tests.conftest import prompt_line
-from tests.judging.test_worker import Worker, via_worker, worker  # noqa: F401 - the fixtures
+from tests.workers import Worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,7 +31,7 @@ TIMEOUT = 60
 
 
 def test_a_cold_page_asks_the_worker_and_a_later_poll_shows_the_figures(
-    via_worker: Worker,  # noqa: F811 - the fixture imported above
+    via_worker: Worker,
     settings: Any,
     project: Project,
     bob: User,

@@ -39,7 +39,6 @@ from apps.exports.models import ExportJob, ExportStatus
 from tests.annotate.test_delivery import ROOT, django_setup, free_port
 from tests.conftest import api_client_for, stop_process
 from tests.exports.test_jobs import _streamed, voted  # noqa: F401  # a fixture by name
-from tests.exports.test_worker import queue, workers  # noqa: F401  # fixtures by name
 
 JOBS = "/api/v1/projects/demo/exports/"
 KEY_ID = "test-key-id"
@@ -488,15 +487,16 @@ def test_the_s3_storage_comes_from_the_environment() -> None:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL=redis://...")
 def test_a_worker_on_another_host_writes_to_s3_and_the_web_serves_it(
-    queue: str,  # noqa: F811
-    workers: list[Any],  # noqa: F811
+    queue: str,
+    workers: list[Any],
     bucket: Any,
     tmp_path: Path,
 ) -> None:
     """A real Celery worker whose EXPORT_ROOT is another empty folder (nothing shared with this
     process but PostgreSQL, Redis and the bucket) writes the export; this process, the web side,
     answers the download from the bucket."""
-    from tests.exports.test_worker import ROWS, job_when, judged_project, start_worker
+    from tests.exports.test_worker import ROWS, job_when, judged_project
+    from tests.workers import start_worker
 
     worker_root = tmp_path / "worker-host"
     web_root = tmp_path / "web-host"

@@ -1,6 +1,6 @@
 """Background exports in REAL Celery worker processes, on PostgreSQL and Redis: progress while
 running, and a worker killed (SIGKILL) mid-export whose job is re-run or failed, never left
-running. The pattern of tests/judging/test_worker.py: each worker consumes a queue of its own.
+running. Each worker consumes a queue of its own (tests/workers.py starts them).
 
 The export is slowed by the test hook EXPORT_TEST_DELAY_MS (set in the worker's environment
 only), so that the kill lands mid-export every time.
@@ -8,13 +8,7 @@ only), so that the kill lands mid-export every time.
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,15 +24,9 @@ from apps.exports.models import ExportJob, ExportStatus
 from apps.exports.tasks import exports_sweep_task
 from apps.judging.queue import assignment_next, judgment_submit
 from apps.projects.models import Project
-from apps.projects.services import membership_add, project_create
-from tests.conftest import api_client_for, jsonl, prompt_line, stop_process
-from tests.judging.test_worker import (
-    ROOT,
-    START_TIMEOUT,
-    Worker,
-    _forget_queue,
-    worker_database_url,
-)
+from apps.projects.services import membership_add
+from tests.conftest import api_client_for, jsonl, prompt_line
+from tests.workers import Worker, kill, lead_and_project, start_worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,80 +41,8 @@ SLOW = {"EXPORT_PROGRESS_ROWS": "10", "EXPORT_TEST_DELAY_MS": "100"}  # about 3 
 TIMEOUT = 60
 
 
-@pytest.fixture
-def queue(settings: Any, tmp_path: Path) -> Iterator[str]:
-    """A queue of this test's own; this process sends its tasks there, not eagerly."""
-    from annotate.celery import app
-
-    name = f"annotate-test-{uuid.uuid4().hex[:12]}"
-    settings.EXPORT_ROOT = tmp_path / "exports"
-    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
-    app.conf.task_always_eager = False
-    app.conf.task_default_queue = name
-    try:
-        yield name
-    finally:
-        app.conf.task_always_eager, app.conf.task_default_queue = saved
-        _forget_queue(name)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    """The workers a test starts; each stopped at the end (a killed one is already gone)."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        if worker.process.poll() is None:
-            stop_process(worker.process, timeout=30)
-        print(f"--- {worker.log_path.name} ---\n{worker.log()}")
-
-
-def start_worker(workers: list[Worker], queue: str, **env: str) -> Worker:
-    log_path = Path(settings.EXPORT_ROOT).parent / f"worker-{len(workers)}.log"
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "annotate.settings",
-        "DATABASE_URL": worker_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "CELERY_QUEUE": queue,
-        "EXPORT_ROOT": str(settings.EXPORT_ROOT),
-        **env,
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "annotate",
-                "worker",
-                "--pool=solo",
-                "--concurrency=1",
-                "-Q",
-                queue,
-                "-n",
-                f"{queue}-{len(workers)}@%h",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=info",
-            ],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = Worker(process=process, log_path=log_path, queue=queue)
-    workers.append(worker)
-    worker.wait_for_log(" ready.", timeout=START_TIMEOUT)
-    return worker
-
-
 def judged_project(slug: str) -> tuple[User, Project]:
-    lead = User.objects.create_user(f"lead-{slug}", password="pw-for-tests")
-    project = project_create(slug=slug, name=slug.title(), created_by=lead, overlap=3)
-    membership_add(project=project, user=lead, role="lead")
+    lead, project = lead_and_project(slug)
     from apps.batches.services import batch_import
 
     data = jsonl(*(prompt_line(f"p-{i}", n=2) for i in range(PROMPTS)))
@@ -151,12 +67,6 @@ def job_when(client: Any, url: str, done: Any, worker: Worker | None = None) -> 
         if time.monotonic() > deadline:
             pytest.fail(f"the export never got there in {TIMEOUT} s: {job}")
         time.sleep(0.05)
-
-
-def kill(worker: Worker) -> None:
-    worker.process.send_signal(signal.SIGKILL)
-    worker.process.wait(timeout=10)
-    assert worker.process.returncode == -signal.SIGKILL
 
 
 def wait_until_stale(job_id: int, stale_after: float) -> None:

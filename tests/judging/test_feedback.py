@@ -6,7 +6,9 @@ import re
 import pytest
 from django.core.cache import cache
 
+from apps.batches.models import Batch
 from apps.judging.models import Skip
+from apps.judging.queue import assignment_next
 from tests.conftest import prompt_line
 from tests.judging.test_views import current_assignment
 
@@ -72,6 +74,36 @@ def test_nothing_left_says_zero(ann_client, import_rows):
     assert left(html) == "0"
     assert "Judgment saved." in html
     assert left(ann_client.get("/p/demo/").content.decode()) == "0"
+
+
+def test_comparisons_full_by_others_leases_are_not_left_for_you(
+    ann_client, project, annotators, import_rows
+):
+    """What the queue cannot give them is not "left": a comparison whose free slots are all
+    under other annotators' leases (here its only slot, overlap 1) leaves them nothing, and the
+    page that says "Nothing left to judge" says 0 beside it. The holder's own lease counts."""
+    project.overlap = 1
+    project.save(update_fields=["overlap"])
+    import_rows(prompt_line("one"))  # one comparison
+    assert assignment_next(project=project, annotator=annotators[1]) is not None  # ben holds it
+    html = ann_client.get("/p/demo/").content.decode()
+    assert "Nothing left to judge" in html
+    assert left(html) == "0"
+    ann_client.force_login(annotators[1])
+    assert left(ann_client.get("/p/demo/").content.decode()) == "1"  # his, on his screen
+
+
+def test_a_batch_whose_cap_they_reached_is_not_left_for_them(ann_client, project, batch):
+    """The queue passes over a batch where the annotator reached the batch's cap: so does
+    "left"."""
+    Batch.objects.filter(pk=batch.pk).update(annotator_cap=1)
+    html = ann_client.get("/p/demo/").content.decode()
+    assert left(html) == "15"
+    html = ann_client.post(
+        f"/p/demo/a/{current_assignment(html)}/", {"choice": "left"}, headers=HTMX
+    ).content.decode()
+    assert "Nothing left to judge" in html
+    assert left(html) == "0"
 
 
 def test_a_failed_judgment_says_nothing_was_saved(ann_client, batch):

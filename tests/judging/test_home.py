@@ -105,6 +105,19 @@ def test_left_leaves_out_paused_batches_and_stops_at_the_cap(client, project, ba
     assert figure(cells, "left") == "0" and "Nothing left for you now" in cells
 
 
+def test_what_others_hold_under_lease_is_not_left(client, project, annotators, import_rows):
+    """A comparison whose only free slot is under another annotator's lease cannot be given to
+    them: "Nothing left for you now", and 0 (not 1) beside it; the holder has it left."""
+    project.overlap = 1
+    project.save(update_fields=["overlap"])
+    import_rows(prompt_line("one"))
+    assert assignment_next(project=project, annotator=annotators[1]) is not None
+    cells = row(home(client, annotators[0]), "demo", "judging")
+    assert figure(cells, "left") == "0" and "Nothing left for you now" in cells
+    cells = row(home(client, annotators[1]), "demo", "judging")
+    assert figure(cells, "left") == "1" and "Start judging" in cells
+
+
 def test_gold_items_are_left_out_of_the_fully_judged_figure(
     client, project, annotators, bob, import_rows
 ):

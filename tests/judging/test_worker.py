@@ -6,23 +6,14 @@ The data must be committed to be seen by the worker: hence transactional tests.
 """
 
 import io
-import os
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import pytest
 from celery.result import EagerResult
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connection
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchSource, BatchStatus, Candidate, Comparison, Prompt
@@ -31,12 +22,10 @@ from apps.judging.models import AssignmentStatus, Rendering
 from apps.judging.queue import assignment_next
 from apps.judging.rendering import text_digest
 from apps.judging.tasks import leases_reclaim_expired_task
-from apps.projects.models import Project
-from apps.projects.services import membership_add, project_create
-from tests.conftest import api_client_for, jsonl, prompt_line, stop_process
+from apps.projects.services import membership_add
+from tests.conftest import api_client_for, jsonl, prompt_line
+from tests.workers import Worker, lead_and_project
 
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 60
 DONE_TIMEOUT = 60
 
 pytestmark = [
@@ -45,130 +34,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL=redis://..."),
 ]
-
-
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    queue: str
-
-    def log(self, start: int = 0) -> str:
-        with self.log_path.open("rb") as log:
-            log.seek(start)
-            return log.read().decode(errors="replace")
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            pytest.fail(f"the worker exited with {self.process.returncode}:\n{self.log()}")
-
-    def wait_for_log(self, text: str, *, start: int = 0, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log(start):
-            self.check_alive()
-            if time.monotonic() > deadline:
-                pytest.fail(f"{text!r} not in the worker's log after {timeout} s:\n{self.log()}")
-            time.sleep(0.1)
-
-
-def worker_database_url() -> str:
-    """The URL of the database pytest-django created, for the worker's settings to read."""
-    db = connection.settings_dict
-    assert db["ENGINE"].endswith("postgresql")
-    user = quote(str(db["USER"] or ""), safe="")
-    password = quote(str(db["PASSWORD"] or ""), safe="")
-    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    url = f"postgres://{credentials}{db['HOST'] or ''}{port}/{quote(str(db['NAME']), safe='')}"
-    if db.get("OPTIONS"):
-        url += "?" + urlencode({key: str(value) for key, value in db["OPTIONS"].items()})
-    return url
-
-
-@pytest.fixture(scope="module")
-def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """One worker process for this module, on its own queue; always terminated at the end."""
-    queue = f"annotate-test-{uuid.uuid4().hex[:12]}"
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "annotate.settings",
-        "DATABASE_URL": worker_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "CELERY_QUEUE": queue,
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "annotate",
-                "worker",
-                "--pool=solo",
-                "--concurrency=1",
-                "-Q",
-                queue,
-                "-n",
-                f"{queue}@%h",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=info",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    running = Worker(process=process, log_path=log_path, queue=queue)
-    try:
-        running.wait_for_log(" ready.", timeout=START_TIMEOUT)
-        yield running
-    finally:
-        stop_process(process, timeout=30)
-        _forget_queue(queue)
-
-
-def _forget_queue(queue: str) -> None:
-    """Removes what kombu keeps in Redis for the throwaway queue."""
-    import redis
-
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        keys: list[str | bytes] = [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
-        keys.extend(client.scan_iter(match=f"{queue}*"))
-        client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def via_worker(worker: Worker, _eager_by_default: None) -> Iterator[Worker]:
-    """Sends this test's tasks to the worker (conftest makes them eager); prints the worker's
-    output of the test, which pytest shows when the test failed."""
-    from annotate.celery import app
-
-    saved = (app.conf.task_always_eager, app.conf.task_default_queue)
-    app.conf.task_always_eager = False
-    app.conf.task_default_queue = worker.queue
-    start = worker.log_size()
-    try:
-        yield worker
-    finally:
-        app.conf.task_always_eager, app.conf.task_default_queue = saved
-        print(f"--- worker log during this test ---\n{worker.log(start)}")
-
-
-def lead_and_project(slug: str) -> tuple[User, Project]:
-    lead = User.objects.create_user(f"lead-{slug}", password="pw-for-tests")
-    project = project_create(slug=slug, name=slug.title(), created_by=lead, overlap=3)
-    membership_add(project=project, user=lead, role="lead")
-    return lead, project
 
 
 def batch_when_done(client: Any, batch_id: int, worker: Worker) -> dict[str, Any]:
