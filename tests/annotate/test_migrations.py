@@ -43,11 +43,11 @@ def test_the_pick_refuses_an_unknown_policy():
 
 
 def test_the_queue_s_inserts_set_every_column_a_judgment_or_a_lease_requires():
-    """annotate_submit's INSERT names its columns (queue.sql_submit.JUDGMENT_VALUES), and so
-    does the new lease's (queue.sql_next.LEASE_VALUES, on every database): a new NOT NULL
-    column without a database default must be added there, or they would refuse every
-    judgment or every lease."""
-    from apps.judging.queue import sql_next, sql_submit
+    """The judgment's INSERT names its columns (queue.sql_submit_steps.JUDGMENT_VALUES, which
+    both paths run), and so does the new lease's (queue.sql_next.LEASE_VALUES, on every
+    database): a new NOT NULL column without a database default must be added there, or they
+    would refuse every judgment or every lease."""
+    from apps.judging.queue import sql_next, sql_submit_steps
 
-    assert sql_submit.unset_required_columns() == []
+    assert sql_submit_steps.unset_required_columns() == []
     assert sql_next.unset_required_columns() == []

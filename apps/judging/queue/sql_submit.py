@@ -1,17 +1,17 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
 rules as answers.answer_problem and submit.py, in one round trip. The standing check, the
-late-submission rule, the caps, closing a lease and the counts are not written here:
+late-submission rule, the caps, the judgment's INSERT (and what it derives: the winner,
+gold_correct), closing a lease and the counts are not written here:
 annotate_submit embeds sql_submit_steps' and sql_lease's statements, which the other path runs
 through a cursor (or, for the standing, evaluates as the same rule table in Python)."""
 
-from django.db.models import NOT_PROVIDED
-
 from apps.judging.answers import PICK_FITS, REQUIRED_RATIONALE_MIN
-from apps.judging.models import Judgment
 from apps.judging.queue.sql_lease import LEASE_CLOSE, SLOT_FREE
 from apps.judging.queue.sql_submit_steps import (
     CAP_REFUSAL,
     COMPARISON_VOTE,
+    JUDGMENT_INSERT,
+    JUDGMENT_RETURNING,
     LATE_REFUSAL,
     MEMBER_LOCK,
     MEMBER_VOTE,
@@ -221,9 +221,6 @@ BEGIN
     o_batch := c.batch_id;
     o_left := a.left_id;
     o_right := a.right_id;
-    o_chosen := CASE p_choice WHEN 'left' THEN a.left_id WHEN 'right' THEN a.right_id END;
-    o_chosen_external := CASE p_choice WHEN 'left' THEN a.left_external
-                                       WHEN 'right' THEN a.right_external END;
     -- Stored oriented to the candidates (a strength > 0 favours candidate A): answers.stored,
     -- computed for either side (p_stored), picked by the lease's side.
     o_left_is_a := a.left_id = c.candidate_a_id;
@@ -231,15 +228,17 @@ BEGIN
     v_option := v_stored->>'option';
     o_strength := (v_stored->>'strength')::integer;
     o_criteria := v_stored->'criteria';
-    o_gold_correct := CASE WHEN c.is_gold THEN v_option = c.gold_answer END;
     o_guideline_version := a.guideline_version;
+    -- The judgment, with its derived columns (sql_submit_steps.JUDGMENT_INSERT).
     __JUDGMENT_INSERT__
     ON CONFLICT (comparison_id, annotator_id) DO NOTHING
-    RETURNING id INTO o_judgment;
+    __JUDGMENT_RETURNING__ INTO o_judgment, o_chosen, o_gold_correct;
     IF o_judgment IS NULL THEN
         outcome := 'already_judged';
         RETURN;
     END IF;
+    o_chosen_external := CASE o_chosen WHEN a.left_id THEN a.left_external
+                                       WHEN a.right_id THEN a.right_external END;
     __LEASE_SUBMIT__;
     __COMPARISON_VOTE__;
     __MEMBER_VOTE__;
@@ -248,53 +247,11 @@ END
 $fn$;
 """
 
-# annotate_submit's new judgment: each column of judging_judgment it sets, and the value. A
-# column the model requires (NOT NULL, no default in the database) and this leaves out would
-# fail on PostgreSQL only: tests/annotate/test_migrations.py checks unset_required_columns() is
-# empty.
-JUDGMENT_VALUES = {
-    "comparison_id": "c.id",
-    "batch_id": "c.batch_id",
-    "annotator_id": "p_annotator",
-    "assignment_id": "a.id",
-    "choice": "p_choice",
-    "left_id": "a.left_id",
-    "right_id": "a.right_id",
-    "chosen_id": "o_chosen",
-    "strength": "o_strength",
-    "criteria": "o_criteria",
-    "flags": "p_flags",
-    "guideline_version": "a.guideline_version",
-    "rationale": "p_rationale",
-    "duration_ms": "p_duration",
-    "idempotency_key": "p_key",
-    "gold_correct": "o_gold_correct",
-    "created_at": "p_now",
-}
-
-
-def _judgment_insert() -> str:
-    columns = ", ".join(JUDGMENT_VALUES)
-    values = ", ".join(JUDGMENT_VALUES.values())
-    return f"INSERT INTO {Judgment._meta.db_table} ({columns})\n    VALUES ({values})"
-
-
-def unset_required_columns() -> list[str | None]:
-    """Judgment's columns that need a value and that annotate_submit's INSERT does not set."""
-    return [
-        field.column
-        for field in Judgment._meta.concrete_fields
-        if not field.primary_key
-        and not field.null
-        and field.db_default is NOT_PROVIDED
-        and field.column not in JUDGMENT_VALUES
-    ]
-
-
 # The template holds JSON braces, so the constants go in by name rather than by format().
 _PLACES = {
     "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
-    "__JUDGMENT_INSERT__": _judgment_insert(),
+    "__JUDGMENT_INSERT__": plpgsql(JUDGMENT_INSERT),
+    "__JUDGMENT_RETURNING__": JUDGMENT_RETURNING,
     "__COMPARISON_VOTE__": plpgsql(COMPARISON_VOTE),
     "__MEMBER_VOTE__": plpgsql(MEMBER_VOTE),
     "__LATE_REFUSAL__": plpgsql(LATE_REFUSAL),

@@ -7,11 +7,15 @@
   (statements.run), one statement each, with a lock statement first where the database locks rows.
 
 Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap,
-min_accuracy and min_answers (the gold rule's), and for the counts option, rank, was_open and
-gold_correct.
+min_accuracy and min_answers (the gold rule's); for the judgment the answer's columns (choice,
+strength, criteria, flags, ranking, rationale, duration, key), the lease's (assignment, left,
+right, guideline_version), option and now; and for the counts rank, was_open and gold_correct.
 """
 
+from django.db.models import NOT_PROVIDED
+
 from apps.batches.queue_order import complete_sql, filled_sql
+from apps.judging.models import Judgment
 from apps.judging.queue import statements
 from apps.judging.queue.sql_lease import HOLDS_SLOT
 from apps.judging.queue.statements import embed
@@ -119,6 +123,52 @@ MEMBER_VOTE = f"""UPDATE projects_membership SET
         gold_correct = gold_correct + {_one_if("%(gold_correct)s")}
     WHERE project_id = %(project)s AND user_id = %(annotator)s"""
 
+# The new judgment: each column of judging_judgment it sets, and its value over the parameters.
+# What is derived is derived here: the winner (chosen_id, none for tie, both bad or a ranking)
+# and whether a gold comparison was answered right (gold_correct, NULL for any other), read from
+# the comparison in the same statement. A column the model requires (NOT NULL, no default in
+# the database) and this leaves out would fail every judgment: tests/annotate/test_migrations.py
+# checks unset_required_columns() is empty.
+JUDGMENT_VALUES = {
+    "comparison_id": "cmp.id",
+    "batch_id": "cmp.batch_id",
+    "annotator_id": "%(annotator)s",
+    "assignment_id": "%(assignment)s",
+    "choice": "%(choice)s",
+    "left_id": "%(left)s",
+    "right_id": "%(right)s",
+    "chosen_id": "CASE %(choice)s WHEN 'left' THEN %(left)s WHEN 'right' THEN %(right)s END",
+    "strength": "%(strength)s",
+    "criteria": "%(criteria)s",
+    "flags": "%(flags)s",
+    "ranking": "%(ranking)s",
+    "guideline_version": "%(guideline_version)s",
+    "rationale": "%(rationale)s",
+    "duration_ms": "%(duration)s",
+    "idempotency_key": "%(key)s",
+    "gold_correct": "CASE WHEN cmp.is_gold THEN %(option)s = cmp.gold_answer END",
+    "created_at": "%(now)s",
+}
+# Each path adds its ending: annotate_submit an ON CONFLICT clause (the ORM path lets the
+# unique key raise), then both JUDGMENT_RETURNING.
+JUDGMENT_INSERT = f"""INSERT INTO {Judgment._meta.db_table} ({", ".join(JUDGMENT_VALUES)})
+    SELECT {", ".join(JUDGMENT_VALUES.values())}
+    FROM batches_comparison cmp WHERE cmp.id = %(comparison)s"""
+JUDGMENT_RETURNING = "RETURNING id, chosen_id, gold_correct"
+
+
+def unset_required_columns() -> list[str | None]:
+    """Judgment's columns that need a value and that JUDGMENT_INSERT does not set."""
+    return [
+        field.column
+        for field in Judgment._meta.concrete_fields
+        if not field.primary_key
+        and not field.null
+        and field.db_default is NOT_PROVIDED
+        and field.column not in JUDGMENT_VALUES
+    ]
+
+
 # annotate_submit's variable (or expression) for each parameter. The statements' table aliases
 # must not be one of its record variables (a, c): PL/pgSQL would find the name ambiguous.
 _VARIABLES = {
@@ -131,6 +181,17 @@ _VARIABLES = {
     "min_accuracy": "a.gold_min_accuracy",
     "min_answers": "a.gold_min_answers",
     "now": "p_now",
+    "choice": "p_choice",
+    "left": "a.left_id",
+    "right": "a.right_id",
+    "strength": "o_strength",
+    "criteria": "o_criteria",
+    "flags": "p_flags",
+    "ranking": "NULL",  # a ranking never comes to annotate_submit
+    "guideline_version": "a.guideline_version",
+    "rationale": "p_rationale",
+    "duration": "p_duration",
+    "key": "p_key",
     "batch": "c.batch_id",
     "batch_cap": "c.batch_cap",
     "option": "v_option",

@@ -4,13 +4,15 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
+from annotate.rows import converted
 from apps.batches.models import Candidate, Comparison, random_rank
 from apps.judging import answers
 from apps.judging.answers import Answer
-from apps.judging.models import Assignment, AssignmentStatus, Choice, Judgment
+from apps.judging.models import Assignment, AssignmentStatus, Judgment
 from apps.judging.queue import backend, sql_lease, sql_submit_steps, statements
 from apps.judging.queue.errors import (
     JudgmentConflict,
@@ -191,21 +193,45 @@ def _judgment_store(
 ) -> SubmitResult:
     """Stores the vote and moves the counts (SQLite path); the caller holds the locks."""
     assignment = locked.assignment
-    choice = answer.overall.choice
     left_is_a = assignment.left_id == comparison.candidate_a_id
-    chosen_id = {Choice.LEFT: assignment.left_id, Choice.RIGHT: assignment.right_id}.get(
-        Choice(choice)
-    )
     # Oriented to the candidates as annotate_submit stores it (answers.stored).
     oriented = answers.stored(answer, left_is_a=left_is_a)
     option = oriented["option"]
-    gold_correct = (option == comparison.gold_answer) if comparison.is_gold else None
+    try:
+        # No savepoint: on a conflict the whole transaction is rolled back anyway.
+        row = statements.run(
+            f"{sql_submit_steps.JUDGMENT_INSERT}\n    {sql_submit_steps.JUDGMENT_RETURNING}",
+            {
+                "comparison": comparison.pk,
+                "annotator": annotator.pk,
+                "assignment": assignment.pk,
+                "choice": answer.overall.choice,
+                "left": assignment.left_id,
+                "right": assignment.right_id,
+                "strength": oriented["strength"],
+                "criteria": _json_column("criteria", oriented["criteria"]),
+                "flags": _json_column("flags", answer.flags),
+                "ranking": _json_column("ranking", ranking_ids),
+                "guideline_version": assignment.guideline_version,
+                "rationale": answer.rationale,
+                "duration": duration_ms,
+                "key": idempotency_key,
+                "option": option,
+                "now": now,
+            },
+        )
+    except IntegrityError:
+        raise refusal_for("already_judged") from None
+    assert row is not None
+    judgment_id, chosen_id, gold_correct = row
+    gold_correct = converted(Judgment._meta.get_field("gold_correct"), gold_correct)
     judgment = Judgment(
+        pk=judgment_id,
         comparison_id=comparison.pk,
         batch_id=comparison.batch_id,
         annotator=annotator,
         assignment=assignment,
-        choice=choice,
+        choice=answer.overall.choice,
         left_id=assignment.left_id,
         right_id=assignment.right_id,
         chosen_id=chosen_id,
@@ -220,16 +246,12 @@ def _judgment_store(
         gold_correct=gold_correct,
         created_at=now,
     )
+    judgment._state.adding = False
     # For the response: the winner's imported id, without loading the candidate again.
     chosen_external_id = {
-        Choice.LEFT: locked.left_external_id,
-        Choice.RIGHT: locked.right_external_id,
-    }.get(Choice(choice))
-    try:
-        # No savepoint: on a conflict the whole transaction is rolled back anyway.
-        judgment.save(force_insert=True)
-    except IntegrityError:
-        raise refusal_for("already_judged") from None
+        assignment.left_id: locked.left_external_id,
+        assignment.right_id: locked.right_external_id,
+    }.get(chosen_id)
     statements.run(
         sql_lease.LEASE_CLOSE,
         {"status": AssignmentStatus.SUBMITTED.value, "now": now, "assignment": assignment.pk},
@@ -257,6 +279,13 @@ def _judgment_store(
     return SubmitResult(
         judgment, created=True, chosen_external_id=chosen_external_id, left_is_a=left_is_a
     )
+
+
+def _json_column(column: str, value: Any) -> Any:
+    """A value for one of Judgment's JSON columns, as the ORM would send it."""
+    field = Judgment._meta.get_field(column)
+    assert isinstance(field, Field)
+    return field.get_db_prep_save(value, connection)
 
 
 def _check_late_submission(assignment: Assignment) -> None:
