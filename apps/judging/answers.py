@@ -2,11 +2,8 @@
 
 The shape (types, ranges, lengths) needs no project and is checked before anything is sent to
 the database. The project's rules (its scheme, criteria, flags and rationale rule) are checked
-with the lease locked: by `answer_problem` on SQLite, and by annotate_submit (queue.sql_submit) on
-PostgreSQL, which reports the same problem codes. Either way the message comes from `MESSAGES`.
-Whether a pick fits the scheme is one table (`PICK_FITS`), which annotate_fits is made from;
-the order of the checks, and the criteria, flags and rationale rules, are still written in
-both (tests/projects/test_schemes.py runs each on both databases).
+with the lease locked, by the one table of answer_rules.py: in Python on the ORM path, as SQL in
+annotate_submit (queue.sql_submit) on PostgreSQL; either way the message comes from `MESSAGES`.
 
 Sides: the annotator answers about the screen (left, right; a graded strength below 0 favours
 the left response). What is stored is oriented to the comparison's candidates (A, B), whichever
@@ -17,13 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps.judging.models import Choice
-from apps.projects.models import Project, RationaleRule, Scheme
-from apps.projects.rules import Cases, case_holds
 
 MAX_STRENGTH = 3
 MAX_RATIONALE = 10_000
-# The least a required rationale holds, whatever the project's minimum length says.
-REQUIRED_RATIONALE_MIN = 1
 STRENGTH_RANGE = f"from -{MAX_STRENGTH} to {MAX_STRENGTH}"
 
 MESSAGES = {
@@ -166,91 +159,6 @@ def ranking_parse(ranking: object) -> list[list[str]]:
     return groups
 
 
-def allowed_choices(allow_tie: bool, allow_both_bad: bool) -> list[str]:
-    allowed = [Choice.LEFT.value, Choice.RIGHT.value]
-    if allow_tie:
-        allowed.append(Choice.TIE.value)
-    if allow_both_bad:
-        allowed.append(Choice.BOTH_BAD.value)
-    return allowed
-
-
-# Whether one answer (overall or a criterion's) fits the project's scheme: the rule of the first
-# case whose condition holds (projects.rules), over the pick (choice, strength: its range is the
-# shape's, checked before) and the project (graded, allow_tie, allow_both_bad). Written once:
-# `_pick_fits` evaluates it, and annotate_fits (queue.sql_submit) is its SQL.
-PICK_FITS: Cases = (
-    (
-        (("choice", "=", "'both_bad'"),),
-        (("allow_both_bad", "=", "true"), ("strength", "=", "null")),
-    ),
-    ((("graded", "=", "true"),), (("strength", "<>", "null"),)),
-    ((("choice", "=", "'tie'"),), (("allow_tie", "=", "true"), ("strength", "=", "null"))),
-    ((("choice", "=", "'left'"),), (("strength", "=", "null"),)),
-    ((("choice", "=", "'right'"),), (("strength", "=", "null"),)),
-)
-
-
-def _pick_fits(project: Any, pick: Pick) -> bool:
-    return case_holds(
-        PICK_FITS,
-        {
-            "choice": pick.choice,
-            "strength": pick.strength,
-            "graded": project.scheme == Scheme.GRADED,
-            "allow_tie": bool(project.allow_tie),
-            "allow_both_bad": bool(project.allow_both_bad),
-        },
-    )
-
-
-def answer_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
-    """(code, detail) of the first rule of the project the answer breaks, or None.
-
-    annotate_submit (queue.sql_submit) checks the same rules in the same order on PostgreSQL.
-    """
-    overall = answer.overall
-    if project.scheme == Scheme.LISTWISE:
-        if answer.ranking is None:
-            return ("needs_ranking", "")
-        return _rest_problem(project, answer)
-    if answer.ranking is not None:
-        return ("no_ranking", "")
-    graded = project.scheme == Scheme.GRADED
-    if overall.choice != Choice.BOTH_BAD or not project.allow_both_bad:
-        if graded and overall.strength is None:
-            return ("needs_strength", "")
-        if not graded and overall.strength is not None:
-            return ("no_strength", "")
-    if not _pick_fits(project, overall):
-        return ("bad_choice", ", ".join(allowed_choices(project.allow_tie, project.allow_both_bad)))
-    return _rest_problem(project, answer)
-
-
-def _rest_problem(project: Any, answer: Answer) -> tuple[str, str] | None:
-    """Criteria, flags and the rationale: the rules every scheme shares."""
-    names = [c["name"] for c in project.criteria]
-    if answer.criteria and not names:
-        return ("no_criteria", "")
-    if sorted(answer.criteria) != sorted(names):
-        return ("bad_criteria", ", ".join(names))
-    for name in names:
-        if not _pick_fits(project, answer.criteria[name]):
-            return ("bad_criterion_answer", name)
-    if answer.flags and not project.flags:
-        return ("no_flags", "")
-    if not set(answer.flags) <= set(project.flags):
-        return ("bad_flags", ", ".join(project.flags))
-    if project.rationale == RationaleRule.OFF and answer.rationale:
-        return ("no_rationale", "")
-    least = rationale_min(project)
-    if (answer.rationale or project.rationale == RationaleRule.REQUIRED) and len(
-        answer.rationale
-    ) < least:
-        return ("short_rationale", str(least))
-    return None
-
-
 def oriented(pick: Pick, *, left_is_a: bool) -> dict[str, Any]:
     """The pick as stored: {"option": a | b | tie | both_bad, "strength": A's advantage}."""
     flip = -1 if left_is_a else 1  # screen strength < 0 favours the left response
@@ -287,11 +195,3 @@ def on_screen(stored: dict[str, Any], *, left_is_a: bool) -> dict[str, Any]:
         choice = Choice.LEFT.value if (option == "a") == left_is_a else Choice.RIGHT.value
     flip = -1 if left_is_a else 1
     return {"choice": choice, "strength": None if strength is None else strength * flip}
-
-
-def rationale_min(project: Project) -> int:
-    """The fewest characters a rationale may have in the project (when one is given, or
-    required): annotate_submit (queue.sql_submit) and the judging page read it from here."""
-    if project.rationale == RationaleRule.REQUIRED:
-        return max(project.rationale_min_length, REQUIRED_RATIONALE_MIN)
-    return project.rationale_min_length

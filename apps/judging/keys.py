@@ -15,7 +15,7 @@ from typing import Any
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from apps.judging.answers import allowed_choices
+from apps.judging.answer_rules import allowed_choices
 from apps.judging.models import Choice
 from apps.projects.models import GRADES, Project, Scheme
 

@@ -14,7 +14,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.batches.models import Candidate
-from apps.judging.answers import STRENGTH_RANGE, allowed_choices, rationale_min
+from apps.judging.answer_rules import allowed_choices, rationale_min
+from apps.judging.answers import STRENGTH_RANGE
 from apps.judging.keys import keymap
 from apps.judging.models import Assignment, Choice, Judgment
 from apps.judging.queue import (

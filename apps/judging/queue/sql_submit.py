@@ -1,11 +1,12 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
-rules as answers.answer_problem and submit.py, in one round trip. The standing check, the
+rules as the ORM path, in one round trip. No rule is written here: the answer's checks are
+answer_rules' table (ANSWER_RULES, PICK_FITS) as SQL, and the standing check, the
 late-submission rule, the caps, the judgment's INSERT (and what it derives: the winner,
 gold_correct), closing a lease and the counts are not written here:
 annotate_submit embeds sql_submit_steps' and sql_lease's statements, which the other path runs
 through a cursor (or, for the standing, evaluates as the same rule table in Python)."""
 
-from apps.judging.answers import PICK_FITS, REQUIRED_RATIONALE_MIN
+from apps.judging.answer_rules import PICK_FITS, answer_problem_sql
 from apps.judging.queue.sql_lease import LEASE_CLOSE, SLOT_FREE
 from apps.judging.queue.sql_submit_steps import (
     CAP_REFUSAL,
@@ -67,9 +68,6 @@ DECLARE
     v_gold_answered integer;
     v_option text;
     v_key text;
-    v_graded boolean;
-    v_names text[];
-    v_least integer;
     v_stored jsonb;
 BEGIN
     SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id,
@@ -109,76 +107,11 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    -- The project's rules for the answer, in answers.answer_problem's order. A ranking never
-    -- comes here (submit.judgment_submit takes it through the ORM).
-    IF a.scheme = 'listwise' THEN
-        outcome := 'needs_ranking';
-        RETURN;
-    END IF;
-    v_graded := a.scheme = 'graded';
-    IF NOT (p_choice = 'both_bad' AND a.allow_both_bad) THEN
-        IF v_graded AND p_strength IS NULL THEN
-            outcome := 'needs_strength';
-            RETURN;
-        ELSIF NOT v_graded AND p_strength IS NOT NULL THEN
-            outcome := 'no_strength';
-            RETURN;
-        END IF;
-    END IF;
-    IF NOT annotate_fits(p_choice, p_strength, v_graded, a.allow_tie, a.allow_both_bad) THEN
-        outcome := 'bad_choice';
-        o_allowed := concat_ws(', ', 'left', 'right', CASE WHEN a.allow_tie THEN 'tie' END,
-                               CASE WHEN a.allow_both_bad THEN 'both_bad' END);
-        RETURN;
-    END IF;
-    -- Criteria and flags, skipped at no cost when neither the project nor the answer has any.
-    IF p_criteria <> '{}'::jsonb OR a.criteria <> '[]'::jsonb THEN
-        SELECT coalesce(array_agg(e.value->>'name' ORDER BY e.n), '{}') INTO v_names
-        FROM jsonb_array_elements(a.criteria) WITH ORDINALITY AS e(value, n);
-        IF p_criteria <> '{}'::jsonb AND cardinality(v_names) = 0 THEN
-            outcome := 'no_criteria';
-            RETURN;
-        END IF;
-        IF (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM jsonb_object_keys(p_criteria) k)
-           <> (SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM unnest(v_names) k) THEN
-            outcome := 'bad_criteria';
-            o_allowed := array_to_string(v_names, ', ');
-            RETURN;
-        END IF;
-        SELECT u.name INTO o_allowed FROM unnest(v_names) WITH ORDINALITY AS u(name, n)
-        WHERE NOT annotate_fits(p_criteria->u.name->>'choice',
-                                (p_criteria->u.name->>'strength')::integer,
-                                v_graded, a.allow_tie, a.allow_both_bad)
-        ORDER BY u.n LIMIT 1;
-        IF o_allowed IS NOT NULL THEN
-            outcome := 'bad_criterion_answer';
-            RETURN;
-        END IF;
-    END IF;
-    IF p_flags <> '[]'::jsonb THEN
-        IF jsonb_array_length(a.flags) = 0 THEN
-            outcome := 'no_flags';
-            RETURN;
-        END IF;
-        IF NOT p_flags <@ a.flags THEN
-            outcome := 'bad_flags';
-            SELECT string_agg(f.name, ', ' ORDER BY f.n) INTO o_allowed
-            FROM jsonb_array_elements_text(a.flags) WITH ORDINALITY AS f(name, n);
-            RETURN;
-        END IF;
-    END IF;
-    IF a.rationale = 'off' AND p_rationale <> '' THEN
-        outcome := 'no_rationale';
-        RETURN;
-    END IF;
-    -- answers.rationale_min
-    v_least := CASE WHEN a.rationale = 'required'
-                    THEN greatest(a.rationale_min_length, __REQUIRED_RATIONALE_MIN__)
-                    ELSE a.rationale_min_length END;
-    IF (p_rationale <> '' OR a.rationale = 'required') AND char_length(p_rationale) < v_least
-    THEN
-        outcome := 'short_rationale';
-        o_allowed := v_least::text;
+    -- The project's rules for the answer (answer_rules.ANSWER_RULES), the first it breaks. A
+    -- ranking never comes here (submit.judgment_submit takes it through the ORM).
+    outcome := __ANSWER_PROBLEM__;
+    IF outcome IS NOT NULL THEN
+        o_allowed := __ANSWER_DETAIL__;
         RETURN;
     END IF;
     IF a.status = 'submitted' THEN
@@ -247,9 +180,28 @@ END
 $fn$;
 """
 
+# annotate_submit's expression for each of answer_rules.ANSWER_TERMS.
+_ANSWER_TERMS = {
+    "choice": "p_choice",
+    "strength": "p_strength",
+    "ranked": "false",
+    "criteria": "p_criteria",
+    "flags": "p_flags",
+    "rationale": "p_rationale",
+    "scheme": "a.scheme",
+    "allow_tie": "a.allow_tie",
+    "allow_both_bad": "a.allow_both_bad",
+    "project_criteria": "a.criteria",
+    "project_flags": "a.flags",
+    "rationale_rule": "a.rationale",
+    "rationale_min_length": "a.rationale_min_length",
+}
+_ANSWER_PROBLEM, _ANSWER_DETAIL = answer_problem_sql(_ANSWER_TERMS, "outcome")
+
 # The template holds JSON braces, so the constants go in by name rather than by format().
 _PLACES = {
-    "__REQUIRED_RATIONALE_MIN__": str(REQUIRED_RATIONALE_MIN),
+    "__ANSWER_PROBLEM__": _ANSWER_PROBLEM,
+    "__ANSWER_DETAIL__": _ANSWER_DETAIL,
     "__JUDGMENT_INSERT__": plpgsql(JUDGMENT_INSERT),
     "__JUDGMENT_RETURNING__": JUDGMENT_RETURNING,
     "__COMPARISON_VOTE__": plpgsql(COMPARISON_VOTE),

@@ -11,6 +11,7 @@ from django.utils import timezone
 from annotate.rows import converted
 from apps.batches.models import Candidate, Comparison, random_rank
 from apps.judging import answers
+from apps.judging.answer_rules import answer_problem
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Judgment
 from apps.judging.queue import backend, sql_lease, sql_submit_steps, statements
@@ -145,7 +146,7 @@ def judgment_submit(
         assignment = locked.assignment
         refusal: Exception | None = standing_refusal(locked, now)
         if refusal is None:
-            if problem := answers.answer_problem(assignment.project, answer):
+            if problem := answer_problem(assignment.project, answer):
                 raise JudgmentError(answers.message(*problem))
             ranking_ids = (
                 None if answer.ranking is None else _ranking_ids(assignment, answer.ranking)
