@@ -1,10 +1,14 @@
 """annotate_submit and annotate_fits, the PL/pgSQL of submit.py's PostgreSQL path: the same
-rules as the ORM path, in one round trip. No rule is written here: the answer's checks are
-answer_rules' table (ANSWER_RULES, PICK_FITS) as SQL, and the standing check, the
-late-submission rule, the caps, the judgment's INSERT (and what it derives: the winner,
-gold_correct), closing a lease and the counts are not written here:
-annotate_submit embeds sql_submit_steps' and sql_lease's statements, which the other path runs
-through a cursor (or, for the standing, evaluates as the same rule table in Python)."""
+rules as the ORM path, in one round trip. The rules themselves are not written here:
+
+- the answer's checks are answer_rules' table (ANSWER_RULES, PICK_FITS), rendered to SQL;
+- the standing check, the late-submission rule, the caps, the judgment's INSERT (with what it
+  derives: the winner, gold_correct), closing a lease and the counts are sql_submit_steps' and
+  sql_lease's statements, embedded here, which the other path runs through a cursor (or, for
+  the standing, evaluates as the same rule table in Python).
+
+What is still written twice, here and in submit.py, is the order of the steps: the lock, the
+repeat / judged / skipped outcomes of a lease no longer open, and the winner's imported id."""
 
 from apps.judging.answer_rules import PICK_FITS, answer_problem_sql
 from apps.judging.queue.sql_lease import LEASE_CLOSE, SLOT_FREE
@@ -35,7 +39,7 @@ CREATE FUNCTION annotate_fits(
     p_choice text, p_strength integer, p_graded boolean, p_allow_tie boolean,
     p_allow_both_bad boolean
 ) RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
--- Whether one answer (overall or a criterion's) fits the scheme: answers.PICK_FITS.
+-- Whether one answer (overall or a criterion's) fits the scheme: answer_rules.PICK_FITS.
 SELECT {case_sql(PICK_FITS, _FITS_PARAMETERS)}
 $fn$;
 """

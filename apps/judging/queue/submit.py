@@ -1,4 +1,9 @@
-"""Taking a judgment: checks, caps, the late-submission rule, and the counts it moves."""
+"""Taking a judgment: checks, caps, the late-submission rule, and the counts it moves.
+
+On PostgreSQL a pairwise or graded answer goes to annotate_submit (submit_postgresql). The ORM
+path here (SQLite, and listwise rankings everywhere) runs the same rules: the answer's from
+answer_rules' table, the rest as sql_submit_steps' and sql_lease's statements, the ones
+annotate_submit embeds. Only the order of the steps is written in both."""
 
 from datetime import datetime
 from typing import Any
@@ -192,7 +197,9 @@ def _judgment_store(
     was_open: bool,
     now: datetime,
 ) -> SubmitResult:
-    """Stores the vote and moves the counts (SQLite path); the caller holds the locks."""
+    """Stores the judgment and moves the counts, by the statements annotate_submit embeds
+    (sql_submit_steps.JUDGMENT_INSERT derives the winner and gold_correct); the caller holds the
+    locks. The Judgment returned is built from what the INSERT reports, not reloaded."""
     assignment = locked.assignment
     left_is_a = assignment.left_id == comparison.candidate_a_id
     # Oriented to the candidates as annotate_submit stores it (answers.stored).
