@@ -534,6 +534,15 @@ def unknown_columns(conn: psycopg.Connection, table: str, known: list[str]) -> l
     return [value for _, value in extra]
 
 
+def seed_connect(database: str) -> psycopg.Connection:
+    """A connection for seeding a throwaway database by COPY: no per-row foreign-key triggers
+    (the rows are made consistent by the generator) and no wait for the WAL flush."""
+    conn = psycopg.connect(database)
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("SET synchronous_commit = off")
+    return conn
+
+
 def copy_rows(
     conn: psycopg.Connection, table: str, columns: list[str], chunks: Iterator[list[str]]
 ) -> int:

@@ -292,10 +292,7 @@ def seed(
             yield rows
 
     def connect() -> psycopg.Connection:
-        conn = psycopg.connect(database)
-        conn.execute("SET session_replication_role = replica")
-        conn.execute("SET synchronous_commit = off")
-        return conn
+        return common.seed_connect(database)
 
     took: dict[str, float] = {}
     started = time.perf_counter()

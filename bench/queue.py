@@ -235,10 +235,7 @@ def seed_queue(
             yield rows
 
     def connect() -> psycopg.Connection:
-        conn = psycopg.connect(database)
-        conn.execute("SET session_replication_role = replica")  # no per-row FK triggers
-        conn.execute("SET synchronous_commit = off")
-        return conn
+        return common.seed_connect(database)
 
     started = time.perf_counter()
     with connect() as conn:

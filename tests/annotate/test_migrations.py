@@ -47,7 +47,9 @@ def test_the_queue_s_inserts_set_every_column_a_judgment_or_a_lease_requires():
     both paths run), and so does the new lease's (queue.sql_next.LEASE_VALUES, on every
     database): a new NOT NULL column without a database default must be added there, or they
     would refuse every judgment or every lease."""
+    from apps.judging.models import Assignment, Judgment
     from apps.judging.queue import sql_next, sql_submit_steps
+    from apps.judging.queue.statements import unset_required_columns
 
-    assert sql_submit_steps.unset_required_columns() == []
-    assert sql_next.unset_required_columns() == []
+    assert unset_required_columns(Judgment, sql_submit_steps.JUDGMENT_VALUES) == []
+    assert unset_required_columns(Assignment, sql_next.LEASE_VALUES) == []

@@ -8,8 +8,6 @@ candidate b goes left), expires (now plus the project's lease time: computed by 
 databases add intervals each their own way) and guideline_version.
 """
 
-from django.db.models import NOT_PROVIDED
-
 from apps.judging.models import Assignment
 from apps.judging.queue.policy import RECLAIM_LIMIT
 from apps.judging.queue.sql_gold import GOLD_LOOP, PREFERRED_PLPGSQL
@@ -26,7 +24,7 @@ OPEN_LEASE = """SELECT a.id FROM judging_assignment a
 # A new lease of comparison c, on the sides `swap` says (false: a left, b right): each column of
 # judging_assignment it sets, and the value. A column the model requires (NOT NULL, no default
 # in the database) and this leaves out would fail at run time: tests/annotate/test_migrations.py
-# checks unset_required_columns() is empty.
+# checks statements.unset_required_columns() is empty for it.
 LEASE_VALUES = {
     "project_id": "%(project)s",
     "comparison_id": "c.id",
@@ -42,18 +40,6 @@ LEASE_INSERT = f"""INSERT INTO {Assignment._meta.db_table} ({", ".join(LEASE_VAL
     SELECT {", ".join(LEASE_VALUES.values())}
     FROM batches_comparison c WHERE c.id = %(comparison)s
     RETURNING id, left_id, right_id"""
-
-
-def unset_required_columns() -> list[str | None]:
-    """Assignment's columns that need a value and that LEASE_INSERT does not set."""
-    return [
-        field.column
-        for field in Assignment._meta.concrete_fields
-        if not field.primary_key
-        and not field.null
-        and field.db_default is NOT_PROVIDED
-        and field.column not in LEASE_VALUES
-    ]
 
 
 # annotate_next's variable for each parameter.

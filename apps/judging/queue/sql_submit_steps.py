@@ -12,8 +12,6 @@ strength, criteria, flags, ranking, rationale, duration, key), the lease's (assi
 right, guideline_version), option and now; and for the counts rank, was_open and gold_correct.
 """
 
-from django.db.models import NOT_PROVIDED
-
 from apps.batches.queue_order import complete_sql, filled_sql
 from apps.judging.models import Judgment
 from apps.judging.queue import statements
@@ -128,7 +126,7 @@ MEMBER_VOTE = f"""UPDATE projects_membership SET
 # and whether a gold comparison was answered right (gold_correct, NULL for any other), read from
 # the comparison in the same statement. A column the model requires (NOT NULL, no default in
 # the database) and this leaves out would fail every judgment: tests/annotate/test_migrations.py
-# checks unset_required_columns() is empty.
+# checks statements.unset_required_columns() is empty for it.
 JUDGMENT_VALUES = {
     "comparison_id": "cmp.id",
     "batch_id": "cmp.batch_id",
@@ -155,18 +153,6 @@ JUDGMENT_INSERT = f"""INSERT INTO {Judgment._meta.db_table} ({", ".join(JUDGMENT
     SELECT {", ".join(JUDGMENT_VALUES.values())}
     FROM batches_comparison cmp WHERE cmp.id = %(comparison)s"""
 JUDGMENT_RETURNING = "RETURNING id, chosen_id, gold_correct"
-
-
-def unset_required_columns() -> list[str | None]:
-    """Judgment's columns that need a value and that JUDGMENT_INSERT does not set."""
-    return [
-        field.column
-        for field in Judgment._meta.concrete_fields
-        if not field.primary_key
-        and not field.null
-        and field.db_default is NOT_PROVIDED
-        and field.column not in JUDGMENT_VALUES
-    ]
 
 
 # annotate_submit's variable (or expression) for each parameter. The statements' table aliases

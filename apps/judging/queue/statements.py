@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import connection, models
+from django.db.models import NOT_PROVIDED
 
 
 def embed(sql: str, variables: Mapping[str, str]) -> str:
@@ -64,3 +65,20 @@ def _adapted(params: Mapping[str, Any]) -> dict[str, Any]:
         else value
         for name, value in params.items()
     }
+
+
+def unset_required_columns(
+    model: type[models.Model], values: Mapping[str, str]
+) -> list[str | None]:
+    """The model's columns that need a value (NOT NULL, no default in the database) and that an
+    INSERT setting `values` (column: expression) leaves out: such an INSERT would fail where it
+    runs, on one database only if only one path runs it. tests/annotate/test_migrations.py
+    checks each shared INSERT with it."""
+    return [
+        field.column
+        for field in model._meta.concrete_fields
+        if not field.primary_key
+        and not field.null
+        and field.db_default is NOT_PROVIDED
+        and field.column not in values
+    ]
