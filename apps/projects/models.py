@@ -267,10 +267,15 @@ class Membership(models.Model):
     def gold_accuracy(self) -> float | None:
         return self.gold_correct / self.gold_answered if self.gold_answered else None
 
-    def blocked_reason(self, project: "Project | None" = None) -> str:
-        """Why this annotator gets no more work in the project, or "" when they do."""
+    def cap_reached(self, project: "Project | None" = None) -> bool:
         project = project or self.project
-        if project.annotator_cap is not None and self.judgment_count >= project.annotator_cap:
+        return project.annotator_cap is not None and self.judgment_count >= project.annotator_cap
+
+    def blocked_reason(self, project: "Project | None" = None) -> str:
+        """Why this annotator gets no more work in the project, or "" when they do: "reached
+        the project's cap ..." (the cap) or "gold accuracy ... is below ..." (the gold rule)."""
+        project = project or self.project
+        if self.cap_reached(project):
             return f"reached the project's cap of {project.annotator_cap} judgments"
         return gold_stop_reason(
             correct=self.gold_correct,

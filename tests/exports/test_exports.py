@@ -154,6 +154,21 @@ def test_exports_filter_by_batch(api, bob, project, annotators, import_rows):
     assert [r["prompt_id"] for r in exported] == ["a"]
 
 
+def test_judgments_rows_come_in_judgment_id_order(api, bob, project, annotators, import_rows):
+    """As the README says: `judgments` by judgment id (the keyset its pages and the API's
+    cursor read), unlike the pairwise formats and `arena`, which go by comparison."""
+    import_rows(prompt_line("a"), prompt_line("b"))
+    for user in annotators[:2]:
+        for _ in range(2):
+            lease = assignment_next(project=project, annotator=user)
+            assert lease is not None
+            judgment_submit(assignment_id=lease.pk, annotator=user, choice="left")
+    exported = [r["comparison_id"] for r in rows(api(bob).get(URL, {"format": "judgments"}))]
+    assert exported == list(Judgment.objects.order_by("id").values_list("comparison_id", flat=True))
+    # Each annotator judged both comparisons in turn: by comparison, the order would differ.
+    assert exported != sorted(exported)
+
+
 @pytest.mark.parametrize("params", [{"format": "csv"}, {"format": "trl", "batch": "x"}])
 def test_exports_reject_bad_parameters(api, bob, project, params):
     response = api(bob).get(URL, params)

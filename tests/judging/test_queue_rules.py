@@ -252,7 +252,9 @@ def test_the_project_cap_stops_an_annotator_with_a_reason(api, project, crowd, i
         assignment_next(project=project, annotator=crowd[0])
     response = api(crowd[0]).post(NEXT)
     assert response.status_code == 403
-    assert "cap of 2" in response.json()["detail"]
+    assert response.json()["detail"] == (
+        "No more work for you in this project: you reached the project's cap of 2 judgments."
+    )
     assert assignment_next(project=project, annotator=crowd[1]) is not None
 
 

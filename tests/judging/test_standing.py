@@ -142,7 +142,12 @@ def test_a_gold_stopped_annotator_cannot_judge_or_skip_an_earlier_lease(
     member = Membership.objects.get(project=project, user=annotators[0])
     assert (member.judgment_count, member.skip_count) == (0, 0)
     # Next says the same, and hands out nothing.
-    assert client.post(NEXT).status_code == 403
+    refused = client.post(NEXT)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        "No more work for you in this project: your gold accuracy 25% over 4 gold items is below "
+        "the project's minimum of 80%."
+    )
 
 
 def test_a_gold_stopped_annotator_cannot_skip_an_earlier_lease(api, project, annotators, batch):

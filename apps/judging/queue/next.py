@@ -200,7 +200,9 @@ def _blocked_reason(*, project: Project, annotator: User, membership: Membership
         membership = Membership.objects.filter(project=project, user=annotator).first()
     if membership is None or not (reason := membership.blocked_reason(project)):
         return ""
-    return f"No more work for you in this project: you {reason}."
+    # The cap's reason is a verb ("you reached ..."), the gold rule's a noun ("your gold ...").
+    whose = "you" if membership.cap_reached(project) else "your"
+    return f"No more work for you in this project: {whose} {reason}."
 
 
 def _assignment_next_postgresql(

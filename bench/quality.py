@@ -1,0 +1,509 @@
+"""The quality benchmark: planted annotators whose truth is known, judging through the app.
+
+    .venv/bin/python bench/quality.py                      # 5 seeds x 3 policies (~3 min)
+    .venv/bin/python bench/quality.py --quick              # 2 seeds, fewer prompts (~40 s)
+    .venv/bin/python bench/quality.py --seeds 1 2 --prompts 300 --budget 700 --policies random
+
+Creates a throwaway PostgreSQL database, migrates it, creates a lead and the annotators with DRF
+tokens, and per seed and policy a project (overlap 3) whose batch is imported through the API
+(`POST .../batches/`, the documented JSON Lines): each prompt has two responses by two of the
+models, each response naming its `model`. The models have known Bradley-Terry strengths. The
+annotators judge through the HTTP API (next, then submit with `?next=1`) in turn until the
+budget of judgments is spent: honest ones choose by the true Bradley-Terry model (ties when the
+two are close), a random clicker, an always-left one and a left-biased one (75% left when
+unsure). The client sees left and right only, and maps the lease's candidate ids to models to
+simulate the truth. Then it reads `/stats/`, the `trl` export under `aggregate=majority` and
+`aggregate=reliability`, and the dashboard's flags (`project_figures`, the function the
+dashboard renders, run in a `manage.py shell` on the bench's database), and prints per policy:
+flag recall per planted kind and precision, Kendall tau of the leaderboard against the truth
+and its 95% intervals' coverage, the truly-right share of exported pairs per aggregation at
+equal row count, and the agreement and alpha as reported.
+"""
+
+import sys
+from pathlib import Path
+
+# As bench/export.py: keep bench/queue.py from shadowing the standard library's `queue`.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import common  # noqa: E402
+
+# bench/queue.py's keep-alive client, loaded by path as bench/dashboard.py does (the name
+# `queue` is the standard library's).
+_queue_spec = importlib.util.spec_from_file_location("bench_queue", _HERE / "queue.py")
+assert _queue_spec is not None and _queue_spec.loader is not None
+bench_queue = importlib.util.module_from_spec(_queue_spec)
+_queue_spec.loader.exec_module(bench_queue)
+Connection = bench_queue.Connection
+
+OVERLAP = 3
+POLICIES = ("random", "uncertain_first", "breadth_first")
+# Eight models, log-strengths evenly spaced over 3 natural-log units (about 520 Elo points).
+MODELS = {f"model-{i + 1}": -1.5 + 3 * i / 7 for i in range(8)}
+ELO = 400 / math.log(10)
+# The planted annotators: kind -> how many.
+KINDS = {"honest": 6, "random": 1, "always_left": 1, "left_biased": 1}
+SPAMMERS = ("random", "always_left", "left_biased")
+TIE_MARGIN = 0.5  # honest: |difference of log-strengths| below it (neighbours), a tie 1 in 3
+UNSURE = 1.0  # left-biased: below this difference (a BT probability under 0.73), 75% left
+
+
+@dataclass
+class Annotator:
+    username: str
+    kind: str
+    token: str
+    conn: Any = None
+    lease: dict[str, Any] | None = None
+    done: bool = False
+
+
+@dataclass
+class Run:
+    policy: str
+    seed: int
+    slug: str
+    judgments: int = 0
+    wall: float = 0.0
+    truth: dict[str, str] = field(default_factory=dict)  # candidate id -> model
+    tau_at: dict[int, float] = field(default_factory=dict)  # judgments -> leaderboard's tau
+
+
+def choose(kind: str, left: float, right: float, rng: random.Random) -> str:
+    """The planted annotator's answer for log-strengths `left` and `right`."""
+    diff = left - right
+    if kind == "random":
+        return rng.choice(("left", "right"))
+    if kind == "always_left":
+        return "left"
+    if kind == "left_biased" and abs(diff) < UNSURE:
+        return "left" if rng.random() < 0.75 else "right"
+    if abs(diff) < TIE_MARGIN and rng.random() < 1 / 3:
+        return "tie"
+    return "left" if rng.random() < 1 / (1 + math.exp(-diff)) else "right"
+
+
+def import_file(seed: int, prompts: int) -> tuple[str, dict[str, str]]:
+    """A JSON Lines file of `prompts` prompts, two responses each by two distinct models drawn
+    at random; the candidate ids are random, so only the bench's map says whose is whose."""
+    rng = random.Random(seed)
+    names = list(MODELS)
+    truth: dict[str, str] = {}
+    lines = []
+    for i in range(prompts):
+        candidates = []
+        for model in rng.sample(names, 2):
+            cid = uuid.UUID(int=rng.getrandbits(128)).hex[:12]
+            truth[cid] = model
+            text = f"Response {cid}: " + " ".join(rng.choice(common._WORDS) for _ in range(40))
+            candidates.append({"id": cid, "text": text, "model": model})
+        lines.append(
+            json.dumps({"id": f"q-{i:05d}", "prompt": f"Question {i}?", "candidates": candidates})
+        )
+    return "\n".join(lines) + "\n", truth
+
+
+_SETUP = """
+import json
+from django.contrib.auth.models import User
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+from apps.projects.services import membership_add, project_create
+
+spec = json.loads(SPEC)
+with transaction.atomic():
+    users = {}
+    for name in [spec["lead"], *spec["annotators"]]:
+        user = User(username=name)
+        user.set_unusable_password()
+        user.save()
+        users[name] = user
+    for slug, policy in spec["projects"]:
+        project = project_create(slug=slug, name=slug, overlap=spec["overlap"], policy=policy)
+        membership_add(project=project, user=users[spec["lead"]], role="lead")
+        for name in spec["annotators"]:
+            membership_add(project=project, user=users[name], role="annotator")
+    tokens = {name: Token.objects.create(user=user).key for name, user in users.items()}
+print(MARK + json.dumps(tokens))
+"""
+
+_FLAGS = """
+import json
+from apps.dashboard.figures import project_figures
+from apps.projects.models import Project
+
+out = {}
+for slug in json.loads(SLUGS):
+    figures = project_figures(Project.objects.get(slug=slug))
+    out[slug] = {
+        a["username"]: {
+            "flags": [f["flag"] for f in a["flags"]],
+            "agree": a["agreement_with_others"],
+            "left": a["position_bias"]["left_share"],
+        }
+        for a in figures["annotators"]
+    }
+print(MARK + json.dumps(out))
+"""
+
+MARK = "BENCH-JSON "
+
+
+def shell(code: str, env: dict[str, str], **names: str) -> Any:
+    script = "".join(f"{key} = {value!r}\n" for key, value in names.items())
+    out = common.manage(["shell", "-c", f"{script}MARK = {MARK!r}\n{code}"], env).stdout
+    for line in out.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK) :])
+    raise common.BenchError(f"the shell printed no result:\n{out[-2000:]}")
+
+
+def http_get(port: int, token: str, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Token {token}", "Accept": "*/*"})
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise common.BenchError(f"GET {path}: {response.status} {body[:300]!r}")
+        return body
+    finally:
+        conn.close()
+
+
+def import_batch(port: int, token: str, slug: str, body: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/jsonl"}
+    conn.request("POST", f"/api/v1/projects/{slug}/batches/", body=body.encode(), headers=headers)
+    response = conn.getresponse()
+    answer = json.loads(response.read())
+    conn.close()
+    if response.status not in (201, 202):
+        raise common.BenchError(f"import into {slug}: {response.status} {answer}")
+    lead = Connection(port, token)
+    while answer.get("status") not in ("active",):  # a background import: wait for it
+        if answer.get("status") in ("failed", "cancelled"):
+            raise common.BenchError(f"import into {slug}: {answer}")
+        time.sleep(0.5)
+        answer = json.loads(lead.request("GET", f"/api/v1/batches/{answer['id']}/")[1])
+    lead.close()
+
+
+def judge(
+    run: Run,
+    people: list[Annotator],
+    port: int,
+    budget: int,
+    checkpoint: Callable[[int], None],
+    checkpoints: set[int],
+) -> None:
+    """The annotators in turn, one request a judgment, until the budget is spent or no one
+    gets work. The client sees left and right; the truth comes from the candidate ids.
+    `checkpoint(n)` runs after the n-th judgment for each n in `checkpoints` (not timed)."""
+    rng = random.Random(run.seed * 1_000 + POLICIES.index(run.policy))
+    for person in people:
+        person.conn, person.done = Connection(port, person.token), False
+        status, body = person.conn.request("POST", f"/api/v1/projects/{run.slug}/assignments/next/")
+        person.lease = json.loads(body) if status == 200 else None
+        person.done = person.lease is None
+    started = time.perf_counter()
+    while run.judgments < budget and not all(p.done for p in people):
+        for person in people:
+            if person.done or run.judgments >= budget:
+                continue
+            lease = person.lease
+            assert lease is not None
+            left, right = (
+                MODELS[run.truth[lease["left"]["id"]]],
+                MODELS[run.truth[lease["right"]["id"]]],
+            )
+            payload = {
+                "choice": choose(person.kind, left, right, rng),
+                "idempotency_key": uuid.uuid4().hex,
+                # The same pace for everyone: the flags must come from the votes alone.
+                "duration_ms": int(rng.lognormvariate(math.log(20_000), 0.5)),
+            }
+            status, body = person.conn.request(
+                "POST", f"/api/v1/assignments/{lease['id']}/judgment/?next=1", payload
+            )
+            if status not in (200, 201):
+                raise common.BenchError(f"submit: {status} {body[:300]!r}")
+            run.judgments += 1
+            if run.judgments in checkpoints:
+                paused = time.perf_counter()
+                checkpoint(run.judgments)
+                started += time.perf_counter() - paused
+            answer = json.loads(body)
+            person.lease = answer["next"]
+            if person.lease is None:
+                if answer["next_reason"] != "none_left":
+                    raise common.BenchError(
+                        f"next: {answer['next_reason']} {answer['next_detail']}"
+                    )
+                person.done = True
+    run.wall = time.perf_counter() - started
+    for person in people:
+        person.conn.close()
+
+
+def kendall_tau(first: list[float], second: list[float]) -> float:
+    """Kendall's tau-b of two lists of scores over the same items."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(first)):
+        for j in range(i + 1, len(first)):
+            a, b = first[i] - first[j], second[i] - second[j]
+            if a == 0 and b == 0:
+                continue
+            if a == 0:
+                ties_a += 1
+            elif b == 0:
+                ties_b += 1
+            elif (a > 0) == (b > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    n = concordant + discordant
+    return (concordant - discordant) / math.sqrt((n + ties_a) * (n + ties_b) or 1)
+
+
+def leaderboard_quality(stats: dict[str, Any]) -> tuple[float, int, int]:
+    """(tau against the truth, models whose 95% interval holds their true score, models)."""
+    board = {m["model"]: m for m in stats["models"]["bradley_terry"]["models"]}
+    names = [name for name in MODELS if name in board]
+    mean = statistics.fmean(MODELS[name] for name in names)  # the fit's scores average 1000
+    true = {name: 1000 + ELO * (MODELS[name] - mean) for name in names}
+    tau = kendall_tau([true[n] for n in names], [board[n]["score"] for n in names])
+    covered = sum(board[n]["ci95"][0] <= true[n] <= board[n]["ci95"][1] for n in names)
+    return tau, covered, len(names)
+
+
+def truly_right(rows: list[dict[str, Any]]) -> float:
+    right = sum(MODELS[r["chosen_model"]] > MODELS[r["rejected_model"]] for r in rows)
+    return right / len(rows) if rows else float("nan")
+
+
+def pairs_quality(port: int, token: str, slug: str) -> dict[str, float]:
+    """The truly-right share of `trl` rows under each aggregation, on all rows and on the same
+    number of rows: each aggregation's most confident ones (majority: the vote share of the
+    winner, then the votes; reliability: `label_confidence`)."""
+    path = f"/api/v1/projects/{slug}/export/?format=trl&aggregate="
+    majority = [json.loads(x) for x in http_get(port, token, path + "majority").splitlines()]
+    reliable = [json.loads(x) for x in http_get(port, token, path + "reliability").splitlines()]
+    majority.sort(key=lambda r: (-r["agreement"], -r["n_annotators"], r["comparison_id"]))
+    reliable.sort(key=lambda r: (-r["label_confidence"], r["comparison_id"]))
+    n = min(len(majority), len(reliable))
+    return {
+        "majority_rows": len(majority),
+        "reliability_rows": len(reliable),
+        "majority_all": truly_right(majority),
+        "reliability_all": truly_right(reliable),
+        "equal_rows": n,
+        "majority_equal": truly_right(majority[:n]),
+        "reliability_equal": truly_right(reliable[:n]),
+    }
+
+
+def people_of(tokens: dict[str, str]) -> list[Annotator]:
+    people = []
+    for kind, count in KINDS.items():
+        for i in range(count):
+            name = f"{kind}-{i + 1}"
+            people.append(Annotator(name, kind, tokens[name]))
+    return people
+
+
+def mean_of(values: list[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    return f"{statistics.fmean(present):.2f}" if present else "n/a"
+
+
+def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One policy's tables, over its seeds; returns its summary row."""
+    judged = sum(r["judgments"] for r in results)
+    wall = sum(r["wall"] for r in results)
+    print(f"\npolicy {policy}: {len(results)} seed(s), {judged:,} judgments, {judged / wall:.0f}/s")
+    print(
+        "  the dashboard's flags:\n"
+        "    kind          planted  flagged  recall  agreement w/ others  left share  flags fired"
+    )
+    hits: dict[str, int] = {}
+    for kind in KINDS:
+        people = [p for r in results for name, p in r["people"].items() if name.startswith(kind)]
+        hits[kind] = sum(bool(p["flags"]) for p in people)
+        fired: dict[str, int] = defaultdict(int)
+        for person in people:
+            for flag in person["flags"]:
+                fired[flag] += 1
+        recall = "-" if kind == "honest" else f"{hits[kind] / len(people):.0%}"
+        shown = ", ".join(f"{f} x{n}" for f, n in sorted(fired.items())) or "-"
+        agree = mean_of([p["agree"] for p in people])
+        left = mean_of([p["left"] for p in people])
+        print(
+            f"    {kind:<12} {len(people):>8} {hits[kind]:>8} {recall:>7}  {agree:>19}  "
+            f"{left:>10}  {shown}"
+        )
+    spam = sum(hits[k] for k in SPAMMERS)
+    flagged = spam + hits["honest"]
+    precision = f"{spam / flagged:.0%}" if flagged else "n/a (nothing flagged)"
+    print(f"  flag precision (spammers among the flagged annotators): {precision}")
+    print(
+        "  seed  tau     covered  rows maj/rel  right maj  right rel  (all rows: maj  rel)"
+        "  agreement w/o ties  with ties  alpha"
+    )
+    for r in results:
+        q, a = r["pairs"], r["agreement"]
+        alpha = a["krippendorff_alpha_nominal"]
+        print(
+            f"  {r['seed']:>4}  {r['tau']:+.3f}  {r['covered']:>3}/{r['models']:<3}  "
+            f"{q['equal_rows']:>5} eq.   {q['majority_equal']:>9.1%}  "
+            f"{q['reliability_equal']:>9.1%}"
+            f"  ({q['majority_rows']:>4} {q['majority_all']:.1%}  {q['reliability_rows']:>4} "
+            f"{q['reliability_all']:.1%})  {a['pairwise']['without_ties']['agreement']!s:>18}  "
+            f"{a['pairwise']['with_ties']['agreement']!s:>9}  "
+            f"{'n/a' if alpha is None else f'{alpha:.3f}'}"
+        )
+    alphas = [r["agreement"]["krippendorff_alpha_nominal"] for r in results]
+    return {
+        "policy": policy,
+        "tau": statistics.fmean(r["tau"] for r in results),
+        "tau_min": min(r["tau"] for r in results),
+        "coverage": sum(r["covered"] for r in results) / sum(r["models"] for r in results),
+        "majority": statistics.fmean(r["pairs"]["majority_equal"] for r in results),
+        "reliability": statistics.fmean(r["pairs"]["reliability_equal"] for r in results),
+        "recall": {k: hits[k] / sum(KINDS[k] for _ in results) for k in SPAMMERS},
+        "honest_flagged": hits["honest"],
+        "honest": KINDS["honest"] * len(results),
+        "alpha": mean_of(alphas),
+        "tau_at": {
+            n: statistics.fmean(r["tau_at"][n] for r in results)
+            for n in sorted(results[0]["tau_at"])
+            if all(n in r["tau_at"] for r in results)
+        },
+    }
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    print(
+        "\nsummary (means over seeds; the random policy's alpha is the uniform reference)\n"
+        "  policy           tau (min)        coverage  right maj  right rel  rel-maj  "
+        "recall random/left/biased  honest flagged  alpha"
+    )
+    for s in rows:
+        recall = "/".join(f"{s['recall'][k]:.0%}" for k in SPAMMERS)
+        print(
+            f"  {s['policy']:<16} {s['tau']:+.3f} ({s['tau_min']:+.3f})  {s['coverage']:>8.0%}  "
+            f"{s['majority']:>9.1%}  {s['reliability']:>9.1%}  "
+            f"{(s['reliability'] - s['majority']) * 100:>+6.1f}  {recall:>25}  "
+            f"{s['honest_flagged']:>7}/{s['honest']:<6}  {s['alpha']}"
+        )
+    print("  the leaderboard's tau (mean over seeds) after n judgments:")
+    for s in rows:
+        curve = ", ".join(f"{n}: {tau:+.3f}" for n, tau in s["tau_at"].items())
+        print(f"  {s['policy']:<16} {curve}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--prompts", type=int, default=400, help="comparisons per project")
+    parser.add_argument("--budget", type=int, default=1000, help="judgments per project")
+    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
+    parser.add_argument(
+        "--checkpoints",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.75],
+        help="also read the leaderboard's tau after these fractions of the budget",
+    )
+    parser.add_argument("--quick", action="store_true", help="seeds 1 2, 200 prompts, budget 500")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.prompts, args.budget = [1, 2], 200, 500
+    common.bound_runtime(args.timeout)
+    common.print_machine()
+    print(
+        f"\n{len(MODELS)} models (log-strengths {min(MODELS.values()):+.2f} to "
+        f"{max(MODELS.values()):+.2f}), annotators {dict(KINDS)}, overlap {OVERLAP}; "
+        f"{args.prompts} comparisons and {args.budget} judgments per project; seeds {args.seeds}"
+    )
+    names = [f"{kind}-{i + 1}" for kind, count in KINDS.items() for i in range(count)]
+    runs = [
+        Run(policy, seed, f"quality-{policy.replace('_', '-')}-{seed}")
+        for seed in args.seeds
+        for policy in args.policies
+    ]
+    started = time.perf_counter()
+    with common.temporary_database(prefix="annotate_bench_quality", keep=args.keep_db) as db:
+        env = common.production_env(db)
+        print(f"migrate {common.migrate(env):.1f} s")
+        spec = {
+            "lead": "lead",
+            "annotators": names,
+            "overlap": OVERLAP,
+            "projects": [[run.slug, run.policy] for run in runs],
+        }
+        tokens = shell(_SETUP, env, SPEC=json.dumps(spec))
+        with common.Gunicorn(env, workers=args.workers) as server:
+            results = []
+            for run in runs:
+                body, run.truth = import_file(run.seed, args.prompts)
+                import_batch(server.port, tokens["lead"], run.slug, body)
+                stats_path = f"/api/v1/projects/{run.slug}/stats/"
+
+                def tau_now(n: int, run: Run = run, path: str = stats_path) -> None:
+                    stats = json.loads(http_get(server.port, tokens["lead"], path))
+                    run.tau_at[n] = leaderboard_quality(stats)[0]
+
+                stops = {round(f * args.budget) for f in args.checkpoints if 0 < f < 1}
+                judge(run, people_of(tokens), server.port, args.budget, tau_now, stops)
+                stats = json.loads(http_get(server.port, tokens["lead"], stats_path))
+                tau, covered, models = leaderboard_quality(stats)
+                run.tau_at[run.judgments] = tau
+                results.append(
+                    {
+                        "policy": run.policy,
+                        "seed": run.seed,
+                        "slug": run.slug,
+                        "judgments": run.judgments,
+                        "wall": run.wall,
+                        "tau": tau,
+                        "tau_at": run.tau_at,
+                        "covered": covered,
+                        "models": models,
+                        "agreement": stats["agreement"],
+                        "pairs": pairs_quality(server.port, tokens["lead"], run.slug),
+                    }
+                )
+                print(f"  {run.slug}: {run.judgments} judgments in {run.wall:.1f} s")
+        flags = shell(_FLAGS, env, SLUGS=json.dumps([run.slug for run in runs]))
+        for result in results:
+            result["people"] = {k: v for k, v in flags[result["slug"]].items() if k != "lead"}
+        summary([report(p, [r for r in results if r["policy"] == p]) for p in args.policies])
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except common.BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
