@@ -39,7 +39,7 @@ LONGEST = 100_000
 MIN_RUN = 20
 ADAPTIVE_NOTE = (
     "not meaningful: under the {policy} policy a comparison gets a third vote only where the "
-    "first ones split, so the comparisons this counts are mostly disagreements"
+    "first ones split, so the comparisons with three votes or more are mostly disagreements"
 )
 
 

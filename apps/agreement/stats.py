@@ -454,10 +454,12 @@ def others_majority(votes: VoteColumns) -> np.ndarray:
     return np.where(counted, others.argmax(axis=1) if len(votes) else rows, -1)
 
 
-def leave_one_out(votes: VoteColumns) -> tuple[np.ndarray, np.ndarray]:
+def leave_one_out(
+    votes: VoteColumns, majority: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per annotator code: agreements and comparisons counted with the majority of the others
-    (`others_majority`)."""
-    majority = others_majority(votes)
+    (`others_majority`, given or computed)."""
+    majority = others_majority(votes) if majority is None else majority
     counted = majority >= 0
     agree = majority == votes.option
     size = len(votes.names)
@@ -528,7 +530,7 @@ def annotator_summaries(
     gold_answered = per(answered, votes)
     gold_correct = per(answered & (votes.gold_correct == 1), votes)
     majority = others_majority(mine)
-    agree, counted = leave_one_out(mine)
+    agree, counted = leave_one_out(mine, majority)
     chance = np.bincount(
         mine.annotator[majority >= 0],
         weights=np.asarray(design.clicker)[majority[majority >= 0]],
