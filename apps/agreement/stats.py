@@ -27,6 +27,7 @@ from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
+from apps.agreement.flags import DEFAULT_DESIGN, Design, agreement_tests
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 from apps.projects.selectors import Pseudonyms
@@ -437,12 +438,12 @@ def agreement(votes: Iterable[Vote] | VoteColumns) -> dict[str, Any]:
 # -- annotators ----------------------------------------------------------------------------------
 
 
-def leave_one_out(votes: VoteColumns) -> tuple[np.ndarray, np.ndarray]:
-    """Per annotator code: agreements and comparisons counted with the majority of the others.
+def others_majority(votes: VoteColumns) -> np.ndarray:
+    """Per vote: the option (code into OPTIONS) the others' votes on its comparison hold a
+    majority for, or -1.
 
-    A comparison counts for an annotator when at least two others voted on it and one option
-    has strictly more of their votes than any other; without such a majority there is nothing
-    to agree with.
+    There is one when at least two others voted on the comparison and one option has strictly
+    more of their votes than any other; without it there is nothing to agree with.
     """
     index, counts = _by_comparison(votes)
     rows = np.arange(len(votes))
@@ -450,7 +451,17 @@ def leave_one_out(votes: VoteColumns) -> tuple[np.ndarray, np.ndarray]:
     others[rows, votes.option] -= 1
     most = others.max(axis=1) if len(votes) else np.zeros(0, dtype=np.int32)
     counted = (counts.sum(axis=1)[index] >= 3) & ((others == most[:, None]).sum(axis=1) == 1)
-    agree = counted & (others[rows, votes.option] == most)
+    return np.where(counted, others.argmax(axis=1) if len(votes) else rows, -1)
+
+
+def leave_one_out(
+    votes: VoteColumns, majority: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per annotator code: agreements and comparisons counted with the majority of the others
+    (`others_majority`, given or computed)."""
+    majority = others_majority(votes) if majority is None else majority
+    counted = majority >= 0
+    agree = majority == votes.option
     size = len(votes.names)
     return (
         np.bincount(votes.annotator[agree], minlength=size),
@@ -488,10 +499,22 @@ def _medians(annotator: np.ndarray, values: np.ndarray, size: int) -> list[int |
     return medians
 
 
-def annotator_summaries(votes: Iterable[Vote] | VoteColumns) -> list[dict[str, Any]]:
+def _median_other(shares: list[float], left: int, sides: int) -> float | None:
+    """The median of `shares` without this annotator's own (`left` of `sides`), if it is there."""
+    others = list(shares)
+    if sides:
+        others.remove(left / sides)
+    return round(float(np.median(others)), DIGITS) if others else None
+
+
+def annotator_summaries(
+    votes: Iterable[Vote] | VoteColumns, *, design: Design = DEFAULT_DESIGN
+) -> list[dict[str, Any]]:
     """One entry per annotator (by pseudonym, sorted): their habits, and how far to trust them.
 
     Every figure but the gold ones is over their votes on ordinary (non-gold) comparisons.
+    `design` (the project's policy and options) gives the chance level of the agreement tests,
+    and says when agreement is not meaningful (an adaptive policy: then it is not tested).
     """
     votes = VoteColumns.of(votes)
     size = len(votes.names)
@@ -506,7 +529,23 @@ def annotator_summaries(votes: Iterable[Vote] | VoteColumns) -> list[dict[str, A
     lefts, sides = per(mine.side == 1), per(mine.side != 0)
     gold_answered = per(answered, votes)
     gold_correct = per(answered & (votes.gold_correct == 1), votes)
-    agree, counted = leave_one_out(mine)
+    majority = others_majority(mine)
+    agree, counted = leave_one_out(mine, majority)
+    chance = np.bincount(
+        mine.annotator[majority >= 0],
+        weights=np.asarray(design.clicker)[majority[majority >= 0]],
+        minlength=size,
+    )
+    tests = (
+        [None] * size
+        if design.adaptive
+        else agreement_tests(
+            [int(n) for n in agree],
+            [int(n) for n in counted],
+            [float(chance[i] / counted[i]) if counted[i] else None for i in range(size)],
+        )
+    )
+    left_shares = [lefts[i] / sides[i] for i in range(size) if sides[i]]
     medians = _medians(mine.annotator[mine.has_duration], mine.duration_ms[mine.has_duration], size)
     summaries = []
     for i, name in enumerate(votes.names):
@@ -518,6 +557,9 @@ def annotator_summaries(votes: Iterable[Vote] | VoteColumns) -> list[dict[str, A
                 "judgments": judgments[i],
                 "agreement_with_others": _share(int(agree[i]), int(counted[i])),
                 "agreement_with_others_comparisons": int(counted[i]),
+                "agreement_with_others_sample": design.sample,
+                "agreement_with_others_note": design.note,
+                "agreement_test": tests[i],
                 "gold_answered": gold_answered[i],
                 "gold_accuracy": _share(gold_correct[i], gold_answered[i]),
                 "position_bias": {
@@ -525,6 +567,9 @@ def annotator_summaries(votes: Iterable[Vote] | VoteColumns) -> list[dict[str, A
                     "left": lefts[i],
                     "side_choices": sides[i],
                     "ci95": wilson_interval(lefts[i], sides[i]),
+                    # The project's own lean, which this one is judged by: the median other
+                    # annotator's, so that an always-left clicker does not move it.
+                    "project_left_share": _median_other(left_shares, lefts[i], sides[i]),
                 },
                 "tie_rate": _share(ties[i], judgments[i]),
                 "both_bad_rate": _share(both_bad[i], judgments[i]),
@@ -751,9 +796,13 @@ def bradley_terry(
 
 
 def project_stats(
-    votes: Iterable[Vote] | VoteColumns, *, batch_id: int | None = None
+    votes: Iterable[Vote] | VoteColumns,
+    *,
+    batch_id: int | None = None,
+    design: Design = DEFAULT_DESIGN,
 ) -> dict[str, Any]:
-    """The whole report of the stats endpoint, from the votes `stats_votes` loads."""
+    """The whole report of the stats endpoint, from the votes `stats_votes` loads, for a project
+    of this `design` (`Design.of(project)`)."""
     votes = VoteColumns.of(votes)
     ordinary = votes.select(~votes.is_gold)
     battles = battles_of(ordinary)
@@ -766,8 +815,12 @@ def project_stats(
             "filters": {"batch": batch_id},
             "left_out": "listwise comparisons (all figures); gold items (all but gold accuracy)",
         },
-        "agreement": agreement(ordinary),
-        "annotators": annotator_summaries(votes),
+        "agreement": {
+            **agreement(ordinary),
+            "sample": design.sample,
+            "sample_note": design.note,
+        },
+        "annotators": annotator_summaries(votes, design=design),
         "models": {
             "win_rates": win_rates(battles),
             "win_rates_note": "win_rate = (wins + ties / 2) / votes between the two models; "

@@ -7,11 +7,10 @@ result is plain data (dicts, lists, numbers, strings): it is pickled into the ca
 renders from it alone.
 """
 
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from apps.agreement.flags import Design
 from apps.agreement.stats import (
     OPTIONS,
     REFERENCE,
@@ -30,28 +30,9 @@ from apps.agreement.stats import (
     stats_votes,
 )
 from apps.batches.models import Batch, Comparison
+from apps.dashboard.outliers import THRESHOLDS, annotators, flag_rules
 from apps.judging.models import Judgment
 from apps.projects.models import Membership, Project
-
-# -- thresholds of the outlier flags (documented on the page) ---------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    # Always left (or right): this share of side choices or more on one side, and the 95%
-    # interval of the share excludes one half (so it is not chance).
-    side_share: float = 0.8
-    # Too fast: median time per judgment below this fraction of the project's median...
-    fast_fraction: float = 1 / 3
-    # ...over at least this many timed judgments.
-    fast_min_judgments: int = 20
-    # Low agreement: agrees with the others' majority on less than this share...
-    low_agreement: float = 0.5
-    # ...of at least this many comparisons with such a majority.
-    low_agreement_min_comparisons: int = 20
-
-
-THRESHOLDS = Thresholds()
 
 # Judgments per day: the chart shows at most this many days, up to the latest.
 DAYS_SHOWN = 60
@@ -283,116 +264,6 @@ def _agreement_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# -- annotators and their flags ----------------------------------------------------------------
-
-
-def outlier_flags(
-    summary: dict[str, Any],
-    *,
-    project_median_ms: float | None,
-    gold_min_accuracy: float,
-    gold_min_answers: int,
-    thresholds: Thresholds = THRESHOLDS,
-) -> list[dict[str, str]]:
-    """Why this annotator looks like an outlier: a list of {"flag", "reason"}, maybe empty.
-
-    `summary` is one entry of `stats.annotator_summaries`.
-    """
-    flags = []
-    bias = summary["position_bias"]
-    share, interval = bias["left_share"], bias["ci95"]
-    if share is not None and interval is not None:
-        for side, side_share, excluded in (
-            ("left", share, interval[0] > 0.5),
-            ("right", 1 - share, interval[1] < 0.5),
-        ):
-            if side_share >= thresholds.side_share and excluded:
-                flags.append(
-                    {
-                        "flag": f"always {side}",
-                        "reason": f"chose the {side} response in {side_share:.0%} of "
-                        f"{bias['side_choices']} choices of a side (95% interval of the left "
-                        f"share {interval[0]:.0%} to {interval[1]:.0%}, excludes 50%); threshold "
-                        f"{thresholds.side_share:.0%}",
-                    }
-                )
-    median, timed = summary["median_duration_ms"], summary.get("timed_judgments", 0)
-    if (
-        median is not None
-        and project_median_ms
-        and timed >= thresholds.fast_min_judgments
-        and median < project_median_ms * thresholds.fast_fraction
-    ):
-        flags.append(
-            {
-                "flag": "too fast",
-                "reason": f"median {median / 1000:.1f} s per judgment over {timed} judgments, "
-                f"below {thresholds.fast_fraction:.2g} of the project's median "
-                f"({project_median_ms / 1000:.1f} s)",
-            }
-        )
-    accuracy, answered = summary["gold_accuracy"], summary["gold_answered"]
-    if (
-        gold_min_accuracy > 0
-        and accuracy is not None
-        and answered >= gold_min_answers
-        and accuracy < gold_min_accuracy
-    ):
-        flags.append(
-            {
-                "flag": "below gold",
-                "reason": f"gold accuracy {accuracy:.0%} over {answered} gold items, below the "
-                f"project's minimum of {gold_min_accuracy:.0%}",
-            }
-        )
-    agree, counted = summary["agreement_with_others"], summary["agreement_with_others_comparisons"]
-    if (
-        agree is not None
-        and counted >= thresholds.low_agreement_min_comparisons
-        and agree < thresholds.low_agreement
-    ):
-        flags.append(
-            {
-                "flag": "low agreement",
-                "reason": f"agrees with the others' majority on {agree:.0%} of {counted} "
-                f"comparisons, below {thresholds.low_agreement:.0%}",
-            }
-        )
-    return flags
-
-
-def annotators(
-    project: Project, votes: Sequence[Vote], summaries: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], float | None]:
-    """The summaries with usernames, timed-judgment counts and flags; and the project median."""
-    durations = [v.duration_ms for v in votes if not v.is_gold and v.duration_ms is not None]
-    project_median = statistics.median(durations) if durations else None
-    timed: dict[str, int] = defaultdict(int)
-    for vote in votes:
-        if not vote.is_gold and vote.duration_ms is not None:
-            timed[vote.annotator] += 1
-    usernames = dict(
-        Membership.objects.filter(project=project).values_list("pseudonym", "user__username")
-    )
-    rows = []
-    for summary in summaries:
-        row = {
-            **summary,
-            "username": usernames.get(summary["annotator"], ""),
-            "timed_judgments": timed[summary["annotator"]],
-        }
-        row["flags"] = outlier_flags(
-            row,
-            project_median_ms=project_median,
-            gold_min_accuracy=project.gold_min_accuracy,
-            gold_min_answers=project.gold_min_answers,
-            thresholds=THRESHOLDS,
-        )
-        rows.append(row)
-    rows.sort(key=lambda r: (not r["flags"], -r["judgments"], r["username"]))
-    return rows, project_median
-
-
 # -- models --------------------------------------------------------------------------------------
 
 
@@ -430,7 +301,8 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
     started = time.perf_counter()
     now = now or timezone.now()
     votes = list(stats_votes(project=project))
-    report = project_stats(votes)
+    design = Design.of(project)
+    report = project_stats(votes, design=design)
     hours = hourly_counts(project)
     names = {
         user_id: (username, pseudonym)
@@ -466,11 +338,13 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
         "durations": duration_histogram(project),
         "throughput": throughput(hours, names=names, recent=recent_counts(project, now=now)),
         "agreement": _agreement_summary(report["agreement"]),
+        "agreement_sample": {"sample": design.sample, "note": design.note},
         "reference": REFERENCE,
         "annotators": people,
         "project_median_ms": project_median,
         "models": models_of(report["models"]),
         "thresholds": asdict(THRESHOLDS),
+        "flag_rules": flag_rules(design, people),
         "counts": report["counts"],
         "computed_at": now.timestamp(),
         "compute_seconds": round(time.perf_counter() - started, 3),

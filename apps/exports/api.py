@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotate.api import is_whole
 from annotate.schema import BATCH, ErrorOut
+from apps.agreement.flags import Design
 from apps.agreement.stats import project_stats, stats_votes
 from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate
@@ -572,8 +573,10 @@ class Stats(APIView):
             "Staff and the project's leads. Agreement (raw pairwise with and without ties, "
             "Krippendorff's alpha nominal and ordinal, Fleiss' kappa where every comparison "
             "has as many votes, beside the published reference points), per annotator "
-            "(leave-one-out agreement, gold accuracy, position bias with its interval, tie and "
-            "both-bad rates, median time) and per model (win rates, Bradley-Terry scores with "
+            "(leave-one-out agreement, marked not meaningful under an adaptive policy, with "
+            "its tests against chance and the other annotators; gold accuracy, position bias "
+            "with its interval and the project's own left share, tie and both-bad rates, "
+            "median time) and per model (win rates, Bradley-Terry scores with "
             "bootstrap intervals). Deterministic. Gold items feed gold accuracy only."
         ),
         parameters=[BATCH],
@@ -582,5 +585,9 @@ class Stats(APIView):
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         batch_id = batch_of(request, project)
-        report = project_stats(stats_votes(project=project, batch_id=batch_id), batch_id=batch_id)
+        report = project_stats(
+            stats_votes(project=project, batch_id=batch_id),
+            batch_id=batch_id,
+            design=Design.of(project),
+        )
         return Response(report, headers={"Cache-Control": "no-store"})

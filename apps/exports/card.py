@@ -9,6 +9,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from apps.agreement.flags import Design
 from apps.agreement.stats import project_stats, stats_votes
 from apps.exports.formats import tallies
 from apps.exports.options import Options
@@ -92,7 +93,11 @@ def dataset_card(
     elif batch_id is not None:
         options = replace(options, batch_id=batch_id)
     batch_id = options.batch_id
-    report = project_stats(stats_votes(project=project, batch_id=batch_id), batch_id=batch_id)
+    report = project_stats(
+        stats_votes(project=project, batch_id=batch_id),
+        batch_id=batch_id,
+        design=Design.of(project),
+    )
     winners = ties = both_bad = split = 0
     confidences: list[float] = []
     for tally in tallies(project, options):
@@ -208,6 +213,11 @@ def dataset_card(
                 + ("n/a" if median is None else f"{median / 1000:.1f} s")
                 + " |"
             )
+        if annotators[0]["agreement_with_others_note"]:
+            lines += [
+                "",
+                f"Agreement with the others is {annotators[0]['agreement_with_others_note']}.",
+            ]
     else:
         lines.append("No judgments yet.")
     lines += [

@@ -119,6 +119,7 @@ def test_it_describes_each_annotator_by_pseudonym(api, bob, judged, annotators):
         "left": 3,
         "side_choices": 4,
         "ci95": wilson(3, 4),
+        "project_left_share": 0.5,  # the median of ben's 1/3 and cat's 2/3
     }
     assert ben["position_bias"]["left_share"] == round(1 / 3, 4)
     assert ben["position_bias"]["ci95"] == wilson(1, 3)

@@ -185,12 +185,14 @@ def test_annotators_by_hand():
     assert (ann["agreement_with_others"], ann["agreement_with_others_comparisons"]) == (1.0, 1)
     assert (ben["agreement_with_others"], ben["agreement_with_others_comparisons"]) == (0.5, 2)
     assert (cat["agreement_with_others"], cat["agreement_with_others_comparisons"]) == (0.3333, 3)
-    # Sides: ann left, left, right, left (3 of 4); ben right, right, left (1 of 3).
+    # Sides: ann left, left, right, left (3 of 4); ben right, right, left (1 of 3); cat 2 of 3.
+    # The project's share beside ann's is the median of ben's and cat's: (1/3 + 2/3) / 2.
     assert ann["position_bias"] == {
         "left_share": 0.75,
         "left": 3,
         "side_choices": 4,
         "ci95": [0.3006, 0.9544],
+        "project_left_share": 0.5,
     }
     assert ben["position_bias"]["left_share"] == 0.3333
     assert [e["tie_rate"] for e in (ann, ben, cat)] == [0.0, 0.25, 0.0]
@@ -409,8 +411,12 @@ def test_annotators_match_counting_on_random_votes(seed):
     ordinary = [vote for vote in votes if not vote.is_gold]
     groups = by_comparison(ordinary)
     summaries = {entry["annotator"]: entry for entry in annotator_summaries(votes)}
+    sided = {
+        name: [v.side for v in ordinary if v.annotator == name and v.side] for name in summaries
+    }
     for name, entry in summaries.items():
         mine = [vote for vote in ordinary if vote.annotator == name]
+        others = [x.count("left") / len(x) for n, x in sided.items() if n != name and x]
         options = Counter(vote.option for vote in mine)
         sides = [vote.side for vote in mine if vote.side]
         durations = [vote.duration_ms for vote in mine if vote.duration_ms is not None]
@@ -428,6 +434,7 @@ def test_annotators_match_counting_on_random_votes(seed):
             "left": sides.count("left"),
             "side_choices": len(sides),
             "ci95": wilson(sides.count("left"), len(sides)) if sides else None,
+            "project_left_share": round(statistics.median(others), 4) if others else None,
         }
         assert (entry["gold_answered"], entry["gold_accuracy"]) == (
             len(scored),

@@ -9,11 +9,13 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
+from apps.agreement.flags import agreement_tests
 from apps.batches.models import Batch, Comparison
 from apps.dashboard import figures as figures_module
-from apps.dashboard import services
+from apps.dashboard import outliers, services
 from apps.dashboard.charts import HEAT_MAX_TINT, TEXT, heat_fill
-from apps.dashboard.figures import Thresholds, outlier_flags, project_figures
+from apps.dashboard.figures import project_figures
+from apps.dashboard.outliers import Thresholds, outlier_flags
 from apps.dashboard.services import (
     Computing,
     dashboards_refresh,
@@ -219,7 +221,7 @@ def test_models_leaderboard_and_win_rate_matrix(judged):
 
 
 def test_too_fast_is_flagged_with_its_reason(judged, monkeypatch):
-    monkeypatch.setattr(figures_module, "THRESHOLDS", Thresholds(fast_min_judgments=3))
+    monkeypatch.setattr(outliers, "THRESHOLDS", Thresholds(fast_min_judgments=3))
     figures = project_figures(judged)
     # Ordinary timed votes' median: 25 s. cat's: 0.2 s (< 25/3); ann's 9 s, ben's 100 s.
     assert figures["project_median_ms"] == 25_000
@@ -246,15 +248,27 @@ def summary(**changes):
         "judgments": 100,
         "agreement_with_others": 0.8,
         "agreement_with_others_comparisons": 100,
+        "agreement_test": agreement_test_of(80),
         "gold_answered": 0,
         "gold_accuracy": None,
-        "position_bias": {"left_share": 0.5, "left": 50, "side_choices": 100, "ci95": [0.4, 0.6]},
+        "position_bias": {
+            "left_share": 0.5,
+            "left": 50,
+            "side_choices": 100,
+            "ci95": [0.4, 0.6],
+            "project_left_share": 0.5,
+        },
         "tie_rate": 0.1,
         "both_bad_rate": 0.0,
         "median_duration_ms": 10_000,
         "timed_judgments": 100,
     }
     return base | changes
+
+
+def agreement_test_of(agree, *, others=(78, 80, 82), chance=0.5):
+    """The agreement test of an annotator with `agree` of 100, beside three others of 100."""
+    return agreement_tests([agree, *others], [100] * 4, [chance] * 4)[0]
 
 
 def flags_of(row, **options):
@@ -264,37 +278,58 @@ def flags_of(row, **options):
 
 def test_outlier_flags_by_hand():
     assert flags_of(summary()) == []
-    always_left = {"left_share": 0.92, "left": 92, "side_choices": 100, "ci95": [0.85, 0.96]}
-    assert flags_of(summary(position_bias=always_left)) == ["always left"]
-    always_right = {"left_share": 0.1, "left": 10, "side_choices": 100, "ci95": [0.05, 0.17]}
-    assert flags_of(summary(position_bias=always_right)) == ["always right"]
+    always_left = {
+        "left_share": 0.92,
+        "left": 92,
+        "side_choices": 100,
+        "ci95": [0.85, 0.96],
+        "project_left_share": 0.5,
+    }
+    assert flags_of(summary(position_bias=always_left)) == ["left bias"]
+    always_right = always_left | {"left_share": 0.1, "left": 10, "ci95": [0.05, 0.17]}
+    assert flags_of(summary(position_bias=always_right)) == ["right bias"]
     # A high share over few choices: the interval still holds one half, so no flag.
-    few = {"left_share": 0.8, "left": 4, "side_choices": 5, "ci95": [0.38, 0.96]}
+    few = {**always_left, "left_share": 0.8, "left": 4, "side_choices": 5, "ci95": [0.38, 0.96]}
     assert flags_of(summary(position_bias=few)) == []
+    # The interval must clear one half by the margin (5 points): 0.54 does not.
+    assert flags_of(summary(position_bias=always_left | {"ci95": [0.54, 0.7]})) == []
+    # In a project whose annotators lean left (the median other at 85%), leaning left is theirs.
+    leaning = always_left | {"project_left_share": 0.85}
+    assert flags_of(summary(position_bias=leaning)) == []
     assert flags_of(summary(median_duration_ms=3_000)) == ["too fast"]
     assert flags_of(summary(median_duration_ms=3_400)) == []  # not below a third of 10 s
     assert flags_of(summary(median_duration_ms=1_000, timed_judgments=19)) == []
     assert flags_of(summary(gold_answered=10, gold_accuracy=0.7)) == ["below gold"]
     assert flags_of(summary(gold_answered=9, gold_accuracy=0.1)) == []
-    assert flags_of(summary(agreement_with_others=0.4)) == ["low agreement"]
-    low_few = summary(agreement_with_others=0.1, agreement_with_others_comparisons=19)
-    assert flags_of(low_few) == []
+    low = summary(agreement_with_others=0.4, agreement_test=agreement_test_of(40))
+    assert flags_of(low) == ["low agreement"]
+    # Low, but over too few comparisons to say so: 4 of 10 beside others' 80 of 100.
+    few_low = agreement_tests([4, 78, 80, 82], [10, 100, 100, 100], [0.5] * 4)[0]
+    assert flags_of(summary(agreement_with_others=0.4, agreement_test=few_low)) == []
+    # Under an adaptive policy agreement is not tested: no test, no flag.
+    assert flags_of(summary(agreement_with_others=0.0, agreement_test=None)) == []
     every = summary(
         position_bias=always_left,
         median_duration_ms=500,
         gold_answered=20,
         gold_accuracy=0.5,
         agreement_with_others=0.3,
+        agreement_test=agreement_test_of(30),
     )
     reasons = outlier_flags(
         every, project_median_ms=10_000, gold_min_accuracy=0.8, gold_min_answers=10
     )
     assert [flag["reason"] for flag in reasons] == [
-        "chose the left response in 92% of 100 choices of a side (95% interval of the left "
-        "share 85% to 96%, excludes 50%); threshold 80%",
+        "chose the left response in 92% of 100 choices of a side; the 95% Wilson interval of "
+        "the left share (85% to 96%) clears one half and the project's own left share (50%, the "
+        "median of the other annotators') by more than 5 points",
         "median 0.5 s per judgment over 100 judgments, below 0.33 of the project's median (10.0 s)",
         "gold accuracy 50% over 20 gold items, below the project's minimum of 80%",
-        "agrees with the others' majority on 30% of 100 comparisons, below 50%",
+        "agrees with the others' majority on 30% of 100 comparisons, significantly below the "
+        "median other annotator's 80% of 100 (one-sided Fisher exact test, Holm-adjusted p = "
+        "4.2e-12) and below chance, 50% (one-sided exact binomial test, Holm-adjusted p = "
+        "0.00027), at 99% confidence (Holm over 8 tests); a random clicker is flagged after 36 "
+        "comparisons",
     ]
 
 

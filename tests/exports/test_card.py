@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from apps.batches.models import Candidate
 from apps.judging.queue import assignment_next, judgment_submit
-from apps.projects.models import Membership
+from apps.projects.models import Membership, Project
 from tests.conftest import prompt_line
 
 URL = "/api/v1/projects/demo/export/"
@@ -45,6 +45,14 @@ def test_the_card_carries_the_counts_agreement_models_and_annotators(api, bob, j
     ):
         assert f"| {pseudonym} |" in text
     assert "ann |" not in text and "ben |" not in text  # never a username
+
+
+def test_the_card_says_when_agreement_is_not_meaningful(api, bob, judged):
+    assert "not meaningful" not in card(api, bob)
+    Project.objects.filter(pk=judged.pk).update(policy="uncertain_first")
+    assert "Agreement with the others is not meaningful: under the uncertain_first policy" in (
+        card(api, bob)
+    )
 
 
 def test_the_card_is_deterministic_and_follows_the_batch_filter(api, bob, judged, import_rows):

@@ -1,0 +1,205 @@
+"""When an annotator's votes are evidence against them: the statistical tests behind the flags.
+
+Pure functions over counts, so that each can be checked by hand; `stats.annotator_summaries`
+runs them and the dashboard's flags read their results.
+
+- Low agreement: one-sided exact binomial tests of an annotator's leave-one-out agreement
+  against chance (what a uniform random clicker would reach, given the options the project
+  offers), and a one-sided Fisher exact test against the median other annotator; the p-values
+  of all annotators are corrected together (Holm), and the flag needs a corrected p below
+  1 - CONFIDENCE.
+- Position bias: the annotator's 95% Wilson interval of the left share must clear, by
+  BIAS_MARGIN, both one half and the project's own left share (the median of the other
+  annotators', so that one always-left clicker does not move it).
+- Under an adaptive policy the comparisons with three votes or more are not a fair sample, so
+  leave-one-out agreement is reported but not meaningful, and not tested.
+"""
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scipy.stats import binomtest, hypergeom
+from statsmodels.stats.multitest import multipletests
+
+from apps.projects.models import AssignmentPolicy, Project, Scheme
+
+# The confidence at which the agreement tests flag, after the correction over annotators.
+CONFIDENCE = 0.99
+# A left share is a bias when its 95% interval clears one half and the project's share by this.
+BIAS_MARGIN = 0.05
+# Policies that choose the next comparison from the votes it has: uncertain_first gives a third
+# vote only where the first two split, so the comparisons leave-one-out counts are the split ones.
+ADAPTIVE_POLICIES = frozenset({AssignmentPolicy.UNCERTAIN_FIRST.value})
+# The longest run of comparisons `min_comparisons` looks through, and how many in a row past
+# its answer must be flagged too (the p-value wobbles as the clicker's agreements round up).
+LONGEST = 100_000
+MIN_RUN = 20
+ADAPTIVE_NOTE = (
+    "not meaningful: under the {policy} policy a comparison gets a third vote only where the "
+    "first ones split, so the comparisons with three votes or more are mostly disagreements"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Design:
+    """What of a project the tests depend on: the policy, and a uniform random clicker's chance
+    of each option (candidate A, candidate B, tie, both bad: the order of `stats.OPTIONS`)."""
+
+    policy: str
+    clicker: tuple[float, float, float, float]
+
+    @property
+    def adaptive(self) -> bool:
+        return self.policy in ADAPTIVE_POLICIES
+
+    @property
+    def sample(self) -> str:
+        """Which comparisons agreement is over: "adaptive" (chosen by the policy from the votes,
+        biased) or "all" (every comparison with enough votes)."""
+        return "adaptive" if self.adaptive else "all"
+
+    @property
+    def note(self) -> str | None:
+        return ADAPTIVE_NOTE.format(policy=self.policy) if self.adaptive else None
+
+    @classmethod
+    def of(cls, project: Project) -> "Design":
+        """A clicker presses one of the buttons the annotator sees, all alike: left, right, tie
+        and both bad as the project allows them; on a graded project the seven grades (three for
+        each side, the middle one a tie) and both bad if allowed."""
+        if project.scheme == Scheme.GRADED:
+            buttons = (3, 3, 1, int(project.allow_both_bad))
+        else:
+            buttons = (1, 1, int(project.allow_tie), int(project.allow_both_bad))
+        total = sum(buttons)
+        a, b, tie, both_bad = (n / total for n in buttons)
+        return cls(policy=project.policy, clicker=(a, b, tie, both_bad))
+
+
+# The defaults of a new project: pairwise, ties and both-bad allowed, breadth first.
+DEFAULT_DESIGN = Design(policy=AssignmentPolicy.BREADTH_FIRST.value, clicker=(0.25,) * 4)
+
+
+def p_below_chance(agree: int, counted: int, chance: float) -> float:
+    """One-sided exact binomial test: the chance of so few agreements from a clicker."""
+    return float(binomtest(agree, counted, chance, alternative="less").pvalue)
+
+
+def p_below_other(agree: int, counted: int, other_agree: int, other_counted: int) -> float:
+    """One-sided Fisher exact test that one annotator's agreement rate is below another's: the
+    other's rate is an estimate too, so a few perfect votes of theirs prove nothing."""
+    return float(hypergeom.cdf(agree, counted + other_counted, agree + other_agree, counted))
+
+
+@functools.lru_cache(maxsize=256)  # annotators mostly share their median other, and chance
+def min_comparisons(
+    chance: float, other_agree: int, other_counted: int, alpha: float
+) -> int | None:
+    """How many comparisons it takes to flag a clicker who agrees exactly at chance (rounded up)
+    as below the other annotator (`p_below_other` under `alpha`): the smallest n from which on
+    the next MIN_RUN are flagged too. None when the other's evidence is too thin for any run of
+    LONGEST comparisons or fewer to do it."""
+
+    def flagged(n: int) -> bool:
+        return p_below_other(math.ceil(chance * n - 1e-9), n, other_agree, other_counted) < alpha
+
+    if not flagged(LONGEST):
+        return None
+    low, high = 1, LONGEST  # the p-value falls with n (bar the rounding): bisect, then walk on
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if flagged(middle) else (middle + 1, high)
+    start, run = low, 0
+    while run < MIN_RUN:
+        if flagged(start + run):
+            run += 1
+        else:
+            start, run = start + run + 1, 0
+    return start
+
+
+def _rounded(value: float | None) -> float | None:
+    """Four significant digits: p-values span many orders of magnitude."""
+    return None if value is None else float(f"{value:.4g}")
+
+
+def agreement_tests(
+    agree: Sequence[int],
+    counted: Sequence[int],
+    chance: Sequence[float | None],
+    *,
+    confidence: float = CONFIDENCE,
+) -> list[dict[str, Any] | None]:
+    """Per annotator (None without a counted comparison): whether their agreement with the
+    others' majority is significantly below chance (`p_below_chance`) or below the median other
+    annotator's (`p_below_other`; of an even number, the lower one), with Holm's correction over
+    all the tests of all annotators, and the evidence a random clicker would need to be flagged.
+
+    `chance[i]` is the agreement a uniform random clicker would reach on annotator i's
+    comparisons (the mean of its chance of each comparison's majority option).
+    """
+    alpha = 1 - confidence
+    ranked = sorted(
+        (a / n, n, a, i) for i, (a, n) in enumerate(zip(agree, counted, strict=True)) if n
+    )
+    medians: list[tuple[int, int] | None] = []
+    raw: list[float] = []
+    for i, n in enumerate(counted):
+        others = [(a, m) for _, m, a, j in ranked if j != i]
+        median = others[(len(others) - 1) // 2] if n and others else None
+        medians.append(median)
+        if n:
+            raw.append(p_below_chance(agree[i], n, chance[i] or 0.0))
+        if median is not None:
+            raw.append(p_below_other(agree[i], n, *median))
+    holm = iter(multipletests(raw, method="holm")[1] if raw else [])
+    tests: list[dict[str, Any] | None] = []
+    for i, median in enumerate(medians):
+        a, n, at_chance = agree[i], counted[i], chance[i] or 0.0
+        if not n:
+            tests.append(None)
+            continue
+        p_chance, p_chance_holm = p_below_chance(a, n, at_chance), float(next(holm))
+        p_others = None if median is None else p_below_other(a, n, *median)
+        p_others_holm = None if median is None else float(next(holm))
+        tests.append(
+            {
+                "confidence": confidence,
+                "correction": f"Holm over {len(raw)} tests",
+                "chance": _rounded(at_chance),
+                "p_chance": _rounded(p_chance),
+                "p_chance_holm": _rounded(p_chance_holm),
+                "others_median": None if median is None else _rounded(median[0] / median[1]),
+                "others_median_comparisons": None if median is None else median[1],
+                "p_others": _rounded(p_others),
+                "p_others_holm": _rounded(p_others_holm),
+                "flagged": any(p is not None and p < alpha for p in (p_chance_holm, p_others_holm)),
+                # At the Bonferroni level, Holm's first step: the evidence that flags for sure.
+                "random_clicker_min_comparisons": None
+                if median is None or at_chance >= median[0] / median[1]
+                else min_comparisons(at_chance, *median, alpha / len(raw)),
+            }
+        )
+    return tests
+
+
+def bias_side(
+    interval: Sequence[float] | None, project_share: float | None, *, margin: float = BIAS_MARGIN
+) -> str | None:
+    """The side ("left" or "right") whose share of an annotator's choices is a bias: its interval
+    lies beyond both one half and the project's own share (where known) by `margin`. None if not.
+
+    Both, so that an honest annotator is not flagged in a project whose other annotators lean to
+    one side, nor a project-wide lean (a layout that favours one side) counted against each one.
+    """
+    if interval is None:
+        return None
+    references = [0.5] if project_share is None else [0.5, project_share]
+    if interval[0] > max(references) + margin:
+        return "left"
+    if interval[1] < min(references) - margin:
+        return "right"
+    return None
