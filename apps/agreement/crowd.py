@@ -15,8 +15,9 @@ The model (pure numpy, no database; `CrowdVotes.of_columns` reads `stats.VoteCol
   form from each vote's chance of having followed the truth, and (s, δ) by Newton steps of a
   posterior-weighted Bradley-Terry-Davidson fit. A spammer's coin flips end up in the random
   part (r_j near 0), so they neither move the posteriors nor compress the strengths.
-  Pseudo-counts of `SMOOTHING` keep r, b, n off 0 and 1; a N(0, `STRENGTH_PRIOR_SD`²) prior on
-  each strength keeps an unbeaten model finite. Deterministic: fixed start, no randomness.
+  Pseudo-counts of `SMOOTHING` keep r, b, n off 0 and 1; a N(0, 4²) prior on each strength and
+  on δ keeps an unbeaten model, or truths without a tie, finite. Deterministic: a fixed start,
+  no randomness.
 
 Adaptive sampling (a third vote only where the first two split, say) leaves the fit unbiased:
 the likelihood is a product over votes given the truths, and the policy that chose where to
@@ -25,13 +26,21 @@ the maximisation (the design is ignorable). Raw leave-one-out agreement instead 
 the comparisons the policy selected, which are disagreements by construction.
 
 Intervals are 95% Wald intervals from the observed information (Louis' method, in
-crowd_steps.information: comparisons are the independent units; the free prior of unknown-model
+crowd_steps.information; comparisons are the independent units; the free prior of unknown-model
 comparisons is held fixed). For r and b they are on the probability scale, clipped to 0..1: on
 the logit scale an estimate at a boundary (an always-left clicker's r near 0, b near 1) would
-get the whole of 0..1. The strengths' covariance is that of the centred strengths.
-`effective_votes` is r_j (1 - r_j) / Var(r_j): the votes of known mode (truth-following or
-random) that would pin r_j as precisely; it falls towards 0 as r_j nears 0 or 1, where the
-interval is the better guide.
+get the whole of 0..1. A share with less than one expected random answer on one of its sides
+(that clicker's b and n) is held fixed for the other intervals and gets its conditional
+variance. The strengths' covariance is that of the centred strengths. `effective_votes` is
+r_j (1 - r_j) / Var(r_j): the votes of known mode (truth-following or random) that would pin
+r_j as precisely; it falls towards 0 as r_j nears 0 or 1, where the interval is the better
+guide.
+
+The strengths describe the comparisons' true outcomes, which every truth-following vote on a
+comparison shares. If honest annotators instead each drew their own outcome from the
+Bradley-Terry model (disagreeing on a comparison as often as the model says), the fit would
+read their disagreement as unreliability (r near 0.5) and the strengths would come out
+steeper than that vote-level model's.
 """
 
 from dataclasses import dataclass
@@ -69,8 +78,8 @@ class CrowdVotes:
     `comparison` indexes `comparison_ids`, `annotator` indexes `annotators`; `model_a` and
     `model_b` index `models`, per vote (the comparison's first vote is read), or are
     `UNKNOWN_MODEL`. `choice` is the screen choice, a code into crowd_steps.CHOICES (LEFT,
-    RIGHT, TIE, BOTH_BAD); `a_left` says
-    candidate A was on the left, and matters only for LEFT and RIGHT.
+    RIGHT, TIE, BOTH_BAD); `a_left` says candidate A was on the left, and matters only for
+    LEFT and RIGHT.
     """
 
     comparison: np.ndarray  # intp

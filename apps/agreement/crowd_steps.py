@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 CHOICES = ("left", "right", "tie", "both_bad")
 LEFT, RIGHT, TIE, BOTH_BAD = range(len(CHOICES))
 STRENGTH_PRIOR_SD = 4.0
+# The same for δ: without a tie among the truths (ties only from random answers) its maximum
+# is at -∞.
+TIE_PRIOR_SD = 4.0
 # Added to the information's diagonal: a parameter the votes say nothing about (b of an
 # annotator who never chose a side) gets a huge variance instead of a singular matrix.
 RIDGE = 1e-9
@@ -105,7 +108,7 @@ def followed(problem: Problem, posterior: np.ndarray, r: np.ndarray, u: np.ndarr
 
 def btd_information(problem: Problem, s: np.ndarray, delta: float) -> np.ndarray:
     """The negative Hessian of the Bradley-Terry-Davidson log prior in (s, δ), with the
-    strengths' N(0, STRENGTH_PRIOR_SD²) prior; it does not depend on the truths."""
+    N(0, STRENGTH_PRIOR_SD²) and N(0, TIE_PRIOR_SD²) priors; it does not depend on the truths."""
     m, pa, pb, w = problem.n_models, problem.pa, problem.pb, problem.pair_counts
     p = pair_chances(problem, s, delta)
     diff = p[:, 0] - p[:, 1]
@@ -119,7 +122,7 @@ def btd_information(problem: Problem, s: np.ndarray, delta: float) -> np.ndarray
         m, m
     ) + np.eye(m) / STRENGTH_PRIOR_SD**2
     info[:m, m] = info[m, :m] = np.bincount(pa, h_dt, m) - np.bincount(pb, h_dt, m)
-    info[m, m] = float((w * p[:, 2] * (1 - p[:, 2])).sum()) + RIDGE
+    info[m, m] = float((w * p[:, 2] * (1 - p[:, 2])).sum()) + 1 / TIE_PRIOR_SD**2
     return info
 
 
@@ -132,7 +135,7 @@ def strength_step(
     d_delta = (q[:, 0] - q[:, 1] - w * (p[:, 0] - p[:, 1])) / 2
     grad = np.zeros(m + 1)
     grad[:m] = np.bincount(pa, d_delta, m) - np.bincount(pb, d_delta, m) - s / STRENGTH_PRIOR_SD**2
-    grad[m] = float((q[:, 2] - w * p[:, 2]).sum())
+    grad[m] = float((q[:, 2] - w * p[:, 2]).sum()) - delta / TIE_PRIOR_SD**2
     step = np.linalg.solve(btd_information(problem, s, delta), grad)
     return s + step[:m], delta + float(step[m])
 
@@ -166,6 +169,7 @@ def information(problem: Problem, posterior: np.ndarray, params: Params) -> np.n
     info = np.zeros((width, width))
     info[: m + 1, : m + 1] = btd_information(problem, s, delta)
     first = m + 1 + np.arange(k)
+    # A vote's complete-data information given a hit or a miss: -d² log P = g g' - d²P / P.
     for x in range(3):
         for z in range(3):
             block = sum(
@@ -194,11 +198,12 @@ def _missing_information(
     """
     m, k = problem.n_models, problem.n_annotators
     known = np.flatnonzero(problem.known)
-    a, b, tie = problem.model_a[known], problem.model_b[known], np.full(len(known), m)
+    model_a, model_b = problem.model_a[known], problem.model_b[known]
+    tie = np.full(len(known), m)
     jy = problem.jy
     columns = np.concatenate(
         [
-            np.stack([a, b, tie], axis=1),
+            np.stack([model_a, model_b, tie], axis=1),
             np.stack([tie, tie, tie], axis=1),
             m + 1 + problem.j[:, None] + np.arange(3) * k,
         ]
