@@ -131,7 +131,9 @@ class CrowdFit:
     """A fitted crowd model. Intervals are 95%, [low, high] per row.
 
     Per annotator (in `annotators` order): `reliability` r_j, `left_share` b_j (left share of
-    the random answers), `neither_share` n_j, `votes` and `effective_votes`. Per comparison
+    the random answers), `neither_share` n_j, `votes`, `effective_votes` (behind r_j, see the
+    module's docstring) and `random_side_votes` (behind b_j: the expected number of their
+    votes that chose a side at random). Per comparison
     (in `comparison_ids` order): `posterior` over TRUTHS. Per model (in `models` order):
     `strength` (natural-log Bradley-Terry scale, mean 0 over the models that were compared),
     NaN with `compared` False for a model in no comparison; `weighted_votes` is the sum of r_j
@@ -146,6 +148,7 @@ class CrowdFit:
     neither_share: np.ndarray
     votes: np.ndarray
     effective_votes: np.ndarray
+    random_side_votes: np.ndarray
     comparison_ids: np.ndarray
     posterior: np.ndarray
     models: list[str]
@@ -250,6 +253,7 @@ def _summarise(
         neither_share=n,
         votes=problem.counts.sum(axis=1).astype(np.int64),
         effective_votes=r * (1 - r) / var_r,
+        random_side_votes=sided,
         comparison_ids=votes.comparison_ids,
         posterior=posterior,
         models=list(votes.models),

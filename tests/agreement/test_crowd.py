@@ -381,6 +381,14 @@ def test_planted_annotators_are_recovered(seed):
     # above 0.5 with an interval excluding it; the intervals of the honest and the random
     # clicker hold 0.5 (but for one in seven, at 95%).
     assert b[always_left] > 0.95 and b_ci[always_left, 0] > 0.8
+    # Behind b: nearly all the always-left clicker's votes, few of an honest annotator's.
+    votes_of_each = np.bincount(votes.annotator, minlength=len(KINDS))
+    assert fit.random_side_votes[always_left] > 0.95 * votes_of_each[always_left]
+    assert (fit.random_side_votes[honest] < 0.3 * votes_of_each[honest]).all()
+    assert (fit.votes == votes_of_each).all()
+    # Behind r: fewer votes than were cast (the truths are unknown), yet a good share of them.
+    assert (fit.effective_votes <= fit.votes).all()
+    assert (fit.effective_votes[honest] > 0.2 * fit.votes[honest]).all()
     assert b_ci[left_biased, 0] > 0.55
     unbiased = b_ci[[*range(HONEST), random]]
     assert ((unbiased[:, 0] <= 0.5) & (unbiased[:, 1] >= 0.5)).sum() >= HONEST
