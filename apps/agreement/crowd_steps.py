@@ -1,5 +1,6 @@
-"""The steps of `crowd.fit_crowd`: the arrays derived from the votes, the prior, the E-step, the
-M-step's parts, and the observed information behind the intervals.
+"""The steps of `crowd.fit_crowd`: the arrays derived from the votes and the prior, which both
+variants share, and the comparison-level variant's E-step, M-step parts and observed
+information behind the intervals (the vote-level variant's are in crowd_votes.py).
 
 Notation as in crowd.py. A vote's answer y is left, right or neither (tie or both bad), and
 `pick` is the truth it names (A, B or tie). Its chance under its annotator's random answers,
@@ -9,6 +10,7 @@ looked up by `jy`, and the prior a table over the ordered pairs of models, looke
 the loops are bincounts and gathers over the votes, never a log or exp per vote.
 """
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +30,21 @@ TIE_PRIOR_SD = 4.0
 RIDGE = 1e-9
 
 Params = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]  # r, b, n, s, δ
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What either variant's EM hands to crowd._summarise: the estimates, the posterior per
+    comparison, the observed information in (s, δ, r, b, n), and per (annotator, answer) the
+    expected number of random answers."""
+
+    params: Params
+    posterior: np.ndarray
+    log_likelihood: float
+    info: np.ndarray
+    random: np.ndarray
+    iterations: int
+    converged: bool
 
 
 class Problem:
@@ -106,10 +123,11 @@ def followed(problem: Problem, posterior: np.ndarray, r: np.ndarray, u: np.ndarr
     return np.bincount(problem.jy, weights, 3 * problem.n_annotators).reshape(-1, 3)
 
 
-def btd_information(problem: Problem, s: np.ndarray, delta: float) -> np.ndarray:
+def btd_information(problem: Problem, s: np.ndarray, delta: float, w: np.ndarray) -> np.ndarray:
     """The negative Hessian of the Bradley-Terry-Davidson log prior in (s, δ), with the
-    N(0, STRENGTH_PRIOR_SD²) and N(0, TIE_PRIOR_SD²) priors; it does not depend on the truths."""
-    m, pa, pb, w = problem.n_models, problem.pa, problem.pb, problem.pair_counts
+    N(0, STRENGTH_PRIOR_SD²) and N(0, TIE_PRIOR_SD²) priors, for `w` outcomes per ordered pair;
+    it does not depend on which outcomes they are."""
+    m, pa, pb = problem.n_models, problem.pa, problem.pb
     p = pair_chances(problem, s, delta)
     diff = p[:, 0] - p[:, 1]
     h_dd = w * ((p[:, 0] + p[:, 1]) - diff**2) / 4  # in (Δ, δ); Δ = s_A - s_B
@@ -127,16 +145,17 @@ def btd_information(problem: Problem, s: np.ndarray, delta: float) -> np.ndarray
 
 
 def strength_step(
-    problem: Problem, posterior: np.ndarray, s: np.ndarray, delta: float
+    problem: Problem, q: np.ndarray, s: np.ndarray, delta: float
 ) -> tuple[np.ndarray, float]:
-    """One Newton step of the posterior-weighted Bradley-Terry-Davidson fit of (s, δ)."""
-    m, pa, pb, w = problem.n_models, problem.pa, problem.pb, problem.pair_counts
-    q, p = problem.by_pair(posterior), pair_chances(problem, s, delta)
+    """One Newton step of the weighted Bradley-Terry-Davidson fit of (s, δ) to `q`, the
+    weighted outcomes (A, B, tie) per ordered pair of models."""
+    m, pa, pb, w = problem.n_models, problem.pa, problem.pb, q.sum(axis=1)
+    p = pair_chances(problem, s, delta)
     d_delta = (q[:, 0] - q[:, 1] - w * (p[:, 0] - p[:, 1])) / 2
     grad = np.zeros(m + 1)
     grad[:m] = np.bincount(pa, d_delta, m) - np.bincount(pb, d_delta, m) - s / STRENGTH_PRIOR_SD**2
     grad[m] = float((q[:, 2] - w * p[:, 2]).sum()) - delta / TIE_PRIOR_SD**2
-    step = np.linalg.solve(btd_information(problem, s, delta), grad)
+    step = np.linalg.solve(btd_information(problem, s, delta, w), grad)
     return s + step[:m], delta + float(step[m])
 
 
@@ -167,7 +186,7 @@ def information(problem: Problem, posterior: np.ndarray, params: Params) -> np.n
     hits = np.bincount(problem.jy, posterior.reshape(-1)[problem.cell], 3 * k).reshape(k, 3)
     weight = {1: hits, 0: problem.counts - hits}
     info = np.zeros((width, width))
-    info[: m + 1, : m + 1] = btd_information(problem, s, delta)
+    info[: m + 1, : m + 1] = btd_information(problem, s, delta, problem.pair_counts)
     first = m + 1 + np.arange(k)
     # A vote's complete-data information given a hit or a miss: -d² log P = g g' - d²P / P.
     for x in range(3):

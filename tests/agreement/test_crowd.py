@@ -99,7 +99,7 @@ def test_two_annotators_who_always_agree():
     for c in range(20):
         choice = LEFT if (c < 12) == (c % 2 == 0) else RIGHT
         rows += [(c, 0, choice, c % 2 == 0), (c, 1, choice, c % 2 == 0)]
-    fit = fit_crowd(votes_of(rows), tolerance=1e-10)
+    fit = fit_crowd(votes_of(rows), tolerance=1e-10, truth="comparison")
     assert fit.reliability[0] == fit.reliability[1]
     assert 0.95 < fit.reliability[0] < 20.5 / 21
     assert (fit.posterior.argmax(axis=1) == np.r_[np.zeros(12), np.ones(8)]).all()
@@ -156,7 +156,7 @@ def fitted(fit):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_fit_maximises_the_likelihood_written_out(seed):
     votes = random_votes(seed)
-    fit = fit_crowd(votes, tolerance=1e-10)
+    fit = fit_crowd(votes, tolerance=1e-10, truth="comparison")
     assert fit.converged
     r, b, n, s, delta = fitted(fit)
     assert fit.log_likelihood == pytest.approx(reference_log_likelihood(votes, r, b, n, s, delta))
@@ -182,7 +182,7 @@ def test_the_information_is_the_likelihoods_curvature():
     # Louis' method against a numerical Hessian of the likelihood written out (plus the priors
     # of s and δ), at the fitted point, in the order (s, δ, r, b, n).
     votes = random_votes(3, comparisons=30)
-    fit = fit_crowd(votes, tolerance=1e-10)
+    fit = fit_crowd(votes, tolerance=1e-10, truth="comparison")
     r, b, n, s, delta = fitted(fit)
     k, m = len(r), len(s)
 
@@ -253,7 +253,7 @@ def test_votes_from_the_statistics_columns():
     assert votes.models == ["", "m1", "m2"]
     assert votes.model_a.tolist() == [1, 1, 1, UNKNOWN_MODEL, UNKNOWN_MODEL]
     assert votes.model_b.tolist() == [2, 2, 2, UNKNOWN_MODEL, UNKNOWN_MODEL]
-    fit = fit_crowd(votes)
+    fit = fit_crowd(votes, truth="comparison")
     assert fit.compared.tolist() == [False, True, True]
     assert np.isnan(fit.strength[0]) and fit.strength[1] == pytest.approx(-fit.strength[2])
     np.testing.assert_allclose(fit.posterior.sum(axis=1), 1)
@@ -363,7 +363,7 @@ def coverage(interval, truth):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_annotators_are_recovered(seed):
     votes, strength, truth = simulate(seed, comparisons=1000)
-    fit = fit_crowd(votes)
+    fit = fit_crowd(votes, truth="comparison")
     assert fit.converged
     honest = slice(0, HONEST)
     random, always_left, left_biased = HONEST, HONEST + 1, HONEST + 2
@@ -414,7 +414,7 @@ def test_reliability_is_unbiased_under_adaptive_sampling():
     votes, _, _ = simulate(4, comparisons=1200, adaptive=True)
     agree, counted = leave_one_out(as_columns(votes))
     assert (counted[:HONEST] > 20).all() and (agree[:HONEST] == 0).all()
-    fit = fit_crowd(votes)
+    fit = fit_crowd(votes, truth="comparison")
     honest = fit.reliability[:HONEST]
     assert honest.min() > 0.65
     assert np.abs(honest - PLANTED_R[:HONEST]).mean() < 0.06
@@ -432,7 +432,7 @@ def test_the_fit_is_quick_at_scale():
     votes, strength, _ = simulate(5, comparisons=16_667, models=10, r=r, b=b, n=n)
     assert len(votes) > 50_000 - 5
     started = time.perf_counter()
-    fit = fit_crowd(votes)
+    fit = fit_crowd(votes, truth="comparison")
     assert time.perf_counter() - started < 5
     assert fit.converged
     assert kendalltau(fit.strength, strength).statistic == pytest.approx(1)
@@ -441,6 +441,6 @@ def test_the_fit_is_quick_at_scale():
 
 def test_the_fit_is_deterministic():
     votes, _, _ = simulate(6)
-    fit, again = fit_crowd(votes), fit_crowd(votes)
+    fit, again = fit_crowd(votes, truth="comparison"), fit_crowd(votes, truth="comparison")
     for field in ("reliability", "reliability_ci95", "left_share", "posterior", "strength_ci95"):
         np.testing.assert_array_equal(getattr(fit, field), getattr(again, field))
