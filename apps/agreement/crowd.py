@@ -19,6 +19,9 @@ coin flips end up in the random part (r_j near 0), so they do not compress the s
   posterior per comparison is the mean of its own outcome chances under a Dirichlet prior
   centred on the model's chances for its pair (flat for unknown models), each vote adding r_j
   to the outcome it names (see crowd_votes.comparison_posterior).
+  Since votes are independent, a spammer is told by how its votes fit the strengths and by
+  its screen-side habits, never by disagreeing with the comparison's other votes: where the
+  models are unknown, r is barely identified (its interval spans most of 0..1).
 - `truth="comparison"`: each comparison has one latent outcome, which every honest vote names
   (a right answer). The E-step gives each comparison's posterior over it; comparisons are the
   intervals' units. If honest annotators in fact draw their own outcomes, this variant reads
@@ -169,7 +172,10 @@ class CrowdFit:
 
 
 def _wald(p: np.ndarray, var: np.ndarray) -> np.ndarray:
-    half = Z95 * np.sqrt(np.maximum(var, 0.0))
+    # A negative variance: the likelihood is flat or curves upwards along some direction
+    # through this share (r without known models, in the vote-level variant), so the votes do
+    # not pin it; the interval is the whole of 0..1 rather than a point.
+    half = np.where(var < 0, 1.0, Z95 * np.sqrt(np.abs(var)))
     interval: np.ndarray = np.clip(np.stack([p - half, p + half], axis=1), 0.0, 1.0)
     return interval
 
@@ -190,6 +196,9 @@ def fit_crowd(
     model reads honest disagreement as unreliability and steepens the strengths.
     `truth="comparison"`: each comparison has one outcome that every honest vote names, the
     better model for comparisons with a right answer (see the module's docstring).
+    With mostly unknown models only the comparison-level variant can judge reliability: it
+    reads agreement within a comparison, which the vote-level one, whose votes are
+    independent, does not.
     """
     problem = Problem(votes)
     if truth == "vote":

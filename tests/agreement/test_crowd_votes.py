@@ -4,6 +4,7 @@ intervals), and on seeded simulations where honest annotators each draw their ow
 vote from a Bradley-Terry-Davidson model, beside three spammers.
 """
 
+import dataclasses
 import math
 import time
 
@@ -294,3 +295,32 @@ def test_the_fit_is_deterministic():
     fit, again = fit_crowd(votes), fit_crowd(votes)
     for field in ("reliability", "reliability_ci95", "left_share", "posterior", "strength_ci95"):
         np.testing.assert_array_equal(getattr(fit, field), getattr(again, field))
+
+
+def test_comparisons_of_unknown_models():
+    # No model known: the honest draws share free outcome chances, and votes are independent,
+    # so nothing tells an honest vote from a random one but the screen-side habits. The
+    # always-left clicker is caught; the others' r get intervals of next to no information.
+    votes, _ = simulate(7, comparisons=300)
+    unknown = dataclasses.replace(
+        votes,
+        model_a=np.full(len(votes), -1),
+        model_b=np.full(len(votes), -1),
+        models=[],
+    )
+    fit = fit_crowd(unknown, max_iterations=5000)
+    assert fit.converged and fit.strength.shape == (0,)
+    np.testing.assert_allclose(fit.posterior.sum(axis=1), 1)
+    assert fit.reliability[HONEST + 1] < 0.05
+    wide = np.delete(np.diff(fit.reliability_ci95, axis=1).ravel(), HONEST + 1)
+    assert wide.min() > 0.5
+    # Half the comparisons unknown: the known half still ranks the models.
+    half = votes.comparison % 2 == 0
+    mixed = dataclasses.replace(
+        votes,
+        model_a=np.where(half, -1, votes.model_a),
+        model_b=np.where(half, -1, votes.model_b),
+    )
+    fit = fit_crowd(mixed)
+    assert fit.converged and fit.compared.all()
+    assert kendalltau(fit.strength, np.arange(8)).statistic >= 0.8
