@@ -324,3 +324,26 @@ def test_comparisons_of_unknown_models():
     fit = fit_crowd(mixed)
     assert fit.converged and fit.compared.all()
     assert kendalltau(fit.strength, np.arange(8)).statistic >= 0.8
+
+
+def test_reliability_under_adaptive_sampling():
+    # uncertain_first's rule: a third vote only where the first two named different outcomes.
+    # The rule depends only on votes already seen, so the fit reads the same reliabilities as
+    # from all the votes.
+    for seed in range(3):
+        votes, _ = simulate(seed, comparisons=1500, r=SIMULATED_R)
+        named = picks(votes).reshape(-1, 3)
+        keep = np.ones(named.shape, dtype=bool)
+        keep[:, 2] = named[:, 0] != named[:, 1]
+        keep = keep.reshape(-1)
+        adaptive = dataclasses.replace(
+            votes,
+            **{
+                field: getattr(votes, field)[keep]
+                for field in ("comparison", "annotator", "model_a", "model_b", "choice", "a_left")
+            },
+        )
+        fit, full = fit_crowd(adaptive), fit_crowd(votes)
+        honest = fit.reliability[:HONEST].mean()
+        assert honest > 0.75 and abs(honest - full.reliability[:HONEST].mean()) < 0.06
+        assert fit.reliability[HONEST : HONEST + 2].max() < 0.15
