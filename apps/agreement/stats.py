@@ -27,6 +27,7 @@ from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
+from apps.agreement.crowd_report import crowd_report
 from apps.agreement.flags import DEFAULT_DESIGN, Design, agreement_tests
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
@@ -806,6 +807,14 @@ def project_stats(
     votes = VoteColumns.of(votes)
     ordinary = votes.select(~votes.is_gold)
     battles = battles_of(ordinary)
+    crowd = crowd_report(votes)
+    summaries = annotator_summaries(votes, design=design)
+    for summary in summaries:
+        summary.update(
+            crowd["annotators"].get(
+                summary["annotator"], {"model_reliability": None, "model_position_bias": None}
+            )
+        )
     return {
         "counts": {
             "comparisons": len(_groups(ordinary.comparison)[1]),
@@ -820,12 +829,14 @@ def project_stats(
             "sample": design.sample,
             "sample_note": design.note,
         },
-        "annotators": annotator_summaries(votes, design=design),
+        "annotators": summaries,
+        "crowd": crowd["crowd"],
         "models": {
             "win_rates": win_rates(battles),
             "win_rates_note": "win_rate = (wins + ties / 2) / votes between the two models; "
             "both-bad votes, and comparisons of a model with itself or without model names, "
             "are left out",
             "bradley_terry": bradley_terry(battles),
+            "crowd_leaderboard": crowd["leaderboard"],
         },
     }

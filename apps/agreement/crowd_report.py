@@ -1,0 +1,156 @@
+"""The crowd model's part of the stats report: per annotator reliability and position bias,
+the "unreliable" test, and a leaderboard that down-weights the annotators the model finds
+random (`crowd.fit_crowd`, fitted once per report).
+
+The variant follows what the votes can identify: the vote-level one (honest annotators may
+disagree on matters of taste) when most votes compare two known models; else the
+comparison-level one, the only one that can tell a spammer where models are unknown (see
+crowd.py's docstring).
+"""
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from apps.agreement.crowd import UNKNOWN_MODEL, CrowdFit, CrowdVotes, fit_crowd
+
+if TYPE_CHECKING:
+    from apps.agreement.stats import VoteColumns
+
+# The vote-level variant needs most votes on two known models to pin the strengths it judges
+# annotators by.
+VOTE_LEVEL_MIN_KNOWN = 0.5
+DIGITS = 4
+ELO_PER_LOG = 400 / np.log(10)  # stats.elo_scale on a natural-log strength
+
+RELIABILITY_MEANING = (
+    "the share of an annotator's votes the crowd model reads as honest judgments rather than "
+    "random answers"
+)
+LEADERBOARD_MEANING = (
+    "Bradley-Terry-Davidson strengths fitted jointly with each annotator's reliability, so the "
+    "votes of annotators the model finds random count for little; on the same scale as "
+    "bradley_terry"
+)
+UNRELIABLE_RULE = (
+    "flagged when the upper end of the annotator's reliability interval is below the lower end "
+    "of the median other annotator's (by reliability)"
+)
+
+
+def _variant(crowd: CrowdVotes) -> Literal["vote", "comparison"]:
+    known = (crowd.model_a != UNKNOWN_MODEL) & (crowd.model_b != UNKNOWN_MODEL)
+    return "vote" if known.mean() >= VOTE_LEVEL_MIN_KNOWN else "comparison"
+
+
+def _round(values: np.ndarray, digits: int = DIGITS) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def _note(variant: str) -> str:
+    if variant == "vote":
+        return (
+            "vote-level: most votes compare two known models, so each honest vote is judged "
+            "against the models' strengths, and honest annotators may disagree on taste"
+        )
+    return (
+        "comparison-level: most votes are on unknown models, so reliability is read from "
+        "agreement within each comparison (honest disagreement lowers it)"
+    )
+
+
+def _unreliable(fit: CrowdFit, active: np.ndarray) -> list[dict[str, Any] | None]:
+    """The reliability test per annotator: their interval wholly below the median other's."""
+    order = sorted(np.flatnonzero(active), key=lambda j: (fit.reliability[j], j))
+    tests: list[dict[str, Any] | None] = []
+    for j in range(len(fit.annotators)):
+        others = [i for i in order if i != j]
+        if not active[j] or not others:
+            tests.append(None)
+            continue
+        median = others[(len(others) - 1) // 2]
+        low = float(fit.reliability_ci95[median][0])
+        tests.append(
+            {
+                "flagged": bool(fit.reliability_ci95[j][1] < low),
+                "others_median": round(float(fit.reliability[median]), DIGITS),
+                "others_median_ci95": _round(fit.reliability_ci95[median]),
+            }
+        )
+    return tests
+
+
+def _effective(votes: float) -> float | None:
+    # Negative or infinite where the likelihood does not pin r (its interval is all of 0..1).
+    return round(votes, 1) if np.isfinite(votes) and votes >= 0 else None
+
+
+def _leaderboard(fit: CrowdFit, crowd: CrowdVotes) -> list[dict[str, Any]]:
+    known = (crowd.model_a != UNKNOWN_MODEL) & (crowd.model_b != UNKNOWN_MODEL)
+    size = len(fit.models)
+    votes = np.bincount(crowd.model_a[known], minlength=size) + np.bincount(
+        crowd.model_b[known], minlength=size
+    )
+    score = 1000 + ELO_PER_LOG * fit.strength
+    low, high = (1000 + ELO_PER_LOG * fit.strength_ci95[:, k] for k in (0, 1))
+    ranked = sorted(np.flatnonzero(fit.compared), key=lambda m: (-score[m], fit.models[m]))
+    return [
+        {
+            "model": fit.models[m],
+            "score": round(float(score[m]), 1),
+            "ci95": [round(float(low[m]), 1), round(float(high[m]), 1)],
+            "votes": int(votes[m]),
+            "weighted_votes": round(float(fit.weighted_votes[m]), 1),
+        }
+        for m in ranked
+    ]
+
+
+def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
+    """The crowd fit of the non-gold votes: {"crowd": the section (variant, convergence, what
+    the figures mean), "annotators": pseudonym -> {"model_reliability", "model_position_bias"},
+    "leaderboard": the crowd leaderboard (models.crowd_leaderboard)}."""
+    crowd = CrowdVotes.of_columns(votes)
+    leaderboard: dict[str, Any] = {
+        "meaning": LEADERBOARD_MEANING,
+        "scale": "1000 + 400 * log10(strength), strengths with geometric mean 1 over the "
+        "compared models; 400 points are 10:1 odds",
+        "interval": "95% Wald interval from the observed information of the joint fit",
+        "weighted_votes": "the sum of each vote's annotator reliability",
+        "models": [],
+    }
+    if not len(crowd):
+        section = {"variant": None, "converged": None, "iterations": 0, "note": "no votes yet"}
+        return {"crowd": section, "annotators": {}, "leaderboard": leaderboard}
+    variant = _variant(crowd)
+    fit = fit_crowd(crowd, truth=variant)
+    active = fit.votes > 0
+    tests = _unreliable(fit, active)
+    annotators = {
+        name: {
+            "model_reliability": {
+                "estimate": round(float(fit.reliability[j]), DIGITS),
+                "ci95": _round(fit.reliability_ci95[j]),
+                "effective_votes": _effective(float(fit.effective_votes[j])),
+                "unreliable": tests[j],
+            },
+            "model_position_bias": {
+                "left_share": round(float(fit.left_share[j]), DIGITS),
+                "ci95": _round(fit.left_share_ci95[j]),
+                "random_side_votes": round(float(fit.random_side_votes[j]), 1),
+            },
+        }
+        for j, name in enumerate(fit.annotators)
+        if active[j]
+    }
+    section = {
+        "variant": variant,
+        "converged": fit.converged,
+        "iterations": fit.iterations,
+        "note": _note(variant),
+        "reliability": RELIABILITY_MEANING,
+        "position_bias": "the left share of the votes the model reads as random answers",
+        "unreliable": UNRELIABLE_RULE,
+    }
+    leaderboard["models"] = _leaderboard(fit, crowd)
+    return {"crowd": section, "annotators": annotators, "leaderboard": leaderboard}
