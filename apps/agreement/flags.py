@@ -8,9 +8,10 @@ runs them and the dashboard's flags read their results.
   offers), and a one-sided Fisher exact test against the median other annotator; the p-values
   of all annotators are corrected together (Holm), and the flag needs a corrected p below
   1 - CONFIDENCE.
-- Position bias: the annotator's 95% Wilson interval of the left share must clear, by
-  BIAS_MARGIN, both one half and the project's own left share (the median of the other
-  annotators', so that one always-left clicker does not move it).
+- Position bias: one-sided exact binomial tests that the annotator's left share lies beyond
+  both one half and the project's own left share (the median of the other annotators', so
+  that one always-left clicker does not move it) by BIAS_MARGIN, one test a side, Holm-corrected
+  over all annotators at CONFIDENCE like the agreement tests.
 - Under an adaptive policy the comparisons with three votes or more are not a fair sample, so
   leave-one-out agreement is reported but not meaningful, and not tested.
 """
@@ -28,7 +29,7 @@ from apps.projects.models import AssignmentPolicy, Project, Scheme
 
 # The confidence at which the agreement tests flag, after the correction over annotators.
 CONFIDENCE = 0.99
-# A left share is a bias when its 95% interval clears one half and the project's share by this.
+# A left share is a bias when it is significantly beyond one half and the project's share by this.
 BIAS_MARGIN = 0.05
 # Policies that choose the next comparison from the votes it has: uncertain_first gives a third
 # vote only where the first two split, so the comparisons leave-one-out counts are the split ones.
@@ -186,20 +187,54 @@ def agreement_tests(
     return tests
 
 
-def bias_side(
-    interval: Sequence[float] | None, project_share: float | None, *, margin: float = BIAS_MARGIN
-) -> str | None:
-    """The side ("left" or "right") whose share of an annotator's choices is a bias: its interval
-    lies beyond both one half and the project's own share (where known) by `margin`. None if not.
+def p_share_above(successes: int, trials: int, bound: float) -> float:
+    """One-sided exact binomial test that a share exceeds `bound`."""
+    return float(binomtest(successes, trials, bound, alternative="greater").pvalue)
 
-    Both, so that an honest annotator is not flagged in a project whose other annotators lean to
-    one side, nor a project-wide lean (a layout that favours one side) counted against each one.
-    """
-    if interval is None:
-        return None
+
+def bias_bounds(project_share: float | None, *, margin: float = BIAS_MARGIN) -> tuple[float, float]:
+    """The left shares beyond which a lean is a bias: `margin` past both one half and the
+    project's own share (where known), so that an honest annotator is not flagged in a project
+    whose other annotators lean to one side, nor a project-wide lean (a layout that favours one
+    side) counted against each one."""
     references = [0.5] if project_share is None else [0.5, project_share]
-    if interval[0] > max(references) + margin:
-        return "left"
-    if interval[1] < min(references) - margin:
-        return "right"
-    return None
+    return max(min(references) - margin, 0.0), min(max(references) + margin, 1.0)
+
+
+def bias_tests(
+    left: Sequence[int],
+    sides: Sequence[int],
+    project_share: Sequence[float | None],
+    *,
+    margin: float = BIAS_MARGIN,
+    confidence: float = CONFIDENCE,
+) -> list[dict[str, Any] | None]:
+    """Per annotator (None without a choice of a side): whether their left share is beyond
+    `bias_bounds` (one-sided exact binomial tests, one a side), with Holm's correction over
+    both sides of all annotators. Uncorrected, a 95% interval clears the bounds for one honest
+    annotator in a few dozen by chance."""
+    alpha = 1 - confidence
+    bounds = [bias_bounds(share, margin=margin) for share in project_share]
+    raw: list[float] = []
+    for k, n, (low, high) in zip(left, sides, bounds, strict=True):
+        if n:
+            raw += [p_share_above(k, n, high), p_share_above(n - k, n, 1 - low)]
+    holm = iter(multipletests(raw, method="holm")[1] if raw else [])
+    tests: list[dict[str, Any] | None] = []
+    for n, (low, high) in zip(sides, bounds, strict=True):
+        if not n:
+            tests.append(None)
+            continue
+        p_left, p_right = float(next(holm)), float(next(holm))
+        side = "left" if p_left < alpha else "right" if p_right < alpha else None
+        tests.append(
+            {
+                "confidence": confidence,
+                "correction": f"Holm over {len(raw)} tests",
+                "bounds": [round(low, 4), round(high, 4)],
+                "p_left_holm": _rounded(p_left),
+                "p_right_holm": _rounded(p_right),
+                "side": side,
+            }
+        )
+    return tests

@@ -28,7 +28,7 @@ from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from apps.agreement.crowd_report import crowd_report
-from apps.agreement.flags import DEFAULT_DESIGN, Design, agreement_tests
+from apps.agreement.flags import DEFAULT_DESIGN, Design, agreement_tests, bias_tests
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 from apps.projects.selectors import Pseudonyms
@@ -547,6 +547,8 @@ def annotator_summaries(
         )
     )
     left_shares = [lefts[i] / sides[i] for i in range(size) if sides[i]]
+    project_shares = [_median_other(left_shares, lefts[i], sides[i]) for i in range(size)]
+    bias = bias_tests(lefts, sides, project_shares)
     medians = _medians(mine.annotator[mine.has_duration], mine.duration_ms[mine.has_duration], size)
     summaries = []
     for i, name in enumerate(votes.names):
@@ -570,7 +572,8 @@ def annotator_summaries(
                     "ci95": wilson_interval(lefts[i], sides[i]),
                     # The project's own lean, which this one is judged by: the median other
                     # annotator's, so that an always-left clicker does not move it.
-                    "project_left_share": _median_other(left_shares, lefts[i], sides[i]),
+                    "project_left_share": project_shares[i],
+                    "test": bias[i],
                 },
                 "tie_rate": _share(ties[i], judgments[i]),
                 "both_bad_rate": _share(both_bad[i], judgments[i]),

@@ -1,8 +1,9 @@
 """The annotators of a project's dashboard and their outlier flags.
 
 The tested flags (low agreement, position bias) read the tests `apps.agreement.stats` ran
-(`apps.agreement.flags`); speed, which has no chance level to test against, keeps a threshold,
-and gold accuracy the project's minimum. The page lists every rule (`flag_rules`, `Thresholds`).
+(`apps.agreement.flags`), "unreliable" the crowd model's intervals (`agreement.crowd_report`);
+speed, which has no chance level to test against, keeps a threshold, and gold accuracy the
+project's minimum. The page lists every rule (`flag_rules`, `Thresholds`).
 """
 
 import statistics
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from apps.agreement.flags import BIAS_MARGIN, CONFIDENCE, Design, bias_side
+from apps.agreement.flags import BIAS_MARGIN, CONFIDENCE, Design
 from apps.agreement.stats import Vote
 from apps.projects.models import Membership, Project
 
@@ -48,9 +49,9 @@ def outlier_flags(
     """
     flags = []
     bias = summary["position_bias"]
-    interval, project_share = bias["ci95"], bias["project_left_share"]
-    side = bias_side(interval, project_share)
-    if side is not None:
+    test, project_share = bias["test"], bias["project_left_share"]
+    if test is not None and test["side"] is not None:
+        side = test["side"]
         side_share = bias["left_share"] if side == "left" else 1 - bias["left_share"]
         beyond = (
             "one half"
@@ -60,13 +61,16 @@ def outlier_flags(
                 "of the other annotators')"
             )
         )
+        bound = test["bounds"][1] if side == "left" else 1 - test["bounds"][0]
+        p_value = test["p_left_holm"] if side == "left" else test["p_right_holm"]
         flags.append(
             {
                 "flag": f"{side} bias",
                 "reason": f"chose the {side} response in {side_share:.0%} of "
-                f"{bias['side_choices']} choices of a side; the 95% Wilson interval of the left "
-                f"share ({interval[0]:.0%} to {interval[1]:.0%}) clears {beyond} by more than "
-                f"{BIAS_MARGIN * 100:.0f} points",
+                f"{bias['side_choices']} choices of a side, significantly more than {bound:.0%}: "
+                f"{beyond} plus {BIAS_MARGIN * 100:.0f} points (one-sided exact binomial test, "
+                f"Holm-adjusted p = {p_value:.2g}, at {test['confidence']:.0%} confidence, "
+                f"{test['correction']})",
             }
         )
     median, timed = summary["median_duration_ms"], summary.get("timed_judgments", 0)
@@ -101,7 +105,22 @@ def outlier_flags(
     test = summary["agreement_test"]
     if test is not None and test["flagged"]:
         flags.append({"flag": "low agreement", "reason": low_agreement_reason(summary)})
+    reliability = summary.get("model_reliability")
+    if reliability and reliability["unreliable"] and reliability["unreliable"]["flagged"]:
+        flags.append({"flag": "unreliable", "reason": unreliable_reason(reliability)})
     return flags
+
+
+def unreliable_reason(reliability: dict[str, Any]) -> str:
+    """The crowd model's figures behind the "unreliable" flag."""
+    low, high = reliability["ci95"]
+    other = reliability["unreliable"]
+    other_low, other_high = other["others_median_ci95"]
+    return (
+        f"the crowd model reads {reliability['estimate']:.0%} of their votes as honest "
+        f"(95% interval {low:.0%} to {high:.0%}), wholly below the median other annotator's "
+        f"{other['others_median']:.0%} ({other_low:.0%} to {other_high:.0%})"
+    )
 
 
 def low_agreement_reason(summary: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ binomial coefficients, Holm's correction step by step, the evidence a random cli
 from fractions import Fraction
 from math import comb
 
+import numpy as np
 import pytest
 
 from apps.agreement.flags import (
@@ -11,10 +12,12 @@ from apps.agreement.flags import (
     MIN_RUN,
     Design,
     agreement_tests,
-    bias_side,
+    bias_bounds,
+    bias_tests,
     min_comparisons,
     p_below_chance,
     p_below_other,
+    p_share_above,
 )
 from apps.projects.models import Project
 
@@ -127,12 +130,64 @@ def test_only_an_adaptive_policy_makes_agreement_not_meaningful():
     assert design.note is not None and "uncertain_first" in design.note
 
 
-def test_a_bias_clears_both_one_half_and_the_projects_share_by_the_margin():
-    assert bias_side([0.56, 0.7], 0.5) == "left"
-    assert bias_side([0.54, 0.7], 0.5) is None  # within 5 points of one half
-    assert bias_side([0.56, 0.7], 0.52) is None  # within 5 points of the project's share
-    assert bias_side([0.3, 0.44], 0.5) == "right"
-    assert bias_side([0.3, 0.44], 0.4) is None  # the project leans right as much
-    assert bias_side([0.7, 0.8], 0.72) is None  # the project leans left as much
-    assert bias_side([0.6, 0.8], None) == "left"
-    assert bias_side(None, 0.5) is None
+def test_a_bias_is_beyond_both_one_half_and_the_projects_share_by_the_margin():
+    assert bias_bounds(0.5) == pytest.approx((0.45, 0.55))
+    assert bias_bounds(0.6) == pytest.approx((0.45, 0.65))  # the project leans left
+    assert bias_bounds(0.4) == pytest.approx((0.35, 0.55))  # ... or right
+    assert bias_bounds(None) == pytest.approx((0.45, 0.55))
+    assert bias_bounds(0.98) == pytest.approx((0.45, 1.0))
+
+
+def test_the_bias_tests_are_exact_and_holm_corrected():
+    assert p_share_above(70, 100, 0.55) == pytest.approx(
+        1 - binomial_below(69, 100, 0.55), rel=1e-9
+    )
+    left, sides, shares = [70, 50, 20, 0], [100, 100, 100, 0], [0.5, 0.5, 0.5, None]
+    raw = []
+    for k, n in zip(left[:3], sides[:3], strict=True):
+        raw += [1 - binomial_below(k - 1, n, 0.55), 1 - binomial_below(n - k - 1, n, 0.55)]
+    adjusted = holm(raw)
+    tests = bias_tests(left, sides, shares)
+    assert tests[3] is None
+    for i, test in enumerate(tests[:3]):
+        assert test["p_left_holm"] == pytest.approx(adjusted[2 * i], rel=1e-3)
+        assert test["p_right_holm"] == pytest.approx(adjusted[2 * i + 1], rel=1e-3)
+        assert test["correction"] == "Holm over 6 tests"
+        assert test["bounds"] == [0.45, 0.55]
+    assert [t["side"] for t in tests[:3]] == ["left", None, "right"]
+    # The project's lean moves the bound: 70 of 100 beside a project at 68% is no bias.
+    assert bias_tests([70, 68], [100, 100], [0.68, 0.7])[0]["side"] is None
+
+
+# bench/quality.py's plant: eight models 3/7 natural-log units apart; the left-biased annotator,
+# when unsure (the two models less than 1 apart), clicks left 3 times in 4.
+STRENGTHS = np.linspace(-1.5, 1.5, 8)
+
+
+def left_choices(rng, votes, *, biased):
+    """How many of `votes` choices of a side went left."""
+    i = rng.integers(0, 8, votes)
+    j = (i + rng.integers(1, 8, votes)) % 8
+    diff = STRENGTHS[i] - STRENGTHS[j]
+    a_left = rng.random(votes) < 0.5
+    chose_a = rng.random(votes) < 1 / (1 + np.exp(-diff))
+    left = chose_a == a_left
+    if biased:
+        left = np.where(np.abs(diff) < 1.0, rng.random(votes) < 0.75, left)
+    return int(left.sum())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_honest_annotator_is_flagged_for_bias_and_the_left_biased_one_is(seed):
+    """12 honest annotators with 30 to 3,000 choices each (a few are short, where a 95% interval
+    uncorrected over annotators flags one in a few dozen) and the left-biased one with 3,000:
+    its left share is only about 62% (unsure in 26 pairs of models of 56), so beside a project
+    share that the honest annotators' noise moves by a point or two it takes a few thousand."""
+    rng = np.random.default_rng(seed)
+    sides = [int(n) for n in rng.integers(30, 3000, 12)] + [3000]
+    left = [left_choices(rng, n, biased=k == 12) for k, n in enumerate(sides)]
+    shares = [k / n for k, n in zip(left, sides, strict=True)]
+    project = [float(np.median(shares[:k] + shares[k + 1 :])) for k in range(13)]
+    tests = bias_tests(left, sides, project)
+    assert [t["side"] for t in tests[:12]] == [None] * 12
+    assert tests[12]["side"] == "left"

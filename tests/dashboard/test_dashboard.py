@@ -9,7 +9,8 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from apps.agreement.flags import agreement_tests
+from apps.agreement.flags import agreement_tests, bias_tests
+from apps.agreement.stats import wilson_interval
 from apps.batches.models import Batch, Comparison
 from apps.dashboard import figures as figures_module
 from apps.dashboard import outliers, services
@@ -251,19 +252,25 @@ def summary(**changes):
         "agreement_test": agreement_test_of(80),
         "gold_answered": 0,
         "gold_accuracy": None,
-        "position_bias": {
-            "left_share": 0.5,
-            "left": 50,
-            "side_choices": 100,
-            "ci95": [0.4, 0.6],
-            "project_left_share": 0.5,
-        },
+        "position_bias": bias_of(50, 100),
         "tie_rate": 0.1,
         "both_bad_rate": 0.0,
         "median_duration_ms": 10_000,
         "timed_judgments": 100,
     }
     return base | changes
+
+
+def bias_of(left, sides, project=0.5):
+    """An annotator's position bias with its test, beside three others at 50 of 100."""
+    return {
+        "left_share": round(left / sides, 4),
+        "left": left,
+        "side_choices": sides,
+        "ci95": wilson_interval(left, sides),
+        "project_left_share": project,
+        "test": bias_tests([left, 50, 50, 50], [sides, 100, 100, 100], [project] * 4)[0],
+    }
 
 
 def agreement_test_of(agree, *, others=(78, 80, 82), chance=0.5):
@@ -278,24 +285,16 @@ def flags_of(row, **options):
 
 def test_outlier_flags_by_hand():
     assert flags_of(summary()) == []
-    always_left = {
-        "left_share": 0.92,
-        "left": 92,
-        "side_choices": 100,
-        "ci95": [0.85, 0.96],
-        "project_left_share": 0.5,
-    }
+    always_left = bias_of(92, 100)
     assert flags_of(summary(position_bias=always_left)) == ["left bias"]
-    always_right = always_left | {"left_share": 0.1, "left": 10, "ci95": [0.05, 0.17]}
+    always_right = bias_of(10, 100)
     assert flags_of(summary(position_bias=always_right)) == ["right bias"]
-    # A high share over few choices: the interval still holds one half, so no flag.
-    few = {**always_left, "left_share": 0.8, "left": 4, "side_choices": 5, "ci95": [0.38, 0.96]}
-    assert flags_of(summary(position_bias=few)) == []
-    # The interval must clear one half by the margin (5 points): 0.54 does not.
-    assert flags_of(summary(position_bias=always_left | {"ci95": [0.54, 0.7]})) == []
+    # A high share over few choices is no evidence: 4 of 5.
+    assert flags_of(summary(position_bias=bias_of(4, 5))) == []
+    # It must be beyond one half by the margin (5 points): 62 of 100 is not, after Holm.
+    assert flags_of(summary(position_bias=bias_of(62, 100))) == []
     # In a project whose annotators lean left (the median other at 85%), leaning left is theirs.
-    leaning = always_left | {"project_left_share": 0.85}
-    assert flags_of(summary(position_bias=leaning)) == []
+    assert flags_of(summary(position_bias=bias_of(92, 100, project=0.85))) == []
     assert flags_of(summary(median_duration_ms=3_000)) == ["too fast"]
     assert flags_of(summary(median_duration_ms=3_400)) == []  # not below a third of 10 s
     assert flags_of(summary(median_duration_ms=1_000, timed_judgments=19)) == []
@@ -320,9 +319,10 @@ def test_outlier_flags_by_hand():
         every, project_median_ms=10_000, gold_min_accuracy=0.8, gold_min_answers=10
     )
     assert [flag["reason"] for flag in reasons] == [
-        "chose the left response in 92% of 100 choices of a side; the 95% Wilson interval of "
-        "the left share (85% to 96%) clears one half and the project's own left share (50%, the "
-        "median of the other annotators') by more than 5 points",
+        "chose the left response in 92% of 100 choices of a side, significantly more than 55%: "
+        "one half and the project's own left share (50%, the median of the other annotators') "
+        "plus 5 points (one-sided exact binomial test, Holm-adjusted p = "
+        f"{always_left['test']['p_left_holm']:.2g}, at 99% confidence, Holm over 8 tests)",
         "median 0.5 s per judgment over 100 judgments, below 0.33 of the project's median (10.0 s)",
         "gold accuracy 50% over 20 gold items, below the project's minimum of 80%",
         "agrees with the others' majority on 30% of 100 comparisons, significantly below the "

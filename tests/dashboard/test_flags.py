@@ -33,8 +33,8 @@ def choose(kind, rng, p_a, a_on_left):
     return rng.random() < p_a  # honest: the true Bradley-Terry chance
 
 
-def simulate(seed, *, comparisons=1000, overlap=3):
-    """About 375 votes per annotator (3 of 8 on each comparison), and 20 gold answers each:
+def simulate(seed, *, comparisons=2500, overlap=3):
+    """About 940 votes per annotator (3 of 8 on each comparison), and 20 gold answers each:
     honest ones get 19 right, the random clicker 10."""
     rng = np.random.default_rng(seed)
     names = list(PLANTED)
@@ -88,10 +88,11 @@ def test_every_planted_spammer_is_flagged_and_no_honest_annotator(seed):
     assert all(raised[name] == [] for name in HONEST), raised
     assert "low agreement" in raised["random"] and "below gold" in raised["random"]
     assert "left bias" in raised["always-left"]
-    # 75% left when unsure, over a few hundred votes: flagged for the bias.
+    # 75% left when unsure (a left share near 65%), over about 940 votes: flagged for the bias
+    # at 99% with Holm's correction (a few hundred are not always enough).
     assert "left bias" in raised["left-biased"]
     summaries = {s["annotator"]: s for s in annotator_summaries(votes, design=LEFT_RIGHT)}
-    assert 300 < summaries["left-biased"]["position_bias"]["side_choices"] < 450
+    assert 800 < summaries["left-biased"]["position_bias"]["side_choices"] < 1100
     assert summaries["left-biased"]["position_bias"]["project_left_share"] == pytest.approx(
         0.5, abs=0.05
     )
@@ -152,7 +153,7 @@ def test_the_page_states_each_tested_rule(client, bob, judged):  # noqa: F811
     assert 'data-testid="agreement-sample"' not in page
     assert "one-sided exact binomial test" in page and "one-sided Fisher exact test" in page
     assert "at 99% confidence with Holm's correction" in page
-    assert "95% Wilson interval" in page and "more than 5%" in page
+    assert "significantly more than 5%" in page and "unreliable" in page
     assert "too fast" in page and "timed judgments" in page
 
 
