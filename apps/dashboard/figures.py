@@ -290,6 +290,7 @@ def models_of(report: dict[str, Any]) -> dict[str, Any]:
         "scale": report["bradley_terry"]["scale"],
         "interval": report["bradley_terry"]["interval"],
         "note": report["win_rates_note"],
+        "crowd_leaderboard": report["crowd_leaderboard"],
     }
 
 
@@ -341,6 +342,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
         "agreement_sample": {"sample": design.sample, "note": design.note},
         "reference": REFERENCE,
         "annotators": people,
+        "crowd": report["crowd"],
         "project_median_ms": project_median,
         "models": models_of(report["models"]),
         "thresholds": asdict(THRESHOLDS),

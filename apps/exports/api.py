@@ -576,8 +576,13 @@ class Stats(APIView):
             "(leave-one-out agreement, marked not meaningful under an adaptive policy, with "
             "its tests against chance and the other annotators; gold accuracy, position bias "
             "with its interval and the project's own left share, tie and both-bad rates, "
-            "median time) and per model (win rates, Bradley-Terry scores with "
-            "bootstrap intervals). Deterministic. Gold items feed gold accuracy only."
+            "median time; the crowd model's reliability and left share with 95% intervals "
+            "and its 'unreliable' test) and per model (win rates, Bradley-Terry scores with "
+            "bootstrap intervals, and the crowd leaderboard: strengths fitted jointly with "
+            "each annotator's reliability, which down-weights annotators the model finds "
+            "random, on the same scale). `crowd` says which variant of the crowd model was "
+            "fitted (vote-level when most votes compare known models, else comparison-level) "
+            "and whether it converged. Deterministic. Gold items feed gold accuracy only."
         ),
         parameters=[BATCH],
         responses={200: OpenApiTypes.OBJECT, 400: ErrorOut, 404: ErrorOut},

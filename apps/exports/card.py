@@ -191,13 +191,25 @@ def dataset_card(
         ]
     else:
         lines.append("No two named models met yet.")
+    crowd = report["models"]["crowd_leaderboard"]["models"]
+    if crowd:
+        lines += [
+            "",
+            "Reliability-weighted (crowd model, each vote counting its annotator's "
+            "reliability): "
+            + ", ".join(
+                f"{_md(m['model'])} {m['score']:.1f} ({m['ci95'][0]:.1f} to {m['ci95'][1]:.1f})"
+                for m in crowd
+            )
+            + ".",
+        ]
     lines += ["", "## Annotators", ""]
     annotators: list[dict[str, Any]] = report["annotators"]
     if annotators:
         lines += [
             "| annotator | judgments | agreement with the others | gold accuracy | "
-            "left share (95% interval) | tie rate | median time |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "left share (95% interval) | reliability (95% interval) | tie rate | median time |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for a in annotators:
             bias = a["position_bias"]
@@ -206,13 +218,25 @@ def dataset_card(
                 f" ({interval[0]:.0%} to {interval[1]:.0%})" if interval else ""
             )
             median = a["median_duration_ms"]
+            model = a["model_reliability"]
+            reliability = (
+                "n/a"
+                if model is None
+                else f"{model['estimate']:.0%} ({model['ci95'][0]:.0%} to {model['ci95'][1]:.0%})"
+            )
             lines.append(
                 f"| {_md(a['annotator'])} | {a['judgments']} | "
                 f"{_pct(a['agreement_with_others'])} | {_pct(a['gold_accuracy'])} | {left} | "
+                f"{reliability} | "
                 f"{_pct(a['tie_rate'])} | "
                 + ("n/a" if median is None else f"{median / 1000:.1f} s")
                 + " |"
             )
+        lines += [
+            "",
+            "Reliability: the share of an annotator's votes the crowd model reads as honest "
+            "judgments rather than random answers.",
+        ]
         if annotators[0]["agreement_with_others_note"]:
             lines += [
                 "",

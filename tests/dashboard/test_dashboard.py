@@ -219,6 +219,41 @@ def test_models_leaderboard_and_win_rate_matrix(judged):
     assert models["matrix"][two][one] == round(1 / 6, 4)
     assert models["votes"][one][two] == 6
     assert models["matrix"][one][one] is None
+    crowd = models["crowd_leaderboard"]["models"]
+    assert sorted(row["model"] for row in crowd) == ["model-1", "model-2", "model-3"]
+    assert all(row["ci95"][0] <= row["score"] <= row["ci95"][1] for row in crowd)
+
+
+def test_the_page_shows_reliability_and_the_crowd_leaderboard(client, bob, judged, no_worker):
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    figures = project_figures(judged)
+    assert figures["crowd"]["variant"] == "vote"
+    assert html.count('data-testid="reliability"') == len(figures["annotators"])
+    assert "Reliability (95% interval)" in html and "as honest judgments" in html
+    assert 'data-testid="crowd-leaderboard"' in html
+    assert "annotators the model finds random count for little" in html
+    assert "every vote counting alike" in html
+
+
+def test_unreliable_is_flagged_with_the_figures():
+    reliability = {
+        "estimate": 0.04,
+        "ci95": [0.0, 0.08],
+        "effective_votes": 80.0,
+        "unreliable": {"flagged": True, "others_median": 0.84, "others_median_ci95": [0.77, 0.91]},
+    }
+    row = summary(model_reliability=reliability)
+    reasons = outlier_flags(row, project_median_ms=10_000, gold_min_accuracy=0, gold_min_answers=1)
+    assert reasons == [
+        {
+            "flag": "unreliable",
+            "reason": "the crowd model reads 4% of their votes as honest (95% interval 0% to "
+            "8%), wholly below the median other annotator's 84% (77% to 91%)",
+        }
+    ]
+    fine = reliability | {"unreliable": reliability["unreliable"] | {"flagged": False}}
+    assert flags_of(summary(model_reliability=fine)) == []
 
 
 def test_too_fast_is_flagged_with_its_reason(judged, monkeypatch):

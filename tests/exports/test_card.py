@@ -45,6 +45,12 @@ def test_the_card_carries_the_counts_agreement_models_and_annotators(api, bob, j
     ):
         assert f"| {pseudonym} |" in text
     assert "ann |" not in text and "ben |" not in text  # never a username
+    assert "Reliability-weighted (crowd model" in text
+    for model in stats["models"]["crowd_leaderboard"]["models"]:
+        assert f"{model['model']} {model['score']:.1f} (" in text
+    for entry in stats["annotators"]:
+        low, high = entry["model_reliability"]["ci95"]
+        assert f"{entry['model_reliability']['estimate']:.0%} ({low:.0%} to {high:.0%})" in text
 
 
 def test_the_card_says_when_agreement_is_not_meaningful(api, bob, judged):

@@ -1,0 +1,90 @@
+"""The crowd model's part of /stats/: the variant it picks, the per-annotator figures, the
+"unreliable" test and the crowd leaderboard on the Bradley-Terry leaderboard's scale."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from apps.agreement.crowd import fit_crowd
+from apps.agreement.crowd_report import crowd_report
+from apps.agreement.stats import project_stats
+from tests.agreement.test_crowd import as_columns
+from tests.agreement.test_crowd_votes import KINDS, simulate
+from tests.agreement.test_stats import judged, stats  # noqa: F401 (a fixture)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    votes, truth = simulate(0, comparisons=6000)
+    return votes, truth, project_stats(as_columns(votes))
+
+
+def test_each_annotator_gets_the_fits_reliability_and_bias(planted):
+    votes, _, report = planted
+    fit = fit_crowd(votes, truth="vote")
+    assert report["crowd"]["variant"] == "vote"  # every vote on two known models
+    assert report["crowd"]["converged"] is True
+    assert report["crowd"]["iterations"] == fit.iterations
+    for j, entry in enumerate(report["annotators"]):
+        assert entry["annotator"] == fit.annotators[j]
+        model = entry["model_reliability"]
+        assert model["estimate"] == round(float(fit.reliability[j]), 4)
+        assert model["ci95"] == [round(float(v), 4) for v in fit.reliability_ci95[j]]
+        assert entry["model_position_bias"]["left_share"] == round(float(fit.left_share[j]), 4)
+
+
+def test_the_spammers_are_unreliable_and_no_honest_annotator_is(planted):
+    _, _, report = planted
+    unreliable = {
+        entry["annotator"]: entry["model_reliability"]["unreliable"]["flagged"]
+        for entry in report["annotators"]
+    }
+    kinds = dict(zip(unreliable, KINDS, strict=True))
+    assert [name for name, flagged in unreliable.items() if flagged] == [
+        name for name, kind in kinds.items() if kind != "honest"
+    ]
+
+
+def test_the_crowd_leaderboard_is_on_the_elo_scale_and_undoes_the_spammers(planted):
+    _, truth, report = planted
+    crowd = report["models"]["crowd_leaderboard"]["models"]
+    plain = report["models"]["bradley_terry"]["models"]
+    elo = {f"m{i}": 1000 + 400 * s / math.log(10) for i, s in enumerate(truth)}
+    assert [m["model"] for m in crowd] == sorted(elo, key=lambda m: -elo[m])
+    assert np.mean([m["score"] for m in crowd]) == pytest.approx(1000, abs=0.5)
+    spread = crowd[0]["score"] - crowd[-1]["score"]
+    plain_spread = plain[0]["score"] - plain[-1]["score"]
+    true_spread = max(elo.values()) - min(elo.values())
+    # The spammers' coin flips compress the plain scores; the crowd's come near the truth.
+    assert plain_spread < 0.6 * true_spread < 0.8 * true_spread < spread < 1.3 * true_spread
+    for entry in crowd:
+        assert entry["ci95"][0] < entry["score"] < entry["ci95"][1]
+        assert 0 < entry["weighted_votes"] < entry["votes"]
+
+
+def test_mostly_unknown_models_take_the_comparison_level_variant(planted):
+    votes, _, _ = planted
+    columns = as_columns(votes)
+    report = crowd_report(dataclasses.replace(columns, models=[""] * len(columns.models)))
+    assert report["crowd"]["variant"] == "comparison"
+    assert "comparison-level" in report["crowd"]["note"]
+    assert report["leaderboard"]["models"] == []
+
+
+def test_the_stats_endpoint_carries_the_crowd_fit(api, bob, judged):  # noqa: F811
+    report = stats(api, bob)
+    assert report["crowd"]["variant"] == "vote"
+    assert set(report["crowd"]) >= {"variant", "converged", "iterations", "note"}
+    for entry in report["annotators"]:
+        assert set(entry["model_reliability"]) == {
+            "estimate",
+            "ci95",
+            "effective_votes",
+            "unreliable",
+        }
+        assert set(entry["model_position_bias"]) == {"left_share", "ci95", "random_side_votes"}
+    board = report["models"]["crowd_leaderboard"]
+    assert "down-weight" in board["meaning"] or "count for little" in board["meaning"]
+    assert {m["model"] for m in board["models"]} == {"model-1", "model-2", "model-3"}
