@@ -120,7 +120,9 @@ def test_it_describes_each_annotator_by_pseudonym(api, bob, judged, annotators):
         "side_choices": 4,
         "ci95": wilson(3, 4),
         "project_left_share": 0.5,  # the median of ben's 1/3 and cat's 2/3
+        "test": ann["position_bias"]["test"],  # by hand in test_stats_fast
     }
+    assert ann["position_bias"]["test"]["side"] is None
     assert ben["position_bias"]["left_share"] == round(1 / 3, 4)
     assert ben["position_bias"]["ci95"] == wilson(1, 3)
     assert cat["position_bias"]["left_share"] == round(2 / 3, 4)

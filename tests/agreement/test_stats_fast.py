@@ -19,6 +19,7 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
+from apps.agreement.flags import bias_bounds
 from apps.agreement.stats import (
     OPTIONS,
     SIDED,
@@ -193,7 +194,12 @@ def test_annotators_by_hand():
         "side_choices": 4,
         "ci95": [0.3006, 0.9544],
         "project_left_share": 0.5,
+        # 3 of 4 beyond 55%: P = 4 * 0.55^3 * 0.45 + 0.55^4 = 0.3910, then Holm over 6 tests.
+        "test": ann["position_bias"]["test"],
     }
+    assert ann["position_bias"]["test"]["bounds"] == [0.45, 0.55]
+    assert ann["position_bias"]["test"]["p_left_holm"] == 1.0
+    assert ann["position_bias"]["test"]["side"] is None
     assert ben["position_bias"]["left_share"] == 0.3333
     assert [e["tie_rate"] for e in (ann, ben, cat)] == [0.0, 0.25, 0.0]
     assert [e["both_bad_rate"] for e in (ann, ben, cat)] == [0.0, 0.0, 0.25]
@@ -429,12 +435,18 @@ def test_annotators_match_counting_on_random_votes(seed):
         assert entry["tie_rate"] == share(options["tie"], len(mine))
         assert entry["both_bad_rate"] == share(options["both_bad"], len(mine))
         assert entry["median_duration_ms"] == (statistics.median(durations) if durations else None)
-        assert entry["position_bias"] == {
+        bias = dict(entry["position_bias"])
+        test = bias.pop("test")
+        project = round(statistics.median(others), 4) if others else None
+        assert (test is None) == (not sides)
+        if test is not None:
+            assert test["bounds"] == [round(x, 4) for x in bias_bounds(project)]
+        assert bias == {
             "left_share": share(sides.count("left"), len(sides)),
             "left": sides.count("left"),
             "side_choices": len(sides),
             "ci95": wilson(sides.count("left"), len(sides)) if sides else None,
-            "project_left_share": round(statistics.median(others), 4) if others else None,
+            "project_left_share": project,
         }
         assert (entry["gold_answered"], entry["gold_accuracy"]) == (
             len(scored),
