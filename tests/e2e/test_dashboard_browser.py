@@ -260,6 +260,12 @@ def test_dashboard_screenshot(
     )
     assert outside == []
     assert page.get_by_test_id("heat-map-caption").is_visible()
+    # The annotator table (with reliability) and both leaderboards fit the 1366 px width.
+    assert page.get_by_test_id("crowd-leaderboard").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    for table in ("annotators", "leaderboard", "crowd-leaderboard"):
+        box = page.get_by_test_id(table).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1366
     target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
     page.screenshot(path=str(target / "dashboard.png"), full_page=True)
     page_log.assert_clean(base)
