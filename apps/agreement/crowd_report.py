@@ -28,9 +28,9 @@ RELIABILITY_MEANING = (
     "random answers"
 )
 LEADERBOARD_MEANING = (
-    "Bradley-Terry-Davidson strengths fitted jointly with each annotator's reliability, so the "
-    "votes of annotators the model finds random count for little; on the same scale as "
-    "bradley_terry"
+    "Bradley-Terry-Davidson strengths fitted jointly with each annotator's reliability: it "
+    "down-weights the votes of annotators the model finds random, which compress "
+    "bradley_terry's scale; on the same scale"
 )
 UNRELIABLE_RULE = (
     "flagged when the upper end of the annotator's reliability interval is below the lower end "

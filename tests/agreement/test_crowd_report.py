@@ -86,5 +86,5 @@ def test_the_stats_endpoint_carries_the_crowd_fit(api, bob, judged):  # noqa: F8
         }
         assert set(entry["model_position_bias"]) == {"left_share", "ci95", "random_side_votes"}
     board = report["models"]["crowd_leaderboard"]
-    assert "down-weight" in board["meaning"] or "count for little" in board["meaning"]
+    assert "down-weights the votes of annotators the model finds random" in board["meaning"]
     assert {m["model"] for m in board["models"]} == {"model-1", "model-2", "model-3"}
