@@ -1,4 +1,6 @@
-"""`aggregate=reliability`: votes weighted by each annotator's estimated reliability (Dawid-Skene).
+"""`aggregate=reliability` on a criterion's answers and on listwise rankings' pairs: votes weighted
+by each annotator's estimated reliability (Dawid-Skene). The overall pairwise choice is labelled
+by the crowd model instead (labels.py), which reads the overall choice only.
 
 Dawid and Skene (1979) model each annotator by a confusion matrix: the chance that they answer
 option l when the truth is k. Expectation-maximisation estimates the matrices, the prior of each

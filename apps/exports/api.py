@@ -366,10 +366,14 @@ class Export(APIView):
                     "response. `majority` (default): the option with strictly more votes than "
                     "every other; `unanimous`: every vote for the same option; `mean_strength`: "
                     "the sign of the graded votes' mean strength (a zero mean, and comparisons "
-                    "without graded votes, left out); `reliability`: Dawid-Skene over the "
-                    "project's votes, each annotator weighted by their estimated confusion "
-                    "matrix, and the winner's posterior as `label_confidence` (a tie in "
-                    "posterior left out). Deterministic: no random tie-breaks."
+                    "without graded votes, left out); `reliability`: the crowd model fitted to "
+                    "the project's votes (each annotator's reliability and position bias and "
+                    "the models' strengths; vote-level when most votes name their models, else "
+                    "comparison-level, as the card says), the candidate more likely better "
+                    "chosen and that chance as `label_confidence` (0.5 to 1; a tie in posterior, "
+                    "and votes for neither candidate, left out); with `criterion`, and for "
+                    "listwise rankings' pairs, Dawid-Skene (each annotator's confusion matrix) "
+                    "instead. Deterministic: no random tie-breaks."
                 ),
                 required=False,
             ),

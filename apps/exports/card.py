@@ -10,9 +10,11 @@ from dataclasses import replace
 from typing import Any
 
 from apps.agreement.flags import Design
+from apps.agreement.labels import CrowdLabels
 from apps.agreement.stats import project_stats, stats_votes
 from apps.exports.formats import tallies
 from apps.exports.options import Options
+from apps.exports.selectors import Labeller, reliability_labeller
 from apps.projects.models import Project
 
 
@@ -54,10 +56,12 @@ AGGREGATION_TEXT = {
     "unanimous": "a pair is exported when every vote is for the same candidate",
     "mean_strength": "the chosen response is the one the graded votes' mean strength favours; "
     "a zero mean, and comparisons without graded votes, are left out",
-    "reliability": "Dawid-Skene: each annotator's confusion matrix is estimated by EM over the "
-    "project's votes (initialised from the vote shares, smoothed by one pseudo-vote per cell), "
-    "and the chosen response is the option of highest posterior; its posterior is each row's "
-    "`label_confidence`, and a tie in posterior is left out",
+    "reliability": "the crowd model (each annotator's reliability and position bias and the "
+    "models' strengths, fitted together by EM over the project's votes) gives each comparison "
+    "the chance that each candidate is better; the chosen response is the likelier one, that "
+    "chance (given that one of the two is better) is each row's `label_confidence`, and a tie "
+    "in posterior is left out. Dawid-Skene (each annotator's confusion matrix) instead labels "
+    "a criterion's answers and listwise rankings' pairs, which the crowd model does not read",
 }
 
 
@@ -93,14 +97,18 @@ def dataset_card(
     elif batch_id is not None:
         options = replace(options, batch_id=batch_id)
     batch_id = options.batch_id
-    report = project_stats(
-        stats_votes(project=project, batch_id=batch_id),
-        batch_id=batch_id,
-        design=Design.of(project),
-    )
+    votes = stats_votes(project=project, batch_id=batch_id)
+    report = project_stats(votes, batch_id=batch_id, design=Design.of(project))
+    labeller: Labeller | None = None
+    if options.aggregate == "reliability":
+        # The fit reads every batch's votes: the same columns when the card is of them all.
+        labeller = reliability_labeller(
+            project=project, options=options, votes=votes if batch_id is None else None
+        )
+    del votes
     winners = ties = both_bad = split = 0
     confidences: list[float] = []
-    for tally in tallies(project, options):
+    for tally in tallies(project, options, labeller):
         if tally.winner in ("a", "b"):
             winners += 1
             if tally.label_confidence is not None:
@@ -139,6 +147,11 @@ def dataset_card(
         f"- Aggregation: **{options.aggregate}**. Votes are counted per candidate (not per "
         "screen side) over candidate A, candidate B, tie and both bad; "
         f"{AGGREGATION_TEXT[options.aggregate]}. No random tie-breaks.",
+        *(
+            [f"- Reliability fit: {labeller.describe()}"]
+            if isinstance(labeller, CrowdLabels)
+            else []
+        ),
         *(
             [
                 f"- Mean label confidence of the pairs: {sum(confidences) / len(confidences):.3f}"

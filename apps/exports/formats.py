@@ -15,6 +15,7 @@ from apps.exports.options import CONVERSATIONAL, Options
 from apps.exports.rankings import listwise_rows, ranking_tallies
 from apps.exports.selectors import (
     CandidateRef,
+    Labeller,
     Shape,
     Tally,
     judged_pairs,
@@ -32,11 +33,14 @@ from apps.projects.selectors import Pseudonyms
 Messages = list[dict[str, str]]
 
 
-def tallies(project: Project, options: Options) -> Iterator[Tally]:
+def tallies(
+    project: Project, options: Options, labeller: Labeller | None = None
+) -> Iterator[Tally]:
     """The pairwise comparisons' tallies and the pairs of the listwise ones' rankings,
-    merged by comparison id (the two never share one)."""
+    merged by comparison id (the two never share one); `labeller`: the pairwise comparisons'
+    fit under `aggregate=reliability`, when the caller made it."""
     return heapq.merge(
-        pairwise_tallies(project=project, options=options),
+        pairwise_tallies(project=project, options=options, labeller=labeller),
         ranking_tallies(project=project, options=options),
         key=lambda tally: tally.comparison.pk,
     )

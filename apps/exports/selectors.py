@@ -17,7 +17,9 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
 from annotate.db import postgresql
+from apps.agreement.labels import CrowdLabels, crowd_labels
 from apps.agreement.reliability import ReliabilityModel, reliability_model
+from apps.agreement.stats import VoteColumns, stats_votes
 from apps.batches.models import Candidate, Comparison
 from apps.exports.options import Options
 from apps.judging.models import Choice, Judgment
@@ -290,6 +292,25 @@ def split_of(project_slug: str, prompt_id: str, test_fraction: float) -> str:
 
 
 AGGREGATES = ("majority", "unanimous", "mean_strength", "reliability")
+# What labels rows under aggregate=reliability: the crowd model on the overall choice of
+# pairwise comparisons, Dawid-Skene on a criterion's answers and on rankings' pairs.
+Labeller = CrowdLabels | ReliabilityModel
+
+
+def reliability_labeller(
+    *, project: Project, options: Options, votes: VoteColumns | None = None
+) -> Labeller | None:
+    """The fit behind `aggregate=reliability` for the pairwise comparisons: the crowd model
+    (labels.py) on the overall choice, from `votes` (all of the project's `stats_votes`, every
+    batch) when the caller already holds them; Dawid-Skene on a criterion's answers, as the
+    crowd model is of the overall choice only. None without votes."""
+    if options.criterion is not None:
+        return reliability_model(
+            project=project, include_gold=options.include_gold, criterion=options.criterion
+        )
+    if votes is None:
+        votes = stats_votes(project=project)
+    return crowd_labels(votes, include_gold=options.include_gold)
 
 
 def decide(
@@ -297,7 +318,8 @@ def decide(
     votes: Counter[str],
     strengths: list[int],
     ballots: list[tuple[int, str]],
-    model: ReliabilityModel | None,
+    model: Labeller | None,
+    comparison_id: int = 0,
 ) -> tuple[str | None, float | None]:
     """(winning option or None, label confidence or None) under an aggregation.
 
@@ -305,8 +327,9 @@ def decide(
     - unanimous: the one option every vote gave;
     - mean_strength: the sign of the graded votes' mean strength ("a" above 0, "b" below, "tie"
       at 0); None without graded votes;
-    - reliability: the Dawid-Skene posterior's best option (see reliability.py), with its
-      posterior as the confidence; None on a tie in posterior.
+    - reliability: the crowd model's candidate more likely better (labels.py; by
+      `comparison_id`) or the Dawid-Skene posterior's best option (reliability.py, from
+      `ballots`), with that chance as the confidence; None on a tie in posterior.
     """
     if aggregate == "majority":
         return winner_of(votes), None
@@ -321,7 +344,10 @@ def decide(
     if aggregate == "reliability":
         if model is None:
             return None, None
-        winner, confidence = model.decide(ballots)
+        if isinstance(model, CrowdLabels):
+            winner, confidence = model.decide(comparison_id, bool(votes["a"] or votes["b"]))
+        else:
+            winner, confidence = model.decide(ballots)
         return winner, None if confidence is None else round(confidence, 4)
     raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
 
@@ -358,23 +384,24 @@ def judged_pairs(*, project: Project, options: Options) -> QuerySet[Comparison]:
     return comparisons
 
 
-def pairwise_tallies(*, project: Project, options: Options) -> Iterator[Tally]:
+def pairwise_tallies(
+    *, project: Project, options: Options, labeller: Labeller | None = None
+) -> Iterator[Tally]:
     """Every judged pairwise comparison, by id, in chunks: gold (unless `include_gold`) and
     listwise ones left out, and those with fewer than `min_votes` votes or whose majority option
     holds less than `min_agreement` of them; with `split`, only the prompts of that half
     (split_of); with `models`, only comparisons whose two candidates' models are among them;
     with `since`, only comparisons with a vote at or after it (all their votes count); with
     `criterion`, the votes are that criterion's answers (votes without one are left out).
-    The winner is picked by `aggregate` (see `decide`). All of them are `options`' fields."""
+    The winner is picked by `aggregate` (see `decide`). All of them are `options`' fields;
+    `labeller` is reliability's fit when the caller made it (reliability_labeller)."""
     aggregate, criterion, batch_id = options.aggregate, options.criterion, options.batch_id
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
     pseudonym = Pseudonyms(project)
-    model = (
-        reliability_model(project=project, include_gold=options.include_gold, criterion=criterion)
-        if aggregate == "reliability"
-        else None
-    )
+    model = labeller
+    if aggregate == "reliability" and model is None:
+        model = reliability_labeller(project=project, options=options)
     comparisons = judged_pairs(project=project, options=options)
     split, test_fraction = options.split, options.test_fraction
     min_votes, min_agreement = options.min_votes, options.min_agreement
@@ -466,7 +493,7 @@ def pairwise_tallies(*, project: Project, options: Options) -> Iterator[Tally]:
                 or (votes.most_common(1)[0][1] / total) < min_agreement
             ):
                 continue
-            winner, confidence = decide(aggregate, votes, strengths, ballots, model)
+            winner, confidence = decide(aggregate, votes, strengths, ballots, model, comparison_id)
             comparison = ComparisonRef(
                 pk=comparison_id,
                 batch_id=row[1],

@@ -194,7 +194,7 @@ def test_mean_strength_takes_the_sign_of_the_mean_graded_strength(api, bob, grad
     ]
 
 
-# --- reliability (Dawid-Skene) ------------------------------------------------------------------
+# --- reliability on a criterion (Dawid-Skene; the overall choice: test_reliability.py) ---------
 
 # ann always gives the truth; ben errs on r1-r6, cat on r7-r12, and both on r13, where their
 # two votes outvote ann's. Truth alternates: r1 a, r2 b, ...
@@ -254,15 +254,20 @@ def dawid_skene_by_hand(votes: dict[str, list[str]]) -> dict[str, tuple[str, flo
 
 @pytest.fixture
 def reliability_project(project, annotators, import_rows):
+    """RELIABILITY's votes as the answers for the criterion `honesty` (which Dawid-Skene
+    labels); the overall choice is "a" everywhere."""
+    project.criteria = [{"name": "honesty", "description": ""}]
+    project.save()
     import_rows(*(prompt_line(pid) for pid in RELIABILITY))
-    return judge(project, annotators, RELIABILITY)
+    overall = {pid: ["a", "a", "a"] for pid in RELIABILITY}
+    return judge(project, annotators, overall, criteria_plan=RELIABILITY)
 
 
 def test_reliability_lets_a_reliable_annotator_outweigh_two_unreliable_ones(
     api, bob, reliability_project
 ):
-    majority = {r["prompt_id"]: r["chosen_id"] for r in export(api, bob)}
-    exported = export(api, bob, aggregate="reliability")
+    majority = {r["prompt_id"]: r["chosen_id"] for r in export(api, bob, criterion="honesty")}
+    exported = export(api, bob, aggregate="reliability", criterion="honesty")
     by_prompt = {r["prompt_id"]: r for r in exported}
     assert len(exported) == 20
     # r13: ben and cat outvote ann under the majority; Dawid-Skene sides with ann.
@@ -281,22 +286,30 @@ def test_reliability_lets_a_reliable_annotator_outweigh_two_unreliable_ones(
     assert by_prompt["r15"]["label_confidence"] == 0.9793
     assert by_prompt["r01"]["label_confidence"] == 0.9314
     # Deterministic: the same bytes every time, and from the command.
-    first = raw(api, bob, format="trl", aggregate="reliability")
-    assert raw(api, bob, format="trl", aggregate="reliability") == first
+    first = raw(api, bob, format="trl", aggregate="reliability", criterion="honesty")
+    assert raw(api, bob, format="trl", aggregate="reliability", criterion="honesty") == first
 
 
 def test_reliability_leaves_ties_in_posterior_and_votes_for_neither_out(
     api, bob, project, annotators, import_rows
 ):
-    """Two annotators who always disagree are indistinguishable: every posterior is a tie. And
-    a comparison with no vote for either candidate has nothing pointing to one."""
+    """On a criterion (Dawid-Skene), two annotators who always disagree are indistinguishable:
+    every posterior is a tie. And a comparison with no vote for either candidate has nothing
+    pointing to one, under the crowd model too (which may label the splits: its annotators'
+    side habits differ)."""
     plan = {f"t{i}": (["a", "b"] if i % 2 else ["b", "a"]) for i in range(4)}
     plan["neither"] = ["tie", "both_bad", "tie"]
+    project.criteria = [{"name": "honesty", "description": ""}]
+    project.save()
     import_rows(*(prompt_line(pid) for pid in plan))
-    judge(project, annotators, plan)
+    judge(project, annotators, plan, criteria_plan=plan)
     assert export(api, bob, aggregate="majority") == []
-    assert export(api, bob, aggregate="reliability") == []
-    assert export(api, bob, "kto", aggregate="reliability", both_bad="include") == []
+    honesty = {"aggregate": "reliability", "criterion": "honesty"}
+    assert export(api, bob, **honesty) == []
+    assert export(api, bob, "kto", both_bad="include", **honesty) == []
+    overall = export(api, bob, aggregate="reliability")
+    assert "neither" not in {row["prompt_id"] for row in overall}
+    assert all(0.5 <= row["label_confidence"] <= 1 for row in overall)
 
 
 # --- filters ------------------------------------------------------------------------------------
@@ -465,7 +478,8 @@ def test_the_card_says_which_aggregation_and_filters_made_its_counts(api, bob, g
     assert "- Filters: models `model-1`, `model-2`; at least 2 votes." in text
     assert card(aggregate="mean_strength") == card(aggregate="mean_strength")
     reliable = card(aggregate="reliability", include_gold="true")
-    assert "Dawid-Skene" in reliable and "Mean label confidence of the pairs" in reliable
+    assert "crowd model" in reliable and "Mean label confidence of the pairs" in reliable
+    assert "- Reliability fit: Crowd model, vote-level" in reliable
     assert "gold comparisons included" in reliable
 
 
@@ -494,7 +508,7 @@ def test_the_command_takes_the_same_aggregation_and_filters(api, bob, graded, tm
 def test_datasets_reads_the_new_columns(api, bob, reliability_project, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     path = tmp_path / "reliable.jsonl"
-    path.write_bytes(raw(api, bob, format="trl", aggregate="reliability"))
+    path.write_bytes(raw(api, bob, format="trl", aggregate="reliability", criterion="honesty"))
     dataset = datasets.load_dataset(
         "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache")
     )
