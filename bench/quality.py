@@ -281,9 +281,13 @@ def kendall_tau(first: list[float], second: list[float]) -> float:
     return (concordant - discordant) / math.sqrt((n + ties_a) * (n + ties_b) or 1)
 
 
-def leaderboard_quality(stats: dict[str, Any]) -> tuple[float, int, int]:
-    """(tau against the truth, models whose 95% interval holds their true score, models)."""
-    board = {m["model"]: m for m in stats["models"]["bradley_terry"]["models"]}
+def leaderboard_quality(
+    stats: dict[str, Any], board_name: str = "bradley_terry"
+) -> tuple[float, int, int]:
+    """(tau against the truth, models whose 95% interval holds their true score, models) of a
+    /stats/ leaderboard: "bradley_terry" (every vote alike) or "crowd_leaderboard" (the crowd
+    model's, reliability-weighted); both on the same scale."""
+    board = {m["model"]: m for m in stats["models"][board_name]["models"]}
     names = [name for name in MODELS if name in board]
     mean = statistics.fmean(MODELS[name] for name in names)  # the fit's scores average 1000
     true = {name: 1000 + ELO * (MODELS[name] - mean) for name in names}
@@ -383,6 +387,9 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "tau": statistics.fmean(r["tau"] for r in results),
         "tau_min": min(r["tau"] for r in results),
         "coverage": sum(r["covered"] for r in results) / sum(r["models"] for r in results),
+        "crowd_tau": statistics.fmean(r["crowd_tau"] for r in results),
+        "crowd_coverage": sum(r["crowd_covered"] for r in results)
+        / sum(r["models"] for r in results),
         "majority": statistics.fmean(r["pairs"]["majority_equal"] for r in results),
         "reliability": statistics.fmean(r["pairs"]["reliability_equal"] for r in results),
         "recall": {k: hits[k] / sum(KINDS[k] for _ in results) for k in SPAMMERS},
@@ -400,7 +407,7 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 def summary(rows: list[dict[str, Any]]) -> None:
     print(
         "\nsummary (means over seeds; the random policy's alpha is the uniform reference)\n"
-        "  policy           tau (min)        coverage  right maj  right rel  rel-maj  "
+        "  policy           BT tau (min)     BT cover  right maj  right rel  rel-maj  "
         "recall random/left/biased  honest flagged  alpha"
     )
     for s in rows:
@@ -411,7 +418,13 @@ def summary(rows: list[dict[str, Any]]) -> None:
             f"{(s['reliability'] - s['majority']) * 100:>+6.1f}  {recall:>25}  "
             f"{s['honest_flagged']:>7}/{s['honest']:<6}  {s['alpha']}"
         )
-    print("  the leaderboard's tau (mean over seeds) after n judgments:")
+    print(
+        "  the reliability-weighted leaderboard (models.crowd_leaderboard), against the truth:\n"
+        "  policy           tau     coverage"
+    )
+    for s in rows:
+        print(f"  {s['policy']:<16} {s['crowd_tau']:+.3f}  {s['crowd_coverage']:>8.0%}")
+    print("  the Bradley-Terry leaderboard's tau (mean over seeds) after n judgments:")
     for s in rows:
         curve = ", ".join(f"{n}: {tau:+.3f}" for n, tau in s["tau_at"].items())
         print(f"  {s['policy']:<16} {curve}")
@@ -476,6 +489,7 @@ def main() -> int:
                 judge(run, people_of(tokens), server.port, args.budget, tau_now, stops)
                 stats = json.loads(http_get(server.port, tokens["lead"], stats_path))
                 tau, covered, models = leaderboard_quality(stats)
+                crowd_tau, crowd_covered, _ = leaderboard_quality(stats, "crowd_leaderboard")
                 run.tau_at[run.judgments] = tau
                 results.append(
                     {
@@ -487,6 +501,8 @@ def main() -> int:
                         "tau": tau,
                         "tau_at": run.tau_at,
                         "covered": covered,
+                        "crowd_tau": crowd_tau,
+                        "crowd_covered": crowd_covered,
                         "models": models,
                         "agreement": stats["agreement"],
                         "pairs": pairs_quality(server.port, tokens["lead"], run.slug),
