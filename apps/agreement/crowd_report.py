@@ -115,7 +115,9 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "meaning": LEADERBOARD_MEANING,
         "scale": "1000 + 400 * log10(strength), strengths with geometric mean 1 over the "
         "compared models; 400 points are 10:1 odds",
-        "interval": "95% Wald interval from the observed information of the joint fit",
+        "interval": "95% Wald interval from the observed information of the joint fit; too "
+        "narrow below a few thousand votes (bench/quality.py: it held the true score for 8-28% "
+        "of the models at 1,000-1,200 judgments)",
         "weighted_votes": "the sum of each vote's annotator reliability",
         "models": [],
     }
