@@ -7,6 +7,7 @@ random one. The truth of a comparison is its stronger model.
 
 import math
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def plant(project, make_user, rng: random.Random) -> None:
             judgment_submit(assignment_id=lease.pk, annotator=user, choice=choice)
 
 
-def truly_right(rows: list[dict[str, object]]) -> float:
+def truly_right(rows: list[dict[str, Any]]) -> float:
     right = sum(STRENGTHS[r["chosen_model"]] > STRENGTHS[r["rejected_model"]] for r in rows)
     return right / len(rows)
 
