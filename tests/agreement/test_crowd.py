@@ -178,24 +178,22 @@ def test_the_fit_maximises_the_likelihood_written_out(seed):
     np.testing.assert_allclose(gradient, 0, atol=1e-4)
 
 
-def test_the_information_is_the_likelihoods_curvature():
-    # Louis' method against a numerical Hessian of the likelihood written out (plus the priors
-    # of s and δ), at the fitted point, in the order (s, δ, r, b, n).
-    votes = random_votes(3, comparisons=30)
-    fit = fit_crowd(votes, tolerance=1e-10, truth="comparison")
-    r, b, n, s, delta = fitted(fit)
+def posterior_hessian(reference, votes, r, b, n, s, delta):
+    """The numerical Hessian of `reference(votes, r, b, n, s, delta)`, a log-likelihood written
+    out, plus the N(0, PRIOR_SD²) priors of s and δ, at the given point, in the order
+    (s, δ, r, b, n): what the intervals' information must equal, negated."""
     k, m = len(r), len(s)
 
     def log_likelihood(x):
         ss, dd = x[:m], x[m]
         rr, bb, nn = x[m + 1 : m + 1 + k], x[m + 1 + k : m + 1 + 2 * k], x[m + 1 + 2 * k :]
         prior = ((ss**2).sum() + dd**2) / 2 / PRIOR_SD**2
-        return reference_log_likelihood(votes, rr, bb, nn, ss, dd) - prior
+        return reference(votes, rr, bb, nn, ss, dd) - prior
 
     x = np.concatenate([s, [delta], r, b, n])
     step = 1e-4
     eye = np.eye(len(x)) * step
-    hessian = np.array(
+    return np.array(
         [
             [
                 (
@@ -210,6 +208,15 @@ def test_the_information_is_the_likelihoods_curvature():
             for i in range(len(x))
         ]
     )
+
+
+def test_the_information_is_the_likelihoods_curvature():
+    # Louis' method against a numerical Hessian of the likelihood written out (plus the priors
+    # of s and δ), at the fitted point, in the order (s, δ, r, b, n).
+    votes = random_votes(3, comparisons=30)
+    fit = fit_crowd(votes, tolerance=1e-10, truth="comparison")
+    r, b, n, s, delta = fitted(fit)
+    hessian = posterior_hessian(reference_log_likelihood, votes, r, b, n, s, delta)
     louis = information(Problem(votes), fit.posterior, (r, b, n, s, delta))
     np.testing.assert_allclose(louis, -hessian, atol=2e-3 * np.abs(hessian).max())
 

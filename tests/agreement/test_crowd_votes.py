@@ -15,7 +15,7 @@ from scipy.stats import kendalltau
 from apps.agreement.crowd import CrowdVotes, fit_crowd
 from apps.agreement.crowd_steps import BOTH_BAD, LEFT, RIGHT, TIE, Problem, pair_chances
 from apps.agreement.crowd_votes import PRIOR_VOTES, Cells, comparison_posterior, vote_information
-from tests.agreement.test_crowd import coverage, plain_bradley_terry
+from tests.agreement.test_crowd import coverage, plain_bradley_terry, posterior_hessian
 
 A, B, T = 0, 1, 2  # a vote's pick
 PRIOR_SD = 4.0  # STRENGTH_PRIOR_SD and TIE_PRIOR_SD, restated
@@ -134,32 +134,7 @@ def test_the_information_is_the_likelihoods_curvature():
         fit.strength,
         fit.tie_log_odds,
     )
-    k, m = len(r), len(s)
-
-    def log_likelihood(x):
-        ss, dd = x[:m], x[m]
-        rr, bb, nn = x[m + 1 : m + 1 + k], x[m + 1 + k : m + 1 + 2 * k], x[m + 1 + 2 * k :]
-        prior = ((ss**2).sum() + dd**2) / 2 / PRIOR_SD**2
-        return reference_log_likelihood(votes, rr, bb, nn, ss, dd) - prior
-
-    x = np.concatenate([s, [delta], r, b, n])
-    step = 1e-4
-    eye = np.eye(len(x)) * step
-    hessian = np.array(
-        [
-            [
-                (
-                    log_likelihood(x + eye[i] + eye[j])
-                    - log_likelihood(x + eye[i] - eye[j])
-                    - log_likelihood(x - eye[i] + eye[j])
-                    + log_likelihood(x - eye[i] - eye[j])
-                )
-                / (4 * step * step)
-                for j in range(len(x))
-            ]
-            for i in range(len(x))
-        ]
-    )
+    hessian = posterior_hessian(reference_log_likelihood, votes, r, b, n, s, delta)
     problem = Problem(votes)
     prior = np.vstack([pair_chances(problem, s, delta), np.full(3, 1 / 3)])
     info = vote_information(problem, Cells(problem), (r, b, n, s, delta), prior)

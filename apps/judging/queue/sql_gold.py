@@ -11,9 +11,9 @@ import secrets
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import connection
 
 from apps.batches.queue_order import takes_votes_sql
+from apps.judging.queue import statements
 from apps.judging.queue.results import Preference
 from apps.judging.queue.sql_pick import ACTIVE_BATCHES, NOT_MINE, plpgsql
 from apps.projects.models import Project
@@ -84,33 +84,29 @@ def gold_pick(*, project: Project, annotator: User) -> int | None:
         "annotator": annotator.pk,
         "rank_from": gold_start(),
     }
-    with connection.cursor() as cursor:
 
-        def ids(sql: str, **more: int) -> list[int]:
-            cursor.execute(sql, {**params, **more})
-            return [row[0] for row in cursor.fetchall()]
+    def ids(sql: str, **more: int) -> list[int]:
+        return [row[0] for row in statements.run_all(sql, {**params, **more})]
 
-        while True:
-            for batch in ids(ACTIVE_BATCHES):
-                if found := ids(GOLD_SQL, batch=batch):
-                    return found[0]
-            if params["rank_from"] == 0:
-                return None
-            params = {**params, "rank_from": 0}
+    while True:
+        for batch in ids(ACTIVE_BATCHES):
+            if found := ids(GOLD_SQL, batch=batch):
+                return found[0]
+        if params["rank_from"] == 0:
+            return None
+        params = {**params, "rank_from": 0}
 
 
 def preferred(*, project: Project, annotator: User, prefer: Preference) -> int | None:
     """The prefetched comparison, if the annotator may still take it (PREFERRED_SQL; on
     databases other than PostgreSQL, where nothing is locked). 1 query."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            PREFERRED_SQL,
-            {
-                "project": project.pk,
-                "annotator": annotator.pk,
-                "overlap": project.overlap,
-                "prefer": prefer.comparison_id,
-            },
-        )
-        row = cursor.fetchone()
+    row = statements.run(
+        PREFERRED_SQL,
+        {
+            "project": project.pk,
+            "annotator": annotator.pk,
+            "overlap": project.overlap,
+            "prefer": prefer.comparison_id,
+        },
+    )
     return None if row is None else int(row[0])

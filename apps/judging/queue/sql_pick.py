@@ -40,10 +40,9 @@ import secrets
 from typing import Any, NamedTuple
 
 from django.contrib.auth.models import User
-from django.db import connection
 
 from apps.batches.queue_order import takes_votes_sql
-from apps.judging.queue import backend, policy
+from apps.judging.queue import backend, policy, statements
 from apps.judging.queue.policy import POLICIES, sql_order
 from apps.judging.queue.statements import embed
 from apps.projects.models import AssignmentPolicy, Project
@@ -220,22 +219,20 @@ def _pick_statements(params: dict[str, Any], order: str) -> Picked:
     heads = [(HEAD, order)]
     if order != AssignmentPolicy.BREADTH_FIRST:
         heads.append((BREADTH_HEAD, AssignmentPolicy.BREADTH_FIRST))
-    with connection.cursor() as cursor:
 
-        def ids(sql: str, **more: int) -> list[int]:
-            cursor.execute(sql, {**params, **more})
-            return [row[0] for row in cursor.fetchall()]
+    def ids(sql: str, **more: int) -> list[int]:
+        return [row[0] for row in statements.run_all(sql, {**params, **more})]
 
-        while True:
-            for batch in ids(ACTIVE_BATCHES):
-                for probe, head_order in heads:
-                    if found := ids(head_take_sql(head_order), batch=batch):
-                        return Picked(found[0], probe)
-                if found := ids(exact_sql(order), batch=batch):
-                    return Picked(found[0], EXACT)
-            if params["rank_from"] == 0:
-                return Picked(None, None)
-            params = {**params, "rank_from": 0}
+    while True:
+        for batch in ids(ACTIVE_BATCHES):
+            for probe, head_order in heads:
+                if found := ids(head_take_sql(head_order), batch=batch):
+                    return Picked(found[0], probe)
+            if found := ids(exact_sql(order), batch=batch):
+                return Picked(found[0], EXACT)
+        if params["rank_from"] == 0:
+            return Picked(None, None)
+        params = {**params, "rank_from": 0}
 
 
 def rank_start(project: Project) -> int:
