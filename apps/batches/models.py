@@ -126,6 +126,12 @@ class Prompt(models.Model):
         return isinstance(self.content, list)
 
 
+class Degradation(models.TextChoices):
+    TRUNCATED = "truncated", "Truncated mid-sentence"
+    OFF_TOPIC = "off_topic", "Another prompt's answer"
+    SHUFFLED = "shuffled", "Sentences shuffled"
+
+
 class Candidate(models.Model):
     # No index of its own: candidate_unique_external_id (prompt, external_id) starts with it.
     prompt = models.ForeignKey(
@@ -136,6 +142,11 @@ class Candidate(models.Model):
     model = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="Generation parameters.")
     metadata = models.JSONField(default=dict, blank=True)
+    # A generated honeypot's response: how it was degraded from another candidate ("" for an
+    # imported response).
+    degradation = models.CharField(
+        max_length=16, choices=Degradation.choices, blank=True, default=""
+    )
 
     class Meta:
         ordering = ["id"]

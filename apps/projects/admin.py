@@ -173,8 +173,8 @@ JUDGING_SETTINGS = (
     "show_models",
     "overlap",
 )
-QUEUE_SETTINGS = ("policy", "lease_seconds", "annotator_cap")
-GOLD_SETTINGS = ("gold_rate", "gold_min_accuracy", "gold_min_answers")
+QUEUE_SETTINGS = ("policy", "lease_seconds", "annotator_cap", "stop_confidence")
+GOLD_SETTINGS = ("gold_rate", "gold_min_accuracy", "gold_min_answers", "honeypot_rate")
 AUDITED_SETTINGS_FORM = [*JUDGING_SETTINGS, *QUEUE_SETTINGS, *GOLD_SETTINGS]
 
 

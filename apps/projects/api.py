@@ -76,9 +76,11 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
             "policy",
             "skip_reasons",
             "annotator_cap",
+            "stop_confidence",
             "gold_rate",
             "gold_min_accuracy",
             "gold_min_answers",
+            "honeypot_rate",
             "export_formats",
             "created_at",
         ]
@@ -118,6 +120,10 @@ class ProjectCreateInput(serializers.Serializer[Any]):
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     gold_min_answers = serializers.IntegerField(min_value=1, default=10)
+    stop_confidence = serializers.FloatField(
+        min_value=0.5, max_value=0.999, allow_null=True, default=None
+    )
+    honeypot_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
 
     def validate_slug(self, value: str) -> str:
         if value != value.lower():

@@ -136,6 +136,20 @@ class Project(models.Model):
     gold_min_answers = models.PositiveIntegerField(
         default=10, help_text="Gold answers needed before the minimum accuracy applies."
     )
+    stop_confidence = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.5), MaxValueValidator(0.999)],
+        help_text="Adaptive stopping: a comparison stops receiving votes once the side it leads "
+        "is better with at least this posterior probability (empty = off; the overlap stays the "
+        "most votes a comparison receives).",
+    )
+    honeypot_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of imported prompts that also get a generated gold item: one of their "
+        "responses against a degraded copy of it (0 = none).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -150,6 +164,15 @@ class Project(models.Model):
             models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="project_lease_min"),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(honeypot_rate__gte=0) & Q(honeypot_rate__lte=1),
+                name="project_honeypot_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(stop_confidence__isnull=True)
+                | Q(stop_confidence__gte=0.5) & Q(stop_confidence__lt=1),
+                name="project_stop_confidence_range",
             ),
         ]
 

@@ -37,6 +37,8 @@ CREATED_DETAILS = {
     "gold_rate",
     "gold_min_accuracy",
     "gold_min_answers",
+    "stop_confidence",
+    "honeypot_rate",
 }
 
 
