@@ -483,3 +483,52 @@ def test_a_criterion_focused_under_the_button_bar_is_lifted_clear_of_it(
         page.keyboard.press("c")
     assert_focus_shown(page, "criterion:helpfulness")
     page_log.assert_clean(base)
+
+
+# Every word of a label against the room its button gives it: a word wider than the room is one
+# that `overflow-wrap: anywhere` breaks mid-word ("significa-ntly").
+WORDS_WIDER_THAN_THEIR_BUTTON = """() => {
+  const broken = [];
+  for (const button of document.querySelectorAll(".choices.graded button")) {
+    const style = getComputedStyle(button);
+    const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+    const room = button.clientWidth - padding;
+    const label = button.firstChild.textContent.trim();
+    for (const word of label.split(/\\s+/)) {
+      const probe = document.createElement("span");
+      probe.style.font = style.font;
+      probe.style.whiteSpace = "nowrap";
+      probe.style.position = "absolute";
+      probe.textContent = word;
+      document.body.appendChild(probe);
+      if (probe.getBoundingClientRect().width > room + 0.5) broken.push(word);
+      probe.remove();
+    }
+  }
+  return broken;
+}"""
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=VIEWPORT_IDS)
+def test_the_graded_scale_breaks_no_word_of_its_labels(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    import_rows: Callable[..., Batch],
+    viewport: tuple[int, int],
+) -> None:
+    configure(project, scheme="graded", criteria=CRITERIA)
+    import_rows(*conversation_rows(1))
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    base = live_server.url
+    open_project(page, base)
+    buttons = page.locator(".choices.graded button")
+    assert buttons.count() == 8
+    assert page.evaluate(WORDS_WIDER_THAN_THEIR_BUTTON) == []
+    # Every button in sight, whole, above the bottom of the window.
+    for index in range(8):
+        box = buttons.nth(index).bounding_box()
+        assert box is not None
+        assert box["y"] >= 0 and box["y"] + box["height"] <= viewport[1]
+    page_log.assert_clean(base)
