@@ -24,8 +24,8 @@ from tests.conftest import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = {"postgres", "redis", "minio", "minio-bucket", "web", "worker", "beat"}
-ONE_SHOT = {"minio-bucket"}  # runs once and exits: no health check
+SERVICES = {"postgres", "redis", "minio", "minio-bucket", "migrate", "web", "worker", "beat"}
+ONE_SHOT = {"minio-bucket", "migrate"}  # run once and exit: no health check
 APP_SERVICES = {"web", "worker", "beat"}
 
 # Variables that settings read: the subprocesses below start from none of them.
@@ -164,7 +164,7 @@ def test_it_refuses_the_compose_file_without_a_minio_password(tmp_path: Path) ->
 
 
 @needs_compose
-def test_it_runs_five_services_with_healthchecks(tmp_path: Path) -> None:
+def test_it_runs_its_services_with_healthchecks_after_migrate(tmp_path: Path) -> None:
     result = compose(tmp_path, "config")
     assert result.returncode == 0, result.stderr
     keys = yaml_keys(result.stdout)
@@ -193,10 +193,16 @@ def test_it_runs_five_services_with_healthchecks(tmp_path: Path) -> None:
         assert env["EXPORT_S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
         assert env["EXPORT_S3_BUCKET"] == "annotate-exports"
         assert env["EXPORT_S3_SECRET_ACCESS_KEY"] == "x" * 12
-        condition = keys.get(("services", service, "depends_on", "minio-bucket", "condition"))
-        assert condition == "service_completed_successfully", service
+        for one_shot in ONE_SHOT:
+            condition = keys.get(("services", service, "depends_on", one_shot, "condition"))
+            assert condition == "service_completed_successfully", (service, one_shot)
         assert not any(path[:3] == ("services", service, "volumes") for path in keys), service
     assert keys[("services", "web", "image")] == keys[("services", "worker", "image")]
+    # Migrations run once, before any app process starts, and only there (README "Deploying").
+    assert keys[("services", "migrate", "image")] == keys[("services", "web", "image")]
+    assert keys[("services", "migrate", "restart")] == "no"
+    assert ("services", "migrate", "depends_on", "postgres", "condition") in keys
+    assert ("services", "migrate", "depends_on", "migrate") not in keys
     assert ("services", "web", "ports") in keys
     assert ("volumes", "postgres-data") in keys
     assert ("volumes", "exports") not in keys
