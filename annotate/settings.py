@@ -139,6 +139,7 @@ INSTALLED_APPS = [
     "apps.exports",
     "apps.dashboard",
     "apps.audit",
+    "apps.endpoints",
     "axes",
 ]
 
@@ -495,3 +496,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# Model endpoints (apps/endpoints): an endpoint names the environment variable that holds its API
+# key, and that name must start with this prefix, so that whoever registers an endpoint cannot
+# have the server send another secret of its environment to an address of their choosing.
+ENDPOINT_KEY_ENV_PREFIX = os.environ.get("ENDPOINT_KEY_ENV_PREFIX", "").strip() or "ANNOTATE_KEY_"

@@ -26,6 +26,10 @@ class AuditAction(models.TextChoices):
     JUDGMENTS_INVALIDATED = "judgments_invalidated", "Judgments invalidated"
     API_TOKEN_CREATED = "api_token_created", "API token created"
     API_TOKEN_REVOKED = "api_token_revoked", "API token revoked"
+    ENDPOINT_CREATED = "endpoint_created", "Model endpoint registered"
+    ENDPOINT_CHANGED = "endpoint_changed", "Model endpoint changed"
+    ENDPOINT_DELETED = "endpoint_deleted", "Model endpoint deleted"
+    ENDPOINT_TESTED = "endpoint_tested", "Model endpoint's connection tested"
 
 
 class AuditEvent(models.Model):

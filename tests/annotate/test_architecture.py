@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = (
     "audit",
     "projects",
+    "endpoints",
     "batches",
     "judging",
     "accounts",
