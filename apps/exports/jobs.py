@@ -44,6 +44,7 @@ from annotate.celery import app
 from annotate.errors import Conflict
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
+from apps.batches.honeypots import honeypot_q
 from apps.batches.models import Comparison
 from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
@@ -350,6 +351,8 @@ def rows_estimate(*, project: Project, format: str, options: Options) -> int:
     comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
     if not options.include_gold:
         comparisons = comparisons.filter(is_gold=False)
+    elif format != "judgments":
+        comparisons = comparisons.exclude(honeypot_q())  # never in the training formats
     if options.batch_id is not None:
         comparisons = comparisons.filter(batch_id=options.batch_id)
     if format == "listwise":
