@@ -7,6 +7,7 @@ import pytest
 
 from apps.batches.models import Comparison
 from apps.exports.formats import FORMATS, export_rows
+from apps.exports.jobs import rows_estimate
 from apps.exports.options import Options
 from apps.exports.parquet import schema_for
 from apps.judging.queue import Preference, assignment_next, judgment_submit
@@ -115,3 +116,11 @@ def test_stats_without_honeypots_say_so(api, bob, project, import_rows):
     report = api(bob).get("/api/v1/projects/demo/stats/").json()["honeypots"]
     assert (report["items"], report["answers"], report["accuracy"]) == (0, 0, None)
     assert report["kinds"] == {} and report["annotators"] == []
+
+
+def test_a_jobs_row_estimate_leaves_them_out_too(project, voted):
+    options = Options(include_gold=True)
+    # Six judged comparisons, three of them honeypots; three votes each.
+    assert rows_estimate(project=project, format="trl", options=options) == 3
+    assert rows_estimate(project=project, format="arena", options=options) == 9
+    assert rows_estimate(project=project, format="judgments", options=options) == 18
