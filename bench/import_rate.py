@@ -81,14 +81,23 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min; {os.cpu_count()} cores)"
 
 
+# --honeypot-rate: the projects' share of prompts that get a generated gold item (one more
+# candidate and one more comparison each; apps/batches/honeypots.py).
+HONEYPOT_RATE = 0.0
+
+
 def check_rows(database: str, slug: str, prompts: int, candidates: int) -> dict[str, int]:
     rows = count_rows(database, slug)
+    # Honeypots are drawn: as many as the stored candidates beyond the file's, at most one each.
+    honeypots = rows["batches_candidate"] - prompts * candidates if HONEYPOT_RATE else 0
     expected = {
         "batches_prompt": prompts,
-        "batches_candidate": prompts * candidates,
-        "batches_comparison": prompts * comb(candidates, 2),
+        "batches_candidate": prompts * candidates + honeypots,
+        "batches_comparison": prompts * comb(candidates, 2) + honeypots,
     }
-    if rows != expected:
+    if HONEYPOT_RATE:
+        print(f"  honeypots:      {honeypots:,} (rate {HONEYPOT_RATE})")
+    if rows != expected or not 0 <= honeypots <= prompts:
         raise common.BenchError(f"stored {rows}, expected {expected}")
     return rows
 
@@ -285,6 +294,18 @@ def bench_backend(
     migrate_s = common.migrate(env)
     common.setup_project(env, "bench-import", overlap=3)
     common.setup_project(env, "bench-import-fg", overlap=3)  # the foreground's, ids apart
+    if HONEYPOT_RATE:
+        common.manage(
+            [
+                "shell",
+                "-c",
+                "from apps.projects.models import Project; Project.objects.filter("
+                "slug__in=['bench-import', 'bench-import-fg']).update("
+                f"gold_rate=0.1, honeypot_rate={HONEYPOT_RATE!r})",
+            ],
+            env,
+            timeout=timeout,
+        )
     startup = common.run_measured(
         [common.PYTHON, common.MANAGE, "shell", "-c", "pass"], env, timeout
     ).seconds
@@ -321,11 +342,21 @@ def main() -> int:
         help="after the foreground import, time the rendering task's work for its batch",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--honeypot-rate",
+        type=float,
+        default=0.0,
+        help="the projects' honeypot_rate (0-1; with a gold rate of 0.1)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="stop the whole run after")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
     args = parser.parse_args()
     if not 2 <= args.candidates <= 16:
         parser.error("--candidates must be between 2 and 16")
+    if not 0 <= args.honeypot_rate <= 1:
+        parser.error("--honeypot-rate must be between 0 and 1")
+    global HONEYPOT_RATE
+    HONEYPOT_RATE = args.honeypot_rate
     if args.comparisons:
         args.prompts = ceil(args.comparisons / comb(args.candidates, 2))
     common.bound_runtime(args.timeout)

@@ -22,6 +22,7 @@ from annotate.admin_site import LeadScopedAdmin, ReadOnlyAdmin
 from annotate.broker import BrokerUnavailable
 from annotate.errors import ApplicationError
 from apps.batches.forms import BatchUploadForm
+from apps.batches.honeypots import batch_honeypot_count, honeypots_of_batch
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
 from apps.batches.services import (
@@ -117,6 +118,7 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
         "annotator_cap",
         "prompt_count",
         "comparison_count",
+        "honeypots",
         "errors",
         "created_by",
         "created_at",
@@ -126,6 +128,7 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
         "project",
         "prompt_count",
         "comparison_count",
+        "honeypots",
         "errors",
         "created_by",
         "created_at",
@@ -143,9 +146,15 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
                 # with gold below 100% for ever.
                 ordinary=Count("comparisons", filter=Q(comparisons__is_gold=False)),
                 skipped=Sum("comparisons__skip_count"),
+                honeypot_count=batch_honeypot_count(),
             )
         )
         return queryset
+
+    @admin.display(description="honeypots (generated gold items)")
+    def honeypots(self, batch: Batch) -> int:
+        counted = getattr(batch, "honeypot_count", None)
+        return honeypots_of_batch(batch.pk) if counted is None else int(counted)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Not Django's delete (it would skip the rules and the audit log): the "Delete" action
@@ -441,7 +450,8 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
                     else:
                         text = (
                             f"Imported {batch}: {batch.prompt_count} prompts, "
-                            f"{batch.comparison_count} comparisons."
+                            f"{batch.comparison_count} comparisons "
+                            f"({honeypots_of_batch(batch.pk)} of them honeypots)."
                         )
                     self.message_user(request, text, messages.SUCCESS)
                     return HttpResponseRedirect(

@@ -18,6 +18,7 @@ from annotate.api import int_param, list_page, request_user
 from annotate.errors import PayloadTooLarge
 from annotate.middleware import MULTIPART_SLACK
 from annotate.schema import BATCH, CURSOR, PAGE_SIZE, ComparisonRow, ErrorOut, page_of
+from apps.batches.honeypots import batch_honeypot_count, honeypots_of_batch
 from apps.batches.models import Batch, BatchStatus, Comparison
 from apps.batches.services import (
     batch_delete,
@@ -64,6 +65,9 @@ class BatchSerializer(serializers.ModelSerializer[Batch]):
     project = serializers.CharField(source="project.slug")
     prompts = serializers.IntegerField(source="prompt_count")
     comparisons = serializers.IntegerField(source="comparison_count")
+    honeypots = serializers.SerializerMethodField(
+        help_text="The generated gold items (honeypots) its import made; among `comparisons`."
+    )
 
     class Meta:
         model = Batch
@@ -75,6 +79,7 @@ class BatchSerializer(serializers.ModelSerializer[Batch]):
             "priority",
             "prompts",
             "comparisons",
+            "honeypots",
             "errors",
             "created_at",
             "finished_at",
@@ -94,6 +99,10 @@ class BatchSerializer(serializers.ModelSerializer[Batch]):
                 "help_text": "Why an earlier run was re-queued, or why the task was sent again."
             },
         }
+
+    def get_honeypots(self, batch: Batch) -> int:
+        counted = getattr(batch, "honeypot_count", None)
+        return honeypots_of_batch(batch.pk) if counted is None else int(counted)
 
 
 class BatchCreate(APIView):
@@ -118,7 +127,11 @@ class BatchCreate(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
-        batches = Batch.objects.filter(project=project).select_related("project")
+        batches = (
+            Batch.objects.filter(project=project)
+            .select_related("project")
+            .annotate(honeypot_count=batch_honeypot_count())
+        )
         return list_page(request, self, batches, lambda b: BatchSerializer(b).data)
 
     @extend_schema(
@@ -192,7 +205,7 @@ class BatchCreate(APIView):
 def _led_batch(request: Request, batch_id: int) -> Batch:
     """The batch, if the user is staff or leads its project; 404 otherwise."""
     return get_object_or_404(
-        Batch.objects.select_related("project"),
+        Batch.objects.select_related("project").annotate(honeypot_count=batch_honeypot_count()),
         pk=batch_id,
         project__in=projects_led_by(request.user),
     )

@@ -28,7 +28,14 @@ from annotate.db import postgresql
 from annotate.errors import Conflict
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
-from apps.batches.import_format import ImportFormatError, LineError, ParsedPrompt, PromptStream
+from apps.batches.honeypots import Honeypot, HoneypotMaker, honeypot_seed
+from apps.batches.import_format import (
+    ImportFormatError,
+    LineError,
+    ParsedCandidate,
+    ParsedPrompt,
+    PromptStream,
+)
 from apps.batches.models import (
     Batch,
     BatchSource,
@@ -647,7 +654,8 @@ def _batch_store(
         pending.clear()
         pending_rows = 0
         if progress is not None:
-            progress(stored, totals.rows)
+            # The honeypots are drawn as the rows are written: the total grows with them.
+            progress(stored, max(stored, totals.rows + writer.honeypots.count * 2))
 
     try:
         with transaction.atomic():
@@ -668,7 +676,7 @@ def _batch_store(
         ) from None
     _analyze_after_bulk_insert()
     batch.prompt_count = totals.prompts
-    batch.comparison_count = totals.comparisons
+    batch.comparison_count = totals.comparisons + writer.honeypots.count
     batch.status = BatchStatus.ACTIVE
     batch.import_running = False
     batch.errors = []
@@ -697,22 +705,39 @@ def _batch_store(
             "name": batch.name,
             "prompts": batch.prompt_count,
             "comparisons": batch.comparison_count,
+            "honeypots": writer.honeypots.made,
         },
     )
     logger.info(
-        "batch %s imported: %s prompts, %s comparisons",
+        "batch %s imported: %s prompts, %s comparisons (%s honeypots)",
         batch.pk,
         batch.prompt_count,
         batch.comparison_count,
+        writer.honeypots.count,
     )
     transaction.on_commit(functools.partial(batch_stored.send, sender=Batch, batch_id=batch.pk))
 
 
+def _candidates(
+    prompt: ParsedPrompt, honeypot: Honeypot | None
+) -> Iterator[tuple[ParsedCandidate, str]]:
+    """The candidates to store for a prompt, with their degradation: its own, then its
+    honeypot's degraded response, if it has one."""
+    for candidate in prompt.candidates:
+        yield candidate, ""
+    if honeypot is not None:
+        yield honeypot.candidate, honeypot.kind
+
+
 def _pairs(
-    prompt: ParsedPrompt, candidate_ids: list[int], listwise: bool
+    prompt: ParsedPrompt,
+    candidate_ids: list[int],
+    listwise: bool,
+    honeypot: Honeypot | None = None,
 ) -> Iterator[tuple[int, int, bool, str, list[int] | None]]:
-    """The comparisons of a prompt whose candidates got these ids: (candidate_a, candidate_b,
-    is_gold, gold_answer, candidate_ids)."""
+    """The comparisons of a prompt whose candidates (`_candidates`) got these ids:
+    (candidate_a, candidate_b, is_gold, gold_answer, candidate_ids); a honeypot's comparison,
+    a gold item, comes last."""
     if listwise:
         yield candidate_ids[0], candidate_ids[1], False, "", list(candidate_ids)
         return
@@ -720,6 +745,9 @@ def _pairs(
     for i, j in combinations(range(len(parsed)), 2):
         answer = _gold_answer(prompt, parsed[i].external_id, parsed[j].external_id)
         yield candidate_ids[i], candidate_ids[j], bool(answer), answer, None
+    if honeypot is not None:
+        a, b = honeypot.pair(candidate_ids[honeypot.source], candidate_ids[len(parsed)])
+        yield a, b, True, honeypot.gold_answer, None
 
 
 class _RowWriter:
@@ -727,6 +755,10 @@ class _RowWriter:
         self.batch = batch
         self.project = batch.project
         self.listwise = listwise
+        # Listwise projects take no gold items, and so no honeypots (Project.clean refuses it).
+        self.honeypots = HoneypotMaker(
+            rate=0.0 if listwise else self.project.honeypot_rate, seed=honeypot_seed(batch.pk)
+        )
 
     def write(self, prompts: list[ParsedPrompt]) -> int:
         """Stores the prompts with their candidates and comparisons; returns the rows written."""
@@ -749,6 +781,7 @@ class _BulkWriter(_RowWriter):
             for p in prompts
         ]
         Prompt.objects.bulk_create(prompt_rows)
+        honeypots = [self.honeypots.make(p) for p in prompts]
         candidate_rows = [
             Candidate(
                 prompt=row,
@@ -757,17 +790,19 @@ class _BulkWriter(_RowWriter):
                 model=c.model,
                 params=c.params,
                 metadata=c.metadata,
+                degradation=degradation,
             )
-            for row, parsed in zip(prompt_rows, prompts, strict=True)
-            for c in parsed.candidates
+            for row, parsed, honeypot in zip(prompt_rows, prompts, honeypots, strict=True)
+            for c, degradation in _candidates(parsed, honeypot)
         ]
         Candidate.objects.bulk_create(candidate_rows)
         comparison_rows: list[Comparison] = []
         position = 0
-        for row, parsed in zip(prompt_rows, prompts, strict=True):
-            ids = [c.pk for c in candidate_rows[position : position + len(parsed.candidates)]]
-            position += len(parsed.candidates)
-            for a, b, is_gold, answer, ranked in _pairs(parsed, ids, self.listwise):
+        for row, parsed, honeypot in zip(prompt_rows, prompts, honeypots, strict=True):
+            count = len(parsed.candidates) + (honeypot is not None)
+            ids = [c.pk for c in candidate_rows[position : position + count]]
+            position += count
+            for a, b, is_gold, answer, ranked in _pairs(parsed, ids, self.listwise, honeypot):
                 comparison_rows.append(
                     Comparison(
                         project=project,
@@ -818,7 +853,8 @@ class _CopyWriter(_RowWriter):
             Prompt, ["id", "project", "batch", "external_id", "content", "metadata"]
         )
         self.candidate_columns, self.candidate_fixed = _copy_columns(
-            Candidate, ["id", "prompt", "external_id", "text", "model", "params", "metadata"]
+            Candidate,
+            ["id", "prompt", "external_id", "text", "model", "params", "metadata", "degradation"],
         )
         self.comparison_columns, self.comparison_fixed = _copy_columns(
             Comparison,
@@ -847,7 +883,11 @@ class _CopyWriter(_RowWriter):
     def write(self, prompts: list[ParsedPrompt]) -> int:
         project_id, batch_id = self.project.pk, self.batch.pk
         prompt_ids = self._ids(Prompt, len(prompts))
-        candidate_ids = self._ids(Candidate, sum(len(p.candidates) for p in prompts))
+        honeypots = [self.honeypots.make(p) for p in prompts]
+        candidate_ids = self._ids(
+            Candidate,
+            sum(len(p.candidates) for p in prompts) + sum(h is not None for h in honeypots),
+        )
         rank = self.rank.getrandbits
         written = 0
         # psycopg's own cursor, for COPY; its errors become Django's (IntegrityError...).
@@ -871,8 +911,8 @@ class _CopyWriter(_RowWriter):
             with raw.copy(_copy_sql(Candidate, self.candidate_columns)) as copy:
                 fixed = self.candidate_fixed
                 ids = iter(candidate_ids)
-                for prompt_id, p in zip(prompt_ids, prompts, strict=True):
-                    for c in p.candidates:
+                for prompt_id, p, honeypot in zip(prompt_ids, prompts, honeypots, strict=True):
+                    for c, degradation in _candidates(p, honeypot):
                         copy.write_row(
                             (
                                 next(ids),
@@ -882,6 +922,7 @@ class _CopyWriter(_RowWriter):
                                 c.model,
                                 _json(c.params),
                                 _json(c.metadata),
+                                degradation,
                                 *fixed,
                             )
                         )
@@ -889,10 +930,11 @@ class _CopyWriter(_RowWriter):
             with raw.copy(_copy_sql(Comparison, self.comparison_columns)) as copy:
                 fixed = self.comparison_fixed
                 position = 0
-                for prompt_id, p in zip(prompt_ids, prompts, strict=True):
-                    own = candidate_ids[position : position + len(p.candidates)]
-                    position += len(p.candidates)
-                    for a, b, is_gold, answer, ranked in _pairs(p, own, self.listwise):
+                for prompt_id, p, honeypot in zip(prompt_ids, prompts, honeypots, strict=True):
+                    count = len(p.candidates) + (honeypot is not None)
+                    own = candidate_ids[position : position + count]
+                    position += count
+                    for a, b, is_gold, answer, ranked in _pairs(p, own, self.listwise, honeypot):
                         copy.write_row(
                             (
                                 project_id,

@@ -24,7 +24,7 @@ from apps.exports.cursor import HEADER as NEXT_SINCE
 from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
 from apps.exports.formats import CARD_PARAMETERS, FORMATS, export_rows, formats_for
 from apps.exports.options import CONVERSATIONAL, PROMPT_FORMS, Options
-from apps.exports.selectors import AGGREGATES
+from apps.exports.selectors import AGGREGATES, honeypot_stats
 from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
 
@@ -586,7 +586,9 @@ class Stats(APIView):
             "each annotator's reliability, which down-weights annotators the model finds "
             "random, on the same scale). `crowd` says which variant of the crowd model was "
             "fitted (vote-level when most votes compare known models, else comparison-level) "
-            "and whether it converged. Deterministic. Gold items feed gold accuracy only."
+            "and whether it converged. Deterministic. Gold items feed gold accuracy only. "
+            "`honeypots`: the generated gold items, per kind of degradation and per annotator, "
+            "with the share of answers that chose the good response."
         ),
         parameters=[BATCH],
         responses={200: OpenApiTypes.OBJECT, 400: ErrorOut, 404: ErrorOut},
@@ -594,9 +596,7 @@ class Stats(APIView):
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         batch_id = batch_of(request, project)
-        report = project_stats(
-            stats_votes(project=project, batch_id=batch_id),
-            batch_id=batch_id,
-            design=Design.of(project),
-        )
+        votes = stats_votes(project=project, batch_id=batch_id)
+        report = project_stats(votes, batch_id=batch_id, design=Design.of(project))
+        report["honeypots"] = honeypot_stats(project=project, votes=votes, batch_id=batch_id)
         return Response(report, headers={"Cache-Control": "no-store"})

@@ -44,6 +44,7 @@ from annotate.celery import app
 from annotate.errors import Conflict
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
+from apps.batches.honeypots import honeypot_q
 from apps.batches.models import Comparison
 from apps.exports.api import export_options, jsonl_chunks
 from apps.exports.card import dataset_card
@@ -350,6 +351,8 @@ def rows_estimate(*, project: Project, format: str, options: Options) -> int:
     comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
     if not options.include_gold:
         comparisons = comparisons.filter(is_gold=False)
+    else:
+        comparisons = comparisons.exclude(honeypot_q())  # never in the pairwise formats
     if options.batch_id is not None:
         comparisons = comparisons.filter(batch_id=options.batch_id)
     if format == "listwise":
@@ -371,6 +374,8 @@ def rows_estimate(*, project: Project, format: str, options: Options) -> int:
         judgments = judgments.filter(comparison__candidate_ids__isnull=True).exclude(
             choice=Choice.RANKING
         )
+        if options.include_gold:
+            judgments = judgments.exclude(honeypot_q("comparison__"))  # as judged_pairs does
         if not options.include_ties:
             judgments = judgments.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
     return judgments.count()

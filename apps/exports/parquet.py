@@ -151,6 +151,8 @@ def schema_for(format: str, shape: Shape | None = None) -> pa.Schema:
             ("flags", STRINGS),
             ("ranking", pa.list_(STRINGS)),
             ("guideline_version", pa.int64()),
+            ("gold", pa.bool_()),
+            ("degradation", pa.string()),
         ]
     else:
         raise ValueError(f"no Parquet schema for format {format!r}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from django.db.models import Exists, F, Func, OuterRef, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
@@ -20,6 +21,7 @@ from annotate.db import postgresql
 from apps.agreement.labels import CrowdLabels, crowd_labels
 from apps.agreement.reliability import ReliabilityModel, reliability_model
 from apps.agreement.stats import VoteColumns, stats_votes
+from apps.batches.honeypots import honeypot_q
 from apps.batches.models import Candidate, Comparison
 from apps.exports.options import Options
 from apps.judging.models import Choice, Judgment
@@ -118,6 +120,7 @@ def judgment_values(
         "ranking",
         "guideline_version",
         "gold_correct",
+        "comparison__is_gold",
         named=named,
     )
 
@@ -131,11 +134,23 @@ def judgment_rows_of(
 ) -> Iterator[dict[str, Any]]:
     """The `judgments` export's rows (the one definition of a judgment row; the API's judgment
     list adds to them) of a page of `judgment_values` tuples: the page's rankings' response
-    ids are read in one query, not one per row."""
+    ids are read in one query, not one per row, and so are its gold items' degradations (a
+    generated honeypot's kind, "" for a hand-made gold item or any other)."""
     ranked = {pk for row in page if row[15] for group in row[15] for pk in group}
     external = (
         dict(Candidate.objects.filter(pk__in=ranked).values_list("id", "external_id"))
         if ranked
+        else {}
+    )
+    gold = {row[1] for row in page if row[18]}
+    degradation = (
+        {
+            pk: a or b
+            for pk, a, b in Comparison.objects.filter(pk__in=gold)
+            .filter(honeypot_q())
+            .values_list("id", "candidate_a__degradation", "candidate_b__degradation")
+        }
+        if gold
         else {}
     )
     for row in page:
@@ -156,6 +171,8 @@ def judgment_rows_of(
             "flags": _json(row[14]),
             "ranking": (None if row[15] is None else [[external[pk] for pk in g] for g in row[15]]),
             "guideline_version": row[16],
+            "gold": row[18],
+            "degradation": degradation.get(row[1], ""),
         }
 
 
@@ -373,6 +390,9 @@ def judged_pairs(*, project: Project, options: Options) -> QuerySet[Comparison]:
     )
     if not options.include_gold:
         comparisons = comparisons.filter(is_gold=False)
+    else:
+        # A generated honeypot's degraded response is no one's answer: never training data.
+        comparisons = comparisons.exclude(honeypot_q())
     if batch_id is not None:
         comparisons = comparisons.filter(batch_id=batch_id)
     if models is not None:
@@ -594,4 +614,60 @@ def strength_fields(strengths: list[int], *, chosen_is_a: bool) -> dict[str, flo
     return {
         "strength_mean": round(sum(toward) / len(toward), 4),
         "margin": round(sum(signed) / len(signed), 4),
+    }
+
+
+HONEYPOTS_MEANING = (
+    "Generated gold items (a response against a degraded copy of it, made at import): per "
+    "kind of degradation, the items, the valid answers to them and the share of answers that "
+    "chose the good response; the same per annotator. Low accuracy on a kind means annotators "
+    "miss that kind of flaw (or the kind is too subtle to test with)."
+)
+
+
+def honeypot_stats(
+    *, project: Project, votes: VoteColumns, batch_id: int | None = None
+) -> dict[str, Any]:
+    """/stats/'s `honeypots` section, from the project's (or batch's) votes as `stats_votes`
+    read them and one query for the honeypots' comparisons and kinds."""
+    comparisons = Comparison.objects.filter(project=project, is_gold=True).filter(honeypot_q())
+    if batch_id is not None:
+        comparisons = comparisons.filter(batch_id=batch_id)
+    kind_of = {
+        pk: a or b
+        for pk, a, b in comparisons.values_list(
+            "id", "candidate_a__degradation", "candidate_b__degradation"
+        )
+    }
+    kinds = sorted(set(kind_of.values()))
+    items = Counter(kind_of.values())
+    answered = votes.gold_correct >= 0
+    ids = np.fromiter(kind_of, dtype=np.int64, count=len(kind_of))
+    on_honeypot = np.isin(votes.comparison, ids) & answered
+    correct = votes.gold_correct == 1
+
+    def figures(mask: np.ndarray) -> dict[str, Any]:
+        answers = int(mask.sum())
+        right = int((mask & correct).sum())
+        return {"answers": answers, "accuracy": round(right / answers, 4) if answers else None}
+
+    by_kind: dict[str, Any] = {}
+    for kind in kinds:
+        of_kind = np.fromiter(
+            (pk for pk, k in kind_of.items() if k == kind), dtype=np.int64, count=items[kind]
+        )
+        by_kind[kind] = {
+            "items": items[kind],
+            **figures(on_honeypot & np.isin(votes.comparison, of_kind)),
+        }
+    annotators = [
+        {"annotator": votes.names[code], **figures(on_honeypot & (votes.annotator == code))}
+        for code in sorted(set(votes.annotator[on_honeypot].tolist()))
+    ]
+    return {
+        "meaning": HONEYPOTS_MEANING,
+        "items": len(kind_of),
+        **figures(on_honeypot),
+        "kinds": by_kind,
+        "annotators": annotators,
     }

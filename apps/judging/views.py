@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.batches.honeypots import label_models
 from apps.batches.models import Candidate
 from apps.judging.answer_rules import allowed_choices, rationale_min
 from apps.judging.answers import STRENGTH_RANGE
@@ -181,6 +182,10 @@ def _render_annotate(
     # The comparison after this one, rendered into the card to be shown the moment this one is
     # judged (static/js/annotate.js); the judgment names it, and gets it if it is still free.
     peek = comparison_peek(project=project, annotator=annotator) if assignment else None
+    if project.show_models:
+        # A honeypot's degraded side shows its source's model label (apps/batches/honeypots.py).
+        label_models(assignment)
+        label_models(peek.assignment if peek else None)
     # The texts' stored HTML, in one query: the page never runs the Markdown parser itself.
     guidelines_html = renderings_attach(
         leases=[assignment, peek.assignment if peek else None], guidelines=project.guidelines

@@ -10,7 +10,15 @@ from rest_framework.views import APIView
 from annotate.api import request_user
 from annotate.schema import ErrorOut, MeOut
 from apps.exports.formats import formats_for
-from apps.projects.models import GRADES, AssignmentPolicy, Membership, Project, Role, Scheme
+from apps.projects.models import (
+    GRADES,
+    AssignmentPolicy,
+    Membership,
+    Project,
+    Role,
+    Scheme,
+    honeypot_problem,
+)
 from apps.projects.selectors import project_for_lead
 from apps.projects.services import NOT_ADDABLE, member_to_add, membership_add, project_create
 
@@ -124,6 +132,16 @@ class ProjectCreateInput(serializers.Serializer[Any]):
         min_value=0.5, max_value=0.999, allow_null=True, default=None
     )
     honeypot_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The rule is the model's (Project.clean), here before anything is built.
+        if problem := honeypot_problem(
+            scheme=Project._meta.get_field("scheme").get_default(),
+            gold_rate=attrs.get("gold_rate", 0.0),
+            honeypot_rate=attrs.get("honeypot_rate", 0.0),
+        ):
+            raise serializers.ValidationError({"honeypot_rate": [problem]})
+        return attrs
 
     def validate_slug(self, value: str) -> str:
         if value != value.lower():

@@ -53,6 +53,21 @@ def default_skip_reasons() -> list[str]:
     ]
 
 
+def honeypot_problem(*, scheme: str, gold_rate: float, honeypot_rate: float) -> str | None:
+    """Why a project cannot have generated honeypots (Project.clean, and the API's input, which
+    has no model instance to clean), or None."""
+    if not honeypot_rate or honeypot_rate <= 0:
+        return None
+    if scheme == Scheme.LISTWISE:
+        return "A listwise project has no gold items, and so no honeypots: set it to 0."
+    if not gold_rate or gold_rate <= 0:
+        return (
+            "Honeypots are gold items, and gold items are never shown while the gold rate is 0: "
+            "set a gold rate above 0 first, or set this to 0."
+        )
+    return None
+
+
 class Project(models.Model):
     slug = models.SlugField(
         max_length=64,
@@ -201,6 +216,10 @@ class Project(models.Model):
             self.flags if isinstance(self.flags, list) else None, MAX_FLAGS
         ):
             errors["flags"] = problem
+        if honeypots := honeypot_problem(
+            scheme=self.scheme, gold_rate=self.gold_rate, honeypot_rate=self.honeypot_rate
+        ):
+            errors["honeypot_rate"] = honeypots
         if errors:
             raise ValidationError(errors)
 

@@ -4,6 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotate.errors import ApplicationError
+from apps.batches.honeypots import honeypots_of_batch
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import BatchStatus
 from apps.batches.services import batch_import
@@ -59,6 +60,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported batch {batch.pk} into {project.slug}: {batch.prompt_count} prompts, "
-                f"{batch.comparison_count} comparisons."
+                f"{batch.comparison_count} comparisons ({honeypots_of_batch(batch.pk)} of them "
+                "generated gold items, honeypots)."
             )
         )
