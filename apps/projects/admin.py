@@ -407,7 +407,7 @@ class ProjectAdmin(LeadScopedAdmin[Project]):
         if "guidelines" in form.changed_data:
             # The service makes the new version and records it.
             project_guidelines_set(project=obj, text=new_guidelines, by=user)  # type: ignore[arg-type]
-        if "overlap" in form.changed_data:
+        if {"overlap", "stop_confidence"} & set(form.changed_data):
             overlap_changed(project=obj)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:

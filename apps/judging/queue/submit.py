@@ -273,6 +273,7 @@ def _judgment_store(
             "rank": random_rank(),
             "was_open": int(was_open),
             "overlap": assignment.project.overlap,
+            "margin": assignment.project.stop_margin,
         },
     )
     statements.run(
