@@ -202,6 +202,9 @@ class Project(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
+        # Before the constraints are checked (full_clean): the margin follows the confidence.
+        if self.stop_confidence is None or 0 < self.stop_confidence < 1:
+            self.stop_margin = stop_margin(self.stop_confidence)
         errors: dict[str, str] = {}
         if problem := _names_problem(
             [c.get("name") if isinstance(c, dict) else c for c in self.criteria]
