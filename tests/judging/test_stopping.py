@@ -325,3 +325,59 @@ def test_racing_votes_leave_every_comparison_as_the_rule_says(project, make_user
     for index in range(len(users)):
         annotate(index)
     assert not Comparison.objects.filter(complete=False).exists()
+
+
+# -- what it saved ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(project, crowd, import_rows):
+    """Two batches under a margin of 2 and an overlap of 5: the first's comparison stopped
+    early at 2-0 (3 judgments saved), the second's is split 1-1."""
+    stopping(project, 0.9)
+    first = import_rows(prompt_line("p1"))
+    vote(project, crowd[0], "a")
+    vote(project, crowd[1], "a")
+    second = import_rows(prompt_line("p2"))
+    vote(project, crowd[2], "a")
+    vote(project, crowd[3], "b")
+    return first, second
+
+
+def test_stats_report_the_comparisons_stopped_early_and_the_judgments_saved(api, bob, saved):
+    first, second = saved
+    response = api(bob).get("/api/v1/projects/demo/stats/")
+    assert response.status_code == 200
+    stopping = response.json()["stopping"]
+    assert stopping["meaning"].startswith("adaptive stopping")
+    assert {k: v for k, v in stopping.items() if k != "meaning"} == {
+        "confidence": 0.9,
+        "margin": 2,
+        "stopped_early": 1,
+        "judgments_saved": 3,
+        "per_batch": [
+            {"batch": first.pk, "comparisons": 1, "stopped_early": 1, "judgments_saved": 3},
+            {"batch": second.pk, "comparisons": 1, "stopped_early": 0, "judgments_saved": 0},
+        ],
+    }
+    one = api(bob).get("/api/v1/projects/demo/stats/", {"batch": second.pk}).json()["stopping"]
+    assert (one["stopped_early"], one["judgments_saved"], len(one["per_batch"])) == (0, 0, 1)
+
+
+def test_the_dashboard_and_the_card_say_what_stopping_saved(client, api, bob, saved):
+    client.force_login(bob)
+    page = client.get("/lead/p/demo/").content.decode()
+    assert "1 comparison stopped early, 3 judgments saved." in page
+    card = api(bob).get("/api/v1/projects/demo/export/", {"format": "card"}).content.decode()
+    assert "a comparison stopped receiving votes once one side led by 2" in card
+    assert "1 comparison stopped early, with fewer votes than the overlap; that saved 3" in card
+
+
+def test_nothing_is_said_of_stopping_where_it_never_ran(client, api, bob, project, crowd, batch):
+    vote(project, crowd[0], "a")
+    client.force_login(bob)
+    assert 'data-testid="stopping"' not in client.get("/lead/p/demo/").content.decode()
+    card = api(bob).get("/api/v1/projects/demo/export/", {"format": "card"}).content.decode()
+    assert "Adaptive stopping" not in card
+    stopping = api(bob).get("/api/v1/projects/demo/stats/").json()["stopping"]
+    assert (stopping["margin"], stopping["stopped_early"], stopping["judgments_saved"]) == (0, 0, 0)
