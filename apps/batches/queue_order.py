@@ -155,5 +155,17 @@ def complete_sql(
         else column.format(side)
         for side in _SIDES
     ]
-    decided = f"{margin} > 0 AND abs({sides[0]} - {sides[1]}) >= {margin}"
-    return f"(NOT {column.format(_NEVER_COMPLETE)} AND ({votes} >= {overlap} OR {decided}))"
+    return (
+        f"(NOT {column.format(_NEVER_COMPLETE)} AND ({votes} >= {overlap} OR "
+        f"{_decided(margin, sides[0], sides[1])}))"
+    )
+
+
+def _decided(margin: str, votes_a: str, votes_b: str) -> str:
+    return f"{margin} > 0 AND abs({votes_a} - {votes_b}) >= {margin}"
+
+
+def decided_sql(*, margin: str, alias: str) -> str:
+    """The rule's stopping half alone, as an SQL boolean over comparisons aliased `alias`: the
+    lead reaches the margin (what a late vote is refused on, beside a full overlap)."""
+    return f"({_decided(margin, *(f'{alias}.{side}' for side in _SIDES))})"

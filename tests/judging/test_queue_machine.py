@@ -473,7 +473,7 @@ class QueueMachine(RuleBasedStateMachine):
             filled = counts["judgment_count"] + counts["lease_count"]
             if not pair.is_gold and filled >= self.project.overlap:
                 return JudgmentConflict, "refused, late and the slots are taken"
-            if counts["complete"]:
+            if not pair.is_gold and self.decided(counts["votes_a"], counts["votes_b"]):
                 return JudgmentConflict, "refused, late and the comparison stopped early"
         if judged:
             return JudgmentConflict, "refused, already judged"

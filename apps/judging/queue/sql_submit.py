@@ -61,7 +61,7 @@ CREATE FUNCTION annotate_submit(
 -- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
 -- earlier judgment); or why nothing was stored: one of answers.MESSAGES' codes (o_allowed is
 -- its detail), 'not_found', 'judged' (the assignment was judged before), 'skipped',
--- 'late_full' (a reclaimed lease, and no free slot left or the comparison complete),
+-- 'late_full' (a reclaimed lease, and no free slot left or the lead at the stop margin),
 -- 'already_judged' (this annotator judged the comparison), 'project_cap' / 'batch_cap'
 -- (o_allowed: the cap; the lease is closed and its slot freed), or 'inactive' / 'not_member' /
 -- 'stopped' (the annotator may no longer act here; the lease is closed and its slot freed).

@@ -13,7 +13,7 @@ lease's (assignment, left, right, guideline_version), option and now; and for th
 was_open and gold_correct.
 """
 
-from apps.batches.queue_order import complete_sql, filled_sql
+from apps.batches.queue_order import complete_sql, decided_sql, filled_sql
 from apps.judging.models import Judgment
 from apps.judging.queue import statements
 from apps.judging.queue.sql_lease import HOLDS_SLOT
@@ -50,12 +50,13 @@ STANDING_REFUSAL = f"""SELECT CASE
     WHERE u.id = %(annotator)s"""
 
 # A reclaimed lease: its judgment goes only into a free slot, never past the overlap (gold items
-# have none), nor into a comparison that is complete (a comparison that stopped early, decided
-# by its margin, is refused as one that has all its overlap's votes is), and not from an
+# have none), nor into a comparison whose lead reached the stop margin (one that stopped early
+# is refused as one that has all its overlap's votes is), and not from an
 # annotator who has judged the comparison since. The refusal's outcome ('late_full',
 # 'already_judged'), NULL when the judgment may go in.
 LATE_REFUSAL = f"""SELECT CASE
-        WHEN NOT cmp.is_gold AND (cmp.complete OR {filled_sql("cmp")} >= %(overlap)s)
+        WHEN NOT cmp.is_gold AND (
+            {filled_sql("cmp")} >= %(overlap)s OR {decided_sql(margin="%(margin)s", alias="cmp")})
         THEN 'late_full'
         WHEN EXISTS (SELECT 1 FROM judging_judgment j
                      WHERE j.comparison_id = cmp.id AND j.annotator_id = %(annotator)s)

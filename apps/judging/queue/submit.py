@@ -305,6 +305,7 @@ def _check_late_submission(assignment: Assignment) -> None:
             "annotator": assignment.annotator_id,
             "comparison": assignment.comparison_id,
             "overlap": assignment.project.overlap,
+            "margin": assignment.project.stop_margin,
         },
         lock=sql_submit_steps.COMPARISON_LOCK,
     )
