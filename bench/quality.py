@@ -134,7 +134,13 @@ with transaction.atomic():
         user.save()
         users[name] = user
     for slug, policy in spec["projects"]:
-        project = project_create(slug=slug, name=slug, overlap=spec["overlap"], policy=policy)
+        project = project_create(
+            slug=slug,
+            name=slug,
+            overlap=spec["overlap"],
+            policy=policy,
+            stop_confidence=spec["stop_confidence"] if policy == "uncertain_first" else None,
+        )
         membership_add(project=project, user=users[spec["lead"]], role="lead")
         for name in spec["annotators"]:
             membership_add(project=project, user=users[name], role="annotator")
@@ -430,6 +436,33 @@ def summary(rows: list[dict[str, Any]]) -> None:
         print(f"  {s['policy']:<16} {curve}")
 
 
+def reach(results: list[dict[str, Any]], policies: list[str]) -> None:
+    """Judgments to reach tau: per policy and seed, the first checkpoint (or the end) at which
+    the Bradley-Terry leaderboard's tau reaches the random policy's final tau (mean over
+    seeds); and what adaptive stopping saved where it was on."""
+    if "random" in policies:
+        target = statistics.fmean(r["tau"] for r in results if r["policy"] == "random")
+        print(
+            f"  judgments to reach the random policy's final tau ({target:+.3f}), per seed "
+            "(checkpoints only; '-' not within the budget):"
+        )
+        for policy in policies:
+            firsts = [
+                next((str(n) for n, tau in sorted(r["tau_at"].items()) if tau >= target), "-")
+                for r in results
+                if r["policy"] == policy
+            ]
+            print(f"  {policy:<16} {' / '.join(firsts)}")
+    for r in results:
+        stopping = r["stopping"]
+        if stopping["margin"]:
+            print(
+                f"  {r['slug']}: stopping at {stopping['confidence']} (a lead of "
+                f"{stopping['margin']}): {stopping['stopped_early']} comparisons stopped early, "
+                f"{stopping['judgments_saved']} judgments saved; {r['judgments']} judgments"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
@@ -440,8 +473,14 @@ def main() -> int:
         "--checkpoints",
         type=float,
         nargs="+",
-        default=[0.5, 0.75],
+        default=[0.25, 0.5, 0.75],
         help="also read the leaderboard's tau after these fractions of the budget",
+    )
+    parser.add_argument(
+        "--stop-confidence",
+        type=float,
+        default=None,
+        help="adaptive stopping for the uncertain_first projects (0.5-0.999; default off)",
     )
     parser.add_argument("--quick", action="store_true", help="seeds 1 2, 200 prompts, budget 500")
     parser.add_argument("--workers", type=int, default=2)
@@ -454,7 +493,8 @@ def main() -> int:
     common.print_machine()
     print(
         f"\n{len(MODELS)} models (log-strengths {min(MODELS.values()):+.2f} to "
-        f"{max(MODELS.values()):+.2f}), annotators {dict(KINDS)}, overlap {OVERLAP}; "
+        f"{max(MODELS.values()):+.2f}), annotators {dict(KINDS)}, overlap {OVERLAP}, "
+        f"stopping confidence of uncertain_first {args.stop_confidence}; "
         f"{args.prompts} comparisons and {args.budget} judgments per project; seeds {args.seeds}"
     )
     names = [f"{kind}-{i + 1}" for kind, count in KINDS.items() for i in range(count)]
@@ -471,6 +511,7 @@ def main() -> int:
             "lead": "lead",
             "annotators": names,
             "overlap": OVERLAP,
+            "stop_confidence": args.stop_confidence,
             "projects": [[run.slug, run.policy] for run in runs],
         }
         tokens = shell(_SETUP, env, SPEC=json.dumps(spec))
@@ -506,6 +547,7 @@ def main() -> int:
                         "models": models,
                         "agreement": stats["agreement"],
                         "pairs": pairs_quality(server.port, tokens["lead"], run.slug),
+                        "stopping": stats["stopping"],
                     }
                 )
                 print(f"  {run.slug}: {run.judgments} judgments in {run.wall:.1f} s")
@@ -513,6 +555,7 @@ def main() -> int:
         for result in results:
             result["people"] = {k: v for k, v in flags[result["slug"]].items() if k != "lead"}
         summary([report(p, [r for r in results if r["policy"] == p]) for p in args.policies])
+        reach(results, args.policies)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 

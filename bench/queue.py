@@ -537,7 +537,8 @@ CHECKS = {
         WHERE c.lease_count <> coalesce(a.n, 0)""",
     "comparisons whose complete flag is wrong": """
         SELECT count(*) FROM batches_comparison c JOIN projects_project p ON p.id = c.project_id
-        WHERE NOT c.is_gold AND c.complete <> (c.judgment_count >= p.overlap)""",
+        WHERE NOT c.is_gold AND c.complete <> (c.judgment_count >= p.overlap OR
+              p.stop_margin > 0 AND abs(c.votes_a - c.votes_b) >= p.stop_margin)""",
     "members whose judgment_count differs from their judgments": """
         SELECT count(*) FROM projects_membership m
         LEFT JOIN (SELECT annotator_id, count(*) AS n FROM judging_judgment GROUP BY 1) j

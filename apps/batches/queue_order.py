@@ -12,6 +12,8 @@ from typing import Any
 from django.db import models
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Abs
+from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 
 from apps.projects.models import AssignmentPolicy
 
@@ -81,35 +83,89 @@ def queue_indexes() -> list[models.Index]:
 
 
 # "Complete": an ordinary comparison is complete once its valid votes reach the project's
-# overlap; it then leaves the queue's indexes (OPEN_ORDINARY). Gold items have no overlap and are
-# never complete. Written once, here: the ORM's condition and value and the PL/pgSQL's text are
-# all made by the functions below, from these names, so that every writer of `complete` (submit,
-# undo, invalidation, an overlap change) and every reader that counts it holds the same rule.
-# tests/judging/test_queue_rules.py checks on the database that the ORM's and the SQL's verdicts
-# agree.
+# overlap, or, with adaptive stopping on (the project's stop_margin above 0, projects.stopping),
+# once the votes for one candidate lead those for the other by the margin (ties and "both bad"
+# count for neither; a ranking moves neither count, so a listwise comparison never stops early).
+# It then leaves the queue's indexes (OPEN_ORDINARY). Gold items have no overlap and are never
+# complete. Written once, here: the ORM's condition and value and the PL/pgSQL's text are all
+# made by the functions below, from these names, so that every writer of `complete` (submit,
+# undo, invalidation, an overlap or stopping change) and every reader that counts it holds the
+# same rule. tests/judging/test_queue_rules.py checks on the database that the ORM's and the
+# SQL's verdicts agree.
 _NEVER_COMPLETE = "is_gold"
+_SIDES = ("votes_a", "votes_b")
 
 
-def complete_condition(*, overlap: Any, votes_added: int = 0) -> Q:
-    """The rule as a filter on Comparison, for an UPDATE that adds `votes_added` votes (negative
-    to take them back: its expressions read the row as it was before it). `overlap` may be an
-    expression (F("project__overlap"))."""
-    return Q(**{_NEVER_COMPLETE: False, f"{_VOTES}__gte": overlap - votes_added})
+def _side_votes(side: str, votes_added: int, option: str | None) -> Any:
+    """F(side) after `votes_added` votes for `option` (a, b, tie, both_bad; None: no side)."""
+    return F(side) + votes_added if option == side.removeprefix("votes_") else F(side)
 
 
-def complete_value(*, overlap: Any, votes_added: int = 0) -> Case:
-    """What an UPDATE that adds `votes_added` votes sets `complete` to: the rule's verdict."""
-    return Case(
-        When(complete_condition(overlap=overlap, votes_added=votes_added), then=Value(True)),
-        default=Value(False),
+def complete_condition(
+    *, overlap: Any, margin: Any, votes_added: int = 0, option: str | None = None
+) -> Q:
+    """The rule as a filter on Comparison, for an UPDATE that adds `votes_added` votes for
+    `option` (a, b, tie or both_bad; negative to take them back: its expressions read the row as
+    it was before it). `overlap` and `margin` may be expressions (F("project__overlap"),
+    F("project__stop_margin")); a margin of 0 is stopping off."""
+    full = Q(**{f"{_VOTES}__gte": overlap - votes_added})
+    if isinstance(margin, int) and margin <= 0:
+        return Q(**{_NEVER_COMPLETE: False}) & full
+    lead = Abs(
+        _side_votes(_SIDES[0], votes_added, option) - _side_votes(_SIDES[1], votes_added, option)
+    )
+    decided = Q(GreaterThanOrEqual(lead, margin))
+    if not isinstance(margin, int):
+        decided &= Q(GreaterThan(margin, 0))
+    return Q(**{_NEVER_COMPLETE: False}) & (full | decided)
+
+
+def complete_value(
+    *, overlap: Any, margin: Any, votes_added: int = 0, option: str | None = None
+) -> Case:
+    """What an UPDATE that adds `votes_added` votes for `option` sets `complete` to: the
+    rule's verdict."""
+    condition = complete_condition(
+        overlap=overlap, margin=margin, votes_added=votes_added, option=option
+    )
+    return Case(When(condition, then=Value(True)), default=Value(False))
+
+
+def complete_sql(
+    *, overlap: str, margin: str, votes_added: int = 0, option: str = "", alias: str = ""
+) -> str:
+    """The rule as an SQL boolean, over the SQL expressions of the overlap and the margin;
+    `option`: the SQL expression of the option the added votes are for (a text: 'a', 'b', ...);
+    `alias` qualifies the comparison's columns (none: the row an UPDATE sets, read as it was
+    before it)."""
+    column = f"{alias}.{{}}" if alias else "{}"
+
+    def added(expression: str, when: str = "") -> str:
+        if not votes_added:
+            return expression
+        step = f"{'+' if votes_added > 0 else '-'} {abs(votes_added)}"
+        if not when:
+            return f"({expression} {step})"
+        return f"({expression} {step[0]} CASE WHEN {when} THEN {abs(votes_added)} ELSE 0 END)"
+
+    votes = added(column.format(_VOTES))
+    sides = [
+        added(column.format(side), f"{option} = '{side.removeprefix('votes_')}'")
+        if option
+        else column.format(side)
+        for side in _SIDES
+    ]
+    return (
+        f"(NOT {column.format(_NEVER_COMPLETE)} AND ({votes} >= {overlap} OR "
+        f"{_decided(margin, sides[0], sides[1])}))"
     )
 
 
-def complete_sql(*, overlap: str, votes_added: int = 0, alias: str = "") -> str:
-    """The rule as an SQL boolean, over the SQL expression of the overlap; `alias` qualifies
-    the comparison's columns (none: the row an UPDATE sets, read as it was before it)."""
-    column = f"{alias}.{{}}" if alias else "{}"
-    votes = column.format(_VOTES)
-    if votes_added:
-        votes = f"({votes} {'+' if votes_added > 0 else '-'} {abs(votes_added)})"
-    return f"(NOT {column.format(_NEVER_COMPLETE)} AND {votes} >= {overlap})"
+def _decided(margin: str, votes_a: str, votes_b: str) -> str:
+    return f"{margin} > 0 AND abs({votes_a} - {votes_b}) >= {margin}"
+
+
+def decided_sql(*, margin: str, alias: str) -> str:
+    """The rule's stopping half alone, as an SQL boolean over comparisons aliased `alias`: the
+    lead reaches the margin (what a late vote is refused on, beside a full overlap)."""
+    return f"({_decided(margin, *(f'{alias}.{side}' for side in _SIDES))})"

@@ -29,6 +29,7 @@ from apps.agreement.stats import (
     reliability_matrix,
     stats_votes,
 )
+from apps.agreement.stopping_report import stopping_report
 from apps.batches.models import Batch, Comparison
 from apps.dashboard.outliers import THRESHOLDS, annotators, flag_rules
 from apps.judging.models import Judgment
@@ -348,6 +349,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
         "thresholds": asdict(THRESHOLDS),
         "flag_rules": flag_rules(design, people),
         "counts": report["counts"],
+        "stopping": stopping_report(project=project),
         "computed_at": now.timestamp(),
         "compute_seconds": round(time.perf_counter() - started, 3),
     }

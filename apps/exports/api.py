@@ -17,6 +17,7 @@ from annotate.api import is_whole
 from annotate.schema import BATCH, ErrorOut
 from apps.agreement.flags import Design
 from apps.agreement.stats import project_stats, stats_votes
+from apps.agreement.stopping_report import stopping_report
 from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate
 from apps.exports.card import dataset_card
@@ -586,9 +587,11 @@ class Stats(APIView):
             "each annotator's reliability, which down-weights annotators the model finds "
             "random, on the same scale). `crowd` says which variant of the crowd model was "
             "fitted (vote-level when most votes compare known models, else comparison-level) "
-            "and whether it converged. Deterministic. Gold items feed gold accuracy only. "
+            "and whether it converged. Gold items feed gold accuracy only. "
             "`honeypots`: the generated gold items, per kind of degradation and per annotator, "
-            "with the share of answers that chose the good response."
+            "with the share of answers that chose the good response. `stopping`: what adaptive "
+            "stopping saved (comparisons closed before their overlap, and the judgments spared), "
+            "per batch. Deterministic."
         ),
         parameters=[BATCH],
         responses={200: OpenApiTypes.OBJECT, 400: ErrorOut, 404: ErrorOut},
@@ -599,4 +602,5 @@ class Stats(APIView):
         votes = stats_votes(project=project, batch_id=batch_id)
         report = project_stats(votes, batch_id=batch_id, design=Design.of(project))
         report["honeypots"] = honeypot_stats(project=project, votes=votes, batch_id=batch_id)
+        report["stopping"] = stopping_report(project=project, batch_id=batch_id)
         return Response(report, headers={"Cache-Control": "no-store"})

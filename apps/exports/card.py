@@ -12,6 +12,7 @@ from typing import Any
 from apps.agreement.flags import Design
 from apps.agreement.labels import CrowdLabels
 from apps.agreement.stats import project_stats, stats_votes
+from apps.agreement.stopping_report import stopping_report
 from apps.exports.formats import tallies
 from apps.exports.options import Options
 from apps.exports.selectors import Labeller, reliability_labeller
@@ -87,6 +88,25 @@ def filters_text(options: Options) -> str:
     return "; ".join(used) + "." if used else "none (all batches)."
 
 
+def _stopping_lines(stopping: dict[str, Any]) -> list[str]:
+    """The card's sentence on adaptive stopping, when it is on or stopped anything."""
+    if not stopping["margin"] and not stopping["stopped_early"]:
+        return []
+    how = (
+        f"on at a confidence of {stopping['confidence']}: a comparison stopped receiving votes "
+        f"once one side led by {stopping['margin']}"
+        if stopping["margin"]
+        else "off now"
+    )
+    stopped, saved = stopping["stopped_early"], stopping["judgments_saved"]
+    return [
+        "",
+        f"Adaptive stopping is {how}. {stopped} comparison{'' if stopped == 1 else 's'} stopped "
+        f"early, with fewer votes than the overlap; that saved {saved} "
+        f"judgment{'' if saved == 1 else 's'}.",
+    ]
+
+
 def dataset_card(
     *, project: Project, options: Options | None = None, batch_id: int | None = None
 ) -> str:
@@ -129,6 +149,7 @@ def dataset_card(
         f"with an overlap of {project.overlap} annotators per comparison"
         + (f", batch {batch_id}" if batch_id is not None else ", all batches")
         + f"; guidelines version {project.guideline_version}.",
+        *_stopping_lines(stopping_report(project=project, batch_id=batch_id)),
         "",
         "## Contents",
         "",

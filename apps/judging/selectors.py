@@ -60,7 +60,12 @@ def _project_totals(ids: list[int]) -> dict[int, dict[str, int]]:
         .values("project_id")
         .annotate(
             total=Count("id"),
-            complete=Count("id", filter=complete_condition(overlap=F("project__overlap"))),
+            complete=Count(
+                "id",
+                filter=complete_condition(
+                    overlap=F("project__overlap"), margin=F("project__stop_margin")
+                ),
+            ),
         )
     }
 

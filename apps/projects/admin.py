@@ -280,6 +280,12 @@ class ProjectForm(forms.ModelForm[Project]):
             "comparisons at once; raising it reopens them.",
             "lease_seconds": "How long an annotator holds a comparison before it returns to "
             "the pool (at least 10 seconds).",
+            "stop_confidence": "Adaptive stopping, from 0.5 to 0.999 (empty = off): a comparison "
+            "stops receiving votes once one side leads by enough votes that it is better with "
+            "this probability, taking each vote as right 80% of the time: 0.8 stops at a lead of "
+            "1 vote, 0.9 at 2, 0.95 at 3, 0.99 at 4, 0.999 at 5 (ties and both bad count for "
+            "neither side). The overlap stays the most votes a comparison gets. Pairwise and "
+            "graded projects only. Changing it closes or reopens comparisons at once.",
             "gold_rate": "Share of assignments that are gold items, from 0 to 1 (0.05 = 5%). "
             "Gold items come from the import's gold answers.",
             "gold_min_accuracy": "From 0 to 1: below this gold accuracy an annotator stops "
@@ -407,7 +413,7 @@ class ProjectAdmin(LeadScopedAdmin[Project]):
         if "guidelines" in form.changed_data:
             # The service makes the new version and records it.
             project_guidelines_set(project=obj, text=new_guidelines, by=user)  # type: ignore[arg-type]
-        if "overlap" in form.changed_data:
+        if {"overlap", "stop_confidence"} & set(form.changed_data):
             overlap_changed(project=obj)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:

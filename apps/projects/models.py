@@ -1,5 +1,6 @@
 import re
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -8,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from apps.projects.rules import GOLD_STOP, holds
+from apps.projects.stopping import stop_margin
 
 
 class AssignmentPolicy(models.TextChoices):
@@ -159,6 +161,14 @@ class Project(models.Model):
         "is better with at least this posterior probability (empty = off; the overlap stays the "
         "most votes a comparison receives).",
     )
+    # Derived from stop_confidence on every save (projects.stopping), so that the queue's SQL
+    # reads the margin rather than the posterior: 0 when stopping is off.
+    stop_margin = models.PositiveSmallIntegerField(
+        default=0,
+        editable=False,
+        help_text="Adaptive stopping: the vote margin |for A - for B| at which a comparison is "
+        "decided (from the stopping confidence; 0 = off).",
+    )
     honeypot_rate = models.FloatField(
         default=0.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
@@ -189,12 +199,27 @@ class Project(models.Model):
                 | Q(stop_confidence__gte=0.5) & Q(stop_confidence__lt=1),
                 name="project_stop_confidence_range",
             ),
+            models.CheckConstraint(
+                condition=Q(stop_confidence__isnull=True, stop_margin=0)
+                | Q(stop_confidence__isnull=False, stop_margin__gte=1),
+                name="project_stop_margin_follows_confidence",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.stop_margin = stop_margin(self.stop_confidence)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "stop_confidence" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "stop_margin"}
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
+        # Before the constraints are checked (full_clean): the margin follows the confidence.
+        if self.stop_confidence is None or 0 < self.stop_confidence < 1:
+            self.stop_margin = stop_margin(self.stop_confidence)
         errors: dict[str, str] = {}
         if problem := _names_problem(
             [c.get("name") if isinstance(c, dict) else c for c in self.criteria]
@@ -212,6 +237,11 @@ class Project(models.Model):
             errors["criteria"] = 'Each criterion is {"name": ..., "description": ...}.'
         if self.scheme == Scheme.LISTWISE and self.criteria and "criteria" not in errors:
             errors["criteria"] = "Criteria are judged on pairs: a listwise project has none."
+        if self.scheme == Scheme.LISTWISE and self.stop_confidence is not None:
+            errors["stop_confidence"] = (
+                "Adaptive stopping reads the votes for each side of a pair: a listwise project "
+                "has none. Leave it empty."
+            )
         if problem := _names_problem(
             self.flags if isinstance(self.flags, list) else None, MAX_FLAGS
         ):

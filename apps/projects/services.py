@@ -20,7 +20,14 @@ Actor = User | AnonymousUser
 NOT_ADDABLE = "No user with this username that you can add."
 
 # Bookkeeping fields, not settings: the audit record of a new project leaves them out.
-_NOT_SETTINGS = {"id", "guidelines", "guideline_version", "created_by", "created_at"}
+_NOT_SETTINGS = {
+    "id",
+    "guidelines",
+    "guideline_version",
+    "stop_margin",
+    "created_by",
+    "created_at",
+}
 
 
 class ProjectError(BadRequest):

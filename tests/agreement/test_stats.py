@@ -283,7 +283,8 @@ def test_it_hides_the_project_from_annotators_and_strangers(api, annotators, cha
 def test_it_runs_a_fixed_number_of_queries(api, bob, judged, django_assert_num_queries):
     client = api(bob)
     client.get(URL)
-    # The token and its user, the project, the pseudonyms, the votes in one query, and the
-    # honeypots' kinds (the `honeypots` section).
-    with django_assert_num_queries(5):
+    # The token and its user, the project, the pseudonyms, the votes in one query, the
+    # honeypots' kinds (the `honeypots` section) and what adaptive stopping saved
+    # (stopping_report).
+    with django_assert_num_queries(6):
         assert client.get(URL).status_code == 200

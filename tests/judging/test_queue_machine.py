@@ -1,6 +1,6 @@
 """The queue as a state machine: random sequences of next, submit, skip, undo, reclaim,
-invalidate and overlap changes, checked after every step against a reference model in plain
-Python.
+invalidate, overlap and stopping-confidence changes, checked after every step against a
+reference model in plain Python.
 
 The queue runs as PL/pgSQL functions on PostgreSQL and statement by statement on SQLite
 (apps/judging/queue/backend.py chooses). A Django process talks to one database, so one run
@@ -166,6 +166,7 @@ class QueueMachine(RuleBasedStateMachine):
         gold_min_accuracy=st.sampled_from([0.0, 0.5, 1.0]),
         gold_min_answers=st.integers(1, 2),
         lease_seconds=st.sampled_from([30, 400]),
+        stop_confidence=st.sampled_from([None, 0.8, 0.9]),
     )
     def setup(
         self,
@@ -178,6 +179,7 @@ class QueueMachine(RuleBasedStateMachine):
         gold_min_accuracy: float,
         gold_min_answers: int,
         lease_seconds: int,
+        stop_confidence: float | None = None,
     ) -> None:
         self.lead = User.objects.create_user("machine-lead")
         self.project = project_create(
@@ -189,6 +191,7 @@ class QueueMachine(RuleBasedStateMachine):
             gold_rate=1.0 if gold else 0.0,
             gold_min_accuracy=gold_min_accuracy if gold else 0.0,
             gold_min_answers=gold_min_answers,
+            stop_confidence=stop_confidence,
         )
         membership_add(project=self.project, user=self.lead, role="lead")
         self.users = [User.objects.create_user(f"machine-{n}") for n in range(annotators)]
@@ -261,7 +264,8 @@ class QueueMachine(RuleBasedStateMachine):
         return {
             "judgment_count": len(valid),
             "lease_count": 0 if pair.is_gold else self.open_leases(pair.id),
-            "complete": not pair.is_gold and len(valid) >= self.project.overlap,
+            "complete": not pair.is_gold
+            and (len(valid) >= self.project.overlap or self.decided(a, b)),
             "votes_a": a,
             "votes_b": b,
             "votes_tie": options.count("tie"),
@@ -269,6 +273,15 @@ class QueueMachine(RuleBasedStateMachine):
             "split": abs(a - b) if valid else 1,
             "skip_count": sum(1 for c, _, _ in self.skips if c == pair.id),
         }
+
+    def decided(self, a: int, b: int) -> bool:
+        """Adaptive stopping: one side leads by the margin its confidence asks for (the
+        posterior 1 / (1 + 0.25^m) reaches it: 0.8 -> 1, 0.9 -> 2)."""
+        confidence = self.project.stop_confidence
+        if confidence is None:
+            return False
+        margin = next(m for m in range(1, 10) if 1 / (1 + 0.25**m) >= confidence - 1e-12)
+        return abs(a - b) >= margin
 
     def stopped(self, user: User) -> bool:
         member = self.members[user.pk]
@@ -460,6 +473,8 @@ class QueueMachine(RuleBasedStateMachine):
             filled = counts["judgment_count"] + counts["lease_count"]
             if not pair.is_gold and filled >= self.project.overlap:
                 return JudgmentConflict, "refused, late and the slots are taken"
+            if not pair.is_gold and self.decided(counts["votes_a"], counts["votes_b"]):
+                return JudgmentConflict, "refused, late and the comparison stopped early"
         if judged:
             return JudgmentConflict, "refused, already judged"
         late = " (late)" if lease.status == EXPIRED else ""
@@ -618,6 +633,17 @@ class QueueMachine(RuleBasedStateMachine):
         self.project.save(update_fields=["overlap"])
         changed = overlap_changed(project=self.project)
         event(f"overlap: {changed} comparisons changed state")
+        after = {p.id: self.counts(p)["complete"] for p in self.pairs.values()}
+        assert changed == sum(before[c] != after[c] for c in before)
+
+    @precondition(lambda self: self.ready and self.votes)
+    @rule(confidence=st.sampled_from([None, 0.8, 0.9]))
+    def set_stop_confidence(self, confidence: float | None) -> None:
+        before = {p.id: self.counts(p)["complete"] for p in self.pairs.values()}
+        self.project.stop_confidence = confidence
+        self.project.save(update_fields=["stop_confidence"])
+        changed = overlap_changed(project=self.project)
+        event(f"stopping: {changed} comparisons changed state")
         after = {p.id: self.counts(p)["complete"] for p in self.pairs.values()}
         assert changed == sum(before[c] != after[c] for c in before)
 

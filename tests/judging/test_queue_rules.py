@@ -4,7 +4,7 @@ import secrets
 from datetime import timedelta
 
 import pytest
-from django.db.models import BooleanField, ExpressionWrapper
+from django.db.models import BooleanField, ExpressionWrapper, F
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -169,40 +169,74 @@ def test_changing_the_overlap_closes_and_reopens_comparisons(project, crowd, imp
 
 def test_the_complete_rule_reads_the_same_in_the_orm_and_in_sql(project, import_rows):
     """queue_order renders the one rule twice: as the ORM's condition (submit, undo,
-    invalidation, an overlap change, the home page) and as SQL text (the PL/pgSQL submit).
-    Both give the same verdict on every row, for votes added, taken back or neither."""
+    invalidation, an overlap or stopping change, the home page) and as SQL text (the PL/pgSQL
+    submit). Both give the same verdict on every row, for votes added, taken back or neither,
+    for either side or none, with stopping off (margin 0) or on."""
     import_rows(
         *(prompt_line(f"p{i}") for i in range(5)), prompt_line("g", gold={"preferred": "c1"})
     )
-    for votes, pk in enumerate(
-        Comparison.objects.order_by("is_gold", "id").values_list("id", flat=True)
-    ):
-        Comparison.objects.filter(pk=pk).update(judgment_count=votes)
+    ids = list(Comparison.objects.order_by("is_gold", "id").values_list("id", flat=True))
+    # (votes_a, votes_b, ties): 0-0, 1-0, 2-0-1, 1-2, 3-1, and the gold item 4-0-1.
+    tallies = [(0, 0, 0), (1, 0, 0), (2, 0, 1), (1, 2, 0), (3, 1, 0), (4, 0, 1)]
+    for pk, (a, b, tie) in zip(ids, tallies, strict=True):
+        Comparison.objects.filter(pk=pk).update(
+            judgment_count=a + b + tie, votes_a=a, votes_b=b, votes_tie=tie
+        )
     gold = Comparison.objects.get(is_gold=True)
     assert gold.judgment_count == 5  # enough for any overlap below: gold is never complete
-    for overlap in range(1, 5):
-        for added in (-1, 0, 1):
-            orm = set(
-                Comparison.objects.filter(
-                    complete_condition(overlap=overlap, votes_added=added)
-                ).values_list("id", flat=True)
-            )
-            sql = complete_sql(overlap=str(overlap), votes_added=added)
-            raw = set(
-                Comparison.objects.filter(
-                    ExpressionWrapper(RawSQL(sql, []), BooleanField())  # noqa: S611 (our text)
-                ).values_list("id", flat=True)
-            )
-            expected = {
-                c.pk
-                for c in Comparison.objects.all()
-                if not c.is_gold and c.judgment_count + added >= overlap
-            }
-            assert orm == raw == expected, (overlap, added, sql)
+    for overlap in range(1, 6):
+        for margin in range(4):
+            for added in (-1, 0, 1):
+                for option in (None, "a", "b", "tie"):
+                    orm = set(
+                        Comparison.objects.filter(
+                            complete_condition(
+                                overlap=overlap, margin=margin, votes_added=added, option=option
+                            )
+                        ).values_list("id", flat=True)
+                    )
+                    sql = complete_sql(
+                        overlap=str(overlap),
+                        margin=str(margin),
+                        votes_added=added,
+                        option=f"'{option}'" if option else "NULL",
+                    )
+                    raw = set(
+                        Comparison.objects.filter(
+                            ExpressionWrapper(RawSQL(sql, []), BooleanField())  # noqa: S611
+                        ).values_list("id", flat=True)
+                    )
+                    expected = set()
+                    for c in Comparison.objects.all():
+                        a = c.votes_a + (added if option == "a" else 0)
+                        b = c.votes_b + (added if option == "b" else 0)
+                        decided = margin > 0 and abs(a - b) >= margin
+                        if not c.is_gold and (c.judgment_count + added >= overlap or decided):
+                            expected.add(c.pk)
+                    assert orm == raw == expected, (overlap, margin, added, option, sql)
+    # The margin as the project's column (the home page's count): the same verdicts.
+    for confidence, margin in ((None, 0), (0.8, 1), (0.9, 2)):
+        project.stop_confidence = confidence
+        project.save()
+        assert project.stop_margin == margin
+        by_column = set(
+            Comparison.objects.filter(
+                complete_condition(overlap=F("project__overlap"), margin=F("project__stop_margin"))
+            ).values_list("id", flat=True)
+        )
+        by_value = set(
+            Comparison.objects.filter(
+                complete_condition(overlap=project.overlap, margin=margin)
+            ).values_list("id", flat=True)
+        )
+        assert by_column == by_value, confidence
     # An UPDATE's value, from the same rule (gold: never).
-    Comparison.objects.update(complete=complete_value(overlap=2))
+    Comparison.objects.update(complete=complete_value(overlap=3, margin=0))
     complete = Comparison.objects.filter(complete=True).values_list("judgment_count", flat=True)
-    assert sorted(complete) == [2, 3, 4]
+    assert sorted(complete) == [3, 3, 4]
+    Comparison.objects.update(complete=complete_value(overlap=5, margin=2))
+    complete = Comparison.objects.filter(complete=True).values_list("votes_a", "votes_b")
+    assert sorted(complete) == [(2, 0), (3, 1)]
 
 
 def test_the_takes_votes_rule_reads_the_same_in_the_orm_and_in_sql(project, import_rows):

@@ -65,7 +65,7 @@ def judgments_invalidate(
         marked = targets.filter(comparison_id__in=comparison_ids).update(
             invalidated_at=now, invalidated_by=actor, invalidation_reason=reason
         )
-        _comparisons_recount(comparison_ids, overlap=project.overlap)
+        _comparisons_recount(comparison_ids, overlap=project.overlap, margin=project.stop_margin)
         still = set(
             Comparison.objects.filter(pk__in=comparison_ids, complete=True).values_list(
                 "id", flat=True
@@ -90,7 +90,7 @@ def judgments_invalidate(
     return InvalidationResult(marked, len(comparison_ids), reopened)
 
 
-def _comparisons_recount(comparison_ids: list[int], *, overlap: int) -> None:
+def _comparisons_recount(comparison_ids: list[int], *, overlap: int, margin: int) -> None:
     """Sets each comparison's judgment count, votes per option, split and completion from its
     valid judgments (the caller holds the comparisons' row locks)."""
     valid = Judgment.objects.filter(comparison_id=OuterRef("pk"), invalidated_at__isnull=True)
@@ -113,5 +113,5 @@ def _comparisons_recount(comparison_ids: list[int], *, overlap: int) -> None:
     Comparison.objects.filter(pk__in=comparison_ids).update(
         # With no vote left, the split is a fresh comparison's (batches.models: 1).
         split=Case(When(judgment_count=0, then=Value(1)), default=Abs(F("votes_a") - F("votes_b"))),
-        complete=complete_value(overlap=overlap),
+        complete=complete_value(overlap=overlap, margin=margin),
     )

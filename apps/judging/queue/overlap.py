@@ -1,4 +1,4 @@
-"""A project's overlap changed: each comparison's completion follows it."""
+"""A project's overlap or stopping confidence changed: each comparison's completion follows it."""
 
 from django.db import transaction
 
@@ -8,13 +8,14 @@ from apps.projects.models import Project
 
 
 def overlap_changed(*, project: Project) -> int:
-    """Recomputes which comparisons are complete after the project's overlap changed (the
-    caller has saved it).
+    """Recomputes which comparisons are complete after the project's overlap or its stopping
+    confidence (stop_confidence, and so stop_margin) changed (the caller has saved it).
 
-    A lower overlap completes comparisons at once; a higher one reopens them to the queue.
-    Returns how many comparisons changed state.
+    A lower overlap, or stopping turned on or made less demanding, completes comparisons at
+    once; a higher overlap, or stopping turned off or made more demanding, reopens them to the
+    queue. Returns how many comparisons changed state.
     """
-    complete = complete_condition(overlap=project.overlap)
+    complete = complete_condition(overlap=project.overlap, margin=project.stop_margin)
     comparisons = Comparison.objects.filter(project=project)
     with transaction.atomic():
         closed = comparisons.filter(complete, complete=False).update(complete=True)

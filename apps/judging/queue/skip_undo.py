@@ -191,8 +191,12 @@ def judgment_undo(*, project: Project, annotator: User, now: datetime | None = N
             update["split"] = Case(
                 When(judgment_count=1, then=Value(1)), default=Abs(votes_a - votes_b)
             )
-        # One vote fewer: still complete if the overlap was lowered below the votes since.
-        update["complete"] = complete_value(overlap=project.overlap, votes_added=-1)
+        # One vote fewer: still complete if the overlap was lowered below the votes since, or
+        # if the margin still decides it; reopened otherwise (a comparison that stopped early
+        # too).
+        update["complete"] = complete_value(
+            overlap=project.overlap, margin=project.stop_margin, votes_added=-1, option=option
+        )
         Comparison.objects.filter(pk=comparison.pk).update(**update)
         # The judgment's slot is the new lease's.
         statements.run(sql_lease.SLOT_TAKE, {"comparison": comparison.pk})

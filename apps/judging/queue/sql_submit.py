@@ -61,10 +61,10 @@ CREATE FUNCTION annotate_submit(
 -- outcome: 'created'; 'repeat' (a retry with the same idempotency key: o_judgment is the
 -- earlier judgment); or why nothing was stored: one of answers.MESSAGES' codes (o_allowed is
 -- its detail), 'not_found', 'judged' (the assignment was judged before), 'skipped',
--- 'late_full' (a reclaimed lease and no free slot left), 'already_judged' (this annotator
--- judged the comparison), 'project_cap' / 'batch_cap' (o_allowed: the cap; the lease is
--- closed and its slot freed), or 'inactive' / 'not_member' / 'stopped' (the annotator may no
--- longer act here; the lease is closed and its slot freed).
+-- 'late_full' (a reclaimed lease, and no free slot left or the lead at the stop margin),
+-- 'already_judged' (this annotator judged the comparison), 'project_cap' / 'batch_cap'
+-- (o_allowed: the cap; the lease is closed and its slot freed), or 'inactive' / 'not_member' /
+-- 'stopped' (the annotator may no longer act here; the lease is closed and its slot freed).
 DECLARE
     a record;
     c record;
@@ -75,7 +75,7 @@ DECLARE
     v_stored jsonb;
 BEGIN
     SELECT x.id, x.status, x.project_id, x.comparison_id, x.left_id, x.right_id,
-           x.guideline_version, p.overlap, p.allow_tie, p.allow_both_bad, p.scheme,
+           x.guideline_version, p.overlap, p.stop_margin, p.allow_tie, p.allow_both_bad, p.scheme,
            p.criteria, p.flags, p.rationale, p.rationale_min_length,
            l.external_id AS left_external, r.external_id AS right_external,
            p.gold_min_accuracy, p.gold_min_answers, p.annotator_cap AS project_cap

@@ -6,13 +6,14 @@
 - elsewhere (SQLite 3.35+, and PostgreSQL for a ranking), by submit.py through a cursor
   (statements.run), one statement each, with a lock statement first where the database locks rows.
 
-Their parameters: annotator, comparison, overlap, project, project_cap, batch, batch_cap,
-min_accuracy and min_answers (the gold rule's); for the judgment the answer's columns (choice,
-strength, criteria, flags, ranking, rationale, duration, key), the lease's (assignment, left,
-right, guideline_version), option and now; and for the counts rank, was_open and gold_correct.
+Their parameters: annotator, comparison, overlap, margin (the project's stop_margin), project,
+project_cap, batch, batch_cap, min_accuracy and min_answers (the gold rule's); for the judgment
+the answer's columns (choice, strength, criteria, flags, ranking, rationale, duration, key), the
+lease's (assignment, left, right, guideline_version), option and now; and for the counts rank,
+was_open and gold_correct.
 """
 
-from apps.batches.queue_order import complete_sql, filled_sql
+from apps.batches.queue_order import complete_sql, decided_sql, filled_sql
 from apps.judging.models import Judgment
 from apps.judging.queue import statements
 from apps.judging.queue.sql_lease import HOLDS_SLOT
@@ -49,10 +50,13 @@ STANDING_REFUSAL = f"""SELECT CASE
     WHERE u.id = %(annotator)s"""
 
 # A reclaimed lease: its judgment goes only into a free slot, never past the overlap (gold items
-# have none), and not from an annotator who has judged the comparison since. The refusal's
-# outcome ('late_full', 'already_judged'), NULL when the judgment may go in.
+# have none), nor into a comparison whose lead reached the stop margin (one that stopped early
+# is refused as one that has all its overlap's votes is), and not from an
+# annotator who has judged the comparison since. The refusal's outcome ('late_full',
+# 'already_judged'), NULL when the judgment may go in.
 LATE_REFUSAL = f"""SELECT CASE
-        WHEN NOT cmp.is_gold AND {filled_sql("cmp")} >= %(overlap)s
+        WHEN NOT cmp.is_gold AND (
+            {filled_sql("cmp")} >= %(overlap)s OR {decided_sql(margin="%(margin)s", alias="cmp")})
         THEN 'late_full'
         WHEN EXISTS (SELECT 1 FROM judging_judgment j
                      WHERE j.comparison_id = cmp.id AND j.annotator_id = %(annotator)s)
@@ -110,7 +114,9 @@ COMPARISON_VOTE = f"""UPDATE batches_comparison SET
         split = abs({_votes("a")} - ({_votes("b")})),
         rank = %(rank)s,
         lease_count = lease_count - CASE WHEN {HOLDS_SLOT} THEN %(was_open)s ELSE 0 END,
-        complete = {complete_sql(overlap="%(overlap)s", votes_added=1)}
+        complete = {
+    complete_sql(overlap="%(overlap)s", margin="%(margin)s", votes_added=1, option="%(option)s")
+}
     WHERE id = %(comparison)s"""
 
 # The member's counts after one more judgment, and their gold answers (gold_correct: NULL for
@@ -162,6 +168,7 @@ _VARIABLES = {
     "assignment": "a.id",
     "comparison": "a.comparison_id",  # c.id, and known before c is read
     "overlap": "a.overlap",
+    "margin": "a.stop_margin",
     "project": "a.project_id",
     "project_cap": "a.project_cap",
     "min_accuracy": "a.gold_min_accuracy",

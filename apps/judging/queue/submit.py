@@ -273,6 +273,7 @@ def _judgment_store(
             "rank": random_rank(),
             "was_open": int(was_open),
             "overlap": assignment.project.overlap,
+            "margin": assignment.project.stop_margin,
         },
     )
     statements.run(
@@ -304,6 +305,7 @@ def _check_late_submission(assignment: Assignment) -> None:
             "annotator": assignment.annotator_id,
             "comparison": assignment.comparison_id,
             "overlap": assignment.project.overlap,
+            "margin": assignment.project.stop_margin,
         },
         lock=sql_submit_steps.COMPARISON_LOCK,
     )
