@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from apps.agreement.crowd import UNKNOWN_MODEL, CrowdFit, CrowdVotes, fit_crowd
+from apps.agreement.crowd_bias import MEANING as LEFT_BIAS_MEANING
+from apps.agreement.crowd_bias import left_bias
+from apps.agreement.flags import CONFIDENCE
 
 if TYPE_CHECKING:
     from apps.agreement.stats import VoteColumns
@@ -143,8 +146,9 @@ def _ties(fit: CrowdFit) -> dict[str, Any]:
 
 def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
     """The crowd fit of the non-gold votes: {"crowd": the section (variant, convergence, what
-    the figures mean), "annotators": pseudonym -> {"model_reliability", "model_position_bias"},
-    "leaderboard": the crowd leaderboard (models.crowd_leaderboard)}."""
+    the figures mean), "annotators": pseudonym -> {"model_reliability", "model_position_bias",
+    "left_bias_test" (crowd_bias.left_bias)}, "leaderboard": the crowd leaderboard
+    (models.crowd_leaderboard)}."""
     crowd = CrowdVotes.of_columns(votes)
     leaderboard: dict[str, Any] = {
         "meaning": LEADERBOARD_MEANING,
@@ -157,12 +161,18 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "models": [],
     }
     if not len(crowd):
-        section = {"variant": None, "converged": None, "iterations": 0, "note": "no votes yet"}
+        section: dict[str, Any] = {
+            "variant": None,
+            "converged": None,
+            "iterations": 0,
+            "note": "no votes yet",
+        }
         return {"crowd": section, "annotators": {}, "leaderboard": leaderboard}
     variant = _variant(crowd)
     fit = fit_crowd(crowd, truth=variant)
     active = fit.votes > 0
     tests = _unreliable(fit, active)
+    bias = left_bias(crowd, fit)
     annotators = {
         name: {
             "model_reliability": {
@@ -176,6 +186,7 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
                 "ci95": _round(fit.left_share_ci95[j]),
                 "random_side_votes": round(float(fit.random_side_votes[j]), 1),
             },
+            "left_bias_test": bias[j],
         }
         for j, name in enumerate(fit.annotators)
         if active[j]
@@ -188,6 +199,7 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "reliability": RELIABILITY_MEANING,
         "position_bias": "the left share of the votes the model reads as random answers",
         "unreliable": UNRELIABLE_RULE,
+        "left_bias": LEFT_BIAS_MEANING.format(confidence=CONFIDENCE),
         "ties": _ties(fit),
     }
     leaderboard["models"] = _leaderboard(fit, crowd)

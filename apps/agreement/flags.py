@@ -12,6 +12,11 @@ runs them and the dashboard's flags read their results.
   both one half and the project's own left share (the median of the other annotators', so
   that one always-left clicker does not move it) by BIAS_MARGIN, one test a side, Holm-corrected
   over all annotators at CONFIDENCE like the agreement tests.
+- Left bias against the model: a one-sided test that the annotator chose the left side more
+  often than the crowd model's strengths expect of the comparisons they saw (each vote's chance
+  of the left side given a side was chosen: the left candidate's Bradley-Terry chance), so a
+  run of comparisons whose better response happened to be on the left is not held against
+  them; Holm-corrected over the annotators at CONFIDENCE (crowd_bias.py runs it).
 - Under an adaptive policy the comparisons with three votes or more are not a fair sample, so
   leave-one-out agreement is reported but not meaningful, and not tested.
 """
@@ -22,13 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scipy.stats import binomtest, hypergeom
+import numpy as np
+from scipy.stats import binomtest, hypergeom, norm
 from statsmodels.stats.multitest import multipletests
 
 from apps.projects.models import AssignmentPolicy, Project, Scheme
 
 # The confidence at which the agreement tests flag, after the correction over annotators.
 CONFIDENCE = 0.99
+# The Poisson-binomial tail of `p_left_beyond_expected` is exact up to this many votes.
+EXACT_TAIL = 3000
 # A left share is a bias when it is significantly beyond one half and the project's share by this.
 BIAS_MARGIN = 0.05
 # Policies that choose the next comparison from the votes it has: uncertain_first gives a third
@@ -235,6 +243,78 @@ def bias_tests(
                 "p_left_holm": _rounded(p_left),
                 "p_right_holm": _rounded(p_right),
                 "side": side,
+            }
+        )
+    return tests
+
+
+def p_left_beyond_expected(left: int, chances: np.ndarray) -> float:
+    """One-sided test that `left` choices of the left side are more than the sided votes'
+    chances of the left side (`chances`, one per vote, as a model expects them) give: the upper
+    tail P(X >= left) of X, the sum of independent Bernoulli(chances) (Poisson-binomial). Exact
+    up to EXACT_TAIL votes; beyond, the normal approximation with a continuity correction."""
+    n = len(chances)
+    if left <= 0:
+        return 1.0
+    if left > n:
+        return 0.0
+    if n <= EXACT_TAIL:
+        mass = np.zeros(n + 1)
+        mass[0] = 1.0
+        for k, p in enumerate(chances, start=1):
+            mass[1 : k + 1] = mass[1 : k + 1] * (1 - p) + mass[:k] * p
+            mass[0] *= 1 - p
+        return float(min(mass[left:].sum(), 1.0))
+    mean, var = float(chances.sum()), float((chances * (1 - chances)).sum())
+    if var <= 0:
+        return 1.0 if left <= mean else 0.0
+    return float(norm.sf((left - 0.5 - mean) / math.sqrt(var)))
+
+
+def always_left_min_choices(chances: np.ndarray, alpha: float) -> int | None:
+    """The evidence that flags for sure: how many choices of a side, every one of them left,
+    an annotator needs for `p_left_beyond_expected` to fall below `alpha` (Holm's first step,
+    the Bonferroni level), with the left chance of each of their own votes on average (the
+    geometric mean, as the p-value of all-left is the product of the chances). None without a
+    sided vote."""
+    if not len(chances):
+        return None
+    mean_log = float(np.log(np.clip(chances, 1e-12, 1.0)).mean())
+    if mean_log >= 0:
+        return None
+    return max(math.ceil(math.log(alpha) / mean_log - 1e-9), 1)
+
+
+def left_bias_tests(
+    left: Sequence[int],
+    chances: Sequence[np.ndarray],
+    *,
+    confidence: float = CONFIDENCE,
+) -> list[dict[str, Any] | None]:
+    """Per annotator (None without a choice of a side): whether they chose the left side more
+    often than a model of the votes expects of the comparisons they saw (`chances[i]`, the left
+    chance of each of their sided votes), one-sided (`p_left_beyond_expected`), with Holm's
+    correction over the annotators at `confidence`."""
+    alpha = 1 - confidence
+    raw = [p_left_beyond_expected(k, c) for k, c in zip(left, chances, strict=True) if len(c)]
+    pairs = iter(zip(raw, multipletests(raw, method="holm")[1] if raw else [], strict=True))
+    tests: list[dict[str, Any] | None] = []
+    for k, c in zip(left, chances, strict=True):
+        if not len(c):
+            tests.append(None)
+            continue
+        p_value, p_holm = next(pairs)
+        tests.append(
+            {
+                "left_share": _rounded(k / len(c)),
+                "expected": _rounded(float(c.mean())),
+                "n": len(c),
+                "p_value": _rounded(p_value),
+                "p_holm": _rounded(float(p_holm)),
+                "confidence": confidence,
+                "correction": f"Holm over {len(raw)} tests",
+                "flagged": bool(p_holm < alpha),
+                "min_evidence": always_left_min_choices(c, alpha / len(raw)),
             }
         )
     return tests

@@ -815,7 +815,8 @@ def project_stats(
     for summary in summaries:
         summary.update(
             crowd["annotators"].get(
-                summary["annotator"], {"model_reliability": None, "model_position_bias": None}
+                summary["annotator"],
+                {"model_reliability": None, "model_position_bias": None, "left_bias_test": None},
             )
         )
     return {

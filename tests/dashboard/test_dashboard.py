@@ -4,12 +4,13 @@ import re
 import time
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from apps.agreement.flags import agreement_tests, bias_tests
+from apps.agreement.flags import agreement_tests, bias_tests, left_bias_tests
 from apps.agreement.stats import wilson_interval
 from apps.batches.models import Batch, Comparison
 from apps.dashboard import figures as figures_module
@@ -761,3 +762,24 @@ def test_the_admin_links_to_the_dashboard(client, bob, project):
     assert 'href="/lead/p/demo/"' in listing
     change = client.get(f"/admin/projects/project/{project.pk}/change/").content.decode()
     assert 'href="/lead/p/demo/"' in change
+
+
+def test_the_left_bias_against_the_model_raises_one_left_bias_flag():
+    # 20 lefts of 20 where the model expects one half (beside one other annotator): flagged;
+    # 40 of 50 where it expects 0.8 is not, though 80% is far beyond one half.
+    clicker, fair = left_bias_tests([20, 40], [np.full(20, 0.5), np.full(50, 0.8)])
+    assert flags_of(summary(left_bias_test=fair)) == []
+    assert flags_of(summary(left_bias_test=clicker)) == ["left bias"]
+    # With the margin test's left flag too, still one flag, with the model's reason.
+    both = summary(left_bias_test=clicker, position_bias=bias_of(92, 100))
+    options = {"project_median_ms": 10_000, "gold_min_accuracy": 0.8, "gold_min_answers": 10}
+    (flag,) = outlier_flags(both, **options)
+    assert flag["flag"] == "left bias"
+    assert flag["reason"] == (
+        "chose the left response in 100% of 20 choices of a side, where the crowd model expects "
+        f"50% of the comparisons they saw (one-sided Poisson-binomial test, Holm-adjusted p = "
+        f"{clicker['p_holm']:.2g}, at 99% confidence, Holm over 2 tests); an always-left clicker "
+        "is flagged after 8 choices"
+    )
+    # A right bias of the margin test stays.
+    assert flags_of(summary(left_bias_test=fair, position_bias=bias_of(10, 100))) == ["right bias"]
