@@ -113,6 +113,9 @@ def outlier_flags(
     test = summary["agreement_test"]
     if test is not None and test["flagged"]:
         flags.append({"flag": "low agreement", "reason": low_agreement_reason(summary)})
+    consistency = summary.get("transitivity")
+    if consistency and consistency["test"] and consistency["test"]["flagged"]:
+        flags.append({"flag": "intransitive", "reason": intransitive_reason(consistency)})
     reliability = summary.get("model_reliability")
     if reliability and reliability["unreliable"] and reliability["unreliable"]["flagged"]:
         flags.append({"flag": "unreliable", "reason": unreliable_reason(reliability)})
@@ -128,6 +131,19 @@ def left_bias_reason(test: dict[str, Any]) -> str:
         f"(one-sided Poisson-binomial test, Holm-adjusted p = {test['p_holm']:.2g}, at "
         f"{test['confidence']:.0%} confidence, {test['correction']})"
         + (f"; an always-left clicker is flagged after {needed} choices" if needed else "")
+    )
+
+
+def intransitive_reason(consistency: dict[str, Any]) -> str:
+    """The transitivity test behind the "intransitive" flag (agreement.transitivity)."""
+    test = consistency["test"]
+    needed = test["random_clicker_min_triads"]
+    return (
+        f"{consistency['cycles']} of their {consistency['triads']} triads go round in a circle "
+        f"({consistency['cycle_rate']:.0%}), significantly more than the other annotators' "
+        f"{consistency['others_cycle_rate']:.0%} (one-sided Fisher exact test, Holm-adjusted "
+        f"p = {test['p_holm']:.2g}, at {test['confidence']:.0%} confidence, {test['correction']})"
+        + (f"; a random clicker is flagged after {needed} triads" if needed else "")
     )
 
 

@@ -382,6 +382,9 @@ def as_columns(votes):
         gold_correct=np.full(size, -1, dtype=np.int8),
         duration_ms=zeros,
         has_duration=zeros.astype(bool),
+        prompt=np.full(size, -1, dtype=np.int64),
+        candidate_a=np.full(size, -1, dtype=np.int64),
+        candidate_b=np.full(size, -1, dtype=np.int64),
         names=votes.annotators,
         models=votes.models,
     )
