@@ -237,6 +237,23 @@ def test_the_page_shows_reliability_and_the_crowd_leaderboard(client, bob, judge
     assert "every vote counting alike" in html
 
 
+def test_the_page_shows_cycles_and_the_expected_left_share(client, bob, judged, no_worker):
+    # ann judged all three pairs of p-1 (1 > 2, 1 > 3, 3 > 2): one triad, no cycle; ben and
+    # cat have none.
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    figures = project_figures(judged)
+    assert '<th scope="col" class="num">Cycles</th>' in html
+    assert html.count('data-testid="cycles"') == len(figures["annotators"])
+    assert 'data-testid="cycles">0 <span class="muted">of 1 triads</span>' in html
+    assert html.count('data-testid="cycles">—<') == 2
+    assert "go round in a circle" in html and "<dt>intransitive</dt>" in html
+    ann = next(row for row in figures["annotators"] if row["username"] == "ann")
+    expected = ann["left_bias_test"]["expected"]
+    assert f"expected {expected * 100:.0f}%" in html
+    assert "<dt>left bias (against the model)</dt>" in html
+
+
 def test_unreliable_is_flagged_with_the_figures():
     reliability = {
         "estimate": 0.04,
