@@ -9,7 +9,9 @@ left share is the mean of those chances, not one half: an annotator whose compar
 to put the better response on the left is expected to choose left more often. The annotator's
 own habits (their reliability and random answers' left share in the fit) are left out of the
 expectation, else it would absorb the very bias under test. `flags.left_bias_tests` does the
-one-sided Poisson-binomial test and Holm's correction at flags.CONFIDENCE.
+one-sided exact binomial test at the expected share (not the Poisson-binomial tail of the
+chances, which the too-steep strengths of a small fit make anti-conservative; see
+`flags.p_left_beyond_expected`) and Holm's correction at flags.CONFIDENCE.
 """
 
 from typing import Any

@@ -14,9 +14,10 @@ runs them and the dashboard's flags read their results.
   over all annotators at CONFIDENCE like the agreement tests.
 - Left bias against the model: a one-sided test that the annotator chose the left side more
   often than the crowd model's strengths expect of the comparisons they saw (each vote's chance
-  of the left side given a side was chosen: the left candidate's Bradley-Terry chance), so a
-  run of comparisons whose better response happened to be on the left is not held against
-  them; Holm-corrected over the annotators at CONFIDENCE (crowd_bias.py runs it).
+  of the left side given a side was chosen: the left candidate's Bradley-Terry chance; an
+  exact binomial test at their mean), so a run of comparisons whose better response happened
+  to be on the left is not held against them; Holm-corrected over the annotators at
+  CONFIDENCE (crowd_bias.py runs it).
 - Under an adaptive policy the comparisons with three votes or more are not a fair sample, so
   leave-one-out agreement is reported but not meaningful, and not tested.
 """
@@ -28,15 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, hypergeom, norm
+from scipy.stats import binomtest, hypergeom
 from statsmodels.stats.multitest import multipletests
 
 from apps.projects.models import AssignmentPolicy, Project, Scheme
 
 # The confidence at which the agreement tests flag, after the correction over annotators.
 CONFIDENCE = 0.99
-# The Poisson-binomial tail of `p_left_beyond_expected` is exact up to this many votes.
-EXACT_TAIL = 3000
 # A left share is a bias when it is significantly beyond one half and the project's share by this.
 BIAS_MARGIN = 0.05
 # Policies that choose the next comparison from the votes it has: uncertain_first gives a third
@@ -249,40 +248,36 @@ def bias_tests(
 
 
 def p_left_beyond_expected(left: int, chances: np.ndarray) -> float:
-    """One-sided test that `left` choices of the left side are more than the sided votes'
-    chances of the left side (`chances`, one per vote, as a model expects them) give: the upper
-    tail P(X >= left) of X, the sum of independent Bernoulli(chances) (Poisson-binomial). Exact
-    up to EXACT_TAIL votes; beyond, the normal approximation with a continuity correction."""
+    """One-sided exact binomial test that `left` choices of the left side out of `len(chances)`
+    are more than the expected share, the mean of `chances` (each sided vote's chance of the
+    left side as a model expects it), gives.
+
+    Not the Poisson-binomial tail of the chances themselves: that tail is exact only if the
+    chances are, and the crowd fit's strengths come out too steep at a few hundred votes (see
+    crowd.py), so its chances are too extreme and their variance too small; in 60 simulated
+    projects like bench/quality.py's `--quick` it flagged 17 of 360 honest annotators, and this
+    test none. From one above the mean on, the binomial tail at the mean bounds the
+    Poisson-binomial one (Hoeffding, 1956), so the test stays valid at any spread of chances."""
     n = len(chances)
-    if left <= 0:
+    if not n:
         return 1.0
-    if left > n:
-        return 0.0
-    if n <= EXACT_TAIL:
-        mass = np.zeros(n + 1)
-        mass[0] = 1.0
-        for k, p in enumerate(chances, start=1):
-            mass[1 : k + 1] = mass[1 : k + 1] * (1 - p) + mass[:k] * p
-            mass[0] *= 1 - p
-        return float(min(mass[left:].sum(), 1.0))
-    mean, var = float(chances.sum()), float((chances * (1 - chances)).sum())
-    if var <= 0:
-        return 1.0 if left <= mean else 0.0
-    return float(norm.sf((left - 0.5 - mean) / math.sqrt(var)))
+    expected = float(np.clip(chances.mean(), 0.0, 1.0))
+    return float(binomtest(left, n, expected, alternative="greater").pvalue)
 
 
 def always_left_min_choices(chances: np.ndarray, alpha: float) -> int | None:
     """The evidence that flags for sure: how many choices of a side, every one of them left,
     an annotator needs for `p_left_beyond_expected` to fall below `alpha` (Holm's first step,
-    the Bonferroni level), with the left chance of each of their own votes on average (the
-    geometric mean, as the p-value of all-left is the product of the chances). None without a
-    sided vote."""
+    the Bonferroni level) at the expected share of their own votes, p: p^n < alpha. None
+    without a sided vote, or when the model expects left always."""
     if not len(chances):
         return None
-    mean_log = float(np.log(np.clip(chances, 1e-12, 1.0)).mean())
-    if mean_log >= 0:
+    expected = float(chances.mean())
+    if expected >= 1:
         return None
-    return max(math.ceil(math.log(alpha) / mean_log - 1e-9), 1)
+    if expected <= 0:
+        return 1
+    return max(math.floor(math.log(alpha) / math.log(expected)) + 1, 1)
 
 
 def left_bias_tests(

@@ -128,7 +128,7 @@ def left_bias_reason(test: dict[str, Any]) -> str:
     return (
         f"chose the left response in {test['left_share']:.0%} of {test['n']} choices of a side, "
         f"where the crowd model expects {test['expected']:.0%} of the comparisons they saw "
-        f"(one-sided Poisson-binomial test, Holm-adjusted p = {test['p_holm']:.2g}, at "
+        f"(one-sided exact binomial test at that share, Holm-adjusted p = {test['p_holm']:.2g}, at "
         f"{test['confidence']:.0%} confidence, {test['correction']})"
         + (f"; an always-left clicker is flagged after {needed} choices" if needed else "")
     )

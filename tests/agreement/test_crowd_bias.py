@@ -12,7 +12,6 @@ from apps.agreement.crowd import fit_crowd
 from apps.agreement.crowd_bias import left_bias, left_chances
 from apps.agreement.crowd_steps import LEFT, RIGHT
 from apps.agreement.flags import (
-    EXACT_TAIL,
     always_left_min_choices,
     left_bias_tests,
     p_left_beyond_expected,
@@ -22,24 +21,29 @@ from tests.agreement.test_crowd_votes import KINDS, simulate
 
 
 def test_the_tail_by_hand():
-    # Chances 0.2 and 0.5: two lefts 0.2 * 0.5 = 0.1; at least one 1 - 0.8 * 0.5 = 0.6.
+    # Chances 0.2 and 0.5: the expected share is 0.35; two lefts of two 0.35^2 = 0.1225, at
+    # least one 1 - 0.65^2 = 0.5775.
     chances = np.array([0.2, 0.5])
-    assert p_left_beyond_expected(2, chances) == pytest.approx(0.1)
-    assert p_left_beyond_expected(1, chances) == pytest.approx(0.6)
-    assert p_left_beyond_expected(0, chances) == 1.0
-    assert p_left_beyond_expected(3, chances) == 0.0
-    # Equal chances: the binomial tail.
+    assert p_left_beyond_expected(2, chances) == pytest.approx(0.1225)
+    assert p_left_beyond_expected(1, chances) == pytest.approx(0.5775)
+    assert p_left_beyond_expected(0, chances) == pytest.approx(1.0)
+    assert p_left_beyond_expected(0, np.zeros(0)) == 1.0
     half = np.full(40, 0.5)
     assert p_left_beyond_expected(27, half) == pytest.approx(
         binomtest(27, 40, 0.5, alternative="greater").pvalue
     )
 
 
-def test_beyond_the_exact_range_the_normal_approximation_is_close():
-    n = EXACT_TAIL + 1
-    chances = np.full(n, 0.5)
-    exact = binomtest(n // 2 + 80, n, 0.5, alternative="greater").pvalue
-    assert p_left_beyond_expected(n // 2 + 80, chances) == pytest.approx(exact, rel=0.05)
+def test_the_tail_is_never_below_the_poisson_binomial_one():
+    # Chances spread around their mean 0.5 (0.1 and 0.9 alternating): the exact tail of their
+    # sum, by convolution, is below the binomial's at the mean from one above the mean on, so
+    # the test is conservative when the model's chances are too extreme.
+    chances = np.tile([0.1, 0.9], 10)
+    mass = np.array([1.0])
+    for p in chances:
+        mass = np.convolve(mass, [1 - p, p])
+    for left in range(11, 21):
+        assert mass[left:].sum() <= p_left_beyond_expected(left, chances) + 1e-12
 
 
 def test_the_evidence_an_always_left_clicker_needs_by_hand():
@@ -48,6 +52,7 @@ def test_the_evidence_an_always_left_clicker_needs_by_hand():
     # Chances 0.25: 0.25^n < 0.001 from n = 5 (4^5 = 1024).
     assert always_left_min_choices(np.full(30, 0.25), 0.001) == 5
     assert always_left_min_choices(np.zeros(0), 0.01) is None
+    assert always_left_min_choices(np.ones(3), 0.01) is None  # the model expects left always
 
 
 def test_the_expected_share_is_the_models_not_one_half():

@@ -794,9 +794,9 @@ def test_the_left_bias_against_the_model_raises_one_left_bias_flag():
     assert flag["flag"] == "left bias"
     assert flag["reason"] == (
         "chose the left response in 100% of 20 choices of a side, where the crowd model expects "
-        f"50% of the comparisons they saw (one-sided Poisson-binomial test, Holm-adjusted p = "
-        f"{clicker['p_holm']:.2g}, at 99% confidence, Holm over 2 tests); an always-left clicker "
-        "is flagged after 8 choices"
+        "50% of the comparisons they saw (one-sided exact binomial test at that share, "
+        f"Holm-adjusted p = {clicker['p_holm']:.2g}, at 99% confidence, Holm over 2 tests); an "
+        "always-left clicker is flagged after 8 choices"
     )
     # A right bias of the margin test stays.
     assert flags_of(summary(left_bias_test=fair, position_bias=bias_of(10, 100))) == ["right bias"]
