@@ -16,9 +16,7 @@ random clicker (a quarter of them cycles) would need to be flagged against the s
 """
 
 import functools
-import itertools
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -64,34 +62,61 @@ def triad_counts(votes: "VoteColumns") -> tuple[np.ndarray, np.ndarray]:
     if not keep.any():
         return triads, cycles
     annotator, prompt = votes.annotator[keep], votes.prompt[keep]
-    # Only groups (annotator, prompt) with three decisive votes or more can hold a triad.
-    group = np.unique(np.stack([annotator, prompt], axis=1), axis=0, return_inverse=True)[1]
+    first, second = votes.candidate_a[keep], votes.candidate_b[keep]
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    low_won = np.where(votes.option[keep] == 0, first, second) == low
+    # Candidates numbered 0, 1, ... within their prompt, in id order (small keys below).
+    rank = _rank_in_prompt(np.concatenate([prompt, prompt]), np.concatenate([low, high]))
+    width = int(rank.max()) + 1
+    low_rank, high_rank = rank[: len(low)], rank[len(low) :]
+    # Groups: (annotator, prompt).
+    groups, group = np.unique(annotator * (int(prompt.max()) + 1) + prompt, return_inverse=True)
     group = group.reshape(-1)
-    rich = np.bincount(group)[group] >= 3
-    winner = np.where(votes.option[keep] == 0, votes.candidate_a[keep], votes.candidate_b[keep])
-    loser = np.where(votes.option[keep] == 0, votes.candidate_b[keep], votes.candidate_a[keep])
-    edges: dict[tuple[int, int], dict[tuple[int, int], set[bool]]] = defaultdict(
-        lambda: defaultdict(set)
-    )
-    for j, p, w, lose in zip(
-        annotator[rich].tolist(),
-        prompt[rich].tolist(),
-        winner[rich].tolist(),
-        loser[rich].tolist(),
-        strict=True,
-    ):
-        edges[(j, p)][(min(w, lose), max(w, lose))].add(w < lose)
-    for (j, _), pairs in edges.items():
-        # The pairs judged one way: True when the smaller id won.
-        order = {pair: next(iter(ways)) for pair, ways in pairs.items() if len(ways) == 1}
-        candidates = sorted({c for pair in order for c in pair})
-        for x, y, z in itertools.combinations(candidates, 3):
-            if (x, y) in order and (y, z) in order and (x, z) in order:
-                triads[j] += 1
-                # x < y < z: a cycle is x>y, y>z, z>x or the reverse.
-                xy, yz, xz = order[(x, y)], order[(y, z)], order[(x, z)]
-                cycles[j] += int(xy == yz != xz)
+    group_annotator = groups // (int(prompt.max()) + 1)
+    # Edges: one per (group, pair), kept when every vote on it went the same way.
+    edge_key = (group * width + low_rank) * width + high_rank
+    keys, edge = np.unique(edge_key, return_inverse=True)
+    edge = edge.reshape(-1)
+    won = np.bincount(edge, low_won.astype(np.int64), len(keys))
+    judged = np.bincount(edge, minlength=len(keys))
+    one_way = (won == 0) | (won == judged)
+    keys, smaller_won = keys[one_way], (won > 0)[one_way]
+    # Paths x < y < z: an edge (x, y) and an edge (y, z) of the same group, then (x, z).
+    square = width * width
+    edge_group, x, y = keys // square, keys // width % width, keys % width
+    begin = np.searchsorted(keys, (edge_group * width + y) * width)
+    stop = np.searchsorted(keys, (edge_group * width + y + 1) * width)
+    count = stop - begin
+    first_edge = np.repeat(np.arange(len(keys)), count)
+    offset = np.arange(len(first_edge)) - np.repeat(np.cumsum(count) - count, count)
+    second_edge = begin[first_edge] + offset
+    z = keys[second_edge] % width
+    closing = (edge_group[first_edge] * width + x[first_edge]) * width + z
+    where = np.minimum(np.searchsorted(keys, closing), max(len(keys) - 1, 0))
+    found = keys[where] == closing if len(keys) else np.zeros(0, dtype=bool)
+    xy, yz, xz = smaller_won[first_edge], smaller_won[second_edge], smaller_won[where]
+    # A cycle is x>y, y>z, z>x or the reverse: the first two agree and the third does not.
+    cyclic = found & (xy == yz) & (xy != xz)
+    owner = group_annotator[edge_group[first_edge]]
+    triads += np.bincount(owner[found], minlength=size)
+    cycles += np.bincount(owner[cyclic], minlength=size)
     return triads, cycles
+
+
+def _rank_in_prompt(prompt: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Each candidate's rank (0, 1, ...) among the distinct candidates of its prompt seen here,
+    in id order."""
+    order = np.lexsort((candidate, prompt))
+    p, c = prompt[order], candidate[order]
+    new = np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])]
+    distinct = np.cumsum(new) - 1
+    distinct_prompt = p[new]
+    starts = np.r_[True, distinct_prompt[1:] != distinct_prompt[:-1]]
+    start = np.maximum.accumulate(np.where(starts, np.arange(len(distinct_prompt)), 0))
+    ranks = np.arange(len(distinct_prompt)) - start
+    out = np.empty(len(prompt), dtype=np.int64)
+    out[order] = ranks[distinct]
+    return out
 
 
 def p_cycles_above_others(cycles: int, triads: int, other_cycles: int, other_triads: int) -> float:

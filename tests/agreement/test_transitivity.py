@@ -199,3 +199,49 @@ def test_stats_reports_each_annotators_triads(api, bob, judged, annotators):  # 
     }
     assert ben["transitivity"] is None and cat["transitivity"] is None
     assert (report["transitivity"]["triads"], report["transitivity"]["cycles"]) == (1, 0)
+
+
+def reference_counts(votes):
+    """Triads and cycles by brute force over every annotator, prompt and three candidates."""
+    order = {}
+    for vote in votes:
+        if vote.is_gold or vote.option not in ("a", "b"):
+            continue
+        a, b = vote.candidate_a, vote.candidate_b
+        winner = a if vote.option == "a" else b
+        order.setdefault((vote.annotator, vote.prompt, min(a, b), max(a, b)), set()).add(
+            winner == min(a, b)
+        )
+    found = {}
+    for annotator in {v.annotator for v in votes}:
+        triads = cycles = 0
+        for prompt in {v.prompt for v in votes}:
+            people = {k[2:]: w for k, w in order.items() if k[:2] == (annotator, prompt)}
+            nodes = sorted({c for pair in people for c in pair})
+            for i, x in enumerate(nodes):
+                for j, y in enumerate(nodes[i + 1 :], i + 1):
+                    for z in nodes[j + 1 :]:
+                        ways = [people.get(pair, set()) for pair in ((x, y), (y, z), (x, z))]
+                        if all(len(w) == 1 for w in ways):
+                            triads += 1
+                            xy, yz, xz = (next(iter(w)) for w in ways)
+                            cycles += int(xy == yz != xz)
+        found[annotator] = (triads, cycles)
+    return found
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_counts_match_a_brute_force_reference(seed):
+    # Random votes, repeats and ties included, over prompts of 2 to 5 candidates.
+    rng = random.Random(seed)
+    votes = []
+    for k in range(400):
+        prompt = rng.randrange(15)
+        size = 2 + prompt % 4
+        a, b = rng.sample(range(size), 2)
+        winner, loser = prompt * 10 + a, prompt * 10 + b
+        option = rng.choice([None, None, None, "tie"])
+        votes.append(v(f"p{rng.randrange(3)}", prompt, winner, loser, comparison=k, option=option))
+    expected = reference_counts(votes)
+    assert counts(votes) == expected
+    assert sum(t for t, _ in expected.values()) >= 5 and sum(c for _, c in expected.values())
