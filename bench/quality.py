@@ -3,6 +3,7 @@
     .venv/bin/python bench/quality.py                      # 5 seeds x 3 policies (~3 min)
     .venv/bin/python bench/quality.py --quick              # 2 seeds, fewer prompts (~40 s)
     .venv/bin/python bench/quality.py --seeds 1 2 --prompts 300 --budget 700 --policies random
+    .venv/bin/python bench/quality.py --quick --triads     # three responses a prompt: triads
 
 Creates a throwaway PostgreSQL database, migrates it, creates a lead and the annotators with DRF
 tokens, and per seed and policy a project (overlap 3) whose batch is imported through the API
@@ -98,16 +99,17 @@ def choose(kind: str, left: float, right: float, rng: random.Random) -> str:
     return "left" if rng.random() < 1 / (1 + math.exp(-diff)) else "right"
 
 
-def import_file(seed: int, prompts: int) -> tuple[str, dict[str, str]]:
-    """A JSON Lines file of `prompts` prompts, two responses each by two distinct models drawn
-    at random; the candidate ids are random, so only the bench's map says whose is whose."""
+def import_file(seed: int, prompts: int, responses: int = 2) -> tuple[str, dict[str, str]]:
+    """A JSON Lines file of `prompts` prompts, `responses` responses each (a comparison per
+    pair of them) by distinct models drawn at random; the candidate ids are random, so only the
+    bench's map says whose is whose."""
     rng = random.Random(seed)
     names = list(MODELS)
     truth: dict[str, str] = {}
     lines = []
     for i in range(prompts):
         candidates = []
-        for model in rng.sample(names, 2):
+        for model in rng.sample(names, responses):
             cid = uuid.UUID(int=rng.getrandbits(128)).hex[:12]
             truth[cid] = model
             text = f"Response {cid}: " + " ".join(rng.choice(common._WORDS) for _ in range(40))
@@ -161,6 +163,8 @@ for slug in json.loads(SLUGS):
             "flags": [f["flag"] for f in a["flags"]],
             "agree": a["agreement_with_others"],
             "left": a["position_bias"]["left_share"],
+            "triads": (a.get("transitivity") or {}).get("triads", 0),
+            "cycles": (a.get("transitivity") or {}).get("cycles", 0),
         }
         for a in figures["annotators"]
     }
@@ -367,6 +371,20 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             f"    {kind:<12} {len(people):>8} {hits[kind]:>8} {recall:>7}  {agree:>19}  "
             f"{left:>10}  {shown}"
         )
+    triads = {
+        kind: [
+            (p.get("triads", 0), p.get("cycles", 0))
+            for r in results
+            for name, p in r["people"].items()
+            if name.startswith(kind)
+        ]
+        for kind in KINDS
+    }
+    if any(n for found in triads.values() for n, _ in found):
+        print("  transitivity (triads of one prompt's three responses): kind  triads  cycles")
+        for kind, found in triads.items():
+            n, k = sum(t for t, _ in found), sum(c for _, c in found)
+            print(f"    {kind:<12} {n:>6} {k:>7}" + (f"  ({k / n:.0%})" if n else ""))
     spam = sum(hits[k] for k in SPAMMERS)
     flagged = spam + hits["honest"]
     precision = f"{spam / flagged:.0%}" if flagged else "n/a (nothing flagged)"
@@ -483,6 +501,11 @@ def main() -> int:
         help="adaptive stopping for the uncertain_first projects (0.5-0.999; default off)",
     )
     parser.add_argument("--quick", action="store_true", help="seeds 1 2, 200 prompts, budget 500")
+    parser.add_argument(
+        "--triads",
+        action="store_true",
+        help="three responses a prompt (three comparisons), so that an annotator's triads exist",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--keep-db", action="store_true")
@@ -518,7 +541,7 @@ def main() -> int:
         with common.Gunicorn(env, workers=args.workers) as server:
             results = []
             for run in runs:
-                body, run.truth = import_file(run.seed, args.prompts)
+                body, run.truth = import_file(run.seed, args.prompts, 3 if args.triads else 2)
                 import_batch(server.port, tokens["lead"], run.slug, body)
                 stats_path = f"/api/v1/projects/{run.slug}/stats/"
 

@@ -146,7 +146,12 @@ class CrowdFit:
     module's docstring for each variant's). Per model (in `models` order):
     `strength` (natural-log Bradley-Terry scale, mean 0 over the models that were compared),
     NaN with `compared` False for a model in no comparison; `weighted_votes` is the sum of r_j
-    over the votes on its comparisons. `tie_log_odds` is δ.
+    over the votes on its comparisons. `tie_log_odds` is δ; `tie_share` the chance of an honest
+    tie between two equally strong models, e^δ / (2 + e^δ). Per ordered pair of models that
+    were compared (`pair_model_a`, `pair_model_b`, indices into `models`): `pair_outcomes`, the
+    expected honest outcomes (A better, B better, tie) the strengths and δ were fitted to (a
+    vote counts by the chance that it was an honest judgment), and `pair_tie_chance`, the
+    fitted chance of an honest tie, smaller the further apart the two strengths are.
     """
 
     annotators: list[str]
@@ -166,6 +171,11 @@ class CrowdFit:
     strength_ci95: np.ndarray
     weighted_votes: np.ndarray
     tie_log_odds: float
+    tie_share: float
+    pair_model_a: np.ndarray
+    pair_model_b: np.ndarray
+    pair_outcomes: np.ndarray
+    pair_tie_chance: np.ndarray
     log_likelihood: float
     iterations: int
     converged: bool
@@ -240,6 +250,7 @@ def _fit_comparisons(problem: Problem, max_iterations: int, tolerance: float) ->
         log_likelihood=log_likelihood,
         info=information(problem, posterior, params),
         random=counts - followed(problem, posterior, r, random_table(b, n)),
+        outcomes=problem.by_pair(posterior),
         iterations=iterations,
         converged=converged,
     )
@@ -302,6 +313,11 @@ def _summarise(votes: CrowdVotes, problem: Problem, fitted: Fitted) -> CrowdFit:
         strength_ci95=strength_ci,
         weighted_votes=weighted,
         tie_log_odds=delta,
+        tie_share=float(np.exp(delta) / (2 + np.exp(delta))),
+        pair_model_a=problem.pa.astype(np.intp),
+        pair_model_b=problem.pb.astype(np.intp),
+        pair_outcomes=fitted.outcomes,
+        pair_tie_chance=pair_chances(problem, s, delta)[:, 2],
         log_likelihood=fitted.log_likelihood,
         iterations=fitted.iterations,
         converged=fitted.converged,

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from apps.agreement.crowd import UNKNOWN_MODEL, CrowdFit, CrowdVotes, fit_crowd
+from apps.agreement.crowd_bias import MEANING as LEFT_BIAS_MEANING
+from apps.agreement.crowd_bias import left_bias
+from apps.agreement.flags import CONFIDENCE
 
 if TYPE_CHECKING:
     from apps.agreement.stats import VoteColumns
@@ -106,10 +109,46 @@ def _leaderboard(fit: CrowdFit, crowd: CrowdVotes) -> list[dict[str, Any]]:
     ]
 
 
+TIES_MEANING = (
+    "ties are an outcome of the crowd model (Bradley-Terry-Davidson): tie_share is the chance of "
+    "an honest tie between two equally strong models; per pair of models, honest_tie_share is "
+    "the share of ties among the votes the model reads as honest (each weighted by that chance) "
+    "and model_tie_share the fitted chance, lower the further apart the two strengths are. "
+    "Both-bad votes count as ties here"
+)
+
+
+def _ties(fit: CrowdFit) -> dict[str, Any]:
+    """The tie share, and per unordered pair of models the honest and fitted tie shares."""
+    merged: dict[tuple[int, int], list[Any]] = {}
+    for row, (a, b) in enumerate(zip(fit.pair_model_a, fit.pair_model_b, strict=True)):
+        key = (int(min(a, b)), int(max(a, b)))
+        entry = merged.setdefault(key, [np.zeros(3), float(fit.pair_tie_chance[row])])
+        entry[0] = entry[0] + fit.pair_outcomes[row]
+    pairs = []
+    for (a, b), (outcomes, chance) in sorted(merged.items()):
+        total = float(outcomes.sum())
+        pairs.append(
+            {
+                "model_a": fit.models[a],
+                "model_b": fit.models[b],
+                "honest_votes": round(total, 1),
+                "honest_tie_share": round(float(outcomes[2]) / total, DIGITS) if total else None,
+                "model_tie_share": round(chance, DIGITS),
+            }
+        )
+    return {
+        "meaning": TIES_MEANING,
+        "tie_share": round(fit.tie_share, DIGITS) if len(fit.pair_model_a) else None,
+        "pairs": pairs,
+    }
+
+
 def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
     """The crowd fit of the non-gold votes: {"crowd": the section (variant, convergence, what
-    the figures mean), "annotators": pseudonym -> {"model_reliability", "model_position_bias"},
-    "leaderboard": the crowd leaderboard (models.crowd_leaderboard)}."""
+    the figures mean), "annotators": pseudonym -> {"model_reliability", "model_position_bias",
+    "left_bias_test" (crowd_bias.left_bias)}, "leaderboard": the crowd leaderboard
+    (models.crowd_leaderboard)}."""
     crowd = CrowdVotes.of_columns(votes)
     leaderboard: dict[str, Any] = {
         "meaning": LEADERBOARD_MEANING,
@@ -122,12 +161,18 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "models": [],
     }
     if not len(crowd):
-        section = {"variant": None, "converged": None, "iterations": 0, "note": "no votes yet"}
+        section: dict[str, Any] = {
+            "variant": None,
+            "converged": None,
+            "iterations": 0,
+            "note": "no votes yet",
+        }
         return {"crowd": section, "annotators": {}, "leaderboard": leaderboard}
     variant = _variant(crowd)
     fit = fit_crowd(crowd, truth=variant)
     active = fit.votes > 0
     tests = _unreliable(fit, active)
+    bias = left_bias(crowd, fit)
     annotators = {
         name: {
             "model_reliability": {
@@ -141,6 +186,7 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
                 "ci95": _round(fit.left_share_ci95[j]),
                 "random_side_votes": round(float(fit.random_side_votes[j]), 1),
             },
+            "left_bias_test": bias[j],
         }
         for j, name in enumerate(fit.annotators)
         if active[j]
@@ -153,6 +199,8 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "reliability": RELIABILITY_MEANING,
         "position_bias": "the left share of the votes the model reads as random answers",
         "unreliable": UNRELIABLE_RULE,
+        "left_bias": LEFT_BIAS_MEANING.format(confidence=CONFIDENCE),
+        "ties": _ties(fit),
     }
     leaderboard["models"] = _leaderboard(fit, crowd)
     return {"crowd": section, "annotators": annotators, "leaderboard": leaderboard}

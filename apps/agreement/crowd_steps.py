@@ -35,14 +35,16 @@ Params = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]  # r, b, n
 @dataclass(frozen=True)
 class Fitted:
     """What either variant's EM hands to crowd._summarise: the estimates, the posterior per
-    comparison, the observed information in (s, δ, r, b, n), and per (annotator, answer) the
-    expected number of random answers."""
+    comparison, the observed information in (s, δ, r, b, n), per (annotator, answer) the
+    expected number of random answers, and per ordered pair of models (`Problem.pa`, `pb`) the
+    expected honest outcomes (A, B, tie): the votes' weight the strengths and δ were fitted to."""
 
     params: Params
     posterior: np.ndarray
     log_likelihood: float
     info: np.ndarray
     random: np.ndarray
+    outcomes: np.ndarray
     iterations: int
     converged: bool
 

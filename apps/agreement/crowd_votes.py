@@ -96,12 +96,14 @@ def fit_votes(problem: Problem, smoothing: float, max_iterations: int, tolerance
     prior = _prior(problem, s, delta, free)
     _, chance, honest = _honest(cells, prior, r, random_table(b, n))
     random = counts - np.bincount(cells.jy, honest, 3 * k).reshape(k, 3)
+    q = np.bincount(cells.pair * 3 + cells.pick, honest, 3 * cells.rows).reshape(-1, 3)
     return Fitted(
         params=params,
         posterior=comparison_posterior(problem, prior, r),
         log_likelihood=float((cells.count * np.log(chance)).sum()),
         info=vote_information(problem, cells, params, prior),
         random=random,
+        outcomes=q[:-1],
         iterations=iterations,
         converged=converged,
     )

@@ -12,6 +12,12 @@ runs them and the dashboard's flags read their results.
   both one half and the project's own left share (the median of the other annotators', so
   that one always-left clicker does not move it) by BIAS_MARGIN, one test a side, Holm-corrected
   over all annotators at CONFIDENCE like the agreement tests.
+- Left bias against the model: a one-sided test that the annotator chose the left side more
+  often than the crowd model's strengths expect of the comparisons they saw (each vote's chance
+  of the left side given a side was chosen: the left candidate's Bradley-Terry chance; an
+  exact binomial test at their mean), so a run of comparisons whose better response happened
+  to be on the left is not held against them; Holm-corrected over the annotators at
+  CONFIDENCE (crowd_bias.py runs it).
 - Under an adaptive policy the comparisons with three votes or more are not a fair sample, so
   leave-one-out agreement is reported but not meaningful, and not tested.
 """
@@ -22,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from scipy.stats import binomtest, hypergeom
 from statsmodels.stats.multitest import multipletests
 
@@ -235,6 +242,74 @@ def bias_tests(
                 "p_left_holm": _rounded(p_left),
                 "p_right_holm": _rounded(p_right),
                 "side": side,
+            }
+        )
+    return tests
+
+
+def p_left_beyond_expected(left: int, chances: np.ndarray) -> float:
+    """One-sided exact binomial test that `left` choices of the left side out of `len(chances)`
+    are more than the expected share, the mean of `chances` (each sided vote's chance of the
+    left side as a model expects it), gives.
+
+    Not the Poisson-binomial tail of the chances themselves: that tail is exact only if the
+    chances are, and the crowd fit's strengths come out too steep at a few hundred votes (see
+    crowd.py), so its chances are too extreme and their variance too small; in 60 simulated
+    projects like bench/quality.py's `--quick` it flagged 17 of 360 honest annotators, and this
+    test none. From one above the mean on, the binomial tail at the mean bounds the
+    Poisson-binomial one (Hoeffding, 1956), so the test stays valid at any spread of chances."""
+    n = len(chances)
+    if not n:
+        return 1.0
+    expected = float(np.clip(chances.mean(), 0.0, 1.0))
+    return float(binomtest(left, n, expected, alternative="greater").pvalue)
+
+
+def always_left_min_choices(chances: np.ndarray, alpha: float) -> int | None:
+    """The evidence that flags for sure: how many choices of a side, every one of them left,
+    an annotator needs for `p_left_beyond_expected` to fall below `alpha` (Holm's first step,
+    the Bonferroni level) at the expected share of their own votes, p: p^n < alpha. None
+    without a sided vote, or when the model expects left always."""
+    if not len(chances):
+        return None
+    expected = float(chances.mean())
+    if expected >= 1:
+        return None
+    if expected <= 0:
+        return 1
+    return max(math.floor(math.log(alpha) / math.log(expected)) + 1, 1)
+
+
+def left_bias_tests(
+    left: Sequence[int],
+    chances: Sequence[np.ndarray],
+    *,
+    confidence: float = CONFIDENCE,
+) -> list[dict[str, Any] | None]:
+    """Per annotator (None without a choice of a side): whether they chose the left side more
+    often than a model of the votes expects of the comparisons they saw (`chances[i]`, the left
+    chance of each of their sided votes), one-sided (`p_left_beyond_expected`), with Holm's
+    correction over the annotators at `confidence`."""
+    alpha = 1 - confidence
+    raw = [p_left_beyond_expected(k, c) for k, c in zip(left, chances, strict=True) if len(c)]
+    pairs = iter(zip(raw, multipletests(raw, method="holm")[1] if raw else [], strict=True))
+    tests: list[dict[str, Any] | None] = []
+    for k, c in zip(left, chances, strict=True):
+        if not len(c):
+            tests.append(None)
+            continue
+        p_value, p_holm = next(pairs)
+        tests.append(
+            {
+                "left_share": _rounded(k / len(c)),
+                "expected": _rounded(float(c.mean())),
+                "n": len(c),
+                "p_value": _rounded(p_value),
+                "p_holm": _rounded(float(p_holm)),
+                "confidence": confidence,
+                "correction": f"Holm over {len(raw)} tests",
+                "flagged": bool(p_holm < alpha),
+                "min_evidence": always_left_min_choices(c, alpha / len(raw)),
             }
         )
     return tests

@@ -28,7 +28,9 @@ from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from apps.agreement.crowd_report import crowd_report
-from apps.agreement.flags import DEFAULT_DESIGN, Design, agreement_tests, bias_tests
+from apps.agreement.flags import CONFIDENCE, DEFAULT_DESIGN, Design, agreement_tests, bias_tests
+from apps.agreement.transitivity import MEANING as TRANSITIVITY_MEANING
+from apps.agreement.transitivity import MIN_TRIADS, transitivity
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
 from apps.projects.selectors import Pseudonyms
@@ -65,6 +67,11 @@ class Vote:
     is_gold: bool
     gold_correct: bool | None
     duration_ms: int | None
+    # The comparison's prompt and candidates (database ids), for the transitivity checks; None
+    # where unknown.
+    prompt: int | None = None
+    candidate_a: int | None = None
+    candidate_b: int | None = None
 
 
 SIDES = (None, "left", "right")
@@ -93,6 +100,9 @@ class VoteColumns:
     gold_correct: np.ndarray  # int8: -1 null, 0 false, 1 true
     duration_ms: np.ndarray  # int64, where has_duration
     has_duration: np.ndarray  # bool
+    prompt: np.ndarray  # int64, -1 where unknown
+    candidate_a: np.ndarray  # int64, -1 where unknown
+    candidate_b: np.ndarray  # int64, -1 where unknown
     names: list[str]
     models: list[str]
 
@@ -112,6 +122,9 @@ class VoteColumns:
                 is_gold=bool(self.is_gold[k]),
                 gold_correct=None if self.gold_correct[k] < 0 else bool(self.gold_correct[k]),
                 duration_ms=int(self.duration_ms[k]) if self.has_duration[k] else None,
+                prompt=int(self.prompt[k]) if self.prompt[k] >= 0 else None,
+                candidate_a=int(self.candidate_a[k]) if self.candidate_a[k] >= 0 else None,
+                candidate_b=int(self.candidate_b[k]) if self.candidate_b[k] >= 0 else None,
             )
 
     def select(self, mask: np.ndarray) -> "VoteColumns":
@@ -151,11 +164,18 @@ class VoteColumns:
             ),
             duration_ms=np.array([v.duration_ms or 0 for v in votes], dtype=np.int64),
             has_duration=np.array([v.duration_ms is not None for v in votes], dtype=bool),
+            prompt=_ids([v.prompt for v in votes]),
+            candidate_a=_ids([v.candidate_a for v in votes]),
+            candidate_b=_ids([v.candidate_b for v in votes]),
             names=names,
             models=models,
         )
         # Grouping by comparison keeps each comparison's votes in their given order.
         return columns.select(np.argsort(columns.comparison, kind="stable"))
+
+
+def _ids(values: list[int | None]) -> np.ndarray:
+    return np.array([-1 if v is None else v for v in values], dtype=np.int64)
 
 
 class _ColumnsBuilder:
@@ -169,8 +189,8 @@ class _ColumnsBuilder:
         self.model_code: dict[str | None, int] = {}
 
     def add(self, page: list[tuple[Any, ...]]) -> None:
-        (comparison, annotator, choice, chosen, candidate_a, model_a, model_b, is_gold,
-         strength, gold_correct, duration) = zip(*page, strict=True)  # fmt: skip
+        (comparison, annotator, choice, chosen, candidate_a, model_a, model_b, is_gold, strength,
+         gold_correct, duration, prompt, candidate_b) = zip(*page, strict=True)  # fmt: skip
         choices = np.fromiter(map(self.CHOICES.__getitem__, choice), np.int8, len(choice))
         chose_a = np.array(chosen, dtype=np.float64) == np.array(candidate_a, dtype=np.float64)
         sided = choices < 2
@@ -194,6 +214,9 @@ class _ColumnsBuilder:
                 "gold_correct": np.where(np.isnan(gold), -1, gold).astype(np.int8),
                 "duration_ms": np.nan_to_num(durations).astype(np.int64),
                 "has_duration": ~np.isnan(durations),
+                "prompt": np.array(prompt, dtype=np.int64),
+                "candidate_a": np.array(candidate_a, dtype=np.int64),
+                "candidate_b": np.array(candidate_b, dtype=np.int64),
             }
         )
 
@@ -205,6 +228,7 @@ class _ColumnsBuilder:
             for name in (
                 "comparison", "annotator", "option", "side", "strength", "has_strength",
                 "model_a", "model_b", "is_gold", "gold_correct", "duration_ms", "has_duration",
+                "prompt", "candidate_a", "candidate_b",
             )
         }  # fmt: skip
         if not self.pages:
@@ -252,6 +276,8 @@ def stats_votes(*, project: Project, batch_id: int | None = None) -> VoteColumns
         "strength",
         "gold_correct",
         "duration_ms",
+        "comparison__prompt_id",
+        "comparison__candidate_b_id",
     )
     builder = _ColumnsBuilder()
     # A plain (client-side) cursor, not QuerySet.iterator()'s server-side one: PostgreSQL plans
@@ -812,10 +838,13 @@ def project_stats(
     battles = battles_of(ordinary)
     crowd = crowd_report(votes)
     summaries = annotator_summaries(votes, design=design)
+    consistency = transitivity(ordinary)
     for summary in summaries:
+        summary["transitivity"] = consistency.get(summary["annotator"])
         summary.update(
             crowd["annotators"].get(
-                summary["annotator"], {"model_reliability": None, "model_position_bias": None}
+                summary["annotator"],
+                {"model_reliability": None, "model_position_bias": None, "left_bias_test": None},
             )
         )
     return {
@@ -834,6 +863,12 @@ def project_stats(
         },
         "annotators": summaries,
         "crowd": crowd["crowd"],
+        "transitivity": {
+            "meaning": TRANSITIVITY_MEANING.format(min_triads=MIN_TRIADS, confidence=CONFIDENCE),
+            "min_triads": MIN_TRIADS,
+            "triads": sum(t["triads"] for t in consistency.values() if t),
+            "cycles": sum(t["cycles"] for t in consistency.values() if t),
+        },
         "models": {
             "win_rates": win_rates(battles),
             "win_rates_note": "win_rate = (wins + ties / 2) / votes between the two models; "

@@ -344,6 +344,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
         "reference": REFERENCE,
         "annotators": people,
         "crowd": report["crowd"],
+        "transitivity": report["transitivity"],
         "project_median_ms": project_median,
         "models": models_of(report["models"]),
         "thresholds": asdict(THRESHOLDS),

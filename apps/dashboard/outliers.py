@@ -1,7 +1,8 @@
 """The annotators of a project's dashboard and their outlier flags.
 
 The tested flags (low agreement, position bias) read the tests `apps.agreement.stats` ran
-(`apps.agreement.flags`), "unreliable" the crowd model's intervals (`agreement.crowd_report`);
+(`apps.agreement.flags`), "left bias" also the test against the crowd model's expected left
+share (`agreement.crowd_bias`), "unreliable" the crowd model's intervals (`agreement.crowd_report`);
 speed, which has no chance level to test against, keeps a threshold, and gold accuracy the
 project's minimum. The page lists every rule (`flag_rules`, `Thresholds`).
 """
@@ -50,6 +51,13 @@ def outlier_flags(
     flags = []
     bias = summary["position_bias"]
     test, project_share = bias["test"], bias["project_left_share"]
+    model_bias = summary.get("left_bias_test")
+    if model_bias is not None and model_bias["flagged"]:
+        # The test against the crowd model's expectation takes the place of the margin test's
+        # left side: one "left bias" flag.
+        flags.append({"flag": "left bias", "reason": left_bias_reason(model_bias)})
+        if test is not None and test["side"] == "left":
+            test = None
     if test is not None and test["side"] is not None:
         side = test["side"]
         side_share = bias["left_share"] if side == "left" else 1 - bias["left_share"]
@@ -105,10 +113,38 @@ def outlier_flags(
     test = summary["agreement_test"]
     if test is not None and test["flagged"]:
         flags.append({"flag": "low agreement", "reason": low_agreement_reason(summary)})
+    consistency = summary.get("transitivity")
+    if consistency and consistency["test"] and consistency["test"]["flagged"]:
+        flags.append({"flag": "intransitive", "reason": intransitive_reason(consistency)})
     reliability = summary.get("model_reliability")
     if reliability and reliability["unreliable"] and reliability["unreliable"]["flagged"]:
         flags.append({"flag": "unreliable", "reason": unreliable_reason(reliability)})
     return flags
+
+
+def left_bias_reason(test: dict[str, Any]) -> str:
+    """The test of a left share against the crowd model's expectation (crowd_bias.left_bias)."""
+    needed = test["min_evidence"]
+    return (
+        f"chose the left response in {test['left_share']:.0%} of {test['n']} choices of a side, "
+        f"where the crowd model expects {test['expected']:.0%} of the comparisons they saw "
+        f"(one-sided exact binomial test at that share, Holm-adjusted p = {test['p_holm']:.2g}, at "
+        f"{test['confidence']:.0%} confidence, {test['correction']})"
+        + (f"; an always-left clicker is flagged after {needed} choices" if needed else "")
+    )
+
+
+def intransitive_reason(consistency: dict[str, Any]) -> str:
+    """The transitivity test behind the "intransitive" flag (agreement.transitivity)."""
+    test = consistency["test"]
+    needed = test["random_clicker_min_triads"]
+    return (
+        f"{consistency['cycles']} of their {consistency['triads']} triads go round in a circle "
+        f"({consistency['cycle_rate']:.0%}), significantly more than the other annotators' "
+        f"{consistency['others_cycle_rate']:.0%} (one-sided Fisher exact test, Holm-adjusted "
+        f"p = {test['p_holm']:.2g}, at {test['confidence']:.0%} confidence, {test['correction']})"
+        + (f"; a random clicker is flagged after {needed} triads" if needed else "")
+    )
 
 
 def unreliable_reason(reliability: dict[str, Any]) -> str:

@@ -107,6 +107,45 @@ def test_two_annotators_who_always_agree():
     assert not fit.compared.any() and fit.strength.shape == (0,)
 
 
+@pytest.mark.parametrize("truth", ["vote", "comparison"])
+def test_ties_only_give_equal_strengths_and_a_tie_share_near_one(truth):
+    # Three models in a ring, 30 comparisons, three annotators who all say tie every time. The
+    # outcomes are symmetric in the models, so the strengths are equal (0 once centred); every
+    # honest outcome is a tie, so each pair's honest tie share is 1 and the tie share e^δ/(2+e^δ)
+    # comes near 1 (the N(0, 4²) prior on δ keeps it finite).
+    models = np.array([(c % 3, (c + 1) % 3) for c in range(30)])
+    rows = [(c, j, TIE, 1) for c in range(30) for j in range(3)]
+    fit = fit_crowd(votes_of(rows, models=models, model_names=["m0", "m1", "m2"]), truth=truth)
+    np.testing.assert_allclose(fit.strength, 0.0, atol=1e-9)
+    assert fit.tie_share == pytest.approx(
+        math.exp(fit.tie_log_odds) / (2 + math.exp(fit.tie_log_odds))
+    )
+    assert fit.tie_share > 0.98
+    assert sorted(zip(fit.pair_model_a, fit.pair_model_b, strict=True)) == [(0, 1), (1, 2), (2, 0)]
+    outcomes = fit.pair_outcomes
+    np.testing.assert_allclose(outcomes[:, 2] / outcomes.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(fit.pair_tie_chance, fit.tie_share)  # equal strengths
+
+
+def test_no_ties_give_a_small_tie_share_and_ties_are_used():
+    # The same ring, A always better (the sides alternate): no tie, so the tie share is small;
+    # the strengths then tie in the ring's symmetry. Turning a third of the votes into ties
+    # raises the tie share (the fit uses them), and the honest tie share per pair follows. The
+    # ties are spread over the annotators (one per comparison, a third of each one's votes):
+    # one annotator who always says tie is read as a habit of random answers (r near 0).
+    models = np.array([(c % 3, (c + 1) % 3) for c in range(30)])
+    names = ["m0", "m1", "m2"]
+    decisive = [(c, j, LEFT if c % 2 else RIGHT, c % 2) for c in range(30) for j in range(3)]
+    fit = fit_crowd(votes_of(decisive, models=models, model_names=names))
+    assert fit.tie_share < 0.05
+    some = [(c, j, TIE, 1) if (c + j) % 3 == 0 else (c, j, y, left) for c, j, y, left in decisive]
+    tied = fit_crowd(votes_of(some, models=models, model_names=names))
+    assert 0.1 < tied.tie_share < 0.5  # some ties read as random answers (r near 0.5)
+    shares = tied.pair_outcomes[:, 2] / tied.pair_outcomes.sum(axis=1)
+    np.testing.assert_allclose(shares, shares[0])
+    assert 0.1 < shares[0] < 0.45
+
+
 # -- against the likelihood written out ----------------------------------------------------------
 
 
@@ -343,6 +382,9 @@ def as_columns(votes):
         gold_correct=np.full(size, -1, dtype=np.int8),
         duration_ms=zeros,
         has_duration=zeros.astype(bool),
+        prompt=np.full(size, -1, dtype=np.int64),
+        candidate_a=np.full(size, -1, dtype=np.int64),
+        candidate_b=np.full(size, -1, dtype=np.int64),
         names=votes.annotators,
         models=votes.models,
     )

@@ -9,8 +9,9 @@ import pytest
 
 from apps.agreement.crowd import fit_crowd
 from apps.agreement.crowd_report import crowd_report
+from apps.agreement.crowd_steps import TIE
 from apps.agreement.stats import project_stats
-from tests.agreement.test_crowd import as_columns
+from tests.agreement.test_crowd import as_columns, votes_of
 from tests.agreement.test_crowd_votes import KINDS, simulate
 from tests.agreement.test_stats import judged, stats  # noqa: F401 (a fixture)
 
@@ -88,3 +89,18 @@ def test_the_stats_endpoint_carries_the_crowd_fit(api, bob, judged):  # noqa: F8
     board = report["models"]["crowd_leaderboard"]
     assert "down-weights the votes of annotators the model finds random" in board["meaning"]
     assert {m["model"] for m in board["models"]} == {"model-1", "model-2", "model-3"}
+
+
+def test_the_tie_section_merges_the_orders_of_a_pair():
+    # Comparisons of m0 against m1 in both orders, all ties: one pair in the report, every
+    # honest outcome a tie, the fitted tie chance that of equal strengths.
+    rows = [(c, j, TIE, 1) for c in range(20) for j in range(3)]
+    models = np.array([(c % 2, 1 - c % 2) for c in range(20)])
+    votes = votes_of(rows, models=models, model_names=["m0", "m1"])
+    ties = crowd_report(as_columns(votes))["crowd"]["ties"]
+    fit = fit_crowd(votes)
+    assert ties["tie_share"] == round(fit.tie_share, 4) and ties["tie_share"] > 0.98
+    assert [(p["model_a"], p["model_b"]) for p in ties["pairs"]] == [("m0", "m1")]
+    assert ties["pairs"][0]["honest_tie_share"] == pytest.approx(1.0, abs=1e-4)
+    assert ties["pairs"][0]["model_tie_share"] == ties["tie_share"]
+    assert "Bradley-Terry-Davidson" in ties["meaning"]

@@ -4,12 +4,13 @@ import re
 import time
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from apps.agreement.flags import agreement_tests, bias_tests
+from apps.agreement.flags import agreement_tests, bias_tests, left_bias_tests
 from apps.agreement.stats import wilson_interval
 from apps.batches.models import Batch, Comparison
 from apps.dashboard import figures as figures_module
@@ -234,6 +235,23 @@ def test_the_page_shows_reliability_and_the_crowd_leaderboard(client, bob, judge
     assert 'data-testid="crowd-leaderboard"' in html
     assert "annotators the model finds random count for little" in html
     assert "every vote counting alike" in html
+
+
+def test_the_page_shows_cycles_and_the_expected_left_share(client, bob, judged, no_worker):
+    # ann judged all three pairs of p-1 (1 > 2, 1 > 3, 3 > 2): one triad, no cycle; ben and
+    # cat have none.
+    client.force_login(bob)
+    html = client.get(URL).content.decode()
+    figures = project_figures(judged)
+    assert '<th scope="col" class="num">Cycles</th>' in html
+    assert html.count('data-testid="cycles"') == len(figures["annotators"])
+    assert 'data-testid="cycles">0 <span class="muted">of 1 triads</span>' in html
+    assert html.count('data-testid="cycles">—<') == 2
+    assert "go round in a circle" in html and "<dt>intransitive</dt>" in html
+    ann = next(row for row in figures["annotators"] if row["username"] == "ann")
+    expected = ann["left_bias_test"]["expected"]
+    assert f"expected {expected * 100:.0f}%" in html
+    assert "<dt>left bias (against the model)</dt>" in html
 
 
 def test_unreliable_is_flagged_with_the_figures():
@@ -761,3 +779,24 @@ def test_the_admin_links_to_the_dashboard(client, bob, project):
     assert 'href="/lead/p/demo/"' in listing
     change = client.get(f"/admin/projects/project/{project.pk}/change/").content.decode()
     assert 'href="/lead/p/demo/"' in change
+
+
+def test_the_left_bias_against_the_model_raises_one_left_bias_flag():
+    # 20 lefts of 20 where the model expects one half (beside one other annotator): flagged;
+    # 40 of 50 where it expects 0.8 is not, though 80% is far beyond one half.
+    clicker, fair = left_bias_tests([20, 40], [np.full(20, 0.5), np.full(50, 0.8)])
+    assert flags_of(summary(left_bias_test=fair)) == []
+    assert flags_of(summary(left_bias_test=clicker)) == ["left bias"]
+    # With the margin test's left flag too, still one flag, with the model's reason.
+    both = summary(left_bias_test=clicker, position_bias=bias_of(92, 100))
+    options = {"project_median_ms": 10_000, "gold_min_accuracy": 0.8, "gold_min_answers": 10}
+    (flag,) = outlier_flags(both, **options)
+    assert flag["flag"] == "left bias"
+    assert flag["reason"] == (
+        "chose the left response in 100% of 20 choices of a side, where the crowd model expects "
+        "50% of the comparisons they saw (one-sided exact binomial test at that share, "
+        f"Holm-adjusted p = {clicker['p_holm']:.2g}, at 99% confidence, Holm over 2 tests); an "
+        "always-left clicker is flagged after 8 choices"
+    )
+    # A right bias of the margin test stays.
+    assert flags_of(summary(left_bias_test=fair, position_bias=bias_of(10, 100))) == ["right bias"]
