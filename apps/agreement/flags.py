@@ -24,7 +24,7 @@ runs them and the dashboard's flags read their results.
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,18 +114,27 @@ def min_comparisons(
     def flagged(n: int) -> bool:
         return p_below_other(math.ceil(chance * n - 1e-9), n, other_agree, other_counted) < alpha
 
-    if not flagged(LONGEST):
+    return first_flagged_run(flagged, first=1, longest=LONGEST)
+
+
+def first_flagged_run(
+    flagged: Callable[[int], bool], *, first: int, longest: int, run: int = MIN_RUN
+) -> int | None:
+    """The smallest n (at least `first`) from which `flagged` holds for `run` values in a row;
+    None when `flagged(longest)` does not hold. A test's p-value falls with the evidence bar the
+    rounding of a share: bisect, then walk on past the wobble."""
+    if not flagged(longest):
         return None
-    low, high = 1, LONGEST  # the p-value falls with n (bar the rounding): bisect, then walk on
+    low, high = first, longest
     while low < high:
         middle = (low + high) // 2
         low, high = (low, middle) if flagged(middle) else (middle + 1, high)
-    start, run = low, 0
-    while run < MIN_RUN:
-        if flagged(start + run):
-            run += 1
+    start, seen = low, 0
+    while seen < run:
+        if flagged(start + seen):
+            seen += 1
         else:
-            start, run = start + run + 1, 0
+            start, seen = start + seen + 1, 0
     return start
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import hypergeom
 from statsmodels.stats.multitest import multipletests
 
-from apps.agreement.flags import CONFIDENCE
+from apps.agreement.flags import CONFIDENCE, first_flagged_run
 
 if TYPE_CHECKING:
     from apps.agreement.stats import VoteColumns
@@ -136,19 +136,7 @@ def random_clicker_min_triads(other_cycles: int, other_triads: int, alpha: float
         cycles = math.ceil(RANDOM_CYCLE_RATE * n - 1e-9)
         return p_cycles_above_others(cycles, n, other_cycles, other_triads) < alpha
 
-    if not flagged(LONGEST):
-        return None
-    low, high = MIN_TRIADS, LONGEST
-    while low < high:
-        middle = (low + high) // 2
-        low, high = (low, middle) if flagged(middle) else (middle + 1, high)
-    start, run = low, 0
-    while run < MIN_RUN:
-        if flagged(start + run):
-            run += 1
-        else:
-            start, run = start + run + 1, 0
-    return start
+    return first_flagged_run(flagged, first=MIN_TRIADS, longest=LONGEST, run=MIN_RUN)
 
 
 def transitivity_tests(

@@ -13,6 +13,7 @@ from annotate.admin_site import LeadScopedAdmin
 from annotate.errors import ApplicationError
 from apps.endpoints.models import ModelEndpoint
 from apps.endpoints.services import (
+    AUDITED_FIELDS,
     endpoint_delete,
     endpoint_problems,
     endpoint_save,
@@ -25,19 +26,7 @@ from apps.projects.selectors import projects_led_by
 class ModelEndpointForm(forms.ModelForm[ModelEndpoint]):
     class Meta:
         model = ModelEndpoint
-        fields = [
-            "name",
-            "project",
-            "base_url",
-            "model",
-            "key_env",
-            "max_concurrency",
-            "requests_per_minute",
-            "timeout_seconds",
-            "max_retries",
-            "input_price",
-            "output_price",
-        ]
+        fields = list(AUDITED_FIELDS)  # every field a lead sets is audited
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
