@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from apps.batches.queue_order import queue_indexes
+from apps.endpoints.models import ModelEndpoint
 from apps.projects.models import Project
 
 
@@ -44,6 +45,9 @@ class Batch(models.Model):
     import_running = models.BooleanField(default=False, editable=False)
     import_heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
     import_note = models.CharField(max_length=500, blank=True, editable=False)
+    # Imported as prompts to generate responses for (apps.generation): a prompt may come with
+    # fewer candidates than a comparison needs, and gets its comparisons when they are generated.
+    candidates_optional = models.BooleanField(default=False, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -147,12 +151,38 @@ class Candidate(models.Model):
     degradation = models.CharField(
         max_length=16, choices=Degradation.choices, blank=True, default=""
     )
+    # A generated response (apps.generation): the endpoint and the sample's index among that
+    # endpoint's samples for the prompt (one candidate per (prompt, endpoint, sample_index), so a
+    # retried or resumed job never makes a duplicate), why it ended, the tokens the server
+    # counted, how long the request took and its estimated cost at the endpoint's prices then.
+    # All empty for an imported response.
+    # No index of its own: an import's COPY would pay for it on every row, and only deleting an
+    # endpoint looks candidates up by it alone.
+    endpoint = models.ForeignKey(
+        ModelEndpoint,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    sample_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["prompt", "external_id"], name="candidate_unique_external_id"
+            ),
+            models.UniqueConstraint(
+                fields=["prompt", "endpoint", "sample_index"],
+                condition=Q(endpoint__isnull=False),
+                name="candidate_unique_sample",
             ),
         ]
 
