@@ -140,6 +140,7 @@ INSTALLED_APPS = [
     "apps.dashboard",
     "apps.audit",
     "apps.endpoints",
+    "apps.generation",
     "axes",
 ]
 
@@ -262,6 +263,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.batches.tasks.imports_sweep_task",
         "schedule": 60.0,
     },
+    "sweep-generations": {
+        "task": "apps.generation.tasks.generation_sweep_task",
+        "schedule": 60.0,
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -378,6 +383,11 @@ IMPORT_MAX_REPORTED_ERRORS = envint("IMPORT_MAX_REPORTED_ERRORS", 1000, minimum=
 # IMPORT_MAX_ATTEMPTS runs in all, then marks it failed.
 IMPORT_STALE_AFTER = envint("IMPORT_STALE_AFTER", 300, minimum=1)
 IMPORT_MAX_ATTEMPTS = envint("IMPORT_MAX_ATTEMPTS", 3, minimum=1)
+# Generation jobs (apps.generation): a run writes its heartbeat about once a second; the beat
+# sweep re-queues a running job whose heartbeat is GENERATION_STALE_AFTER seconds old (its worker
+# died), GENERATION_MAX_ATTEMPTS runs in all, then stops it saying why (it can be resumed).
+GENERATION_STALE_AFTER = envint("GENERATION_STALE_AFTER", 60, minimum=1)
+GENERATION_MAX_ATTEMPTS = envint("GENERATION_MAX_ATTEMPTS", 5, minimum=1)
 # A test hook only: milliseconds a background import sleeps at each progress write, so that a
 # test can kill a worker mid-import. Always 0 in real use.
 IMPORT_TEST_DELAY_MS = envint("IMPORT_TEST_DELAY_MS", 0)

@@ -14,6 +14,12 @@ from apps.exports.job_api import (
     ExportJobDownload,
     ExportJobs,
 )
+from apps.generation.api import (
+    GenerationCancel,
+    GenerationDetail,
+    GenerationList,
+    GenerationResume,
+)
 from apps.judging.api import (
     AssignmentNext,
     AssignmentSkip,
@@ -60,6 +66,18 @@ api_v1 = [
     path("projects/<slug:slug>/judgments/undo/", JudgmentUndo.as_view(), name="api-judgment-undo"),
     path("batches/<int:batch_id>/", BatchDetail.as_view(), name="api-batch"),
     path("batches/<int:batch_id>/cancel/", BatchCancel.as_view(), name="api-batch-cancel"),
+    path("batches/<int:batch_id>/generations/", GenerationList.as_view(), name="api-generations"),
+    path("generations/<int:generation_id>/", GenerationDetail.as_view(), name="api-generation"),
+    path(
+        "generations/<int:generation_id>/cancel/",
+        GenerationCancel.as_view(),
+        name="api-generation-cancel",
+    ),
+    path(
+        "generations/<int:generation_id>/resume/",
+        GenerationResume.as_view(),
+        name="api-generation-resume",
+    ),
     path(
         "assignments/<int:assignment_id>/judgment/",
         JudgmentCreate.as_view(),

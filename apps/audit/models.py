@@ -30,6 +30,10 @@ class AuditAction(models.TextChoices):
     ENDPOINT_CHANGED = "endpoint_changed", "Model endpoint changed"
     ENDPOINT_DELETED = "endpoint_deleted", "Model endpoint deleted"
     ENDPOINT_TESTED = "endpoint_tested", "Model endpoint's connection tested"
+    GENERATION_STARTED = "generation_started", "Generation started"
+    GENERATION_CANCELLED = "generation_cancelled", "Generation cancelled"
+    GENERATION_RESUMED = "generation_resumed", "Generation resumed"
+    GENERATION_ENDED = "generation_ended", "Generation ended"
 
 
 class AuditEvent(models.Model):

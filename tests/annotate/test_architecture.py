@@ -26,6 +26,7 @@ LAYERS = (
     "projects",
     "endpoints",
     "batches",
+    "generation",
     "judging",
     "accounts",
     "agreement",

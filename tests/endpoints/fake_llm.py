@@ -3,7 +3,8 @@ service the tests cannot run (an LLM API). GET /v1/models lists its models; POST
 /v1/chat/completions answers deterministically per prompt, with usage. Faults are scripted:
 `fail_next(...)` queues answers (a status with headers and body, a delay longer than the
 client's timeout, a malformed body) that the next requests get, in order, before the normal
-answer resumes. Every request is recorded (path, headers, JSON body)."""
+answer resumes; `fail_when(text, fault)` answers every request whose last message contains
+`text` with the fault, until `heal()`. Every request is recorded (path, headers, JSON body)."""
 
 import hashlib
 import json
@@ -33,10 +34,12 @@ class Recorded:
     body: Any
 
 
-def answer_for(messages: list[dict[str, Any]]) -> str:
-    """The deterministic answer to a conversation: the last message's words, and a digest."""
+def answer_for(messages: list[dict[str, Any]], seed: Any = None) -> str:
+    """The deterministic answer to a conversation (and a seed, when the request has one): the
+    last message's words, and a digest."""
     last = str(messages[-1].get("content", "")) if messages else ""
-    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:8]
+    key = json.dumps(messages, sort_keys=True) + ("" if seed is None else f"#{seed}")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return f"Answer {digest} to: {last}"
 
 
@@ -45,6 +48,7 @@ class FakeLLM:
         self.models = models
         self.latency = latency
         self.faults: deque[Fault] = deque()
+        self.faults_when: dict[str, Fault] = {}
         self.requests: list[Recorded] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -63,6 +67,19 @@ class FakeLLM:
         with self._lock:
             self.faults.extend(faults)
 
+    def fail_when(self, text: str, fault: Fault) -> None:
+        with self._lock:
+            self.faults_when[text] = fault
+
+    def heal(self) -> None:
+        with self._lock:
+            self.faults.clear()
+            self.faults_when.clear()
+
+    def chat_requests(self) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.path == "/v1/chat/completions"]
+
     def start(self) -> "FakeLLM":
         self._thread.start()
         return self
@@ -71,8 +88,14 @@ class FakeLLM:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, body: Any) -> Fault | None:
         with self._lock:
+            if self.faults_when and isinstance(body, dict):
+                messages = body.get("messages") or [{}]
+                last = str(messages[-1].get("content", ""))
+                for text, fault in self.faults_when.items():
+                    if text in last:
+                        return fault
             return self.faults.popleft() if self.faults else None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -105,7 +128,7 @@ class FakeLLM:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 try:
-                    fault = fake._next_fault()
+                    fault = fake._next_fault(body)
                     if fault is not None:
                         if fault.delay:
                             time.sleep(fault.delay)
@@ -129,7 +152,7 @@ class FakeLLM:
                         self._send(404, json.dumps(error).encode(), {})
                         return
                     messages = body.get("messages") or []
-                    text = answer_for(messages)
+                    text = answer_for(messages, body.get("seed"))
                     limit = body.get("max_tokens")
                     words = text.split()
                     finish = "stop"

@@ -39,10 +39,10 @@ def client_for(server: FakeLLM, *, sleeps: list[float] | None = None, **config: 
 def test_a_completion_carries_its_text_finish_reason_usage_and_latency(llm: FakeLLM) -> None:
     with client_for(llm, api_key="sk-test") as client:
         completion = client.chat(MESSAGES, temperature=0.7, top_p=0.9, max_tokens=50, seed=3)
-    assert completion.text == answer_for(MESSAGES)
+    assert completion.text == answer_for(MESSAGES, 3)
     assert completion.finish_reason == "stop"
     assert completion.prompt_tokens == 3
-    assert completion.completion_tokens == len(answer_for(MESSAGES).split())
+    assert completion.completion_tokens == len(answer_for(MESSAGES, 3).split())
     assert completion.latency_ms >= 0
     assert completion.attempts == 1
     sent = llm.requests[-1]
