@@ -259,6 +259,7 @@ PATH_PARAMETERS = {
     "assignment_id": "The lease (assignment) id, from next.",
     "batch_id": "The batch's id.",
     "job_id": "The background export's id.",
+    "generation_id": "The generation job's id.",
 }
 
 

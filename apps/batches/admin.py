@@ -38,6 +38,8 @@ from apps.batches.services import (
     batch_status_set,
 )
 from apps.exports.formats import formats_for
+from apps.generation.models import GenerationJob
+from apps.generation.services import batch_usage
 from apps.judging.queue import batch_leases_reclaim
 from apps.projects.selectors import projects_led_by
 
@@ -119,6 +121,7 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
         "prompt_count",
         "comparison_count",
         "honeypots",
+        "generation",
         "errors",
         "created_by",
         "created_at",
@@ -129,6 +132,7 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
         "prompt_count",
         "comparison_count",
         "honeypots",
+        "generation",
         "errors",
         "created_by",
         "created_at",
@@ -155,6 +159,34 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
     def honeypots(self, batch: Batch) -> int:
         counted = getattr(batch, "honeypot_count", None)
         return honeypots_of_batch(batch.pk) if counted is None else int(counted)
+
+    @admin.display(description="generated responses")
+    def generation(self, batch: Batch) -> str:
+        """The batch's generation jobs and what its generated candidates used, with links."""
+        jobs = GenerationJob.objects.filter(batch=batch)
+        latest = jobs.first()
+        usage = batch_usage(batch)
+        start = reverse("admin:generation_generationjob_add") + "?" + urlencode({"batch": batch.pk})
+        if latest is None:
+            return format_html('none yet. <a href="{}">Generate responses</a>', start)
+        listing = (
+            reverse("admin:generation_generationjob_changelist")
+            + "?"
+            + urlencode({"batch__id__exact": batch.pk})
+        )
+        return format_html(
+            "{} candidates, {} tokens in, {} out, estimated cost {}{}. "
+            '<a href="{}">{} job(s)</a>, the latest {}. <a href="{}">Generate more</a>',
+            usage["candidates"],
+            f"{usage['prompt_tokens']:,}",
+            f"{usage['completion_tokens']:,}",
+            usage["cost"],
+            f" ({usage['unpriced']} without prices)" if usage["unpriced"] else "",
+            listing,
+            jobs.count(),
+            latest.get_status_display().lower(),
+            start,
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Not Django's delete (it would skip the rules and the audit log): the "Delete" action
@@ -500,10 +532,20 @@ class PromptAdmin(ReadOnlyAdmin[Prompt]):
 @admin.register(Candidate)
 class CandidateAdmin(ReadOnlyAdmin[Candidate]):
     project_field = "prompt__project"
-    list_display = ["external_id", "prompt", "model"]
-    list_filter = ["model"]
+    list_display = [
+        "external_id",
+        "prompt",
+        "model",
+        "endpoint",
+        "sample_index",
+        "finish_reason",
+        "completion_tokens",
+        "latency_ms",
+        "cost",
+    ]
+    list_filter = ["model", "finish_reason"]
     search_fields = ["external_id", "model", "prompt__external_id"]
-    list_select_related = ["prompt"]
+    list_select_related = ["prompt", "endpoint"]
 
 
 @admin.register(Comparison)

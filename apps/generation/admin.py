@@ -89,7 +89,7 @@ class GenerationJobAdmin(LeadScopedAdmin[GenerationJob]):
         "cost",
         "created_at",
     ]
-    list_filter = ["status", "batch__project"]
+    list_filter = ["status", ("batch", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["batch__project"]
     readonly_fields = [
         "status",

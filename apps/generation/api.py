@@ -3,7 +3,6 @@ Staff and the batch's project's leads; the rules are apps.generation.services'."
 
 from typing import Any
 
-from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -15,11 +14,11 @@ from rest_framework.views import APIView
 from annotate.api import request_user
 from annotate.schema import ErrorOut
 from apps.batches.models import Batch
-from apps.endpoints.models import ModelEndpoint
 from apps.generation.models import MAX_SAMPLES, GenerationJob, Pairing
 from apps.generation.services import (
     GenerationInvalid,
     batch_usage,
+    endpoints_named,
     generation_cancel,
     generation_resume,
     generation_start,
@@ -161,23 +160,6 @@ def _led_job(request: Request, generation_id: int) -> GenerationJob:
     )
 
 
-def _endpoints(batch: Batch, names: list[str]) -> list[ModelEndpoint]:
-    """The endpoints named, the project's own before shared ones of the same name; 400 naming
-    those that are neither."""
-    usable = ModelEndpoint.objects.filter(
-        Q(project=batch.project) | Q(project__isnull=True), name__in=names
-    )
-    found: dict[str, ModelEndpoint] = {}
-    for endpoint in sorted(usable, key=lambda e: e.project_id is None):
-        found.setdefault(endpoint.name, endpoint)
-    unknown = [name for name in names if name not in found]
-    if unknown:
-        raise ValidationError(
-            {"endpoints": [f"No endpoint of this project is named {', '.join(unknown)}."]}
-        )
-    return [found[name] for name in names]
-
-
 class GenerationList(APIView):
     @extend_schema(
         operation_id="generation_list",
@@ -216,8 +198,8 @@ class GenerationList(APIView):
         given = GenerationIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = dict(given.validated_data)
-        endpoints = _endpoints(batch, data.pop("endpoints"))
         try:
+            endpoints = endpoints_named(batch, data.pop("endpoints"))
             job = generation_start(
                 batch=batch, endpoints=endpoints, by=request_user(request), **data
             )

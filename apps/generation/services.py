@@ -69,10 +69,6 @@ RESUMABLE = (JobStatus.CANCELLED, JobStatus.STOPPED, JobStatus.DONE)
 NO_JOBS_IN = (BatchStatus.IMPORTING, BatchStatus.FAILED, BatchStatus.CANCELLED)
 
 
-class GenerationSuperseded(Conflict):
-    """This run no longer holds the job (cancelled, or re-queued and claimed again)."""
-
-
 # --- Starting, cancelling, resuming ------------------------------------------------------------
 
 
@@ -217,6 +213,23 @@ def generation_start(
         transaction.on_commit(lambda: _send(job.pk, withdraw=True))
     job.refresh_from_db()
     return job
+
+
+def endpoints_named(batch: Batch, names: Sequence[str]) -> list[ModelEndpoint]:
+    """The endpoints a job of the batch may use, by name: the project's own before a shared one
+    of the same name. GenerationInvalid naming those that are neither."""
+    usable = ModelEndpoint.objects.filter(
+        Q(project=batch.project) | Q(project__isnull=True), name__in=names
+    )
+    found: dict[str, ModelEndpoint] = {}
+    for endpoint in sorted(usable, key=lambda e: e.project_id is None):
+        found.setdefault(endpoint.name, endpoint)
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        raise GenerationInvalid(
+            {"endpoints": f"No endpoint of this project is named {', '.join(unknown)}."}
+        )
+    return [found[name] for name in names]
 
 
 class GenerationInvalid(BadRequest):
@@ -488,6 +501,9 @@ class _Run:
     # The run: prompts in id order, each prompt's requests together, so that prompts are settled
     # (and get their comparisons) from the first one on.
     def run(self) -> None:
+        if not self.endpoints:
+            self._end(JobStatus.STOPPED, "its endpoints were deleted")
+            return
         try:
             for endpoint in self.endpoints.values():
                 self.clients[endpoint.pk] = EndpointClient(endpoint_config(endpoint))

@@ -89,6 +89,7 @@ def test_every_application_error_has_the_status_of_its_kind() -> None:
         "IdempotencyConflict",
         "AssignmentNotFound",
         "AnnotatorBlocked",
+        "GenerationInvalid",
     } <= names
     for cls in errors:
         assert HTTPStatus(cls.status) and 400 <= cls.status < 600, cls

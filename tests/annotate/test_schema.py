@@ -32,6 +32,7 @@ def test_every_api_endpoint_is_in_the_schema(schema):
         .replace("<int:assignment_id>", "{assignment_id}")
         .replace("<int:batch_id>", "{batch_id}")
         .replace("<int:job_id>", "{job_id}")
+        .replace("<int:generation_id>", "{generation_id}")
         for pattern in api
     }
     assert expected == documented

@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 from rest_framework.authtoken.models import Token
 
+from apps.endpoints.models import ModelEndpoint
+from apps.endpoints.services import endpoint_save
 from apps.exports.jobs import export_job_request
+from apps.generation.models import GenerationJob
 from apps.judging.queue import assignment_next
 from apps.projects.selectors import membership_for
 
@@ -51,6 +54,20 @@ def test_the_api_answers_as_its_schema_says(
         project=project, annotator=bob, membership=membership_for(user=bob, slug=project.slug)
     )
     assert lease is not None
+    # A generation job of the batch, done, on an endpoint nothing answers (a resume fails fast).
+    endpoint = endpoint_save(
+        ModelEndpoint(
+            project=project,
+            name="nowhere",
+            base_url="http://127.0.0.1:9/v1",
+            model="m",
+            max_retries=0,
+            timeout_seconds=1,
+        ),
+        by=bob,
+    )
+    generation = GenerationJob.objects.create(batch=batch, status="done")
+    generation.endpoints.set([endpoint])
     token, _ = Token.objects.get_or_create(user=bob)
     config = tmp_path / "schemathesis.toml"
     config.write_text(
@@ -63,6 +80,7 @@ def test_the_api_answers_as_its_schema_says(
                 f'"path.slug" = {json.dumps(project.slug)}',
                 f'"path.job_id" = {job.pk}',
                 f'"path.batch_id" = {batch.pk}',
+                f'"path.generation_id" = {generation.pk}',
                 f'"path.assignment_id" = {lease.pk}',
                 "",
             ]

@@ -2,10 +2,12 @@
 resumes through apps.generation.services, so each refuses what the service refuses; a lead of
 another project, an annotator and an anonymous client get nothing."""
 
+import io
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from apps.batches.models import Candidate, Comparison
@@ -244,3 +246,75 @@ def test_the_api_gives_others_nothing(
         assert created.status_code == 404
     assert api_client_for(None).get(f"/api/v1/generations/{job_id}/").status_code in (401, 403)
     assert GenerationJob.objects.get().status == JobStatus.QUEUED
+
+
+def test_the_batch_page_says_what_generation_made_and_links_to_its_jobs(
+    lead: Client, prompts_batch: Any, endpoint: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    batch = prompts_batch("one")
+    page = lead.get(f"/admin/batches/batch/{batch.pk}/change/").content.decode()
+    assert "none yet" in page
+    assert f"/admin/generation/generationjob/add/?batch={batch.pk}" in page
+    # The link fills the batch in.
+    assert (
+        f'<option value="{batch.pk}" selected>'
+        in lead.get(ADD_URL + f"?batch={batch.pk}").content.decode()
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        lead.post(ADD_URL, admin_form(batch, [endpoint(input_price="1", output_price="1")]))
+    page = lead.get(f"/admin/batches/batch/{batch.pk}/change/").content.decode()
+    assert "2 candidates" in page and "1 job(s)</a>, the latest done" in page
+    listing = f"/admin/generation/generationjob/?batch__id__exact={batch.pk}"
+    assert listing.replace("?", "?") in page.replace("&amp;", "&")
+    assert lead.get(listing).status_code == 200
+
+
+# --- The command -------------------------------------------------------------------------------
+
+
+def test_the_command_starts_a_job_as_a_lead(
+    bob: User, prompts_batch: Any, endpoint: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    batch = prompts_batch("one", "two")
+    endpoint()
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(
+            "generate",
+            str(batch.pk),
+            "--endpoint",
+            "x",
+            "--samples",
+            "2",
+            "--as",
+            "bob",
+            stdout=out,
+        )
+    job = GenerationJob.objects.get()
+    assert job.created_by == bob
+    assert f"Generation job {job.pk}: 4 requests, queued." in out.getvalue()
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE and job.requests_done == 4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--endpoint", "x", "--as", "nobody"], "No user named 'nobody'"),
+        (
+            ["--endpoint", "nope", "--as", "bob"],
+            "No endpoint of this project is named nope",
+        ),
+        (["--endpoint", "x", "--as", "charlie"], "Only staff and the project's leads"),
+        (["--endpoint", "x", "--as", "bob", "--samples", "40"], "samples: Ask for 1 to 16"),
+        (["--endpoint", "x", "--as", "bob", "--pairing", "models"], "pairing: One pair per pair"),
+    ],
+)
+def test_the_command_refuses_what_the_service_refuses(
+    bob: User, charlie: User, prompts_batch: Any, endpoint: Any, arguments: list[str], message: str
+) -> None:
+    batch = prompts_batch("one")
+    endpoint()
+    with pytest.raises(CommandError, match=message):
+        call_command("generate", str(batch.pk), *arguments)
+    assert not GenerationJob.objects.exists()
