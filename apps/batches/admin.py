@@ -25,6 +25,7 @@ from apps.batches.forms import BatchUploadForm
 from apps.batches.honeypots import batch_honeypot_count, honeypots_of_batch
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
+from apps.batches.selectors import batch_awaiting_candidates, prompts_awaiting_candidates
 from apps.batches.services import (
     BATCH_ACTIONS,
     DELETABLE_STATUSES,
@@ -121,6 +122,8 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
         "prompt_count",
         "comparison_count",
         "honeypots",
+        "candidates_optional",
+        "awaiting_candidates",
         "generation",
         "errors",
         "created_by",
@@ -132,6 +135,8 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
         "prompt_count",
         "comparison_count",
         "honeypots",
+        "candidates_optional",
+        "awaiting_candidates",
         "generation",
         "errors",
         "created_by",
@@ -151,6 +156,7 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
                 ordinary=Count("comparisons", filter=Q(comparisons__is_gold=False)),
                 skipped=Sum("comparisons__skip_count"),
                 honeypot_count=batch_honeypot_count(),
+                awaiting_count=batch_awaiting_candidates(),
             )
         )
         return queryset
@@ -187,6 +193,13 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
             latest.get_status_display().lower(),
             start,
         )
+
+    @admin.display(description="prompts awaiting candidates")
+    def awaiting_candidates(self, batch: Batch) -> int:
+        """Prompts with fewer candidates than a comparison needs (imported with candidates
+        optional): no comparison until their responses are generated."""
+        counted = getattr(batch, "awaiting_count", None)
+        return prompts_awaiting_candidates(batch) if counted is None else int(counted)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Not Django's delete (it would skip the rules and the audit log): the "Delete" action
@@ -462,6 +475,7 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
                     size=upload.size,
                     name=form.cleaned_data["name"] or upload.name,
                     created_by=request.user,  # type: ignore[arg-type]
+                    candidates_optional=form.cleaned_data["candidates_optional"],
                 )
             except ImportFormatError as exc:
                 errors = [error.as_dict() for error in exc.errors]
@@ -485,6 +499,10 @@ class BatchAdmin(LeadScopedAdmin[Batch]):
                             f"{batch.comparison_count} comparisons "
                             f"({honeypots_of_batch(batch.pk)} of them honeypots)."
                         )
+                        if batch.candidates_optional:
+                            text += (
+                                f" {prompts_awaiting_candidates(batch)} prompt(s) await candidates."
+                            )
                     self.message_user(request, text, messages.SUCCESS)
                     return HttpResponseRedirect(
                         reverse("admin:batches_batch_change", args=[batch.pk])

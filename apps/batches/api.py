@@ -20,6 +20,7 @@ from annotate.middleware import MULTIPART_SLACK
 from annotate.schema import BATCH, CURSOR, PAGE_SIZE, ComparisonRow, ErrorOut, page_of
 from apps.batches.honeypots import batch_honeypot_count, honeypots_of_batch
 from apps.batches.models import Batch, BatchStatus, Comparison
+from apps.batches.selectors import batch_awaiting_candidates, prompts_awaiting_candidates
 from apps.batches.services import (
     batch_delete,
     batch_import,
@@ -68,6 +69,11 @@ class BatchSerializer(serializers.ModelSerializer[Batch]):
     honeypots = serializers.SerializerMethodField(
         help_text="The generated gold items (honeypots) its import made; among `comparisons`."
     )
+    awaiting_candidates = serializers.SerializerMethodField(
+        help_text="Prompts with fewer candidates than a comparison needs (2; 3 listwise), and "
+        "so no comparison yet: they wait for their responses to be generated. 0 unless "
+        "imported with `candidates=optional`."
+    )
 
     class Meta:
         model = Batch
@@ -80,6 +86,8 @@ class BatchSerializer(serializers.ModelSerializer[Batch]):
             "prompts",
             "comparisons",
             "honeypots",
+            "candidates_optional",
+            "awaiting_candidates",
             "errors",
             "created_at",
             "finished_at",
@@ -90,6 +98,10 @@ class BatchSerializer(serializers.ModelSerializer[Batch]):
         ]
         extra_kwargs = {
             "import_attempts": {"help_text": "How many runs a background import has had."},
+            "candidates_optional": {
+                "help_text": "Imported with `candidates=optional`: its prompts may have fewer "
+                "candidates than a comparison needs, for generation."
+            },
             "import_running": {"help_text": "Whether a worker holds the import now."},
             "import_heartbeat_at": {
                 "help_text": "The running import's last heartbeat; while waiting for a worker, "
@@ -103,6 +115,36 @@ class BatchSerializer(serializers.ModelSerializer[Batch]):
     def get_honeypots(self, batch: Batch) -> int:
         counted = getattr(batch, "honeypot_count", None)
         return honeypots_of_batch(batch.pk) if counted is None else int(counted)
+
+    def get_awaiting_candidates(self, batch: Batch) -> int:
+        counted = getattr(batch, "awaiting_count", None)
+        return prompts_awaiting_candidates(batch) if counted is None else int(counted)
+
+
+# The import's `candidates` parameter: whether a prompt may come with fewer candidates than a
+# comparison needs (to have them generated), by its value.
+CANDIDATES_VALUES = {"required": False, "optional": True}
+
+
+def candidates_param(request: Request) -> bool:
+    """`candidates=optional|required` (the query, or a multipart form's field); 400 otherwise."""
+    value = request.query_params.get("candidates")
+    if value is None and request.content_type.startswith("multipart/form-data"):
+        form: Any = request.data
+        value = form.get("candidates")
+    if value is None or value == "":
+        return False
+    if value not in CANDIDATES_VALUES:
+        raise ValidationError(
+            {
+                "candidates": [
+                    f"Unknown value {str(value)[:40]!r}: use 'optional' (prompts may come with "
+                    "fewer candidates than a comparison needs, even none, to have them "
+                    "generated) or 'required' (the default)."
+                ]
+            }
+        )
+    return CANDIDATES_VALUES[value]
 
 
 class BatchCreate(APIView):
@@ -130,7 +172,9 @@ class BatchCreate(APIView):
         batches = (
             Batch.objects.filter(project=project)
             .select_related("project")
-            .annotate(honeypot_count=batch_honeypot_count())
+            .annotate(
+                honeypot_count=batch_honeypot_count(), awaiting_count=batch_awaiting_candidates()
+            )
         )
         return list_page(request, self, batches, lambda b: BatchSerializer(b).data)
 
@@ -141,17 +185,31 @@ class BatchCreate(APIView):
             "(`Content-Type: application/jsonl` or `application/x-ndjson`), or multipart with "
             "a field `file`. Imported whole or not at all: 400 lists every bad line. Files "
             "above IMPORT_BACKGROUND_BYTES are imported in the background (202; poll the "
-            "batch); 413 above IMPORT_MAX_BYTES."
+            "batch); 413 above IMPORT_MAX_BYTES. With `candidates=optional`, a prompt may "
+            "have fewer candidates than a comparison needs (none, or 1; fewer than 3 in a "
+            "listwise project): it is stored without comparisons, to have its responses "
+            "generated (`awaiting_candidates` counts them)."
         ),
         parameters=[
-            OpenApiParameter("name", str, description="A name for the batch.", required=False)
+            OpenApiParameter("name", str, description="A name for the batch.", required=False),
+            OpenApiParameter(
+                "candidates",
+                str,
+                enum=list(CANDIDATES_VALUES),
+                description="`optional`: prompts may come without (enough) candidates, for "
+                "generation. Also taken as a multipart field. Default `required`.",
+                required=False,
+            ),
         ],
         request={
             "application/jsonl": OpenApiTypes.BINARY,
             "application/x-ndjson": OpenApiTypes.BINARY,
             "multipart/form-data": {
                 "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "candidates": {"type": "string", "enum": list(CANDIDATES_VALUES)},
+                },
             },
         },
         responses={201: BatchSerializer, 202: BatchSerializer, 400: BatchSerializer},
@@ -159,6 +217,7 @@ class BatchCreate(APIView):
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_lead(user=request.user, slug=slug)
         name = request.query_params.get("name", "")
+        candidates_optional = candidates_param(request)
         body: Any = request.data
         source: IO[bytes]
         if hasattr(body, "read"):
@@ -187,6 +246,7 @@ class BatchCreate(APIView):
             size=size,
             name=str(name)[:200],
             created_by=request_user(request),
+            candidates_optional=candidates_optional,
         )
         batch.refresh_from_db()
         code = (
@@ -205,7 +265,9 @@ class BatchCreate(APIView):
 def _led_batch(request: Request, batch_id: int) -> Batch:
     """The batch, if the user is staff or leads its project; 404 otherwise."""
     return get_object_or_404(
-        Batch.objects.select_related("project").annotate(honeypot_count=batch_honeypot_count()),
+        Batch.objects.select_related("project").annotate(
+            honeypot_count=batch_honeypot_count(), awaiting_count=batch_awaiting_candidates()
+        ),
         pk=batch_id,
         project__in=projects_led_by(request.user),
     )

@@ -12,9 +12,11 @@ whose known answer is X. D is made one of three ways (`Degradation`):
   another order.
 
 The kind is drawn among those that apply to X, the others tried in turn; a prompt none applies
-to (a one-sentence, short first prompt) gets no honeypot. Every draw comes from one generator
-seeded per batch (IMPORT_HONEYPOT_SEED, else the batch's id), read in file order: the same file
-gets the same honeypots whichever writer stores it, and however it is cut into chunks.
+to (a one-sentence, short first prompt) gets no honeypot, nor does a prompt with fewer than 2
+candidates (imported with candidates optional: it has no comparison to join). Every draw comes
+from one generator seeded per batch (IMPORT_HONEYPOT_SEED, else the batch's id), read in file
+order: the same file gets the same honeypots whichever writer stores it, and however it is cut
+into chunks.
 
 D's id is neutral (the annotators' API shows response ids), its model empty (so that model
 statistics never count it); the judging page shows X's model label on D's side.
@@ -30,7 +32,7 @@ from django.conf import settings
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from apps.batches.import_format import ParsedCandidate, ParsedPrompt
+from apps.batches.import_format import MIN_CANDIDATES, ParsedCandidate, ParsedPrompt
 from apps.batches.models import Candidate, Comparison, Degradation, GoldAnswer
 
 TRUNCATE_MIN_WORDS = 12
@@ -128,7 +130,11 @@ class HoneypotMaker:
     def make(self, prompt: ParsedPrompt) -> Honeypot | None:
         """The prompt's honeypot, or None (not drawn, or no degradation applies)."""
         honeypot = None
-        if self.rate > 0 and prompt.candidates and self.random.random() < self.rate:
+        # A honeypot is one more comparison among the prompt's own: a prompt with fewer
+        # candidates than a pair (imported with candidates optional, waiting for its responses)
+        # has none to join, nor an X to degrade. It is not drawn (no draw is spent on it).
+        drawable = len(prompt.candidates) >= MIN_CANDIDATES
+        if self.rate > 0 and drawable and self.random.random() < self.rate:
             honeypot = self._degrade(prompt)
         for candidate in prompt.candidates:
             self.reservoir.append((prompt.external_id, candidate.text))

@@ -24,6 +24,14 @@ CANDIDATE_KEYS = {"id", "text", "model", "params", "metadata"}
 MAX_ID_LENGTH = 255
 MAX_MODEL_LENGTH = 200
 MAX_CANDIDATES = 16
+# A pairwise comparison needs 2 candidates (a listwise one 3: apps.batches.selectors).
+MIN_CANDIDATES = 2
+# How each way in names the import option "candidates optional", for the error that suggests it.
+CANDIDATES_OPTIONAL_HINT = (
+    "to import prompts whose responses are generated later, import with candidates optional "
+    "(API: candidates=optional; command: --candidates-optional; admin upload: the "
+    "'Candidates optional' box)"
+)
 # The longest prompt, message or response, in characters (IMPORT_MAX_TEXT_CHARS): every text is
 # rendered once at import and shown on every judging page, so one text cannot be a file's worth.
 MAX_TEXT_CHARS = 200_000
@@ -195,20 +203,35 @@ def _parse_candidate(
     )
 
 
-def parse_line(number: int, obj: object, *, max_text_chars: int = MAX_TEXT_CHARS) -> ParsedPrompt:
+def parse_line(
+    number: int,
+    obj: object,
+    *,
+    max_text_chars: int = MAX_TEXT_CHARS,
+    candidates_optional: bool = False,
+) -> ParsedPrompt:
+    """One line's prompt. With `candidates_optional` (prompts whose responses are generated
+    later), `candidates` may be missing, null, empty or hold a single response."""
     if not isinstance(obj, dict):
         raise ValueError(f"each line must be a JSON object, not {_type_name(obj)}")
     _unknown_keys(obj, PROMPT_KEYS, "the prompt")
-    missing = [key for key in ("id", "prompt", "candidates") if key not in obj]
+    required = ("id", "prompt") if candidates_optional else ("id", "prompt", "candidates")
+    missing = [key for key in required if key not in obj]
     if missing:
-        raise ValueError(f"missing field(s): {', '.join(map(repr, missing))}")
+        hint = f"; {CANDIDATES_OPTIONAL_HINT}" if "candidates" in missing else ""
+        raise ValueError(f"missing field(s): {', '.join(map(repr, missing))}{hint}")
     external_id = _parse_id(obj["id"], "'id'")
     content = _parse_prompt_content(obj["prompt"], max_text_chars)
-    raw_candidates = obj["candidates"]
+    raw_candidates = obj.get("candidates")
+    if raw_candidates is None and candidates_optional:
+        raw_candidates = []
     if not isinstance(raw_candidates, list):
         raise ValueError(f"'candidates' must be a list, not {_type_name(raw_candidates)}")
-    if len(raw_candidates) < 2:
-        raise ValueError(f"'candidates' needs at least 2 responses, got {len(raw_candidates)}")
+    if len(raw_candidates) < MIN_CANDIDATES and not candidates_optional:
+        raise ValueError(
+            f"'candidates' needs at least {MIN_CANDIDATES} responses, got {len(raw_candidates)}; "
+            f"{CANDIDATES_OPTIONAL_HINT}"
+        )
     if len(raw_candidates) > MAX_CANDIDATES:
         raise ValueError(
             f"'candidates' has {len(raw_candidates)} responses; at most {MAX_CANDIDATES}"
@@ -217,6 +240,12 @@ def parse_line(number: int, obj: object, *, max_text_chars: int = MAX_TEXT_CHARS
     candidates = [
         _parse_candidate(c, i, seen, max_text_chars) for i, c in enumerate(raw_candidates)
     ]
+    if "gold" in obj and len(candidates) < MIN_CANDIDATES:
+        # A gold item is a comparison of the prompt's own responses, known at import.
+        raise ValueError(
+            f"'gold' needs the prompt's candidates (at least {MIN_CANDIDATES}); "
+            f"this prompt has {len(candidates)}"
+        )
     preferred, outcome = _parse_gold(obj.get("gold"), seen) if "gold" in obj else (None, None)
     return ParsedPrompt(
         line=number,
@@ -300,8 +329,10 @@ class PromptStream:
         progress_every: int = 2000,
         max_text_chars: int = MAX_TEXT_CHARS,
         extra_check: Callable[[ParsedPrompt], str | None] | None = None,
+        candidates_optional: bool = False,
     ) -> None:
         self.stream = stream
+        self.candidates_optional = candidates_optional
         self.max_errors = max_errors
         self.progress = progress
         self.progress_every = progress_every
@@ -356,7 +387,12 @@ class PromptStream:
             try:
                 if _SUSPECT_ESCAPE.search(raw):
                     _check_storable(obj)
-                prompt = parse_line(number, obj, max_text_chars=self.max_text_chars)
+                prompt = parse_line(
+                    number,
+                    obj,
+                    max_text_chars=self.max_text_chars,
+                    candidates_optional=self.candidates_optional,
+                )
             except ValueError as exc:
                 self.fail(number, str(exc))
                 continue
@@ -392,12 +428,14 @@ def parse_jsonl(
     progress: Callable[[int], None] | None = None,
     progress_every: int = 2000,
     max_text_chars: int = MAX_TEXT_CHARS,
+    candidates_optional: bool = False,
 ) -> list[ParsedPrompt]:
     """Every prompt of the file, or ImportFormatError with (at most max_errors of) every error.
 
     `progress`, if given, is called with the number of lines read so far every `progress_every`
     lines. A prompt, message or response longer than `max_text_chars` characters is an error.
     The import itself reads the file as a stream (PromptStream); this keeps it all in a list.
+    `candidates_optional` lets a prompt come with fewer than 2 candidates (see parse_line).
     """
     prompts = PromptStream(
         stream,
@@ -405,6 +443,7 @@ def parse_jsonl(
         progress=progress,
         progress_every=progress_every,
         max_text_chars=max_text_chars,
+        candidates_optional=candidates_optional,
     )
     result = list(prompts)
     prompts.raise_errors()

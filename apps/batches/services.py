@@ -30,6 +30,8 @@ from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.honeypots import Honeypot, HoneypotMaker, honeypot_seed
 from apps.batches.import_format import (
+    CANDIDATES_OPTIONAL_HINT,
+    MIN_CANDIDATES,
     ImportFormatError,
     LineError,
     ParsedCandidate,
@@ -46,6 +48,7 @@ from apps.batches.models import (
     GoldAnswer,
     Prompt,
 )
+from apps.batches.selectors import LISTWISE_MAX, LISTWISE_MIN
 from apps.batches.signals import batch_stored
 from apps.projects.models import Project, Scheme
 
@@ -63,12 +66,17 @@ def batch_import(
     name: str = "",
     created_by: User | None = None,
     background: bool | None = None,
+    candidates_optional: bool = False,
 ) -> Batch:
     """Imports a JSON Lines file as a new active batch, whole or not at all.
 
     Files larger than IMPORT_BACKGROUND_BYTES (or with background=True) are stored and imported by
     a Celery task: the batch is returned in status `importing` and ends `active` or `failed`.
     A bad file raises ImportFormatError with every error, and nothing is stored.
+
+    With `candidates_optional` (kept on the batch, where a background run reads it), a prompt
+    may come with fewer candidates than a comparison needs (candidates_needed), even none: it is
+    stored without comparisons, and waits for its responses to be generated (apps.generation).
     """
     if size > settings.IMPORT_MAX_BYTES:
         raise ImportFormatError(
@@ -83,24 +91,41 @@ def batch_import(
         background = size > settings.IMPORT_BACKGROUND_BYTES
     if background:
         return _batch_import_enqueue(
-            project=project, source=source, name=name, created_by=created_by
+            project=project,
+            source=source,
+            name=name,
+            created_by=created_by,
+            candidates_optional=candidates_optional,
         )
     reopen = _reopenable(source)
     try:
-        totals = _check_file(project, reopen())
+        totals = _check_file(project, reopen(), candidates_optional=candidates_optional)
         with transaction.atomic():
             batch = Batch.objects.create(
-                project=project, name=name, status=BatchStatus.IMPORTING, created_by=created_by
+                project=project,
+                name=name,
+                status=BatchStatus.IMPORTING,
+                created_by=created_by,
+                candidates_optional=candidates_optional,
             )
             _audit_import_started(batch, size=size, background=False)
-            _batch_store(batch=batch, prompts=_prompts_to_store(reopen()), totals=totals)
+            _batch_store(
+                batch=batch,
+                prompts=_prompts_to_store(reopen(), candidates_optional=candidates_optional),
+                totals=totals,
+            )
     except ImportFormatError as exc:
         # Nothing was stored, not even the batch: the record names the file instead.
         audit_record(
             actor=created_by,
             action=AuditAction.IMPORT_FAILED,
             project=project,
-            details={"name": name, "bytes": size, **_errors_summary(exc.errors, exc.total)},
+            details={
+                "name": name,
+                "bytes": size,
+                **_option_details(candidates_optional),
+                **_errors_summary(exc.errors, exc.total),
+            },
         )
         raise
     return batch
@@ -150,17 +175,31 @@ def _reopenable(source: IO[bytes]) -> Callable[[], IO[bytes]]:
     return reopen
 
 
+def _comparisons_of(candidates: int, listwise: bool) -> int:
+    """How many comparisons the import forms for a prompt with this many candidates: every pair,
+    or one ranking of them all; none while it has fewer than a comparison needs (a prompt of a
+    batch imported with candidates optional, waiting for its responses)."""
+    if listwise:
+        return 1 if candidates >= LISTWISE_MIN else 0
+    return comb(candidates, 2)
+
+
 class _Totals:
-    """What a checked file holds: the rows the store writes, and the file's last line."""
+    """What a checked file holds: the rows the store writes, the prompts left waiting for
+    candidates (fewer than a comparison needs), and the file's last line."""
 
     def __init__(self, listwise: bool) -> None:
         self.listwise = listwise
+        self.needed = LISTWISE_MIN if listwise else MIN_CANDIDATES
         self.prompts = self.candidates = self.comparisons = self.last_line = 0
+        self.awaiting = 0
 
     def add(self, prompt: ParsedPrompt) -> None:
+        count = len(prompt.candidates)
         self.prompts += 1
-        self.candidates += len(prompt.candidates)
-        self.comparisons += 1 if self.listwise else comb(len(prompt.candidates), 2)
+        self.candidates += count
+        self.comparisons += _comparisons_of(count, self.listwise)
+        self.awaiting += count < self.needed
         self.last_line = prompt.line
 
     @property
@@ -168,13 +207,20 @@ class _Totals:
         return self.prompts + self.candidates + self.comparisons
 
 
-def _prompt_stream(project: Project, stream: IO[bytes] | Iterable[bytes]) -> PromptStream:
+def _prompt_stream(
+    project: Project, stream: IO[bytes] | Iterable[bytes], *, candidates_optional: bool = False
+) -> PromptStream:
     listwise = project.scheme == Scheme.LISTWISE
     return PromptStream(
         stream,
         max_errors=settings.IMPORT_MAX_REPORTED_ERRORS,
         max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
-        extra_check=_listwise_problem if listwise else None,
+        extra_check=(
+            functools.partial(_listwise_problem, candidates_optional=candidates_optional)
+            if listwise
+            else None
+        ),
+        candidates_optional=candidates_optional,
     )
 
 
@@ -188,12 +234,14 @@ def _check_file(
     project: Project,
     stream: IO[bytes] | Iterable[bytes],
     progress: Callable[[int], None] | None = None,
+    *,
+    candidates_optional: bool = False,
 ) -> _Totals:
     """The first pass: checks the whole file; returns what it holds, or
     raises ImportFormatError with every error (the file's own, then the project's rules, then
     ids already in the project: as each is found only when there is none of the one before)."""
     # Progress is the lines whose prompts were checked, reported after each chunk.
-    prompts = _prompt_stream(project, stream)
+    prompts = _prompt_stream(project, stream, candidates_optional=candidates_optional)
     totals = _Totals(project.scheme == Scheme.LISTWISE)
     limit = settings.IMPORT_MAX_REPORTED_ERRORS
     existing: list[LineError] = []
@@ -217,9 +265,15 @@ def _check_file(
     return totals
 
 
-def _prompts_to_store(stream: IO[bytes] | Iterable[bytes]) -> Iterator[ParsedPrompt]:
+def _prompts_to_store(
+    stream: IO[bytes] | Iterable[bytes], *, candidates_optional: bool = False
+) -> Iterator[ParsedPrompt]:
     """The second pass: the prompts of a file the first pass found good."""
-    prompts = PromptStream(stream, max_text_chars=settings.IMPORT_MAX_TEXT_CHARS)
+    prompts = PromptStream(
+        stream,
+        max_text_chars=settings.IMPORT_MAX_TEXT_CHARS,
+        candidates_optional=candidates_optional,
+    )
     yield from prompts
     # The same bytes were checked a moment ago: only a file changed in between gets here.
     prompts.raise_errors()
@@ -231,8 +285,18 @@ def _audit_import_started(batch: Batch, *, size: int, background: bool) -> None:
         action=AuditAction.IMPORT_STARTED,
         project=batch.project,
         target=batch,
-        details={"name": batch.name, "bytes": size, "background": background},
+        details={
+            "name": batch.name,
+            "bytes": size,
+            "background": background,
+            **_option_details(batch.candidates_optional),
+        },
     )
+
+
+def _option_details(candidates_optional: bool) -> dict[str, Any]:
+    """The import's options in its audit records: only those that are on."""
+    return {"candidates_optional": True} if candidates_optional else {}
 
 
 def _errors_summary(errors: list[LineError], total: int | None) -> dict[str, Any]:
@@ -243,7 +307,12 @@ def _errors_summary(errors: list[LineError], total: int | None) -> dict[str, Any
 
 
 def _batch_import_enqueue(
-    *, project: Project, source: IO[bytes], name: str, created_by: User | None
+    *,
+    project: Project,
+    source: IO[bytes],
+    name: str,
+    created_by: User | None,
+    candidates_optional: bool = False,
 ) -> Batch:
     # Refused (503) before anything is stored while the broker is gone: see annotate/broker.py.
     broker_check()
@@ -254,6 +323,8 @@ def _batch_import_enqueue(
             status=BatchStatus.IMPORTING,
             created_by=created_by,
             import_heartbeat_at=timezone.now(),
+            # The run reads the file with the option it was uploaded with.
+            candidates_optional=candidates_optional,
         )
         stored = BatchSource.objects.create(batch=batch, data=b"")
         # The file goes in a piece at a time, and so it is read back: never whole in memory.
@@ -435,13 +506,19 @@ def _batch_import_attempt(batch_id: int, attempt: int) -> str:
 
     read_lines = _source_lines(batch_id)
     project = Project.objects.filter(batches__pk=batch_id).first()
+    # The option the file was uploaded with (batch_import), kept on the batch for this run.
+    optional = bool(
+        Batch.objects.filter(pk=batch_id).values_list("candidates_optional", flat=True).first()
+    )
     problem: ImportFormatError | None = None
     totals: _Totals | None = None
     if read_lines is None or project is None:
         problem = ImportFormatError([LineError(None, "the uploaded file was not found")])
     else:
         try:
-            totals = _check_file(project, read_lines(), progress=checked)
+            totals = _check_file(
+                project, read_lines(), progress=checked, candidates_optional=optional
+            )
         except ImportFormatError as exc:
             problem = exc
     key = STORE_PROGRESS_KEY.format(batch_id)
@@ -462,7 +539,9 @@ def _batch_import_attempt(batch_id: int, attempt: int) -> str:
                     with transaction.atomic():
                         _batch_store(
                             batch=batch,
-                            prompts=_prompts_to_store(read_lines()),
+                            prompts=_prompts_to_store(
+                                read_lines(), candidates_optional=batch.candidates_optional
+                            ),
                             totals=totals,
                             progress=stored,
                         )
@@ -611,7 +690,11 @@ def _batch_fail(batch: Batch, errors: list[LineError], total: int | None = None)
         action=AuditAction.IMPORT_FAILED,
         project=batch.project,
         target=batch,
-        details={"name": batch.name, **_errors_summary(errors, total)},
+        details={
+            "name": batch.name,
+            **_option_details(batch.candidates_optional),
+            **_errors_summary(errors, total),
+        },
     )
     return batch
 
@@ -624,7 +707,9 @@ def _batch_store(
     totals: _Totals | None = None,
 ) -> None:
     """Stores parsed prompts, their candidates and every pair of candidates, a chunk at a time;
-    in a listwise project, one comparison per prompt that ranks all of its candidates.
+    in a listwise project, one comparison per prompt that ranks all of its candidates. A prompt
+    with fewer candidates than a comparison needs (candidates optional) gets none, and no
+    honeypot: it waits for its responses.
 
     `totals` says what a checked file holds (_check_file); without it `prompts` is a list,
     checked here. `progress`, if given, is called with (rows stored, rows to store) after each
@@ -635,7 +720,7 @@ def _batch_store(
     if totals is None:
         prompts = list(prompts)
         if listwise:
-            _check_listwise(prompts)
+            _check_listwise(prompts, candidates_optional=batch.candidates_optional)
         _reject_existing_ids(project, prompts)
         totals = _Totals(listwise)
         for prompt in prompts:
@@ -662,7 +747,7 @@ def _batch_store(
             for prompt in prompts:
                 pending.append(prompt)
                 count = len(prompt.candidates)
-                pending_rows += 1 + count + (1 if listwise else comb(count, 2))
+                pending_rows += 1 + count + _comparisons_of(count, listwise)
                 if pending_rows >= STORE_CHUNK_ROWS:
                     flush()
             if pending:
@@ -706,6 +791,11 @@ def _batch_store(
             "prompts": batch.prompt_count,
             "comparisons": batch.comparison_count,
             "honeypots": writer.honeypots.made,
+            **(
+                {"candidates_optional": True, "awaiting_candidates": totals.awaiting}
+                if batch.candidates_optional
+                else {}
+            ),
         },
     )
     logger.info(
@@ -739,7 +829,8 @@ def _pairs(
     (candidate_a, candidate_b, is_gold, gold_answer, candidate_ids); a honeypot's comparison,
     a gold item, comes last."""
     if listwise:
-        yield candidate_ids[0], candidate_ids[1], False, "", list(candidate_ids)
+        if len(candidate_ids) >= LISTWISE_MIN:
+            yield candidate_ids[0], candidate_ids[1], False, "", list(candidate_ids)
         return
     parsed = prompt.candidates
     for i, j in combinations(range(len(parsed)), 2):
@@ -982,27 +1073,27 @@ def _copy_sql(model: Any, columns: list[str]) -> str:
     return f"COPY {connection.ops.quote_name(model._meta.db_table)} ({names}) FROM STDIN"
 
 
-LISTWISE_MIN, LISTWISE_MAX = 3, 8
-
-
-def _listwise_problem(prompt: ParsedPrompt) -> str | None:
-    """A listwise project ranks 3-8 responses per prompt, and has no gold items (yet)."""
+def _listwise_problem(prompt: ParsedPrompt, *, candidates_optional: bool = False) -> str | None:
+    """A listwise project ranks 3-8 responses per prompt, and has no gold items (yet). With
+    candidates optional, a prompt with fewer than 3 waits for its responses; more than 8 is
+    still too many to rank."""
     count = len(prompt.candidates)
-    if not LISTWISE_MIN <= count <= LISTWISE_MAX:
+    if count > LISTWISE_MAX or (count < LISTWISE_MIN and not candidates_optional):
+        hint = f"; {CANDIDATES_OPTIONAL_HINT}" if count < LISTWISE_MIN else ""
         return (
             f"this project ranks {LISTWISE_MIN} to {LISTWISE_MAX} responses per prompt; "
-            f"this prompt has {count}"
+            f"this prompt has {count}{hint}"
         )
     if prompt.gold_preferred or prompt.gold_outcome:
         return "a listwise project takes no gold items"
     return None
 
 
-def _check_listwise(prompts: list[ParsedPrompt]) -> None:
+def _check_listwise(prompts: list[ParsedPrompt], *, candidates_optional: bool = False) -> None:
     errors = [
         LineError(prompt.line, problem)
         for prompt in prompts
-        if (problem := _listwise_problem(prompt))
+        if (problem := _listwise_problem(prompt, candidates_optional=candidates_optional))
     ]
     if errors:
         raise ImportFormatError(errors)

@@ -201,14 +201,16 @@ def test_a_run_that_is_cancelled_mid_check_stops_at_its_next_progress_write(
     seen: list[int] = []
     check = services._check_file
 
-    def check_cancelled_midway(project: Any, stream: Any, progress: Any = None) -> Any:
+    def check_cancelled_midway(
+        project: Any, stream: Any, progress: Any = None, **options: Any
+    ) -> Any:
         def cancelling(lines: int) -> None:
             seen.append(lines)
             if lines == 2:  # the lead cancels while the worker checks the file
                 assert services.batch_import_cancel(batch=batch, by=bob).status == "cancelled"
             progress(lines)
 
-        return check(project, stream, cancelling)
+        return check(project, stream, cancelling, **options)
 
     monkeypatch.setattr(services, "_check_file", check_cancelled_midway)
     monkeypatch.setattr(services, "CHECK_CHUNK", 2)  # progress every 2 lines

@@ -7,12 +7,16 @@ from annotate.errors import ApplicationError
 from apps.batches.honeypots import honeypots_of_batch
 from apps.batches.import_format import ImportFormatError
 from apps.batches.models import BatchStatus
+from apps.batches.selectors import prompts_awaiting_candidates
 from apps.batches.services import batch_import
 from apps.projects.models import Project
 
 
 class Command(BaseCommand):
-    help = "Import a JSON Lines file of prompts and candidates as a new batch of a project."
+    help = (
+        "Import a JSON Lines file of prompts and candidates as a new batch of a project "
+        "(with --candidates-optional, prompts whose responses are generated later)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="the project's slug")
@@ -22,6 +26,13 @@ class Command(BaseCommand):
             "--background",
             action="store_true",
             help="hand the import to a Celery worker and return at once",
+        )
+        parser.add_argument(
+            "--candidates-optional",
+            action="store_true",
+            help="prompts may come with fewer candidates than a comparison needs (none or 1; "
+            "fewer than 3 listwise), to have their responses generated; they get no comparison "
+            "until then",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -39,6 +50,7 @@ class Command(BaseCommand):
                     size=path.stat().st_size,
                     name=options["name"] or path.name,
                     background=bool(options["background"]),
+                    candidates_optional=bool(options["candidates_optional"]),
                 )
             except ImportFormatError as exc:
                 for error in exc.errors:
@@ -64,3 +76,8 @@ class Command(BaseCommand):
                 "generated gold items, honeypots)."
             )
         )
+        if batch.candidates_optional:
+            self.stdout.write(
+                f"{prompts_awaiting_candidates(batch)} prompt(s) await candidates (fewer than "
+                "a comparison needs)."
+            )
