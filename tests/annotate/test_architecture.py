@@ -28,6 +28,7 @@ LAYERS = (
     "batches",
     "judging",
     "accounts",
+    "judges",
     "agreement",
     "exports",
     "dashboard",
