@@ -392,7 +392,7 @@ pair_specs = st.builds(
     scheme=st.sampled_from(["pairwise", "graded"]),
     allow_tie=st.booleans(),
     allow_both_bad=st.booleans(),
-    criteria=st.sampled_from([(), HHH, (Criterion("tone"),)]),
+    criteria=st.sampled_from([(), HHH, (Criterion("Tone of voice"), Criterion("safety_2"))]),
 )
 
 
