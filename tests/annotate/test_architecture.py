@@ -29,6 +29,7 @@ LAYERS = (
     "generation",
     "judging",
     "accounts",
+    "judges",
     "agreement",
     "exports",
     "dashboard",
