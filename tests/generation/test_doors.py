@@ -3,6 +3,7 @@ resumes through apps.generation.services, so each refuses what the service refus
 another project, an annotator and an anonymous client get nothing."""
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -318,3 +319,38 @@ def test_the_command_refuses_what_the_service_refuses(
     with pytest.raises(CommandError, match=message):
         call_command("generate", str(batch.pk), *arguments)
     assert not GenerationJob.objects.exists()
+
+
+def test_prompts_imported_without_candidates_get_generated_ones_and_comparisons(
+    bob: User,
+    project: Project,
+    endpoint: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    api = api_client_for(bob)
+    rows = [{"id": "q1", "prompt": "Name a colour."}, {"id": "q2", "prompt": "Name a fruit."}]
+    body = "\n".join(json.dumps(row) for row in rows) + "\n"
+    imported = api.post(
+        f"/api/v1/projects/{project.slug}/batches/?candidates=optional",
+        data=body,
+        content_type="application/jsonl",
+    )
+    assert imported.status_code == 201, imported.content
+    batch_id = imported.json()["id"]
+    assert imported.json()["comparisons"] == 0
+    assert imported.json()["awaiting_candidates"] == 2
+    endpoint("x", "model-x")
+    endpoint("y", "model-y")
+    with django_capture_on_commit_callbacks(execute=True):
+        started = api.post(
+            f"/api/v1/batches/{batch_id}/generations/",
+            {"endpoints": ["x", "y"], "samples": 2, "pairing": "random", "pairs_per_prompt": 3},
+            format="json",
+        )
+    assert started.status_code == 202, started.content
+    after = api.get(f"/api/v1/batches/{batch_id}/").json()
+    assert after["awaiting_candidates"] == 0
+    assert after["comparisons"] == 6
+    comparisons = api.get(f"/api/v1/projects/{project.slug}/comparisons/?batch={batch_id}").json()
+    assert len(comparisons["results"]) == 6
+    assert all(row["candidate_a_id"].startswith("g-") for row in comparisons["results"])
