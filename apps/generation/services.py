@@ -355,11 +355,13 @@ def _covered(job: GenerationJob) -> Q:
 
 
 def _count_totals(job: GenerationJob) -> None:
-    """Sets the job's totals and what is done, from the database."""
+    """Sets the job's totals and what is done, from the database. Prompts settled start again
+    from 0: a run settles every prompt (at once, those that have all their responses)."""
     prompts = Prompt.objects.filter(batch_id=job.batch_id).count()
     endpoints = job.endpoints.count()
     GenerationJob.objects.filter(pk=job.pk).update(
         prompts_total=prompts,
+        prompts_done=0,
         requests_total=prompts * endpoints * job.samples,
         requests_done=Candidate.objects.filter(_covered(job)).count(),
         requests_failed=GenerationFailure.objects.filter(job=job).count(),

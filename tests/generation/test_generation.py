@@ -238,6 +238,7 @@ def test_failures_are_listed_per_prompt_and_a_resume_makes_only_what_is_missing(
     assert len(llm.chat_requests()) - asked == 2  # only the two that failed
     assert not GenerationFailure.objects.filter(job=job).exists()
     assert (job.requests_done, job.requests_failed) == (6, 0)
+    assert (job.prompts_done, job.prompts_total) == (3, 3)
     assert refused.candidates.count() == 2 and refused.comparisons.count() == 1
     assert Comparison.objects.filter(batch=batch).count() == 3
     [ended_first, ended_again] = events("generation_ended")
