@@ -718,7 +718,7 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
                 "UPDATE projects_project SET policy = %s WHERE id = %s",
                 (args.policy, setup["project"]),
             )
-            ids = dict(
+            ids: dict[str, int] = dict(
                 conn.execute(
                     "SELECT username, id FROM auth_user WHERE username LIKE 'bench-annotator-%'"
                 ).fetchall()
