@@ -141,6 +141,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.endpoints",
     "apps.generation",
+    "apps.judges",
     "axes",
 ]
 

@@ -84,8 +84,18 @@ class Choice(models.TextChoices):
     RANKING = "ranking", "A ranking of all the responses"
 
 
+class Source(models.TextChoices):
+    HUMAN = "human", "A person"
+    AI = "ai", "An AI judge"
+
+
 class Judgment(models.Model):
-    """One annotator's answer to one comparison. Never deleted by a cascade."""
+    """One annotator's answer to one comparison. Never deleted by a cascade.
+
+    `source` says who answered: a person, or an AI judge (apps.judges) through its account of
+    role "ai". Every figure about people (agreement, flags, the leaderboards, the training
+    exports by default) reads `human` judgments only; an AI judge's votes count toward a
+    comparison's overlap only when its judge says so (Judge.counts_toward_overlap)."""
 
     comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="judgments")
     # Copied from the comparison: per-batch caps count an annotator's judgments by batch.
@@ -95,6 +105,10 @@ class Judgment(models.Model):
     )
     assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="judgment")
     choice = models.CharField(max_length=16, choices=Choice.choices)
+    # A database default too: the queue's PostgreSQL functions insert judgments without it.
+    source = models.CharField(
+        max_length=8, choices=Source.choices, default=Source.HUMAN, db_default=Source.HUMAN
+    )
     # Copied from the assignment so that a judgment reads on its own: what was shown where, and
     # which candidate won (null for tie and both bad).
     left = models.ForeignKey(Candidate, on_delete=models.PROTECT, related_name="+")

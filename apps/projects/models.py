@@ -301,6 +301,8 @@ class GuidelineVersion(models.Model):
 class Role(models.TextChoices):
     ANNOTATOR = "annotator", "Annotator"
     LEAD = "lead", "Lead"
+    # An AI judge's account (apps.judges): it takes work through the queue, never logs in.
+    AI = "ai", "AI judge"
 
 
 def new_pseudonym() -> str:
