@@ -268,6 +268,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.generation.tasks.generation_sweep_task",
         "schedule": 60.0,
     },
+    "sweep-judgings": {
+        "task": "apps.judges.tasks.judging_sweep_task",
+        "schedule": 60.0,
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -34,6 +34,11 @@ class AuditAction(models.TextChoices):
     GENERATION_CANCELLED = "generation_cancelled", "Generation cancelled"
     GENERATION_RESUMED = "generation_resumed", "Generation resumed"
     GENERATION_ENDED = "generation_ended", "Generation ended"
+    JUDGE_SAVED = "judge_saved", "AI judge saved"
+    JUDGING_STARTED = "judging_started", "AI judging started"
+    JUDGING_CANCELLED = "judging_cancelled", "AI judging cancelled"
+    JUDGING_RESUMED = "judging_resumed", "AI judging resumed"
+    JUDGING_ENDED = "judging_ended", "AI judging ended"
 
 
 class AuditEvent(models.Model):

@@ -6,6 +6,7 @@ all come through here."""
 import ipaddress
 import os
 import re
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from django.db import transaction
 from annotate.errors import BadRequest, Forbidden
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record, changes_of
-from apps.endpoints.client import ConnectionCheck, EndpointClient, EndpointConfig
+from apps.endpoints.client import Completion, ConnectionCheck, EndpointClient, EndpointConfig
 from apps.endpoints.models import ModelEndpoint
 from apps.projects.models import Project
 from apps.projects.selectors import projects_led_by
@@ -198,3 +199,20 @@ def endpoint_test(endpoint: ModelEndpoint, *, by: Actor) -> ConnectionCheck:
         details={"ok": result.ok, "detail": result.detail},
     )
     return result
+
+
+MILLION = Decimal(1_000_000)
+
+
+def request_cost(endpoint: ModelEndpoint, completion: Completion) -> Decimal | None:
+    """The estimated cost at the endpoint's prices (per million tokens); None when it has no
+    prices or the server did not count the tokens."""
+    if endpoint.input_price is None and endpoint.output_price is None:
+        return None
+    if completion.prompt_tokens is None or completion.completion_tokens is None:
+        return None
+    cost = (
+        Decimal(completion.prompt_tokens) * (endpoint.input_price or 0)
+        + Decimal(completion.completion_tokens) * (endpoint.output_price or 0)
+    ) / MILLION
+    return cost.quantize(Decimal("0.00000001"))

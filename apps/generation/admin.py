@@ -110,14 +110,12 @@ class GenerationJobAdmin(LeadScopedAdmin[GenerationJob]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[GenerationJob]:
         return super().get_queryset(request).select_related("batch__project")
 
-    def get_fields(self, request: HttpRequest, obj: GenerationJob | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: GenerationJob | None = None) -> Any:
         if obj is None:
             return SETTINGS
         return [*SETTINGS, *self.readonly_fields]
 
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: GenerationJob | None = None
-    ) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: GenerationJob | None = None) -> Any:
         if obj is None:
             return []
         return [*SETTINGS, *self.readonly_fields]

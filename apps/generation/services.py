@@ -47,7 +47,7 @@ from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Promp
 from apps.batches.signals import batch_stored
 from apps.endpoints.client import CircuitOpen, Completion, EndpointClient, EndpointError
 from apps.endpoints.models import ModelEndpoint
-from apps.endpoints.services import endpoint_config, may_manage
+from apps.endpoints.services import endpoint_config, may_manage, request_cost
 from apps.generation.models import MAX_SAMPLES, GenerationFailure, GenerationJob, JobStatus, Pairing
 from apps.projects.models import Scheme
 
@@ -73,7 +73,7 @@ NO_JOBS_IN = (BatchStatus.IMPORTING, BatchStatus.FAILED, BatchStatus.CANCELLED)
 
 
 def _check_may_manage(user: Actor, batch: Batch) -> None:
-    if not may_manage(user, batch.project):
+    if user is None or not may_manage(user, batch.project):
         raise Forbidden("Only staff and the project's leads may generate for its batches.")
 
 
@@ -766,23 +766,6 @@ def prompt_messages(content: Any, system_prompt: str = "") -> list[dict[str, Any
     return messages
 
 
-MILLION = Decimal(1_000_000)
-
-
-def request_cost(endpoint: ModelEndpoint, completion: Completion) -> Decimal | None:
-    """The estimated cost at the endpoint's prices (per million tokens); None when it has no
-    prices or the server did not count the tokens."""
-    if endpoint.input_price is None and endpoint.output_price is None:
-        return None
-    if completion.prompt_tokens is None or completion.completion_tokens is None:
-        return None
-    cost = (
-        Decimal(completion.prompt_tokens) * (endpoint.input_price or 0)
-        + Decimal(completion.completion_tokens) * (endpoint.output_price or 0)
-    ) / MILLION
-    return cost.quantize(Decimal("0.00000001"))
-
-
 # --- Forming comparisons -----------------------------------------------------------------------
 
 
@@ -805,7 +788,7 @@ def form_comparisons(job: GenerationJob, prompt_id: int, *, listwise: bool) -> i
             if len(candidates) < LISTWISE_MIN or existing.exists():
                 return 0
             ids = [pk for pk, _ in candidates[:LISTWISE_MAX]]
-            rows = [(ids[0], ids[1], ids)]
+            rows: list[tuple[int, int, list[int] | None]] = [(ids[0], ids[1], ids)]
         else:
             taken = {
                 frozenset(pair)

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,8 +44,16 @@ def answer_for(messages: list[dict[str, Any]], seed: Any = None) -> str:
 
 
 class FakeLLM:
-    def __init__(self, *, models: tuple[str, ...] = ("fake-model",), latency: float = 0.0):
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("fake-model",),
+        latency: float = 0.0,
+        responder: Callable[[list[dict[str, Any]]], str] | None = None,
+    ):
         self.models = models
+        # A judge's part: the reply computed from the messages, instead of the echo.
+        self.responder = responder
         self.latency = latency
         self.faults: deque[Fault] = deque()
         self.faults_when: dict[str, Fault] = {}
@@ -152,12 +160,17 @@ class FakeLLM:
                         self._send(404, json.dumps(error).encode(), {})
                         return
                     messages = body.get("messages") or []
-                    text = answer_for(messages, body.get("seed"))
+                    text = (
+                        fake.responder(messages)
+                        if fake.responder is not None
+                        else answer_for(messages, body.get("seed"))
+                    )
                     limit = body.get("max_tokens")
                     words = text.split()
                     finish = "stop"
                     if isinstance(limit, int) and len(words) > limit:
                         words, finish = words[:limit], "length"
+                        text = " ".join(words)
                     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
                     answer = {
                         "id": "chatcmpl-fake",
@@ -166,7 +179,7 @@ class FakeLLM:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": " ".join(words)},
+                                "message": {"role": "assistant", "content": text},
                                 "finish_reason": finish,
                             }
                         ],
