@@ -33,6 +33,7 @@ JUDGE_FIELDS = [
     "temperature",
     "max_tokens",
     "counts_toward_overlap",
+    "people_first_where_unsure",
 ]
 
 

@@ -44,6 +44,12 @@ class Judge(models.Model):
         help_text="Its votes take a comparison's slots as a person's would. Off: it labels "
         "every comparison besides the people, and no figure about people reads its votes.",
     )
+    people_first_where_unsure = models.BooleanField(
+        default=True,
+        help_text="Within each level of the project's policy, people get first the comparisons "
+        "where this judge's two orders disagreed or it was unsure (a tie, or a graded verdict of "
+        "one step), and last those it was sure of.",
+    )
     # Its account: role "ai" in the project, an unusable password.
     account = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ai_judge", editable=False

@@ -23,6 +23,7 @@ constraint.
 """
 
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -81,6 +82,7 @@ ACTIVE = (JudgeJobStatus.QUEUED, JudgeJobStatus.RUNNING)
 RESUMABLE = (JudgeJobStatus.CANCELLED, JudgeJobStatus.STOPPED, JudgeJobStatus.DONE)
 AUDITED = (
     "name",
+    "people_first_where_unsure",
     "endpoint",
     "system_prompt",
     "user_prompt",
@@ -545,6 +547,27 @@ def ai_judgment_submit(
     return result.judgment
 
 
+# Comparison.rank orders work within each level of the project's policy (a random key). A judge
+# moves a comparison it was unsure of to the front of its level, and one it was sure of to the
+# back, each still at random among its kind: people's votes go first where the AI is unsure.
+FRONT = 2**20
+BACK = 2**30
+
+
+def _unsure(outcome: dict[str, Any] | None, consistent: bool | None) -> bool:
+    if outcome is None or not consistent:
+        return True
+    if outcome["option"] in ("tie", INCONSISTENT):
+        return True
+    strength = outcome.get("strength")
+    return strength is not None and abs(strength) <= 1
+
+
+def _reorder(comparison: Comparison, *, unsure: bool) -> None:
+    rank = secrets.randbelow(FRONT) if unsure else BACK + secrets.randbelow(2**31 - BACK)
+    Comparison.objects.filter(pk=comparison.pk, complete=False).update(rank=rank)
+
+
 @dataclass
 class _Tally:
     done: int = 0
@@ -749,6 +772,8 @@ class _Run:
                 Verdict.objects.update_or_create(
                     judge=judge, comparison=comparison, defaults=values
                 )
+                if judge.people_first_where_unsure and not reading.failure:
+                    _reorder(comparison, unsure=_unsure(values["outcome"], values["consistent"]))
         except IntegrityError:
             # Another run judged it meanwhile (its judgment is the one that stands).
             logger.info("judging job %s: comparison %s judged already", self.job.pk, comparison.pk)

@@ -109,6 +109,10 @@ class Judgment(models.Model):
     source = models.CharField(
         max_length=8, choices=Source.choices, default=Source.HUMAN, db_default=Source.HUMAN
     )
+    # Whether the page could show this person an AI judge's verdict on the comparison
+    # (Project.show_ai_suggestion, and an AI judgment there when the lease was given): it
+    # biases, so every figure can leave such judgments out.
+    ai_suggestion_shown = models.BooleanField(default=False, db_default=False)
     # Copied from the assignment so that a judgment reads on its own: what was shown where, and
     # which candidate won (null for tie and both bad).
     left = models.ForeignKey(Candidate, on_delete=models.PROTECT, related_name="+")

@@ -38,6 +38,7 @@ from apps.judging.selectors import (
     progress_in_project,
     projects_to_manage,
 )
+from apps.judging.suggestions import suggestion_for, suggestion_shown
 from apps.projects.models import GRADES, Project, Scheme
 from apps.projects.selectors import project_for_member
 
@@ -186,6 +187,10 @@ def _render_annotate(
         # A honeypot's degraded side shows its source's model label (apps/batches/honeypots.py).
         label_models(assignment)
         label_models(peek.assignment if peek else None)
+    if project.show_ai_suggestion:
+        for lease in (assignment, peek.assignment if peek else None):
+            if lease is not None:
+                lease.ai_suggestion = suggestion_for(lease)  # type: ignore[attr-defined]
     # The texts' stored HTML, in one query: the page never runs the Markdown parser itself.
     guidelines_html = renderings_attach(
         leases=[assignment, peek.assignment if peek else None], guidelines=project.guidelines
@@ -284,17 +289,25 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     if isinstance(project, HttpResponse):
         return project
     duration = request.POST.get("duration_ms", "")
-    return _act_then_continue(
-        request,
-        project,
-        lambda: judgment_submit(
+
+    def submit() -> Any:
+        result = judgment_submit(
             assignment_id=assignment_id,
             annotator=request.user,  # type: ignore[arg-type]
             **_answer_from_post(request, project, assignment_id),
             rationale=request.POST.get("rationale", ""),
             idempotency_key=request.POST.get("idempotency_key", ""),
             duration_ms=int(duration) if duration.isdigit() and len(duration) < 10 else None,
-        ),
+        )
+        if project.show_ai_suggestion and result.created:
+            # Only this page shows AI verdicts: the API never does.
+            suggestion_shown(result.judgment.pk, assignment_id)
+        return result
+
+    return _act_then_continue(
+        request,
+        project,
+        submit,
         prefer=Preference.parse(request.POST.get("prefer", "")),
         done="judged",
     )

@@ -171,6 +171,7 @@ JUDGING_SETTINGS = (
     "flags",
     "skip_reasons",
     "show_models",
+    "show_ai_suggestion",
     "overlap",
 )
 QUEUE_SETTINGS = ("policy", "lease_seconds", "annotator_cap", "stop_confidence")

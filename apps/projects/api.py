@@ -78,6 +78,7 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
             "rationale",
             "rationale_min_length",
             "show_models",
+            "show_ai_suggestion",
             "guidelines",
             "guideline_version",
             "lease_seconds",

@@ -138,6 +138,11 @@ class Project(models.Model):
         default=False,
         help_text="Show annotators which model wrote each response (off: judging is blind).",
     )
+    show_ai_suggestion = models.BooleanField(
+        default=False,
+        help_text="Show annotators an AI judge's verdict on the comparison, where there is one "
+        "(off: people never see it). It biases them: each judgment records whether it was shown.",
+    )
     # Raised by every change of the guidelines; each judgment records the one it was given under.
     guideline_version = models.PositiveIntegerField(default=1, editable=False)
     gold_rate = models.FloatField(

@@ -34,6 +34,7 @@ CREATED_DETAILS = {
     "rationale_min_length",
     "flags",
     "show_models",
+    "show_ai_suggestion",
     "gold_rate",
     "gold_min_accuracy",
     "gold_min_answers",

@@ -27,7 +27,8 @@ from apps.judges.services import (
     judging_run,
     judging_start,
 )
-from apps.judging.models import Choice, Judgment, Source
+from apps.judging.models import Assignment, Choice, Judgment, Source
+from apps.judging.queue import assignment_next
 from apps.projects.models import Membership, Project, Role, Scheme
 from apps.projects.services import membership_add, project_create
 from tests.conftest import api_client_for, events, jsonl
@@ -332,6 +333,77 @@ def test_the_people_s_api_shows_nothing_of_the_ai_s_verdict(
     text = response.content.decode()
     assert "[[" not in text and "ai" not in response.json() and "verdict" not in text
     page = Client()
+    page.force_login(annotators[1])
+    response = page.get(f"/p/{project.slug}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "GOOD answer 0" in html  # the comparison the AI judged is on the page
+    assert "[[A]]" not in html and "The first is better" not in html and "suggests" not in html
+
+
+def test_the_ai_s_suggestion_shows_only_where_the_project_turns_it_on_and_is_recorded(
+    project: Project, bob: User, annotators: list[User], judge_llm: Any, run: Any
+) -> None:
+    llm, _ = judge_llm
+    batch = good_and_bad(project, n=1)
+    judge = make_judge(project, llm, bob)
+    run(judge, batch)
+    page = Client()
     page.force_login(annotators[0])
-    html = page.get(f"/projects/{project.slug}/annotate/").content.decode()
-    assert "[[A]]" not in html and "The first is better" not in html
+    html = page.get(f"/p/{project.slug}/").content.decode()
+    assert "suggests" not in html
+    lease = Assignment.objects.get(annotator=annotators[0], status="open")
+    page.post(
+        f"/p/{project.slug}/a/{lease.pk}/",
+        {"choice": "left", "idempotency_key": "k1"},
+    )
+    first = Judgment.objects.get(annotator=annotators[0])
+    assert first.ai_suggestion_shown is False
+
+    project.show_ai_suggestion = True
+    project.save(update_fields=["show_ai_suggestion"])
+    other = Client()
+    other.force_login(annotators[1])
+    html = other.get(f"/p/{project.slug}/").content.decode()
+    lease = Assignment.objects.get(annotator=annotators[1], status="open")
+    side = "left" if lease.left_id == lease.comparison.candidate_a_id else "right"
+    assert f"AI judge gpt judge suggests: the {side} response is better" in html
+    other.post(
+        f"/p/{project.slug}/a/{lease.pk}/",
+        {"choice": "left", "idempotency_key": "k2"},
+    )
+    second = Judgment.objects.get(annotator=annotators[1])
+    assert second.ai_suggestion_shown is True
+    # The API never shows it.
+    response = api_client_for(annotators[2]).post(
+        f"/api/v1/projects/{project.slug}/assignments/next/"
+    )
+    assert "suggest" not in response.content.decode()
+
+
+def test_people_get_first_the_comparisons_the_ai_was_unsure_of(
+    project: Project, bob: User, annotators: list[User], judge_llm: Any, run: Any
+) -> None:
+    llm, server = judge_llm
+    batch = good_and_bad(project, n=6)
+    unsure = set(
+        Comparison.objects.filter(batch=batch)
+        .order_by("pk")[:3]
+        .values_list("prompt__external_id", flat=True)
+    )
+
+    def half_sure(messages: list[dict[str, Any]]) -> str:
+        text = messages[-1]["content"]
+        if any(f"Question {p[1:]}?" in text for p in unsure):
+            return "[[A]]"  # the first shown, whatever it is: the orders disagree
+        return truthful(messages)
+
+    server.reply = half_sure
+    run(make_judge(project, llm, bob), batch)
+    assert Verdict.objects.filter(consistent=False).count() == 3
+    served = []
+    for annotator in annotators:
+        lease = assignment_next(project=project, annotator=annotator)
+        assert lease is not None
+        served.append(lease.comparison.prompt.external_id)
+    assert set(served) <= unsure
