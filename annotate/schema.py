@@ -260,6 +260,7 @@ PATH_PARAMETERS = {
     "batch_id": "The batch's id.",
     "job_id": "The background export's id.",
     "generation_id": "The generation job's id.",
+    "judging_id": "The AI judging job's id.",
 }
 
 

@@ -20,6 +20,7 @@ from apps.generation.api import (
     GenerationList,
     GenerationResume,
 )
+from apps.judges.api import JudgingCancel, JudgingDetail, JudgingList, JudgingResume
 from apps.judging.api import (
     AssignmentNext,
     AssignmentSkip,
@@ -68,6 +69,10 @@ api_v1 = [
     path("batches/<int:batch_id>/cancel/", BatchCancel.as_view(), name="api-batch-cancel"),
     path("batches/<int:batch_id>/generations/", GenerationList.as_view(), name="api-generations"),
     path("generations/<int:generation_id>/", GenerationDetail.as_view(), name="api-generation"),
+    path("batches/<int:batch_id>/judgings/", JudgingList.as_view(), name="api-judgings"),
+    path("judgings/<int:judging_id>/", JudgingDetail.as_view(), name="api-judging"),
+    path("judgings/<int:judging_id>/cancel/", JudgingCancel.as_view(), name="api-judging-cancel"),
+    path("judgings/<int:judging_id>/resume/", JudgingResume.as_view(), name="api-judging-resume"),
     path(
         "generations/<int:generation_id>/cancel/",
         GenerationCancel.as_view(),

@@ -33,6 +33,7 @@ def test_every_api_endpoint_is_in_the_schema(schema):
         .replace("<int:batch_id>", "{batch_id}")
         .replace("<int:job_id>", "{job_id}")
         .replace("<int:generation_id>", "{generation_id}")
+        .replace("<int:judging_id>", "{judging_id}")
         for pattern in api
     }
     assert expected == documented

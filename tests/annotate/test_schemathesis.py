@@ -23,6 +23,8 @@ from apps.endpoints.models import ModelEndpoint
 from apps.endpoints.services import endpoint_save
 from apps.exports.jobs import export_job_request
 from apps.generation.models import GenerationJob
+from apps.judges.models import Judge, JudgeJob
+from apps.judges.services import judge_save
 from apps.judging.queue import assignment_next
 from apps.projects.selectors import membership_for
 
@@ -68,6 +70,8 @@ def test_the_api_answers_as_its_schema_says(
     )
     generation = GenerationJob.objects.create(batch=batch, status="done")
     generation.endpoints.set([endpoint])
+    judge = judge_save(Judge(project=project, name="nowhere judge", endpoint=endpoint), by=bob)
+    judging = JudgeJob.objects.create(judge=judge, batch=batch, status="done")
     token, _ = Token.objects.get_or_create(user=bob)
     config = tmp_path / "schemathesis.toml"
     config.write_text(
@@ -81,6 +85,7 @@ def test_the_api_answers_as_its_schema_says(
                 f'"path.job_id" = {job.pk}',
                 f'"path.batch_id" = {batch.pk}',
                 f'"path.generation_id" = {generation.pk}',
+                f'"path.judging_id" = {judging.pk}',
                 f'"path.assignment_id" = {lease.pk}',
                 "",
             ]
