@@ -407,3 +407,18 @@ def test_people_get_first_the_comparisons_the_ai_was_unsure_of(
         assert lease is not None
         served.append(lease.comparison.prompt.external_id)
     assert set(served) <= unsure
+
+
+def test_invalidating_a_person_never_counts_the_ai_s_vote(
+    project: Project, bob: User, annotators: list[User], judge_llm: Any, run: Any
+) -> None:
+    from apps.judging.queue import judgment_submit, judgments_invalidate
+
+    llm, _ = judge_llm
+    batch = good_and_bad(project, n=1)
+    run(make_judge(project, llm, bob), batch)
+    lease = assignment_next(project=project, annotator=annotators[0])
+    assert lease is not None
+    judgment_submit(assignment_id=lease.pk, annotator=annotators[0], choice="left")
+    judgments_invalidate(project=project, annotator=annotators[0], actor=bob, reason="test")
+    assert counters(batch) == [(0, 0, 0, 0, False)]

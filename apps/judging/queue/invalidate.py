@@ -93,7 +93,9 @@ def judgments_invalidate(
 def _comparisons_recount(comparison_ids: list[int], *, overlap: int, margin: int) -> None:
     """Sets each comparison's judgment count, votes per option, split and completion from its
     valid judgments (the caller holds the comparisons' row locks)."""
-    valid = Judgment.objects.filter(comparison_id=OuterRef("pk"), invalidated_at__isnull=True)
+    valid = Judgment.objects.filter(
+        comparison_id=OuterRef("pk"), invalidated_at__isnull=True, counted=True
+    )
 
     def count(queryset: QuerySet[Judgment]) -> Coalesce:
         counted = queryset.order_by().values("comparison_id").annotate(n=Count("id")).values("n")
