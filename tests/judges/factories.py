@@ -40,10 +40,12 @@ def ai_vote(
     strength: int | None = None,
     criteria: dict[str, Any] | None = None,
     template_version: str | None = None,
+    ranking: list[list[int]] | None = None,
 ) -> Verdict:
     """The judge's verdict on a comparison: `option` "a", "b", "tie" or "both_bad" records a
     judgment (candidate A shown on the left, as the first order shows it); None records no
-    vote (the orders disagreed under the "inconsistent" policy, or the reply failed)."""
+    vote (the orders disagreed under the "inconsistent" policy, or the reply failed). A
+    listwise comparison takes option "ranking" and `ranking`, groups of candidate ids."""
     now = timezone.now()
     judgment = None
     if option is not None:
@@ -57,6 +59,7 @@ def ai_vote(
             created_at=now,
             expires_at=now,
             closed_at=now,
+            shown_order=comparison.candidate_ids,
         )
         chosen = {"a": comparison.candidate_a, "b": comparison.candidate_b}.get(option)
         choice = {"a": "left", "b": "right"}.get(option, option)
@@ -72,6 +75,7 @@ def ai_vote(
             chosen=chosen,
             strength=strength,
             criteria=criteria or {},
+            ranking=ranking,
             created_at=now,
         )
     outcome = None if option is None else {"option": option, "strength": strength}

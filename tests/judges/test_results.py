@@ -213,10 +213,31 @@ def test_a_background_job_validates_and_stores_sources(api, bob, project, voted)
     assert len(data.splitlines()) == 4
 
 
-def test_the_listwise_format_takes_sources(api, bob, project, voted):
-    # A pairwise project has no rankings: the parameter is checked all the same.
-    response = api(bob).get(EXPORT, {"format": "listwise", "sources": "nope"})
-    assert response.status_code == 400
+def test_the_listwise_format_takes_sources(api, bob, project, annotators, import_rows):
+    project.scheme = "listwise"
+    project.save()
+    import_rows(prompt_line("r-1", n=3))
+    comparison = Comparison.objects.get()
+    ids = list(comparison.candidate_ids)
+    for user in annotators:
+        lease = assignment_next(project=project, annotator=user)
+        assert lease is not None
+        judgment_submit(assignment_id=lease.pk, annotator=user, ranking=["c1", "c2", "c3"])
+    judge = make_judge(project)
+    ai_vote(judge, comparison, "ranking", ranking=[[ids[2]], [ids[1]], [ids[0]]])
+    client = api(bob)
+    (human,) = streamed(client, format="listwise")
+    assert human["votes_by_source"] == {"human": 3, "ai": 0} and human["n_annotators"] == 3
+    (ai,) = streamed(client, format="listwise", sources="ai")
+    assert ai["votes_by_source"] == {"human": 0, "ai": 1}
+    assert ai["rankings"] == [{"annotator": "ai:judge-1", "ranking": [["c3"], ["c2"], ["c1"]]}]
+    (both,) = streamed(client, format="listwise", sources="all")
+    assert both["votes_by_source"] == {"human": 3, "ai": 1}
+    # Its pairs in the pairwise formats: c1 over c2 by people, c2 over c1 by the judge.
+    pairs = streamed(client, format="trl", sources="ai")
+    assert [row["votes_by_source"] for row in pairs] == [{"human": 0, "ai": 1}] * 3
+    assert {row["chosen_id"] for row in streamed(client, format="trl")} == {"c1", "c2"}
+    assert api(bob).get(EXPORT, {"format": "listwise", "sources": "nope"}).status_code == 400
 
 
 def test_stats_ai_judges_on_a_hand_computed_case(api, bob, project, voted):
@@ -294,3 +315,15 @@ def test_the_dashboard_and_the_card_show_the_judges(project, voted):
     assert section.count("\n- ") == 2
     assert "- judge-1 (prompt `v1`): 4 comparisons judged" in section
     assert "75.0%" in section
+
+
+def test_the_ai_judges_section_costs_a_fixed_number_of_queries(
+    api, bob, project, voted, django_assert_num_queries
+):
+    add_ai_votes(project, voted)
+    client = api(bob)
+    client.get(STATS)
+    # As without judges (tests/agreement/test_stats.py: 7), and the people's votes, the
+    # judges' votes and their verdicts, whatever the number of judges.
+    with django_assert_num_queries(10):
+        assert client.get(STATS).status_code == 200
