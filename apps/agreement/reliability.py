@@ -160,15 +160,21 @@ class ReliabilityModel:
 
 
 def reliability_model(
-    *, project: Project, include_gold: bool = False, criterion: str | None = None
+    *,
+    project: Project,
+    include_gold: bool = False,
+    criterion: str | None = None,
+    sources: tuple[str, ...] = ("human",),
 ) -> ReliabilityModel | None:
-    """Fits Dawid-Skene to every vote on the project's pairwise comparisons (all batches: a
-    row's label does not depend on the slice exported), on the overall choice or on one
-    criterion's answer. One query, read in id order. None when there are no votes."""
+    """Fits Dawid-Skene to every vote of `sources` (people's by default) on the project's
+    pairwise comparisons (all batches: a row's label does not depend on the slice exported), on
+    the overall choice or on one criterion's answer. One query, read in id order. None when
+    there are no votes."""
     judgments = Judgment.objects.filter(
         comparison__project=project,
         comparison__candidate_ids__isnull=True,
         invalidated_at__isnull=True,
+        source__in=sources,
     ).exclude(choice=Choice.RANKING)
     if not include_gold:
         judgments = judgments.filter(comparison__is_gold=False)

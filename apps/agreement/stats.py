@@ -11,7 +11,8 @@ from code of ours.
 Gold items are left out of agreement, annotator habits and model statistics (they test the
 annotators; they are not data) and give gold accuracy only. Invalidated judgments (a spammer's)
 are left out of everything. Listwise comparisons are left out of
-everything for now.
+everything for now. AI judges' votes (Judgment.source "ai") are left out of every figure about
+people; apps/agreement/ai_judges.py sets them beside people's.
 """
 
 import math
@@ -31,7 +32,7 @@ from apps.agreement.crowd_report import crowd_report
 from apps.agreement.flags import CONFIDENCE, DEFAULT_DESIGN, Design, agreement_tests, bias_tests
 from apps.agreement.transitivity import MEANING as TRANSITIVITY_MEANING
 from apps.agreement.transitivity import MIN_TRIADS, transitivity
-from apps.judging.models import Choice, Judgment
+from apps.judging.models import Choice, Judgment, Source
 from apps.projects.models import Project
 from apps.projects.selectors import Pseudonyms
 
@@ -250,17 +251,25 @@ class _ColumnsBuilder:
         return VoteColumns(**columns, names=names, models=models)
 
 
-def stats_votes(*, project: Project, batch_id: int | None = None) -> VoteColumns:
+def stats_votes(
+    *,
+    project: Project,
+    batch_id: int | None = None,
+    sources: tuple[str, ...] = (Source.HUMAN.value,),
+) -> VoteColumns:
     """Every pairwise vote of the project (or of one batch), by comparison, in one streamed query,
     as columns (`VoteColumns`; iterating them gives `Vote`s).
 
-    The annotators' pseudonyms cost one more, small query.
+    People's votes only by default: every figure about people (agreement, flags, leaderboards)
+    reads theirs; an export of AI votes (`sources`) asks for others. The annotators'
+    pseudonyms cost one more, small query.
     """
     pseudonym = Pseudonyms(project)
     judgments = Judgment.objects.filter(
         comparison__project=project,
         comparison__candidate_ids__isnull=True,
         invalidated_at__isnull=True,
+        source__in=sources,
     )
     if batch_id is not None:
         judgments = judgments.filter(comparison__batch_id=batch_id)

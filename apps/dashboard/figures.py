@@ -18,6 +18,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from apps.agreement.ai_judges import ai_judges_report
 from apps.agreement.flags import Design
 from apps.agreement.stats import (
     OPTIONS,
@@ -32,8 +33,8 @@ from apps.agreement.stats import (
 from apps.agreement.stopping_report import stopping_report
 from apps.batches.models import Batch, Comparison
 from apps.dashboard.outliers import THRESHOLDS, annotators, flag_rules
-from apps.judging.models import Judgment
-from apps.projects.models import Membership, Project
+from apps.judging.models import Judgment, Source
+from apps.projects.models import Membership, Project, Role
 
 # Judgments per day: the chart shows at most this many days, up to the latest.
 DAYS_SHOWN = 60
@@ -42,9 +43,17 @@ DURATION_EDGES_S = (0, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
 def judgments_of(project: Project) -> QuerySet[Judgment]:
-    """Every judgment of the project that counts (invalidated ones do not): the one place the
-    dashboard's SQL reads them."""
-    return Judgment.objects.filter(comparison__project=project, invalidated_at__isnull=True)
+    """Every people's judgment of the project that counts (invalidated ones do not, nor an AI
+    judge's: the AI judges have their own table, `ai_judges`): the one place the dashboard's
+    SQL reads them."""
+    return Judgment.objects.filter(
+        comparison__project=project, invalidated_at__isnull=True, source=Source.HUMAN
+    )
+
+
+def people_of(project: Project) -> QuerySet[Membership]:
+    """The project's members who may be annotators: every role but an AI judge's account."""
+    return Membership.objects.filter(project=project).exclude(role=Role.AI)
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -308,7 +317,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
     hours = hourly_counts(project)
     names = {
         user_id: (username, pseudonym)
-        for user_id, username, pseudonym in Membership.objects.filter(project=project).values_list(
+        for user_id, username, pseudonym in people_of(project).values_list(
             "user_id", "user__username", "pseudonym"
         )
     }
@@ -351,6 +360,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
         "flag_rules": flag_rules(design, people),
         "counts": report["counts"],
         "stopping": stopping_report(project=project),
+        "ai_judges": ai_judges_report(project=project),
         "computed_at": now.timestamp(),
         "compute_seconds": round(time.perf_counter() - started, 3),
     }

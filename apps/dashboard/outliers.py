@@ -15,7 +15,7 @@ from typing import Any
 
 from apps.agreement.flags import BIAS_MARGIN, CONFIDENCE, Design
 from apps.agreement.stats import Vote
-from apps.projects.models import Membership, Project
+from apps.projects.models import Membership, Project, Role
 
 # -- thresholds of the outlier flags (documented on the page) ---------------------------------
 
@@ -196,7 +196,9 @@ def annotators(
         if not vote.is_gold and vote.duration_ms is not None:
             timed[vote.annotator] += 1
     usernames = dict(
-        Membership.objects.filter(project=project).values_list("pseudonym", "user__username")
+        Membership.objects.filter(project=project)
+        .exclude(role=Role.AI)
+        .values_list("pseudonym", "user__username")
     )
     rows = []
     for summary in summaries:

@@ -36,7 +36,8 @@ from apps.projects.models import Membership, Project
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+# 2: the figures gained `ai_judges`.
+CACHE_VERSION = 2
 # How long an entry lives without a refresh; the beat job refreshes active projects far sooner.
 # Long: old figures, shown with their age while a task computes new ones, beat a request that
 # computes them itself (minutes for a project of a million judgments).

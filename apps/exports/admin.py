@@ -95,6 +95,13 @@ class ExportJobForm(forms.Form):
         label="Both bad",
         help_text="kto only: both responses of a both-bad majority as rejected rows (exclude).",
     )
+    sources = forms.ChoiceField(
+        choices=_blank("human", "ai", "all"),
+        required=False,
+        label="Sources",
+        help_text="Every format: whose votes, people's (human, the default), the AI judges' "
+        "(ai) or both (all).",
+    )
     split = forms.ChoiceField(
         choices=_blank("train", "test"),
         required=False,

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotate.api import is_whole
 from annotate.schema import BATCH, ErrorOut
+from apps.agreement.ai_judges import ai_judges_report
 from apps.agreement.flags import Design
 from apps.agreement.stats import project_stats, stats_votes
 from apps.agreement.stopping_report import stopping_report
@@ -24,7 +25,7 @@ from apps.exports.card import dataset_card
 from apps.exports.cursor import HEADER as NEXT_SINCE
 from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
 from apps.exports.formats import CARD_PARAMETERS, FORMATS, export_rows, formats_for
-from apps.exports.options import CONVERSATIONAL, PROMPT_FORMS, Options
+from apps.exports.options import CONVERSATIONAL, PROMPT_FORMS, SOURCES, Options
 from apps.exports.selectors import AGGREGATES, honeypot_stats
 from apps.projects.models import Project
 from apps.projects.selectors import project_for_lead
@@ -120,7 +121,18 @@ def export_options(params: Any, format: str, project: Project | None = None) -> 
         since=_since(params),
         criterion=_criterion(params, project),
         prompt_form=_prompt_form(params),
+        sources=_sources(params),
     )
+
+
+def _sources(params: Any) -> tuple[str, ...]:
+    """`sources`: human (the default), ai or all: whose votes the export reads."""
+    value = params.get("sources")
+    if value in (None, ""):
+        return SOURCES["human"]
+    if value not in SOURCES:
+        raise ValidationError({"sources": [f"Use one of {', '.join(SOURCES)}."]})
+    return SOURCES[str(value)]
 
 
 def check_scheme(format: str, project: Project) -> None:
@@ -475,6 +487,18 @@ class Export(APIView):
                 required=False,
             ),
             OpenApiParameter(
+                "sources",
+                str,
+                enum=list(SOURCES),
+                description=(
+                    "Every format and card: whose votes are read. `human` (default): people's "
+                    "only; `ai`: the AI judges' only (an RLAIF dataset); `all`: both. Pairwise "
+                    "rows say how many of their votes came from each (`votes_by_source`), "
+                    "judgments and arena rows whose each vote was (`source`)."
+                ),
+                required=False,
+            ),
+            OpenApiParameter(
                 "lines",
                 str,
                 enum=["true", "false"],
@@ -591,7 +615,10 @@ class Stats(APIView):
             "`honeypots`: the generated gold items, per kind of degradation and per annotator, "
             "with the share of answers that chose the good response. `stopping`: what adaptive "
             "stopping saved (comparisons closed before their overlap, and the judgments spared), "
-            "per batch. Deterministic."
+            "per batch. `ai_judges`: each AI judge's prompt versions, comparisons judged, order "
+            "consistency (both orders agreeing) and agreement with people (with and without "
+            "ties, per criterion too), beside people's agreement with each other computed the "
+            "same way; AI judges' votes are in no other figure. Deterministic."
         ),
         parameters=[BATCH],
         responses={200: OpenApiTypes.OBJECT, 400: ErrorOut, 404: ErrorOut},
@@ -603,4 +630,5 @@ class Stats(APIView):
         report = project_stats(votes, batch_id=batch_id, design=Design.of(project))
         report["honeypots"] = honeypot_stats(project=project, votes=votes, batch_id=batch_id)
         report["stopping"] = stopping_report(project=project, batch_id=batch_id)
+        report["ai_judges"] = ai_judges_report(project=project, batch_id=batch_id)
         return Response(report, headers={"Cache-Control": "no-store"})

@@ -9,6 +9,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from apps.agreement.ai_judges import ai_judges_report
 from apps.agreement.flags import Design
 from apps.agreement.labels import CrowdLabels
 from apps.agreement.stats import project_stats, stats_votes
@@ -66,6 +67,43 @@ AGGREGATION_TEXT = {
 }
 
 
+SOURCES_TEXT = {
+    ("ai",): "the AI judges' votes only (an RLAIF dataset: no person's vote in the rows)",
+    ("human", "ai"): "people's and AI judges' votes together (each row's `votes_by_source` "
+    "says how many of each)",
+}
+
+
+def ai_judge_lines(report: dict[str, Any]) -> list[str]:
+    """The card's AI judges: one line per judge (its figures from /stats/'s `ai_judges`)."""
+    judges = report["judges"]
+    if not judges:
+        return []
+    people = report["human_human_agreement"]
+    lines = [
+        "",
+        "## AI judges",
+        "",
+        "Their votes are in no figure above, and in the rows only when the export asks for "
+        "them (`sources=ai` or `all`). People agree with each "
+        f"other {_pct(people['with_ties']['agreement'])} of the time "
+        f"({_pct(people['without_ties']['agreement'])} without ties).",
+        "",
+    ]
+    for judge in judges:
+        agreement = judge["human_ai_agreement"]
+        versions = ", ".join(_md(v, code=True) for v in judge["template_versions"]) or "none"
+        lines.append(
+            f"- {_md(judge['judge'])} (prompt {versions}): {judge['comparisons_judged']} "
+            f"comparisons judged, its two orders agreeing on {_pct(judge['order_consistency'])} "
+            f"({judge['inconsistent']} inconsistent); agrees with people "
+            f"{_pct(agreement['with_ties']['agreement'])} of the time "
+            f"({agreement['with_ties']['pairs']} pairs), "
+            f"{_pct(agreement['without_ties']['agreement'])} without ties."
+        )
+    return lines
+
+
 def filters_text(options: Options) -> str:
     """The filters an export was made with, in words (or "none")."""
     used = []
@@ -85,6 +123,8 @@ def filters_text(options: Options) -> str:
         used.append(f"the {options.split} half by prompt (test fraction {options.test_fraction})")
     if options.include_gold:
         used.append("gold comparisons included")
+    if not options.human_only:
+        used.append(SOURCES_TEXT[options.sources])
     return "; ".join(used) + "." if used else "none (all batches)."
 
 
@@ -123,7 +163,9 @@ def dataset_card(
     if options.aggregate == "reliability":
         # The fit reads every batch's votes: the same columns when the card is of them all.
         labeller = reliability_labeller(
-            project=project, options=options, votes=votes if batch_id is None else None
+            project=project,
+            options=options,
+            votes=votes if batch_id is None and options.human_only else None,
         )
     del votes
     winners = ties = both_bad = split = 0
@@ -278,6 +320,7 @@ def dataset_card(
             ]
     else:
         lines.append("No judgments yet.")
+    lines += ai_judge_lines(ai_judges_report(project=project, batch_id=batch_id))
     lines += [
         "",
         "Made by annotate. The same data gives the same card; the figures are those of "

@@ -226,9 +226,10 @@ ARENA_WINNER: dict[str, str] = {Choice.TIE: "tie", Choice.BOTH_BAD: "tie (bothba
 def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]]:
     """Chatbot Arena's battles: one row per vote, candidate A as model_a, whichever side it was on.
 
-    `tstamp` is the vote's time in Unix seconds, as Arena's. Rows come by comparison, then by
-    judgment id; read as the pairwise formats read: a keyset page of comparisons (their texts
-    read once, not once per vote), then that page's votes in one query.
+    `tstamp` is the vote's time in Unix seconds, as Arena's; `source` whose vote it was. Rows
+    come by comparison, then by judgment id; read as the pairwise formats read: a keyset page
+    of comparisons (their texts read once, not once per vote), then that page's votes in one
+    query.
     """
     pseudonym = Pseudonyms(project)
     comparisons = judged_pairs(project=project, options=options).order_by("id")
@@ -250,6 +251,7 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
             comparison_id__gte=page[0][0],
             comparison_id__lte=page[-1][0],
             invalidated_at__isnull=True,
+            source__in=options.sources,
         ).exclude(choice=Choice.RANKING)
         if options.batch_id is not None:
             votes = votes.filter(batch_id=options.batch_id)
@@ -259,7 +261,7 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
             votes = votes.exclude(choice__in=(Choice.TIE, Choice.BOTH_BAD))
         judgments = list(
             votes.order_by("comparison_id", "id").values_list(
-                "comparison_id", "annotator_id", "choice", "chosen_id", "created_at"
+                "comparison_id", "annotator_id", "choice", "chosen_id", "created_at", "source"
             )
         )
         at, end = 0, len(judgments)
@@ -287,7 +289,7 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
             conversation_a = [*messages, assistant(text_a)]
             conversation_b = [*messages, assistant(text_b)]
             turn = sum(message["role"] == "user" for message in messages)
-            for _, annotator_id, choice, chosen_id, created_at in judgments[first:at]:
+            for _, annotator_id, choice, chosen_id, created_at, source in judgments[first:at]:
                 side = "model_a" if chosen_id == candidate_a_id else "model_b"
                 yield {
                     "question_id": prompt_id,
@@ -303,6 +305,8 @@ def arena_rows(*, project: Project, options: Options) -> Iterator[dict[str, Any]
                     "conversation_a": conversation_a,
                     "conversation_b": conversation_b,
                     "tstamp": created_at.timestamp(),
+                    # Whose vote: "human" or "ai" (an AI judge's; see `sources`).
+                    "source": source,
                 }
 
 
@@ -342,9 +346,10 @@ PAIRWISE = (
     "criterion",
     "split",
     "test_fraction",
+    "sources",
 )
 # The filters of the one-row-per-vote formats.
-PER_VOTE = ("include_ties", "include_gold", "since", "split", "test_fraction")
+PER_VOTE = ("include_ties", "include_gold", "since", "split", "test_fraction", "sources")
 
 FORMATS: dict[str, Format] = {
     "trl": Format(trl_rows, (*PAIRWISE, "prompt_form")),
@@ -357,7 +362,7 @@ FORMATS: dict[str, Format] = {
     # One row per ranked prompt: only a listwise project has rankings.
     "listwise": Format(
         _listwise,
-        ("min_votes", "since", "split", "test_fraction", "prompt_form"),
+        ("min_votes", "since", "split", "test_fraction", "prompt_form", "sources"),
         (Scheme.LISTWISE,),
     ),
     "judgments": Format(_judgments, PER_VOTE),

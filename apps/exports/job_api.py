@@ -34,7 +34,7 @@ from apps.exports.jobs import (
     export_job_request,
 )
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
-from apps.exports.options import PROMPT_FORMS
+from apps.exports.options import PROMPT_FORMS, SOURCES
 from apps.exports.selectors import AGGREGATES
 from apps.exports.storage import export_storage, signs_urls, storage_error
 from apps.projects.selectors import project_for_lead
@@ -191,6 +191,11 @@ EXPORT_JOB_IN = inline_serializer(
         ),
         "include_ties": serializers.BooleanField(
             required=False, help_text="arena and judgments (true)."
+        ),
+        "sources": serializers.ChoiceField(
+            choices=list(SOURCES),
+            required=False,
+            help_text="Every format: whose votes, human (default), ai (the AI judges') or all.",
         ),
         "prompt_form": serializers.ChoiceField(
             choices=list(PROMPT_FORMS),

@@ -52,6 +52,7 @@ from apps.exports.formats import FORMATS, export_rows, shape_of
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
 from apps.exports.options import Options
 from apps.exports.parquet import write_parquet
+from apps.exports.selectors import voted_by
 from apps.exports.storage import export_storage, storage_check, storage_error, storage_save
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
@@ -348,7 +349,11 @@ def _beating(run: _Run) -> Iterator[None]:
 def rows_estimate(*, project: Project, format: str, options: Options) -> int:
     """About how many rows the export will have (an upper bound for the pairwise formats:
     comparisons without a winner or filtered out are counted)."""
-    comparisons = Comparison.objects.filter(project=project, judgment_count__gt=0)
+    comparisons = Comparison.objects.filter(project=project)
+    if options.human_only:
+        comparisons = comparisons.filter(judgment_count__gt=0)
+    else:
+        comparisons = comparisons.filter(voted_by(options.sources))
     if not options.include_gold:
         comparisons = comparisons.filter(is_gold=False)
     else:
@@ -365,7 +370,9 @@ def rows_estimate(*, project: Project, format: str, options: Options) -> int:
         ):
             pairs += len(ids or []) * (len(ids or []) - 1) // 2
         return pairs * (2 if format == "kto" else 1)
-    judgments = Judgment.objects.filter(comparison__project=project, invalidated_at__isnull=True)
+    judgments = Judgment.objects.filter(
+        comparison__project=project, invalidated_at__isnull=True, source__in=options.sources
+    )
     if not options.include_gold:
         judgments = judgments.filter(comparison__is_gold=False)
     if options.batch_id is not None:

@@ -14,6 +14,14 @@ from datetime import datetime
 CONVERSATIONAL, TEXT = "conversational", "text"
 PROMPT_FORMS = (CONVERSATIONAL, TEXT)
 
+# `sources`: whose votes an export reads. People's by default (every figure about people reads
+# theirs only); `ai` is an RLAIF dataset of the AI judges' votes alone; `all` both.
+SOURCES: dict[str, tuple[str, ...]] = {
+    "human": ("human",),
+    "ai": ("ai",),
+    "all": ("human", "ai"),
+}
+
 
 @dataclass(frozen=True)
 class Options:
@@ -44,6 +52,15 @@ class Options:
     # trl, trl-implicit, kto, listwise: prompts and responses as messages (CONVERSATIONAL) or
     # as text (TEXT); see `formats.text_prompt`.
     prompt_form: str = CONVERSATIONAL
+    # Whose votes: Judgment.source values (SOURCES' values; people's by default).
+    sources: tuple[str, ...] = ("human",)
+
+    @property
+    def human_only(self) -> bool:
+        """Only people's votes: the default, under which the comparisons' counters can stand
+        for the votes read (AI votes do not touch them unless their judge counts toward the
+        overlap)."""
+        return self.sources == ("human",)
 
 
 def _parameter(field: str) -> str:

@@ -20,6 +20,8 @@ from apps.exports.selectors import Shape
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 STRINGS = pa.list_(pa.string())
+# How many of a row's votes were people's and how many AI judges' (both always counted).
+VOTES_BY_SOURCE = pa.struct([("human", pa.int64()), ("ai", pa.int64())])
 
 
 def _votes(*names: str) -> pa.DataType:
@@ -37,6 +39,7 @@ def _trust(shape: Shape) -> list[tuple[str, pa.DataType]]:
         *([("label_confidence", pa.float64())] if shape.confidence else []),
         *([("chosen_position", pa.float64())] if shape.sides else []),
         ("guideline_versions", pa.list_(pa.int64())),
+        ("votes_by_source", VOTES_BY_SOURCE),
     ]
 
 
@@ -104,6 +107,7 @@ def schema_for(format: str, shape: Shape | None = None) -> pa.Schema:
             ("conversation_a", MESSAGES),
             ("conversation_b", MESSAGES),
             ("tstamp", pa.float64()),
+            ("source", pa.string()),
         ]
     elif format == "listwise":
         fields = [
@@ -132,6 +136,7 @@ def schema_for(format: str, shape: Shape | None = None) -> pa.Schema:
             ("kendall_w", pa.float64()),
             ("batch", pa.int64()),
             ("guideline_versions", pa.list_(pa.int64())),
+            ("votes_by_source", VOTES_BY_SOURCE),
         ]
     elif format == "judgments":
         fields = [
@@ -153,6 +158,7 @@ def schema_for(format: str, shape: Shape | None = None) -> pa.Schema:
             ("guideline_version", pa.int64()),
             ("gold", pa.bool_()),
             ("degradation", pa.string()),
+            ("source", pa.string()),
         ]
     else:
         raise ValueError(f"no Parquet schema for format {format!r}")

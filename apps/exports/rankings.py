@@ -29,7 +29,9 @@ from apps.exports.selectors import (
     decide,
     keyset_pages,
     split_of,
+    voted_by,
     voted_since,
+    votes_by_source,
 )
 from apps.judging.models import Choice, Judgment
 from apps.projects.models import Project
@@ -46,6 +48,8 @@ class Ranked:
     annotators: list[str]
     guideline_versions: list[int]
     annotator_ids: list[int]
+    # Each ranking's source ("human" or "ai"), in the same order.
+    sources: list[str]
 
 
 def ranked_comparisons(*, project: Project, options: Options) -> Iterator[Ranked]:
@@ -53,42 +57,47 @@ def ranked_comparisons(*, project: Project, options: Options) -> Iterator[Ranked
     `options.since`, only those ranked at or after it (all their rankings count); also by
     `batch_id` and `split`."""
     pseudonym = Pseudonyms(project)
-    comparisons = Comparison.objects.filter(
-        project=project, judgment_count__gt=0, candidate_ids__isnull=False
-    )
+    comparisons = Comparison.objects.filter(project=project, candidate_ids__isnull=False)
+    if options.human_only:
+        comparisons = comparisons.filter(judgment_count__gt=0)
+    else:
+        comparisons = comparisons.filter(voted_by(options.sources))
     if options.batch_id is not None:
         comparisons = comparisons.filter(batch_id=options.batch_id)
     if options.since is not None:
-        comparisons = comparisons.filter(voted_since(options.since))
+        comparisons = comparisons.filter(voted_since(options.since, options.sources))
     rows = comparisons.order_by("id").values_list("id", "batch_id", "prompt_id", "candidate_ids")
     # Keyset pages, as the other exports read: a held server-side cursor is built whole (the
     # `since` subquery included) before its first row.
     for page in keyset_pages(rows, CHUNK):
         chunk = [(pk, batch, prompt, list(ids or [])) for pk, batch, prompt, ids in page]
-        yield from _ranked_chunk(project, chunk, pseudonym, options.split, options.test_fraction)
+        yield from _ranked_chunk(project, chunk, pseudonym, options)
 
 
 def _ranked_chunk(
     project: Project,
     chunk: list[tuple[int, int, int, list[int]]],
     pseudonym: Pseudonyms,
-    split: str | None,
-    test_fraction: float,
+    options: Options,
 ) -> Iterator[Ranked]:
+    split, test_fraction = options.split, options.test_fraction
     prompts = Prompt.objects.in_bulk([row[2] for row in chunk])
     candidates = Candidate.objects.in_bulk([pk for row in chunk for pk in row[3]])
-    votes: dict[int, list[tuple[int, Ranking, int | None]]] = {}
+    votes: dict[int, list[tuple[int, Ranking, int | None, str]]] = {}
     judgments = (
         Judgment.objects.filter(
             comparison_id__in=[row[0] for row in chunk],
             choice=Choice.RANKING,
             invalidated_at__isnull=True,
+            source__in=options.sources,
         )
         .order_by("id")
-        .values_list("comparison_id", "annotator_id", "ranking", "guideline_version")
+        .values_list("comparison_id", "annotator_id", "ranking", "guideline_version", "source")
     )
-    for comparison_id, annotator_id, ranking, version in judgments:
-        votes.setdefault(comparison_id, []).append((annotator_id, list(ranking or []), version))
+    for comparison_id, annotator_id, ranking, version, source in judgments:
+        votes.setdefault(comparison_id, []).append(
+            (annotator_id, list(ranking or []), version, source)
+        )
     for comparison_id, batch_id, prompt_id, candidate_ids in chunk:
         prompt = prompts[prompt_id]
         if split is not None and split_of(project.slug, prompt.external_id, test_fraction) != split:
@@ -109,10 +118,11 @@ def _ranked_chunk(
         yield Ranked(
             comparison=comparison,
             candidates=own,
-            rankings=[ranking for _, ranking, _ in given],
-            annotators=[pseudonym(annotator_id) for annotator_id, _, _ in given],
-            guideline_versions=sorted({v for _, _, v in given if v is not None}),
-            annotator_ids=[annotator_id for annotator_id, _, _ in given],
+            rankings=[ranking for _, ranking, _, _ in given],
+            annotators=[pseudonym(annotator_id) for annotator_id, _, _, _ in given],
+            guideline_versions=sorted({v for _, _, v, _ in given if v is not None}),
+            annotator_ids=[annotator_id for annotator_id, _, _, _ in given],
+            sources=[source for _, _, _, source in given],
         )
 
 
@@ -154,6 +164,7 @@ def listwise_rows(
             "kendall_w": kendall_w(ids, item.rankings),
             "batch": item.comparison.batch_id,
             "guideline_versions": item.guideline_versions,
+            "votes_by_source": votes_by_source(Counter(item.sources)),
         }
 
 
@@ -171,12 +182,15 @@ def _ref(candidate: Candidate) -> CandidateRef:
 PAIR_SLOTS = 64
 
 
-def ranking_reliability_model(*, project: Project) -> ReliabilityModel | None:
-    """Dawid-Skene fitted to the votes the project's rankings give their pairs (each pair an
-    item): the reliability aggregation of a listwise project. None without rankings."""
+def ranking_reliability_model(
+    *, project: Project, sources: tuple[str, ...] = ("human",)
+) -> ReliabilityModel | None:
+    """Dawid-Skene fitted to the votes the project's rankings (of `sources`) give their pairs
+    (each pair an item): the reliability aggregation of a listwise project. None without
+    rankings."""
     items, annotators, labels = array("q"), array("q"), array("b")
     code = {option: index for index, option in enumerate(OPTIONS)}
-    for item in ranked_comparisons(project=project, options=Options()):
+    for item in ranked_comparisons(project=project, options=Options(sources=sources)):
         ids = [c.pk for c in item.candidates]
         for slot, (first, second) in enumerate(combinations(ids, 2)):
             for annotator_id, ranking in zip(item.annotator_ids, item.rankings, strict=True):
@@ -207,7 +221,7 @@ def ranking_tallies(*, project: Project, options: Options) -> Iterator[Tally]:
         return
     model = None
     if aggregate == "reliability":
-        model = ranking_reliability_model(project=project)
+        model = ranking_reliability_model(project=project, sources=options.sources)
     allowed = None if models is None else set(models)
     for item in ranked_comparisons(project=project, options=options):
         for first, second in combinations(item.candidates, 2):
@@ -238,4 +252,5 @@ def ranking_tallies(*, project: Project, options: Options) -> Iterator[Tally]:
                 options=voted,
                 guideline_versions=item.guideline_versions,
                 label_confidence=confidence,
+                sources=Counter(item.sources),
             )

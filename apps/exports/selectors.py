@@ -24,7 +24,7 @@ from apps.agreement.stats import VoteColumns, stats_votes
 from apps.batches.honeypots import honeypot_q
 from apps.batches.models import Candidate, Comparison
 from apps.exports.options import Options
-from apps.judging.models import Choice, Judgment
+from apps.judging.models import Choice, Judgment, Source
 from apps.projects.models import Project
 from apps.projects.selectors import Pseudonyms
 
@@ -64,13 +64,16 @@ def judgments_rows(*, project: Project, options: Options) -> Iterator[dict[str, 
     `strength` and each criterion's answer are oriented to the candidates (above 0: candidate A,
     `candidate_a_id`, is better), whichever side each was shown on (`left_id`, `right_id`);
     `ranking` lists groups of response ids, best first (a group of two or more is a tie).
-    Filters (`options`): `batch_id`; gold votes only with `include_gold`; votes made at or after
-    `since`; `include_ties=False` drops tie and both-bad votes; `split` keeps one half by prompt
-    (split_of).
+    `source` says whose vote it is: "human" or "ai" (an AI judge's).
+    Filters (`options`): `sources` (people's votes by default); `batch_id`; gold votes only with
+    `include_gold`; votes made at or after `since`; `include_ties=False` drops tie and both-bad
+    votes; `split` keeps one half by prompt (split_of).
     """
     pseudonym = Pseudonyms(project)
     # Gold items test the annotators; they are not data, and exports leave them out by default.
-    judgments = Judgment.objects.filter(comparison__project=project, invalidated_at__isnull=True)
+    judgments = Judgment.objects.filter(
+        comparison__project=project, invalidated_at__isnull=True, source__in=options.sources
+    )
     if not options.include_gold:
         judgments = judgments.filter(comparison__is_gold=False)
     if options.batch_id is not None:
@@ -121,6 +124,7 @@ def judgment_values(
         "guideline_version",
         "gold_correct",
         "comparison__is_gold",
+        "source",
         named=named,
     )
 
@@ -173,6 +177,7 @@ def judgment_rows_of(
             "guideline_version": row[16],
             "gold": row[18],
             "degradation": degradation.get(row[1], ""),
+            "source": row[19],
         }
 
 
@@ -275,6 +280,8 @@ class Tally:
     guideline_versions: list[int] = field(default_factory=list)
     # aggregate=reliability: the winning option's posterior.
     label_confidence: float | None = None
+    # How many of the votes came from each source ("human", "ai").
+    sources: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -323,10 +330,13 @@ def reliability_labeller(
     crowd model is of the overall choice only. None without votes."""
     if options.criterion is not None:
         return reliability_model(
-            project=project, include_gold=options.include_gold, criterion=options.criterion
+            project=project,
+            include_gold=options.include_gold,
+            criterion=options.criterion,
+            sources=options.sources,
         )
     if votes is None:
-        votes = stats_votes(project=project)
+        votes = stats_votes(project=project, sources=options.sources)
     return crowd_labels(votes, include_gold=options.include_gold)
 
 
@@ -369,25 +379,42 @@ def decide(
     raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
 
 
-def voted_since(since: datetime) -> Exists:
-    """A comparison filter: it has a valid vote at or after `since` (what `since` keeps of the
-    formats that count all of a comparison's votes)."""
+def voted_since(since: datetime, sources: tuple[str, ...] = ("human",)) -> Exists:
+    """A comparison filter: it has a valid vote of `sources` at or after `since` (what `since`
+    keeps of the formats that count all of a comparison's votes)."""
     return Exists(
         Judgment.objects.filter(
-            comparison=OuterRef("pk"), created_at__gte=since, invalidated_at__isnull=True
+            comparison=OuterRef("pk"),
+            created_at__gte=since,
+            invalidated_at__isnull=True,
+            source__in=sources,
+        )
+    )
+
+
+def voted_by(sources: tuple[str, ...]) -> Exists:
+    """A comparison filter: it has a valid vote of `sources`. The comparisons' counters count
+    people's votes (and those of an AI judge that counts toward the overlap) only, so an export
+    of AI votes cannot go by `judgment_count`."""
+    return Exists(
+        Judgment.objects.filter(
+            comparison=OuterRef("pk"), invalidated_at__isnull=True, source__in=sources
         )
     )
 
 
 def judged_pairs(*, project: Project, options: Options) -> QuerySet[Comparison]:
-    """The project's pairwise comparisons with at least one valid vote (of `options.batch_id`):
+    """The project's pairwise comparisons with at least one valid vote of `options.sources` (of
+    `options.batch_id`):
     gold ones only with `include_gold`; with `models`, only those whose two candidates' models
     are among them; with `since`, only those with a valid vote at or after it."""
     batch_id, models, since = options.batch_id, options.models, options.since
     # Listwise comparisons are not pairs: their rankings become pairs in rankings.py.
-    comparisons = Comparison.objects.filter(
-        project=project, judgment_count__gt=0, candidate_ids__isnull=True
-    )
+    comparisons = Comparison.objects.filter(project=project, candidate_ids__isnull=True)
+    if options.human_only:
+        comparisons = comparisons.filter(judgment_count__gt=0)
+    else:
+        comparisons = comparisons.filter(voted_by(options.sources))
     if not options.include_gold:
         comparisons = comparisons.filter(is_gold=False)
     else:
@@ -400,7 +427,7 @@ def judged_pairs(*, project: Project, options: Options) -> QuerySet[Comparison]:
             candidate_a__model__in=list(models), candidate_b__model__in=list(models)
         )
     if since is not None:
-        comparisons = comparisons.filter(voted_since(since))
+        comparisons = comparisons.filter(voted_since(since, options.sources))
     return comparisons
 
 
@@ -452,6 +479,7 @@ def pairwise_tallies(
         "strength",
         "left_id",
         "guideline_version",
+        "source",
     ]
     if criterion is not None:
         fields += [KeyTextTransform("option", answer), KeyTransform("strength", answer)]
@@ -464,6 +492,7 @@ def pairwise_tallies(
             comparison_id__gte=page[0][0],
             comparison_id__lte=page[-1][0],
             invalidated_at__isnull=True,
+            source__in=options.sources,
         )
         if batch_id is not None:
             votes_of = votes_of.filter(batch_id=batch_id)
@@ -480,12 +509,14 @@ def pairwise_tallies(
             left_a = []
             versions = set()
             ballots = []
+            by_source: Counter[str] = Counter()
             while at < end and judgments[at][0] == comparison_id:
                 judgment = judgments[at]
                 at += 1
                 _, annotator_id, choice, chosen_id, strength, left_id, version = judgment[:7]
+                source = judgment[7]
                 if criterion is not None:
-                    option, raw = judgment[7], judgment[8]
+                    option, raw = judgment[8], judgment[9]
                     if option is None:
                         continue  # judged before the criterion was added
                     strength = None if raw is None else int(raw)
@@ -498,6 +529,7 @@ def pairwise_tallies(
                 if strength is not None:
                     strengths.append(strength)
                 votes[option] += 1
+                by_source[source] += 1
                 voted.append(option)
                 left_a.append(left_id == candidate_a_id)
                 if version is not None:
@@ -533,6 +565,7 @@ def pairwise_tallies(
                 left_a=left_a,
                 guideline_versions=sorted(versions),
                 label_confidence=confidence,
+                sources=by_source,
             )
 
 
@@ -586,15 +619,23 @@ def preference_metadata(tally: Tally, shape: Shape) -> dict[str, Any]:
 
 
 def trust_fields(tally: Tally, shape: Shape) -> dict[str, Any]:
-    """`label_confidence` (under reliability), `chosen_position` (where votes have sides) and
-    `guideline_versions`: the last fields of every pairwise row, kto's too."""
+    """`label_confidence` (under reliability), `chosen_position` (where votes have sides),
+    `guideline_versions` and `votes_by_source` (how many of the votes were people's and how
+    many AI judges': both keys always, so the column has one type): the last fields of every
+    pairwise row, kto's too."""
     row: dict[str, Any] = {}
     if shape.confidence:
         row["label_confidence"] = tally.label_confidence
     if shape.sides:
         row["chosen_position"] = tally.chosen_position()
     row["guideline_versions"] = tally.guideline_versions
+    row["votes_by_source"] = votes_by_source(tally.sources)
     return row
+
+
+def votes_by_source(sources: Counter[str]) -> dict[str, int]:
+    """{"human": n, "ai": m}: how many of a row's votes came from each source."""
+    return {source: sources[source] for source in Source.values}
 
 
 # Llama 2's margin for each grade of "how much better": significantly 1, better 2/3, slightly

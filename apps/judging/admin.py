@@ -43,12 +43,14 @@ class JudgmentAdmin(ReadOnlyAdmin[Judgment]):
         "annotator",
         "choice",
         "chosen",
+        "source",
         "time_on_task",
         "judged_at",
         "counted",
     ]
     list_filter = [
         ValidityFilter,
+        "source",
         "choice",
         ("comparison__project", admin.RelatedOnlyFieldListFilter),
         ("comparison__batch", admin.RelatedOnlyFieldListFilter),

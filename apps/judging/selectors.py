@@ -10,7 +10,7 @@ from django.utils import timezone
 from annotate.rows import columns
 from apps.batches.models import BatchStatus, Comparison
 from apps.batches.queue_order import complete_condition, open_ordinary_sql, takes_votes_sql
-from apps.judging.models import Assignment, Judgment
+from apps.judging.models import Assignment, Judgment, Source
 from apps.judging.queue.sql_pick import ACTIVE_BATCHES, NOT_MINE
 from apps.projects.models import Membership, Project
 from apps.projects.selectors import membership_from_row, projects_led_by
@@ -122,7 +122,9 @@ def progress_for_annotator(*, annotator: User) -> list[ProjectProgress]:
     ids = [m.project_id for m in memberships]
     totals = _project_totals(ids)
     mine = dict(
-        Judgment.objects.filter(annotator=annotator, comparison__project_id__in=ids)
+        Judgment.objects.filter(
+            annotator=annotator, comparison__project_id__in=ids, source=Source.HUMAN
+        )
         .values("comparison__project_id")
         .annotate(n=Count("id"))
         .values_list("comparison__project_id", "n")
@@ -207,7 +209,7 @@ def progress_in_project(*, annotator: User, project: Project) -> AnnotatorProgre
     ) or (0, 0)
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     today = Judgment.objects.filter(
-        annotator=annotator, created_at__gte=midnight, batch__project=project
+        annotator=annotator, created_at__gte=midnight, batch__project=project, source=Source.HUMAN
     ).count()
     key = f"progress-left:{project.pk}:{annotator.pk}:{total}:{skips}"
     left = cache.get(key)

@@ -181,9 +181,13 @@ class ProjectListCreate(APIView):
         return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
 
+# An AI judge's account (role "ai") is made with its judge (apps.judges), never added here.
+PERSON_ROLES = [(role.value, role.label) for role in (Role.ANNOTATOR, Role.LEAD)]
+
+
 class MembershipInput(serializers.Serializer[Any]):
     username = serializers.CharField(max_length=150)
-    role = serializers.ChoiceField(choices=Role.choices)
+    role = serializers.ChoiceField(choices=PERSON_ROLES)
 
 
 class MembershipSerializer(serializers.ModelSerializer[Membership]):

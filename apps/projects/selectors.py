@@ -88,8 +88,15 @@ def _membership_sql() -> str:
 
 
 def pseudonyms_for(project: Project) -> dict[int, str]:
-    """user id -> the pseudonym that names them in this project's exports."""
-    return dict(Membership.objects.filter(project=project).values_list("user_id", "pseudonym"))
+    """user id -> the pseudonym that names them in this project's exports. An AI judge's
+    account is named by its judge, "ai:<name>": it is no person (its votes are in an export
+    only when asked for, with `sources=ai` or `all`)."""
+    return {
+        user_id: f"ai:{judge}" if role == Role.AI and judge else pseudonym
+        for user_id, pseudonym, role, judge in Membership.objects.filter(
+            project=project
+        ).values_list("user_id", "pseudonym", "role", "user__ai_judge__name")
+    }
 
 
 class Pseudonyms:

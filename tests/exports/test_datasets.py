@@ -104,6 +104,7 @@ EVIDENCE = {
     # Not strength_mean and margin (graded projects only), nor label_confidence (reliability).
     "chosen_position",
     "guideline_versions",
+    "votes_by_source",
 }
 
 
@@ -124,7 +125,7 @@ def _is_conversation(value) -> bool:
         (
             "arena",
             {"model_a", "model_b", "conversation_a", "conversation_b", "winner", "judge"}
-            | {"question_id", "comparison_id", "tstamp", "anony", "turn"},
+            | {"question_id", "comparison_id", "tstamp", "anony", "turn", "source"},
         ),
     ],
 )

@@ -125,8 +125,10 @@ def test_judgments_has_one_row_per_vote_with_every_field(api, bob, project, anno
         "guideline_version",
         "gold",
         "degradation",
+        "source",
     }
     assert (first["gold"], first["degradation"]) == (False, "")
+    assert first["source"] == "human"
     assert first["chosen_id"] == one.candidate_a.external_id
     assert exported[1]["chosen_id"] is None
     lease = Assignment.objects.get(annotator=annotators[0])

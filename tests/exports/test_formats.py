@@ -142,6 +142,7 @@ def test_kto_gives_the_winner_true_and_the_loser_false(api, bob, tiny):
         "batch": win.batch_id,
         "chosen_position": left_share(win, win.candidate_a_id),
         "guideline_versions": [1],
+        "votes_by_source": {"human": 3, "ai": 0},
     }
     assert len(set(winner["annotators"])) == 3
     assert (loser["completion"], loser["model"]) == ([assistant(win.candidate_b.text)], "model-2")
@@ -245,6 +246,7 @@ def test_arena_has_one_row_per_vote(api, bob, annotators, tiny):
         "conversation_a": [user("What is 2 + 2?"), assistant(win.candidate_a.text)],
         "conversation_b": [user("What is 2 + 2?"), assistant(win.candidate_b.text)],
         "tstamp": judgment.created_at.timestamp(),
+        "source": "human",
     }
     assert exported[3]["conversation_b"] == [*CONV, assistant(conv.candidate_b.text)]
     assert exported[3]["turn"] == 2  # two user messages

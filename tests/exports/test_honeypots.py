@@ -94,7 +94,7 @@ def test_judgments_rows_say_gold_and_degradation(project, voted):
 
 def test_the_judgments_parquet_schema_has_the_columns():
     names = schema_for("judgments").names
-    assert names[-2:] == ["gold", "degradation"]
+    assert names[-3:] == ["gold", "degradation", "source"]
     assert FORMATS["judgments"]
 
 

@@ -54,6 +54,11 @@ class Command(BaseCommand):
         parser.add_argument("--split", choices=["train", "test"], help="by prompt")
         parser.add_argument("--test-fraction", help="with --split (default 0.1)")
         parser.add_argument(
+            "--sources",
+            choices=["human", "ai", "all"],
+            help="whose votes: people's (default), the AI judges' or both",
+        )
+        parser.add_argument(
             "--prompt-form",
             choices=["conversational", "text"],
             help="trl, trl-implicit, kto, listwise: messages (default) or text",
