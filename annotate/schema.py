@@ -196,6 +196,9 @@ class JudgmentRow(serializers.Serializer[Any]):
     rationale = serializers.CharField()
     duration_ms = serializers.IntegerField(allow_null=True)
     gold_correct = serializers.BooleanField(allow_null=True)
+    source = serializers.ChoiceField(
+        choices=["human", "ai"], help_text="Whose judgment: a person's or an AI judge's."
+    )
     created_at = serializers.DateTimeField()
 
 

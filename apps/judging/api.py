@@ -31,6 +31,7 @@ from annotate.schema import (
 from apps.batches.models import Candidate
 from apps.exports.cursor import HEADER as NEXT_SINCE
 from apps.exports.cursor import NEXT_SINCE_HEADER, format_since, next_since
+from apps.exports.options import SOURCES
 from apps.exports.selectors import (
     JUDGMENT_CREATED_AT,
     JUDGMENT_GOLD_CORRECT,
@@ -380,6 +381,7 @@ def judgment_list_row(values: Sequence[Any], row: dict[str, Any]) -> dict[str, A
         "rationale": row["rationale"],
         "duration_ms": row["duration_ms"],
         "gold_correct": values[JUDGMENT_GOLD_CORRECT],
+        "source": row["source"],
         "created_at": _DATETIME.to_representation(values[JUDGMENT_CREATED_AT]),
     }
 
@@ -387,7 +389,8 @@ def judgment_list_row(values: Sequence[Any], row: dict[str, Any]) -> dict[str, A
 class JudgmentList(APIView):
     """GET the project's judgments, cursor-paginated in id order, annotators by pseudonym: the
     rows of the `judgments` export. Filters: `batch=<id>`, `since=<ISO time>` (judged at or
-    after it), `gold=true` to include gold items (left out by default, as in exports). Each page
+    after it), `gold=true` to include gold items (left out by default, as in exports),
+    `sources=human|ai|all` (people's by default, as in exports). Each page
     names the next pull's `since` in X-Next-Since: take the first page's."""
 
     @extend_schema(
@@ -405,6 +408,14 @@ class JudgmentList(APIView):
                 "gold",
                 bool,
                 description="true: include gold items (left out by default, as in exports).",
+                required=False,
+            ),
+            OpenApiParameter(
+                "sources",
+                str,
+                enum=list(SOURCES),
+                description="Whose judgments: human (people's, the default), ai (AI judges') "
+                "or all, as in exports.",
                 required=False,
             ),
             CURSOR,
@@ -432,6 +443,10 @@ class JudgmentList(APIView):
             raise ValidationError({"gold": ["Use true or false."]})
         if gold == "false":
             judgments = judgments.filter(comparison__is_gold=False)
+        sources = request.query_params.get("sources") or "human"
+        if sources not in SOURCES:
+            raise ValidationError({"sources": [f"Use one of {', '.join(SOURCES)}."]})
+        judgments = judgments.filter(source__in=SOURCES[sources])
         pseudonym = Pseudonyms(project)
 
         def rows(page: list[Any]) -> list[dict[str, Any]]:

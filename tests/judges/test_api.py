@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from apps.judges.models import JudgeJob, JudgeJobStatus
+from apps.judges.services import judging_start
 from apps.projects.models import Project
 from tests.conftest import api_client_for
 from tests.judges.test_judging import good_and_bad, judge_llm, make_judge  # noqa: F401
@@ -41,3 +42,24 @@ def test_a_lead_judges_a_batch_over_the_api(
         assert other.get(f"/api/v1/judgings/{detail['id']}/").status_code == 404
         assert other.post(url, {"judge": "gpt judge"}, format="json").status_code == 404
     assert JudgeJob.objects.get().status == JudgeJobStatus.DONE
+
+
+def test_the_judgment_list_reads_people_s_judgments_unless_asked(
+    project: Project,
+    bob: User,
+    judge_llm: Any,  # noqa: F811
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    llm, _ = judge_llm
+    judge = make_judge(project, llm, bob)
+    batch = good_and_bad(project, n=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        judging_start(judge=judge, batch=batch, by=bob)
+    api = api_client_for(bob)
+    url = f"/api/v1/projects/{project.slug}/judgments/"
+    assert api.get(url).json()["results"] == []
+    ai = api.get(url + "?sources=ai").json()["results"]
+    assert len(ai) == 2 and {row["source"] for row in ai} == {"ai"}
+    assert len(api.get(url + "?sources=all").json()["results"]) == 2
+    bad = api.get(url + "?sources=robots")
+    assert bad.status_code == 400 and "sources" in bad.json()
