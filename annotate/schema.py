@@ -196,7 +196,8 @@ class JudgmentRow(serializers.Serializer[Any]):
     rationale = serializers.CharField()
     duration_ms = serializers.IntegerField(allow_null=True)
     gold_correct = serializers.BooleanField(allow_null=True)
-    source = serializers.ChoiceField(
+    # A declared field: DRF's metaclass takes it off the class, so it hides no Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
         choices=["human", "ai"], help_text="Whose judgment: a person's or an AI judge's."
     )
     created_at = serializers.DateTimeField()

@@ -110,12 +110,12 @@ def test_cancel_and_resume_from_the_job_s_page(
     page = lead.get(response["Location"]).content.decode()
     assert "Cancel job" in page
     assert lead.get(f"/admin/generation/generationjob/{job.pk}/cancel/").status_code == 405
-    page = lead.post(f"/admin/generation/generationjob/{job.pk}/cancel/", follow=True)
-    assert "cancelled" in page.content.decode()
+    posted = lead.post(f"/admin/generation/generationjob/{job.pk}/cancel/", follow=True)
+    assert "cancelled" in posted.content.decode()
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
-    page = lead.post(f"/admin/generation/generationjob/{job.pk}/cancel/", follow=True)
-    assert "nothing to cancel" in page.content.decode()
+    posted = lead.post(f"/admin/generation/generationjob/{job.pk}/cancel/", follow=True)
+    assert "nothing to cancel" in posted.content.decode()
     lead.post(f"/admin/generation/generationjob/{job.pk}/resume/")
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED

@@ -71,6 +71,7 @@ def test_every_candidate_records_its_endpoint_parameters_usage_and_latency(
         (p.pk, e.pk): 2 for p in Prompt.objects.filter(batch=batch) for e in (x, y)
     }
     for row in rows:
+        assert row.endpoint is not None and row.prompt_tokens and row.completion_tokens
         assert row.model == row.endpoint.model
         assert row.sample_index in (0, 1)
         assert row.finish_reason == "stop"
@@ -96,14 +97,16 @@ def test_every_candidate_records_its_endpoint_parameters_usage_and_latency(
     # Cost at the endpoint's prices, per million tokens; none where it has no prices.
     for row in rows:
         if row.endpoint_id == x.pk:
-            expected = Decimal(row.prompt_tokens) * Decimal("1.5") + row.completion_tokens * 2
+            expected = (
+                Decimal(row.prompt_tokens or 0) * Decimal("1.5") + (row.completion_tokens or 0) * 2
+            )
             assert row.cost == (expected / 1_000_000).quantize(Decimal("0.00000001"))
         else:
             assert row.cost is None
     x_cost = sum(row.cost for row in rows if row.cost is not None)
     assert job.cost == x_cost
-    assert job.prompt_tokens == sum(row.prompt_tokens for row in rows)
-    assert job.completion_tokens == sum(row.completion_tokens for row in rows)
+    assert job.prompt_tokens == sum(row.prompt_tokens or 0 for row in rows)
+    assert job.completion_tokens == sum(row.completion_tokens or 0 for row in rows)
     usage = batch_usage(batch)
     assert usage["candidates"] == 12 and usage["cost"] == x_cost and usage["unpriced"] == 6
     assert (job.requests_total, job.requests_done, job.requests_failed) == (12, 12, 0)
@@ -176,7 +179,7 @@ def test_a_listwise_project_gets_one_ranking_per_prompt(
     start(batch, [endpoint("x", "model-x", project=ranked)], samples=4)
     for prompt in Prompt.objects.filter(batch=batch):
         [comparison] = Comparison.objects.filter(prompt=prompt)
-        assert sorted(comparison.candidate_ids) == sorted(
+        assert sorted(comparison.candidate_ids or []) == sorted(
             prompt.candidates.values_list("pk", flat=True)
         )
 

@@ -151,7 +151,7 @@ def test_a_judge_labels_every_comparison_in_both_orders_besides_the_people(
     assert "[[A]]" in verdict.raw_first and "[[B]]" in verdict.raw_second
     assert verdict.first == {"overall": {"option": "a", "strength": None}, "criteria": {}}
     assert verdict.second == {"overall": {"option": "b", "strength": None}, "criteria": {}}
-    assert verdict.outcome["option"] == "a"
+    assert verdict.outcome is not None and verdict.outcome["option"] == "a"
     assert job.prompt_tokens > 0 and job.cost > 0
     # Its account is a member of role "ai" that cannot log in.
     membership = Membership.objects.get(user=judge.account)
@@ -279,7 +279,10 @@ def test_a_judge_that_counts_takes_its_work_through_the_queue(
     judgments = Judgment.objects.filter(annotator=judge.account)
     assert judgments.count() == 2
     assert set(judgments.values_list("source", flat=True)) == {Source.AI}
-    assert all(j.chosen.text.startswith("GOOD") for j in judgments.select_related("chosen"))
+    assert all(
+        j.chosen is not None and j.chosen.text.startswith("GOOD")
+        for j in judgments.select_related("chosen")
+    )
 
 
 def test_only_leads_and_staff_manage_judges_and_the_settings_are_checked(
@@ -334,9 +337,9 @@ def test_the_people_s_api_shows_nothing_of_the_ai_s_verdict(
     assert "[[" not in text and "ai" not in response.json() and "verdict" not in text
     page = Client()
     page.force_login(annotators[1])
-    response = page.get(f"/p/{project.slug}/")
-    assert response.status_code == 200
-    html = response.content.decode()
+    shown = page.get(f"/p/{project.slug}/")
+    assert shown.status_code == 200
+    html = shown.content.decode()
     assert "GOOD answer 0" in html  # the comparison the AI judged is on the page
     assert "[[A]]" not in html and "The first is better" not in html and "suggests" not in html
 
