@@ -12,13 +12,12 @@ from django.utils.html import format_html, format_html_join
 from annotate.admin_site import LeadScopedAdmin
 from annotate.broker import BrokerUnavailable
 from annotate.errors import ApplicationError
+from annotate.jobs import ACTIVE, RESUMABLE
 from apps.batches.models import Batch
 from apps.endpoints.models import ModelEndpoint
 from apps.generation.models import GenerationJob, JobStatus
 from apps.generation.services import (
-    ACTIVE,
     NO_JOBS_IN,
-    RESUMABLE,
     GenerationInvalid,
     generation_cancel,
     generation_problems,

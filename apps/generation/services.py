@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from itertools import combinations
 from typing import Any
@@ -38,8 +38,19 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Q, Sum
 from django.utils import timezone
 
-from annotate.broker import BrokerUnavailable, broker_check, send_task
+from annotate.broker import broker_check
 from annotate.errors import BadRequest, Conflict, Forbidden
+from annotate.jobs import (
+    ACTIVE,
+    RESUMABLE,
+    job_cancel,
+    job_claim,
+    job_held,
+    job_requeue,
+    job_send,
+    job_status,
+    job_sweep,
+)
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.import_format import MAX_CANDIDATES
@@ -64,8 +75,6 @@ MAX_THREADS = 64
 BEAT_SECONDS = 1.0
 # Prompts read from the database at a time.
 PROMPT_CHUNK = 200
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
-RESUMABLE = (JobStatus.CANCELLED, JobStatus.STOPPED, JobStatus.DONE)
 NO_JOBS_IN = (BatchStatus.IMPORTING, BatchStatus.FAILED, BatchStatus.CANCELLED)
 
 
@@ -210,7 +219,7 @@ def generation_start(
             target=job,
             details=_describe(job, endpoints),
         )
-        transaction.on_commit(lambda: _send(job.pk, withdraw=True))
+        transaction.on_commit(lambda: _send(job.pk, new=True))
     job.refresh_from_db()
     return job
 
@@ -265,19 +274,8 @@ def _describe(job: GenerationJob, endpoints: Sequence[ModelEndpoint]) -> dict[st
     }
 
 
-def _send(job_id: int, *, withdraw: bool) -> None:
-    """Sends a job to the workers. When the broker cannot take it: a new job is deleted (the
-    request answers 503 and nothing is left), a resumed one goes back to stopped, saying why."""
-    try:
-        send_task(RUN_TASK, job_id)
-    except BrokerUnavailable:
-        if withdraw:
-            GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).delete()
-        else:
-            GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-                status=JobStatus.STOPPED, note="the task queue (Redis) could not take it"
-            )
-        raise
+def _send(job_id: int, *, new: bool) -> None:
+    job_send(RUN_TASK, GenerationJob, job_id, new=new)
 
 
 def generation_cancel(*, job: GenerationJob, by: Actor) -> GenerationJob:
@@ -285,13 +283,7 @@ def generation_cancel(*, job: GenerationJob, by: Actor) -> GenerationJob:
     responses already on their way. What it generated stays; it can be resumed."""
     _check_may_manage(by, job.batch)
     with transaction.atomic():
-        current = GenerationJob.objects.select_for_update().get(pk=job.pk)
-        if current.status not in ACTIVE:
-            raise Conflict(f"Generation job {current.pk} is {current.status}: nothing to cancel.")
-        current.status = JobStatus.CANCELLED
-        current.note = "cancelled"
-        current.finished_at = timezone.now()
-        current.save(update_fields=["status", "note", "finished_at"])
+        current = job_cancel(GenerationJob, job.pk)
         audit_record(
             actor=by,
             action=AuditAction.GENERATION_CANCELLED,
@@ -309,16 +301,9 @@ def generation_resume(*, job: GenerationJob, by: Actor) -> GenerationJob:
     broker_check()
     with transaction.atomic():
         batch = Batch.objects.select_for_update().get(pk=job.batch_id)
-        current = GenerationJob.objects.select_for_update().get(pk=job.pk)
-        if current.status not in RESUMABLE:
-            raise Conflict(f"Generation job {current.pk} is {current.status} already.")
-        _refuse_second_job(batch)
-        current.status = JobStatus.QUEUED
-        current.note = ""
-        current.finished_at = None
-        current.heartbeat_at = timezone.now()
-        current.attempts = 0
-        current.save(update_fields=["status", "note", "finished_at", "heartbeat_at", "attempts"])
+        if GenerationJob.objects.filter(pk=job.pk, status__in=RESUMABLE).exists():
+            _refuse_second_job(batch)
+        current = job_requeue(GenerationJob, job.pk)
         _count_totals(current)
         audit_record(
             actor=by,
@@ -327,7 +312,7 @@ def generation_resume(*, job: GenerationJob, by: Actor) -> GenerationJob:
             target=current,
             details=_progress_details(current),
         )
-        transaction.on_commit(lambda: _send(current.pk, withdraw=False))
+        transaction.on_commit(lambda: _send(current.pk, new=False))
     current.refresh_from_db()
     return current
 
@@ -415,28 +400,13 @@ def job_failures_by_prompt(job: GenerationJob, *, limit: int = 200) -> list[dict
 # --- Running -----------------------------------------------------------------------------------
 
 
-def _stale_before(now: datetime) -> datetime:
-    return now - timedelta(seconds=settings.GENERATION_STALE_AFTER)
-
-
 def generation_claim(*, job_id: int) -> int | None:
-    """Gives a queued job (or a running one whose heartbeat stopped) to this run; returns the
-    run's attempt number, or None when it is not this run's to take."""
-    now = timezone.now()
-    claimable = Q(status=JobStatus.QUEUED) | Q(
-        status=JobStatus.RUNNING, heartbeat_at__lt=_stale_before(now)
-    )
-    with transaction.atomic():
-        claimed = GenerationJob.objects.filter(claimable, pk=job_id).update(
-            status=JobStatus.RUNNING, attempts=F("attempts") + 1, heartbeat_at=now
-        )
-        if not claimed:
-            return None
-        return int(GenerationJob.objects.values_list("attempts", flat=True).get(pk=job_id))
+    """Gives the job to this run (annotate.jobs.job_claim); its attempt number, or None."""
+    return job_claim(GenerationJob, job_id, stale_after=settings.GENERATION_STALE_AFTER)
 
 
 def _held(job_id: int, attempt: int) -> Any:
-    return GenerationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING, attempts=attempt)
+    return job_held(GenerationJob, job_id, attempt)
 
 
 def generation_run(*, job_id: int) -> str:
@@ -444,9 +414,9 @@ def generation_run(*, job_id: int) -> str:
     Running it twice is harmless."""
     attempt = generation_claim(job_id=job_id)
     if attempt is None:
-        status = GenerationJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        status = job_status(GenerationJob, job_id)
         logger.info("generation job %s not claimed (status %s)", job_id, status)
-        return str(status or "")
+        return status
     job = GenerationJob.objects.select_related("batch__project").get(pk=job_id)
     _count_totals(job)
     run = _Run(job, attempt)
@@ -454,7 +424,7 @@ def generation_run(*, job_id: int) -> str:
         run.run()
     finally:
         run.close()
-    return str(GenerationJob.objects.filter(pk=job_id).values_list("status", flat=True).first())
+    return job_status(GenerationJob, job_id)
 
 
 @dataclass(frozen=True)
@@ -852,32 +822,10 @@ def pairs_for(
 def generation_sweep(now: datetime | None = None) -> dict[str, int]:
     """The beat job: re-sends a queued job whose message was lost, and re-queues a running job
     whose heartbeat stopped (its worker died) while it has runs left, or stops it saying why."""
-    now = now or timezone.now()
-    stale = _stale_before(now)
-    counts = {"resent": 0, "requeued": 0, "stopped": 0}
-    dead = GenerationJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale)
-    for job in dead:
-        if job.attempts >= settings.GENERATION_MAX_ATTEMPTS:
-            if dead.filter(pk=job.pk).update(
-                status=JobStatus.STOPPED,
-                note=f"its worker stopped {job.attempts} times; resume it to try again",
-                finished_at=now,
-            ):
-                counts["stopped"] += 1
-            continue
-        if dead.filter(pk=job.pk).update(status=JobStatus.QUEUED, heartbeat_at=now):
-            counts["requeued"] += 1
-            _resend(job.pk)
-    lost = GenerationJob.objects.filter(status=JobStatus.QUEUED, heartbeat_at__lt=stale)
-    for job in lost:
-        if lost.filter(pk=job.pk).update(heartbeat_at=now):
-            counts["resent"] += 1
-            _resend(job.pk)
-    return counts
-
-
-def _resend(job_id: int) -> None:
-    try:
-        send_task(RUN_TASK, job_id)
-    except BrokerUnavailable:
-        logger.warning("generation job %s: the broker is gone; the next sweep sends it", job_id)
+    return job_sweep(
+        GenerationJob,
+        RUN_TASK,
+        stale_after=settings.GENERATION_STALE_AFTER,
+        max_attempts=settings.GENERATION_MAX_ATTEMPTS,
+        now=now,
+    )

@@ -8,13 +8,12 @@ from django.urls import URLPattern, path, reverse
 
 from annotate.admin_site import LeadScopedAdmin, ReadOnlyAdmin
 from annotate.errors import ApplicationError
+from annotate.jobs import ACTIVE, RESUMABLE
 from apps.batches.models import Batch, BatchStatus
 from apps.endpoints.models import ModelEndpoint
 from apps.judges.models import Judge, JudgeJob, JudgeJobStatus, Verdict
 from apps.judges.prompts import PAIRWISE
 from apps.judges.services import (
-    ACTIVE,
-    RESUMABLE,
     judge_problems,
     judge_save,
     judging_cancel,

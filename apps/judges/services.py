@@ -28,19 +28,30 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from annotate.broker import BrokerUnavailable, broker_check, send_task
+from annotate.broker import broker_check
 from annotate.errors import BadRequest, Conflict, Forbidden
+from annotate.jobs import (
+    ACTIVE,
+    RESUMABLE,
+    job_cancel,
+    job_claim,
+    job_held,
+    job_requeue,
+    job_send,
+    job_status,
+    job_sweep,
+)
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record, changes_of
 from apps.batches.models import Batch, BatchStatus, Comparison, GoldAnswer
@@ -78,8 +89,6 @@ RUN_TASK = "apps.judges.tasks.judging_run_task"
 MAX_THREADS = 64
 BEAT_SECONDS = 1.0
 CHUNK = 200
-ACTIVE = (JudgeJobStatus.QUEUED, JudgeJobStatus.RUNNING)
-RESUMABLE = (JudgeJobStatus.CANCELLED, JudgeJobStatus.STOPPED, JudgeJobStatus.DONE)
 AUDITED = (
     "name",
     "people_first_where_unsure",
@@ -214,7 +223,7 @@ def judging_start(*, judge: Judge, batch: Batch, by: Actor) -> JudgeJob:
             target=job,
             details={"judge": judge.name, "batch": batch.pk, "comparisons": job.comparisons_total},
         )
-        transaction.on_commit(lambda: _send(job.pk, withdraw=True))
+        transaction.on_commit(lambda: _send(job.pk, new=True))
     job.refresh_from_db()
     return job
 
@@ -228,28 +237,14 @@ def _refuse_second_job(judge: Judge) -> None:
         )
 
 
-def _send(job_id: int, *, withdraw: bool) -> None:
-    try:
-        send_task(RUN_TASK, job_id)
-    except BrokerUnavailable:
-        queued = JudgeJob.objects.filter(pk=job_id, status=JudgeJobStatus.QUEUED)
-        if withdraw:
-            queued.delete()
-        else:
-            queued.update(status=JudgeJobStatus.STOPPED, note="the task queue could not take it")
-        raise
+def _send(job_id: int, *, new: bool) -> None:
+    job_send(RUN_TASK, JudgeJob, job_id, new=new)
 
 
 def judging_cancel(*, job: JudgeJob, by: Actor) -> JudgeJob:
     _check_may_manage(by, job.judge.project)
     with transaction.atomic():
-        current = JudgeJob.objects.select_for_update().get(pk=job.pk)
-        if current.status not in ACTIVE:
-            raise Conflict(f"Judging job {current.pk} is {current.status}: nothing to cancel.")
-        current.status = JudgeJobStatus.CANCELLED
-        current.note = "cancelled"
-        current.finished_at = timezone.now()
-        current.save(update_fields=["status", "note", "finished_at"])
+        current = job_cancel(JudgeJob, job.pk)
         audit_record(
             actor=by,
             action=AuditAction.JUDGING_CANCELLED,
@@ -264,16 +259,9 @@ def judging_resume(*, job: JudgeJob, by: Actor) -> JudgeJob:
     _check_may_manage(by, job.judge.project)
     broker_check()
     with transaction.atomic():
-        current = JudgeJob.objects.select_for_update().get(pk=job.pk)
-        if current.status not in RESUMABLE:
-            raise Conflict(f"Judging job {current.pk} is {current.status} already.")
-        _refuse_second_job(job.judge)
-        current.status = JudgeJobStatus.QUEUED
-        current.note = ""
-        current.finished_at = None
-        current.attempts = 0
-        current.heartbeat_at = timezone.now()
-        current.save(update_fields=["status", "note", "finished_at", "attempts", "heartbeat_at"])
+        if JudgeJob.objects.filter(pk=job.pk, status__in=RESUMABLE).exists():
+            _refuse_second_job(job.judge)
+        current = job_requeue(JudgeJob, job.pk)
         audit_record(
             actor=by,
             action=AuditAction.JUDGING_RESUMED,
@@ -281,7 +269,7 @@ def judging_resume(*, job: JudgeJob, by: Actor) -> JudgeJob:
             target=current,
             details=_progress(current),
         )
-        transaction.on_commit(lambda: _send(current.pk, withdraw=False))
+        transaction.on_commit(lambda: _send(current.pk, new=False))
     current.refresh_from_db()
     return current
 
@@ -296,33 +284,19 @@ def _progress(job: JudgeJob) -> dict[str, Any]:
     }
 
 
-def _stale_before(now: datetime) -> datetime:
-    return now - timedelta(seconds=settings.GENERATION_STALE_AFTER)
-
-
 def judging_claim(*, job_id: int) -> int | None:
-    now = timezone.now()
-    claimable = Q(status=JudgeJobStatus.QUEUED) | Q(
-        status=JudgeJobStatus.RUNNING, heartbeat_at__lt=_stale_before(now)
-    )
-    with transaction.atomic():
-        if not JudgeJob.objects.filter(claimable, pk=job_id).update(
-            status=JudgeJobStatus.RUNNING, attempts=F("attempts") + 1, heartbeat_at=now
-        ):
-            return None
-        return int(JudgeJob.objects.values_list("attempts", flat=True).get(pk=job_id))
+    return job_claim(JudgeJob, job_id, stale_after=settings.GENERATION_STALE_AFTER)
 
 
 def _held(job_id: int, attempt: int) -> Any:
-    return JudgeJob.objects.filter(pk=job_id, status=JudgeJobStatus.RUNNING, attempts=attempt)
+    return job_held(JudgeJob, job_id, attempt)
 
 
 def judging_run(*, job_id: int) -> str:
     """Runs a job if this run may claim it; returns its status afterwards."""
     attempt = judging_claim(job_id=job_id)
     if attempt is None:
-        status = JudgeJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-        return str(status or "")
+        return job_status(JudgeJob, job_id)
     job = JudgeJob.objects.select_related("judge__project", "judge__endpoint", "batch").get(
         pk=job_id
     )
@@ -351,34 +325,13 @@ def _recount(job: JudgeJob) -> None:
 
 def judging_sweep(now: datetime | None = None) -> dict[str, int]:
     """The beat job: re-sends lost jobs and re-queues those whose worker died."""
-    now = now or timezone.now()
-    stale = _stale_before(now)
-    counts = {"resent": 0, "requeued": 0, "stopped": 0}
-    dead = JudgeJob.objects.filter(status=JudgeJobStatus.RUNNING, heartbeat_at__lt=stale)
-    for job in dead:
-        if job.attempts >= settings.GENERATION_MAX_ATTEMPTS:
-            if dead.filter(pk=job.pk).update(
-                status=JudgeJobStatus.STOPPED,
-                note=f"its worker stopped {job.attempts} times; resume it to try again",
-                finished_at=now,
-            ):
-                counts["stopped"] += 1
-        elif dead.filter(pk=job.pk).update(status=JudgeJobStatus.QUEUED, heartbeat_at=now):
-            counts["requeued"] += 1
-            _resend(job.pk)
-    lost = JudgeJob.objects.filter(status=JudgeJobStatus.QUEUED, heartbeat_at__lt=stale)
-    for job in lost:
-        if lost.filter(pk=job.pk).update(heartbeat_at=now):
-            counts["resent"] += 1
-            _resend(job.pk)
-    return counts
-
-
-def _resend(job_id: int) -> None:
-    try:
-        send_task(RUN_TASK, job_id)
-    except BrokerUnavailable:
-        logger.warning("judging job %s: the broker is gone; the next sweep sends it", job_id)
+    return job_sweep(
+        JudgeJob,
+        RUN_TASK,
+        stale_after=settings.GENERATION_STALE_AFTER,
+        max_attempts=settings.GENERATION_MAX_ATTEMPTS,
+        now=now,
+    )
 
 
 # --- One comparison ----------------------------------------------------------------------------

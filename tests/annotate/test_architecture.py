@@ -44,6 +44,7 @@ SHARED = {
     "annotate.cache",
     "annotate.rows",
     "annotate.celery",
+    "annotate.jobs",
 }
 # The one module that may look at connection.vendor.
 VENDOR_MODULE = "annotate/db.py"
