@@ -191,4 +191,14 @@ def ai_judges_report(*, project: Project, batch_id: int | None = None) -> dict[s
         report["criteria_human_human_agreement"] = {
             name: by_criterion[name].figures() for name in criteria
         }
+        # The same figures as rows, for the dashboard's table: a criterion, each judge's
+        # agreement with people on it (in the judges' order), then people's with each other.
+        report["criteria_rows"] = [
+            {
+                "criterion": name,
+                "judges": [entry["criteria"][name] for entry in entries],
+                "people": report["criteria_human_human_agreement"][name],
+            }
+            for name in criteria
+        ]
     return report

@@ -296,6 +296,10 @@ def test_stats_ai_judges_per_criterion(api, bob, project, annotators, import_row
         "agreement": round(1 / 3, 4),
         "pairs": 3,
     }
+    html = figures_html(project_figures(project))
+    assert 'data-testid="ai-judges-criteria"' in html
+    row = html.split('data-testid="ai-judges-criteria"')[1].split("</table>")[0]
+    assert '<th scope="row">honesty</th>' in row and "66.7%" in row and "33.3%" in row
 
 
 def test_the_dashboard_and_the_card_show_the_judges(project, voted):
