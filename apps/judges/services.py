@@ -463,7 +463,7 @@ def ai_judgment_record(
         assignment=assignment,
         choice=choice,
         source=Source.AI,
-        counted=False,
+        counts_toward_overlap=False,
         left_id=comparison.candidate_a_id,
         right_id=comparison.candidate_b_id,
         chosen_id={"a": comparison.candidate_a_id, "b": comparison.candidate_b_id}.get(option),

@@ -40,10 +40,9 @@ class JudgmentAdmin(ReadOnlyAdmin[Judgment]):
     list_display = [
         "id",
         "comparison_and_prompt",
-        "annotator",
+        "who",
         "choice",
         "chosen",
-        "source",
         "time_on_task",
         "judged_at",
         "counted",
@@ -66,6 +65,12 @@ class JudgmentAdmin(ReadOnlyAdmin[Judgment]):
     @admin.display(description="comparison (prompt)", ordering="comparison")
     def comparison_and_prompt(self, judgment: Judgment) -> str:
         return f"{judgment.comparison_id} ({judgment.comparison.prompt.external_id})"
+
+    @admin.display(description="annotator", ordering="annotator__username")
+    def who(self, judgment: Judgment) -> str:
+        """The annotator, marked when it is an AI judge's account (source "ai")."""
+        name = judgment.annotator.get_username()
+        return f"{name} (AI)" if judgment.source == "ai" else name
 
     @admin.display(description="time", ordering="duration_ms")
     def time_on_task(self, judgment: Judgment) -> str:

@@ -443,7 +443,7 @@ class JudgmentList(APIView):
             raise ValidationError({"gold": ["Use true or false."]})
         if gold == "false":
             judgments = judgments.filter(comparison__is_gold=False)
-        sources = request.query_params.get("sources") or "human"
+        sources = request.query_params.get("sources", "human")
         if sources not in SOURCES:
             raise ValidationError({"sources": [f"Use one of {', '.join(SOURCES)}."]})
         judgments = judgments.filter(source__in=SOURCES[sources])

@@ -115,7 +115,7 @@ class Judgment(models.Model):
     ai_suggestion_shown = models.BooleanField(default=False, db_default=False)
     # False for an AI judge's vote given besides the people (Judge.counts_toward_overlap off):
     # it took no slot, and the comparison's counts never include it, even when recounted.
-    counted = models.BooleanField(default=True, db_default=True)
+    counts_toward_overlap = models.BooleanField(default=True, db_default=True)
     # Copied from the assignment so that a judgment reads on its own: what was shown where, and
     # which candidate won (null for tie and both bad).
     left = models.ForeignKey(Candidate, on_delete=models.PROTECT, related_name="+")

@@ -61,5 +61,6 @@ def test_the_judgment_list_reads_people_s_judgments_unless_asked(
     ai = api.get(url + "?sources=ai").json()["results"]
     assert len(ai) == 2 and {row["source"] for row in ai} == {"ai"}
     assert len(api.get(url + "?sources=all").json()["results"]) == 2
-    bad = api.get(url + "?sources=robots")
-    assert bad.status_code == 400 and "sources" in bad.json()
+    for bad_value in ("robots", ""):
+        bad = api.get(url + f"?sources={bad_value}")
+        assert bad.status_code == 400 and "sources" in bad.json()

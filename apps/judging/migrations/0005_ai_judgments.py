@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='judgment',
-            name='counted',
+            name='counts_toward_overlap',
             field=models.BooleanField(db_default=True, default=True),
         ),
         migrations.AddField(

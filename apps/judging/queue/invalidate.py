@@ -94,7 +94,7 @@ def _comparisons_recount(comparison_ids: list[int], *, overlap: int, margin: int
     """Sets each comparison's judgment count, votes per option, split and completion from its
     valid judgments (the caller holds the comparisons' row locks)."""
     valid = Judgment.objects.filter(
-        comparison_id=OuterRef("pk"), invalidated_at__isnull=True, counted=True
+        comparison_id=OuterRef("pk"), invalidated_at__isnull=True, counts_toward_overlap=True
     )
 
     def count(queryset: QuerySet[Judgment]) -> Coalesce:
