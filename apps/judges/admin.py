@@ -85,6 +85,10 @@ class JudgeAdmin(LeadScopedAdmin[Judge]):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # its judgments stay, and name it
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A judge stays in the project it was made for (its account and votes are there).
+        return [*self.readonly_fields, *(["project"] if obj is not None else [])]
+
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "project" and not request.user.is_staff:
             kwargs["queryset"] = projects_led_by(request.user)

@@ -171,6 +171,11 @@ def judge_save(judge: Judge, *, by: Actor) -> Judge:
     """Creates or changes a judge, for staff and the project's leads; a new judge gets its
     account. Its prompt's version is recomputed; the change is audited with what changed."""
     _check_may_manage(by, judge.project)
+    if judge.pk is not None:
+        was = Judge.objects.filter(pk=judge.pk).values_list("project_id", flat=True).first()
+        if was is not None and was != judge.project_id:
+            # Its account, votes and verdicts belong to the project it was made for.
+            raise JudgeInvalid({"project": "A judge stays in its project: add a new one."})
     if problems := judge_problems(judge):
         raise JudgeInvalid(problems)
     judge.template_version = template_version(judge_template(judge))

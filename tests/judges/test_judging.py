@@ -317,6 +317,13 @@ def test_only_leads_and_staff_manage_judges_and_the_settings_are_checked(
         make_judge(listwise, llm, bob)
     with pytest.raises(JudgeInvalid, match="placeholder"):
         make_judge(project, llm, bob, name="broken", user_prompt="Judge {nothing}.")
+    # A judge cannot be moved to another project, even one its lead also leads.
+    judge.project = other
+    membership_add(project=other, user=bob, role="lead")
+    with pytest.raises(JudgeInvalid, match="stays in its project"):
+        judge_save(judge, by=bob)
+    judge.refresh_from_db()
+    assert judge.project == project
     no_ties = project_create(slug="no-ties", name="No ties", created_by=alice, allow_tie=False)
     membership_add(project=no_ties, user=bob, role="lead")
     with pytest.raises(JudgeInvalid):
