@@ -233,6 +233,9 @@ class Comparison(models.Model):
     split = models.PositiveIntegerField(default=1)
     skip_count = models.PositiveIntegerField(default=0)
     is_gold = models.BooleanField(default=False)
+    # In the project's audit sample (Project.audit_rate; batches.audit): every policy serves it
+    # first and it never stops early, so it receives the full overlap. Never a gold item.
+    is_audit = models.BooleanField(default=False, db_default=False)
     # Listwise projects: every candidate of the prompt (their ids, 3-8, in import order), ranked
     # as a whole; candidate_a and candidate_b are the first two. Null for a pair.
     candidate_ids = models.JSONField(null=True, blank=True)
@@ -250,6 +253,9 @@ class Comparison(models.Model):
             models.CheckConstraint(
                 condition=Q(is_gold=False, gold_answer="") | Q(is_gold=True) & ~Q(gold_answer=""),
                 name="comparison_gold_has_answer",
+            ),
+            models.CheckConstraint(
+                condition=~Q(is_gold=True, is_audit=True), name="comparison_audit_not_gold"
             ),
         ]
         indexes = [

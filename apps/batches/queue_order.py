@@ -20,11 +20,18 @@ from apps.projects.models import AssignmentPolicy
 # The keys a policy orders by: "filled" is the slots taken (votes plus leases), "split" how far
 # apart the votes are, "rank" a random number drawn at each new level (no one owns its head).
 # Each key is (name, descending).
+# Every policy serves the audit sample first ("audit", descending: is_audit true before false),
+# so that it receives the full overlap whatever the policy's own order would give it.
 POLICY_ORDER: dict[AssignmentPolicy, tuple[tuple[str, bool], ...]] = {
-    AssignmentPolicy.BREADTH_FIRST: (("filled", False), ("rank", False)),
-    AssignmentPolicy.DEPTH_FIRST: (("filled", True), ("rank", False)),
-    AssignmentPolicy.UNCERTAIN_FIRST: (("split", False), ("filled", False), ("rank", False)),
-    AssignmentPolicy.RANDOM: (("rank", False),),
+    AssignmentPolicy.BREADTH_FIRST: (("audit", True), ("filled", False), ("rank", False)),
+    AssignmentPolicy.DEPTH_FIRST: (("audit", True), ("filled", True), ("rank", False)),
+    AssignmentPolicy.UNCERTAIN_FIRST: (
+        ("audit", True),
+        ("split", False),
+        ("filled", False),
+        ("rank", False),
+    ),
+    AssignmentPolicy.RANDOM: (("audit", True), ("rank", False)),
 }
 
 # Each policy's partial index (one per policy, scanned within one batch).
@@ -62,8 +69,12 @@ def takes_votes_sql(*, overlap: str, alias: str) -> str:
     return f"{open_ordinary_sql(alias)} AND {filled_sql(alias)} < {overlap}"
 
 
+# The column behind each key but "filled" (an expression).
+KEY_COLUMNS = {"audit": "is_audit", "split": "split", "rank": "rank"}
+
+
 def _key_expression(name: str) -> F | CombinedExpression:
-    return FILLED if name == "filled" else F(name)
+    return FILLED if name == "filled" else F(KEY_COLUMNS[name])
 
 
 def queue_indexes() -> list[models.Index]:
@@ -93,6 +104,7 @@ def queue_indexes() -> list[models.Index]:
 # same rule. tests/judging/test_queue_rules.py checks on the database that the ORM's and the
 # SQL's verdicts agree.
 _NEVER_COMPLETE = "is_gold"
+_NEVER_STOPS = "is_audit"  # the audit sample receives the full overlap: it never stops early
 _SIDES = ("votes_a", "votes_b")
 
 
@@ -114,7 +126,7 @@ def complete_condition(
     lead = Abs(
         _side_votes(_SIDES[0], votes_added, option) - _side_votes(_SIDES[1], votes_added, option)
     )
-    decided = Q(GreaterThanOrEqual(lead, margin))
+    decided = Q(GreaterThanOrEqual(lead, margin)) & Q(**{_NEVER_STOPS: False})
     if not isinstance(margin, int):
         decided &= Q(GreaterThan(margin, 0))
     return Q(**{_NEVER_COMPLETE: False}) & (full | decided)
@@ -157,15 +169,17 @@ def complete_sql(
     ]
     return (
         f"(NOT {column.format(_NEVER_COMPLETE)} AND ({votes} >= {overlap} OR "
-        f"{_decided(margin, sides[0], sides[1])}))"
+        f"{_decided(margin, sides[0], sides[1], column.format(_NEVER_STOPS))}))"
     )
 
 
-def _decided(margin: str, votes_a: str, votes_b: str) -> str:
-    return f"{margin} > 0 AND abs({votes_a} - {votes_b}) >= {margin}"
+def _decided(margin: str, votes_a: str, votes_b: str, never_stops: str) -> str:
+    return f"(NOT {never_stops} AND {margin} > 0 AND abs({votes_a} - {votes_b}) >= {margin})"
 
 
 def decided_sql(*, margin: str, alias: str) -> str:
     """The rule's stopping half alone, as an SQL boolean over comparisons aliased `alias`: the
-    lead reaches the margin (what a late vote is refused on, beside a full overlap)."""
-    return f"({_decided(margin, *(f'{alias}.{side}' for side in _SIDES))})"
+    lead reaches the margin, outside the audit sample (what a late vote is refused on, beside a
+    full overlap)."""
+    sides = (f"{alias}.{side}" for side in _SIDES)
+    return f"({_decided(margin, *sides, f'{alias}.{_NEVER_STOPS}')})"

@@ -28,6 +28,7 @@ from annotate.db import postgresql
 from annotate.errors import Conflict
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
+from apps.batches.audit import audit_sample_mark
 from apps.batches.honeypots import Honeypot, HoneypotMaker, honeypot_seed
 from apps.batches.import_format import (
     CANDIDATES_OPTIONAL_HINT,
@@ -752,6 +753,8 @@ def _batch_store(
                     flush()
             if pending:
                 flush()
+            if project.audit_rate > 0:
+                audit_sample_mark(project=project, batch=batch)
     except IntegrityError:
         # Another import took one of these ids between our check and our insert.
         if isinstance(prompts, list):

@@ -53,6 +53,7 @@ from annotate.jobs import (
 )
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
+from apps.batches.audit import audit_sample_mark
 from apps.batches.import_format import MAX_CANDIDATES
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
 from apps.batches.signals import batch_stored
@@ -790,6 +791,8 @@ def form_comparisons(job: GenerationJob, prompt_id: int, *, listwise: bool) -> i
         Batch.objects.filter(pk=job.batch_id).update(
             comparison_count=F("comparison_count") + len(rows)
         )
+        if job.batch.project.audit_rate > 0:
+            audit_sample_mark(project=job.batch.project, prompt_id=prompt_id)
     return len(rows)
 
 

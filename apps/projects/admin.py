@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from annotate.admin_site import LeadScopedAdmin
 from apps.audit.models import AuditAction
 from apps.audit.services import audit_record, changes_of
+from apps.batches.audit import audit_sample_mark
 from apps.judging.markdown import render_guidelines
 from apps.judging.queue import overlap_changed
 from apps.projects.models import (
@@ -174,7 +175,7 @@ JUDGING_SETTINGS = (
     "show_ai_suggestion",
     "overlap",
 )
-QUEUE_SETTINGS = ("policy", "lease_seconds", "annotator_cap", "stop_confidence")
+QUEUE_SETTINGS = ("policy", "lease_seconds", "annotator_cap", "stop_confidence", "audit_rate")
 GOLD_SETTINGS = ("gold_rate", "gold_min_accuracy", "gold_min_answers", "honeypot_rate")
 AUDITED_SETTINGS_FORM = [*JUDGING_SETTINGS, *QUEUE_SETTINGS, *GOLD_SETTINGS]
 
@@ -414,7 +415,10 @@ class ProjectAdmin(LeadScopedAdmin[Project]):
         if "guidelines" in form.changed_data:
             # The service makes the new version and records it.
             project_guidelines_set(project=obj, text=new_guidelines, by=user)  # type: ignore[arg-type]
-        if {"overlap", "stop_confidence"} & set(form.changed_data):
+        if "audit_rate" in form.changed_data:
+            # Comparisons that join the sample and had stopped early reopen (overlap_changed).
+            audit_sample_mark(project=obj)
+        if {"overlap", "stop_confidence", "audit_rate"} & set(form.changed_data):
             overlap_changed(project=obj)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:

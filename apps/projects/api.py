@@ -90,6 +90,7 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
             "gold_min_accuracy",
             "gold_min_answers",
             "honeypot_rate",
+            "audit_rate",
             "export_formats",
             "created_at",
         ]
@@ -133,6 +134,7 @@ class ProjectCreateInput(serializers.Serializer[Any]):
         min_value=0.5, max_value=0.999, allow_null=True, default=None
     )
     honeypot_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    audit_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # The rule is the model's (Project.clean), here before anything is built.

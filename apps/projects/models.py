@@ -180,6 +180,13 @@ class Project(models.Model):
         help_text="Share of imported prompts that also get a generated gold item: one of their "
         "responses against a degraded copy of it (0 = none).",
     )
+    audit_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Audit sample: the share of comparisons, drawn at random, that every policy "
+        "fills to the full overlap first and that never stop early, so that agreement measured "
+        "on them is unbiased by adaptive assignment (0.05 = 5%; 0 = none).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -198,6 +205,10 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(honeypot_rate__gte=0) & Q(honeypot_rate__lte=1),
                 name="project_honeypot_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(audit_rate__gte=0) & Q(audit_rate__lte=1),
+                name="project_audit_rate_range",
             ),
             models.CheckConstraint(
                 condition=Q(stop_confidence__isnull=True)

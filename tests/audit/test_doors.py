@@ -40,6 +40,7 @@ CREATED_DETAILS = {
     "gold_min_answers",
     "stop_confidence",
     "honeypot_rate",
+    "audit_rate",
 }
 
 

@@ -259,6 +259,7 @@ def _project_form(project, **changes):
         "gold_min_answers": "10",
         "stop_confidence": "",
         "honeypot_rate": "0",
+        "audit_rate": "0",
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
         "memberships-MIN_NUM_FORMS": "0",

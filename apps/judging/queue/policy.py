@@ -3,7 +3,7 @@ so that each is written once. The orders come from batches.queue_order's table, 
 also generates the partial indexes that hold them.
 """
 
-from apps.batches.queue_order import POLICY_ORDER, filled_sql
+from apps.batches.queue_order import KEY_COLUMNS, POLICY_ORDER, filled_sql
 from apps.judging import answers
 from apps.projects.models import AssignmentPolicy
 
@@ -27,10 +27,8 @@ POLICIES = [policy.value for policy in AssignmentPolicy]
 def sql_order(policy: str, alias: str) -> str:
     """The policy's ORDER BY over comparisons aliased `alias`, for the pick's statements: the
     order of its partial index, so that the scan reads the index."""
-    columns = {
-        "filled": filled_sql(alias),
-        "split": f"{alias}.split",
-        "rank": f"{alias}.rank",
+    columns = {"filled": filled_sql(alias)} | {
+        name: f"{alias}.{column}" for name, column in KEY_COLUMNS.items()
     }
     return ", ".join(
         columns[name] + (" DESC" if descending else "")
