@@ -4,6 +4,7 @@
     .venv/bin/python bench/quality.py --quick              # 2 seeds, fewer prompts (~40 s)
     .venv/bin/python bench/quality.py --seeds 1 2 --prompts 300 --budget 700 --policies random
     .venv/bin/python bench/quality.py --quick --triads     # three responses a prompt: triads
+    .venv/bin/python bench/quality.py --quick --audit-rate 0.1  # agreement on an audit sample
 
 Creates a throwaway PostgreSQL database, migrates it, creates a lead and the annotators with DRF
 tokens, and per seed and policy a project (overlap 3) whose batch is imported through the API
@@ -142,6 +143,7 @@ with transaction.atomic():
             overlap=spec["overlap"],
             policy=policy,
             stop_confidence=spec["stop_confidence"] if policy == "uncertain_first" else None,
+            audit_rate=spec["audit_rate"],
         )
         membership_add(project=project, user=users[spec["lead"]], role="lead")
         for name in spec["annotators"]:
@@ -406,6 +408,17 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             f"{'n/a' if alpha is None else f'{alpha:.3f}'}"
         )
     alphas = [r["agreement"]["krippendorff_alpha_nominal"] for r in results]
+    audits = [r["audit"] for r in results if r["audit"]]
+    for r in results:
+        if r["audit"]:
+            a = r["audit"]
+            print(
+                f"  {r['seed']:>4}  audit sample: {a['comparisons']} comparisons, "
+                f"{a['judgments']} judgments; agreement w/o ties "
+                f"{a['pairwise']['without_ties']['agreement']}, with ties "
+                f"{a['pairwise']['with_ties']['agreement']}, alpha "
+                f"{a['krippendorff_alpha_nominal']}"
+            )
     return {
         "policy": policy,
         "tau": statistics.fmean(r["tau"] for r in results),
@@ -420,6 +433,10 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "honest_flagged": hits["honest"],
         "honest": KINDS["honest"] * len(results),
         "alpha": mean_of(alphas),
+        "audit_alpha": mean_of([a["krippendorff_alpha_nominal"] for a in audits])
+        if audits
+        else "-",
+        "audit_judgments": sum(a["judgments"] for a in audits),
         "tau_at": {
             n: statistics.fmean(r["tau_at"][n] for r in results)
             for n in sorted(results[0]["tau_at"])
@@ -432,7 +449,7 @@ def summary(rows: list[dict[str, Any]]) -> None:
     print(
         "\nsummary (means over seeds; the random policy's alpha is the uniform reference)\n"
         "  policy           BT tau (min)     BT cover  right maj  right rel  rel-maj  "
-        "recall random/left/biased  honest flagged  alpha"
+        "recall random/left/biased  honest flagged  alpha  audit alpha (judgments)"
     )
     for s in rows:
         recall = "/".join(f"{s['recall'][k]:.0%}" for k in SPAMMERS)
@@ -440,7 +457,8 @@ def summary(rows: list[dict[str, Any]]) -> None:
             f"  {s['policy']:<16} {s['tau']:+.3f} ({s['tau_min']:+.3f})  {s['coverage']:>8.0%}  "
             f"{s['majority']:>9.1%}  {s['reliability']:>9.1%}  "
             f"{(s['reliability'] - s['majority']) * 100:>+6.1f}  {recall:>25}  "
-            f"{s['honest_flagged']:>7}/{s['honest']:<6}  {s['alpha']}"
+            f"{s['honest_flagged']:>7}/{s['honest']:<6}  {s['alpha']}  {s['audit_alpha']} "
+            f"({s['audit_judgments']})"
         )
     print(
         "  the reliability-weighted leaderboard (models.crowd_leaderboard), against the truth:\n"
@@ -500,6 +518,13 @@ def main() -> int:
         default=None,
         help="adaptive stopping for the uncertain_first projects (0.5-0.999; default off)",
     )
+    parser.add_argument(
+        "--audit-rate",
+        type=float,
+        default=0.0,
+        help="every project's audit sample (0-1; default 0, none): its agreement is printed "
+        "beside the whole sample's, against the random policy's as the uniform reference",
+    )
     parser.add_argument("--quick", action="store_true", help="seeds 1 2, 200 prompts, budget 500")
     parser.add_argument(
         "--triads",
@@ -517,7 +542,8 @@ def main() -> int:
     print(
         f"\n{len(MODELS)} models (log-strengths {min(MODELS.values()):+.2f} to "
         f"{max(MODELS.values()):+.2f}), annotators {dict(KINDS)}, overlap {OVERLAP}, "
-        f"stopping confidence of uncertain_first {args.stop_confidence}; "
+        f"stopping confidence of uncertain_first {args.stop_confidence}, audit rate "
+        f"{args.audit_rate}; "
         f"{args.prompts} comparisons and {args.budget} judgments per project; seeds {args.seeds}"
     )
     names = [f"{kind}-{i + 1}" for kind, count in KINDS.items() for i in range(count)]
@@ -535,6 +561,7 @@ def main() -> int:
             "annotators": names,
             "overlap": OVERLAP,
             "stop_confidence": args.stop_confidence,
+            "audit_rate": args.audit_rate,
             "projects": [[run.slug, run.policy] for run in runs],
         }
         tokens = shell(_SETUP, env, SPEC=json.dumps(spec))
@@ -569,6 +596,7 @@ def main() -> int:
                         "crowd_covered": crowd_covered,
                         "models": models,
                         "agreement": stats["agreement"],
+                        "audit": stats["audit_agreement"],
                         "pairs": pairs_quality(server.port, tokens["lead"], run.slug),
                         "stopping": stats["stopping"],
                     }

@@ -49,6 +49,15 @@ ADAPTIVE_NOTE = (
     "not meaningful: under the {policy} policy a comparison gets a third vote only where the "
     "first ones split, so the comparisons with three votes or more are mostly disagreements"
 )
+STOPPING_NOTE = (
+    "not meaningful: with adaptive stopping a comparison stops once its first votes agree, so "
+    "the comparisons with three votes or more are mostly disagreements"
+)
+# What the audit sample (Project.audit_rate) is, where a figure comes from it.
+AUDIT_NOTE = (
+    "over the audit sample only: comparisons drawn at random that every policy fills to the full "
+    "overlap and that never stop early, so agreement there is that of a uniform sample"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +67,33 @@ class Design:
 
     policy: str
     clicker: tuple[float, float, float, float]
+    # Adaptive stopping on (Project.stop_margin above 0): which comparisons get more votes then
+    # depends on the votes too, whatever the policy.
+    stopping: bool = False
 
     @property
     def adaptive(self) -> bool:
-        return self.policy in ADAPTIVE_POLICIES
+        return self.policy in ADAPTIVE_POLICIES or self.stopping
 
     @property
     def sample(self) -> str:
         """Which comparisons agreement is over: "adaptive" (chosen by the policy from the votes,
-        biased) or "all" (every comparison with enough votes)."""
+        biased) or "all" (every comparison with enough votes). Where an adaptive project has an
+        audit sample, the figures say "audit" instead (`audit_sample`)."""
         return "adaptive" if self.adaptive else "all"
 
     @property
     def note(self) -> str | None:
-        return ADAPTIVE_NOTE.format(policy=self.policy) if self.adaptive else None
+        if self.policy in ADAPTIVE_POLICIES:
+            return ADAPTIVE_NOTE.format(policy=self.policy)
+        return STOPPING_NOTE if self.stopping else None
+
+    def audit_sample(self, audited: bool) -> tuple[str, str | None]:
+        """(sample, note) of per-annotator agreement: over the audit sample where the design is
+        adaptive and the sample has votes (`audited`), else `sample` and `note`."""
+        if self.adaptive and audited:
+            return "audit", AUDIT_NOTE
+        return self.sample, self.note
 
     @classmethod
     def of(cls, project: Project) -> "Design":
@@ -84,7 +106,9 @@ class Design:
             buttons = (1, 1, int(project.allow_tie), int(project.allow_both_bad))
         total = sum(buttons)
         a, b, tie, both_bad = (n / total for n in buttons)
-        return cls(policy=project.policy, clicker=(a, b, tie, both_bad))
+        return cls(
+            policy=project.policy, clicker=(a, b, tie, both_bad), stopping=project.stop_margin > 0
+        )
 
 
 # The defaults of a new project: pairwise, ties and both-bad allowed, breadth first.

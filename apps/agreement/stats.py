@@ -29,7 +29,14 @@ from statsmodels.stats.inter_rater import fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from apps.agreement.crowd_report import crowd_report
-from apps.agreement.flags import CONFIDENCE, DEFAULT_DESIGN, Design, agreement_tests, bias_tests
+from apps.agreement.flags import (
+    AUDIT_NOTE,
+    CONFIDENCE,
+    DEFAULT_DESIGN,
+    Design,
+    agreement_tests,
+    bias_tests,
+)
 from apps.agreement.transitivity import MEANING as TRANSITIVITY_MEANING
 from apps.agreement.transitivity import MIN_TRIADS, transitivity
 from apps.judging.models import Choice, Judgment, Source
@@ -73,6 +80,8 @@ class Vote:
     prompt: int | None = None
     candidate_a: int | None = None
     candidate_b: int | None = None
+    # In the project's audit sample (Comparison.is_audit).
+    is_audit: bool = False
 
 
 SIDES = (None, "left", "right")
@@ -104,6 +113,7 @@ class VoteColumns:
     prompt: np.ndarray  # int64, -1 where unknown
     candidate_a: np.ndarray  # int64, -1 where unknown
     candidate_b: np.ndarray  # int64, -1 where unknown
+    is_audit: np.ndarray  # bool
     names: list[str]
     models: list[str]
 
@@ -126,6 +136,7 @@ class VoteColumns:
                 prompt=int(self.prompt[k]) if self.prompt[k] >= 0 else None,
                 candidate_a=int(self.candidate_a[k]) if self.candidate_a[k] >= 0 else None,
                 candidate_b=int(self.candidate_b[k]) if self.candidate_b[k] >= 0 else None,
+                is_audit=bool(self.is_audit[k]),
             )
 
     def select(self, mask: np.ndarray) -> "VoteColumns":
@@ -168,6 +179,7 @@ class VoteColumns:
             prompt=_ids([v.prompt for v in votes]),
             candidate_a=_ids([v.candidate_a for v in votes]),
             candidate_b=_ids([v.candidate_b for v in votes]),
+            is_audit=np.array([v.is_audit for v in votes], dtype=bool),
             names=names,
             models=models,
         )
@@ -191,7 +203,8 @@ class _ColumnsBuilder:
 
     def add(self, page: list[tuple[Any, ...]]) -> None:
         (comparison, annotator, choice, chosen, candidate_a, model_a, model_b, is_gold, strength,
-         gold_correct, duration, prompt, candidate_b) = zip(*page, strict=True)  # fmt: skip
+         gold_correct, duration, prompt, candidate_b,
+         is_audit) = zip(*page, strict=True)  # fmt: skip
         choices = np.fromiter(map(self.CHOICES.__getitem__, choice), np.int8, len(choice))
         chose_a = np.array(chosen, dtype=np.float64) == np.array(candidate_a, dtype=np.float64)
         sided = choices < 2
@@ -218,6 +231,7 @@ class _ColumnsBuilder:
                 "prompt": np.array(prompt, dtype=np.int64),
                 "candidate_a": np.array(candidate_a, dtype=np.int64),
                 "candidate_b": np.array(candidate_b, dtype=np.int64),
+                "is_audit": np.array(is_audit, dtype=bool),
             }
         )
 
@@ -229,11 +243,11 @@ class _ColumnsBuilder:
             for name in (
                 "comparison", "annotator", "option", "side", "strength", "has_strength",
                 "model_a", "model_b", "is_gold", "gold_correct", "duration_ms", "has_duration",
-                "prompt", "candidate_a", "candidate_b",
+                "prompt", "candidate_a", "candidate_b", "is_audit",
             )
         }  # fmt: skip
         if not self.pages:
-            for name in ("has_strength", "is_gold", "has_duration"):
+            for name in ("has_strength", "is_gold", "has_duration", "is_audit"):
                 columns[name] = columns[name].astype(bool)
         user_ids, annotator = np.unique(columns["annotator"], return_inverse=True)
         per_user = [pseudonym(int(pk)) for pk in user_ids]
@@ -287,6 +301,7 @@ def stats_votes(
         "duration_ms",
         "comparison__prompt_id",
         "comparison__candidate_b_id",
+        "comparison__is_audit",
     )
     builder = _ColumnsBuilder()
     # A plain (client-side) cursor, not QuerySet.iterator()'s server-side one: PostgreSQL plans
@@ -471,6 +486,22 @@ def agreement(votes: Iterable[Vote] | VoteColumns) -> dict[str, Any]:
     }
 
 
+def audit_agreement(ordinary: VoteColumns) -> dict[str, Any] | None:
+    """Agreement, alpha and kappa over the audit sample's votes alone (Comparison.is_audit):
+    unbiased whatever the policy, as every policy fills the sample to the full overlap first and
+    it never stops early. None when the sample has no votes (no audit rate, or none judged)."""
+    audited = ordinary.select(ordinary.is_audit)
+    if not len(audited):
+        return None
+    return {
+        **agreement(audited),
+        "sample": "audit",
+        "sample_note": AUDIT_NOTE,
+        "comparisons": len(_groups(audited.comparison)[1]),
+        "judgments": len(audited),
+    }
+
+
 # -- annotators ----------------------------------------------------------------------------------
 
 
@@ -550,11 +581,16 @@ def annotator_summaries(
 
     Every figure but the gold ones is over their votes on ordinary (non-gold) comparisons.
     `design` (the project's policy and options) gives the chance level of the agreement tests,
-    and says when agreement is not meaningful (an adaptive policy: then it is not tested).
+    and says when agreement is not meaningful (an adaptive policy or adaptive stopping). Then,
+    where the project has an audit sample with votes, agreement with the others is measured and
+    tested over the audit sample alone (uniform, filled to the full overlap); without one it is
+    not tested.
     """
     votes = VoteColumns.of(votes)
     size = len(votes.names)
     mine = votes.select(~votes.is_gold)
+    sample, note = design.audit_sample(bool(mine.is_audit.any()))
+    scored = mine.select(mine.is_audit) if sample == "audit" else mine
     answered = votes.is_gold & (votes.gold_correct >= 0)
 
     def per(mask: np.ndarray, among: VoteColumns = mine) -> list[int]:
@@ -565,16 +601,16 @@ def annotator_summaries(
     lefts, sides = per(mine.side == 1), per(mine.side != 0)
     gold_answered = per(answered, votes)
     gold_correct = per(answered & (votes.gold_correct == 1), votes)
-    majority = others_majority(mine)
-    agree, counted = leave_one_out(mine, majority)
+    majority = others_majority(scored)
+    agree, counted = leave_one_out(scored, majority)
     chance = np.bincount(
-        mine.annotator[majority >= 0],
+        scored.annotator[majority >= 0],
         weights=np.asarray(design.clicker)[majority[majority >= 0]],
         minlength=size,
     )
     tests = (
         [None] * size
-        if design.adaptive
+        if design.adaptive and sample != "audit"
         else agreement_tests(
             [int(n) for n in agree],
             [int(n) for n in counted],
@@ -595,8 +631,8 @@ def annotator_summaries(
                 "judgments": judgments[i],
                 "agreement_with_others": _share(int(agree[i]), int(counted[i])),
                 "agreement_with_others_comparisons": int(counted[i]),
-                "agreement_with_others_sample": design.sample,
-                "agreement_with_others_note": design.note,
+                "agreement_with_others_sample": sample,
+                "agreement_with_others_note": note,
                 "agreement_test": tests[i],
                 "gold_answered": gold_answered[i],
                 "gold_accuracy": _share(gold_correct[i], gold_answered[i]),
@@ -870,6 +906,7 @@ def project_stats(
             "sample": design.sample,
             "sample_note": design.note,
         },
+        "audit_agreement": audit_agreement(ordinary),
         "annotators": summaries,
         "crowd": crowd["crowd"],
         "transitivity": {

@@ -578,12 +578,14 @@ class ComparisonAdmin(ReadOnlyAdmin[Comparison]):
         "skip_count",
         "complete",
         "is_gold",
+        "is_audit",
     ]
     list_filter = [
         ("project", admin.RelatedOnlyFieldListFilter),
         "batch__status",
         "complete",
         "is_gold",
+        "is_audit",
     ]
     search_fields = ["prompt__external_id"]
     list_select_related = ["project", "batch", "prompt"]

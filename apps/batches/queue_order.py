@@ -20,8 +20,11 @@ from apps.projects.models import AssignmentPolicy
 # The keys a policy orders by: "filled" is the slots taken (votes plus leases), "split" how far
 # apart the votes are, "rank" a random number drawn at each new level (no one owns its head).
 # Each key is (name, descending).
-# Every policy serves the audit sample first ("audit", descending: is_audit true before false),
-# so that it receives the full overlap whatever the policy's own order would give it.
+# Every policy that orders by the votes serves the audit sample first ("audit", descending:
+# is_audit true before false), so that it receives the full overlap whatever that order would
+# give it. Random needs no such key: which comparisons it serves never depends on their votes,
+# and the sample never stops early (complete_condition), so its votes are a uniform sample's
+# as they come (and its index stays a plain range from a random rank on).
 POLICY_ORDER: dict[AssignmentPolicy, tuple[tuple[str, bool], ...]] = {
     AssignmentPolicy.BREADTH_FIRST: (("audit", True), ("filled", False), ("rank", False)),
     AssignmentPolicy.DEPTH_FIRST: (("audit", True), ("filled", True), ("rank", False)),
@@ -31,7 +34,7 @@ POLICY_ORDER: dict[AssignmentPolicy, tuple[tuple[str, bool], ...]] = {
         ("filled", False),
         ("rank", False),
     ),
-    AssignmentPolicy.RANDOM: (("audit", True), ("rank", False)),
+    AssignmentPolicy.RANDOM: (("rank", False),),
 }
 
 # Each policy's partial index (one per policy, scanned within one batch).

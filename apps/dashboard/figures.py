@@ -274,6 +274,19 @@ def _agreement_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _audit_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The audit sample's agreement (stats.audit_agreement) as the dashboard shows it."""
+    if report is None:
+        return None
+    return {
+        **_agreement_summary(report),
+        "kappa": report["fleiss_kappa"],
+        "comparisons": report["comparisons"],
+        "judgments": report["judgments"],
+        "note": report["sample_note"],
+    }
+
+
 # -- models --------------------------------------------------------------------------------------
 
 
@@ -350,6 +363,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
         "throughput": throughput(hours, names=names, recent=recent_counts(project, now=now)),
         "agreement": _agreement_summary(report["agreement"]),
         "agreement_sample": {"sample": design.sample, "note": design.note},
+        "audit_agreement": _audit_summary(report["audit_agreement"]),
         "reference": REFERENCE,
         "annotators": people,
         "crowd": report["crowd"],

@@ -233,6 +233,11 @@ def flag_rules(design: Design, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "random_clicker_min_comparisons": statistics.median_low([n for n in needed if n])
         if any(needed)
         else None,
-        "adaptive": design.adaptive,
+        # Agreement is tested over the audit sample where the design is adaptive and there is
+        # one; "adaptive" says it is not tested at all.
+        "audited": any(row.get("agreement_with_others_sample") == "audit" for row in rows),
+        "adaptive": design.adaptive
+        and not any(row.get("agreement_with_others_sample") == "audit" for row in rows),
         "policy": design.policy,
+        "note": design.note,
     }

@@ -602,7 +602,9 @@ class Stats(APIView):
             "Staff and the project's leads. Agreement (raw pairwise with and without ties, "
             "Krippendorff's alpha nominal and ordinal, Fleiss' kappa where every comparison "
             "has as many votes, beside the published reference points), per annotator "
-            "(leave-one-out agreement, marked not meaningful under an adaptive policy, with "
+            "(leave-one-out agreement, marked not meaningful under an adaptive policy or "
+            "adaptive stopping unless the project has an audit sample, where it is measured "
+            "over that sample: `agreement_with_others_sample` says which; with "
             "its tests against chance and the other annotators; gold accuracy, position bias "
             "with its interval and the project's own left share, tie and both-bad rates, "
             "median time; the crowd model's reliability and left share with 95% intervals "
@@ -618,7 +620,11 @@ class Stats(APIView):
             "per batch. `ai_judges`: each AI judge's prompt versions, comparisons judged, order "
             "consistency (both orders agreeing) and agreement with people (with and without "
             "ties, per criterion too), beside people's agreement with each other computed the "
-            "same way; AI judges' votes are in no other figure. Deterministic."
+            "same way; AI judges' votes are in no other figure. `agreement.sample` says which "
+            "comparisons agreement is over (`all`, or `adaptive`: chosen from the votes, and "
+            "biased); `audit_agreement` is the same figures over the audit sample alone "
+            "(Project.audit_rate: comparisons drawn at random, filled to the full overlap "
+            "first under every policy and never stopped early), null without one. Deterministic."
         ),
         parameters=[BATCH],
         responses={200: OpenApiTypes.OBJECT, 400: ErrorOut, 404: ErrorOut},

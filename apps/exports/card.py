@@ -249,6 +249,11 @@ def dataset_card(
         f"| Fleiss' kappa | {_num(agreement['fleiss_kappa'])} | "
         f"{_md(agreement['fleiss_kappa_note'] or '')} |",
         "",
+    ]
+    if agreement["sample_note"]:
+        lines += [f"Sample: adaptive. Agreement above is {agreement['sample_note']}.", ""]
+    lines += audit_lines(report["audit_agreement"])
+    lines += [
         "## Models",
         "",
     ]
@@ -329,3 +334,20 @@ def dataset_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def audit_lines(audit: dict[str, Any] | None) -> list[str]:
+    """The audit sample's agreement (stats.audit_agreement), with what the sample is; nothing
+    without one."""
+    if audit is None:
+        return []
+    pairwise = audit["pairwise"]
+    return [
+        f"Audit sample: agreement {audit['sample_note']} ({audit['comparisons']} comparisons, "
+        f"{audit['judgments']} judgments): {_pct(pairwise['with_ties']['agreement'])} with ties "
+        f"({pairwise['with_ties']['pairs']} pairs), "
+        f"{_pct(pairwise['without_ties']['agreement'])} without; Krippendorff's alpha "
+        f"{_num(audit['krippendorff_alpha_nominal'])}; Fleiss' kappa "
+        f"{_num(audit['fleiss_kappa'])}.",
+        "",
+    ]

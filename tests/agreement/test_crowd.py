@@ -385,6 +385,7 @@ def as_columns(votes):
         prompt=np.full(size, -1, dtype=np.int64),
         candidate_a=np.full(size, -1, dtype=np.int64),
         candidate_b=np.full(size, -1, dtype=np.int64),
+        is_audit=zeros.astype(bool),
         names=votes.annotators,
         models=votes.models,
     )

@@ -144,7 +144,10 @@ def test_the_dashboard_says_agreement_is_not_meaningful_under_uncertain_first(
     assert 'data-testid="agreement-sample"' in page
     assert "Sample: adaptive." in page
     assert "not meaningful (adaptive sample)" in page
-    assert "not raised: under the uncertain_first policy" in page
+    assert (
+        "not raised: agreement with the others is not meaningful: under the uncertain_first" in page
+    )
+    assert "an audit sample, set in the project, would make it testable" in page
 
 
 def test_the_page_states_each_tested_rule(client, bob, judged):  # noqa: F811
