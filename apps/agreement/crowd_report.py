@@ -16,6 +16,7 @@ from apps.agreement.crowd import UNKNOWN_MODEL, CrowdFit, CrowdVotes, fit_crowd
 from apps.agreement.crowd_bias import MEANING as LEFT_BIAS_MEANING
 from apps.agreement.crowd_bias import left_bias
 from apps.agreement.flags import CONFIDENCE
+from apps.agreement.weighted_bt import annotator_weights, weighted_strengths
 
 if TYPE_CHECKING:
     from apps.agreement.stats import VoteColumns
@@ -31,9 +32,10 @@ RELIABILITY_MEANING = (
     "random answers"
 )
 LEADERBOARD_MEANING = (
-    "Bradley-Terry-Davidson strengths fitted jointly with each annotator's reliability: it "
-    "down-weights the votes of annotators the model finds random, which compress "
-    "bradley_terry's scale; on the same scale"
+    "Bradley-Terry-Davidson strengths (ties an outcome of their own) fitted to the votes, each "
+    "weighted by its annotator's reliability in the crowd model relative to the most reliable "
+    "annotator's: the votes of annotators the model finds random, which compress "
+    "bradley_terry's scale, count for little; on the same scale"
 )
 UNRELIABLE_RULE = (
     "flagged when the upper end of the annotator's reliability interval is below the lower end "
@@ -89,21 +91,24 @@ def _effective(votes: float) -> float | None:
 
 
 def _leaderboard(fit: CrowdFit, crowd: CrowdVotes) -> list[dict[str, Any]]:
+    """Strengths weighted by the fit's reliabilities (weighted_bt), ranked."""
     known = (crowd.model_a != UNKNOWN_MODEL) & (crowd.model_b != UNKNOWN_MODEL)
     size = len(fit.models)
     votes = np.bincount(crowd.model_a[known], minlength=size) + np.bincount(
         crowd.model_b[known], minlength=size
     )
-    score = 1000 + ELO_PER_LOG * fit.strength
-    low, high = (1000 + ELO_PER_LOG * fit.strength_ci95[:, k] for k in (0, 1))
-    ranked = sorted(np.flatnonzero(fit.compared), key=lambda m: (-score[m], fit.models[m]))
+    board = weighted_strengths(crowd, annotator_weights(fit.reliability))
+    score = 1000 + ELO_PER_LOG * board.strength
+    low, high = (1000 + ELO_PER_LOG * board.strength_ci95[:, k] for k in (0, 1))
+    shown = np.flatnonzero(~np.isnan(board.strength))
+    ranked = sorted(shown, key=lambda m: (-score[m], fit.models[m]))
     return [
         {
             "model": fit.models[m],
             "score": round(float(score[m]), 1),
             "ci95": [round(float(low[m]), 1), round(float(high[m]), 1)],
             "votes": int(votes[m]),
-            "weighted_votes": round(float(fit.weighted_votes[m]), 1),
+            "weighted_votes": round(float(board.weighted_votes[m]), 1),
         }
         for m in ranked
     ]
@@ -154,10 +159,10 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "meaning": LEADERBOARD_MEANING,
         "scale": "1000 + 400 * log10(strength), strengths with geometric mean 1 over the "
         "compared models; 400 points are 10:1 odds",
-        "interval": "95% Wald interval from the observed information of the joint fit; too "
-        "narrow below a few thousand votes (bench/quality.py: it held the true score for 8-28% "
-        "of the models at 1,000-1,200 judgments)",
-        "weighted_votes": "the sum of each vote's annotator reliability",
+        "interval": "95% Wald interval of the centred strength from the weighted observed "
+        "information, the weights taken as known",
+        "weighted_votes": "the sum of the weights of the votes on the model (both-bad votes and "
+        "comparisons without two known models left out)",
         "models": [],
     }
     if not len(crowd):

@@ -58,8 +58,12 @@ def test_the_crowd_leaderboard_is_on_the_elo_scale_and_undoes_the_spammers(plant
     spread = crowd[0]["score"] - crowd[-1]["score"]
     plain_spread = plain[0]["score"] - plain[-1]["score"]
     true_spread = max(elo.values()) - min(elo.values())
-    # The spammers' coin flips compress the plain scores; the crowd's come near the truth.
-    assert plain_spread < 0.6 * true_spread < 0.8 * true_spread < spread < 1.3 * true_spread
+    # The spammers' coin flips compress the plain scores; the weighted ones come near the truth.
+    # Here honest annotators answer at random too, 10-25% of the time (tests/agreement/
+    # test_crowd_votes.simulate), and those answers keep their annotator's weight: a little
+    # compression remains (test_weighted_bt plants honest annotators as the bench does, and
+    # there the intervals hold the truth).
+    assert plain_spread < 0.6 * true_spread < 0.7 * true_spread < spread < 1.3 * true_spread
     for entry in crowd:
         assert entry["ci95"][0] < entry["score"] < entry["ci95"][1]
         assert 0 < entry["weighted_votes"] < entry["votes"]
@@ -87,7 +91,7 @@ def test_the_stats_endpoint_carries_the_crowd_fit(api, bob, judged):  # noqa: F8
         }
         assert set(entry["model_position_bias"]) == {"left_share", "ci95", "random_side_votes"}
     board = report["models"]["crowd_leaderboard"]
-    assert "down-weights the votes of annotators the model finds random" in board["meaning"]
+    assert "the model finds random, which compress" in board["meaning"]
     assert {m["model"] for m in board["models"]} == {"model-1", "model-2", "model-3"}
 
 
