@@ -84,6 +84,7 @@ class Run:
     wall: float = 0.0
     truth: dict[str, str] = field(default_factory=dict)  # candidate id -> model
     tau_at: dict[int, float] = field(default_factory=dict)  # judgments -> leaderboard's tau
+    crowd_tau_at: dict[int, float] = field(default_factory=dict)  # the weighted leaderboard's
 
 
 def choose(kind: str, left: float, right: float, rng: random.Random) -> str:
@@ -437,11 +438,8 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         if audits
         else "-",
         "audit_judgments": sum(a["judgments"] for a in audits),
-        "tau_at": {
-            n: statistics.fmean(r["tau_at"][n] for r in results)
-            for n in sorted(results[0]["tau_at"])
-            if all(n in r["tau_at"] for r in results)
-        },
+        "tau_at": mean_curve(results, "tau_at"),
+        "crowd_tau_at": mean_curve(results, "crowd_tau_at"),
     }
 
 
@@ -466,29 +464,38 @@ def summary(rows: list[dict[str, Any]]) -> None:
     )
     for s in rows:
         print(f"  {s['policy']:<16} {s['crowd_tau']:+.3f}  {s['crowd_coverage']:>8.0%}")
-    print("  the Bradley-Terry leaderboard's tau (mean over seeds) after n judgments:")
-    for s in rows:
-        curve = ", ".join(f"{n}: {tau:+.3f}" for n, tau in s["tau_at"].items())
-        print(f"  {s['policy']:<16} {curve}")
+    for key, name in (("tau_at", "Bradley-Terry"), ("crowd_tau_at", "reliability-weighted")):
+        print(f"  the {name} leaderboard's tau (mean over seeds) after n judgments:")
+        for s in rows:
+            curve = ", ".join(f"{n}: {tau:+.3f}" for n, tau in s[key].items())
+            print(f"  {s['policy']:<16} {curve}")
+    if any(s["policy"] == "random" for s in rows):
+        random_row = next(s for s in rows if s["policy"] == "random")
+        for key, name in (("tau_at", "Bradley-Terry"), ("crowd_tau_at", "reliability-weighted")):
+            budget, target = max(random_row[key].items())
+            print(
+                f"  judgments for the {name} leaderboard's mean tau to reach the random "
+                f"policy's final {target:+.3f} (checkpoints only; '-' not within the budget):"
+            )
+            for s in rows:
+                first = next((n for n, tau in s[key].items() if tau >= target - 1e-9), None)
+                saved = f"  ({1 - first / budget:.0%} fewer than random)" if first else ""
+                print(f"  {s['policy']:<16} {first or '-'}{saved}")
+
+
+def mean_curve(results: list[dict[str, Any]], key: str) -> dict[int, float]:
+    """A tau curve's mean over the seeds, at the checkpoints every seed has (the last one at
+    the smallest final count, as a policy that stops early may end a few judgments short)."""
+    last = min(max(r[key]) for r in results)
+    points = sorted(set.intersection(*(set(r[key]) for r in results)) | {last})
+    return {
+        n: statistics.fmean(r[key][n] if n in r[key] else r[key][max(r[key])] for r in results)
+        for n in points
+    }
 
 
 def reach(results: list[dict[str, Any]], policies: list[str]) -> None:
-    """Judgments to reach tau: per policy and seed, the first checkpoint (or the end) at which
-    the Bradley-Terry leaderboard's tau reaches the random policy's final tau (mean over
-    seeds); and what adaptive stopping saved where it was on."""
-    if "random" in policies:
-        target = statistics.fmean(r["tau"] for r in results if r["policy"] == "random")
-        print(
-            f"  judgments to reach the random policy's final tau ({target:+.3f}), per seed "
-            "(checkpoints only; '-' not within the budget):"
-        )
-        for policy in policies:
-            firsts = [
-                next((str(n) for n, tau in sorted(r["tau_at"].items()) if tau >= target), "-")
-                for r in results
-                if r["policy"] == policy
-            ]
-            print(f"  {policy:<16} {' / '.join(firsts)}")
+    """What adaptive stopping saved where it was on."""
     for r in results:
         stopping = r["stopping"]
         if stopping["margin"]:
@@ -575,6 +582,7 @@ def main() -> int:
                 def tau_now(n: int, run: Run = run, path: str = stats_path) -> None:
                     stats = json.loads(http_get(server.port, tokens["lead"], path))
                     run.tau_at[n] = leaderboard_quality(stats)[0]
+                    run.crowd_tau_at[n] = leaderboard_quality(stats, "crowd_leaderboard")[0]
 
                 stops = {round(f * args.budget) for f in args.checkpoints if 0 < f < 1}
                 judge(run, people_of(tokens), server.port, args.budget, tau_now, stops)
@@ -582,6 +590,7 @@ def main() -> int:
                 tau, covered, models = leaderboard_quality(stats)
                 crowd_tau, crowd_covered, _ = leaderboard_quality(stats, "crowd_leaderboard")
                 run.tau_at[run.judgments] = tau
+                run.crowd_tau_at[run.judgments] = crowd_tau
                 results.append(
                     {
                         "policy": run.policy,
@@ -591,6 +600,7 @@ def main() -> int:
                         "wall": run.wall,
                         "tau": tau,
                         "tau_at": run.tau_at,
+                        "crowd_tau_at": run.crowd_tau_at,
                         "covered": covered,
                         "crowd_tau": crowd_tau,
                         "crowd_covered": crowd_covered,

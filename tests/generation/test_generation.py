@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from annotate.errors import Conflict, Forbidden
+from apps.batches.audit import in_audit_sample
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
 from apps.endpoints.models import ModelEndpoint
 from apps.generation.models import GenerationFailure, GenerationJob, JobStatus, Pairing
@@ -127,6 +128,20 @@ def test_every_pair_of_a_prompt_s_responses_becomes_a_comparison(
     batch.refresh_from_db()
     assert batch.comparison_count == job.comparisons_made == 2 * 6
     assert not Comparison.objects.filter(batch=batch, is_gold=True).exists()
+
+
+def test_generated_comparisons_join_the_audit_sample_as_the_hash_says(
+    prompts_batch: Any, endpoint: Any, start: Any
+) -> None:
+    batch = prompts_batch("one", "two", "three")
+    batch.project.audit_rate = 0.5
+    batch.project.save()
+    start(batch, [endpoint("x", "model-x"), endpoint("y", "model-y")], samples=2)
+    comparisons = Comparison.objects.filter(batch=batch)
+    assert comparisons.count() == 18
+    audited = set(comparisons.filter(is_audit=True).values_list("pk", flat=True))
+    assert audited == {c.pk for c in comparisons if in_audit_sample(c.pk, 0.5)}
+    assert 0 < len(audited) < 18
 
 
 def test_k_random_pairs_per_prompt_are_drawn_the_same_way_every_time(
