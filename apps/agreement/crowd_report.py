@@ -32,7 +32,7 @@ RELIABILITY_MEANING = (
     "random answers"
 )
 LEADERBOARD_MEANING = (
-    "Bradley-Terry-Davidson strengths (ties an outcome of their own) fitted to the votes, each "
+    "Bradley-Terry strengths fitted to the decisive votes (ties and both-bad left out), each "
     "weighted by its annotator's reliability in the crowd model relative to the most reliable "
     "annotator's: the votes of annotators the model finds random, which compress "
     "bradley_terry's scale, count for little; on the same scale"
@@ -161,8 +161,8 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "compared models; 400 points are 10:1 odds",
         "interval": "95% Wald interval of the centred strength from the weighted observed "
         "information, the weights taken as known",
-        "weighted_votes": "the sum of the weights of the votes on the model (both-bad votes and "
-        "comparisons without two known models left out)",
+        "weighted_votes": "the sum of the weights of the decisive votes on the model "
+        "(comparisons without two known models left out)",
         "models": [],
     }
     if not len(crowd):
