@@ -477,9 +477,15 @@ def summary(rows: list[dict[str, Any]]) -> None:
                 f"  judgments for the {name} leaderboard's mean tau to reach the random "
                 f"policy's final {target:+.3f} (checkpoints only; '-' not within the budget):"
             )
+            own = next(n for n, tau in random_row[key].items() if tau >= target - 1e-9)
             for s in rows:
                 first = next((n for n, tau in s[key].items() if tau >= target - 1e-9), None)
-                saved = f"  ({1 - first / budget:.0%} fewer than random)" if first else ""
+                saved = (
+                    f"  ({1 - first / budget:.0%} fewer than random's budget, "
+                    f"{1 - first / own:.0%} fewer than random's first reach at {own})"
+                    if first
+                    else ""
+                )
                 print(f"  {s['policy']:<16} {first or '-'}{saved}")
 
 

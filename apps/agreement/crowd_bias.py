@@ -1,44 +1,45 @@
-"""Left (position) bias as a test against the crowd model: did an annotator choose the left
-response more often than the fitted model expects of the comparisons they saw?
+"""Left (position) bias as a test against the model of the votes: did an annotator choose the
+left response more often than the models' strengths expect of the comparisons they saw?
 
-Each of the annotator's votes for a side has a chance of the left side under the fitted
-strengths: an honest judgment picks candidate A over B with the Bradley-Terry-Davidson chance
-given a side was chosen, 1 / (1 + e^-(s_A - s_B)), and the left side is A or B as the screen
-showed them. Comparisons of models the fit has no strengths for count one half. The expected
-left share is the mean of those chances, not one half: an annotator whose comparisons happened
-to put the better response on the left is expected to choose left more often. The annotator's
-own habits (their reliability and random answers' left share in the fit) are left out of the
-expectation, else it would absorb the very bias under test. `flags.left_bias_tests` does the
-one-sided exact binomial test at the expected share (not the Poisson-binomial tail of the
-chances, which the too-steep strengths of a small fit make anti-conservative; see
-`flags.p_left_beyond_expected`) and Holm's correction at flags.CONFIDENCE.
+Each of the annotator's votes for a side has a chance of the left side under the strengths of
+the reliability-weighted leaderboard (weighted_bt, which hold the truth where the crowd model's
+own came out too steep): an honest judgment picks candidate A over B with the Bradley-Terry
+chance given a side was chosen, 1 / (1 + e^-(s_A - s_B)), and the left side is A or B as the
+screen showed them. Comparisons of models without a strength count one half. The expected left
+share is the mean of those chances, not one half: an annotator whose comparisons happened to put
+the better response on the left is expected to choose left more often. `flags.left_bias_tests`
+does the one-sided Poisson-binomial test of the left choices against those chances
+(`flags.p_left_beyond_expected`) and Holm's correction at flags.CONFIDENCE. An annotator who is
+biased only when unsure shows it on the close comparisons, where their chances are near one
+half: the tail weighs those as the chances say.
 """
 
 from typing import Any
 
 import numpy as np
 
-from apps.agreement.crowd import UNKNOWN_MODEL, CrowdFit, CrowdVotes
+from apps.agreement.crowd import UNKNOWN_MODEL, CrowdVotes
 from apps.agreement.crowd_steps import LEFT, RIGHT
 from apps.agreement.flags import CONFIDENCE, left_bias_tests
 
 MEANING = (
-    "a one-sided test that the annotator chose the left response more often than the crowd "
-    "model's strengths expect of the comparisons they saw (expected), at {confidence:.0%} "
-    "confidence with Holm's correction over the annotators; min_evidence: the choices of a "
-    "side, all left, that an always-left clicker needs to be flagged"
+    "a one-sided test that the annotator chose the left response more often than the "
+    "reliability-weighted leaderboard's strengths expect of the comparisons they saw (expected: "
+    "the mean chance), at {confidence:.0%} confidence with Holm's correction over the "
+    "annotators; min_evidence: the choices of a side, all left, that an always-left clicker "
+    "needs to be flagged"
 )
 
 
-def left_chances(crowd: CrowdVotes, fit: CrowdFit) -> np.ndarray:
-    """Per vote, the chance of the left side given a side was chosen, under the fitted
-    strengths (one half where a model has no strength); meaningful on sided votes."""
-    strength = np.nan_to_num(fit.strength, nan=0.0)
+def left_chances(crowd: CrowdVotes, strength: np.ndarray) -> np.ndarray:
+    """Per vote, the chance of the left side given a side was chosen, under `strength` (per
+    model; NaN where a model has none, and then one half); meaningful on sided votes."""
     known = (crowd.model_a != UNKNOWN_MODEL) & (crowd.model_b != UNKNOWN_MODEL)
-    if len(fit.strength):
-        known &= fit.compared[np.maximum(crowd.model_a, 0)]
-        known &= fit.compared[np.maximum(crowd.model_b, 0)]
-        diff = strength[np.maximum(crowd.model_a, 0)] - strength[np.maximum(crowd.model_b, 0)]
+    if len(strength):
+        a, b = np.maximum(crowd.model_a, 0), np.maximum(crowd.model_b, 0)
+        known &= ~np.isnan(strength[a]) & ~np.isnan(strength[b])
+        filled = np.nan_to_num(strength, nan=0.0)
+        diff = filled[a] - filled[b]
     else:
         diff = np.zeros(len(crowd))
     a_chance = np.where(known, 1 / (1 + np.exp(-diff)), 0.5)
@@ -47,13 +48,13 @@ def left_chances(crowd: CrowdVotes, fit: CrowdFit) -> np.ndarray:
 
 
 def left_bias(
-    crowd: CrowdVotes, fit: CrowdFit, *, confidence: float = CONFIDENCE
+    crowd: CrowdVotes, strength: np.ndarray, *, confidence: float = CONFIDENCE
 ) -> list[dict[str, Any] | None]:
-    """Per annotator (in `fit.annotators` order; None without a choice of a side): the left
+    """Per annotator (in `crowd.annotators` order; None without a choice of a side): the left
     bias test, {left_share, expected, p_value, p_holm, n, min_evidence, flagged, ...}."""
     sided = (crowd.choice == LEFT) | (crowd.choice == RIGHT)
-    chance = left_chances(crowd, fit)
-    size = len(fit.annotators)
+    chance = left_chances(crowd, strength)
+    size = len(crowd.annotators)
     order = np.argsort(crowd.annotator[sided], kind="stable")
     by_annotator = np.split(
         chance[sided][order], np.cumsum(np.bincount(crowd.annotator[sided], minlength=size))[:-1]

@@ -16,7 +16,7 @@ from apps.agreement.crowd import UNKNOWN_MODEL, CrowdFit, CrowdVotes, fit_crowd
 from apps.agreement.crowd_bias import MEANING as LEFT_BIAS_MEANING
 from apps.agreement.crowd_bias import left_bias
 from apps.agreement.flags import CONFIDENCE
-from apps.agreement.weighted_bt import annotator_weights, weighted_strengths
+from apps.agreement.weighted_bt import WeightedStrengths, annotator_weights, weighted_strengths
 
 if TYPE_CHECKING:
     from apps.agreement.stats import VoteColumns
@@ -90,14 +90,15 @@ def _effective(votes: float) -> float | None:
     return round(votes, 1) if np.isfinite(votes) and votes >= 0 else None
 
 
-def _leaderboard(fit: CrowdFit, crowd: CrowdVotes) -> list[dict[str, Any]]:
-    """Strengths weighted by the fit's reliabilities (weighted_bt), ranked."""
+def _leaderboard(
+    fit: CrowdFit, crowd: CrowdVotes, board: WeightedStrengths
+) -> list[dict[str, Any]]:
+    """The strengths weighted by the fit's reliabilities (weighted_bt), ranked."""
     known = (crowd.model_a != UNKNOWN_MODEL) & (crowd.model_b != UNKNOWN_MODEL)
     size = len(fit.models)
     votes = np.bincount(crowd.model_a[known], minlength=size) + np.bincount(
         crowd.model_b[known], minlength=size
     )
-    board = weighted_strengths(crowd, annotator_weights(fit.reliability))
     score = 1000 + ELO_PER_LOG * board.strength
     low, high = (1000 + ELO_PER_LOG * board.strength_ci95[:, k] for k in (0, 1))
     shown = np.flatnonzero(~np.isnan(board.strength))
@@ -177,7 +178,8 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
     fit = fit_crowd(crowd, truth=variant)
     active = fit.votes > 0
     tests = _unreliable(fit, active)
-    bias = left_bias(crowd, fit)
+    board = weighted_strengths(crowd, annotator_weights(fit.reliability))
+    bias = left_bias(crowd, board.strength)
     annotators = {
         name: {
             "model_reliability": {
@@ -207,5 +209,5 @@ def crowd_report(votes: "VoteColumns") -> dict[str, Any]:
         "left_bias": LEFT_BIAS_MEANING.format(confidence=CONFIDENCE),
         "ties": _ties(fit),
     }
-    leaderboard["models"] = _leaderboard(fit, crowd)
+    leaderboard["models"] = _leaderboard(fit, crowd, board)
     return {"crowd": section, "annotators": annotators, "leaderboard": leaderboard}

@@ -16,34 +16,48 @@ from apps.agreement.flags import (
     left_bias_tests,
     p_left_beyond_expected,
 )
+from apps.agreement.weighted_bt import annotator_weights, weighted_strengths
 from tests.agreement.test_crowd import votes_of
 from tests.agreement.test_crowd_votes import KINDS, simulate
 
 
 def test_the_tail_by_hand():
-    # Chances 0.2 and 0.5: the expected share is 0.35; two lefts of two 0.35^2 = 0.1225, at
-    # least one 1 - 0.65^2 = 0.5775.
+    # Chances 0.2 and 0.5: two lefts 0.2 * 0.5 = 0.1; at least one 1 - 0.8 * 0.5 = 0.6.
     chances = np.array([0.2, 0.5])
-    assert p_left_beyond_expected(2, chances) == pytest.approx(0.1225)
-    assert p_left_beyond_expected(1, chances) == pytest.approx(0.5775)
+    assert p_left_beyond_expected(2, chances) == pytest.approx(0.1)
+    assert p_left_beyond_expected(1, chances) == pytest.approx(0.6)
     assert p_left_beyond_expected(0, chances) == pytest.approx(1.0)
+    assert p_left_beyond_expected(3, chances) == 0.0
     assert p_left_beyond_expected(0, np.zeros(0)) == 1.0
+    # Equal chances: the binomial tail.
     half = np.full(40, 0.5)
     assert p_left_beyond_expected(27, half) == pytest.approx(
         binomtest(27, 40, 0.5, alternative="greater").pvalue
     )
 
 
-def test_the_tail_is_never_below_the_poisson_binomial_one():
+def test_the_tail_is_the_poisson_binomial_one():
     # Chances spread around their mean 0.5 (0.1 and 0.9 alternating): the exact tail of their
-    # sum, by convolution, is below the binomial's at the mean from one above the mean on, so
-    # the test is conservative when the model's chances are too extreme.
+    # sum by convolution, far smaller than the binomial's at the mean (their sum varies less).
     chances = np.tile([0.1, 0.9], 10)
     mass = np.array([1.0])
     for p in chances:
         mass = np.convolve(mass, [1 - p, p])
-    for left in range(11, 21):
-        assert mass[left:].sum() <= p_left_beyond_expected(left, chances) + 1e-12
+    for left in range(0, 21):
+        assert p_left_beyond_expected(left, chances) == pytest.approx(mass[left:].sum(), abs=1e-12)
+    assert (
+        p_left_beyond_expected(14, chances) < binomtest(14, 20, 0.5, alternative="greater").pvalue
+    )
+
+
+def test_many_votes_take_the_normal_tail(monkeypatch):
+    from apps.agreement import flags
+
+    rng = np.random.default_rng(3)
+    chances = rng.uniform(0.2, 0.8, 400)
+    exact = p_left_beyond_expected(220, chances)
+    monkeypatch.setattr(flags, "EXACT_TAIL_MAX", 100)
+    assert p_left_beyond_expected(220, chances) == pytest.approx(exact, rel=0.05)
 
 
 def test_the_evidence_an_always_left_clicker_needs_by_hand():
@@ -51,6 +65,8 @@ def test_the_evidence_an_always_left_clicker_needs_by_hand():
     assert always_left_min_choices(np.full(30, 0.5), 0.01 / 9) == 10
     # Chances 0.25: 0.25^n < 0.001 from n = 5 (4^5 = 1024).
     assert always_left_min_choices(np.full(30, 0.25), 0.001) == 5
+    # Chances 0.25 and 1 alternating: the geometric mean is 0.5, as above.
+    assert always_left_min_choices(np.tile([0.25, 1.0], 15), 0.01 / 9) == 10
     assert always_left_min_choices(np.zeros(0), 0.01) is None
     assert always_left_min_choices(np.ones(3), 0.01) is None  # the model expects left always
 
@@ -86,25 +102,27 @@ def test_the_left_chances_by_hand():
     rows = [(0, 0, LEFT, 1), (1, 0, RIGHT, 0)] * 20 + [(2, 1, LEFT, 1)]
     models = np.array([(0, 1), (0, 1), (-1, -1)])
     votes = votes_of(rows, models=models, model_names=["m0", "m1"])
-    fit = fit_crowd(votes)
-    # Put the strengths at ln 3 apart by hand to check the arithmetic.
+    # Strengths ln 3 apart, by hand, to check the arithmetic.
     strength = np.array([math.log(3) / 2, -math.log(3) / 2])
-    fit = type(fit)(**{**fit.__dict__, "strength": strength})
-    chances = left_chances(votes, fit)
+    chances = left_chances(votes, strength)
     np.testing.assert_allclose(chances[:2], [0.75, 0.25])
     assert chances[-1] == 0.5
+    # A model without a strength (NaN) counts one half too.
+    assert (left_chances(votes, np.array([np.nan, 0.0])) == 0.5).all()
 
 
 @pytest.fixture(scope="module")
 def planted():
-    return [
-        (votes, fit_crowd(votes)) for votes, _ in (simulate(s, comparisons=2000) for s in (0, 1))
-    ]
+    fitted = []
+    for votes, _ in (simulate(s, comparisons=2000) for s in (0, 1)):
+        fit = fit_crowd(votes)
+        fitted.append((votes, fit, weighted_strengths(votes, annotator_weights(fit.reliability))))
+    return fitted
 
 
 def test_the_planted_always_left_clicker_is_flagged_and_the_honest_are_not(planted):
-    for votes, fit in planted:
-        tests = dict(zip(fit.annotators, left_bias(votes, fit), strict=True))
+    for votes, fit, board in planted:
+        tests = dict(zip(fit.annotators, left_bias(votes, board.strength), strict=True))
         for name, test in tests.items():
             assert test is not None
             kind = KINDS[int(name.rsplit("-", 1)[1])]

@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from apps.batches.audit import audit_sample_mark
 from apps.batches.models import Comparison
 from apps.dashboard.services import dashboards_refresh
 from apps.dashboard.tasks import dashboard_refresh_project_task
@@ -195,6 +196,10 @@ def demo_with_judgments(seed: int = 7) -> Project:
     """`manage.py demo`, five more annotators, and most comparisons judged over two weeks."""
     call_command("demo", "--base-url", "http://127.0.0.1:8000/", verbosity=0)
     project = Project.objects.get(slug="demo")
+    # An audit sample, so that the page shows its agreement table.
+    project.audit_rate = 0.25
+    project.save(update_fields=["audit_rate"])
+    audit_sample_mark(project=project)
     crowd = list(User.objects.filter(username__startswith="annotator").order_by("username"))
     for n in range(4, 9):
         user = User.objects.create_user(f"annotator{n}", password="demo-annotator-pass")
@@ -262,8 +267,9 @@ def test_dashboard_screenshot(
     assert page.get_by_test_id("heat-map-caption").is_visible()
     # The annotator table (with reliability) and both leaderboards fit the 1366 px width.
     assert page.get_by_test_id("crowd-leaderboard").is_visible()
+    assert page.get_by_test_id("audit-agreement").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 1366
-    for table in ("annotators", "leaderboard", "crowd-leaderboard"):
+    for table in ("annotators", "leaderboard", "crowd-leaderboard", "audit-agreement"):
         box = page.get_by_test_id(table).bounding_box()
         assert box is not None and box["x"] + box["width"] <= 1366
     target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
