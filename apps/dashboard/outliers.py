@@ -123,12 +123,13 @@ def outlier_flags(
 
 
 def left_bias_reason(test: dict[str, Any]) -> str:
-    """The test of a left share against the crowd model's expectation (crowd_bias.left_bias)."""
+    """The test of a left share against the models' strengths (crowd_bias.left_bias)."""
     needed = test["min_evidence"]
     return (
         f"chose the left response in {test['left_share']:.0%} of {test['n']} choices of a side, "
-        f"where the crowd model expects {test['expected']:.0%} of the comparisons they saw "
-        f"(one-sided exact binomial test at that share, Holm-adjusted p = {test['p_holm']:.2g}, at "
+        f"where the models' strengths expect {test['expected']:.0%} of the comparisons they saw "
+        f"(one-sided exact Poisson-binomial test against each vote's chance, Holm-adjusted "
+        f"p = {test['p_holm']:.2g}, at "
         f"{test['confidence']:.0%} confidence, {test['correction']})"
         + (f"; an always-left clicker is flagged after {needed} choices" if needed else "")
     )

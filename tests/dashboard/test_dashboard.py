@@ -793,9 +793,10 @@ def test_the_left_bias_against_the_model_raises_one_left_bias_flag():
     (flag,) = outlier_flags(both, **options)
     assert flag["flag"] == "left bias"
     assert flag["reason"] == (
-        "chose the left response in 100% of 20 choices of a side, where the crowd model expects "
-        "50% of the comparisons they saw (one-sided exact binomial test at that share, "
-        f"Holm-adjusted p = {clicker['p_holm']:.2g}, at 99% confidence, Holm over 2 tests); an "
+        "chose the left response in 100% of 20 choices of a side, where the models' strengths "
+        "expect 50% of the comparisons they saw (one-sided exact Poisson-binomial test against "
+        f"each vote's chance, Holm-adjusted p = {clicker['p_holm']:.2g}, at 99% confidence, "
+        "Holm over 2 tests); an "
         "always-left clicker is flagged after 8 choices"
     )
     # A right bias of the margin test stays.
