@@ -5,6 +5,7 @@ and that a probe is never a vote."""
 import re
 
 import pytest
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -20,6 +21,15 @@ from apps.projects.services import project_create
 from tests.conftest import prompt_line
 
 PAGE = "/p/demo/"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The page's "left" count and the dashboard's figures are cached under ids the next test
+    reuses: leave an empty cache behind, as found."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture
