@@ -20,7 +20,7 @@ from typing import Any
 
 from statsmodels.stats.multitest import multipletests
 
-from apps.agreement.flags import CONFIDENCE, first_flagged_run, p_below_other
+from apps.agreement.flags import CONFIDENCE, first_flagged_run, p_below_other, wilson_interval
 
 # The fewest answered probes an annotator's consistency is tested on.
 MIN_PROBES = 5
@@ -66,8 +66,6 @@ def repeat_tests(
     """Per annotator (None without an answered probe): their probes, consistent ones, share
     with its 95% Wilson interval, and the test against the others' pooled consistency (None
     below MIN_PROBES, or when the others answered none), Holm-corrected over the tested."""
-    from apps.agreement.stats import wilson_interval
-
     alpha = 1 - confidence
     all_answered, all_consistent = int(sum(answered)), int(sum(consistent))
     tested = [i for i, n in enumerate(answered) if n >= MIN_PROBES and all_answered - n > 0]

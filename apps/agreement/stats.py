@@ -26,10 +26,16 @@ import krippendorff
 import numpy as np
 from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
-from statsmodels.stats.proportion import proportion_confint
 
 from apps.agreement.crowd_report import crowd_report
-from apps.agreement.flags import CONFIDENCE, DEFAULT_DESIGN, Design, agreement_tests, bias_tests
+from apps.agreement.flags import (
+    CONFIDENCE,
+    DEFAULT_DESIGN,
+    Design,
+    agreement_tests,
+    bias_tests,
+    wilson_interval,
+)
 from apps.agreement.repeats import MEANING as REPEAT_MEANING
 from apps.agreement.repeats import MIN_PROBES, clicker_consistency, repeat_consistency
 from apps.agreement.transitivity import MEANING as TRANSITIVITY_MEANING
@@ -517,14 +523,6 @@ def leave_one_out(
         np.bincount(votes.annotator[agree], minlength=size),
         np.bincount(votes.annotator[counted], minlength=size),
     )
-
-
-def wilson_interval(successes: int, trials: int) -> list[float] | None:
-    """The 95% Wilson score interval for a binomial share, [low, high]; None without trials."""
-    if not trials:
-        return None
-    low, high = proportion_confint(successes, trials, alpha=0.05, method="wilson")
-    return [round(float(low), DIGITS), round(float(high), DIGITS)]
 
 
 def _medians(annotator: np.ndarray, values: np.ndarray, size: int) -> list[int | float | None]:
