@@ -12,8 +12,11 @@ from django.db import IntegrityError, transaction
 from apps.batches.models import Comparison
 from apps.judging.models import Judgment, RepeatProbe
 from apps.judging.probes import (
+    ProbeAnswered,
     probe_after_submit,
+    probe_answer,
     probe_drawn,
+    probe_next,
 )
 from apps.judging.queue import assignment_next, judgment_submit, judgments_invalidate
 from apps.projects.models import Membership, Project
@@ -368,3 +371,35 @@ def test_the_api_creates_and_shows_the_settings(api, alice):
     )
     assert response.status_code == 201
     assert (response.json()["repeat_rate"], response.json()["repeat_after"]) == (0.1, 30)
+
+
+# -- at once -----------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_answers_at_once_store_exactly_one(project, annotators, import_rows):
+    from tests.judging.test_concurrency import run_threads
+
+    import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(1, 11)))
+    probes_on(project, after=1)
+    user = annotators[0]
+    probe = judge_until_drawn(project, user)
+    judge_next(project, user)
+    assert probe_next(project=project, annotator=user).pk == probe.pk
+    choices = ["left", "right", "tie", "both_bad"] * 2
+    stored: list[str] = []
+
+    def answer(index: int) -> None:
+        try:
+            probe_answer(probe_id=probe.pk, project=project, annotator=user, choice=choices[index])
+            stored.append(choices[index])
+        except ProbeAnswered:
+            pass
+
+    assert run_threads(answer, len(choices)) == []
+    assert len(stored) == 1
+    probe.refresh_from_db()
+    a_on_left = probe.left_id == probe.comparison.candidate_a_id
+    oriented = {"left": "a" if a_on_left else "b", "right": "b" if a_on_left else "a"}
+    assert probe.choice == oriented.get(stored[0], stored[0])
