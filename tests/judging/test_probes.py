@@ -2,6 +2,7 @@
 page with the sides swapped, the answer recorded and compared, bad input on the answer's route,
 and that a probe is never a vote."""
 
+import html as html_module
 import re
 
 import pytest
@@ -18,7 +19,12 @@ from apps.judging.probes import (
     probe_drawn,
     probe_next,
 )
-from apps.judging.queue import assignment_next, judgment_submit, judgments_invalidate
+from apps.judging.queue import (
+    assignment_next,
+    judgment_submit,
+    judgment_undo,
+    judgments_invalidate,
+)
 from apps.projects.models import Membership, Project
 from apps.projects.services import project_create
 from tests.conftest import prompt_line
@@ -325,7 +331,32 @@ def test_the_project_rules_apply_to_the_answer(client, project, annotators, many
     assert response.status_code == 400 and "choice must be one of" in response.content.decode()
 
 
+def test_an_undone_judgment_takes_its_probe_with_it(project, annotators, many):
+    probes_on(project)
+    probe = judge_until_drawn(project, annotators[0])
+    judgment_undo(project=project, annotator=annotators[0])
+    assert not RepeatProbe.objects.filter(pk=probe.pk).exists()
+
+
 # -- settings ----------------------------------------------------------------------------------
+
+
+def test_the_admin_sets_the_rate_and_refuses_it_for_listwise(client, alice, project):
+    from tests.projects.test_admin import _project_form
+
+    client.force_login(alice)
+    url = f"/admin/projects/project/{project.pk}/change/"
+    response = client.post(url, _project_form(project, scheme="listwise", repeat_rate="0.2"))
+    assert response.status_code == 200
+    assert "a listwise project" in html_module.unescape(response.content.decode())
+    project.refresh_from_db()
+    assert (project.scheme, project.repeat_rate) == ("pairwise", 0.0)
+    response = client.post(url, _project_form(project, repeat_rate="0.2", repeat_after="5"))
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert (project.repeat_rate, project.repeat_after) == (0.2, 5)
+    response = client.post(url, _project_form(project, repeat_rate="0.7"))
+    assert response.status_code == 200 and "less than or equal to 0.5" in response.content.decode()
 
 
 def test_listwise_projects_refuse_probes(alice):
