@@ -19,11 +19,12 @@ judgment endpoint takes, and a probe there would need a new kind of item a clien
 expect. An annotator who works through the API only is never probed (their probes wait unserved).
 """
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -41,6 +42,8 @@ from apps.judging.models import (
     Source,
 )
 from apps.projects.models import Membership, Project, Role, Scheme
+
+logger = logging.getLogger(__name__)
 
 # Another multiplier than the audit sample's, so that which judgments are probed does not follow
 # which comparisons are audited when ids of both run alike.
@@ -83,12 +86,21 @@ def probe_after_submit(
 
     `project` is the judgment's when the caller has it loaded. Costs no query with it when the
     project's rate is 0; else 1 (the project's settings), and 2 more for a probe drawn (the
-    membership's role and count, the insert). A failure here never undoes the judgment: the
-    caller has stored it already, and no probe is the worst that happens."""
+    membership's role and count, the insert). A database error here is logged, not raised: the
+    judgment is stored already (committed, unless the caller's transaction holds it), and no
+    probe is the worst that happens."""
     if project is not None and project.repeat_rate <= 0:
         return None
     if judgment.source != Source.HUMAN or judgment.ranking is not None:
         return None
+    try:
+        return _probe_create(judgment=judgment, now=now or timezone.now())
+    except DatabaseError:
+        logger.exception("no consistency probe drawn for judgment %s", judgment.pk)
+        return None
+
+
+def _probe_create(*, judgment: Judgment, now: datetime) -> RepeatProbe | None:
     row = (
         Comparison.objects.filter(pk=judgment.comparison_id)
         .values_list(
@@ -129,7 +141,7 @@ def probe_after_submit(
                 left_id=judgment.right_id,
                 right_id=judgment.left_id,
                 due_after=member[1] + repeat_after,
-                created_at=now or timezone.now(),
+                created_at=now,
             )
     except IntegrityError:  # drawn already (one probe per judgment)
         return None

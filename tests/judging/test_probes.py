@@ -8,7 +8,7 @@ import re
 import pytest
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from apps.batches.models import Comparison
 from apps.judging.models import Judgment, RepeatProbe
@@ -329,6 +329,41 @@ def test_the_project_rules_apply_to_the_answer(client, project, annotators, many
     probe = served_probe(client, project, annotators[0])
     response = client.post(f"/p/demo/r/{probe.pk}/", {"choice": "tie"})
     assert response.status_code == 400 and "choice must be one of" in response.content.decode()
+
+
+FAIL_ON_NEW_PROBE = {
+    "postgresql": [
+        """CREATE FUNCTION test_refuse_probe() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'refused for the test'; END $$""",
+        """CREATE TRIGGER test_refuse_probe BEFORE INSERT ON judging_repeatprobe
+           FOR EACH ROW EXECUTE FUNCTION test_refuse_probe()""",
+    ],
+    "sqlite": [
+        """CREATE TRIGGER test_refuse_probe BEFORE INSERT ON judging_repeatprobe
+           BEGIN SELECT RAISE(ABORT, 'refused for the test'); END""",
+    ],
+}
+
+
+def test_the_judgment_stands_when_its_probe_cannot_be_stored(api, project, annotators, many):
+    """The database refuses the probe (a trigger, inside this test's transaction): every
+    judgment is stored and answered 201 all the same, and none has a probe."""
+    probes_on(project)
+    client = api(annotators[0])
+    with connection.cursor() as cursor:
+        for sql in FAIL_ON_NEW_PROBE[connection.vendor]:
+            cursor.execute(sql)
+    ids = []
+    for _ in range(10):
+        lease = client.post("/api/v1/projects/demo/assignments/next/").json()
+        response = client.post(
+            f"/api/v1/assignments/{lease['id']}/judgment/", {"choice": "left"}, format="json"
+        )
+        assert response.status_code == 201
+        ids.append(response.json()["id"])
+    assert any(probe_drawn(pk, 0.5) for pk in ids)
+    assert Judgment.objects.filter(pk__in=ids).count() == 10
+    assert not RepeatProbe.objects.exists()
 
 
 def test_an_undone_judgment_takes_its_probe_with_it(project, annotators, many):
