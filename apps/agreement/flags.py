@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest, hypergeom, norm
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 
 from apps.projects.models import AssignmentPolicy, Project, Scheme
 
@@ -225,6 +226,14 @@ def agreement_tests(
             }
         )
     return tests
+
+
+def wilson_interval(successes: int, trials: int) -> list[float] | None:
+    """The 95% Wilson score interval for a binomial share, [low, high]; None without trials."""
+    if not trials:
+        return None
+    low, high = proportion_confint(successes, trials, alpha=0.05, method="wilson")
+    return [round(float(low), 4), round(float(high), 4)]
 
 
 def p_share_above(successes: int, trials: int, bound: float) -> float:

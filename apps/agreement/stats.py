@@ -17,7 +17,7 @@ people; apps/agreement/ai_judges.py sets them beside people's.
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal
@@ -26,7 +26,6 @@ import krippendorff
 import numpy as np
 from django.db import connections
 from statsmodels.stats.inter_rater import fleiss_kappa
-from statsmodels.stats.proportion import proportion_confint
 
 from apps.agreement.crowd_report import crowd_report
 from apps.agreement.flags import (
@@ -36,10 +35,14 @@ from apps.agreement.flags import (
     Design,
     agreement_tests,
     bias_tests,
+    wilson_interval,
 )
+from apps.agreement.repeats import MEANING as REPEAT_MEANING
+from apps.agreement.repeats import MIN_PROBES, clicker_consistency, repeat_consistency
 from apps.agreement.transitivity import MEANING as TRANSITIVITY_MEANING
 from apps.agreement.transitivity import MIN_TRIADS, transitivity
 from apps.judging.models import Choice, Judgment, Source
+from apps.judging.probes import repeat_counts
 from apps.projects.models import Project
 from apps.projects.selectors import Pseudonyms
 
@@ -315,6 +318,17 @@ def stats_votes(
     return builder.finish(pseudonym)
 
 
+def stats_repeats(*, project: Project, batch_id: int | None = None) -> dict[str, tuple[int, int]]:
+    """The consistency probes answered in the project (or of one batch's comparisons), by
+    annotator pseudonym: (answered, consistent). One query, and the pseudonyms' when there are
+    any."""
+    counts = repeat_counts(project=project, batch_id=batch_id)
+    if not counts:
+        return {}
+    pseudonym = Pseudonyms(project)
+    return {pseudonym(user_id): pair for user_id, pair in counts.items()}
+
+
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, DIGITS) if whole else None
 
@@ -534,14 +548,6 @@ def leave_one_out(
         np.bincount(votes.annotator[agree], minlength=size),
         np.bincount(votes.annotator[counted], minlength=size),
     )
-
-
-def wilson_interval(successes: int, trials: int) -> list[float] | None:
-    """The 95% Wilson score interval for a binomial share, [low, high]; None without trials."""
-    if not trials:
-        return None
-    low, high = proportion_confint(successes, trials, alpha=0.05, method="wilson")
-    return [round(float(low), DIGITS), round(float(high), DIGITS)]
 
 
 def _medians(annotator: np.ndarray, values: np.ndarray, size: int) -> list[int | float | None]:
@@ -875,17 +881,25 @@ def project_stats(
     *,
     batch_id: int | None = None,
     design: Design = DEFAULT_DESIGN,
+    repeats: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """The whole report of the stats endpoint, from the votes `stats_votes` loads, for a project
-    of this `design` (`Design.of(project)`)."""
+    of this `design` (`Design.of(project)`), and the consistency probes' counts `stats_repeats`
+    loads (`repeats`; none when not given)."""
     votes = VoteColumns.of(votes)
     ordinary = votes.select(~votes.is_gold)
     battles = battles_of(ordinary)
     crowd = crowd_report(votes)
     summaries = annotator_summaries(votes, design=design)
     consistency = transitivity(ordinary)
+    repeat = repeat_consistency(
+        [summary["annotator"] for summary in summaries],
+        repeats or {},
+        chance=clicker_consistency(design.clicker),
+    )
     for summary in summaries:
         summary["transitivity"] = consistency.get(summary["annotator"])
+        summary["repeat"] = repeat.get(summary["annotator"])
         summary.update(
             crowd["annotators"].get(
                 summary["annotator"],
@@ -914,6 +928,12 @@ def project_stats(
             "min_triads": MIN_TRIADS,
             "triads": sum(t["triads"] for t in consistency.values() if t),
             "cycles": sum(t["cycles"] for t in consistency.values() if t),
+        },
+        "repeat": {
+            "meaning": REPEAT_MEANING.format(min_probes=MIN_PROBES, confidence=CONFIDENCE),
+            "min_probes": MIN_PROBES,
+            "probes": sum(r["probes"] for r in repeat.values() if r),
+            "consistent": sum(r["consistent"] for r in repeat.values() if r),
         },
         "models": {
             "win_rates": win_rates(battles),

@@ -28,6 +28,7 @@ from apps.agreement.stats import (
     pairwise_agreement,
     project_stats,
     reliability_matrix,
+    stats_repeats,
     stats_votes,
 )
 from apps.agreement.stopping_report import stopping_report
@@ -326,7 +327,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
     now = now or timezone.now()
     votes = list(stats_votes(project=project))
     design = Design.of(project)
-    report = project_stats(votes, design=design)
+    report = project_stats(votes, design=design, repeats=stats_repeats(project=project))
     hours = hourly_counts(project)
     names = {
         user_id: (username, pseudonym)
@@ -368,6 +369,7 @@ def project_figures(project: Project, *, now: datetime | None = None) -> dict[st
         "annotators": people,
         "crowd": report["crowd"],
         "transitivity": report["transitivity"],
+        "repeat": report["repeat"],
         "project_median_ms": project_median,
         "models": models_of(report["models"]),
         "thresholds": asdict(THRESHOLDS),

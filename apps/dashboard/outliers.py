@@ -116,6 +116,11 @@ def outlier_flags(
     consistency = summary.get("transitivity")
     if consistency and consistency["test"] and consistency["test"]["flagged"]:
         flags.append({"flag": "intransitive", "reason": intransitive_reason(consistency)})
+    repeat = summary.get("repeat")
+    if repeat and repeat["test"] and repeat["test"]["flagged"]:
+        flags.append(
+            {"flag": "inconsistent repeats", "reason": inconsistent_repeats_reason(repeat)}
+        )
     reliability = summary.get("model_reliability")
     if reliability and reliability["unreliable"] and reliability["unreliable"]["flagged"]:
         flags.append({"flag": "unreliable", "reason": unreliable_reason(reliability)})
@@ -145,6 +150,20 @@ def intransitive_reason(consistency: dict[str, Any]) -> str:
         f"{consistency['others_cycle_rate']:.0%} (one-sided Fisher exact test, Holm-adjusted "
         f"p = {test['p_holm']:.2g}, at {test['confidence']:.0%} confidence, {test['correction']})"
         + (f"; a random clicker is flagged after {needed} triads" if needed else "")
+    )
+
+
+def inconsistent_repeats_reason(repeat: dict[str, Any]) -> str:
+    """The repeat test behind the "inconsistent repeats" flag (agreement.repeats)."""
+    test = repeat["test"]
+    needed = test["random_clicker_min_probes"]
+    return (
+        f"answered {repeat['consistent']} of {repeat['probes']} comparisons shown again as the "
+        f"first time ({repeat['consistency']:.0%}), significantly fewer than the other "
+        f"annotators' {repeat['others_consistency']:.0%} (one-sided Fisher exact test, "
+        f"Holm-adjusted p = {test['p_holm']:.2g}, at {test['confidence']:.0%} confidence, "
+        f"{test['correction']})"
+        + (f"; a random clicker is flagged after {needed} repeats" if needed else "")
     )
 
 

@@ -17,7 +17,7 @@ from annotate.api import is_whole
 from annotate.schema import BATCH, ErrorOut
 from apps.agreement.ai_judges import ai_judges_report
 from apps.agreement.flags import Design
-from apps.agreement.stats import project_stats, stats_votes
+from apps.agreement.stats import project_stats, stats_repeats, stats_votes
 from apps.agreement.stopping_report import stopping_report
 from apps.audit.services import audit_record
 from apps.batches.models import Batch, Candidate
@@ -633,7 +633,12 @@ class Stats(APIView):
         project = project_for_lead(user=request.user, slug=slug)
         batch_id = batch_of(request, project)
         votes = stats_votes(project=project, batch_id=batch_id)
-        report = project_stats(votes, batch_id=batch_id, design=Design.of(project))
+        report = project_stats(
+            votes,
+            batch_id=batch_id,
+            design=Design.of(project),
+            repeats=stats_repeats(project=project, batch_id=batch_id),
+        )
         report["honeypots"] = honeypot_stats(project=project, votes=votes, batch_id=batch_id)
         report["stopping"] = stopping_report(project=project, batch_id=batch_id)
         report["ai_judges"] = ai_judges_report(project=project, batch_id=batch_id)

@@ -216,3 +216,54 @@ class Rendering(models.Model):
 
     def __str__(self) -> str:
         return self.digest
+
+
+class RepeatProbe(models.Model):
+    """A consistency probe (Project.repeat_rate; apps.judging.probes): one of an annotator's
+    judgments shown to them again, sides swapped, once `repeat_after` more of their judgments
+    came after it, and their second answer compared with the first.
+
+    Kept apart from the queue's tables: a probe takes no slot and is never a vote, so no count,
+    export or agreement figure ever sees it; only the repeat consistency reads it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="repeat_probes"
+    )
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="+")
+    original = models.OneToOneField(Judgment, on_delete=models.CASCADE, related_name="repeat_probe")
+    # The original's sides, swapped.
+    left = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    right = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    # The annotator's judgment count in the project at which the probe falls due (when drawn).
+    due_after = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+    served_at = models.DateTimeField(null=True, blank=True)
+    # Set by the answer, or by a skip (choice blank, consistent null).
+    answered_at = models.DateTimeField(null=True, blank=True)
+    # The answer oriented to the candidates: a, b, tie or both_bad; blank until answered.
+    choice = models.CharField(max_length=16, blank=True)
+    # Whether it is the original's oriented choice; null until answered (and for a skip).
+    consistent = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(left=models.F("right")), name="repeatprobe_distinct_sides"
+            ),
+            models.CheckConstraint(
+                condition=Q(choice__in=["", "a", "b", "tie", "both_bad"]),
+                name="repeatprobe_choice_oriented",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["annotator", "project"],
+                condition=Q(answered_at__isnull=True),
+                name="repeatprobe_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Repeat probe {self.pk}"

@@ -19,6 +19,16 @@ from apps.judging.answer_rules import allowed_choices, rationale_min
 from apps.judging.answers import STRENGTH_RANGE
 from apps.judging.keys import keymap
 from apps.judging.models import Assignment, Choice, Judgment
+from apps.judging.probes import (
+    ProbeAnswered,
+    ProbeError,
+    ProbeNotFound,
+    probe_answer,
+    probe_lease,
+    probe_next,
+    probe_served,
+    probe_skip,
+)
 from apps.judging.queue import (
     AnnotatorBlocked,
     AssignmentNotFound,
@@ -169,14 +179,27 @@ def _render_annotate(
     error: str = "",
     done: str = "",
     prefer: Preference | None = None,
+    status: int = 200,
 ) -> HttpResponse:
     blocked = ""
     annotator: Any = request.user
-    try:
-        assignment = assignment_next(project=project, annotator=annotator, prefer=prefer)
-    except AnnotatorBlocked as exc:
-        assignment, blocked = None, str(exc)
-    if prefer and assignment and assignment.comparison_id != prefer.comparison_id and not error:
+    # A consistency probe that is due goes before the queue's next comparison, and looks like
+    # any other (apps.judging.probes); only its form posts elsewhere.
+    probe = probe_next(project=project, annotator=annotator)
+    if probe is not None:
+        assignment: Assignment | None = probe_lease(probe)
+    else:
+        try:
+            assignment = assignment_next(project=project, annotator=annotator, prefer=prefer)
+        except AnnotatorBlocked as exc:
+            assignment, blocked = None, str(exc)
+    if (
+        prefer
+        and assignment
+        and probe is None
+        and assignment.comparison_id != prefer.comparison_id
+        and not error
+    ):
         notice = notice or (
             "The comparison shown next was taken by others in the meantime; here is another."
         )
@@ -200,6 +223,7 @@ def _render_annotate(
         "skip_reasons": project.skip_reasons,
         "project": project,
         "assignment": assignment,
+        "probe": probe,
         **_scheme_context(project),
         **_keys_context(project),
         "idempotency_key": secrets.token_urlsafe(16),
@@ -213,7 +237,7 @@ def _render_annotate(
     template = "judging/annotate.html"
     if getattr(request, "htmx", False):
         template += "#comparison-card"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 @login_required
@@ -347,6 +371,70 @@ def undo(request: HttpRequest, slug: str) -> HttpResponse:
         request,
         project,
         notice=f"Undone: you had answered “{answer_label(result.undone)}”. Judge it again.",
+    )
+
+
+def _probe_done(
+    request: HttpRequest, slug: str, probe_id: int, action: Callable[[Project], object]
+) -> HttpResponse:
+    """Runs an answer or skip of a consistency probe, then shows the next comparison, as
+    _act_then_continue does for a lease. Bad input shows the probe again with the error (400
+    for a plain form post); a second answer is a notice, the first one standing (409 for a plain
+    form post); a probe not served to this annotator here is a 404."""
+    project = project_for_member(user=request.user, slug=slug)
+    htmx = getattr(request, "htmx", False)
+    try:
+        action(project)
+    except ProbeNotFound:
+        raise Http404("No such comparison.") from None
+    except ProbeError as exc:
+        return _render_annotate(request, project, error=str(exc), status=200 if htmx else 400)
+    except ProbeAnswered as exc:
+        return _render_annotate(request, project, notice=str(exc), status=200 if htmx else 409)
+    if not htmx:
+        return redirect("annotate", slug=project.slug)
+    return _render_annotate(
+        request, project, done="judged", prefer=Preference.parse(request.POST.get("prefer", ""))
+    )
+
+
+@login_required_htmx
+@require_POST
+def probe_judge(request: HttpRequest, slug: str, probe_id: int) -> HttpResponse:
+    """The answer to a consistency probe (apps.judging.probes): the judging form, posted here."""
+
+    def answer(project: Project) -> object:
+        try:
+            fields = _answer_from_post(request, project, 0)
+        except JudgmentError as exc:
+            # Another's probe is a 404 and an answered one a notice, whatever was sent.
+            probe_served(probe_id=probe_id, project=project, annotator=request.user)  # type: ignore[arg-type]
+            raise ProbeError(str(exc)) from None
+        fields.pop("ranking", None)
+        return probe_answer(
+            probe_id=probe_id,
+            project=project,
+            annotator=request.user,  # type: ignore[arg-type]
+            **fields,
+            rationale=request.POST.get("rationale", ""),
+        )
+
+    return _probe_done(request, slug, probe_id, answer)
+
+
+@login_required_htmx
+@require_POST
+def probe_pass(request: HttpRequest, slug: str, probe_id: int) -> HttpResponse:
+    """A skip of a consistency probe: it is closed unanswered."""
+    return _probe_done(
+        request,
+        slug,
+        probe_id,
+        lambda project: probe_skip(
+            probe_id=probe_id,
+            project=project,
+            annotator=request.user,  # type: ignore[arg-type]
+        ),
     )
 
 

@@ -175,7 +175,15 @@ JUDGING_SETTINGS = (
     "show_ai_suggestion",
     "overlap",
 )
-QUEUE_SETTINGS = ("policy", "lease_seconds", "annotator_cap", "stop_confidence", "audit_rate")
+QUEUE_SETTINGS = (
+    "policy",
+    "lease_seconds",
+    "annotator_cap",
+    "stop_confidence",
+    "audit_rate",
+    "repeat_rate",
+    "repeat_after",
+)
 GOLD_SETTINGS = ("gold_rate", "gold_min_accuracy", "gold_min_answers", "honeypot_rate")
 AUDITED_SETTINGS_FORM = [*JUDGING_SETTINGS, *QUEUE_SETTINGS, *GOLD_SETTINGS]
 

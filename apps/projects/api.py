@@ -12,12 +12,14 @@ from annotate.schema import ErrorOut, MeOut
 from apps.exports.formats import formats_for
 from apps.projects.models import (
     GRADES,
+    MAX_REPEAT_RATE,
     AssignmentPolicy,
     Membership,
     Project,
     Role,
     Scheme,
     honeypot_problem,
+    repeat_problem,
 )
 from apps.projects.selectors import project_for_lead
 from apps.projects.services import NOT_ADDABLE, member_to_add, membership_add, project_create
@@ -91,6 +93,8 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
             "gold_min_answers",
             "honeypot_rate",
             "audit_rate",
+            "repeat_rate",
+            "repeat_after",
             "export_formats",
             "created_at",
         ]
@@ -135,6 +139,8 @@ class ProjectCreateInput(serializers.Serializer[Any]):
     )
     honeypot_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     audit_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    repeat_rate = serializers.FloatField(min_value=0.0, max_value=MAX_REPEAT_RATE, default=0.0)
+    repeat_after = serializers.IntegerField(min_value=1, default=20)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # The rule is the model's (Project.clean), here before anything is built.
@@ -144,6 +150,11 @@ class ProjectCreateInput(serializers.Serializer[Any]):
             honeypot_rate=attrs.get("honeypot_rate", 0.0),
         ):
             raise serializers.ValidationError({"honeypot_rate": [problem]})
+        if problem := repeat_problem(
+            scheme=Project._meta.get_field("scheme").get_default(),
+            repeat_rate=attrs.get("repeat_rate", 0.0),
+        ):
+            raise serializers.ValidationError({"repeat_rate": [problem]})
         return attrs
 
     def validate_slug(self, value: str) -> str:

@@ -70,6 +70,22 @@ def honeypot_problem(*, scheme: str, gold_rate: float, honeypot_rate: float) -> 
     return None
 
 
+# The highest repeat rate: a probe is a comparison judged again for no new vote, so at most one
+# in three of an annotator's answers.
+MAX_REPEAT_RATE = 0.5
+
+
+def repeat_problem(*, scheme: str, repeat_rate: float) -> str | None:
+    """Why a project cannot have consistency probes (Project.clean, and the API's input), or
+    None."""
+    if repeat_rate and repeat_rate > 0 and scheme == Scheme.LISTWISE:
+        return (
+            "Consistency probes show a pair again with its sides swapped: a listwise project "
+            "ranks lists and has none. Set it to 0."
+        )
+    return None
+
+
 class Project(models.Model):
     slug = models.SlugField(
         max_length=64,
@@ -187,6 +203,19 @@ class Project(models.Model):
         "fills to the full overlap first and that never stop early, so that agreement measured "
         "on them is unbiased by adaptive assignment (0.05 = 5%; 0 = none).",
     )
+    repeat_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(MAX_REPEAT_RATE)],
+        help_text="Consistency probes: the share of an annotator's judgments shown to them "
+        "again later, sides swapped, to compare the two answers (0.05 = 5%; 0 = off; at most "
+        "0.5). The repeat is never a vote.",
+    )
+    repeat_after = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1)],
+        help_text="Consistency probes: how many of the annotator's own judgments in the project "
+        "come between a judgment and its repeat.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -209,6 +238,13 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(audit_rate__gte=0) & Q(audit_rate__lte=1),
                 name="project_audit_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(repeat_rate__gte=0) & Q(repeat_rate__lte=MAX_REPEAT_RATE),
+                name="project_repeat_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(repeat_after__gte=1), name="project_repeat_after_min"
             ),
             models.CheckConstraint(
                 condition=Q(stop_confidence__isnull=True)
@@ -266,6 +302,8 @@ class Project(models.Model):
             scheme=self.scheme, gold_rate=self.gold_rate, honeypot_rate=self.honeypot_rate
         ):
             errors["honeypot_rate"] = honeypots
+        if repeats := repeat_problem(scheme=self.scheme, repeat_rate=self.repeat_rate):
+            errors["repeat_rate"] = repeats
         if errors:
             raise ValidationError(errors)
 

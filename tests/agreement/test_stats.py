@@ -285,6 +285,7 @@ def test_it_runs_a_fixed_number_of_queries(api, bob, judged, django_assert_num_q
     client.get(URL)
     # The token and its user, the project, the pseudonyms, the votes in one query, the
     # honeypots' kinds (the `honeypots` section), what adaptive stopping saved
-    # (stopping_report) and the project's AI judges (none: `ai_judges` reads no vote then).
-    with django_assert_num_queries(7):
+    # (stopping_report), the project's AI judges (none: `ai_judges` reads no vote then) and the
+    # consistency probes answered (none: no pseudonyms read for them).
+    with django_assert_num_queries(8):
         assert client.get(URL).status_code == 200

@@ -41,6 +41,8 @@ CREATED_DETAILS = {
     "stop_confidence",
     "honeypot_rate",
     "audit_rate",
+    "repeat_rate",
+    "repeat_after",
 }
 
 

@@ -327,7 +327,7 @@ def test_the_ai_judges_section_costs_a_fixed_number_of_queries(
     add_ai_votes(project, voted)
     client = api(bob)
     client.get(STATS)
-    # As without judges (tests/agreement/test_stats.py: 7), and the people's votes, the
+    # As without judges (tests/agreement/test_stats.py: 8), and the people's votes, the
     # judges' votes and their verdicts, whatever the number of judges.
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(11):
         assert client.get(STATS).status_code == 200

@@ -260,6 +260,8 @@ def _project_form(project, **changes):
         "stop_confidence": "",
         "honeypot_rate": "0",
         "audit_rate": "0",
+        "repeat_rate": "0",
+        "repeat_after": "20",
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
         "memberships-MIN_NUM_FORMS": "0",

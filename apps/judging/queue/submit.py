@@ -19,6 +19,7 @@ from apps.judging import answers
 from apps.judging.answer_rules import answer_problem
 from apps.judging.answers import Answer
 from apps.judging.models import Assignment, AssignmentStatus, Judgment
+from apps.judging.probes import probe_after_submit
 from apps.judging.queue import backend, sql_lease, sql_submit_steps, statements
 from apps.judging.queue.errors import (
     JudgmentConflict,
@@ -107,8 +108,10 @@ def judgment_submit(
     is refused (AnnotatorBlocked) and released. A lease that expired is still
     honoured while it holds its slot; once reclaimed, the judgment is taken only if the
     comparison still has a free slot and the annotator has not judged it.
-    Queries: on PostgreSQL 1 (annotate_submit); on SQLite 5 (lock assignment, insert judgment,
-    close assignment, count, member's counts), 6 with a cap (one statement checks both).
+    Queries: on PostgreSQL 2 (annotate_submit, then the project's repeat rate); on SQLite 5
+    (lock assignment, insert judgment, close assignment, count, member's counts), 6 with a cap
+    (one statement checks both); with a repeat rate above 0, 1 more, and 2 more for a judgment
+    drawn for a consistency probe (apps.judging.probes).
     """
     now = now or timezone.now()
     try:
@@ -138,7 +141,7 @@ def judgment_submit(
     # A ranking (listwise projects) takes the ORM path on PostgreSQL too: its rules need the
     # candidates' ids, and it is not the pairwise hot path annotate_submit is for.
     if backend.postgresql() and answer.ranking is None:
-        return judgment_submit_postgresql(
+        result = judgment_submit_postgresql(
             assignment_id=assignment_id,
             annotator=annotator,
             answer=answer,
@@ -146,6 +149,9 @@ def judgment_submit(
             duration_ms=duration_ms,
             now=now,
         )
+        if result.created:
+            probe_after_submit(judgment=result.judgment, now=now)
+        return result
     with transaction.atomic():
         locked = lock_assignment(assignment_id=assignment_id, annotator=annotator)
         assignment = locked.assignment
@@ -171,7 +177,7 @@ def judgment_submit(
                 _check_late_submission(assignment)
             refusal = _cap_check(locked, comparison, now)
         if refusal is None:
-            return _judgment_store(
+            result = _judgment_store(
                 locked=locked,
                 comparison=comparison,
                 annotator=annotator,
@@ -182,7 +188,12 @@ def judgment_submit(
                 was_open=was_open,
                 now=now,
             )
-    raise refusal
+    if refusal is not None:
+        raise refusal
+    # After the commit (unless the caller's transaction holds it): the judgment stands whatever
+    # becomes of its probe.
+    probe_after_submit(judgment=result.judgment, project=assignment.project, now=now)
+    return result
 
 
 def _judgment_store(
