@@ -80,16 +80,23 @@ def oriented_option(choice: str, *, left_id: int, candidate_a_id: int) -> str:
 
 
 def probe_after_submit(
-    *, judgment: Judgment, project: Project | None = None, now: datetime | None = None
+    *,
+    judgment: Judgment,
+    project: Project | None = None,
+    rate: float | None = None,
+    now: datetime | None = None,
 ) -> RepeatProbe | None:
     """Draws a just-stored judgment for a probe and creates it; None when not drawn.
 
-    `project` is the judgment's when the caller has it loaded. Costs no query with it when the
-    project's rate is 0; else 1 (the project's settings), and 2 more for a probe drawn (the
-    membership's role and count, the insert). A database error here is logged, not raised: the
-    judgment is stored already (committed, unless the caller's transaction holds it), and no
-    probe is the worst that happens."""
+    `project` is the judgment's when the caller has it loaded, `rate` its repeat rate when the
+    caller read it (annotate_submit reports it). Costs no query with either when the rate is 0;
+    else 1 (the project's settings), and 2 more for a probe drawn (the membership's role and
+    count, the insert). A database error here is logged, not raised: the judgment is stored
+    already (committed, unless the caller's transaction holds it), and no probe is the worst
+    that happens."""
     if project is not None and project.repeat_rate <= 0:
+        return None
+    if rate is not None and rate <= 0:
         return None
     if judgment.source != Source.HUMAN or judgment.ranking is not None:
         return None

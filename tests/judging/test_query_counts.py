@@ -16,14 +16,14 @@ from tests.conftest import prompt_line
 
 ON_POSTGRES = connection.vendor == "postgresql"
 # PostgreSQL: next is one call of annotate_next, which returns the lease with what it shows;
-# submit is one call of annotate_submit, then the project's repeat rate (apps.judging.probes:
-# the call reports no project); a reclaim on the way happens inside the call.
+# submit is one call of annotate_submit (which reports the project's repeat rate: at 0 the
+# consistency probe's draw costs nothing); a reclaim on the way happens inside the call.
 # SQLite runs the same rules statement by statement: open lease, expired leases, then the pick's
 # own (sql_pick: active batches, then the policy's head and its take in one statement), insert,
 # slot, load (next); lock, insert, close, count, member's counts (submit; the locked lease has
 # its project, so a repeat rate of 0 costs nothing more).
 NEXT = 1 if ON_POSTGRES else 7
-SUBMIT = 2 if ON_POSTGRES else 5
+SUBMIT = 1 if ON_POSTGRES else 5
 RECLAIM = 0 if ON_POSTGRES else 1  # sql_reclaim: the expire is in NEXT, then the slots back
 
 

@@ -32,6 +32,9 @@ class SubmitResult:
     created: bool  # False when this was a retry of an earlier, identical submission
     chosen_external_id: str | None  # the winner's imported id; None for tie, both bad, ranking
     left_is_a: bool  # whether candidate A was shown on the left (answers.on_screen)
+    # The project's consistency-probe rate where the submit read it anyway (annotate_submit);
+    # None where it did not (the caller then has the project, or asks).
+    repeat_rate: float | None = None
 
 
 # Why a submit or skip that asked for the next assignment (`?next=1`) carries none.

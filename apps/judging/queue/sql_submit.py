@@ -53,7 +53,8 @@ CREATE FUNCTION annotate_submit(
     OUT outcome text, OUT o_judgment bigint, OUT o_comparison bigint, OUT o_batch bigint,
     OUT o_left bigint, OUT o_right bigint, OUT o_chosen bigint, OUT o_chosen_external text,
     OUT o_gold_correct boolean, OUT o_allowed text, OUT o_strength integer,
-    OUT o_criteria jsonb, OUT o_guideline_version integer, OUT o_left_is_a boolean
+    OUT o_criteria jsonb, OUT o_guideline_version integer, OUT o_left_is_a boolean,
+    OUT o_repeat_rate double precision
 ) LANGUAGE plpgsql AS $fn$
 -- The answer comes on the screen's terms (p_choice; p_strength < 0 favours the left response;
 -- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py), and
@@ -78,7 +79,8 @@ BEGIN
            x.guideline_version, p.overlap, p.stop_margin, p.allow_tie, p.allow_both_bad, p.scheme,
            p.criteria, p.flags, p.rationale, p.rationale_min_length,
            l.external_id AS left_external, r.external_id AS right_external,
-           p.gold_min_accuracy, p.gold_min_answers, p.annotator_cap AS project_cap
+           p.gold_min_accuracy, p.gold_min_answers, p.annotator_cap AS project_cap,
+           p.repeat_rate
     INTO a
     FROM judging_assignment x
     JOIN projects_project p ON p.id = x.project_id
@@ -166,6 +168,8 @@ BEGIN
     o_strength := (v_stored->>'strength')::integer;
     o_criteria := v_stored->'criteria';
     o_guideline_version := a.guideline_version;
+    -- The project's consistency-probe rate (apps.judging.probes): 0 spares the caller a query.
+    o_repeat_rate := a.repeat_rate;
     -- The judgment, with its derived columns (sql_submit_steps.JUDGMENT_INSERT).
     __JUDGMENT_INSERT__
     ON CONFLICT (comparison_id, annotator_id) DO NOTHING

@@ -108,10 +108,10 @@ def judgment_submit(
     is refused (AnnotatorBlocked) and released. A lease that expired is still
     honoured while it holds its slot; once reclaimed, the judgment is taken only if the
     comparison still has a free slot and the annotator has not judged it.
-    Queries: on PostgreSQL 2 (annotate_submit, then the project's repeat rate); on SQLite 5
-    (lock assignment, insert judgment, close assignment, count, member's counts), 6 with a cap
-    (one statement checks both); with a repeat rate above 0, 1 more, and 2 more for a judgment
-    drawn for a consistency probe (apps.judging.probes).
+    Queries: on PostgreSQL 1 (annotate_submit, which also reports the project's repeat rate);
+    on SQLite 5 (lock assignment, insert judgment, close assignment, count, member's counts), 6
+    with a cap (one statement checks both); with a repeat rate above 0, 1 more, and 2 more for a
+    judgment drawn for a consistency probe (apps.judging.probes).
     """
     now = now or timezone.now()
     try:
@@ -150,7 +150,7 @@ def judgment_submit(
             now=now,
         )
         if result.created:
-            probe_after_submit(judgment=result.judgment, now=now)
+            probe_after_submit(judgment=result.judgment, rate=result.repeat_rate, now=now)
         return result
     with transaction.atomic():
         locked = lock_assignment(assignment_id=assignment_id, annotator=annotator)

@@ -34,7 +34,8 @@ def judgment_submit_postgresql(
     now: datetime,
 ) -> SubmitResult:
     """annotate_submit (sql_submit) takes the judgment in one statement, with the same rules as
-    the ORM path (submit.py); the Judgment returned is built from what it reports, not reloaded."""
+    the ORM path (submit.py); the Judgment returned is built from what it reports, not reloaded,
+    and the result carries the project's repeat rate (the probe's draw needs no query at 0)."""
     criteria = {name: pick.as_json() for name, pick in answer.criteria.items()}
     (
         outcome,
@@ -51,6 +52,7 @@ def judgment_submit_postgresql(
         stored_criteria,
         guideline_version,
         left_is_a,
+        repeat_rate,
     ) = call(
         "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
@@ -99,7 +101,11 @@ def judgment_submit_postgresql(
     )
     judgment._state.adding = False
     return SubmitResult(
-        judgment, created=True, chosen_external_id=chosen_external_id, left_is_a=left_is_a
+        judgment,
+        created=True,
+        chosen_external_id=chosen_external_id,
+        left_is_a=left_is_a,
+        repeat_rate=repeat_rate,
     )
 
 
