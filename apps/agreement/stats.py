@@ -35,8 +35,8 @@ from apps.agreement.flags import (
     Design,
     agreement_tests,
     bias_tests,
-    wilson_interval,
 )
+from apps.agreement.flags import wilson_interval as wilson_interval  # re-exported
 from apps.agreement.repeats import MEANING as REPEAT_MEANING
 from apps.agreement.repeats import MIN_PROBES, clicker_consistency, repeat_consistency
 from apps.agreement.transitivity import MEANING as TRANSITIVITY_MEANING

@@ -114,8 +114,9 @@ def _curvature(problem: Problem, wins: np.ndarray, s: np.ndarray) -> tuple[np.nd
     total = wins.sum(axis=1)
     chance = 1 / (1 + np.exp(-(s[pa] - s[pb])))  # A over B
     residual = wins[:, 0] - total * chance
-    gradient = np.bincount(pa, residual, m) - np.bincount(pb, residual, m)
-    gradient -= s / STRENGTH_PRIOR_SD**2
+    gradient: np.ndarray = (
+        np.bincount(pa, residual, m) - np.bincount(pb, residual, m) - s / STRENGTH_PRIOR_SD**2
+    )
     curve = total * chance * (1 - chance)
     same = np.bincount(pa, curve, m) + np.bincount(pb, curve, m)
     information = np.diag(same + 1 / STRENGTH_PRIOR_SD**2)

@@ -184,5 +184,5 @@ def decided_sql(*, margin: str, alias: str) -> str:
     """The rule's stopping half alone, as an SQL boolean over comparisons aliased `alias`: the
     lead reaches the margin, outside the audit sample (what a late vote is refused on, beside a
     full overlap)."""
-    sides = (f"{alias}.{side}" for side in _SIDES)
-    return f"({_decided(margin, *sides, f'{alias}.{_NEVER_STOPS}')})"
+    votes_a, votes_b = (f"{alias}.{side}" for side in _SIDES)
+    return f"({_decided(margin, votes_a, votes_b, f'{alias}.{_NEVER_STOPS}')})"

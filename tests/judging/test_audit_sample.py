@@ -45,7 +45,9 @@ def audited(project, rate, **settings):
 
 
 def audit_ids(project) -> set[int]:
-    return set(Comparison.objects.filter(project=project, is_audit=True).values_list("pk", flat=1))
+    return set(
+        Comparison.objects.filter(project=project, is_audit=True).values_list("pk", flat=True)
+    )
 
 
 # -- membership --------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def test_raising_the_rate_in_the_admin_marks_the_project_and_reopens_what_stoppe
     assert response.status_code == 302, response.content.decode()[:2000]
     sample = audit_ids(project)
     assert sample == {
-        pk for pk in Comparison.objects.values_list("pk", flat=1) if in_audit_sample(pk, 0.5)
+        pk for pk in Comparison.objects.values_list("pk", flat=True) if in_audit_sample(pk, 0.5)
     }
     assert set(Comparison.objects.filter(complete=False).values_list("pk", flat=True)) == sample
     # Lowered to 0: the sample is gone, and its comparisons stop again.
