@@ -373,3 +373,57 @@ def left_bias_tests(
             }
         )
     return tests
+
+
+# A one-sided test of one annotator's count against the other annotators' pooled one:
+# p(their hits, their trials, the others' hits, the others' trials).
+AgainstOthers = Callable[[int, int, int, int], float]
+
+
+@dataclass(frozen=True)
+class OthersTests:
+    """`tests_against_others`' results: per tested annotator index, (p value, Holm-adjusted);
+    how many were tested; the confidence."""
+
+    by_annotator: dict[int, tuple[float, float]]
+    tested: int
+    confidence: float
+
+    def entry(self, i: int, **extra: Any) -> dict[str, Any] | None:
+        """Annotator i's test as the reports give it (None when not tested), with `extra`."""
+        if i not in self.by_annotator:
+            return None
+        p_value, p_holm = self.by_annotator[i]
+        return {
+            "confidence": self.confidence,
+            "correction": f"Holm over {self.tested} tests",
+            "p_value": float(f"{p_value:.4g}"),
+            "p_holm": float(f"{p_holm:.4g}"),
+            "flagged": bool(p_holm < 1 - self.confidence),
+            **extra,
+        }
+
+
+def tests_against_others(
+    trials: Sequence[int],
+    hits: Sequence[int],
+    *,
+    minimum: int,
+    p_value: AgainstOthers,
+    confidence: float = CONFIDENCE,
+) -> OthersTests:
+    """Each annotator with at least `minimum` trials, when the others have some, tested against
+    the others' pooled hits (`p_value`), with Holm's correction over the tested annotators: the
+    shape of the transitivity and repeat-consistency flags."""
+    all_trials, all_hits = int(sum(trials)), int(sum(hits))
+    tested = [i for i, n in enumerate(trials) if n >= minimum and all_trials - n > 0]
+    raw = [
+        p_value(int(hits[i]), int(trials[i]), all_hits - int(hits[i]), all_trials - int(trials[i]))
+        for i in tested
+    ]
+    holm = multipletests(raw, method="holm")[1] if raw else []
+    return OthersTests(
+        by_annotator={i: (raw[k], float(holm[k])) for k, i in enumerate(tested)},
+        tested=len(raw),
+        confidence=confidence,
+    )

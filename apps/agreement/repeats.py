@@ -18,9 +18,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from statsmodels.stats.multitest import multipletests
-
-from apps.agreement.flags import CONFIDENCE, first_flagged_run, p_below_other, wilson_interval
+from apps.agreement.flags import (
+    CONFIDENCE,
+    first_flagged_run,
+    p_below_other,
+    tests_against_others,
+    wilson_interval,
+)
 
 # The fewest answered probes an annotator's consistency is tested on.
 MIN_PROBES = 5
@@ -67,44 +71,32 @@ def repeat_tests(
     with its 95% Wilson interval, and the test against the others' pooled consistency (None
     below MIN_PROBES, or when the others answered none), Holm-corrected over the tested."""
     alpha = 1 - confidence
+    results = tests_against_others(
+        answered, consistent, minimum=MIN_PROBES, p_value=p_below_other, confidence=confidence
+    )
     all_answered, all_consistent = int(sum(answered)), int(sum(consistent))
-    tested = [i for i, n in enumerate(answered) if n >= MIN_PROBES and all_answered - n > 0]
-    raw = [
-        p_below_other(
-            consistent[i], answered[i], all_consistent - consistent[i], all_answered - answered[i]
-        )
-        for i in tested
-    ]
-    holm = multipletests(raw, method="holm")[1] if raw else []
-    by_annotator = {i: (raw[k], float(holm[k])) for k, i in enumerate(tested)}
     out: list[dict[str, Any] | None] = []
     for i, n in enumerate(answered):
         if not n:
             out.append(None)
             continue
         others = (all_consistent - consistent[i], all_answered - n)
-        entry: dict[str, Any] = {
-            "probes": int(n),
-            "consistent": int(consistent[i]),
-            "consistency": round(consistent[i] / n, 4),
-            "ci95": wilson_interval(int(consistent[i]), int(n)),
-            "others_consistency": round(others[0] / others[1], 4) if others[1] else None,
-            "min_probes": MIN_PROBES,
-            "test": None,
-        }
-        if i in by_annotator:
-            p_value, p_holm = by_annotator[i]
-            entry["test"] = {
-                "confidence": confidence,
-                "correction": f"Holm over {len(raw)} tests",
-                "p_value": float(f"{p_value:.4g}"),
-                "p_holm": float(f"{p_holm:.4g}"),
-                "flagged": bool(p_holm < alpha),
-                "random_clicker_min_probes": None
-                if chance >= others[0] / others[1]
-                else random_clicker_min_probes(chance, *others, alpha / len(raw)),
+        needed = (
+            None
+            if i not in results.by_annotator or chance >= others[0] / others[1]
+            else random_clicker_min_probes(chance, *others, alpha / results.tested)
+        )
+        out.append(
+            {
+                "probes": int(n),
+                "consistent": int(consistent[i]),
+                "consistency": round(consistent[i] / n, 4),
+                "ci95": wilson_interval(int(consistent[i]), int(n)),
+                "others_consistency": round(others[0] / others[1], 4) if others[1] else None,
+                "min_probes": MIN_PROBES,
+                "test": results.entry(i, random_clicker_min_probes=needed),
             }
-        out.append(entry)
+        )
     return out
 
 

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import hypergeom
-from statsmodels.stats.multitest import multipletests
 
-from apps.agreement.flags import CONFIDENCE, first_flagged_run
+from apps.agreement.flags import CONFIDENCE, first_flagged_run, tests_against_others
 
 if TYPE_CHECKING:
     from apps.agreement.stats import VoteColumns
@@ -146,39 +145,31 @@ def transitivity_tests(
     of it against the other annotators' pooled rate (None below MIN_TRIADS triads, or when the
     others have none), Holm-corrected over the tested annotators."""
     alpha = 1 - confidence
+    results = tests_against_others(
+        triads, cycles, minimum=MIN_TRIADS, p_value=p_cycles_above_others, confidence=confidence
+    )
     all_triads, all_cycles = int(sum(triads)), int(sum(cycles))
-    tested = [i for i, n in enumerate(triads) if n >= MIN_TRIADS and all_triads - n > 0]
-    raw = [
-        p_cycles_above_others(cycles[i], triads[i], all_cycles - cycles[i], all_triads - triads[i])
-        for i in tested
-    ]
-    holm = multipletests(raw, method="holm")[1] if raw else []
-    by_annotator = {i: (raw[k], float(holm[k])) for k, i in enumerate(tested)}
     out: list[dict[str, Any] | None] = []
     for i, n in enumerate(triads):
         if not n:
             out.append(None)
             continue
         others = (all_cycles - cycles[i], all_triads - n)
-        entry: dict[str, Any] = {
-            "triads": int(n),
-            "cycles": int(cycles[i]),
-            "cycle_rate": round(cycles[i] / n, 4),
-            "others_cycle_rate": round(others[0] / others[1], 4) if others[1] else None,
-            "min_triads": MIN_TRIADS,
-            "test": None,
-        }
-        if i in by_annotator:
-            p_value, p_holm = by_annotator[i]
-            entry["test"] = {
-                "confidence": confidence,
-                "correction": f"Holm over {len(raw)} tests",
-                "p_value": float(f"{p_value:.4g}"),
-                "p_holm": float(f"{p_holm:.4g}"),
-                "flagged": bool(p_holm < alpha),
-                "random_clicker_min_triads": random_clicker_min_triads(*others, alpha / len(raw)),
+        needed = (
+            random_clicker_min_triads(*others, alpha / results.tested)
+            if i in results.by_annotator
+            else None
+        )
+        out.append(
+            {
+                "triads": int(n),
+                "cycles": int(cycles[i]),
+                "cycle_rate": round(cycles[i] / n, 4),
+                "others_cycle_rate": round(others[0] / others[1], 4) if others[1] else None,
+                "min_triads": MIN_TRIADS,
+                "test": results.entry(i, random_clicker_min_triads=needed),
             }
-        out.append(entry)
+        )
     return out
 
 
