@@ -12,7 +12,7 @@ from typing import Any
 from apps.agreement.ai_judges import ai_judges_report
 from apps.agreement.flags import Design
 from apps.agreement.labels import CrowdLabels
-from apps.agreement.stats import project_stats, stats_votes
+from apps.agreement.stats import project_stats, stats_repeats, stats_votes
 from apps.agreement.stopping_report import stopping_report
 from apps.exports.formats import tallies
 from apps.exports.options import Options
@@ -158,7 +158,12 @@ def dataset_card(
         options = replace(options, batch_id=batch_id)
     batch_id = options.batch_id
     votes = stats_votes(project=project, batch_id=batch_id)
-    report = project_stats(votes, batch_id=batch_id, design=Design.of(project))
+    report = project_stats(
+        votes,
+        batch_id=batch_id,
+        design=Design.of(project),
+        repeats=stats_repeats(project=project, batch_id=batch_id),
+    )
     labeller: Labeller | None = None
     if options.aggregate == "reliability":
         # The fit reads every batch's votes: the same columns when the card is of them all.
@@ -325,6 +330,7 @@ def dataset_card(
             ]
     else:
         lines.append("No judgments yet.")
+    lines += repeat_lines(report["repeat"], report["annotators"])
     lines += ai_judge_lines(ai_judges_report(project=project, batch_id=batch_id))
     lines += [
         "",
@@ -350,4 +356,24 @@ def audit_lines(audit: dict[str, Any] | None) -> list[str]:
         f"{_num(audit['krippendorff_alpha_nominal'])}; Fleiss' kappa "
         f"{_num(audit['fleiss_kappa'])}.",
         "",
+    ]
+
+
+def repeat_lines(repeat: dict[str, Any], annotators: list[dict[str, Any]]) -> list[str]:
+    """The consistency probes (Project.repeat_rate) in one line: answered, consistent, per
+    annotator, and the flagged; nothing when no probe was answered."""
+    if not repeat["probes"]:
+        return []
+    per = [
+        f"{_md(a['annotator'])} {a['repeat']['consistent']} of {a['repeat']['probes']}"
+        + (" (flagged)" if (a["repeat"]["test"] or {}).get("flagged") else "")
+        for a in annotators
+        if a.get("repeat")
+    ]
+    return [
+        "",
+        f"Repeat consistency: {repeat['consistent']} of {repeat['probes']} consistency probes "
+        f"answered as the first time ({_pct(repeat['consistent'] / repeat['probes'])}): "
+        + "; ".join(per)
+        + f". {repeat['meaning'][0].upper() + repeat['meaning'][1:]}.",
     ]

@@ -3,9 +3,11 @@ a planted inconsistent annotator: /stats/, the dashboard's column and its flag."
 
 import html as html_module
 import math
+import re
 
 import pytest
 from django.core.cache import cache
+from django.urls import reverse
 from django.utils import timezone
 from scipy.stats import hypergeom
 
@@ -134,3 +136,20 @@ def test_a_batch_filter_keeps_the_batchs_probes(api, bob, planted, import_rows):
     assert report["repeat"]["probes"] == 89
     report = api(bob).get(STATS, {"batch": other.pk}).json()
     assert report["repeat"]["probes"] == 0
+
+
+def test_the_card_has_one_line_for_them(api, bob, annotators, planted):
+    response = api(bob).get(reverse("api-export", args=["demo"]), {"format": "card"})
+    assert response.status_code == 200, response.content
+    card = response.content.decode()
+    (line,) = [row for row in card.splitlines() if row.startswith("Repeat consistency:")]
+    assert line.startswith("Repeat consistency: 66 of 89 consistency probes answered as the")
+    cat = next(user for user in annotators if user.username == "cat")
+    assert f"{planted[cat.pk]} 9 of 30 (flagged)" in line
+    assert line.count("(flagged)") == 1 and "sides swapped" in line
+    assert not re.search(r"\b(ann|ben|cat)\b(?!-)", line)  # pseudonyms, never usernames
+
+
+def test_without_answered_probes_the_card_says_nothing_of_them(api, bob, project):
+    response = api(bob).get(reverse("api-export", args=["demo"]), {"format": "card"})
+    assert "Repeat consistency" not in response.content.decode()
