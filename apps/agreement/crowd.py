@@ -190,6 +190,25 @@ def _wald(p: np.ndarray, var: np.ndarray) -> np.ndarray:
     return interval
 
 
+def centred_strengths(
+    s: np.ndarray, covariance: np.ndarray, compared: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The strengths of the compared models centred on their mean, with 95% Wald intervals from
+    the covariance of the centred strengths (its leading block: the models); NaN for a model in
+    no comparison. The crowd fit's and the weighted leaderboard's (weighted_bt) alike."""
+    m = len(compared)
+    strength = np.full(m, np.nan)
+    interval = np.full((m, 2), np.nan)
+    if compared.any():
+        inside = np.flatnonzero(compared)
+        centre = np.eye(len(inside)) - 1 / len(inside)
+        spread = centre @ covariance[np.ix_(inside, inside)] @ centre
+        strength[inside] = centre @ s[inside]
+        half = Z95 * np.sqrt(np.maximum(np.diag(spread), 0.0))
+        interval[inside] = np.stack([strength[inside] - half, strength[inside] + half], axis=1)
+    return strength, interval
+
+
 def fit_crowd(
     votes: CrowdVotes,
     *,
@@ -281,15 +300,7 @@ def _summarise(votes: CrowdVotes, problem: Problem, fitted: Fitted) -> CrowdFit:
     variances[edge] = 1 / np.diag(info)[edge]
     var_r, var_b = variances[m + 1 : m + 1 + k], variances[m + 1 + k : m + 1 + 2 * k]
     compared = problem.compared
-    strength = np.full(m, np.nan)
-    strength_ci = np.full((m, 2), np.nan)
-    if compared.any():
-        inside = np.flatnonzero(compared)
-        centre = np.eye(len(inside)) - 1 / len(inside)
-        spread = centre @ covariance[np.ix_(inside, inside)] @ centre
-        strength[inside] = centre @ s[inside]
-        half = Z95 * np.sqrt(np.maximum(np.diag(spread), 0.0))
-        strength_ci[inside] = np.stack([strength[inside] - half, strength[inside] + half], axis=1)
+    strength, strength_ci = centred_strengths(s, covariance, compared)
     on_known = problem.known[problem.c]
     weight = r[problem.j][on_known]
     weighted = np.zeros(m)

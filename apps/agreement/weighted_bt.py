@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apps.agreement.crowd import Z95, CrowdVotes
+from apps.agreement.crowd import CrowdVotes, centred_strengths
 from apps.agreement.crowd_steps import LEFT, RIGHT, STRENGTH_PRIOR_SD, Problem
 
 MAX_ITERATIONS = 100
@@ -85,18 +85,8 @@ def weighted_strengths(votes: CrowdVotes, weights: np.ndarray) -> WeightedStreng
     per_model = np.zeros(m)
     for side in (problem.pa, problem.pb):
         per_model += np.bincount(side, wins.sum(axis=1), m)
-    compared = np.zeros(m, dtype=bool)
-    compared[problem.pa] = compared[problem.pb] = True
-    strength = np.full(m, np.nan)
-    interval = np.full((m, 2), np.nan)
-    if compared.any():
-        covariance = np.linalg.inv(_curvature(problem, wins, s)[1])
-        inside = np.flatnonzero(compared)
-        centre = np.eye(len(inside)) - 1 / len(inside)
-        spread = centre @ covariance[np.ix_(inside, inside)] @ centre
-        strength[inside] = centre @ s[inside]
-        half = Z95 * np.sqrt(np.maximum(np.diag(spread), 0.0))
-        interval[inside] = np.stack([strength[inside] - half, strength[inside] + half], axis=1)
+    covariance = np.linalg.inv(_curvature(problem, wins, s)[1])
+    strength, interval = centred_strengths(s, covariance, problem.compared)
     return WeightedStrengths(
         strength=strength,
         strength_ci95=interval,
