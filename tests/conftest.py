@@ -9,7 +9,9 @@
 import io
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +35,32 @@ from tests.workers import Worker, forget_queue, worker_start
 
 ON_POSTGRES = str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql")
 HAS_REDIS = bool(settings.REDIS_URL)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """On SQLite, test in a database file (in memory where /dev/shm is), not in Django's default.
+
+    Django's default SQLite test database lives in memory, and a live server then shares the test
+    thread's one connection among all its request threads. Two requests at once (a page's poll
+    beside an API call) use one connection from two threads; that hung the suite. With a file,
+    every thread has its own connection and SQLite's own locking orders them, as under `make run`.
+    """
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        yield
+        return
+    shm = Path("/dev/shm")  # noqa: S108 - mkdtemp below makes a private folder in it
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        folder = Path(tempfile.mkdtemp(prefix="annotate-tests-", dir=shm))
+    else:
+        folder = tmp_path_factory.mktemp("sqlite")
+    database.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
+    yield
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
