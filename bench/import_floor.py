@@ -39,8 +39,10 @@ FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
 
 CANDIDATES = """
-INSERT INTO batches_candidate (id, external_id, text, model, params, metadata, prompt_id)
-SELECT (p - 1) * 4 + j, 'c' || j, repeat('word ', 110), 'model', '{"temperature": 0.5}', '{}', p
+INSERT INTO batches_candidate (
+    id, external_id, text, model, params, metadata, prompt_id, degradation, finish_reason)
+SELECT (p - 1) * 4 + j, 'c' || j, repeat('word ', 110), 'model', '{"temperature": 0.5}', '{}', p,
+       '', ''
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS p, generate_series(1, 4) AS j
 """
 
@@ -82,8 +84,8 @@ def main() -> int:
             batch = conn.execute(
                 "INSERT INTO batches_batch (project_id, name, status, priority, created_at, "
                 "prompt_count, comparison_count, errors, import_running, import_attempts, "
-                "rows_total, rows_done, import_note) VALUES (%s, 'floor', 'active', 0, now(), "
-                "0, 0, '[]', false, 0, 0, 0, '') RETURNING id",
+                "rows_total, rows_done, import_note, candidates_optional) VALUES (%s, 'floor', "
+                "'active', 0, now(), 0, 0, '[]', false, 0, 0, 0, '', false) RETURNING id",
                 [project],
             ).fetchone()[0]  # type: ignore[index]
             # Above every id the app's sequences handed out (the setup made none of these rows).

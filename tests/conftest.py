@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.conf import settings
@@ -58,7 +58,8 @@ def django_db_modify_db_settings(
         folder = Path(tempfile.mkdtemp(prefix="annotate-tests-", dir=shm))
     else:
         folder = tmp_path_factory.mktemp("sqlite")
-    database.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
+    test_settings = cast(dict[str, Any], database.setdefault("TEST", {}))
+    test_settings["NAME"] = str(folder / "test.sqlite3")
     yield
     shutil.rmtree(folder, ignore_errors=True)
 
