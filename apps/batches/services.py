@@ -5,9 +5,10 @@ import functools
 import io
 import json
 import logging
+import queue
 import random
 import secrets
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
@@ -19,7 +20,15 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, OperationalError, connection, reset_queries, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    IntegrityError,
+    OperationalError,
+    connection,
+    connections,
+    reset_queries,
+    transaction,
+)
 from django.db.models import Count, F, ProtectedError, Q, QuerySet
 from django.utils import timezone
 
@@ -98,9 +107,8 @@ def batch_import(
             created_by=created_by,
             candidates_optional=candidates_optional,
         )
-    reopen = _reopenable(source)
+    totals = _Totals(project.scheme == Scheme.LISTWISE)
     try:
-        totals = _check_file(project, reopen(), candidates_optional=candidates_optional)
         with transaction.atomic():
             batch = Batch.objects.create(
                 project=project,
@@ -112,7 +120,9 @@ def batch_import(
             _audit_import_started(batch, size=size, background=False)
             _batch_store(
                 batch=batch,
-                prompts=_prompts_to_store(reopen(), candidates_optional=candidates_optional),
+                prompts=_checked_prompts(
+                    project, source, totals, candidates_optional=candidates_optional
+                ),
                 totals=totals,
             )
     except ImportFormatError as exc:
@@ -132,20 +142,29 @@ def batch_import(
     return batch
 
 
-# How an import reads its file: twice, as a stream, never whole. The first pass (the check)
-# reads every line, collects every error and looks for prompt ids already in the project; it
-# stores no row, holds no lock and, in the background, writes its progress and heartbeat to
-# the batch row. The second pass (the store) reads the file again and writes the rows in one
-# transaction: on PostgreSQL with COPY, elsewhere with bulk inserts, a chunk of prompts at a
-# time. A bad file is refused by the first pass, before anything is stored. The texts are
-# rendered for the judging page after the rows are committed, by a task of their own
-# (apps/judging/rendering.py): the import does not wait for the Markdown parser.
+# How an import reads its file: as a stream, never whole.
 #
-# Two passes rather than one transaction that stops at the first bad line: the check then runs
-# without the batch row's lock (a cancel still works while it runs, and the rows' locks are held
-# only while rows are written), and a bad file costs a read, not rows written and rolled back.
-# Prompts checked against the project's ids (one query) at once; then the progress (and
-# heartbeat) is written.
+# A foreground import (the command, a small upload) reads it once: each good prompt goes to the
+# store as it is read, in the transaction that makes the batch whole or not at all, while the
+# rest of the file is checked. Every error is collected (once the file has one, nothing more is
+# written, only checked); at the end a bad file raises ImportFormatError and the transaction
+# takes back what was written.
+#
+# A background import reads it twice. The first pass (the check) reads every line, collects
+# every error and looks for prompt ids already in the project; it stores no row, holds no lock,
+# and writes its progress and heartbeat to the batch row (a cancel still works while it runs).
+# The second pass (the store) reads the file again and writes the rows in one transaction that
+# holds the batch row's lock.
+#
+# Either way the store writes a chunk of prompts at a time: on PostgreSQL with COPY, from a
+# thread of its own (_Sink), so that the server stores one chunk while this thread reads the
+# next; elsewhere with bulk inserts. Before writing a chunk it looks for its prompt ids in the
+# project (the background check did too, but another import may have committed them since).
+# The texts are rendered for the judging page after the rows are committed, by a task of their
+# own (apps/judging/rendering.py): the import does not wait for the Markdown parser.
+#
+# Prompts checked against the project's ids (one query) at once by the background check; then
+# the progress (and heartbeat) is written.
 CHECK_CHUNK = 100
 STORE_CHUNK_ROWS = 2000  # about this many rows (prompts + candidates + comparisons) a write
 
@@ -155,25 +174,6 @@ def _forget_queries() -> None:
     megabytes of it. Left alone while a test captures the queries (force_debug_cursor)."""
     if not connection.force_debug_cursor:
         reset_queries()
-
-
-def _reopenable(source: IO[bytes]) -> Callable[[], IO[bytes]]:
-    """A function that gives the file from its start, for each pass. A stream that cannot seek
-    is copied to a temporary file first (on disk past a few megabytes)."""
-    try:
-        start = source.tell()
-        source.seek(start)
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        spooled = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
-        while block := source.read(1024 * 1024):
-            spooled.write(block)
-        source, start = spooled, 0
-
-    def reopen() -> IO[bytes]:
-        source.seek(start)
-        return source
-
-    return reopen
 
 
 def _comparisons_of(candidates: int, listwise: bool) -> int:
@@ -277,6 +277,27 @@ def _prompts_to_store(
     )
     yield from prompts
     # The same bytes were checked a moment ago: only a file changed in between gets here.
+    prompts.raise_errors()
+
+
+def _checked_prompts(
+    project: Project,
+    stream: IO[bytes] | Iterable[bytes],
+    totals: "_Totals",
+    *,
+    candidates_optional: bool = False,
+) -> Iterator[ParsedPrompt]:
+    """One pass (a foreground import): the good prompts of a file as it is read, counted in
+    `totals`, until the file shows an error; the rest is only checked. At the end, raises
+    ImportFormatError with every error of the file and of the project's rules (_check_file's
+    order): the store's transaction then takes back what it wrote. The store looks for the ids
+    already in the project itself, a chunk at a time (_RowWriter.store)."""
+    prompts = _prompt_stream(project, stream, candidates_optional=candidates_optional)
+    for prompt in prompts:
+        if prompts.failed:
+            continue  # the file is refused: only its errors are wanted now
+        totals.add(prompt)
+        yield prompt
     prompts.raise_errors()
 
 
@@ -729,30 +750,36 @@ def _batch_store(
     writer: _RowWriter = (
         _CopyWriter(batch, listwise) if postgresql() else _BulkWriter(batch, listwise)
     )
-    stored = 0
     pending: list[ParsedPrompt] = []
     pending_rows = 0
 
-    def flush() -> None:
-        nonlocal stored, pending_rows
-        _forget_queries()
-        stored += writer.write(pending)
-        pending.clear()
-        pending_rows = 0
+    def report(sink: _Sink) -> None:
         if progress is not None:
             # The honeypots are drawn as the rows are written: the total grows with them.
-            progress(stored, max(stored, totals.rows + writer.honeypots.count * 2))
+            done = sink.written
+            progress(done, max(done, totals.rows + writer.honeypots.count * 2))
 
     try:
         with transaction.atomic():
-            for prompt in prompts:
-                pending.append(prompt)
-                count = len(prompt.candidates)
-                pending_rows += 1 + count + _comparisons_of(count, listwise)
-                if pending_rows >= STORE_CHUNK_ROWS:
-                    flush()
-            if pending:
-                flush()
+            sink = _Sink(writer, threaded=isinstance(writer, _CopyWriter))
+            try:
+                for prompt in prompts:
+                    pending.append(prompt)
+                    count = len(prompt.candidates)
+                    pending_rows += 1 + count + _comparisons_of(count, listwise)
+                    if pending_rows >= STORE_CHUNK_ROWS:
+                        _forget_queries()
+                        sink.put(pending)
+                        pending, pending_rows = [], 0
+                        report(sink)
+                if pending:
+                    sink.put(pending)
+                sink.finish()
+            finally:
+                sink.stop()
+            if writer.existing_count:
+                raise ImportFormatError(writer.existing, total=writer.existing_count)
+            report(sink)
             if project.audit_rate > 0:
                 audit_sample_mark(project=project, batch=batch)
     except IntegrityError:
@@ -853,10 +880,91 @@ class _RowWriter:
         self.honeypots = HoneypotMaker(
             rate=0.0 if listwise else self.project.honeypot_rate, seed=honeypot_seed(batch.pk)
         )
+        # The file's prompts whose ids are already in the project (the first of them, and how
+        # many): once there is one, chunks are only looked up, no longer written.
+        self.existing: list[LineError] = []
+        self.existing_count = 0
+
+    def store(self, prompts: list[ParsedPrompt]) -> int:
+        """Stores a chunk of prompts unless one of the file's ids is already in the project;
+        returns the rows written."""
+        found = self.existing_ids(prompts)
+        if found or self.existing_count:
+            self.existing_count += len(found)
+            room = max(0, settings.IMPORT_MAX_REPORTED_ERRORS - len(self.existing))
+            self.existing.extend(found[:room])
+            return 0
+        return self.write(prompts)
+
+    def existing_ids(self, prompts: list[ParsedPrompt]) -> list[LineError]:
+        return _existing_id_errors(self.project, prompts)
 
     def write(self, prompts: list[ParsedPrompt]) -> int:
         """Stores the prompts with their candidates and comparisons; returns the rows written."""
         raise NotImplementedError
+
+
+class _Sink:
+    """Hands the store's chunks to its writer: on a thread of its own (threaded), so that the
+    server writes one chunk while the caller reads and checks the next, or in the caller's
+    thread.
+
+    One connection and one transaction either way: the writing thread uses the caller's
+    connection (Django's thread sharing), and the caller does not touch the database between
+    the first put() and stop(). An error of the writer is raised in the caller by the next
+    put() or by finish(). At most DEPTH chunks wait: memory stays bounded.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, writer: _RowWriter, *, threaded: bool) -> None:
+        self.writer = writer
+        self.written = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        if threaded:
+            self._db = connections[DEFAULT_DB_ALIAS]  # this thread's: the transaction's
+            self._queue: queue.Queue[list[ParsedPrompt] | None] = queue.Queue(self.DEPTH)
+            self._db.inc_thread_sharing()
+            self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None and not self._stopping:
+                try:
+                    self.written += self.writer.store(chunk)
+                except BaseException as exc:  # raised in the caller's thread
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, prompts: list[ParsedPrompt]) -> None:
+        self._raise()
+        if self._thread is None:
+            self.written += self.writer.store(prompts)
+        else:
+            self._queue.put(prompts)
+
+    def finish(self) -> None:
+        """Waits for every chunk to be written; raises the writer's error, if any."""
+        self._join()
+        self._raise()
+
+    def stop(self) -> None:
+        """Ends the writing thread, dropping the chunks not yet written (after an error)."""
+        self._stopping = True
+        self._join()
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+            self._db.dec_thread_sharing()
 
 
 class _BulkWriter(_RowWriter):
@@ -928,9 +1036,11 @@ class _CopyWriter(_RowWriter):
 
     def __init__(self, batch: Batch, listwise: bool) -> None:
         super().__init__(batch, listwise)
+        # The caller's connection (and transaction), which the writing thread uses (_Sink).
+        self.db = connections[DEFAULT_DB_ALIAS]
         # The queue's random order within a level: not a secret, only a spread.
         self.rank = random.Random(secrets.randbits(64))  # noqa: S311
-        with connection.cursor() as cursor:
+        with self.db.cursor() as cursor:
             # Check the rows' foreign keys as each COPY ends, not all at once at the commit: the
             # same work, but done while the progress bar counts the rows, and not after it.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -964,10 +1074,22 @@ class _CopyWriter(_RowWriter):
                 "rank",
             ],
         )
+        self.prompt_copy = _copy_sql(Prompt, self.prompt_columns)
+        self.candidate_copy = _copy_sql(Candidate, self.candidate_columns)
+        self.comparison_copy = _copy_sql(Comparison, self.comparison_columns)
 
-    @staticmethod
-    def _ids(model: Any, count: int) -> list[int]:
-        with connection.cursor() as cursor:
+    def existing_ids(self, prompts: list[ParsedPrompt]) -> list[LineError]:
+        # On the transaction's connection, from the writing thread (the ORM would open another).
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                f"SELECT external_id, batch_id FROM {Prompt._meta.db_table} "  # noqa: S608
+                "WHERE project_id = %s AND external_id = ANY(%s)",
+                [self.project.pk, [p.external_id for p in prompts]],
+            )
+            return _existing_errors(prompts, cursor.fetchall())
+
+    def _ids(self, model: Any, count: int) -> list[int]:
+        with self.db.cursor() as cursor:
             cursor.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
                 [model._meta.db_table, count],
@@ -985,9 +1107,9 @@ class _CopyWriter(_RowWriter):
         rank = self.rank.getrandbits
         written = 0
         # psycopg's own cursor, for COPY; its errors become Django's (IntegrityError...).
-        with connection.cursor() as cursor, connection.wrap_database_errors:
+        with self.db.cursor() as cursor, self.db.wrap_database_errors:
             raw = cursor.cursor
-            with raw.copy(_copy_sql(Prompt, self.prompt_columns)) as copy:
+            with raw.copy(self.prompt_copy) as copy:
                 fixed = self.prompt_fixed
                 for pk, p in zip(prompt_ids, prompts, strict=True):
                     copy.write_row(
@@ -1002,7 +1124,7 @@ class _CopyWriter(_RowWriter):
                         )
                     )
             written += len(prompts)
-            with raw.copy(_copy_sql(Candidate, self.candidate_columns)) as copy:
+            with raw.copy(self.candidate_copy) as copy:
                 fixed = self.candidate_fixed
                 ids = iter(candidate_ids)
                 for prompt_id, p, honeypot in zip(prompt_ids, prompts, honeypots, strict=True):
@@ -1021,7 +1143,7 @@ class _CopyWriter(_RowWriter):
                             )
                         )
             written += len(candidate_ids)
-            with raw.copy(_copy_sql(Comparison, self.comparison_columns)) as copy:
+            with raw.copy(self.comparison_copy) as copy:
                 fixed = self.comparison_fixed
                 position = 0
                 for prompt_id, p, honeypot in zip(prompt_ids, prompts, honeypots, strict=True):
@@ -1131,10 +1253,18 @@ def _analyze_after_bulk_insert() -> None:
 
 def _existing_id_errors(project: Project, prompts: list[ParsedPrompt]) -> list[LineError]:
     """An error for each of the prompts whose id is already in the project, in line order."""
+    existing = Prompt.objects.filter(
+        project=project, external_id__in=[p.external_id for p in prompts]
+    ).values_list("external_id", "batch_id")
+    return _existing_errors(prompts, existing)
+
+
+def _existing_errors(
+    prompts: list[ParsedPrompt], existing: Iterable[tuple[str, int]]
+) -> list[LineError]:
+    """The errors for the prompts whose ids were found in the project, with the batch holding
+    each, in line order."""
     line_of = {p.external_id: p.line for p in prompts}
-    existing = Prompt.objects.filter(project=project, external_id__in=list(line_of)).values_list(
-        "external_id", "batch_id"
-    )
     return sorted(
         (
             LineError(

@@ -101,7 +101,8 @@ def test_a_bad_line_far_into_a_large_background_file_fails_the_batch_with_its_li
 
 def test_a_store_that_fails_late_leaves_nothing(project):
     """The check passed, then another import took the last prompt's id before the store reached
-    it: the store fails in its last chunk, and the rows of every chunk before are rolled back."""
+    it: the store finds it in its last chunk, names its line, and the rows of every chunk before
+    are rolled back."""
     data = large_file()
     totals = _check_file(project, io.BytesIO(data))
     other = Batch.objects.create(project=project, status="active")
@@ -110,8 +111,8 @@ def test_a_store_that_fails_late_leaves_nothing(project):
     batch = Batch.objects.create(project=project)
     with pytest.raises(ImportFormatError) as info, transaction.atomic():
         _batch_store(batch=batch, prompts=_prompts_to_store(io.BytesIO(data)), totals=totals)
-    assert [e.error for e in info.value.errors] == [
-        "prompt ids collided with a concurrent import; try again"
+    assert [(e.line, e.error) for e in info.value.errors] == [
+        (LARGE, f"duplicate prompt id 'p-{LARGE - 1}': already in this project (batch {other.pk})")
     ]
     assert Prompt.objects.filter(batch=batch).count() == 0
     assert Comparison.objects.filter(batch=batch).count() == 0
@@ -245,3 +246,71 @@ def test_the_progress_of_a_background_import_increases_while_it_runs(
     storing = {p for phase, p in samples if phase == "storing"}
     assert len(checking) >= 3 and len(storing) >= 3, samples
     assert max(checking) <= 50 <= min(storing)
+
+
+# On PostgreSQL the store writes from a thread of its own (services._Sink) while the file is
+# read: what goes wrong on that thread reaches the import, and takes everything back.
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_id_committed_by_another_import_while_the_store_writes_takes_everything_back(
+    project,
+):
+    """Another transaction holds the last prompt's id, not yet committed: the store's look-up
+    cannot see it, its COPY waits on the unique index, and fails once the other commits. The
+    error raised on the writing thread reaches the import, which stores nothing."""
+    data = large_file()
+    other = Batch.objects.create(project=project, status="active")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                Prompt.objects.create(
+                    project=project, batch=other, external_id=f"p-{LARGE - 1}", content="x"
+                )
+                holding.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    threads_seen: set[str] = set()
+    original = services._CopyWriter.write
+
+    def write(self: Any, prompts: Any) -> int:
+        threads_seen.add(threading.current_thread().name)
+        if prompts[-1].external_id == f"p-{LARGE - 1}":
+            release.set()  # the other commits while this COPY waits for it
+        return original(self, prompts)
+
+    services._CopyWriter.write = write  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ImportFormatError) as info:
+            batch_import(project=project, source=io.BytesIO(data), size=len(data), background=False)
+    finally:
+        services._CopyWriter.write = original  # type: ignore[method-assign]
+        release.set()
+        holder.join(30)
+    assert [e.error for e in info.value.errors] == [
+        "prompt ids collided with a concurrent import; try again"
+    ]
+    assert threads_seen == {"import-writer"}
+    assert Batch.objects.filter(project=project).exclude(pk=other.pk).count() == 0
+    assert rows_of(project)[1:] == (1, 0, 0)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_line_read_while_the_store_writes_stops_the_writer_and_stores_nothing(project):
+    """The file's error is found by the reading thread after chunks were handed to the writer:
+    the writer stops, the rows it wrote are taken back, the import names the line."""
+    data = large_file(bad_line=LARGE - 1)
+    with pytest.raises(ImportFormatError) as info:
+        batch_import(project=project, source=io.BytesIO(data), size=len(data), background=False)
+    assert [(e.line, e.error[:12]) for e in info.value.errors] == [(LARGE - 1, "invalid JSON")]
+    assert rows_of(project) == (0, 0, 0, 0)
+    assert not [t for t in threading.enumerate() if t.name == "import-writer"]
