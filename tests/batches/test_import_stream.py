@@ -287,12 +287,12 @@ def test_an_id_committed_by_another_import_while_the_store_writes_takes_everythi
             release.set()  # the other commits while this COPY waits for it
         return original(self, prompts)
 
-    services._CopyWriter.write = write  # type: ignore[method-assign]
+    services._CopyWriter.write = write
     try:
         with pytest.raises(ImportFormatError) as info:
             batch_import(project=project, source=io.BytesIO(data), size=len(data), background=False)
     finally:
-        services._CopyWriter.write = original  # type: ignore[method-assign]
+        services._CopyWriter.write = original
         release.set()
         holder.join(30)
     assert [e.error for e in info.value.errors] == [
