@@ -888,16 +888,17 @@ class _RowWriter:
     def store(self, prompts: list[ParsedPrompt]) -> int:
         """Stores a chunk of prompts unless one of the file's ids is already in the project;
         returns the rows written."""
-        found = self.existing_ids(prompts)
-        if found or self.existing_count:
-            self.existing_count += len(found)
-            room = max(0, settings.IMPORT_MAX_REPORTED_ERRORS - len(self.existing))
-            self.existing.extend(found[:room])
+        if self.refused(_existing_id_errors(self.project, prompts)):
             return 0
         return self.write(prompts)
 
-    def existing_ids(self, prompts: list[ParsedPrompt]) -> list[LineError]:
-        return _existing_id_errors(self.project, prompts)
+    def refused(self, found: list[LineError]) -> bool:
+        """Keeps the errors of the ids found already in the project; whether the chunk must not
+        be written (once one is found, no chunk is)."""
+        self.existing_count += len(found)
+        room = max(0, settings.IMPORT_MAX_REPORTED_ERRORS - len(self.existing))
+        self.existing.extend(found[:room])
+        return bool(self.existing_count)
 
     def write(self, prompts: list[ParsedPrompt]) -> int:
         """Stores the prompts with their candidates and comparisons; returns the rows written."""
@@ -1022,6 +1023,8 @@ class _BulkWriter(_RowWriter):
 
 
 def _json(value: Any) -> str:
+    if value == {}:
+        return "{}"  # most candidates' params and metadata: no encoder needed
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -1077,33 +1080,53 @@ class _CopyWriter(_RowWriter):
         self.prompt_copy = _copy_sql(Prompt, self.prompt_columns)
         self.candidate_copy = _copy_sql(Candidate, self.candidate_columns)
         self.comparison_copy = _copy_sql(Comparison, self.comparison_columns)
-
-    def existing_ids(self, prompts: list[ParsedPrompt]) -> list[LineError]:
-        # On the transaction's connection, from the writing thread (the ORM would open another).
         with self.db.cursor() as cursor:
             cursor.execute(
-                f"SELECT external_id, batch_id FROM {Prompt._meta.db_table} "  # noqa: S608
-                "WHERE project_id = %s AND external_id = ANY(%s)",
-                [self.project.pk, [p.external_id for p in prompts]],
+                "SELECT pg_get_serial_sequence(%s, 'id'), pg_get_serial_sequence(%s, 'id')",
+                [Prompt._meta.db_table, Candidate._meta.db_table],
             )
-            return _existing_errors(prompts, cursor.fetchall())
+            self.prompt_sequence, self.candidate_sequence = cursor.fetchone()
+        self.reserve_sql = (
+            "SELECT ARRAY(SELECT nextval(%s::regclass) FROM generate_series(1, %s)), "  # noqa: S608
+            "ARRAY(SELECT nextval(%s::regclass) FROM generate_series(1, %s)), "
+            "(SELECT json_agg(json_build_array(external_id, batch_id)) "
+            f"FROM {Prompt._meta.db_table} WHERE project_id = %s AND external_id = ANY(%s))"
+        )
 
-    def _ids(self, model: Any, count: int) -> list[int]:
+    def store(self, prompts: list[ParsedPrompt]) -> int:
+        # One round trip a chunk, on the transaction's connection (from the writing thread: the
+        # ORM would open another): the prompts' and candidates' ids, and the file's prompt ids
+        # already in the project.
+        honeypots = [self.honeypots.make(p) for p in prompts]
+        candidates = sum(len(p.candidates) for p in prompts) + sum(h is not None for h in honeypots)
         with self.db.cursor() as cursor:
             cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                [model._meta.db_table, count],
+                self.reserve_sql,
+                [
+                    self.prompt_sequence,
+                    len(prompts),
+                    self.candidate_sequence,
+                    candidates,
+                    self.project.pk,
+                    [p.external_id for p in prompts],
+                ],
             )
-            return [row[0] for row in cursor.fetchall()]
+            prompt_ids, candidate_ids, found = cursor.fetchone()
+        if self.refused(_existing_errors(prompts, found or [])):
+            return 0
+        return self._write(prompts, honeypots, prompt_ids, candidate_ids)
 
     def write(self, prompts: list[ParsedPrompt]) -> int:
+        return self.store(prompts)  # the ids are reserved with the look-up: one round trip
+
+    def _write(
+        self,
+        prompts: list[ParsedPrompt],
+        honeypots: list[Honeypot | None],
+        prompt_ids: list[int],
+        candidate_ids: list[int],
+    ) -> int:
         project_id, batch_id = self.project.pk, self.batch.pk
-        prompt_ids = self._ids(Prompt, len(prompts))
-        honeypots = [self.honeypots.make(p) for p in prompts]
-        candidate_ids = self._ids(
-            Candidate,
-            sum(len(p.candidates) for p in prompts) + sum(h is not None for h in honeypots),
-        )
         rank = self.rank.getrandbits
         written = 0
         # psycopg's own cursor, for COPY; its errors become Django's (IntegrityError...).

@@ -279,20 +279,20 @@ def test_an_id_committed_by_another_import_while_the_store_writes_takes_everythi
     holder.start()
     assert holding.wait(10)
     threads_seen: set[str] = set()
-    original = services._CopyWriter.write
+    original = services._CopyWriter.store
 
-    def write(self: Any, prompts: Any) -> int:
+    def store(self: Any, prompts: Any) -> int:
         threads_seen.add(threading.current_thread().name)
         if prompts[-1].external_id == f"p-{LARGE - 1}":
             release.set()  # the other commits while this COPY waits for it
         return original(self, prompts)
 
-    services._CopyWriter.write = write
+    services._CopyWriter.store = store
     try:
         with pytest.raises(ImportFormatError) as info:
             batch_import(project=project, source=io.BytesIO(data), size=len(data), background=False)
     finally:
-        services._CopyWriter.write = original
+        services._CopyWriter.store = original
         release.set()
         holder.join(30)
     assert [e.error for e in info.value.errors] == [
