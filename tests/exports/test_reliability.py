@@ -88,7 +88,8 @@ def test_reliability_is_right_more_often_than_majority_at_equal_rows(api, bob, p
     reliable.sort(key=lambda r: (-r["label_confidence"], r["comparison_id"]))
     n = min(len(majority), len(reliable))
     assert n >= 40
-    assert truly_right(reliable[:n]) >= truly_right(majority[:n]) + 0.05
+    # At least 5 points (3 rows of 60 is exactly 0.05: compared with a rounding margin).
+    assert truly_right(reliable[:n]) >= truly_right(majority[:n]) + 0.05 - 1e-9
     assert all(0.5 <= r["label_confidence"] <= 1 for r in reliable)
 
 
