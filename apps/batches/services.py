@@ -1311,17 +1311,7 @@ def _reject_existing_ids(project: Project, prompts: list[ParsedPrompt]) -> None:
             ).values_list("external_id", "batch_id")
         )
     if existing:
-        errors = sorted(
-            (
-                LineError(
-                    line_of[external_id],
-                    f"duplicate prompt id {external_id!r}: already in this project (batch "
-                    f"{batch_id})",
-                )
-                for external_id, batch_id in existing
-            ),
-            key=lambda e: e.line or 0,
-        )
+        errors = _existing_errors(prompts, existing)
         limit = settings.IMPORT_MAX_REPORTED_ERRORS
         raise ImportFormatError(errors[:limit], total=len(errors))
 
