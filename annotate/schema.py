@@ -54,7 +54,17 @@ class CandidateShown(serializers.Serializer[Any]):
 
 
 class AssignmentOut(serializers.Serializer[Any]):
-    id = serializers.IntegerField(help_text="The lease (assignment) id: submit to it.")
+    kind = serializers.ChoiceField(
+        choices=["assignment", "probe"],
+        help_text=(
+            "`assignment`: a lease, judged at /assignments/<id>/judgment/. `probe` (only with "
+            "`?probes=1`): a consistency probe, answered at "
+            "/projects/<slug>/probes/<id>/judgment/."
+        ),
+    )
+    id = serializers.IntegerField(
+        help_text="The lease (assignment) id, or the probe's: answer it at its kind's route."
+    )
     comparison = serializers.IntegerField()
     prompt = serializers.JSONField(help_text="A string, or a list of {role, content} messages.")
     left = CandidateShown(help_text="The response shown on the left.")
@@ -64,7 +74,9 @@ class AssignmentOut(serializers.Serializer[Any]):
         required=False,
         help_text="Listwise projects: every response, in the order shown.",
     )
-    expires_at = serializers.DateTimeField(help_text="When the lease lapses.")
+    expires_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the lease lapses; null for a probe, which waits."
+    )
 
 
 class JudgmentIn(serializers.Serializer[Any]):
@@ -144,6 +156,19 @@ class JudgmentNextOut(JudgmentOut):
         allow_null=True,
         required=False,
         help_text=NEXT_REASON_HELP,
+    )
+    next_detail = serializers.CharField(allow_null=True, required=False, help_text=NEXT_DETAIL_HELP)
+
+
+class ProbeAnswerOut(serializers.Serializer[Any]):
+    """What a consistency probe's answer or pass answers; with `?next=1` the next item too."""
+
+    id = serializers.IntegerField(help_text="The probe's id.")
+    comparison = serializers.IntegerField()
+    answered_at = serializers.DateTimeField(help_text="When it was answered or passed.")
+    next = AssignmentOut(allow_null=True, required=False, help_text=NEXT_HELP)
+    next_reason = serializers.ChoiceField(
+        choices=NEXT_REASONS, allow_null=True, required=False, help_text=NEXT_REASON_HELP
     )
     next_detail = serializers.CharField(allow_null=True, required=False, help_text=NEXT_DETAIL_HELP)
 
@@ -265,6 +290,7 @@ PATH_PARAMETERS = {
     "job_id": "The background export's id.",
     "generation_id": "The generation job's id.",
     "judging_id": "The AI judging job's id.",
+    "probe_id": "The consistency probe's id, as the next endpoint handed it out (`kind` probe).",
 }
 
 

@@ -27,6 +27,8 @@ from apps.judging.api import (
     JudgmentCreate,
     JudgmentList,
     JudgmentUndo,
+    ProbeJudgment,
+    ProbeSkip,
 )
 from apps.projects.api import Me, MemberAdd, ProjectListCreate
 
@@ -40,6 +42,16 @@ api_v1 = [
         "projects/<slug:slug>/assignments/next/",
         AssignmentNext.as_view(),
         name="api-assignment-next",
+    ),
+    path(
+        "projects/<slug:slug>/probes/<int:probe_id>/judgment/",
+        ProbeJudgment.as_view(),
+        name="api-probe-judgment",
+    ),
+    path(
+        "projects/<slug:slug>/probes/<int:probe_id>/skip/",
+        ProbeSkip.as_view(),
+        name="api-probe-skip",
     ),
     path("projects/<slug:slug>/export/", Export.as_view(), name="api-export"),
     path("projects/<slug:slug>/exports/", ExportJobs.as_view(), name="api-export-jobs"),

@@ -25,6 +25,7 @@ from annotate.schema import (
     JudgmentIn,
     JudgmentNextOut,
     JudgmentRow,
+    ProbeAnswerOut,
     UndoOut,
     page_of,
 )
@@ -40,23 +41,28 @@ from apps.exports.selectors import (
     judgment_values,
 )
 from apps.judging.answers import on_screen
-from apps.judging.models import Assignment, Judgment, Skip
+from apps.judging.models import Assignment, Judgment, RepeatProbe, Skip
+from apps.judging.probes import probe_answer, probe_next, probe_next_after, probe_skip
 from apps.judging.queue import (
     NEXT_REASONS,
     IdempotencyConflict,
     JudgmentError,
+    NextAfter,
     SubmitResult,
     assignment_next,
     assignment_next_after,
+    assignment_next_in,
     assignment_skip,
     judgment_submit,
     judgment_undo,
 )
+from apps.projects.models import Membership
 from apps.projects.selectors import Pseudonyms, membership_for, project_for_lead
 
 
 def assignment_payload(assignment: Assignment) -> dict[str, Any]:
     payload = {
+        "kind": "assignment",
         "id": assignment.pk,
         "comparison": assignment.comparison_id,
         "prompt": assignment.comparison.prompt.content,
@@ -70,27 +76,18 @@ def assignment_payload(assignment: Assignment) -> dict[str, Any]:
     return payload
 
 
-class AssignmentNext(APIView):
-    """POST: your open lease in the project, or a new one. 204 when nothing is left for you."""
-
-    @extend_schema(
-        summary="Your next comparison",
-        description=(
-            "Your open lease in the project if you hold one (a reload gets the same comparison "
-            "back), or a new one chosen by the project's policy. 204: nothing left for you; "
-            "403: a cap or the gold rule stops you, and says why."
-        ),
-        request=None,
-        responses={200: AssignmentOut, 204: None, 403: ErrorOut, 404: ErrorOut},
-    )
-    def post(self, request: Request, slug: str) -> Response:
-        membership = membership_for(user=request.user, slug=slug)
-        assignment = assignment_next(
-            project=membership.project, annotator=request_user(request), membership=membership
-        )
-        if assignment is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(assignment_payload(assignment))
+def probe_payload(probe: RepeatProbe) -> dict[str, Any]:
+    """A consistency probe as the next endpoint hands it to a client that asked for probes: an
+    assignment's shape, `kind` "probe", its id the probe's, no expiry (it waits for you)."""
+    return {
+        "kind": "probe",
+        "id": probe.pk,
+        "comparison": probe.comparison_id,
+        "prompt": probe.comparison.prompt.content,
+        "left": {"id": probe.left.external_id, "text": probe.left.text},
+        "right": {"id": probe.right.external_id, "text": probe.right.text},
+        "expires_at": None,
+    }
 
 
 NEXT_VALUES = {"1": True, "true": True, "0": False, "false": False}
@@ -106,27 +103,102 @@ NEXT_PARAMETER = OpenApiParameter(
 )
 
 
-def wants_next(request: Request) -> bool:
-    """The `next` query parameter: whether the answer should carry the next assignment; a 400
-    naming it for anything but 1, true, 0 or false. Read before anything is stored."""
-    value = request.query_params.get("next")
+PROBES_PARAMETER = OpenApiParameter(
+    "probes",
+    {"type": "string", "enum": list(NEXT_VALUES)},
+    description=(
+        "`1` (or `true`): your client handles consistency probes, so the next item may be "
+        "one (`kind`: `probe`, answered at `/projects/<slug>/probes/<id>/judgment/`). `0`, "
+        "`false` or left out: only assignments."
+    ),
+    required=False,
+)
+
+
+def _flag(request: Request, name: str, message: str) -> bool:
+    """A yes/no query parameter: False when left out; a 400 naming it for anything but 1,
+    true, 0 or false. Read before anything is stored."""
+    value = request.query_params.get(name)
     if value is None:
         return False
     if value not in NEXT_VALUES:
-        message = "Use 1 or true to get your next assignment in the answer, 0 or false not to."
-        raise ValidationError({"next": [message]})
+        raise ValidationError({name: [message]})
     return NEXT_VALUES[value]
 
 
-def next_fields(request: Request, assignment_id: int) -> dict[str, Any]:
-    """`next`, `next_reason` and `next_detail` for an answer that asked for them (see
-    assignment_next_after: the judgment or skip has committed; this cannot undo it)."""
-    after = assignment_next_after(assignment_id=assignment_id, annotator=request_user(request))
+def wants_next(request: Request) -> bool:
+    """The `next` query parameter: whether the answer should carry the next assignment."""
+    return _flag(
+        request,
+        "next",
+        "Use 1 or true to get your next assignment in the answer, 0 or false not to.",
+    )
+
+
+def wants_probes(request: Request) -> bool:
+    """The `probes` query parameter: whether the client may be handed a consistency probe."""
+    return _flag(
+        request,
+        "probes",
+        "Use 1 or true if your client answers consistency probes, 0 or false if not.",
+    )
+
+
+def _after_fields(after: NextAfter) -> dict[str, Any]:
     return {
         "next": None if after.assignment is None else assignment_payload(after.assignment),
         "next_reason": after.reason or None,
         "next_detail": after.detail or None,
     }
+
+
+def _probe_fields(probe: RepeatProbe) -> dict[str, Any]:
+    return {"next": probe_payload(probe), "next_reason": None, "next_detail": None}
+
+
+def next_fields(request: Request, assignment_id: int, *, probes: bool) -> dict[str, Any]:
+    """`next`, `next_reason` and `next_detail` for an answer that asked for them (see
+    assignment_next_after: the judgment or skip has committed; this cannot undo it). With
+    `probes=1` a due consistency probe comes first, as on the next endpoint."""
+    annotator = request_user(request)
+    if probes:
+        probe = probe_next_after(assignment_id=assignment_id, annotator=annotator)
+        if probe is not None:
+            return _probe_fields(probe)
+    return _after_fields(assignment_next_after(assignment_id=assignment_id, annotator=annotator))
+
+
+class AssignmentNext(APIView):
+    """POST: your open lease in the project, or a new one. 204 when nothing is left for you."""
+
+    @extend_schema(
+        summary="Your next comparison",
+        description=(
+            "Your open lease in the project if you hold one (a reload gets the same comparison "
+            "back), or a new one chosen by the project's policy. 204: nothing left for you; "
+            "403: a cap or the gold rule stops you, and says why.\n\n"
+            "With `?probes=1` it may be a consistency probe instead (`kind` is `probe`): a "
+            "comparison you judged before, shown again sides swapped, which the project's lead "
+            "asked for (its repeat rate). Show it as any other; answer it at "
+            "`/projects/<slug>/probes/<id>/judgment/` or pass it at `.../skip/`. Without the "
+            "parameter you are never handed one."
+        ),
+        parameters=[PROBES_PARAMETER],
+        request=None,
+        responses={200: AssignmentOut, 204: None, 403: ErrorOut, 404: ErrorOut},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        membership = membership_for(user=request.user, slug=slug)
+        if wants_probes(request):
+            probe = probe_next(project=membership.project, annotator=request_user(request))
+            if probe is not None:
+                return Response(probe_payload(probe))
+        assignment = assignment_next(
+            project=membership.project, annotator=request_user(request), membership=membership
+        )
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(assignment_payload(assignment))
 
 
 JUDGMENT_FIELDS = (
@@ -239,7 +311,7 @@ class JudgmentCreate(APIView):
             "same idempotency key gets your open lease again, the one the first answer "
             "carried while it is unanswered. Refusals (4xx) carry no `next`."
         ),
-        parameters=[NEXT_PARAMETER],
+        parameters=[NEXT_PARAMETER, PROBES_PARAMETER],
         request=JudgmentIn,
         responses={
             200: JudgmentNextOut,
@@ -251,7 +323,7 @@ class JudgmentCreate(APIView):
         },
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        with_next = wants_next(request)
+        with_next, probes = wants_next(request), wants_probes(request)
         try:
             result = judgment_submit(
                 assignment_id=assignment_id,
@@ -265,7 +337,7 @@ class JudgmentCreate(APIView):
             )
         body = _submitted_payload(result)
         if with_next:  # the judgment has committed: whatever happens next, it stands
-            body.update(next_fields(request, assignment_id))
+            body.update(next_fields(request, assignment_id, probes=probes))
         return Response(
             body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         )
@@ -311,7 +383,7 @@ class AssignmentSkip(APIView):
             "With `?next=1` a 200 or 201 also carries your next assignment, as a judgment's "
             "does (`next`, `next_reason`, `next_detail`)."
         ),
-        parameters=[NEXT_PARAMETER],
+        parameters=[NEXT_PARAMETER, PROBES_PARAMETER],
         request=SkipInput,
         responses={
             200: SkipNextOut,
@@ -323,7 +395,7 @@ class AssignmentSkip(APIView):
         },
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        with_next = wants_next(request)
+        with_next, probes = wants_next(request), wants_probes(request)
         data = SkipInput(data=request.data)
         data.is_valid(raise_exception=True)
         result = assignment_skip(
@@ -331,10 +403,97 @@ class AssignmentSkip(APIView):
         )
         body = dict(SkipSerializer(result.skip).data)
         if with_next:  # the skip has committed
-            body.update(next_fields(request, assignment_id))
+            body.update(next_fields(request, assignment_id, probes=probes))
         return Response(
             body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         )
+
+
+# What a probe's answer may carry: the overall answer and what the project asks beside it. A
+# probe is not a judgment: no idempotency key (a second answer is a 409, the first standing), no
+# duration, no ranking (listwise projects have no probes).
+PROBE_FIELDS = ("choice", "strength", "criteria", "flags", "rationale")
+
+
+def _probe_answered(
+    request: Request, membership: Membership, probe: RepeatProbe, *, with_next: bool, probes: bool
+) -> Response:
+    body: dict[str, Any] = {
+        "id": probe.pk,
+        "comparison": probe.comparison_id,
+        "answered_at": _DATETIME.to_representation(probe.answered_at),
+    }
+    if with_next:  # the answer has committed
+        annotator = request_user(request)
+        after = probe_next(project=membership.project, annotator=annotator) if probes else None
+        if after is not None:
+            body.update(_probe_fields(after))
+        else:
+            body.update(
+                _after_fields(assignment_next_in(membership=membership, annotator=annotator))
+            )
+    return Response(body, status=status.HTTP_201_CREATED)
+
+
+PROBE_NEXT_HELP = (
+    "With `?next=1` the answer also carries your next item (`next`, `next_reason`, "
+    "`next_detail`), as a judgment's does; with `probes=1` too, it may be another probe."
+)
+
+
+class ProbeJudgment(APIView):
+    """POST your answer to a consistency probe the next endpoint handed you (`kind` probe)."""
+
+    @extend_schema(
+        summary="Answer a consistency probe",
+        description=(
+            "A comparison you judged before, shown again sides swapped (the project's repeat "
+            "rate); the next endpoint hands it out with `?probes=1`. Answer it as you would an "
+            "assignment, on the screen's terms of this showing: `choice` (pairwise) or "
+            "`strength` (graded), with `criteria`, `flags` and a `rationale` as the project "
+            "asks. It is never a vote: it only tells the project how consistent answers are. "
+            "201 stored; 400 names what breaks the scheme (nothing is stored); 404 when no "
+            "probe of yours with this id waits in this project; 409 when it was answered or "
+            "passed already (the first answer stands). " + PROBE_NEXT_HELP
+        ),
+        parameters=[NEXT_PARAMETER, PROBES_PARAMETER],
+        request=JudgmentIn,
+        responses={201: ProbeAnswerOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    )
+    def post(self, request: Request, slug: str, probe_id: int) -> Response:
+        with_next, probes = wants_next(request), wants_probes(request)
+        membership = membership_for(user=request.user, slug=slug)
+        fields = judgment_fields(request.data)
+        probe = probe_answer(
+            probe_id=probe_id,
+            project=membership.project,
+            annotator=request_user(request),
+            **{name: fields[name] for name in PROBE_FIELDS if name in fields},
+        )
+        return _probe_answered(request, membership, probe, with_next=with_next, probes=probes)
+
+
+class ProbeSkip(APIView):
+    """POST: pass on a consistency probe; it is closed unanswered and counts for nothing."""
+
+    @extend_schema(
+        summary="Pass on a consistency probe",
+        description=(
+            "The probe is closed unanswered and counts for nothing. 201 passed; 404 when no "
+            "probe of yours with this id waits in this project; 409 when it was answered or "
+            "passed already. " + PROBE_NEXT_HELP
+        ),
+        parameters=[NEXT_PARAMETER, PROBES_PARAMETER],
+        request=None,
+        responses={201: ProbeAnswerOut, 404: ErrorOut, 409: ErrorOut},
+    )
+    def post(self, request: Request, slug: str, probe_id: int) -> Response:
+        with_next, probes = wants_next(request), wants_probes(request)
+        membership = membership_for(user=request.user, slug=slug)
+        probe = probe_skip(
+            probe_id=probe_id, project=membership.project, annotator=request_user(request)
+        )
+        return _probe_answered(request, membership, probe, with_next=with_next, probes=probes)
 
 
 class JudgmentUndo(APIView):

@@ -14,9 +14,11 @@ them again later, sides swapped, and the second answer compared with the first.
   comparison's votes, overlap, exports or agreement; only the repeat consistency reads it
   (`repeat_counts`, agreement.repeats).
 
-The REST API does not serve probes: its next endpoint hands out assignments whose ids its
-judgment endpoint takes, and a probe there would need a new kind of item a client does not
-expect. An annotator who works through the API only is never probed (their probes wait unserved).
+The REST API serves probes to a client that asks for them (`probes=1` on the next endpoint, and
+on a judgment's, skip's or probe answer's `?next=1`): the item then says `kind: "probe"` and is
+answered or skipped at its own routes (apps.judging.api). A client that does not ask is never
+handed one, as it would post the probe's id to the assignments' routes: an annotator who works
+only through such a client is never probed (their probes wait unserved).
 """
 
 import logging
@@ -28,6 +30,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from annotate.errors import BadRequest, Conflict, NotFound
 from apps.batches.audit import HASH_RANGE
 from apps.batches.models import Comparison
 from apps.judging import answers
@@ -51,15 +54,18 @@ PROBE_MULTIPLIER = 2246822519
 PROBE_CHOICES = ("a", "b", "tie", "both_bad")
 
 
-class ProbeError(ValueError):
+class ProbeError(BadRequest):
     """The probe's answer is malformed or breaks the project's rules (HTTP 400)."""
 
 
-class ProbeNotFound(LookupError):
+class ProbeNotFound(NotFound):
     """No probe served to this annotator in this project has this id (HTTP 404)."""
 
+    def __str__(self) -> str:
+        return "No such comparison is waiting for your answer in this project."
 
-class ProbeAnswered(Exception):
+
+class ProbeAnswered(Conflict):
     """The probe was answered (or skipped) already; the first answer stands (HTTP 409)."""
 
     def __str__(self) -> str:
@@ -303,3 +309,21 @@ def repeat_counts(*, project: Project, batch_id: int | None = None) -> dict[int,
         answered=Count("id"), consistent_count=Count("id", filter=Q(consistent=True))
     )
     return {row["annotator_id"]: (row["answered"], row["consistent_count"]) for row in rows}
+
+
+def probe_next_after(*, assignment_id: int, annotator: User) -> RepeatProbe | None:
+    """probe_next in the project of the annotator's assignment `assignment_id`, for a judgment
+    or skip that asked for its next item with probes allowed. Called once that has committed:
+    a database error is logged and taken as no probe (the queue's lease is tried next)."""
+    try:
+        assignment = (
+            Assignment.objects.filter(pk=assignment_id, annotator=annotator)
+            .select_related("project")
+            .first()
+        )
+        if assignment is None:
+            return None
+        return probe_next(project=assignment.project, annotator=annotator)
+    except DatabaseError:
+        logger.warning("no probe after assignment %s", assignment_id, exc_info=True)
+        return None

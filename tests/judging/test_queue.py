@@ -17,7 +17,8 @@ def test_it_hands_out_a_lease_with_the_contract_fields(api, annotators, batch):
     response = api(annotators[0]).post(NEXT)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"id", "comparison", "prompt", "left", "right", "expires_at"}
+    assert set(body) == {"kind", "id", "comparison", "prompt", "left", "right", "expires_at"}
+    assert body["kind"] == "assignment"
     assignment = Assignment.objects.get(pk=body["id"])
     assert body["comparison"] == assignment.comparison_id
     assert body["prompt"] == "What is 2 + 2?"

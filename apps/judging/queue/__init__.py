@@ -18,7 +18,12 @@ from apps.judging.queue.errors import (
     JudgmentError,
 )
 from apps.judging.queue.invalidate import judgments_invalidate
-from apps.judging.queue.next import assignment_next, assignment_next_after, comparison_peek
+from apps.judging.queue.next import (
+    assignment_next,
+    assignment_next_after,
+    assignment_next_in,
+    comparison_peek,
+)
 from apps.judging.queue.overlap import overlap_changed
 from apps.judging.queue.policy import (
     MAX_DURATION_MS,
@@ -71,6 +76,7 @@ __all__ = [
     "UndoResult",
     "assignment_next",
     "assignment_next_after",
+    "assignment_next_in",
     "assignment_release_refused",
     "assignment_skip",
     "batch_leases_reclaim",

@@ -348,8 +348,22 @@ def assignment_next_after(
     """
     try:
         membership = membership_for_assignment(user=annotator, assignment_id=assignment_id)
-        if membership is None:  # removed since (a retry of an earlier judgment)
-            return NextAfter(None, NEXT_BLOCKED, _NOT_A_MEMBER)
+    except DatabaseError:
+        logger.warning(
+            "next after assignment %s: could not take a lease", assignment_id, exc_info=True
+        )
+        return NextAfter(None, NEXT_UNAVAILABLE, _NEXT_DETAILS[NEXT_UNAVAILABLE])
+    if membership is None:  # removed since (a retry of an earlier judgment)
+        return NextAfter(None, NEXT_BLOCKED, _NOT_A_MEMBER)
+    return assignment_next_in(membership=membership, annotator=annotator, now=now)
+
+
+def assignment_next_in(
+    *, membership: Membership, annotator: User, now: datetime | None = None
+) -> NextAfter:
+    """assignment_next_after's answer once the membership is known (a consistency probe's
+    answer names its project itself): the lease, or why there is none, never an exception."""
+    try:
         lease = assignment_next(
             project=membership.project, annotator=annotator, membership=membership, now=now
         )
@@ -357,7 +371,7 @@ def assignment_next_after(
         return NextAfter(None, NEXT_BLOCKED, str(exc))
     except DatabaseError:
         logger.warning(
-            "next after assignment %s: could not take a lease", assignment_id, exc_info=True
+            "next in project %s: could not take a lease", membership.project_id, exc_info=True
         )
         return NextAfter(None, NEXT_UNAVAILABLE, _NEXT_DETAILS[NEXT_UNAVAILABLE])
     if lease is None:
