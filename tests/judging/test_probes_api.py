@@ -58,9 +58,7 @@ def test_a_client_that_does_not_ask_is_never_handed_a_probe(api, project, annota
     assert probe.served_at is None
 
 
-def test_a_client_that_asks_gets_it_sides_swapped_as_an_assignment(
-    api, project, annotators, many
-):
+def test_a_client_that_asks_gets_it_sides_swapped_as_an_assignment(api, project, annotators, many):
     client, probe = due_probe(api, project, annotators[0])
     response = client.post(NEXT + "?probes=1")
     assert response.status_code == 200
