@@ -81,6 +81,8 @@ class Run:
     seed: int
     slug: str
     judgments: int = 0
+    probes: int = 0  # consistency probes answered (not judgments: outside the budget)
+    repeat_rate: float = 0.0
     wall: float = 0.0
     truth: dict[str, str] = field(default_factory=dict)  # candidate id -> model
     tau_at: dict[int, float] = field(default_factory=dict)  # judgments -> leaderboard's tau
@@ -145,6 +147,8 @@ with transaction.atomic():
             policy=policy,
             stop_confidence=spec["stop_confidence"] if policy == "uncertain_first" else None,
             audit_rate=spec["audit_rate"],
+            repeat_rate=spec["repeat_rate"],
+            repeat_after=spec["repeat_after"],
         )
         membership_add(project=project, user=users[spec["lead"]], role="lead")
         for name in spec["annotators"]:
@@ -168,6 +172,8 @@ for slug in json.loads(SLUGS):
             "left": a["position_bias"]["left_share"],
             "triads": (a.get("transitivity") or {}).get("triads", 0),
             "cycles": (a.get("transitivity") or {}).get("cycles", 0),
+            "probes": (a.get("repeat") or {}).get("probes", 0),
+            "consistent": (a.get("repeat") or {}).get("consistent", 0),
         }
         for a in figures["annotators"]
     }
@@ -229,9 +235,14 @@ def judge(
     gets work. The client sees left and right; the truth comes from the candidate ids.
     `checkpoint(n)` runs after the n-th judgment for each n in `checkpoints` (not timed)."""
     rng = random.Random(run.seed * 1_000 + POLICIES.index(run.policy))
+    # With a repeat rate the client takes consistency probes (kind "probe") as they come; their
+    # answers are not judgments and do not count toward the budget.
+    probes = "&probes=1" if run.repeat_rate else ""
     for person in people:
         person.conn, person.done = Connection(port, person.token), False
-        status, body = person.conn.request("POST", f"/api/v1/projects/{run.slug}/assignments/next/")
+        status, body = person.conn.request(
+            "POST", f"/api/v1/projects/{run.slug}/assignments/next/?{probes[1:]}"
+        )
         person.lease = json.loads(body) if status == 200 else None
         person.done = person.lease is None
     started = time.perf_counter()
@@ -251,11 +262,19 @@ def judge(
                 # The same pace for everyone: the flags must come from the votes alone.
                 "duration_ms": int(rng.lognormvariate(math.log(20_000), 0.5)),
             }
-            status, body = person.conn.request(
-                "POST", f"/api/v1/assignments/{lease['id']}/judgment/?next=1", payload
-            )
+            if lease.get("kind") == "probe":
+                url = f"/api/v1/projects/{run.slug}/probes/{lease['id']}/judgment/"
+            else:
+                url = f"/api/v1/assignments/{lease['id']}/judgment/"
+            status, body = person.conn.request("POST", f"{url}?next=1{probes}", payload)
             if status not in (200, 201):
                 raise common.BenchError(f"submit: {status} {body[:300]!r}")
+            if lease.get("kind") == "probe":
+                run.probes += 1
+                answer = json.loads(body)
+                person.lease = answer["next"]
+                person.done = person.lease is None
+                continue
             run.judgments += 1
             if run.judgments in checkpoints:
                 paused = time.perf_counter()
@@ -388,6 +407,20 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         for kind, found in triads.items():
             n, k = sum(t for t, _ in found), sum(c for _, c in found)
             print(f"    {kind:<12} {n:>6} {k:>7}" + (f"  ({k / n:.0%})" if n else ""))
+    repeats = {
+        kind: [
+            (p.get("probes", 0), p.get("consistent", 0))
+            for r in results
+            for name, p in r["people"].items()
+            if name.startswith(kind)
+        ]
+        for kind in KINDS
+    }
+    if any(n for found in repeats.values() for n, _ in found):
+        print("  consistency probes (answered, same answer both times): kind  probes  consistent")
+        for kind, found in repeats.items():
+            n, k = sum(t for t, _ in found), sum(c for _, c in found)
+            print(f"    {kind:<12} {n:>6} {k:>10}" + (f"  ({k / n:.0%})" if n else ""))
     spam = sum(hits[k] for k in SPAMMERS)
     flagged = spam + hits["honest"]
     precision = f"{spam / flagged:.0%}" if flagged else "n/a (nothing flagged)"
@@ -538,6 +571,23 @@ def main() -> int:
         help="every project's audit sample (0-1; default 0, none): its agreement is printed "
         "beside the whole sample's, against the random policy's as the uniform reference",
     )
+    parser.add_argument(
+        "--repeat-rate",
+        type=float,
+        default=0.0,
+        help="every project's consistency-probe rate (0-0.5; default 0): the client then asks "
+        "for probes (probes=1) and answers them as any comparison, outside the budget",
+    )
+    parser.add_argument(
+        "--repeat-after", type=int, default=5, help="the projects' repeat_after (default 5)"
+    )
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=3.0,
+        help="the models' log-strengths span this many natural-log units, evenly (default 3.0; "
+        "smaller makes neighbours harder to order)",
+    )
     parser.add_argument("--quick", action="store_true", help="seeds 1 2, 200 prompts, budget 500")
     parser.add_argument(
         "--triads",
@@ -550,18 +600,24 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.prompts, args.budget = [1, 2], 200, 500
+    MODELS.update({name: args.spread * (i / 7 - 0.5) for i, name in enumerate(MODELS)})
     common.bound_runtime(args.timeout)
     common.print_machine()
     print(
         f"\n{len(MODELS)} models (log-strengths {min(MODELS.values()):+.2f} to "
         f"{max(MODELS.values()):+.2f}), annotators {dict(KINDS)}, overlap {OVERLAP}, "
         f"stopping confidence of uncertain_first {args.stop_confidence}, audit rate "
-        f"{args.audit_rate}; "
+        f"{args.audit_rate}, repeat rate {args.repeat_rate} after {args.repeat_after}; "
         f"{args.prompts} comparisons and {args.budget} judgments per project; seeds {args.seeds}"
     )
     names = [f"{kind}-{i + 1}" for kind, count in KINDS.items() for i in range(count)]
     runs = [
-        Run(policy, seed, f"quality-{policy.replace('_', '-')}-{seed}")
+        Run(
+            policy,
+            seed,
+            f"quality-{policy.replace('_', '-')}-{seed}",
+            repeat_rate=args.repeat_rate,
+        )
         for seed in args.seeds
         for policy in args.policies
     ]
@@ -575,6 +631,8 @@ def main() -> int:
             "overlap": OVERLAP,
             "stop_confidence": args.stop_confidence,
             "audit_rate": args.audit_rate,
+            "repeat_rate": args.repeat_rate,
+            "repeat_after": args.repeat_after,
             "projects": [[run.slug, run.policy] for run in runs],
         }
         tokens = shell(_SETUP, env, SPEC=json.dumps(spec))
@@ -617,7 +675,8 @@ def main() -> int:
                         "stopping": stats["stopping"],
                     }
                 )
-                print(f"  {run.slug}: {run.judgments} judgments in {run.wall:.1f} s")
+                probed = f", {run.probes} probes answered" if run.repeat_rate else ""
+                print(f"  {run.slug}: {run.judgments} judgments{probed} in {run.wall:.1f} s")
         flags = shell(_FLAGS, env, SLUGS=json.dumps([run.slug for run in runs]))
         for result in results:
             result["people"] = {k: v for k, v in flags[result["slug"]].items() if k != "lead"}
