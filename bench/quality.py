@@ -368,6 +368,27 @@ def mean_of(values: list[float | None]) -> str:
     return f"{statistics.fmean(present):.2f}" if present else "n/a"
 
 
+def per_kind(results: list[dict[str, Any]], keys: tuple[str, str], heading: str) -> None:
+    """Per planted kind, the sums of two counts of the dashboard's (a total and the part of it
+    counted, e.g. triads and cycles), with the share; nothing when no one has any."""
+    total, part = keys
+    sums = {
+        kind: [
+            (p.get(total, 0), p.get(part, 0))
+            for r in results
+            for name, p in r["people"].items()
+            if name.startswith(kind)
+        ]
+        for kind in KINDS
+    }
+    if not any(n for found in sums.values() for n, _ in found):
+        return
+    print(f"  {heading}")
+    for kind, found in sums.items():
+        n, k = sum(t for t, _ in found), sum(c for _, c in found)
+        print(f"    {kind:<12} {n:>6} {k:>10}" + (f"  ({k / n:.0%})" if n else ""))
+
+
 def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     """One policy's tables, over its seeds; returns its summary row."""
     judged = sum(r["judgments"] for r in results)
@@ -393,34 +414,16 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             f"    {kind:<12} {len(people):>8} {hits[kind]:>8} {recall:>7}  {agree:>19}  "
             f"{left:>10}  {shown}"
         )
-    triads = {
-        kind: [
-            (p.get("triads", 0), p.get("cycles", 0))
-            for r in results
-            for name, p in r["people"].items()
-            if name.startswith(kind)
-        ]
-        for kind in KINDS
-    }
-    if any(n for found in triads.values() for n, _ in found):
-        print("  transitivity (triads of one prompt's three responses): kind  triads  cycles")
-        for kind, found in triads.items():
-            n, k = sum(t for t, _ in found), sum(c for _, c in found)
-            print(f"    {kind:<12} {n:>6} {k:>7}" + (f"  ({k / n:.0%})" if n else ""))
-    repeats = {
-        kind: [
-            (p.get("probes", 0), p.get("consistent", 0))
-            for r in results
-            for name, p in r["people"].items()
-            if name.startswith(kind)
-        ]
-        for kind in KINDS
-    }
-    if any(n for found in repeats.values() for n, _ in found):
-        print("  consistency probes (answered, same answer both times): kind  probes  consistent")
-        for kind, found in repeats.items():
-            n, k = sum(t for t, _ in found), sum(c for _, c in found)
-            print(f"    {kind:<12} {n:>6} {k:>10}" + (f"  ({k / n:.0%})" if n else ""))
+    per_kind(
+        results,
+        ("triads", "cycles"),
+        "transitivity (triads of one prompt's three responses): kind  triads  cycles",
+    )
+    per_kind(
+        results,
+        ("probes", "consistent"),
+        "consistency probes (answered, same answer both times): kind  probes  consistent",
+    )
     spam = sum(hits[k] for k in SPAMMERS)
     flagged = spam + hits["honest"]
     precision = f"{spam / flagged:.0%}" if flagged else "n/a (nothing flagged)"

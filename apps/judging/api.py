@@ -60,34 +60,38 @@ from apps.projects.models import Membership
 from apps.projects.selectors import Pseudonyms, membership_for, project_for_lead
 
 
-def assignment_payload(assignment: Assignment) -> dict[str, Any]:
-    payload = {
-        "kind": "assignment",
-        "id": assignment.pk,
-        "comparison": assignment.comparison_id,
-        "prompt": assignment.comparison.prompt.content,
-        "left": {"id": assignment.left.external_id, "text": assignment.left.text},
-        "right": {"id": assignment.right.external_id, "text": assignment.right.text},
-        "expires_at": assignment.expires_at.isoformat(),
+def _side(candidate: Candidate) -> dict[str, str]:
+    return {"id": candidate.external_id, "text": candidate.text}
+
+
+def _shown(
+    kind: str, item_id: int, shown: Assignment | RepeatProbe, expires_at: str | None
+) -> dict[str, Any]:
+    """What the annotator is shown of a lease or a probe (both load comparison.prompt, left and
+    right), as the next endpoint answers it."""
+    return {
+        "kind": kind,
+        "id": item_id,
+        "comparison": shown.comparison_id,
+        "prompt": shown.comparison.prompt.content,
+        "left": _side(shown.left),
+        "right": _side(shown.right),
+        "expires_at": expires_at,
     }
+
+
+def assignment_payload(assignment: Assignment) -> dict[str, Any]:
+    payload = _shown("assignment", assignment.pk, assignment, assignment.expires_at.isoformat())
     shown = assignment.shown
     if shown is not None:  # listwise: every response, in the order shown
-        payload["candidates"] = [{"id": c.external_id, "text": c.text} for c in shown]
+        payload["candidates"] = [_side(c) for c in shown]
     return payload
 
 
 def probe_payload(probe: RepeatProbe) -> dict[str, Any]:
     """A consistency probe as the next endpoint hands it to a client that asked for probes: an
     assignment's shape, `kind` "probe", its id the probe's, no expiry (it waits for you)."""
-    return {
-        "kind": "probe",
-        "id": probe.pk,
-        "comparison": probe.comparison_id,
-        "prompt": probe.comparison.prompt.content,
-        "left": {"id": probe.left.external_id, "text": probe.left.text},
-        "right": {"id": probe.right.external_id, "text": probe.right.text},
-        "expires_at": None,
-    }
+    return _shown("probe", probe.pk, probe, None)
 
 
 NEXT_VALUES = {"1": True, "true": True, "0": False, "false": False}
@@ -418,10 +422,12 @@ PROBE_FIELDS = ("choice", "strength", "criteria", "flags", "rationale")
 def _probe_answered(
     request: Request, membership: Membership, probe: RepeatProbe, *, with_next: bool, probes: bool
 ) -> Response:
+    answered_at = probe.answered_at
+    assert answered_at is not None  # probe_answer and probe_skip set it
     body: dict[str, Any] = {
         "id": probe.pk,
         "comparison": probe.comparison_id,
-        "answered_at": _DATETIME.to_representation(probe.answered_at),
+        "answered_at": _DATETIME.to_representation(answered_at),
     }
     if with_next:  # the answer has committed
         annotator = request_user(request)

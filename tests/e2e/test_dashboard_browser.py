@@ -237,19 +237,26 @@ def demo_with_judgments(seed: int = 7) -> Project:
     return project
 
 
-def test_dashboard_screenshot(
-    live_server: Any, page: Any, page_log: PageLog, tmp_path: Path, settings: Any
-) -> None:
-    """docs/dashboard.png, refreshed with SCREENSHOTS=1 (otherwise written to a temporary path)."""
+def dashboard_at(page: Any, base: str, width: int, height: int) -> Project:
+    """The demo project with judgments, its figures computed, its dashboard open for its lead
+    in a window of `width` x `height`."""
     cache.clear()
     project = demo_with_judgments()
     dashboards_refresh()
-    base = live_server.url
-    page.set_viewport_size({"width": 1366, "height": 768})
+    page.set_viewport_size({"width": width, "height": height})
     page.goto(f"{base}/accounts/login/")
     fill_login(page, "lead", "demo-lead-pass")
     page.goto(f"{base}/lead/p/{project.slug}/")
     assert int(tile(page, "judgments")) > 150
+    return project
+
+
+def test_dashboard_screenshot(
+    live_server: Any, page: Any, page_log: PageLog, tmp_path: Path, settings: Any
+) -> None:
+    """docs/dashboard.png, refreshed with SCREENSHOTS=1 (otherwise written to a temporary path)."""
+    base = live_server.url
+    dashboard_at(page, base, 1366, 768)
     assert page.locator("tr.flagged").count() >= 1
     # Every label of the win-rate matrix is drawn inside it (the last column's used to be cut).
     outside = page.evaluate(
@@ -283,15 +290,8 @@ def test_dashboard_at_768_px(
     """At 768 px (a tablet held upright) the page does not scroll sideways: a table wider than
     the screen scrolls inside its own frame, and every section, the audit sample's agreement
     included, is there. docs/dashboard-tablet.png, refreshed with SCREENSHOTS=1."""
-    cache.clear()
-    project = demo_with_judgments()
-    dashboards_refresh()
     base = live_server.url
-    page.set_viewport_size({"width": 768, "height": 1024})
-    page.goto(f"{base}/accounts/login/")
-    fill_login(page, "lead", "demo-lead-pass")
-    page.goto(f"{base}/lead/p/{project.slug}/")
-    assert int(tile(page, "judgments")) > 150
+    dashboard_at(page, base, 768, 1024)
     assert page.evaluate("document.documentElement.scrollWidth") <= 768
     for table in ("annotators", "leaderboard", "crowd-leaderboard", "audit-agreement"):
         locator = page.get_by_test_id(table)

@@ -4,27 +4,21 @@ routes with the project's rules, never a vote, and every bad request refused wit
 changed."""
 
 import pytest
-from django.core.cache import cache
 
 from apps.batches.models import Comparison
 from apps.judging.models import Judgment, RepeatProbe
 from apps.projects.models import Membership
-from tests.conftest import prompt_line
-from tests.judging.test_probes import judge_until_drawn, probes_on
+from tests.judging.test_probes import (  # noqa: F401 (fixtures)
+    _fresh_cache,
+    judge_until_drawn,
+    many,
+    probes_on,
+)
+
+# Ten prompts of three candidates (test_probes' fixture) in every test here.
+pytestmark = pytest.mark.usefixtures("many")
 
 NEXT = "/api/v1/projects/demo/assignments/next/"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def many(import_rows):
-    return import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(1, 11)))
 
 
 def answer_url(probe_id: int, action: str = "judgment", slug: str = "demo") -> str:
@@ -50,7 +44,7 @@ def due_probe(api, project, user, *, first: str = "left") -> tuple[object, Repea
     return client, probe
 
 
-def test_a_client_that_does_not_ask_is_never_handed_a_probe(api, project, annotators, many):
+def test_a_client_that_does_not_ask_is_never_handed_a_probe(api, project, annotators):
     client, probe = due_probe(api, project, annotators[0])
     for _ in range(3):
         judge_by_api(client)
@@ -58,7 +52,7 @@ def test_a_client_that_does_not_ask_is_never_handed_a_probe(api, project, annota
     assert probe.served_at is None
 
 
-def test_a_client_that_asks_gets_it_sides_swapped_as_an_assignment(api, project, annotators, many):
+def test_a_client_that_asks_gets_it_sides_swapped_as_an_assignment(api, project, annotators):
     client, probe = due_probe(api, project, annotators[0])
     response = client.post(NEXT + "?probes=1")
     assert response.status_code == 200
@@ -79,7 +73,7 @@ def test_a_client_that_asks_gets_it_sides_swapped_as_an_assignment(api, project,
 
 @pytest.mark.parametrize(("second", "consistent"), [("right", True), ("left", False)])
 def test_the_answer_is_compared_with_the_first_and_is_never_a_vote(
-    api, bob, project, annotators, many, second, consistent
+    api, bob, project, annotators, second, consistent
 ):
     client, probe = due_probe(api, project, annotators[0], first="left")
     client.post(NEXT + "?probes=1")
@@ -111,7 +105,7 @@ def test_the_answer_is_compared_with_the_first_and_is_never_a_vote(
     assert (row["repeat"]["probes"], row["repeat"]["consistent"]) == (1, int(consistent))
 
 
-def test_the_answer_carries_the_next_assignment_when_asked(api, project, annotators, many):
+def test_the_answer_carries_the_next_assignment_when_asked(api, project, annotators):
     client, probe = due_probe(api, project, annotators[0])
     client.post(NEXT + "?probes=1")
     response = client.post(answer_url(probe.pk) + "?next=1&probes=1", {"choice": "right"})
@@ -123,9 +117,7 @@ def test_the_answer_carries_the_next_assignment_when_asked(api, project, annotat
     assert done.status_code == 201
 
 
-def test_a_judgment_with_next_hands_the_due_probe_to_a_client_that_asks(
-    api, project, annotators, many
-):
+def test_a_judgment_with_next_hands_the_due_probe_to_a_client_that_asks(api, project, annotators):
     probes_on(project, after=1)
     user = annotators[0]
     judge_until_drawn(project, user)
@@ -138,7 +130,7 @@ def test_a_judgment_with_next_hands_the_due_probe_to_a_client_that_asks(
     assert probe.annotator == user and probe.served_at is not None
 
 
-def test_a_judgment_with_next_but_not_probes_carries_a_lease(api, project, annotators, many):
+def test_a_judgment_with_next_but_not_probes_carries_a_lease(api, project, annotators):
     probes_on(project, after=1)
     user = annotators[0]
     probe = judge_until_drawn(project, user)
@@ -152,7 +144,7 @@ def test_a_judgment_with_next_but_not_probes_carries_a_lease(api, project, annot
     assert probe.served_at is None
 
 
-def test_a_pass_closes_it_unanswered(api, project, annotators, many):
+def test_a_pass_closes_it_unanswered(api, project, annotators):
     client, probe = due_probe(api, project, annotators[0])
     client.post(NEXT + "?probes=1")
     response = client.post(answer_url(probe.pk, "skip") + "?next=1")
@@ -179,7 +171,7 @@ def test_a_pass_closes_it_unanswered(api, project, annotators, many):
         {"choice": "left", "criteria": {"unknown": "left"}},
     ],
 )
-def test_a_malformed_answer_is_a_400_and_the_probe_waits(api, project, annotators, many, data):
+def test_a_malformed_answer_is_a_400_and_the_probe_waits(api, project, annotators, data):
     client, probe = due_probe(api, project, annotators[0])
     client.post(NEXT + "?probes=1")
     response = client.post(answer_url(probe.pk), data, format="json")
@@ -190,7 +182,7 @@ def test_a_malformed_answer_is_a_400_and_the_probe_waits(api, project, annotator
     assert client.post(answer_url(probe.pk), {"choice": "left"}).status_code == 201
 
 
-def test_a_body_that_is_not_an_object_is_a_400(api, project, annotators, many):
+def test_a_body_that_is_not_an_object_is_a_400(api, project, annotators):
     client, probe = due_probe(api, project, annotators[0])
     client.post(NEXT + "?probes=1")
     response = client.post(answer_url(probe.pk), ["left"], format="json")
@@ -201,7 +193,7 @@ def test_a_body_that_is_not_an_object_is_a_400(api, project, annotators, many):
 
 @pytest.mark.parametrize("value", ["yes", "2", ""])
 def test_a_bad_probes_or_next_value_is_a_400_before_anything_is_stored(
-    api, project, annotators, many, value
+    api, project, annotators, value
 ):
     client, probe = due_probe(api, project, annotators[0])
     response = client.post(NEXT + f"?probes={value}")
@@ -221,9 +213,7 @@ def test_a_bad_probes_or_next_value_is_a_400_before_anything_is_stored(
     assert probe.answered_at is None
 
 
-def test_another_annotators_or_an_unserved_or_unknown_probe_is_a_404(
-    api, project, annotators, many
-):
+def test_another_annotators_or_an_unserved_or_unknown_probe_is_a_404(api, project, annotators):
     client, probe = due_probe(api, project, annotators[0])
     # Not served yet.
     assert client.post(answer_url(probe.pk), {"choice": "left"}).status_code == 404
@@ -239,7 +229,7 @@ def test_another_annotators_or_an_unserved_or_unknown_probe_is_a_404(
     assert probe.answered_at is None
 
 
-def test_the_project_rules_apply_to_the_answer(api, project, annotators, many):
+def test_the_project_rules_apply_to_the_answer(api, project, annotators):
     project.allow_tie = False
     project.save()
     client, probe = due_probe(api, project, annotators[0], first="left")
