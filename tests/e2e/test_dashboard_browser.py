@@ -321,4 +321,17 @@ def test_dashboard_at_768_px(
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.querySelector('.table-scroll').scrollLeft > 0")
     assert "{#" not in page.inner_text("main")  # no template comment shown as text
+    # The flags come second, so that they are on screen before the table scrolls; every row
+    # has as many cells as the head has columns.
+    shape = page.evaluate(
+        """() => {
+          const table = document.querySelector('[data-testid="annotators"]');
+          const head = [...table.tHead.rows[0].cells].map((c) => c.textContent.trim());
+          return [head, [...table.tBodies[0].rows].map((r) => r.cells.length)];
+        }"""
+    )
+    assert shape[0][:2] == ["Annotator", "Flags"]
+    assert set(shape[1]) == {len(shape[0])}
+    flags_box = page.locator('[data-testid="annotators"] td.flag-cell').first.bounding_box()
+    assert flags_box is not None and flags_box["x"] + flags_box["width"] <= 768
     page_log.assert_clean(base)
