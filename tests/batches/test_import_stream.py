@@ -314,3 +314,45 @@ def test_a_bad_line_read_while_the_store_writes_stops_the_writer_and_stores_noth
     assert [(e.line, e.error[:12]) for e in info.value.errors] == [(LARGE - 1, "invalid JSON")]
     assert rows_of(project) == (0, 0, 0, 0)
     assert not [t for t in threading.enumerate() if t.name == "import-writer"]
+
+
+def _scans_of(plan: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    """The nodes of an EXPLAIN (FORMAT JSON) plan that read `table`."""
+    found = [plan] if plan.get("Relation Name") == table else []
+    for child in plan.get("Plans", []):
+        found += _scans_of(child, table)
+    return found
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_stores_look_up_of_existing_ids_probes_the_index_per_id_on_stale_statistics(project):
+    """Each chunk looks up its prompt ids in the project. The planner sees the statistics taken
+    before the import (an empty table), while the import has written many prompts since: the
+    look-up must still be one probe of the unique index per id (both columns in the index's
+    condition), not a read of every prompt of the project filtered by the list, whose cost grows
+    with every chunk written (quadratic over a large import). And it finds what is there."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Prompt._meta.db_table}")
+    earlier = Batch.objects.create(project=project, status="active")
+    Prompt.objects.bulk_create(
+        Prompt(project=project, batch=earlier, external_id=f"old-{i}", content="x")
+        for i in range(6000)
+    )
+    batch = Batch.objects.create(project=project, status="importing")
+    writer = services._CopyWriter(batch, listwise=False)
+    wanted = [f"new-{i}" for i in range(150)] + ["old-17", "old-5999"]
+    params = [writer.prompt_sequence, 3, writer.candidate_sequence, 5, wanted, project.pk]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + writer.reserve_sql, params)
+        plan = cursor.fetchone()[0]
+        cursor.execute(writer.reserve_sql, params)
+        prompt_ids, candidate_ids, found = cursor.fetchone()
+    plan = plan[0]["Plan"] if isinstance(plan, list) else plan
+    scans = _scans_of(plan, Prompt._meta.db_table)
+    assert scans, plan
+    for scan in scans:
+        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
+        assert "external_id" in scan["Index Cond"] and "project_id" in scan["Index Cond"], scan
+    assert len(prompt_ids) == 3 and len(candidate_ids) == 5
+    assert sorted(map(tuple, found)) == [("old-17", earlier.pk), ("old-5999", earlier.pk)]
