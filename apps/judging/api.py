@@ -438,7 +438,8 @@ def _probe_answered(
             body.update(
                 _after_fields(assignment_next_in(membership=membership, annotator=annotator))
             )
-    return Response(body, status=status.HTTP_201_CREATED)
+    # A retry of what the probe holds already changed nothing: 200, as a judgment's retry.
+    return Response(body, status=status.HTTP_200_OK if probe.replayed else status.HTTP_201_CREATED)
 
 
 PROBE_NEXT_HELP = (
@@ -458,13 +459,21 @@ class ProbeJudgment(APIView):
             "assignment, on the screen's terms of this showing: `choice` (pairwise) or "
             "`strength` (graded), with `criteria`, `flags` and a `rationale` as the project "
             "asks. It is never a vote: it only tells the project how consistent answers are. "
-            "201 stored; 400 names what breaks the scheme (nothing is stored); 404 when no "
-            "probe of yours with this id waits in this project; 409 when it was answered or "
-            "passed already (the first answer stands). " + PROBE_NEXT_HELP
+            "201 stored; 200 and the same body for the same answer sent again (a retry after "
+            "a lost response: nothing changes); 400 names what breaks the scheme (nothing is "
+            "stored); 404 when no probe of yours with this id waits in this project; 409 when "
+            "it was answered otherwise or passed already (the first answer stands). "
+            + PROBE_NEXT_HELP
         ),
         parameters=[NEXT_PARAMETER, PROBES_PARAMETER],
         request=JudgmentIn,
-        responses={201: ProbeAnswerOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+        responses={
+            201: ProbeAnswerOut,
+            200: ProbeAnswerOut,
+            400: ErrorOut,
+            404: ErrorOut,
+            409: ErrorOut,
+        },
     )
     def post(self, request: Request, slug: str, probe_id: int) -> Response:
         with_next, probes = wants_next(request), wants_probes(request)
@@ -485,13 +494,13 @@ class ProbeSkip(APIView):
     @extend_schema(
         summary="Pass on a consistency probe",
         description=(
-            "The probe is closed unanswered and counts for nothing. 201 passed; 404 when no "
-            "probe of yours with this id waits in this project; 409 when it was answered or "
-            "passed already. " + PROBE_NEXT_HELP
+            "The probe is closed unanswered and counts for nothing. 201 passed; 200 and the "
+            "same body when it was passed already (a retry); 404 when no probe of yours with "
+            "this id waits in this project; 409 when it was answered already. " + PROBE_NEXT_HELP
         ),
         parameters=[NEXT_PARAMETER, PROBES_PARAMETER],
         request=None,
-        responses={201: ProbeAnswerOut, 404: ErrorOut, 409: ErrorOut},
+        responses={201: ProbeAnswerOut, 200: ProbeAnswerOut, 404: ErrorOut, 409: ErrorOut},
     )
     def post(self, request: Request, slug: str, probe_id: int) -> Response:
         with_next, probes = wants_next(request), wants_probes(request)

@@ -226,6 +226,10 @@ class RepeatProbe(models.Model):
     Kept apart from the queue's tables: a probe takes no slot and is never a vote, so no count,
     export or agreement figure ever sees it; only the repeat consistency reads it."""
 
+    # Not stored: set by probe_answer and probe_skip when they were asked again what the probe
+    # holds already (a retry), and so changed nothing.
+    replayed = False
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="repeat_probes"

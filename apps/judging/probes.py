@@ -223,10 +223,16 @@ def probe_lease(probe: RepeatProbe) -> Assignment:
 
 
 def probe_served(
-    *, probe_id: int, project: Project, annotator: User, lock: bool = False
+    *,
+    probe_id: int,
+    project: Project,
+    annotator: User,
+    lock: bool = False,
+    answered: bool = False,
 ) -> RepeatProbe:
     """A probe served to this annotator in this project and not answered yet (locked with
-    `lock`); ProbeNotFound for any other id, ProbeAnswered for one answered or skipped."""
+    `lock`); ProbeNotFound for any other id, ProbeAnswered for one answered or skipped (unless
+    `answered`: then it is returned as it is)."""
     probes = RepeatProbe.objects.select_related("original", "comparison")
     if lock:
         probes = probes.select_for_update()
@@ -235,7 +241,7 @@ def probe_served(
     ).first()
     if probe is None:
         raise ProbeNotFound(probe_id)
-    if probe.answered_at is not None:
+    if probe.answered_at is not None and not answered:
         raise ProbeAnswered()
     return probe
 
@@ -255,10 +261,15 @@ def probe_answer(
     """Records the annotator's answer to a probe served to them, on the screen's terms as
     judgment_submit takes it, and whether it is the original's answer (oriented to the
     candidates: the sides were swapped). The answer is checked as a judgment is (ProbeError);
-    only its overall choice is kept. ProbeNotFound for a probe not served to them here,
-    ProbeAnswered the second time: the first answer stands."""
+    only its overall choice is kept. ProbeNotFound for a probe not served to them here.
+
+    The second time, the first answer stands: the same answer again (a client's retry after a
+    lost response, a double click) returns the probe as it was stored, with `replayed` set and
+    nothing changed; any other answer, or an answer to a probe passed on, is ProbeAnswered."""
     with transaction.atomic():
-        probe = probe_served(probe_id=probe_id, project=project, annotator=annotator, lock=True)
+        probe = probe_served(
+            probe_id=probe_id, project=project, annotator=annotator, lock=True, answered=True
+        )
         try:
             answer = answers.answer_parse(
                 choice=choice,
@@ -268,7 +279,11 @@ def probe_answer(
                 rationale=rationale,
             )
         except answers.AnswerError as exc:
+            if probe.answered_at is not None:
+                raise ProbeAnswered() from None
             raise ProbeError(str(exc)) from None
+        if probe.answered_at is not None:
+            return _replayed(probe, answer.overall.choice)
         if answer.overall.choice == Choice.RANKING:
             raise ProbeError(answers.message("no_ranking"))
         if problem := answer_problem(project, answer):
@@ -289,11 +304,31 @@ def probe_skip(
     *, probe_id: int, project: Project, annotator: User, now: datetime | None = None
 ) -> RepeatProbe:
     """The annotator passed on a probe: it is closed unanswered (no choice, consistent null)
-    and counts for nothing. ProbeNotFound and ProbeAnswered as for probe_answer."""
+    and counts for nothing. ProbeNotFound as for probe_answer; passing again returns the probe
+    as it was (`replayed`), passing on an answered one is ProbeAnswered."""
     with transaction.atomic():
-        probe = probe_served(probe_id=probe_id, project=project, annotator=annotator, lock=True)
+        probe = probe_served(
+            probe_id=probe_id, project=project, annotator=annotator, lock=True, answered=True
+        )
+        if probe.answered_at is not None:
+            if probe.choice:
+                raise ProbeAnswered()
+            probe.replayed = True
+            return probe
         probe.answered_at = now or timezone.now()
         probe.save(update_fields=["answered_at"])
+    return probe
+
+
+def _replayed(probe: RepeatProbe, choice: str) -> RepeatProbe:
+    """An answered probe answered again with `choice` (on the screen's terms of its showing):
+    the probe as stored, `replayed`, if that is the answer it holds; else ProbeAnswered."""
+    again = oriented_option(
+        choice, left_id=probe.left_id, candidate_a_id=probe.comparison.candidate_a_id
+    )
+    if not probe.choice or again != probe.choice:
+        raise ProbeAnswered()
+    probe.replayed = True
     return probe
 
 

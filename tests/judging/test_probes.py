@@ -303,6 +303,20 @@ def test_answering_twice_keeps_the_first_answer(client, project, annotators, man
     assert probe.consistent is True
 
 
+def test_the_same_answer_posted_twice_goes_on_to_the_next_comparison(
+    client, project, annotators, many
+):
+    """A double submit of the same answer (a second click, a resent form) is no error: the page
+    goes on, and the probe keeps its one answer."""
+    probe = served_probe(client, project, annotators[0])
+    assert client.post(f"/p/demo/r/{probe.pk}/", {"choice": "right"}).status_code == 302
+    probe.refresh_from_db()
+    stored = (probe.choice, probe.consistent, probe.answered_at)
+    assert client.post(f"/p/demo/r/{probe.pk}/", {"choice": "right"}).status_code == 302
+    probe.refresh_from_db()
+    assert (probe.choice, probe.consistent, probe.answered_at) == stored
+
+
 @pytest.mark.parametrize(
     "data",
     [{"choice": "sideways"}, {}, {"choice": "left", "strength": "x"}, {"choice": "ranking"}],
@@ -456,15 +470,22 @@ def test_answers_at_once_store_exactly_one(project, annotators, import_rows):
     choices = ["left", "right", "tie", "both_bad"] * 2
     stored: list[str] = []
 
+    replayed: list[str] = []
+
     def answer(index: int) -> None:
         try:
-            probe_answer(probe_id=probe.pk, project=project, annotator=user, choice=choices[index])
-            stored.append(choices[index])
+            got = probe_answer(
+                probe_id=probe.pk, project=project, annotator=user, choice=choices[index]
+            )
+            (replayed if got.replayed else stored).append(choices[index])
         except ProbeAnswered:
             pass
 
     assert run_threads(answer, len(choices)) == []
+    # One answer is stored; the same choice sent by another thread (each is sent twice) is a
+    # replay of it, never a second answer.
     assert len(stored) == 1
+    assert set(replayed) <= set(stored) and len(replayed) <= 1
     probe.refresh_from_db()
     a_on_left = probe.left_id == probe.comparison.candidate_a_id
     oriented = {"left": "a" if a_on_left else "b", "right": "b" if a_on_left else "a"}

@@ -155,6 +155,49 @@ def test_a_pass_closes_it_unanswered(api, project, annotators):
     assert client.post(answer_url(probe.pk), {"choice": "left"}).status_code == 409
 
 
+# -- retries: the same request again changes nothing ------------------------------------------
+
+
+def test_the_same_answer_sent_again_is_a_200_with_the_same_body_and_changes_nothing(
+    api, project, annotators
+):
+    """A client whose response was lost sends the answer again: no idempotency key is needed,
+    as a probe takes one answer. The retry gets the stored answer back, with the next item when
+    it asks; another answer, or a pass, is a 409 and the first answer stands."""
+    client, probe = due_probe(api, project, annotators[0], first="left")
+    client.post(NEXT + "?probes=1")
+    first = client.post(answer_url(probe.pk), {"choice": "right"}, format="json")
+    assert first.status_code == 201, first.content
+    probe.refresh_from_db()
+    stored = (probe.choice, probe.consistent, probe.answered_at)
+    again = client.post(answer_url(probe.pk), {"choice": "right"}, format="json")
+    assert again.status_code == 200, again.content
+    assert again.json() == first.json()
+    with_next = client.post(answer_url(probe.pk) + "?next=1", {"choice": "right"}, format="json")
+    assert with_next.status_code == 200
+    assert with_next.json()["id"] == probe.pk and with_next.json()["next"]["kind"] == "assignment"
+    for body in ({"choice": "left"}, {"choice": "tie"}, {"choice": "sideways"}, {}):
+        refused = client.post(answer_url(probe.pk), body, format="json")
+        assert refused.status_code == 409, (body, refused.content)
+        assert "first answer stands" in refused.json()["detail"]
+    assert client.post(answer_url(probe.pk, "skip")).status_code == 409
+    probe.refresh_from_db()
+    assert (probe.choice, probe.consistent, probe.answered_at) == stored
+    assert RepeatProbe.objects.filter(annotator=annotators[0]).count() == 1
+
+
+def test_a_pass_sent_again_is_a_200_and_an_answer_after_it_a_409(api, project, annotators):
+    client, probe = due_probe(api, project, annotators[0])
+    client.post(NEXT + "?probes=1")
+    first = client.post(answer_url(probe.pk, "skip"))
+    assert first.status_code == 201
+    again = client.post(answer_url(probe.pk, "skip"))
+    assert again.status_code == 200 and again.json() == first.json()
+    assert client.post(answer_url(probe.pk), {"choice": "left"}).status_code == 409
+    probe.refresh_from_db()
+    assert probe.choice == "" and probe.consistent is None
+
+
 # -- bad requests: each refused, the probe still waiting --------------------------------------
 
 
