@@ -50,9 +50,10 @@ COMPARISONS = """
 INSERT INTO batches_comparison (
     judgment_count, lease_count, complete, rank, votes_a, votes_b, votes_tie, votes_both_bad,
     split, skip_count, is_gold, gold_answer, batch_id, candidate_a_id, candidate_b_id,
-    project_id, prompt_id)
+    project_id, prompt_id, policy)
 SELECT 0, 0, false, (random() * 2147483646)::int, 0, 0, 0, 0, 1, 0, false, '', %(batch)s,
-       (p - 1) * 4 + a, (p - 1) * 4 + b, %(project)s, p
+       (p - 1) * 4 + a, (p - 1) * 4 + b, %(project)s, p,
+       (SELECT policy FROM projects_project WHERE id = %(project)s)
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS p,
      (VALUES (1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)) AS pairs (a, b)
 """

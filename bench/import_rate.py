@@ -1,7 +1,8 @@
 """How fast the app imports a JSON Lines file, how much memory it takes, and its progress bar.
 
     .venv/bin/python bench/import_rate.py [--comparisons 1000000 | --prompts 10000]
-        [--candidates 4] [--mode background|foreground|both] [--sqlite] [--render] [--redis-url URL]
+        [--candidates 4] [--mode background|foreground|both] [--sqlite] [--render]
+        [--policy-change] [--redis-url URL]
 
 Builds the file, creates a throwaway PostgreSQL database (annotate_bench_<pid>), migrates it,
 creates a project, and times the import in subprocesses. Prints the machine (and its load
@@ -20,7 +21,9 @@ An import renders no text: on its commit it sends the rendering task (to the ben
 which no worker reads). With --render, the task's work for the foreground batch
 (`renderings_for_batch`) is then run and timed in a subprocess of its own, as a worker would run
 it after the import: the pages' HTML is ready that much later (until then a page renders each
-text it shows, the first time).
+text it shows, the first time). With --policy-change, a change of the foreground project's
+policy to depth first and back is then timed (Project.save, which updates every comparison of
+the project: Comparison.policy).
 
 Files past IMPORT_MAX_BYTES (256 MiB) are let through by raising it for the bench's processes.
 """
@@ -274,6 +277,39 @@ def bench_render(database: str, env: dict, timeout: float) -> None:
     )
 
 
+POLICY_CHANGE = """
+import time
+from apps.batches.models import Comparison
+from apps.projects.models import Project
+project = Project.objects.get(slug="bench-import-fg")
+for policy in ("depth_first", "breadth_first"):
+    started = time.perf_counter()
+    project.policy = policy
+    project.save(update_fields=["policy"])
+    seconds = time.perf_counter() - started
+    carried = Comparison.objects.filter(project=project, policy=policy).count()
+    print("CHANGED", policy, carried, round(seconds, 2))
+"""
+
+
+def bench_policy_change(env: dict, timeout: float) -> None:
+    """A change of the project's policy after the foreground import: every comparison of the
+    project follows it (Comparison.policy, in the change's transaction)."""
+    run = common.run_measured(
+        [common.PYTHON, common.MANAGE, "shell", "-c", POLICY_CHANGE], env, timeout
+    )
+    said = [line.split() for line in run.stdout.splitlines() if line.startswith("CHANGED")]
+    if run.returncode != 0 or len(said) != 2:
+        raise common.BenchError(
+            f"the policy change failed ({run.returncode}):\n{run.stderr[-4000:]}"
+        )
+    for _, policy, carried, seconds in said:
+        print(
+            f"  then policy -> {policy}: {float(seconds):.2f} s (Project.save, {int(carried):,} "
+            "comparisons carry it after)"
+        )
+
+
 def bench_backend(
     label: str,
     database: str,
@@ -284,6 +320,7 @@ def bench_backend(
     mode: str,
     redis_url: str,
     render: bool = False,
+    policy_change: bool = False,
 ) -> None:
     env = common.app_env(
         database,
@@ -317,6 +354,8 @@ def bench_backend(
         bench_background(label, database, path, prompts, candidates, timeout, env)
     if mode in ("foreground", "both"):
         bench_foreground(label, database, path, prompts, candidates, timeout, env, render)
+        if policy_change:
+            bench_policy_change(env, timeout)
     print(f"  database grew:  {common.human_bytes(database_size(database) - size_before)}")
     print(f"  load average after:  {load_average()}")
     sys.stdout.flush()
@@ -340,6 +379,11 @@ def main() -> int:
         "--render",
         action="store_true",
         help="after the foreground import, time the rendering task's work for its batch",
+    )
+    parser.add_argument(
+        "--policy-change",
+        action="store_true",
+        help="after the foreground import, time a change of the project's policy and back",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
@@ -383,6 +427,7 @@ def main() -> int:
                     args.mode,
                     args.redis_url,
                     args.render,
+                    args.policy_change,
                 )
             if args.sqlite:
                 with common.temporary_sqlite() as database:
@@ -396,6 +441,7 @@ def main() -> int:
                         "foreground",
                         args.redis_url,
                         args.render,
+                        args.policy_change,
                     )
         except common.BenchError as exc:
             print(f"\nFAILED: {exc}", file=sys.stderr)

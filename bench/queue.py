@@ -587,9 +587,13 @@ from apps.projects.models import Project
 
 out = []
 project = Project.objects.get(slug=SLUG)
-for label, username in USERS:
-    user = User.objects.get(username=username)
-    for policy in POLICIES:
+for policy in POLICIES:
+    # The comparisons carry the project's policy (Comparison.policy): save() updates them.
+    if project.policy != policy:
+        project.policy = policy
+        project.save(update_fields=["policy"])
+    for label, username in USERS:
+        user = User.objects.get(username=username)
         args = [project.pk, user.pk, policy, project.overlap, 0, queue_policy.WINDOW]
         call = "SELECT o_probe FROM annotate_pick(%s, %s, %s, %s, %s, %s)"
         times, probes = [], set()

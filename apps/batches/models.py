@@ -1,12 +1,14 @@
 import secrets
+from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.db.models import F, Q
 
+from annotate.db import postgresql
 from apps.batches.queue_order import queue_indexes
 from apps.endpoints.models import ModelEndpoint
-from apps.projects.models import Project
+from apps.projects.models import AssignmentPolicy, Project
 
 
 class BatchStatus(models.TextChoices):
@@ -194,6 +196,20 @@ def random_rank() -> int:
     return secrets.randbelow(2**31)
 
 
+def comparison_policy(project_id: int, *, hold: bool = False) -> str:
+    """The policy new comparisons of the project carry (Comparison.policy), read now. With
+    `hold` (PostgreSQL), the project's row is held FOR SHARE until the caller's transaction
+    ends: a change of the policy, which updates the project's comparisons in its own
+    transaction (Project.save), waits for the caller's rows to commit and then updates them too.
+    """
+    lock = " FOR SHARE" if hold and postgresql() else ""
+    table = Project._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT policy FROM {table} WHERE id = %s{lock}", [project_id])  # noqa: S608
+        policy: str = cursor.fetchone()[0]
+        return policy
+
+
 class GoldAnswer(models.TextChoices):
     A = "a", "Candidate A"
     B = "b", "Candidate B"
@@ -240,10 +256,17 @@ class Comparison(models.Model):
     # as a whole; candidate_a and candidate_b are the first two. Null for a pair.
     candidate_ids = models.JSONField(null=True, blank=True)
     gold_answer = models.CharField(max_length=16, choices=GoldAnswer.choices, blank=True)
+    # The project's policy, copied: which of the queue's partial indexes the row is in
+    # (queue_order.index_condition). Project.save changes it with the project's; the writers of
+    # new rows read it from the project (comparison_policy).
+    policy = models.CharField(max_length=32, choices=AssignmentPolicy.choices)
 
     class Meta:
         ordering = ["id"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(policy__in=AssignmentPolicy.values), name="comparison_policy_valid"
+            ),
             models.CheckConstraint(
                 condition=~Q(candidate_a=F("candidate_b")), name="comparison_distinct_candidates"
             ),
@@ -270,3 +293,8 @@ class Comparison(models.Model):
         if Comparison.prompt.is_cached(self):
             return f"Comparison {self.pk} of prompt {self.prompt.external_id}"
         return f"Comparison {self.pk}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.policy:
+            self.policy = comparison_policy(self.project_id)
+        super().save(*args, **kwargs)

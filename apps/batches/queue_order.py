@@ -50,6 +50,30 @@ INDEX_NAMES = {
 _CLOSED_FLAGS = ("complete", "is_gold")
 OPEN_ORDINARY = Q(**{flag: False for flag in _CLOSED_FLAGS})
 
+# Each comparison carries its project's policy (Comparison.policy, which Project.save keeps in
+# step), so that a row enters only the indexes its project reads: breadth first's, which holds
+# every open row because every policy reads it (the pick's second probe, sql_pick), and its own
+# policy's. Four indexes a row were most of what an import cost the server (bench/README).
+POLICY_COLUMN = "policy"
+_EVERY_POLICY = AssignmentPolicy.BREADTH_FIRST
+
+
+def index_condition(policy: AssignmentPolicy) -> Q:
+    """The rows of the policy's partial index."""
+    if policy == _EVERY_POLICY:
+        return OPEN_ORDINARY
+    return OPEN_ORDINARY & Q(**{POLICY_COLUMN: policy.value})
+
+
+def policy_sql(policy: str, alias: str) -> str:
+    """index_condition's policy half as SQL over comparisons aliased `alias` ("" for breadth
+    first, whose index holds every policy's rows): a literal, so that the planner matches the
+    partial index (a parameter would leave a generic plan without it)."""
+    if AssignmentPolicy(policy) == _EVERY_POLICY:
+        return ""
+    return f" AND {alias}.{POLICY_COLUMN} = '{AssignmentPolicy(policy).value}'"
+
+
 # The slots a comparison has taken: its valid votes plus its open leases.
 _VOTES = "judgment_count"  # the comparison's valid votes
 _LEASES = "lease_count"  # its open leases (gold items' leases take no slot)
@@ -90,7 +114,7 @@ def queue_indexes() -> list[models.Index]:
                 for name, descending in keys
             ),
             name=INDEX_NAMES[policy],
-            condition=OPEN_ORDINARY,
+            condition=index_condition(policy),
         )
         for policy, keys in POLICY_ORDER.items()
     ]

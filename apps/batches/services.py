@@ -57,6 +57,7 @@ from apps.batches.models import (
     Comparison,
     GoldAnswer,
     Prompt,
+    comparison_policy,
 )
 from apps.batches.selectors import LISTWISE_MAX, LISTWISE_MIN
 from apps.batches.signals import batch_stored
@@ -779,6 +780,7 @@ def _batch_store(
                 sink.stop()
             if writer.existing_count:
                 raise ImportFormatError(writer.existing, total=writer.existing_count)
+            writer.settle()
             report(sink)
             if project.audit_rate > 0:
                 audit_sample_mark(project=project, batch=batch)
@@ -884,6 +886,8 @@ class _RowWriter:
         # many): once there is one, chunks are only looked up, no longer written.
         self.existing: list[LineError] = []
         self.existing_count = 0
+        # The policy the rows carry (Comparison.policy); settle() follows a change made since.
+        self.policy = comparison_policy(self.project.pk)
 
     def store(self, prompts: list[ParsedPrompt]) -> int:
         """Stores a chunk of prompts unless one of the file's ids is already in the project;
@@ -903,6 +907,16 @@ class _RowWriter:
     def write(self, prompts: list[ParsedPrompt]) -> int:
         """Stores the prompts with their candidates and comparisons; returns the rows written."""
         raise NotImplementedError
+
+    def settle(self) -> None:
+        """After the last row, in the import's transaction: holds the project's row until the
+        commit (comparison_policy), and if its policy changed while the rows were written (that
+        change's update of the project's comparisons could not see them), gives them the new
+        one. A change after this waits for the commit, and then sees them."""
+        policy = comparison_policy(self.project.pk, hold=True)
+        if policy != self.policy:
+            Comparison.objects.filter(batch=self.batch).exclude(policy=policy).update(policy=policy)
+            self.policy = policy
 
 
 class _Sink:
@@ -1016,6 +1030,7 @@ class _BulkWriter(_RowWriter):
                         is_gold=is_gold,
                         gold_answer=answer,
                         candidate_ids=ranked,
+                        policy=self.policy,
                     )
                 )
         Comparison.objects.bulk_create(comparison_rows)
@@ -1075,6 +1090,7 @@ class _CopyWriter(_RowWriter):
                 "gold_answer",
                 "candidate_ids",
                 "rank",
+                "policy",
             ],
         )
         self.prompt_copy = _copy_sql(Prompt, self.prompt_columns)
@@ -1135,7 +1151,7 @@ class _CopyWriter(_RowWriter):
         prompt_ids: list[int],
         candidate_ids: list[int],
     ) -> int:
-        project_id, batch_id = self.project.pk, self.batch.pk
+        project_id, batch_id, policy = self.project.pk, self.batch.pk, self.policy
         rank = self.rank.getrandbits
         written = 0
         # psycopg's own cursor, for COPY; its errors become Django's (IntegrityError...).
@@ -1194,6 +1210,7 @@ class _CopyWriter(_RowWriter):
                                 answer,
                                 None if ranked is None else _json(ranked),
                                 rank(31),
+                                policy,
                                 *fixed,
                             )
                         )

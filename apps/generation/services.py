@@ -55,7 +55,14 @@ from apps.audit.models import AuditAction
 from apps.audit.services import audit_record
 from apps.batches.audit import audit_sample_mark
 from apps.batches.import_format import MAX_CANDIDATES
-from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
+from apps.batches.models import (
+    Batch,
+    BatchStatus,
+    Candidate,
+    Comparison,
+    Prompt,
+    comparison_policy,
+)
 from apps.batches.signals import batch_stored
 from apps.endpoints.client import CircuitOpen, Completion, EndpointClient, EndpointError
 from apps.endpoints.models import ModelEndpoint
@@ -775,9 +782,12 @@ def form_comparisons(job: GenerationJob, prompt_id: int, *, listwise: bool) -> i
             rows = [(a, b, None) for a, b in pairs]
         if not rows:
             return 0
+        # Held until the commit: a change of the policy then waits and updates these rows too.
+        policy = comparison_policy(job.batch.project_id, hold=True)
         Comparison.objects.bulk_create(
             [
                 Comparison(
+                    policy=policy,
                     project_id=job.batch.project_id,
                     batch_id=job.batch_id,
                     prompt_id=prompt_id,

@@ -2,10 +2,11 @@ import re
 import secrets
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 
 from apps.projects.rules import GOLD_STOP, holds
@@ -266,7 +267,29 @@ class Project(models.Model):
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and "stop_confidence" in update_fields:
             kwargs["update_fields"] = {*update_fields, "stop_margin"}
-        super().save(*args, **kwargs)
+        if self._state.adding or (update_fields is not None and "policy" not in update_fields):
+            super().save(*args, **kwargs)
+            return
+        # Every comparison carries its project's policy (batches.Comparison.policy): they change
+        # with it, in the same transaction. The row's lock (FOR NO KEY UPDATE: what the UPDATE
+        # takes anyway) is taken first, so that two changes apply in turn; an import still
+        # writing holds the row at its end (batches.models.comparison_policy) and updates its
+        # own rows then.
+        using = kwargs.get("using") or "default"
+        with transaction.atomic(using=using):
+            saved = (
+                Project.objects.using(using)
+                .select_for_update(no_key=True)
+                .filter(pk=self.pk)
+                .values_list("policy", flat=True)
+                .first()
+            )
+            super().save(*args, **kwargs)
+            if saved is not None and saved != self.policy:
+                comparisons = django_apps.get_model("batches", "Comparison")
+                comparisons.objects.using(using).filter(project=self).exclude(
+                    policy=self.policy
+                ).update(policy=self.policy)
 
     def clean(self) -> None:
         # Before the constraints are checked (full_clean): the margin follows the confidence.

@@ -10,7 +10,6 @@ from apps.agreement.flags import Design
 from apps.agreement.stats import Vote, annotator_summaries
 from apps.dashboard.figures import project_figures
 from apps.dashboard.outliers import outlier_flags
-from apps.projects.models import Project
 from tests.agreement.test_stats import judged, stats  # noqa: F401 (a fixture)
 
 HONEST = [f"honest-{i}" for i in range(1, 6)]
@@ -132,7 +131,8 @@ def test_the_dashboard_says_agreement_is_not_meaningful_under_uncertain_first(
     bob,
     judged,  # noqa: F811
 ):
-    Project.objects.filter(pk=judged.pk).update(policy="uncertain_first")
+    judged.policy = "uncertain_first"
+    judged.save(update_fields=["policy"])
     judged.refresh_from_db()
     figures = project_figures(judged)
     assert figures["agreement_sample"]["sample"] == "adaptive"
@@ -167,7 +167,8 @@ def test_stats_says_which_sample_agreement_comes_from(api, bob, judged):  # noqa
         assert entry["agreement_with_others_sample"] == "all"
         assert entry["agreement_test"]["chance"] == 0.25
         assert entry["position_bias"]["project_left_share"] is not None
-    Project.objects.filter(pk=judged.pk).update(policy="uncertain_first")
+    judged.policy = "uncertain_first"
+    judged.save(update_fields=["policy"])
     report = stats(api, bob)
     assert report["agreement"]["sample"] == "adaptive"
     assert "uncertain_first" in report["agreement"]["sample_note"]

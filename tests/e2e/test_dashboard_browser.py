@@ -81,7 +81,8 @@ def test_a_lead_sees_the_numbers_move_as_judgments_arrive(
     settings.DASHBOARD_POLL_SECONDS = 1
     cache.clear()
     # Depth first: the three votes go to one comparison, which is then done.
-    Project.objects.filter(pk=project.pk).update(policy="depth_first")
+    project.policy = "depth_first"
+    project.save(update_fields=["policy"])
     import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(1, 4)))  # 9 comparisons
     base = live_server.url
     log_in(page, base, "bob")

@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from apps.batches.models import Candidate
 from apps.judging.queue import assignment_next, judgment_submit
-from apps.projects.models import Membership, Project
+from apps.projects.models import Membership
 from tests.conftest import prompt_line
 
 URL = "/api/v1/projects/demo/export/"
@@ -55,7 +55,8 @@ def test_the_card_carries_the_counts_agreement_models_and_annotators(api, bob, j
 
 def test_the_card_says_when_agreement_is_not_meaningful(api, bob, judged):
     assert "not meaningful" not in card(api, bob)
-    Project.objects.filter(pk=judged.pk).update(policy="uncertain_first")
+    judged.policy = "uncertain_first"
+    judged.save(update_fields=["policy"])
     assert "Agreement with the others is not meaningful: under the uncertain_first policy" in (
         card(api, bob)
     )

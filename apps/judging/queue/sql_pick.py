@@ -26,7 +26,13 @@ Three probes per batch, so that the cost does not grow with the annotator's hist
    all the annotator's own past work (a level only they have voted on), this reaches the levels
    they have not worked on;
 3. only if both find nothing, the exact probe, one statement that reads the index until a row
-   fits, so that "nothing left" is never said of rows a bounded probe did not reach.
+   fits, so that "nothing left" is never said of rows a bounded probe did not reach; for the
+   other policies, should it find nothing, breadth first's exact probe too.
+Each comparison carries its project's policy, and only breadth first's index holds every open
+row (queue_order.index_condition): the other policies' probes read their own rows. A pick that
+raced a change of the project's policy (read before the change committed, run after it) finds
+the rows, now of the new policy, through breadth first's probes, and says "nothing left" only
+when there is none.
 The random policy starts from a random rank and, finding nothing, tries once more from 0.
 
 On PostgreSQL, rows that other transactions hold are skipped, never waited for (SKIP LOCKED): a
@@ -41,7 +47,7 @@ from typing import Any, NamedTuple
 
 from django.contrib.auth.models import User
 
-from apps.batches.queue_order import takes_votes_sql
+from apps.batches.queue_order import policy_sql, takes_votes_sql
 from apps.judging.queue import backend, policy, statements
 from apps.judging.queue.policy import POLICIES, sql_order
 from apps.judging.queue.statements import embed
@@ -83,7 +89,7 @@ def head_sql(order: str) -> str:
     """Probes 1 and 2: the first `window` open comparisons of `batch`, in the order of policy
     `order`."""
     return f"""SELECT h.id FROM batches_comparison h
-    WHERE h.batch_id = %(batch)s AND {_open("h")}
+    WHERE h.batch_id = %(batch)s AND {_open("h")}{policy_sql(order, "h")}
     ORDER BY {sql_order(order, "h")}
     LIMIT %(window)s"""
 
@@ -110,7 +116,7 @@ def head_take_sql(order: str) -> str:
 def exact_sql(order: str) -> str:
     """Probe 3: the first comparison of `batch` the annotator may take, however deep it is."""
     return f"""SELECT c.id FROM batches_comparison c
-    WHERE c.batch_id = %(batch)s AND {_open("c")}
+    WHERE c.batch_id = %(batch)s AND {_open("c")}{policy_sql(order, "c")}
       AND {NOT_MINE}
     ORDER BY {sql_order(order, "c")}
     LIMIT 1"""
@@ -172,6 +178,7 @@ def pick_function() -> str:
         }
     )
     breadth = _head_loop(AssignmentPolicy.BREADTH_FIRST, BREADTH_HEAD)
+    breadth_exact = plpgsql(exact_sql(AssignmentPolicy.BREADTH_FIRST))
     return f"""
 CREATE FUNCTION annotate_pick(
     p_project bigint, p_annotator bigint, p_policy text, p_overlap integer, p_rank_from integer,
@@ -195,6 +202,10 @@ BEGIN
                 {breadth}
             END IF;
             {exact}
+            IF o_id IS NULL AND p_policy <> '{AssignmentPolicy.BREADTH_FIRST.value}' THEN
+                {breadth_exact}
+                FOR UPDATE OF c SKIP LOCKED INTO o_id;
+            END IF;
             IF o_id IS NOT NULL THEN
                 o_probe := {EXACT};
                 RETURN;
@@ -217,8 +228,10 @@ def _pick_statements(params: dict[str, Any], order: str) -> Picked:
     """annotate_pick (pick_function) statement by statement, for databases other than
     PostgreSQL: there writers are serialized, so nothing is locked or skipped."""
     heads = [(HEAD, order)]
+    exacts = [order]
     if order != AssignmentPolicy.BREADTH_FIRST:
         heads.append((BREADTH_HEAD, AssignmentPolicy.BREADTH_FIRST))
+        exacts.append(AssignmentPolicy.BREADTH_FIRST)
 
     def ids(sql: str, **more: int) -> list[int]:
         return [row[0] for row in statements.run_all(sql, {**params, **more})]
@@ -228,8 +241,9 @@ def _pick_statements(params: dict[str, Any], order: str) -> Picked:
             for probe, head_order in heads:
                 if found := ids(head_take_sql(head_order), batch=batch):
                     return Picked(found[0], probe)
-            if found := ids(exact_sql(order), batch=batch):
-                return Picked(found[0], EXACT)
+            for exact_order in exacts:
+                if found := ids(exact_sql(exact_order), batch=batch):
+                    return Picked(found[0], EXACT)
         if params["rank_from"] == 0:
             return Picked(None, None)
         params = {**params, "rank_from": 0}
