@@ -9,9 +9,9 @@ comparisons writes, with INSERT ... SELECT over generate_series: no client, no p
 network, only what PostgreSQL does for each row (heap, every index, every foreign-key check).
 An import through the app cannot be faster than this on the same server.
 
---variants times the comparisons again, each in a savepoint rolled back: without the
-foreign-key checks (session_replication_role = replica: needs a superuser) and without the
-queue's partial indexes (dropped inside the savepoint), to show what each costs.
+--variants times the comparisons again, in a savepoint rolled back, without the queue's partial
+indexes (dropped inside the savepoint), to show what they cost. (The comparisons' references have
+no foreign-key constraints since batches/0011: the prompts' and candidates' still check theirs.)
 
 Point it at another server with BENCH_ADMIN_DATABASE_URL (e.g. one with a larger
 shared_buffers): see bench/README.md.
@@ -110,14 +110,6 @@ def main() -> int:
             print(f"  {'total:':13} {sum(seconds.values()):7.2f} s")
             if args.variants:
                 conn.execute("ROLLBACK TO SAVEPOINT floor")
-                try:
-                    conn.execute("SET LOCAL session_replication_role = replica")
-                    no_fk = timed(conn, COMPARISONS, params)
-                    print(f"  comparisons without the foreign-key checks: {no_fk:7.2f} s")
-                except psycopg.errors.InsufficientPrivilege:
-                    print("  (without foreign-key checks: needs a superuser; skipped)")
-                conn.execute("ROLLBACK TO SAVEPOINT floor")
-                conn.execute("SET LOCAL session_replication_role = origin")
                 conn.execute("DROP INDEX " + ", ".join(QUEUE_INDEXES))
                 no_queue = timed(conn, COMPARISONS, params)
                 print(f"  comparisons without the 5 queue indexes:    {no_queue:7.2f} s")

@@ -224,14 +224,28 @@ class Comparison(models.Model):
     Both counts are changed only inside the queue's transactions (apps.judging.queue).
     """
 
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="comparisons")
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="comparisons")
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    # No foreign-key constraints in the database for these five: an import writes a million rows
+    # and paid five checks a row, about half of its time (bench/README.md). Every writer holds or
+    # creates what it refers to in its own transaction (the import holds the project and the
+    # batch and writes the prompts and candidates; generation locks the prompt), deletes cascade
+    # through Django's collector (on_delete), and `manage.py check_references`
+    # (selectors.reference_problems) checks as a set what the constraints did, and more.
+    project = models.ForeignKey(
+        Project, on_delete=models.PROTECT, related_name="comparisons", db_constraint=False
+    )
+    batch = models.ForeignKey(
+        Batch, on_delete=models.CASCADE, related_name="comparisons", db_constraint=False
+    )
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="comparisons", db_constraint=False
+    )
     # No index of its own: comparison_unique_pair (candidate_a, candidate_b) starts with it.
     candidate_a = models.ForeignKey(
-        Candidate, on_delete=models.CASCADE, related_name="+", db_index=False
+        Candidate, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
-    candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey(
+        Candidate, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     judgment_count = models.PositiveIntegerField(default=0)
     lease_count = models.PositiveIntegerField(default=0)
     # The complete rule (queue_order.complete_condition: all the votes the overlap asks for,

@@ -1062,7 +1062,9 @@ class _CopyWriter(_RowWriter):
             # Check the rows' foreign keys as each COPY ends, not all at once at the commit: the
             # same work, but done while the progress bar counts the rows, and not after it.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            # The project (PROTECT) and the batch must outlive this transaction: hold them.
+            # The project (PROTECT) and the batch must outlive this transaction: hold them. The
+            # comparisons' references have no constraint in the database (Comparison): this hold,
+            # and the prompts and candidates being this transaction's own, are what keep them.
             cursor.execute(
                 f"SELECT 1 FROM {Project._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
                 [self.project.pk],
