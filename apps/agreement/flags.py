@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, hypergeom, norm
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import proportion_confint
 
+# scipy and statsmodels are imported in the functions that use them, not here: with pandas and
+# pyarrow, which statsmodels loads, they are about 150 MiB of a process's memory, and every
+# process imports this module as Django starts (the admin's autodiscovery), an import or a web
+# worker too, while only the statistics use them (tests/annotate/test_startup_memory.py).
 from apps.projects.models import AssignmentPolicy, Project, Scheme
 
 # The confidence at which the agreement tests flag, after the correction over annotators.
@@ -118,12 +119,16 @@ DEFAULT_DESIGN = Design(policy=AssignmentPolicy.BREADTH_FIRST.value, clicker=(0.
 
 def p_below_chance(agree: int, counted: int, chance: float) -> float:
     """One-sided exact binomial test: the chance of so few agreements from a clicker."""
+    from scipy.stats import binomtest
+
     return float(binomtest(agree, counted, chance, alternative="less").pvalue)
 
 
 def p_below_other(agree: int, counted: int, other_agree: int, other_counted: int) -> float:
     """One-sided Fisher exact test that one annotator's agreement rate is below another's: the
     other's rate is an estimate too, so a few perfect votes of theirs prove nothing."""
+    from scipy.stats import hypergeom
+
     return float(hypergeom.cdf(agree, counted + other_counted, agree + other_agree, counted))
 
 
@@ -197,6 +202,8 @@ def agreement_tests(
             raw.append(p_below_chance(agree[i], n, chance[i] or 0.0))
         if median is not None:
             raw.append(p_below_other(agree[i], n, *median))
+    from statsmodels.stats.multitest import multipletests
+
     holm = iter(multipletests(raw, method="holm")[1] if raw else [])
     tests: list[dict[str, Any] | None] = []
     for i, median in enumerate(medians):
@@ -232,12 +239,16 @@ def wilson_interval(successes: int, trials: int) -> list[float] | None:
     """The 95% Wilson score interval for a binomial share, [low, high]; None without trials."""
     if not trials:
         return None
+    from statsmodels.stats.proportion import proportion_confint
+
     low, high = proportion_confint(successes, trials, alpha=0.05, method="wilson")
     return [round(float(low), 4), round(float(high), 4)]
 
 
 def p_share_above(successes: int, trials: int, bound: float) -> float:
     """One-sided exact binomial test that a share exceeds `bound`."""
+    from scipy.stats import binomtest
+
     return float(binomtest(successes, trials, bound, alternative="greater").pvalue)
 
 
@@ -268,6 +279,8 @@ def bias_tests(
     for k, n, (low, high) in zip(left, sides, bounds, strict=True):
         if n:
             raw += [p_share_above(k, n, high), p_share_above(n - k, n, 1 - low)]
+    from statsmodels.stats.multitest import multipletests
+
     holm = iter(multipletests(raw, method="holm")[1] if raw else [])
     tests: list[dict[str, Any] | None] = []
     for n, (low, high) in zip(sides, bounds, strict=True):
@@ -321,6 +334,8 @@ def p_left_beyond_expected(left: int, chances: np.ndarray) -> float:
     spread = math.sqrt(float((chances * (1 - chances)).sum()))
     if spread == 0:
         return 1.0 if left <= mean else 0.0
+    from scipy.stats import norm
+
     return float(norm.sf((left - 0.5 - mean) / spread))
 
 
@@ -352,6 +367,8 @@ def left_bias_tests(
     correction over the annotators at `confidence`."""
     alpha = 1 - confidence
     raw = [p_left_beyond_expected(k, c) for k, c in zip(left, chances, strict=True) if len(c)]
+    from statsmodels.stats.multitest import multipletests
+
     pairs = iter(zip(raw, multipletests(raw, method="holm")[1] if raw else [], strict=True))
     tests: list[dict[str, Any] | None] = []
     for k, c in zip(left, chances, strict=True):
@@ -421,6 +438,8 @@ def tests_against_others(
         p_value(int(hits[i]), int(trials[i]), all_hits - int(hits[i]), all_trials - int(trials[i]))
         for i in tested
     ]
+    from statsmodels.stats.multitest import multipletests
+
     holm = multipletests(raw, method="holm")[1] if raw else []
     return OthersTests(
         by_annotator={i: (raw[k], float(holm[k])) for k, i in enumerate(tested)},

@@ -24,8 +24,12 @@ from typing import Any, Literal
 
 import krippendorff
 import numpy as np
+
+# scipy and statsmodels are imported in the functions that use them, not here: with pandas and
+# pyarrow, which statsmodels loads, they are about 150 MiB of a process's memory, and every
+# process imports this module as Django starts (the admin's autodiscovery), an import or a web
+# worker too, while only the statistics use them (tests/annotate/test_startup_memory.py).
 from django.db import connections
-from statsmodels.stats.inter_rater import fleiss_kappa
 
 from apps.agreement.crowd_report import crowd_report
 from apps.agreement.flags import (
@@ -464,6 +468,8 @@ def _fleiss(counts: np.ndarray) -> tuple[float | None, str | None]:
         return None, "Every comparison has one vote; Fleiss' kappa needs two or more."
     # Every vote for one option: chance agreement is 1 and kappa 0/0, undefined (null).
     with np.errstate(invalid="ignore", divide="ignore"):
+        from statsmodels.stats.inter_rater import fleiss_kappa
+
         return _finite(fleiss_kappa(counts.astype(np.int64), method="fleiss")), None
 
 

@@ -21,8 +21,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.stats import hypergeom
 
+# scipy and statsmodels are imported in the functions that use them, not here: with pandas and
+# pyarrow, which statsmodels loads, they are about 150 MiB of a process's memory, and every
+# process imports this module as Django starts (the admin's autodiscovery), an import or a web
+# worker too, while only the statistics use them (tests/annotate/test_startup_memory.py).
 from apps.agreement.flags import CONFIDENCE, first_flagged_run, tests_against_others
 
 if TYPE_CHECKING:
@@ -122,6 +125,8 @@ def p_cycles_above_others(cycles: int, triads: int, other_cycles: int, other_tri
     """One-sided Fisher exact test that one annotator's cycle rate is above the others': the
     chance of `cycles` or more among their `triads` drawn from all the triads."""
     total, cyclic = triads + other_triads, cycles + other_cycles
+    from scipy.stats import hypergeom
+
     return float(hypergeom.sf(cycles - 1, total, cyclic, triads))
 
 

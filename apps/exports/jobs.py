@@ -51,7 +51,6 @@ from apps.exports.card import dataset_card
 from apps.exports.formats import FORMATS, export_rows, shape_of
 from apps.exports.models import ExportJob, ExportStatus, FileFormat
 from apps.exports.options import Options
-from apps.exports.parquet import write_parquet
 from apps.exports.selectors import voted_by
 from apps.exports.storage import export_storage, storage_check, storage_error, storage_save
 from apps.judging.models import Choice, Judgment
@@ -398,6 +397,10 @@ def export_parquet_write(
 ) -> int:
     """Writes an export's rows to `sink` as Parquet, in row groups of EXPORT_PARQUET_ROW_GROUP
     rows; returns how many. The one writer of background jobs and `manage.py export`."""
+    # Imported here: pyarrow is about 50 MiB of a process's memory, and every process imports
+    # this module as Django starts (tests/annotate/test_startup_memory.py).
+    from apps.exports.parquet import write_parquet
+
     return write_parquet(
         rows,
         sink,
