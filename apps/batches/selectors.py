@@ -14,7 +14,6 @@ from django.db.models import (
     Exists,
     IntegerField,
     OuterRef,
-    Q,
     QuerySet,
     Subquery,
     Value,
@@ -120,7 +119,7 @@ def reference_problems(
         rows = rows.filter(project_id=project_id)
     if batch_id is not None:
         rows = rows.filter(batch_id=batch_id)
-    broken: dict[str, Q] = {
+    broken: dict[str, Any] = {  # each a negated Exists: the rows whose reference fails
         "prompt": ~Exists(
             Prompt.objects.filter(
                 pk=OuterRef("prompt_id"),

@@ -100,7 +100,7 @@ def test_deletes_cascade_through_django_and_leave_nothing_dangling(project, impo
     assert prompt is not None
     prompt.delete()
     assert Comparison.objects.filter(batch=batch).count() == 6
-    Candidate.objects.filter(prompt__batch=batch).order_by("pk").first().delete()  # type: ignore[union-attr]
+    Candidate.objects.filter(prompt__batch=batch).order_by("pk").first().delete()
     assert Comparison.objects.filter(batch=batch).count() == 4
 
     Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.DONE)
