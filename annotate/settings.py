@@ -264,6 +264,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.batches.tasks.imports_sweep_task",
         "schedule": 60.0,
     },
+    "sweep-policy-follows": {
+        "task": "apps.batches.tasks.policy_follows_sweep_task",
+        "schedule": 60.0,
+    },
     "sweep-generations": {
         "task": "apps.generation.tasks.generation_sweep_task",
         "schedule": 60.0,
@@ -390,6 +394,13 @@ IMPORT_MAX_REPORTED_ERRORS = envint("IMPORT_MAX_REPORTED_ERRORS", 1000, minimum=
 # IMPORT_MAX_ATTEMPTS runs in all, then marks it failed.
 IMPORT_STALE_AFTER = envint("IMPORT_STALE_AFTER", 300, minimum=1)
 IMPORT_MAX_ATTEMPTS = envint("IMPORT_MAX_ATTEMPTS", 3, minimum=1)
+# A change of a project's policy is applied to its comparisons in the change's transaction for up
+# to POLICY_FOLLOW_INLINE of them; above that, after the change commits, by a task, in chunks of
+# POLICY_FOLLOW_CHUNK ids (each its own short transaction). The beat sweep sends the task again
+# for a change left unfollowed POLICY_FOLLOW_STALE_AFTER seconds (apps.batches.policy_follow).
+POLICY_FOLLOW_INLINE = envint("POLICY_FOLLOW_INLINE", 10_000, minimum=0)
+POLICY_FOLLOW_CHUNK = envint("POLICY_FOLLOW_CHUNK", 10_000, minimum=1)
+POLICY_FOLLOW_STALE_AFTER = envint("POLICY_FOLLOW_STALE_AFTER", 300, minimum=1)
 # Generation jobs (apps.generation): a run writes its heartbeat about once a second; the beat
 # sweep re-queues a running job whose heartbeat is GENERATION_STALE_AFTER seconds old (its worker
 # died), GENERATION_MAX_ATTEMPTS runs in all, then stops it saying why (it can be resumed).

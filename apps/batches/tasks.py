@@ -2,6 +2,7 @@ import logging
 
 from celery import shared_task
 
+from apps.batches.policy_follow import comparison_policy_follow, policy_follows_sweep
 from apps.batches.services import batch_import_abort, batch_import_stored, batch_imports_sweep
 
 logger = logging.getLogger(__name__)
@@ -27,3 +28,17 @@ def imports_sweep_task() -> dict[str, int]:
     """The beat job: re-sends imports whose message was lost; re-queues or fails imports whose
     worker died."""
     return batch_imports_sweep()
+
+
+# Idempotent: a duplicate (a redelivery, the sweep's re-send) walks the rows again and changes
+# none that already carry the policy.
+@shared_task(name="apps.batches.tasks.policy_follow_task")
+def policy_follow_task(project_id: int) -> int:
+    """Gives the project's comparisons its current policy, in short transactions."""
+    return comparison_policy_follow(project_id=project_id)
+
+
+@shared_task(name="apps.batches.tasks.policy_follows_sweep_task")
+def policy_follows_sweep_task() -> int:
+    """The beat job: sends the policy follow again for a change left unfollowed."""
+    return policy_follows_sweep()

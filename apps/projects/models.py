@@ -2,14 +2,15 @@ import re
 import secrets
 from typing import Any
 
-from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models, transaction
+from django.db import DEFAULT_DB_ALIAS, models, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from apps.projects.rules import GOLD_STOP, holds
+from apps.projects.signals import policy_changed
 from apps.projects.stopping import stop_margin
 
 
@@ -115,6 +116,14 @@ class Project(models.Model):
         default=AssignmentPolicy.BREADTH_FIRST,
         help_text="Which open comparison comes next. Higher batch priority comes first.",
     )
+    # A change of the policy is applied to the project's comparisons (their `policy`) by
+    # batches.services.comparison_policy_follow: in the change's transaction for a project of up
+    # to POLICY_FOLLOW_INLINE comparisons, after it in short chunks for a larger one. Each change
+    # counts one more `policy_version`; the follow marks the version it finished in
+    # `policy_followed`, and the imports' sweep sends it again for a change left unfollowed.
+    policy_version = models.PositiveIntegerField(default=0, editable=False)
+    policy_followed = models.PositiveIntegerField(default=0, editable=False)
+    policy_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     skip_reasons = models.JSONField(
         default=default_skip_reasons,
         blank=True,
@@ -270,26 +279,41 @@ class Project(models.Model):
         if self._state.adding or (update_fields is not None and "policy" not in update_fields):
             super().save(*args, **kwargs)
             return
-        # Every comparison carries its project's policy (batches.Comparison.policy): they change
-        # with it, in the same transaction. The row's lock (FOR NO KEY UPDATE: what the UPDATE
-        # takes anyway) is taken first, so that two changes apply in turn; an import still
-        # writing holds the row at its end (batches.models.comparison_policy) and updates its
-        # own rows then.
-        using = kwargs.get("using") or "default"
+        # Every comparison carries its project's policy (batches.Comparison.policy): a change
+        # counts one more policy_version and sends policy_changed in its transaction, on which
+        # batches gives the comparisons the new policy (apps.batches.policy_follow: there and
+        # then for a small project, after the commit in short chunks for a large one). The row's
+        # lock (FOR NO KEY UPDATE: what the UPDATE takes anyway) is taken first, so that two
+        # changes apply in turn; an import still writing holds the row at its end
+        # (batches.models.comparison_policy) and updates its own rows then.
+        using = self._state.db or kwargs.get("using") or DEFAULT_DB_ALIAS
         with transaction.atomic(using=using):
             saved = (
                 Project.objects.using(using)
                 .select_for_update(no_key=True)
                 .filter(pk=self.pk)
-                .values_list("policy", flat=True)
+                .values_list("policy", "policy_version", "policy_followed", "policy_changed_at")
                 .first()
             )
+            if saved is None:
+                super().save(*args, **kwargs)
+                return
+            # The follow's marks as they stand, not as this copy of the row last read them: a
+            # full save of a stale copy must not set them back.
+            _, self.policy_version, self.policy_followed, self.policy_changed_at = saved
+            if saved[0] == self.policy:
+                super().save(*args, **kwargs)
+                return
+            self.policy_version += 1
+            self.policy_changed_at = timezone.now()
+            if update_fields is not None:
+                kwargs["update_fields"] = {
+                    *kwargs["update_fields"],
+                    "policy_version",
+                    "policy_changed_at",
+                }
             super().save(*args, **kwargs)
-            if saved is not None and saved != self.policy:
-                comparisons = django_apps.get_model("batches", "Comparison")
-                comparisons.objects.using(using).filter(project=self).exclude(
-                    policy=self.policy
-                ).update(policy=self.policy)
+            policy_changed.send(sender=Project, project_id=self.pk, using=using)
 
     def clean(self) -> None:
         # Before the constraints are checked (full_clean): the margin follows the confidence.

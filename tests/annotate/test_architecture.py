@@ -52,6 +52,10 @@ VENDOR_MODULE = "annotate/db.py"
 RUN_TIME_IMPORTS = {
     # Django's place for hooks: the app's models are loaded only once ready() runs.
     ("apps.judging.apps", "ready"): "apps.judging",
+    ("apps.batches.apps", "ready"): "apps.batches",
+    # pyarrow (about 50 MiB) is loaded only by a process that writes a Parquet file
+    # (tests/annotate/test_startup_memory.py).
+    ("apps.exports.jobs", "export_parquet_write"): "apps.exports.parquet",
     # A worker's start, once Django is set up: annotate.celery is imported before any app can be.
     ("annotate.celery", "refuse_stale_database_functions"): "apps.judging.queue.installed",
 }
