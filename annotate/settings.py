@@ -268,6 +268,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.batches.tasks.policy_follows_sweep_task",
         "schedule": 60.0,
     },
+    "check-references": {
+        "task": "apps.batches.tasks.references_check_task",
+        "schedule": 86400.0,
+    },
     "sweep-generations": {
         "task": "apps.generation.tasks.generation_sweep_task",
         "schedule": 60.0,

@@ -3,6 +3,7 @@ import logging
 from celery import shared_task
 
 from apps.batches.policy_follow import comparison_policy_follow, policy_follows_sweep
+from apps.batches.selectors import REFERENCE_PROBLEMS, reference_problems
 from apps.batches.services import batch_import_abort, batch_import_stored, batch_imports_sweep
 
 logger = logging.getLogger(__name__)
@@ -42,3 +43,19 @@ def policy_follow_task(project_id: int) -> int:
 def policy_follows_sweep_task() -> int:
     """The beat job: sends the policy follow again for a change left unfollowed."""
     return policy_follows_sweep()
+
+
+@shared_task(name="apps.batches.tasks.references_check_task")
+def references_check_task() -> dict[str, int]:
+    """The beat job (daily): the comparisons' references, which have no foreign-key constraint
+    in the database, checked as a set (`manage.py check_references`); each kind of fault found is
+    logged as an error, for whatever watches the logs. Returns the count per kind found."""
+    problems = reference_problems()
+    for kind, found in problems.items():
+        logger.error(
+            "check_references: %s comparison(s): %s (ids %s)",
+            found["count"],
+            REFERENCE_PROBLEMS[kind],
+            ", ".join(str(pk) for pk in found["examples"]),
+        )
+    return {kind: found["count"] for kind, found in problems.items()}

@@ -4,6 +4,7 @@ they refer to, deletes cascade through Django, and `reference_problems` (`manage
 check_references`) checks it all as a set, including what the constraints never did."""
 
 import io
+import logging
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -12,6 +13,7 @@ from django.db.models import ProtectedError
 from apps.batches.models import Batch, BatchStatus, Candidate, Comparison, Prompt
 from apps.batches.selectors import REFERENCE_PROBLEMS, reference_problems
 from apps.batches.services import batch_delete
+from apps.batches.tasks import references_check_task
 from apps.projects.models import Scheme
 from apps.projects.services import project_create
 from tests.batches.test_honeypots import rich_line
@@ -113,3 +115,16 @@ def test_deletes_cascade_through_django_and_leave_nothing_dangling(project, impo
     with pytest.raises(ProtectedError):
         project.delete()
     assert reference_problems() == {}
+
+
+def test_the_daily_check_logs_each_fault_as_an_error(project, import_rows, caplog):
+    batch = import_rows(prompt_line("p-1", n=3))
+    assert references_check_task.apply().get() == {}
+    row = Comparison.objects.filter(batch=batch).order_by("pk").first()
+    assert row is not None
+    Comparison.objects.filter(pk=row.pk).update(candidate_b_id=10**12)
+    with caplog.at_level(logging.ERROR, logger="apps.batches.tasks"):
+        assert references_check_task.apply().get() == {"candidate_b": 1}
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        f"check_references: 1 comparison(s): {REFERENCE_PROBLEMS['candidate_b']} (ids {row.pk})"
+    ]
