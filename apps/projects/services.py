@@ -25,6 +25,9 @@ _NOT_SETTINGS = {
     "guidelines",
     "guideline_version",
     "stop_margin",
+    "policy_version",
+    "policy_followed",
+    "policy_changed_at",
     "created_by",
     "created_at",
 }
