@@ -117,10 +117,11 @@ class Project(models.Model):
         help_text="Which open comparison comes next. Higher batch priority comes first.",
     )
     # A change of the policy is applied to the project's comparisons (their `policy`) by
-    # batches.services.comparison_policy_follow: in the change's transaction for a project of up
-    # to POLICY_FOLLOW_INLINE comparisons, after it in short chunks for a larger one. Each change
+    # apps.batches.policy_follow: in the change's transaction for a project of up to
+    # POLICY_FOLLOW_INLINE comparisons, after it in short chunks for a larger one. Each change
     # counts one more `policy_version`; the follow marks the version it finished in
-    # `policy_followed`, and the imports' sweep sends it again for a change left unfollowed.
+    # `policy_followed`, and its own beat sweep (policy_follows_sweep) sends it again for a
+    # change left unfollowed.
     policy_version = models.PositiveIntegerField(default=0, editable=False)
     policy_followed = models.PositiveIntegerField(default=0, editable=False)
     policy_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -286,7 +287,7 @@ class Project(models.Model):
         # lock (FOR NO KEY UPDATE: what the UPDATE takes anyway) is taken first, so that two
         # changes apply in turn; an import still writing holds the row at its end
         # (batches.models.comparison_policy) and updates its own rows then.
-        using = self._state.db or kwargs.get("using") or DEFAULT_DB_ALIAS
+        using = kwargs.get("using") or self._state.db or DEFAULT_DB_ALIAS
         with transaction.atomic(using=using):
             saved = (
                 Project.objects.using(using)
