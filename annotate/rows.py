@@ -12,14 +12,31 @@ from django.db.models import Field, Model
 M = TypeVar("M", bound=Model)
 
 
+# Each field's column expression and converters: finding them anew cost more than converting (a
+# membership's row with its project is about 45 columns, read on every submit that asks for the
+# next lease). They depend only on the field and the backend of `connection` (the default
+# database, one backend for the life of a process), so they are kept by the field's identity:
+# hashing a Field builds a tuple from its model's options on every call.
+_CONVERTERS: dict[int, tuple[Any, list[Any]]] = {}
+
+
+def _converters(field: "Field[Any, Any]") -> tuple[Any, list[Any]]:
+    found = _CONVERTERS.get(id(field))
+    if found is None:
+        column = field.get_col(field.model._meta.db_table)
+        found = (
+            column,
+            [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)],
+        )
+        _CONVERTERS[id(field)] = found
+    return found
+
+
 def converted(field: "Field[Any, Any]", value: Any) -> Any:
     """A column's value as the ORM gives it for this field: the backend's conversions (SQLite's
     datetimes, say), then the field's own (JSON decoded, and so on)."""
-    column = field.get_col(field.model._meta.db_table)
-    for converter in [
-        *connection.ops.get_db_converters(column),
-        *column.get_db_converters(connection),
-    ]:
+    column, converters = _converters(field)
+    for converter in converters:
         value = converter(value, column, connection)
     return value
 

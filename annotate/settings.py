@@ -247,10 +247,21 @@ DASHBOARD_POLL_SECONDS = envint("DASHBOARD_POLL_SECONDS", 30, minimum=1)
 # Above this many judgments, a project's first view asks the worker for its figures instead of
 # computing them in the request (about 1 s per 10,000 judgments), and the page says so.
 DASHBOARD_INLINE_MAX_JUDGMENTS = envint("DASHBOARD_INLINE_MAX_JUDGMENTS", 20_000)
+# The queue's upkeep (apps/judging/queue/upkeep.py): every QUEUE_VACUUM_SECONDS the beat job
+# VACUUMs each queue table (comparisons, assignments) that has QUEUE_VACUUM_MIN_DEAD dead rows, so
+# that the pick does not slow down between autovacuum's rounds (or without them). 0: no job.
+QUEUE_VACUUM_SECONDS = envint("QUEUE_VACUUM_SECONDS", 15)
+QUEUE_VACUUM_MIN_DEAD = envint("QUEUE_VACUUM_MIN_DEAD", 1000)
 CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {
         "task": "apps.judging.tasks.leases_reclaim_expired_task",
         "schedule": 60.0,
+    },
+    "vacuum-queue": {
+        "task": "apps.judging.tasks.queue_vacuum_task",
+        "schedule": float(QUEUE_VACUUM_SECONDS),
+        # A round still queued when the next is due (a busy worker) is dropped, not run twice.
+        "options": {"expires": float(QUEUE_VACUUM_SECONDS or 1)},
     },
     "refresh-dashboards": {
         "task": "apps.dashboard.tasks.dashboards_refresh_task",
@@ -281,6 +292,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
 }
+if not QUEUE_VACUUM_SECONDS:
+    del CELERY_BEAT_SCHEDULE["vacuum-queue"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

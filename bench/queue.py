@@ -16,7 +16,9 @@ that those 100,000 are the head of the breadth-first order. It serves the app wi
 loop POST assignments/next/ and POST assignments/<id>/judgment/ over keep-alive connections
 (two requests a judgment), then POST assignments/<id>/judgment/?next=1, whose answer carries
 the next lease (one request a judgment; --mode picks one, --rounds alternates them), prints
-latencies, throughput and errors per mode, and checks the queue's invariants in SQL.
+latencies, throughput and errors per mode, and checks the queue's invariants in SQL. Beside the
+server runs a Celery worker with its beat, as deployed, whose `vacuum-queue` job keeps the queue's
+tables free of the dead rows judging leaves (--no-upkeep runs without it, to see the difference).
 """
 
 import sys
@@ -33,6 +35,9 @@ import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -646,6 +651,68 @@ def explain_pick(env: dict[str, str], users: list[tuple[str, str]], policies: li
 MODE_ORDER = {"two": ["two"], "one": ["one"], "both": ["two", "one"]}
 
 
+class Upkeep:
+    """A Celery worker with its beat, as the app is deployed (docker-compose's worker and beat),
+    on a queue of the bench's own: it runs the beat's jobs, `vacuum-queue` among them
+    (apps/judging/queue/upkeep.py), which keeps the pick from slowing down as judging leaves dead
+    rows behind."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="annotate_bench_upkeep_")
+        self.env = {**env, "CELERY_QUEUE": f"bench-queue-{os.getpid()}"}
+        self.log = Path(self.folder.name) / "worker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    common.PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "annotate",
+                    "worker",
+                    "--beat",
+                    "--concurrency=1",
+                    "--loglevel=warning",
+                    f"--schedule={Path(self.folder.name) / 'beat-schedule'}",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=common.REPO,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        return [self.proc.pid, *common.child_pids(self.proc.pid)]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.folder.cleanup()
+
+
+def vacuum_counts(database: str) -> dict[str, int]:
+    """How many times each queue table was vacuumed (by hand or by a job) since the seed."""
+    with psycopg.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT relname, vacuum_count FROM pg_stat_user_tables "
+            "WHERE relname IN ('batches_comparison', 'judging_assignment') ORDER BY relname"
+        ).fetchall()
+    return {name: int(count) for name, count in rows}
+
+
 @dataclass
 class Phase:
     """One measured phase of the queue: one mode, every annotator, one window."""
@@ -668,7 +735,7 @@ class Phase:
         return (
             f"cores busy out of {os.cpu_count()}: {self.busy * (os.cpu_count() or 1):.2f} = "
             f"gunicorn {cores['gunicorn']:.2f} + postgres {cores['postgres']:.2f} + client "
-            f"{cores['client']:.2f} + other {self.other():.2f}"
+            f"{cores['client']:.2f} + upkeep {cores['upkeep']:.2f} + other {self.other():.2f}"
         )
 
 
@@ -777,6 +844,8 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
             nan = float("nan")
             return RunResult(n, nan, nan, nan, nan, 0, 0, [], seeded.seconds, rate)
 
+        upkeep = Upkeep(env) if args.upkeep else None
+        vacuums_before = vacuum_counts(db)
         try:
             server = common.Gunicorn(env, workers=args.workers, extra=["--no-control-socket"])
             server.start(wait=120)  # four workers importing Django on a busy 2-core machine
@@ -784,6 +853,14 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
                 f"server: {server.description} on 127.0.0.1:{server.port}, DEBUG=false, "
                 "REDIS_URL set, PostgreSQL"
             )
+            if upkeep is not None:
+                upkeep.start()
+                print(
+                    "upkeep: a Celery worker with its beat (concurrency 1), as deployed; the "
+                    f"beat's vacuum-queue every {os.environ.get('QUEUE_VACUUM_SECONDS', '15')} s"
+                )
+            else:
+                print("upkeep: none (--no-upkeep): no worker, no beat, no vacuum-queue")
             tokens = [a["token"] for a in annotators]
             load_before = common.machine_busy_now(1.0)
             print(
@@ -813,6 +890,7 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
                     "gunicorn": server.pids(),
                     "postgres": common.backend_pids(db),
                     "client": [os.getpid()],
+                    "upkeep": upkeep.pids() if upkeep is not None else [],
                 }
 
             phases = [mode for _ in range(args.rounds) for mode in MODE_ORDER[args.mode]]
@@ -852,6 +930,16 @@ def run_one(n: int, args: argparse.Namespace) -> RunResult:
         finally:
             if server is not None:
                 server.stop()
+            if upkeep is not None:
+                upkeep.stop()
+        vacuums = {
+            table: count - vacuums_before.get(table, 0)
+            for table, count in vacuum_counts(db).items()
+        }
+        print(
+            "VACUUMs during the run: "
+            + ", ".join(f"{table} {count}" for table, count in vacuums.items())
+        )
 
         everyone = merged([stats for phase in runs for stats in phase.results])
         errors = everyone.errors + floor.errors
@@ -994,6 +1082,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--floor-seconds", type=float, default=5, help="seconds of GET /me/")
     parser.add_argument("--workers", type=int, default=4, choices=(2, 3, 4), help="gunicorn sync")
     parser.add_argument("--policy", default="breadth_first", choices=POLICIES)
+    parser.add_argument(
+        "--no-upkeep",
+        dest="upkeep",
+        action="store_false",
+        help="run no Celery worker and beat (so no vacuum-queue) beside the server",
+    )
     parser.add_argument(
         "--heavy", action="store_true", help="one annotator already has 100,000 judgments"
     )

@@ -3,7 +3,7 @@ import logging
 from celery import shared_task
 
 from annotate.broker import BrokerUnavailable, send_task
-from apps.judging.queue import leases_reclaim_expired
+from apps.judging.queue import leases_reclaim_expired, queue_tables_vacuum
 from apps.judging.rendering import renderings_for_batch
 
 logger = logging.getLogger(__name__)
@@ -20,6 +20,20 @@ def leases_reclaim_expired_task() -> int:
     while reclaimed := leases_reclaim_expired():
         total += reclaimed
     return total
+
+
+@shared_task(name="apps.judging.tasks.queue_vacuum_task")
+def queue_vacuum_task() -> dict[str, int]:
+    """The beat job `vacuum-queue`: VACUUMs each queue table with QUEUE_VACUUM_MIN_DEAD dead
+    rows or more (apps/judging/queue/upkeep.py). Returns the dead rows of each table vacuumed."""
+    vacuumed = {}
+    for table in queue_tables_vacuum():
+        if table.vacuumed:
+            vacuumed[table.table] = table.dead
+            logger.info(
+                "vacuumed %s (%s dead rows) in %.2f s", table.table, table.dead, table.seconds
+            )
+    return vacuumed
 
 
 @shared_task(name="apps.judging.tasks.render_batch_task")

@@ -50,6 +50,12 @@ from apps.judging.queue.skip_undo import assignment_skip, judgment_undo
 from apps.judging.queue.sql import FUNCTION_NAMES, functions_sql
 from apps.judging.queue.standing import assignment_release_refused
 from apps.judging.queue.submit import judgment_submit
+from apps.judging.queue.upkeep import (
+    QUEUE_TABLES,
+    TableUpkeep,
+    VacuumInTransaction,
+    queue_tables_vacuum,
+)
 
 __all__ = [
     "FUNCTION_NAMES",
@@ -60,6 +66,7 @@ __all__ = [
     "NEXT_NONE_LEFT",
     "NEXT_REASONS",
     "NEXT_UNAVAILABLE",
+    "QUEUE_TABLES",
     "RECLAIM_LIMIT",
     "UNDO_SECONDS",
     "WINDOW",
@@ -73,7 +80,9 @@ __all__ = [
     "Preference",
     "SkipResult",
     "SubmitResult",
+    "TableUpkeep",
     "UndoResult",
+    "VacuumInTransaction",
     "assignment_next",
     "assignment_next_after",
     "assignment_next_in",
@@ -87,4 +96,5 @@ __all__ = [
     "judgments_invalidate",
     "leases_reclaim_expired",
     "overlap_changed",
+    "queue_tables_vacuum",
 ]
