@@ -663,7 +663,7 @@ class Upkeep:
         self.log = Path(self.folder.name) / "worker.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, wait: float = 120) -> None:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
@@ -675,7 +675,7 @@ class Upkeep:
                     "worker",
                     "--beat",
                     "--concurrency=1",
-                    "--loglevel=warning",
+                    "--loglevel=info",
                     f"--schedule={Path(self.folder.name) / 'beat-schedule'}",
                     "--without-gossip",
                     "--without-mingle",
@@ -686,6 +686,19 @@ class Upkeep:
                 stderr=log,
                 start_new_session=True,
             )
+        # Started and ready before anything is measured: its start-up (Django, Celery) costs
+        # a core for a few seconds, which is not the steady state the run is about.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise common.BenchError(f"the worker exited:\n{self.log_tail()}")
+            if " ready." in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        raise common.BenchError(f"the worker was not ready within {wait:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
 
     def pids(self) -> list[int]:
         if self.proc is None:
