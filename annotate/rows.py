@@ -15,20 +15,21 @@ M = TypeVar("M", bound=Model)
 # Each field's column expression and converters: finding them anew cost more than converting (a
 # membership's row with its project is about 45 columns, read on every submit that asks for the
 # next lease). They depend only on the field and the backend of `connection` (the default
-# database, one backend for the life of a process), so they are kept by the field's identity:
-# hashing a Field builds a tuple from its model's options on every call.
-_CONVERTERS: dict[int, tuple[Any, list[Any]]] = {}
+# database, one backend for the life of a process), so each field keeps its own, as an attribute:
+# a dict keyed by the field would hash it, which builds a tuple from its model's options on every
+# call, and one keyed by id() could hand a new field the entry of a collected one.
+_CACHED = "_annotate_row_converters"
 
 
 def _converters(field: "Field[Any, Any]") -> tuple[Any, list[Any]]:
-    found = _CONVERTERS.get(id(field))
+    found: tuple[Any, list[Any]] | None = field.__dict__.get(_CACHED)
     if found is None:
         column = field.get_col(field.model._meta.db_table)
         found = (
             column,
             [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)],
         )
-        _CONVERTERS[id(field)] = found
+        field.__dict__[_CACHED] = found
     return found
 
 
