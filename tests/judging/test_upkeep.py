@@ -113,6 +113,23 @@ def test_judging_leaves_dead_rows_that_the_upkeep_removes_above_its_threshold(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_fresh_import_is_vacuumed_for_its_inserted_rows(project, import_rows):
+    """No row is dead after an import, but its rows were never vacuumed: counted as autovacuum
+    counts them, so that the import's pages are set all-visible once."""
+    import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(4)))  # 12 comparisons
+    dead_rows()  # the statistics flushed
+    report = {t.table: t for t in queue_tables_vacuum(min_dead=12)}
+    assert report[COMPARISONS].dead == 0 and report[COMPARISONS].inserted == 12
+    assert report[COMPARISONS].vacuumed
+    assert not report[ASSIGNMENTS].vacuumed  # no lease taken: nothing inserted
+    # Once vacuumed, the same rows do not count again.
+    dead_rows()
+    again = {t.table: t for t in queue_tables_vacuum(min_dead=12)}
+    assert again[COMPARISONS].inserted == 0 and not again[COMPARISONS].vacuumed
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_the_command_says_what_it_did(project, import_rows, annotators):
     judged(project, import_rows, annotators[:1])
     out = StringIO()

@@ -12,7 +12,8 @@ from apps.judging.queue import queue_tables_vacuum
 class Command(BaseCommand):
     help = (
         "VACUUM the queue's tables (comparisons, assignments) that have at least --min-dead dead "
-        "rows (default QUEUE_VACUUM_MIN_DEAD), and say what was done. PostgreSQL only."
+        "rows, or as many inserted since their last VACUUM (default QUEUE_VACUUM_MIN_DEAD), and "
+        "say what was done. PostgreSQL only."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -20,7 +21,7 @@ class Command(BaseCommand):
             "--min-dead",
             type=int,
             default=None,
-            help="vacuum a table from this many dead rows (0: every table)",
+            help="vacuum a table from this many dead (or newly inserted) rows (0: every table)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -31,9 +32,11 @@ class Command(BaseCommand):
             self.stdout.write("Nothing to do: the queue needs no VACUUM on this database.")
             return
         for table in report:
+            found = (
+                f"{table.table}: {table.dead} dead rows, {table.inserted} inserted since its "
+                "last VACUUM"
+            )
             if table.vacuumed:
-                self.stdout.write(
-                    f"{table.table}: {table.dead} dead rows, vacuumed in {table.seconds:.2f} s"
-                )
+                self.stdout.write(f"{found}, vacuumed in {table.seconds:.2f} s")
             else:
-                self.stdout.write(f"{table.table}: {table.dead} dead rows, left as it is")
+                self.stdout.write(f"{found}, left as it is")
