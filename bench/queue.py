@@ -289,7 +289,7 @@ def seed_queue(
         started = time.perf_counter()
         # VACUUM as well, as autovacuum does after a bulk load (its insert threshold) and the
         # beat's vacuum-queue does for the queue's tables: without it the first minutes of
-        # judging ran at 160-200 judgments/s instead of 240-250 (bench/README.md, 2026-12-04).
+        # judging ran at 160-226 judgments/s instead of 240-252 (bench/README.md, 2026-12-04).
         conn.execute("VACUUM (ANALYZE)")
         seeded.analyze_seconds = time.perf_counter() - started
         # Flush the load's dirty pages now rather than during the measured run: a checkpoint

@@ -89,7 +89,7 @@ def queue_tables_vacuum(
         count, inserted, owned = found.get(table, (0, 0, True))
         # Rows inserted since the last VACUUM count too, as autovacuum counts them (PostgreSQL
         # 13's insert threshold): a fresh import is vacuumed once, which sets its pages
-        # all-visible. bench/queue.py judged 160-200 judgments/s before the first VACUUM
+        # all-visible. bench/queue.py judged 160-226 judgments/s before the first VACUUM
         # after its seed, 240-250 after it.
         if count < threshold and inserted < threshold:
             report.append(TableUpkeep(table, count, vacuumed=False, inserted=inserted))
