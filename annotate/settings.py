@@ -248,8 +248,9 @@ DASHBOARD_POLL_SECONDS = envint("DASHBOARD_POLL_SECONDS", 30, minimum=1)
 # computing them in the request (about 1 s per 10,000 judgments), and the page says so.
 DASHBOARD_INLINE_MAX_JUDGMENTS = envint("DASHBOARD_INLINE_MAX_JUDGMENTS", 20_000)
 # The queue's upkeep (apps/judging/queue/upkeep.py): every QUEUE_VACUUM_SECONDS the beat job
-# VACUUMs each queue table (comparisons, assignments) that has QUEUE_VACUUM_MIN_DEAD dead rows, so
-# that the pick does not slow down between autovacuum's rounds (or without them). 0: no job.
+# VACUUMs each queue table (comparisons, assignments) that has QUEUE_VACUUM_MIN_DEAD dead rows (or
+# as many inserted since its last VACUUM), so that the pick does not slow down between
+# autovacuum's rounds (or without them). 0: no job.
 QUEUE_VACUUM_SECONDS = envint("QUEUE_VACUUM_SECONDS", 15)
 QUEUE_VACUUM_MIN_DEAD = envint("QUEUE_VACUUM_MIN_DEAD", 1000)
 CELERY_BEAT_SCHEDULE = {

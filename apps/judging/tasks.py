@@ -25,7 +25,8 @@ def leases_reclaim_expired_task() -> int:
 @shared_task(name="apps.judging.tasks.queue_vacuum_task")
 def queue_vacuum_task() -> dict[str, int]:
     """The beat job `vacuum-queue`: VACUUMs each queue table with QUEUE_VACUUM_MIN_DEAD dead
-    rows or more (apps/judging/queue/upkeep.py). Returns the dead rows of each table vacuumed."""
+    rows, or as many inserted since its last VACUUM (apps/judging/queue/upkeep.py). Returns the
+    dead rows of each table vacuumed."""
     vacuumed = {}
     for table in queue_tables_vacuum():
         if table.vacuumed:

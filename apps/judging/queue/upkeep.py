@@ -6,13 +6,14 @@ dead row version, and a dead entry in each index the update touched. The pick wa
 of those indexes (sql_pick) and the reclaim the open leases (sql_reclaim), so they step over
 every dead entry until VACUUM removes it. Measured with bench/queue.py at 120,000 comparisons
 and 32 annotators (one request a judgment), with no VACUUM the pick's own time grew from 0.6 ms
-to 7.9 ms within three minutes and judgments/s fell from 193 to 93; with a VACUUM of these two
-tables every 15 s (0.1 s each) it stayed at 232-241.
+to 7.9 ms within three minutes and judgments/s fell from 193 to 93; with this job (and the seed
+vacuumed once, as below) it stayed at 240-252, the pick at 0.3-0.35 ms.
 
 PostgreSQL's autovacuum would do this, but only once a fifth of a table is dead by default
 (200,000 rows of a project of 1M comparisons), and not at all where it is turned off. So the
 beat job `vacuum-queue` (QUEUE_VACUUM_SECONDS) runs queue_tables_vacuum, which vacuums each of
-these tables once it has QUEUE_VACUUM_MIN_DEAD dead rows; `manage.py vacuum_queue` runs it by
+these tables once it has QUEUE_VACUUM_MIN_DEAD dead rows, or as many inserted since its last
+VACUUM (a fresh import); `manage.py vacuum_queue` runs it by
 hand or from cron. Other databases need none of it: queue_tables_vacuum does nothing there.
 """
 
@@ -54,8 +55,8 @@ def queue_tables_vacuum(
 ) -> list[TableUpkeep]:
     """VACUUMs each of QUEUE_TABLES that has at least `min_dead` dead rows, or as many rows
     inserted since its last VACUUM (default QUEUE_VACUUM_MIN_DEAD), and reports every table,
-    vacuumed or not. VACUUM takes no lock
-    that leases or judgments wait for; SKIP_LOCKED passes over a table someone holds
+    vacuumed or not. VACUUM takes no lock that leases or judgments wait for; SKIP_LOCKED
+    passes over a table someone holds
     exclusively (a migration) rather than wait, and TRUNCATE false leaves the empty pages at a
     table's end in place (giving them back takes an ACCESS EXCLUSIVE lock, and a queue's tables
     grow again at once). On any database but PostgreSQL: [].
@@ -89,8 +90,8 @@ def queue_tables_vacuum(
         count, inserted, owned = found.get(table, (0, 0, True))
         # Rows inserted since the last VACUUM count too, as autovacuum counts them (PostgreSQL
         # 13's insert threshold): a fresh import is vacuumed once, which sets its pages
-        # all-visible. bench/queue.py judged 160-226 judgments/s before the first VACUUM
-        # after its seed, 240-250 after it.
+        # all-visible. bench/queue.py judged 160-226 judgments/s a window when its seed was
+        # first vacuumed during the run, 240-252 when before it.
         if count < threshold and inserted < threshold:
             report.append(TableUpkeep(table, count, vacuumed=False, inserted=inserted))
             continue

@@ -1,6 +1,6 @@
 """manage.py vacuum_queue [--min-dead N]: the beat job `vacuum-queue` by hand (or from cron,
-where no beat runs): VACUUM of each queue table with N dead rows or more (see
-apps/judging/queue/upkeep.py)."""
+where no beat runs): VACUUM of each queue table with N dead rows or more, or as many inserted
+since its last VACUUM (see apps/judging/queue/upkeep.py)."""
 
 from typing import Any
 
