@@ -15,6 +15,7 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
+from annotate.cache import count_hit, count_undo
 from annotate.errors import ApplicationError
 from annotate.schema import MAX_ID
 
@@ -110,14 +111,73 @@ def int_param(request: Request, name: str) -> int | None:
 class TokenRateThrottle(UserRateThrottle):
     """Limits what one API token may ask per period (API_TOKEN_RATE, e.g. "3000/min"), counted
     in the shared cache (Redis in production), so that one script cannot crowd out the others.
-    The browser's session requests are not counted: an annotator at work is not a script."""
+    The browser's session requests are not counted: an annotator at work is not a script.
+
+    The count is a sliding window, estimated from two counters: the requests of this period
+    (periods of the rate's length, from the epoch) and of the one before, weighed by how much
+    of it the sliding window still covers. A request costs one round trip to Redis (add one
+    here, read the one before) and a refused one a second (it takes its hit back, so that
+    refused requests do not count). DRF's own throttle kept every request's time in one list,
+    read and written whole on every request: up to API_TOKEN_RATE floats each way. With Redis
+    gone nothing is counted and every request passes (annotate/cache.py).
+    """
 
     scope = "token"
+    # Set by DRF from the rate (read only when there is one).
+    num_requests: int
+    duration: int
+    # This request's: its time and the two counters after its hit.
+    now: float
+    current: int
+    previous: int
 
     def get_rate(self) -> str | None:
         return str(settings.API_TOKEN_RATE) or None
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        if not isinstance(request.auth, Token):
+        if not isinstance(request.auth, Token) or self.rate is None:
             return True
-        return super().allow_request(request, view)
+        base = self.get_cache_key(request, view)
+        if base is None:
+            return True
+        self.now = self.timer()
+        period = int(self.now // self.duration)
+        key = token_throttle_key(base, period)
+        counts = count_hit(self.cache, key, token_throttle_key(base, period - 1), 2 * self.duration)
+        if counts is None:
+            return True  # the cache cannot count now: fail open
+        self.current, self.previous = counts
+        if self._estimate(self.now, self.current) <= self.num_requests:
+            return True
+        count_undo(self.cache, key)
+        self.current -= 1
+        return False
+
+    def _covered(self, now: float) -> float:
+        """How much of the period before this one the window ending at `now` still covers."""
+        return 1.0 - (now % self.duration) / self.duration
+
+    def _estimate(self, now: float, current: int) -> float:
+        return self.previous * self._covered(now) + current
+
+    def wait(self) -> float | None:
+        """Seconds until one more request fits in the window (the Retry-After)."""
+        room = self.num_requests - 1  # the requests the window may hold before the next one
+        if room < 0:
+            return None  # a rate of 0: never
+        into = (self.now % self.duration) / self.duration
+        if self.current <= room:
+            # Still in this period: the previous one's share must fall to room - current.
+            if self.previous <= 0:
+                return 0.0
+            need = 1.0 - (room - self.current) / self.previous
+            return max(0.0, (need - into) * self.duration)
+        # Not before the next period, whose previous is this one's count.
+        need = max(0.0, 1.0 - room / self.current)
+        return (1.0 - into + need) * self.duration
+
+
+def token_throttle_key(base: str, period: int) -> str:
+    """The cache key of one period's counter of TokenRateThrottle (`base` is DRF's
+    "throttle_token_<user id>")."""
+    return f"{base}:{period}"

@@ -17,6 +17,7 @@ exclusive, and two processes may compute the same figures); set, touch, delete -
 incr/decr -> ValueError, as for a missing key; clear -> nothing.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -184,6 +185,57 @@ class FailOpenRedisCache(RedisCache):
 
     def clear(self) -> None:
         self._guard("clear", super().clear, None)
+
+    def count_hit(self, key: str, previous: str, timeout: int) -> tuple[int, int] | None:
+        """Adds one to the counter `key` (kept `timeout` seconds after its last hit) and reads
+        the counter `previous`, in one round trip; None while Redis cannot be reached."""
+
+        def call() -> tuple[int, int]:
+            current = self.make_and_validate_key(key)
+            client = self._cache.get_client(current, write=True)
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(current)
+            pipe.expire(current, timeout)
+            pipe.get(self.make_and_validate_key(previous))
+            now, _, before = pipe.execute()
+            return int(now), int(before or 0)
+
+        return self._guard("count_hit", call, None)
+
+    def count_undo(self, key: str) -> None:
+        """Takes back one hit of the counter `key` (count_hit)."""
+        current = self.make_and_validate_key(key)
+        self._guard(
+            "count_undo", lambda: self._cache.get_client(current, write=True).decr(current), None
+        )
+
+
+def count_hit(cache: Any, key: str, previous: str, timeout: int) -> tuple[int, int] | None:
+    """One more hit of the counter `key` in `cache`: (its count now, the count of the counter
+    `previous`); None when the cache cannot count (Redis gone). One round trip on Redis; on
+    another backend (the local memory of a development server) an add and an incr, each atomic
+    in the process."""
+    # Asked by name, not by class: `cache` may be Django's proxy of the default cache.
+    counter = getattr(cache, "count_hit", None)
+    if counter is not None:
+        return counter(key, previous, timeout)  # type: ignore[no-any-return]
+    cache.add(key, 0, timeout)
+    try:
+        now = int(cache.incr(key))
+    except ValueError:  # expired between the add and the incr
+        cache.set(key, 1, timeout)
+        now = 1
+    return now, int(cache.get(previous) or 0)
+
+
+def count_undo(cache: Any, key: str) -> None:
+    """Takes back one hit of the counter `key` (count_hit)."""
+    undo = getattr(cache, "count_undo", None)
+    if undo is not None:
+        undo(key)
+        return
+    with contextlib.suppress(ValueError):  # expired meanwhile: nothing to take back
+        cache.decr(key)
 
 
 def cache_ping() -> bool | None:
