@@ -30,8 +30,10 @@ import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
@@ -44,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 # Sent by name (annotate.broker.send_task): the tasks module imports this one.
 FOLLOW_TASK = "apps.batches.tasks.policy_follow_task"
+
+# While a follow runs, how far it is, in the cache (shared by the worker and the web processes):
+# [ids covered, ids in the project's range]. Written after each chunk commits, deleted at the
+# end; without Redis the dashboard says only that the change is being applied.
+PROGRESS_KEY = "policy-follow:{}"
 
 
 def comparison_policy_follow_after_change(
@@ -97,8 +104,11 @@ def comparison_policy_follow(
     # project's row at their end; generation reads it holding the row).
     bounds = Comparison.objects.filter(project_id=project_id).aggregate(lo=Min("pk"), hi=Max("pk"))
     changed = 0
+    key = PROGRESS_KEY.format(project_id)
     if bounds["lo"] is not None:
-        for start in range(bounds["lo"], bounds["hi"] + 1, size):
+        lo, hi = bounds["lo"], bounds["hi"]
+        cache.set(key, [0, hi - lo + 1], PROGRESS_TIMEOUT)
+        for start in range(lo, hi + 1, size):
             with transaction.atomic():
                 policy = comparison_policy(project_id, hold=True)
                 changed += (
@@ -108,13 +118,44 @@ def comparison_policy_follow(
                     .exclude(policy=policy)
                     .update(policy=policy)
                 )
+            cache.set(key, [min(start + size, hi + 1) - lo, hi - lo + 1], PROGRESS_TIMEOUT)
             if after_chunk is not None:
                 after_chunk(start + size)
     Project.objects.filter(
         pk=project_id, policy_version=version, policy_followed__lt=version
     ).update(policy_followed=version)
+    cache.delete(key)
     logger.info("policy follow of project %s: %s comparisons changed", project_id, changed)
     return changed
+
+
+# A follow that died leaves its last figures until the run the sweep sends starts over, or an
+# hour passes.
+PROGRESS_TIMEOUT = 3600
+
+
+def policy_follow_state(project: Project, now: datetime | None = None) -> dict[str, Any] | None:
+    """Where the last change of the project's policy stands, for the dashboard: None once every
+    comparison carries it; otherwise {"policy": its label, "since": when it was made, "percent":
+    how far the follow is (None while no worker has started on it), "late": whether it has
+    waited longer than POLICY_FOLLOW_STALE_AFTER (the sweep sends it again)}. `project` as
+    just read: its policy_version and policy_followed."""
+    if project.policy_followed >= project.policy_version:
+        return None
+    now = now or timezone.now()
+    progress = cache.get(PROGRESS_KEY.format(project.pk))
+    percent = None
+    if progress:
+        done, total = progress
+        percent = min(99, 100 * done // max(1, total))
+    since = project.policy_changed_at
+    stale = timedelta(seconds=settings.POLICY_FOLLOW_STALE_AFTER)
+    return {
+        "policy": project.get_policy_display(),
+        "since": since,
+        "percent": percent,
+        "late": since is not None and now - since > stale,
+    }
 
 
 def policy_follows_sweep(now: datetime | None = None) -> int:

@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from annotate.cache import cache_down
+from apps.batches.policy_follow import policy_follow_state
 from apps.dashboard.services import (
     Computing,
     computing_poll_seconds,
@@ -26,6 +27,8 @@ def _context(project: Project, figures: dict[str, Any] | Computing) -> dict[str,
         "project": project,
         "refresh_seconds": refresh_seconds(),
         "cache_down": cache_down(),
+        # Live, not from the cached figures: a change of policy being applied right now.
+        "policy_follow": policy_follow_state(project),
     }
     if isinstance(figures, Computing):
         # Polled sooner than usual; the answer that brings the figures returns to the usual poll.

@@ -2,18 +2,25 @@
 small project, after it in short chunks for a large one (apps.batches.policy_follow), with the
 beat sweep sending a follow again that was lost."""
 
+import re
 import threading
 from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connection, connections, transaction
 from django.db.models import Count
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.batches.models import Comparison
-from apps.batches.policy_follow import comparison_policy_follow, policy_follows_sweep
+from apps.batches.policy_follow import (
+    comparison_policy_follow,
+    policy_follow_state,
+    policy_follows_sweep,
+)
 from apps.judging.queue import assignment_next
 from apps.projects.models import Project
+from tests.annotate.test_outages import dead_broker  # noqa: F401 - a fixture
 from tests.conftest import prompt_line
 
 
@@ -153,3 +160,63 @@ def test_each_chunk_commits_so_no_row_stays_locked_and_a_newer_change_takes_over
         assert versions(large) == (2, 2)
     finally:
         connection.close()
+
+
+def figures_page(client, project: Project) -> str:
+    response = client.get(reverse("dashboard-figures", args=[project.slug]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_dashboard_shows_a_follow_waiting_then_how_far_it_is(
+    large, lead, django_capture_on_commit_callbacks
+):
+    assert 'data-testid="policy-follow"' not in figures_page(lead, large)
+    with django_capture_on_commit_callbacks(execute=False):
+        policy_set(large, "random")  # committed; its task not yet run
+    page = figures_page(lead, large)
+    assert 'data-testid="policy-follow"' in page
+    assert "changed to <strong>Random</strong>" in page
+    assert "waiting for a worker to start" in page
+    assert "breadth-first order" in page
+    assert 'data-testid="policy-follow-late"' not in page
+    pages: list[str] = []
+    comparison_policy_follow(
+        project_id=large.pk, after_chunk=lambda _: pages.append(figures_page(lead, large))
+    )
+    # 15 ids in chunks of 4; the page after the last chunk, before the follow marks the
+    # version done, says 99%, never 100% of a change still in progress.
+    shown = [re.search(r'policy-follow-percent">(\d+)% done', page) for page in pages]
+    assert [int(match.group(1)) for match in shown if match] == [26, 53, 80, 99]
+    assert 'data-testid="policy-follow"' not in figures_page(lead, large)
+    assert policy_follow_state(Project.objects.get(pk=large.pk)) is None
+
+
+def test_the_dashboard_says_when_a_follow_is_late(large, lead, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        policy_set(large, "depth_first")
+    Project.objects.filter(pk=large.pk).update(
+        policy_changed_at=timezone.now() - timedelta(seconds=301)
+    )
+    page = figures_page(lead, large)
+    assert 'data-testid="policy-follow-late"' in page
+    assert "is a Celery worker running?" in page
+    state = policy_follow_state(Project.objects.get(pk=large.pk))
+    assert state is not None and state["late"] and state["percent"] is None
+
+
+@pytest.mark.usefixtures("dead_broker")
+def test_a_change_made_while_the_broker_is_gone_stands_and_waits_for_the_sweep(
+    large, lead, django_capture_on_commit_callbacks, caplog
+):
+    """The change commits; its follow cannot be sent, which is logged, not raised; the rows are
+    still served; the dashboard says the change waits; the sweep sends it once the broker is
+    back (test_the_sweep_sends_a_lost_follow_again)."""
+    with django_capture_on_commit_callbacks(execute=True):
+        policy_set(large, "depth_first")
+    assert versions(large) == (1, 0)
+    assert "not sent (broker unreachable): the sweep sends it" in caplog.text
+    assert policies_of(large) == {"breadth_first": 15}
+    annotator = large.memberships.filter(role="annotator").first().user
+    assert assignment_next(annotator=annotator, project=large) is not None
+    assert "waiting for a worker to start" in figures_page(lead, large)

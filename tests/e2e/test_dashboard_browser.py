@@ -20,6 +20,7 @@ from rest_framework.authtoken.models import Token
 
 from apps.batches.audit import audit_sample_mark
 from apps.batches.models import Comparison
+from apps.batches.policy_follow import comparison_policy_follow
 from apps.dashboard.services import dashboards_refresh
 from apps.dashboard.tasks import dashboard_refresh_project_task
 from apps.judging.models import Judgment
@@ -335,4 +336,47 @@ def test_dashboard_at_768_px(
     assert set(shape[1]) == {len(shape[0])}
     flags_box = page.locator('[data-testid="annotators"] td.flag-cell').first.bounding_box()
     assert flags_box is not None and flags_box["x"] + flags_box["width"] <= 768
+    page_log.assert_clean(base)
+
+
+def test_a_change_of_policy_in_progress_shows_until_its_task_has_run(
+    live_server: Any,
+    page: Any,
+    page_log: PageLog,
+    project: Project,
+    bob: User,
+    import_rows: Any,
+    settings: Any,
+    no_worker: list[tuple[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """A lead changes the policy of a project too large to follow in the change's transaction;
+    with no worker running the dashboard says the change waits, and the HTMX poll takes the
+    notice away once the follow (the task's body, run here) has moved every comparison."""
+    settings.POLICY_FOLLOW_INLINE = 2
+    settings.DASHBOARD_POLL_SECONDS = 2
+    cache.clear()
+    import_rows(*(prompt_line(f"p-{i}", n=3) for i in range(3)))
+    project.policy = "random"
+    project.save(update_fields=["policy"])
+    assert ("apps.batches.tasks.policy_follow_task", [project.pk]) in no_worker
+    base = live_server.url
+    page.set_viewport_size({"width": 1366, "height": 768})
+    log_in(page, base, "bob")
+    page.goto(f"{base}/lead/p/demo/")
+    notice = page.locator("[data-testid=policy-follow]")
+    text = notice.inner_text()
+    assert "The assignment policy was changed to Random" in text
+    assert "waiting for a worker to start" in text
+    assert notice.get_attribute("role") == "status"
+    # docs/dashboard-policy-follow.png, refreshed with SCREENSHOTS=1 (else a temporary path).
+    target = DOCS if os.environ.get("SCREENSHOTS") == "1" else tmp_path
+    page.screenshot(
+        path=str(target / "dashboard-policy-follow.png"),
+        clip={"x": 0, "y": 0, "width": 1366, "height": 260},
+    )
+    page.evaluate("window.__sameDocument = 'kept'")
+    comparison_policy_follow(project_id=project.pk)
+    page.wait_for_selector("[data-testid=policy-follow]", state="detached", timeout=SLOW_WAIT_MS)
+    assert page.evaluate("window.__sameDocument") == "kept", "a full page load happened"
     page_log.assert_clean(base)
