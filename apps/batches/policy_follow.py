@@ -1,4 +1,6 @@
-"""A change of a project's assignment policy, applied to its comparisons.
+"""A change of a project's assignment policy, applied to its comparisons; and a change of its
+overlap, stopping or audit sample (queue_settings_changed), whose completion is recomputed the
+same way.
 
 Every comparison carries its project's policy (Comparison.policy), which decides which of the
 queue's partial indexes holds it (queue_order.index_condition). When a lead changes the policy,
@@ -30,16 +32,17 @@ import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, transaction
-from django.db.models import F, Max, Min
+from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
 
 from annotate.broker import BrokerUnavailable, send_task
 from apps.batches.models import Comparison, comparison_policy
+from apps.batches.queue_order import complete_condition
 from apps.projects.models import Project
 
 logger = logging.getLogger(__name__)
@@ -55,23 +58,75 @@ PROGRESS_KEY = "policy-follow:{}"
 
 def comparison_policy_follow_after_change(
     *, project_id: int, using: str = DEFAULT_DB_ALIAS
-) -> None:
-    """In the transaction of a change of the project's policy (Project.save, which holds the
-    project's row): updates a small project's comparisons now; for a larger one, sends the
-    follow when the change commits."""
+) -> int | None:
+    """In the transaction of a change of the project's queue settings (Project.save for the
+    policy, queue_settings_changed for the overlap and stopping, both holding the project's
+    row): updates a small project's comparisons now, and returns how many changed state
+    (complete or open); for a larger one, sends the follow when the change commits, and returns
+    None."""
     limit = settings.POLICY_FOLLOW_INLINE
     rows = Comparison.objects.using(using).filter(project_id=project_id)
     if rows[: limit + 1].count() <= limit:
-        policy, version = (
+        version = (
             Project.objects.using(using)
             .filter(pk=project_id)
-            .values_list("policy", "policy_version")
+            .values_list("policy_version", flat=True)
             .get()
         )
-        rows.exclude(policy=policy).update(policy=policy)
+        _, completion = _apply(rows, _queue_settings(project_id, using=using))
         Project.objects.using(using).filter(pk=project_id).update(policy_followed=version)
-        return
+        return completion
     transaction.on_commit(functools.partial(_send, project_id), using=using)
+    return None
+
+
+def queue_settings_changed(*, project_id: int, using: str = DEFAULT_DB_ALIAS) -> int | None:
+    """The project's overlap, its stopping (stop_margin) or its audit sample changed (the
+    caller has saved it): counts one more change, holding the project's row, and has the
+    comparisons follow it as a change of policy does (comparison_policy_follow_after_change):
+    which are complete is recomputed, now for a small project (the number that changed state
+    is returned), by the follow task in chunks after the commit for a larger one (None).
+
+    A lower overlap, or stopping turned on or made less demanding, completes comparisons; a
+    higher overlap, or stopping turned off or made more demanding, reopens them to the queue.
+    Until its chunk is done a row keeps its old state: the pick still never gives it more votes
+    than the overlap (it compares the counts with the project's overlap as it is now)."""
+    with transaction.atomic(using=using):
+        Project.objects.using(using).select_for_update(no_key=True).filter(pk=project_id).update(
+            policy_version=F("policy_version") + 1, policy_changed_at=timezone.now()
+        )
+        return comparison_policy_follow_after_change(project_id=project_id, using=using)
+
+
+class _Settings(NamedTuple):
+    policy: str
+    overlap: int
+    margin: int
+
+
+def _queue_settings(
+    project_id: int, *, hold: bool = False, using: str = DEFAULT_DB_ALIAS
+) -> _Settings:
+    """What the project's comparisons follow, read now; with `hold` (PostgreSQL) the project's
+    row is held FOR SHARE until the transaction ends (comparison_policy)."""
+    policy = comparison_policy(project_id, hold=hold)
+    overlap, margin = (
+        Project.objects.using(using)
+        .filter(pk=project_id)
+        .values_list("overlap", "stop_margin")
+        .get()
+    )
+    return _Settings(policy, overlap, margin)
+
+
+def _apply(rows: QuerySet[Comparison], wanted: _Settings) -> tuple[int, int]:
+    """Gives `rows` the project's policy and the completion its overlap and stopping decide;
+    returns (rows whose policy changed, rows that completed or reopened)."""
+    complete = complete_condition(overlap=wanted.overlap, margin=wanted.margin)
+    policy = rows.exclude(policy=wanted.policy).update(policy=wanted.policy)
+    closed = rows.filter(complete, complete=False).update(complete=True)
+    reopened = rows.filter(~complete, complete=True).update(complete=False)
+    return policy, closed + reopened
 
 
 def _send(project_id: int) -> None:
@@ -110,14 +165,10 @@ def comparison_policy_follow(
         cache.set(key, [0, hi - lo + 1], PROGRESS_TIMEOUT)
         for start in range(lo, hi + 1, size):
             with transaction.atomic():
-                policy = comparison_policy(project_id, hold=True)
-                changed += (
-                    Comparison.objects.filter(
-                        project_id=project_id, pk__gte=start, pk__lt=start + size
-                    )
-                    .exclude(policy=policy)
-                    .update(policy=policy)
+                chunk_rows = Comparison.objects.filter(
+                    project_id=project_id, pk__gte=start, pk__lt=start + size
                 )
+                changed += sum(_apply(chunk_rows, _queue_settings(project_id, hold=True)))
             cache.set(key, [min(start + size, hi + 1) - lo, hi - lo + 1], PROGRESS_TIMEOUT)
             if after_chunk is not None:
                 after_chunk(start + size)
@@ -135,8 +186,9 @@ PROGRESS_TIMEOUT = 3600
 
 
 def policy_follow_state(project: Project, now: datetime | None = None) -> dict[str, Any] | None:
-    """Where the last change of the project's policy stands, for the dashboard: None once every
-    comparison carries it; otherwise {"policy": its label, "since": when it was made, "percent":
+    """Where the last change of the project's queue settings (its policy, overlap, stopping or
+    audit sample) stands, for the dashboard: None once every comparison follows it; otherwise
+    {"policy": the policy's label, "overlap", "since": when it was made, "percent":
     how far the follow is (None while no worker has started on it), "late": whether it has
     waited longer than POLICY_FOLLOW_STALE_AFTER (the sweep sends it again)}. `project` as
     just read: its policy_version and policy_followed."""
@@ -152,6 +204,7 @@ def policy_follow_state(project: Project, now: datetime | None = None) -> dict[s
     stale = timedelta(seconds=settings.POLICY_FOLLOW_STALE_AFTER)
     return {
         "policy": project.get_policy_display(),
+        "overlap": project.overlap,
         "since": since,
         "percent": percent,
         "late": since is not None and now - since > stale,

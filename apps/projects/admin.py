@@ -1,7 +1,7 @@
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -428,6 +428,16 @@ class ProjectAdmin(LeadScopedAdmin[Project]):
             audit_sample_mark(project=obj)
         if {"overlap", "stop_confidence", "audit_rate"} & set(form.changed_data):
             overlap_changed(project=obj)
+        version, followed = (
+            Project.objects.filter(pk=obj.pk).values_list("policy_version", "policy_followed").get()
+        )
+        if followed < version:  # a large project: the follow task moves its comparisons
+            self.message_user(
+                request,
+                "The comparisons follow the new queue settings in the background, in short "
+                "chunks; the project's dashboard shows how far it is.",
+                messages.INFO,
+            )
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         """Memberships are added, changed and removed through the services, which check the

@@ -18,8 +18,9 @@ from apps.batches.policy_follow import (
     policy_follow_state,
     policy_follows_sweep,
 )
-from apps.judging.queue import assignment_next
+from apps.judging.queue import assignment_next, overlap_changed
 from apps.projects.models import Project
+from tests.agreement.test_stats import vote
 from tests.annotate.test_outages import dead_broker  # noqa: F401 - a fixture
 from tests.conftest import prompt_line
 
@@ -176,7 +177,7 @@ def test_the_dashboard_shows_a_follow_waiting_then_how_far_it_is(
         policy_set(large, "random")  # committed; its task not yet run
     page = figures_page(lead, large)
     assert 'data-testid="policy-follow"' in page
-    assert "changed to <strong>Random</strong>" in page
+    assert "(policy <strong>Random</strong>, overlap 3)" in page
     assert "waiting for a worker to start" in page
     assert "breadth-first order" in page
     assert 'data-testid="policy-follow-late"' not in page
@@ -220,3 +221,55 @@ def test_a_change_made_while_the_broker_is_gone_stands_and_waits_for_the_sweep(
     annotator = large.memberships.filter(role="annotator").first().user
     assert assignment_next(annotator=annotator, project=large) is not None
     assert "waiting for a worker to start" in figures_page(lead, large)
+
+
+def completion(project: Project) -> dict[bool, int]:
+    rows = Comparison.objects.filter(project=project).values("complete").annotate(n=Count("pk"))
+    return {row["complete"]: row["n"] for row in rows}
+
+
+def test_a_large_project_follows_a_change_of_overlap_after_the_commit_in_chunks(
+    large, lead, django_capture_on_commit_callbacks
+):
+    """Lowering the overlap completes the comparisons that have its votes; raising it reopens
+    them: in the change's transaction for a small project (overlap_changed's own tests), by the
+    follow task in chunks for a large one, as a change of policy (the dashboard says so)."""
+    annotators = [m.user for m in large.memberships.filter(role="annotator").order_by("user_id")]
+    for comparison in Comparison.objects.filter(project=large).order_by("pk")[:6]:
+        for annotator in annotators[:2]:  # two votes on each of the first six
+            vote(large, annotator, comparison, "a")
+    assert completion(large) == {False: 15}
+    large.overlap = 2
+    large.save(update_fields=["overlap"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert overlap_changed(project=large) is None  # the task's to do
+    assert completion(large) == {False: 15}  # not yet followed
+    assert versions(large) == (1, 0)
+    assert "(policy <strong>Breadth first" in figures_page(lead, large)
+    for callback in callbacks:
+        callback()  # the follow task, eager here
+    assert completion(large) == {True: 6, False: 9}
+    assert versions(large) == (1, 1)
+    assert 'data-testid="policy-follow"' not in figures_page(lead, large)
+    large.overlap = 3
+    large.save(update_fields=["overlap"])
+    with django_capture_on_commit_callbacks(execute=True):
+        overlap_changed(project=large)
+    assert completion(large) == {False: 15}
+    assert versions(large) == (2, 2)
+
+
+def test_the_admin_says_a_large_project_follows_in_the_background(large, client, bob):
+    from tests.projects.test_admin import _project_form
+
+    large.memberships.exclude(user=bob).exclude(role="annotator").delete()
+    client.force_login(bob)
+    url = f"/admin/projects/project/{large.pk}/change/"
+    response = client.post(url, _project_form(large, overlap="4"), follow=True)
+    assert response.status_code == 200
+    assert "follow the new queue settings in the background" in response.content.decode()
+    assert versions(large) == (1, 0)  # the task runs after the commit (never, in this test)
+    # A change that needs nothing of the comparisons says nothing of it.
+    Project.objects.filter(pk=large.pk).update(policy_followed=1)
+    response = client.post(url, _project_form(large, overlap="4", name="Renamed"), follow=True)
+    assert "in the background" not in response.content.decode()

@@ -366,7 +366,8 @@ def test_a_change_of_policy_in_progress_shows_until_its_task_has_run(
     page.goto(f"{base}/lead/p/demo/")
     notice = page.locator("[data-testid=policy-follow]")
     text = notice.inner_text()
-    assert "The assignment policy was changed to Random" in text
+    assert "The project's queue settings were changed at " in text
+    assert "(policy Random, overlap 3)" in text
     assert "waiting for a worker to start" in text
     assert notice.get_attribute("role") == "status"
     # docs/dashboard-policy-follow.png, refreshed with SCREENSHOTS=1 (else a temporary path).

@@ -1,23 +1,17 @@
 """A project's overlap or stopping confidence changed: each comparison's completion follows it."""
 
-from django.db import transaction
-
-from apps.batches.models import Comparison
-from apps.batches.queue_order import complete_condition
+from apps.batches.policy_follow import queue_settings_changed
 from apps.projects.models import Project
 
 
-def overlap_changed(*, project: Project) -> int:
-    """Recomputes which comparisons are complete after the project's overlap or its stopping
-    confidence (stop_confidence, and so stop_margin) changed (the caller has saved it).
+def overlap_changed(*, project: Project) -> int | None:
+    """Recomputes which comparisons are complete after the project's overlap, its stopping
+    confidence (stop_confidence, and so stop_margin) or its audit sample changed (the caller
+    has saved it). Returns how many comparisons changed state, or None for a project larger
+    than POLICY_FOLLOW_INLINE comparisons, whose follow task does it after the commit in short
+    chunks (apps.batches.policy_follow.queue_settings_changed).
 
-    A lower overlap, or stopping turned on or made less demanding, completes comparisons at
-    once; a higher overlap, or stopping turned off or made more demanding, reopens them to the
-    queue. Returns how many comparisons changed state.
+    A lower overlap, or stopping turned on or made less demanding, completes comparisons; a
+    higher overlap, or stopping turned off or made more demanding, reopens them to the queue.
     """
-    complete = complete_condition(overlap=project.overlap, margin=project.stop_margin)
-    comparisons = Comparison.objects.filter(project=project)
-    with transaction.atomic():
-        closed = comparisons.filter(complete, complete=False).update(complete=True)
-        reopened = comparisons.filter(~complete, complete=True).update(complete=False)
-    return closed + reopened
+    return queue_settings_changed(project_id=project.pk)
