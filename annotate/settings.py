@@ -412,11 +412,11 @@ IMPORT_MAX_REPORTED_ERRORS = envint("IMPORT_MAX_REPORTED_ERRORS", 1000, minimum=
 # IMPORT_MAX_ATTEMPTS runs in all, then marks it failed.
 IMPORT_STALE_AFTER = envint("IMPORT_STALE_AFTER", 300, minimum=1)
 IMPORT_MAX_ATTEMPTS = envint("IMPORT_MAX_ATTEMPTS", 3, minimum=1)
-# A change of a project's policy (or overlap, stopping, audit sample) is applied to its comparisons
-# in the change's transaction for up
-# to POLICY_FOLLOW_INLINE of them; above that, after the change commits, by a task, in chunks of
-# POLICY_FOLLOW_CHUNK ids (each its own short transaction). The beat sweep sends the task again
-# for a change left unfollowed POLICY_FOLLOW_STALE_AFTER seconds (apps.batches.policy_follow).
+# A change of a project's policy (or overlap, stopping, audit sample) is applied to its
+# comparisons in the change's transaction for up to POLICY_FOLLOW_INLINE of them; above that,
+# after the change commits, by a task, in chunks of POLICY_FOLLOW_CHUNK ids (each its own short
+# transaction). The beat sweep sends the task again for a change left unfollowed
+# POLICY_FOLLOW_STALE_AFTER seconds (apps.batches.policy_follow).
 POLICY_FOLLOW_INLINE = envint("POLICY_FOLLOW_INLINE", 10_000, minimum=0)
 POLICY_FOLLOW_CHUNK = envint("POLICY_FOLLOW_CHUNK", 10_000, minimum=1)
 POLICY_FOLLOW_STALE_AFTER = envint("POLICY_FOLLOW_STALE_AFTER", 300, minimum=1)
