@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from django.db import OperationalError, close_old_connections, connection, connections
 
+from annotate.postgresql.base import DatabaseWrapper
 from tests.conftest import ON_POSTGRES
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -56,7 +57,9 @@ def test_a_connection_idle_longer_than_the_window_is_checked_and_replaced(settin
     request_served()
     before = pid_now()
     close_old_connections()
-    connection.served_at = (connection.served_at or 0) - 6  # idle for 6 s
+    ours = connections["default"]
+    assert isinstance(ours, DatabaseWrapper) and ours.served_at is not None
+    ours.served_at -= 6  # idle for 6 s
     terminate_server_side()
     # The next request's check finds it dead and connects again: the request does not fail.
     close_old_connections()
