@@ -107,13 +107,15 @@ class _Settings(NamedTuple):
 def _queue_settings(
     project_id: int, *, hold: bool = False, using: str = DEFAULT_DB_ALIAS
 ) -> _Settings:
-    """What the project's comparisons follow, read now; with `hold` (PostgreSQL) the project's
-    row is held FOR SHARE until the transaction ends (comparison_policy)."""
-    policy = comparison_policy(project_id, hold=hold)
-    overlap, margin = (
+    """What the project's comparisons follow, read now from `using`. With `hold` (a chunk of
+    the follow, on the default database) the project's row is first held FOR SHARE until the
+    transaction ends, by comparison_policy, as an import holds it."""
+    if hold:
+        comparison_policy(project_id, hold=True)
+    policy, overlap, margin = (
         Project.objects.using(using)
         .filter(pk=project_id)
-        .values_list("overlap", "stop_margin")
+        .values_list("policy", "overlap", "stop_margin")
         .get()
     )
     return _Settings(policy, overlap, margin)
