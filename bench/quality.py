@@ -36,6 +36,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections import defaultdict  # noqa: E402
@@ -87,6 +88,7 @@ class Run:
     truth: dict[str, str] = field(default_factory=dict)  # candidate id -> model
     tau_at: dict[int, float] = field(default_factory=dict)  # judgments -> leaderboard's tau
     crowd_tau_at: dict[int, float] = field(default_factory=dict)  # the weighted leaderboard's
+    doubt: Any = None  # the last refresh's model-pair doubt (uncertain_first only)
 
 
 def choose(kind: str, left: float, right: float, rng: random.Random) -> str:
@@ -181,6 +183,49 @@ print(MARK + json.dumps(out))
 """
 
 MARK = "BENCH-JSON "
+
+# The beat's dashboard refresh (dashboard.services.figures_refresh, which also writes the
+# uncertain_first queue's model-pair doubt), run on request by one long-lived Django process:
+# a project's slug in, its pair-doubt summary out.
+_REFRESHER = """
+import json, sys
+from apps.dashboard.services import figures_refresh
+from apps.projects.models import Project
+
+for line in sys.stdin:
+    figures = figures_refresh(Project.objects.get(slug=line.strip()))
+    print(MARK + json.dumps(None if figures is None else figures.get("pair_doubt")), flush=True)
+"""
+
+
+class Refresher:
+    """What a worker's beat does every DASHBOARD_REFRESH_SECONDS, at a set pace in judgments
+    instead (the bench judges far faster than people do: at 60 judgments/s a 30 s beat would
+    come once a run), so that every policy and seed sees the same cadence."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [common.PYTHON, str(common.MANAGE), "shell", "-c", f"MARK = {MARK!r}\n{_REFRESHER}"],
+            cwd=common.REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def refresh(self, slug: str) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(slug + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK) :])
+        raise common.BenchError("the refresher exited")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(60)
 
 
 def shell(code: str, env: dict[str, str], **names: str) -> Any:
@@ -597,6 +642,13 @@ def main() -> int:
         action="store_true",
         help="three responses a prompt (three comparisons), so that an annotator's triads exist",
     )
+    parser.add_argument(
+        "--refresh-every",
+        type=int,
+        default=100,
+        help="run the beat's dashboard refresh (which gives uncertain_first its model-pair "
+        "doubt) after every this many judgments, untimed (default 100; 0: never)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--keep-db", action="store_true")
@@ -639,6 +691,9 @@ def main() -> int:
             "projects": [[run.slug, run.policy] for run in runs],
         }
         tokens = shell(_SETUP, env, SPEC=json.dumps(spec))
+        refresher = Refresher(env)
+        every = args.refresh_every
+        refreshes = set(range(every, args.budget, every)) if every > 0 else set()
         with common.Gunicorn(env, workers=args.workers) as server:
             results = []
             for run in runs:
@@ -646,13 +701,19 @@ def main() -> int:
                 import_batch(server.port, tokens["lead"], run.slug, body)
                 stats_path = f"/api/v1/projects/{run.slug}/stats/"
 
-                def tau_now(n: int, run: Run = run, path: str = stats_path) -> None:
-                    stats = json.loads(http_get(server.port, tokens["lead"], path))
-                    run.tau_at[n] = leaderboard_quality(stats)[0]
-                    run.crowd_tau_at[n] = leaderboard_quality(stats, "crowd_leaderboard")[0]
+                taus = {round(f * args.budget) for f in args.checkpoints if 0 < f < 1}
 
-                stops = {round(f * args.budget) for f in args.checkpoints if 0 < f < 1}
-                judge(run, people_of(tokens), server.port, args.budget, tau_now, stops)
+                def stop(
+                    n: int, run: Run = run, path: str = stats_path, taus: set[int] = taus
+                ) -> None:
+                    if n in taus:
+                        stats = json.loads(http_get(server.port, tokens["lead"], path))
+                        run.tau_at[n] = leaderboard_quality(stats)[0]
+                        run.crowd_tau_at[n] = leaderboard_quality(stats, "crowd_leaderboard")[0]
+                    if n in refreshes:
+                        run.doubt = refresher.refresh(run.slug)
+
+                judge(run, people_of(tokens), server.port, args.budget, stop, taus | refreshes)
                 stats = json.loads(http_get(server.port, tokens["lead"], stats_path))
                 tau, covered, models = leaderboard_quality(stats)
                 crowd_tau, crowd_covered, _ = leaderboard_quality(stats, "crowd_leaderboard")
@@ -679,7 +740,11 @@ def main() -> int:
                     }
                 )
                 probed = f", {run.probes} probes answered" if run.repeat_rate else ""
-                print(f"  {run.slug}: {run.judgments} judgments{probed} in {run.wall:.1f} s")
+                doubt = (
+                    f"; model pairs by doubt at the last refresh {run.doubt}" if run.doubt else ""
+                )
+                print(f"  {run.slug}: {run.judgments} judgments{probed} in {run.wall:.1f} s{doubt}")
+        refresher.close()
         flags = shell(_FLAGS, env, SLUGS=json.dumps([run.slug for run in runs]))
         for result in results:
             result["people"] = {k: v for k, v in flags[result["slug"]].items() if k != "lead"}

@@ -18,7 +18,9 @@ from django.db.models.lookups import GreaterThan, GreaterThanOrEqual
 from apps.projects.models import AssignmentPolicy
 
 # The keys a policy orders by: "filled" is the slots taken (votes plus leases), "split" how far
-# apart the votes are, "rank" a random number drawn at each new level (no one owns its head).
+# apart the votes are, "doubt" how undecided the order of the comparison's two models is on the
+# project's leaderboard (Comparison.pair_doubt, 0 the most; agreement.pair_doubt keeps it), "rank"
+# a random number drawn at each new level (no one owns its head).
 # Each key is (name, descending).
 # Every policy that orders by the votes serves the audit sample first ("audit", descending:
 # is_audit true before false), so that it receives the full overlap whatever that order would
@@ -28,8 +30,12 @@ from apps.projects.models import AssignmentPolicy
 POLICY_ORDER: dict[AssignmentPolicy, tuple[tuple[str, bool], ...]] = {
     AssignmentPolicy.BREADTH_FIRST: (("audit", True), ("filled", False), ("rank", False)),
     AssignmentPolicy.DEPTH_FIRST: (("audit", True), ("filled", True), ("rank", False)),
+    # Uncertain first spends the votes where they can still change something: on the model
+    # pairs whose order the leaderboard has not settled, and within them on the most split
+    # comparisons. Without models (or before a fit) every row's doubt is 0: split votes first.
     AssignmentPolicy.UNCERTAIN_FIRST: (
         ("audit", True),
+        ("doubt", False),
         ("split", False),
         ("filled", False),
         ("rank", False),
@@ -97,7 +103,7 @@ def takes_votes_sql(*, overlap: str, alias: str) -> str:
 
 
 # The column behind each key but "filled" (an expression).
-KEY_COLUMNS = {"audit": "is_audit", "split": "split", "rank": "rank"}
+KEY_COLUMNS = {"audit": "is_audit", "doubt": "pair_doubt", "split": "split", "rank": "rank"}
 
 
 def _key_expression(name: str) -> F | CombinedExpression:

@@ -23,16 +23,18 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.db.models import Sum
 from django.utils import timezone
 
 from annotate.broker import BrokerUnavailable, send_task
 from annotate.cache import cache_down
 from annotate.celery import app as celery_app
+from apps.agreement.pair_doubt import DECIDED, SETTLED, UNDECIDED, pair_doubt_update
 from apps.batches.models import BatchStatus
 from apps.dashboard.figures import project_figures
 from apps.dashboard.render import figures_html
-from apps.projects.models import Membership, Project
+from apps.projects.models import AssignmentPolicy, Membership, Project
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,7 @@ def figures_refresh(project: Project) -> dict[str, Any] | None:
         return None
     try:
         figures = project_figures(project)
+        figures["pair_doubt"] = _pair_doubt(project, figures)
         figures["html"] = figures_html(figures)
         cache.set(_key(project.pk), figures, FIGURES_TTL_SECONDS)
         cache.delete(_waiting_key(project.pk))
@@ -146,6 +149,24 @@ def figures_refresh(project: Project) -> dict[str, Any] | None:
     finally:
         if cache.get(_lock_key(project.pk)) == token:
             cache.delete(_lock_key(project.pk))
+
+
+def _pair_doubt(project: Project, figures: dict[str, Any]) -> dict[str, Any] | None:
+    """The uncertain_first queue's model-pair levels (agreement.pair_doubt) from the figures'
+    crowd leaderboard, written onto the comparisons; None for another policy. A database error
+    is logged, not raised: the queue keeps the levels it had, and the figures stand."""
+    if project.policy != AssignmentPolicy.UNCERTAIN_FIRST:
+        return None
+    try:
+        update = pair_doubt_update(project, figures["models"]["crowd_leaderboard"]["models"])
+    except DatabaseError:
+        logger.exception("model-pair doubt of project %s not written", project.slug)
+        return None
+    names = {UNDECIDED: "undecided", DECIDED: "decided", SETTLED: "settled"}
+    return {
+        "pairs": {name: update.levels.get(level, 0) for level, name in names.items()},
+        "changed": update.changed,
+    }
 
 
 def tasks_in_process() -> bool:

@@ -17,7 +17,10 @@ from apps.projects.stopping import stop_margin
 class AssignmentPolicy(models.TextChoices):
     BREADTH_FIRST = "breadth_first", "Breadth first: fewest votes first"
     DEPTH_FIRST = "depth_first", "Depth first: finish started comparisons first"
-    UNCERTAIN_FIRST = "uncertain_first", "Uncertain first: most split votes, then fewest votes"
+    UNCERTAIN_FIRST = (
+        "uncertain_first",
+        "Uncertain first: undecided model pairs, then most split votes, then fewest votes",
+    )
     RANDOM = "random", "Random"
 
 
