@@ -89,6 +89,7 @@ class Run:
     tau_at: dict[int, float] = field(default_factory=dict)  # judgments -> leaderboard's tau
     crowd_tau_at: dict[int, float] = field(default_factory=dict)  # the weighted leaderboard's
     doubt: Any = None  # the last refresh's model-pair doubt (uncertain_first only)
+    doubt_written: int = 0  # comparisons whose doubt the refreshes wrote, over the run
 
 
 def choose(kind: str, left: float, right: float, rng: random.Random) -> str:
@@ -712,6 +713,7 @@ def main() -> int:
                         run.crowd_tau_at[n] = leaderboard_quality(stats, "crowd_leaderboard")[0]
                     if n in refreshes:
                         run.doubt = refresher.refresh(run.slug)
+                        run.doubt_written += run.doubt["changed"] if run.doubt else 0
 
                 judge(run, people_of(tokens), server.port, args.budget, stop, taus | refreshes)
                 stats = json.loads(http_get(server.port, tokens["lead"], stats_path))

@@ -376,6 +376,16 @@ def test_a_change_of_policy_in_progress_shows_until_its_task_has_run(
         path=str(target / "dashboard-policy-follow.png"),
         clip={"x": 0, "y": 0, "width": 1366, "height": 260},
     )
+    # At 768 px the notice wraps inside the screen and the page does not scroll sideways;
+    # docs/dashboard-policy-follow-tablet.png.
+    page.set_viewport_size({"width": 768, "height": 1024})
+    box = notice.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 768
+    assert page.evaluate("document.documentElement.scrollWidth") <= 768
+    page.screenshot(
+        path=str(target / "dashboard-policy-follow-tablet.png"),
+        clip={"x": 0, "y": 0, "width": 768, "height": box["y"] + box["height"] + 24},
+    )
     page.evaluate("window.__sameDocument = 'kept'")
     comparison_policy_follow(project_id=project.pk)
     page.wait_for_selector("[data-testid=policy-follow]", state="detached", timeout=SLOW_WAIT_MS)
