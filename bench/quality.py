@@ -743,7 +743,10 @@ def main() -> int:
                 )
                 probed = f", {run.probes} probes answered" if run.repeat_rate else ""
                 doubt = (
-                    f"; model pairs by doubt at the last refresh {run.doubt}" if run.doubt else ""
+                    f"; model pairs by doubt at the last refresh {run.doubt['pairs']}, "
+                    f"{run.doubt_written} comparisons' doubt written over the run"
+                    if run.doubt
+                    else ""
                 )
                 print(f"  {run.slug}: {run.judgments} judgments{probed} in {run.wall:.1f} s{doubt}")
         refresher.close()

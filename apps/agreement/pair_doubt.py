@@ -1,20 +1,22 @@
-"""How undecided the leaderboard leaves each pair of models: the doubt the uncertain_first
+"""How settled the leaderboard leaves the order of each pair of models: what the uncertain_first
 policy spends its votes by (batches.queue_order), kept on the comparisons as
 Comparison.pair_doubt.
 
 A vote on a pair of models the leaderboard has already ordered beyond doubt changes the ranking
 little; one on a pair whose intervals overlap can change it. So uncertain_first serves the
-comparisons of undecided pairs first (and, within a level, the most split comparisons first, as
-before), and reaches a settled leaderboard with fewer judgments than a uniform draw
-(bench/quality.py). The levels come from the crowd leaderboard (reliability-weighted, so that a
+comparisons of the least settled pairs first (and, within a level, the most split comparisons
+first, as before). The levels come from the crowd leaderboard (reliability-weighted, so that a
 spammer's coin flips do not keep a settled pair in doubt): for models i and j with scores s and
-95% intervals, z = |s_i - s_j| / sqrt(se_i^2 + se_j^2), se the half-width / 1.96, and
+95% intervals, z = |s_i - s_j| / sqrt(se_i^2 + se_j^2), se the half-width / 1.96, and the
+comparison's level is z in steps of STEP, capped at TOP_LEVEL (0: z below 0.5, ..., 8: z of 4
+or more). Level 0 also holds every pair with a model the leaderboard does not rank yet, every
+comparison with a side that names no model, and every comparison before the first fit. Steps
+rather than two or three bands: the votes go to the single least settled pair first, not to
+every pair under a threshold (in a model of the queue, bench/policy_sim.py, three bands left
+uncertain_first behind the random policy's tau; steps brought it level).
 
-- 0, undecided: z below DECIDED_Z (the order wrong with more than 5% probability), and every
-  pair with a model the leaderboard does not rank yet, every comparison with a side that names
-  no model, and every comparison before the first fit;
-- 1, decided: z below SETTLED_Z;
-- 2, settled.
+For the dashboard, the pairs are counted in three bands: undecided (z below DECIDED_Z, the order
+wrong with more than 5% probability), decided (below SETTLED_Z) and settled.
 
 The levels are written each time the dashboard's figures are computed (dashboard.services), so
 every DASHBOARD_REFRESH_SECONDS while a worker and its beat run; open ordinary comparisons only,
@@ -33,39 +35,50 @@ from django.db.models.lookups import In
 from apps.batches.models import Comparison
 from apps.projects.models import AssignmentPolicy, Project
 
-UNDECIDED, DECIDED, SETTLED = 0, 1, 2
+STEP = 0.5  # z a level
+TOP_LEVEL = 8  # z of 4 or more
 DECIDED_Z = 1.645  # one-sided 95%: the order is wrong with at most 5% probability
 SETTLED_Z = 3.0  # one-sided 99.87%
+BANDS = ("undecided", "decided", "settled")
 CHUNK = 2000  # rows an UPDATE writes in one transaction
 _SEPARATOR = "\x1f"  # between the two model names of a pair's key (never in a model's name)
 _Z95 = 1.959963984540054
 
 
-def pair_level(first: dict[str, Any], second: dict[str, Any]) -> int:
-    """The doubt level of two leaderboard entries ({"score", "ci95": [low, high]})."""
+def pair_z(first: dict[str, Any], second: dict[str, Any]) -> float:
+    """z of two leaderboard entries ({"score", "ci95": [low, high]}): their difference over its
+    standard error (inf for a difference without error, 0 for none)."""
     spread = math.hypot(*((m["ci95"][1] - m["ci95"][0]) / (2 * _Z95) for m in (first, second)))
-    difference = abs(first["score"] - second["score"])
+    difference = abs(float(first["score"]) - float(second["score"]))
     if spread <= 0:
-        return SETTLED if difference > 0 else UNDECIDED
-    z = difference / spread
-    return UNDECIDED if z < DECIDED_Z else DECIDED if z < SETTLED_Z else SETTLED
+        return math.inf if difference > 0 else 0.0
+    return difference / spread
 
 
-def pair_levels(models: Iterable[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    """Every pair of the leaderboard's models (name, name), in both orders, with its level."""
+def level_of(z: float) -> int:
+    return TOP_LEVEL if z >= TOP_LEVEL * STEP else int(z / STEP)
+
+
+def band_of(z: float) -> str:
+    return BANDS[0] if z < DECIDED_Z else BANDS[1] if z < SETTLED_Z else BANDS[2]
+
+
+def pair_zs(models: Iterable[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Every pair of the leaderboard's models (name, name), in both orders, with its z; entries
+    without a score or an interval left out."""
     board = [m for m in models if m.get("ci95") is not None and m.get("score") is not None]
-    levels = {}
+    zs = {}
     for i, first in enumerate(board):
         for second in board[i + 1 :]:
-            level = pair_level(first, second)
-            levels[first["model"], second["model"]] = level
-            levels[second["model"], first["model"]] = level
-    return levels
+            z = pair_z(first, second)
+            zs[first["model"], second["model"]] = z
+            zs[second["model"], first["model"]] = z
+    return zs
 
 
 @dataclass(frozen=True)
 class DoubtUpdate:
-    levels: dict[int, int]  # level -> model pairs at that level (each pair counted once)
+    bands: dict[str, int]  # band (BANDS) -> model pairs in it, each pair counted once
     changed: int  # comparisons whose level was written
 
 
@@ -89,20 +102,21 @@ def pair_doubt_update(project: Project, leaderboard: Iterable[dict[str, Any]]) -
     open ordinary comparisons. A project of another policy is left alone (its rows keep the
     level they had, which no other policy reads)."""
     if project.policy != AssignmentPolicy.UNCERTAIN_FIRST:
-        return DoubtUpdate(levels={}, changed=0)
-    levels = pair_levels(leaderboard)
-    keys = {
-        level: [f"{a}{_SEPARATOR}{b}" for (a, b), found in levels.items() if found == level]
-        for level in (DECIDED, SETTLED)
-    }
+        return DoubtUpdate(bands={}, changed=0)
+    zs = pair_zs(leaderboard)
+    keys: dict[int, list[str]] = {}
+    for (a, b), z in zs.items():
+        keys.setdefault(level_of(z), []).append(f"{a}{_SEPARATOR}{b}")
     rows = Comparison.objects.filter(project=project, complete=False, is_gold=False)
     changed = 0
-    for level, listed in keys.items():
-        if listed:
+    for level, listed in sorted(keys.items()):
+        if level:
             changed += _write(rows.filter(_pair_in(listed)), level)
-    listed = keys[DECIDED] + keys[SETTLED]
-    changed += _write(rows.exclude(_pair_in(listed)) if listed else rows, UNDECIDED)
-    counts = {level: 0 for level in (UNDECIDED, DECIDED, SETTLED)}
-    for level in levels.values():
-        counts[level] += 1
-    return DoubtUpdate(levels={k: v // 2 for k, v in counts.items()}, changed=changed)
+    # Level 0: the pairs there, and every comparison no pair above it names.
+    above = [key for level, listed in keys.items() if level for key in listed]
+    changed += _write(rows.exclude(_pair_in(above)) if above else rows, 0)
+    bands = dict.fromkeys(BANDS, 0)
+    for (a, b), z in zs.items():
+        if a < b:
+            bands[band_of(z)] += 1
+    return DoubtUpdate(bands=bands, changed=changed)

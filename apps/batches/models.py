@@ -261,10 +261,11 @@ class Comparison(models.Model):
     votes_both_bad = models.PositiveIntegerField(default=0)
     # |votes_a - votes_b|, and 1 before any vote: what uncertain_first orders by.
     split = models.PositiveIntegerField(default=1)
-    # How undecided the leaderboard leaves the order of this comparison's two models: 0 (the
-    # most, and whenever a side has no model or there is no fit yet) to 2 (settled); what
-    # uncertain_first orders by before the split (queue_order). agreement.pair_doubt writes it
-    # from the project's crowd leaderboard each time the dashboard's figures are computed.
+    # How settled the leaderboard leaves the order of this comparison's two models, as z in
+    # half steps: 0 (z < 0.5, and whenever a side has no model or there is no fit yet) to 8
+    # (z >= 4); what uncertain_first orders by before the split (queue_order).
+    # agreement.pair_doubt writes it from the project's crowd leaderboard each time the
+    # dashboard's figures are computed.
     pair_doubt = models.PositiveSmallIntegerField(default=0, db_default=0)
     skip_count = models.PositiveIntegerField(default=0)
     is_gold = models.BooleanField(default=False)

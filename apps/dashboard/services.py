@@ -30,7 +30,7 @@ from django.utils import timezone
 from annotate.broker import BrokerUnavailable, send_task
 from annotate.cache import cache_down
 from annotate.celery import app as celery_app
-from apps.agreement.pair_doubt import DECIDED, SETTLED, UNDECIDED, pair_doubt_update
+from apps.agreement.pair_doubt import pair_doubt_update
 from apps.batches.models import BatchStatus
 from apps.dashboard.figures import project_figures
 from apps.dashboard.render import figures_html
@@ -162,11 +162,7 @@ def _pair_doubt(project: Project, figures: dict[str, Any]) -> dict[str, Any] | N
     except DatabaseError:
         logger.exception("model-pair doubt of project %s not written", project.slug)
         return None
-    names = {UNDECIDED: "undecided", DECIDED: "decided", SETTLED: "settled"}
-    return {
-        "pairs": {name: update.levels.get(level, 0) for level, name in names.items()},
-        "changed": update.changed,
-    }
+    return {"pairs": update.bands, "changed": update.changed}
 
 
 def tasks_in_process() -> bool:

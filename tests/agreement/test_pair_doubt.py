@@ -2,16 +2,17 @@
 levels on hand-computed cases, their writing onto the comparisons, the queue's order, and the
 dashboard's refresh that writes them from the real crowd fit."""
 
+import math
+
 import pytest
 from django.core.cache import cache
 
 from apps.agreement.pair_doubt import (
-    DECIDED,
-    SETTLED,
-    UNDECIDED,
+    band_of,
+    level_of,
     pair_doubt_update,
-    pair_level,
-    pair_levels,
+    pair_z,
+    pair_zs,
 )
 from apps.batches.models import Comparison
 from apps.dashboard.services import figures_refresh
@@ -25,33 +26,47 @@ def entry(model, score, half_width):
 
 
 # Half-widths of 19.6 give each score a standard error of 10, so a difference's is 10 * sqrt(2)
-# = 14.14: z = difference / 14.14.
+# = 14.142: z = difference / 14.142.
 @pytest.mark.parametrize(
-    ("difference", "level"),
-    [
-        (0, UNDECIDED),
-        (23.0, UNDECIDED),  # z 1.63: the order wrong with more than 5% probability
-        (23.5, DECIDED),  # z 1.66
-        (42.0, DECIDED),  # z 2.97
-        (42.5, SETTLED),  # z 3.01
-        (400, SETTLED),
-    ],
+    ("difference", "z"),
+    [(0, 0.0), (20, 1.41421), (30, 2.12132), (50, 3.53553), (-50, 3.53553)],
 )
-def test_the_level_of_two_scores_is_their_z(difference, level):
-    assert pair_level(entry("a", 1000, 19.6), entry("b", 1000 + difference, 19.6)) == level
-    assert pair_level(entry("b", 1000 + difference, 19.6), entry("a", 1000, 19.6)) == level
+def test_z_of_two_scores(difference, z):
+    first, second = entry("a", 1000, 19.6), entry("b", 1000 + difference, 19.6)
+    assert pair_z(first, second) == pytest.approx(z, abs=1e-4)
+    assert pair_z(second, first) == pytest.approx(z, abs=1e-4)
 
 
 def test_unequal_intervals_add_in_quadrature():
-    # Standard errors 30 and 40: the difference's is 50, so 100 apart is z 2 (decided) and 160
-    # apart z 3.2 (settled).
-    assert pair_level(entry("a", 1000, 30 * 1.96), entry("b", 1100, 40 * 1.96)) == DECIDED
-    assert pair_level(entry("a", 1000, 30 * 1.96), entry("b", 1160, 40 * 1.96)) == SETTLED
+    # Standard errors 30 and 40: the difference's is 50.
+    assert pair_z(entry("a", 1000, 30 * 1.96), entry("b", 1100, 40 * 1.96)) == pytest.approx(
+        2.0, abs=1e-3
+    )
 
 
 def test_intervals_of_no_width():
-    assert pair_level(entry("a", 1000, 0), entry("b", 1001, 0)) == SETTLED
-    assert pair_level(entry("a", 1000, 0), entry("b", 1000, 0)) == UNDECIDED
+    assert pair_z(entry("a", 1000, 0), entry("b", 1001, 0)) == math.inf
+    assert pair_z(entry("a", 1000, 0), entry("b", 1000, 0)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("z", "level", "band"),
+    [
+        (0.0, 0, "undecided"),
+        (0.49, 0, "undecided"),
+        (0.5, 1, "undecided"),
+        (1.64, 3, "undecided"),  # the order wrong with more than 5% probability
+        (1.65, 3, "decided"),
+        (2.99, 5, "decided"),
+        (3.0, 6, "settled"),
+        (3.99, 7, "settled"),
+        (4.0, 8, "settled"),
+        (math.inf, 8, "settled"),
+    ],
+)
+def test_levels_are_half_steps_of_z_and_bands_its_confidence(z, level, band):
+    assert level_of(z) == level
+    assert band_of(z) == band
 
 
 def test_every_pair_in_both_orders_and_entries_without_an_interval_left_out():
@@ -61,15 +76,10 @@ def test_every_pair_in_both_orders_and_entries_without_an_interval_left_out():
         entry("m3", 900, 19.6),
         {"model": "m4", "score": None, "ci95": None},
     ]
-    levels = pair_levels(board)
-    assert levels == {
-        ("m1", "m2"): UNDECIDED,
-        ("m2", "m1"): UNDECIDED,
-        ("m1", "m3"): SETTLED,
-        ("m3", "m1"): SETTLED,
-        ("m2", "m3"): SETTLED,
-        ("m3", "m2"): SETTLED,
-    }
+    zs = pair_zs(board)
+    assert set(zs) == {(a, b) for a in ("m1", "m2", "m3") for b in ("m1", "m2", "m3") if a != b}
+    assert zs["m1", "m2"] == zs["m2", "m1"] == pytest.approx(20 / (10 * math.sqrt(2)), abs=1e-3)
+    assert zs["m2", "m3"] == pytest.approx(180 / (10 * math.sqrt(2)), abs=1e-3)
 
 
 def pair_row(pid, first, second):
@@ -89,6 +99,8 @@ def doubts(project):
     return {row.prompt.external_id: row.pair_doubt for row in rows}
 
 
+# z: m1-m2 1.41 (level 2, undecided), m2-m3 2.12 (level 4, decided), m1-m3 3.54 (level 7,
+# settled).
 BOARD = [entry("m1", 1200, 19.6), entry("m2", 1180, 19.6), entry("m3", 1150, 19.6)]
 
 
@@ -96,46 +108,54 @@ def test_the_levels_go_onto_the_open_comparisons_of_each_pair(project, import_ro
     project.policy = "uncertain_first"
     project.save()
     import_rows(
-        pair_row("p12", "m1", "m2"),  # 20 apart: undecided
+        pair_row("p12", "m1", "m2"),
         pair_row("p21", "m2", "m1"),  # the same pair, the other way round
-        pair_row("p13", "m3", "m1"),  # 50 apart: settled
-        pair_row("p23", "m2", "m3"),  # 30 apart: decided
-        pair_row("p14", "m1", "m4"),  # m4 is not on the board: undecided
-        pair_row("p1x", "m1", ""),  # no model: undecided
-        pair_row("done", "m1", "m3"),  # settled, but complete: left as it is
+        pair_row("p13", "m3", "m1"),
+        pair_row("p23", "m2", "m3"),
+        pair_row("p14", "m1", "m4"),  # m4 is not on the board: level 0
+        pair_row("p1x", "m1", ""),  # no model: level 0
+        pair_row("done", "m1", "m3"),  # complete: left as it is
     )
     Comparison.objects.filter(prompt__external_id="done").update(complete=True)
     update = pair_doubt_update(project, BOARD)
     assert doubts(project) == {
-        "p12": UNDECIDED,
-        "p21": UNDECIDED,
-        "p13": SETTLED,
-        "p23": DECIDED,
-        "p14": UNDECIDED,
-        "p1x": UNDECIDED,
-        "done": UNDECIDED,
+        "p12": 2,
+        "p21": 2,
+        "p13": 7,
+        "p23": 4,
+        "p14": 0,
+        "p1x": 0,
+        "done": 0,
     }
-    assert update.levels == {UNDECIDED: 1, DECIDED: 1, SETTLED: 1}
-    assert update.changed == 2
+    assert update.bands == {"undecided": 1, "decided": 1, "settled": 1}
+    assert update.changed == 4
     # Nothing moved: nothing written.
     assert pair_doubt_update(project, BOARD).changed == 0
-    # m3 gone from the board (a fit without it): its pairs are undecided again.
+    # m3 gone from the board (a fit without it): its pairs are back at 0.
     assert pair_doubt_update(project, BOARD[:2]).changed == 2
-    assert set(doubts(project).values()) == {UNDECIDED}
+    assert doubts(project) == {
+        "p12": 2,
+        "p21": 2,
+        "p13": 0,
+        "p23": 0,
+        "p14": 0,
+        "p1x": 0,
+        "done": 0,
+    }
 
 
 def test_another_policy_is_left_alone(project, import_rows):
     import_rows(pair_row("p13", "m1", "m3"))
     update = pair_doubt_update(project, BOARD)  # breadth first
-    assert update.changed == 0 and update.levels == {}
-    assert doubts(project) == {"p13": UNDECIDED}
+    assert update.changed == 0 and update.bands == {}
+    assert doubts(project) == {"p13": 0}
 
 
 def test_uncertain_first_serves_an_undecided_pair_before_a_split_comparison(
     project, annotators, import_rows
 ):
-    """The doubt comes before the split: a 1-1 comparison of a settled pair waits behind an
-    untouched comparison of an undecided one; among equal doubts the split still leads."""
+    """The level comes before the split: a 1-1 comparison of a settled pair waits behind an
+    untouched comparison of a less settled one; among equal levels the split still leads."""
     project.policy, project.overlap = "uncertain_first", 5
     project.save()
     import_rows(pair_row("settled", "m1", "m3"), pair_row("open", "m1", "m2"))
@@ -187,18 +207,19 @@ def test_the_dashboards_refresh_writes_the_levels_of_the_crowd_fit(project, make
     figures = figures_refresh(project)
     assert figures is not None
     board = figures["models"]["crowd_leaderboard"]["models"]
-    levels = pair_levels(board)
-    assert levels["m1", "m3"] > levels["m2", "m3"] == UNDECIDED
+    zs = pair_zs(board)
+    assert level_of(zs["m1", "m3"]) > level_of(zs["m2", "m3"])
+    assert band_of(zs["m2", "m3"]) == "undecided"
     expected = {
-        c.prompt.external_id: levels[c.candidate_a.model, c.candidate_b.model]
+        c.prompt.external_id: level_of(zs[c.candidate_a.model, c.candidate_b.model])
         for c in Comparison.objects.filter(complete=False).select_related(
             "prompt", "candidate_a", "candidate_b"
         )
     }
     assert {k: v for k, v in doubts(project).items() if k in expected} == expected
     assert figures["pair_doubt"]["pairs"] == {
-        name: sum(found == level for found in levels.values()) // 2
-        for name, level in (("undecided", UNDECIDED), ("decided", DECIDED), ("settled", SETTLED))
+        band: sum(band_of(z) == band for (a, b), z in zs.items() if a < b)
+        for band in ("undecided", "decided", "settled")
     }
     shown = figures["html"]
     assert 'data-testid="pair-doubt"' in shown
@@ -207,7 +228,8 @@ def test_the_dashboards_refresh_writes_the_levels_of_the_crowd_fit(project, make
     newcomer = make_user("member")
     membership_add(project=project, user=newcomer, role="annotator")
     lease = assignment_next(project=project, annotator=newcomer)
-    assert lease is not None and lease.comparison.pair_doubt == UNDECIDED
+    lowest = min(doubts(project)[c] for c in expected)
+    assert lease is not None and lease.comparison.pair_doubt == lowest
 
 
 def test_the_refresh_of_another_policy_writes_nothing(project, import_rows):

@@ -1,0 +1,198 @@
+"""A model of the queue's policies, outside the app: how soon does each one's leaderboard order
+the models? bench/quality.py answers through the app, but at a few seeds its tau curves are
+mostly noise (a seed's tau moves by 0.07 with one swapped pair); this plays the same game in
+plain Python at many seeds in about a minute.
+
+    .venv/bin/python bench/policy_sim.py                    # spread 3.0 and 1.5, 30 seeds
+    .venv/bin/python bench/policy_sim.py --spreads 3 --seeds 10
+
+The game, as in bench/quality.py's defaults: 8 models with log-strengths spread evenly over
+`--spread` units; 1,200 comparisons, each a random pair of them; overlap 3; 9 annotators in
+turn (6 honest by the Bradley-Terry model, ties one time in three between neighbours, a random
+clicker, an always-left one, a left-biased one), sides drawn at random; a budget of 3,000
+judgments. A 10% audit sample. Policies:
+
+- random: any open comparison the annotator has not judged;
+- uncertain_first as before pair doubt (audit first, then most split, then fewest votes), with
+  adaptive stopping at a lead of 2;
+- uncertain_first with the doubt in three bands (undecided z < 1.645, decided z < 3, settled),
+  refreshed every 100 judgments from a Bradley-Terry fit and its Fisher-information errors;
+- uncertain_first with the doubt in half steps of z (what apps/agreement/pair_doubt.py writes).
+
+It prints per spread and policy the mean over seeds of the plain Bradley-Terry leaderboard's
+Kendall tau (every vote alike, ties half a win each) every 150 judgments, its mean over the
+whole run, and the judgments at which the mean first reaches the random policy's final tau.
+It models the queue, not the app: no leases, no concurrency, a plain fit where the app's doubt
+comes from its reliability-weighted one.
+"""
+
+import argparse
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODELS = 8
+OVERLAP = 3
+KINDS = ("honest",) * 6 + ("random", "always_left", "left_biased")
+
+
+@dataclass
+class Comparison:
+    a: int
+    b: int
+    rank: float
+    audit: bool
+    votes_a: int = 0
+    votes_b: int = 0
+    votes: int = 0
+    doubt: int = 0
+    complete: bool = False
+    by: set[int] = field(default_factory=set)
+
+    def split(self) -> int:
+        return abs(self.votes_a - self.votes_b) if self.votes else 1
+
+
+def fit(wins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bradley-Terry log-strengths (MM iterations, 0.1 of a win's prior on every pair) and their
+    covariance from the Fisher information."""
+    w = wins + 0.1 * (1 - np.eye(MODELS))
+    n = w + w.T
+    p = np.ones(MODELS)
+    for _ in range(500):
+        new = w.sum(1) / (n / (p[:, None] + p[None, :])).sum(1)
+        new /= np.exp(np.log(new).mean())
+        done = np.max(np.abs(new - p)) < 1e-9
+        p = new
+        if done:
+            break
+    s = np.log(p)
+    win = 1 / (1 + np.exp(-(s[:, None] - s[None, :])))
+    info = -(n * win * win.T)
+    np.fill_diagonal(info, 0)
+    info[np.diag_indices(MODELS)] = -info.sum(1)
+    return s, np.linalg.pinv(info)
+
+
+def kendall_tau(first: np.ndarray, second: np.ndarray) -> float:
+    score = 0
+    for i in range(MODELS):
+        for j in range(i + 1, MODELS):
+            score += int(np.sign((first[i] - first[j]) * (second[i] - second[j])))
+    return score / (MODELS * (MODELS - 1) / 2)
+
+
+def bands(z: float) -> int:
+    return 0 if z < 1.645 else 1 if z < 3.0 else 2
+
+
+def steps(z: float) -> int:
+    return min(int(z / 0.5), 8)
+
+
+def play(seed: int, spread: float, policy: str, budget: int, level: Callable[[float], int] | None):
+    """One run; returns {judgments: tau} every 150 judgments."""
+    rng = random.Random(seed)
+    true = np.array([spread * (i / (MODELS - 1) - 0.5) for i in range(MODELS)])
+    comparisons = [
+        Comparison(*rng.sample(range(MODELS), 2), rank=rng.random(), audit=rng.random() < 0.1)
+        for _ in range(1200)
+    ]
+    draw = random.Random(seed * 7 + (policy != "random"))
+    wins = np.zeros((MODELS, MODELS))
+    curve: dict[int, float] = {}
+    judged = 0
+    while judged < budget:
+        moved = False
+        for who, kind in enumerate(KINDS):
+            if judged >= budget:
+                break
+            free = [c for c in comparisons if not c.complete and who not in c.by]
+            if not free:
+                continue
+            moved = True
+            if policy == "random":
+                c = draw.choice(free)
+            else:
+                c = min(free, key=lambda c: (not c.audit, c.doubt, c.split(), c.votes, c.rank))
+            left, right = (c.a, c.b) if draw.random() < 0.5 else (c.b, c.a)
+            d = true[left] - true[right]
+            if kind == "random":
+                answer = draw.choice("LR")
+            elif kind == "always_left":
+                answer = "L"
+            elif kind == "left_biased" and abs(d) < 1.0:
+                answer = "L" if draw.random() < 0.75 else "R"
+            elif abs(d) < 0.5 and draw.random() < 1 / 3:
+                answer = "T"
+            else:
+                answer = "L" if draw.random() < 1 / (1 + math.exp(-d)) else "R"
+            if answer == "T":
+                wins[left, right] += 0.5
+                wins[right, left] += 0.5
+            else:
+                winner, loser = (left, right) if answer == "L" else (right, left)
+                wins[winner, loser] += 1
+                if winner == c.a:
+                    c.votes_a += 1
+                else:
+                    c.votes_b += 1
+            c.votes += 1
+            c.by.add(who)
+            stopped = policy != "random" and not c.audit and abs(c.votes_a - c.votes_b) >= 2
+            c.complete = c.votes >= OVERLAP or stopped
+            judged += 1
+            if judged % 150 == 0:
+                curve[judged] = kendall_tau(fit(wins)[0], true)
+            if level is not None and judged % 100 == 0:
+                s, cov = fit(wins)
+                for c2 in comparisons:
+                    i, j = c2.a, c2.b
+                    z = abs(s[i] - s[j]) / math.sqrt(max(cov[i, i] + cov[j, j], 1e-12))
+                    c2.doubt = level(z)
+        if not moved:
+            break
+    return curve
+
+
+POLICIES: dict[str, tuple[str, Callable[[float], int] | None]] = {
+    "random": ("random", None),
+    "uncertain_first, no doubt": ("uncertain_first", None),
+    "uncertain_first, 3 bands": ("uncertain_first", bands),
+    "uncertain_first, z steps": ("uncertain_first", steps),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spreads", type=float, nargs="+", default=[3.0, 1.5])
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--budget", type=int, default=3000)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    for spread in args.spreads:
+        print(f"\nspread {spread}, {args.seeds} seeds, {args.budget} judgments")
+        final = None
+        for name, (policy, level) in POLICIES.items():
+            curves = [
+                play(seed, spread, policy, args.budget, level) for seed in range(1, args.seeds + 1)
+            ]
+            points = sorted(set.intersection(*(set(c) for c in curves)))
+            mean = {n: float(np.mean([c[n] for c in curves])) for n in points}
+            if final is None:
+                final = mean[points[-1]]
+            reach = next((n for n in points if mean[n] >= final - 1e-9), None)
+            shown = " ".join(f"{n}:{mean[n]:.3f}" for n in points[1::2])
+            print(
+                f"  {name:<26} mean tau {np.mean(list(mean.values())):.4f}, reaches random's "
+                f"final {final:.3f} at {reach or '-'}; {shown}"
+            )
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
