@@ -20,7 +20,8 @@ wrong with more than 5% probability), decided (below SETTLED_Z) and settled.
 
 The levels are written each time the dashboard's figures are computed (dashboard.services), so
 every DASHBOARD_REFRESH_SECONDS while a worker and its beat run; open ordinary comparisons only,
-in chunks of their own transactions, and only the rows whose level changes.
+in chunks of their own transactions, only the rows whose level changes, and at most
+WRITE_LIMIT of them a refresh.
 """
 
 import math
@@ -41,6 +42,11 @@ DECIDED_Z = 1.645  # one-sided 95%: the order is wrong with at most 5% probabili
 SETTLED_Z = 3.0  # one-sided 99.87%
 BANDS = ("undecided", "decided", "settled")
 CHUNK = 2000  # rows an UPDATE writes in one transaction
+# Rows a refresh rewrites at most: 4-8 s on PostgreSQL with the scan that finds them, at
+# 1,000,000 open comparisons on 2 cores (all of them at once took 43 s; README), so that a fit
+# that moves every pair (the first after a large import) spreads its writes over several
+# refreshes instead of holding the worker for a minute.
+WRITE_LIMIT = 100_000
 _SEPARATOR = "\x1f"  # between the two model names of a pair's key (never in a model's name)
 _Z95 = 1.959963984540054
 
@@ -80,6 +86,7 @@ def pair_zs(models: Iterable[dict[str, Any]]) -> dict[tuple[str, str], float]:
 class DoubtUpdate:
     bands: dict[str, int]  # band (BANDS) -> model pairs in it, each pair counted once
     changed: int  # comparisons whose level was written
+    pending: bool  # the write limit was reached: more rows may wait for the next refresh
 
 
 def _pair_in(keys: list[str]) -> In:
@@ -90,8 +97,9 @@ def _pair_in(keys: list[str]) -> In:
     return In(pair, keys)
 
 
-def _write(rows: "QuerySet[Comparison]", level: int) -> int:
-    ids = list(rows.exclude(pair_doubt=level).values_list("pk", flat=True))
+def _write(rows: "QuerySet[Comparison]", level: int, limit: int) -> int:
+    """Gives at most `limit` of `rows` whose level differs `level`; returns how many."""
+    ids = list(rows.exclude(pair_doubt=level).values_list("pk", flat=True)[:limit])
     for start in range(0, len(ids), CHUNK):
         Comparison.objects.filter(pk__in=ids[start : start + CHUNK]).update(pair_doubt=level)
     return len(ids)
@@ -99,24 +107,24 @@ def _write(rows: "QuerySet[Comparison]", level: int) -> int:
 
 def pair_doubt_update(project: Project, leaderboard: Iterable[dict[str, Any]]) -> DoubtUpdate:
     """Writes the levels of `leaderboard` (the crowd leaderboard's models) onto the project's
-    open ordinary comparisons. A project of another policy is left alone (its rows keep the
-    level they had, which no other policy reads)."""
+    open ordinary comparisons, at most WRITE_LIMIT rows a call, the lowest levels (the least
+    settled pairs) first: the rest follow at the next refresh. A project of another policy is
+    left alone (its rows keep the level they had, which no other policy reads)."""
     if project.policy != AssignmentPolicy.UNCERTAIN_FIRST:
-        return DoubtUpdate(bands={}, changed=0)
+        return DoubtUpdate(bands={}, changed=0, pending=False)
     zs = pair_zs(leaderboard)
     keys: dict[int, list[str]] = {}
     for (a, b), z in zs.items():
         keys.setdefault(level_of(z), []).append(f"{a}{_SEPARATOR}{b}")
     rows = Comparison.objects.filter(project=project, complete=False, is_gold=False)
-    changed = 0
-    for level, listed in sorted(keys.items()):
-        if level:
-            changed += _write(rows.filter(_pair_in(listed)), level)
-    # Level 0: the pairs there, and every comparison no pair above it names.
+    # Level 0 first: its pairs, and every comparison no pair above it names.
     above = [key for level, listed in keys.items() if level for key in listed]
-    changed += _write(rows.exclude(_pair_in(above)) if above else rows, 0)
+    changed = _write(rows.exclude(_pair_in(above)) if above else rows, 0, WRITE_LIMIT)
+    for level, listed in sorted(keys.items()):
+        if level and changed < WRITE_LIMIT:
+            changed += _write(rows.filter(_pair_in(listed)), level, WRITE_LIMIT - changed)
     bands = dict.fromkeys(BANDS, 0)
     for (a, b), z in zs.items():
         if a < b:
             bands[band_of(z)] += 1
-    return DoubtUpdate(bands=bands, changed=changed)
+    return DoubtUpdate(bands=bands, changed=changed, pending=changed >= WRITE_LIMIT)

@@ -162,7 +162,7 @@ def _pair_doubt(project: Project, figures: dict[str, Any]) -> dict[str, Any] | N
     except DatabaseError:
         logger.exception("model-pair doubt of project %s not written", project.slug)
         return None
-    return {"pairs": update.bands, "changed": update.changed}
+    return {"pairs": update.bands, "changed": update.changed, "pending": update.pending}
 
 
 def tasks_in_process() -> bool:

@@ -7,6 +7,7 @@ import math
 import pytest
 from django.core.cache import cache
 
+from apps.agreement import pair_doubt
 from apps.agreement.pair_doubt import (
     band_of,
     level_of,
@@ -142,6 +143,28 @@ def test_the_levels_go_onto_the_open_comparisons_of_each_pair(project, import_ro
         "p1x": 0,
         "done": 0,
     }
+
+
+def test_a_refresh_writes_at_most_the_limit_the_least_settled_first(
+    project, import_rows, monkeypatch
+):
+    monkeypatch.setattr(pair_doubt, "WRITE_LIMIT", 2)
+    project.policy = "uncertain_first"
+    project.save()
+    import_rows(
+        pair_row("p13", "m3", "m1"),  # level 7
+        pair_row("p23", "m2", "m3"),  # level 4
+        pair_row("p12", "m1", "m2"),  # level 2
+        pair_row("q12", "m2", "m1"),  # level 2
+    )
+    first = pair_doubt_update(project, BOARD)
+    assert (first.changed, first.pending) == (2, True)
+    assert doubts(project) == {"p12": 2, "q12": 2, "p13": 0, "p23": 0}
+    second = pair_doubt_update(project, BOARD)
+    assert (second.changed, second.pending) == (2, True)
+    assert doubts(project) == {"p12": 2, "q12": 2, "p13": 7, "p23": 4}
+    third = pair_doubt_update(project, BOARD)
+    assert (third.changed, third.pending) == (0, False)
 
 
 def test_another_policy_is_left_alone(project, import_rows):
