@@ -223,10 +223,18 @@ class Refresher:
                 return json.loads(line[len(MARK) :])
         raise common.BenchError("the refresher exited")
 
-    def close(self) -> None:
+    def __enter__(self) -> "Refresher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Ended before the database is dropped: it holds a connection to it."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def shell(code: str, env: dict[str, str], **names: str) -> Any:
@@ -692,10 +700,9 @@ def main() -> int:
             "projects": [[run.slug, run.policy] for run in runs],
         }
         tokens = shell(_SETUP, env, SPEC=json.dumps(spec))
-        refresher = Refresher(env)
         every = args.refresh_every
         refreshes = set(range(every, args.budget, every)) if every > 0 else set()
-        with common.Gunicorn(env, workers=args.workers) as server:
+        with Refresher(env) as refresher, common.Gunicorn(env, workers=args.workers) as server:
             results = []
             for run in runs:
                 body, run.truth = import_file(run.seed, args.prompts, 3 if args.triads else 2)
@@ -749,7 +756,6 @@ def main() -> int:
                     else ""
                 )
                 print(f"  {run.slug}: {run.judgments} judgments{probed} in {run.wall:.1f} s{doubt}")
-        refresher.close()
         flags = shell(_FLAGS, env, SLUGS=json.dumps([run.slug for run in runs]))
         for result in results:
             result["people"] = {k: v for k, v in flags[result["slug"]].items() if k != "lead"}

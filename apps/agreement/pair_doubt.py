@@ -105,13 +105,15 @@ def _write(rows: "QuerySet[Comparison]", level: int, limit: int) -> int:
     return len(ids)
 
 
-def pair_doubt_update(project: Project, leaderboard: Iterable[dict[str, Any]]) -> DoubtUpdate:
+def pair_doubt_update(
+    project: Project, leaderboard: Iterable[dict[str, Any]]
+) -> DoubtUpdate | None:
     """Writes the levels of `leaderboard` (the crowd leaderboard's models) onto the project's
     open ordinary comparisons, at most WRITE_LIMIT rows a call, the lowest levels (the least
-    settled pairs) first: the rest follow at the next refresh. A project of another policy is
-    left alone (its rows keep the level they had, which no other policy reads)."""
+    settled pairs) first: the rest follow at the next refresh. None for a project of another
+    policy, left alone (its rows keep the level they had, which no other policy reads)."""
     if project.policy != AssignmentPolicy.UNCERTAIN_FIRST:
-        return DoubtUpdate(bands={}, changed=0, pending=False)
+        return None
     zs = pair_zs(leaderboard)
     keys: dict[int, list[str]] = {}
     for (a, b), z in zs.items():

@@ -34,7 +34,7 @@ from apps.agreement.pair_doubt import pair_doubt_update
 from apps.batches.models import BatchStatus
 from apps.dashboard.figures import project_figures
 from apps.dashboard.render import figures_html
-from apps.projects.models import AssignmentPolicy, Membership, Project
+from apps.projects.models import Membership, Project
 
 logger = logging.getLogger(__name__)
 
@@ -155,14 +155,12 @@ def _pair_doubt(project: Project, figures: dict[str, Any]) -> dict[str, Any] | N
     """The uncertain_first queue's model-pair levels (agreement.pair_doubt) from the figures'
     crowd leaderboard, written onto the comparisons; None for another policy. A database error
     is logged, not raised: the queue keeps the levels it had, and the figures stand."""
-    if project.policy != AssignmentPolicy.UNCERTAIN_FIRST:
-        return None
     try:
         update = pair_doubt_update(project, figures["models"]["crowd_leaderboard"]["models"])
     except DatabaseError:
         logger.exception("model-pair doubt of project %s not written", project.slug)
         return None
-    return {"pairs": update.bands, "changed": update.changed, "pending": update.pending}
+    return None if update is None else {"pairs": update.bands, "changed": update.changed}
 
 
 def tasks_in_process() -> bool:
