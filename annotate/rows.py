@@ -7,7 +7,7 @@ the same queries through the ORM cost more Python than the database took to run 
 from typing import Any, TypeVar
 
 from django.db import connection
-from django.db.models import Field, Model
+from django.db.models import Field, JSONField, Model
 
 M = TypeVar("M", bound=Model)
 
@@ -59,6 +59,19 @@ def loaded_from_row(model: type[M], row: "list[Any] | tuple[Any, ...]") -> M:
         model,
         **{f.attname: converted(f, value) for f, value in zip(fields, row, strict=True)},
     )
+
+
+def loaded_from_json(model: type[M], obj: dict[str, Any]) -> M:
+    """An instance from PostgreSQL's to_jsonb() of a row of its table (keyed by column): each
+    value made what the field holds (to_python: a timestamp from its ISO text, and so on); a
+    JSON field's value is JSON already."""
+    values: dict[str, Any] = {}
+    for field in model._meta.concrete_fields:
+        value = obj[str(field.column)]
+        if value is not None and not isinstance(field, JSONField):
+            value = field.to_python(value)
+        values[field.attname] = value
+    return loaded(model, **values)
 
 
 def columns(model: type[Model], alias: str) -> list[str]:

@@ -160,16 +160,27 @@ def _probe_fields(probe: RepeatProbe) -> dict[str, Any]:
     return {"next": probe_payload(probe), "next_reason": None, "next_detail": None}
 
 
-def next_fields(request: Request, assignment_id: int, *, probes: bool) -> dict[str, Any]:
+def next_fields(
+    request: Request,
+    assignment_id: int,
+    *,
+    probes: bool,
+    membership: Membership | None = None,
+) -> dict[str, Any]:
     """`next`, `next_reason` and `next_detail` for an answer that asked for them (see
-    assignment_next_after: the judgment or skip has committed; this cannot undo it). With
-    `probes=1` a due consistency probe comes first, as on the next endpoint."""
+    assignment_next_after: the judgment or skip has committed; this cannot undo it; a submit
+    may bring the membership as it left it). With `probes=1` a due consistency probe comes
+    first, as on the next endpoint."""
     annotator = request_user(request)
     if probes:
         probe = probe_next_after(assignment_id=assignment_id, annotator=annotator)
         if probe is not None:
             return _probe_fields(probe)
-    return _after_fields(assignment_next_after(assignment_id=assignment_id, annotator=annotator))
+    return _after_fields(
+        assignment_next_after(
+            assignment_id=assignment_id, annotator=annotator, membership=membership
+        )
+    )
 
 
 class AssignmentNext(APIView):
@@ -332,6 +343,7 @@ class JudgmentCreate(APIView):
             result = judgment_submit(
                 assignment_id=assignment_id,
                 annotator=request_user(request),
+                with_membership=with_next,
                 **judgment_fields(request.data),
             )
         except IdempotencyConflict as exc:
@@ -341,7 +353,9 @@ class JudgmentCreate(APIView):
             )
         body = _submitted_payload(result)
         if with_next:  # the judgment has committed: whatever happens next, it stands
-            body.update(next_fields(request, assignment_id, probes=probes))
+            body.update(
+                next_fields(request, assignment_id, probes=probes, membership=result.membership)
+            )
         return Response(
             body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         )

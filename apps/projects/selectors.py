@@ -1,6 +1,7 @@
 import functools
 import hashlib
 import hmac
+import json
 from typing import Any
 
 from django.conf import settings
@@ -10,7 +11,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.http import Http404
 
-from annotate.rows import columns, loaded_from_row
+from annotate.rows import columns, loaded_from_json, loaded_from_row
 from apps.projects.models import Membership, Project, Role
 
 User = UserModel | AnonymousUser
@@ -72,6 +73,15 @@ def membership_from_row(row: tuple[Any, ...]) -> Membership:
     split = len(Membership._meta.concrete_fields)
     membership = loaded_from_row(Membership, row[:split])
     membership.project = loaded_from_row(Project, row[split:])
+    return membership
+
+
+def membership_from_json(value: str | list[dict[str, Any]]) -> Membership:
+    """A membership and its project from `[to_jsonb(membership), to_jsonb(project)]`, as
+    annotate_submit reports them (Django has psycopg read jsonb as its text)."""
+    member, project = json.loads(value) if isinstance(value, str) else value
+    membership = loaded_from_json(Membership, member)
+    membership.project = loaded_from_json(Project, project)
     return membership
 
 

@@ -333,7 +333,11 @@ _NOT_A_MEMBER = "You are no longer a member of this project."
 
 
 def assignment_next_after(
-    *, assignment_id: int, annotator: User, now: datetime | None = None
+    *,
+    assignment_id: int,
+    annotator: User,
+    membership: Membership | None = None,
+    now: datetime | None = None,
 ) -> NextAfter:
     """The annotator's next assignment in the project of `assignment_id`, exactly as
     assignment_next hands it out (their open lease, or a new one), for a submit or skip that
@@ -344,8 +348,11 @@ def assignment_next_after(
     reported as NEXT_UNAVAILABLE rather than raised, and the caller still answers that the
     judgment was stored. A retry of the submission (same idempotency key) comes here again and
     gets the open lease the first answer carried, if it is still unanswered: no second lease.
-    Queries: the membership with its project, then assignment_next's.
+    Queries: the membership with its project (none when the submit brought it, `membership`:
+    SubmitResult.membership), then assignment_next's.
     """
+    if membership is not None:
+        return assignment_next_in(membership=membership, annotator=annotator, now=now)
     try:
         membership = membership_for_assignment(user=annotator, assignment_id=assignment_id)
     except DatabaseError:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from apps.judging.models import Assignment, Judgment, Skip
+from apps.projects.models import Membership
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class SubmitResult:
     # The project's consistency-probe rate where the submit read it anyway (annotate_submit);
     # None where it did not (the caller then has the project, or asks).
     repeat_rate: float | None = None
+    # The annotator's membership with its project as the judgment left them, where the submit
+    # was asked for it and read it anyway (annotate_submit); None where not.
+    membership: Membership | None = None
 
 
 # Why a submit or skip that asked for the next assignment (`?next=1`) carries none.

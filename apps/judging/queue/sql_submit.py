@@ -49,12 +49,12 @@ _SUBMIT_TEMPLATE = """
 CREATE FUNCTION annotate_submit(
     p_assignment bigint, p_annotator bigint, p_choice text, p_strength integer,
     p_criteria jsonb, p_stored jsonb, p_flags jsonb, p_rationale text, p_key text,
-    p_duration integer, p_now timestamptz,
+    p_duration integer, p_now timestamptz, p_member boolean,
     OUT outcome text, OUT o_judgment bigint, OUT o_comparison bigint, OUT o_batch bigint,
     OUT o_left bigint, OUT o_right bigint, OUT o_chosen bigint, OUT o_chosen_external text,
     OUT o_gold_correct boolean, OUT o_allowed text, OUT o_strength integer,
     OUT o_criteria jsonb, OUT o_guideline_version integer, OUT o_left_is_a boolean,
-    OUT o_repeat_rate double precision
+    OUT o_repeat_rate double precision, OUT o_member jsonb
 ) LANGUAGE plpgsql AS $fn$
 -- The answer comes on the screen's terms (p_choice; p_strength < 0 favours the left response;
 -- p_criteria {"<name>": {"choice", "strength"}}), its shape already checked (answers.py), and
@@ -66,6 +66,9 @@ CREATE FUNCTION annotate_submit(
 -- 'already_judged' (this annotator judged the comparison), 'project_cap' / 'batch_cap'
 -- (o_allowed: the cap; the lease is closed and its slot freed), or 'inactive' / 'not_member' /
 -- 'stopped' (the annotator may no longer act here; the lease is closed and its slot freed).
+-- With p_member, a created judgment's o_member is [membership, project] as to_jsonb rows, read
+-- after the member's counts took the judgment: what a submit that asks for the next lease
+-- needs (assignment_next_after), without a round trip of its own.
 DECLARE
     a record;
     c record;
@@ -184,6 +187,11 @@ BEGIN
     __COMPARISON_VOTE__;
     __MEMBER_VOTE__;
     outcome := 'created';
+    IF p_member THEN
+        SELECT jsonb_build_array(to_jsonb(m), to_jsonb(p)) INTO o_member
+        FROM projects_membership m JOIN projects_project p ON p.id = m.project_id
+        WHERE m.project_id = a.project_id AND m.user_id = p_annotator;
+    END IF;
 END
 $fn$;
 """

@@ -96,6 +96,7 @@ def judgment_submit(
     idempotency_key: str = "",
     duration_ms: int | None = None,
     now: datetime | None = None,
+    with_membership: bool = False,
 ) -> SubmitResult:
     """Stores the annotator's judgment of their assignment, exactly once.
 
@@ -111,7 +112,9 @@ def judgment_submit(
     Queries: on PostgreSQL 1 (annotate_submit, which also reports the project's repeat rate);
     on SQLite 5 (lock assignment, insert judgment, close assignment, count, member's counts), 6
     with a cap (one statement checks both); with a repeat rate above 0, 1 more, and 2 more for a
-    judgment drawn for a consistency probe (apps.judging.probes).
+    judgment drawn for a consistency probe (apps.judging.probes). `with_membership`: where
+    annotate_submit took the judgment, the result carries the annotator's membership as it left
+    them (a submit that asks for the next lease then needs no query for it); elsewhere None.
     """
     now = now or timezone.now()
     try:
@@ -148,6 +151,7 @@ def judgment_submit(
             idempotency_key=idempotency_key,
             duration_ms=duration_ms,
             now=now,
+            with_membership=with_membership,
         )
         if result.created:
             probe_after_submit(judgment=result.judgment, rate=result.repeat_rate, now=now)

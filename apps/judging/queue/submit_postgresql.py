@@ -19,9 +19,8 @@ from apps.judging.queue.errors import (
 )
 from apps.judging.queue.repeat import judgment_for_response, retry_result
 from apps.judging.queue.results import SubmitResult
-from apps.projects.models import (
-    gold_stop_reason,
-)
+from apps.projects.models import gold_stop_reason
+from apps.projects.selectors import membership_from_json
 
 
 def judgment_submit_postgresql(
@@ -32,10 +31,13 @@ def judgment_submit_postgresql(
     idempotency_key: str,
     duration_ms: int | None,
     now: datetime,
+    with_membership: bool = False,
 ) -> SubmitResult:
     """annotate_submit (sql_submit) takes the judgment in one statement, with the same rules as
     the ORM path (submit.py); the Judgment returned is built from what it reports, not reloaded,
-    and the result carries the project's repeat rate (the probe's draw needs no query at 0)."""
+    and the result carries the project's repeat rate (the probe's draw needs no query at 0)
+    and, `with_membership`, the annotator's membership with its project as the judgment left
+    them (the next lease's rules read it)."""
     criteria = {name: pick.as_json() for name, pick in answer.criteria.items()}
     (
         outcome,
@@ -53,8 +55,9 @@ def judgment_submit_postgresql(
         guideline_version,
         left_is_a,
         repeat_rate,
+        member,
     ) = call(
-        "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "SELECT * FROM annotate_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             assignment_id,
             annotator.pk,
@@ -67,6 +70,7 @@ def judgment_submit_postgresql(
             idempotency_key,
             duration_ms,
             now,
+            with_membership,
         ],
     )
     if outcome in answers.MESSAGES:
@@ -106,6 +110,7 @@ def judgment_submit_postgresql(
         chosen_external_id=chosen_external_id,
         left_is_a=left_is_a,
         repeat_rate=repeat_rate,
+        membership=None if member is None else membership_from_json(member),
     )
 
 
