@@ -1,27 +1,32 @@
 """A model of the queue's policies, outside the app: how soon does each one's leaderboard order
 the models? bench/quality.py answers through the app, but at a few seeds its tau curves are
 mostly noise (a seed's tau moves by 0.07 with one swapped pair); this plays the same game in
-plain Python at many seeds in about a minute.
+plain Python at 30 seeds in one to ten minutes.
 
     .venv/bin/python bench/policy_sim.py                    # spread 3.0 and 1.5, 30 seeds
     .venv/bin/python bench/policy_sim.py --spreads 3 --seeds 10
+    .venv/bin/python bench/policy_sim.py --comparisons 6000 --only "uncertain_first, z steps"
 
 The game, as in bench/quality.py's defaults: 8 models with log-strengths spread evenly over
-`--spread` units; 1,200 comparisons, each a random pair of them; overlap 3; 9 annotators in
-turn (6 honest by the Bradley-Terry model, ties one time in three between neighbours, a random
-clicker, an always-left one, a left-biased one), sides drawn at random; a budget of 3,000
-judgments. A 10% audit sample. Policies:
+`--spread` units; 1,200 comparisons (`--comparisons`), each a random pair of them; overlap 3;
+9 annotators in turn (6 honest by the Bradley-Terry model, ties one time in three between
+neighbours, a random clicker, an always-left one, a left-biased one), sides drawn at random; a
+budget of 3,000 judgments. A 10% audit sample. Policies:
 
-- random: any open comparison the annotator has not judged;
+- random: the first open comparison the annotator has not judged in a fixed random order (the
+  app's rank), so comparisons fill in turn;
 - uncertain_first as before pair doubt (audit first, then most split, then fewest votes), with
   adaptive stopping at a lead of 2;
 - uncertain_first with the doubt in three bands (undecided z < 1.645, decided z < 3, settled),
   refreshed every 100 judgments from a Bradley-Terry fit and its Fisher-information errors;
-- uncertain_first with the doubt in half steps of z (what apps/agreement/pair_doubt.py writes).
+- uncertain_first with the doubt in half steps of z (what apps/agreement/pair_doubt.py writes);
+- the same with the audit sample paced (an audit row with chance AUDIT, in rank order) where
+  the app serves it first.
 
 It prints per spread and policy the mean over seeds of the plain Bradley-Terry leaderboard's
 Kendall tau (every vote alike, ties half a win each) every 150 judgments, its mean over the
-whole run, and the judgments at which the mean first reaches the random policy's final tau.
+whole run, the judgments at which the mean first reaches the random policy's final tau, and
+where it first reaches random's tau after n judgments for each checkpoint n (bench/curves.py).
 It models the queue, not the app: no leases, no concurrency, a plain fit where the app's doubt
 comes from its reliability-weighted one.
 """
@@ -34,9 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from curves import reach_line, tau_reach
 
 MODELS = 8
 OVERLAP = 3
+AUDIT = 0.1  # the audit sample's share of the comparisons
 KINDS = ("honest",) * 6 + ("random", "always_left", "left_biased")
 
 
@@ -94,13 +101,20 @@ def steps(z: float) -> int:
     return min(int(z / 0.5), 8)
 
 
-def play(seed: int, spread: float, policy: str, budget: int, level: Callable[[float], int] | None):
+def play(
+    seed: int,
+    spread: float,
+    policy: str,
+    budget: int,
+    level: Callable[[float], int] | None,
+    pool: int = 1200,
+):
     """One run; returns {judgments: tau} every 150 judgments."""
     rng = random.Random(seed)
     true = np.array([spread * (i / (MODELS - 1) - 0.5) for i in range(MODELS)])
     comparisons = [
-        Comparison(*rng.sample(range(MODELS), 2), rank=rng.random(), audit=rng.random() < 0.1)
-        for _ in range(1200)
+        Comparison(*rng.sample(range(MODELS), 2), rank=rng.random(), audit=rng.random() < AUDIT)
+        for _ in range(pool)
     ]
     draw = random.Random(seed * 7 + (policy != "random"))
     wins = np.zeros((MODELS, MODELS))
@@ -115,8 +129,17 @@ def play(seed: int, spread: float, policy: str, budget: int, level: Callable[[fl
             if not free:
                 continue
             moved = True
-            if policy == "random":
-                c = draw.choice(free)
+            if policy == "random":  # the app's: a fixed random order, each filled in turn
+                c = min(free, key=lambda c: c.rank)
+            elif policy == "uncertain_first, audit paced":
+                # The audit sample takes its share of the judgments (an audit row with chance
+                # AUDIT, in rank order), not the head of the queue.
+                audits = [c for c in free if c.audit]
+                rest = [c for c in free if not c.audit]
+                if audits and (not rest or draw.random() < AUDIT):
+                    c = min(audits, key=lambda c: c.rank)
+                else:
+                    c = min(rest, key=lambda c: (c.doubt, c.split(), c.votes, c.rank))
             else:
                 c = min(free, key=lambda c: (not c.audit, c.doubt, c.split(), c.votes, c.rank))
             left, right = (c.a, c.b) if draw.random() < 0.5 else (c.b, c.a)
@@ -164,6 +187,7 @@ POLICIES: dict[str, tuple[str, Callable[[float], int] | None]] = {
     "uncertain_first, no doubt": ("uncertain_first", None),
     "uncertain_first, 3 bands": ("uncertain_first", bands),
     "uncertain_first, z steps": ("uncertain_first", steps),
+    "uncertain_first, z steps, audit paced": ("uncertain_first, audit paced", steps),
 }
 
 
@@ -172,25 +196,37 @@ def main() -> None:
     parser.add_argument("--spreads", type=float, nargs="+", default=[3.0, 1.5])
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--budget", type=int, default=3000)
+    parser.add_argument("--comparisons", type=int, default=1200, help="the pool")
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="these policies (names as printed) and random"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     for spread in args.spreads:
         print(f"\nspread {spread}, {args.seeds} seeds, {args.budget} judgments")
         final = None
+        reference: dict[int, float] = {}
         for name, (policy, level) in POLICIES.items():
+            if args.only and name != "random" and name not in args.only:
+                continue
             curves = [
-                play(seed, spread, policy, args.budget, level) for seed in range(1, args.seeds + 1)
+                play(seed, spread, policy, args.budget, level, args.comparisons)
+                for seed in range(1, args.seeds + 1)
             ]
             points = sorted(set.intersection(*(set(c) for c in curves)))
             mean = {n: float(np.mean([c[n] for c in curves])) for n in points}
             if final is None:
-                final = mean[points[-1]]
+                final, reference = mean[points[-1]], mean
             reach = next((n for n in points if mean[n] >= final - 1e-9), None)
             shown = " ".join(f"{n}:{mean[n]:.3f}" for n in points[1::2])
             print(
                 f"  {name:<26} mean tau {np.mean(list(mean.values())):.4f}, reaches random's "
                 f"final {final:.3f} at {reach or '-'}; {shown}"
             )
+            if name != "random":
+                print(
+                    f"    random's tau after n reached at: {reach_line(tau_reach(reference, mean))}"
+                )
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import common  # noqa: E402
+from curves import reach_line, tau_reach  # noqa: E402
 
 # bench/queue.py's keep-alive client, loaded by path as bench/dashboard.py does (the name
 # `queue` is the standard library's).
@@ -577,6 +578,16 @@ def summary(rows: list[dict[str, Any]]) -> None:
                     else ""
                 )
                 print(f"  {s['policy']:<16} {first or '-'}{saved}")
+            # Where tau saturates (8 well separated models order perfectly in the end) the final
+            # figure says little: the same question at each of random's checkpoints below it.
+            print(
+                f"  the judgments at which the {name} leaderboard's mean tau first reaches the "
+                "random policy's mean tau after n (checkpoints below random's best):"
+            )
+            for s in rows:
+                if s["policy"] != "random":
+                    line = reach_line(tau_reach(random_row[key], s[key]))
+                    print(f"  {s['policy']:<16} {line}")
 
 
 def mean_curve(results: list[dict[str, Any]], key: str) -> dict[int, float]:
@@ -688,6 +699,9 @@ def main() -> int:
     started = time.perf_counter()
     with common.temporary_database(prefix="annotate_bench_quality", keep=args.keep_db) as db:
         env = common.production_env(db)
+        # No worker runs here: a batch of any size is imported in the request (over
+        # IMPORT_BACKGROUND_BYTES it would wait for a worker's task that never comes).
+        env["IMPORT_BACKGROUND_BYTES"] = env["IMPORT_MAX_BYTES"] = str(1 << 30)
         print(f"migrate {common.migrate(env):.1f} s")
         spec = {
             "lead": "lead",
