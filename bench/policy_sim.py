@@ -11,7 +11,7 @@ The game, as in bench/quality.py's defaults: 8 models with log-strengths spread 
 `--spread` units; 1,200 comparisons (`--comparisons`), each a random pair of them; overlap 3;
 9 annotators in turn (6 honest by the Bradley-Terry model, ties one time in three between
 neighbours, a random clicker, an always-left one, a left-biased one), sides drawn at random; a
-budget of 3,000 judgments. A 10% audit sample. Policies:
+budget of 3,000 judgments. A 10% audit sample (`--audit-rate`). Policies:
 
 - random: the first open comparison the annotator has not judged in a fixed random order (the
   app's rank), so comparisons fill in turn;
@@ -20,13 +20,21 @@ budget of 3,000 judgments. A 10% audit sample. Policies:
 - uncertain_first with the doubt in three bands (undecided z < 1.645, decided z < 3, settled),
   refreshed every 100 judgments from a Bradley-Terry fit and its Fisher-information errors;
 - uncertain_first with the doubt in half steps of z (what apps/agreement/pair_doubt.py writes);
-- the same with the audit sample paced (an audit row with chance AUDIT, in rank order) where
-  the app serves it first.
+- the same with the audit sample paced (an audit row with the audit rate as chance, in rank
+  order) where the app serves it first;
+- an oracle, a reference no queue can be: it knows the true strengths, and sends each vote to
+  the model pair where one more vote most lowers the expected number of misordered pairs (the
+  Fisher information of the votes each pair has had, at the true win chances), re-ranked every
+  10 judgments; the audit sample first, as the app serves it, in the same pair order; adaptive
+  stopping as uncertain_first's. A reference, not a bound: it weighs a vote by its information
+  at the truth alone, blind to ties and to the spammers' votes, and the z steps, which see
+  only the votes, do as well (bench/README.md).
 
 It prints per spread and policy the mean over seeds of the plain Bradley-Terry leaderboard's
 Kendall tau (every vote alike, ties half a win each) every 150 judgments, its mean over the
 whole run, the judgments at which the mean first reaches the random policy's final tau, and
-where it first reaches random's tau after n judgments for each checkpoint n (bench/curves.py).
+where it first reaches random's tau after n judgments for each checkpoint n (bench/curves.py, read
+between checkpoints).
 It models the queue, not the app: no leases, no concurrency, a plain fit where the app's doubt
 comes from its reliability-weighted one.
 """
@@ -37,14 +45,17 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 from curves import reach_line, tau_reach
 
 MODELS = 8
 OVERLAP = 3
-AUDIT = 0.1  # the audit sample's share of the comparisons
+AUDIT = 0.1  # the audit sample's share of the comparisons (--audit-rate)
 KINDS = ("honest",) * 6 + ("random", "always_left", "left_biased")
+ORACLE_EVERY = 10  # judgments between the oracle's re-rankings
+_PHI = NormalDist().cdf
 
 
 @dataclass
@@ -93,6 +104,34 @@ def kendall_tau(first: np.ndarray, second: np.ndarray) -> float:
     return score / (MODELS * (MODELS - 1) / 2)
 
 
+def oracle_order(true: np.ndarray, votes: np.ndarray) -> list[tuple[int, int]]:
+    """Model pairs (i < j), the one where one more vote most lowers the expected number of
+    misordered pairs first, at the true strengths: each pair's difference is normal with the
+    variance the votes so far give (the inverse of their Fisher information, a weak prior on
+    each model), and a pair is misordered with chance Phi(-|difference| / its error)."""
+    p = 1 / (1 + np.exp(-(true[:, None] - true[None, :])))
+    weight = p * p.T  # a vote's information on its pair's difference
+    pairs = [(i, j) for i in range(MODELS) for j in range(i + 1, MODELS)]
+
+    def misordered(info: np.ndarray) -> float:
+        cov = np.linalg.inv(info)
+        return sum(
+            _PHI(-abs(true[i] - true[j]) / math.sqrt(cov[i, i] + cov[j, j] - 2 * cov[i, j]))
+            for i, j in pairs
+        )
+
+    info = -(votes + votes.T) * weight
+    np.fill_diagonal(info, 0)
+    info[np.diag_indices(MODELS)] = -info.sum(1)
+    info += 1e-3 * np.eye(MODELS)
+    after = {}
+    for i, j in pairs:
+        step = np.zeros(MODELS)
+        step[i], step[j] = 1, -1
+        after[i, j] = misordered(info + weight[i, j] * np.outer(step, step))
+    return sorted(pairs, key=after.__getitem__)
+
+
 def bands(z: float) -> int:
     return 0 if z < 1.645 else 1 if z < 3.0 else 2
 
@@ -108,17 +147,20 @@ def play(
     budget: int,
     level: Callable[[float], int] | None,
     pool: int = 1200,
+    audit: float = AUDIT,
 ):
     """One run; returns {judgments: tau} every 150 judgments."""
     rng = random.Random(seed)
     true = np.array([spread * (i / (MODELS - 1) - 0.5) for i in range(MODELS)])
     comparisons = [
-        Comparison(*rng.sample(range(MODELS), 2), rank=rng.random(), audit=rng.random() < AUDIT)
+        Comparison(*rng.sample(range(MODELS), 2), rank=rng.random(), audit=rng.random() < audit)
         for _ in range(pool)
     ]
     draw = random.Random(seed * 7 + (policy != "random"))
     wins = np.zeros((MODELS, MODELS))
     curve: dict[int, float] = {}
+    pair_votes = np.zeros((MODELS, MODELS))  # votes each model pair has had, [low, high]
+    order: dict[tuple[int, int], int] = {}  # the oracle's, pair -> place
     judged = 0
     while judged < budget:
         moved = False
@@ -136,10 +178,17 @@ def play(
                 # AUDIT, in rank order), not the head of the queue.
                 audits = [c for c in free if c.audit]
                 rest = [c for c in free if not c.audit]
-                if audits and (not rest or draw.random() < AUDIT):
+                if audits and (not rest or draw.random() < audit):
                     c = min(audits, key=lambda c: c.rank)
                 else:
                     c = min(rest, key=lambda c: (c.doubt, c.split(), c.votes, c.rank))
+            elif policy == "oracle":
+                if judged % ORACLE_EVERY == 0 or not order:
+                    order = {pair: k for k, pair in enumerate(oracle_order(true, pair_votes))}
+                c = min(
+                    free,
+                    key=lambda c: (not c.audit, order[min(c.a, c.b), max(c.a, c.b)], c.rank),
+                )
             else:
                 c = min(free, key=lambda c: (not c.audit, c.doubt, c.split(), c.votes, c.rank))
             left, right = (c.a, c.b) if draw.random() < 0.5 else (c.b, c.a)
@@ -165,6 +214,7 @@ def play(
                 else:
                     c.votes_b += 1
             c.votes += 1
+            pair_votes[min(c.a, c.b), max(c.a, c.b)] += 1
             c.by.add(who)
             stopped = policy != "random" and not c.audit and abs(c.votes_a - c.votes_b) >= 2
             c.complete = c.votes >= OVERLAP or stopped
@@ -188,6 +238,7 @@ POLICIES: dict[str, tuple[str, Callable[[float], int] | None]] = {
     "uncertain_first, 3 bands": ("uncertain_first", bands),
     "uncertain_first, z steps": ("uncertain_first", steps),
     "uncertain_first, z steps, audit paced": ("uncertain_first, audit paced", steps),
+    "oracle (knows the truth)": ("oracle", None),
 }
 
 
@@ -198,19 +249,25 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=3000)
     parser.add_argument("--comparisons", type=int, default=1200, help="the pool")
     parser.add_argument(
+        "--audit-rate", type=float, default=AUDIT, help="the audit sample's share of the pool"
+    )
+    parser.add_argument(
         "--only", nargs="+", default=None, help="these policies (names as printed) and random"
     )
     args = parser.parse_args()
     started = time.perf_counter()
     for spread in args.spreads:
-        print(f"\nspread {spread}, {args.seeds} seeds, {args.budget} judgments")
+        print(
+            f"\nspread {spread}, {args.seeds} seeds, {args.budget} judgments, "
+            f"{args.comparisons} comparisons, audit rate {args.audit_rate}"
+        )
         final = None
         reference: dict[int, float] = {}
         for name, (policy, level) in POLICIES.items():
             if args.only and name != "random" and name not in args.only:
                 continue
             curves = [
-                play(seed, spread, policy, args.budget, level, args.comparisons)
+                play(seed, spread, policy, args.budget, level, args.comparisons, args.audit_rate)
                 for seed in range(1, args.seeds + 1)
             ]
             points = sorted(set.intersection(*(set(c) for c in curves)))
