@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
-from curves import reach_line, tau_reach
+from curves import reach_line, tau_reach, write_curves
 
 MODELS = 8
 OVERLAP = 3
@@ -254,8 +254,17 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="+", default=None, help="these policies (names as printed) and random"
     )
+    parser.add_argument(
+        "--curves-out",
+        default=None,
+        help="write each seed's tau curves to this JSON file (one spread only), for "
+        "bench/curves.py",
+    )
     args = parser.parse_args()
+    if args.curves_out and len(args.spreads) != 1:
+        parser.error("--curves-out takes one spread")
     started = time.perf_counter()
+    written: dict[str, dict[int, dict[int, float]]] = {}
     for spread in args.spreads:
         print(
             f"\nspread {spread}, {args.seeds} seeds, {args.budget} judgments, "
@@ -270,6 +279,7 @@ def main() -> None:
                 play(seed, spread, policy, args.budget, level, args.comparisons, args.audit_rate)
                 for seed in range(1, args.seeds + 1)
             ]
+            written[name] = dict(enumerate(curves, start=1))
             points = sorted(set.intersection(*(set(c) for c in curves)))
             mean = {n: float(np.mean([c[n] for c in curves])) for n in points}
             if final is None:
@@ -284,6 +294,14 @@ def main() -> None:
                 print(
                     f"    random's tau after n reached at: {reach_line(tau_reach(reference, mean))}"
                 )
+    if args.curves_out:
+        setup = {
+            "spread": args.spreads[0],
+            "budget": args.budget,
+            "comparisons": args.comparisons,
+            "audit_rate": args.audit_rate,
+        }
+        write_curves(args.curves_out, "policy_sim", setup, written)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 

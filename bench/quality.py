@@ -45,7 +45,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import common  # noqa: E402
-from curves import reach_line, tau_reach  # noqa: E402
+from curves import mean_curve, reach_line, tau_reach, write_curves  # noqa: E402
 
 # bench/queue.py's keep-alive client, loaded by path as bench/dashboard.py does (the name
 # `queue` is the standard library's).
@@ -529,8 +529,8 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         if audits
         else "-",
         "audit_judgments": sum(a["judgments"] for a in audits),
-        "tau_at": mean_curve(results, "tau_at"),
-        "crowd_tau_at": mean_curve(results, "crowd_tau_at"),
+        "tau_at": mean_curve([r["tau_at"] for r in results]),
+        "crowd_tau_at": mean_curve([r["crowd_tau_at"] for r in results]),
     }
 
 
@@ -588,17 +588,6 @@ def summary(rows: list[dict[str, Any]]) -> None:
                 if s["policy"] != "random":
                     line = reach_line(tau_reach(random_row[key], s[key]))
                     print(f"  {s['policy']:<16} {line}")
-
-
-def mean_curve(results: list[dict[str, Any]], key: str) -> dict[int, float]:
-    """A tau curve's mean over the seeds, at the checkpoints every seed has (the last one at
-    the smallest final count, as a policy that stops early may end a few judgments short)."""
-    last = min(max(r[key]) for r in results)
-    points = sorted(set.intersection(*(set(r[key]) for r in results)) | {last})
-    return {
-        n: statistics.fmean(r[key][n] if n in r[key] else r[key][max(r[key])] for r in results)
-        for n in points
-    }
 
 
 def reach(results: list[dict[str, Any]], policies: list[str]) -> None:
@@ -668,6 +657,12 @@ def main() -> int:
         default=100,
         help="run the beat's dashboard refresh (which gives uncertain_first its model-pair "
         "doubt) after every this many judgments, untimed (default 100; 0: never)",
+    )
+    parser.add_argument(
+        "--curves-out",
+        default=None,
+        help="write each seed's tau curves (both leaderboards) to this JSON file, for "
+        "bench/curves.py to read with other runs' seeds",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -773,6 +768,28 @@ def main() -> int:
         flags = shell(_FLAGS, env, SLUGS=json.dumps([run.slug for run in runs]))
         for result in results:
             result["people"] = {k: v for k, v in flags[result["slug"]].items() if k != "lead"}
+        if args.curves_out:
+            setup = {
+                k: getattr(args, k)
+                for k in ("prompts", "budget", "checkpoints", "stop_confidence", "audit_rate")
+            } | {
+                "spread": args.spread,
+                "refresh_every": args.refresh_every,
+                "triads": args.triads,
+                "repeat_rate": args.repeat_rate,
+            }
+            write_curves(
+                args.curves_out,
+                "quality",
+                setup,
+                {
+                    f"{policy} / {board}": {
+                        r["seed"]: r[key] for r in results if r["policy"] == policy
+                    }
+                    for policy in args.policies
+                    for board, key in (("bradley_terry", "tau_at"), ("weighted", "crowd_tau_at"))
+                },
+            )
         summary([report(p, [r for r in results if r["policy"] == p]) for p in args.policies])
         reach(results, args.policies)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
