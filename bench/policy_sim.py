@@ -1,11 +1,15 @@
 """A model of the queue's policies, outside the app: how soon does each one's leaderboard order
 the models? bench/quality.py answers through the app, but at a few seeds its tau curves are
 mostly noise (a seed's tau moves by 0.07 with one swapped pair); this plays the same game in
-plain Python at 30 seeds in one to ten minutes.
+plain Python at 30 seeds in one to ten minutes. And many seeds are needed: over 1,000 seeds the
+saving of the app's order is 18% (95% interval 13-24%), while groups of 100 seeds range over
+6-32% (bench/README.md).
 
     .venv/bin/python bench/policy_sim.py                    # spread 3.0 and 1.5, 30 seeds
     .venv/bin/python bench/policy_sim.py --spreads 3 --seeds 10
     .venv/bin/python bench/policy_sim.py --comparisons 6000 --only "uncertain_first, z steps"
+    .venv/bin/python bench/policy_sim.py --spreads 3 --seeds 800 --first-seed 201 \
+        --only "uncertain_first, z steps" --curves-out sim-201.json   # for bench/curves.py
 
 The game, as in bench/quality.py's defaults: 8 models with log-strengths spread evenly over
 `--spread` units; 1,200 comparisons (`--comparisons`), each a random pair of them; overlap 3;
@@ -22,6 +26,8 @@ budget of 3,000 judgments. A 10% audit sample (`--audit-rate`). Policies:
 - uncertain_first with the doubt in half steps of z (what apps/agreement/pair_doubt.py writes);
 - the same with the audit sample paced (an audit row with the audit rate as chance, in rank
   order) where the app serves it first;
+- the same with the doubt fitted on the honest annotators' votes alone: what a perfectly
+  reliability-weighted board would give (the app takes its doubt from its weighted board);
 - an oracle, a reference no queue can be: it knows the true strengths, and sends each vote to
   the model pair where one more vote most lowers the expected number of misordered pairs (the
   Fisher information of the votes each pair has had, at the true win chances), re-ranked every
@@ -148,6 +154,8 @@ def play(
     level: Callable[[float], int] | None,
     pool: int = 1200,
     audit: float = AUDIT,
+    stop_lead: int = 2,
+    refresh: int = 100,
 ):
     """One run; returns {judgments: tau} every 150 judgments."""
     rng = random.Random(seed)
@@ -158,6 +166,7 @@ def play(
     ]
     draw = random.Random(seed * 7 + (policy != "random"))
     wins = np.zeros((MODELS, MODELS))
+    honest_wins = np.zeros((MODELS, MODELS))  # the honest annotators' votes alone
     curve: dict[int, float] = {}
     pair_votes = np.zeros((MODELS, MODELS))  # votes each model pair has had, [low, high]
     order: dict[tuple[int, int], int] = {}  # the oracle's, pair -> place
@@ -203,12 +212,15 @@ def play(
                 answer = "T"
             else:
                 answer = "L" if draw.random() < 1 / (1 + math.exp(-d)) else "R"
+            counted = (wins, honest_wins) if kind == "honest" else (wins,)
             if answer == "T":
-                wins[left, right] += 0.5
-                wins[right, left] += 0.5
+                for into in counted:
+                    into[left, right] += 0.5
+                    into[right, left] += 0.5
             else:
                 winner, loser = (left, right) if answer == "L" else (right, left)
-                wins[winner, loser] += 1
+                for into in counted:
+                    into[winner, loser] += 1
                 if winner == c.a:
                     c.votes_a += 1
                 else:
@@ -216,13 +228,18 @@ def play(
             c.votes += 1
             pair_votes[min(c.a, c.b), max(c.a, c.b)] += 1
             c.by.add(who)
-            stopped = policy != "random" and not c.audit and abs(c.votes_a - c.votes_b) >= 2
+            stopped = (
+                policy != "random"
+                and stop_lead > 0
+                and not c.audit
+                and abs(c.votes_a - c.votes_b) >= stop_lead
+            )
             c.complete = c.votes >= OVERLAP or stopped
             judged += 1
             if judged % 150 == 0:
                 curve[judged] = kendall_tau(fit(wins)[0], true)
-            if level is not None and judged % 100 == 0:
-                s, cov = fit(wins)
+            if level is not None and judged % refresh == 0:
+                s, cov = fit(honest_wins if policy.endswith("honest doubt") else wins)
                 for c2 in comparisons:
                     i, j = c2.a, c2.b
                     z = abs(s[i] - s[j]) / math.sqrt(max(cov[i, i] + cov[j, j], 1e-12))
@@ -238,6 +255,7 @@ POLICIES: dict[str, tuple[str, Callable[[float], int] | None]] = {
     "uncertain_first, 3 bands": ("uncertain_first", bands),
     "uncertain_first, z steps": ("uncertain_first", steps),
     "uncertain_first, z steps, audit paced": ("uncertain_first, audit paced", steps),
+    "uncertain_first, z steps, doubt from honest votes": ("uncertain_first, honest doubt", steps),
     "oracle (knows the truth)": ("oracle", None),
 }
 
@@ -245,11 +263,27 @@ POLICIES: dict[str, tuple[str, Callable[[float], int] | None]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spreads", type=float, nargs="+", default=[3.0, 1.5])
-    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=30, help="how many seeds")
+    parser.add_argument(
+        "--first-seed", type=int, default=1, help="seeds from this one on (default 1)"
+    )
     parser.add_argument("--budget", type=int, default=3000)
     parser.add_argument("--comparisons", type=int, default=1200, help="the pool")
     parser.add_argument(
         "--audit-rate", type=float, default=AUDIT, help="the audit sample's share of the pool"
+    )
+    parser.add_argument(
+        "--stop-lead",
+        type=int,
+        default=2,
+        help="adaptive stopping of every policy but random at this lead (0: off; default 2, "
+        "what bench/quality.py's --stop-confidence 0.9 gives at overlap 3)",
+    )
+    parser.add_argument(
+        "--refresh-every",
+        type=int,
+        default=100,
+        help="judgments between the doubt's refreshes (bench/quality.py's --refresh-every)",
     )
     parser.add_argument(
         "--only", nargs="+", default=None, help="these policies (names as printed) and random"
@@ -267,8 +301,9 @@ def main() -> None:
     written: dict[str, dict[int, dict[int, float]]] = {}
     for spread in args.spreads:
         print(
-            f"\nspread {spread}, {args.seeds} seeds, {args.budget} judgments, "
-            f"{args.comparisons} comparisons, audit rate {args.audit_rate}"
+            f"\nspread {spread}, {args.seeds} seeds from {args.first_seed}, {args.budget} "
+            f"judgments, {args.comparisons} comparisons, audit rate {args.audit_rate}, stopping "
+            f"at a lead of {args.stop_lead or '- (off)'}, refresh every {args.refresh_every}"
         )
         final = None
         reference: dict[int, float] = {}
@@ -276,10 +311,20 @@ def main() -> None:
             if args.only and name != "random" and name not in args.only:
                 continue
             curves = [
-                play(seed, spread, policy, args.budget, level, args.comparisons, args.audit_rate)
-                for seed in range(1, args.seeds + 1)
+                play(
+                    seed,
+                    spread,
+                    policy,
+                    args.budget,
+                    level,
+                    args.comparisons,
+                    args.audit_rate,
+                    args.stop_lead,
+                    args.refresh_every,
+                )
+                for seed in range(args.first_seed, args.first_seed + args.seeds)
             ]
-            written[name] = dict(enumerate(curves, start=1))
+            written[name] = dict(enumerate(curves, start=args.first_seed))
             points = sorted(set.intersection(*(set(c) for c in curves)))
             mean = {n: float(np.mean([c[n] for c in curves])) for n in points}
             if final is None:
@@ -300,6 +345,8 @@ def main() -> None:
             "budget": args.budget,
             "comparisons": args.comparisons,
             "audit_rate": args.audit_rate,
+            "stop_lead": args.stop_lead,
+            "refresh_every": args.refresh_every,
         }
         write_curves(args.curves_out, "policy_sim", setup, written)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")

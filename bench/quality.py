@@ -172,6 +172,11 @@ for slug in json.loads(SLUGS):
     out[slug] = {
         a["username"]: {
             "flags": [f["flag"] for f in a["flags"]],
+            "reasons": [f"{f['flag']}: {f['reason']}" for f in a["flags"]],
+            "bias_test": {
+                k: (a.get("left_bias_test") or {}).get(k)
+                for k in ("left_share", "expected", "n", "p_value", "p_holm")
+            },
             "agree": a["agreement_with_others"],
             "left": a["position_bias"]["left_share"],
             "triads": (a.get("transitivity") or {}).get("triads", 0),
@@ -479,6 +484,20 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         ("probes", "consistent"),
         "consistency probes (answered, same answer both times): kind  probes  consistent",
     )
+    wrong = [
+        (r["seed"], name, p)
+        for r in results
+        for name, p in sorted(r["people"].items())
+        if bool(p["flags"]) == name.startswith("honest")
+    ]
+    if wrong:
+        print(
+            "  wrongly flagged or missed (seed, annotator: the flags' reasons, or the left-bias "
+            "test):"
+        )
+    for seed, name, person in wrong:
+        why = "; ".join(person["reasons"]) or f"not flagged; left-bias test {person['bias_test']}"
+        print(f"    {seed:>4}  {name}: {why}")
     spam = sum(hits[k] for k in SPAMMERS)
     flagged = spam + hits["honest"]
     precision = f"{spam / flagged:.0%}" if flagged else "n/a (nothing flagged)"
