@@ -1,8 +1,8 @@
 """A model of the queue's policies, outside the app: how soon does each one's leaderboard order
 the models? bench/quality.py answers through the app, but at a few seeds its tau curves are
 mostly noise (a seed's tau moves by 0.07 with one swapped pair); this plays the same game in
-plain Python at 30 seeds in one to ten minutes. And many seeds are needed: over 1,000 seeds the
-saving of the app's order is 18% (95% interval 13-24%), while groups of 100 seeds range over
+plain Python at 30 seeds in one to ten minutes. And many seeds are needed: over 2,000 seeds the
+saving of the app's order is 16% (95% interval 13-21%), while groups of 100 seeds range over
 6-32% (bench/README.md).
 
     .venv/bin/python bench/policy_sim.py                    # spread 3.0 and 1.5, 30 seeds
