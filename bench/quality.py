@@ -5,6 +5,7 @@
     .venv/bin/python bench/quality.py --seeds 1 2 --prompts 300 --budget 700 --policies random
     .venv/bin/python bench/quality.py --quick --triads     # three responses a prompt: triads
     .venv/bin/python bench/quality.py --quick --audit-rate 0.1  # agreement on an audit sample
+    .venv/bin/python bench/quality.py --quick --honeypot-rate 0.05  # generated gold, gold rule
 
 Creates a throwaway PostgreSQL database, migrates it, creates a lead and the annotators with DRF
 tokens, and per seed and policy a project (overlap 3) whose batch is imported through the API
@@ -20,6 +21,14 @@ dashboard renders, run in a `manage.py shell` on the bench's database), and prin
 flag recall per planted kind and precision, Kendall tau of the leaderboard against the truth
 and its 95% intervals' coverage, the truly-right share of exported pairs per aggregation at
 equal row count, and the agreement and alpha as reported.
+
+With `--honeypot-rate` the projects also get generated gold items (apps/batches/honeypots.py: a
+response against a degraded copy of it, made at import), shown at `--gold-rate`, and the gold
+rule (`--gold-min-accuracy` over `--gold-min-answers`) pauses whoever fails them. The client
+knows a honeypot by its degraded side, whose id is none of the imported ones: honest and
+left-biased annotators judge it as a pair DEGRADED log-strength units apart (the degraded side
+loses 98% of the time), the random clicker flips a coin, the always-left one answers left. Its
+answers are judgments and count toward the budget, the same for every policy.
 """
 
 import sys
@@ -65,6 +74,9 @@ KINDS = {"honest": 6, "random": 1, "always_left": 1, "left_biased": 1}
 SPAMMERS = ("random", "always_left", "left_biased")
 TIE_MARGIN = 0.5  # honest: |difference of log-strengths| below it (neighbours), a tie 1 in 3
 UNSURE = 1.0  # left-biased: below this difference (a BT probability under 0.73), 75% left
+# A honeypot's degraded side, in log-strength units below its source (a BT probability of 0.982
+# for the source): obvious to whoever reads, so no tie and no left bias.
+DEGRADED = 4.0
 
 
 @dataclass
@@ -84,6 +96,8 @@ class Run:
     slug: str
     judgments: int = 0
     probes: int = 0  # consistency probes answered (not judgments: outside the budget)
+    honeypots: int = 0  # honeypots answered (judgments, within the budget)
+    paused: list[str] = field(default_factory=list)  # stopped by the gold rule, in order
     repeat_rate: float = 0.0
     wall: float = 0.0
     truth: dict[str, str] = field(default_factory=dict)  # candidate id -> model
@@ -153,6 +167,10 @@ with transaction.atomic():
             audit_rate=spec["audit_rate"],
             repeat_rate=spec["repeat_rate"],
             repeat_after=spec["repeat_after"],
+            honeypot_rate=spec["honeypot_rate"],
+            gold_rate=spec["gold_rate"],
+            gold_min_accuracy=spec["gold_min_accuracy"],
+            gold_min_answers=spec["gold_min_answers"],
         )
         membership_add(project=project, user=users[spec["lead"]], role="lead")
         for name in spec["annotators"]:
@@ -183,6 +201,8 @@ for slug in json.loads(SLUGS):
             "cycles": (a.get("transitivity") or {}).get("cycles", 0),
             "probes": (a.get("repeat") or {}).get("probes", 0),
             "consistent": (a.get("repeat") or {}).get("consistent", 0),
+            "gold_answered": a.get("gold_answered") or 0,
+            "gold_correct": round((a.get("gold_accuracy") or 0) * (a.get("gold_answered") or 0)),
         }
         for a in figures["annotators"]
     }
@@ -312,10 +332,7 @@ def judge(
                 continue
             lease = person.lease
             assert lease is not None
-            left, right = (
-                MODELS[run.truth[lease["left"]["id"]]],
-                MODELS[run.truth[lease["right"]["id"]]],
-            )
+            left, right = sides(run.truth, lease)
             payload = {
                 "choice": choose(person.kind, left, right, rng),
                 "idempotency_key": uuid.uuid4().hex,
@@ -336,6 +353,8 @@ def judge(
                 person.done = person.lease is None
                 continue
             run.judgments += 1
+            if lease["left"]["id"] not in run.truth or lease["right"]["id"] not in run.truth:
+                run.honeypots += 1
             if run.judgments in checkpoints:
                 paused = time.perf_counter()
                 checkpoint(run.judgments)
@@ -343,7 +362,9 @@ def judge(
             answer = json.loads(body)
             person.lease = answer["next"]
             if person.lease is None:
-                if answer["next_reason"] != "none_left":
+                if answer["next_reason"] == "blocked":  # the gold rule paused them
+                    run.paused.append(person.username)
+                elif answer["next_reason"] != "none_left":
                     raise common.BenchError(
                         f"next: {answer['next_reason']} {answer['next_detail']}"
                     )
@@ -351,6 +372,22 @@ def judge(
     run.wall = time.perf_counter() - started
     for person in people:
         person.conn.close()
+
+
+def sides(truth: dict[str, str], lease: dict[str, Any]) -> tuple[float, float]:
+    """The log-strengths of a lease's left and right: each side's model's, or for a honeypot's
+    degraded side (an id the import did not hold), its source's less DEGRADED."""
+    ids = lease["left"]["id"], lease["right"]["id"]
+    known = [MODELS[truth[i]] if i in truth else None for i in ids]
+    if known[0] is None and known[1] is None:
+        raise common.BenchError(f"neither side of {lease['id']} was imported: {ids}")
+    left, right = known
+    if left is None:
+        assert right is not None
+        return right - DEGRADED, right
+    if right is None:
+        return left, left - DEGRADED
+    return left, right
 
 
 def kendall_tau(first: list[float], second: list[float]) -> float:
@@ -484,6 +521,18 @@ def report(policy: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         ("probes", "consistent"),
         "consistency probes (answered, same answer both times): kind  probes  consistent",
     )
+    per_kind(
+        results,
+        ("gold_answered", "gold_correct"),
+        "gold items (the generated honeypots) answered and answered right: kind  gold  right",
+    )
+    paused: dict[str, int] = defaultdict(int)
+    for r in results:
+        for name in r["paused"]:
+            paused[name.rsplit("-", 1)[0]] += 1
+    if any(r["honeypot_rate"] for r in results):
+        shown = ", ".join(f"{kind} x{n}" for kind, n in sorted(paused.items())) or "no one"
+        print(f"  paused by the gold rule before the budget was spent: {shown}")
     wrong = [
         (r["seed"], name, p)
         for r in results
@@ -658,6 +707,32 @@ def main() -> int:
         "--repeat-after", type=int, default=5, help="the projects' repeat_after (default 5)"
     )
     parser.add_argument(
+        "--honeypot-rate",
+        type=float,
+        default=0.0,
+        help="every project's honeypot_rate (0-1; default 0, none): generated gold items, "
+        "shown at --gold-rate under the gold rule",
+    )
+    parser.add_argument(
+        "--gold-rate",
+        type=float,
+        default=0.1,
+        help="with honeypots, the share of assignments that are gold items (default 0.1)",
+    )
+    parser.add_argument(
+        "--gold-min-accuracy",
+        type=float,
+        default=0.8,
+        help="with honeypots, the gold rule: below this gold accuracy an annotator is paused "
+        "(default 0.8)",
+    )
+    parser.add_argument(
+        "--gold-min-answers",
+        type=int,
+        default=10,
+        help="with honeypots, the gold answers before the rule applies (default 10)",
+    )
+    parser.add_argument(
         "--spread",
         type=float,
         default=3.0,
@@ -696,7 +771,15 @@ def main() -> int:
         f"\n{len(MODELS)} models (log-strengths {min(MODELS.values()):+.2f} to "
         f"{max(MODELS.values()):+.2f}), annotators {dict(KINDS)}, overlap {OVERLAP}, "
         f"stopping confidence of uncertain_first {args.stop_confidence}, audit rate "
-        f"{args.audit_rate}, repeat rate {args.repeat_rate} after {args.repeat_after}; "
+        f"{args.audit_rate}, repeat rate {args.repeat_rate} after {args.repeat_after}, "
+        f"honeypot rate {args.honeypot_rate}"
+        + (
+            f" (gold rate {args.gold_rate}, paused below {args.gold_min_accuracy:.0%} gold "
+            f"accuracy after {args.gold_min_answers} answers)"
+            if args.honeypot_rate
+            else ""
+        )
+        + "; "
         f"{args.prompts} comparisons and {args.budget} judgments per project; seeds {args.seeds}"
     )
     names = [f"{kind}-{i + 1}" for kind, count in KINDS.items() for i in range(count)]
@@ -725,6 +808,10 @@ def main() -> int:
             "audit_rate": args.audit_rate,
             "repeat_rate": args.repeat_rate,
             "repeat_after": args.repeat_after,
+            "honeypot_rate": args.honeypot_rate,
+            "gold_rate": args.gold_rate if args.honeypot_rate else 0.0,
+            "gold_min_accuracy": args.gold_min_accuracy if args.honeypot_rate else 0.0,
+            "gold_min_answers": args.gold_min_answers,
             "projects": [[run.slug, run.policy] for run in runs],
         }
         tokens = shell(_SETUP, env, SPEC=json.dumps(spec))
@@ -774,9 +861,15 @@ def main() -> int:
                         "audit": stats["audit_agreement"],
                         "pairs": pairs_quality(server.port, tokens["lead"], run.slug),
                         "stopping": stats["stopping"],
+                        "honeypots": run.honeypots,
+                        "honeypot_rate": args.honeypot_rate,
+                        "paused": run.paused,
                     }
                 )
                 probed = f", {run.probes} probes answered" if run.repeat_rate else ""
+                if args.honeypot_rate:
+                    probed += f", {run.honeypots} of them on honeypots"
+                    probed += f", paused: {', '.join(run.paused)}" if run.paused else ""
                 doubt = (
                     f"; model pairs by doubt at the last refresh {run.doubt['pairs']}, "
                     f"{run.doubt_written} comparisons' doubt written over the run"
@@ -797,6 +890,11 @@ def main() -> int:
                 "triads": args.triads,
                 "repeat_rate": args.repeat_rate,
             }
+            if args.honeypot_rate:  # files written before honeypots keep their setup
+                setup |= {
+                    k: getattr(args, k)
+                    for k in ("honeypot_rate", "gold_rate", "gold_min_accuracy", "gold_min_answers")
+                }
             write_curves(
                 args.curves_out,
                 "quality",
