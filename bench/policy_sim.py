@@ -15,7 +15,11 @@ The game, as in bench/quality.py's defaults: 8 models with log-strengths spread 
 `--spread` units; 1,200 comparisons (`--comparisons`), each a random pair of them; overlap 3;
 9 annotators in turn (6 honest by the Bradley-Terry model, ties one time in three between
 neighbours, a random clicker, an always-left one, a left-biased one), sides drawn at random; a
-budget of 3,000 judgments. A 10% audit sample (`--audit-rate`). Policies:
+budget of 3,000 judgments. A 10% audit sample (`--audit-rate`). With `--gold-rate` a turn is a
+gold item (a generated honeypot, bench/quality.py's) with that chance: a judgment of the budget
+but no vote, answered right with chance 0.982 by the honest and left-biased annotators and 0.5
+by the other two; the gold rule pauses whoever is below 80% right after 10 answers or more.
+Policies:
 
 - random: the first open comparison the annotator has not judged in a fixed random order (the
   app's rank), so comparisons fill in turn;
@@ -61,6 +65,10 @@ OVERLAP = 3
 AUDIT = 0.1  # the audit sample's share of the comparisons (--audit-rate)
 KINDS = ("honest",) * 6 + ("random", "always_left", "left_biased")
 ORACLE_EVERY = 10  # judgments between the oracle's re-rankings
+# Gold items (--gold-rate): the chance of a right answer by kind (bench/quality.py's honeypots,
+# a degraded side DEGRADED = 4 log-strength units down), and the gold rule's bar.
+GOLD_RIGHT = {"honest": 1 / (1 + math.exp(-4.0)), "left_biased": 1 / (1 + math.exp(-4.0))}
+GOLD_MIN_ACCURACY, GOLD_MIN_ANSWERS = 0.8, 10
 _PHI = NormalDist().cdf
 
 
@@ -146,6 +154,12 @@ def steps(z: float) -> int:
     return min(int(z / 0.5), 8)
 
 
+def gold_paused(answered: int, right: int) -> bool:
+    """The gold rule (a membership's blocked_reason): paused below GOLD_MIN_ACCURACY right
+    after GOLD_MIN_ANSWERS answers or more."""
+    return answered >= GOLD_MIN_ANSWERS and right < GOLD_MIN_ACCURACY * answered
+
+
 def play(
     seed: int,
     spread: float,
@@ -156,6 +170,7 @@ def play(
     audit: float = AUDIT,
     stop_lead: int = 2,
     refresh: int = 100,
+    gold: float = 0.0,
 ):
     """One run; returns {judgments: tau} every 150 judgments."""
     rng = random.Random(seed)
@@ -171,11 +186,35 @@ def play(
     pair_votes = np.zeros((MODELS, MODELS))  # votes each model pair has had, [low, high]
     order: dict[tuple[int, int], int] = {}  # the oracle's, pair -> place
     judged = 0
+    # Gold draws from their own generator, so that without gold a run is the same as before.
+    gold_draw = random.Random(seed * 11 + 3)
+    gold_answers = [[0, 0] for _ in KINDS]  # [answered, right] per annotator
+
+    def judgment_done() -> None:
+        """After each judgment (gold or not): the curve's point, the doubt's refresh."""
+        if judged % 150 == 0:
+            curve[judged] = kendall_tau(fit(wins)[0], true)
+        if level is not None and judged % refresh == 0:
+            s, cov = fit(honest_wins if policy.endswith("honest doubt") else wins)
+            for c2 in comparisons:
+                i, j = c2.a, c2.b
+                z = abs(s[i] - s[j]) / math.sqrt(max(cov[i, i] + cov[j, j], 1e-12))
+                c2.doubt = level(z)
+
     while judged < budget:
         moved = False
         for who, kind in enumerate(KINDS):
             if judged >= budget:
                 break
+            if gold_paused(*gold_answers[who]):
+                continue
+            if gold and gold_draw.random() < gold:
+                gold_answers[who][0] += 1
+                gold_answers[who][1] += gold_draw.random() < GOLD_RIGHT.get(kind, 0.5)
+                moved = True
+                judged += 1
+                judgment_done()
+                continue
             free = [c for c in comparisons if not c.complete and who not in c.by]
             if not free:
                 continue
@@ -236,14 +275,7 @@ def play(
             )
             c.complete = c.votes >= OVERLAP or stopped
             judged += 1
-            if judged % 150 == 0:
-                curve[judged] = kendall_tau(fit(wins)[0], true)
-            if level is not None and judged % refresh == 0:
-                s, cov = fit(honest_wins if policy.endswith("honest doubt") else wins)
-                for c2 in comparisons:
-                    i, j = c2.a, c2.b
-                    z = abs(s[i] - s[j]) / math.sqrt(max(cov[i, i] + cov[j, j], 1e-12))
-                    c2.doubt = level(z)
+            judgment_done()
         if not moved:
             break
     return curve
@@ -286,6 +318,12 @@ def main() -> None:
         help="judgments between the doubt's refreshes (bench/quality.py's --refresh-every)",
     )
     parser.add_argument(
+        "--gold-rate",
+        type=float,
+        default=0.0,
+        help="the share of turns that are gold items under the gold rule (default 0, none)",
+    )
+    parser.add_argument(
         "--only", nargs="+", default=None, help="these policies (names as printed) and random"
     )
     parser.add_argument(
@@ -304,6 +342,7 @@ def main() -> None:
             f"\nspread {spread}, {args.seeds} seeds from {args.first_seed}, {args.budget} "
             f"judgments, {args.comparisons} comparisons, audit rate {args.audit_rate}, stopping "
             f"at a lead of {args.stop_lead or '- (off)'}, refresh every {args.refresh_every}"
+            + (f", gold rate {args.gold_rate}" if args.gold_rate else "")
         )
         final = None
         reference: dict[int, float] = {}
@@ -321,6 +360,7 @@ def main() -> None:
                     args.audit_rate,
                     args.stop_lead,
                     args.refresh_every,
+                    args.gold_rate,
                 )
                 for seed in range(args.first_seed, args.first_seed + args.seeds)
             ]
@@ -347,7 +387,7 @@ def main() -> None:
             "audit_rate": args.audit_rate,
             "stop_lead": args.stop_lead,
             "refresh_every": args.refresh_every,
-        }
+        } | ({"gold_rate": args.gold_rate} if args.gold_rate else {})
         write_curves(args.curves_out, "policy_sim", setup, written)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
