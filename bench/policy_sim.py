@@ -18,7 +18,7 @@ neighbours, a random clicker, an always-left one, a left-biased one), sides draw
 budget of 3,000 judgments. A 10% audit sample (`--audit-rate`). With `--gold-rate` a turn is a
 gold item (a generated honeypot, bench/quality.py's) with that chance: a judgment of the budget
 but no vote, answered right with chance 0.982 by the honest and left-biased annotators and 0.5
-by the other two; the gold rule pauses whoever is below 80% right after 10 answers or more.
+by the other two; the gold rule pauses whoever is below 80% right after 20 answers or more.
 Policies:
 
 - random: the first open comparison the annotator has not judged in a fixed random order (the
@@ -68,7 +68,7 @@ ORACLE_EVERY = 10  # judgments between the oracle's re-rankings
 # Gold items (--gold-rate): the chance of a right answer by kind (bench/quality.py's honeypots,
 # a degraded side DEGRADED = 4 log-strength units down), and the gold rule's bar.
 GOLD_RIGHT = {"honest": 1 / (1 + math.exp(-4.0)), "left_biased": 1 / (1 + math.exp(-4.0))}
-GOLD_MIN_ACCURACY, GOLD_MIN_ANSWERS = 0.8, 10
+GOLD_MIN_ACCURACY, GOLD_MIN_ANSWERS = 0.8, 20  # bench/quality.py's defaults
 _PHI = NormalDist().cdf
 
 

@@ -729,8 +729,9 @@ def main() -> int:
     parser.add_argument(
         "--gold-min-answers",
         type=int,
-        default=10,
-        help="with honeypots, the gold answers before the rule applies (default 10)",
+        default=20,
+        help="with honeypots, the gold answers before the rule applies (default 20: at 10, an "
+        "honest annotator right 98%% of the time is paused with chance 0.2%%, at 20 0.006%%)",
     )
     parser.add_argument(
         "--spread",

@@ -9,12 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from policy_sim import gold_paused, play, steps
 
 
-def test_the_gold_rule_waits_for_ten_answers_then_wants_eighty_percent():
-    assert not gold_paused(9, 0)  # too few answers to judge
-    assert gold_paused(10, 7)
-    assert not gold_paused(10, 8)
+def test_the_gold_rule_waits_for_twenty_answers_then_wants_eighty_percent():
+    assert not gold_paused(19, 0)  # too few answers to judge
     assert gold_paused(20, 15)  # 75%
     assert not gold_paused(20, 16)
+    assert gold_paused(40, 31)  # 77.5%
+    assert not gold_paused(40, 32)
 
 
 def test_gold_judgments_count_toward_the_budget_and_the_curve():
