@@ -259,6 +259,10 @@ DASHBOARD_INLINE_MAX_JUDGMENTS = envint("DASHBOARD_INLINE_MAX_JUDGMENTS", 20_000
 # autovacuum's rounds (or without them). 0: no job.
 QUEUE_VACUUM_SECONDS = envint("QUEUE_VACUUM_SECONDS", 15)
 QUEUE_VACUUM_MIN_DEAD = envint("QUEUE_VACUUM_MIN_DEAD", 1000)
+# The judging page's stored renderings (apps/judging/rendering.py) are a cache: the beat job
+# `prune-renderings` deletes, once a day, those stored more than this many days ago (a text
+# still shown is rendered again). 0: kept for ever (no job).
+RENDERINGS_MAX_AGE_DAYS = envint("RENDERINGS_MAX_AGE_DAYS", 30)
 CELERY_BEAT_SCHEDULE = {
     "reclaim-expired-leases": {
         "task": "apps.judging.tasks.leases_reclaim_expired_task",
@@ -298,9 +302,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.judges.tasks.judging_sweep_task",
         "schedule": 60.0,
     },
+    "prune-renderings": {
+        "task": "apps.judging.tasks.renderings_prune_task",
+        "schedule": 86400.0,
+        "options": {"expires": 3600.0},
+    },
 }
 if not QUEUE_VACUUM_SECONDS:
     del CELERY_BEAT_SCHEDULE["vacuum-queue"]
+if not RENDERINGS_MAX_AGE_DAYS:
+    del CELERY_BEAT_SCHEDULE["prune-renderings"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -214,6 +214,10 @@ class Rendering(models.Model):
     html = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        # The beat job `prune-renderings` deletes by age (apps.judging.rendering.renderings_prune).
+        indexes = [models.Index(fields=["created_at"], name="rendering_created")]
+
     def __str__(self) -> str:
         return self.digest
 

@@ -8,6 +8,11 @@ for the Markdown parser. A text with no stored rendering yet (a batch whose rend
 reached it, or was never sent because the broker was down; a project's guidelines; a renderer
 version that changed) is rendered the first time it is shown, within the renderer's bounds, and
 stored then. It all lives in the database, so it needs no cache (Redis) to work.
+
+The stored renderings are a cache of the texts, never the texts: `renderings_prune` (the beat job
+`prune-renderings`, and `manage.py prune_renderings`) deletes the rows older than
+RENDERINGS_MAX_AGE_DAYS, so that the texts of deleted batches and of past renderer versions do
+not stay for ever; a text still shown after its row went is rendered again on its next showing.
 """
 
 import hashlib
@@ -15,10 +20,12 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from apps.batches.models import Candidate, Prompt
@@ -61,6 +68,45 @@ def _store(rows: list[Rendering]) -> None:
     except DatabaseError:
         # Storing is an optimisation: the page has its HTML either way.
         logger.exception("storing %s renderings failed", len(rows))
+
+
+# Rows a statement of renderings_prune deletes: each chunk is its own short transaction, so that
+# a prune of millions of rows never holds one long lock or one long transaction.
+PRUNE_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What renderings_prune did: the rows deleted, those older than the cutoff, and the rows
+    left (the table's size after it)."""
+
+    deleted: int
+    cutoff: datetime
+    left: int
+
+
+def renderings_prune(*, older_than: timedelta, chunk: int = PRUNE_CHUNK) -> Pruned:
+    """Deletes the stored renderings (texts' HTML and pairs' diffs) stored before now less
+    `older_than`, `chunk` rows a statement. Safe at any time: a text shown after its rendering
+    went is rendered again then, and stored anew (so a text still in use costs one rendering
+    per period, about 0.2 ms)."""
+    if older_than < timedelta(0):
+        raise ValueError("older_than must not be negative")
+    if chunk < 1:
+        raise ValueError("chunk must be at least 1")
+    cutoff = timezone.now() - older_than
+    old = Rendering.objects.filter(created_at__lt=cutoff)
+    deleted = 0
+    while True:
+        digests = list(old.values_list("digest", flat=True)[:chunk])
+        if not digests:
+            break
+        count, _ = Rendering.objects.filter(digest__in=digests, created_at__lt=cutoff).delete()
+        deleted += count
+    left = Rendering.objects.count()
+    if deleted:
+        logger.info("pruned %s renderings stored before %s; %s left", deleted, cutoff, left)
+    return Pruned(deleted=deleted, cutoff=cutoff, left=left)
 
 
 def renderings_store(*, texts: Iterable[str]) -> int:

@@ -1,10 +1,12 @@
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 
 from annotate.broker import BrokerUnavailable, send_task
 from apps.judging.queue import leases_reclaim_expired, queue_tables_vacuum
-from apps.judging.rendering import renderings_for_batch
+from apps.judging.rendering import renderings_for_batch, renderings_prune
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +61,13 @@ def render_batch_send(batch_id: int, *, after: int = 0) -> None:
             batch_id,
             after,
         )
+
+
+@shared_task(name="apps.judging.tasks.renderings_prune_task")
+def renderings_prune_task() -> int:
+    """The beat job `prune-renderings`: deletes the stored renderings older than
+    RENDERINGS_MAX_AGE_DAYS (none while it is 0). Returns how many."""
+    days = settings.RENDERINGS_MAX_AGE_DAYS
+    if not days:
+        return 0
+    return renderings_prune(older_than=timedelta(days=days)).deleted
