@@ -353,8 +353,7 @@ def judge(
                 person.done = person.lease is None
                 continue
             run.judgments += 1
-            if lease["left"]["id"] not in run.truth or lease["right"]["id"] not in run.truth:
-                run.honeypots += 1
+            run.honeypots += is_honeypot(run.truth, lease)
             if run.judgments in checkpoints:
                 paused = time.perf_counter()
                 checkpoint(run.judgments)
@@ -372,6 +371,11 @@ def judge(
     run.wall = time.perf_counter() - started
     for person in people:
         person.conn.close()
+
+
+def is_honeypot(truth: dict[str, str], lease: dict[str, Any]) -> bool:
+    """A honeypot's degraded side has an id the import did not hold."""
+    return lease["left"]["id"] not in truth or lease["right"]["id"] not in truth
 
 
 def sides(truth: dict[str, str], lease: dict[str, Any]) -> tuple[float, float]:

@@ -77,8 +77,8 @@ PRUNE_CHUNK = 5000
 
 @dataclass(frozen=True)
 class Pruned:
-    """What renderings_prune did: the rows deleted, those older than the cutoff, and the rows
-    left (the table's size after it)."""
+    """What renderings_prune did: the rows deleted, the cutoff (the rows stored before it were
+    the ones to go), and the rows left (the table's size after it)."""
 
     deleted: int
     cutoff: datetime

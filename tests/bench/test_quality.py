@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import quality
-from quality import DEGRADED, MODELS, choose, sides
+from quality import DEGRADED, MODELS, choose, is_honeypot, sides
 
 TRUTH = {"a1": "model-1", "b8": "model-8"}
 
@@ -23,12 +23,14 @@ def lease(left: str, right: str) -> dict:
 
 def test_an_ordinary_lease_reads_both_models():
     assert sides(TRUTH, lease("a1", "b8")) == (MODELS["model-1"], MODELS["model-8"])
+    assert not is_honeypot(TRUTH, lease("a1", "b8"))
 
 
 def test_a_honeypots_degraded_side_is_its_source_less_degraded_on_either_side():
     strong = MODELS["model-8"]
     assert sides(TRUTH, lease("b8", "hp-x")) == (strong, strong - DEGRADED)
     assert sides(TRUTH, lease("hp-x", "b8")) == (strong - DEGRADED, strong)
+    assert is_honeypot(TRUTH, lease("b8", "hp-x")) and is_honeypot(TRUTH, lease("hp-x", "b8"))
 
 
 def test_a_lease_of_two_unknown_sides_is_an_error():
